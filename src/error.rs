@@ -1,0 +1,34 @@
+//! The crate's one error type. Each variant maps to a stable status code used by the C ABI.
+
+use crate::gguf::GgufError;
+
+/// Everything that can go wrong in the engine. The message always names the offending thing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open '{path}': {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed GGUF file: {0}")]
+    Gguf(#[from] GgufError),
+    #[error("unsupported model architecture '{0}'")]
+    UnsupportedArchitecture(String),
+    #[error("unsupported tensor type {ty} for tensor '{tensor}'")]
+    UnsupportedTensorType { tensor: String, ty: String },
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("context full: {0}")]
+    ContextFull(String),
+    #[error("operation cancelled")]
+    Cancelled,
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,26 @@
+//! ROCmForge: an LLM inference engine for AMD GPUs (ROCm/HIP) with a CPU backend everywhere
+//! else, shipped as a C-ABI library.
+//!
+//! Layers, bottom up:
+//! - [`gguf`]: reads model files (untrusted input) over a memory map;
+//! - [`quant`]: tensor block formats, dequantization and fast dot products;
+//! - [`tokenizer`]: BPE and SentencePiece vocabularies from GGUF metadata;
+//! - [`model`]: architectures (hyperparameters and weight views);
+//! - [`backend`]: the compute (CPU now);
+//! - [`kv_cache`], [`engine`]: a batch of tokens through the model;
+//! - [`sampler`]: token selection;
+//! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps.
+
+pub mod api;
+pub mod backend;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod quant;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use api::{Batch, Context, ContextParams, Model, ModelParams};
+pub use error::{Error, Result};
