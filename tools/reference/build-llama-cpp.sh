@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds the llama.cpp reference (CPU) that our tests and benchmarks compare against.
+# The source is the llama.cpp tree vendored by PyPI's llama-cpp-python==0.3.36 sdist
+# (llama.cpp commit 0c1e570, build b11312); it stays under .cache/ref and is never committed.
+# Usage: tools/reference/build-llama-cpp.sh   (idempotent; prints the build directory)
+# Env:   ROCMFORGE_REF_DIR  (default .cache/ref), JOBS (default 2)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+ref=${ROCMFORGE_REF_DIR:-$here/.cache/ref}
+jobs=${JOBS:-2}
+version=0.3.36
+src=$ref/llama-cpp-python-$version/vendor/llama.cpp
+build=$ref/build
+mkdir -p "$ref"
+
+targets=(llama llama-bench llama-tokenize llama-simple llama-completion)
+built() {
+  [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-tokenize" ] &&
+    [ -x "$build/bin/llama-simple" ] && [ -x "$build/bin/llama-completion" ] &&
+    ls "$build"/bin/libllama.so >/dev/null 2>&1
+}
+if built; then
+  echo "$build"
+  exit 0
+fi
+
+# 1. Source: the sdist, not a wheel (--no-binary for this package only; ':all:' would also
+#    build cmake itself from source).
+if [ ! -f "$src/include/llama.h" ]; then
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+    --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$ref" >&2
+  tar -xzf "$ref/llama_cpp_python-$version.tar.gz" -C "$ref" 2>/dev/null ||
+    tar -xzf "$ref"/llama*cpp*python-"$version".tar.gz -C "$ref"
+  [ -d "$ref/llama_cpp_python-$version" ] && [ ! -d "$ref/llama-cpp-python-$version" ] &&
+    mv "$ref/llama_cpp_python-$version" "$ref/llama-cpp-python-$version"
+fi
+[ -f "$src/include/llama.h" ] || { echo "no llama.cpp source at $src" >&2; exit 1; }
+
+# 2. CMake: the system one if present, else PyPI's cmake package in a private venv.
+cmake_bin=$(command -v cmake || true)
+if [ -z "$cmake_bin" ]; then
+  if [ ! -x "$ref/venv/bin/cmake" ]; then
+    python3 -m venv "$ref/venv"
+    "$ref/venv/bin/pip" install --quiet --disable-pip-version-check cmake >&2
+  fi
+  cmake_bin=$ref/venv/bin/cmake
+fi
+
+# 3. Configure and build for CPU. The tree has no git data, so build number and commit are
+#    passed in; the web UI would be downloaded at build time unless turned off.
+"$cmake_bin" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_NUMBER=11312 -DLLAMA_BUILD_COMMIT=0c1e570 \
+  -DBUILD_SHARED_LIBS=ON >&2
+"$cmake_bin" --build "$build" --config Release -j"$jobs" --target "${targets[@]}" >&2
+built || { echo "llama.cpp build incomplete in $build" >&2; exit 1; }
+echo "$build"
