@@ -26,6 +26,9 @@ mod tensor;
 mod value;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::{GgufError, GgufErrorKind};
 pub use file::GgufFile;
 pub use tensor::TensorInfo;

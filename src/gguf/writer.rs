@@ -11,7 +11,7 @@ use std::path::Path;
 use super::metadata::check_alignment;
 use super::tensor::tensor_bytes;
 use super::value::{Array, Value};
-use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC};
+use super::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
 
@@ -83,6 +83,13 @@ impl GgufWriter {
             return Err(Error::InvalidArgument(format!(
                 "duplicate GGUF metadata key '{key}'"
             )));
+        }
+        if let Value::Array(a) = &value {
+            if array_depth(a) > MAX_ARRAY_DEPTH {
+                return Err(Error::InvalidArgument(format!(
+                    "metadata '{key}': arrays nested deeper than {MAX_ARRAY_DEPTH} levels"
+                )));
+            }
         }
         if key == ALIGNMENT_KEY {
             self.alignment = check_alignment(&value).ok_or_else(|| {
@@ -247,6 +254,14 @@ impl GgufWriter {
             sink(&zeros[..pad as usize])?;
         }
         Ok(())
+    }
+}
+
+/// Levels of arrays, counting this one: the reader accepts up to `MAX_ARRAY_DEPTH`.
+fn array_depth(a: &Array) -> usize {
+    match a {
+        Array::Array(v) => 1 + v.iter().map(array_depth).max().unwrap_or(0),
+        _ => 1,
     }
 }
 
