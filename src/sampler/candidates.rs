@@ -42,10 +42,6 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Refills from one row of logits (shape (n_vocab,)). NaN logits are dropped: no stage can
     /// rank them. Errors if the row is empty, too long for u32 ids, or has no logit above -inf.
     pub fn fill(&mut self, logits: &[f32]) -> Result<()> {
@@ -230,7 +226,7 @@ mod tests {
 
     #[test]
     fn fill_rejects_empty_all_nan_and_all_neg_inf() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         for bad in [vec![], vec![f32::NAN; 3], vec![f32::NEG_INFINITY, f32::NAN]] {
             assert!(
                 matches!(c.fill(&bad), Err(Error::InvalidArgument(_))),
@@ -241,7 +237,7 @@ mod tests {
 
     #[test]
     fn fill_drops_nan_and_keeps_ids() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&[1.0, f32::NAN, 3.0]).unwrap();
         assert_eq!(ids(&c), vec![0, 2]);
         assert!(!c.is_id_indexed());
@@ -251,7 +247,7 @@ mod tests {
 
     #[test]
     fn fill_reuses_the_buffer() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         let logits = vec![0.5f32; 1000];
         c.fill(&logits).unwrap();
         c.truncate(3);
@@ -275,7 +271,7 @@ mod tests {
             .collect();
         full.sort_by(rank);
 
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&logits).unwrap();
         for n in [1, 5, 40, 41, 300, 10_000] {
             c.sort_prefix(n);
@@ -287,7 +283,7 @@ mod tests {
 
     #[test]
     fn argmax_prefers_lowest_id_on_ties() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&[1.0, 3.0, 2.0, 3.0]).unwrap();
         assert_eq!(c.argmax(), Some(1));
         c.keep_only_argmax();
@@ -296,7 +292,7 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_handles_infinities() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&[0.0, (2.0f32).ln(), f32::NEG_INFINITY]).unwrap();
         c.softmax();
         let p: Vec<f32> = c.as_slice().iter().map(|t| t.p).collect();
@@ -312,7 +308,7 @@ mod tests {
 
     #[test]
     fn retain_keeps_order_and_sorted_prefix() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&[0.0, 5.0, 1.0, 4.0, 2.0]).unwrap();
         c.sort_prefix(3); // 1, 3, 4
         assert_eq!(c.retain_logit_at_least(3.0), 2);

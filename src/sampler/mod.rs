@@ -1,7 +1,7 @@
 //! Token sampling: a chain of stages that turns one row of logits into the next token.
 //!
 //! Modelled on llama.cpp's sampler chain: [`SamplerChain`] holds [`Stage`]s that run in order
-//! over a [`Candidates`] buffer (id, logit, p) reused for every token; filtering stages
+//! over a candidate buffer (id, logit, p) reused for every token; filtering stages
 //! (penalties, top-k, top-p, min-p, temperature) narrow or rescale it and a terminal stage
 //! (greedy or dist) picks the token. [`SamplerChain::from_params`] builds the conventional
 //! order from [`SamplerParams`]:
@@ -31,7 +31,7 @@ mod stages;
 #[cfg(test)]
 mod tests;
 
-pub use candidates::{Candidates, TokenData};
+pub use candidates::TokenData;
 pub use chain::{SamplerChain, SamplerParams};
 pub use rng::RANDOM_SEED;
 pub use stages::Stage;

@@ -106,7 +106,7 @@ mod tests {
     use super::*;
 
     fn logits_after(p: &Penalties, logits: &[f32]) -> Vec<f32> {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(logits).unwrap();
         p.apply(&mut c);
         let mut out = vec![0.0; logits.len()];
@@ -204,7 +204,7 @@ mod tests {
             p.accept(t);
         }
         let logits = [1.0, 2.0, f32::NAN, 3.0, -1.0];
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&logits).unwrap();
         assert!(!c.is_id_indexed());
         p.apply(&mut c);

@@ -259,7 +259,7 @@ mod tests {
     use super::*;
 
     fn run(stage: Stage, logits: &[f32]) -> Vec<u32> {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(logits).unwrap();
         let mut s = ActiveStage::from(stage);
         s.apply(&mut c);
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn temperature_scales_logits_or_goes_greedy() {
-        let mut c = Candidates::new();
+        let mut c = Candidates::default();
         c.fill(&[1.0, -2.0, 4.0]).unwrap();
         ActiveStage::from(Stage::Temperature(0.5)).apply(&mut c);
         let l: Vec<f32> = c.as_slice().iter().map(|t| t.logit).collect();
@@ -421,7 +421,7 @@ mod tests {
             (&[f32::NEG_INFINITY, -1e30], 1),
         ];
         for &(logits, want) in cases {
-            let mut c = Candidates::new();
+            let mut c = Candidates::default();
             c.fill(logits).unwrap();
             let i = ActiveStage::Greedy.apply(&mut c).unwrap();
             assert_eq!(c.as_slice()[i].id, want, "{logits:?}");
