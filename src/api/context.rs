@@ -1,0 +1,198 @@
+//! A context: KV cache, worker threads and buffers for evaluating batches with one model.
+
+use super::Model;
+use crate::backend::cpu::ThreadPool;
+use crate::engine::{decode, Batch, Scratch};
+use crate::kv_cache::KvCache;
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct ContextParams {
+    /// KV cache cells shared by all sequences; 0 = the model's training context length.
+    pub n_ctx: usize,
+    /// Most tokens one `decode` call may carry.
+    pub n_batch: usize,
+    /// Independent sequences the context can hold (1..=64).
+    pub n_seq_max: usize,
+    /// Compute threads; 0 = the machine's available parallelism.
+    pub n_threads: usize,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams { n_ctx: 4096, n_batch: 512, n_seq_max: 1, n_threads: 0 }
+    }
+}
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub struct Context {
+    model: Model,
+    params: ContextParams,
+    kv: KvCache,
+    pool: ThreadPool,
+    scratch: Scratch,
+    /// Logits of the last batch's tokens that asked for them: (n_out, n_vocab).
+    logits: Vec<f32>,
+    /// For each token of the last batch, its row in `logits`.
+    logit_rows: Vec<Option<usize>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Largest context we accept, a guard against absurd sizes coming through the C API.
+const MAX_CTX: usize = 1 << 22;
+
+impl Context {
+    pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
+        let hp = model.hparams();
+        let mut params = params;
+        if params.n_ctx == 0 {
+            params.n_ctx = hp.n_ctx_train;
+        }
+        if params.n_ctx > MAX_CTX {
+            return Err(Error::InvalidArgument(format!(
+                "context length {} exceeds the limit {MAX_CTX}",
+                params.n_ctx
+            )));
+        }
+        if params.n_batch == 0 {
+            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+        }
+        params.n_batch = params.n_batch.min(params.n_ctx);
+        if params.n_threads == 0 {
+            params.n_threads = default_threads();
+        }
+        if params.n_threads > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "{} threads is more than the limit 1024",
+                params.n_threads
+            )));
+        }
+        let kv = KvCache::new(hp.n_layer, params.n_ctx, hp.kv_dim(), params.n_seq_max)?;
+        let pool = ThreadPool::new(params.n_threads)
+            .map_err(|e| Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
+        Ok(Context {
+            model: model.clone(),
+            params,
+            kv,
+            pool,
+            scratch: Scratch::default(),
+            logits: Vec::new(),
+            logit_rows: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn params(&self) -> &ContextParams {
+        &self.params
+    }
+
+    /// Evaluates a batch (at most `n_batch` tokens). On error the KV cache is unchanged.
+    pub fn decode(&mut self, batch: &Batch) -> Result<()> {
+        if batch.len() > self.params.n_batch {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} tokens exceeds the context's batch size {}",
+                batch.len(),
+                self.params.n_batch
+            )));
+        }
+        self.logit_rows.clear();
+        let result = decode(
+            self.model.loaded(),
+            &mut self.kv,
+            &self.pool,
+            &mut self.scratch,
+            batch,
+            &self.cancel,
+            &mut self.logits,
+        );
+        self.cancel.store(false, Ordering::Relaxed);
+        self.logit_rows = result?;
+        Ok(())
+    }
+
+    /// Appends `tokens` to sequence `seq` (after its last position), in chunks of `n_batch`,
+    /// keeping the logits of the last token. On error the sequence is as it was before.
+    pub fn eval(&mut self, tokens: &[u32], seq: u32) -> Result<()> {
+        self.kv.check_seq(seq)?;
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let start = self.kv.seq_pos_max(seq).map_or(0, |p| p + 1);
+        let mut pos = start;
+        for (i, chunk) in tokens.chunks(self.params.n_batch).enumerate() {
+            let last_chunk = (i + 1) * self.params.n_batch >= tokens.len();
+            let mut batch = Batch::for_sequence(chunk, pos, seq);
+            if !last_chunk {
+                batch.logits.fill(false);
+            }
+            if let Err(e) = self.decode(&batch) {
+                self.kv.seq_remove(Some(seq), start, -1);
+                return Err(e);
+            }
+            pos += chunk.len() as i32;
+        }
+        Ok(())
+    }
+
+    /// Logits after the token at `batch_index` of the last batch, if it asked for them.
+    pub fn logits(&self, batch_index: usize) -> Option<&[f32]> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let row = (*self.logit_rows.get(batch_index)?)?;
+        self.logits.get(row * n_vocab..(row + 1) * n_vocab)
+    }
+
+    /// Logits of the last token of the last batch that asked for logits.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let row = self.logit_rows.iter().rev().find_map(|r| *r)?;
+        self.logits.get(row * n_vocab..(row + 1) * n_vocab)
+    }
+
+    /// A flag any thread may set to stop the running (or next) `decode` with `Cancelled`.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
+    pub fn kv_clear(&mut self) {
+        self.kv.clear();
+    }
+
+    pub fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) -> Result<()> {
+        if let Some(s) = seq {
+            self.kv.check_seq(s)?;
+        }
+        self.kv.seq_remove(seq, p0, p1);
+        Ok(())
+    }
+
+    pub fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) -> Result<()> {
+        self.kv.check_seq(src)?;
+        self.kv.check_seq(dst)?;
+        self.kv.seq_copy(src, dst, p0, p1);
+        Ok(())
+    }
+
+    pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
+        self.kv.check_seq(seq)?;
+        self.kv.seq_keep(seq);
+        Ok(())
+    }
+
+    /// Largest position of `seq` in the cache.
+    pub fn kv_seq_pos_max(&self, seq: u32) -> Option<i32> {
+        self.kv.seq_pos_max(seq)
+    }
+}

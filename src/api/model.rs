@@ -1,0 +1,149 @@
+//! Loading a model: parse the GGUF, check architecture and weights, build the tokenizer.
+
+use crate::engine::LoadedModel;
+use crate::gguf::GgufFile;
+use crate::model::Hparams;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Called during load with the fraction done (0..=1); returning `false` cancels the load.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(f32) -> bool;
+
+pub struct ModelParams<'a> {
+    /// Map the file (weights stay in the page cache, zero-copy) instead of reading it into memory.
+    pub use_mmap: bool,
+    pub progress: Option<ProgressFn<'a>>,
+}
+
+impl Default for ModelParams<'_> {
+    fn default() -> Self {
+        ModelParams { use_mmap: true, progress: None }
+    }
+}
+
+/// A loaded model: immutable, cheap to clone, shareable across threads and contexts.
+#[derive(Clone)]
+pub struct Model {
+    inner: Arc<ModelInner>,
+}
+
+struct ModelInner {
+    loaded: LoadedModel,
+    tokenizer: Tokenizer,
+}
+
+/// Granularity of load progress reports (and of cancellation checks).
+const PROGRESS_STEP: usize = 8 << 20;
+
+impl Model {
+    pub fn load(path: impl AsRef<Path>, params: ModelParams<'_>) -> Result<Model> {
+        let path = path.as_ref();
+        let mut progress = params.progress;
+        let mut report = |fraction: f32| -> Result<()> {
+            match progress.as_mut() {
+                Some(f) => {
+                    if f(fraction) {
+                        Ok(())
+                    } else {
+                        Err(Error::Cancelled)
+                    }
+                }
+                None => Ok(()),
+            }
+        };
+        report(0.0)?;
+        let gguf = if params.use_mmap {
+            let gguf = GgufFile::open(path)?;
+            // Touch every page once so the first token does not pay for page faults, and so
+            // progress reflects real reading work.
+            let bytes = gguf.as_bytes();
+            let mut checksum = 0u8;
+            for (i, chunk) in bytes.chunks(PROGRESS_STEP).enumerate() {
+                for page in chunk.iter().step_by(4096) {
+                    checksum = checksum.wrapping_add(*page);
+                }
+                report(((i + 1) * PROGRESS_STEP).min(bytes.len()) as f32 / bytes.len() as f32 * 0.95)?;
+            }
+            std::hint::black_box(checksum);
+            gguf
+        } else {
+            let bytes = read_with_progress(path, &mut report)?;
+            GgufFile::from_bytes(bytes)?
+        };
+        let model = Model::from_gguf(gguf)?;
+        report(1.0)?;
+        Ok(model)
+    }
+
+    /// Builds a model from an already parsed file (tests build tiny ones in memory).
+    pub fn from_gguf(gguf: GgufFile) -> Result<Model> {
+        let loaded = LoadedModel::new(gguf)?;
+        let tokenizer = Tokenizer::from_gguf(&loaded.gguf)?;
+        if tokenizer.n_vocab() != loaded.hparams.n_vocab {
+            return Err(Error::InvalidModel(format!(
+                "tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.n_vocab(),
+                loaded.hparams.n_vocab
+            )));
+        }
+        Ok(Model { inner: Arc::new(ModelInner { loaded, tokenizer }) })
+    }
+
+    pub fn hparams(&self) -> &Hparams {
+        &self.inner.loaded.hparams
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    /// The parsed file: any metadata key, tensor infos.
+    pub fn gguf(&self) -> &GgufFile {
+        &self.inner.loaded.gguf
+    }
+
+    pub(crate) fn loaded(&self) -> &LoadedModel {
+        &self.inner.loaded
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.gguf().get_str("general.name")
+    }
+
+    pub fn chat_template(&self) -> Option<&str> {
+        self.gguf().get_str("tokenizer.chat_template")
+    }
+
+    /// Total elements of all tensors.
+    pub fn n_params(&self) -> u64 {
+        self.gguf().tensors().iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Bytes of all tensor data.
+    pub fn size_bytes(&self) -> u64 {
+        self.gguf().tensors().iter().map(|t| t.n_bytes).sum()
+    }
+}
+
+fn read_with_progress(path: &Path, report: &mut dyn FnMut(f32) -> Result<()>) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io_err = |source| Error::Io { path: path.display().to_string(), source };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len() as usize;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory(format!("{len} bytes to read '{}'", path.display())))?;
+    let mut chunk = vec![0u8; PROGRESS_STEP];
+    loop {
+        let got = file.read(&mut chunk).map_err(io_err)?;
+        if got == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..got]);
+        report(bytes.len() as f32 / len.max(1) as f32 * 0.95)?;
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,56 @@
+//! Grouped-query attention of a batch of queries over the KV cache (CPU).
+
+use super::matmul::SharedMut;
+use super::ops::{axpy, dot_f32, softmax_in_place};
+use super::threadpool::{split_range, ThreadPool};
+use crate::kv_cache::KvCache;
+
+/// Shapes of one attention call.
+#[derive(Clone, Copy)]
+pub struct AttentionShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+}
+
+/// `out[t, h] = softmax(q[t, h] . K[visible(t)] / sqrt(d)) . V[visible(t)]` for each token `t`
+/// and query head `h`; query head h reads KV head `h / (n_head / n_head_kv)`.
+/// `q`, `out`: (n_tokens, n_head * head_dim); `visible[t]`: the cache cells token t attends to.
+pub fn attention(
+    pool: &ThreadPool,
+    kv: &KvCache,
+    layer: usize,
+    shape: AttentionShape,
+    q: &[f32],
+    visible: &[Vec<usize>],
+    out: &mut [f32],
+) {
+    let AttentionShape { n_head, n_head_kv, head_dim } = shape;
+    let q_dim = n_head * head_dim;
+    let group = n_head / n_head_kv;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let n_tasks = visible.len() * n_head;
+    let out = SharedMut::new(out);
+    let n_threads = pool.n_threads();
+    pool.run(&|index, _| {
+        let tasks = split_range(n_tasks, index, n_threads);
+        let mut scores: Vec<f32> = Vec::new();
+        for task in tasks {
+            let (t, h) = (task / n_head, task % n_head);
+            let kv_off = (h / group) * head_dim;
+            let q_row = &q[t * q_dim + h * head_dim..][..head_dim];
+            let cells = &visible[t];
+            scores.clear();
+            scores.extend(cells.iter().map(|&c| {
+                dot_f32(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale
+            }));
+            softmax_in_place(&mut scores);
+            // SAFETY: task (t, h) is owned by exactly one thread, and so is its output slice.
+            let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
+            dst.fill(0.0);
+            for (&c, &p) in cells.iter().zip(&scores) {
+                axpy(dst, p, &kv.value(layer, c)[kv_off..kv_off + head_dim]);
+            }
+        }
+    });
+}

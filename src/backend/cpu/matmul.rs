@@ -1,0 +1,197 @@
+//! Matrix products of packed (quantized) weights with a batch of activation rows.
+//!
+//! The activations are quantized once into the weight type's "activation type" (Q8_1 for Q4_1,
+//! Q8_0 for Q4_0/Q8_0, f16 for F16 ...), exactly as llama.cpp does, then each weight row is dotted
+//! with the packed activation rows by the row kernels of `crate::quant::dot`. Weights never get
+//! an f32 copy: they are read from the model mapping.
+//!
+//! Work split: weight rows are divided among threads. Within a thread, rows go in blocks small
+//! enough to stay in L1 while groups of four tokens stream past them, so in prompt processing a
+//! weight block is read from memory once per token group instead of once per token.
+
+use super::threadpool::{split_range, ThreadPool};
+use crate::quant::dot::{kernels_for, DotKernels};
+use crate::quant::{activation_type, quantize_activations, GgmlType};
+use crate::{Error, Result};
+
+/// A 2-D weight in its packed on-disk form. Row `r` is `data[r * row_bytes ..][..row_bytes]`.
+#[derive(Clone, Copy)]
+pub struct PackedMatrix<'a> {
+    pub data: &'a [u8],
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features (elements per row).
+    pub cols: usize,
+    pub row_bytes: usize,
+    pub kernels: &'static DotKernels,
+}
+
+impl<'a> PackedMatrix<'a> {
+    pub fn new(data: &'a [u8], ty: GgmlType, rows: usize, cols: usize) -> Result<Self> {
+        let row_bytes = ty
+            .row_bytes(cols as u64)
+            .ok_or_else(|| Error::InvalidModel(format!("{cols} columns are not whole {ty} blocks")))?
+            as usize;
+        if data.len() != row_bytes * rows {
+            return Err(Error::InvalidModel(format!(
+                "weight of {rows}x{cols} {ty} needs {} bytes, has {}",
+                row_bytes * rows,
+                data.len()
+            )));
+        }
+        let kernels = kernels_for(ty).ok_or_else(|| Error::UnsupportedTensorType {
+            tensor: String::from("(matrix)"),
+            ty: ty.name().to_string(),
+        })?;
+        Ok(PackedMatrix { data, ty, rows, cols, row_bytes, kernels })
+    }
+
+    fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// Activation rows quantized into one activation type. Buffer: (n_rows, row_bytes).
+#[derive(Default)]
+pub struct PackedActivations {
+    ty: Option<GgmlType>,
+    cols: usize,
+    row_bytes: usize,
+    n_rows: usize,
+    buf: Vec<u8>,
+}
+
+impl PackedActivations {
+    /// Quantizes `x` (n_rows, cols) for weights of type `weight_ty`, in parallel over rows.
+    pub fn pack(
+        &mut self,
+        pool: &ThreadPool,
+        weight_ty: GgmlType,
+        x: &[f32],
+        n_rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        debug_assert_eq!(x.len(), n_rows * cols);
+        let act_ty = activation_type(weight_ty).ok_or_else(|| Error::UnsupportedTensorType {
+            tensor: String::from("(matrix)"),
+            ty: weight_ty.name().to_string(),
+        })?;
+        let row_bytes = act_ty.row_bytes(cols as u64).ok_or_else(|| {
+            Error::InvalidModel(format!("{cols} columns are not whole {act_ty} blocks"))
+        })? as usize;
+        self.ty = Some(act_ty);
+        self.cols = cols;
+        self.row_bytes = row_bytes;
+        self.n_rows = n_rows;
+        self.buf.resize(n_rows * row_bytes, 0);
+        let out = SharedMut::new(&mut self.buf);
+        let failed = std::sync::Mutex::new(None);
+        pool.for_each_range(n_rows, &|rows| {
+            for r in rows {
+                // SAFETY: each row index is visited by exactly one thread; rows are disjoint.
+                let dst = unsafe { out.slice(r * row_bytes, row_bytes) };
+                if let Err(e) = quantize_activations(act_ty, &x[r * cols..(r + 1) * cols], dst) {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return;
+                }
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The activation type these rows were packed for (None before the first `pack`).
+    pub fn packed_type(&self) -> Option<GgmlType> {
+        self.ty
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.buf[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// Rows of weights processed together while token groups stream past (fits L1 for d<=4096).
+const ROW_BLOCK: usize = 8;
+
+/// `out[t * out_stride + r] = dot(w.row(r), acts.row(t))` for all tokens t and rows r.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &PackedMatrix<'_>,
+    acts: &PackedActivations,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let n_tokens = acts.n_rows;
+    debug_assert_eq!(acts.cols, w.cols);
+    debug_assert!(out_stride >= w.rows && out.len() >= (n_tokens - 1) * out_stride + w.rows);
+    let out = SharedMut::new(out);
+    let n_threads = pool.n_threads();
+    pool.run(&|index, _| {
+        let rows = split_range(w.rows, index, n_threads);
+        let write = |t: usize, r: usize, v: f32| {
+            // SAFETY: thread `index` owns output columns `rows` exclusively; (t, r) is in bounds
+            // by the debug_assert above and the caller's buffer contract.
+            unsafe { out.write(t * out_stride + r, v) }
+        };
+        let mut block_start = rows.start;
+        while block_start < rows.end {
+            let block_end = (block_start + ROW_BLOCK).min(rows.end);
+            let mut t = 0;
+            while t + 4 <= n_tokens {
+                let group = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
+                let mut sums = [0.0f32; 4];
+                for r in block_start..block_end {
+                    (w.kernels.four)(w.cols, w.row(r), group, &mut sums);
+                    for (i, &s) in sums.iter().enumerate() {
+                        write(t + i, r, s);
+                    }
+                }
+                t += 4;
+            }
+            for t in t..n_tokens {
+                let a = acts.row(t);
+                for r in block_start..block_end {
+                    write(t, r, (w.kernels.one)(w.cols, w.row(r), a));
+                }
+            }
+            block_start = block_end;
+        }
+    });
+}
+
+/// A mutable buffer that several threads write at disjoint indices.
+pub(crate) struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: access goes through `unsafe` methods whose callers guarantee disjoint indices.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    pub(crate) fn new(buf: &mut [T]) -> Self {
+        SharedMut { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+
+    /// # Safety
+    /// No other thread may access index `i` concurrently.
+    pub(crate) unsafe fn write(&self, i: usize, v: T) {
+        assert!(i < self.len);
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
+        unsafe { self.ptr.add(i).write(v) }
+    }
+
+    /// # Safety
+    /// No other thread may access `start..start+len` concurrently while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len);
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}

@@ -1,0 +1,238 @@
+//! The llama forward pass over a batch: embeddings → N × (attention + SwiGLU FFN) → logits.
+
+use super::{Batch, Scratch};
+use crate::backend::cpu::attention::{attention, AttentionShape};
+use crate::backend::cpu::matmul::{matmul, PackedActivations, PackedMatrix};
+use crate::backend::cpu::ops::{add_in_place, rms_norm, rope_in_place, silu_mul_in_place};
+use crate::backend::cpu::ThreadPool;
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+use crate::model::{Hparams, LlamaWeights, RopeScaling, WeightRef};
+use crate::quant::activation_type;
+use crate::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Everything immutable the forward pass needs; shared by all contexts of a model.
+pub struct LoadedModel {
+    pub gguf: GgufFile,
+    pub hparams: Hparams,
+    pub weights: LlamaWeights,
+    /// RoPE angle per position unit for each rotated pair: (head_dim / 2).
+    pub rope_inv_freq: Vec<f32>,
+}
+
+impl LoadedModel {
+    pub fn new(gguf: GgufFile) -> Result<LoadedModel> {
+        let hparams = Hparams::from_gguf(&gguf)?;
+        let weights = LlamaWeights::from_gguf(&gguf, &hparams)?;
+        let rope_inv_freq = rope_inv_freq(&hparams, weights.rope_freq_factors.as_deref());
+        Ok(LoadedModel { gguf, hparams, weights, rope_inv_freq })
+    }
+
+    fn matrix(&self, w: &WeightRef) -> Result<PackedMatrix<'_>> {
+        PackedMatrix::new(self.gguf.tensor_data(&w.info), w.ty(), w.rows, w.cols)
+    }
+}
+
+/// theta_i = base^(-2i/d) * freq_scale / factor_i, built by repeated multiplication as the
+/// reference implementation does, so angles round the same way.
+fn rope_inv_freq(hp: &Hparams, factors: Option<&[f32]>) -> Vec<f32> {
+    let half = hp.head_dim / 2;
+    let step = hp.rope_base.powf(-2.0 / hp.head_dim as f32);
+    let freq_scale = match hp.rope_scaling {
+        RopeScaling::None => 1.0,
+        RopeScaling::Linear { factor } => 1.0 / factor,
+    };
+    let mut theta = 1.0f32;
+    (0..half)
+        .map(|i| {
+            let f = theta * freq_scale / factors.map_or(1.0, |f| f[i]);
+            theta *= step;
+            f
+        })
+        .collect()
+}
+
+/// Evaluates `batch`: writes its keys/values into `kv` and the logits of the tokens that asked
+/// for them into `logits` (n_out, n_vocab), in batch order. Returns, per batch token, its row in
+/// `logits`. On any error (including cancellation) the cache is left as it was before the call.
+#[allow(clippy::too_many_arguments)]
+pub fn decode(
+    model: &LoadedModel,
+    kv: &mut KvCache,
+    pool: &ThreadPool,
+    s: &mut Scratch,
+    batch: &Batch,
+    cancel: &AtomicBool,
+    logits: &mut Vec<f32>,
+) -> Result<Vec<Option<usize>>> {
+    let hp = &model.hparams;
+    batch.validate(hp.n_vocab, kv.n_seq_max())?;
+    check_positions(kv, batch)?;
+    let placed: Vec<(i32, u32)> = batch.pos.iter().copied().zip(batch.seq.iter().copied()).collect();
+    let cells = kv.allocate(&placed)?;
+    let result = run_layers(model, kv, pool, s, batch, &cells, cancel, logits);
+    if result.is_err() {
+        kv.release(&cells);
+    }
+    result
+}
+
+/// New tokens of a sequence must come after what the cache already holds for it, so every
+/// (sequence, position) names one cell.
+fn check_positions(kv: &KvCache, batch: &Batch) -> Result<()> {
+    let mut seen: Vec<Option<i32>> = vec![None; kv.n_seq_max()];
+    for (i, (&pos, &seq)) in batch.pos.iter().zip(&batch.seq).enumerate() {
+        let last = seen[seq as usize].or_else(|| kv.seq_pos_max(seq));
+        if let Some(last) = last {
+            if pos <= last {
+                return Err(Error::InvalidArgument(format!(
+                    "batch index {i}: position {pos} of sequence {seq} is not after its last \
+                     position {last}"
+                )));
+            }
+        }
+        seen[seq as usize] = Some(pos);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_layers(
+    model: &LoadedModel,
+    kv: &mut KvCache,
+    pool: &ThreadPool,
+    s: &mut Scratch,
+    batch: &Batch,
+    cells: &[usize],
+    cancel: &AtomicBool,
+    logits: &mut Vec<f32>,
+) -> Result<Vec<Option<usize>>> {
+    let hp = &model.hparams;
+    let w = &model.weights;
+    let n = batch.len();
+    let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+    s.prepare(hp, n);
+
+    embed(model, &batch.tokens, &mut s.x)?;
+    for t in 0..n {
+        kv.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
+    }
+    let shape = AttentionShape { n_head: hp.n_head, n_head_kv: hp.n_head_kv, head_dim: hp.head_dim };
+
+    for (il, layer) in w.layers.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        // Attention block.
+        norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
+        project_fresh(model, pool, &mut s.acts, &layer.wq, &s.xn, n, &mut s.q)?;
+        project(model, pool, &mut s.acts, &layer.wk, &s.xn, n, &mut s.k)?;
+        project(model, pool, &mut s.acts, &layer.wv, &s.xn, n, &mut s.v)?;
+        for t in 0..n {
+            let pos = batch.pos[t] as f32;
+            rope_in_place(&mut s.q[t * q_dim..(t + 1) * q_dim], hp.head_dim, pos, &model.rope_inv_freq);
+            rope_in_place(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hp.head_dim, pos, &model.rope_inv_freq);
+            kv.store(il, cells[t], &s.k[t * kv_dim..(t + 1) * kv_dim], &s.v[t * kv_dim..(t + 1) * kv_dim]);
+        }
+        attention(pool, kv, il, shape, &s.q, &s.visible[..n], &mut s.attn);
+        project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
+        add_in_place(&mut s.x, &s.proj);
+
+        // Feed-forward block (SwiGLU).
+        norm_rows(pool, &s.x, &layer.ffn_norm, hp.rms_eps, &mut s.xn, d);
+        project_fresh(model, pool, &mut s.acts, &layer.gate, &s.xn, n, &mut s.gate)?;
+        project(model, pool, &mut s.acts, &layer.up, &s.xn, n, &mut s.up)?;
+        for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
+            silu_mul_in_place(g, u);
+        }
+        project_fresh(model, pool, &mut s.acts, &layer.down, &s.gate, n, &mut s.proj)?;
+        add_in_place(&mut s.x, &s.proj);
+    }
+
+    // Output head, only for the tokens that want logits.
+    let rows: Vec<usize> = (0..n).filter(|&t| batch.logits[t]).collect();
+    let mut out_index = vec![None; n];
+    for (k, &t) in rows.iter().enumerate() {
+        out_index[t] = Some(k);
+        s.xn[k * d..(k + 1) * d].copy_from_slice(&s.x[t * d..(t + 1) * d]);
+    }
+    let n_out = rows.len();
+    if n_out > 0 {
+        // Normalise in place (rows were compacted to the front of xn).
+        for k in 0..n_out {
+            let row: Vec<f32> = s.xn[k * d..(k + 1) * d].to_vec();
+            rms_norm(&row, &w.output_norm, hp.rms_eps, &mut s.xn[k * d..(k + 1) * d]);
+        }
+        logits.resize(n_out * hp.n_vocab, 0.0);
+        project_fresh(model, pool, &mut s.acts, &w.output, &s.xn[..n_out * d], n_out, logits)?;
+    } else {
+        logits.clear();
+    }
+    Ok(out_index)
+}
+
+/// Token embeddings: each row dequantized from the embedding table. x: (n_tokens, n_embd)
+fn embed(model: &LoadedModel, tokens: &[u32], x: &mut [f32]) -> Result<()> {
+    let e = &model.weights.token_embd;
+    let d = model.hparams.n_embd;
+    let data = model.gguf.tensor_data(&e.info);
+    let row_bytes = data.len() / e.rows;
+    for (t, &tok) in tokens.iter().enumerate() {
+        let src = &data[tok as usize * row_bytes..(tok as usize + 1) * row_bytes];
+        crate::quant::dequantize_row(e.ty(), src, &mut x[t * d..(t + 1) * d])?;
+    }
+    Ok(())
+}
+
+/// RMSNorm of each of the rows of `x` into `out`, rows split over the threads.
+fn norm_rows(pool: &ThreadPool, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32], d: usize) {
+    let n_rows = x.len() / d;
+    if n_rows < 8 {
+        for (src, dst) in x.chunks(d).zip(out.chunks_mut(d)) {
+            rms_norm(src, weight, eps, dst);
+        }
+        return;
+    }
+    let shared = crate::backend::cpu::matmul::SharedMut::new(out);
+    pool.for_each_range(n_rows, &|rows| {
+        for r in rows {
+            // SAFETY: each row is normalised by exactly one thread.
+            let dst = unsafe { shared.slice(r * d, d) };
+            rms_norm(&x[r * d..(r + 1) * d], weight, eps, dst);
+        }
+    });
+}
+
+/// `out = x · Wᵀ` for the first `n` rows of `x`, reusing `acts` when they are already packed
+/// from this same `x` in the type `w` needs.
+fn project(
+    model: &LoadedModel,
+    pool: &ThreadPool,
+    acts: &mut PackedActivations,
+    w: &WeightRef,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    if acts.packed_type() != activation_type(w.ty()) {
+        acts.pack(pool, w.ty(), &x[..n * w.cols], n, w.cols)?;
+    }
+    matmul(pool, &model.matrix(w)?, acts, out, w.rows);
+    Ok(())
+}
+
+/// Like `project`, for an `x` that has not been packed yet.
+fn project_fresh(
+    model: &LoadedModel,
+    pool: &ThreadPool,
+    acts: &mut PackedActivations,
+    w: &WeightRef,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    acts.pack(pool, w.ty(), &x[..n * w.cols], n, w.cols)?;
+    matmul(pool, &model.matrix(w)?, acts, out, w.rows);
+    Ok(())
+}
