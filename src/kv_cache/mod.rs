@@ -5,6 +5,8 @@
 //! cells instead of duplicating them). A token of sequence `s` at position `p` attends to every
 //! cell that belongs to `s` with position `<= p`.
 
+mod state;
+
 use crate::{Error, Result};
 
 /// Sequences per context are limited by the 64-bit membership mask.
