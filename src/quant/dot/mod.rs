@@ -1,0 +1,129 @@
+//! Row dot-product kernels: one packed weight row against one (or four) activation rows in
+//! the weight type's activation format (see [`super::activation_type`]).
+//!
+//! Each ISA module offers a table of [`DotKernels`]; [`kernels_for`] picks, once per process,
+//! the fastest one this CPU can run (order measured on Sapphire Rapids, see
+//! benches/quant_dot.rs). [`available_kernels`] lists every runnable variant so tests and the
+//! benchmark can force each one.
+//!
+//! Contract for every kernel: `n` is a multiple of the weight's block size (32 for the
+//! quantized types, any `n` for F32/F16/BF16), `w` holds at least `weight.row_bytes(n)` bytes
+//! and each activation row at least `act.row_bytes(n)`. The kernels check this once per call
+//! and panic otherwise (a caller bug: the engine validates tensor shapes at load time); the
+//! inner loops then read with unchecked unaligned SIMD loads.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+mod scalar;
+
+use super::GgmlType;
+use std::sync::OnceLock;
+
+/// One weight row (packed blocks, n elements) dotted with one activation row of
+/// activation_type(weight).
+pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+/// One weight row against 4 activation rows at once (weights unpacked once, reused):
+/// out[i] = dot(w, a[i]).
+pub type Dot4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]);
+
+/// The kernels for one weight type on one ISA.
+pub struct DotKernels {
+    pub one: DotFn,
+    pub four: Dot4Fn,
+    /// e.g. "q4_1*q8_1 avxvnni"
+    pub name: &'static str,
+    pub weight: GgmlType,
+}
+
+/// The weight types with dot kernels.
+pub const WEIGHT_TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::F16,
+    GgmlType::Bf16,
+    GgmlType::F32,
+];
+
+/// Every kernel set for `weight` this CPU can run, fastest first; the scalar reference last.
+pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
+    let mut tables: Vec<&'static [DotKernels]> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Measured order: 256-bit AVX-VNNI beats 512-bit VNNI here because on Sapphire Rapids
+        // vpdpbusd has the same throughput at both widths and the 256-bit form needs no
+        // cross-block shuffles (a 32-element block is exactly one ymm register).
+        let vnni256 = is_x86_feature_detected!("avxvnni") && avx2::detected();
+        let vnni512 = avx512::detected();
+        for_each_preference(weight, |isa| match isa {
+            Isa::AvxVnni if vnni256 => tables.push(avx2::VNNI_KERNELS),
+            Isa::Avx512 if vnni512 => tables.push(avx512::KERNELS),
+            Isa::Avx2 if avx2::detected() => tables.push(avx2::KERNELS),
+            _ => {}
+        });
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        tables.push(neon::KERNELS);
+    }
+    tables.push(scalar::KERNELS);
+    tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .filter(|k| k.weight == weight)
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Isa {
+    AvxVnni,
+    Avx512,
+    Avx2,
+}
+
+/// ISA preference per weight type, from benches/quant_dot.rs on Sapphire Rapids.
+#[cfg(target_arch = "x86_64")]
+fn for_each_preference(weight: GgmlType, mut f: impl FnMut(Isa)) {
+    let order: &[Isa] = match weight {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
+        _ => &[Isa::AvxVnni, Isa::Avx512, Isa::Avx2],
+    };
+    order.iter().for_each(|&i| f(i));
+}
+
+/// The fastest kernels for `weight` on this CPU; `None` for weight types without kernels.
+pub fn kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
+    static BEST: OnceLock<Vec<&'static DotKernels>> = OnceLock::new();
+    let best = BEST.get_or_init(|| {
+        WEIGHT_TYPES
+            .iter()
+            .filter_map(|&t| available_kernels(t).first().copied())
+            .collect()
+    });
+    best.iter().find(|k| k.weight == weight).copied()
+}
+
+/// The scalar reference kernels for `weight`.
+pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
+    scalar::KERNELS.iter().find(|k| k.weight == weight)
+}
+
+/// Panics unless `w` and `a` hold `n` elements of their types (the kernels' one check).
+#[inline(always)]
+#[allow(dead_code)] // unused on targets without SIMD kernels
+pub(crate) fn check_lengths(n: usize, w: &[u8], a: &[u8], blk: usize, wb: usize, ab: usize) {
+    assert!(
+        n % blk == 0 && w.len() >= n / blk * wb && a.len() >= n / blk * ab,
+        "dot kernel: bad row lengths (n={n}, w={}, a={})",
+        w.len(),
+        a.len()
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! aarch64 NEON kernels (NEON is baseline on aarch64). Kept deliberately plain: widening
+//! multiplies (`smull`) and pairwise adds, no `sdot` (unstable in Rust's std::arch), one block
+//! per step. Types without a kernel here (F16, BF16) fall back to the scalar table.
+//! Compile-checked with `cargo check --target aarch64-unknown-linux-gnu`; not run here.
+
+use super::{check_lengths, DotKernels};
+use crate::quant::GgmlType;
+use std::arch::aarch64::*;
+
+/// 16 x (s8 * s8) summed into 4 i32 lanes (|product| <= 128 * 128 fits i16).
+#[inline]
+fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
+    let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+    let hi = vmull_high_s8(x, y);
+    vaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
+}
+
+/// Reads a `T` from `p` (native = little-endian byte order).
+///
+/// # Safety
+/// `size_of::<T>()` bytes readable at `p`.
+#[inline(always)]
+unsafe fn rd<T: Copy>(p: *const u8) -> T {
+    // SAFETY: caller guarantees the bytes are readable; read_unaligned has no alignment needs.
+    unsafe { p.cast::<T>().read_unaligned() }
+}
+
+fn h(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// A Q4 block's 16 nibble bytes -> (elements 0..16, elements 16..32) as s8, minus `offset`.
+///
+/// # Safety
+/// 16 bytes readable at p.
+#[inline]
+unsafe fn unpack_q4(p: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: caller guarantees 16 readable bytes.
+    let q = unsafe { vld1q_u8(p) };
+    let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
+    let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+    (
+        vsubq_s8(lo, vdupq_n_s8(offset)),
+        vsubq_s8(hi, vdupq_n_s8(offset)),
+    )
+}
+
+/// # Safety
+/// 32 bytes readable at p.
+#[inline]
+unsafe fn load32(p: *const u8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: caller guarantees 32 readable bytes.
+    unsafe { (vld1q_s8(p.cast()), vld1q_s8(p.add(16).cast())) }
+}
+
+fn q4_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 18, 34);
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = 0f32;
+    for i in 0..n / 32 {
+        // SAFETY: lengths checked above, block i is inside both rows.
+        unsafe {
+            let (wp, ap) = (w.add(i * 18), a.add(i * 34));
+            let (x0, x1) = unpack_q4(wp.add(2), 8);
+            let (y0, y1) = load32(ap.add(2));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            acc += h(rd(wp)) * h(rd(ap)) * isum as f32;
+        }
+    }
+    acc
+}
+
+fn q4_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 20, 36);
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = 0f32;
+    for i in 0..n / 32 {
+        // SAFETY: lengths checked above, block i is inside both rows.
+        unsafe {
+            let (wp, ap) = (w.add(i * 20), a.add(i * 36));
+            let (x0, x1) = unpack_q4(wp.add(4), 0);
+            let (y0, y1) = load32(ap.add(4));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            acc += h(rd(wp)) * h(rd(ap)) * isum as f32 + h(rd(wp.add(2))) * h(rd(ap.add(2)));
+        }
+    }
+    acc
+}
+
+fn q8_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 34, 34);
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = 0f32;
+    for i in 0..n / 32 {
+        // SAFETY: lengths checked above, block i is inside both rows.
+        unsafe {
+            let (wp, ap) = (w.add(i * 34), a.add(i * 34));
+            let (x0, x1) = load32(wp.add(2));
+            let (y0, y1) = load32(ap.add(2));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            acc += h(rd(wp)) * h(rd(ap)) * isum as f32;
+        }
+    }
+    acc
+}
+
+fn f32_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 1, 4, 4);
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = vdupq_n_f32(0.0);
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: elements i..i + 4 are inside both rows.
+        unsafe {
+            acc = vfmaq_f32(
+                acc,
+                vld1q_f32(w.add(i * 4).cast()),
+                vld1q_f32(a.add(i * 4).cast()),
+            );
+        }
+        i += 4;
+    }
+    let mut s = vaddvq_f32(acc);
+    for j in i..n {
+        // SAFETY: element j < n is inside both rows.
+        unsafe { s += rd::<f32>(w.add(j * 4)) * rd::<f32>(a.add(j * 4)) };
+    }
+    s
+}
+
+macro_rules! four {
+    ($name:ident, $one:ident) => {
+        fn $name(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            for (o, a) in out.iter_mut().zip(a) {
+                *o = $one(n, w, a);
+            }
+        }
+    };
+}
+four!(q4_0_four, q4_0_one);
+four!(q4_1_four, q4_1_one);
+four!(q8_0_four, q8_0_one);
+four!(f32_four, f32_one);
+
+pub(super) static KERNELS: &[DotKernels] = &[
+    DotKernels {
+        one: q4_0_one,
+        four: q4_0_four,
+        name: "q4_0*q8_0 neon",
+        weight: GgmlType::Q4_0,
+    },
+    DotKernels {
+        one: q4_1_one,
+        four: q4_1_four,
+        name: "q4_1*q8_1 neon",
+        weight: GgmlType::Q4_1,
+    },
+    DotKernels {
+        one: q8_0_one,
+        four: q8_0_four,
+        name: "q8_0*q8_0 neon",
+        weight: GgmlType::Q8_0,
+    },
+    DotKernels {
+        one: f32_one,
+        four: f32_four,
+        name: "f32*f32 neon",
+        weight: GgmlType::F32,
+    },
+];

@@ -1,0 +1,158 @@
+//! Every runnable kernel variant (forced, not only the selected one) against the scalar
+//! reference on seeded random rows.
+
+use super::*;
+use crate::quant::activation::activation_type;
+use crate::quant::reference::{self, dequantize_row};
+use half::{bf16, f16};
+
+/// Relative tolerance against the sum of absolute block terms: the integer block sums are
+/// exact, so only f32 accumulation order (and FMA) separates a kernel from the f64 reference.
+const REL_TOL: f64 = 1e-5;
+const LENGTHS: [usize; 5] = [32, 64, 576, 1536, 4096];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn unit(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0 // [-1, 1)
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+/// A random packed weight row of `ty`: random quants (all 256 byte values, so Q8_0 sees
+/// -128 too) and random finite f16 scales/offsets.
+fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    let f16b = |v: f32| f16::from_f32(v).to_le_bytes();
+    match ty {
+        GgmlType::F32 => (0..n).for_each(|_| out.extend(rng.unit().to_le_bytes())),
+        GgmlType::F16 => (0..n).for_each(|_| out.extend(f16b(rng.unit()))),
+        GgmlType::Bf16 => (0..n).for_each(|_| out.extend(bf16::from_f32(rng.unit()).to_le_bytes())),
+        _ => {
+            for _ in 0..n / 32 {
+                out.extend(f16b(rng.unit() * 0.05));
+                if ty == GgmlType::Q4_1 {
+                    out.extend(f16b(rng.unit() * 0.2));
+                }
+                let qbytes = ty.block_bytes() - if ty == GgmlType::Q4_1 { 4 } else { 2 };
+                (0..qbytes).for_each(|_| out.push(rng.byte()));
+            }
+        }
+    }
+    out
+}
+
+/// A random activation row of `act`, produced by the reference quantizer / conversions.
+fn act_row(act: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
+    let mut out = vec![0u8; act.row_bytes(n as u64).unwrap() as usize];
+    match act {
+        GgmlType::Q8_0 => assert!(reference::quantize_row_q8_0(&x, &mut out)),
+        GgmlType::Q8_1 => assert!(reference::quantize_row_q8_1(&x, &mut out)),
+        _ => crate::quant::quantize_activations(act, &x, &mut out).unwrap(),
+    }
+    out
+}
+
+/// Sum of |w_i * a_i| over the dequantized rows plus |m * s| terms: the scale of the
+/// accumulation error.
+fn magnitude(ty: GgmlType, act: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f64 {
+    let (mut wf, mut af) = (vec![0f32; n], vec![0f32; n]);
+    dequantize_row(ty, w, &mut wf).unwrap();
+    dequantize_row(act, a, &mut af).unwrap();
+    wf.iter()
+        .zip(&af)
+        .map(|(&x, &y)| (x as f64 * y as f64).abs())
+        .sum::<f64>()
+        + 1e-30
+}
+
+#[test]
+fn every_kernel_matches_the_scalar_reference() {
+    let mut rng = Rng(0x5EED);
+    for ty in WEIGHT_TYPES {
+        let act = activation_type(ty).unwrap();
+        let reference = scalar_kernels_for(ty).unwrap();
+        let variants = available_kernels(ty);
+        assert!(
+            variants.len() >= 2 || cfg!(not(target_arch = "x86_64")),
+            "{ty}: no SIMD variant"
+        );
+        let mut lengths = LENGTHS.to_vec();
+        if ty.block_elems() == 1 {
+            lengths.extend([1, 7, 37, 100]); // scalar tails of the float kernels
+        }
+        for n in lengths {
+            let w = weight_row(ty, n, &mut rng);
+            let a: [Vec<u8>; 4] = std::array::from_fn(|_| act_row(act, n, &mut rng));
+            for k in &variants {
+                for r in 0..4 {
+                    let want = (reference.one)(n, &w, &a[r]) as f64;
+                    let got = (k.one)(n, &w, &a[r]) as f64;
+                    let tol = REL_TOL * magnitude(ty, act, n, &w, &a[r]);
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{} n={n}: {got} vs {want} (tol {tol})",
+                        k.name
+                    );
+                }
+                let mut four = [0f32; 4];
+                (k.four)(n, &w, [&a[0], &a[1], &a[2], &a[3]], &mut four);
+                for r in 0..4 {
+                    // Same operations per row, so batch and single results are bit-identical.
+                    assert_eq!(
+                        four[r].to_bits(),
+                        (k.one)(n, &w, &a[r]).to_bits(),
+                        "{} four[{r}] n={n}",
+                        k.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q4_1_kernels_use_the_offset_term() {
+    // All quants 0: the whole dot is sum_b m_w * s_a, which only the `m*s` term produces.
+    let n = 96;
+    let mut w = Vec::new();
+    for b in 0..3 {
+        w.extend(f16::from_f32(1.0).to_le_bytes());
+        w.extend(f16::from_f32(0.5 * (b + 1) as f32).to_le_bytes());
+        w.extend([0u8; 16]);
+    }
+    let x = vec![1.0f32; n]; // each block: d = 1/127, q = 127, s = 32
+    let mut a = vec![0u8; 3 * 36];
+    assert!(reference::quantize_row_q8_1(&x, &mut a));
+    for k in available_kernels(GgmlType::Q4_1) {
+        assert_eq!((k.one)(n, &w, &a), 32.0 * (0.5 + 1.0 + 1.5), "{}", k.name);
+    }
+}
+
+#[test]
+fn best_kernels_exist_for_every_weight_type_and_not_for_others() {
+    for ty in WEIGHT_TYPES {
+        let k = kernels_for(ty).unwrap();
+        assert_eq!(k.weight, ty);
+        assert!(k.name.starts_with(&ty.name().to_lowercase()), "{}", k.name);
+    }
+    assert!(kernels_for(GgmlType::Q4K).is_none());
+    assert!(scalar_kernels_for(GgmlType::Q8_1).is_none());
+}
+
+#[test]
+#[should_panic(expected = "bad row lengths")]
+fn short_rows_are_refused_before_any_read() {
+    let k = kernels_for(GgmlType::Q4_1).unwrap();
+    (k.one)(64, &[0u8; 40], &[0u8; 71]);
+}
