@@ -11,7 +11,7 @@
 //! - [`sampler`]: token selection;
 //! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps.
 
-// pub mod api; (enabled once the tokenizer lands)
+pub mod api;
 pub mod backend;
 pub mod engine;
 pub mod error;
@@ -22,4 +22,5 @@ pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
 
+pub use api::{Batch, Context, ContextParams, Model, ModelParams};
 pub use error::{Error, Result};

@@ -15,8 +15,24 @@ use std::thread::JoinHandle;
 
 type Job<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
-/// Spins (with `spin_loop` hints) before a worker goes to sleep; roughly a millisecond.
-const SPIN_BEFORE_SLEEP: u32 = 1 << 16;
+/// Busy-wait iterations (`spin_loop` hints) before a waiting thread starts yielding its core.
+const SPIN_BEFORE_YIELD: u32 = 1 << 12;
+/// Wait iterations (spins, then yields) before an idle worker goes to sleep.
+const SPIN_BEFORE_SLEEP: u32 = 1 << 14;
+
+/// Waits for `done` to hold: spins first (the common case is a wait of microseconds), then
+/// yields so that a descheduled worker on an oversubscribed machine can get the core back.
+fn wait_until(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        if spins < SPIN_BEFORE_YIELD {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
 
 struct Shared {
     /// Bumped once per job; workers compare it with the last one they ran.
@@ -96,9 +112,7 @@ impl ThreadPool {
             shared.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| job(0, shared.n_threads)));
-        while shared.remaining.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
-        }
+        wait_until(|| shared.remaining.load(Ordering::Acquire) == 0);
         // SAFETY: all workers finished the job; clearing drops the erased borrow.
         unsafe {
             *shared.job.get() = None;
@@ -155,9 +169,13 @@ fn worker_loop(shared: &Shared, index: usize) {
                 seen = generation;
                 break;
             }
-            if spins < SPIN_BEFORE_SLEEP {
+            if spins < SPIN_BEFORE_YIELD {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if spins < SPIN_BEFORE_SLEEP {
+                // Other processes may want this core (an oversubscribed machine): let them run.
+                spins += 1;
+                std::thread::yield_now();
             } else {
                 let mut guard = shared.sleep_lock.lock();
                 if shared.generation.load(Ordering::Acquire) == seen

@@ -1,0 +1,104 @@
+//! `rocmforge_cli`: run a prompt through a model and stream the continuation.
+//!
+//! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
+//!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
+
+use rocmforge::sampler::{SamplerChain, SamplerParams};
+use rocmforge::tokenizer::StreamDecoder;
+use rocmforge::{Context, ContextParams, Model, ModelParams};
+use std::io::Write;
+use std::process::ExitCode;
+
+struct Args {
+    model: String,
+    prompt: String,
+    n_predict: usize,
+    ctx: ContextParams,
+    sampling: SamplerParams,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        model: format!(
+            "{}/SmolLM2-135M-Instruct.Q4_1.gguf",
+            std::env::var("ROCMFORGE_MODEL_DIR").unwrap_or_else(|_| ".cache/models".into())
+        ),
+        prompt: "The capital of France is".into(),
+        n_predict: 64,
+        ctx: ContextParams::default(),
+        sampling: SamplerParams { temperature: 0.0, ..SamplerParams::default() },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "-m" | "--model" => args.model = value()?,
+            "-p" | "--prompt" => args.prompt = value()?,
+            "-n" | "--n-predict" => args.n_predict = num(value()?)? as usize,
+            "-t" | "--threads" => args.ctx.n_threads = num(value()?)? as usize,
+            "-c" | "--ctx" => args.ctx.n_ctx = num(value()?)? as usize,
+            "--temp" => args.sampling.temperature = num(value()?)? as f32,
+            "--seed" => args.sampling.seed = num(value()?)? as u64,
+            "--top-k" => args.sampling.top_k = num(value()?)? as i32,
+            "--top-p" => args.sampling.top_p = num(value()?)? as f32,
+            "--min-p" => args.sampling.min_p = num(value()?)? as f32,
+            "--repeat-penalty" => args.sampling.penalty_repeat = num(value()?)? as f32,
+            "-h" | "--help" => {
+                return Err("usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
+                            [-c CTX] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] \
+                            [--repeat-penalty R]"
+                    .into())
+            }
+            other => return Err(format!("unknown argument '{other}' (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let model = Model::load(&args.model, ModelParams::default()).map_err(|e| e.to_string())?;
+    let mut ctx = Context::new(&model, args.ctx).map_err(|e| e.to_string())?;
+    let mut sampler = SamplerChain::from_params(&args.sampling).map_err(|e| e.to_string())?;
+    let tok = model.tokenizer();
+    let prompt = tok.encode(&args.prompt, true, true);
+    let started = std::time::Instant::now();
+    ctx.eval(&prompt, 0).map_err(|e| e.to_string())?;
+    let prompt_time = started.elapsed();
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{}", args.prompt);
+    let mut decoder = StreamDecoder::new();
+    let started = std::time::Instant::now();
+    let mut generated = 0;
+    for _ in 0..args.n_predict {
+        let logits = ctx.last_logits().ok_or("no logits")?;
+        let next = sampler.sample(logits).map_err(|e| e.to_string())?;
+        sampler.accept(next);
+        if tok.is_eog(next) {
+            break;
+        }
+        let _ = write!(out, "{}", decoder.push(&tok.token_to_piece(next, false)));
+        let _ = out.flush();
+        generated += 1;
+        ctx.eval(&[next], 0).map_err(|e| e.to_string())?;
+    }
+    let _ = writeln!(out, "{}", decoder.finish());
+    let gen_time = started.elapsed();
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s; generated: {generated} tokens, {:.1} tok/s",
+        prompt.len(),
+        prompt.len() as f64 / prompt_time.as_secs_f64(),
+        generated as f64 / gen_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match parse_args().and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rocmforge_cli: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
