@@ -269,16 +269,20 @@ static llama_token argmax(const float *logits, int n_vocab) {
 }
 
 // Generates up to n_gen tokens greedily after the prompt. Returns how many were written to
-// gen; *stopped_eog says whether the last one is an end-of-generation token.
+// gen; *stopped_eog says whether the last one is an end-of-generation token. If step_logits
+// is not NULL ([n_gen][n_vocab]), row k receives the logits that chose gen[k]: row 0 from the
+// batched prompt evaluation, the others from one-token decodes against the KV cache.
 static int generate(struct llama_context *ctx, const struct llama_vocab *vocab, llama_token *prompt, int n_prompt,
-                    int n_gen, llama_token *gen, bool *stopped_eog) {
+                    int n_gen, llama_token *gen, bool *stopped_eog, float *step_logits) {
     int n_vocab = llama_vocab_n_tokens(vocab);
     llama_memory_clear(llama_get_memory(ctx), true);
     if (llama_decode(ctx, llama_batch_get_one(prompt, n_prompt)) != 0) die("llama_decode(prompt) failed");
     *stopped_eog = false;
     int n = 0;
     while (n < n_gen) {
-        llama_token t = argmax(llama_get_logits_ith(ctx, -1), n_vocab);
+        const float *row = llama_get_logits_ith(ctx, -1);
+        if (step_logits) memcpy(step_logits + (size_t)n * (size_t)n_vocab, row, sizeof(float) * (size_t)n_vocab);
+        llama_token t = argmax(row, n_vocab);
         gen[n++] = t;
         if (llama_vocab_is_eog(vocab, t)) {
             *stopped_eog = true;
@@ -369,7 +373,7 @@ static void parse_opts(int argc, char **argv, int first, opts_t *o) {
 static void json_settings(FILE *f, const settings_t *s) {
     fprintf(f,
             "{\"n_threads\":%d,\"flash_attn\":\"%s\",\"type_k\":\"%s\",\"type_v\":\"%s\",\"n_ctx\":%d,"
-            "\"n_batch\":%d,\"n_ubatch\":%d}",
+            "\"n_batch\":%d,\"n_ubatch\":%d,\"use_extra_bufts\":false}",
             s->n_threads, fa_name(s->fa), kv_name(s->kv), kv_name(s->kv), s->n_ctx, s->n_ctx, s->n_ubatch);
 }
 
@@ -377,6 +381,10 @@ static struct llama_model *load_model(const char *path, bool vocab_only) {
     struct llama_model_params mp = llama_model_default_params();
     mp.vocab_only = vocab_only;
     mp.n_gpu_layers = 0;
+    // No extra (repacked / AMX) weight buffers: ggml's AMX path crashes on our AMX-capable
+    // dev VM, and the plain CPU path (vec_dot of the weight type against Q8 activations) is
+    // the canonical one.
+    mp.use_extra_bufts = false;
     struct llama_model *m = llama_model_load_from_file(path, mp);
     if (!m) die("cannot load model %s", path);
     return m;
@@ -397,10 +405,11 @@ typedef struct {
     llama_token *tokens; // prompt then generated
     int n_prompt, n_gen;
     bool stopped_eog;
+    float *step_logits; // [n_gen][n_vocab] from free-running generation (NULL unless asked)
 } run_t;
 
 static run_t prepare_run(struct llama_context *ctx, const struct llama_vocab *vocab, const char *prompt_path,
-                         const opts_t *o) {
+                         const opts_t *o, bool keep_step_logits) {
     run_t r;
     r.prompt = read_file(prompt_path, &r.prompt_len);
     llama_token *p = tokenize(vocab, r.prompt, r.prompt_len, true, true, &r.n_prompt);
@@ -409,7 +418,12 @@ static run_t prepare_run(struct llama_context *ctx, const struct llama_vocab *vo
     r.tokens = xmalloc(sizeof(llama_token) * (size_t)(r.n_prompt + o->n_gen));
     memcpy(r.tokens, p, sizeof(llama_token) * (size_t)r.n_prompt);
     free(p);
-    r.n_gen = generate(ctx, vocab, r.tokens, r.n_prompt, o->n_gen, r.tokens + r.n_prompt, &r.stopped_eog);
+    r.step_logits = keep_step_logits
+                        ? xmalloc(sizeof(float) * (size_t)(o->n_gen ? o->n_gen : 1) *
+                                  (size_t)llama_vocab_n_tokens(vocab))
+                        : NULL;
+    r.n_gen = generate(ctx, vocab, r.tokens, r.n_prompt, o->n_gen, r.tokens + r.n_prompt, &r.stopped_eog,
+                       r.step_logits);
     return r;
 }
 
@@ -418,7 +432,7 @@ static int mode_logits(const char *model_path, const char *prompt_path, const ch
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
     int n_vocab = llama_vocab_n_tokens(vocab);
     struct llama_context *ctx = make_ctx(model, &o->s);
-    run_t r = prepare_run(ctx, vocab, prompt_path, o);
+    run_t r = prepare_run(ctx, vocab, prompt_path, o, false);
     int n = r.n_prompt + r.n_gen;
     float *all = teacher_force(ctx, vocab, r.tokens, n);
 
@@ -466,19 +480,49 @@ static int mode_logits(const char *model_path, const char *prompt_path, const ch
 static const double MARGINS[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1.0};
 #define N_MARGINS (sizeof(MARGINS) / sizeof(MARGINS[0]))
 
+// Writes the distance between two logit sets over n rows ([n][n_vocab] each) as JSON fields:
+// top-5 = the base row's five best ids; a flip = the other run's argmax differs from base's.
+static void json_compare(FILE *f, const float *base, const float *other, int n, int n_vocab) {
+    double max_top5 = 0, sum_top5 = 0, max_all = 0, max_margin_at_flip = -1;
+    int flips = 0, flips_over[N_MARGINS] = {0};
+    int ids[5];
+    for (int i = 0; i < n; i++) {
+        const float *b = base + (size_t)i * (size_t)n_vocab, *x = other + (size_t)i * (size_t)n_vocab;
+        top_k(b, n_vocab, 5, ids);
+        double pos_top5 = 0;
+        for (int k = 0; k < 5; k++) pos_top5 = fmax(pos_top5, fabs((double)x[ids[k]] - b[ids[k]]));
+        max_top5 = fmax(max_top5, pos_top5);
+        sum_top5 += pos_top5;
+        for (int t = 0; t < n_vocab; t++) max_all = fmax(max_all, fabs((double)x[t] - b[t]));
+        if (argmax(x, n_vocab) != ids[0]) {
+            double margin = (double)b[ids[0]] - b[ids[1]];
+            flips++;
+            max_margin_at_flip = fmax(max_margin_at_flip, margin);
+            for (size_t m = 0; m < N_MARGINS; m++)
+                if (margin > MARGINS[m]) flips_over[m]++;
+        }
+    }
+    fprintf(f,
+            "\"n_positions\":%d,\"max_abs_dlogit_top5\":%.6f,\"mean_abs_dlogit_top5\":%.6f,"
+            "\"max_abs_dlogit_all\":%.6f,\"top1_flips\":%d,\"max_base_margin_at_flip\":%.6f,"
+            "\"top1_flips_with_margin_over\":{",
+            n, max_top5, n ? sum_top5 / n : 0.0, max_all, flips, max_margin_at_flip);
+    for (size_t m = 0; m < N_MARGINS; m++) fprintf(f, "%s\"%g\":%d", m ? "," : "", MARGINS[m], flips_over[m]);
+    fprintf(f, "}");
+}
+
 static int mode_vary(const char *model_path, const char *prompt_path, const char *out_path, const opts_t *o) {
     struct llama_model *model = load_model(model_path, false);
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
     int n_vocab = llama_vocab_n_tokens(vocab);
     struct llama_context *ctx = make_ctx(model, &o->s);
-    run_t r = prepare_run(ctx, vocab, prompt_path, o);
+    run_t r = prepare_run(ctx, vocab, prompt_path, o, true);
     int n = r.n_prompt + r.n_gen;
     float *base = teacher_force(ctx, vocab, r.tokens, n);
     llama_free(ctx);
 
-    settings_t v[] = {
-        o->s, o->s, o->s, o->s, o->s, o->s, o->s,
-    };
+    settings_t v[7];
+    for (int i = 0; i < 7; i++) v[i] = o->s;
     v[0].name = "fa_on";
     v[0].fa = LLAMA_FLASH_ATTN_TYPE_ENABLED;
     v[1].name = "kv_f16";
@@ -495,7 +539,7 @@ static int mode_vary(const char *model_path, const char *prompt_path, const char
     v[5].name = "ubatch_32";
     v[5].n_ubatch = 32;
     v[6].name = "same_settings_rerun";
-    int n_var = (int)(sizeof(v) / sizeof(v[0]));
+    int n_var = 7;
 
     FILE *f = fopen(out_path, "w");
     if (!f) die("cannot write %s", out_path);
@@ -504,42 +548,28 @@ static int mode_vary(const char *model_path, const char *prompt_path, const char
     fprintf(f, ",\"llama_cpp\":\"%s\",\"n_positions\":%d,\"base\":", REF_BUILD, n);
     json_settings(f, &o->s);
     fprintf(f, ",\"variants\":[\n");
+    // The base settings' own free-running generation: logits from one-token decodes against
+    // the KV cache, versus the one-pass evaluation, at the positions that chose generated tokens.
+    fprintf(f, "{\"name\":\"incremental_decode\",\"settings\":");
+    json_settings(f, &o->s);
+    fprintf(f, ",");
+    json_compare(f, base + (size_t)(r.n_prompt - 1) * (size_t)n_vocab, r.step_logits, r.n_gen, n_vocab);
+    fprintf(f, "},\n");
     for (int vi = 0; vi < n_var; vi++) {
         struct llama_context *c = make_ctx(model, &v[vi]);
         float *var = teacher_force(c, vocab, r.tokens, n);
         llama_free(c);
-        double max_top5 = 0, sum_top5 = 0, max_all = 0, max_margin_at_flip = -1;
-        int flips = 0, flips_over[N_MARGINS] = {0};
-        int ids[5];
-        for (int i = 0; i < n; i++) {
-            const float *b = base + (size_t)i * (size_t)n_vocab, *x = var + (size_t)i * (size_t)n_vocab;
-            top_k(b, n_vocab, 5, ids);
-            double pos_top5 = 0;
-            for (int k = 0; k < 5; k++) pos_top5 = fmax(pos_top5, fabs((double)x[ids[k]] - b[ids[k]]));
-            max_top5 = fmax(max_top5, pos_top5);
-            sum_top5 += pos_top5;
-            for (int t = 0; t < n_vocab; t++) max_all = fmax(max_all, fabs((double)x[t] - b[t]));
-            if (argmax(x, n_vocab) != ids[0]) {
-                double margin = (double)b[ids[0]] - b[ids[1]];
-                flips++;
-                max_margin_at_flip = fmax(max_margin_at_flip, margin);
-                for (size_t m = 0; m < N_MARGINS; m++)
-                    if (margin > MARGINS[m]) flips_over[m]++;
-            }
-        }
         fprintf(f, "{\"name\":\"%s\",\"settings\":", v[vi].name);
         json_settings(f, &v[vi]);
-        fprintf(f,
-                ",\"max_abs_dlogit_top5\":%.6f,\"mean_abs_dlogit_top5\":%.6f,\"max_abs_dlogit_all\":%.6f,"
-                "\"top1_flips\":%d,\"max_base_margin_at_flip\":%.6f,\"top1_flips_with_margin_over\":{",
-                max_top5, sum_top5 / n, max_all, flips, max_margin_at_flip);
-        for (size_t m = 0; m < N_MARGINS; m++) fprintf(f, "%s\"%g\":%d", m ? "," : "", MARGINS[m], flips_over[m]);
-        fprintf(f, "}}%s\n", vi + 1 < n_var ? "," : "");
+        fprintf(f, ",");
+        json_compare(f, base, var, n, n_vocab);
+        fprintf(f, "}%s\n", vi + 1 < n_var ? "," : "");
         free(var);
     }
     fprintf(f, "]}\n");
     fclose(f);
     free(base);
+    free(r.step_logits);
     free(r.tokens);
     free(r.prompt);
     llama_model_free(model);
