@@ -22,8 +22,8 @@
 //! them against llama.cpp's behaviour and check every id against llama.cpp-generated fixtures.
 //!
 //! Deliberate gaps: WordPiece, Unigram (T5), RWKV and PLaMo-2 vocabularies and the rarer
-//! pre-tokenizers are rejected with [`Error::Tokenizer`] naming them; llama.cpp's per-model
-//! `lstrip`/`rstrip` attributes (phi-3, jina) are not applied. Codepoint classes come from
+//! pre-tokenizers are rejected with [`Error::Tokenizer`] naming them; of llama.cpp's per-model
+//! token attributes only Phi-3's `rstrip` is applied (the others concern BERT-style models). Codepoint classes come from
 //! Unicode 14 (`unicode_table.rs`); llama.cpp's table may be newer, which only matters for
 //! codepoints assigned since.
 
@@ -277,6 +277,7 @@ fn spec_from_gguf(g: &GgufFile) -> Result<VocabSpec> {
         add_bos: flag("add_bos_token")?,
         add_eos: flag("add_eos_token")?,
         add_space_prefix: flag("add_space_prefix")?,
+        model_name: g.get_str("general.name").map(str::to_owned),
     })
 }
 

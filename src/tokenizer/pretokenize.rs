@@ -24,6 +24,9 @@ const LLAMA3: Splitter = Splitter::Llama3;
 /// Qwen 2's pattern: like Llama 3's but single digits and no custom scanner.
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen 3.5's pattern: Qwen 2's with combining marks kept inside words.
+const QWEN35_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// One step of a pre-tokenizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Splitter {
@@ -85,6 +88,25 @@ pub(crate) fn pre_config(name: &str) -> Result<PreConfig> {
             cfg(QWEN2, false)
         }
         "stablelm2" | "megrez" => cfg(QWEN2, true),
+        "qwen35" => cfg(&[Splitter::Regex(QWEN35_RE)], false),
+        "falcon" => cfg(
+            &[
+                Splitter::Regex(r"[\p{P}\$\+<=>\^~\|`]+"),
+                GPT2,
+                Splitter::Regex("[0-9][0-9][0-9]"),
+            ],
+            true,
+        ),
+        "deepseek-coder" => cfg(
+            &[
+                Splitter::Regex("[\r\n]"),
+                Splitter::Regex(r"\s?\p{L}+"),
+                Splitter::Regex(r"\s?\p{P}+"),
+                Splitter::Regex("[一-龥ࠀ-一가-퟿]+"),
+                Splitter::Regex(r"\p{N}"),
+            ],
+            false,
+        ),
         other => {
             return Err(Error::Tokenizer(format!(
                 "unsupported pre-tokenizer type '{other}' (tokenizer.ggml.pre)"
@@ -104,7 +126,13 @@ pub(crate) struct PreTokenizer {
 enum Step {
     Gpt2,
     Llama3,
-    Regex(Regex),
+    /// A regex over the collapsed text (`collapsed`), or, for patterns without `\p{..}` classes,
+    /// over the text with non-ASCII whitespace replaced by U+000B (as llama.cpp's `std::wregex`
+    /// path does).
+    Regex {
+        re: Regex,
+        collapsed: bool,
+    },
 }
 
 impl PreTokenizer {
@@ -115,9 +143,19 @@ impl PreTokenizer {
             .map(|s| match s {
                 Splitter::Gpt2 => Ok(Step::Gpt2),
                 Splitter::Llama3 => Ok(Step::Llama3),
-                Splitter::Regex(pattern) => Regex::new(&collapse_pattern(pattern))
-                    .map(Step::Regex)
-                    .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex {pattern:?}: {e}"))),
+                Splitter::Regex(pattern) => {
+                    let collapsed = uses_categories(pattern);
+                    let source = if collapsed {
+                        collapse_pattern(pattern)
+                    } else {
+                        pattern.to_string()
+                    };
+                    Regex::new(&source)
+                        .map(|re| Step::Regex { re, collapsed })
+                        .map_err(|e| {
+                            Error::Tokenizer(format!("pre-tokenizer regex {pattern:?}: {e}"))
+                        })
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PreTokenizer { steps })
@@ -125,7 +163,16 @@ impl PreTokenizer {
 
     /// Splits `text` into words; the words concatenate back to `text`.
     pub(crate) fn split<'t>(&self, text: &'t str) -> Vec<&'t str> {
-        let text = Text::new(text);
+        let needs_raw = self.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::Regex {
+                    collapsed: false,
+                    ..
+                }
+            )
+        });
+        let text = Text::new(text, needs_raw);
         // Fragments as codepoint index ranges; each step refines them.
         let mut fragments = vec![(0, text.cps.len())];
         for step in &self.steps {
@@ -137,7 +184,14 @@ impl PreTokenizer {
                 match step {
                     Step::Gpt2 => scan_gpt2(&text, start, end, &mut next),
                     Step::Llama3 => scan_llama3(&text, start, end, &mut next),
-                    Step::Regex(re) => split_regex(re, &text, start, end, &mut next),
+                    Step::Regex { re, collapsed } => {
+                        let hay = if *collapsed {
+                            &text.collapsed
+                        } else {
+                            &text.raw
+                        };
+                        split_regex(re, hay, start, end, &mut next)
+                    }
                 }
             }
             fragments = next;
@@ -158,38 +212,81 @@ struct Text<'t> {
     flags: Vec<CpFlags>,
     /// Byte offset in `src` of each codepoint, plus `src.len()` at the end.
     byte_at: Vec<usize>,
-    collapsed: String,
-    /// Byte offset in `collapsed` of each codepoint, plus `collapsed.len()` at the end.
-    collapsed_at: Vec<usize>,
+    collapsed: Haystack,
+    /// The text with non-ASCII whitespace as U+000B (built only when a step needs it).
+    raw: Haystack,
+}
+
+/// A rewritten copy of the text that regexes run on, with the byte offset of each codepoint
+/// (plus the length at the end) to map matches back to codepoint positions.
+#[derive(Default)]
+struct Haystack {
+    text: String,
+    at: Vec<usize>,
+}
+
+impl Haystack {
+    fn with_capacity(bytes: usize, cps: usize) -> Haystack {
+        Haystack {
+            text: String::with_capacity(bytes),
+            at: Vec::with_capacity(cps + 1),
+        }
+    }
+    fn push(&mut self, c: char) {
+        self.at.push(self.text.len());
+        self.text.push(c);
+    }
+    fn finish(&mut self) {
+        self.at.push(self.text.len());
+    }
 }
 
 impl<'t> Text<'t> {
-    fn new(src: &'t str) -> Text<'t> {
+    fn new(src: &'t str, with_raw: bool) -> Text<'t> {
         let n = src.chars().count();
         let mut text = Text {
             src,
             cps: Vec::with_capacity(n),
             flags: Vec::with_capacity(n),
             byte_at: Vec::with_capacity(n + 1),
-            collapsed: String::with_capacity(src.len()),
-            collapsed_at: Vec::with_capacity(n + 1),
+            collapsed: Haystack::with_capacity(src.len(), n),
+            raw: Haystack::default(),
         };
+        if with_raw {
+            text.raw = Haystack::with_capacity(src.len(), n);
+        }
         for (i, c) in src.char_indices() {
             let flags = CpFlags::of(c as u32);
             text.cps.push(c as u32);
             text.flags.push(flags);
             text.byte_at.push(i);
-            text.collapsed_at.push(text.collapsed.len());
             text.collapsed.push(if c.is_ascii() {
                 c
             } else {
                 flags.collapsed_char()
             });
+            if with_raw {
+                text.raw.push(if !c.is_ascii() && flags.is_whitespace() {
+                    '\u{0B}'
+                } else {
+                    c
+                });
+            }
         }
         text.byte_at.push(src.len());
-        text.collapsed_at.push(text.collapsed.len());
+        text.collapsed.finish();
+        if with_raw {
+            text.raw.finish();
+        }
         text
     }
+}
+
+/// Whether llama.cpp would run `pattern` on the collapsed text (it names a category class).
+fn uses_categories(pattern: &str) -> bool {
+    [r"\p{N}", r"\p{L}", r"\p{P}", r"\p{M}", r"\p{S}"]
+        .iter()
+        .any(|c| pattern.contains(c))
 }
 
 /// Rewrites `\p{N}`, `\p{L}`, `\p{P}`, `\p{M}`, `\p{S}` (and the `\p{L*}` subclasses, which the
@@ -254,16 +351,20 @@ fn collapse_pattern(pattern: &str) -> String {
 
 /// Splits the fragment `[start, end)` at the regex's matches; the text between matches is kept
 /// as fragments too.
-fn split_regex(re: &Regex, text: &Text, start: usize, end: usize, out: &mut Vec<(usize, usize)>) {
-    let base = text.collapsed_at[start];
-    let hay = &text.collapsed[base..text.collapsed_at[end]];
-    // Codepoint index of a byte offset into `hay`; offsets returned by the regex always fall on
-    // character boundaries, which are exactly the entries of `collapsed_at`.
-    let cp_of = |offset: usize| {
-        start + text.collapsed_at[start..=end].partition_point(|&b| b < base + offset)
-    };
+fn split_regex(
+    re: &Regex,
+    hay: &Haystack,
+    start: usize,
+    end: usize,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let base = hay.at[start];
+    let fragment = &hay.text[base..hay.at[end]];
+    // Codepoint index of a byte offset into `fragment`; offsets returned by the regex always fall
+    // on character boundaries, which are exactly the entries of `hay.at`.
+    let cp_of = |offset: usize| start + hay.at[start..=end].partition_point(|&b| b < base + offset);
     let mut prev = start;
-    for m in re.find_iter(hay) {
+    for m in re.find_iter(fragment) {
         // A regex that fails (backtrack limit) leaves the rest of the fragment unsplit.
         let Ok(m) = m else { break };
         if m.start() == m.end() {

@@ -3,6 +3,7 @@
 //! As in llama.cpp, the special tokens are taken one at a time, longest text first, and every
 //! occurrence of each is cut out of every remaining text fragment. User-defined tokens are always
 //! cut out; control and unknown tokens only when the caller asks to parse special tokens.
+//! Tokens marked lstrip/rstrip also take the ASCII whitespace before/after them.
 
 use super::vocab::{attr, Vocab};
 
@@ -43,11 +44,18 @@ pub(crate) fn partition<'t>(
                 continue;
             };
             while let Some(at) = rest.find(needle) {
-                if at > 0 {
-                    next.push(Fragment::Text(&rest[..at]));
+                let mut left = &rest[..at];
+                if token.attr & attr::LSTRIP != 0 {
+                    left = left.trim_end_matches(is_c_space);
+                }
+                if !left.is_empty() {
+                    next.push(Fragment::Text(left));
                 }
                 next.push(Fragment::Token(id));
                 rest = &rest[at + needle.len()..];
+                if token.attr & attr::RSTRIP != 0 {
+                    rest = rest.trim_start_matches(is_c_space);
+                }
             }
             if !rest.is_empty() {
                 next.push(Fragment::Text(rest));
@@ -56,4 +64,9 @@ pub(crate) fn partition<'t>(
         fragments = next;
     }
     fragments
+}
+
+/// C's `isspace` in the "C" locale, which llama.cpp uses for stripping around special tokens.
+fn is_c_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r')
 }

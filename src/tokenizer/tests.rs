@@ -19,6 +19,7 @@ fn bpe_spec(tokens: &[&str], merges: &[&str], types: Option<Vec<i32>>) -> VocabS
         add_bos: Some(false),
         add_eos: None,
         add_space_prefix: None,
+        model_name: None,
     }
 }
 
@@ -184,6 +185,7 @@ fn spm_tokenizer() -> Tokenizer {
         add_bos: None,
         add_eos: None,
         add_space_prefix: None,
+        model_name: None,
     })
     .expect("valid SPM vocabulary")
 }

@@ -53,6 +53,8 @@ pub struct VocabSpec {
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
     pub add_space_prefix: Option<bool>,
+    /// `general.name`: llama.cpp keys a few per-model token attributes on it (Phi-3).
+    pub model_name: Option<String>,
 }
 
 /// Token attribute bits (a token may carry several: llama.cpp marks end-of-generation-looking
@@ -64,6 +66,10 @@ pub(crate) mod attr {
     pub const CONTROL: u8 = 1 << 3;
     pub const USER_DEFINED: u8 = 1 << 4;
     pub const BYTE: u8 = 1 << 5;
+    /// Whitespace before the token is dropped when it is cut out of the text.
+    pub const LSTRIP: u8 = 1 << 6;
+    /// Whitespace after the token is dropped when it is cut out of the text.
+    pub const RSTRIP: u8 = 1 << 7;
 
     pub fn from_token_type(ty: i32) -> u8 {
         match ty {
@@ -341,6 +347,22 @@ impl Vocab {
             })
             .collect();
         special_tokens.sort_by_key(|&id| std::cmp::Reverse(tokens[id as usize].text.len()));
+
+        // Phi-3: special tokens swallow the whitespace after them, except these three.
+        let name = spec.model_name.as_deref().unwrap_or("").to_lowercase();
+        if name.contains("phi-3") || name.contains("phi3") {
+            for &id in &special_tokens {
+                tokens[id as usize].attr |= attr::RSTRIP;
+            }
+            if let Some(&id) = token_to_id.get("</s>") {
+                tokens[id as usize].attr |= attr::RSTRIP;
+            }
+            for t in ["<unk>", "<s>", "<|endoftext|>"] {
+                if let Some(&id) = token_to_id.get(t) {
+                    tokens[id as usize].attr &= !attr::RSTRIP;
+                }
+            }
+        }
 
         Ok(Vocab {
             kind: spec.kind,
