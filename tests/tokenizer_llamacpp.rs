@@ -30,7 +30,7 @@ fn cases(fixture: &str) -> Vec<Case> {
 
 fn cases_at(path: &std::path::Path) -> Vec<Case> {
     let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
     .expect("fixture is JSON");
     let ids = |v: &Value| -> Vec<u32> {

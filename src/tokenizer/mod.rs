@@ -47,15 +47,30 @@ use vocab::{attr, Vocab};
 
 /// A tokenizer for one model's vocabulary. Immutable after construction; share it freely
 /// between threads.
-#[derive(Debug)]
 pub struct Tokenizer {
     vocab: Vocab,
     /// The compiled pre-tokenizer (BPE vocabularies only).
     pre: Option<PreTokenizer>,
 }
 
+impl std::fmt::Debug for Tokenizer {
+    // The vocabulary has tens of thousands of entries: show its shape, not its contents.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.vocab.kind)
+            .field("n_vocab", &self.n_vocab())
+            .field("bos", &self.vocab.bos)
+            .field("eos", &self.vocab.eos)
+            .field("eog", &self.vocab.eog)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Tokenizer {
-    /// Builds the tokenizer from a model file's `tokenizer.ggml.*` metadata.
+    /// Builds the tokenizer from a model file's `tokenizer.ggml.*` metadata (and `general.name`,
+    /// which selects Phi-3's special-token whitespace rule). Absent special ids take
+    /// llama.cpp's defaults: BOS 1, EOS 2, UNK 0 for SentencePiece; BOS = EOS = 11 for BPE
+    /// (when the vocabulary is that large).
     pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer> {
         Tokenizer::from_spec(spec_from_gguf(g)?)
     }

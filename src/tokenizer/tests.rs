@@ -230,3 +230,12 @@ fn clean_up_spaces_matches_llama_cpp_rules() {
     let ids = t.encode("a , b ' c 's d 't", false, false);
     assert_eq!(t.decode(&ids, false), b"a, b'c's d 't");
 }
+
+#[test]
+fn tokenizer_is_shareable_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    let t = byte_level(&[], &[]);
+    let text = format!("{t:?}");
+    assert!(text.contains("n_vocab: 258"), "{text}");
+}
