@@ -110,6 +110,7 @@ fn teacher_forced_logits_match_llama_cpp() {
         }
         ctx.decode(&batch).unwrap();
         let (mut max_delta, mut near_ties, mut compared) = (0.0f32, 0, 0);
+        let (mut sum_delta, mut n_delta) = (0.0f64, 0usize);
         for (i, top) in f.top.iter().enumerate() {
             let logits = ctx.logits(i).unwrap();
             let margin = top[0].1 - top[1].1;
@@ -128,6 +129,8 @@ fn teacher_forced_logits_match_llama_cpp() {
             for &(id, logit) in &top[..5] {
                 let delta = (logits[id as usize] - logit).abs();
                 max_delta = max_delta.max(delta);
+                sum_delta += delta as f64;
+                n_delta += 1;
                 if delta > TOLERANCE {
                     failures.push(format!(
                         "{} pos {i}: logit of token {id} is {} vs llama.cpp {logit} (Δ {delta:.3})",
@@ -137,9 +140,10 @@ fn teacher_forced_logits_match_llama_cpp() {
             }
         }
         report.push(format!(
-            "{:>14}: {} positions, top-1 compared at {compared} (near-ties {near_ties}), max |Δlogit| over top-5 {max_delta:.4}",
+            "{:>14}: {} positions, top-1 compared at {compared} (near-ties {near_ties}), max |Δlogit| over top-5 {max_delta:.4} (mean {:.4})",
             f.name,
-            f.top.len()
+            f.top.len(),
+            sum_delta / n_delta as f64
         ));
     }
     eprintln!("{}", report.join("\n"));
@@ -155,16 +159,22 @@ fn free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
         let n_prompt = f.prompt_tokens.len();
         let mut matched = 0;
         for (step, &expected) in f.generated.iter().enumerate() {
-            let top = &f.top[n_prompt - 1 + step];
             let ours = argmax(ctx.last_logits().unwrap());
-            if top[0].1 - top[1].1 <= TOLERANCE {
-                // A near-tie: llama.cpp itself may go either way here; stop comparing.
+            if ours != expected {
+                // Texts may part only where llama.cpp itself was at a near-tie.
+                let top = &f.top[n_prompt - 1 + step];
+                let margin = top[0].1 - top[1].1;
+                assert!(
+                    margin <= TOLERANCE,
+                    "fixture '{}' step {step}: we chose {ours}, llama.cpp {expected} with margin \
+                     {margin:.3} > {TOLERANCE} (after {matched} equal tokens)",
+                    f.name
+                );
                 break;
             }
-            assert_eq!(ours, expected, "fixture '{}' step {step} (after {matched} equal)", f.name);
             matched += 1;
             ctx.eval(&[ours], 0).unwrap();
         }
-        eprintln!("{:>14}: {matched} greedy tokens identical before the first near-tie", f.name);
+        eprintln!("{:>14}: {matched}/{} greedy tokens identical", f.name, f.generated.len());
     }
 }
