@@ -21,6 +21,8 @@ pub enum Error {
     InvalidModel(String),
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
+    #[error("chat template error: {0}")]
+    Template(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("context full: {0}")]

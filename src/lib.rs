@@ -9,12 +9,16 @@
 //! - [`backend`]: the compute (CPU now);
 //! - [`kv_cache`], [`engine`]: a batch of tokens through the model;
 //! - [`sampler`]: token selection;
-//! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps.
+//! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps;
+//! - [`chat`]: chat templates (Jinja, rendered with minijinja);
+//! - [`ffi`]: the C ABI (`include/rocmforge.h`).
 
 pub mod api;
 pub mod backend;
+pub mod chat;
 pub mod engine;
 pub mod error;
+pub mod ffi;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;

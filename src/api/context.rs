@@ -196,3 +196,59 @@ impl Context {
         self.kv.seq_pos_max(seq)
     }
 }
+
+/// Context state blobs: n_logits u32 LE, that many f32 LE (the last logits row, whole-context
+/// saves only), then the KV cache blob (`KvCache::save`).
+impl Context {
+    /// Bytes [`Self::state_save`] will produce.
+    pub fn state_size(&self, seq: Option<u32>) -> usize {
+        4 + self.saved_logits(seq).len() * 4 + self.kv.state_size(seq)
+    }
+
+    /// The last logits travel with a whole-context save, so generation can resume right after
+    /// a restore; a per-sequence save holds only that sequence's cache.
+    fn saved_logits(&self, seq: Option<u32>) -> &[f32] {
+        match seq {
+            None => self.last_logits().unwrap_or(&[]),
+            Some(_) => &[],
+        }
+    }
+
+    /// Saves the whole context (`seq` None) or one sequence.
+    pub fn state_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
+        if let Some(s) = seq {
+            self.kv.check_seq(s)?;
+        }
+        let logits = self.saved_logits(seq);
+        let mut out = Vec::with_capacity(self.state_size(seq));
+        out.extend_from_slice(&(logits.len() as u32).to_le_bytes());
+        for x in logits {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.extend_from_slice(&self.kv.save(seq));
+        Ok(out)
+    }
+
+    /// Restores a blob from [`Self::state_save`]: the whole context, or into sequence `seq`
+    /// (replacing it). On error the context is unchanged.
+    pub fn state_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
+        let bad = |why: &str| Error::InvalidArgument(format!("invalid context state: {why}"));
+        let head: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| bad("too short"))?;
+        let n_logits = u32::from_le_bytes(head) as usize;
+        let n_vocab = self.model.hparams().n_vocab;
+        if n_logits != 0 && n_logits != n_vocab {
+            return Err(bad(&format!("{n_logits} logits saved, the model has {n_vocab}")));
+        }
+        let kv_start = 4 + n_logits * 4;
+        let (logit_bytes, kv) = (bytes.get(4..kv_start).ok_or_else(|| bad("truncated logits"))?, &bytes[kv_start..]);
+        self.kv.restore(kv, seq)?;
+        if seq.is_none() {
+            self.logits = logit_bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            self.logit_rows = if n_logits == 0 { Vec::new() } else { vec![Some(0)] };
+        }
+        Ok(())
+    }
+}

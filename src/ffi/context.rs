@@ -1,0 +1,339 @@
+//! The context handle: one conversation's (or several parallel sequences') KV cache and
+//! buffers. Used by one thread at a time: a second thread gets ROCMFORGE_ERR_BUSY instead of a
+//! data race. Cancellation is the exception: it only sets a flag and works from any thread.
+
+use super::batch::rocmforge_batch;
+use super::guard::{
+    call_on, free_handle, into_handle, invalid, out_ptr, slice, write_out, Poisonable,
+};
+use super::log::{log, rocmforge_log_callback, LogSink, ROCMFORGE_LOG_DEBUG};
+use super::model::rocmforge_model;
+use super::params::rocmforge_context_params;
+use super::status::{rocmforge_status, FfiError, FfiResult};
+use super::tokenizer::token_id;
+use crate::{Batch, Context, ContextParams};
+use parking_lot::{Mutex, RwLock};
+use rocmforge_status::*;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the busy lock guards.
+pub(crate) struct Inner {
+    pub ctx: Context,
+    /// Tokens in the last evaluated batch, to tell an out-of-range index from one whose logits
+    /// were not requested.
+    pub last_batch_len: usize,
+}
+
+#[allow(non_camel_case_types)]
+pub struct rocmforge_context {
+    /// try_lock, never lock: contention means two threads use the context at once.
+    inner: Mutex<Inner>,
+    cancel: Arc<AtomicBool>,
+    log: RwLock<Option<LogSink>>,
+    n_vocab: usize,
+    n_seq_max: usize,
+    poisoned: AtomicBool,
+}
+
+impl Poisonable for rocmforge_context {
+    fn poison_flag(&self) -> &AtomicBool {
+        &self.poisoned
+    }
+}
+
+impl rocmforge_context {
+    pub(crate) fn log(&self, level: i32, message: &str) {
+        log(self.log.read().as_ref(), level, message);
+    }
+
+    pub(crate) fn seq_id(&self, seq: i32) -> FfiResult<u32> {
+        if seq < 0 || seq as usize >= self.n_seq_max {
+            return Err(FfiError::new(
+                ROCMFORGE_ERR_INVALID_SEQUENCE,
+                format!(
+                    "sequence id {seq} is out of range (the context holds {})",
+                    self.n_seq_max
+                ),
+            ));
+        }
+        Ok(seq as u32)
+    }
+
+    pub(crate) fn token(&self, token: i32) -> FfiResult<u32> {
+        token_id(token, self.n_vocab)
+    }
+}
+
+/// Runs `f` with exclusive use of the context, or fails with ROCMFORGE_ERR_BUSY.
+pub(crate) fn with_context(
+    ctx: *const rocmforge_context,
+    f: impl FnOnce(&rocmforge_context, &mut Inner) -> FfiResult,
+) -> rocmforge_status {
+    call_on(ctx, "context", |h| {
+        let mut inner = h.inner.try_lock().ok_or_else(|| {
+            FfiError::new(
+                ROCMFORGE_ERR_BUSY,
+                "the context is in use by another call (a context is used by one thread at a time)",
+            )
+        })?;
+        f(h, &mut inner)
+    })
+}
+
+/// Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
+/// reference to the model's weights: the model handle may be freed first.
+///
+/// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (sizes), _OUT_OF_MEMORY (KV cache allocation).
+///
+/// Ownership: the caller owns `*out`; free with rocmforge_context_free. Thread-safety: any
+/// thread; the new context is then used by one thread at a time (others get ROCMFORGE_ERR_BUSY).
+///
+/// # Safety
+/// `model` NULL or live; `params` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_create(
+    model: *const rocmforge_model,
+    params: *const rocmforge_context_params,
+    out: *mut *mut rocmforge_context,
+) -> rocmforge_status {
+    call_on(model, "model", |m| {
+        let out = out_ptr(out, "out")?;
+        let defaults = ContextParams::default();
+        // SAFETY: caller contract: NULL or live.
+        let p = unsafe { params.as_ref() }.map_or(&defaults, |p| &p.params);
+        let ctx = Context::new(&m.model, p.clone())?;
+        let handle = rocmforge_context {
+            cancel: ctx.cancel_handle(),
+            n_vocab: m.model.hparams().n_vocab,
+            n_seq_max: ctx.params().n_seq_max,
+            inner: Mutex::new(Inner {
+                ctx,
+                last_batch_len: 0,
+            }),
+            log: RwLock::new(None),
+            poisoned: AtomicBool::new(false),
+        };
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, into_handle(handle)) };
+        Ok(())
+    })
+}
+
+/// Frees a context; NULL is ignored.
+///
+/// # Safety
+/// `ctx` NULL or from rocmforge_context_create, not freed before; no other thread may be using
+/// it (not even rocmforge_context_cancel) during or after this call.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_free(ctx: *mut rocmforge_context) {
+    // SAFETY: forwarded contract.
+    unsafe { free_handle(ctx) }
+}
+
+/// The context's effective sizes (after defaults were resolved): `n_ctx` cells, `n_batch`,
+/// `n_seq_max`. Any out-pointer may be NULL to skip it. Thread-safety: as every context call.
+///
+/// # Safety
+/// `ctx` NULL or live; non-NULL out-pointers writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_sizes(
+    ctx: *const rocmforge_context,
+    n_ctx: *mut u32,
+    n_batch: *mut u32,
+    n_seq_max: *mut u32,
+) -> rocmforge_status {
+    with_context(ctx, |_, inner| {
+        let p = inner.ctx.params();
+        for (out, v) in [
+            (n_ctx, p.n_ctx),
+            (n_batch, p.n_batch),
+            (n_seq_max, p.n_seq_max),
+        ] {
+            if !out.is_null() {
+                // SAFETY: non-NULL and writable per the contract.
+                unsafe { write_out(out, v as u32) };
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs one batch through the model and records how many tokens it had.
+fn run(h: &rocmforge_context, inner: &mut Inner, batch: &Batch) -> FfiResult {
+    h.log(
+        ROCMFORGE_LOG_DEBUG,
+        &format!("decode: {} tokens", batch.len()),
+    );
+    inner.last_batch_len = 0;
+    inner.ctx.decode(batch)?;
+    inner.last_batch_len = batch.len();
+    Ok(())
+}
+
+/// Appends `n` tokens to sequence `seq` (after its last position) and computes the logits of
+/// the last one (read them with rocmforge_context_logits(ctx, -1, ...)). Long inputs are split
+/// into batches of n_batch. On error the sequence is as it was before the call.
+///
+/// Errors: ROCMFORGE_ERR_INVALID_TOKEN, _INVALID_SEQUENCE, _INVALID_ARGUMENT (n = 0),
+/// _CONTEXT_FULL, _CANCELLED, _BUSY.
+///
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
+///
+/// # Safety
+/// `ctx` NULL or live; `tokens` readable for `n` ids.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_eval(
+    ctx: *mut rocmforge_context,
+    tokens: *const i32,
+    n: usize,
+    seq: i32,
+) -> rocmforge_status {
+    with_context(ctx, |h, inner| {
+        // SAFETY: caller contract.
+        let tokens = unsafe { slice(tokens, n, "tokens") }?;
+        let seq = h.seq_id(seq)?;
+        if tokens.is_empty() {
+            return Err(invalid("no tokens to evaluate (n = 0)"));
+        }
+        let ids = tokens
+            .iter()
+            .map(|&t| h.token(t))
+            .collect::<FfiResult<Vec<u32>>>()?;
+        let start = inner.ctx.kv_seq_pos_max(seq).map_or(0, |p| p + 1);
+        let n_batch = inner.ctx.params().n_batch;
+        let mut pos = start;
+        for (i, chunk) in ids.chunks(n_batch).enumerate() {
+            let mut batch = Batch::for_sequence(chunk, pos, seq);
+            if (i + 1) * n_batch < ids.len() {
+                batch.logits.fill(false);
+            }
+            if let Err(e) = run(h, inner, &batch) {
+                // Leave the sequence as it was: drop the chunks already added.
+                inner.ctx.kv_seq_remove(Some(seq), start, -1)?;
+                return Err(e);
+            }
+            pos += chunk.len() as i32;
+        }
+        Ok(())
+    })
+}
+
+/// Evaluates a batch: tokens of any sequences, each with its own position and logits flag
+/// (see rocmforge_batch_add). At most n_batch tokens. On error the KV cache is unchanged.
+///
+/// Errors: as rocmforge_context_eval; _INVALID_ARGUMENT for an empty or oversized batch or a
+/// negative position.
+///
+/// Thread-safety: one thread at a time per context; `batch` is only read.
+///
+/// # Safety
+/// `ctx` and `batch` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_decode(
+    ctx: *mut rocmforge_context,
+    batch: *const rocmforge_batch,
+) -> rocmforge_status {
+    with_context(ctx, |h, inner| {
+        // SAFETY: caller contract.
+        let batch = unsafe { batch.as_ref() }.ok_or_else(|| super::guard::null("batch"))?;
+        let batch = batch.get()?;
+        for (&t, &s) in batch.tokens.iter().zip(&batch.seq) {
+            h.token(t as i32)?;
+            h.seq_id(s as i32)?;
+        }
+        run(h, inner, &batch)
+    })
+}
+
+/// The logits (n_vocab floats) computed for token `index` of the last batch (-1 = the last
+/// token that asked for logits). `*n_vocab` receives their count.
+///
+/// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (index outside the last batch), _NOT_FOUND (that
+/// token did not ask for logits, or nothing was evaluated yet).
+///
+/// Lifetime: `*out` points into the context and stays valid until the next eval, decode,
+/// state restore or free of this context. Thread-safety: one thread at a time per context.
+///
+/// # Safety
+/// `ctx` NULL or live; `out`, `n_vocab` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_logits(
+    ctx: *mut rocmforge_context,
+    index: i32,
+    out: *mut *const f32,
+    n_vocab: *mut usize,
+) -> rocmforge_status {
+    with_context(ctx, |_, inner| {
+        let out = out_ptr(out, "out")?;
+        let n_vocab = out_ptr(n_vocab, "n_vocab")?;
+        let logits = logits_of(inner, index)?;
+        // SAFETY: both checked non-NULL.
+        unsafe {
+            write_out(out, logits.as_ptr());
+            write_out(n_vocab, logits.len());
+        }
+        Ok(())
+    })
+}
+
+/// The logits row for a batch index (-1 = last) with the errors documented above.
+pub(crate) fn logits_of(inner: &Inner, index: i32) -> FfiResult<&[f32]> {
+    let not_found = |what: String| FfiError::new(ROCMFORGE_ERR_NOT_FOUND, what);
+    if index == -1 {
+        return inner
+            .ctx
+            .last_logits()
+            .ok_or_else(|| not_found("no logits: nothing evaluated yet".into()));
+    }
+    if index < 0 || index as usize >= inner.last_batch_len {
+        return Err(invalid(format!(
+            "batch index {index} is outside the last batch ({} tokens; -1 = last)",
+            inner.last_batch_len
+        )));
+    }
+    inner.ctx.logits(index as usize).ok_or_else(|| {
+        not_found(format!(
+            "token {index} of the last batch did not ask for logits"
+        ))
+    })
+}
+
+/// Asks the running (or, if none runs, the next) eval/decode of this context to stop; it then
+/// returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait.
+///
+/// Thread-safety: any thread, at any time while the context is alive (it does not take the
+/// context's busy flag).
+///
+/// # Safety
+/// `ctx` NULL or live (not being freed).
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_cancel(
+    ctx: *const rocmforge_context,
+) -> rocmforge_status {
+    call_on(ctx, "context", |h| {
+        h.cancel.store(true, Ordering::Release);
+        Ok(())
+    })
+}
+
+/// Sets (or with NULL removes) this context's log callback, which then receives the context's
+/// messages instead of the process-wide callback. It is called on the thread using the context,
+/// during that call; it may call back into the library (a call on this same context will answer
+/// ROCMFORGE_ERR_BUSY, except rocmforge_context_cancel). `user_data` is borrowed until replaced
+/// or the context is freed.
+///
+/// # Safety
+/// `ctx` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_set_log_callback(
+    ctx: *mut rocmforge_context,
+    callback: rocmforge_log_callback,
+    user_data: *mut c_void,
+) -> rocmforge_status {
+    with_context(ctx, |h, _| {
+        *h.log.write() = LogSink::new(callback, user_data);
+        Ok(())
+    })
+}

@@ -1,0 +1,408 @@
+//! The model handle: load, free, metadata, and the memory estimate made before loading.
+
+use super::guard::{
+    c_str, call, call_on, free_handle, into_handle, out_ptr, write_out, write_text, Poisonable,
+};
+use super::log::{log, ROCMFORGE_LOG_INFO};
+use super::params::{
+    rocmforge_context_params, rocmforge_model_params, ROCMFORGE_BACKEND_AUTO, ROCMFORGE_BACKEND_GPU,
+};
+use super::status::{rocmforge_status, FfiError, FfiResult};
+use crate::gguf::{Array, GgufFile, Value};
+use crate::kv_cache::KvCache;
+use crate::model::Hparams;
+use crate::{ContextParams, Model, ModelParams};
+use rocmforge_status::*;
+use std::ffi::{c_char, CString};
+use std::sync::atomic::AtomicBool;
+
+/// A loaded model. Immutable: share it between threads and contexts freely.
+#[allow(non_camel_case_types)]
+pub struct rocmforge_model {
+    pub(crate) model: Model,
+    /// NUL-terminated copies of metadata strings handed out by pointer.
+    architecture: CString,
+    name: Option<CString>,
+    chat_template: Option<CString>,
+    poisoned: AtomicBool,
+}
+
+impl Poisonable for rocmforge_model {
+    fn poison_flag(&self) -> &AtomicBool {
+        &self.poisoned
+    }
+}
+
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+impl rocmforge_model {
+    pub(crate) fn new(model: Model) -> rocmforge_model {
+        let architecture = c_string(model.hparams().arch.name());
+        let name = model.name().map(c_string);
+        let chat_template = model.chat_template().map(c_string);
+        rocmforge_model {
+            model,
+            architecture,
+            name,
+            chat_template,
+            poisoned: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Checks the backend request; this build has only the CPU backend.
+fn select_backend(params: &rocmforge_model_params) -> FfiResult {
+    match params.backend {
+        ROCMFORGE_BACKEND_GPU => Err(FfiError::new(
+            ROCMFORGE_ERR_BACKEND_UNAVAILABLE,
+            format!(
+                "GPU backend requested (device {}), but this library was built without one (not built in)",
+                params.device
+            ),
+        )),
+        ROCMFORGE_BACKEND_AUTO => {
+            log(None, ROCMFORGE_LOG_INFO, "backend auto: no GPU backend built in, using the CPU");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Loads a GGUF model. `params` may be NULL for the defaults. On success writes the new handle
+/// to `*out`.
+///
+/// Errors: ROCMFORGE_ERR_IO (cannot open), _INVALID_MODEL (malformed file), _UNSUPPORTED
+/// (architecture / tensor type), _TOKENIZER, _OUT_OF_MEMORY, _BACKEND_UNAVAILABLE (GPU asked
+/// for, none built in), _CANCELLED (the progress callback returned false).
+///
+/// Ownership: the caller owns `*out` and frees it with rocmforge_model_free; `path` and
+/// `params` are only borrowed for the call. Thread-safety: any thread; the progress callback
+/// runs on the calling thread.
+///
+/// # Safety
+/// `path` must be a NUL-terminated string; `params` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_load(
+    path: *const c_char,
+    params: *const rocmforge_model_params,
+    out: *mut *mut rocmforge_model,
+) -> rocmforge_status {
+    call(|| {
+        // SAFETY: caller contract.
+        let path = unsafe { c_str(path, "path") }?;
+        let out = out_ptr(out, "out")?;
+        let defaults = rocmforge_model_params::default();
+        // SAFETY: caller contract: NULL or a live params object.
+        let params = unsafe { params.as_ref() }.unwrap_or(&defaults);
+        select_backend(params)?;
+        let (callback, user_data) = (params.progress, params.progress_user_data);
+        let mut progress = move |fraction: f32| -> bool {
+            match callback {
+                // SAFETY: the caller registered this callback with this user data.
+                Some(f) => unsafe { f(fraction, user_data) },
+                None => true,
+            }
+        };
+        let model = Model::load(
+            path,
+            ModelParams {
+                use_mmap: params.use_mmap,
+                progress: Some(&mut progress),
+            },
+        )?;
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, into_handle(rocmforge_model::new(model))) };
+        Ok(())
+    })
+}
+
+/// Frees a model; NULL is ignored. Contexts created from it keep their own reference to the
+/// weights and stay usable.
+///
+/// # Safety
+/// `model` must be NULL or from rocmforge_model_load, not freed before, and no other thread may
+/// be using this handle.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_free(model: *mut rocmforge_model) {
+    // SAFETY: forwarded contract.
+    unsafe { free_handle(model) }
+}
+
+/// Reads one integer fact of the model into `*out`.
+fn model_u64(
+    model: *const rocmforge_model,
+    out: *mut u64,
+    get: impl FnOnce(&Model) -> u64,
+) -> rocmforge_status {
+    call_on(model, "model", |m| {
+        let out = out_ptr(out, "out")?;
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, get(&m.model)) };
+        Ok(())
+    })
+}
+
+macro_rules! model_getter {
+    ($(#[$doc:meta])* $name:ident, |$m:ident| $get:expr) => {
+        $(#[$doc])*
+        ///
+        /// Thread-safety: any thread (the model is immutable).
+        ///
+        /// # Safety
+        /// `model` must be NULL or live; `out` NULL or writable.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(model: *const rocmforge_model, out: *mut u64) -> rocmforge_status {
+            model_u64(model, out, |$m| $get)
+        }
+    };
+}
+
+model_getter!(
+    /// Vocabulary size (valid token ids are 0..n_vocab).
+    rocmforge_model_n_vocab, |m| m.hparams().n_vocab as u64
+);
+model_getter!(
+    /// Context length the model was trained with.
+    rocmforge_model_n_ctx_train, |m| m.hparams().n_ctx_train as u64
+);
+model_getter!(
+    /// Embedding (residual stream) width.
+    rocmforge_model_n_embd, |m| m.hparams().n_embd as u64
+);
+model_getter!(
+    /// Number of transformer layers.
+    rocmforge_model_n_layer, |m| m.hparams().n_layer as u64
+);
+model_getter!(
+    /// Bytes of all tensor data.
+    rocmforge_model_size_bytes, |m| m.size_bytes()
+);
+model_getter!(
+    /// Total number of weights (elements of all tensors).
+    rocmforge_model_n_params, |m| m.n_params()
+);
+
+/// Hands out one of the model's stored strings.
+fn model_str(
+    model: *const rocmforge_model,
+    out: *mut *const c_char,
+    pick: impl FnOnce(&rocmforge_model) -> FfiResult<*const c_char>,
+) -> rocmforge_status {
+    call_on(model, "model", |m| {
+        let out = out_ptr(out, "out")?;
+        let text = pick(m)?;
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, text) };
+        Ok(())
+    })
+}
+
+/// The architecture name ("llama"). `*out` is owned by the model and valid until
+/// rocmforge_model_free. Thread-safety: any thread.
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_architecture(
+    model: *const rocmforge_model,
+    out: *mut *const c_char,
+) -> rocmforge_status {
+    model_str(model, out, |m| Ok(m.architecture.as_ptr()))
+}
+
+/// The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. `*out` is owned by the
+/// model and valid until rocmforge_model_free. Thread-safety: any thread.
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_name(
+    model: *const rocmforge_model,
+    out: *mut *const c_char,
+) -> rocmforge_status {
+    model_str(model, out, |m| {
+        m.name
+            .as_ref()
+            .map(|s| s.as_ptr())
+            .ok_or_else(|| FfiError::new(ROCMFORGE_ERR_NOT_FOUND, "the model has no general.name"))
+    })
+}
+
+/// The model's Jinja chat template (`tokenizer.chat_template`), or
+/// ROCMFORGE_ERR_NO_CHAT_TEMPLATE. `*out` is owned by the model and valid until
+/// rocmforge_model_free. Thread-safety: any thread.
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_chat_template(
+    model: *const rocmforge_model,
+    out: *mut *const c_char,
+) -> rocmforge_status {
+    model_str(model, out, |m| {
+        m.chat_template.as_ref().map(|s| s.as_ptr()).ok_or_else(|| {
+            FfiError::new(
+                ROCMFORGE_ERR_NO_CHAT_TEMPLATE,
+                "the model has no tokenizer.chat_template",
+            )
+        })
+    })
+}
+
+/// Renders a metadata value as text: numbers in decimal, booleans as true/false, arrays as
+/// `[a, b, ...]` with strings quoted.
+fn render_value(v: &Value) -> String {
+    match v {
+        Value::U8(x) => x.to_string(),
+        Value::I8(x) => x.to_string(),
+        Value::U16(x) => x.to_string(),
+        Value::I16(x) => x.to_string(),
+        Value::U32(x) => x.to_string(),
+        Value::I32(x) => x.to_string(),
+        Value::U64(x) => x.to_string(),
+        Value::I64(x) => x.to_string(),
+        Value::F32(x) => x.to_string(),
+        Value::F64(x) => x.to_string(),
+        Value::Bool(x) => x.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => render_array(a),
+    }
+}
+
+fn render_array(a: &Array) -> String {
+    fn join<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
+        format!("[{}]", items.iter().map(f).collect::<Vec<_>>().join(", "))
+    }
+    match a {
+        Array::U8(v) => join(v, |x| x.to_string()),
+        Array::I8(v) => join(v, |x| x.to_string()),
+        Array::U16(v) => join(v, |x| x.to_string()),
+        Array::I16(v) => join(v, |x| x.to_string()),
+        Array::U32(v) => join(v, |x| x.to_string()),
+        Array::I32(v) => join(v, |x| x.to_string()),
+        Array::U64(v) => join(v, |x| x.to_string()),
+        Array::I64(v) => join(v, |x| x.to_string()),
+        Array::F32(v) => join(v, |x| x.to_string()),
+        Array::F64(v) => join(v, |x| x.to_string()),
+        Array::Bool(v) => join(v, |x| x.to_string()),
+        Array::String(v) => join(v, |x| format!("{x:?}")),
+        Array::Array(v) => join(v, render_array),
+    }
+}
+
+/// Any GGUF metadata value by key (e.g. "general.architecture", "llama.context_length"),
+/// rendered as text (see docs/C_API.md), with the two-call size protocol: `*n_out` receives
+/// the length without the NUL; the text and a NUL are written to `buf` only when `capacity`
+/// exceeds it, else ROCMFORGE_ERR_BUFFER_TOO_SMALL. A missing key is ROCMFORGE_ERR_NOT_FOUND.
+///
+/// Thread-safety: any thread.
+///
+/// # Safety
+/// `model` NULL or live; `key` NUL-terminated; `buf` NULL or writable for `capacity` bytes;
+/// `n_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_meta(
+    model: *const rocmforge_model,
+    key: *const c_char,
+    buf: *mut c_char,
+    capacity: usize,
+    n_out: *mut usize,
+) -> rocmforge_status {
+    call_on(model, "model", |m| {
+        // SAFETY: caller contract.
+        let key = unsafe { c_str(key, "key") }?;
+        let n_out = out_ptr(n_out, "n_out")?;
+        let value = m.model.gguf().get(key).ok_or_else(|| {
+            FfiError::new(ROCMFORGE_ERR_NOT_FOUND, format!("no metadata key '{key}'"))
+        })?;
+        // SAFETY: buf/capacity and n_out per the caller's contract.
+        unsafe { write_text(render_value(value).as_bytes(), buf, capacity, n_out) }
+    })
+}
+
+/// A memory estimate for a model plus one context, made before loading. Size-prefixed: set
+/// `struct_size = sizeof(rocmforge_memory_estimate)` before the call; fields beyond it are not
+/// written (so an older caller keeps working when fields are added).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct rocmforge_memory_estimate {
+    pub struct_size: usize,
+    /// Bytes of the model's tensor data.
+    pub weights_bytes: u64,
+    /// Bytes of the context's KV cache (keys and values, f32).
+    pub kv_cache_bytes: u64,
+    /// Working buffers of one full batch (activations, attention scores, logits).
+    pub compute_bytes: u64,
+    /// The sum of the above.
+    pub total_bytes: u64,
+}
+
+/// Working memory of one batch of `n_batch` tokens over `n_ctx` cached cells.
+fn compute_bytes(hp: &Hparams, n_batch: u64, n_ctx: u64) -> u64 {
+    let per_token = 3 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff + hp.n_vocab;
+    let scores = n_ctx * 8; // attention scores + visible-cell list, per token
+    n_batch * (per_token as u64 * 4 + scores)
+}
+
+/// Estimates the memory a model plus a context with `params` (NULL = defaults) will need,
+/// reading only the file's header and metadata. Writes `*out` (up to its struct_size) on
+/// success. Errors as rocmforge_model_load for the file; ROCMFORGE_ERR_INVALID_ARGUMENT when
+/// struct_size is smaller than the first field.
+///
+/// Thread-safety: any thread.
+///
+/// # Safety
+/// `path` NUL-terminated; `params` NULL or live; `out` NULL or writable for `out->struct_size`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_estimate_memory(
+    path: *const c_char,
+    params: *const rocmforge_context_params,
+    out: *mut rocmforge_memory_estimate,
+) -> rocmforge_status {
+    call(|| {
+        // SAFETY: caller contract.
+        let path = unsafe { c_str(path, "path") }?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: out is non-NULL and its first field readable per the contract.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
+        if size < std::mem::size_of::<usize>() {
+            return Err(super::guard::invalid(format!(
+                "struct_size {size} is too small"
+            )));
+        }
+        let defaults = ContextParams::default();
+        // SAFETY: caller contract: NULL or live.
+        let cp = unsafe { params.as_ref() }.map_or(&defaults, |p| &p.params);
+        let gguf = GgufFile::open(std::path::Path::new(path))?;
+        let hp = Hparams::from_gguf(&gguf)?;
+        let n_ctx = if cp.n_ctx == 0 {
+            hp.n_ctx_train
+        } else {
+            cp.n_ctx
+        };
+        let n_batch = cp.n_batch.min(n_ctx);
+        let weights: u64 = gguf.tensors().iter().map(|t| t.n_bytes).sum();
+        let kv = KvCache::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim());
+        let compute = compute_bytes(&hp, n_batch as u64, n_ctx as u64);
+        let estimate = rocmforge_memory_estimate {
+            struct_size: size.min(std::mem::size_of::<rocmforge_memory_estimate>()),
+            weights_bytes: weights,
+            kv_cache_bytes: kv,
+            compute_bytes: compute,
+            total_bytes: weights + kv + compute,
+        };
+        let n = estimate.struct_size;
+        // SAFETY: we copy at most the caller's struct_size bytes into its struct.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&estimate as *const rocmforge_memory_estimate).cast::<u8>(),
+                out.cast::<u8>(),
+                n,
+            )
+        };
+        Ok(())
+    })
+}

@@ -1,0 +1,231 @@
+//! Parameter objects for model loading and context creation: opaque, created with defaults and
+//! changed through setters, so fields can be added without breaking the ABI.
+
+use super::guard::{call, free_handle, into_handle, invalid, null, out_ptr, write_out};
+use super::status::rocmforge_status;
+use crate::ContextParams;
+use std::ffi::c_void;
+
+/// Pick the GPU when one is built in and usable, else the CPU (said through the log callback).
+pub const ROCMFORGE_BACKEND_AUTO: i32 = 0;
+pub const ROCMFORGE_BACKEND_CPU: i32 = 1;
+/// A GPU (HIP); ROCMFORGE_ERR_BACKEND_UNAVAILABLE when this library has no GPU backend.
+pub const ROCMFORGE_BACKEND_GPU: i32 = 2;
+
+/// Called during model loading with the fraction done (0..1); return false to cancel the load
+/// (which then fails with ROCMFORGE_ERR_CANCELLED). Runs on the loading thread.
+#[allow(non_camel_case_types)]
+pub type rocmforge_progress_callback =
+    Option<unsafe extern "C" fn(progress: f32, user_data: *mut c_void) -> bool>;
+
+/// Options for rocmforge_model_load.
+#[allow(non_camel_case_types)]
+pub struct rocmforge_model_params {
+    pub(crate) backend: i32,
+    pub(crate) device: i32,
+    pub(crate) use_mmap: bool,
+    pub(crate) progress: rocmforge_progress_callback,
+    pub(crate) progress_user_data: *mut c_void,
+}
+
+impl Default for rocmforge_model_params {
+    fn default() -> Self {
+        rocmforge_model_params {
+            backend: ROCMFORGE_BACKEND_AUTO,
+            device: 0,
+            use_mmap: true,
+            progress: None,
+            progress_user_data: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// Options for rocmforge_context_create.
+#[allow(non_camel_case_types)]
+pub struct rocmforge_context_params {
+    pub(crate) params: ContextParams,
+}
+
+/// Runs a setter on a params object. Params objects hold plain values, so there is nothing a
+/// panic could leave half-updated: they are not poisoned.
+fn set<P>(p: *mut P, f: impl FnOnce(&mut P) -> super::status::FfiResult) -> rocmforge_status {
+    call(|| {
+        // SAFETY: the caller passes NULL or a live params object it uses from one thread.
+        let p = unsafe { p.as_mut() }.ok_or_else(|| null("params"))?;
+        f(p)
+    })
+}
+
+/// Creates model parameters with the defaults: backend AUTO, device 0, mmap on, no progress
+/// callback. Writes the new object to `*out` on success.
+///
+/// Ownership: the caller owns `*out`; free it with rocmforge_model_params_free (it may be freed
+/// right after rocmforge_model_load). Thread-safety: the object is used by one thread at a time.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_create(
+    out: *mut *mut rocmforge_model_params,
+) -> rocmforge_status {
+    call(|| {
+        let out = out_ptr(out, "out")?;
+        // SAFETY: out checked non-NULL; the caller gives a writable pointer.
+        unsafe { write_out(out, into_handle(rocmforge_model_params::default())) };
+        Ok(())
+    })
+}
+
+/// Frees model parameters; NULL is ignored.
+///
+/// # Safety
+/// `params` must be NULL or from rocmforge_model_params_create, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_free(params: *mut rocmforge_model_params) {
+    // SAFETY: forwarded contract.
+    unsafe { free_handle(params) }
+}
+
+/// Selects the backend: ROCMFORGE_BACKEND_AUTO, _CPU or _GPU (other values:
+/// ROCMFORGE_ERR_INVALID_ARGUMENT).
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_model_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_set_backend(
+    params: *mut rocmforge_model_params,
+    backend: i32,
+) -> rocmforge_status {
+    set(params, |p| {
+        if !(ROCMFORGE_BACKEND_AUTO..=ROCMFORGE_BACKEND_GPU).contains(&backend) {
+            return Err(invalid(format!(
+                "unknown backend {backend} (0 auto, 1 cpu, 2 gpu)"
+            )));
+        }
+        p.backend = backend;
+        Ok(())
+    })
+}
+
+/// Selects the GPU device index (>= 0; ignored by the CPU backend).
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_model_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_set_device(
+    params: *mut rocmforge_model_params,
+    device: i32,
+) -> rocmforge_status {
+    set(params, |p| {
+        if device < 0 {
+            return Err(invalid(format!("device index {device} is negative")));
+        }
+        p.device = device;
+        Ok(())
+    })
+}
+
+/// Maps the file (true, default: weights stay in the page cache) or reads it into memory.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_model_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_set_use_mmap(
+    params: *mut rocmforge_model_params,
+    use_mmap: bool,
+) -> rocmforge_status {
+    set(params, |p| {
+        p.use_mmap = use_mmap;
+        Ok(())
+    })
+}
+
+/// Sets (or with NULL removes) the load-progress callback. `user_data` is passed back to it
+/// and must stay valid until rocmforge_model_load returns.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_model_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_params_set_progress_callback(
+    params: *mut rocmforge_model_params,
+    callback: rocmforge_progress_callback,
+    user_data: *mut c_void,
+) -> rocmforge_status {
+    set(params, |p| {
+        p.progress = callback;
+        p.progress_user_data = user_data;
+        Ok(())
+    })
+}
+
+/// Creates context parameters with the defaults: context 4096 tokens (0 = the model's training
+/// context), batch 512, 1 sequence, threads 0 (= all available cores).
+///
+/// Ownership: the caller owns `*out`; free it with rocmforge_context_params_free (it may be
+/// freed right after rocmforge_context_create). Thread-safety: one thread at a time.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_create(
+    out: *mut *mut rocmforge_context_params,
+) -> rocmforge_status {
+    call(|| {
+        let out = out_ptr(out, "out")?;
+        let params = rocmforge_context_params {
+            params: ContextParams::default(),
+        };
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, into_handle(params)) };
+        Ok(())
+    })
+}
+
+/// Frees context parameters; NULL is ignored.
+///
+/// # Safety
+/// `params` must be NULL or from rocmforge_context_params_create, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_free(params: *mut rocmforge_context_params) {
+    // SAFETY: forwarded contract.
+    unsafe { free_handle(params) }
+}
+
+macro_rules! context_setter {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// `params` must be NULL or a live object from rocmforge_context_params_create.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            params: *mut rocmforge_context_params,
+            value: u32,
+        ) -> rocmforge_status {
+            set(params, |p| {
+                let v = value as usize;
+                if !($min..=$max).contains(&v) {
+                    return Err(invalid(format!(
+                        "{} must be in {}..={}, got {value}",
+                        stringify!($field),
+                        $min,
+                        $max
+                    )));
+                }
+                p.params.$field = v;
+                Ok(())
+            })
+        }
+    };
+}
+
+context_setter!(
+    /// KV cache cells shared by all sequences (0 = the model's training context length).
+    rocmforge_context_params_set_n_ctx, n_ctx, 0, 1 << 22
+);
+context_setter!(
+    /// Most tokens one decode call may carry (1..=65536).
+    rocmforge_context_params_set_n_batch, n_batch, 1, 1 << 16
+);
+context_setter!(
+    /// Independent sequences the context holds (1..=64).
+    rocmforge_context_params_set_n_seq_max, n_seq_max, 1, crate::kv_cache::MAX_SEQUENCES
+);
+context_setter!(
+    /// Compute threads (0 = all available cores, at most 1024).
+    rocmforge_context_params_set_n_threads, n_threads, 0, 1024
+);
