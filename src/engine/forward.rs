@@ -2,7 +2,7 @@
 
 use super::{Batch, Scratch};
 use crate::backend::cpu::attention::{attention, AttentionShape};
-use crate::backend::cpu::matmul::{matmul, PackedActivations, PackedMatrix};
+use crate::backend::cpu::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
 use crate::backend::cpu::ops::{add_in_place, rms_norm, rope_in_place, silu_mul_in_place};
 use crate::backend::cpu::ThreadPool;
 use crate::gguf::GgufFile;
@@ -126,9 +126,14 @@ fn run_layers(
         }
         // Attention block.
         norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
-        project_fresh(model, pool, &mut s.acts, &layer.wq, &s.xn, n, &mut s.q)?;
-        project(model, pool, &mut s.acts, &layer.wk, &s.xn, n, &mut s.k)?;
-        project(model, pool, &mut s.acts, &layer.wv, &s.xn, n, &mut s.v)?;
+        project_many(
+            model,
+            pool,
+            &mut s.acts,
+            &s.xn,
+            n,
+            [(&layer.wq, &mut s.q[..]), (&layer.wk, &mut s.k[..]), (&layer.wv, &mut s.v[..])],
+        )?;
         for t in 0..n {
             let pos = batch.pos[t] as f32;
             rope_in_place(&mut s.q[t * q_dim..(t + 1) * q_dim], hp.head_dim, pos, &model.rope_inv_freq);
@@ -141,8 +146,14 @@ fn run_layers(
 
         // Feed-forward block (SwiGLU).
         norm_rows(pool, &s.x, &layer.ffn_norm, hp.rms_eps, &mut s.xn, d);
-        project_fresh(model, pool, &mut s.acts, &layer.gate, &s.xn, n, &mut s.gate)?;
-        project(model, pool, &mut s.acts, &layer.up, &s.xn, n, &mut s.up)?;
+        project_many(
+            model,
+            pool,
+            &mut s.acts,
+            &s.xn,
+            n,
+            [(&layer.gate, &mut s.gate[..]), (&layer.up, &mut s.up[..])],
+        )?;
         for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
             silu_mul_in_place(g, u);
         }
@@ -204,25 +215,7 @@ fn norm_rows(pool: &ThreadPool, x: &[f32], weight: &[f32], eps: f32, out: &mut [
     });
 }
 
-/// `out = x · Wᵀ` for the first `n` rows of `x`, reusing `acts` when they are already packed
-/// from this same `x` in the type `w` needs.
-fn project(
-    model: &LoadedModel,
-    pool: &ThreadPool,
-    acts: &mut PackedActivations,
-    w: &WeightRef,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    if acts.packed_type() != activation_type(w.ty()) {
-        acts.pack(pool, w.ty(), &x[..n * w.cols], n, w.cols)?;
-    }
-    matmul(pool, &model.matrix(w)?, acts, out, w.rows);
-    Ok(())
-}
-
-/// Like `project`, for an `x` that has not been packed yet.
+/// `out = x · Wᵀ` for the first `n` rows of `x` (n, w.cols) into `out` (n, w.rows).
 fn project_fresh(
     model: &LoadedModel,
     pool: &ThreadPool,
@@ -232,7 +225,34 @@ fn project_fresh(
     n: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    acts.pack(pool, w.ty(), &x[..n * w.cols], n, w.cols)?;
-    matmul(pool, &model.matrix(w)?, acts, out, w.rows);
+    project_many(model, pool, acts, x, n, [(w, out)])
+}
+
+/// Several products of the same input. Weights that share an activation type run as one
+/// fused dispatch; the input is packed once per distinct activation type.
+fn project_many<const N: usize>(
+    model: &LoadedModel,
+    pool: &ThreadPool,
+    acts: &mut PackedActivations,
+    x: &[f32],
+    n: usize,
+    products: [(&WeightRef, &mut [f32]); N],
+) -> Result<()> {
+    let mut pending: Vec<MatmulTarget<'_, '_>> = Vec::with_capacity(N);
+    for (w, out) in products {
+        let target = MatmulTarget { w: model.matrix(w)?, out };
+        if let Some(first) = pending.first() {
+            if activation_type(first.w.ty) != activation_type(w.ty()) {
+                acts.pack(pool, first.w.ty, &x[..n * first.w.cols], n, first.w.cols)?;
+                matmul_fused(pool, &mut pending, acts);
+                pending.clear();
+            }
+        }
+        pending.push(target);
+    }
+    if let Some(first) = pending.first() {
+        acts.pack(pool, first.w.ty, &x[..n * first.w.cols], n, first.w.cols)?;
+        matmul_fused(pool, &mut pending, acts);
+    }
     Ok(())
 }

@@ -165,11 +165,11 @@ fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<RopeScaling> {
             }
         }
         (Some("none"), Some(_)) => Ok(RopeScaling::None),
+        (None | Some("linear"), f) => Err(Error::InvalidModel(format!(
+            "invalid or missing RoPE scaling factor {f:?}"
+        ))),
         (Some(other), _) => Err(Error::InvalidModel(format!(
             "unsupported RoPE scaling type '{other}' (supported: none, linear)"
         ))),
-        (None, Some(f)) | (Some(_), Some(f)) => {
-            Err(Error::InvalidModel(format!("invalid RoPE scaling factor {f}")))
-        }
     }
 }

@@ -116,50 +116,84 @@ impl PackedActivations {
 /// Rows of weights processed together while token groups stream past (fits L1 for d<=4096).
 const ROW_BLOCK: usize = 8;
 
-/// `out[t * out_stride + r] = dot(w.row(r), acts.row(t))` for all tokens t and rows r.
-pub fn matmul(
-    pool: &ThreadPool,
-    w: &PackedMatrix<'_>,
-    acts: &PackedActivations,
-    out: &mut [f32],
-    out_stride: usize,
-) {
+/// One product of a fused group: a weight and the buffer (n_tokens, w.rows) it writes.
+pub struct MatmulTarget<'w, 'o> {
+    pub w: PackedMatrix<'w>,
+    pub out: &'o mut [f32],
+}
+
+/// `out[t * w.rows + r] = dot(w.row(r), acts.row(t))` for all tokens t and rows r.
+pub fn matmul(pool: &ThreadPool, w: &PackedMatrix<'_>, acts: &PackedActivations, out: &mut [f32]) {
+    matmul_fused(pool, &mut [MatmulTarget { w: *w, out }], acts);
+}
+
+/// Several products of the same activations (Q, K and V; gate and up) in one dispatch: the
+/// rows of all weights are split among the threads as if they were one matrix, which halves
+/// the hand-offs per layer in decode. Every weight must take `acts`' activation type.
+pub fn matmul_fused(pool: &ThreadPool, targets: &mut [MatmulTarget<'_, '_>], acts: &PackedActivations) {
     let n_tokens = acts.n_rows;
-    debug_assert_eq!(acts.cols, w.cols);
-    debug_assert!(out_stride >= w.rows && out.len() >= (n_tokens - 1) * out_stride + w.rows);
-    let out = SharedMut::new(out);
+    let outs: Vec<SharedMut<f32>> = targets
+        .iter_mut()
+        .map(|t| {
+            debug_assert_eq!(acts.cols, t.w.cols);
+            debug_assert_eq!(activation_type(t.w.ty), acts.ty);
+            assert!(t.out.len() >= n_tokens * t.w.rows, "matmul output buffer too small");
+            SharedMut::new(t.out)
+        })
+        .collect();
+    let weights: Vec<PackedMatrix<'_>> = targets.iter().map(|t| t.w).collect();
+    let total_rows: usize = weights.iter().map(|w| w.rows).sum();
     let n_threads = pool.n_threads();
     pool.run(&|index, _| {
-        let rows = split_range(w.rows, index, n_threads);
-        let write = |t: usize, r: usize, v: f32| {
-            // SAFETY: thread `index` owns output columns `rows` exclusively; (t, r) is in bounds
-            // by the debug_assert above and the caller's buffer contract.
-            unsafe { out.write(t * out_stride + r, v) }
-        };
-        let mut block_start = rows.start;
-        while block_start < rows.end {
-            let block_end = (block_start + ROW_BLOCK).min(rows.end);
-            let mut t = 0;
-            while t + 4 <= n_tokens {
-                let group = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
-                let mut sums = [0.0f32; 4];
-                for r in block_start..block_end {
-                    (w.kernels.four)(w.cols, w.row(r), group, &mut sums);
-                    for (i, &s) in sums.iter().enumerate() {
-                        write(t + i, r, s);
-                    }
-                }
-                t += 4;
+        let mine = split_range(total_rows, index, n_threads);
+        // Walk the weights, intersecting each one's global row range with ours.
+        let mut first_row = 0;
+        for (w, out) in weights.iter().zip(&outs) {
+            let (lo, hi) = (mine.start.max(first_row), mine.end.min(first_row + w.rows));
+            if lo < hi {
+                rows_times_tokens(w, acts, out, lo - first_row..hi - first_row, n_tokens);
             }
-            for t in t..n_tokens {
-                let a = acts.row(t);
-                for r in block_start..block_end {
-                    write(t, r, (w.kernels.one)(w.cols, w.row(r), a));
-                }
-            }
-            block_start = block_end;
+            first_row += w.rows;
         }
     });
+}
+
+/// The products of weight rows `rows` with every token, written to `out` (n_tokens, w.rows).
+fn rows_times_tokens(
+    w: &PackedMatrix<'_>,
+    acts: &PackedActivations,
+    out: &SharedMut<f32>,
+    rows: std::ops::Range<usize>,
+    n_tokens: usize,
+) {
+    let write = |t: usize, r: usize, v: f32| {
+        // SAFETY: the calling thread owns output columns `rows` of this weight exclusively
+        // (row ranges of different threads are disjoint); the index is bounds-checked inside.
+        unsafe { out.write(t * w.rows + r, v) }
+    };
+    let mut block_start = rows.start;
+    while block_start < rows.end {
+        let block_end = (block_start + ROW_BLOCK).min(rows.end);
+        let mut t = 0;
+        while t + 4 <= n_tokens {
+            let group = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
+            let mut sums = [0.0f32; 4];
+            for r in block_start..block_end {
+                (w.kernels.four)(w.cols, w.row(r), group, &mut sums);
+                for (i, &s) in sums.iter().enumerate() {
+                    write(t + i, r, s);
+                }
+            }
+            t += 4;
+        }
+        for t in t..n_tokens {
+            let a = acts.row(t);
+            for r in block_start..block_end {
+                write(t, r, (w.kernels.one)(w.cols, w.row(r), a));
+            }
+        }
+        block_start = block_end;
+    }
 }
 
 /// A mutable buffer that several threads write at disjoint indices.
