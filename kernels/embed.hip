@@ -1,0 +1,26 @@
+// Embedding gather: one block per token dequantizes that token's row of the table.
+#include "rf_kernels.h"
+#include "quant.h"
+
+template <int T>
+__global__ void embed_kernel(const uint8_t* table, int cols, const int32_t* tokens, float* out) {
+    const int t = blockIdx.x;
+    const int n_groups = cols / 32;
+    const uint8_t* row = table + (size_t)tokens[t] * n_groups * Fmt<T>::bytes;
+    float* dst = out + (size_t)t * cols;
+    for (int g = threadIdx.x; g < n_groups; g += blockDim.x) {
+        float v[32];
+        Fmt<T>::load(row + (size_t)g * Fmt<T>::bytes, v);
+#pragma unroll
+        for (int i = 0; i < 32; i++) dst[g * 32 + i] = v[i];
+    }
+}
+
+extern "C" int rf_embed(int ty, const void* table, int cols, const int32_t* tokens, int n,
+                        float* out, void* stream) {
+    if (cols % 32 != 0 || n <= 0) return RF_ERR_SHAPE;
+    RF_DISPATCH_TYPE(ty, hipLaunchKernelGGL(embed_kernel<T>, dim3(n), dim3(128), 0,
+                                            (hipStream_t)stream, (const uint8_t*)table, cols,
+                                            tokens, out));
+    return (int)hipGetLastError();
+}

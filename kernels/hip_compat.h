@@ -1,0 +1,97 @@
+// The one bridge between HIP and CUDA for this project.
+//
+// On AMD (hipcc, feature `rocm`) the real HIP headers are used. On NVIDIA (nvcc, feature `cuda`)
+// the HIP names our kernels and runtime glue use are mapped onto CUDA here. Only names the
+// project uses are mapped: add a line when a kernel needs a new one. HIP's own NVIDIA headers
+// are not used because older ones reference CUDA APIs removed in CUDA 12.
+#pragma once
+
+#if defined(__HIP_PLATFORM_AMD__) || defined(__HIPCC__) && !defined(__CUDACC__)
+#include <hip/hip_runtime.h>
+#include <hip/hip_fp16.h>
+#define RF_PLATFORM_AMD 1
+#else
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#define RF_PLATFORM_NVIDIA 1
+
+typedef cudaError_t hipError_t;
+typedef cudaStream_t hipStream_t;
+typedef cudaEvent_t hipEvent_t;
+typedef cudaGraph_t hipGraph_t;
+typedef cudaGraphExec_t hipGraphExec_t;
+typedef cudaDeviceProp hipDeviceProp_t;
+
+#define hipSuccess cudaSuccess
+#define hipErrorOutOfMemory cudaErrorMemoryAllocation
+#define hipGetErrorString cudaGetErrorString
+#define hipGetLastError cudaGetLastError
+#define hipGetDeviceCount cudaGetDeviceCount
+#define hipGetDeviceProperties cudaGetDeviceProperties
+#define hipSetDevice cudaSetDevice
+#define hipMemGetInfo cudaMemGetInfo
+#define hipMalloc cudaMalloc
+#define hipFree cudaFree
+#define hipHostMalloc(p, n, flags) cudaMallocHost(p, n)
+#define hipHostFree cudaFreeHost
+#define hipMemcpyAsync cudaMemcpyAsync
+#define hipMemsetAsync cudaMemsetAsync
+#define hipMemcpyHostToDevice cudaMemcpyHostToDevice
+#define hipMemcpyDeviceToHost cudaMemcpyDeviceToHost
+#define hipMemcpyDeviceToDevice cudaMemcpyDeviceToDevice
+#define hipStreamCreateWithFlags cudaStreamCreateWithFlags
+#define hipStreamNonBlocking cudaStreamNonBlocking
+#define hipStreamDestroy cudaStreamDestroy
+#define hipStreamSynchronize cudaStreamSynchronize
+#define hipStreamBeginCapture cudaStreamBeginCapture
+#define hipStreamEndCapture cudaStreamEndCapture
+#define hipStreamCaptureModeThreadLocal cudaStreamCaptureModeThreadLocal
+#define hipGraphInstantiate(e, g, a, b, c) cudaGraphInstantiate(e, g, 0)
+#define hipGraphLaunch cudaGraphLaunch
+#define hipGraphExecDestroy cudaGraphExecDestroy
+#define hipGraphDestroy cudaGraphDestroy
+#define hipEventCreate cudaEventCreate
+#define hipEventRecord cudaEventRecord
+#define hipEventSynchronize cudaEventSynchronize
+#define hipEventElapsedTime cudaEventElapsedTime
+#define hipEventDestroy cudaEventDestroy
+#define hipLaunchKernelGGL(kernel, grid, block, shmem, stream, ...) \
+    kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
+#endif
+
+// Half precision conversions with one spelling on both platforms.
+__device__ __forceinline__ float rf_half_to_float(unsigned short bits) {
+    __half_raw r;
+    r.x = bits;
+    return __half2float(__half(r));
+}
+__device__ __forceinline__ float rf_bf16_to_float(unsigned short bits) {
+    return __uint_as_float(((unsigned int)bits) << 16);
+}
+
+// BLAS names, for the one file that calls BLAS (blas.hip). Debian's HIP has no hipBLAS, so
+// this part is only pulled in where a real ROCm (or CUDA) install provides it.
+#if defined(RF_WITH_BLAS)
+#if defined(RF_PLATFORM_AMD)
+#include <hipblas/hipblas.h>
+#define RF_R_16F HIPBLAS_R_16F
+#define RF_R_32F HIPBLAS_R_32F
+#define RF_BLAS_COMPUTE_32F HIPBLAS_R_32F
+#else
+#include <cublas_v2.h>
+typedef cublasHandle_t hipblasHandle_t;
+typedef cublasStatus_t hipblasStatus_t;
+#define HIPBLAS_STATUS_SUCCESS CUBLAS_STATUS_SUCCESS
+#define HIPBLAS_OP_N CUBLAS_OP_N
+#define HIPBLAS_OP_T CUBLAS_OP_T
+#define HIPBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
+#define hipblasCreate cublasCreate
+#define hipblasDestroy cublasDestroy
+#define hipblasSetStream cublasSetStream
+#define hipblasGemmEx cublasGemmEx
+#define RF_R_16F CUDA_R_16F
+#define RF_R_32F CUDA_R_32F
+#define RF_BLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
+#endif
+#endif

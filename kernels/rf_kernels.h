@@ -1,0 +1,95 @@
+// Host entry points of the kernels, called from Rust (src/backend/hip/ffi.rs mirrors this).
+// Every function returns 0 on success, a HIP/CUDA error code (> 0), or one of the RF_ERR_*
+// codes below; nothing aborts. Pointers are device pointers unless named `host_*`.
+// Activations are row-major: (n_tokens, width). Weights are GGUF rows: (rows, cols) packed
+// in 32-element groups of their type.
+#pragma once
+#include "hip_compat.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define RF_ERR_BAD_TYPE (-1000)
+#define RF_ERR_SHAPE (-1001)
+#define RF_ERR_BLAS (-1002)
+
+// Activation transform modes of rf_act.
+#define RF_ACT_RMSNORM 0
+#define RF_ACT_COPY 1
+#define RF_ACT_SWIGLU 2
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- runtime.hip
+const char* rf_error_string(int code);
+int rf_device_count(int* count);
+// name: at least 256 bytes; arch: at least 64 bytes ("sm_90", "gfx90a", ...).
+int rf_device_info(int device, char* name, char* arch, size_t* total_mem, size_t* free_mem);
+int rf_set_device(int device);
+int rf_malloc(void** ptr, size_t bytes);
+int rf_free(void* ptr);
+int rf_host_alloc(void** ptr, size_t bytes);
+int rf_host_free(void* ptr);
+int rf_stream_create(void** stream);
+int rf_stream_destroy(void* stream);
+int rf_stream_sync(void* stream);
+int rf_memcpy_h2d(void* dst, const void* host_src, size_t bytes, void* stream);
+int rf_memcpy_d2h(void* host_dst, const void* src, size_t bytes, void* stream);
+int rf_memset(void* dst, int value, size_t bytes, void* stream);
+int rf_last_error(void);
+// Graph capture of the work queued on `stream` between begin and end (NVIDIA and AMD alike).
+int rf_graph_begin(void* stream);
+int rf_graph_end(void* stream, void** exec);
+int rf_graph_launch(void* exec, void* stream);
+int rf_graph_destroy(void* exec);
+// Milliseconds spent by the GPU on `iters` device-to-device copies of `bytes` bytes.
+int rf_measure_copy(void* dst, const void* src, size_t bytes, int iters, void* stream, float* ms);
+
+// ---- embed.hip: out(n, cols) = rows `tokens[i]` of table(rows, cols) as f32.
+int rf_embed(int ty, const void* table, int cols, const int32_t* tokens, int n, float* out,
+             void* stream);
+
+// ---- act.hip: per row r of n: in(src_row(r), d) -> transform -> optional outputs.
+// RMSNORM: x * rsqrt(mean(x^2) + eps) * w; COPY: x; SWIGLU: in has rows of 2*d (gate | up),
+// result silu(gate) * up. `row_map` (nullable) picks source rows. Outputs (each nullable):
+// out_f32 (n, d), out_f16 (n, d), q8 values (n, d) int8 with q8 scales (n, d/32) float2
+// (scale, sum of the 32 quantized values).
+int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
+           const int32_t* row_map, float* out_f32, void* out_f16, int8_t* q8, void* q8_scales,
+           void* stream);
+
+// ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens. Quantized weights read
+// the q8 activations, float weights the f32 ones. accumulate: y += instead of y =.
+int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
+              const void* xq_scales, int n, float* y, int accumulate, void* stream);
+// W rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
+int rf_dequant_f16(int ty, const void* w, int row0, int n_rows, int cols, void* out,
+                   void* stream);
+
+// ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd), then stores
+// k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
+// the cell's position and sequence mask.
+int rf_rope_kv(float* q, const float* k, const float* v, int n, int n_head, int n_head_kv,
+               int head_dim, const float* inv_freq, const int32_t* tok_pos,
+               const int32_t* tok_cell, const int32_t* tok_seq, float* k_cache, float* v_cache,
+               int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
+
+// ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
+// [0, n_cells) visible to each token (cell holds the token's sequence, position <= its own).
+// `partial` holds n * n_head * n_split * (hd + 2) floats.
+int rf_attention(const float* q, const float* k_cache, const float* v_cache,
+                 const int32_t* cell_pos, const uint64_t* cell_seqs, int n_cells,
+                 const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
+                 int n_head_kv, int head_dim, int n_split, float* partial, float* out,
+                 void* stream);
+
+// ---- blas (cuBLAS / hipBLAS): y(n, rows) (+)= x(n, cols) . W^T with f16 inputs, f32 output.
+int rf_blas_create(void** handle, void* stream);
+int rf_blas_destroy(void* handle);
+int rf_gemm_f16(void* handle, const void* w_f16, int rows, int cols, const void* x_f16, int n,
+                float* y, int ldy, int accumulate);
+
+#ifdef __cplusplus
+}
+#endif

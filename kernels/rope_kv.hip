@@ -1,0 +1,53 @@
+// RoPE on queries and keys (rotating adjacent pairs, as GGUF llama weights expect), fused with
+// the KV cache write and the cell bookkeeping the attention kernel reads.
+#include "rf_kernels.h"
+#include "arch.h"
+
+__global__ void rope_kv_kernel(float* q, const float* k, const float* v, int n_head,
+                               int n_head_kv, int head_dim, const float* inv_freq,
+                               const int32_t* tok_pos, const int32_t* tok_cell,
+                               const int32_t* tok_seq, float* k_cache, float* v_cache,
+                               int32_t* cell_pos, uint64_t* cell_seqs) {
+    const int t = blockIdx.x;
+    const int half = head_dim / 2;
+    const int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
+    const float pos = (float)tok_pos[t];
+    const size_t cell = (size_t)tok_cell[t];
+    float* qt = q + (size_t)t * q_dim;
+    for (int p = threadIdx.x; p < q_dim / 2; p += blockDim.x) {
+        float sn, cs;
+        sincosf(pos * inv_freq[p % half], &sn, &cs);
+        const float a = qt[2 * p], b = qt[2 * p + 1];
+        qt[2 * p] = a * cs - b * sn;
+        qt[2 * p + 1] = a * sn + b * cs;
+    }
+    const float* kt = k + (size_t)t * kv_dim;
+    const float* vt = v + (size_t)t * kv_dim;
+    float* kc = k_cache + cell * kv_dim;
+    float* vc = v_cache + cell * kv_dim;
+    for (int p = threadIdx.x; p < kv_dim / 2; p += blockDim.x) {
+        float sn, cs;
+        sincosf(pos * inv_freq[p % half], &sn, &cs);
+        const float a = kt[2 * p], b = kt[2 * p + 1];
+        kc[2 * p] = a * cs - b * sn;
+        kc[2 * p + 1] = a * sn + b * cs;
+        vc[2 * p] = vt[2 * p];
+        vc[2 * p + 1] = vt[2 * p + 1];
+    }
+    if (threadIdx.x == 0) {
+        cell_pos[cell] = tok_pos[t];
+        cell_seqs[cell] = 1ull << tok_seq[t];
+    }
+}
+
+extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int n, int n_head,
+                          int n_head_kv, int head_dim, const float* inv_freq,
+                          const int32_t* tok_pos, const int32_t* tok_cell,
+                          const int32_t* tok_seq, float* k_cache, float* v_cache,
+                          int32_t* cell_pos, uint64_t* cell_seqs, void* stream) {
+    if (n <= 0 || head_dim % 2 != 0) return RF_ERR_SHAPE;
+    hipLaunchKernelGGL(rope_kv_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v,
+                       n_head, n_head_kv, head_dim, inv_freq, tok_pos, tok_cell, tok_seq,
+                       k_cache, v_cache, cell_pos, cell_seqs);
+    return (int)hipGetLastError();
+}
