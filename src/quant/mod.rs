@@ -10,6 +10,7 @@
 pub mod activation;
 pub mod blocks;
 pub mod dot;
+pub mod quantize;
 pub mod reference;
 pub mod types;
 
