@@ -34,13 +34,21 @@ fn load_fixtures() -> Vec<Fixture> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 6, "expected at least 6 fixtures in {}", dir.display());
+    assert!(
+        paths.len() >= 6,
+        "expected at least 6 fixtures in {}",
+        dir.display()
+    );
     paths
         .iter()
         .map(|p| {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
             let ids = |k: &str| -> Vec<u32> {
-                v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+                v[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
             };
             let top = v["positions"]
                 .as_array()
@@ -72,7 +80,12 @@ fn load_model() -> Option<Model> {
 }
 
 fn context(model: &Model) -> Context {
-    let params = ContextParams { n_ctx: 2048, n_batch: 1024, n_seq_max: 1, n_threads: 2 };
+    let params = ContextParams {
+        n_ctx: 2048,
+        n_batch: 1024,
+        n_seq_max: 1,
+        n_threads: 2,
+    };
     Context::new(model, params).unwrap()
 }
 
@@ -91,7 +104,11 @@ fn prompts_tokenize_like_llama_cpp() {
     let Some(model) = load_model() else { return };
     for f in load_fixtures() {
         let ours = model.tokenizer().encode(&f.prompt, true, true);
-        assert_eq!(ours, f.prompt_tokens, "tokenization of fixture '{}'", f.name);
+        assert_eq!(
+            ours, f.prompt_tokens,
+            "tokenization of fixture '{}'",
+            f.name
+        );
     }
 }
 
@@ -102,7 +119,12 @@ fn teacher_forced_logits_match_llama_cpp() {
     let mut failures = Vec::new();
     for f in load_fixtures() {
         let mut ctx = context(&model);
-        let tokens: Vec<u32> = f.prompt_tokens.iter().chain(&f.generated).copied().collect();
+        let tokens: Vec<u32> = f
+            .prompt_tokens
+            .iter()
+            .chain(&f.generated)
+            .copied()
+            .collect();
         assert_eq!(tokens.len(), f.top.len(), "fixture '{}' positions", f.name);
         let mut batch = Batch::new();
         for (i, &t) in tokens.iter().enumerate() {
@@ -147,7 +169,12 @@ fn teacher_forced_logits_match_llama_cpp() {
         ));
     }
     eprintln!("{}", report.join("\n"));
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -175,6 +202,10 @@ fn free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
             matched += 1;
             ctx.eval(&[ours], 0).unwrap();
         }
-        eprintln!("{:>14}: {matched}/{} greedy tokens identical", f.name, f.generated.len());
+        eprintln!(
+            "{:>14}: {matched}/{} greedy tokens identical",
+            f.name,
+            f.generated.len()
+        );
     }
 }

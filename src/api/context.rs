@@ -22,7 +22,12 @@ pub struct ContextParams {
 
 impl Default for ContextParams {
     fn default() -> Self {
-        ContextParams { n_ctx: 4096, n_batch: 512, n_seq_max: 1, n_threads: 0 }
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_seq_max: 1,
+            n_threads: 0,
+        }
     }
 }
 
@@ -60,7 +65,9 @@ impl Context {
             )));
         }
         if params.n_batch == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         params.n_batch = params.n_batch.min(params.n_ctx);
         if params.n_threads == 0 {
@@ -233,21 +240,35 @@ impl Context {
     /// (replacing it). On error the context is unchanged.
     pub fn state_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
         let bad = |why: &str| Error::InvalidArgument(format!("invalid context state: {why}"));
-        let head: [u8; 4] = bytes.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| bad("too short"))?;
+        let head: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("too short"))?;
         let n_logits = u32::from_le_bytes(head) as usize;
         let n_vocab = self.model.hparams().n_vocab;
         if n_logits != 0 && n_logits != n_vocab {
-            return Err(bad(&format!("{n_logits} logits saved, the model has {n_vocab}")));
+            return Err(bad(&format!(
+                "{n_logits} logits saved, the model has {n_vocab}"
+            )));
         }
         let kv_start = 4 + n_logits * 4;
-        let (logit_bytes, kv) = (bytes.get(4..kv_start).ok_or_else(|| bad("truncated logits"))?, &bytes[kv_start..]);
+        let (logit_bytes, kv) = (
+            bytes
+                .get(4..kv_start)
+                .ok_or_else(|| bad("truncated logits"))?,
+            &bytes[kv_start..],
+        );
         self.kv.restore(kv, seq)?;
         if seq.is_none() {
             self.logits = logit_bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            self.logit_rows = if n_logits == 0 { Vec::new() } else { vec![Some(0)] };
+            self.logit_rows = if n_logits == 0 {
+                Vec::new()
+            } else {
+                vec![Some(0)]
+            };
         }
         Ok(())
     }

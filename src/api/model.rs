@@ -19,7 +19,10 @@ pub struct ModelParams<'a> {
 
 impl Default for ModelParams<'_> {
     fn default() -> Self {
-        ModelParams { use_mmap: true, progress: None }
+        ModelParams {
+            use_mmap: true,
+            progress: None,
+        }
     }
 }
 
@@ -64,7 +67,9 @@ impl Model {
                 for page in chunk.iter().step_by(4096) {
                     checksum = checksum.wrapping_add(*page);
                 }
-                report(((i + 1) * PROGRESS_STEP).min(bytes.len()) as f32 / bytes.len() as f32 * 0.95)?;
+                report(
+                    ((i + 1) * PROGRESS_STEP).min(bytes.len()) as f32 / bytes.len() as f32 * 0.95,
+                )?;
             }
             std::hint::black_box(checksum);
             gguf
@@ -88,7 +93,9 @@ impl Model {
                 loaded.hparams.n_vocab
             )));
         }
-        Ok(Model { inner: Arc::new(ModelInner { loaded, tokenizer }) })
+        Ok(Model {
+            inner: Arc::new(ModelInner { loaded, tokenizer }),
+        })
     }
 
     pub fn hparams(&self) -> &Hparams {
@@ -129,7 +136,10 @@ impl Model {
 
 fn read_with_progress(path: &Path, report: &mut dyn FnMut(f32) -> Result<()>) -> Result<Vec<u8>> {
     use std::io::Read;
-    let io_err = |source| Error::Io { path: path.display().to_string(), source };
+    let io_err = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len() as usize;
     let mut bytes = Vec::new();

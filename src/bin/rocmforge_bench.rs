@@ -17,7 +17,13 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { model: String::new(), n_prompt: 128, n_gen: 64, threads: vec![1, 2], reps: 3 };
+    let mut a = Args {
+        model: String::new(),
+        n_prompt: 128,
+        n_gen: 64,
+        threads: vec![1, 2],
+        reps: 3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -81,7 +87,8 @@ fn run(a: Args) -> Result<(), String> {
                 ctx.kv_clear();
                 let start = Instant::now();
                 for (i, &tok) in gen.iter().enumerate() {
-                    ctx.decode(&Batch::for_sequence(&[tok], i as i32, 0)).map_err(|e| e.to_string())?;
+                    ctx.decode(&Batch::for_sequence(&[tok], i as i32, 0))
+                        .map_err(|e| e.to_string())?;
                 }
                 if rep > 0 {
                     rates.push(a.n_gen as f64 / start.elapsed().as_secs_f64());

@@ -26,7 +26,10 @@ fn parse_args() -> Result<Args, String> {
         prompt: "The capital of France is".into(),
         n_predict: 64,
         ctx: ContextParams::default(),
-        sampling: SamplerParams { temperature: 0.0, ..SamplerParams::default() },
+        sampling: SamplerParams {
+            temperature: 0.0,
+            ..SamplerParams::default()
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,10 +48,12 @@ fn parse_args() -> Result<Args, String> {
             "--min-p" => args.sampling.min_p = num(value()?)? as f32,
             "--repeat-penalty" => args.sampling.penalty_repeat = num(value()?)? as f32,
             "-h" | "--help" => {
-                return Err("usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
+                return Err(
+                    "usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
                             [-c CTX] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] \
                             [--repeat-penalty R]"
-                    .into())
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument '{other}' (try --help)")),
         }

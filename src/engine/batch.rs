@@ -55,7 +55,9 @@ impl Batch {
     pub fn validate(&self, n_vocab: usize, n_seq_max: usize) -> Result<()> {
         let n = self.tokens.len();
         if self.pos.len() != n || self.seq.len() != n || self.logits.len() != n {
-            return Err(Error::InvalidArgument("batch arrays differ in length".into()));
+            return Err(Error::InvalidArgument(
+                "batch arrays differ in length".into(),
+            ));
         }
         if n == 0 {
             return Err(Error::InvalidArgument("empty batch".into()));

@@ -26,7 +26,12 @@ impl LoadedModel {
         let hparams = Hparams::from_gguf(&gguf)?;
         let weights = LlamaWeights::from_gguf(&gguf, &hparams)?;
         let rope_inv_freq = rope_inv_freq(&hparams, weights.rope_freq_factors.as_deref());
-        Ok(LoadedModel { gguf, hparams, weights, rope_inv_freq })
+        Ok(LoadedModel {
+            gguf,
+            hparams,
+            weights,
+            rope_inv_freq,
+        })
     }
 
     fn matrix(&self, w: &WeightRef) -> Result<PackedMatrix<'_>> {
@@ -69,7 +74,12 @@ pub fn decode(
     let hp = &model.hparams;
     batch.validate(hp.n_vocab, kv.n_seq_max())?;
     check_positions(kv, batch)?;
-    let placed: Vec<(i32, u32)> = batch.pos.iter().copied().zip(batch.seq.iter().copied()).collect();
+    let placed: Vec<(i32, u32)> = batch
+        .pos
+        .iter()
+        .copied()
+        .zip(batch.seq.iter().copied())
+        .collect();
     let cells = kv.allocate(&placed)?;
     let result = run_layers(model, kv, pool, s, batch, &cells, cancel, logits);
     if result.is_err() {
@@ -118,7 +128,11 @@ fn run_layers(
     for t in 0..n {
         kv.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
     }
-    let shape = AttentionShape { n_head: hp.n_head, n_head_kv: hp.n_head_kv, head_dim: hp.head_dim };
+    let shape = AttentionShape {
+        n_head: hp.n_head,
+        n_head_kv: hp.n_head_kv,
+        head_dim: hp.head_dim,
+    };
 
     for (il, layer) in w.layers.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
@@ -132,13 +146,32 @@ fn run_layers(
             &mut s.acts,
             &s.xn,
             n,
-            [(&layer.wq, &mut s.q[..]), (&layer.wk, &mut s.k[..]), (&layer.wv, &mut s.v[..])],
+            [
+                (&layer.wq, &mut s.q[..]),
+                (&layer.wk, &mut s.k[..]),
+                (&layer.wv, &mut s.v[..]),
+            ],
         )?;
         for t in 0..n {
             let pos = batch.pos[t] as f32;
-            rope_in_place(&mut s.q[t * q_dim..(t + 1) * q_dim], hp.head_dim, pos, &model.rope_inv_freq);
-            rope_in_place(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hp.head_dim, pos, &model.rope_inv_freq);
-            kv.store(il, cells[t], &s.k[t * kv_dim..(t + 1) * kv_dim], &s.v[t * kv_dim..(t + 1) * kv_dim]);
+            rope_in_place(
+                &mut s.q[t * q_dim..(t + 1) * q_dim],
+                hp.head_dim,
+                pos,
+                &model.rope_inv_freq,
+            );
+            rope_in_place(
+                &mut s.k[t * kv_dim..(t + 1) * kv_dim],
+                hp.head_dim,
+                pos,
+                &model.rope_inv_freq,
+            );
+            kv.store(
+                il,
+                cells[t],
+                &s.k[t * kv_dim..(t + 1) * kv_dim],
+                &s.v[t * kv_dim..(t + 1) * kv_dim],
+            );
         }
         attention(pool, kv, il, shape, &s.q, &s.visible[..n], &mut s.attn);
         project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
@@ -157,7 +190,15 @@ fn run_layers(
         for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
             silu_mul_in_place(g, u);
         }
-        project_fresh(model, pool, &mut s.acts, &layer.down, &s.gate, n, &mut s.proj)?;
+        project_fresh(
+            model,
+            pool,
+            &mut s.acts,
+            &layer.down,
+            &s.gate,
+            n,
+            &mut s.proj,
+        )?;
         add_in_place(&mut s.x, &s.proj);
     }
 
@@ -173,10 +214,23 @@ fn run_layers(
         // Normalise in place (rows were compacted to the front of xn).
         for k in 0..n_out {
             let row: Vec<f32> = s.xn[k * d..(k + 1) * d].to_vec();
-            rms_norm(&row, &w.output_norm, hp.rms_eps, &mut s.xn[k * d..(k + 1) * d]);
+            rms_norm(
+                &row,
+                &w.output_norm,
+                hp.rms_eps,
+                &mut s.xn[k * d..(k + 1) * d],
+            );
         }
         logits.resize(n_out * hp.n_vocab, 0.0);
-        project_fresh(model, pool, &mut s.acts, &w.output, &s.xn[..n_out * d], n_out, logits)?;
+        project_fresh(
+            model,
+            pool,
+            &mut s.acts,
+            &w.output,
+            &s.xn[..n_out * d],
+            n_out,
+            logits,
+        )?;
     } else {
         logits.clear();
     }
@@ -240,7 +294,10 @@ fn project_many<const N: usize>(
 ) -> Result<()> {
     let mut pending: Vec<MatmulTarget<'_, '_>> = Vec::with_capacity(N);
     for (w, out) in products {
-        let target = MatmulTarget { w: model.matrix(w)?, out };
+        let target = MatmulTarget {
+            w: model.matrix(w)?,
+            out,
+        };
         if let Some(first) = pending.first() {
             if activation_type(first.w.ty) != activation_type(w.ty()) {
                 acts.pack(pool, first.w.ty, &x[..n * first.w.cols], n, first.w.cols)?;

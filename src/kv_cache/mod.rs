@@ -131,7 +131,10 @@ impl KvCache {
             )));
         }
         for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
-            self.cells[cell] = Cell { pos, seqs: 1u64 << seq };
+            self.cells[cell] = Cell {
+                pos,
+                seqs: 1u64 << seq,
+            };
         }
         if let Some(&last) = found.last() {
             self.search_from = (last + 1) % self.n_ctx;
@@ -177,13 +180,21 @@ impl KvCache {
     /// Largest position held for `seq`, if any.
     pub fn seq_pos_max(&self, seq: u32) -> Option<i32> {
         let bit = 1u64 << seq;
-        self.cells.iter().filter(|c| c.seqs & bit != 0).map(|c| c.pos).max()
+        self.cells
+            .iter()
+            .filter(|c| c.seqs & bit != 0)
+            .map(|c| c.pos)
+            .max()
     }
 
     /// Smallest position held for `seq`, if any.
     pub fn seq_pos_min(&self, seq: u32) -> Option<i32> {
         let bit = 1u64 << seq;
-        self.cells.iter().filter(|c| c.seqs & bit != 0).map(|c| c.pos).min()
+        self.cells
+            .iter()
+            .filter(|c| c.seqs & bit != 0)
+            .map(|c| c.pos)
+            .min()
     }
 
     /// Empties the cache.
@@ -243,7 +254,10 @@ mod tests {
         let mut kv = cache();
         let cells = kv.allocate(&[(0, 0); 6]).unwrap();
         assert_eq!(cells.len(), 6);
-        assert!(matches!(kv.allocate(&[(6, 0); 3]), Err(Error::ContextFull(_))));
+        assert!(matches!(
+            kv.allocate(&[(6, 0); 3]),
+            Err(Error::ContextFull(_))
+        ));
         assert_eq!(kv.used(), 6);
         kv.release(&cells[..2]);
         assert_eq!(kv.allocate(&[(7, 1); 4]).unwrap().len(), 4);

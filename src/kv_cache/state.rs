@@ -20,7 +20,10 @@ impl KvCache {
 
     fn cells_of(&self, seq: Option<u32>) -> impl Iterator<Item = (usize, &Cell)> + '_ {
         let mask = seq.map_or(u64::MAX, |s| 1u64 << s);
-        self.cells.iter().enumerate().filter(move |(_, c)| c.pos >= 0 && c.seqs & mask != 0)
+        self.cells
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| c.pos >= 0 && c.seqs & mask != 0)
     }
 
     /// Serialises every used cell (`seq` None) or the cells of one sequence, which are saved
@@ -29,7 +32,12 @@ impl KvCache {
         let mut out = Vec::with_capacity(self.state_size(seq));
         let cells: Vec<(usize, Cell)> = self.cells_of(seq).map(|(i, c)| (i, *c)).collect();
         out.extend_from_slice(MAGIC);
-        for v in [VERSION, self.n_layer as u32, self.kv_dim as u32, cells.len() as u32] {
+        for v in [
+            VERSION,
+            self.n_layer as u32,
+            self.kv_dim as u32,
+            cells.len() as u32,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         for (i, cell) in cells {
@@ -53,11 +61,16 @@ impl KvCache {
         if bytes.len() < HEADER || &bytes[..4] != MAGIC {
             return Err(bad("not a ROCmForge KV state (bad magic or too short)"));
         }
-        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         if u32_at(4) != VERSION {
-            return Err(bad(&format!("format version {} (expected {VERSION})", u32_at(4))));
+            return Err(bad(&format!(
+                "format version {} (expected {VERSION})",
+                u32_at(4)
+            )));
         }
-        let (n_layer, kv_dim, n_cells) = (u32_at(8) as usize, u32_at(12) as usize, u32_at(16) as usize);
+        let (n_layer, kv_dim, n_cells) =
+            (u32_at(8) as usize, u32_at(12) as usize, u32_at(16) as usize);
         if n_layer != self.n_layer || kv_dim != self.kv_dim {
             return Err(bad(&format!(
                 "saved for {n_layer} layers x {kv_dim}, this cache is {} x {}",
@@ -65,7 +78,9 @@ impl KvCache {
             )));
         }
         let cell_bytes = 12 + 2 * n_layer * kv_dim * 4;
-        if (bytes.len() - HEADER) / cell_bytes != n_cells || (bytes.len() - HEADER) % cell_bytes != 0 {
+        if (bytes.len() - HEADER) / cell_bytes != n_cells
+            || (bytes.len() - HEADER) % cell_bytes != 0
+        {
             return Err(bad("length does not match its cell count"));
         }
         if let Some(dst) = seq {
@@ -93,13 +108,16 @@ impl KvCache {
         for k in 0..n_cells {
             let o = HEADER + k * cell_bytes;
             let pos = i32::from_le_bytes(bytes[o..o + 4].try_into().map_err(|_| bad("cell"))?);
-            let seqs = u64::from_le_bytes(bytes[o + 4..o + 12].try_into().map_err(|_| bad("cell"))?);
+            let seqs =
+                u64::from_le_bytes(bytes[o + 4..o + 12].try_into().map_err(|_| bad("cell"))?);
             let seqs = match seq {
                 Some(dst) => 1u64 << dst,
                 None => seqs,
             };
             if pos < 0 || seqs == 0 || (self.n_seq_max < 64 && seqs >> self.n_seq_max != 0) {
-                return Err(bad(&format!("cell {k} has position {pos} / sequences {seqs:#x}")));
+                return Err(bad(&format!(
+                    "cell {k} has position {pos} / sequences {seqs:#x}"
+                )));
             }
             parsed.push((pos, seqs, o + 12));
         }
@@ -113,11 +131,13 @@ impl KvCache {
             for layer in 0..n_layer {
                 let base = cell * kv_dim;
                 for j in 0..kv_dim {
-                    self.keys[layer][base + j] = f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+                    self.keys[layer][base + j] =
+                        f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
                     o += 4;
                 }
                 for j in 0..kv_dim {
-                    self.values[layer][base + j] = f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
+                    self.values[layer][base + j] =
+                        f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default());
                     o += 4;
                 }
             }
@@ -178,7 +198,10 @@ mod tests {
         let mut wrong = KvCache::new(3, 8, 3, 4).unwrap();
         assert!(wrong.restore(&blob, None).is_err());
         let mut small = KvCache::new(2, 2, 3, 4).unwrap();
-        assert!(matches!(small.restore(&blob, None), Err(Error::ContextFull(_))));
+        assert!(matches!(
+            small.restore(&blob, None),
+            Err(Error::ContextFull(_))
+        ));
         assert_eq!(other.used(), 0);
     }
 }

@@ -29,7 +29,9 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Positions are multiplied by `1 / factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +70,9 @@ impl Hparams {
                 .get_u64(&full)
                 .ok_or_else(|| Error::InvalidModel(format!("missing or non-integer {full}")))?;
             if v == 0 || v as u128 > max as u128 {
-                return Err(Error::InvalidModel(format!("{full} = {v} is out of range 1..={max}")));
+                return Err(Error::InvalidModel(format!(
+                    "{full} = {v} is out of range 1..={max}"
+                )));
             }
             Ok(v as usize)
         };
@@ -96,7 +100,9 @@ impl Hparams {
             None => n_embd / n_head,
         };
         if head_dim % 2 != 0 {
-            return Err(Error::InvalidModel(format!("head dimension {head_dim} is odd")));
+            return Err(Error::InvalidModel(format!(
+                "head dimension {head_dim} is odd"
+            )));
         }
         if let Some(rope_dims) = gguf.get_u64(&key("rope.dimension_count")) {
             if rope_dims as usize != head_dim {

@@ -113,7 +113,11 @@ fn matrix(gguf: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weigh
             ty: info.ty.name().to_string(),
         });
     }
-    Ok(WeightRef { info: info.clone(), rows, cols })
+    Ok(WeightRef {
+        info: info.clone(),
+        rows,
+        cols,
+    })
 }
 
 /// A 1-D weight (norm scales), converted to f32 once at load: they are tiny.
@@ -127,7 +131,10 @@ fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     }
     let mut out = vec![0.0f32; len];
     crate::quant::dequantize_row(info.ty, gguf.tensor_data(info), &mut out).map_err(|_| {
-        Error::UnsupportedTensorType { tensor: name.to_string(), ty: info.ty.name().to_string() }
+        Error::UnsupportedTensorType {
+            tensor: name.to_string(),
+            ty: info.ty.name().to_string(),
+        }
     })?;
     Ok(out)
 }

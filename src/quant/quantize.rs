@@ -17,9 +17,15 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) -> Result<()> {
         )));
     }
     match ty {
-        GgmlType::F32 => x.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        GgmlType::F16 => x.iter().for_each(|&v| out.extend_from_slice(&f16::from_f32(v).to_le_bytes())),
-        GgmlType::Bf16 => x.iter().for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_le_bytes())),
+        GgmlType::F32 => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F16 => x
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&f16::from_f32(v).to_le_bytes())),
+        GgmlType::Bf16 => x
+            .iter()
+            .for_each(|&v| out.extend_from_slice(&bf16::from_f32(v).to_le_bytes())),
         GgmlType::Q8_0 => x.chunks_exact(QK).for_each(|b| q8_0_block(b, out)),
         GgmlType::Q4_0 => x.chunks_exact(QK).for_each(|b| q4_0_block(b, out)),
         GgmlType::Q4_1 => x.chunks_exact(QK).for_each(|b| q4_1_block(b, out)),
@@ -43,7 +49,10 @@ fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
 
 /// Q4_0: d = (signed value of largest magnitude) / -8, q = x/d + 8 in 0..=15.
 fn q4_0_block(x: &[f32], out: &mut Vec<u8>) {
-    let max = x.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+    let max = x
+        .iter()
+        .copied()
+        .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -70,7 +79,9 @@ mod tests {
 
     #[test]
     fn round_trips_within_half_a_step() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
+            .collect();
         for (ty, step) in [
             (GgmlType::F32, 0.0),
             (GgmlType::F16, 0.01),

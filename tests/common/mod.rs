@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests that need the real models.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::PathBuf;
 
 /// Folder of the model cache: `ROCMFORGE_MODEL_DIR`, or `.cache/models` in the repository.
@@ -31,5 +33,7 @@ pub fn model_path(file: &str) -> Option<PathBuf> {
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }

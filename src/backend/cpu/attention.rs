@@ -25,7 +25,11 @@ pub fn attention(
     visible: &[Vec<usize>],
     out: &mut [f32],
 ) {
-    let AttentionShape { n_head, n_head_kv, head_dim } = shape;
+    let AttentionShape {
+        n_head,
+        n_head_kv,
+        head_dim,
+    } = shape;
     let q_dim = n_head * head_dim;
     let group = n_head / n_head_kv;
     let scale = 1.0 / (head_dim as f32).sqrt();
@@ -41,9 +45,11 @@ pub fn attention(
             let q_row = &q[t * q_dim + h * head_dim..][..head_dim];
             let cells = &visible[t];
             scores.clear();
-            scores.extend(cells.iter().map(|&c| {
-                dot_f32(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale
-            }));
+            scores.extend(
+                cells
+                    .iter()
+                    .map(|&c| dot_f32(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale),
+            );
             softmax_in_place(&mut scores);
             // SAFETY: task (t, h) is owned by exactly one thread, and so is its output slice.
             let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };

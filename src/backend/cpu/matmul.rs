@@ -29,10 +29,9 @@ pub struct PackedMatrix<'a> {
 
 impl<'a> PackedMatrix<'a> {
     pub fn new(data: &'a [u8], ty: GgmlType, rows: usize, cols: usize) -> Result<Self> {
-        let row_bytes = ty
-            .row_bytes(cols as u64)
-            .ok_or_else(|| Error::InvalidModel(format!("{cols} columns are not whole {ty} blocks")))?
-            as usize;
+        let row_bytes = ty.row_bytes(cols as u64).ok_or_else(|| {
+            Error::InvalidModel(format!("{cols} columns are not whole {ty} blocks"))
+        })? as usize;
         if data.len() != row_bytes * rows {
             return Err(Error::InvalidModel(format!(
                 "weight of {rows}x{cols} {ty} needs {} bytes, has {}",
@@ -44,7 +43,14 @@ impl<'a> PackedMatrix<'a> {
             tensor: String::from("(matrix)"),
             ty: ty.name().to_string(),
         })?;
-        Ok(PackedMatrix { data, ty, rows, cols, row_bytes, kernels })
+        Ok(PackedMatrix {
+            data,
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            kernels,
+        })
     }
 
     fn row(&self, r: usize) -> &'a [u8] {
@@ -130,14 +136,21 @@ pub fn matmul(pool: &ThreadPool, w: &PackedMatrix<'_>, acts: &PackedActivations,
 /// Several products of the same activations (Q, K and V; gate and up) in one dispatch: the
 /// rows of all weights are split among the threads as if they were one matrix, which halves
 /// the hand-offs per layer in decode. Every weight must take `acts`' activation type.
-pub fn matmul_fused(pool: &ThreadPool, targets: &mut [MatmulTarget<'_, '_>], acts: &PackedActivations) {
+pub fn matmul_fused(
+    pool: &ThreadPool,
+    targets: &mut [MatmulTarget<'_, '_>],
+    acts: &PackedActivations,
+) {
     let n_tokens = acts.n_rows;
     let outs: Vec<SharedMut<f32>> = targets
         .iter_mut()
         .map(|t| {
             debug_assert_eq!(acts.cols, t.w.cols);
             debug_assert_eq!(activation_type(t.w.ty), acts.ty);
-            assert!(t.out.len() >= n_tokens * t.w.rows, "matmul output buffer too small");
+            assert!(
+                t.out.len() >= n_tokens * t.w.rows,
+                "matmul output buffer too small"
+            );
             SharedMut::new(t.out)
         })
         .collect();
@@ -176,7 +189,12 @@ fn rows_times_tokens(
         let block_end = (block_start + ROW_BLOCK).min(rows.end);
         let mut t = 0;
         while t + 4 <= n_tokens {
-            let group = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
+            let group = [
+                acts.row(t),
+                acts.row(t + 1),
+                acts.row(t + 2),
+                acts.row(t + 3),
+            ];
             let mut sums = [0.0f32; 4];
             for r in block_start..block_end {
                 (w.kernels.four)(w.cols, w.row(r), group, &mut sums);
@@ -209,7 +227,10 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     pub(crate) fn new(buf: &mut [T]) -> Self {
-        SharedMut { ptr: buf.as_mut_ptr(), len: buf.len() }
+        SharedMut {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
 
     /// # Safety

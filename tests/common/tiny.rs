@@ -1,0 +1,180 @@
+//! A tiny llama model built in memory: random weights, a SentencePiece byte vocabulary.
+
+use rocmforge::gguf::{Array, GgufFile, GgufWriter, Value};
+use rocmforge::quant::quantize::quantize_row;
+use rocmforge::quant::GgmlType;
+
+pub struct TinySpec {
+    pub arch: &'static str,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub weight_type: GgmlType,
+    /// Tensors whose type is overridden: (name, type).
+    pub override_type: Option<(&'static str, GgmlType)>,
+    pub omit_tensor: Option<&'static str>,
+}
+
+impl Default for TinySpec {
+    fn default() -> Self {
+        TinySpec {
+            arch: "llama",
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 4,
+            n_head_kv: 2,
+            n_ff: 128,
+            weight_type: GgmlType::F32,
+            override_type: None,
+            omit_tensor: None,
+        }
+    }
+}
+
+/// 3 control tokens + 256 byte tokens.
+pub const TINY_VOCAB: usize = 259;
+
+/// Deterministic values in about ±scale (xorshift).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+pub fn build(spec: &TinySpec) -> GgufFile {
+    let mut w = GgufWriter::new();
+    let arch = spec.arch;
+    let kv = |w: &mut GgufWriter, k: String, v: Value| {
+        w.add_kv(k, v).unwrap();
+    };
+    kv(
+        &mut w,
+        "general.architecture".into(),
+        Value::String(arch.into()),
+    );
+    kv(&mut w, "general.name".into(), Value::String("tiny".into()));
+    kv(
+        &mut w,
+        format!("{arch}.block_count"),
+        Value::U32(spec.n_layer as u32),
+    );
+    kv(&mut w, format!("{arch}.context_length"), Value::U32(256));
+    kv(
+        &mut w,
+        format!("{arch}.embedding_length"),
+        Value::U32(spec.n_embd as u32),
+    );
+    kv(
+        &mut w,
+        format!("{arch}.feed_forward_length"),
+        Value::U32(spec.n_ff as u32),
+    );
+    kv(
+        &mut w,
+        format!("{arch}.attention.head_count"),
+        Value::U32(spec.n_head as u32),
+    );
+    kv(
+        &mut w,
+        format!("{arch}.attention.head_count_kv"),
+        Value::U32(spec.n_head_kv as u32),
+    );
+    kv(
+        &mut w,
+        format!("{arch}.rope.freq_base"),
+        Value::F32(10000.0),
+    );
+    kv(
+        &mut w,
+        format!("{arch}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
+    let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2i32, 3, 3];
+    for b in 0..256 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    kv(
+        &mut w,
+        "tokenizer.ggml.model".into(),
+        Value::String("llama".into()),
+    );
+    kv(
+        &mut w,
+        "tokenizer.ggml.scores".into(),
+        Value::Array(Array::F32(vec![0.0; tokens.len()])),
+    );
+    kv(
+        &mut w,
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(Array::I32(types)),
+    );
+    kv(
+        &mut w,
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(Array::String(tokens)),
+    );
+    kv(&mut w, "tokenizer.ggml.bos_token_id".into(), Value::U32(1));
+    kv(&mut w, "tokenizer.ggml.eos_token_id".into(), Value::U32(2));
+
+    let head_dim = spec.n_embd / spec.n_head;
+    let kv_dim = spec.n_head_kv * head_dim;
+    let mut seed = 1u64;
+    let mut tensor =
+        |w: &mut GgufWriter, name: String, dims: &[u64], ty: GgmlType, scale: f32, offset: f32| {
+            seed += 1;
+            if spec.omit_tensor == Some(name.as_str()) {
+                return;
+            }
+            let ty = match spec.override_type {
+                Some((n, t)) if n == name => t,
+                _ => ty,
+            };
+            let n: u64 = dims.iter().product();
+            let x: Vec<f32> = values(n as usize, seed, scale)
+                .into_iter()
+                .map(|v| v + offset)
+                .collect();
+            let mut data = Vec::new();
+            if ty.is_computable() {
+                quantize_row(ty, &x, &mut data).unwrap();
+            } else {
+                data = vec![0u8; ty.row_bytes(dims[0]).unwrap() as usize * (n / dims[0]) as usize];
+            }
+            w.add_tensor(name, dims, ty, data).unwrap();
+        };
+    let (d, ff, v) = (spec.n_embd as u64, spec.n_ff as u64, TINY_VOCAB as u64);
+    let wt = spec.weight_type;
+    tensor(&mut w, "token_embd.weight".into(), &[d, v], wt, 1.0, 0.0);
+    for i in 0..spec.n_layer {
+        let name = |s: &str| format!("blk.{i}.{s}.weight");
+        tensor(&mut w, name("attn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
+        tensor(&mut w, name("attn_q"), &[d, d], wt, 0.3, 0.0);
+        tensor(&mut w, name("attn_k"), &[d, kv_dim as u64], wt, 0.3, 0.0);
+        tensor(&mut w, name("attn_v"), &[d, kv_dim as u64], wt, 0.3, 0.0);
+        tensor(&mut w, name("attn_output"), &[d, d], wt, 0.2, 0.0);
+        tensor(&mut w, name("ffn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
+        tensor(&mut w, name("ffn_gate"), &[d, ff], wt, 0.2, 0.0);
+        tensor(&mut w, name("ffn_up"), &[d, ff], wt, 0.2, 0.0);
+        tensor(&mut w, name("ffn_down"), &[ff, d], wt, 0.2, 0.0);
+    }
+    tensor(
+        &mut w,
+        "output_norm.weight".into(),
+        &[d],
+        GgmlType::F32,
+        0.1,
+        1.0,
+    );
+    tensor(&mut w, "output.weight".into(), &[d, v], wt, 0.5, 0.0);
+    GgufFile::from_bytes(w.to_bytes()).unwrap()
+}

@@ -1,0 +1,244 @@
+//! Engine behaviour on tiny in-memory models: batching, multi-sequence, KV edits, errors.
+
+mod common;
+
+use common::tiny::{build, TinySpec, TINY_VOCAB};
+use rocmforge::quant::GgmlType;
+use rocmforge::{Batch, Context, ContextParams, Error, Model};
+use std::sync::atomic::Ordering;
+
+fn model(spec: &TinySpec) -> Model {
+    Model::from_gguf(build(spec)).unwrap()
+}
+
+fn ctx(model: &Model, n_ctx: usize, n_seq: usize) -> Context {
+    let params = ContextParams {
+        n_ctx,
+        n_batch: 64,
+        n_seq_max: n_seq,
+        n_threads: 2,
+    };
+    Context::new(model, params).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+const PROMPT: [u32; 7] = [1, 72, 101, 108, 108, 111, 33];
+
+/// Logits after each token when the prompt is fed one token at a time.
+fn stepwise(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut c = ctx(model, 64, 1);
+    tokens
+        .iter()
+        .map(|&t| {
+            c.eval(&[t], 0).unwrap();
+            c.last_logits().unwrap().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn batched_prompt_equals_token_by_token() {
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Bf16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+    ] {
+        let m = model(&TinySpec {
+            weight_type: ty,
+            ..Default::default()
+        });
+        let steps = stepwise(&m, &PROMPT);
+        let mut c = ctx(&m, 64, 1);
+        let mut batch = Batch::new();
+        for (i, &t) in PROMPT.iter().enumerate() {
+            batch.push(t, i as i32, 0, true);
+        }
+        c.decode(&batch).unwrap();
+        for (i, step) in steps.iter().enumerate() {
+            let d = max_diff(c.logits(i).unwrap(), step);
+            assert!(d < 1e-3, "{ty}: position {i} differs by {d}");
+        }
+        assert!(steps
+            .iter()
+            .all(|l| l.len() == TINY_VOCAB && l.iter().all(|v| v.is_finite())));
+    }
+}
+
+#[test]
+fn sequences_in_one_batch_do_not_see_each_other() {
+    let m = model(&TinySpec::default());
+    let other: [u32; 4] = [1, 50, 60, 70];
+    let alone_a = stepwise(&m, &PROMPT);
+    let alone_b = stepwise(&m, &other);
+    let mut c = ctx(&m, 64, 2);
+    let mut batch = Batch::new();
+    // Interleave the two sequences in one batch.
+    for i in 0..PROMPT.len() {
+        batch.push(PROMPT[i], i as i32, 0, true);
+        if i < other.len() {
+            batch.push(other[i], i as i32, 1, true);
+        }
+    }
+    c.decode(&batch).unwrap();
+    let (mut ia, mut ib) = (0, 0);
+    for k in 0..batch.len() {
+        let expected = if batch.seq[k] == 0 {
+            &alone_a[ia]
+        } else {
+            &alone_b[ib]
+        };
+        assert!(
+            max_diff(c.logits(k).unwrap(), expected) < 1e-3,
+            "batch index {k}"
+        );
+        if batch.seq[k] == 0 {
+            ia += 1
+        } else {
+            ib += 1
+        }
+    }
+}
+
+#[test]
+fn kv_edits_reproduce_fresh_evaluation() {
+    let m = model(&TinySpec::default());
+    let steps = stepwise(&m, &PROMPT);
+    let mut c = ctx(&m, 64, 3);
+    c.eval(&PROMPT, 0).unwrap();
+    // Drop the last three positions and evaluate them again: same logits.
+    c.kv_seq_remove(Some(0), 4, -1).unwrap();
+    assert_eq!(c.kv_seq_pos_max(0), Some(3));
+    c.eval(&PROMPT[4..], 0).unwrap();
+    assert!(max_diff(c.last_logits().unwrap(), &steps[6]) < 1e-3);
+    // Share the first four positions with sequence 2, continue there: same as from scratch.
+    c.kv_seq_copy(0, 2, 0, 4).unwrap();
+    c.eval(&PROMPT[4..], 2).unwrap();
+    assert!(max_diff(c.last_logits().unwrap(), &steps[6]) < 1e-3);
+    // Keep only sequence 2.
+    c.kv_seq_keep(2).unwrap();
+    assert_eq!(c.kv_seq_pos_max(0), None);
+    assert_eq!(c.kv_seq_pos_max(2), Some(6));
+    c.kv_clear();
+    assert_eq!(c.kv_cache().used(), 0);
+}
+
+#[test]
+fn full_context_fails_cleanly_and_leaves_the_cache_as_it_was() {
+    let m = model(&TinySpec::default());
+    let mut c = ctx(&m, 8, 1);
+    c.eval(&PROMPT[..5], 0).unwrap();
+    let err = c.eval(&PROMPT[..5], 0).unwrap_err();
+    assert!(matches!(err, Error::ContextFull(_)), "{err}");
+    assert_eq!(c.kv_cache().used(), 5);
+    assert_eq!(c.kv_seq_pos_max(0), Some(4));
+    c.eval(&PROMPT[..3], 0).unwrap();
+}
+
+#[test]
+fn cancellation_stops_a_decode_without_side_effects() {
+    let m = model(&TinySpec::default());
+    let mut c = ctx(&m, 64, 1);
+    c.cancel_handle().store(true, Ordering::Relaxed);
+    assert!(matches!(c.eval(&PROMPT, 0), Err(Error::Cancelled)));
+    assert_eq!(c.kv_cache().used(), 0);
+    // The request is consumed: the next call runs.
+    c.eval(&PROMPT, 0).unwrap();
+}
+
+#[test]
+fn bad_batches_are_rejected_with_messages() {
+    let m = model(&TinySpec::default());
+    let mut c = ctx(&m, 64, 2);
+    let bad_token = Batch::for_sequence(&[TINY_VOCAB as u32], 0, 0);
+    let e = c.decode(&bad_token).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = c
+        .decode(&Batch::for_sequence(&[5], 0, 2))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sequence id 2"), "{e}");
+    let e = c
+        .decode(&Batch::for_sequence(&[5], -1, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("negative position"), "{e}");
+    assert!(c.decode(&Batch::new()).is_err());
+    c.eval(&[5, 6], 0).unwrap();
+    let e = c
+        .decode(&Batch::for_sequence(&[7], 1, 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not after its last position"), "{e}");
+    let mut ragged = Batch::for_sequence(&[5, 6], 2, 0);
+    ragged.pos.pop();
+    assert!(c.decode(&ragged).is_err());
+    let big = Batch::for_sequence(&[5; 65], 2, 0);
+    assert!(c
+        .decode(&big)
+        .unwrap_err()
+        .to_string()
+        .contains("batch size"));
+}
+
+#[test]
+fn unsupported_architecture_and_tensor_types_are_named() {
+    let spec = TinySpec {
+        arch: "gpt-nano",
+        ..Default::default()
+    };
+    match Model::from_gguf(build(&spec)) {
+        Err(Error::UnsupportedArchitecture(a)) => assert_eq!(a, "gpt-nano"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded an unsupported architecture"),
+    }
+    let spec = TinySpec {
+        override_type: Some(("blk.1.attn_k.weight", GgmlType::Q4K)),
+        n_embd: 256,
+        n_ff: 256,
+        ..Default::default()
+    };
+    match Model::from_gguf(build(&spec)) {
+        Err(e @ Error::UnsupportedTensorType { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("Q4_K") && msg.contains("blk.1.attn_k.weight"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("loaded an unsupported tensor type"),
+    }
+    let spec = TinySpec {
+        omit_tensor: Some("blk.0.ffn_up.weight"),
+        ..Default::default()
+    };
+    let e = Model::from_gguf(build(&spec))
+        .err()
+        .expect("missing tensor must fail")
+        .to_string();
+    assert!(e.contains("blk.0.ffn_up.weight"), "{e}");
+}
+
+#[test]
+fn a_model_serves_contexts_on_several_threads() {
+    let m = model(&TinySpec::default());
+    let expected = stepwise(&m, &PROMPT);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                let mut c = ctx(&m, 64, 1);
+                c.eval(&PROMPT, 0).unwrap();
+                assert!(max_diff(c.last_logits().unwrap(), &expected[6]) < 1e-3);
+            });
+        }
+    });
+}
