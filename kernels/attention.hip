@@ -11,7 +11,7 @@
 #define ATT_MAX_HEAD_DIM 256
 #define ATT_PER_LANE (ATT_MAX_HEAD_DIM / 32)
 
-__global__ void attention_kernel(const float* q, const float* k_cache, const float* v_cache,
+__global__ void attention_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                                  const int32_t* cell_pos, const uint64_t* cell_seqs,
                                  int n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
                                  int n_head, int n_head_kv, int head_dim, int chunk,
@@ -32,7 +32,7 @@ __global__ void attention_kernel(const float* q, const float* k_cache, const flo
 #pragma unroll
     for (int j = 0; j < ATT_PER_LANE; j++) {
         const int e = lane + j * RF_WAVE;
-        qr[j] = e < head_dim ? q[(size_t)t * q_dim + h * head_dim + e] : 0.0f;
+        qr[j] = e < head_dim ? q[(size_t)t * ld_q + h * head_dim + e] : 0.0f;
         acc[j] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
@@ -111,7 +111,7 @@ __global__ void attention_combine_kernel(const float* partial, int n_head, int h
     }
 }
 
-extern "C" int rf_attention(const float* q, const float* k_cache, const float* v_cache,
+extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                             const int32_t* cell_pos, const uint64_t* cell_seqs, int n_cells,
                             const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                             int n_head_kv, int head_dim, int n_split, float* partial,
@@ -121,7 +121,7 @@ extern "C" int rf_attention(const float* q, const float* k_cache, const float* v
         return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
     const int chunk = (n_cells + n_split - 1) / n_split;
-    hipLaunchKernelGGL(attention_kernel, dim3(n_head, n, n_split), dim3(ATT_THREADS), 0, s, q,
+    hipLaunchKernelGGL(attention_kernel, dim3(n_head, n, n_split), dim3(ATT_THREADS), 0, s, q, ld_q,
                        k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n_head,
                        n_head_kv, head_dim, chunk, partial, out);
     if (n_split > 1)

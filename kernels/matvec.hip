@@ -55,7 +55,7 @@ template <> struct QDot<RF_Q8_0> {
 
 template <int T>
 __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                                const float2* xs, int n, float* y, int accumulate) {
+                                const float2* xs, int n, float* y, int ldy, int accumulate) {
     const int lane = threadIdx.x % RF_WAVE;
     const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
     if (row >= rows) return;
@@ -81,7 +81,7 @@ __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8
         if (t < n) {
             const float s = rf_wave_sum(acc[t]);
             if (lane == 0) {
-                float* dst = y + (size_t)t * rows + row;
+                float* dst = y + (size_t)t * ldy + row;
                 *dst = accumulate ? *dst + s : s;
             }
         }
@@ -90,7 +90,7 @@ __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8
 
 template <int T>
 __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const float* x, int n,
-                                float* y, int accumulate) {
+                                float* y, int ldy, int accumulate) {
     const int lane = threadIdx.x % RF_WAVE;
     const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
     if (row >= rows) return;
@@ -120,7 +120,7 @@ __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const floa
         if (t < n) {
             const float s = rf_wave_sum(acc[t]);
             if (lane == 0) {
-                float* dst = y + (size_t)t * rows + row;
+                float* dst = y + (size_t)t * ldy + row;
                 *dst = accumulate ? *dst + s : s;
             }
         }
@@ -128,9 +128,10 @@ __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const floa
 }
 
 extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float* x,
-                         const int8_t* xq, const void* xq_scales, int n, float* y,
+                         const int8_t* xq, const void* xq_scales, int n, float* y, int ldy,
                          int accumulate, void* stream) {
-    if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0) return RF_ERR_SHAPE;
+    if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
+        return RF_ERR_SHAPE;
     const int rows_per_block = RF_BLOCK / RF_WAVE;
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
     hipStream_t s = (hipStream_t)stream;
@@ -138,27 +139,27 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     switch (ty) {
         case RF_Q4_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, accumulate);
+                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
             break;
         case RF_Q4_1:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, accumulate);
+                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
             break;
         case RF_Q8_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, accumulate);
+                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
             break;
         case RF_F16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, accumulate);
+                               cols, x, n, y, ldy, accumulate);
             break;
         case RF_BF16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_BF16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, accumulate);
+                               cols, x, n, y, ldy, accumulate);
             break;
         case RF_F32:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F32>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, accumulate);
+                               cols, x, n, y, ldy, accumulate);
             break;
         default: return RF_ERR_BAD_TYPE;
     }

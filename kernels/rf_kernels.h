@@ -59,26 +59,27 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
            const int32_t* row_map, float* out_f32, void* out_f16, int8_t* q8, void* q8_scales,
            void* stream);
 
-// ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens. Quantized weights read
+// ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens; y rows ldy apart. Quantized weights read
 // the q8 activations, float weights the f32 ones. accumulate: y += instead of y =.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
-              const void* xq_scales, int n, float* y, int accumulate, void* stream);
+              const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
 // W rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int row0, int n_rows, int cols, void* out,
                    void* stream);
 
-// ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd), then stores
+// ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd) (rows of q, k
+// and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores
 // k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
 // the cell's position and sequence mask.
-int rf_rope_kv(float* q, const float* k, const float* v, int n, int n_head, int n_head_kv,
+int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head, int n_head_kv,
                int head_dim, const float* inv_freq, const int32_t* tok_pos,
                const int32_t* tok_cell, const int32_t* tok_seq, float* k_cache, float* v_cache,
                int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
-// [0, n_cells) visible to each token (cell holds the token's sequence, position <= its own).
+// [0, n_cells) visible to each token; rows of q are `ld_q` floats apart (cell holds the token's sequence, position <= its own).
 // `partial` holds n * n_head * n_split * (hd + 2) floats.
-int rf_attention(const float* q, const float* k_cache, const float* v_cache,
+int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, int n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                  int n_head_kv, int head_dim, int n_split, float* partial, float* out,

@@ -3,7 +3,7 @@
 #include "rf_kernels.h"
 #include "arch.h"
 
-__global__ void rope_kv_kernel(float* q, const float* k, const float* v, int n_head,
+__global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld, int n_head,
                                int n_head_kv, int head_dim, const float* inv_freq,
                                const int32_t* tok_pos, const int32_t* tok_cell,
                                const int32_t* tok_seq, float* k_cache, float* v_cache,
@@ -13,7 +13,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int n_h
     const int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
     const float pos = (float)tok_pos[t];
     const size_t cell = (size_t)tok_cell[t];
-    float* qt = q + (size_t)t * q_dim;
+    float* qt = q + (size_t)t * ld;
     for (int p = threadIdx.x; p < q_dim / 2; p += blockDim.x) {
         float sn, cs;
         sincosf(pos * inv_freq[p % half], &sn, &cs);
@@ -21,8 +21,8 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int n_h
         qt[2 * p] = a * cs - b * sn;
         qt[2 * p + 1] = a * sn + b * cs;
     }
-    const float* kt = k + (size_t)t * kv_dim;
-    const float* vt = v + (size_t)t * kv_dim;
+    const float* kt = k + (size_t)t * ld;
+    const float* vt = v + (size_t)t * ld;
     float* kc = k_cache + cell * kv_dim;
     float* vc = v_cache + cell * kv_dim;
     for (int p = threadIdx.x; p < kv_dim / 2; p += blockDim.x) {
@@ -40,13 +40,13 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int n_h
     }
 }
 
-extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int n, int n_head,
+extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head,
                           int n_head_kv, int head_dim, const float* inv_freq,
                           const int32_t* tok_pos, const int32_t* tok_cell,
                           const int32_t* tok_seq, float* k_cache, float* v_cache,
                           int32_t* cell_pos, uint64_t* cell_seqs, void* stream) {
     if (n <= 0 || head_dim % 2 != 0) return RF_ERR_SHAPE;
-    hipLaunchKernelGGL(rope_kv_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v,
+    hipLaunchKernelGGL(rope_kv_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
                        n_head, n_head_kv, head_dim, inv_freq, tok_pos, tok_cell, tok_seq,
                        k_cache, v_cache, cell_pos, cell_seqs);
     return (int)hipGetLastError();

@@ -31,6 +31,9 @@ pub enum Error {
     Cancelled,
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// A HIP/CUDA runtime or kernel failure (out-of-memory is reported as OutOfMemory).
+    #[error("GPU error: {0}")]
+    Gpu(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

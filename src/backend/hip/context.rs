@@ -1,0 +1,499 @@
+//! One inference context on the GPU: its KV cache in device memory, a stream, scratch buffers,
+//! and the forward pass (the GPU twin of `crate::engine::decode`).
+//!
+//! Per layer the stream runs: RMSNorm(+int8 quantize) → QKV product → RoPE + KV write →
+//! attention → quantize → output product + residual → RMSNorm → gate|up product → SwiGLU
+//! (+quantize) → down product + residual. Batches of up to 8 tokens use the quantized mat-vec
+//! kernels; larger ones dequantize each weight to f16 and multiply through BLAS. The host waits
+//! once per step, for the logits.
+
+use super::device::{check, set_device, Blas, DeviceBuffer, Stream};
+use super::ffi;
+use super::model::{GpuModel, Projection};
+use crate::engine::Batch;
+use crate::kv_cache::KvCache;
+use crate::{Error, Result};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Largest batch the mat-vec kernels take (RF_MAX_MATVEC_TOKENS in matvec.hip).
+const MATVEC_MAX_TOKENS: usize = 8;
+/// Tokens evaluated per step; longer batches run in several steps.
+pub const MAX_STEP_TOKENS: usize = 512;
+/// (token, split) pairs the attention scratch holds.
+const PARTIAL_ROWS: usize = 2048;
+/// Most f16 elements dequantized at once for the BLAS path (128 MiB).
+const DEQUANT_MAX_ELEMS: usize = 64 << 20;
+
+/// Mirror of the KV cache's cell table, uploaded when sequence operations change it.
+#[derive(Clone, Copy)]
+struct CellMeta {
+    pos: i32,
+    seqs: u64,
+}
+const FREE: CellMeta = CellMeta { pos: -1, seqs: 0 };
+
+struct Scratch {
+    /// Residual stream: (step, n_embd) f32
+    x: DeviceBuffer,
+    /// Transformed activations for the next product: (step, width) f32
+    xf: DeviceBuffer,
+    /// The same as int8 groups: (8, width) i8 and (8, width / 32) (scale, sum) f32 pairs
+    xq: DeviceBuffer,
+    xs: DeviceBuffer,
+    /// The same as f16 for BLAS: (step, width)
+    x16: DeviceBuffer,
+    /// (step, q_dim + 2 kv_dim)
+    qkv: DeviceBuffer,
+    /// (step, q_dim)
+    attn: DeviceBuffer,
+    /// (step, 2 n_ff)
+    gate_up: DeviceBuffer,
+    /// (PARTIAL_ROWS, n_head, head_dim + 2)
+    partial: DeviceBuffer,
+    /// (step, n_vocab)
+    logits: DeviceBuffer,
+    /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
+    dequant: DeviceBuffer,
+    dequant_elems: usize,
+    /// tokens | positions | cells | sequences | logit rows: (5, step) i32
+    meta: DeviceBuffer,
+}
+
+pub struct GpuContext {
+    model: Arc<GpuModel>,
+    // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
+    blas: Blas,
+    stream: Stream,
+    /// Cell allocation and sequence bookkeeping; holds no keys/values (width 0).
+    kv: KvCache,
+    cells: Vec<CellMeta>,
+    cells_dirty: bool,
+    /// Per layer: (n_ctx, kv_dim) f32
+    k_cache: Vec<DeviceBuffer>,
+    v_cache: Vec<DeviceBuffer>,
+    /// (n_ctx) i32 and (n_ctx) u64
+    cell_pos: DeviceBuffer,
+    cell_seqs: DeviceBuffer,
+    s: Scratch,
+    /// Host copies whose asynchronous uploads finish before the step returns.
+    host_meta: Vec<i32>,
+    host_cell_pos: Vec<i32>,
+    host_cell_seqs: Vec<u64>,
+}
+
+impl GpuContext {
+    pub fn new(model: Arc<GpuModel>, n_ctx: usize, n_seq_max: usize) -> Result<GpuContext> {
+        set_device(model.device)?;
+        let hp = &model.hparams;
+        if n_ctx == 0 || n_ctx > i32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
+        }
+        let kv = KvCache::new(hp.n_layer, n_ctx, 0, n_seq_max)?;
+        let stream = Stream::new()?;
+        let blas = Blas::new(&stream)?;
+        let f = std::mem::size_of::<f32>();
+        let step = MAX_STEP_TOKENS;
+        let (d, q, kvd, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+        let width = d.max(ff).max(q);
+        let mut k_cache = Vec::with_capacity(hp.n_layer);
+        let mut v_cache = Vec::with_capacity(hp.n_layer);
+        for _ in 0..hp.n_layer {
+            k_cache.push(DeviceBuffer::zeroed(n_ctx * kvd * f, "KV cache keys", &stream)?);
+            v_cache.push(DeviceBuffer::zeroed(n_ctx * kvd * f, "KV cache values", &stream)?);
+        }
+        let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
+        let s = Scratch {
+            x: DeviceBuffer::new(step * d * f, "residual stream")?,
+            xf: DeviceBuffer::new(step * width * f, "activations")?,
+            xq: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "int8 activations")?,
+            xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 2 * f, "activation scales")?,
+            x16: DeviceBuffer::new(step * width * 2, "f16 activations")?,
+            qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
+            attn: DeviceBuffer::new(step * q * f, "attention output")?,
+            gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
+            partial: DeviceBuffer::new(PARTIAL_ROWS * hp.n_head * (hp.head_dim + 2) * f, "attention splits")?,
+            logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
+            dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
+            dequant_elems,
+            meta: DeviceBuffer::new(5 * step * 4, "batch metadata")?,
+        };
+        let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
+        let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
+        stream.sync("creating the GPU context")?;
+        Ok(GpuContext {
+            model,
+            blas,
+            stream,
+            kv,
+            cells: vec![FREE; n_ctx],
+            cells_dirty: true,
+            k_cache,
+            v_cache,
+            cell_pos,
+            cell_seqs,
+            s,
+            host_meta: Vec::new(),
+            host_cell_pos: Vec::new(),
+            host_cell_seqs: Vec::new(),
+        })
+    }
+
+    /// The cache's bookkeeping (positions per sequence, cells used).
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+
+    pub fn model(&self) -> &Arc<GpuModel> {
+        &self.model
+    }
+
+    /// Empties the cache.
+    pub fn clear(&mut self) {
+        self.kv.clear();
+        self.cells.fill(FREE);
+        self.cells_dirty = true;
+    }
+
+    /// Removes positions p0..p1 (p1 < 0: to the end) of `seq` (None: every sequence).
+    pub fn seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
+        self.kv.seq_remove(seq, p0, p1);
+        let mask = seq.map_or(u64::MAX, |s| 1u64 << s);
+        let p1 = if p1 < 0 { i32::MAX } else { p1 };
+        for c in self.cells.iter_mut() {
+            if c.pos >= p0.max(0) && c.pos < p1 {
+                c.seqs &= !mask;
+                if c.seqs == 0 {
+                    *c = FREE;
+                }
+            }
+        }
+        self.cells_dirty = true;
+    }
+
+    /// Shares positions p0..p1 of `src` with `dst`.
+    pub fn seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
+        self.kv.seq_copy(src, dst, p0, p1);
+        let (s, d) = (1u64 << src, 1u64 << dst);
+        let p1 = if p1 < 0 { i32::MAX } else { p1 };
+        for c in self.cells.iter_mut() {
+            if c.seqs & s != 0 && c.pos >= p0.max(0) && c.pos < p1 {
+                c.seqs |= d;
+            }
+        }
+        self.cells_dirty = true;
+    }
+
+    /// Drops every sequence but `seq`.
+    pub fn seq_keep(&mut self, seq: u32) {
+        self.kv.seq_keep(seq);
+        for c in self.cells.iter_mut() {
+            c.seqs &= 1u64 << seq;
+            if c.seqs == 0 {
+                *c = FREE;
+            }
+        }
+        self.cells_dirty = true;
+    }
+
+    /// Evaluates `batch` like `crate::engine::decode`: keys/values go into the cache, the
+    /// logits of tokens that asked for them into `logits` (n_out, n_vocab) in batch order.
+    /// Returns each batch token's row in `logits`. On error the cache is left as before.
+    pub fn decode(
+        &mut self,
+        batch: &Batch,
+        cancel: &AtomicBool,
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
+        set_device(self.model.device)?;
+        batch.validate(self.model.hparams.n_vocab, self.kv.n_seq_max())?;
+        check_positions(&self.kv, batch)?;
+        let placed: Vec<(i32, u32)> = batch.pos.iter().copied().zip(batch.seq.iter().copied()).collect();
+        let cells = self.kv.allocate(&placed)?;
+        for (&c, &(pos, seq)) in cells.iter().zip(&placed) {
+            self.cells[c] = CellMeta { pos, seqs: 1u64 << seq };
+        }
+        let result = self.run(batch, &cells, cancel, logits);
+        if result.is_err() {
+            // Wait for queued work before the buffers are reused, then undo the allocation.
+            let _ = self.stream.sync("rolling back a failed batch");
+            self.kv.release(&cells);
+            for &c in &cells {
+                self.cells[c] = FREE;
+            }
+            self.cells_dirty = true;
+        }
+        result
+    }
+
+    fn run(
+        &mut self,
+        batch: &Batch,
+        cells: &[usize],
+        cancel: &AtomicBool,
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
+        let n = batch.len();
+        let mut out_index = vec![None; n];
+        logits.clear();
+        let mut n_out = 0;
+        let mut start = 0;
+        while start < n {
+            let end = (start + MAX_STEP_TOKENS).min(n);
+            let rows: Vec<usize> = (start..end).filter(|&t| batch.logits[t]).collect();
+            self.step(batch, start..end, cells, &rows, cancel, logits)?;
+            for &t in &rows {
+                out_index[t] = Some(n_out);
+                n_out += 1;
+            }
+            start = end;
+        }
+        Ok(out_index)
+    }
+
+    /// One step of at most MAX_STEP_TOKENS tokens through every layer; appends the logits of
+    /// `rows` (absolute batch indices) to `logits`.
+    fn step(
+        &mut self,
+        batch: &Batch,
+        range: std::ops::Range<usize>,
+        cells: &[usize],
+        rows: &[usize],
+        cancel: &AtomicBool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        let hp = &model.hparams;
+        let n = range.len();
+        let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+        let qkv_w = q_dim + 2 * kv_dim;
+        let st = self.stream.raw();
+
+        // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step` long.
+        let m = MAX_STEP_TOKENS;
+        self.host_meta.clear();
+        self.host_meta.resize(5 * m, 0);
+        for (i, t) in range.clone().enumerate() {
+            self.host_meta[i] = batch.tokens[t] as i32;
+            self.host_meta[m + i] = batch.pos[t];
+            self.host_meta[2 * m + i] = cells[t] as i32;
+            self.host_meta[3 * m + i] = batch.seq[t] as i32;
+        }
+        for (k, &t) in rows.iter().enumerate() {
+            self.host_meta[4 * m + k] = (t - range.start) as i32;
+        }
+        let meta_bytes: Vec<u8> = self.host_meta.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.s.meta.upload(0, &meta_bytes, &self.stream, "batch metadata")?;
+        if self.cells_dirty {
+            self.host_cell_pos = self.cells.iter().map(|c| c.pos).collect();
+            self.host_cell_seqs = self.cells.iter().map(|c| c.seqs).collect();
+            let pos: Vec<u8> = self.host_cell_pos.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let seqs: Vec<u8> = self.host_cell_seqs.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.cell_pos.upload(0, &pos, &self.stream, "cell positions")?;
+            self.cell_seqs.upload(0, &seqs, &self.stream, "cell sequences")?;
+            self.stream.sync("uploading cell table")?;
+            self.cells_dirty = false;
+        }
+        let n_cells = self.cells.iter().rposition(|c| c.pos >= 0).map_or(1, |i| i + 1);
+        let n_split = n_cells.div_ceil(256).clamp(1, 32).min((PARTIAL_ROWS / n).max(1)).min(n_cells);
+        let meta = |k: usize| self.s.meta.at::<i32>(k * m);
+
+        // SAFETY (all kernel calls below): every pointer is a live device buffer sized for
+        // MAX_STEP_TOKENS rows of the widths passed; kernels run in order on `st`.
+        check(
+            unsafe {
+                ffi::rf_embed(
+                    model.token_embd.ty.id() as i32,
+                    model.token_embd.buf.ptr(),
+                    d as i32,
+                    meta(0),
+                    n as i32,
+                    self.s.x.at(0),
+                    st,
+                )
+            },
+            "embedding",
+        )?;
+        for (il, layer) in model.layers.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), layer.attn_norm.at(0), hp.rms_eps, d, n, std::ptr::null())?;
+            self.project(&layer.qkv, n, self.s.qkv.at(0), qkv_w, false)?;
+            let qkv = self.s.qkv.at::<f32>(0);
+            check(
+                unsafe {
+                    ffi::rf_rope_kv(
+                        qkv,
+                        qkv.wrapping_add(q_dim),
+                        qkv.wrapping_add(q_dim + kv_dim),
+                        qkv_w as i32,
+                        n as i32,
+                        hp.n_head as i32,
+                        hp.n_head_kv as i32,
+                        hp.head_dim as i32,
+                        model.rope_inv_freq.at(0),
+                        meta(1),
+                        meta(2),
+                        meta(3),
+                        self.k_cache[il].at(0),
+                        self.v_cache[il].at(0),
+                        self.cell_pos.at(0),
+                        self.cell_seqs.at(0),
+                        st,
+                    )
+                },
+                "RoPE / KV write",
+            )?;
+            check(
+                unsafe {
+                    ffi::rf_attention(
+                        qkv,
+                        qkv_w as i32,
+                        self.k_cache[il].at(0),
+                        self.v_cache[il].at(0),
+                        self.cell_pos.at(0),
+                        self.cell_seqs.at(0),
+                        n_cells as i32,
+                        meta(1),
+                        meta(3),
+                        n as i32,
+                        hp.n_head as i32,
+                        hp.n_head_kv as i32,
+                        hp.head_dim as i32,
+                        n_split as i32,
+                        self.s.partial.at(0),
+                        self.s.attn.at(0),
+                        st,
+                    )
+                },
+                "attention",
+            )?;
+            self.act(ffi::ACT_COPY, self.s.attn.at(0), std::ptr::null(), 0.0, q_dim, n, std::ptr::null())?;
+            self.project(&layer.wo, n, self.s.x.at(0), d, true)?;
+            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), layer.ffn_norm.at(0), hp.rms_eps, d, n, std::ptr::null())?;
+            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false)?;
+            self.act(ffi::ACT_SWIGLU, self.s.gate_up.at(0), std::ptr::null(), 0.0, ff, n, std::ptr::null())?;
+            self.project(&layer.down, n, self.s.x.at(0), d, true)?;
+        }
+        let n_out = rows.len();
+        if n_out > 0 {
+            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), model.output_norm.at(0), hp.rms_eps, d, n_out, meta(4))?;
+            self.project(&model.output, n_out, self.s.logits.at(0), hp.n_vocab, false)?;
+            let old = logits.len();
+            logits.resize(old + n_out * hp.n_vocab, 0.0);
+            let dst = &mut logits[old..];
+            // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };
+            self.s.logits.download(bytes, &self.stream, "reading logits")?;
+        } else {
+            self.stream.sync("finishing the batch")?;
+        }
+        Ok(())
+    }
+
+    /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
+    /// f32 always, int8 groups for mat-vec sized batches, f16 for BLAS sized ones.
+    #[allow(clippy::too_many_arguments)]
+    fn act(&self, mode: i32, input: *const f32, w: *const f32, eps: f32, d: usize, n: usize, row_map: *const i32) -> Result<()> {
+        let small = n <= MATVEC_MAX_TOKENS;
+        let null = std::ptr::null_mut::<c_void>();
+        // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
+        // scales: MATVEC_MAX_TOKENS rows, used only then).
+        let code = unsafe {
+            ffi::rf_act(
+                mode,
+                input,
+                w,
+                eps,
+                d as i32,
+                n as i32,
+                row_map,
+                self.s.xf.at(0),
+                if small { null } else { self.s.x16.ptr() },
+                if small { self.s.xq.at(0) } else { std::ptr::null_mut() },
+                if small { self.s.xs.ptr() } else { null },
+                self.stream.raw(),
+            )
+        };
+        check(code, "activation transform")
+    }
+
+    /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
+    /// the activations `act` just prepared.
+    fn project(&self, p: &Projection, n: usize, y: *mut f32, ldy: usize, accumulate: bool) -> Result<()> {
+        let st = self.stream.raw();
+        for mtx in &p.parts {
+            let yp = y.wrapping_add(mtx.out_offset);
+            let ty = mtx.ty.id() as i32;
+            if n <= MATVEC_MAX_TOKENS {
+                // SAFETY: weight buffer of rows x cols in `ty`; activations prepared for n rows.
+                let code = unsafe {
+                    ffi::rf_matvec(
+                        ty,
+                        mtx.buf.ptr(),
+                        mtx.rows as i32,
+                        mtx.cols as i32,
+                        self.s.xf.at(0),
+                        self.s.xq.at(0),
+                        self.s.xs.ptr(),
+                        n as i32,
+                        yp,
+                        ldy as i32,
+                        accumulate as i32,
+                        st,
+                    )
+                };
+                check(code, "matrix-vector product")?;
+                continue;
+            }
+            let chunk_rows = (self.s.dequant_elems / mtx.cols).max(1);
+            let mut r0 = 0;
+            while r0 < mtx.rows {
+                let nr = chunk_rows.min(mtx.rows - r0);
+                // SAFETY: nr x cols halves fit the dequantization buffer; y rows hold ldy floats.
+                unsafe {
+                    check(
+                        ffi::rf_dequant_f16(ty, mtx.buf.ptr(), r0 as i32, nr as i32, mtx.cols as i32, self.s.dequant.ptr(), st),
+                        "dequantizing weights",
+                    )?;
+                    check(
+                        ffi::rf_gemm_f16(
+                            self.blas.raw(),
+                            self.s.dequant.ptr(),
+                            nr as i32,
+                            mtx.cols as i32,
+                            self.s.x16.ptr(),
+                            n as i32,
+                            yp.wrapping_add(r0),
+                            ldy as i32,
+                            accumulate as i32,
+                        ),
+                        "matrix product (BLAS)",
+                    )?;
+                }
+                r0 += nr;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// New tokens of a sequence must come after what the cache holds for it (as the CPU path).
+fn check_positions(kv: &KvCache, batch: &Batch) -> Result<()> {
+    let mut seen: Vec<Option<i32>> = vec![None; kv.n_seq_max()];
+    for (i, (&pos, &seq)) in batch.pos.iter().zip(&batch.seq).enumerate() {
+        let last = seen[seq as usize].or_else(|| kv.seq_pos_max(seq));
+        if let Some(last) = last {
+            if pos <= last {
+                return Err(Error::InvalidArgument(format!(
+                    "batch index {i}: position {pos} of sequence {seq} is not after its last \
+                     position {last}"
+                )));
+            }
+        }
+        seen[seq as usize] = Some(pos);
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Declarations of the kernel library's C entry points (kernels/rf_kernels.h). Every function
+//! returns 0, a HIP/CUDA error code, or an RF_ERR_* code; `check` turns that into a Result.
+
+use std::ffi::{c_char, c_int, c_void};
+
+pub const ACT_RMSNORM: c_int = 0;
+pub const ACT_COPY: c_int = 1;
+pub const ACT_SWIGLU: c_int = 2;
+
+/// HIP's and CUDA's "no device" and "no/old driver" codes: enumeration then finds no GPU.
+pub const ERR_NO_DEVICE: c_int = 100;
+pub const ERR_INSUFFICIENT_DRIVER: c_int = 35;
+/// CUDA's cudaErrorMemoryAllocation / HIP's hipErrorOutOfMemory.
+pub const ERR_OUT_OF_MEMORY: [c_int; 2] = [2, 2];
+
+extern "C" {
+    pub fn rf_error_string(code: c_int) -> *const c_char;
+    pub fn rf_device_count(count: *mut c_int) -> c_int;
+    pub fn rf_device_info(
+        device: c_int,
+        name: *mut c_char,
+        arch: *mut c_char,
+        total: *mut usize,
+        free: *mut usize,
+    ) -> c_int;
+    pub fn rf_set_device(device: c_int) -> c_int;
+    pub fn rf_malloc(ptr: *mut *mut c_void, bytes: usize) -> c_int;
+    pub fn rf_free(ptr: *mut c_void) -> c_int;
+    pub fn rf_stream_create(stream: *mut *mut c_void) -> c_int;
+    pub fn rf_stream_destroy(stream: *mut c_void) -> c_int;
+    pub fn rf_stream_sync(stream: *mut c_void) -> c_int;
+    pub fn rf_memcpy_h2d(dst: *mut c_void, src: *const c_void, bytes: usize, s: *mut c_void) -> c_int;
+    pub fn rf_memcpy_d2h(dst: *mut c_void, src: *const c_void, bytes: usize, s: *mut c_void) -> c_int;
+    pub fn rf_memset(dst: *mut c_void, value: c_int, bytes: usize, s: *mut c_void) -> c_int;
+    pub fn rf_measure_copy(
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        iters: c_int,
+        s: *mut c_void,
+        ms: *mut f32,
+    ) -> c_int;
+
+    pub fn rf_embed(
+        ty: c_int,
+        table: *const c_void,
+        cols: c_int,
+        tokens: *const i32,
+        n: c_int,
+        out: *mut f32,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_act(
+        mode: c_int,
+        input: *const f32,
+        w: *const f32,
+        eps: f32,
+        d: c_int,
+        n: c_int,
+        row_map: *const i32,
+        out_f32: *mut f32,
+        out_f16: *mut c_void,
+        q8: *mut i8,
+        q8_scales: *mut c_void,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_matvec(
+        ty: c_int,
+        w: *const c_void,
+        rows: c_int,
+        cols: c_int,
+        x: *const f32,
+        xq: *const i8,
+        xq_scales: *const c_void,
+        n: c_int,
+        y: *mut f32,
+        ldy: c_int,
+        accumulate: c_int,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_dequant_f16(
+        ty: c_int,
+        w: *const c_void,
+        row0: c_int,
+        n_rows: c_int,
+        cols: c_int,
+        out: *mut c_void,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_rope_kv(
+        q: *mut f32,
+        k: *const f32,
+        v: *const f32,
+        ld: c_int,
+        n: c_int,
+        n_head: c_int,
+        n_head_kv: c_int,
+        head_dim: c_int,
+        inv_freq: *const f32,
+        tok_pos: *const i32,
+        tok_cell: *const i32,
+        tok_seq: *const i32,
+        k_cache: *mut f32,
+        v_cache: *mut f32,
+        cell_pos: *mut i32,
+        cell_seqs: *mut u64,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_attention(
+        q: *const f32,
+        ld_q: c_int,
+        k_cache: *const f32,
+        v_cache: *const f32,
+        cell_pos: *const i32,
+        cell_seqs: *const u64,
+        n_cells: c_int,
+        tok_pos: *const i32,
+        tok_seq: *const i32,
+        n: c_int,
+        n_head: c_int,
+        n_head_kv: c_int,
+        head_dim: c_int,
+        n_split: c_int,
+        partial: *mut f32,
+        out: *mut f32,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_blas_create(handle: *mut *mut c_void, s: *mut c_void) -> c_int;
+    pub fn rf_blas_destroy(handle: *mut c_void) -> c_int;
+    pub fn rf_gemm_f16(
+        handle: *mut c_void,
+        w_f16: *const c_void,
+        rows: c_int,
+        cols: c_int,
+        x_f16: *const c_void,
+        n: c_int,
+        y: *mut f32,
+        ldy: c_int,
+        accumulate: c_int,
+    ) -> c_int;
+}

@@ -1,0 +1,16 @@
+//! GPU backend in HIP (built with feature `rocm` for AMD, or `cuda` to run the same HIP sources
+//! on NVIDIA through `kernels/hip_compat.h`).
+//!
+//! - [`devices`]: the GPUs present (name, architecture, memory);
+//! - [`GpuModel`]: weights uploaded once from a [`crate::engine::LoadedModel`];
+//! - [`GpuContext`]: KV cache on the device and the forward pass, mirroring
+//!   [`crate::engine::decode`].
+
+mod context;
+mod device;
+mod ffi;
+mod model;
+
+pub use context::{GpuContext, MAX_STEP_TOKENS};
+pub use device::{devices, measure_copy_bandwidth, DeviceInfo};
+pub use model::GpuModel;

@@ -1,0 +1,223 @@
+//! Model weights on the GPU: uploaded once from a loaded GGUF, shared by all contexts.
+//!
+//! Projections that read the same input are stored as one matrix when their types agree
+//! (Q, K, V stacked; gate and up stacked) so decode runs one mat-vec for each group.
+
+use super::device::{set_device, DeviceBuffer, Stream};
+use crate::engine::LoadedModel;
+use crate::model::{Hparams, WeightRef};
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// A weight matrix on the device: (rows, cols) in its GGUF type.
+pub struct GpuMatrix {
+    /// Shared when the output head is tied to the embedding.
+    pub buf: Arc<DeviceBuffer>,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// First output column this matrix writes in its group's output.
+    pub out_offset: usize,
+}
+
+/// Matrices whose outputs sit side by side in one activation row: (n, Σ rows).
+pub struct Projection {
+    pub parts: Vec<GpuMatrix>,
+    pub out_width: usize,
+}
+
+pub struct GpuLayer {
+    /// (n_embd) f32
+    pub attn_norm: DeviceBuffer,
+    /// Q | K | V: (q_dim + 2 kv_dim, n_embd)
+    pub qkv: Projection,
+    /// (n_embd, q_dim)
+    pub wo: Projection,
+    /// (n_embd) f32
+    pub ffn_norm: DeviceBuffer,
+    /// gate | up: (2 n_ff, n_embd)
+    pub gate_up: Projection,
+    /// (n_embd, n_ff)
+    pub down: Projection,
+}
+
+pub struct GpuModel {
+    pub device: usize,
+    pub hparams: Hparams,
+    /// (n_vocab, n_embd)
+    pub token_embd: GpuMatrix,
+    pub layers: Vec<GpuLayer>,
+    /// (n_embd) f32
+    pub output_norm: DeviceBuffer,
+    /// (n_vocab, n_embd); the embedding's buffer when tied.
+    pub output: Projection,
+    /// (head_dim / 2) f32
+    pub rope_inv_freq: DeviceBuffer,
+    /// Largest rows x cols over all matrices (sizes the prefill dequantization buffer).
+    pub max_matrix_elems: usize,
+    pub bytes: u64,
+}
+
+const GPU_TYPES: [GgmlType; 6] =
+    [GgmlType::F32, GgmlType::F16, GgmlType::Bf16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+
+impl GpuModel {
+    /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
+    /// after each tensor.
+    pub fn upload(
+        model: &LoadedModel,
+        device: usize,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<GpuModel> {
+        set_device(device)?;
+        let hp = model.hparams.clone();
+        if hp.n_embd % 32 != 0 || hp.n_ff % 32 != 0 || hp.q_dim() % 32 != 0 {
+            return Err(Error::InvalidModel(format!(
+                "GPU backend needs widths that are multiples of 32 (n_embd {}, n_ff {}, q_dim {})",
+                hp.n_embd,
+                hp.n_ff,
+                hp.q_dim()
+            )));
+        }
+        if hp.head_dim > 256 {
+            return Err(Error::InvalidModel(format!("GPU attention supports head_dim <= 256, got {}", hp.head_dim)));
+        }
+        let stream = Stream::new()?;
+        let w = &model.weights;
+        let mut up = Uploader { model, stream: &stream, done: 0, total: model.gguf.file_size(), progress };
+        let token_embd = up.matrix(&w.token_embd, 0)?;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            layers.push(GpuLayer {
+                attn_norm: up.vector(&l.attn_norm, "attn_norm")?,
+                qkv: up.projection(&[&l.wq, &l.wk, &l.wv])?,
+                wo: up.projection(&[&l.wo])?,
+                ffn_norm: up.vector(&l.ffn_norm, "ffn_norm")?,
+                gate_up: up.projection(&[&l.gate, &l.up])?,
+                down: up.projection(&[&l.down])?,
+            });
+        }
+        let tied = w.output.info.name == w.token_embd.info.name;
+        let output = if tied {
+            let m = GpuMatrix {
+                buf: Arc::clone(&token_embd.buf),
+                ty: token_embd.ty,
+                rows: token_embd.rows,
+                cols: token_embd.cols,
+                out_offset: 0,
+            };
+            Projection { parts: vec![m], out_width: token_embd.rows }
+        } else {
+            up.projection(&[&w.output])?
+        };
+        let output_norm = up.vector(&w.output_norm, "output_norm")?;
+        let rope_inv_freq = up.vector(&model.rope_inv_freq, "rope frequencies")?;
+        stream.sync("uploading weights")?;
+        let bytes = up.done;
+        let mut max_matrix_elems = token_embd.rows * token_embd.cols;
+        for l in &layers {
+            for p in [&l.qkv, &l.wo, &l.gate_up, &l.down] {
+                for m in &p.parts {
+                    max_matrix_elems = max_matrix_elems.max(m.rows * m.cols);
+                }
+            }
+        }
+        Ok(GpuModel {
+            device,
+            hparams: hp,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            rope_inv_freq,
+            max_matrix_elems,
+            bytes,
+        })
+    }
+
+    /// Weight bytes read per decoded token (every matrix once, the embedding row aside).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let mut b = 0u64;
+        for l in &self.layers {
+            for p in [&l.qkv, &l.wo, &l.gate_up, &l.down] {
+                b += p.parts.iter().map(|m| m.buf.len_bytes() as u64).sum::<u64>();
+            }
+        }
+        b + self.output.parts.iter().map(|m| m.buf.len_bytes() as u64).sum::<u64>()
+    }
+}
+
+struct Uploader<'a> {
+    model: &'a LoadedModel,
+    stream: &'a Stream,
+    done: u64,
+    total: u64,
+    progress: &'a mut dyn FnMut(u64, u64),
+}
+
+impl Uploader<'_> {
+    fn check_type(w: &WeightRef) -> Result<()> {
+        if GPU_TYPES.contains(&w.ty()) && w.cols % 32 == 0 {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedTensorType { tensor: w.info.name.clone(), ty: w.ty().name().to_string() })
+        }
+    }
+
+    fn matrix(&mut self, w: &WeightRef, out_offset: usize) -> Result<GpuMatrix> {
+        Self::check_type(w)?;
+        let data = self.model.gguf.tensor_data(&w.info);
+        let buf = DeviceBuffer::new(data.len(), &w.info.name)?;
+        buf.upload(0, data, self.stream, &w.info.name)?;
+        self.advance(data.len())?;
+        Ok(GpuMatrix { buf: Arc::new(buf), ty: w.ty(), rows: w.rows, cols: w.cols, out_offset })
+    }
+
+    /// One stacked matrix when all parts share type and width, else one matrix per part.
+    fn projection(&mut self, parts: &[&WeightRef]) -> Result<Projection> {
+        let out_width = parts.iter().map(|w| w.rows).sum();
+        let same = parts.iter().all(|w| w.ty() == parts[0].ty() && w.cols == parts[0].cols);
+        if !same || parts.len() == 1 {
+            let mut mats = Vec::with_capacity(parts.len());
+            let mut off = 0;
+            for w in parts {
+                mats.push(self.matrix(w, off)?);
+                off += w.rows;
+            }
+            return Ok(Projection { parts: mats, out_width });
+        }
+        for w in parts {
+            Self::check_type(w)?;
+        }
+        let total: usize = parts.iter().map(|w| self.model.gguf.tensor_data(&w.info).len()).sum();
+        let name = parts.iter().map(|w| w.info.name.as_str()).collect::<Vec<_>>().join("+");
+        let buf = DeviceBuffer::new(total, &name)?;
+        let mut at = 0;
+        for w in parts {
+            let data = self.model.gguf.tensor_data(&w.info);
+            buf.upload(at, data, self.stream, &w.info.name)?;
+            at += data.len();
+            self.advance(data.len())?;
+        }
+        let m = GpuMatrix { buf: Arc::new(buf), ty: parts[0].ty(), rows: out_width, cols: parts[0].cols, out_offset: 0 };
+        Ok(Projection { parts: vec![m], out_width })
+    }
+
+    fn vector(&mut self, v: &[f32], what: &str) -> Result<DeviceBuffer> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let buf = DeviceBuffer::new(bytes.len(), what)?;
+        buf.upload(0, &bytes, self.stream, what)?;
+        // The host bytes must outlive the asynchronous copy.
+        self.stream.sync(what)?;
+        Ok(buf)
+    }
+
+    /// Reports progress; syncing per tensor keeps the mapped pages' copies finished in order.
+    fn advance(&mut self, bytes: usize) -> Result<()> {
+        self.stream.sync("uploading weights")?;
+        self.done += bytes as u64;
+        (self.progress)(self.done.min(self.total), self.total);
+        Ok(())
+    }
+}
