@@ -137,6 +137,7 @@ impl From<crate::Error> for FfiError {
             E::ContextFull(_) => ROCMFORGE_ERR_CONTEXT_FULL,
             E::Cancelled => ROCMFORGE_ERR_CANCELLED,
             E::OutOfMemory(_) => ROCMFORGE_ERR_OUT_OF_MEMORY,
+            E::Gpu(_) => ROCMFORGE_ERR_INTERNAL,
         };
         FfiError {
             status,
