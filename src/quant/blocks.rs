@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(b.qs[5], 0xF5);
         assert!(read_block::<BlockQ4_1>(&bytes[2..], 0).is_none());
 
-        let mut out = vec![0u8; 41];
+        let mut out = [0u8; 41];
         assert!(write_block(&mut out[1..], 1, &b));
         assert_eq!(&out[21..], &bytes[1..]);
         assert!(!write_block(&mut out[2..], 1, &b));

@@ -108,7 +108,7 @@ pub fn quantize_block_q8(x: &[f32; QK]) -> (f16, f32, [i8; QK]) {
 /// Quantizes `x` (a whole number of 32-blocks) into Q8_0 blocks in `out`.
 /// Returns `false` and writes nothing useful if the lengths do not match.
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) -> bool {
-    if x.len() % QK != 0 || out.len() != x.len() / QK * <BlockQ8_0 as Block>::BYTES {
+    if !x.len().is_multiple_of(QK) || out.len() != x.len() / QK * <BlockQ8_0 as Block>::BYTES {
         return false;
     }
     for (i, xb) in x.chunks_exact(QK).enumerate() {
@@ -123,7 +123,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) -> bool {
 
 /// Quantizes `x` into Q8_1 blocks: as Q8_0 plus `s = f16(d * sum(qs))`.
 pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) -> bool {
-    if x.len() % QK != 0 || out.len() != x.len() / QK * <BlockQ8_1 as Block>::BYTES {
+    if !x.len().is_multiple_of(QK) || out.len() != x.len() / QK * <BlockQ8_1 as Block>::BYTES {
         return false;
     }
     for (i, xb) in x.chunks_exact(QK).enumerate() {
@@ -149,7 +149,7 @@ pub mod dot {
         w: &'a [u8],
         a: &'a [u8],
     ) -> impl Iterator<Item = (W, A)> + 'a {
-        assert!(n % QK == 0, "row length {n} is not a multiple of {QK}");
+        assert!(n.is_multiple_of(QK), "row length {n} is not a multiple of {QK}");
         let nb = n / QK;
         assert!(
             w.len() >= nb * W::BYTES && a.len() >= nb * A::BYTES,

@@ -98,11 +98,11 @@ const SCALAR: Quantizers = Quantizers {
 
 /// Every quantizer set this CPU can run, best first (the scalar reference last).
 pub fn available_quantizers() -> Vec<Quantizers> {
-    let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    v.extend(x86::available());
-    v.push(SCALAR);
-    v
+    let simd = x86::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = Vec::new();
+    simd.into_iter().chain([SCALAR]).collect()
 }
 
 fn quantizers() -> &'static Quantizers {

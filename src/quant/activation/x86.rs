@@ -64,7 +64,7 @@ fn write_header<const HDR: usize>(blk: &mut [u8], d: f32, sum: i32) {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn quantize_avx512<const HDR: usize>(x: &[f32], out: &mut [u8]) {
     let bb = HDR + QK;
-    assert!(x.len() % QK == 0 && out.len() == x.len() / QK * bb);
+    assert!(x.len().is_multiple_of(QK) && out.len() == x.len() / QK * bb);
     let sign = _mm512_set1_ps(-0.0);
     for (xb, blk) in x.chunks_exact(QK).zip(out.chunks_exact_mut(bb)) {
         // SAFETY: xb has exactly 32 f32s = two unaligned 512-bit loads.
@@ -94,7 +94,7 @@ unsafe fn quantize_avx512<const HDR: usize>(x: &[f32], out: &mut [u8]) {
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_avx2<const HDR: usize>(x: &[f32], out: &mut [u8]) {
     let bb = HDR + QK;
-    assert!(x.len() % QK == 0 && out.len() == x.len() / QK * bb);
+    assert!(x.len().is_multiple_of(QK) && out.len() == x.len() / QK * bb);
     let sign = _mm256_set1_ps(-0.0);
     for (xb, blk) in x.chunks_exact(QK).zip(out.chunks_exact_mut(bb)) {
         // SAFETY: xb has exactly 32 f32s = four unaligned 256-bit loads.

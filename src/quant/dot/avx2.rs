@@ -5,7 +5,7 @@
 //! u8 x s8 -> i32 primitive: AVX2 `vpmaddubsw + vpmaddwd`, or AVX-VNNI `vpdpbusd` (one op).
 //! The float kernels (F32/F16/BF16) need no VNNI and are shared by both tables.
 
-use super::{check_lengths, DotKernels};
+use super::{check_lengths, f16_table::f16_table, DotKernels};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -31,29 +31,14 @@ fn dot_vnni(u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
 }
 
-/// Reads 4 bytes at `p` as a little-endian u32.
+/// Reads 2 bytes at `p` as a little-endian u16 (widened: it indexes the f16 table).
 ///
 /// # Safety
-/// `p..p + 4` must be readable.
+/// `p..p + 2` must be readable.
 #[inline(always)]
-unsafe fn load_u32(p: *const u8) -> u32 {
-    // SAFETY: caller guarantees 4 readable bytes; read_unaligned has no alignment needs.
-    unsafe { p.cast::<u32>().read_unaligned() }
-}
-
-/// Two packed f16 (low half first) -> f32 lanes 0 and 1.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn f16x2(bits: u32) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
-}
-
-/// Product of two f16 scales (given as raw bits), as lane 0 of an xmm.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn scale_product(dw: u16, da: u16) -> __m128 {
-    let v = f16x2(dw as u32 | (da as u32) << 16);
-    _mm_mul_ss(v, _mm_movehdup_ps(v))
+unsafe fn load_u16(p: *const u8) -> u32 {
+    // SAFETY: caller guarantees 2 readable bytes; read_unaligned has no alignment needs.
+    unsafe { p.cast::<u16>().read_unaligned() as u32 }
 }
 
 /// 16 packed nibble bytes -> 32 bytes: low nibbles then high nibbles (the block's order).
@@ -62,7 +47,7 @@ fn scale_product(dw: u16, da: u16) -> __m128 {
 /// `p..p + 16` must be readable.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn unpack_q4(p: *const u8) -> __m256i {
+unsafe fn unpack_q4_shift(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees 16 readable bytes; loadu has no alignment needs.
     let q = unsafe { _mm_loadu_si128(p.cast()) };
     // [q, q] >> [0, 0, 4, 4] (per 64-bit lane), masked to nibbles: [lo(q), hi(q)].
@@ -73,6 +58,27 @@ unsafe fn unpack_q4(p: *const u8) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
+/// Like [`unpack_q4_shift`] but without the shift: [lo(q), 16 * hi(q)]. The high half's dot
+/// products (i32 lanes 4..8) come out 16x too large, which the caller undoes once at the end
+/// by scaling those accumulator lanes by 1/16 (exact). Only for `vpdpbusd`: 16 * 15 * 127
+/// would saturate `vpmaddubsw`'s i16 pair sums.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn unpack_q4_mask(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 readable bytes; loadu has no alignment needs.
+    let q = unsafe { _mm_loadu_si128(p.cast()) };
+    let mask = _mm256_setr_epi64x(
+        0x0F0F0F0F0F0F0F0F,
+        0x0F0F0F0F0F0F0F0F,
+        -0x0F0F0F0F0F0F0F10,
+        -0x0F0F0F0F0F0F0F10,
+    );
+    _mm256_and_si256(_mm256_broadcastsi128_si256(q), mask)
+}
+
 #[target_feature(enable = "avx2")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
@@ -81,47 +87,109 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
 }
 
-/// Generates the quantized kernels of one flavour into module `$m`.
+/// Runs `$step(i, slot)` over the `nb` blocks of a row. With one activation row the blocks
+/// alternate between two accumulator slots so consecutive FMAs do not wait on each other
+/// (4-cycle latency); with four rows the rows themselves are independent chains.
+macro_rules! block_loop {
+    ($r:expr, $nb:expr, $step:expr) => {{
+        let nb = $nb;
+        let mut i = 0;
+        if $r == 1 {
+            while i + 2 <= nb {
+                $step(i, 0);
+                $step(i + 1, 1);
+                i += 2;
+            }
+        }
+        while i < nb {
+            $step(i, 0);
+            i += 1;
+        }
+    }};
+}
+
+/// Generates the quantized kernels of one flavour into module `$m`: `$dot` is the
+/// u8 x s8 -> i32 primitive, `$unpack` the nibble expansion, `$hi` the factor that undoes its
+/// scaling of the high-nibble lanes (1 or 1/16), `$off_hi` the Q4_0 offset byte for those
+/// lanes (8, or 8 * 16 = 128).
+///
+/// Block scales come from the f16 table `t` (see f16_table.rs): one broadcast load each.
 macro_rules! kernels256 {
-    ($m:ident, $feat:literal, $dot:ident) => {
+    ($m:ident, $feat:literal, $dot:ident, $unpack:ident, $hi:expr, $off_hi:expr) => {
         mod $m {
             use super::*;
 
-            /// Q4_1 x Q8_1: sum_b d_w*d_a*isum_b + m_w*s_a. Header bytes: w [d, m], a [d, s],
-            /// so one cvtph2ps of each gives [d_w*d_a, m_w*s_a] after one multiply.
+            /// Accumulator slot of row `r` for a block in pair half `half` (see block_loop!).
+            #[inline(always)]
+            fn slot<const R: usize>(r: usize, half: usize) -> usize {
+                if R == 1 {
+                    half
+                } else {
+                    r
+                }
+            }
+
+            /// Horizontal sum after undoing the unpacking's scale of lanes 4..8.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn finish(acc: __m256) -> f32 {
+                hsum(_mm256_mul_ps(
+                    acc,
+                    _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, $hi, $hi, $hi, $hi),
+                ))
+            }
+
+            /// Broadcast load of table entry `bits`.
             ///
             /// # Safety
-            /// CPU has `$feat`; rows hold n/32 blocks.
+            /// `t` points to the 65536-entry f16 table.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn splat(t: *const f32, bits: u32) -> __m256 {
+                // SAFETY: bits < 65536 (callers pass 16-bit values) and t has 65536 entries.
+                unsafe { _mm256_broadcast_ss(&*t.add(bits as usize)) }
+            }
+
+            /// Q4_1 x Q8_1: sum_b d_w*d_a*isum_b + m_w*s_a (headers: w [d, m], a [d, s]).
+            ///
+            /// # Safety
+            /// CPU has `$feat`; rows hold n/32 blocks; `t` is the f16 table.
             #[target_feature(enable = $feat)]
             pub(super) unsafe fn q4_1<const R: usize>(
                 n: usize,
                 w: *const u8,
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
+                t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
-                let mut accm = [_mm_setzero_ps(); 4];
-                for i in 0..n / 32 {
-                    // SAFETY: block i lies inside each row (caller contract).
+                let mut accm = [0f32; 4];
+                let mut step = |i: usize, half: usize| {
+                    // SAFETY: block i lies inside each row (caller contract); table indices
+                    // are 16-bit.
                     unsafe {
                         let wp = w.add(i * 20);
-                        let q = unpack_q4(wp.add(4));
-                        let dm = f16x2(load_u32(wp));
+                        let q = $unpack(wp.add(4));
+                        // Two 16-bit loads, not one 32-bit load and a split: fewer uops.
+                        let dw = splat(t, load_u16(wp));
+                        let mw = *t.add(load_u16(wp.add(2)) as usize);
                         for r in 0..R {
                             let ap = a[r].add(i * 36);
                             let isum = $dot(q, _mm256_loadu_si256(ap.add(4).cast()));
-                            let p = _mm_mul_ps(dm, f16x2(load_u32(ap)));
-                            accm[r] = _mm_add_ps(accm[r], p);
-                            acc[r] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(isum),
-                                _mm256_broadcastss_ps(p),
-                                acc[r],
-                            );
+                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
+                            let s = slot::<R>(r, half);
+                            accm[s] = mw.mul_add(*t.add(load_u16(ap.add(2)) as usize), accm[s]);
+                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
                         }
                     }
+                };
+                block_loop!(R, n / 32, step);
+                if R == 1 {
+                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
+                    accm[0] += accm[1];
                 }
                 for r in 0..R {
-                    out[r] = hsum(acc[r]) + _mm_cvtss_f32(_mm_movehdup_ps(accm[r]));
+                    out[r] = finish(acc[r]) + accm[r];
                 }
             }
 
@@ -135,30 +203,32 @@ macro_rules! kernels256 {
                 w: *const u8,
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
+                t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
-                let eight = _mm256_set1_epi8(8);
-                for i in 0..n / 32 {
+                let off = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
+                let mut step = |i: usize, half: usize| {
                     // SAFETY: block i lies inside each row (caller contract).
                     unsafe {
                         let wp = w.add(i * 18);
-                        let q = unpack_q4(wp.add(2));
-                        let dw = wp.cast::<u16>().read_unaligned();
+                        let q = $unpack(wp.add(2));
+                        let dw = splat(t, load_u16(wp));
                         for r in 0..R {
                             let ap = a[r].add(i * 34);
                             let av = _mm256_loadu_si256(ap.add(2).cast());
-                            let isum = _mm256_sub_epi32($dot(q, av), $dot(eight, av));
-                            let d = scale_product(dw, ap.cast::<u16>().read_unaligned());
-                            acc[r] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(isum),
-                                _mm256_broadcastss_ps(d),
-                                acc[r],
-                            );
+                            let isum = _mm256_sub_epi32($dot(q, av), $dot(off, av));
+                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
+                            let s = slot::<R>(r, half);
+                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
                         }
                     }
+                };
+                block_loop!(R, n / 32, step);
+                if R == 1 {
+                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
                 }
                 for r in 0..R {
-                    out[r] = hsum(acc[r]);
+                    out[r] = finish(acc[r]);
                 }
             }
 
@@ -172,27 +242,29 @@ macro_rules! kernels256 {
                 w: *const u8,
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
+                t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
-                for i in 0..n / 32 {
+                let mut step = |i: usize, half: usize| {
                     // SAFETY: block i lies inside each row (caller contract).
                     unsafe {
                         let wp = w.add(i * 34);
                         let wq = _mm256_loadu_si256(wp.add(2).cast());
                         let wabs = _mm256_abs_epi8(wq);
-                        let dw = wp.cast::<u16>().read_unaligned();
+                        let dw = splat(t, load_u16(wp));
                         for r in 0..R {
                             let ap = a[r].add(i * 34);
                             let av = _mm256_sign_epi8(_mm256_loadu_si256(ap.add(2).cast()), wq);
                             let isum = $dot(wabs, av);
-                            let d = scale_product(dw, ap.cast::<u16>().read_unaligned());
-                            acc[r] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(isum),
-                                _mm256_broadcastss_ps(d),
-                                acc[r],
-                            );
+                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
+                            let s = slot::<R>(r, half);
+                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
                         }
                     }
+                };
+                block_loop!(R, n / 32, step);
+                if R == 1 {
+                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
                 }
                 for r in 0..R {
                     out[r] = hsum(acc[r]);
@@ -202,8 +274,22 @@ macro_rules! kernels256 {
     };
 }
 
-kernels256!(plain, "avx2,fma,f16c", dot_maddubs);
-kernels256!(vnni, "avx2,fma,f16c,avxvnni", dot_vnni);
+kernels256!(
+    plain,
+    "avx2,fma,f16c",
+    dot_maddubs,
+    unpack_q4_shift,
+    1.0,
+    8u8
+);
+kernels256!(
+    vnni,
+    "avx2,fma,f16c,avxvnni",
+    dot_vnni,
+    unpack_q4_mask,
+    1.0 / 16.0,
+    128u8
+);
 
 /// Safe `DotFn`/`Dot4Fn` entry points around a raw kernel: one length check, then the call.
 macro_rules! entries {
@@ -213,7 +299,15 @@ macro_rules! entries {
             let mut out = [0f32; 4];
             // SAFETY: lengths checked above; this table is only handed out when the CPU has
             // the kernel's features (see `detected` and dot::available_kernels).
-            unsafe { $m::$k::<1>(n, w.as_ptr(), [a.as_ptr(); 4], &mut out) };
+            unsafe {
+                $m::$k::<1>(
+                    n,
+                    w.as_ptr(),
+                    [a.as_ptr(); 4],
+                    &mut out,
+                    f16_table().as_ptr(),
+                )
+            };
             out[0]
         }
         fn $four(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
@@ -221,7 +315,15 @@ macro_rules! entries {
                 check_lengths(n, w, r, $blk, $wb, $ab);
             }
             // SAFETY: as above, for all four rows.
-            unsafe { $m::$k::<4>(n, w.as_ptr(), a.map(|r| r.as_ptr()), out) };
+            unsafe {
+                $m::$k::<4>(
+                    n,
+                    w.as_ptr(),
+                    a.map(|r| r.as_ptr()),
+                    out,
+                    f16_table().as_ptr(),
+                )
+            };
         }
     };
 }
@@ -251,6 +353,7 @@ mod float {
                 w: *const u8,
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
+                _t: *const f32,
             ) {
                 let mut acc = [[_mm256_setzero_ps(); 2]; 4];
                 let mut i = 0;

@@ -16,6 +16,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(any(target_arch = "x86_64", test))]
+mod f16_table;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
@@ -118,7 +120,7 @@ pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
 #[allow(dead_code)] // unused on targets without SIMD kernels
 pub(crate) fn check_lengths(n: usize, w: &[u8], a: &[u8], blk: usize, wb: usize, ab: usize) {
     assert!(
-        n % blk == 0 && w.len() >= n / blk * wb && a.len() >= n / blk * ab,
+        n.is_multiple_of(blk) && w.len() >= n / blk * wb && a.len() >= n / blk * ab,
         "dot kernel: bad row lengths (n={n}, w={}, a={})",
         w.len(),
         a.len()

@@ -8,6 +8,7 @@ use crate::quant::GgmlType;
 use std::arch::aarch64::*;
 
 /// 16 x (s8 * s8) summed into 4 i32 lanes (|product| <= 128 * 128 fits i16).
+#[target_feature(enable = "neon")]
 #[inline]
 fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
     let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
@@ -33,6 +34,7 @@ fn h(bits: u16) -> f32 {
 ///
 /// # Safety
 /// 16 bytes readable at p.
+#[target_feature(enable = "neon")]
 #[inline]
 unsafe fn unpack_q4(p: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
     // SAFETY: caller guarantees 16 readable bytes.
@@ -47,6 +49,7 @@ unsafe fn unpack_q4(p: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
 
 /// # Safety
 /// 32 bytes readable at p.
+#[target_feature(enable = "neon")]
 #[inline]
 unsafe fn load32(p: *const u8) -> (int8x16_t, int8x16_t) {
     // SAFETY: caller guarantees 32 readable bytes.
@@ -55,10 +58,17 @@ unsafe fn load32(p: *const u8) -> (int8x16_t, int8x16_t) {
 
 fn q4_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 32, 18, 34);
-    let (w, a) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q4_0_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q4_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0f32;
     for i in 0..n / 32 {
-        // SAFETY: lengths checked above, block i is inside both rows.
+        // SAFETY: block i is inside both rows (caller contract).
         unsafe {
             let (wp, ap) = (w.add(i * 18), a.add(i * 34));
             let (x0, x1) = unpack_q4(wp.add(2), 8);
@@ -72,10 +82,17 @@ fn q4_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn q4_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 32, 20, 36);
-    let (w, a) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q4_1_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q4_1_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0f32;
     for i in 0..n / 32 {
-        // SAFETY: lengths checked above, block i is inside both rows.
+        // SAFETY: block i is inside both rows (caller contract).
         unsafe {
             let (wp, ap) = (w.add(i * 20), a.add(i * 36));
             let (x0, x1) = unpack_q4(wp.add(4), 0);
@@ -89,10 +106,17 @@ fn q4_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn q8_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 32, 34, 34);
-    let (w, a) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q8_0_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q8_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0f32;
     for i in 0..n / 32 {
-        // SAFETY: lengths checked above, block i is inside both rows.
+        // SAFETY: block i is inside both rows (caller contract).
         unsafe {
             let (wp, ap) = (w.add(i * 34), a.add(i * 34));
             let (x0, x1) = load32(wp.add(2));
@@ -106,7 +130,14 @@ fn q8_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 fn f32_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 1, 4, 4);
-    let (w, a) = (w.as_ptr(), a.as_ptr());
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { f32_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn f32_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = vdupq_n_f32(0.0);
     let mut i = 0;
     while i + 4 <= n {

@@ -1,0 +1,156 @@
+//! Micro-benchmark of the row dot-product kernels (not a test): ns per row-dot and GB/s of
+//! weight bytes, for every kernel variant this CPU runs, in two regimes:
+//! - `hot`: one weight row dotted over and over (L1-resident: pure kernel speed);
+//! - `stream`: a 64 MiB weight matrix swept row by row (DRAM-bound, like decode).
+//!
+//! Run: `cargo bench --bench quant_dot` (optionally `-- q4_1` to filter by kernel name).
+
+use rocmforge::quant::dot::available_kernels;
+use rocmforge::quant::{activation_type, quantize_activations, GgmlType};
+use std::hint::black_box;
+use std::time::Instant;
+
+const STREAM_BYTES: usize = 64 << 20;
+const TRIALS: usize = 100;
+/// Sweeps of the streamed matrix (each a trial of one iteration).
+const STREAM_TRIALS: usize = 8;
+
+fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+/// A weight matrix of `rows` rows of `n` elements: random quants with sane f16 scales, or
+/// small normal floats (random bit patterns would hit slow denormal/NaN paths).
+fn weights(ty: GgmlType, n: usize, rows: usize) -> Vec<u8> {
+    let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
+    let mut w = pseudo_random_bytes(row_bytes * rows, 7);
+    let float = |b: &[u8]| (b[0] as f32 - 127.5) / 128.0;
+    match ty {
+        GgmlType::F32 => {
+            w.chunks_exact_mut(4)
+                .for_each(|b| b.copy_from_slice(&float(b).to_le_bytes()));
+            return w;
+        }
+        GgmlType::F16 => {
+            let h = |b: &[u8]| half::f16::from_f32(float(b)).to_le_bytes();
+            w.chunks_exact_mut(2).for_each(|b| b.copy_from_slice(&h(b)));
+            return w;
+        }
+        _ => {}
+    }
+    let bb = ty.block_bytes();
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    for blk in w.chunks_exact_mut(bb) {
+        blk[..2].copy_from_slice(&scale);
+        if ty == GgmlType::Q4_1 {
+            blk[2..4].copy_from_slice(&scale);
+        }
+    }
+    w
+}
+
+/// Seconds per call of `f`: the best of many short trials, so that other processes on a
+/// shared machine (or a busy hyperthread sibling) inflate the figure as little as possible.
+fn time_per_iter(trials: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm up
+    (0..trials)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!(
+        "{:<28} {:>5} {:>6} {:>10} {:>9} {:>12} {:>9}",
+        "kernel", "n", "mode", "ns/row", "GB/s", "ns/row (x4)", "GB/s"
+    );
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::F16,
+        GgmlType::F32,
+    ] {
+        let Some(act_ty) = activation_type(ty) else {
+            continue;
+        };
+        for n in [576usize, 1536] {
+            let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let mut acts = vec![vec![0u8; act_ty.row_bytes(n as u64).unwrap_or(0) as usize]; 4];
+            for a in &mut acts {
+                quantize_activations(act_ty, &x, a).expect("activation row");
+            }
+            let a4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+            let stream_rows = STREAM_BYTES / row_bytes;
+            let w_stream = weights(ty, n, stream_rows);
+            let w_hot = &w_stream[..row_bytes];
+            for k in available_kernels(ty) {
+                if filter.as_deref().is_some_and(|f| !k.name.contains(f)) {
+                    continue;
+                }
+                let scalar = k.name.contains("scalar");
+                let hot_iters = if scalar { 100 } else { 10_000 }; // per trial
+                let one = time_per_iter(TRIALS, hot_iters, || {
+                    black_box((k.one)(n, black_box(w_hot), black_box(&acts[0])));
+                });
+                let mut out = [0f32; 4];
+                let four = time_per_iter(TRIALS, hot_iters / 4, || {
+                    (k.four)(n, black_box(w_hot), a4, &mut out);
+                    black_box(&out);
+                }) / 4.0;
+                report(k.name, n, "hot", one, four, row_bytes);
+                if scalar {
+                    continue;
+                }
+                let sweep = |f: &mut dyn FnMut(&[u8])| {
+                    for row in w_stream.chunks_exact(row_bytes) {
+                        f(row);
+                    }
+                };
+                let one = time_per_iter(STREAM_TRIALS, 1, || {
+                    let mut s = 0f32;
+                    sweep(&mut |row| s += (k.one)(n, row, &acts[0]));
+                    black_box(s);
+                }) / stream_rows as f64;
+                let four = time_per_iter(STREAM_TRIALS, 1, || {
+                    sweep(&mut |row| {
+                        (k.four)(n, row, a4, &mut out);
+                        black_box(&out);
+                    });
+                }) / stream_rows as f64
+                    / 4.0;
+                report(k.name, n, "stream", one, four, row_bytes);
+            }
+        }
+    }
+}
+
+/// Prints ns per row-dot and weight GB/s; for x4, per (row, activation) pair, with GB/s
+/// counting each weight byte once per 4 dots (what the engine streams).
+fn report(name: &str, n: usize, mode: &str, one_s: f64, four_s: f64, row_bytes: usize) {
+    let gbs = |s: f64| row_bytes as f64 / s / 1e9;
+    println!(
+        "{name:<28} {n:>5} {mode:>6} {:>10.1} {:>9.2} {:>12.1} {:>9.2}",
+        one_s * 1e9,
+        gbs(one_s),
+        four_s * 1e9,
+        gbs(four_s * 4.0)
+    );
+}
