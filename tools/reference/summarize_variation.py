@@ -11,7 +11,7 @@ for run in runs:
     for v in run["variants"]:
         row = {k: v[k] for k in v if k not in ("name", "settings")}
         row["prompt_file"] = run["prompt_file"]
-        row["n_positions"] = run["n_positions"]
+        row.setdefault("n_positions", run["n_positions"])
         e = variants.setdefault(v["name"], {"name": v["name"], "settings": v["settings"], "per_prompt": []})
         e["per_prompt"].append(row)
 
