@@ -152,7 +152,7 @@ fn run_layers(
                 (&layer.wv, &mut s.v[..]),
             ],
         )?;
-        for t in 0..n {
+        for (t, &cell) in cells.iter().enumerate() {
             let pos = batch.pos[t] as f32;
             rope_in_place(
                 &mut s.q[t * q_dim..(t + 1) * q_dim],
@@ -168,7 +168,7 @@ fn run_layers(
             );
             kv.store(
                 il,
-                cells[t],
+                cell,
                 &s.k[t * kv_dim..(t + 1) * kv_dim],
                 &s.v[t * kv_dim..(t + 1) * kv_dim],
             );

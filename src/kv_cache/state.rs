@@ -79,7 +79,7 @@ impl KvCache {
         }
         let cell_bytes = 12 + 2 * n_layer * kv_dim * 4;
         if (bytes.len() - HEADER) / cell_bytes != n_cells
-            || (bytes.len() - HEADER) % cell_bytes != 0
+            || !(bytes.len() - HEADER).is_multiple_of(cell_bytes)
         {
             return Err(bad("length does not match its cell count"));
         }

@@ -123,7 +123,9 @@ impl Hparams {
         let rms_eps = gguf
             .get_f32(&key("attention.layer_norm_rms_epsilon"))
             .unwrap_or(1e-5);
-        if !(rope_base.is_finite() && rope_base > 0.0) || !(rms_eps.is_finite() && rms_eps >= 0.0) {
+        let valid =
+            rope_base.is_finite() && rope_base > 0.0 && rms_eps.is_finite() && rms_eps >= 0.0;
+        if !valid {
             return Err(Error::InvalidModel(format!(
                 "invalid rope.freq_base {rope_base} or rms epsilon {rms_eps}"
             )));

@@ -10,7 +10,7 @@ const QK: usize = 32;
 
 /// Appends the packed form of `x` (a whole number of blocks of `ty`) to `out`.
 pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) -> Result<()> {
-    if x.len() % ty.block_elems() != 0 {
+    if !x.len().is_multiple_of(ty.block_elems()) {
         return Err(Error::InvalidArgument(format!(
             "{} values are not whole {ty} blocks",
             x.len()
