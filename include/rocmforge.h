@@ -362,6 +362,50 @@ enum rocmforge_status rocmforge_model_load(const char *path,
 // be using this handle.
 void rocmforge_model_free(struct rocmforge_model *model);
 
+// Vocabulary size (valid token ids are 0..n_vocab). Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_n_vocab(const struct rocmforge_model *model, uint64_t *out);
+
+// Context length the model was trained with. Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_n_ctx_train(const struct rocmforge_model *model,
+                                                  uint64_t *out);
+
+// Embedding (residual stream) width. Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_n_embd(const struct rocmforge_model *model, uint64_t *out);
+
+// Number of transformer layers. Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_n_layer(const struct rocmforge_model *model, uint64_t *out);
+
+// Bytes of all tensor data. Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_size_bytes(const struct rocmforge_model *model,
+                                                 uint64_t *out);
+
+// Total number of weights (elements of all tensors). Written to `*out`.
+// Thread-safety: any thread (the model is immutable).
+//
+// # Safety
+// `model` must be NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_n_params(const struct rocmforge_model *model, uint64_t *out);
+
 // The architecture name ("llama"). `*out` is owned by the model and valid until
 // rocmforge_model_free. Thread-safety: any thread.
 //
@@ -472,6 +516,38 @@ enum rocmforge_status rocmforge_context_params_create(struct rocmforge_context_p
 // # Safety
 // `params` must be NULL or from rocmforge_context_params_create, not freed before.
 void rocmforge_context_params_free(struct rocmforge_context_params *params);
+
+// KV cache cells shared by all sequences (0 = the model's training context length, at most 4194304).
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+enum rocmforge_status rocmforge_context_params_set_n_ctx(struct rocmforge_context_params *params,
+                                                         uint32_t value);
+
+// Most tokens one decode call may carry (1..=65536).
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+enum rocmforge_status rocmforge_context_params_set_n_batch(struct rocmforge_context_params *params,
+                                                           uint32_t value);
+
+// Independent sequences the context holds (1..=64).
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+enum rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context_params *params,
+                                                             uint32_t value);
+
+// Compute threads (0 = all available cores, at most 1024).
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+enum rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
+                                                             uint32_t value);
 
 // Creates an empty sampler chain. Add stages in the order they should run and finish with
 // rocmforge_sampler_add_greedy or rocmforge_sampler_add_dist (nothing can follow those).

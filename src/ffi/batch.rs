@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 pub struct rocmforge_batch {
     /// A lock so that the handle stays sound if C shares it by mistake (the contention then
     /// answers ROCMFORGE_ERR_BUSY).
-    batch: Mutex<Batch>,
+    pub(crate) batch: Mutex<Batch>,
     capacity: usize,
     poisoned: AtomicBool,
 }

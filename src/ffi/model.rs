@@ -144,45 +144,83 @@ fn model_u64(
     })
 }
 
-macro_rules! model_getter {
-    ($(#[$doc:meta])* $name:ident, |$m:ident| $get:expr) => {
-        $(#[$doc])*
-        ///
-        /// Thread-safety: any thread (the model is immutable).
-        ///
-        /// # Safety
-        /// `model` must be NULL or live; `out` NULL or writable.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(model: *const rocmforge_model, out: *mut u64) -> rocmforge_status {
-            model_u64(model, out, |$m| $get)
-        }
-    };
+/// Vocabulary size (valid token ids are 0..n_vocab). Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_n_vocab(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.hparams().n_vocab as u64)
 }
 
-model_getter!(
-    /// Vocabulary size (valid token ids are 0..n_vocab).
-    rocmforge_model_n_vocab, |m| m.hparams().n_vocab as u64
-);
-model_getter!(
-    /// Context length the model was trained with.
-    rocmforge_model_n_ctx_train, |m| m.hparams().n_ctx_train as u64
-);
-model_getter!(
-    /// Embedding (residual stream) width.
-    rocmforge_model_n_embd, |m| m.hparams().n_embd as u64
-);
-model_getter!(
-    /// Number of transformer layers.
-    rocmforge_model_n_layer, |m| m.hparams().n_layer as u64
-);
-model_getter!(
-    /// Bytes of all tensor data.
-    rocmforge_model_size_bytes, |m| m.size_bytes()
-);
-model_getter!(
-    /// Total number of weights (elements of all tensors).
-    rocmforge_model_n_params, |m| m.n_params()
-);
+/// Context length the model was trained with. Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_n_ctx_train(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.hparams().n_ctx_train as u64)
+}
+
+/// Embedding (residual stream) width. Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_n_embd(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.hparams().n_embd as u64)
+}
+
+/// Number of transformer layers. Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_n_layer(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.hparams().n_layer as u64)
+}
+
+/// Bytes of all tensor data. Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_size_bytes(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.size_bytes())
+}
+
+/// Total number of weights (elements of all tensors). Written to `*out`.
+/// Thread-safety: any thread (the model is immutable).
+///
+/// # Safety
+/// `model` must be NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_model_n_params(
+    model: *const rocmforge_model,
+    out: *mut u64,
+) -> rocmforge_status {
+    model_u64(model, out, |m| m.n_params())
+}
 
 /// Hands out one of the model's stored strings.
 fn model_str(

@@ -185,47 +185,82 @@ pub unsafe extern "C" fn rocmforge_context_params_free(params: *mut rocmforge_co
     unsafe { free_handle(params) }
 }
 
-macro_rules! context_setter {
-    ($(#[$doc:meta])* $name:ident, $field:ident, $min:expr, $max:expr) => {
-        $(#[$doc])*
-        ///
-        /// # Safety
-        /// `params` must be NULL or a live object from rocmforge_context_params_create.
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(
-            params: *mut rocmforge_context_params,
-            value: u32,
-        ) -> rocmforge_status {
-            set(params, |p| {
-                let v = value as usize;
-                if !($min..=$max).contains(&v) {
-                    return Err(invalid(format!(
-                        "{} must be in {}..={}, got {value}",
-                        stringify!($field),
-                        $min,
-                        $max
-                    )));
-                }
-                p.params.$field = v;
-                Ok(())
-            })
+/// Checks a context size against its range and stores it.
+fn set_size(
+    params: *mut rocmforge_context_params,
+    what: &str,
+    value: u32,
+    range: std::ops::RangeInclusive<usize>,
+    field: impl FnOnce(&mut ContextParams) -> &mut usize,
+) -> rocmforge_status {
+    set(params, |p| {
+        let v = value as usize;
+        if !range.contains(&v) {
+            return Err(invalid(format!(
+                "{what} must be in {}..={}, got {value}",
+                range.start(),
+                range.end()
+            )));
         }
-    };
+        *field(&mut p.params) = v;
+        Ok(())
+    })
 }
 
-context_setter!(
-    /// KV cache cells shared by all sequences (0 = the model's training context length).
-    rocmforge_context_params_set_n_ctx, n_ctx, 0, 1 << 22
-);
-context_setter!(
-    /// Most tokens one decode call may carry (1..=65536).
-    rocmforge_context_params_set_n_batch, n_batch, 1, 1 << 16
-);
-context_setter!(
-    /// Independent sequences the context holds (1..=64).
-    rocmforge_context_params_set_n_seq_max, n_seq_max, 1, crate::kv_cache::MAX_SEQUENCES
-);
-context_setter!(
-    /// Compute threads (0 = all available cores, at most 1024).
-    rocmforge_context_params_set_n_threads, n_threads, 0, 1024
-);
+/// KV cache cells shared by all sequences (0 = the model's training context length, at most 4194304).
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_n_ctx(
+    params: *mut rocmforge_context_params,
+    value: u32,
+) -> rocmforge_status {
+    set_size(params, "n_ctx", value, 0..=1 << 22, |p| &mut p.n_ctx)
+}
+
+/// Most tokens one decode call may carry (1..=65536).
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_n_batch(
+    params: *mut rocmforge_context_params,
+    value: u32,
+) -> rocmforge_status {
+    set_size(params, "n_batch", value, 1..=1 << 16, |p| &mut p.n_batch)
+}
+
+/// Independent sequences the context holds (1..=64).
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_n_seq_max(
+    params: *mut rocmforge_context_params,
+    value: u32,
+) -> rocmforge_status {
+    set_size(
+        params,
+        "n_seq_max",
+        value,
+        1..=crate::kv_cache::MAX_SEQUENCES,
+        |p| &mut p.n_seq_max,
+    )
+}
+
+/// Compute threads (0 = all available cores, at most 1024).
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_n_threads(
+    params: *mut rocmforge_context_params,
+    value: u32,
+) -> rocmforge_status {
+    set_size(params, "n_threads", value, 0..=1024, |p| &mut p.n_threads)
+}
