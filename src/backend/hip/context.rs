@@ -100,8 +100,16 @@ impl GpuContext {
         let mut k_cache = Vec::with_capacity(hp.n_layer);
         let mut v_cache = Vec::with_capacity(hp.n_layer);
         for _ in 0..hp.n_layer {
-            k_cache.push(DeviceBuffer::zeroed(n_ctx * kvd * f, "KV cache keys", &stream)?);
-            v_cache.push(DeviceBuffer::zeroed(n_ctx * kvd * f, "KV cache values", &stream)?);
+            k_cache.push(DeviceBuffer::zeroed(
+                n_ctx * kvd * f,
+                "KV cache keys",
+                &stream,
+            )?);
+            v_cache.push(DeviceBuffer::zeroed(
+                n_ctx * kvd * f,
+                "KV cache values",
+                &stream,
+            )?);
         }
         let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
         let s = Scratch {
@@ -113,7 +121,10 @@ impl GpuContext {
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
-            partial: DeviceBuffer::new(PARTIAL_ROWS * hp.n_head * (hp.head_dim + 2) * f, "attention splits")?,
+            partial: DeviceBuffer::new(
+                PARTIAL_ROWS * hp.n_head * (hp.head_dim + 2) * f,
+                "attention splits",
+            )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
@@ -209,10 +220,18 @@ impl GpuContext {
         set_device(self.model.device)?;
         batch.validate(self.model.hparams.n_vocab, self.kv.n_seq_max())?;
         check_positions(&self.kv, batch)?;
-        let placed: Vec<(i32, u32)> = batch.pos.iter().copied().zip(batch.seq.iter().copied()).collect();
+        let placed: Vec<(i32, u32)> = batch
+            .pos
+            .iter()
+            .copied()
+            .zip(batch.seq.iter().copied())
+            .collect();
         let cells = self.kv.allocate(&placed)?;
         for (&c, &(pos, seq)) in cells.iter().zip(&placed) {
-            self.cells[c] = CellMeta { pos, seqs: 1u64 << seq };
+            self.cells[c] = CellMeta {
+                pos,
+                seqs: 1u64 << seq,
+            };
         }
         let result = self.run(batch, &cells, cancel, logits);
         if result.is_err() {
@@ -283,20 +302,44 @@ impl GpuContext {
         for (k, &t) in rows.iter().enumerate() {
             self.host_meta[4 * m + k] = (t - range.start) as i32;
         }
-        let meta_bytes: Vec<u8> = self.host_meta.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.s.meta.upload(0, &meta_bytes, &self.stream, "batch metadata")?;
+        let meta_bytes: Vec<u8> = self
+            .host_meta
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        self.s
+            .meta
+            .upload(0, &meta_bytes, &self.stream, "batch metadata")?;
         if self.cells_dirty {
             self.host_cell_pos = self.cells.iter().map(|c| c.pos).collect();
             self.host_cell_seqs = self.cells.iter().map(|c| c.seqs).collect();
-            let pos: Vec<u8> = self.host_cell_pos.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let seqs: Vec<u8> = self.host_cell_seqs.iter().flat_map(|v| v.to_le_bytes()).collect();
-            self.cell_pos.upload(0, &pos, &self.stream, "cell positions")?;
-            self.cell_seqs.upload(0, &seqs, &self.stream, "cell sequences")?;
+            let pos: Vec<u8> = self
+                .host_cell_pos
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            let seqs: Vec<u8> = self
+                .host_cell_seqs
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            self.cell_pos
+                .upload(0, &pos, &self.stream, "cell positions")?;
+            self.cell_seqs
+                .upload(0, &seqs, &self.stream, "cell sequences")?;
             self.stream.sync("uploading cell table")?;
             self.cells_dirty = false;
         }
-        let n_cells = self.cells.iter().rposition(|c| c.pos >= 0).map_or(1, |i| i + 1);
-        let n_split = n_cells.div_ceil(256).clamp(1, 32).min((PARTIAL_ROWS / n).max(1)).min(n_cells);
+        let n_cells = self
+            .cells
+            .iter()
+            .rposition(|c| c.pos >= 0)
+            .map_or(1, |i| i + 1);
+        let n_split = n_cells
+            .div_ceil(256)
+            .clamp(1, 32)
+            .min((PARTIAL_ROWS / n).max(1))
+            .min(n_cells);
         let meta = |k: usize| self.s.meta.at::<i32>(k * m);
 
         // SAFETY (all kernel calls below): every pointer is a live device buffer sized for
@@ -319,7 +362,15 @@ impl GpuContext {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), layer.attn_norm.at(0), hp.rms_eps, d, n, std::ptr::null())?;
+            self.act(
+                ffi::ACT_RMSNORM,
+                self.s.x.at(0),
+                layer.attn_norm.at(0),
+                hp.rms_eps,
+                d,
+                n,
+                std::ptr::null(),
+            )?;
             self.project(&layer.qkv, n, self.s.qkv.at(0), qkv_w, false)?;
             let qkv = self.s.qkv.at::<f32>(0);
             check(
@@ -370,23 +421,59 @@ impl GpuContext {
                 },
                 "attention",
             )?;
-            self.act(ffi::ACT_COPY, self.s.attn.at(0), std::ptr::null(), 0.0, q_dim, n, std::ptr::null())?;
+            self.act(
+                ffi::ACT_COPY,
+                self.s.attn.at(0),
+                std::ptr::null(),
+                0.0,
+                q_dim,
+                n,
+                std::ptr::null(),
+            )?;
             self.project(&layer.wo, n, self.s.x.at(0), d, true)?;
-            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), layer.ffn_norm.at(0), hp.rms_eps, d, n, std::ptr::null())?;
+            self.act(
+                ffi::ACT_RMSNORM,
+                self.s.x.at(0),
+                layer.ffn_norm.at(0),
+                hp.rms_eps,
+                d,
+                n,
+                std::ptr::null(),
+            )?;
             self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false)?;
-            self.act(ffi::ACT_SWIGLU, self.s.gate_up.at(0), std::ptr::null(), 0.0, ff, n, std::ptr::null())?;
+            self.act(
+                ffi::ACT_SWIGLU,
+                self.s.gate_up.at(0),
+                std::ptr::null(),
+                0.0,
+                ff,
+                n,
+                std::ptr::null(),
+            )?;
             self.project(&layer.down, n, self.s.x.at(0), d, true)?;
         }
         let n_out = rows.len();
         if n_out > 0 {
-            self.act(ffi::ACT_RMSNORM, self.s.x.at(0), model.output_norm.at(0), hp.rms_eps, d, n_out, meta(4))?;
+            self.act(
+                ffi::ACT_RMSNORM,
+                self.s.x.at(0),
+                model.output_norm.at(0),
+                hp.rms_eps,
+                d,
+                n_out,
+                meta(4),
+            )?;
             self.project(&model.output, n_out, self.s.logits.at(0), hp.n_vocab, false)?;
             let old = logits.len();
             logits.resize(old + n_out * hp.n_vocab, 0.0);
             let dst = &mut logits[old..];
             // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };
-            self.s.logits.download(bytes, &self.stream, "reading logits")?;
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4)
+            };
+            self.s
+                .logits
+                .download(bytes, &self.stream, "reading logits")?;
         } else {
             self.stream.sync("finishing the batch")?;
         }
@@ -396,7 +483,16 @@ impl GpuContext {
     /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
     /// f32 always, int8 groups for mat-vec sized batches, f16 for BLAS sized ones.
     #[allow(clippy::too_many_arguments)]
-    fn act(&self, mode: i32, input: *const f32, w: *const f32, eps: f32, d: usize, n: usize, row_map: *const i32) -> Result<()> {
+    fn act(
+        &self,
+        mode: i32,
+        input: *const f32,
+        w: *const f32,
+        eps: f32,
+        d: usize,
+        n: usize,
+        row_map: *const i32,
+    ) -> Result<()> {
         let small = n <= MATVEC_MAX_TOKENS;
         let null = std::ptr::null_mut::<c_void>();
         // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
@@ -412,7 +508,11 @@ impl GpuContext {
                 row_map,
                 self.s.xf.at(0),
                 if small { null } else { self.s.x16.ptr() },
-                if small { self.s.xq.at(0) } else { std::ptr::null_mut() },
+                if small {
+                    self.s.xq.at(0)
+                } else {
+                    std::ptr::null_mut()
+                },
                 if small { self.s.xs.ptr() } else { null },
                 self.stream.raw(),
             )
@@ -422,7 +522,14 @@ impl GpuContext {
 
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
     /// the activations `act` just prepared.
-    fn project(&self, p: &Projection, n: usize, y: *mut f32, ldy: usize, accumulate: bool) -> Result<()> {
+    fn project(
+        &self,
+        p: &Projection,
+        n: usize,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+    ) -> Result<()> {
         let st = self.stream.raw();
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
@@ -455,7 +562,15 @@ impl GpuContext {
                 // SAFETY: nr x cols halves fit the dequantization buffer; y rows hold ldy floats.
                 unsafe {
                     check(
-                        ffi::rf_dequant_f16(ty, mtx.buf.ptr(), r0 as i32, nr as i32, mtx.cols as i32, self.s.dequant.ptr(), st),
+                        ffi::rf_dequant_f16(
+                            ty,
+                            mtx.buf.ptr(),
+                            r0 as i32,
+                            nr as i32,
+                            mtx.cols as i32,
+                            self.s.dequant.ptr(),
+                            st,
+                        ),
                         "dequantizing weights",
                     )?;
                     check(

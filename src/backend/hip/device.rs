@@ -11,7 +11,9 @@ pub fn check(code: c_int, what: &str) -> Result<()> {
         return Ok(());
     }
     // SAFETY: rf_error_string returns a static NUL-terminated string for any code.
-    let msg = unsafe { CStr::from_ptr(ffi::rf_error_string(code)) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(ffi::rf_error_string(code)) }
+        .to_string_lossy()
+        .into_owned();
     if ffi::ERR_OUT_OF_MEMORY.contains(&code) {
         Err(Error::OutOfMemory(format!("GPU: {what}: {msg}")))
     } else {
@@ -46,7 +48,13 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
         let (mut total, mut free) = (0usize, 0usize);
         // SAFETY: buffers have the sizes rf_device_info writes at most (256 / 64 bytes).
         let code = unsafe {
-            ffi::rf_device_info(index, name.as_mut_ptr(), arch.as_mut_ptr(), &mut total, &mut free)
+            ffi::rf_device_info(
+                index,
+                name.as_mut_ptr(),
+                arch.as_mut_ptr(),
+                &mut total,
+                &mut free,
+            )
         };
         check(code, &format!("querying GPU {index}"))?;
         // SAFETY: rf_device_info NUL-terminates both strings (snprintf).
@@ -56,14 +64,23 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
                 CStr::from_ptr(arch.as_ptr()).to_string_lossy().into_owned(),
             )
         };
-        out.push(DeviceInfo { index: index as usize, name, arch, total_mem: total as u64, free_mem: free as u64 });
+        out.push(DeviceInfo {
+            index: index as usize,
+            name,
+            arch,
+            total_mem: total as u64,
+            free_mem: free as u64,
+        });
     }
     Ok(out)
 }
 
 pub fn set_device(device: usize) -> Result<()> {
     // SAFETY: plain call; an invalid index is reported as a status.
-    check(unsafe { ffi::rf_set_device(device as c_int) }, &format!("selecting GPU {device}"))
+    check(
+        unsafe { ffi::rf_set_device(device as c_int) },
+        &format!("selecting GPU {device}"),
+    )
 }
 
 /// Device memory, freed on drop.
@@ -92,7 +109,10 @@ impl DeviceBuffer {
     pub fn zeroed(bytes: usize, what: &str, stream: &Stream) -> Result<DeviceBuffer> {
         let b = DeviceBuffer::new(bytes, what)?;
         // SAFETY: the range is inside the allocation.
-        check(unsafe { ffi::rf_memset(b.ptr, 0, b.bytes, stream.raw()) }, what)?;
+        check(
+            unsafe { ffi::rf_memset(b.ptr, 0, b.bytes, stream.raw()) },
+            what,
+        )?;
         Ok(b)
     }
 
@@ -112,9 +132,18 @@ impl DeviceBuffer {
 
     /// Copies `src` to `byte_offset` (asynchronous on `stream`; `src` must stay valid until the
     /// stream is synchronised, which every caller does before returning).
-    pub fn upload(&self, byte_offset: usize, src: &[u8], stream: &Stream, what: &str) -> Result<()> {
+    pub fn upload(
+        &self,
+        byte_offset: usize,
+        src: &[u8],
+        stream: &Stream,
+        what: &str,
+    ) -> Result<()> {
         if byte_offset + src.len() > self.bytes {
-            return Err(Error::Gpu(format!("{what}: upload of {} bytes past the buffer end", src.len())));
+            return Err(Error::Gpu(format!(
+                "{what}: upload of {} bytes past the buffer end",
+                src.len()
+            )));
         }
         // SAFETY: destination range checked above; source is a live slice.
         let code = unsafe {
@@ -135,7 +164,12 @@ impl DeviceBuffer {
         }
         // SAFETY: ranges checked; the stream is synchronised before `dst` is used.
         let code = unsafe {
-            ffi::rf_memcpy_d2h(dst.as_mut_ptr() as *mut c_void, self.ptr, dst.len(), stream.raw())
+            ffi::rf_memcpy_d2h(
+                dst.as_mut_ptr() as *mut c_void,
+                self.ptr,
+                dst.len(),
+                stream.raw(),
+            )
         };
         check(code, what)?;
         stream.sync(what)
@@ -161,7 +195,10 @@ impl Stream {
     pub fn new() -> Result<Stream> {
         let mut s = std::ptr::null_mut();
         // SAFETY: out-parameter call.
-        check(unsafe { ffi::rf_stream_create(&mut s) }, "creating a stream")?;
+        check(
+            unsafe { ffi::rf_stream_create(&mut s) },
+            "creating a stream",
+        )?;
         Ok(Stream(s))
     }
 
@@ -196,7 +233,10 @@ impl Blas {
     pub fn new(stream: &Stream) -> Result<Blas> {
         let mut h = std::ptr::null_mut();
         // SAFETY: out-parameter call with a valid stream.
-        check(unsafe { ffi::rf_blas_create(&mut h, stream.raw()) }, "creating the BLAS handle")?;
+        check(
+            unsafe { ffi::rf_blas_create(&mut h, stream.raw()) },
+            "creating the BLAS handle",
+        )?;
         Ok(Blas(h))
     }
 
@@ -222,7 +262,16 @@ pub fn measure_copy_bandwidth(bytes: usize, iters: usize) -> Result<f64> {
     let b = DeviceBuffer::new(bytes, "bandwidth target")?;
     let mut ms = 0.0f32;
     // SAFETY: both buffers hold `bytes` bytes.
-    let code = unsafe { ffi::rf_measure_copy(b.ptr(), a.ptr(), bytes, iters as c_int, stream.raw(), &mut ms) };
+    let code = unsafe {
+        ffi::rf_measure_copy(
+            b.ptr(),
+            a.ptr(),
+            bytes,
+            iters as c_int,
+            stream.raw(),
+            &mut ms,
+        )
+    };
     check(code, "measuring copy bandwidth")?;
     Ok(2.0 * bytes as f64 * iters as f64 / (ms as f64 / 1e3))
 }

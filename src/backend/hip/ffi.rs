@@ -29,8 +29,18 @@ extern "C" {
     pub fn rf_stream_create(stream: *mut *mut c_void) -> c_int;
     pub fn rf_stream_destroy(stream: *mut c_void) -> c_int;
     pub fn rf_stream_sync(stream: *mut c_void) -> c_int;
-    pub fn rf_memcpy_h2d(dst: *mut c_void, src: *const c_void, bytes: usize, s: *mut c_void) -> c_int;
-    pub fn rf_memcpy_d2h(dst: *mut c_void, src: *const c_void, bytes: usize, s: *mut c_void) -> c_int;
+    pub fn rf_memcpy_h2d(
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_memcpy_d2h(
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        s: *mut c_void,
+    ) -> c_int;
     pub fn rf_memset(dst: *mut c_void, value: c_int, bytes: usize, s: *mut c_void) -> c_int;
     pub fn rf_measure_copy(
         dst: *mut c_void,

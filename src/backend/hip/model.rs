@@ -59,8 +59,14 @@ pub struct GpuModel {
     pub bytes: u64,
 }
 
-const GPU_TYPES: [GgmlType; 6] =
-    [GgmlType::F32, GgmlType::F16, GgmlType::Bf16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+const GPU_TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Bf16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+];
 
 impl GpuModel {
     /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
@@ -81,11 +87,20 @@ impl GpuModel {
             )));
         }
         if hp.head_dim > 256 {
-            return Err(Error::InvalidModel(format!("GPU attention supports head_dim <= 256, got {}", hp.head_dim)));
+            return Err(Error::InvalidModel(format!(
+                "GPU attention supports head_dim <= 256, got {}",
+                hp.head_dim
+            )));
         }
         let stream = Stream::new()?;
         let w = &model.weights;
-        let mut up = Uploader { model, stream: &stream, done: 0, total: model.gguf.file_size(), progress };
+        let mut up = Uploader {
+            model,
+            stream: &stream,
+            done: 0,
+            total: model.gguf.file_size(),
+            progress,
+        };
         let token_embd = up.matrix(&w.token_embd, 0)?;
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in &w.layers {
@@ -107,7 +122,10 @@ impl GpuModel {
                 cols: token_embd.cols,
                 out_offset: 0,
             };
-            Projection { parts: vec![m], out_width: token_embd.rows }
+            Projection {
+                parts: vec![m],
+                out_width: token_embd.rows,
+            }
         } else {
             up.projection(&[&w.output])?
         };
@@ -141,10 +159,19 @@ impl GpuModel {
         let mut b = 0u64;
         for l in &self.layers {
             for p in [&l.qkv, &l.wo, &l.gate_up, &l.down] {
-                b += p.parts.iter().map(|m| m.buf.len_bytes() as u64).sum::<u64>();
+                b += p
+                    .parts
+                    .iter()
+                    .map(|m| m.buf.len_bytes() as u64)
+                    .sum::<u64>();
             }
         }
-        b + self.output.parts.iter().map(|m| m.buf.len_bytes() as u64).sum::<u64>()
+        b + self
+            .output
+            .parts
+            .iter()
+            .map(|m| m.buf.len_bytes() as u64)
+            .sum::<u64>()
     }
 }
 
@@ -161,7 +188,10 @@ impl Uploader<'_> {
         if GPU_TYPES.contains(&w.ty()) && w.cols % 32 == 0 {
             Ok(())
         } else {
-            Err(Error::UnsupportedTensorType { tensor: w.info.name.clone(), ty: w.ty().name().to_string() })
+            Err(Error::UnsupportedTensorType {
+                tensor: w.info.name.clone(),
+                ty: w.ty().name().to_string(),
+            })
         }
     }
 
@@ -171,13 +201,21 @@ impl Uploader<'_> {
         let buf = DeviceBuffer::new(data.len(), &w.info.name)?;
         buf.upload(0, data, self.stream, &w.info.name)?;
         self.advance(data.len())?;
-        Ok(GpuMatrix { buf: Arc::new(buf), ty: w.ty(), rows: w.rows, cols: w.cols, out_offset })
+        Ok(GpuMatrix {
+            buf: Arc::new(buf),
+            ty: w.ty(),
+            rows: w.rows,
+            cols: w.cols,
+            out_offset,
+        })
     }
 
     /// One stacked matrix when all parts share type and width, else one matrix per part.
     fn projection(&mut self, parts: &[&WeightRef]) -> Result<Projection> {
         let out_width = parts.iter().map(|w| w.rows).sum();
-        let same = parts.iter().all(|w| w.ty() == parts[0].ty() && w.cols == parts[0].cols);
+        let same = parts
+            .iter()
+            .all(|w| w.ty() == parts[0].ty() && w.cols == parts[0].cols);
         if !same || parts.len() == 1 {
             let mut mats = Vec::with_capacity(parts.len());
             let mut off = 0;
@@ -185,13 +223,23 @@ impl Uploader<'_> {
                 mats.push(self.matrix(w, off)?);
                 off += w.rows;
             }
-            return Ok(Projection { parts: mats, out_width });
+            return Ok(Projection {
+                parts: mats,
+                out_width,
+            });
         }
         for w in parts {
             Self::check_type(w)?;
         }
-        let total: usize = parts.iter().map(|w| self.model.gguf.tensor_data(&w.info).len()).sum();
-        let name = parts.iter().map(|w| w.info.name.as_str()).collect::<Vec<_>>().join("+");
+        let total: usize = parts
+            .iter()
+            .map(|w| self.model.gguf.tensor_data(&w.info).len())
+            .sum();
+        let name = parts
+            .iter()
+            .map(|w| w.info.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
         let buf = DeviceBuffer::new(total, &name)?;
         let mut at = 0;
         for w in parts {
@@ -200,8 +248,17 @@ impl Uploader<'_> {
             at += data.len();
             self.advance(data.len())?;
         }
-        let m = GpuMatrix { buf: Arc::new(buf), ty: parts[0].ty(), rows: out_width, cols: parts[0].cols, out_offset: 0 };
-        Ok(Projection { parts: vec![m], out_width })
+        let m = GpuMatrix {
+            buf: Arc::new(buf),
+            ty: parts[0].ty(),
+            rows: out_width,
+            cols: parts[0].cols,
+            out_offset: 0,
+        };
+        Ok(Projection {
+            parts: vec![m],
+            out_width,
+        })
     }
 
     fn vector(&mut self, v: &[f32], what: &str) -> Result<DeviceBuffer> {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# GPU-vs-CPU parity on the GPU machine. Expects, in $DIST (default dist/gpu): gpu_parity (the
+# test binary from `cargo test --features cuda --test gpu_parity --no-run`), rocmforge_synth and
+# vocab-smollm2.gguf (`rocmforge_synth --extract-vocab SmolLM2.gguf --out ...`). Writes the
+# synthetic models to $MODELS and the report to $OUT_DIR/parity.jsonl.
+# Extra real models may be appended with EXTRA_MODELS=a.gguf,b.gguf.
+set -euo pipefail
+DIST=${DIST:-dist/gpu}
+MODELS=${MODELS:-/tmp/rf-models}
+OUT_DIR=${OUT_DIR:-${OUT:-/tmp}}
+mkdir -p "$MODELS"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+list=()
+for shape in tiny smollm2-135m; do
+    for ty in q4_0 q4_1 q8_0 f16; do
+        f="$MODELS/$shape-$ty.gguf"
+        "$DIST/rocmforge_synth" --shape "$shape" --type "$ty" --vocab "$DIST/vocab-smollm2.gguf" --out "$f"
+        list+=("$f")
+    done
+done
+models=$(IFS=,; echo "${list[*]}")
+[ -n "${EXTRA_MODELS:-}" ] && models="$models,$EXTRA_MODELS"
+ROCMFORGE_GPU_MODELS="$models" ROCMFORGE_EXPECT_GPU=1 ROCMFORGE_GPU_REPORT="$OUT_DIR/parity.jsonl" \
+    "$DIST/gpu_parity" --test-threads=1 --nocapture

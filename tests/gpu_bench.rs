@@ -1,0 +1,88 @@
+//! GPU speed on one model (ignored by default; scripts/gpu/bench.sh runs it):
+//! prompt processing of 512 tokens (pp512) and batch-1 decode of 128 tokens from an empty
+//! context (tg128), as llama-bench measures them, plus the decode ceiling: measured copy
+//! bandwidth ÷ weight bytes read per token. `ROCMFORGE_BENCH_MODEL` names the GGUF.
+#![cfg(any(feature = "cuda", feature = "rocm"))]
+
+use rocmforge::backend::hip::{devices, measure_copy_bandwidth, GpuContext, GpuModel};
+use rocmforge::engine::{Batch, LoadedModel};
+use rocmforge::gguf::GgufFile;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+#[ignore]
+fn gpu_pp512_tg128() {
+    let Ok(path) = std::env::var("ROCMFORGE_BENCH_MODEL") else {
+        eprintln!("ROCMFORGE_BENCH_MODEL not set");
+        return;
+    };
+    let reps: usize = std::env::var("ROCMFORGE_BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let dev = devices().expect("devices");
+    let card = dev.first().map_or("none".to_string(), |d| d.name.clone());
+    let model = LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
+    let t0 = Instant::now();
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    let upload_s = t0.elapsed().as_secs_f64();
+    let bw = measure_copy_bandwidth(1 << 30, 20).expect("bandwidth");
+    let weight_bytes = gm.weight_bytes_per_token();
+    let mut ctx = GpuContext::new(Arc::clone(&gm), 1024, 1).expect("context");
+    let cancel = AtomicBool::new(false);
+    let mut logits = Vec::new();
+    let n_vocab = gm.hparams.n_vocab as u32;
+
+    let prompt: Vec<u32> = (0..512u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    let mut pp_best = f64::MAX;
+    for rep in 0..=reps {
+        ctx.clear();
+        let t = Instant::now();
+        ctx.decode(&Batch::for_sequence(&prompt, 0, 0), &cancel, &mut logits)
+            .expect("prefill");
+        let s = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp_best = pp_best.min(s); // rep 0 warms up
+        }
+    }
+    let mut tg_best = f64::MAX;
+    for rep in 0..=reps {
+        ctx.clear();
+        let mut tok = 1u32;
+        let n = if rep == 0 { 16 } else { 128 };
+        let t = Instant::now();
+        for i in 0..n {
+            ctx.decode(&Batch::for_sequence(&[tok], i, 0), &cancel, &mut logits)
+                .expect("decode");
+            tok = argmax(&logits);
+        }
+        let s = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            tg_best = tg_best.min(s);
+        }
+    }
+    let pp = 512.0 / pp_best;
+    let tg = 128.0 / tg_best;
+    let ceiling = bw / weight_bytes as f64;
+    println!(
+        "{{\"card\":\"{card}\",\"model\":\"{}\",\"upload_s\":{upload_s:.2},\"bandwidth_GBps\":{:.0},\
+         \"weight_bytes_per_token\":{weight_bytes},\"ceiling_tok_s\":{ceiling:.0},\"pp512_tok_s\":{pp:.0},\
+         \"tg128_tok_s\":{tg:.1},\"tg_fraction_of_ceiling\":{:.3}}}",
+        Path::new(&path).file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        bw / 1e9,
+        tg / ceiling
+    );
+}

@@ -1,0 +1,196 @@
+//! GPU-vs-CPU parity on real GPUs (features `cuda` or `rocm`).
+//!
+//! Models come from `ROCMFORGE_GPU_MODELS` (comma-separated GGUF paths; scripts/gpu/parity.sh
+//! writes synthetic ones with rocmforge_synth); without it the model tests have nothing to
+//! compare and say so. For each model: a 20-token prompt (BLAS prefill path) and then 64
+//! greedy tokens (mat-vec decode path), each side following its own argmax: the tokens must be
+//! identical and every compared logit row within `TOLERANCE` × the row's largest CPU logit.
+//! A two-sequence batch checks cache visibility across sequences.
+#![cfg(any(feature = "cuda", feature = "rocm"))]
+
+use rocmforge::backend::cpu::ThreadPool;
+use rocmforge::backend::hip::{devices, GpuContext, GpuModel};
+use rocmforge::engine::{decode, Batch, LoadedModel, Scratch};
+use rocmforge::gguf::GgufFile;
+use rocmforge::kv_cache::KvCache;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Largest |GPU − CPU| logit difference allowed, relative to the row's largest |CPU logit|.
+const TOLERANCE: f32 = 0.02;
+const GREEDY_TOKENS: usize = 64;
+const N_CTX: usize = 256;
+
+struct Cpu<'a> {
+    model: &'a LoadedModel,
+    kv: KvCache,
+    pool: ThreadPool,
+    s: Scratch,
+}
+
+impl Cpu<'_> {
+    fn decode(&mut self, b: &Batch) -> Vec<f32> {
+        let mut logits = Vec::new();
+        decode(
+            self.model,
+            &mut self.kv,
+            &self.pool,
+            &mut self.s,
+            b,
+            &AtomicBool::new(false),
+            &mut logits,
+        )
+        .expect("CPU decode");
+        logits
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// max |a − b| / max |a| over one or more rows of width `w`, worst row.
+fn rel_diff(cpu: &[f32], gpu: &[f32], w: usize) -> f32 {
+    assert_eq!(cpu.len(), gpu.len());
+    cpu.chunks(w)
+        .zip(gpu.chunks(w))
+        .map(|(c, g)| {
+            let scale = c.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+            let d = c
+                .iter()
+                .zip(g)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            d / scale
+        })
+        .fold(0.0, f32::max)
+}
+
+fn parity(path: &Path) -> String {
+    let gguf = GgufFile::open(path).expect("open model");
+    let model = LoadedModel::new(gguf).expect("load model");
+    let n_vocab = model.hparams.n_vocab;
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let mut cpu = Cpu {
+        model: &model,
+        kv: KvCache::new(model.hparams.n_layer, N_CTX, model.hparams.kv_dim(), 2).expect("kv"),
+        pool: ThreadPool::new(threads).expect("threads"),
+        s: Scratch::default(),
+    };
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    let mut gpu = GpuContext::new(Arc::clone(&gm), N_CTX, 2).expect("GPU context");
+    let cancel = AtomicBool::new(false);
+    let mut g_logits = Vec::new();
+
+    let prompt: Vec<u32> = (0..20u32)
+        .map(|i| (i * 7919 + 13) % n_vocab as u32)
+        .collect();
+    let b = Batch::for_sequence(&prompt, 0, 0);
+    let mut c_logits = cpu.decode(&b);
+    gpu.decode(&b, &cancel, &mut g_logits).expect("GPU prefill");
+    let prefill_diff = rel_diff(&c_logits, &g_logits, n_vocab);
+
+    let mut worst = 0.0f32;
+    let (mut c_tokens, mut g_tokens) = (Vec::new(), Vec::new());
+    for i in 0..GREEDY_TOKENS {
+        let (ct, gt) = (argmax(&c_logits), argmax(&g_logits));
+        c_tokens.push(ct);
+        g_tokens.push(gt);
+        if ct != gt {
+            break;
+        }
+        let pos = (prompt.len() + i) as i32;
+        c_logits = cpu.decode(&Batch::for_sequence(&[ct], pos, 0));
+        gpu.decode(&Batch::for_sequence(&[gt], pos, 0), &cancel, &mut g_logits)
+            .expect("GPU decode");
+        worst = worst.max(rel_diff(&c_logits, &g_logits, n_vocab));
+    }
+
+    // Two sequences in one batch: seq 1 starts fresh (4 tokens, all logits), seq 0 goes on.
+    let mut b = Batch::new();
+    for (i, &t) in prompt[..4].iter().enumerate() {
+        b.push(t, i as i32, 1, true);
+    }
+    let pos0 = (prompt.len() + c_tokens.len()) as i32;
+    b.push(1, pos0, 0, true);
+    let c_multi = cpu.decode(&b);
+    gpu.decode(&b, &cancel, &mut g_logits)
+        .expect("GPU two-sequence batch");
+    let multi_diff = rel_diff(&c_multi, &g_logits, n_vocab);
+
+    let report = format!(
+        "{{\"model\":\"{}\",\"prefill_rel_diff\":{prefill_diff:.5},\"decode_worst_rel_diff\":{worst:.5},\
+         \"two_seq_rel_diff\":{multi_diff:.5},\"greedy_tokens_equal\":{},\"tokens_compared\":{}}}",
+        path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        c_tokens == g_tokens,
+        c_tokens.len()
+    );
+    println!("{report}");
+    assert_eq!(c_tokens, g_tokens, "greedy tokens differ ({report})");
+    assert!(
+        prefill_diff <= TOLERANCE && worst <= TOLERANCE && multi_diff <= TOLERANCE,
+        "logits differ: {report}"
+    );
+    report
+}
+
+#[test]
+fn gpu_matches_cpu_on_listed_models() {
+    let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") else {
+        eprintln!("ROCMFORGE_GPU_MODELS not set: no models to compare");
+        return;
+    };
+    let mut reports = Vec::new();
+    for p in list.split(',').filter(|p| !p.is_empty()) {
+        reports.push(parity(Path::new(p)));
+    }
+    if let Ok(out) = std::env::var("ROCMFORGE_GPU_REPORT") {
+        std::fs::write(out, reports.join("\n") + "\n").expect("write report");
+    }
+}
+
+#[test]
+fn devices_are_listed_when_a_gpu_is_expected() {
+    let list = devices().expect("device enumeration never fails on a missing GPU");
+    for d in &list {
+        println!(
+            "GPU {}: {} ({}), {} / {} MiB free",
+            d.index,
+            d.name,
+            d.arch,
+            d.free_mem >> 20,
+            d.total_mem >> 20
+        );
+        assert!(d.total_mem >= d.free_mem && d.total_mem > 0);
+    }
+    if std::env::var_os("ROCMFORGE_EXPECT_GPU").is_some() {
+        assert!(!list.is_empty(), "a GPU was expected");
+    }
+}
+
+#[test]
+fn out_of_memory_is_an_error_not_an_abort() {
+    if devices().map_or(true, |d| d.is_empty()) {
+        return;
+    }
+    let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") else {
+        return;
+    };
+    let Some(path) = list.split(',').next() else {
+        return;
+    };
+    let model = LoadedModel::new(GgufFile::open(Path::new(path)).expect("open")).expect("load");
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    // A KV cache of 2^28 cells per layer is far beyond any GPU's memory.
+    match GpuContext::new(gm, 1 << 28, 1) {
+        Err(rocmforge::Error::OutOfMemory(msg)) => println!("out of memory reported: {msg}"),
+        Err(e) => panic!("expected OutOfMemory, got {e}"),
+        Ok(_) => panic!("a 2^28-cell KV cache cannot fit"),
+    }
+}
