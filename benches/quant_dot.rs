@@ -75,8 +75,8 @@ fn time_per_iter(trials: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
-        "{:<28} {:>5} {:>6} {:>10} {:>9} {:>12} {:>9}",
-        "kernel", "n", "mode", "ns/row", "GB/s", "ns/row (x4)", "GB/s"
+        "{:<24} {:>5} {:>6} {:>8} {:>6} {:>8} {:>6} {:>8} {:>6}",
+        "kernel", "n", "mode", "one ns", "GB/s", "four ns", "GB/s", "rows4 ns", "GB/s"
     );
     for ty in [
         GgmlType::Q4_1,
@@ -115,7 +115,13 @@ fn main() {
                     (k.four)(n, black_box(w_hot), a4, &mut out);
                     black_box(&out);
                 }) / 4.0;
-                report(k.name, n, "hot", one, four, row_bytes);
+                let w4: [&[u8]; 4] =
+                    std::array::from_fn(|r| &w_stream[r * row_bytes..][..row_bytes]);
+                let rows4 = time_per_iter(TRIALS, hot_iters / 4, || {
+                    (k.rows4)(n, black_box(w4), &acts[0], &mut out);
+                    black_box(&out);
+                }) / 4.0;
+                report(k.name, n, "hot", [one, four, rows4], row_bytes);
                 if scalar {
                     continue;
                 }
@@ -136,21 +142,32 @@ fn main() {
                     });
                 }) / stream_rows as f64
                     / 4.0;
-                report(k.name, n, "stream", one, four, row_bytes);
+                let rows4 = time_per_iter(STREAM_TRIALS, 1, || {
+                    for quad in w_stream.chunks_exact(4 * row_bytes) {
+                        let w4: [&[u8]; 4] =
+                            std::array::from_fn(|r| &quad[r * row_bytes..][..row_bytes]);
+                        (k.rows4)(n, w4, &acts[0], &mut out);
+                        black_box(&out);
+                    }
+                }) / (stream_rows / 4 * 4) as f64;
+                report(k.name, n, "stream", [one, four, rows4], row_bytes);
             }
         }
     }
 }
 
-/// Prints ns per row-dot and weight GB/s; for x4, per (row, activation) pair, with GB/s
-/// counting each weight byte once per 4 dots (what the engine streams).
-fn report(name: &str, n: usize, mode: &str, one_s: f64, four_s: f64, row_bytes: usize) {
+/// Prints ns per row-dot and weight GB/s for the three kernel shapes: `one` (1 weight row x 1
+/// activation), `four` (1 x 4; per (row, activation) pair, GB/s counting each weight byte once
+/// per 4 dots, which is what the engine streams) and `rows4` (4 x 1; per weight row).
+fn report(name: &str, n: usize, mode: &str, [one, four, rows4]: [f64; 3], row_bytes: usize) {
     let gbs = |s: f64| row_bytes as f64 / s / 1e9;
     println!(
-        "{name:<28} {n:>5} {mode:>6} {:>10.1} {:>9.2} {:>12.1} {:>9.2}",
-        one_s * 1e9,
-        gbs(one_s),
-        four_s * 1e9,
-        gbs(four_s * 4.0)
+        "{name:<24} {n:>5} {mode:>6} {:>8.1} {:>6.2} {:>8.1} {:>6.2} {:>8.1} {:>6.2}",
+        one * 1e9,
+        gbs(one),
+        four * 1e9,
+        gbs(four * 4.0),
+        rows4 * 1e9,
+        gbs(rows4),
     );
 }

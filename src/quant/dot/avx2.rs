@@ -113,30 +113,32 @@ macro_rules! block_loop {
 /// scaling of the high-nibble lanes (1 or 1/16), `$off_hi` the Q4_0 offset byte for those
 /// lanes (8, or 8 * 16 = 128).
 ///
-/// Block scales come from the f16 table `t` (see f16_table.rs): one broadcast load each.
+/// Every kernel computes a tile of `RW` weight rows x `RA` activation rows, either 1 x 1,
+/// 1 x 4 (one weight row reused for four activations) or 4 x 1 (one activation row reused
+/// for four weight rows). The side with one row is loaded once per block; the loop runs over
+/// the other side. Block scales come from the f16 table `t` (see f16_table.rs): one
+/// broadcast load each.
 macro_rules! kernels256 {
     ($m:ident, $feat:literal, $dot:ident, $unpack:ident, $hi:expr, $off_hi:expr) => {
         mod $m {
             use super::*;
 
-            /// Accumulator slot of row `r` for a block in pair half `half` (see block_loop!).
+            /// Accumulator slot of tile cell (rw, ra) for a block in pair half `half`
+            /// (see block_loop!: a 1 x 1 tile alternates two slots).
             #[inline(always)]
-            fn slot<const R: usize>(r: usize, half: usize) -> usize {
-                if R == 1 {
+            fn slot<const RW: usize, const RA: usize>(rw: usize, ra: usize, half: usize) -> usize {
+                if RW * RA == 1 {
                     half
                 } else {
-                    r
+                    rw + ra
                 }
             }
 
-            /// Horizontal sum after undoing the unpacking's scale of lanes 4..8.
+            /// Per-lane factors that undo the unpacking's scale of lanes 4..8.
             #[target_feature(enable = $feat)]
             #[inline]
-            fn finish(acc: __m256) -> f32 {
-                hsum(_mm256_mul_ps(
-                    acc,
-                    _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, $hi, $hi, $hi, $hi),
-                ))
+            fn q4_lanes() -> __m256 {
+                _mm256_setr_ps(1.0, 1.0, 1.0, 1.0, $hi, $hi, $hi, $hi)
             }
 
             /// Broadcast load of table entry `bits`.
@@ -150,47 +152,82 @@ macro_rules! kernels256 {
                 unsafe { _mm256_broadcast_ss(&*t.add(bits as usize)) }
             }
 
+            /// Writes the tile results, cell (rw, ra) to out[rw + ra] (one side is 1 wide):
+            /// the lane sum of `acc * lanes`, plus `extra`.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            fn store<const RW: usize, const RA: usize>(
+                acc: &mut [__m256; 4],
+                extra: &mut [f32; 4],
+                out: &mut [f32; 4],
+                lanes: __m256,
+            ) {
+                if RW * RA == 1 {
+                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
+                    extra[0] += extra[1];
+                }
+                for c in 0..RW.max(RA) {
+                    out[c] = hsum(_mm256_mul_ps(acc[c], lanes)) + extra[c];
+                }
+            }
+
             /// Q4_1 x Q8_1: sum_b d_w*d_a*isum_b + m_w*s_a (headers: w [d, m], a [d, s]).
             ///
             /// # Safety
-            /// CPU has `$feat`; rows hold n/32 blocks; `t` is the f16 table.
+            /// CPU has `$feat`; the used rows hold n/32 blocks; `t` is the f16 table.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn q4_1<const R: usize>(
+            pub(super) unsafe fn q4_1<const RW: usize, const RA: usize>(
                 n: usize,
-                w: *const u8,
+                w: [*const u8; 4],
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 let mut accm = [0f32; 4];
+                // SAFETY (both closures): block i lies inside each used row (caller
+                // contract); table indices are 16-bit.
+                let wload = |r: usize, i: usize| unsafe {
+                    let wp = w[r].add(i * 20);
+                    // Two 16-bit loads, not one 32-bit load and a split: fewer uops.
+                    (
+                        $unpack(wp.add(4)),
+                        splat(t, load_u16(wp)),
+                        *t.add(load_u16(wp.add(2)) as usize),
+                    )
+                };
+                let aload = |r: usize, i: usize| unsafe {
+                    let ap = a[r].add(i * 36);
+                    (
+                        _mm256_loadu_si256(ap.add(4).cast()),
+                        splat(t, load_u16(ap)),
+                        *t.add(load_u16(ap.add(2)) as usize),
+                    )
+                };
                 let mut step = |i: usize, half: usize| {
-                    // SAFETY: block i lies inside each row (caller contract); table indices
-                    // are 16-bit.
-                    unsafe {
-                        let wp = w.add(i * 20);
-                        let q = $unpack(wp.add(4));
-                        // Two 16-bit loads, not one 32-bit load and a split: fewer uops.
-                        let dw = splat(t, load_u16(wp));
-                        let mw = *t.add(load_u16(wp.add(2)) as usize);
-                        for r in 0..R {
-                            let ap = a[r].add(i * 36);
-                            let isum = $dot(q, _mm256_loadu_si256(ap.add(4).cast()));
-                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
-                            let s = slot::<R>(r, half);
-                            accm[s] = mw.mul_add(*t.add(load_u16(ap.add(2)) as usize), accm[s]);
-                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
+                    let mut mac = |rw: usize,
+                                   ra: usize,
+                                   (q, dw, mw): (__m256i, __m256, f32),
+                                   (av, da, sa): (__m256i, __m256, f32)| {
+                        let s = slot::<RW, RA>(rw, ra, half);
+                        accm[s] = mw.mul_add(sa, accm[s]);
+                        let d = _mm256_mul_ps(dw, da);
+                        acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(q, av)), d, acc[s]);
+                    };
+                    if RA == 1 {
+                        let av = aload(0, i);
+                        for rw in 0..RW {
+                            mac(rw, 0, wload(rw, i), av);
+                        }
+                    } else {
+                        let wv = wload(0, i);
+                        for ra in 0..RA {
+                            mac(0, ra, wv, aload(ra, i));
                         }
                     }
                 };
-                block_loop!(R, n / 32, step);
-                if R == 1 {
-                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
-                    accm[0] += accm[1];
-                }
-                for r in 0..R {
-                    out[r] = finish(acc[r]) + accm[r];
-                }
+                block_loop!(RW * RA, n / 32, step);
+                store::<RW, RA>(&mut acc, &mut accm, out, q4_lanes());
             }
 
             /// Q4_0 x Q8_0: isum = sum(q*a) - 8*sum(a), both as u8 x s8 dots.
@@ -198,38 +235,53 @@ macro_rules! kernels256 {
             /// # Safety
             /// As [`q4_1`].
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn q4_0<const R: usize>(
+            pub(super) unsafe fn q4_0<const RW: usize, const RA: usize>(
                 n: usize,
-                w: *const u8,
+                w: [*const u8; 4],
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 let off = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
+                // SAFETY (both closures): block i lies inside each used row (caller contract).
+                let wload = |r: usize, i: usize| unsafe {
+                    let wp = w[r].add(i * 18);
+                    ($unpack(wp.add(2)), splat(t, load_u16(wp)))
+                };
+                let aload = |r: usize, i: usize| unsafe {
+                    let ap = a[r].add(i * 34);
+                    let av = _mm256_loadu_si256(ap.add(2).cast());
+                    (av, $dot(off, av), splat(t, load_u16(ap)))
+                };
                 let mut step = |i: usize, half: usize| {
-                    // SAFETY: block i lies inside each row (caller contract).
-                    unsafe {
-                        let wp = w.add(i * 18);
-                        let q = $unpack(wp.add(2));
-                        let dw = splat(t, load_u16(wp));
-                        for r in 0..R {
-                            let ap = a[r].add(i * 34);
-                            let av = _mm256_loadu_si256(ap.add(2).cast());
-                            let isum = _mm256_sub_epi32($dot(q, av), $dot(off, av));
-                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
-                            let s = slot::<R>(r, half);
-                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
+                    let mut mac =
+                        |rw: usize,
+                         ra: usize,
+                         (q, dw): (__m256i, __m256),
+                         (av, aoff, da): (__m256i, __m256i, __m256)| {
+                            let s = slot::<RW, RA>(rw, ra, half);
+                            let isum = _mm256_sub_epi32($dot(q, av), aoff);
+                            acc[s] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(isum),
+                                _mm256_mul_ps(dw, da),
+                                acc[s],
+                            );
+                        };
+                    if RA == 1 {
+                        let av = aload(0, i);
+                        for rw in 0..RW {
+                            mac(rw, 0, wload(rw, i), av);
+                        }
+                    } else {
+                        let wv = wload(0, i);
+                        for ra in 0..RA {
+                            mac(0, ra, wv, aload(ra, i));
                         }
                     }
                 };
-                block_loop!(R, n / 32, step);
-                if R == 1 {
-                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
-                }
-                for r in 0..R {
-                    out[r] = finish(acc[r]);
-                }
+                block_loop!(RW * RA, n / 32, step);
+                store::<RW, RA>(&mut acc, &mut [0f32; 4], out, q4_lanes());
             }
 
             /// Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).
@@ -237,38 +289,50 @@ macro_rules! kernels256 {
             /// # Safety
             /// As [`q4_1`].
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn q8_0<const R: usize>(
+            pub(super) unsafe fn q8_0<const RW: usize, const RA: usize>(
                 n: usize,
-                w: *const u8,
+                w: [*const u8; 4],
                 a: [*const u8; 4],
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
                 let mut acc = [_mm256_setzero_ps(); 4];
+                // SAFETY (both closures): block i lies inside each used row (caller contract).
+                let wload = |r: usize, i: usize| unsafe {
+                    let wp = w[r].add(i * 34);
+                    (_mm256_loadu_si256(wp.add(2).cast()), splat(t, load_u16(wp)))
+                };
+                let aload = |r: usize, i: usize| unsafe {
+                    let ap = a[r].add(i * 34);
+                    (_mm256_loadu_si256(ap.add(2).cast()), splat(t, load_u16(ap)))
+                };
                 let mut step = |i: usize, half: usize| {
-                    // SAFETY: block i lies inside each row (caller contract).
-                    unsafe {
-                        let wp = w.add(i * 34);
-                        let wq = _mm256_loadu_si256(wp.add(2).cast());
-                        let wabs = _mm256_abs_epi8(wq);
-                        let dw = splat(t, load_u16(wp));
-                        for r in 0..R {
-                            let ap = a[r].add(i * 34);
-                            let av = _mm256_sign_epi8(_mm256_loadu_si256(ap.add(2).cast()), wq);
-                            let isum = $dot(wabs, av);
-                            let d = _mm256_mul_ps(dw, splat(t, load_u16(ap)));
-                            let s = slot::<R>(r, half);
-                            acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[s]);
+                    let mut mac = |rw: usize,
+                                   ra: usize,
+                                   (wq, dw): (__m256i, __m256),
+                                   (av, da): (__m256i, __m256)| {
+                        let s = slot::<RW, RA>(rw, ra, half);
+                        let isum = $dot(_mm256_abs_epi8(wq), _mm256_sign_epi8(av, wq));
+                        acc[s] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(isum),
+                            _mm256_mul_ps(dw, da),
+                            acc[s],
+                        );
+                    };
+                    if RA == 1 {
+                        let av = aload(0, i);
+                        for rw in 0..RW {
+                            mac(rw, 0, wload(rw, i), av);
+                        }
+                    } else {
+                        let wv = wload(0, i);
+                        for ra in 0..RA {
+                            mac(0, ra, wv, aload(ra, i));
                         }
                     }
                 };
-                block_loop!(R, n / 32, step);
-                if R == 1 {
-                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
-                }
-                for r in 0..R {
-                    out[r] = hsum(acc[r]);
-                }
+                block_loop!(RW * RA, n / 32, step);
+                store::<RW, RA>(&mut acc, &mut [0f32; 4], out, _mm256_set1_ps(1.0));
             }
         }
     };
@@ -291,11 +355,65 @@ kernels256!(
     128u8
 );
 
-/// Safe `DotFn`/`Dot4Fn` entry points around a raw kernel: one length check, then the call.
+/// Safe `DotFn`/`Dot4Fn`/`DotRows4Fn` entry points around a raw quantized tile kernel:
+/// one length check per row, then the call.
 macro_rules! entries {
-    ($one:ident, $four:ident, $m:ident :: $k:ident, $blk:expr, $wb:expr, $ab:expr) => {
+    ($one:ident, $four:ident, $rows4:ident, $m:ident :: $k:ident, $wb:expr, $ab:expr) => {
         fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            check_lengths(n, w, a, $blk, $wb, $ab);
+            check_lengths(n, w, a, 32, $wb, $ab);
+            let mut out = [0f32; 4];
+            // SAFETY: lengths checked above; this table is only handed out when the CPU has
+            // the kernel's features (see `detected` and dot::available_kernels).
+            unsafe {
+                $m::$k::<1, 1>(
+                    n,
+                    [w.as_ptr(); 4],
+                    [a.as_ptr(); 4],
+                    &mut out,
+                    f16_table().as_ptr(),
+                )
+            };
+            out[0]
+        }
+        fn $four(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            for r in a {
+                check_lengths(n, w, r, 32, $wb, $ab);
+            }
+            // SAFETY: as above, for all four rows.
+            unsafe {
+                $m::$k::<1, 4>(
+                    n,
+                    [w.as_ptr(); 4],
+                    a.map(|r| r.as_ptr()),
+                    out,
+                    f16_table().as_ptr(),
+                )
+            };
+        }
+        fn $rows4(n: usize, w: [&[u8]; 4], a: &[u8], out: &mut [f32; 4]) {
+            for r in w {
+                check_lengths(n, r, a, 32, $wb, $ab);
+            }
+            // SAFETY: as above, for all four rows.
+            unsafe {
+                $m::$k::<4, 1>(
+                    n,
+                    w.map(|r| r.as_ptr()),
+                    [a.as_ptr(); 4],
+                    out,
+                    f16_table().as_ptr(),
+                )
+            };
+        }
+    };
+}
+
+/// The same for the float kernels (one weight row x 1 or 4 activation rows); their rows4
+/// is four one-row calls.
+macro_rules! float_entries {
+    ($one:ident, $four:ident, $rows4:ident, $m:ident :: $k:ident, $size:expr) => {
+        fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            check_lengths(n, w, a, 1, $size, $size);
             let mut out = [0f32; 4];
             // SAFETY: lengths checked above; this table is only handed out when the CPU has
             // the kernel's features (see `detected` and dot::available_kernels).
@@ -312,7 +430,7 @@ macro_rules! entries {
         }
         fn $four(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
             for r in a {
-                check_lengths(n, w, r, $blk, $wb, $ab);
+                check_lengths(n, w, r, 1, $size, $size);
             }
             // SAFETY: as above, for all four rows.
             unsafe {
@@ -325,18 +443,44 @@ macro_rules! entries {
                 )
             };
         }
+        fn $rows4(n: usize, w: [&[u8]; 4], a: &[u8], out: &mut [f32; 4]) {
+            for (o, w) in out.iter_mut().zip(w) {
+                *o = $one(n, w, a);
+            }
+        }
     };
 }
 
-entries!(q4_0_one, q4_0_four, plain::q4_0, 32, 18, 34);
-entries!(q4_1_one, q4_1_four, plain::q4_1, 32, 20, 36);
-entries!(q8_0_one, q8_0_four, plain::q8_0, 32, 34, 34);
-entries!(q4_0_one_vnni, q4_0_four_vnni, vnni::q4_0, 32, 18, 34);
-entries!(q4_1_one_vnni, q4_1_four_vnni, vnni::q4_1, 32, 20, 36);
-entries!(q8_0_one_vnni, q8_0_four_vnni, vnni::q8_0, 32, 34, 34);
-entries!(f32_one, f32_four, float::f32k, 1, 4, 4);
-entries!(f16_one, f16_four, float::f16k, 1, 2, 2);
-entries!(bf16_one, bf16_four, float::bf16k, 1, 2, 2);
+entries!(q4_0_one, q4_0_four, q4_0_rows4, plain::q4_0, 18, 34);
+entries!(q4_1_one, q4_1_four, q4_1_rows4, plain::q4_1, 20, 36);
+entries!(q8_0_one, q8_0_four, q8_0_rows4, plain::q8_0, 34, 34);
+entries!(
+    q4_0_one_vnni,
+    q4_0_four_vnni,
+    q4_0_rows4_vnni,
+    vnni::q4_0,
+    18,
+    34
+);
+entries!(
+    q4_1_one_vnni,
+    q4_1_four_vnni,
+    q4_1_rows4_vnni,
+    vnni::q4_1,
+    20,
+    36
+);
+entries!(
+    q8_0_one_vnni,
+    q8_0_four_vnni,
+    q8_0_rows4_vnni,
+    vnni::q8_0,
+    34,
+    34
+);
+float_entries!(f32_one, f32_four, f32_rows4, float::f32k, 4);
+float_entries!(f16_one, f16_four, f16_rows4, float::f16k, 2);
+float_entries!(bf16_one, bf16_four, bf16_rows4, float::bf16k, 2);
 
 /// Float kernels: 8 elements per step, two accumulators per row, scalar tail.
 mod float {
@@ -434,10 +578,11 @@ mod float {
 }
 
 macro_rules! k {
-    ($one:ident, $four:ident, $name:literal, $t:ident) => {
+    ($one:ident, $four:ident, $rows4:ident, $name:literal, $t:ident) => {
         DotKernels {
             one: $one,
             four: $four,
+            rows4: $rows4,
             name: $name,
             weight: GgmlType::$t,
         }
@@ -446,17 +591,35 @@ macro_rules! k {
 
 /// AVX2 (no VNNI) kernels.
 pub(super) static KERNELS: &[DotKernels] = &[
-    k!(q4_0_one, q4_0_four, "q4_0*q8_0 avx2", Q4_0),
-    k!(q4_1_one, q4_1_four, "q4_1*q8_1 avx2", Q4_1),
-    k!(q8_0_one, q8_0_four, "q8_0*q8_0 avx2", Q8_0),
-    k!(f16_one, f16_four, "f16*f16 avx2", F16),
-    k!(bf16_one, bf16_four, "bf16*bf16 avx2", Bf16),
-    k!(f32_one, f32_four, "f32*f32 avx2", F32),
+    k!(q4_0_one, q4_0_four, q4_0_rows4, "q4_0*q8_0 avx2", Q4_0),
+    k!(q4_1_one, q4_1_four, q4_1_rows4, "q4_1*q8_1 avx2", Q4_1),
+    k!(q8_0_one, q8_0_four, q8_0_rows4, "q8_0*q8_0 avx2", Q8_0),
+    k!(f16_one, f16_four, f16_rows4, "f16*f16 avx2", F16),
+    k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx2", Bf16),
+    k!(f32_one, f32_four, f32_rows4, "f32*f32 avx2", F32),
 ];
 
 /// AVX-VNNI (256-bit vpdpbusd) kernels; handed out only when `avxvnni` is detected too.
 pub(super) static VNNI_KERNELS: &[DotKernels] = &[
-    k!(q4_0_one_vnni, q4_0_four_vnni, "q4_0*q8_0 avxvnni", Q4_0),
-    k!(q4_1_one_vnni, q4_1_four_vnni, "q4_1*q8_1 avxvnni", Q4_1),
-    k!(q8_0_one_vnni, q8_0_four_vnni, "q8_0*q8_0 avxvnni", Q8_0),
+    k!(
+        q4_0_one_vnni,
+        q4_0_four_vnni,
+        q4_0_rows4_vnni,
+        "q4_0*q8_0 avxvnni",
+        Q4_0
+    ),
+    k!(
+        q4_1_one_vnni,
+        q4_1_four_vnni,
+        q4_1_rows4_vnni,
+        "q4_1*q8_1 avxvnni",
+        Q4_1
+    ),
+    k!(
+        q8_0_one_vnni,
+        q8_0_four_vnni,
+        q8_0_rows4_vnni,
+        "q8_0*q8_0 avxvnni",
+        Q8_0
+    ),
 ];

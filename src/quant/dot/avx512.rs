@@ -388,11 +388,20 @@ entries!(f32_one, f32_four, f32k, 1, 4, 4);
 entries!(f16_one, f16_four, f16k, 1, 2, 2);
 entries!(bf16_one, bf16_four, bf16k, 1, 2, 2);
 
+// One weight row is as wide as a block pair here; rows4 stays a loop of one-row calls.
+super::rows4_from_one!(q4_0_rows4, q4_0_one);
+super::rows4_from_one!(q4_1_rows4, q4_1_one);
+super::rows4_from_one!(q8_0_rows4, q8_0_one);
+super::rows4_from_one!(f32_rows4, f32_one);
+super::rows4_from_one!(f16_rows4, f16_one);
+super::rows4_from_one!(bf16_rows4, bf16_one);
+
 macro_rules! k {
-    ($one:ident, $four:ident, $name:literal, $t:ident) => {
+    ($one:ident, $four:ident, $rows4:ident, $name:literal, $t:ident) => {
         DotKernels {
             one: $one,
             four: $four,
+            rows4: $rows4,
             name: $name,
             weight: GgmlType::$t,
         }
@@ -400,10 +409,28 @@ macro_rules! k {
 }
 
 pub(super) static KERNELS: &[DotKernels] = &[
-    k!(q4_0_one, q4_0_four, "q4_0*q8_0 avx512-vnni", Q4_0),
-    k!(q4_1_one, q4_1_four, "q4_1*q8_1 avx512-vnni", Q4_1),
-    k!(q8_0_one, q8_0_four, "q8_0*q8_0 avx512-vnni", Q8_0),
-    k!(f16_one, f16_four, "f16*f16 avx512", F16),
-    k!(bf16_one, bf16_four, "bf16*bf16 avx512", Bf16),
-    k!(f32_one, f32_four, "f32*f32 avx512", F32),
+    k!(
+        q4_0_one,
+        q4_0_four,
+        q4_0_rows4,
+        "q4_0*q8_0 avx512-vnni",
+        Q4_0
+    ),
+    k!(
+        q4_1_one,
+        q4_1_four,
+        q4_1_rows4,
+        "q4_1*q8_1 avx512-vnni",
+        Q4_1
+    ),
+    k!(
+        q8_0_one,
+        q8_0_four,
+        q8_0_rows4,
+        "q8_0*q8_0 avx512-vnni",
+        Q8_0
+    ),
+    k!(f16_one, f16_four, f16_rows4, "f16*f16 avx512", F16),
+    k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx512", Bf16),
+    k!(f32_one, f32_four, f32_rows4, "f32*f32 avx512", F32),
 ];

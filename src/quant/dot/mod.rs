@@ -12,6 +12,21 @@
 //! and panic otherwise (a caller bug: the engine validates tensor shapes at load time); the
 //! inner loops then read with unchecked unaligned SIMD loads.
 
+/// Defines `$name` as a [`DotRows4Fn`] made of four calls of the `DotFn` `$one`, for kernel
+/// sets without a dedicated 4-row kernel.
+#[allow(unused_macros)] // unused on targets without SIMD kernels
+macro_rules! rows4_from_one {
+    ($name:ident, $one:ident) => {
+        fn $name(n: usize, w: [&[u8]; 4], a: &[u8], out: &mut [f32; 4]) {
+            for (o, w) in out.iter_mut().zip(w) {
+                *o = $one(n, w, a);
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use rows4_from_one;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -31,11 +46,16 @@ pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// One weight row against 4 activation rows at once (weights unpacked once, reused):
 /// out[i] = dot(w, a[i]).
 pub type Dot4Fn = fn(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]);
+/// Four weight rows against one activation row (activation loaded once, reused):
+/// out[i] = dot(w[i], a). The mat-vec (decode) shape: it reads fewer bytes per weight block
+/// than four `one` calls, since the activation's quants and scales are shared.
+pub type DotRows4Fn = fn(n: usize, w: [&[u8]; 4], a: &[u8], out: &mut [f32; 4]);
 
 /// The kernels for one weight type on one ISA.
 pub struct DotKernels {
     pub one: DotFn,
     pub four: Dot4Fn,
+    pub rows4: DotRows4Fn,
     /// e.g. "q4_1*q8_1 avxvnni"
     pub name: &'static str,
     pub weight: GgmlType,

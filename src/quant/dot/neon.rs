@@ -172,29 +172,37 @@ four!(q4_0_four, q4_0_one);
 four!(q4_1_four, q4_1_one);
 four!(q8_0_four, q8_0_one);
 four!(f32_four, f32_one);
+super::rows4_from_one!(q4_0_rows4, q4_0_one);
+super::rows4_from_one!(q4_1_rows4, q4_1_one);
+super::rows4_from_one!(q8_0_rows4, q8_0_one);
+super::rows4_from_one!(f32_rows4, f32_one);
 
 pub(super) static KERNELS: &[DotKernels] = &[
     DotKernels {
         one: q4_0_one,
         four: q4_0_four,
+        rows4: q4_0_rows4,
         name: "q4_0*q8_0 neon",
         weight: GgmlType::Q4_0,
     },
     DotKernels {
         one: q4_1_one,
         four: q4_1_four,
+        rows4: q4_1_rows4,
         name: "q4_1*q8_1 neon",
         weight: GgmlType::Q4_1,
     },
     DotKernels {
         one: q8_0_one,
         four: q8_0_four,
+        rows4: q8_0_rows4,
         name: "q8_0*q8_0 neon",
         weight: GgmlType::Q8_0,
     },
     DotKernels {
         one: f32_one,
         four: f32_four,
+        rows4: f32_rows4,
         name: "f32*f32 neon",
         weight: GgmlType::F32,
     },

@@ -94,6 +94,7 @@ fn every_kernel_matches_the_scalar_reference() {
         for n in lengths {
             let w = weight_row(ty, n, &mut rng);
             let a: [Vec<u8>; 4] = std::array::from_fn(|_| act_row(act, n, &mut rng));
+            let w2: [Vec<u8>; 3] = std::array::from_fn(|_| weight_row(ty, n, &mut rng));
             for k in &variants {
                 let mut four = [0f32; 4];
                 (k.four)(n, &w, [&a[0], &a[1], &a[2], &a[3]], &mut four);
@@ -111,6 +112,20 @@ fn every_kernel_matches_the_scalar_reference() {
                     assert!(
                         (got4 - want).abs() <= tol,
                         "{} four[{r}] n={n}: {got4} vs {want}",
+                        k.name
+                    );
+                }
+                // rows4: four weight rows (w and three more) against one activation row.
+                let ws = [&w, &w2[0], &w2[1], &w2[2]];
+                let mut rows = [0f32; 4];
+                (k.rows4)(n, ws.map(|v| &v[..]), &a[1], &mut rows);
+                for (r, wr) in ws.into_iter().enumerate() {
+                    let want = (reference.one)(n, wr, &a[1]) as f64;
+                    let tol = REL_TOL * magnitude(ty, act, n, wr, &a[1]);
+                    let got = rows[r] as f64;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{} rows4[{r}] n={n}: {got} vs {want}",
                         k.name
                     );
                 }
