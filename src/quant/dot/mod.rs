@@ -1,5 +1,11 @@
-//! Row dot-product kernels: one packed weight row against one (or four) activation rows in
-//! the weight type's activation format (see [`super::activation_type`]).
+//! Row dot-product kernels: packed weight rows against activation rows in the weight type's
+//! activation format (see [`super::activation_type`]). Three shapes per type:
+//! - `one`: 1 weight row x 1 activation row;
+//! - `four`: 1 weight row x 4 activation rows (prefill: the weight block is unpacked once);
+//! - `rows4`: 4 weight rows x 1 activation row (decode mat-vec: the activation block and its
+//!   scales are loaded once). On Sapphire Rapids `one` runs at about llama.cpp's own
+//!   `vec_dot` speed and `rows4`/`four` 1.4-1.8x faster per row (benches/quant_dot.rs), so
+//!   the mat-vec loops should prefer them.
 //!
 //! Each ISA module offers a table of [`DotKernels`]; [`kernels_for`] picks, once per process,
 //! the fastest one this CPU can run (order measured on Sapphire Rapids, see
