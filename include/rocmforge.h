@@ -157,6 +157,7 @@ extern "C" {
 enum rocmforge_status rocmforge_batch_create(uint32_t capacity, struct rocmforge_batch **out);
 
 // Frees a batch; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `batch` NULL or from rocmforge_batch_create, not freed before, unused by other threads.
@@ -165,6 +166,7 @@ void rocmforge_batch_free(struct rocmforge_batch *batch);
 // Appends a token: its id, its position in its sequence (>= 0), its sequence id and whether
 // rocmforge_context_logits should have its logits afterwards. Ids are checked against the
 // model and context when the batch is decoded. Full batch: ROCMFORGE_ERR_INVALID_ARGUMENT.
+// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `batch` NULL or live.
@@ -175,12 +177,14 @@ enum rocmforge_status rocmforge_batch_add(struct rocmforge_batch *batch,
                                           bool want_logits);
 
 // Removes every token (the capacity stays).
+// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `batch` NULL or live.
 enum rocmforge_status rocmforge_batch_clear(struct rocmforge_batch *batch);
 
 // The number of tokens in the batch, into `*out`.
+// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `batch` NULL or live; `out` writable.
@@ -201,6 +205,7 @@ enum rocmforge_status rocmforge_context_create(const struct rocmforge_model *mod
                                                struct rocmforge_context **out);
 
 // Frees a context; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `ctx` NULL or from rocmforge_context_create, not freed before; no other thread may be using
@@ -277,6 +282,7 @@ enum rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *c
 // during that call; it may call back into the library (a call on this same context will answer
 // ROCMFORGE_ERR_BUSY, except rocmforge_context_cancel). `user_data` is borrowed until replaced
 // or the context is freed.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live.
@@ -294,6 +300,7 @@ enum rocmforge_status rocmforge_kv_clear(struct rocmforge_context *ctx);
 
 // Removes positions [p0, p1) of sequence `seq` (-1 = every sequence) from the KV cache, e.g.
 // to rewind a conversation. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live.
@@ -305,6 +312,7 @@ enum rocmforge_status rocmforge_kv_seq_remove(struct rocmforge_context *ctx,
 // Makes positions [p0, p1) of sequence `src` also belong to `dst` (shared, not duplicated),
 // e.g. to fork a common prompt into several continuations.
 // Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live.
@@ -315,6 +323,7 @@ enum rocmforge_status rocmforge_kv_seq_copy(struct rocmforge_context *ctx,
                                             int32_t p1);
 
 // Drops every sequence but `seq`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live.
@@ -322,6 +331,7 @@ enum rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32
 
 // The largest position of sequence `seq` in the cache into `*out` (-1 when it is empty); the
 // next token of the sequence goes at `*out + 1`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live; `out` writable.
@@ -356,6 +366,7 @@ enum rocmforge_status rocmforge_model_load(const char *path,
 
 // Frees a model; NULL is ignored. Contexts created from it keep their own reference to the
 // weights and stay usable.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `model` must be NULL or from rocmforge_model_load, not freed before, and no other thread may
@@ -406,7 +417,7 @@ enum rocmforge_status rocmforge_model_size_bytes(const struct rocmforge_model *m
 // `model` must be NULL or live; `out` NULL or writable.
 enum rocmforge_status rocmforge_model_n_params(const struct rocmforge_model *model, uint64_t *out);
 
-// The architecture name ("llama"). `*out` is owned by the model and valid until
+// The architecture name ("llama"). Ownership: `*out` is owned by the model and valid until
 // rocmforge_model_free. Thread-safety: any thread.
 //
 // # Safety
@@ -414,15 +425,15 @@ enum rocmforge_status rocmforge_model_n_params(const struct rocmforge_model *mod
 enum rocmforge_status rocmforge_model_architecture(const struct rocmforge_model *model,
                                                    const char **out);
 
-// The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. `*out` is owned by the
-// model and valid until rocmforge_model_free. Thread-safety: any thread.
+// The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. Ownership: `*out` is owned
+// by the model and valid until rocmforge_model_free. Thread-safety: any thread.
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
 enum rocmforge_status rocmforge_model_name(const struct rocmforge_model *model, const char **out);
 
 // The model's Jinja chat template (`tokenizer.chat_template`), or
-// ROCMFORGE_ERR_NO_CHAT_TEMPLATE. `*out` is owned by the model and valid until
+// ROCMFORGE_ERR_NO_CHAT_TEMPLATE. Ownership: `*out` is owned by the model and valid until
 // rocmforge_model_free. Thread-safety: any thread.
 //
 // # Safety
@@ -468,6 +479,7 @@ enum rocmforge_status rocmforge_estimate_memory(const char *path,
 enum rocmforge_status rocmforge_model_params_create(struct rocmforge_model_params **out);
 
 // Frees model parameters; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `params` must be NULL or from rocmforge_model_params_create, not freed before.
@@ -475,6 +487,7 @@ void rocmforge_model_params_free(struct rocmforge_model_params *params);
 
 // Selects the backend: ROCMFORGE_BACKEND_AUTO, _CPU or _GPU (other values:
 // ROCMFORGE_ERR_INVALID_ARGUMENT).
+// Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -482,6 +495,7 @@ enum rocmforge_status rocmforge_model_params_set_backend(struct rocmforge_model_
                                                          int32_t backend);
 
 // Selects the GPU device index (>= 0; ignored by the CPU backend).
+// Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -489,6 +503,7 @@ enum rocmforge_status rocmforge_model_params_set_device(struct rocmforge_model_p
                                                         int32_t device);
 
 // Maps the file (true, default: weights stay in the page cache) or reads it into memory.
+// Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -497,6 +512,7 @@ enum rocmforge_status rocmforge_model_params_set_use_mmap(struct rocmforge_model
 
 // Sets (or with NULL removes) the load-progress callback. `user_data` is passed back to it
 // and must stay valid until rocmforge_model_load returns.
+// Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -512,6 +528,7 @@ enum rocmforge_status rocmforge_model_params_set_progress_callback(struct rocmfo
 enum rocmforge_status rocmforge_context_params_create(struct rocmforge_context_params **out);
 
 // Frees context parameters; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `params` must be NULL or from rocmforge_context_params_create, not freed before.
@@ -560,12 +577,14 @@ enum rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_co
 enum rocmforge_status rocmforge_sampler_create(struct rocmforge_sampler **out);
 
 // Frees a sampler; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
 //
 // # Safety
 // `sampler` NULL or from rocmforge_sampler_create, not freed before, unused by other threads.
 void rocmforge_sampler_free(struct rocmforge_sampler *sampler);
 
 // Terminal stage: the most likely token (ties: lowest id).
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -573,12 +592,14 @@ enum rocmforge_status rocmforge_sampler_add_greedy(struct rocmforge_sampler *sam
 
 // Terminal stage: draws from the remaining distribution with a generator seeded by `seed`
 // (ROCMFORGE_SEED_RANDOM: from OS entropy). The same seed gives the same tokens everywhere.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
 enum rocmforge_status rocmforge_sampler_add_dist(struct rocmforge_sampler *sampler, uint64_t seed);
 
 // Divides logits by `temperature` (finite; <= 0 keeps only the best token).
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -586,6 +607,7 @@ enum rocmforge_status rocmforge_sampler_add_temperature(struct rocmforge_sampler
                                                         float temperature);
 
 // Keeps the `k` most likely tokens (k <= 0: off).
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -593,6 +615,7 @@ enum rocmforge_status rocmforge_sampler_add_top_k(struct rocmforge_sampler *samp
 
 // Keeps the smallest set of most likely tokens whose probability reaches `p` (and at least
 // `min_keep`); p >= 1: off.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -602,6 +625,7 @@ enum rocmforge_status rocmforge_sampler_add_top_p(struct rocmforge_sampler *samp
 
 // Keeps tokens at least `p` times as likely as the best one (and at least `min_keep`);
 // p <= 0: off.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -612,6 +636,7 @@ enum rocmforge_status rocmforge_sampler_add_min_p(struct rocmforge_sampler *samp
 // Penalises tokens among the last `last_n` accepted ones: `repeat` (> 0, 1 = off) divides
 // positive logits and multiplies negative ones; `frequency` is subtracted per occurrence,
 // `presence` once per distinct token.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -627,6 +652,7 @@ enum rocmforge_status rocmforge_sampler_add_penalties(struct rocmforge_sampler *
 //
 // Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (chain without a terminal stage, bad index),
 // _NOT_FOUND (no logits there), _BUSY (the context or sampler is in use elsewhere).
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler`, `ctx` NULL or live; `out` writable.
@@ -637,12 +663,14 @@ enum rocmforge_status rocmforge_sampler_sample(struct rocmforge_sampler *sampler
 
 // Records a token appended to the sequence (updates the penalty window). Negative ids:
 // ROCMFORGE_ERR_INVALID_TOKEN.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
 enum rocmforge_status rocmforge_sampler_accept(struct rocmforge_sampler *sampler, int32_t token);
 
 // Forgets accepted tokens and restarts the random generator from its seed.
+// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
@@ -659,6 +687,7 @@ enum rocmforge_status rocmforge_state_size(struct rocmforge_context *ctx, int32_
 // Saves the whole context (`seq` = -1) or sequence `seq` into `buf`. Two-call size protocol:
 // `*n_bytes` receives the size; the bytes are written only when `capacity` suffices, else
 // ROCMFORGE_ERR_BUFFER_TOO_SMALL. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live; `buf` NULL or writable for `capacity` bytes; `n_bytes` writable.
@@ -674,6 +703,7 @@ enum rocmforge_status rocmforge_state_save(struct rocmforge_context *ctx,
 //
 // Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (corrupt state or one from another model),
 // _CONTEXT_FULL (no room), _INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live; `data` readable for `n` bytes.
@@ -684,6 +714,7 @@ enum rocmforge_status rocmforge_state_load(struct rocmforge_context *ctx,
 
 // rocmforge_state_save to a file at `path` (created or truncated).
 // Errors: ROCMFORGE_ERR_IO, _INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live; `path` NUL-terminated.
@@ -693,6 +724,7 @@ enum rocmforge_status rocmforge_state_save_file(struct rocmforge_context *ctx,
 
 // rocmforge_state_load from a file written by rocmforge_state_save_file.
 // Errors: as rocmforge_state_load, plus ROCMFORGE_ERR_IO.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live; `path` NUL-terminated.
@@ -817,7 +849,9 @@ enum rocmforge_status rocmforge_chat_apply(const struct rocmforge_model *model,
 // Thread-safety: any thread.
 uint32_t rocmforge_version(void);
 
-// The library's version as a string ("0.1.0"). Static; never NULL; do not free.
+// The library's version as a string ("0.1.0"), never NULL.
+//
+// Ownership: static; do not free.
 //
 // Thread-safety: any thread.
 const char *rocmforge_version_string(void);

@@ -70,6 +70,7 @@ pub unsafe extern "C" fn rocmforge_batch_create(
 }
 
 /// Frees a batch; NULL is ignored.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `batch` NULL or from rocmforge_batch_create, not freed before, unused by other threads.
@@ -82,6 +83,7 @@ pub unsafe extern "C" fn rocmforge_batch_free(batch: *mut rocmforge_batch) {
 /// Appends a token: its id, its position in its sequence (>= 0), its sequence id and whether
 /// rocmforge_context_logits should have its logits afterwards. Ids are checked against the
 /// model and context when the batch is decoded. Full batch: ROCMFORGE_ERR_INVALID_ARGUMENT.
+/// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `batch` NULL or live.
@@ -122,6 +124,7 @@ pub unsafe extern "C" fn rocmforge_batch_add(
 }
 
 /// Removes every token (the capacity stays).
+/// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `batch` NULL or live.
@@ -134,6 +137,7 @@ pub unsafe extern "C" fn rocmforge_batch_clear(batch: *mut rocmforge_batch) -> r
 }
 
 /// The number of tokens in the batch, into `*out`.
+/// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `batch` NULL or live; `out` writable.

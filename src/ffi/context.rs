@@ -122,6 +122,7 @@ pub unsafe extern "C" fn rocmforge_context_create(
 }
 
 /// Frees a context; NULL is ignored.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `ctx` NULL or from rocmforge_context_create, not freed before; no other thread may be using
@@ -323,6 +324,7 @@ pub unsafe extern "C" fn rocmforge_context_cancel(
 /// during that call; it may call back into the library (a call on this same context will answer
 /// ROCMFORGE_ERR_BUSY, except rocmforge_context_cancel). `user_data` is borrowed until replaced
 /// or the context is freed.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live.

@@ -21,6 +21,7 @@ pub unsafe extern "C" fn rocmforge_kv_clear(ctx: *mut rocmforge_context) -> rocm
 
 /// Removes positions [p0, p1) of sequence `seq` (-1 = every sequence) from the KV cache, e.g.
 /// to rewind a conversation. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live.
@@ -45,6 +46,7 @@ pub unsafe extern "C" fn rocmforge_kv_seq_remove(
 /// Makes positions [p0, p1) of sequence `src` also belong to `dst` (shared, not duplicated),
 /// e.g. to fork a common prompt into several continuations.
 /// Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live.
@@ -64,6 +66,7 @@ pub unsafe extern "C" fn rocmforge_kv_seq_copy(
 }
 
 /// Drops every sequence but `seq`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live.
@@ -81,6 +84,7 @@ pub unsafe extern "C" fn rocmforge_kv_seq_keep(
 
 /// The largest position of sequence `seq` in the cache into `*out` (-1 when it is empty); the
 /// next token of the sequence goes at `*out + 1`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live; `out` writable.

@@ -120,6 +120,7 @@ pub unsafe extern "C" fn rocmforge_model_load(
 
 /// Frees a model; NULL is ignored. Contexts created from it keep their own reference to the
 /// weights and stay usable.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `model` must be NULL or from rocmforge_model_load, not freed before, and no other thread may
@@ -237,7 +238,7 @@ fn model_str(
     })
 }
 
-/// The architecture name ("llama"). `*out` is owned by the model and valid until
+/// The architecture name ("llama"). Ownership: `*out` is owned by the model and valid until
 /// rocmforge_model_free. Thread-safety: any thread.
 ///
 /// # Safety
@@ -250,8 +251,8 @@ pub unsafe extern "C" fn rocmforge_model_architecture(
     model_str(model, out, |m| Ok(m.architecture.as_ptr()))
 }
 
-/// The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. `*out` is owned by the
-/// model and valid until rocmforge_model_free. Thread-safety: any thread.
+/// The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. Ownership: `*out` is owned
+/// by the model and valid until rocmforge_model_free. Thread-safety: any thread.
 ///
 /// # Safety
 /// `model` must be NULL or live; `out` NULL or writable.
@@ -269,7 +270,7 @@ pub unsafe extern "C" fn rocmforge_model_name(
 }
 
 /// The model's Jinja chat template (`tokenizer.chat_template`), or
-/// ROCMFORGE_ERR_NO_CHAT_TEMPLATE. `*out` is owned by the model and valid until
+/// ROCMFORGE_ERR_NO_CHAT_TEMPLATE. Ownership: `*out` is owned by the model and valid until
 /// rocmforge_model_free. Thread-safety: any thread.
 ///
 /// # Safety

@@ -74,6 +74,7 @@ pub unsafe extern "C" fn rocmforge_model_params_create(
 }
 
 /// Frees model parameters; NULL is ignored.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `params` must be NULL or from rocmforge_model_params_create, not freed before.
@@ -85,6 +86,7 @@ pub unsafe extern "C" fn rocmforge_model_params_free(params: *mut rocmforge_mode
 
 /// Selects the backend: ROCMFORGE_BACKEND_AUTO, _CPU or _GPU (other values:
 /// ROCMFORGE_ERR_INVALID_ARGUMENT).
+/// Thread-safety: one thread at a time per params object.
 ///
 /// # Safety
 /// `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -105,6 +107,7 @@ pub unsafe extern "C" fn rocmforge_model_params_set_backend(
 }
 
 /// Selects the GPU device index (>= 0; ignored by the CPU backend).
+/// Thread-safety: one thread at a time per params object.
 ///
 /// # Safety
 /// `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -123,6 +126,7 @@ pub unsafe extern "C" fn rocmforge_model_params_set_device(
 }
 
 /// Maps the file (true, default: weights stay in the page cache) or reads it into memory.
+/// Thread-safety: one thread at a time per params object.
 ///
 /// # Safety
 /// `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -139,6 +143,7 @@ pub unsafe extern "C" fn rocmforge_model_params_set_use_mmap(
 
 /// Sets (or with NULL removes) the load-progress callback. `user_data` is passed back to it
 /// and must stay valid until rocmforge_model_load returns.
+/// Thread-safety: one thread at a time per params object.
 ///
 /// # Safety
 /// `params` must be NULL or a live object from rocmforge_model_params_create.
@@ -176,6 +181,7 @@ pub unsafe extern "C" fn rocmforge_context_params_create(
 }
 
 /// Frees context parameters; NULL is ignored.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `params` must be NULL or from rocmforge_context_params_create, not freed before.

@@ -65,6 +65,7 @@ pub unsafe extern "C" fn rocmforge_sampler_create(
 }
 
 /// Frees a sampler; NULL is ignored.
+/// Thread-safety: must not overlap any other use of this handle.
 ///
 /// # Safety
 /// `sampler` NULL or from rocmforge_sampler_create, not freed before, unused by other threads.
@@ -82,6 +83,7 @@ fn push(sampler: *mut rocmforge_sampler, stage: Stage) -> rocmforge_status {
 }
 
 /// Terminal stage: the most likely token (ties: lowest id).
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -94,6 +96,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_greedy(
 
 /// Terminal stage: draws from the remaining distribution with a generator seeded by `seed`
 /// (ROCMFORGE_SEED_RANDOM: from OS entropy). The same seed gives the same tokens everywhere.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -106,6 +109,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_dist(
 }
 
 /// Divides logits by `temperature` (finite; <= 0 keeps only the best token).
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -118,6 +122,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_temperature(
 }
 
 /// Keeps the `k` most likely tokens (k <= 0: off).
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -131,6 +136,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_top_k(
 
 /// Keeps the smallest set of most likely tokens whose probability reaches `p` (and at least
 /// `min_keep`); p >= 1: off.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -151,6 +157,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_top_p(
 
 /// Keeps tokens at least `p` times as likely as the best one (and at least `min_keep`);
 /// p <= 0: off.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -172,6 +179,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_min_p(
 /// Penalises tokens among the last `last_n` accepted ones: `repeat` (> 0, 1 = off) divides
 /// positive logits and multiplies negative ones; `frequency` is subtracted per occurrence,
 /// `presence` once per distinct token.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -200,6 +208,7 @@ pub unsafe extern "C" fn rocmforge_sampler_add_penalties(
 ///
 /// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (chain without a terminal stage, bad index),
 /// _NOT_FOUND (no logits there), _BUSY (the context or sampler is in use elsewhere).
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler`, `ctx` NULL or live; `out` writable.
@@ -230,6 +239,7 @@ pub unsafe extern "C" fn rocmforge_sampler_sample(
 
 /// Records a token appended to the sequence (updates the penalty window). Negative ids:
 /// ROCMFORGE_ERR_INVALID_TOKEN.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.
@@ -251,6 +261,7 @@ pub unsafe extern "C" fn rocmforge_sampler_accept(
 }
 
 /// Forgets accepted tokens and restarts the random generator from its seed.
+/// Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `sampler` NULL or live.

@@ -43,6 +43,7 @@ pub unsafe extern "C" fn rocmforge_state_size(
 /// Saves the whole context (`seq` = -1) or sequence `seq` into `buf`. Two-call size protocol:
 /// `*n_bytes` receives the size; the bytes are written only when `capacity` suffices, else
 /// ROCMFORGE_ERR_BUFFER_TOO_SMALL. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live; `buf` NULL or writable for `capacity` bytes; `n_bytes` writable.
@@ -69,6 +70,7 @@ pub unsafe extern "C" fn rocmforge_state_save(
 ///
 /// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (corrupt state or one from another model),
 /// _CONTEXT_FULL (no room), _INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live; `data` readable for `n` bytes.
@@ -91,6 +93,7 @@ pub unsafe extern "C" fn rocmforge_state_load(
 
 /// rocmforge_state_save to a file at `path` (created or truncated).
 /// Errors: ROCMFORGE_ERR_IO, _INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live; `path` NUL-terminated.
@@ -111,6 +114,7 @@ pub unsafe extern "C" fn rocmforge_state_save_file(
 
 /// rocmforge_state_load from a file written by rocmforge_state_save_file.
 /// Errors: as rocmforge_state_load, plus ROCMFORGE_ERR_IO.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///
 /// # Safety
 /// `ctx` NULL or live; `path` NUL-terminated.

@@ -19,7 +19,9 @@ pub extern "C" fn rocmforge_version() -> u32 {
     ROCMFORGE_VERSION_MAJOR * 10000 + ROCMFORGE_VERSION_MINOR * 100 + ROCMFORGE_VERSION_PATCH
 }
 
-/// The library's version as a string ("0.1.0"). Static; never NULL; do not free.
+/// The library's version as a string ("0.1.0"), never NULL.
+///
+/// Ownership: static; do not free.
 ///
 /// Thread-safety: any thread.
 #[no_mangle]
