@@ -26,6 +26,12 @@ fn main() {
     ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
+    // The C library's soname carries the major version from Cargo.toml (the one place the
+    // version is defined): librocmforge.so.<major>.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librocmforge.so.{major}");
+    }
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     let rocm = std::env::var_os("CARGO_FEATURE_ROCM").is_some();
     if cuda && rocm {
