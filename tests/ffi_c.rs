@@ -261,6 +261,12 @@ fn c_unit_tests_pass_against_the_static_library() {
     check_c_tests(&run(Command::new(test).arg(&model).arg(scratch())));
 }
 
+#[test]
+fn out_of_memory_is_a_status() {
+    let Some(model) = model() else { return };
+    check_c_tests(&run(Command::new(exe("shared", "test_api")).arg(&model).arg(scratch()).arg("--oom")));
+}
+
 const PROMPT: &str = "The capital of France is";
 
 #[test]

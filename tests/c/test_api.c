@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,6 +523,27 @@ static void test_threads(void) {
     }
 }
 
+/* Out of memory: with the address space capped a little above what the process uses, a
+ * context whose KV cache needs gigabytes fails cleanly. Run alone (`--oom`), never under
+ * valgrind, since the cap stays for the rest of the process. */
+static void test_out_of_memory(void) {
+    long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    EXPECT(statm && fscanf(statm, "%ld", &pages) == 1);
+    if (statm) fclose(statm);
+    rlim_t cap = (rlim_t)pages * 4096 + ((rlim_t)512 << 20);
+    struct rlimit limit = {cap, cap};
+    EXPECT(setrlimit(RLIMIT_AS, &limit) == 0);
+    rocmforge_context_params *p = NULL;
+    rocmforge_context *ctx = NULL;
+    OK(rocmforge_context_params_create(&p));
+    OK(rocmforge_context_params_set_n_ctx(p, 1u << 20));
+    OK(rocmforge_context_params_set_n_threads(p, 1));
+    EXPECT_STATUS(rocmforge_context_create(model, p, &ctx), ROCMFORGE_ERR_OUT_OF_MEMORY, "KV cache");
+    EXPECT(ctx == NULL);
+    rocmforge_context_params_free(p);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s MODEL.gguf [SCRATCH_DIR]\n", argv[0]);
@@ -529,8 +551,11 @@ int main(int argc, char **argv) {
     }
     model_path = argv[1];
     if (argc > 2) scratch = argv[2];
-    test_version_and_status_strings();
-    test_loading_errors();
+    const bool oom_only = argc > 3 && strcmp(argv[3], "--oom") == 0;
+    if (!oom_only) {
+        test_version_and_status_strings();
+        test_loading_errors();
+    }
     rocmforge_model_params *mp = NULL;
     OK(rocmforge_model_params_create(&mp));
     OK(rocmforge_model_params_set_backend(mp, ROCMFORGE_BACKEND_CPU));
@@ -540,6 +565,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     rocmforge_model_params_free(mp);
+    if (oom_only) {
+        test_out_of_memory();
+        rocmforge_model_free(model);
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed == 0 ? 0 : 1;
+    }
     const char *text = "The capital of France is";
     OK(rocmforge_tokenize(model, text, strlen(text), true, true, prompt, 64, &n_prompt));
     EXPECT(n_prompt == 5);
