@@ -1,78 +1,80 @@
-// Matrix-vector products for decode (a few tokens at once) and weight dequantization for the
-// BLAS prefill path.
+// Matrix-vector products for decode (a few tokens at once), weight dequantization for the BLAS
+// prefill path, and the one-time rearrangement of quantized weights at upload.
 //
 // Mat-vec: one wave per weight row; each lane takes every RF_WAVE-th group of 32 weights, so a
-// wave reads a contiguous stretch of the row per step. Quantized weights are dotted with int8
-// activations (groups of 32 with a float scale and the group's integer sum) through 4-way int8
-// dot products; float weights with the f32 activations.
+// wave reads a contiguous stretch of the row's quants (16-byte loads) per step. Quantized
+// weights are dotted with int8 activations (groups of 32 with their scale and sums) through
+// 4-way int8 dot products, with the CPU backend's numerics; float weights with the f32
+// activations, rounded as the CPU rounds them for that weight type.
 #include "rf_kernels.h"
 #include "quant.h"
 
 #define RF_MAX_MATVEC_TOKENS 8
 
-// Bytes of a quantized group as 32-bit words (groups are only 2-byte aligned).
-__device__ __forceinline__ int rf_word(const uint16_t* h, int i) {
-    return (int)((uint32_t)h[2 * i] | ((uint32_t)h[2 * i + 1] << 16));
-}
-
 template <int T> struct QDot;
 
+// (q - 8) . x = q . x - 8 sum(x): integer sums, scaled by d_w d_x.
 template <> struct QDot<RF_Q4_0> {
-    __device__ static float dot(const uint8_t* b, const int* x, float2 xs) {
-        const uint16_t* h = (const uint16_t*)b;
+    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
+        const uint4 q4 = Fmt<RF_Q4_0>::quants(w, G);
+        const int q[4] = {(int)q4.x, (int)q4.y, (int)q4.z, (int)q4.w};
         int s = 0;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int q = rf_word(h + 1, i);
-            s = rf_dp4a(q & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((q >> 4) & 0x0F0F0F0F, x[4 + i], s);
+            s = rf_dp4a(q[i] & 0x0F0F0F0F, x[i], s);
+            s = rf_dp4a((q[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
         }
-        return rf_half_to_float(h[0]) * xs.x * ((float)s - 8.0f * xs.y);
+        return Fmt<RF_Q4_0>::scale(w, ng, G) * xs.x * ((float)s - 8.0f * xs.y);
     }
 };
+// (q d + m) . x = d d_x (q . x_q) + m f16(d_x sum(x_q)), as the CPU's Q4_1 x Q8_1 product.
 template <> struct QDot<RF_Q4_1> {
-    __device__ static float dot(const uint8_t* b, const int* x, float2 xs) {
-        const uint16_t* h = (const uint16_t*)b;
+    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
+        const uint4 q4 = Fmt<RF_Q4_1>::quants(w, G);
+        const int q[4] = {(int)q4.x, (int)q4.y, (int)q4.z, (int)q4.w};
         int s = 0;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            const int q = rf_word(h + 2, i);
-            s = rf_dp4a(q & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((q >> 4) & 0x0F0F0F0F, x[4 + i], s);
+            s = rf_dp4a(q[i] & 0x0F0F0F0F, x[i], s);
+            s = rf_dp4a((q[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
         }
-        return xs.x * (rf_half_to_float(h[0]) * (float)s + rf_half_to_float(h[1]) * xs.y);
+        const float2 dm = Fmt<RF_Q4_1>::scales(w, ng, G);
+        return dm.x * xs.x * (float)s + dm.y * xs.z;
     }
 };
 template <> struct QDot<RF_Q8_0> {
-    __device__ static float dot(const uint8_t* b, const int* x, float2 xs) {
-        const uint16_t* h = (const uint16_t*)b;
+    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
+        const uint4* p = (const uint4*)(w + G * 32);
+        const uint4 a = p[0], b = p[1];
+        const int q[8] = {(int)a.x, (int)a.y, (int)a.z, (int)a.w,
+                          (int)b.x, (int)b.y, (int)b.z, (int)b.w};
         int s = 0;
 #pragma unroll
-        for (int i = 0; i < 8; i++) s = rf_dp4a(rf_word(h + 1, i), x[i], s);
-        return rf_half_to_float(h[0]) * xs.x * (float)s;
+        for (int i = 0; i < 8; i++) s = rf_dp4a(q[i], x[i], s);
+        return Fmt<RF_Q8_0>::scale(w, ng, G) * xs.x * (float)s;
     }
 };
 
 template <int T>
 __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                                const float2* xs, int n, float* y, int ldy, int accumulate) {
+                                const float4* xs, int n, float* y, int ldy, int accumulate) {
     const int lane = threadIdx.x % RF_WAVE;
     const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
     if (row >= rows) return;
     const int ng = cols / 32;
-    const uint8_t* wr = w + (size_t)row * ng * Fmt<T>::bytes;
+    const size_t ng_total = (size_t)rows * ng;
     float acc[RF_MAX_MATVEC_TOKENS];
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
     for (int g = lane; g < ng; g += RF_WAVE) {
-        const uint8_t* b = wr + (size_t)g * Fmt<T>::bytes;
+        const size_t G = (size_t)row * ng + g;
 #pragma unroll
         for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
             if (t < n) {
                 const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
                 const int4 a = xp[0], c = xp[1];
                 const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                acc[t] += QDot<T>::dot(b, x, xs[(size_t)t * ng + g]);
+                acc[t] += QDot<T>::dot(w, ng_total, G, x, xs[(size_t)t * ng + g]);
             }
         }
     }
@@ -88,6 +90,17 @@ __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8
     }
 }
 
+// The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
+template <int T> __device__ __forceinline__ float rf_round1(float x) { return x; }
+template <> __device__ __forceinline__ float rf_round1<RF_F16>(float x) {
+    return __half2float(__float2half(x));
+}
+template <> __device__ __forceinline__ float rf_round1<RF_BF16>(float x) {
+    // round to nearest even on the upper 16 bits (finite activations)
+    const unsigned int u = __float_as_uint(x);
+    return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+
 template <int T>
 __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const float* x, int n,
                                 float* y, int ldy, int accumulate) {
@@ -95,23 +108,18 @@ __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const floa
     const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
     if (row >= rows) return;
     const int ng = cols / 32;
-    const uint8_t* wr = w + (size_t)row * ng * Fmt<T>::bytes;
     float acc[RF_MAX_MATVEC_TOKENS];
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
     for (int g = lane; g < ng; g += RF_WAVE) {
         float v[32];
-        Fmt<T>::load(wr + (size_t)g * Fmt<T>::bytes, v);
+        Fmt<T>::load(w, 0, (size_t)row * ng + g, v);
 #pragma unroll
         for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
             if (t < n) {
-                const float4* xp = (const float4*)(x + (size_t)t * cols + g * 32);
+                const float* xp = x + (size_t)t * cols + g * 32;
 #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const float4 a = xp[i];
-                    acc[t] += v[4 * i] * a.x + v[4 * i + 1] * a.y + v[4 * i + 2] * a.z +
-                              v[4 * i + 3] * a.w;
-                }
+                for (int i = 0; i < 32; i++) acc[t] += v[i] * rf_round1<T>(xp[i]);
             }
         }
     }
@@ -136,18 +144,19 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
+    const float4* xs = (const float4*)xq_scales;
     switch (ty) {
         case RF_Q4_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate);
             break;
         case RF_Q4_1:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate);
             break;
         case RF_Q8_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, (const float2*)xq_scales, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate);
             break;
         case RF_F16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
@@ -168,25 +177,63 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
 
 // One thread per group of 32 weights: dequantize, write 32 halves.
 template <int T>
-__global__ void dequant_f16_kernel(const uint8_t* w, size_t first_group, size_t n_groups,
-                                   __half* out) {
+__global__ void dequant_f16_kernel(const uint8_t* w, size_t ng_total, size_t first_group,
+                                   size_t n_groups, __half* out) {
     const size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= n_groups) return;
     float v[32];
-    Fmt<T>::load(w + (first_group + g) * Fmt<T>::bytes, v);
-    __half* dst = out + g * 32;
+    Fmt<T>::load(w, ng_total, first_group + g, v);
+    __half2* dst = (__half2*)(out + g * 32);
 #pragma unroll
-    for (int i = 0; i < 32; i++) dst[i] = __float2half(v[i]);
+    for (int i = 0; i < 16; i++) dst[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
 }
 
-extern "C" int rf_dequant_f16(int ty, const void* w, int row0, int n_rows, int cols, void* out,
-                              void* stream) {
-    if (cols % 32 != 0 || n_rows <= 0 || row0 < 0) return RF_ERR_SHAPE;
+extern "C" int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols,
+                              void* out, void* stream) {
+    if (cols % 32 != 0 || n_rows <= 0 || row0 < 0 || row0 + n_rows > rows) return RF_ERR_SHAPE;
     const size_t ng = (size_t)n_rows * (cols / 32);
     const size_t first = (size_t)row0 * (cols / 32);
+    const size_t total = (size_t)rows * (cols / 32);
     const dim3 grid((unsigned)((ng + RF_BLOCK - 1) / RF_BLOCK));
     RF_DISPATCH_TYPE(ty, hipLaunchKernelGGL(dequant_f16_kernel<T>, grid, dim3(RF_BLOCK), 0,
-                                            (hipStream_t)stream, (const uint8_t*)w, first, ng,
-                                            (__half*)out));
+                                            (hipStream_t)stream, (const uint8_t*)w, total, first,
+                                            ng, (__half*)out));
+    return (int)hipGetLastError();
+}
+
+// GGUF blocks (scale(s) first, then quants) -> quants array + scales array. One thread per
+// block; reads 2-byte words since GGUF blocks are only 2-byte aligned.
+template <int T>
+__global__ void repack_kernel(const uint8_t* src, size_t n_groups, uint8_t* dst) {
+    const size_t G = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (G >= n_groups) return;
+    constexpr int Q = Fmt<T>::qbytes, S = Fmt<T>::sbytes;
+    const uint16_t* b = (const uint16_t*)(src + G * Fmt<T>::gguf_bytes);
+    uint16_t* sc = (uint16_t*)(dst + n_groups * Q + G * S);
+    uint16_t* qs = (uint16_t*)(dst + G * Q);
+#pragma unroll
+    for (int i = 0; i < S / 2; i++) sc[i] = b[i];
+#pragma unroll
+    for (int i = 0; i < Q / 2; i++) qs[i] = b[S / 2 + i];
+}
+
+extern "C" int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream) {
+    const dim3 grid((unsigned)((n_groups + RF_BLOCK - 1) / RF_BLOCK));
+    hipStream_t s = (hipStream_t)stream;
+    switch (ty) {
+        case RF_Q4_0:
+            hipLaunchKernelGGL(repack_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s,
+                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
+            break;
+        case RF_Q4_1:
+            hipLaunchKernelGGL(repack_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s,
+                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
+            break;
+        case RF_Q8_0:
+            hipLaunchKernelGGL(repack_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s,
+                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
+            break;
+        default: return RF_ERR_BAD_TYPE;  // float types keep their layout
+    }
     return (int)hipGetLastError();
 }

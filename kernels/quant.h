@@ -1,7 +1,6 @@
 // Weight formats on the device: every supported type is read in groups of 32 elements (one
 // GGML block for the quantized types; 32 consecutive values for the float types), so all
-// kernels share one loop shape. Blocks are only 2-byte aligned (18/20/34-byte blocks), so they
-// are read with 16-bit loads.
+// kernels share one loop shape.
 #pragma once
 #include "arch.h"
 #include <stdint.h>
@@ -16,59 +15,81 @@
 
 template <int T> struct Fmt;
 
+// Quantized matrices are stored on the device split in two arrays ("structure of arrays",
+// rearranged once at upload by rf_repack): first the quants of every group, back to back and
+// 16-byte aligned, then the scales of every group. Group G of a matrix with `ng_total` groups
+// has its quants at base + G * qbytes and its scales at base + ng_total * qbytes + G * sbytes.
+// Float types keep the GGUF layout (groups of 32 values).
+
 // value = (q - 8) * d; element j < 16 is the low nibble of qs[j], element j + 16 its high one.
 template <> struct Fmt<RF_Q4_0> {
-    static constexpr int bytes = 18;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const uint16_t* h = (const uint16_t*)b;
-        const float d = rf_half_to_float(h[0]);
+    static constexpr int qbytes = 16, sbytes = 2, gguf_bytes = 18;
+    __device__ static uint4 quants(const uint8_t* base, size_t G) {
+        return ((const uint4*)base)[G];
+    }
+    __device__ static float scale(const uint8_t* base, size_t ng, size_t G) {
+        return rf_half_to_float(((const uint16_t*)(base + ng * qbytes))[G]);
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+        const uint4 q4 = quants(base, G);
+        const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
+        const float d = scale(base, ng, G);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint16_t q = h[1 + i];
-            v[2 * i] = ((int)(q & 0xF) - 8) * d;
-            v[2 * i + 1] = ((int)((q >> 8) & 0xF) - 8) * d;
-            v[2 * i + 16] = ((int)((q >> 4) & 0xF) - 8) * d;
-            v[2 * i + 17] = ((int)(q >> 12) - 8) * d;
+        for (int i = 0; i < 16; i++) {
+            const uint32_t byte = (q[i / 4] >> (8 * (i % 4))) & 0xFF;
+            v[i] = ((int)(byte & 0xF) - 8) * d;
+            v[i + 16] = ((int)(byte >> 4) - 8) * d;
         }
     }
 };
 
-// value = q * d + m; nibble order as Q4_0.
+// value = q * d + m; nibble order as Q4_0; scales are (d, m) f16 pairs.
 template <> struct Fmt<RF_Q4_1> {
-    static constexpr int bytes = 20;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const uint16_t* h = (const uint16_t*)b;
-        const float d = rf_half_to_float(h[0]), m = rf_half_to_float(h[1]);
+    static constexpr int qbytes = 16, sbytes = 4, gguf_bytes = 20;
+    __device__ static uint4 quants(const uint8_t* base, size_t G) {
+        return ((const uint4*)base)[G];
+    }
+    __device__ static float2 scales(const uint8_t* base, size_t ng, size_t G) {
+        const uint32_t u = ((const uint32_t*)(base + ng * qbytes))[G];
+        return make_float2(rf_half_to_float(u & 0xFFFF), rf_half_to_float(u >> 16));
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+        const uint4 q4 = quants(base, G);
+        const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
+        const float2 dm = scales(base, ng, G);
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint16_t q = h[2 + i];
-            v[2 * i] = (q & 0xF) * d + m;
-            v[2 * i + 1] = ((q >> 8) & 0xF) * d + m;
-            v[2 * i + 16] = ((q >> 4) & 0xF) * d + m;
-            v[2 * i + 17] = (q >> 12) * d + m;
+        for (int i = 0; i < 16; i++) {
+            const uint32_t byte = (q[i / 4] >> (8 * (i % 4))) & 0xFF;
+            v[i] = (byte & 0xF) * dm.x + dm.y;
+            v[i + 16] = (byte >> 4) * dm.x + dm.y;
         }
     }
 };
 
 // value = q * d, q signed bytes.
 template <> struct Fmt<RF_Q8_0> {
-    static constexpr int bytes = 34;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const uint16_t* h = (const uint16_t*)b;
-        const float d = rf_half_to_float(h[0]);
+    static constexpr int qbytes = 32, sbytes = 2, gguf_bytes = 34;
+    __device__ static float scale(const uint8_t* base, size_t ng, size_t G) {
+        return rf_half_to_float(((const uint16_t*)(base + ng * qbytes))[G]);
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+        const uint4* p = (const uint4*)(base + G * qbytes);
+        const float d = scale(base, ng, G);
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            const uint16_t q = h[1 + i];
-            v[2 * i] = (float)(int8_t)(q & 0xFF) * d;
-            v[2 * i + 1] = (float)(int8_t)(q >> 8) * d;
+        for (int h = 0; h < 2; h++) {
+            const uint4 q4 = p[h];
+            const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                v[16 * h + i] = (float)(int8_t)((q[i / 4] >> (8 * (i % 4))) & 0xFF) * d;
         }
     }
 };
 
 template <> struct Fmt<RF_F16> {
-    static constexpr int bytes = 64;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const uint4* p = (const uint4*)b;  // rows of F16 are 64-byte multiples: 16-byte aligned
+    static constexpr int qbytes = 64, sbytes = 0, gguf_bytes = 64;
+    __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
+        const uint4* p = (const uint4*)(base + G * qbytes);  // 64-byte groups: 16-byte aligned
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint4 w = p[i];
@@ -83,9 +104,9 @@ template <> struct Fmt<RF_F16> {
 };
 
 template <> struct Fmt<RF_BF16> {
-    static constexpr int bytes = 64;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const uint4* p = (const uint4*)b;
+    static constexpr int qbytes = 64, sbytes = 0, gguf_bytes = 64;
+    __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
+        const uint4* p = (const uint4*)(base + G * qbytes);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint4 w = p[i];
@@ -100,9 +121,9 @@ template <> struct Fmt<RF_BF16> {
 };
 
 template <> struct Fmt<RF_F32> {
-    static constexpr int bytes = 128;
-    __device__ static void load(const uint8_t* b, float* v) {
-        const float4* p = (const float4*)b;
+    static constexpr int qbytes = 128, sbytes = 0, gguf_bytes = 128;
+    __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
+        const float4* p = (const float4*)(base + G * qbytes);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             const float4 w = p[i];

@@ -47,25 +47,28 @@ int rf_graph_destroy(void* exec);
 int rf_measure_copy(void* dst, const void* src, size_t bytes, int iters, void* stream, float* ms);
 
 // ---- embed.hip: out(n, cols) = rows `tokens[i]` of table(rows, cols) as f32.
-int rf_embed(int ty, const void* table, int cols, const int32_t* tokens, int n, float* out,
-             void* stream);
+int rf_embed(int ty, const void* table, int rows, int cols, const int32_t* tokens, int n,
+             float* out, void* stream);
 
 // ---- act.hip: per row r of n: in(src_row(r), d) -> transform -> optional outputs.
 // RMSNORM: x * rsqrt(mean(x^2) + eps) * w; COPY: x; SWIGLU: in has rows of 2*d (gate | up),
 // result silu(gate) * up. `row_map` (nullable) picks source rows. Outputs (each nullable):
-// out_f32 (n, d), out_f16 (n, d), q8 values (n, d) int8 with q8 scales (n, d/32) float2
-// (scale, sum of the 32 quantized values).
+// out_f32 (n, d), out_f16 (n, d), q8 values (n, d) int8 with q8 scales (n, d/32) float4
+// (f16-rounded scale, sum of the 32 quantized values, f16(scale * sum), 0).
+// f16_from_q8: out_f16 holds the int8-rounded values (what quantized weights are dotted with).
 int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
-           const int32_t* row_map, float* out_f32, void* out_f16, int8_t* q8, void* q8_scales,
-           void* stream);
+           const int32_t* row_map, float* out_f32, void* out_f16, int f16_from_q8, int8_t* q8,
+           void* q8_scales, void* stream);
 
 // ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens; y rows ldy apart. Quantized weights read
 // the q8 activations, float weights the f32 ones. accumulate: y += instead of y =.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
-// W rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
-int rf_dequant_f16(int ty, const void* w, int row0, int n_rows, int cols, void* out,
+// W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
+int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);
+// Quantized weights in GGUF block order (src) -> the device layout of quant.h (dst, same size).
+int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream);
 
 // ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd) (rows of q, k
 // and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores

@@ -114,10 +114,14 @@ fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
                         d.copy_from_slice(&f16::from_f32(scale).to_le_bytes());
                         rest[..2].copy_from_slice(&f16::from_f32(-7.5 * scale).to_le_bytes());
                     }
-                    // q uniform over -128..127: rms 73.9
-                    _ => d.copy_from_slice(
-                        &f16::from_f32(WEIGHT_STD / 73.9 * jitter(rng)).to_le_bytes(),
-                    ),
+                    // q uniform over -127..127 (a GGML quantizer never writes -128): rms 73.6
+                    _ => {
+                        for q in rest.iter_mut().filter(|q| **q == 0x80) {
+                            *q = 0x81;
+                        }
+                        let scale = WEIGHT_STD / 73.6 * jitter(rng);
+                        d.copy_from_slice(&f16::from_f32(scale).to_le_bytes());
+                    }
                 }
             }
         }

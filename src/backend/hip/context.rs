@@ -12,6 +12,7 @@ use super::ffi;
 use super::model::{GpuModel, Projection};
 use crate::engine::Batch;
 use crate::kv_cache::KvCache;
+use crate::quant::GgmlType;
 use crate::{Error, Result};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// (token, split) pairs the attention scratch holds.
-const PARTIAL_ROWS: usize = 2048;
+const PARTIAL_ROWS: usize = 4096;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
 
@@ -39,7 +40,7 @@ struct Scratch {
     x: DeviceBuffer,
     /// Transformed activations for the next product: (step, width) f32
     xf: DeviceBuffer,
-    /// The same as int8 groups: (8, width) i8 and (8, width / 32) (scale, sum) f32 pairs
+    /// The same as int8 groups: (8, width) i8 and (8, width / 32) f32 quadruples (see rf_act)
     xq: DeviceBuffer,
     xs: DeviceBuffer,
     /// The same as f16 for BLAS: (step, width)
@@ -116,7 +117,7 @@ impl GpuContext {
             x: DeviceBuffer::new(step * d * f, "residual stream")?,
             xf: DeviceBuffer::new(step * width * f, "activations")?,
             xq: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "int8 activations")?,
-            xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 2 * f, "activation scales")?,
+            xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 4 * f, "activation scales")?,
             x16: DeviceBuffer::new(step * width * 2, "f16 activations")?,
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
@@ -335,9 +336,10 @@ impl GpuContext {
             .iter()
             .rposition(|c| c.pos >= 0)
             .map_or(1, |i| i + 1);
+        // Splits of about 32 cells keep decode attention parallel over the cache.
         let n_split = n_cells
-            .div_ceil(256)
-            .clamp(1, 32)
+            .div_ceil(32)
+            .clamp(1, 64)
             .min((PARTIAL_ROWS / n).max(1))
             .min(n_cells);
         let meta = |k: usize| self.s.meta.at::<i32>(k * m);
@@ -349,6 +351,7 @@ impl GpuContext {
                 ffi::rf_embed(
                     model.token_embd.ty.id() as i32,
                     model.token_embd.buf.ptr(),
+                    model.token_embd.rows as i32,
                     d as i32,
                     meta(0),
                     n as i32,
@@ -370,6 +373,7 @@ impl GpuContext {
                 d,
                 n,
                 std::ptr::null(),
+                &layer.qkv,
             )?;
             self.project(&layer.qkv, n, self.s.qkv.at(0), qkv_w, false)?;
             let qkv = self.s.qkv.at::<f32>(0);
@@ -429,6 +433,7 @@ impl GpuContext {
                 q_dim,
                 n,
                 std::ptr::null(),
+                &layer.wo,
             )?;
             self.project(&layer.wo, n, self.s.x.at(0), d, true)?;
             self.act(
@@ -439,6 +444,7 @@ impl GpuContext {
                 d,
                 n,
                 std::ptr::null(),
+                &layer.gate_up,
             )?;
             self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false)?;
             self.act(
@@ -449,6 +455,7 @@ impl GpuContext {
                 ff,
                 n,
                 std::ptr::null(),
+                &layer.down,
             )?;
             self.project(&layer.down, n, self.s.x.at(0), d, true)?;
         }
@@ -462,6 +469,7 @@ impl GpuContext {
                 d,
                 n_out,
                 meta(4),
+                &model.output,
             )?;
             self.project(&model.output, n_out, self.s.logits.at(0), hp.n_vocab, false)?;
             let old = logits.len();
@@ -492,8 +500,13 @@ impl GpuContext {
         d: usize,
         n: usize,
         row_map: *const i32,
+        next: &Projection,
     ) -> Result<()> {
         let small = n <= MATVEC_MAX_TOKENS;
+        let quantized = next
+            .parts
+            .iter()
+            .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0));
         let null = std::ptr::null_mut::<c_void>();
         // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
         // scales: MATVEC_MAX_TOKENS rows, used only then).
@@ -508,6 +521,7 @@ impl GpuContext {
                 row_map,
                 self.s.xf.at(0),
                 if small { null } else { self.s.x16.ptr() },
+                quantized as i32,
                 if small {
                     self.s.xq.at(0)
                 } else {
@@ -565,6 +579,7 @@ impl GpuContext {
                         ffi::rf_dequant_f16(
                             ty,
                             mtx.buf.ptr(),
+                            mtx.rows as i32,
                             r0 as i32,
                             nr as i32,
                             mtx.cols as i32,

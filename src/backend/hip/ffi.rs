@@ -54,6 +54,7 @@ extern "C" {
     pub fn rf_embed(
         ty: c_int,
         table: *const c_void,
+        rows: c_int,
         cols: c_int,
         tokens: *const i32,
         n: c_int,
@@ -70,6 +71,7 @@ extern "C" {
         row_map: *const i32,
         out_f32: *mut f32,
         out_f16: *mut c_void,
+        f16_from_q8: c_int,
         q8: *mut i8,
         q8_scales: *mut c_void,
         s: *mut c_void,
@@ -91,10 +93,18 @@ extern "C" {
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,
+        rows: c_int,
         row0: c_int,
         n_rows: c_int,
         cols: c_int,
         out: *mut c_void,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_repack(
+        ty: c_int,
+        src: *const c_void,
+        n_groups: usize,
+        dst: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_rope_kv(

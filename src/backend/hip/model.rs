@@ -3,7 +3,8 @@
 //! Projections that read the same input are stored as one matrix when their types agree
 //! (Q, K, V stacked; gate and up stacked) so decode runs one mat-vec for each group.
 
-use super::device::{set_device, DeviceBuffer, Stream};
+use super::device::{check, set_device, DeviceBuffer, Stream};
+use super::ffi;
 use crate::engine::LoadedModel;
 use crate::model::{Hparams, WeightRef};
 use crate::quant::GgmlType;
@@ -196,11 +197,7 @@ impl Uploader<'_> {
     }
 
     fn matrix(&mut self, w: &WeightRef, out_offset: usize) -> Result<GpuMatrix> {
-        Self::check_type(w)?;
-        let data = self.model.gguf.tensor_data(&w.info);
-        let buf = DeviceBuffer::new(data.len(), &w.info.name)?;
-        buf.upload(0, data, self.stream, &w.info.name)?;
-        self.advance(data.len())?;
+        let buf = self.upload_rows(&[w])?;
         Ok(GpuMatrix {
             buf: Arc::new(buf),
             ty: w.ty(),
@@ -228,26 +225,7 @@ impl Uploader<'_> {
                 out_width,
             });
         }
-        for w in parts {
-            Self::check_type(w)?;
-        }
-        let total: usize = parts
-            .iter()
-            .map(|w| self.model.gguf.tensor_data(&w.info).len())
-            .sum();
-        let name = parts
-            .iter()
-            .map(|w| w.info.name.as_str())
-            .collect::<Vec<_>>()
-            .join("+");
-        let buf = DeviceBuffer::new(total, &name)?;
-        let mut at = 0;
-        for w in parts {
-            let data = self.model.gguf.tensor_data(&w.info);
-            buf.upload(at, data, self.stream, &w.info.name)?;
-            at += data.len();
-            self.advance(data.len())?;
-        }
+        let buf = self.upload_rows(parts)?;
         let m = GpuMatrix {
             buf: Arc::new(buf),
             ty: parts[0].ty(),
@@ -259,6 +237,56 @@ impl Uploader<'_> {
             parts: vec![m],
             out_width,
         })
+    }
+
+    /// The rows of `parts` (same type and width), stacked, in the device layout: quantized
+    /// types are uploaded to a staging buffer and rearranged by `rf_repack`
+    /// (kernels/quant.h), float types are copied as they are.
+    fn upload_rows(&mut self, parts: &[&WeightRef]) -> Result<DeviceBuffer> {
+        for w in parts {
+            Self::check_type(w)?;
+        }
+        let ty = parts[0].ty();
+        let total: usize = parts
+            .iter()
+            .map(|w| self.model.gguf.tensor_data(&w.info).len())
+            .sum();
+        let name = parts
+            .iter()
+            .map(|w| w.info.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let out = DeviceBuffer::new(total, &name)?;
+        let quantized = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+        let staging = if quantized {
+            Some(DeviceBuffer::new(total, "weight staging")?)
+        } else {
+            None
+        };
+        let target = staging.as_ref().unwrap_or(&out);
+        let mut at = 0;
+        for w in parts {
+            let data = self.model.gguf.tensor_data(&w.info);
+            target.upload(at, data, self.stream, &w.info.name)?;
+            at += data.len();
+            self.advance(data.len())?;
+        }
+        if let Some(src) = &staging {
+            let groups = total / ty.block_bytes();
+            // SAFETY: both buffers hold `groups` blocks of `ty`.
+            let code = unsafe {
+                ffi::rf_repack(
+                    ty.id() as i32,
+                    src.ptr(),
+                    groups,
+                    out.ptr(),
+                    self.stream.raw(),
+                )
+            };
+            check(code, &format!("rearranging {name}"))?;
+            self.stream.sync(&name)?;
+        }
+        Ok(out)
     }
 
     fn vector(&mut self, v: &[f32], what: &str) -> Result<DeviceBuffer> {
