@@ -476,6 +476,9 @@ enum rocmforge_status rocmforge_estimate_memory(const char *path,
 //
 // Ownership: the caller owns `*out`; free it with rocmforge_model_params_free (it may be freed
 // right after rocmforge_model_load). Thread-safety: the object is used by one thread at a time.
+//
+// # Safety
+// `out` NULL or writable.
 enum rocmforge_status rocmforge_model_params_create(struct rocmforge_model_params **out);
 
 // Frees model parameters; NULL is ignored.
@@ -525,6 +528,9 @@ enum rocmforge_status rocmforge_model_params_set_progress_callback(struct rocmfo
 //
 // Ownership: the caller owns `*out`; free it with rocmforge_context_params_free (it may be
 // freed right after rocmforge_context_create). Thread-safety: one thread at a time.
+//
+// # Safety
+// `out` NULL or writable.
 enum rocmforge_status rocmforge_context_params_create(struct rocmforge_context_params **out);
 
 // Frees context parameters; NULL is ignored.

@@ -61,6 +61,9 @@ fn set<P>(p: *mut P, f: impl FnOnce(&mut P) -> super::status::FfiResult) -> rocm
 ///
 /// Ownership: the caller owns `*out`; free it with rocmforge_model_params_free (it may be freed
 /// right after rocmforge_model_load). Thread-safety: the object is used by one thread at a time.
+///
+/// # Safety
+/// `out` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn rocmforge_model_params_create(
     out: *mut *mut rocmforge_model_params,
@@ -165,6 +168,9 @@ pub unsafe extern "C" fn rocmforge_model_params_set_progress_callback(
 ///
 /// Ownership: the caller owns `*out`; free it with rocmforge_context_params_free (it may be
 /// freed right after rocmforge_context_create). Thread-safety: one thread at a time.
+///
+/// # Safety
+/// `out` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn rocmforge_context_params_create(
     out: *mut *mut rocmforge_context_params,

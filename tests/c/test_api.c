@@ -477,9 +477,17 @@ static void test_sampler_and_batch(void) {
         if (d0 > max_diff) max_diff = d0;
         if (d1 > max_diff) max_diff = d1;
     }
-    /* Batched matmuls may group sums differently from a lone sequence: a small tolerance. */
-    if (max_diff >= 2e-2f) fprintf(stderr, "batch vs alone: max |diff| %g\n", (double)max_diff);
-    EXPECT(max_diff < 2e-2f);
+    /* Batches of another size quantize activations in other groupings: the engine's logits
+     * move by up to its parity tolerance (1.0, tests/llamacpp_parity.rs), and the top token
+     * stays. */
+    size_t best0 = 0, best1 = 0, best = 0;
+    for (size_t i = 1; i < n_vocab; i++) {
+        if (b0[i] > b0[best0]) best0 = i;
+        if (b1[i] > b1[best1]) best1 = i;
+        if (copy[i] > copy[best]) best = i;
+    }
+    EXPECT(max_diff < 1.0f);
+    EXPECT(best0 == best && best1 == best);
     OK(rocmforge_batch_clear(batch));
     size_t size = 99;
     OK(rocmforge_batch_size(batch, &size));
