@@ -204,9 +204,20 @@ fn rows_times_tokens(
             }
             t += 4;
         }
+        // Tokens left over (all of them in decode): four weight rows per call.
         for t in t..n_tokens {
             let a = acts.row(t);
-            for r in block_start..block_end {
+            let mut r = block_start;
+            while r + 4 <= block_end {
+                let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                let mut sums = [0.0f32; 4];
+                (w.kernels.rows4)(w.cols, rows, a, &mut sums);
+                for (i, &s) in sums.iter().enumerate() {
+                    write(t, r + i, s);
+                }
+                r += 4;
+            }
+            for r in r..block_end {
                 write(t, r, (w.kernels.one)(w.cols, w.row(r), a));
             }
         }
