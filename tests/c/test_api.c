@@ -504,6 +504,57 @@ static void test_sampler_and_batch(void) {
     rocmforge_context_free(ctx);
 }
 
+/* Two threads on one context: while thread A is inside eval (its log callback has started and
+ * waits), thread B's eval gets BUSY and B's cancel stops A's eval with CANCELLED. */
+static pthread_mutex_t cross_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cross_cond = PTHREAD_COND_INITIALIZER;
+static int cross_stage; /* 0 idle, 1 A inside eval, 2 B done */
+static rocmforge_context *cross_ctx;
+static rocmforge_status cross_busy, cross_cancel;
+
+static void wait_inside_eval(int32_t level, const char *message, void *user_data) {
+    (void)level;
+    (void)message;
+    (void)user_data;
+    pthread_mutex_lock(&cross_lock);
+    if (cross_stage == 0) {
+        cross_stage = 1;
+        pthread_cond_broadcast(&cross_cond);
+        while (cross_stage != 2) pthread_cond_wait(&cross_cond, &cross_lock);
+    }
+    pthread_mutex_unlock(&cross_lock);
+}
+
+static void *thread_b(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&cross_lock);
+    while (cross_stage != 1) pthread_cond_wait(&cross_cond, &cross_lock);
+    pthread_mutex_unlock(&cross_lock);
+    cross_busy = rocmforge_context_eval(cross_ctx, prompt, 1, 0);
+    cross_cancel = rocmforge_context_cancel(cross_ctx);
+    pthread_mutex_lock(&cross_lock);
+    cross_stage = 2;
+    pthread_cond_broadcast(&cross_cond);
+    pthread_mutex_unlock(&cross_lock);
+    return NULL;
+}
+
+static void test_two_threads_one_context(void) {
+    cross_ctx = new_context(64, 1);
+    OK(rocmforge_context_set_log_callback(cross_ctx, wait_inside_eval, NULL));
+    pthread_t b;
+    pthread_create(&b, NULL, thread_b, NULL);
+    EXPECT_STATUS(rocmforge_context_eval(cross_ctx, prompt, n_prompt, 0), ROCMFORGE_ERR_CANCELLED, "cancelled");
+    pthread_join(b, NULL);
+    EXPECT(cross_busy == ROCMFORGE_ERR_BUSY);
+    EXPECT(cross_cancel == ROCMFORGE_OK);
+    int32_t pos = 0;
+    OK(rocmforge_kv_seq_pos_max(cross_ctx, 0, &pos));
+    EXPECT(pos == -1);
+    OK(rocmforge_context_eval(cross_ctx, prompt, n_prompt, 0)); /* usable afterwards */
+    rocmforge_context_free(cross_ctx);
+}
+
 /* One model, several threads, each with its own context: each must produce the
  * single-threaded greedy continuation. */
 #define N_THREADS 3
@@ -587,6 +638,7 @@ int main(int argc, char **argv) {
     test_context_errors();
     test_state();
     test_sampler_and_batch();
+    test_two_threads_one_context();
     test_threads();
     rocmforge_model_free(model);
     rocmforge_model_free(NULL);
