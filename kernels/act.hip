@@ -1,10 +1,28 @@
 // Activation transforms that feed a matrix product: RMSNorm, plain copy or SwiGLU, fused with
 // the conversions the next product needs (f32, f16 for BLAS, int8 groups of 32 for the
-// quantized mat-vec). One block per row.
+// quantized mat-vec).
+//
+// Grid (row, slice): each thread handles 4 consecutive elements, so a group of 32 is 8
+// neighbouring lanes and a block of RF_BLOCK threads covers a slice of 4 * RF_BLOCK elements.
+// Many blocks per row keep single-token decode from running on one block.
 #include "rf_kernels.h"
 #include "arch.h"
 
+#define ACT_PER_BLOCK (4 * RF_BLOCK)
+
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+// Max / sum over the 8 lanes of an aligned group (xor masks below 8 stay inside it).
+__device__ __forceinline__ float group8_max(float v) {
+#pragma unroll
+    for (int m = 4; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
+    return v;
+}
+__device__ __forceinline__ float group8_sum(float v) {
+#pragma unroll
+    for (int m = 4; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+    return v;
+}
 
 __global__ void act_kernel(int mode, const float* in, const float* w, float eps, int d,
                            const int32_t* row_map, float* out_f32, __half* out_f16,
@@ -15,42 +33,63 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
     const float* x = in + (size_t)src_row * (mode == RF_ACT_SWIGLU ? 2 * d : d);
     float scale = 1.0f;
     if (mode == RF_ACT_RMSNORM) {
+        // Every block of the row computes the row's mean square (the row is in cache).
         float ss = 0.0f;
-        for (int i = threadIdx.x; i < d; i += blockDim.x) ss += x[i] * x[i];
+        for (int i = threadIdx.x * 4; i < d; i += blockDim.x * 4) {
+            const float4 a = *(const float4*)(x + i);
+            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        }
         ss = rf_block_sum(ss, scratch);
         scale = 1.0f / sqrtf(ss / d + eps);
     }
-    // d is a multiple of 32 and blockDim a multiple of 32: each aligned group of 32 lanes
-    // handles one group of 32 consecutive elements.
-    const int d_round = (d + blockDim.x - 1) / blockDim.x * blockDim.x;
-    for (int i = threadIdx.x; i < d_round; i += blockDim.x) {
-        const bool live = i < d;
-        float v = 0.0f;
-        if (live) {
-            if (mode == RF_ACT_RMSNORM) v = x[i] * scale * w[i];
-            else if (mode == RF_ACT_COPY) v = x[i];
-            else v = silu(x[i]) * x[d + i];
+    const int e = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
+    const bool live = e < d;  // d is a multiple of 32: a group is wholly live or wholly dead
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (live) {
+        const float4 a = *(const float4*)(x + e);
+        if (mode == RF_ACT_RMSNORM) {
+            const float4 g = *(const float4*)(w + e);
+            v[0] = a.x * scale * g.x; v[1] = a.y * scale * g.y;
+            v[2] = a.z * scale * g.z; v[3] = a.w * scale * g.w;
+        } else if (mode == RF_ACT_COPY) {
+            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        } else {
+            const float4 u = *(const float4*)(x + d + e);
+            v[0] = silu(a.x) * u.x; v[1] = silu(a.y) * u.y;
+            v[2] = silu(a.z) * u.z; v[3] = silu(a.w) * u.w;
         }
-        if (live && out_f32) out_f32[(size_t)r * d + i] = v;
-        if (out_f16 && !f16_from_q8 && live) out_f16[(size_t)r * d + i] = __float2half(v);
-        if (q8 || f16_from_q8) {
-            // Same numerics as the CPU quantizer: q = round-half-even(v * 127 / amax), the scale
-            // kept as f16; the group sum feeds Q4_0's offset and (as f16(d * sum)) Q4_1's.
-            // The group is whole or wholly past the end (d is a multiple of 32), so every lane
-            // of a live group takes part in the shuffles.
-            const float amax = rf_group32_max(fabsf(v));
-            const float qd = amax / 127.0f;
-            const float qd16 = __half2float(__float2half(qd));
-            const float qv = amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
-            const float qsum = rf_group32_sum(qv);
-            if (live && q8) {
-                q8[(size_t)r * d + i] = (int8_t)qv;
-                if ((threadIdx.x & 31) == 0)
-                    q8_scales[((size_t)r * d + i) / 32] =
-                        make_float4(qd16, qsum, __half2float(__float2half(qd * qsum)), 0.0f);
-            }
-            // BLAS inputs for quantized weights: the int8 values the CPU would use, as f16.
-            if (live && out_f16 && f16_from_q8) out_f16[(size_t)r * d + i] = __float2half(qv * qd16);
+    }
+    const size_t o = (size_t)r * d + e;
+    if (live && out_f32) *(float4*)(out_f32 + o) = make_float4(v[0], v[1], v[2], v[3]);
+    if (live && out_f16 && !f16_from_q8) {
+        *(__half2*)(out_f16 + o) = __floats2half2_rn(v[0], v[1]);
+        *(__half2*)(out_f16 + o + 2) = __floats2half2_rn(v[2], v[3]);
+    }
+    if (q8 || f16_from_q8) {
+        // Same numerics as the CPU quantizer: q = round-half-even(v * 127 / amax), the scale
+        // kept as f16; the group sum feeds Q4_0's offset and (as f16(d * sum)) Q4_1's.
+        float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+        amax = group8_max(amax);
+        const float qd = amax / 127.0f;
+        const float qd16 = __half2float(__float2half(qd));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        float qv[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) qv[j] = rintf(v[j] * id);
+        const float qsum = group8_sum(qv[0] + qv[1] + qv[2] + qv[3]);
+        if (live && q8) {
+            char4 c;
+            c.x = (signed char)qv[0]; c.y = (signed char)qv[1];
+            c.z = (signed char)qv[2]; c.w = (signed char)qv[3];
+            *(char4*)(q8 + o) = c;
+            if ((threadIdx.x & 7) == 0)
+                q8_scales[o / 32] =
+                    make_float4(qd16, qsum, __half2float(__float2half(qd * qsum)), 0.0f);
+        }
+        // BLAS inputs for quantized weights: the int8 values the CPU would use, as f16.
+        if (live && out_f16 && f16_from_q8) {
+            *(__half2*)(out_f16 + o) = __floats2half2_rn(qv[0] * qd16, qv[1] * qd16);
+            *(__half2*)(out_f16 + o + 2) = __floats2half2_rn(qv[2] * qd16, qv[3] * qd16);
         }
     }
 }
@@ -59,7 +98,8 @@ extern "C" int rf_act(int mode, const float* in, const float* w, float eps, int 
                       const int32_t* row_map, float* out_f32, void* out_f16, int f16_from_q8,
                       int8_t* q8, void* q8_scales, void* stream) {
     if (d % 32 != 0 || n <= 0 || mode < 0 || mode > 2) return RF_ERR_SHAPE;
-    hipLaunchKernelGGL(act_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
+    const dim3 grid(n, (d + ACT_PER_BLOCK - 1) / ACT_PER_BLOCK);
+    hipLaunchKernelGGL(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
                        eps, d, row_map, out_f32, (__half*)out_f16, f16_from_q8, q8,
                        (float4*)q8_scales);
     return (int)hipGetLastError();

@@ -13,8 +13,8 @@
 
 __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                                  const int32_t* cell_pos, const uint64_t* cell_seqs,
-                                 int n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
-                                 int n_head, int n_head_kv, int head_dim, int chunk,
+                                 const int32_t* n_cells_dev, const int32_t* tok_pos,
+                                 const int32_t* tok_seq, int n_head, int n_head_kv, int head_dim,
                                  float* partial, float* out) {
     __shared__ float sm_acc[ATT_THREADS / 32][ATT_MAX_HEAD_DIM];
     __shared__ float sm_m[ATT_THREADS / 32], sm_l[ATT_THREADS / 32];
@@ -24,6 +24,9 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
     const int kv_dim = n_head_kv * head_dim, q_dim = n_head * head_dim;
     const int kv_off = (h / (n_head / n_head_kv)) * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
+    // The cell count is read on the device so a captured graph stays valid as the cache grows.
+    const int n_cells = *n_cells_dev;
+    const int chunk = (n_cells + gridDim.z - 1) / gridDim.z;
     const int c0 = split * chunk, c1 = min(c0 + chunk, n_cells);
     const int pos = tok_pos[t];
     const uint64_t bit = 1ull << tok_seq[t];
@@ -112,18 +115,16 @@ __global__ void attention_combine_kernel(const float* partial, int n_head, int h
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                            const int32_t* cell_pos, const uint64_t* cell_seqs, int n_cells,
-                            const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
-                            int n_head_kv, int head_dim, int n_split, float* partial,
-                            float* out, void* stream) {
-    if (n <= 0 || n_cells <= 0 || head_dim > ATT_MAX_HEAD_DIM || n_split <= 0 ||
-        n_head % n_head_kv != 0 || n_split > n_cells)
+                            const int32_t* cell_pos, const uint64_t* cell_seqs,
+                            const int32_t* n_cells, const int32_t* tok_pos,
+                            const int32_t* tok_seq, int n, int n_head, int n_head_kv, int head_dim,
+                            int n_split, float* partial, float* out, void* stream) {
+    if (n <= 0 || head_dim > ATT_MAX_HEAD_DIM || n_split <= 0 || n_head % n_head_kv != 0)
         return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
-    const int chunk = (n_cells + n_split - 1) / n_split;
     hipLaunchKernelGGL(attention_kernel, dim3(n_head, n, n_split), dim3(ATT_THREADS), 0, s, q, ld_q,
                        k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n_head,
-                       n_head_kv, head_dim, chunk, partial, out);
+                       n_head_kv, head_dim, partial, out);
     if (n_split > 1)
         hipLaunchKernelGGL(attention_combine_kernel, dim3(n_head, n), dim3(128), 0, s, partial,
                            n_head, head_dim, n_split, out);

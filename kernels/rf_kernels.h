@@ -80,10 +80,11 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
                int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
-// [0, n_cells) visible to each token; rows of q are `ld_q` floats apart (cell holds the token's sequence, position <= its own).
-// `partial` holds n * n_head * n_split * (hd + 2) floats.
+// [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
+// its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
+// floats apart. `partial` holds n * n_head * n_split * (hd + 2) floats.
 int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                 const int32_t* cell_pos, const uint64_t* cell_seqs, int n_cells,
+                 const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                  int n_head_kv, int head_dim, int n_split, float* partial, float* out,
                  void* stream);

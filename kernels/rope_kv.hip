@@ -14,7 +14,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     const float pos = (float)tok_pos[t];
     const size_t cell = (size_t)tok_cell[t];
     float* qt = q + (size_t)t * ld;
-    for (int p = threadIdx.x; p < q_dim / 2; p += blockDim.x) {
+    for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < q_dim / 2; p += gridDim.y * blockDim.x) {
         float sn, cs;
         sincosf(pos * inv_freq[p % half], &sn, &cs);
         const float a = qt[2 * p], b = qt[2 * p + 1];
@@ -25,7 +25,8 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     const float* vt = v + (size_t)t * ld;
     float* kc = k_cache + cell * kv_dim;
     float* vc = v_cache + cell * kv_dim;
-    for (int p = threadIdx.x; p < kv_dim / 2; p += blockDim.x) {
+    for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < kv_dim / 2;
+         p += gridDim.y * blockDim.x) {
         float sn, cs;
         sincosf(pos * inv_freq[p % half], &sn, &cs);
         const float a = kt[2 * p], b = kt[2 * p + 1];
@@ -34,7 +35,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
         vc[2 * p] = vt[2 * p];
         vc[2 * p + 1] = vt[2 * p + 1];
     }
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && blockIdx.y == 0) {
         cell_pos[cell] = tok_pos[t];
         cell_seqs[cell] = 1ull << tok_seq[t];
     }
@@ -46,7 +47,9 @@ extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int 
                           const int32_t* tok_seq, float* k_cache, float* v_cache,
                           int32_t* cell_pos, uint64_t* cell_seqs, void* stream) {
     if (n <= 0 || head_dim % 2 != 0) return RF_ERR_SHAPE;
-    hipLaunchKernelGGL(rope_kv_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
+    // Several blocks per token: single-token decode should not run on one block.
+    const int slices = (n_head * head_dim / 2 + RF_BLOCK - 1) / RF_BLOCK;
+    hipLaunchKernelGGL(rope_kv_kernel, dim3(n, slices), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
                        n_head, n_head_kv, head_dim, inv_freq, tok_pos, tok_cell, tok_seq,
                        k_cache, v_cache, cell_pos, cell_seqs);
     return (int)hipGetLastError();

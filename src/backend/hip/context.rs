@@ -26,6 +26,26 @@ pub const MAX_STEP_TOKENS: usize = 512;
 const PARTIAL_ROWS: usize = 4096;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
+/// Attention splits in the captured single-token graph (fixed, since the graph is reused as
+/// the cache grows; empty splits cost one tiny block each).
+const GRAPH_SPLITS: usize = 16;
+/// Batch metadata: five arrays of MAX_STEP_TOKENS ints, then the cell count.
+const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
+
+/// An instantiated graph of the single-token forward pass.
+struct Graph(*mut c_void);
+
+// SAFETY: the graph handle is only launched by the owning context, through &mut.
+unsafe impl Send for Graph {}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: handle from rf_graph_end, destroyed once.
+        unsafe {
+            ffi::rf_graph_destroy(self.0);
+        }
+    }
+}
 
 /// Mirror of the KV cache's cell table, uploaded when sequence operations change it.
 #[derive(Clone, Copy)]
@@ -58,12 +78,16 @@ struct Scratch {
     /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
     dequant: DeviceBuffer,
     dequant_elems: usize,
-    /// tokens | positions | cells | sequences | logit rows: (5, step) i32
+    /// tokens | positions | cells | sequences | logit rows: (5, step) i32, then the cell count
     meta: DeviceBuffer,
 }
 
 pub struct GpuContext {
     model: Arc<GpuModel>,
+    /// The captured single-token forward pass (destroyed before the buffers it uses).
+    graph: Option<Graph>,
+    /// Capture graphs for single-token steps (ROCMFORGE_GPU_GRAPHS=0 turns this off).
+    use_graphs: bool,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -129,13 +153,15 @@ impl GpuContext {
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
-            meta: DeviceBuffer::new(5 * step * 4, "batch metadata")?,
+            meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
         };
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
         stream.sync("creating the GPU context")?;
         Ok(GpuContext {
             model,
+            graph: None,
+            use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
             blas,
             stream,
             kv,
@@ -273,7 +299,9 @@ impl GpuContext {
     }
 
     /// One step of at most MAX_STEP_TOKENS tokens through every layer; appends the logits of
-    /// `rows` (absolute batch indices) to `logits`.
+    /// `rows` (absolute batch indices) to `logits`. Single-token steps replay a captured graph
+    /// of the whole forward pass (one launch per token) once it exists.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         batch: &Batch,
@@ -283,17 +311,19 @@ impl GpuContext {
         cancel: &AtomicBool,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let model = Arc::clone(&self.model);
-        let hp = &model.hparams;
         let n = range.len();
-        let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
-        let qkv_w = q_dim + 2 * kv_dim;
-        let st = self.stream.raw();
+        let n_vocab = self.model.hparams.n_vocab;
 
-        // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step` long.
+        // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step`
+        // long, then the number of cache cells attention scans.
         let m = MAX_STEP_TOKENS;
+        let n_cells = self
+            .cells
+            .iter()
+            .rposition(|c| c.pos >= 0)
+            .map_or(1, |i| i + 1);
         self.host_meta.clear();
-        self.host_meta.resize(5 * m, 0);
+        self.host_meta.resize(META_INTS, 0);
         for (i, t) in range.clone().enumerate() {
             self.host_meta[i] = batch.tokens[t] as i32;
             self.host_meta[m + i] = batch.pos[t];
@@ -303,6 +333,7 @@ impl GpuContext {
         for (k, &t) in rows.iter().enumerate() {
             self.host_meta[4 * m + k] = (t - range.start) as i32;
         }
+        self.host_meta[5 * m] = n_cells as i32;
         let meta_bytes: Vec<u8> = self
             .host_meta
             .iter()
@@ -331,18 +362,80 @@ impl GpuContext {
             self.stream.sync("uploading cell table")?;
             self.cells_dirty = false;
         }
-        let n_cells = self
-            .cells
-            .iter()
-            .rposition(|c| c.pos >= 0)
-            .map_or(1, |i| i + 1);
-        // Splits of about 32 cells keep decode attention parallel over the cache.
-        let n_split = n_cells
-            .div_ceil(32)
-            .clamp(1, 64)
-            .min((PARTIAL_ROWS / n).max(1))
-            .min(n_cells);
+
+        if n == 1 && rows.len() == 1 && self.use_graphs {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            if self.graph.is_none() {
+                self.graph = Some(self.capture_decode_graph()?);
+            }
+            if let Some(g) = &self.graph {
+                // SAFETY: the graph was captured from this context's buffers, which it owns.
+                check(
+                    unsafe { ffi::rf_graph_launch(g.0, self.stream.raw()) },
+                    "decode graph",
+                )?;
+            }
+        } else {
+            // Splits of about 32 cells keep attention parallel over the cache.
+            let n_split = n_cells
+                .div_ceil(32)
+                .clamp(1, 64)
+                .min((PARTIAL_ROWS / n).max(1));
+            self.enqueue_forward(n, rows.len(), n_split, Some(cancel))?;
+        }
+
+        if rows.is_empty() {
+            return self.stream.sync("finishing the batch");
+        }
+        let old = logits.len();
+        logits.resize(old + rows.len() * n_vocab, 0.0);
+        let dst = &mut logits[old..];
+        // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };
+        self.s
+            .logits
+            .download(bytes, &self.stream, "reading logits")
+    }
+
+    /// Records the single-token forward pass (metadata read from device memory) as a graph.
+    fn capture_decode_graph(&self) -> Result<Graph> {
+        // SAFETY: capture records the work queued on our stream between begin and end.
+        check(
+            unsafe { ffi::rf_graph_begin(self.stream.raw()) },
+            "starting graph capture",
+        )?;
+        let queued = self.enqueue_forward(1, 1, GRAPH_SPLITS, None);
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: ends the capture begun above, whatever happened in between.
+        let ended = check(
+            unsafe { ffi::rf_graph_end(self.stream.raw(), &mut exec) },
+            "finishing graph capture",
+        );
+        queued?;
+        ended?;
+        Ok(Graph(exec))
+    }
+
+    /// Queues the forward pass of `n` tokens whose metadata is on the device: embeddings,
+    /// every layer, and the logits of the first `n_out` rows of the logit-row list.
+    fn enqueue_forward(
+        &self,
+        n: usize,
+        n_out: usize,
+        n_split: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<()> {
+        let model = &*self.model;
+        let hp = &model.hparams;
+        let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+        let qkv_w = q_dim + 2 * kv_dim;
+        let st = self.stream.raw();
+        let m = MAX_STEP_TOKENS;
         let meta = |k: usize| self.s.meta.at::<i32>(k * m);
+        let null = std::ptr::null::<i32>();
 
         // SAFETY (all kernel calls below): every pointer is a live device buffer sized for
         // MAX_STEP_TOKENS rows of the widths passed; kernels run in order on `st`.
@@ -362,17 +455,18 @@ impl GpuContext {
             "embedding",
         )?;
         for (il, layer) in model.layers.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(Error::Cancelled);
             }
+            let x = self.s.x.at::<f32>(0);
             self.act(
                 ffi::ACT_RMSNORM,
-                self.s.x.at(0),
+                x,
                 layer.attn_norm.at(0),
                 hp.rms_eps,
                 d,
                 n,
-                std::ptr::null(),
+                null,
                 &layer.qkv,
             )?;
             self.project(&layer.qkv, n, self.s.qkv.at(0), qkv_w, false)?;
@@ -410,7 +504,7 @@ impl GpuContext {
                         self.v_cache[il].at(0),
                         self.cell_pos.at(0),
                         self.cell_seqs.at(0),
-                        n_cells as i32,
+                        meta(5),
                         meta(1),
                         meta(3),
                         n as i32,
@@ -425,45 +519,47 @@ impl GpuContext {
                 },
                 "attention",
             )?;
+            let attn = self.s.attn.at::<f32>(0);
             self.act(
                 ffi::ACT_COPY,
-                self.s.attn.at(0),
+                attn,
                 std::ptr::null(),
                 0.0,
                 q_dim,
                 n,
-                std::ptr::null(),
+                null,
                 &layer.wo,
             )?;
-            self.project(&layer.wo, n, self.s.x.at(0), d, true)?;
+            self.project(&layer.wo, n, x, d, true)?;
             self.act(
                 ffi::ACT_RMSNORM,
-                self.s.x.at(0),
+                x,
                 layer.ffn_norm.at(0),
                 hp.rms_eps,
                 d,
                 n,
-                std::ptr::null(),
+                null,
                 &layer.gate_up,
             )?;
             self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false)?;
+            let gu = self.s.gate_up.at::<f32>(0);
             self.act(
                 ffi::ACT_SWIGLU,
-                self.s.gate_up.at(0),
+                gu,
                 std::ptr::null(),
                 0.0,
                 ff,
                 n,
-                std::ptr::null(),
+                null,
                 &layer.down,
             )?;
-            self.project(&layer.down, n, self.s.x.at(0), d, true)?;
+            self.project(&layer.down, n, x, d, true)?;
         }
-        let n_out = rows.len();
         if n_out > 0 {
+            let x = self.s.x.at::<f32>(0);
             self.act(
                 ffi::ACT_RMSNORM,
-                self.s.x.at(0),
+                x,
                 model.output_norm.at(0),
                 hp.rms_eps,
                 d,
@@ -472,18 +568,6 @@ impl GpuContext {
                 &model.output,
             )?;
             self.project(&model.output, n_out, self.s.logits.at(0), hp.n_vocab, false)?;
-            let old = logits.len();
-            logits.resize(old + n_out * hp.n_vocab, 0.0);
-            let dst = &mut logits[old..];
-            // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4)
-            };
-            self.s
-                .logits
-                .download(bytes, &self.stream, "reading logits")?;
-        } else {
-            self.stream.sync("finishing the batch")?;
         }
         Ok(())
     }

@@ -133,7 +133,7 @@ extern "C" {
         v_cache: *const f32,
         cell_pos: *const i32,
         cell_seqs: *const u64,
-        n_cells: c_int,
+        n_cells: *const i32,
         tok_pos: *const i32,
         tok_seq: *const i32,
         n: c_int,
@@ -145,6 +145,10 @@ extern "C" {
         out: *mut f32,
         s: *mut c_void,
     ) -> c_int;
+    pub fn rf_graph_begin(s: *mut c_void) -> c_int;
+    pub fn rf_graph_end(s: *mut c_void, exec: *mut *mut c_void) -> c_int;
+    pub fn rf_graph_launch(exec: *mut c_void, s: *mut c_void) -> c_int;
+    pub fn rf_graph_destroy(exec: *mut c_void) -> c_int;
     pub fn rf_blas_create(handle: *mut *mut c_void, s: *mut c_void) -> c_int;
     pub fn rf_blas_destroy(handle: *mut c_void) -> c_int;
     pub fn rf_gemm_f16(

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Decode / prefill speed on the GPU machine, ours next to llama.cpp's in the same run.
+# Expects $DIST (default dist/gpu): gpu_bench (`cargo test --features cuda --test gpu_bench
+# --no-run`), rocmforge_synth, vocab-smollm2.gguf; and $LLAMA (default dist/llamacpp): the
+# llama.cpp source vendored by the llama-cpp-python 0.3.36 sdist, without models/ and docs/.
+# Writes $OUT_DIR/bench.jsonl (ours) and $OUT_DIR/llama-bench.jsonl.
+# Usage: scripts/gpu/bench.sh [type ...]   (default: q4_0 q8_0)
+set -uo pipefail
+DIST=${DIST:-dist/gpu}
+LLAMA=${LLAMA:-dist/llamacpp}
+OUT_DIR=${OUT_DIR:-${OUT:-/tmp}}
+BUILD=/tmp/llama-build
+types=("$@")
+[ ${#types[@]} -eq 0 ] && types=(q4_0 q8_0)
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PATH=/usr/local/cuda/bin:$PATH
+
+# llama.cpp with CUDA for Hopper, only the llama-bench target (in the background while the
+# synthetic models are written).
+if [ ! -x "$BUILD/bin/llama-bench" ]; then
+    (cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+        -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_NUMBER=11312 \
+        -DLLAMA_BUILD_COMMIT=0c1e570 -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+        && cmake --build "$BUILD" --target llama-bench -j"$(nproc)") > "$OUT_DIR/llama-build.log" 2>&1 &
+    build_pid=$!
+fi
+for ty in "${types[@]}"; do
+    [ -f "/tmp/l3-$ty.gguf" ] || "$DIST/rocmforge_synth" --shape llama3-8b --type "$ty" \
+        --vocab "$DIST/vocab-smollm2.gguf" --out "/tmp/l3-$ty.gguf"
+done
+[ -n "${build_pid:-}" ] && { wait "$build_pid" || echo "llama.cpp build failed (see llama-build.log)"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+for ty in "${types[@]}"; do
+    ROCMFORGE_BENCH_MODEL="/tmp/l3-$ty.gguf" "$DIST/gpu_bench" --ignored --nocapture 2>&1 \
+        | grep '^{' | tee -a "$OUT_DIR/bench.jsonl"
+    if [ -x "$BUILD/bin/llama-bench" ]; then
+        "$BUILD/bin/llama-bench" -m "/tmp/l3-$ty.gguf" -ngl 99 -p 512 -n 128 -r 3 -o jsonl \
+            2>>"$OUT_DIR/llama-bench.err" | tee -a "$OUT_DIR/llama-bench.jsonl"
+    fi
+done
