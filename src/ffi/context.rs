@@ -45,7 +45,8 @@ impl Poisonable for rocmforge_context {
 
 impl rocmforge_context {
     pub(crate) fn log(&self, level: i32, message: &str) {
-        log(self.log.read().as_ref(), level, message);
+        let local = *self.log.read();
+        log(local.as_ref(), level, message);
     }
 
     pub(crate) fn seq_id(&self, seq: i32) -> FfiResult<u32> {

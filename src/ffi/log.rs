@@ -50,9 +50,9 @@ static GLOBAL: RwLock<Option<LogSink>> = RwLock::new(None);
 
 /// Logs through `local` if set, else the process-wide callback, else nowhere.
 pub(crate) fn log(local: Option<&LogSink>, level: i32, message: &str) {
-    if let Some(sink) = local {
-        sink.emit(level, message);
-    } else if let Some(sink) = *GLOBAL.read() {
+    // Copy the sink out so no lock is held during the callback (it may replace the callback).
+    let global = *GLOBAL.read();
+    if let Some(sink) = local.or(global.as_ref()) {
         sink.emit(level, message);
     }
 }

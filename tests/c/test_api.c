@@ -102,6 +102,21 @@ static bool stop_at_half(float progress, void *user_data) {
     return progress < 0.5f;
 }
 
+static int self_removing_calls;
+static void remove_self(int32_t level, const char *message, void *user_data) {
+    (void)level;
+    (void)message;
+    (void)user_data;
+    self_removing_calls++;
+    rocmforge_set_log_callback(NULL, NULL); /* a callback may replace itself: no deadlock */
+}
+
+static bool refuse(float progress, void *user_data) {
+    (void)progress;
+    (void)user_data;
+    return false;
+}
+
 static void test_loading_errors(void) {
     rocmforge_model *m = (rocmforge_model *)&passed; /* must stay untouched on failure */
     EXPECT_STATUS(rocmforge_model_load(NULL, NULL, &m), ROCMFORGE_ERR_NULL_POINTER, "path is NULL");
@@ -136,6 +151,11 @@ static void test_loading_errors(void) {
     EXPECT(seen >= 0.5f && seen < 1.0f);
     EXPECT(strstr(log_text, "using the CPU") != NULL);
     OK(rocmforge_set_log_callback(NULL, NULL));
+    OK(rocmforge_set_log_callback(remove_self, NULL));
+    OK(rocmforge_model_params_set_progress_callback(p, refuse, NULL));
+    EXPECT_STATUS(rocmforge_model_load(model_path, p, &m), ROCMFORGE_ERR_CANCELLED, "cancelled");
+    EXPECT_STATUS(rocmforge_model_load(model_path, p, &m), ROCMFORGE_ERR_CANCELLED, "cancelled");
+    EXPECT(self_removing_calls == 1);
     rocmforge_model_params_free(p);
     rocmforge_model_params_free(NULL);
     EXPECT(m == (rocmforge_model *)&passed);
