@@ -30,3 +30,13 @@ pub mod version;
 
 #[cfg(test)]
 mod tests;
+
+/// Handles cross threads in C (a model is shared; a context may be touched by a second thread,
+/// which then gets ROCMFORGE_ERR_BUSY, or cancels it): they must be Send + Sync.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<model::rocmforge_model>();
+    assert_send_sync::<context::rocmforge_context>();
+    assert_send_sync::<sampler::rocmforge_sampler>();
+    assert_send_sync::<batch::rocmforge_batch>();
+};
