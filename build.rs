@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SOURCES: &[&str] =
-    &["runtime", "embed", "act", "matvec", "rope_kv", "attention", "blas"];
+    &["runtime", "embed", "act", "matvec", "rope_kv", "attention", "attention_prefill", "blas"];
 const HEADERS: &[&str] = &["hip_compat.h", "arch.h", "quant.h", "rf_kernels.h"];
 
 fn main() {

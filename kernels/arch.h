@@ -83,3 +83,12 @@ __device__ __forceinline__ float rf_group32_sum(float v) {
     for (int m = 16; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
     return v;
 }
+
+// Lane `src` of the aligned 32-lane group's value of v (a broadcast inside the group).
+__device__ __forceinline__ float rf_shfl_group32(float v, int src) {
+#if defined(RF_PLATFORM_AMD)
+    return __shfl(v, src, 32);
+#else
+    return __shfl_sync(0xffffffffu, v, src, 32);
+#endif
+}

@@ -55,39 +55,60 @@ template <> struct QDot<RF_Q8_0> {
     }
 };
 
+// Rows are split between teams of 32 * ks threads (ks "K-slices" of 32 lanes each, so long
+// rows keep enough loads in flight); partial sums meet in shared memory. Teams are counted in
+// groups of 32 lanes, never in waves, so the same launch shape is right for wave32 and wave64.
+#define MV_GROUPS (RF_BLOCK / 32)
+
+__device__ __forceinline__ void mv_finish(float (*part)[RF_MAX_MATVEC_TOKENS], const float* acc,
+                                          int n, bool active, int ks, int row, float* y,
+                                          int ldy, int accumulate) {
+    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
+        if (t < n) {
+            const float s = rf_group32_sum(acc[t]);
+            if (lane == 0) part[grp][t] = s;
+        }
+    }
+    __syncthreads();
+    if (active && grp % ks == 0 && lane < n) {
+        float s = 0.0f;
+        for (int j = 0; j < ks; j++) s += part[grp + j][lane];
+        float* dst = y + (size_t)lane * ldy + row;
+        *dst = accumulate ? *dst + s : s;
+    }
+}
+
 template <int T>
 __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                                const float4* xs, int n, float* y, int ldy, int accumulate) {
-    const int lane = threadIdx.x % RF_WAVE;
-    const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
-    if (row >= rows) return;
+                                const float4* xs, int n, float* y, int ldy, int accumulate,
+                                int ks) {
+    __shared__ float part[MV_GROUPS][RF_MAX_MATVEC_TOKENS];
+    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (MV_GROUPS / ks) + grp / ks;
+    const int slice = grp % ks;
+    const bool active = row < rows;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
     float acc[RF_MAX_MATVEC_TOKENS];
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
-    for (int g = lane; g < ng; g += RF_WAVE) {
-        const size_t G = (size_t)row * ng + g;
+    if (active) {
+        for (int g = slice * 32 + lane; g < ng; g += 32 * ks) {
+            const size_t G = (size_t)row * ng + g;
 #pragma unroll
-        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-            if (t < n) {
-                const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
-                const int4 a = xp[0], c = xp[1];
-                const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                acc[t] += QDot<T>::dot(w, ng_total, G, x, xs[(size_t)t * ng + g]);
+            for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
+                if (t < n) {
+                    const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
+                    const int4 a = xp[0], c = xp[1];
+                    const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+                    acc[t] += QDot<T>::dot(w, ng_total, G, x, xs[(size_t)t * ng + g]);
+                }
             }
         }
     }
-#pragma unroll
-    for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-        if (t < n) {
-            const float s = rf_wave_sum(acc[t]);
-            if (lane == 0) {
-                float* dst = y + (size_t)t * ldy + row;
-                *dst = accumulate ? *dst + s : s;
-            }
-        }
-    }
+    mv_finish(part, acc, n, active, ks, row, y, ldy, accumulate);
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -103,44 +124,47 @@ template <> __device__ __forceinline__ float rf_round1<RF_BF16>(float x) {
 
 template <int T>
 __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const float* x, int n,
-                                float* y, int ldy, int accumulate) {
-    const int lane = threadIdx.x % RF_WAVE;
-    const int row = blockIdx.x * (blockDim.x / RF_WAVE) + threadIdx.x / RF_WAVE;
-    if (row >= rows) return;
+                                float* y, int ldy, int accumulate, int ks) {
+    __shared__ float part[MV_GROUPS][RF_MAX_MATVEC_TOKENS];
+    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * (MV_GROUPS / ks) + grp / ks;
+    const int slice = grp % ks;
+    const bool active = row < rows;
     const int ng = cols / 32;
     float acc[RF_MAX_MATVEC_TOKENS];
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
-    for (int g = lane; g < ng; g += RF_WAVE) {
-        float v[32];
-        Fmt<T>::load(w, 0, (size_t)row * ng + g, v);
+    if (active) {
+        for (int g = slice * 32 + lane; g < ng; g += 32 * ks) {
+            float v[32];
+            Fmt<T>::load(w, 0, (size_t)row * ng + g, v);
 #pragma unroll
-        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-            if (t < n) {
-                const float* xp = x + (size_t)t * cols + g * 32;
+            for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
+                if (t < n) {
+                    const float* xp = x + (size_t)t * cols + g * 32;
 #pragma unroll
-                for (int i = 0; i < 32; i++) acc[t] += v[i] * rf_round1<T>(xp[i]);
+                    for (int i = 0; i < 32; i++) acc[t] += v[i] * rf_round1<T>(xp[i]);
+                }
             }
         }
     }
-#pragma unroll
-    for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-        if (t < n) {
-            const float s = rf_wave_sum(acc[t]);
-            if (lane == 0) {
-                float* dst = y + (size_t)t * ldy + row;
-                *dst = accumulate ? *dst + s : s;
-            }
-        }
-    }
+    mv_finish(part, acc, n, active, ks, row, y, ldy, accumulate);
 }
+
+// Largest K-split the mat-vec may use (a tuning knob; 1 = one 32-lane team per row).
+static int g_matvec_ks_max = 1;
+extern "C" void rf_set_matvec_ks_max(int ks) { g_matvec_ks_max = ks < 1 ? 1 : ks; }
 
 extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float* x,
                          const int8_t* xq, const void* xq_scales, int n, float* y, int ldy,
                          int accumulate, void* stream) {
     if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
         return RF_ERR_SHAPE;
-    const int rows_per_block = RF_BLOCK / RF_WAVE;
+    // K-slices per row: enough that each lane has a few groups, no more than fit a block.
+    const int ng = cols / 32;
+    int ks = 1;
+    while (ks < g_matvec_ks_max && ks < MV_GROUPS && ng >= 64 * ks * 2) ks *= 2;
+    const int rows_per_block = MV_GROUPS / ks;
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
@@ -148,27 +172,27 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     switch (ty) {
         case RF_Q4_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate, ks);
             break;
         case RF_Q4_1:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate, ks);
             break;
         case RF_Q8_0:
             hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate);
+                               cols, xq, xs, n, y, ldy, accumulate, ks);
             break;
         case RF_F16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+                               cols, x, n, y, ldy, accumulate, ks);
             break;
         case RF_BF16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_BF16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+                               cols, x, n, y, ldy, accumulate, ks);
             break;
         case RF_F32:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F32>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+                               cols, x, n, y, ldy, accumulate, ks);
             break;
         default: return RF_ERR_BAD_TYPE;
     }

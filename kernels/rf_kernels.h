@@ -64,6 +64,8 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
 // the q8 activations, float weights the f32 ones. accumulate: y += instead of y =.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
+// Tuning: most 32-lane teams one mat-vec row is split over (default 1).
+void rf_set_matvec_ks_max(int ks);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);
@@ -88,6 +90,14 @@ int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                  int n_head_kv, int head_dim, int n_split, float* partial, float* out,
                  void* stream);
+
+// ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
+// n_head / n_head_kv <= 16); no split scratch needed.
+int rf_attention_prefill(const float* q, int ld_q, const float* k_cache, const float* v_cache,
+                         const int32_t* cell_pos, const uint64_t* cell_seqs,
+                         const int32_t* n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
+                         int n, int n_head, int n_head_kv, int head_dim, float* out,
+                         void* stream);
 
 // ---- blas (cuBLAS / hipBLAS): y(n, rows) (+)= x(n, cols) . W^T with f16 inputs, f32 output.
 int rf_blas_create(void** handle, void* stream);

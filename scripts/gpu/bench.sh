@@ -4,7 +4,7 @@
 # --no-run`), rocmforge_synth, vocab-smollm2.gguf; and $LLAMA (default dist/llamacpp): the
 # llama.cpp source vendored by the llama-cpp-python 0.3.36 sdist, without models/ and docs/.
 # Writes $OUT_DIR/bench.jsonl (ours) and $OUT_DIR/llama-bench.jsonl.
-# Usage: scripts/gpu/bench.sh [type ...]   (default: q4_0 q8_0)
+# Usage: [SKIP_LLAMA=1] scripts/gpu/bench.sh [type ...]   (default: q4_0 q8_0)
 set -uo pipefail
 DIST=${DIST:-dist/gpu}
 LLAMA=${LLAMA:-dist/llamacpp}
@@ -17,7 +17,7 @@ export PATH=/usr/local/cuda/bin:$PATH
 
 # llama.cpp with CUDA for Hopper, only the llama-bench target (in the background while the
 # synthetic models are written).
-if [ ! -x "$BUILD/bin/llama-bench" ]; then
+if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ]; then
     (cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
         -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_NUMBER=11312 \

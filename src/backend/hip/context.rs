@@ -116,6 +116,13 @@ impl GpuContext {
             return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
         }
         let kv = KvCache::new(hp.n_layer, n_ctx, 0, n_seq_max)?;
+        if let Some(ks) = std::env::var("ROCMFORGE_GPU_MATVEC_KS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            // SAFETY: sets a plain integer in the kernel library.
+            unsafe { ffi::rf_set_matvec_ks_max(ks) };
+        }
         let stream = Stream::new()?;
         let blas = Blas::new(&stream)?;
         let f = std::mem::size_of::<f32>();
@@ -495,7 +502,30 @@ impl GpuContext {
                 },
                 "RoPE / KV write",
             )?;
-            check(
+            // Many tokens: the tiled kernel reads each K/V chunk once per block.
+            let tiled =
+                n > MATVEC_MAX_TOKENS && hp.head_dim <= 128 && hp.n_head / hp.n_head_kv <= 16;
+            let code = if tiled {
+                unsafe {
+                    ffi::rf_attention_prefill(
+                        qkv,
+                        qkv_w as i32,
+                        self.k_cache[il].at(0),
+                        self.v_cache[il].at(0),
+                        self.cell_pos.at(0),
+                        self.cell_seqs.at(0),
+                        meta(5),
+                        meta(1),
+                        meta(3),
+                        n as i32,
+                        hp.n_head as i32,
+                        hp.n_head_kv as i32,
+                        hp.head_dim as i32,
+                        self.s.attn.at(0),
+                        st,
+                    )
+                }
+            } else {
                 unsafe {
                     ffi::rf_attention(
                         qkv,
@@ -516,9 +546,9 @@ impl GpuContext {
                         self.s.attn.at(0),
                         st,
                     )
-                },
-                "attention",
-            )?;
+                }
+            };
+            check(code, "attention")?;
             let attn = self.s.attn.at::<f32>(0);
             self.act(
                 ffi::ACT_COPY,

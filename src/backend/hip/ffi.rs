@@ -145,6 +145,24 @@ extern "C" {
         out: *mut f32,
         s: *mut c_void,
     ) -> c_int;
+    pub fn rf_attention_prefill(
+        q: *const f32,
+        ld_q: c_int,
+        k_cache: *const f32,
+        v_cache: *const f32,
+        cell_pos: *const i32,
+        cell_seqs: *const u64,
+        n_cells: *const i32,
+        tok_pos: *const i32,
+        tok_seq: *const i32,
+        n: c_int,
+        n_head: c_int,
+        n_head_kv: c_int,
+        head_dim: c_int,
+        out: *mut f32,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_set_matvec_ks_max(ks: c_int);
     pub fn rf_graph_begin(s: *mut c_void) -> c_int;
     pub fn rf_graph_end(s: *mut c_void, exec: *mut *mut c_void) -> c_int;
     pub fn rf_graph_launch(exec: *mut c_void, s: *mut c_void) -> c_int;

@@ -1,0 +1,138 @@
+// Attention for many query tokens at once (prompt processing), tiled FlashAttention-style:
+// block (KV head, tile of query tokens) holds the tile's queries for every query head that
+// shares this KV head (GQA), and walks the cache in chunks of 32 cells staged in shared
+// memory, keeping a running max / sum / weighted value sum per query row (online softmax).
+// Each K/V chunk is read once per block instead of once per (token, head).
+// Thread layout: groups of 32 lanes ("rows teams"); in the score step lane c scores cell c,
+// in the value step lane e accumulates elements e, e + 32, ...
+#include "rf_kernels.h"
+#include "arch.h"
+
+#define PF_CHUNK 32
+#define PF_MAX_HD 128
+#define PF_ROWS 16
+#define PF_THREADS 256
+
+__global__ void attention_prefill_kernel(const float* q, int ld_q, const float* k_cache,
+                                         const float* v_cache, const int32_t* cell_pos,
+                                         const uint64_t* cell_seqs, const int32_t* n_cells_dev,
+                                         const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                         int n_head, int n_head_kv, int head_dim,
+                                         int tokens_per_block, float* out) {
+    __shared__ float sk[PF_CHUNK][PF_MAX_HD + 1];  // +1: lane c reads row c without conflicts
+    __shared__ float sv[PF_CHUNK][PF_MAX_HD];
+    __shared__ float sq[PF_ROWS][PF_MAX_HD];
+    __shared__ int s_any;
+    const int kvh = blockIdx.x;
+    const int group = n_head / n_head_kv;
+    const int t0 = blockIdx.y * tokens_per_block;
+    const int n_rows = min(tokens_per_block, n - t0) * group;
+    const int lane = threadIdx.x % 32, team = threadIdx.x / 32, n_teams = blockDim.x / 32;
+    const int kv_dim = n_head_kv * head_dim, q_dim = n_head * head_dim;
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const int n_cells = *n_cells_dev;
+
+    // Query row r: token t0 + r / group, head kvh * group + r % group.
+    for (int i = threadIdx.x; i < n_rows * head_dim; i += blockDim.x) {
+        const int r = i / head_dim, e = i % head_dim;
+        const int t = t0 + r / group, h = kvh * group + r % group;
+        sq[r][e] = q[(size_t)t * ld_q + h * head_dim + e] * scale;
+    }
+    int max_pos = -1;
+    for (int r = 0; r < n_rows; r += group) max_pos = max(max_pos, tok_pos[t0 + r / group]);
+
+    // Each team owns rows team and team + n_teams (n_teams = 8 with 256 threads: 16 rows).
+    constexpr int MAXJ = PF_MAX_HD / 32;
+    float m[2], l[2], acc[2][MAXJ];
+    int pos[2];
+    uint64_t bit[2];
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        m[k] = -INFINITY;
+        l[k] = 0.0f;
+        const int r = team + k * n_teams;
+        const int t = t0 + min(r, max(n_rows - 1, 0)) / group;
+        pos[k] = tok_pos[t];
+        bit[k] = 1ull << tok_seq[t];
+#pragma unroll
+        for (int j = 0; j < MAXJ; j++) acc[k][j] = 0.0f;
+    }
+
+    for (int c0 = 0; c0 < n_cells; c0 += PF_CHUNK) {
+        __syncthreads();  // previous chunk fully used (and sq written, first time)
+        if (threadIdx.x == 0) s_any = 0;
+        __syncthreads();
+        // Stage K and V of the chunk; note whether any cell can be visible to the tile.
+        for (int i = threadIdx.x; i < PF_CHUNK * head_dim; i += blockDim.x) {
+            const int c = i / head_dim, e = i % head_dim;
+            const int cell = c0 + c;
+            float kv = 0.0f, vv = 0.0f;
+            if (cell < n_cells) {
+                kv = k_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
+                vv = v_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
+                if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos) s_any = 1;
+            }
+            sk[c][e] = kv;
+            sv[c][e] = vv;
+        }
+        __syncthreads();
+        if (!s_any) continue;
+        const int cell = c0 + lane;
+        const int cp = cell < n_cells ? cell_pos[cell] : -1;
+        const uint64_t cs = cell < n_cells ? cell_seqs[cell] : 0;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            const int r = team + k * n_teams;
+            if (r >= n_rows) continue;  // uniform per team
+            float s = 0.0f;
+            for (int e = 0; e < head_dim; e++) s += sq[r][e] * sk[lane][e];
+            const bool vis = cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0;
+            s = vis ? s : -INFINITY;
+            const float cmax = rf_group32_max(s);
+            if (cmax == -INFINITY) continue;  // nothing visible to this row in the chunk
+            const float m_new = fmaxf(m[k], cmax);
+            const float corr = expf(m[k] - m_new);
+            const float p = vis ? expf(s - m_new) : 0.0f;
+            l[k] = l[k] * corr + rf_group32_sum(p);
+#pragma unroll
+            for (int j = 0; j < MAXJ; j++) acc[k][j] *= corr;
+            for (int c = 0; c < PF_CHUNK; c++) {
+                const float pc = rf_shfl_group32(p, c);
+#pragma unroll
+                for (int j = 0; j < MAXJ; j++) {
+                    const int e = lane + 32 * j;
+                    if (e < head_dim) acc[k][j] += pc * sv[c][e];
+                }
+            }
+            m[k] = m_new;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+        const int r = team + k * n_teams;
+        if (r >= n_rows) continue;
+        const int t = t0 + r / group, h = kvh * group + r % group;
+#pragma unroll
+        for (int j = 0; j < MAXJ; j++) {
+            const int e = lane + 32 * j;
+            if (e < head_dim) out[(size_t)t * q_dim + h * head_dim + e] = l[k] > 0.0f ? acc[k][j] / l[k] : 0.0f;
+        }
+    }
+}
+
+extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cache,
+                                    const float* v_cache, const int32_t* cell_pos,
+                                    const uint64_t* cell_seqs, const int32_t* n_cells,
+                                    const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                    int n_head, int n_head_kv, int head_dim, float* out,
+                                    void* stream) {
+    if (n <= 0 || head_dim > PF_MAX_HD || n_head % n_head_kv != 0) return RF_ERR_SHAPE;
+    const int group = n_head / n_head_kv;
+    if (group > PF_ROWS) return RF_ERR_SHAPE;
+    const int tokens_per_block = PF_ROWS / group;
+    const dim3 grid(n_head_kv, (n + tokens_per_block - 1) / tokens_per_block);
+    hipLaunchKernelGGL(attention_prefill_kernel, grid, dim3(PF_THREADS), 0, (hipStream_t)stream,
+                       q, ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
+                       n, n_head, n_head_kv, head_dim, tokens_per_block, out);
+    return (int)hipGetLastError();
+}
