@@ -377,18 +377,40 @@ fn c_chat_example_holds_a_two_turn_conversation() {
     assert_eq!(replies[0], rust_reply.trim_end_matches('\n'), "{text}");
 }
 
-/// valgrind with leak checking; errors or leaks make it exit with 99.
-fn valgrind(program: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    run(Command::new("valgrind")
-        .args([
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--show-leak-kinds=definite,indirect",
-            "--errors-for-leak-kinds=definite,indirect",
-            "--quiet",
-        ])
-        .arg(program)
-        .args(args))
+/// valgrind with leak checking; errors or leaks make it exit with 99. `input` goes to stdin.
+fn valgrind(program: &Path, args: &[&std::ffi::OsStr], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--show-leak-kinds=definite,indirect",
+        "--errors-for-leak-kinds=definite,indirect",
+        "--quiet",
+    ])
+    .arg(program)
+    .args(args)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("valgrind output");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
@@ -399,13 +421,18 @@ fn c_programs_are_valgrind_clean() {
     check_c_tests(&valgrind(
         &exe("shared", "test_api"),
         &[m, scratch.as_os_str()],
+        b"",
     ));
     valgrind(
         &exe("shared", "simple"),
         &[m, PROMPT.as_ref(), "4".as_ref()],
+        b"",
     );
     valgrind(
         &exe("static", "batch"),
         &[m, "4".as_ref(), PROMPT.as_ref(), "Hello".as_ref()],
+        b"",
     );
+    let chat = valgrind(&exe("shared", "chat"), &[m, "3".as_ref()], b"Hi\nThanks\n");
+    assert_eq!(stdout(&chat).matches("assistant: ").count(), 2);
 }
