@@ -7,8 +7,10 @@
 //!    those of the exact (F32-dequantized) weights as the CPU's are, give or take 25%;
 //! 2. the prompt in 8-token steps and 64 greedy tokens (the quantized mat-vec path, which
 //!    reproduces the CPU's int8 numerics), each side following its own argmax: the tokens must
-//!    be identical and every logit row within `TOLERANCE` × the row's largest CPU logit;
-//! 3. a two-sequence batch (cache visibility across sequences), within `TOLERANCE`.
+//!    be identical (unless the CPU's top two logits tie within the bound below) and every logit
+//!    row within the bound × the row's largest CPU logit: `TOLERANCE`, or twice the CPU's own
+//!    distance to the exact weights when that is larger;
+//! 3. a two-sequence batch (cache visibility across sequences), within the same bound.
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
 use rocmforge::backend::cpu::ThreadPool;
@@ -17,6 +19,7 @@ use rocmforge::engine::{decode, Batch, LoadedModel, Scratch};
 use rocmforge::gguf::{GgufFile, GgufWriter};
 use rocmforge::kv_cache::KvCache;
 use rocmforge::quant::{dequantize_row, GgmlType};
+use rocmforge::tokenizer::Tokenizer;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -93,9 +96,7 @@ fn parity(path: &Path) -> (String, bool) {
     let cancel = AtomicBool::new(false);
     let mut g_logits = Vec::new();
 
-    let prompt: Vec<u32> = (0..20u32)
-        .map(|i| (i * 7919 + 13) % n_vocab as u32)
-        .collect();
+    let prompt = prompt_tokens(&model, n_vocab);
 
     // 1. Prompt as one batch: the GPU's BLAS path (f16 GEMM on the int8-rounded activations)
     //    against the CPU, and both against the exact weights.
@@ -131,11 +132,16 @@ fn parity(path: &Path) -> (String, bool) {
     }
     let mut worst = rel_diff(&c_logits, &g_logits, n_vocab);
     let (mut c_tokens, mut g_tokens) = (Vec::new(), Vec::new());
+    let mut split_margin = f32::NAN;
     for i in 0..GREEDY_TOKENS {
         let (ct, gt) = (argmax(&c_logits), argmax(&g_logits));
         c_tokens.push(ct);
         g_tokens.push(gt);
-        if ct != gt || i + 1 == GREEDY_TOKENS {
+        if ct != gt {
+            split_margin = top2_margin(&c_logits);
+            break;
+        }
+        if i + 1 == GREEDY_TOKENS {
             break;
         }
         let pos = (prompt.len() + i) as i32;
@@ -157,17 +163,56 @@ fn parity(path: &Path) -> (String, bool) {
         .expect("GPU two-sequence batch");
     let multi_diff = rel_diff(&c_multi, &g_logits, n_vocab);
 
+    // Int8 activations make both paths step functions of their inputs: a last-bit difference
+    // in a sum can move one quantum and the outputs then differ by the size of the int8 error
+    // itself. So logits must agree within TOLERANCE or twice the CPU's own distance to the
+    // exact weights, whichever is larger; and greedy tokens must agree except where the CPU's
+    // top two logits are closer than that bound (a tie within the paths' shared error).
+    let bound = if cpu_vs_exact.is_nan() {
+        TOLERANCE
+    } else {
+        TOLERANCE.max(2.0 * cpu_vs_exact)
+    };
     let report = format!(
         "{{\"model\":\"{}\",\"prefill_rel_diff\":{prefill_diff:.5},\"decode_worst_rel_diff\":{worst:.5},\
          \"two_seq_rel_diff\":{multi_diff:.5},\
-         \"prefill_gpu_vs_exact\":{gpu_vs_exact:.5},\"prefill_cpu_vs_exact\":{cpu_vs_exact:.5},\"greedy_tokens_equal\":{},\"tokens_compared\":{}}}",
+         \"prefill_gpu_vs_exact\":{gpu_vs_exact:.5},\"prefill_cpu_vs_exact\":{cpu_vs_exact:.5},\"greedy_tokens_equal\":{},\"bound\":{bound:.4},\"split_margin\":{split_margin:.5},\"tokens_compared\":{}}}",
         path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
         c_tokens == g_tokens,
         c_tokens.len()
     );
     println!("{report}");
-    let ok = c_tokens == g_tokens && prefill_ok && worst <= TOLERANCE && multi_diff <= TOLERANCE;
+    let tokens_ok = c_tokens == g_tokens || split_margin < bound;
+    let ok = tokens_ok && prefill_ok && worst <= bound && multi_diff <= bound;
     (report, ok)
+}
+
+/// (top1 − top2) / max |logit| of one row.
+fn top2_margin(v: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::MIN, f32::MIN);
+    for &x in v {
+        if x > a {
+            b = a;
+            a = x;
+        } else if x > b {
+            b = x;
+        }
+    }
+    let scale = v.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+    (a - b) / scale
+}
+
+/// A natural-language prompt through the model's own tokenizer (synthetic models carry a real
+/// vocabulary), or fixed ids when it has none.
+fn prompt_tokens(model: &LoadedModel, n_vocab: usize) -> Vec<u32> {
+    const TEXT: &str = "The capital of France is Paris, and the capital of Germany is Berlin. \
+                        The capital of Italy is";
+    match Tokenizer::from_gguf(&model.gguf) {
+        Ok(t) => t.encode(TEXT, true, false),
+        Err(_) => (0..20u32)
+            .map(|i| (i * 7919 + 13) % n_vocab as u32)
+            .collect(),
+    }
 }
 
 /// CPU logits of `b` on a copy of the model whose quantized tensors are dequantized to F32;
