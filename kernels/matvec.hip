@@ -64,6 +64,19 @@ __device__ __forceinline__ void mv_finish(float (*part)[RF_MAX_MATVEC_TOKENS], c
                                           int n, bool active, int ks, int row, float* y,
                                           int ldy, int accumulate) {
     const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (ks == 1) {  // one team per row: no exchange through shared memory (block-uniform)
+#pragma unroll
+        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
+            if (t < n) {
+                const float s = rf_group32_sum(acc[t]);
+                if (active && lane == 0) {
+                    float* dst = y + (size_t)t * ldy + row;
+                    *dst = accumulate ? *dst + s : s;
+                }
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
         if (t < n) {
