@@ -87,23 +87,23 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
 }
 
-/// Runs `$step(i, slot)` over the `nb` blocks of a row. With one activation row the blocks
-/// alternate between two accumulator slots so consecutive FMAs do not wait on each other
-/// (4-cycle latency); with four rows the rows themselves are independent chains.
+/// Runs `$step(i, half)` over the `nb` blocks of a row: the blocks alternate between two
+/// accumulator slots per tile cell (`half` 0 and 1) so consecutive FMAs of one cell do not
+/// wait on each other (4-cycle latency); an odd last block goes to slot 0. Every tile shape
+/// (1 x 1, 1 x 4, 4 x 1) uses this same schedule, so a (weight row, activation row) dot is
+/// summed in the same order whichever kernel computes it: results are bit-identical across
+/// `one`, `four` and `rows4` (batch invariance, see tests.rs).
 macro_rules! block_loop {
-    ($r:expr, $nb:expr, $step:expr) => {{
+    ($nb:expr, $step:expr) => {{
         let nb = $nb;
         let mut i = 0;
-        if $r == 1 {
-            while i + 2 <= nb {
-                $step(i, 0);
-                $step(i + 1, 1);
-                i += 2;
-            }
-        }
-        while i < nb {
+        while i + 2 <= nb {
             $step(i, 0);
-            i += 1;
+            $step(i + 1, 1);
+            i += 2;
+        }
+        if i < nb {
+            $step(i, 0);
         }
     }};
 }
@@ -123,15 +123,11 @@ macro_rules! kernels256 {
         mod $m {
             use super::*;
 
-            /// Accumulator slot of tile cell (rw, ra) for a block in pair half `half`
-            /// (see block_loop!: a 1 x 1 tile alternates two slots).
+            /// Accumulator slot of tile cell (rw, ra) (one side is 1 wide) for a block in
+            /// pair half `half` (see block_loop!): two slots per cell, whatever the tile.
             #[inline(always)]
-            fn slot<const RW: usize, const RA: usize>(rw: usize, ra: usize, half: usize) -> usize {
-                if RW * RA == 1 {
-                    half
-                } else {
-                    rw + ra
-                }
+            fn slot(rw: usize, ra: usize, half: usize) -> usize {
+                2 * (rw + ra) + half
             }
 
             /// Per-lane factors that undo the unpacking's scale of lanes 4..8.
@@ -153,21 +149,19 @@ macro_rules! kernels256 {
             }
 
             /// Writes the tile results, cell (rw, ra) to out[rw + ra] (one side is 1 wide):
-            /// the lane sum of `acc * lanes`, plus `extra`.
+            /// the lane sum of `(slot 0 + slot 1) * lanes`, plus `extra` of both slots. The
+            /// same reduction for every tile shape (bit-identical results).
             #[target_feature(enable = $feat)]
             #[inline]
             fn store<const RW: usize, const RA: usize>(
-                acc: &mut [__m256; 4],
-                extra: &mut [f32; 4],
+                acc: &[__m256; 8],
+                extra: &[f32; 8],
                 out: &mut [f32; 4],
                 lanes: __m256,
             ) {
-                if RW * RA == 1 {
-                    acc[0] = _mm256_add_ps(acc[0], acc[1]);
-                    extra[0] += extra[1];
-                }
                 for c in 0..RW.max(RA) {
-                    out[c] = hsum(_mm256_mul_ps(acc[c], lanes)) + extra[c];
+                    let sum = _mm256_add_ps(acc[2 * c], acc[2 * c + 1]);
+                    out[c] = hsum(_mm256_mul_ps(sum, lanes)) + (extra[2 * c] + extra[2 * c + 1]);
                 }
             }
 
@@ -183,8 +177,8 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut accm = [0f32; 4];
+                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut accm = [0f32; 8];
                 // SAFETY (both closures): block i lies inside each used row (caller
                 // contract); table indices are 16-bit.
                 let wload = |r: usize, i: usize| unsafe {
@@ -209,7 +203,7 @@ macro_rules! kernels256 {
                                    ra: usize,
                                    (q, dw, mw): (__m256i, __m256, f32),
                                    (av, da, sa): (__m256i, __m256, f32)| {
-                        let s = slot::<RW, RA>(rw, ra, half);
+                        let s = slot(rw, ra, half);
                         accm[s] = mw.mul_add(sa, accm[s]);
                         let d = _mm256_mul_ps(dw, da);
                         acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(q, av)), d, acc[s]);
@@ -226,8 +220,8 @@ macro_rules! kernels256 {
                         }
                     }
                 };
-                block_loop!(RW * RA, n / 32, step);
-                store::<RW, RA>(&mut acc, &mut accm, out, q4_lanes());
+                block_loop!(n / 32, step);
+                store::<RW, RA>(&acc, &accm, out, q4_lanes());
             }
 
             /// Q4_0 x Q8_0: isum = sum(q*a) - 8*sum(a), both as u8 x s8 dots.
@@ -242,7 +236,7 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut acc = [_mm256_setzero_ps(); 8];
                 let off = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
                 // SAFETY (both closures): block i lies inside each used row (caller contract).
                 let wload = |r: usize, i: usize| unsafe {
@@ -260,7 +254,7 @@ macro_rules! kernels256 {
                          ra: usize,
                          (q, dw): (__m256i, __m256),
                          (av, aoff, da): (__m256i, __m256i, __m256)| {
-                            let s = slot::<RW, RA>(rw, ra, half);
+                            let s = slot(rw, ra, half);
                             let isum = _mm256_sub_epi32($dot(q, av), aoff);
                             acc[s] = _mm256_fmadd_ps(
                                 _mm256_cvtepi32_ps(isum),
@@ -280,8 +274,8 @@ macro_rules! kernels256 {
                         }
                     }
                 };
-                block_loop!(RW * RA, n / 32, step);
-                store::<RW, RA>(&mut acc, &mut [0f32; 4], out, q4_lanes());
+                block_loop!(n / 32, step);
+                store::<RW, RA>(&acc, &[0f32; 8], out, q4_lanes());
             }
 
             /// Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).
@@ -296,7 +290,7 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut acc = [_mm256_setzero_ps(); 8];
                 // SAFETY (both closures): block i lies inside each used row (caller contract).
                 let wload = |r: usize, i: usize| unsafe {
                     let wp = w[r].add(i * 34);
@@ -311,7 +305,7 @@ macro_rules! kernels256 {
                                    ra: usize,
                                    (wq, dw): (__m256i, __m256),
                                    (av, da): (__m256i, __m256)| {
-                        let s = slot::<RW, RA>(rw, ra, half);
+                        let s = slot(rw, ra, half);
                         let isum = $dot(_mm256_abs_epi8(wq), _mm256_sign_epi8(av, wq));
                         acc[s] = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(isum),
@@ -331,8 +325,8 @@ macro_rules! kernels256 {
                         }
                     }
                 };
-                block_loop!(RW * RA, n / 32, step);
-                store::<RW, RA>(&mut acc, &mut [0f32; 4], out, _mm256_set1_ps(1.0));
+                block_loop!(n / 32, step);
+                store::<RW, RA>(&acc, &[0f32; 8], out, _mm256_set1_ps(1.0));
             }
         }
     };

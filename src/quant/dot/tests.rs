@@ -107,7 +107,6 @@ fn every_kernel_matches_the_scalar_reference() {
                         "{} n={n}: {got} vs {want} (tol {tol})",
                         k.name
                     );
-                    // `four` may sum in another order than `one` (separate accumulators).
                     let got4 = four[r] as f64;
                     assert!(
                         (got4 - want).abs() <= tol,
@@ -168,4 +167,56 @@ fn best_kernels_exist_for_every_weight_type_and_not_for_others() {
 fn short_rows_are_refused_before_any_read() {
     let k = kernels_for(GgmlType::Q4_1).unwrap();
     (k.one)(64, &[0u8; 40], &[0u8; 71]);
+}
+
+/// Batch invariance: within one kernel set, `four` and `rows4` must return exactly the bits
+/// `one` returns for the same (weight row, activation row) pair, so a sequence's logits do
+/// not depend on how the matmul groups its tokens (every matmul re-quantizes its output to
+/// 8 bits, which would turn a last-bit difference into a different int8 code downstream).
+#[test]
+fn four_and_rows4_are_bit_identical_to_one() {
+    let mut rng = Rng(0xB17);
+    for ty in WEIGHT_TYPES {
+        let act = activation_type(ty).unwrap();
+        let mut lengths = LENGTHS.to_vec();
+        if ty.block_elems() == 1 {
+            lengths.extend([1, 7, 15, 17, 33, 37, 100]); // every tail shape of the float kernels
+        } else {
+            lengths.extend([96, 160]); // odd block counts: the unpaired last block
+        }
+        for n in lengths {
+            let ws: [Vec<u8>; 4] = std::array::from_fn(|_| weight_row(ty, n, &mut rng));
+            let acts: [Vec<u8>; 4] = std::array::from_fn(|_| act_row(act, n, &mut rng));
+            for k in available_kernels(ty) {
+                for (wi, w) in ws.iter().enumerate() {
+                    let mut four = [0f32; 4];
+                    (k.four)(n, w, acts.each_ref().map(|a| &a[..]), &mut four);
+                    for (ai, a) in acts.iter().enumerate() {
+                        let one = (k.one)(n, w, a);
+                        assert_eq!(
+                            four[ai].to_bits(),
+                            one.to_bits(),
+                            "{} n={n}: four[{ai}] {} vs one {one} (weight row {wi})",
+                            k.name,
+                            four[ai]
+                        );
+                    }
+                }
+                for (ai, a) in acts.iter().enumerate() {
+                    let mut rows = [0f32; 4];
+                    (k.rows4)(n, ws.each_ref().map(|w| &w[..]), a, &mut rows);
+                    for (wi, w) in ws.iter().enumerate() {
+                        let one = (k.one)(n, w, a);
+                        assert_eq!(
+                            rows[wi].to_bits(),
+                            one.to_bits(),
+                            "{} n={n}: rows4[{wi}] {} vs one {one} (activation row {ai})",
+                            k.name,
+                            rows[wi]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
