@@ -242,3 +242,67 @@ fn a_model_serves_contexts_on_several_threads() {
         }
     });
 }
+
+/// Batch invariance: a sequence's logits are the same bits however its tokens are batched,
+/// whether alone token by token, as one prompt batch, or interleaved with two other
+/// sequences (which moves its tokens to other slots of the matmul's groups of 4). Needs
+/// every kernel (dot products, activation quantizer, attention) to compute one token's
+/// values independently of the tokens beside it.
+#[test]
+fn logits_are_bit_identical_however_the_tokens_are_batched() {
+    let others: [&[u32]; 2] = [&[1, 50, 60, 70], &[1, 9, 8, 7, 6, 5]];
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+    ] {
+        let m = model(&TinySpec {
+            weight_type: ty,
+            ..Default::default()
+        });
+        let seqs: [&[u32]; 3] = [&PROMPT, others[0], others[1]];
+        let alone: Vec<Vec<Vec<f32>>> = seqs.iter().map(|s| stepwise(&m, s)).collect();
+
+        // The 7-token prompt as one batch.
+        let mut c = ctx(&m, 64, 1);
+        let mut batch = Batch::new();
+        for (i, &t) in PROMPT.iter().enumerate() {
+            batch.push(t, i as i32, 0, true);
+        }
+        c.decode(&batch).unwrap();
+        for (i, step) in alone[0].iter().enumerate() {
+            assert_eq!(c.logits(i).unwrap(), &step[..], "{ty}: prompt position {i}");
+        }
+
+        // The three sequences interleaved in one batch, on other thread counts than the
+        // 2 of `stepwise` (which splits the matmul rows at other places).
+        let mut batch = Batch::new();
+        let mut expected = Vec::new();
+        for i in 0..PROMPT.len() {
+            for (s, seq) in seqs.iter().enumerate() {
+                if let Some(&t) = seq.get(i) {
+                    batch.push(t, i as i32, s as u32, true);
+                    expected.push((s, i));
+                }
+            }
+        }
+        for n_threads in [1, 3] {
+            let params = ContextParams {
+                n_ctx: 64,
+                n_batch: 64,
+                n_seq_max: 3,
+                n_threads,
+            };
+            let mut c = Context::new(&m, params).unwrap();
+            c.decode(&batch).unwrap();
+            for (k, &(s, i)) in expected.iter().enumerate() {
+                assert_eq!(
+                    c.logits(k).unwrap(),
+                    &alone[s][i][..],
+                    "{ty}, {n_threads} threads: sequence {s} position {i} (batch index {k})"
+                );
+            }
+        }
+    }
+}
