@@ -79,7 +79,10 @@ impl GpuModel {
     ) -> Result<GpuModel> {
         set_device(device)?;
         let hp = model.hparams.clone();
-        if hp.n_embd % 32 != 0 || hp.n_ff % 32 != 0 || hp.q_dim() % 32 != 0 {
+        if !hp.n_embd.is_multiple_of(32)
+            || !hp.n_ff.is_multiple_of(32)
+            || !hp.q_dim().is_multiple_of(32)
+        {
             return Err(Error::InvalidModel(format!(
                 "GPU backend needs widths that are multiples of 32 (n_embd {}, n_ff {}, q_dim {})",
                 hp.n_embd,
@@ -186,7 +189,7 @@ struct Uploader<'a> {
 
 impl Uploader<'_> {
     fn check_type(w: &WeightRef) -> Result<()> {
-        if GPU_TYPES.contains(&w.ty()) && w.cols % 32 == 0 {
+        if GPU_TYPES.contains(&w.ty()) && w.cols.is_multiple_of(32) {
             Ok(())
         } else {
             Err(Error::UnsupportedTensorType {
