@@ -87,23 +87,16 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
 }
 
-/// Runs `$step(i, half)` over the `nb` blocks of a row: the blocks alternate between two
-/// accumulator slots per tile cell (`half` 0 and 1) so consecutive FMAs of one cell do not
-/// wait on each other (4-cycle latency); an odd last block goes to slot 0. Every tile shape
-/// (1 x 1, 1 x 4, 4 x 1) uses this same schedule, so a (weight row, activation row) dot is
-/// summed in the same order whichever kernel computes it: results are bit-identical across
-/// `one`, `four` and `rows4` (batch invariance, see tests.rs).
+/// Runs `$step(i)` over the `nb` blocks of a row, in order, each tile cell with one
+/// accumulator. Every tile shape (1 x 1, 1 x 4, 4 x 1) uses this same schedule, so a
+/// (weight row, activation row) dot is summed in the same order whichever kernel computes
+/// it: results are bit-identical across `one`, `four` and `rows4` (batch invariance, see
+/// tests.rs). One chain per cell costs `one` little: its blocks take about as long as the
+/// 4-cycle FMA latency anyway, and the 4-row tiles have four independent chains.
 macro_rules! block_loop {
     ($nb:expr, $step:expr) => {{
-        let nb = $nb;
-        let mut i = 0;
-        while i + 2 <= nb {
-            $step(i, 0);
-            $step(i + 1, 1);
-            i += 2;
-        }
-        if i < nb {
-            $step(i, 0);
+        for i in 0..$nb {
+            $step(i);
         }
     }};
 }
@@ -122,13 +115,6 @@ macro_rules! kernels256 {
     ($m:ident, $feat:literal, $dot:ident, $unpack:ident, $hi:expr, $off_hi:expr) => {
         mod $m {
             use super::*;
-
-            /// Accumulator slot of tile cell (rw, ra) (one side is 1 wide) for a block in
-            /// pair half `half` (see block_loop!): two slots per cell, whatever the tile.
-            #[inline(always)]
-            fn slot(rw: usize, ra: usize, half: usize) -> usize {
-                2 * (rw + ra) + half
-            }
 
             /// Per-lane factors that undo the unpacking's scale of lanes 4..8.
             #[target_feature(enable = $feat)]
@@ -149,19 +135,18 @@ macro_rules! kernels256 {
             }
 
             /// Writes the tile results, cell (rw, ra) to out[rw + ra] (one side is 1 wide):
-            /// the lane sum of `(slot 0 + slot 1) * lanes`, plus `extra` of both slots. The
-            /// same reduction for every tile shape (bit-identical results).
+            /// the lane sum of `acc * lanes`, plus `extra`. The same reduction for every tile
+            /// shape (bit-identical results).
             #[target_feature(enable = $feat)]
             #[inline]
             fn store<const RW: usize, const RA: usize>(
-                acc: &[__m256; 8],
-                extra: &[f32; 8],
+                acc: &[__m256; 4],
+                extra: &[f32; 4],
                 out: &mut [f32; 4],
                 lanes: __m256,
             ) {
                 for c in 0..RW.max(RA) {
-                    let sum = _mm256_add_ps(acc[2 * c], acc[2 * c + 1]);
-                    out[c] = hsum(_mm256_mul_ps(sum, lanes)) + (extra[2 * c] + extra[2 * c + 1]);
+                    out[c] = hsum(_mm256_mul_ps(acc[c], lanes)) + extra[c];
                 }
             }
 
@@ -177,8 +162,8 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 8];
-                let mut accm = [0f32; 8];
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut accm = [0f32; 4];
                 // SAFETY (both closures): block i lies inside each used row (caller
                 // contract); table indices are 16-bit.
                 let wload = |r: usize, i: usize| unsafe {
@@ -198,12 +183,12 @@ macro_rules! kernels256 {
                         *t.add(load_u16(ap.add(2)) as usize),
                     )
                 };
-                let mut step = |i: usize, half: usize| {
+                let mut step = |i: usize| {
                     let mut mac = |rw: usize,
                                    ra: usize,
                                    (q, dw, mw): (__m256i, __m256, f32),
                                    (av, da, sa): (__m256i, __m256, f32)| {
-                        let s = slot(rw, ra, half);
+                        let s = rw + ra; // tile cell (one side is 1 wide)
                         accm[s] = mw.mul_add(sa, accm[s]);
                         let d = _mm256_mul_ps(dw, da);
                         acc[s] = _mm256_fmadd_ps(_mm256_cvtepi32_ps($dot(q, av)), d, acc[s]);
@@ -236,7 +221,7 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut acc = [_mm256_setzero_ps(); 4];
                 let off = _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
                 // SAFETY (both closures): block i lies inside each used row (caller contract).
                 let wload = |r: usize, i: usize| unsafe {
@@ -248,13 +233,13 @@ macro_rules! kernels256 {
                     let av = _mm256_loadu_si256(ap.add(2).cast());
                     (av, $dot(off, av), splat(t, load_u16(ap)))
                 };
-                let mut step = |i: usize, half: usize| {
+                let mut step = |i: usize| {
                     let mut mac =
                         |rw: usize,
                          ra: usize,
                          (q, dw): (__m256i, __m256),
                          (av, aoff, da): (__m256i, __m256i, __m256)| {
-                            let s = slot(rw, ra, half);
+                            let s = rw + ra; // tile cell (one side is 1 wide)
                             let isum = _mm256_sub_epi32($dot(q, av), aoff);
                             acc[s] = _mm256_fmadd_ps(
                                 _mm256_cvtepi32_ps(isum),
@@ -275,7 +260,7 @@ macro_rules! kernels256 {
                     }
                 };
                 block_loop!(n / 32, step);
-                store::<RW, RA>(&acc, &[0f32; 8], out, q4_lanes());
+                store::<RW, RA>(&acc, &[0f32; 4], out, q4_lanes());
             }
 
             /// Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).
@@ -290,7 +275,7 @@ macro_rules! kernels256 {
                 out: &mut [f32; 4],
                 t: *const f32,
             ) {
-                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut acc = [_mm256_setzero_ps(); 4];
                 // SAFETY (both closures): block i lies inside each used row (caller contract).
                 let wload = |r: usize, i: usize| unsafe {
                     let wp = w[r].add(i * 34);
@@ -300,12 +285,12 @@ macro_rules! kernels256 {
                     let ap = a[r].add(i * 34);
                     (_mm256_loadu_si256(ap.add(2).cast()), splat(t, load_u16(ap)))
                 };
-                let mut step = |i: usize, half: usize| {
+                let mut step = |i: usize| {
                     let mut mac = |rw: usize,
                                    ra: usize,
                                    (wq, dw): (__m256i, __m256),
                                    (av, da): (__m256i, __m256)| {
-                        let s = slot(rw, ra, half);
+                        let s = rw + ra; // tile cell (one side is 1 wide)
                         let isum = $dot(_mm256_abs_epi8(wq), _mm256_sign_epi8(av, wq));
                         acc[s] = _mm256_fmadd_ps(
                             _mm256_cvtepi32_ps(isum),
@@ -326,7 +311,7 @@ macro_rules! kernels256 {
                     }
                 };
                 block_loop!(n / 32, step);
-                store::<RW, RA>(&acc, &[0f32; 8], out, _mm256_set1_ps(1.0));
+                store::<RW, RA>(&acc, &[0f32; 4], out, _mm256_set1_ps(1.0));
             }
         }
     };
