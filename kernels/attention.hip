@@ -11,11 +11,29 @@
 #define ATT_MAX_HEAD_DIM 256
 #define ATT_PER_LANE (ATT_MAX_HEAD_DIM / 32)
 
+// Writes v (element o of the output) and, when q8 is given, its int8 group quantization with
+// the same numerics as rf_act: the next product (the output projection) reads it directly.
+// All 32 lanes of a group call this together (head_dim is a multiple of 32).
+__device__ __forceinline__ void att_store(float* out, int8_t* q8, float4* q8_scales, size_t o,
+                                          float v) {
+    out[o] = v;
+    if (!q8) return;
+    const float amax = rf_group32_max(fabsf(v));
+    const float qd = amax / 127.0f;
+    const float qv = amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
+    const float qsum = rf_group32_sum(qv);
+    q8[o] = (int8_t)qv;
+    if ((threadIdx.x & 31) == 0)
+        q8_scales[o / 32] = make_float4(__half2float(__float2half(qd)), qsum,
+                                        __half2float(__float2half(qd * qsum)), 0.0f);
+}
+
 __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                                  const int32_t* cell_pos, const uint64_t* cell_seqs,
                                  const int32_t* n_cells_dev, const int32_t* tok_pos,
                                  const int32_t* tok_seq, int n_head, int n_head_kv, int head_dim,
-                                 float* partial, float* out) {
+                                 float* partial, float* out, int8_t* q8,
+                                 float4* q8_scales) {
     __shared__ float sm_acc[ATT_THREADS / 32][ATT_MAX_HEAD_DIM];
     __shared__ float sm_m[ATT_THREADS / 32], sm_l[ATT_THREADS / 32];
     const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
@@ -82,7 +100,8 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
         for (int w = 0; w < n_waves; w++)
             if (sm_m[w] != -INFINITY) a += sm_acc[w][e] * expf(sm_m[w] - big);
         if (gridDim.z == 1) {
-            out[(size_t)t * q_dim + h * head_dim + e] = sum > 0.0f ? a / sum : 0.0f;
+            att_store(out, q8, q8_scales, (size_t)t * q_dim + h * head_dim + e,
+                      sum > 0.0f ? a / sum : 0.0f);
         } else {
             float* dst = partial + (((size_t)t * n_head + h) * gridDim.z + split) * (head_dim + 2);
             dst[e] = a;
@@ -96,7 +115,8 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
 
 // Merges the splits of one (head, token): rescale each by exp(max_s - max) and normalise.
 __global__ void attention_combine_kernel(const float* partial, int n_head, int head_dim,
-                                         int n_split, float* out) {
+                                         int n_split, float* out, int8_t* q8,
+                                         float4* q8_scales) {
     const int h = blockIdx.x, t = blockIdx.y;
     const float* base = partial + ((size_t)t * n_head + h) * n_split * (head_dim + 2);
     float big = -INFINITY;
@@ -110,7 +130,8 @@ __global__ void attention_combine_kernel(const float* partial, int n_head, int h
             a += p[e] * f;
             sum += p[head_dim + 1] * f;
         }
-        out[(size_t)t * n_head * head_dim + h * head_dim + e] = sum > 0.0f ? a / sum : 0.0f;
+        att_store(out, q8, q8_scales, (size_t)t * n_head * head_dim + h * head_dim + e,
+                  sum > 0.0f ? a / sum : 0.0f);
     }
 }
 
@@ -118,15 +139,16 @@ extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, cons
                             const int32_t* cell_pos, const uint64_t* cell_seqs,
                             const int32_t* n_cells, const int32_t* tok_pos,
                             const int32_t* tok_seq, int n, int n_head, int n_head_kv, int head_dim,
-                            int n_split, float* partial, float* out, void* stream) {
+                            int n_split, float* partial, float* out, int8_t* q8,
+                            void* q8_scales, void* stream) {
     if (n <= 0 || head_dim > ATT_MAX_HEAD_DIM || n_split <= 0 || n_head % n_head_kv != 0)
         return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
     hipLaunchKernelGGL(attention_kernel, dim3(n_head, n, n_split), dim3(ATT_THREADS), 0, s, q, ld_q,
                        k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n_head,
-                       n_head_kv, head_dim, partial, out);
+                       n_head_kv, head_dim, partial, out, q8, (float4*)q8_scales);
     if (n_split > 1)
         hipLaunchKernelGGL(attention_combine_kernel, dim3(n_head, n), dim3(128), 0, s, partial,
-                           n_head, head_dim, n_split, out);
+                           n_head, head_dim, n_split, out, q8, (float4*)q8_scales);
     return (int)hipGetLastError();
 }

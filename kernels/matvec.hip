@@ -93,35 +93,49 @@ __device__ __forceinline__ void mv_finish(float (*part)[RF_MAX_MATVEC_TOKENS], c
     }
 }
 
+// Each team computes R neighbouring rows, so every activation group it loads serves R weight
+// groups. Measured on the H200: R = 2 helps Q8_0 (+4 %), not Q4_0 (−4 %).
+template <int T> struct MvRows { static constexpr int R = 1; };
+template <> struct MvRows<RF_Q8_0> { static constexpr int R = 2; };
+
 template <int T>
 __global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
                                 const float4* xs, int n, float* y, int ldy, int accumulate,
                                 int ks) {
     __shared__ float part[MV_GROUPS][RF_MAX_MATVEC_TOKENS];
     const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int row = blockIdx.x * (MV_GROUPS / ks) + grp / ks;
+    constexpr int MV_ROWS = MvRows<T>::R;
+    const int row0 = (blockIdx.x * (MV_GROUPS / ks) + grp / ks) * MV_ROWS;
     const int slice = grp % ks;
-    const bool active = row < rows;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    float acc[RF_MAX_MATVEC_TOKENS];
+    float acc[MV_ROWS][RF_MAX_MATVEC_TOKENS];
 #pragma unroll
-    for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
-    if (active) {
+    for (int r = 0; r < MV_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[r][t] = 0.0f;
+    if (row0 < rows) {
         for (int g = slice * 32 + lane; g < ng; g += 32 * ks) {
-            const size_t G = (size_t)row * ng + g;
 #pragma unroll
             for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
                 if (t < n) {
                     const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
                     const int4 a = xp[0], c = xp[1];
                     const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                    acc[t] += QDot<T>::dot(w, ng_total, G, x, xs[(size_t)t * ng + g]);
+                    const float4 sc = xs[(size_t)t * ng + g];
+#pragma unroll
+                    for (int r = 0; r < MV_ROWS; r++)
+                        if (row0 + r < rows)
+                            acc[r][t] += QDot<T>::dot(w, ng_total, (size_t)(row0 + r) * ng + g, x, sc);
                 }
             }
         }
     }
-    mv_finish(part, acc, n, active, ks, row, y, ldy, accumulate);
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++) {
+        if (ks > 1) __syncthreads();  // part[] is reused for each row
+        mv_finish(part, acc[r], n, row0 + r < rows, ks, row0 + r, y, ldy, accumulate);
+    }
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -179,6 +193,8 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     while (ks < g_matvec_ks_max && ks < MV_GROUPS && ng >= 64 * ks * 2) ks *= 2;
     const int rows_per_block = MV_GROUPS / ks;
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
+    const int q8_rows_per_block = rows_per_block * MvRows<RF_Q8_0>::R;
+    const dim3 q8grid((rows + q8_rows_per_block - 1) / q8_rows_per_block);
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
@@ -192,7 +208,7 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
                                cols, xq, xs, n, y, ldy, accumulate, ks);
             break;
         case RF_Q8_0:
-            hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
+            hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, q8grid, dim3(RF_BLOCK), 0, s, wb, rows,
                                cols, xq, xs, n, y, ldy, accumulate, ks);
             break;
         case RF_F16:

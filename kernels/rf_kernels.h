@@ -84,12 +84,13 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
 // its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
-// floats apart. `partial` holds n * n_head * n_split * (hd + 2) floats.
+// floats apart. `partial` holds n * n_head * n_split * (hd + 2) floats. q8 / q8_scales
+// (nullable): also write the output quantized as rf_act would.
 int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                  int n_head_kv, int head_dim, int n_split, float* partial, float* out,
-                 void* stream);
+                 int8_t* q8, void* q8_scales, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
 // n_head / n_head_kv <= 16); no split scratch needed.

@@ -131,6 +131,14 @@ fn parity(path: &Path) -> (String, bool) {
             .expect("GPU prompt step");
     }
     let mut worst = rel_diff(&c_logits, &g_logits, n_vocab);
+    // Both paths after the whole prompt, against the exact weights (same logits as the batch).
+    let (dec_gpu_vs_exact, dec_cpu_vs_exact) = match &exact {
+        Some(e) => (
+            rel_diff(e, &g_logits, n_vocab),
+            rel_diff(e, &c_logits, n_vocab),
+        ),
+        None => (f32::NAN, f32::NAN),
+    };
     let (mut c_tokens, mut g_tokens) = (Vec::new(), Vec::new());
     let mut split_margin = f32::NAN;
     for i in 0..GREEDY_TOKENS {
@@ -176,7 +184,7 @@ fn parity(path: &Path) -> (String, bool) {
     let report = format!(
         "{{\"model\":\"{}\",\"prefill_rel_diff\":{prefill_diff:.5},\"decode_worst_rel_diff\":{worst:.5},\
          \"two_seq_rel_diff\":{multi_diff:.5},\
-         \"prefill_gpu_vs_exact\":{gpu_vs_exact:.5},\"prefill_cpu_vs_exact\":{cpu_vs_exact:.5},\"greedy_tokens_equal\":{},\"bound\":{bound:.4},\"split_margin\":{split_margin:.5},\"tokens_compared\":{}}}",
+         \"prefill_gpu_vs_exact\":{gpu_vs_exact:.5},\"prefill_cpu_vs_exact\":{cpu_vs_exact:.5},\"decode_gpu_vs_exact\":{dec_gpu_vs_exact:.5},\"decode_cpu_vs_exact\":{dec_cpu_vs_exact:.5},\"greedy_tokens_equal\":{},\"bound\":{bound:.4},\"split_margin\":{split_margin:.5},\"tokens_compared\":{}}}",
         path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
         c_tokens == g_tokens,
         c_tokens.len()

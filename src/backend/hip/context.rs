@@ -505,6 +505,9 @@ impl GpuContext {
             // Many tokens: the tiled kernel reads each K/V chunk once per block.
             let tiled =
                 n > MATVEC_MAX_TOKENS && hp.head_dim <= 128 && hp.n_head / hp.n_head_kv <= 16;
+            // Decode with a quantized output projection: attention writes the int8 input of
+            // that product itself, saving the separate quantize pass.
+            let fuse_q8 = !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo);
             let code = if tiled {
                 unsafe {
                     ffi::rf_attention_prefill(
@@ -544,22 +547,34 @@ impl GpuContext {
                         n_split as i32,
                         self.s.partial.at(0),
                         self.s.attn.at(0),
+                        if fuse_q8 {
+                            self.s.xq.at(0)
+                        } else {
+                            std::ptr::null_mut()
+                        },
+                        if fuse_q8 {
+                            self.s.xs.ptr()
+                        } else {
+                            std::ptr::null_mut()
+                        },
                         st,
                     )
                 }
             };
             check(code, "attention")?;
             let attn = self.s.attn.at::<f32>(0);
-            self.act(
-                ffi::ACT_COPY,
-                attn,
-                std::ptr::null(),
-                0.0,
-                q_dim,
-                n,
-                null,
-                &layer.wo,
-            )?;
+            if !fuse_q8 {
+                self.act(
+                    ffi::ACT_COPY,
+                    attn,
+                    std::ptr::null(),
+                    0.0,
+                    q_dim,
+                    n,
+                    null,
+                    &layer.wo,
+                )?;
+            }
             self.project(&layer.wo, n, x, d, true)?;
             self.act(
                 ffi::ACT_RMSNORM,
@@ -617,10 +632,7 @@ impl GpuContext {
         next: &Projection,
     ) -> Result<()> {
         let small = n <= MATVEC_MAX_TOKENS;
-        let quantized = next
-            .parts
-            .iter()
-            .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0));
+        let quantized = quantized(next);
         let null = std::ptr::null_mut::<c_void>();
         // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
         // scales: MATVEC_MAX_TOKENS rows, used only then).
@@ -740,4 +752,11 @@ fn check_positions(kv: &KvCache, batch: &Batch) -> Result<()> {
         seen[seq as usize] = Some(pos);
     }
     Ok(())
+}
+
+/// Whether the product reads int8 activations (any quantized part).
+fn quantized(p: &Projection) -> bool {
+    p.parts
+        .iter()
+        .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
 }

@@ -143,6 +143,8 @@ extern "C" {
         n_split: c_int,
         partial: *mut f32,
         out: *mut f32,
+        q8: *mut i8,
+        q8_scales: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_attention_prefill(
