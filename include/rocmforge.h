@@ -95,7 +95,8 @@ typedef enum rocmforge_status {
   ROCMFORGE_ERR_TOKENIZER = 14,
   // An allocation failed.
   ROCMFORGE_ERR_OUT_OF_MEMORY = 15,
-  // The requested backend is not built into this library.
+  // The requested backend is not built into this library, or its device is not present
+  // (or the operation is not offered by the model's backend).
   ROCMFORGE_ERR_BACKEND_UNAVAILABLE = 16,
   // The model has no chat template and none was given.
   ROCMFORGE_ERR_NO_CHAT_TEMPLATE = 17,
@@ -103,6 +104,8 @@ typedef enum rocmforge_status {
   ROCMFORGE_ERR_TEMPLATE = 18,
   // The requested item does not exist (a metadata key, a special token, logits not kept).
   ROCMFORGE_ERR_NOT_FOUND = 19,
+  // The GPU runtime or a GPU kernel failed (GPU out-of-memory is ROCMFORGE_ERR_OUT_OF_MEMORY).
+  ROCMFORGE_ERR_GPU = 20,
 } rocmforge_status;
 
 typedef struct rocmforge_batch rocmforge_batch;
@@ -289,6 +292,55 @@ enum rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *c
 enum rocmforge_status rocmforge_context_set_log_callback(struct rocmforge_context *ctx,
                                                          rocmforge_log_callback callback,
                                                          void *user_data);
+
+// Whether this library was built with a GPU backend (`rocm` or `cuda` feature).
+// Thread-safety: any thread.
+//
+// # Safety
+// `out` must be NULL or writable.
+enum rocmforge_status rocmforge_gpu_built_in(bool *out);
+
+// Number of GPUs present (0 without a GPU backend, a driver or a device).
+// Thread-safety: any thread.
+//
+// # Safety
+// `out` must be NULL or writable.
+enum rocmforge_status rocmforge_device_count(size_t *out);
+
+// The name of GPU `index` ("NVIDIA H100 80GB HBM3", "AMD Instinct MI210"), with the two-call
+// size protocol: `*n_out` receives the length without the NUL; the text is written only when
+// `capacity > length` (else ROCMFORGE_ERR_BUFFER_TOO_SMALL). ROCMFORGE_ERR_NOT_FOUND for a
+// missing device. Ownership: the caller's buffer. Thread-safety: any thread.
+//
+// # Safety
+// `buf` NULL or writable for `capacity` bytes; `n_out` NULL or writable.
+enum rocmforge_status rocmforge_device_name(size_t index,
+                                            char *buf,
+                                            size_t capacity,
+                                            size_t *n_out);
+
+// The architecture of GPU `index` ("sm_90", "gfx90a"), with the two-call size protocol of
+// rocmforge_device_name. Thread-safety: any thread.
+//
+// # Safety
+// As rocmforge_device_name.
+enum rocmforge_status rocmforge_device_arch(size_t index,
+                                            char *buf,
+                                            size_t capacity,
+                                            size_t *n_out);
+
+// Total and currently free memory of GPU `index`, in bytes. Thread-safety: any thread.
+//
+// # Safety
+// `total` and `free` must be NULL or writable.
+enum rocmforge_status rocmforge_device_memory(size_t index, uint64_t *total, uint64_t *free);
+
+// The backend a loaded model computes on: ROCMFORGE_BACKEND_CPU or ROCMFORGE_BACKEND_GPU
+// (what ROCMFORGE_BACKEND_AUTO resolved to). Thread-safety: any thread.
+//
+// # Safety
+// `model` NULL or live; `out` NULL or writable.
+enum rocmforge_status rocmforge_model_backend(const struct rocmforge_model *model, int32_t *out);
 
 // Empties the KV cache (all sequences).
 //

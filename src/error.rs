@@ -31,6 +31,9 @@ pub enum Error {
     Cancelled,
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The backend asked for is not built into this library, or no device is present.
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
     /// A HIP/CUDA runtime or kernel failure (out-of-memory is reported as OutOfMemory).
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -35,12 +35,24 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Where a context computes: the CPU engine with its cache, threads and buffers, or a GPU
+/// context (cache and buffers on the device, one stream).
+// One executor per context, created once and never moved on a hot path: size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Executor {
+    Cpu {
+        kv: KvCache,
+        pool: ThreadPool,
+        scratch: Scratch,
+    },
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    Gpu(Box<crate::backend::hip::GpuContext>),
+}
+
 pub struct Context {
     model: Model,
     params: ContextParams,
-    kv: KvCache,
-    pool: ThreadPool,
-    scratch: Scratch,
+    exec: Executor,
     /// Logits of the last batch's tokens that asked for them: (n_out, n_vocab).
     logits: Vec<f32>,
     /// For each token of the last batch, its row in `logits`.
@@ -79,23 +91,66 @@ impl Context {
                 params.n_threads
             )));
         }
-        let kv = KvCache::new(hp.n_layer, params.n_ctx, hp.kv_dim(), params.n_seq_max)?;
-        let pool = ThreadPool::new(params.n_threads)
-            .map_err(|e| Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
+        let exec = Self::executor(model, &params)?;
         Ok(Context {
             model: model.clone(),
             params,
-            kv,
-            pool,
-            scratch: Scratch::default(),
+            exec,
             logits: Vec::new(),
             logit_rows: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 
+    fn executor(model: &Model, params: &ContextParams) -> Result<Executor> {
+        #[cfg(any(feature = "rocm", feature = "cuda"))]
+        if let Some(gpu) = model.gpu() {
+            let ctx = crate::backend::hip::GpuContext::new(
+                Arc::clone(gpu),
+                params.n_ctx,
+                params.n_seq_max,
+            )?;
+            return Ok(Executor::Gpu(Box::new(ctx)));
+        }
+        let hp = model.hparams();
+        let kv = KvCache::new(hp.n_layer, params.n_ctx, hp.kv_dim(), params.n_seq_max)?;
+        let pool = ThreadPool::new(params.n_threads)
+            .map_err(|e| Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
+        Ok(Executor::Cpu {
+            kv,
+            pool,
+            scratch: Scratch::default(),
+        })
+    }
+
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The cache bookkeeping (cells, positions, sequences) of either backend.
+    pub fn kv_cache(&self) -> &KvCache {
+        match &self.exec {
+            Executor::Cpu { kv, .. } => kv,
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.kv(),
+        }
+    }
+
+    /// The CPU cache (keys and values in host memory), for state save/restore.
+    fn host_kv(&self) -> Result<&KvCache> {
+        match &self.exec {
+            Executor::Cpu { kv, .. } => Ok(kv),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(_) => Err(gpu_state_unsupported()),
+        }
+    }
+
+    fn host_kv_mut(&mut self) -> Result<&mut KvCache> {
+        match &mut self.exec {
+            Executor::Cpu { kv, .. } => Ok(kv),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(_) => Err(gpu_state_unsupported()),
+        }
     }
 
     pub fn params(&self) -> &ContextParams {
@@ -112,15 +167,19 @@ impl Context {
             )));
         }
         self.logit_rows.clear();
-        let result = decode(
-            self.model.loaded(),
-            &mut self.kv,
-            &self.pool,
-            &mut self.scratch,
-            batch,
-            &self.cancel,
-            &mut self.logits,
-        );
+        let result = match &mut self.exec {
+            Executor::Cpu { kv, pool, scratch } => decode(
+                self.model.loaded(),
+                kv,
+                pool,
+                scratch,
+                batch,
+                &self.cancel,
+                &mut self.logits,
+            ),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.decode(batch, &self.cancel, &mut self.logits),
+        };
         self.cancel.store(false, Ordering::Relaxed);
         self.logit_rows = result?;
         Ok(())
@@ -129,11 +188,11 @@ impl Context {
     /// Appends `tokens` to sequence `seq` (after its last position), in chunks of `n_batch`,
     /// keeping the logits of the last token. On error the sequence is as it was before.
     pub fn eval(&mut self, tokens: &[u32], seq: u32) -> Result<()> {
-        self.kv.check_seq(seq)?;
+        self.kv_cache().check_seq(seq)?;
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
-        let start = self.kv.seq_pos_max(seq).map_or(0, |p| p + 1);
+        let start = self.kv_cache().seq_pos_max(seq).map_or(0, |p| p + 1);
         let mut pos = start;
         for (i, chunk) in tokens.chunks(self.params.n_batch).enumerate() {
             let last_chunk = (i + 1) * self.params.n_batch >= tokens.len();
@@ -142,7 +201,7 @@ impl Context {
                 batch.logits.fill(false);
             }
             if let Err(e) = self.decode(&batch) {
-                self.kv.seq_remove(Some(seq), start, -1);
+                self.kv_seq_remove(Some(seq), start, -1)?;
                 return Err(e);
             }
             pos += chunk.len() as i32;
@@ -169,39 +228,60 @@ impl Context {
         Arc::clone(&self.cancel)
     }
 
-    pub fn kv_cache(&self) -> &KvCache {
-        &self.kv
-    }
-
     pub fn kv_clear(&mut self) {
-        self.kv.clear();
+        match &mut self.exec {
+            Executor::Cpu { kv, .. } => kv.clear(),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.clear(),
+        }
     }
 
+    /// Removes positions `p0..p1` (p1 < 0: to the end) of `seq`, or of every sequence (None).
     pub fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) -> Result<()> {
         if let Some(s) = seq {
-            self.kv.check_seq(s)?;
+            self.kv_cache().check_seq(s)?;
         }
-        self.kv.seq_remove(seq, p0, p1);
+        match &mut self.exec {
+            Executor::Cpu { kv, .. } => kv.seq_remove(seq, p0, p1),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.seq_remove(seq, p0, p1),
+        }
         Ok(())
     }
 
+    /// Makes positions `p0..p1` of `src` also part of `dst` (cells are shared, not copied).
     pub fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) -> Result<()> {
-        self.kv.check_seq(src)?;
-        self.kv.check_seq(dst)?;
-        self.kv.seq_copy(src, dst, p0, p1);
+        self.kv_cache().check_seq(src)?;
+        self.kv_cache().check_seq(dst)?;
+        match &mut self.exec {
+            Executor::Cpu { kv, .. } => kv.seq_copy(src, dst, p0, p1),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.seq_copy(src, dst, p0, p1),
+        }
         Ok(())
     }
 
     pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
-        self.kv.check_seq(seq)?;
-        self.kv.seq_keep(seq);
+        self.kv_cache().check_seq(seq)?;
+        match &mut self.exec {
+            Executor::Cpu { kv, .. } => kv.seq_keep(seq),
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => g.seq_keep(seq),
+        }
         Ok(())
     }
 
     /// Largest position of `seq` in the cache.
     pub fn kv_seq_pos_max(&self, seq: u32) -> Option<i32> {
-        self.kv.seq_pos_max(seq)
+        self.kv_cache().seq_pos_max(seq)
     }
+}
+
+#[cfg(any(feature = "rocm", feature = "cuda"))]
+fn gpu_state_unsupported() -> Error {
+    Error::BackendUnavailable(
+        "state save/restore keeps keys and values in host memory: use a CPU context".into(),
+    )
 }
 
 /// Context state blobs: n_logits u32 LE, that many f32 LE (the last logits row, whole-context
@@ -209,7 +289,7 @@ impl Context {
 impl Context {
     /// Bytes [`Self::state_save`] will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
-        4 + self.saved_logits(seq).len() * 4 + self.kv.state_size(seq)
+        4 + self.saved_logits(seq).len() * 4 + self.host_kv().map_or(0, |kv| kv.state_size(seq))
     }
 
     /// The last logits travel with a whole-context save, so generation can resume right after
@@ -224,7 +304,7 @@ impl Context {
     /// Saves the whole context (`seq` None) or one sequence.
     pub fn state_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
         if let Some(s) = seq {
-            self.kv.check_seq(s)?;
+            self.host_kv()?.check_seq(s)?;
         }
         let logits = self.saved_logits(seq);
         let mut out = Vec::with_capacity(self.state_size(seq));
@@ -232,7 +312,7 @@ impl Context {
         for x in logits {
             out.extend_from_slice(&x.to_le_bytes());
         }
-        out.extend_from_slice(&self.kv.save(seq));
+        out.extend_from_slice(&self.host_kv()?.save(seq));
         Ok(out)
     }
 
@@ -258,7 +338,7 @@ impl Context {
                 .ok_or_else(|| bad("truncated logits"))?,
             &bytes[kv_start..],
         );
-        self.kv.restore(kv, seq)?;
+        self.host_kv_mut()?.restore(kv, seq)?;
         if seq.is_none() {
             self.logits = logit_bytes
                 .chunks_exact(4)

@@ -2,8 +2,10 @@
 //! conversation (or per set of parallel sequences) and [`Batch`]es of tokens.
 
 mod context;
+mod device;
 mod model;
 
 pub use crate::engine::Batch;
 pub use context::{Context, ContextParams};
-pub use model::{Model, ModelParams, ProgressFn};
+pub use device::{devices, gpu_built_in, DeviceInfo};
+pub use model::{Backend, Model, ModelParams, ProgressFn};

@@ -11,10 +11,22 @@ use std::sync::Arc;
 /// Called during load with the fraction done (0..=1); returning `false` cancels the load.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(f32) -> bool;
 
+/// Where a model's weights live and its contexts compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The GPU when this library has a GPU backend and a device is present, else the CPU.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
 pub struct ModelParams<'a> {
     /// Map the file (weights stay in the page cache, zero-copy) instead of reading it into memory.
     pub use_mmap: bool,
     pub progress: Option<ProgressFn<'a>>,
+    pub backend: Backend,
+    /// GPU index (see [`super::devices`]); ignored by the CPU backend.
+    pub device: usize,
 }
 
 impl Default for ModelParams<'_> {
@@ -22,6 +34,8 @@ impl Default for ModelParams<'_> {
         ModelParams {
             use_mmap: true,
             progress: None,
+            backend: Backend::Auto,
+            device: 0,
         }
     }
 }
@@ -35,6 +49,9 @@ pub struct Model {
 struct ModelInner {
     loaded: LoadedModel,
     tokenizer: Tokenizer,
+    /// The weights on the GPU, when the model runs there.
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    gpu: Option<Arc<crate::backend::hip::GpuModel>>,
 }
 
 /// Granularity of load progress reports (and of cancellation checks).
@@ -57,6 +74,9 @@ impl Model {
             }
         };
         report(0.0)?;
+        let on_gpu = super::device::resolve_backend(params.backend, params.device)?;
+        // Reading the file is the first part of the progress; uploading to the GPU the rest.
+        let read_share = if on_gpu { 0.5 } else { 0.95 };
         let gguf = if params.use_mmap {
             let gguf = GgufFile::open(path)?;
             // Touch every page once so the first token does not pay for page faults, and so
@@ -74,10 +94,16 @@ impl Model {
             std::hint::black_box(checksum);
             gguf
         } else {
-            let bytes = read_with_progress(path, &mut report)?;
+            let bytes = read_with_progress(path, &mut |f| report(f * read_share))?;
             GgufFile::from_bytes(bytes)?
         };
-        let model = Model::from_gguf(gguf)?;
+        #[allow(unused_mut)]
+        let mut model = Model::from_gguf(gguf)?;
+        if on_gpu {
+            model = model.upload_to_gpu(params.device, &mut |f| {
+                report(read_share + f * (1.0 - read_share))
+            })?;
+        }
         report(1.0)?;
         Ok(model)
     }
@@ -94,8 +120,64 @@ impl Model {
             )));
         }
         Ok(Model {
-            inner: Arc::new(ModelInner { loaded, tokenizer }),
+            inner: Arc::new(ModelInner {
+                loaded,
+                tokenizer,
+                #[cfg(any(feature = "rocm", feature = "cuda"))]
+                gpu: None,
+            }),
         })
+    }
+
+    /// Copies the weights to GPU `device` (progress 0..=1 through `report`, which may cancel).
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    fn upload_to_gpu(
+        self,
+        device: usize,
+        report: &mut dyn FnMut(f32) -> Result<()>,
+    ) -> Result<Model> {
+        let inner = Arc::try_unwrap(self.inner)
+            .map_err(|_| Error::InvalidArgument("model already shared".into()))?;
+        let mut cancelled = false;
+        let gpu =
+            crate::backend::hip::GpuModel::upload(&inner.loaded, device, &mut |done, total| {
+                if report(done as f32 / total.max(1) as f32).is_err() {
+                    cancelled = true;
+                }
+            })?;
+        if cancelled {
+            return Err(Error::Cancelled);
+        }
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                gpu: Some(Arc::new(gpu)),
+                ..inner
+            }),
+        })
+    }
+
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    fn upload_to_gpu(
+        self,
+        _device: usize,
+        _report: &mut dyn FnMut(f32) -> Result<()>,
+    ) -> Result<Model> {
+        Err(super::device::not_built_in())
+    }
+
+    /// The weights on the GPU, when this model runs there.
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    pub(crate) fn gpu(&self) -> Option<&Arc<crate::backend::hip::GpuModel>> {
+        self.inner.gpu.as_ref()
+    }
+
+    /// The backend this model's contexts compute on (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        #[cfg(any(feature = "rocm", feature = "cuda"))]
+        if self.inner.gpu.is_some() {
+            return Backend::Gpu;
+        }
+        Backend::Cpu
     }
 
     pub fn hparams(&self) -> &Hparams {

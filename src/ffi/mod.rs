@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod context;
+pub mod device;
 pub mod guard;
 pub mod kv;
 pub mod log;

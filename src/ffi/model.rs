@@ -5,13 +5,14 @@ use super::guard::{
 };
 use super::log::{log, ROCMFORGE_LOG_INFO};
 use super::params::{
-    rocmforge_context_params, rocmforge_model_params, ROCMFORGE_BACKEND_AUTO, ROCMFORGE_BACKEND_GPU,
+    rocmforge_context_params, rocmforge_model_params, ROCMFORGE_BACKEND_AUTO,
+    ROCMFORGE_BACKEND_CPU, ROCMFORGE_BACKEND_GPU,
 };
 use super::status::{rocmforge_status, FfiError, FfiResult};
 use crate::gguf::{Array, GgufFile, Value};
 use crate::kv_cache::KvCache;
 use crate::model::Hparams;
-use crate::{ContextParams, Model, ModelParams};
+use crate::{Backend, ContextParams, Model, ModelParams};
 use rocmforge_status::*;
 use std::ffi::{c_char, CString};
 use std::sync::atomic::AtomicBool;
@@ -53,20 +54,26 @@ impl rocmforge_model {
 }
 
 /// Checks the backend request; this build has only the CPU backend.
-fn select_backend(params: &rocmforge_model_params) -> FfiResult {
+/// What ROCMFORGE_BACKEND_AUTO will pick, said through the log callback before loading.
+fn auto_backend_choice(device: usize) -> String {
+    if !crate::api::gpu_built_in() {
+        return "backend auto: no GPU backend built in, using the CPU".into();
+    }
+    match crate::api::devices() {
+        Ok(d) if device < d.len() => format!(
+            "backend auto: using GPU device {device} ({})",
+            d[device].name
+        ),
+        _ => "backend auto: no GPU found, using the CPU".into(),
+    }
+}
+
+/// The C backend value as the Rust API's [`Backend`] (values were validated by the setter).
+fn backend_of(params: &rocmforge_model_params) -> Backend {
     match params.backend {
-        ROCMFORGE_BACKEND_GPU => Err(FfiError::new(
-            ROCMFORGE_ERR_BACKEND_UNAVAILABLE,
-            format!(
-                "GPU backend requested (device {}), but this library was built without one (not built in)",
-                params.device
-            ),
-        )),
-        ROCMFORGE_BACKEND_AUTO => {
-            log(None, ROCMFORGE_LOG_INFO, "backend auto: no GPU backend built in, using the CPU");
-            Ok(())
-        }
-        _ => Ok(()),
+        ROCMFORGE_BACKEND_CPU => Backend::Cpu,
+        ROCMFORGE_BACKEND_GPU => Backend::Gpu,
+        _ => Backend::Auto,
     }
 }
 
@@ -96,7 +103,13 @@ pub unsafe extern "C" fn rocmforge_model_load(
         let defaults = rocmforge_model_params::default();
         // SAFETY: caller contract: NULL or a live params object.
         let params = unsafe { params.as_ref() }.unwrap_or(&defaults);
-        select_backend(params)?;
+        if params.backend == ROCMFORGE_BACKEND_AUTO {
+            log(
+                None,
+                ROCMFORGE_LOG_INFO,
+                &auto_backend_choice(params.device as usize),
+            );
+        }
         let (callback, user_data) = (params.progress, params.progress_user_data);
         let mut progress = move |fraction: f32| -> bool {
             match callback {
@@ -110,8 +123,11 @@ pub unsafe extern "C" fn rocmforge_model_load(
             ModelParams {
                 use_mmap: params.use_mmap,
                 progress: Some(&mut progress),
+                backend: backend_of(params),
+                device: params.device as usize,
             },
         )?;
+
         // SAFETY: out checked non-NULL.
         unsafe { write_out(out, into_handle(rocmforge_model::new(model))) };
         Ok(())

@@ -42,7 +42,8 @@ pub enum rocmforge_status {
     ROCMFORGE_ERR_TOKENIZER = 14,
     /// An allocation failed.
     ROCMFORGE_ERR_OUT_OF_MEMORY = 15,
-    /// The requested backend is not built into this library.
+    /// The requested backend is not built into this library, or its device is not present
+    /// (or the operation is not offered by the model's backend).
     ROCMFORGE_ERR_BACKEND_UNAVAILABLE = 16,
     /// The model has no chat template and none was given.
     ROCMFORGE_ERR_NO_CHAT_TEMPLATE = 17,
@@ -50,13 +51,15 @@ pub enum rocmforge_status {
     ROCMFORGE_ERR_TEMPLATE = 18,
     /// The requested item does not exist (a metadata key, a special token, logits not kept).
     ROCMFORGE_ERR_NOT_FOUND = 19,
+    /// The GPU runtime or a GPU kernel failed (GPU out-of-memory is ROCMFORGE_ERR_OUT_OF_MEMORY).
+    ROCMFORGE_ERR_GPU = 20,
 }
 
 use rocmforge_status::*;
 
 impl rocmforge_status {
     /// Every status, for the table tests and `rocmforge_status_string`.
-    pub(crate) const ALL: [rocmforge_status; 20] = [
+    pub(crate) const ALL: [rocmforge_status; 21] = [
         ROCMFORGE_OK,
         ROCMFORGE_ERR_NULL_POINTER,
         ROCMFORGE_ERR_INVALID_ARGUMENT,
@@ -77,6 +80,7 @@ impl rocmforge_status {
         ROCMFORGE_ERR_NO_CHAT_TEMPLATE,
         ROCMFORGE_ERR_TEMPLATE,
         ROCMFORGE_ERR_NOT_FOUND,
+        ROCMFORGE_ERR_GPU,
     ];
 
     /// NUL-terminated static description.
@@ -98,10 +102,11 @@ impl rocmforge_status {
             ROCMFORGE_ERR_UNSUPPORTED => b"unsupported model\0",
             ROCMFORGE_ERR_TOKENIZER => b"tokenizer error\0",
             ROCMFORGE_ERR_OUT_OF_MEMORY => b"out of memory\0",
-            ROCMFORGE_ERR_BACKEND_UNAVAILABLE => b"backend not built in\0",
+            ROCMFORGE_ERR_BACKEND_UNAVAILABLE => b"backend not built in or not available\0",
             ROCMFORGE_ERR_NO_CHAT_TEMPLATE => b"model has no chat template\0",
             ROCMFORGE_ERR_TEMPLATE => b"chat template error\0",
             ROCMFORGE_ERR_NOT_FOUND => b"not found\0",
+            ROCMFORGE_ERR_GPU => b"GPU error\0",
         }
     }
 }
@@ -137,7 +142,8 @@ impl From<crate::Error> for FfiError {
             E::ContextFull(_) => ROCMFORGE_ERR_CONTEXT_FULL,
             E::Cancelled => ROCMFORGE_ERR_CANCELLED,
             E::OutOfMemory(_) => ROCMFORGE_ERR_OUT_OF_MEMORY,
-            E::Gpu(_) => ROCMFORGE_ERR_INTERNAL,
+            E::BackendUnavailable(_) => ROCMFORGE_ERR_BACKEND_UNAVAILABLE,
+            E::Gpu(_) => ROCMFORGE_ERR_GPU,
         };
         FfiError {
             status,

@@ -39,6 +39,7 @@ fn status_numbers_are_stable_and_described() {
         (ROCMFORGE_ERR_NO_CHAT_TEMPLATE, 17),
         (ROCMFORGE_ERR_TEMPLATE, 18),
         (ROCMFORGE_ERR_NOT_FOUND, 19),
+        (ROCMFORGE_ERR_GPU, 20),
     ];
     assert_eq!(expected.len(), rocmforge_status::ALL.len());
     let mut texts = std::collections::HashSet::new();
@@ -53,7 +54,7 @@ fn status_numbers_are_stable_and_described() {
         assert_ne!(text.to_bytes(), b"unknown status");
     }
     // SAFETY: as above.
-    let unknown = unsafe { CStr::from_ptr(rocmforge_status_string(20)) };
+    let unknown = unsafe { CStr::from_ptr(rocmforge_status_string(21)) };
     assert_eq!(unknown.to_bytes(), b"unknown status");
 }
 
@@ -83,6 +84,11 @@ fn crate_errors_map_to_distinct_statuses() {
         (E::ContextFull("c".into()), ROCMFORGE_ERR_CONTEXT_FULL),
         (E::Cancelled, ROCMFORGE_ERR_CANCELLED),
         (E::OutOfMemory("o".into()), ROCMFORGE_ERR_OUT_OF_MEMORY),
+        (
+            E::BackendUnavailable("b".into()),
+            ROCMFORGE_ERR_BACKEND_UNAVAILABLE,
+        ),
+        (E::Gpu("g".into()), ROCMFORGE_ERR_GPU),
     ];
     for (error, status) in cases {
         let text = error.to_string();

@@ -161,6 +161,30 @@ static void test_loading_errors(void) {
     EXPECT(m == (rocmforge_model *)&passed);
 }
 
+static void test_devices(void) {
+    bool built = true;
+    size_t n = 99, len = 0;
+    int32_t backend = -1;
+    uint64_t total = 0, free_bytes = 0;
+    OK(rocmforge_gpu_built_in(&built));
+    OK(rocmforge_device_count(&n));
+    if (!built) EXPECT(n == 0);
+    EXPECT_STATUS(rocmforge_device_count(NULL), ROCMFORGE_ERR_NULL_POINTER, "out is NULL");
+    EXPECT_STATUS(rocmforge_device_name(n, NULL, 0, &len), ROCMFORGE_ERR_NOT_FOUND, "does not exist");
+    EXPECT_STATUS(rocmforge_device_arch(n, NULL, 0, &len), ROCMFORGE_ERR_NOT_FOUND, "does not exist");
+    EXPECT_STATUS(rocmforge_device_memory(n, &total, &free_bytes), ROCMFORGE_ERR_NOT_FOUND, "does not exist");
+    if (n > 0) {
+        char name[256];
+        OK(rocmforge_device_name(0, name, sizeof name, &len));
+        EXPECT(len > 0 && strlen(name) == len);
+        OK(rocmforge_device_memory(0, &total, &free_bytes));
+        EXPECT(total >= free_bytes && total > 0);
+    }
+    OK(rocmforge_model_backend(model, &backend));
+    EXPECT(backend == (n > 0 ? ROCMFORGE_BACKEND_GPU : ROCMFORGE_BACKEND_CPU));
+    EXPECT_STATUS(rocmforge_model_backend(NULL, &backend), ROCMFORGE_ERR_NULL_POINTER, "model is NULL");
+}
+
 static void test_metadata(void) {
     const char *s = NULL;
     uint64_t v = 0;
@@ -654,6 +678,7 @@ int main(int argc, char **argv) {
     OK(rocmforge_tokenize(model, text, strlen(text), true, true, prompt, 64, &n_prompt));
     EXPECT(n_prompt == 5);
     test_metadata();
+    test_devices();
     test_tokenizer_and_chat();
     test_context_errors();
     test_state();
