@@ -2,10 +2,11 @@
 //!
 //! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
 //!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
+//!               [--backend auto|cpu|gpu] [--device I]
 
 use rocmforge::sampler::{SamplerChain, SamplerParams};
 use rocmforge::tokenizer::StreamDecoder;
-use rocmforge::{Context, ContextParams, Model, ModelParams};
+use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -15,6 +16,8 @@ struct Args {
     n_predict: usize,
     ctx: ContextParams,
     sampling: SamplerParams,
+    backend: Backend,
+    device: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +29,8 @@ fn parse_args() -> Result<Args, String> {
         prompt: "The capital of France is".into(),
         n_predict: 64,
         ctx: ContextParams::default(),
+        backend: Backend::Auto,
+        device: 0,
         sampling: SamplerParams {
             temperature: 0.0,
             ..SamplerParams::default()
@@ -47,11 +52,20 @@ fn parse_args() -> Result<Args, String> {
             "--top-p" => args.sampling.top_p = num(value()?)? as f32,
             "--min-p" => args.sampling.min_p = num(value()?)? as f32,
             "--repeat-penalty" => args.sampling.penalty_repeat = num(value()?)? as f32,
+            "--device" => args.device = num(value()?)? as usize,
+            "--backend" => {
+                args.backend = match value()?.as_str() {
+                    "auto" => Backend::Auto,
+                    "cpu" => Backend::Cpu,
+                    "gpu" => Backend::Gpu,
+                    other => return Err(format!("--backend: '{other}' is not auto, cpu or gpu")),
+                }
+            }
             "-h" | "--help" => {
                 return Err(
                     "usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
                             [-c CTX] [--temp T] [--seed S] [--top-k K] [--top-p P] [--min-p P] \
-                            [--repeat-penalty R]"
+                            [--repeat-penalty R] [--backend auto|cpu|gpu] [--device I]"
                         .into(),
                 )
             }
@@ -62,7 +76,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let model = Model::load(&args.model, ModelParams::default()).map_err(|e| e.to_string())?;
+    let params = ModelParams {
+        backend: args.backend,
+        device: args.device,
+        ..ModelParams::default()
+    };
+    let model = Model::load(&args.model, params).map_err(|e| e.to_string())?;
+    eprintln!("backend: {:?}", model.backend());
     let mut ctx = Context::new(&model, args.ctx).map_err(|e| e.to_string())?;
     let mut sampler = SamplerChain::from_params(&args.sampling).map_err(|e| e.to_string())?;
     let tok = model.tokenizer();
