@@ -10,8 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCES: &[&str] =
-    &["runtime", "embed", "act", "matvec", "rope_kv", "attention", "attention_prefill", "blas"];
+const SOURCES: &[&str] = &[
+    "runtime",
+    "embed",
+    "act",
+    "matvec",
+    "rope_kv",
+    "attention",
+    "attention_prefill",
+    "blas",
+];
 const HEADERS: &[&str] = &["hip_compat.h", "arch.h", "quant.h", "rf_kernels.h"];
 
 fn main() {
@@ -42,11 +50,19 @@ fn main() {
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let kernels = manifest.join("kernels");
-    for f in SOURCES.iter().map(|s| format!("{s}.hip")).chain(HEADERS.iter().map(|s| s.to_string())) {
+    for f in SOURCES
+        .iter()
+        .map(|s| format!("{s}.hip"))
+        .chain(HEADERS.iter().map(|s| s.to_string()))
+    {
         println!("cargo:rerun-if-changed={}", kernels.join(f).display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    let objects = if cuda { build_cuda(&manifest, &kernels, &out) } else { build_rocm(&kernels, &out) };
+    let objects = if cuda {
+        build_cuda(&manifest, &kernels, &out)
+    } else {
+        build_rocm(&kernels, &out)
+    };
     archive(&objects, &out.join("librfkernels.a"));
     println!("cargo:rustc-link-search=native={}", out.display());
     println!("cargo:rustc-link-lib=static=rfkernels");
@@ -54,7 +70,9 @@ fn main() {
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !status.success() {
         panic!("GPU kernel compile failed: {cmd:?}");
     }
@@ -97,7 +115,10 @@ fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
         }
         cmd.arg(format!("-I{}", home.join("include").display()));
         cmd.arg(format!("-I{}", home.join("include/cccl").display()));
-        cmd.arg("-c").arg(kernels.join(format!("{src}.hip"))).arg("-o").arg(&obj);
+        cmd.arg("-c")
+            .arg(kernels.join(format!("{src}.hip")))
+            .arg("-o")
+            .arg(&obj);
         run(&mut cmd);
         objects.push(obj);
     }
@@ -111,9 +132,10 @@ fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
     let _ = std::fs::create_dir_all(&links);
     if !lib_dir.join("libcublas.so").exists() {
         if let Some(v) = std::fs::read_dir(&lib_dir).ok().and_then(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libcublas.so.")))
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libcublas.so."))
+            })
         }) {
             let link = links.join("libcublas.so");
             let _ = std::fs::remove_file(&link);
@@ -146,11 +168,17 @@ fn build_rocm(kernels: &Path, out: &Path) -> Vec<PathBuf> {
         for a in archs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             cmd.arg(format!("--offload-arch={a}"));
         }
-        cmd.arg("-c").arg(kernels.join(format!("{src}.hip"))).arg("-o").arg(&obj);
+        cmd.arg("-c")
+            .arg(kernels.join(format!("{src}.hip")))
+            .arg("-o")
+            .arg(&obj);
         run(&mut cmd);
         objects.push(obj);
     }
-    println!("cargo:rustc-link-search=native={}", rocm.join("lib").display());
+    println!(
+        "cargo:rustc-link-search=native={}",
+        rocm.join("lib").display()
+    );
     println!("cargo:rustc-link-lib=dylib=amdhip64");
     println!("cargo:rustc-link-lib=dylib=hipblas");
     objects

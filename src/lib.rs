@@ -26,5 +26,5 @@ pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
 
-pub use api::{Batch, Context, ContextParams, Model, ModelParams};
+pub use api::{Backend, Batch, Context, ContextParams, Model, ModelParams};
 pub use error::{Error, Result};

@@ -73,7 +73,7 @@ pub fn decode(
 ) -> Result<Vec<Option<usize>>> {
     let hp = &model.hparams;
     batch.validate(hp.n_vocab, kv.n_seq_max())?;
-    check_positions(kv, batch)?;
+    batch.check_positions(kv)?;
     let placed: Vec<(i32, u32)> = batch
         .pos
         .iter()
@@ -86,25 +86,6 @@ pub fn decode(
         kv.release(&cells);
     }
     result
-}
-
-/// New tokens of a sequence must come after what the cache already holds for it, so every
-/// (sequence, position) names one cell.
-fn check_positions(kv: &KvCache, batch: &Batch) -> Result<()> {
-    let mut seen: Vec<Option<i32>> = vec![None; kv.n_seq_max()];
-    for (i, (&pos, &seq)) in batch.pos.iter().zip(&batch.seq).enumerate() {
-        let last = seen[seq as usize].or_else(|| kv.seq_pos_max(seq));
-        if let Some(last) = last {
-            if pos <= last {
-                return Err(Error::InvalidArgument(format!(
-                    "batch index {i}: position {pos} of sequence {seq} is not after its last \
-                     position {last}"
-                )));
-            }
-        }
-        seen[seq as usize] = Some(pos);
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -149,7 +149,10 @@ pub mod dot {
         w: &'a [u8],
         a: &'a [u8],
     ) -> impl Iterator<Item = (W, A)> + 'a {
-        assert!(n.is_multiple_of(QK), "row length {n} is not a multiple of {QK}");
+        assert!(
+            n.is_multiple_of(QK),
+            "row length {n} is not a multiple of {QK}"
+        );
         let nb = n / QK;
         assert!(
             w.len() >= nb * W::BYTES && a.len() >= nb * A::BYTES,

@@ -253,7 +253,7 @@ impl GpuContext {
     ) -> Result<Vec<Option<usize>>> {
         set_device(self.model.device)?;
         batch.validate(self.model.hparams.n_vocab, self.kv.n_seq_max())?;
-        check_positions(&self.kv, batch)?;
+        batch.check_positions(&self.kv)?;
         let placed: Vec<(i32, u32)> = batch
             .pos
             .iter()
@@ -734,24 +734,6 @@ impl GpuContext {
         }
         Ok(())
     }
-}
-
-/// New tokens of a sequence must come after what the cache holds for it (as the CPU path).
-fn check_positions(kv: &KvCache, batch: &Batch) -> Result<()> {
-    let mut seen: Vec<Option<i32>> = vec![None; kv.n_seq_max()];
-    for (i, (&pos, &seq)) in batch.pos.iter().zip(&batch.seq).enumerate() {
-        let last = seen[seq as usize].or_else(|| kv.seq_pos_max(seq));
-        if let Some(last) = last {
-            if pos <= last {
-                return Err(Error::InvalidArgument(format!(
-                    "batch index {i}: position {pos} of sequence {seq} is not after its last \
-                     position {last}"
-                )));
-            }
-        }
-        seen[seq as usize] = Some(pos);
-    }
-    Ok(())
 }
 
 /// Whether the product reads int8 activations (any quantized part).
