@@ -20,6 +20,25 @@ fn device(index: usize) -> FfiResult<DeviceInfo> {
     })
 }
 
+/// One text field of a device through the two-call size protocol.
+///
+/// # Safety
+/// `buf` NULL or writable for `capacity` bytes; `n_out` NULL or writable.
+unsafe fn device_text(
+    index: usize,
+    field: fn(DeviceInfo) -> String,
+    buf: *mut c_char,
+    capacity: usize,
+    n_out: *mut usize,
+) -> rocmforge_status {
+    call(|| {
+        let n_out = out_ptr(n_out, "n_out")?;
+        let text = field(device(index)?);
+        // SAFETY: caller contract on buf/capacity; n_out checked.
+        unsafe { write_text(text.as_bytes(), buf, capacity, n_out) }
+    })
+}
+
 /// Whether this library was built with a GPU backend (`rocm` or `cuda` feature).
 /// Thread-safety: any thread.
 ///
@@ -65,12 +84,8 @@ pub unsafe extern "C" fn rocmforge_device_name(
     capacity: usize,
     n_out: *mut usize,
 ) -> rocmforge_status {
-    call(|| {
-        let n_out = out_ptr(n_out, "n_out")?;
-        let d = device(index)?;
-        // SAFETY: caller contract on buf/capacity; n_out checked.
-        unsafe { write_text(d.name.as_bytes(), buf, capacity, n_out) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { device_text(index, |d| d.name, buf, capacity, n_out) }
 }
 
 /// The architecture of GPU `index` ("sm_90", "gfx90a"), with the two-call size protocol of
@@ -85,12 +100,8 @@ pub unsafe extern "C" fn rocmforge_device_arch(
     capacity: usize,
     n_out: *mut usize,
 ) -> rocmforge_status {
-    call(|| {
-        let n_out = out_ptr(n_out, "n_out")?;
-        let d = device(index)?;
-        // SAFETY: caller contract on buf/capacity; n_out checked.
-        unsafe { write_text(d.arch.as_bytes(), buf, capacity, n_out) }
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { device_text(index, |d| d.arch, buf, capacity, n_out) }
 }
 
 /// Total and currently free memory of GPU `index`, in bytes. Thread-safety: any thread.
