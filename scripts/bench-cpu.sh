@@ -25,6 +25,9 @@ print(f"model: {sys.argv[3].rsplit('/', 1)[-1]}   cpu: {open('/proc/cpuinfo').re
 print(f"{'test':<7}{'threads':>8}{'rocmforge tok/s':>18}{'llama.cpp tok/s':>18}{'ratio':>8}")
 for line in open(sys.argv[2]):
     r = json.loads(line)
+    if "threads" not in r:
+        print(f"(tokenizer: {r['test']}: {r['tokens_per_second']:.0f} tokens/s)")
+        continue
     p = peer.get((r["threads"], r["test"]))
     ours = f"{r['tokens_per_second']:.1f} ± {r['stddev']:.1f}"
     theirs = f"{p[0]:.1f} ± {p[1]:.1f}" if p else "-"

@@ -169,8 +169,10 @@ fn smollm2_special_tokens_and_flags() {
     assert_eq!(tok.token_to_piece(u32::MAX, true), b"");
 }
 
+/// A 648-token prompt encodes to the same ids every time (speed belongs to benchmarks, not
+/// tests: `rocmforge_bench` prints the tokenizer's rate).
 #[test]
-fn smollm2_encodes_a_long_prompt_fast() {
+fn smollm2_encodes_a_long_prompt_deterministically() {
     let Some(tok) = load(common::SMOLLM2) else {
         return;
     };
@@ -181,19 +183,9 @@ fn smollm2_encodes_a_long_prompt_fast() {
         "long prompt gave only {} tokens",
         ids.len()
     );
-    // Best of a few runs: the first one also pays for cold caches, and the builder is shared.
-    let best = (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            let again = tok.encode(&text, true, true);
-            let elapsed = start.elapsed();
-            assert_eq!(again, ids);
-            elapsed
-        })
-        .min()
-        .unwrap_or_default();
-    let per_500 = best.as_secs_f64() * 500.0 / ids.len() as f64;
-    assert!(per_500 < 0.005, "{} tokens took {best:?}", ids.len());
+    for _ in 0..3 {
+        assert_eq!(tok.encode(&text, true, true), ids);
+    }
 }
 
 #[test]

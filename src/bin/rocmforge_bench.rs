@@ -59,6 +59,7 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 fn run(a: Args) -> Result<(), String> {
     let model = Model::load(&a.model, ModelParams::default()).map_err(|e| e.to_string())?;
     let n_vocab = model.hparams().n_vocab;
+    tokenizer_rate(&model);
     for &t in &a.threads {
         let params = ContextParams {
             n_ctx: (a.n_prompt + a.n_gen + 16).max(256),
@@ -98,6 +99,26 @@ fn run(a: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Tokenizer throughput on a fixed multi-paragraph text (best of 5 runs).
+fn tokenizer_rate(model: &Model) {
+    let paragraph = "The committee met on Tuesday, 14 March 2023, to review 1,250 proposals. \
+        Don't panic: résumés, naïve café owners and 東京 visitors 🙂 were all welcome!\n\n";
+    let text = paragraph.repeat(20);
+    let tok = model.tokenizer();
+    let n = tok.encode(&text, false, true).len();
+    let best = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(tok.encode(&text, false, true));
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "{{\"engine\":\"rocmforge\",\"test\":\"tokenize{n}\",\"tokens_per_second\":{:.0}}}",
+        n as f64 / best
+    );
 }
 
 fn print_result(threads: usize, test: &str, n: usize, rates: &[f64]) {
