@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::time::Instant;
 
 use rocmforge::gguf::GgufFile;
 use rocmforge::tokenizer::{StreamDecoder, Tokenizer};
