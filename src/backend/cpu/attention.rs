@@ -2,7 +2,7 @@
 
 use super::matmul::SharedMut;
 use super::ops::{axpy, dot_f32, softmax_in_place};
-use super::threadpool::{split_range, ThreadPool};
+use super::threadpool::ThreadPool;
 use crate::kv_cache::KvCache;
 
 /// Shapes of one attention call.
@@ -37,7 +37,11 @@ pub fn attention(
     let out = SharedMut::new(out);
     let n_threads = pool.n_threads();
     pool.run(&|index, _| {
-        let tasks = split_range(n_tasks, index, n_threads);
+        // Tasks (token t, head h) are dealt out round-robin on t + h, not in contiguous ranges:
+        // under a causal mask later tokens see more cells, so contiguous ranges would leave the
+        // last thread most of the work in prompt processing; with one token, heads alternate.
+        let tasks =
+            (0..n_tasks).filter(|task| (task / n_head + task % n_head) % n_threads == index);
         let mut scores: Vec<f32> = Vec::new();
         for task in tasks {
             let (t, h) = (task / n_head, task % n_head);
