@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use rocmforge::gguf::GgufFile;
 use rocmforge::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::Value;
