@@ -88,7 +88,7 @@ fn main() {
         let Some(act_ty) = activation_type(ty) else {
             continue;
         };
-        for n in [576usize, 1536] {
+        for n in [576usize, 1536, 4096] {
             let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
             let x: Vec<f32> = (0..n)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)

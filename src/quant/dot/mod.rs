@@ -12,6 +12,14 @@
 //! benches/quant_dot.rs). [`available_kernels`] lists every runnable variant so tests and the
 //! benchmark can force each one.
 //!
+//! Summation order: every quantized kernel (Q4_0, Q4_1, Q8_0), on every ISA and tile shape,
+//! returns exactly the bits of the canonical order defined in scalar.rs, which is also the
+//! order of the GPU mat-vec (32 lane accumulators, block b into lane b % 32, fused
+//! multiply-adds, butterfly at the end). The canonical `one` kernels are exported as
+//! [`canonical_q4_0_q8_0`], [`canonical_q4_1_q8_1`] and [`canonical_q8_0_q8_0`] so that GPU
+//! tests can compare against them bit for bit. The float kernels (F32/F16/BF16) have no
+//! pinned order.
+//!
 //! Contract for every kernel: `n` is a multiple of the weight's block size (32 for the
 //! quantized types, any `n` for F32/F16/BF16), `w` holds at least `weight.row_bytes(n)` bytes
 //! and each activation row at least `act.row_bytes(n)`. The kernels check this once per call
@@ -136,7 +144,25 @@ pub fn kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
     best.iter().find(|k| k.weight == weight).copied()
 }
 
-/// The scalar reference kernels for `weight`.
+/// The canonical Q4_0 x Q8_0 row dot (see the module docs): bit-identical to every Q4_0
+/// kernel of [`available_kernels`] and to the GPU mat-vec. Panics on rows shorter than `n`
+/// implies, like every kernel.
+pub fn canonical_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    scalar::q4_0_q8_0(n, w, a)
+}
+
+/// The canonical Q4_1 x Q8_1 row dot; see [`canonical_q4_0_q8_0`].
+pub fn canonical_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    scalar::q4_1_q8_1(n, w, a)
+}
+
+/// The canonical Q8_0 x Q8_0 row dot; see [`canonical_q4_0_q8_0`].
+pub fn canonical_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    scalar::q8_0_q8_0(n, w, a)
+}
+
+/// The scalar kernels for `weight` (canonical order for the quantized types, f64 reference
+/// for the float types).
 pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
     scalar::KERNELS.iter().find(|k| k.weight == weight)
 }

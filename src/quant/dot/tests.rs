@@ -1,5 +1,6 @@
-//! Every runnable kernel variant (forced, not only the selected one) against the scalar
-//! reference on seeded random rows.
+//! Every runnable kernel variant (forced, not only the selected one): accuracy against the
+//! f64 reference, and for the quantized types bit identity with the canonical scalar order,
+//! on seeded random rows and edge-case blocks.
 
 use super::*;
 use crate::quant::activation::activation_type;
@@ -76,12 +77,24 @@ fn magnitude(ty: GgmlType, act: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f64 {
         + 1e-30
 }
 
+/// The f64 accuracy reference for `ty`.
+fn f64_reference(ty: GgmlType) -> DotFn {
+    match ty {
+        GgmlType::Q4_0 => reference::dot::q4_0_q8_0,
+        GgmlType::Q4_1 => reference::dot::q4_1_q8_1,
+        GgmlType::Q8_0 => reference::dot::q8_0_q8_0,
+        GgmlType::F16 => reference::dot::f16_f16,
+        GgmlType::Bf16 => reference::dot::bf16_bf16,
+        _ => reference::dot::f32_f32,
+    }
+}
+
 #[test]
-fn every_kernel_matches_the_scalar_reference() {
+fn every_kernel_matches_the_f64_reference() {
     let mut rng = Rng(0x5EED);
     for ty in WEIGHT_TYPES {
         let act = activation_type(ty).unwrap();
-        let reference = scalar_kernels_for(ty).unwrap();
+        let reference = f64_reference(ty);
         let variants = available_kernels(ty);
         assert!(
             variants.len() >= 2 || cfg!(not(target_arch = "x86_64")),
@@ -99,7 +112,7 @@ fn every_kernel_matches_the_scalar_reference() {
                 let mut four = [0f32; 4];
                 (k.four)(n, &w, [&a[0], &a[1], &a[2], &a[3]], &mut four);
                 for r in 0..4 {
-                    let want = (reference.one)(n, &w, &a[r]) as f64;
+                    let want = reference(n, &w, &a[r]) as f64;
                     let tol = REL_TOL * magnitude(ty, act, n, &w, &a[r]);
                     let got = (k.one)(n, &w, &a[r]) as f64;
                     assert!(
@@ -119,7 +132,7 @@ fn every_kernel_matches_the_scalar_reference() {
                 let mut rows = [0f32; 4];
                 (k.rows4)(n, ws.map(|v| &v[..]), &a[1], &mut rows);
                 for (r, wr) in ws.into_iter().enumerate() {
-                    let want = (reference.one)(n, wr, &a[1]) as f64;
+                    let want = reference(n, wr, &a[1]) as f64;
                     let tol = REL_TOL * magnitude(ty, act, n, wr, &a[1]);
                     let got = rows[r] as f64;
                     assert!(
@@ -219,4 +232,161 @@ fn four_and_rows4_are_bit_identical_to_one() {
             }
         }
     }
+}
+
+/// Block counts for the bit-identity test: single blocks, partial and full rounds of the 32
+/// lane accumulators, and every tail of the 4- and 8-block SIMD groups.
+const CANONICAL_BLOCKS: [usize; 17] =
+    [1, 2, 3, 4, 5, 7, 8, 9, 17, 18, 31, 32, 33, 48, 64, 129, 133];
+
+/// An f16 scale of one of the edge kinds: zero, tiny (subnormal), huge, or ordinary; either
+/// sign. Never inf/NaN (their NaN payloads are not part of the contract).
+fn edge_scale(kind: u64, rng: &mut Rng) -> [u8; 2] {
+    let sign = if rng.next() % 2 == 0 { 1.0 } else { -1.0 };
+    let v = match kind {
+        0 => 0.0,
+        1 => return ((rng.next() % 0x3FF + 1) as u16 | (rng.next() as u16 & 0x8000)).to_le_bytes(),
+        2 => sign * [65504.0, 30000.0, 1024.5][rng.next() as usize % 3],
+        _ => rng.unit() * 0.05,
+    };
+    f16::from_f32(v).to_le_bytes()
+}
+
+/// A weight row of a quantized `ty` whose blocks are a seeded mix of edge cases: random
+/// quants, all-zero values, extreme quants (nibbles 0/15, bytes +-127 and -128), and zero,
+/// subnormal, huge and ordinary scales.
+fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..nb {
+        let scale_kind = rng.next() % 6;
+        out.extend(edge_scale(scale_kind, rng));
+        if ty == GgmlType::Q4_1 {
+            out.extend(edge_scale(rng.next() % 6, rng));
+        }
+        let qbytes = ty.block_bytes() - if ty == GgmlType::Q4_1 { 4 } else { 2 };
+        let quant_kind = rng.next() % 5;
+        for _ in 0..qbytes {
+            out.push(match (quant_kind, ty) {
+                (0, GgmlType::Q4_0) => 0x88, // all values 0
+                (0, _) => 0,                 // all quants 0
+                (1, GgmlType::Q8_0) => 127,  // +127
+                (2, GgmlType::Q8_0) => [0x81u8, 0x80][rng.next() as usize % 2], // -127/-128
+                (1, _) => 0xFF,              // nibbles 15
+                (2, _) => 0x00,              // nibbles 0
+                _ => rng.byte(),
+            });
+        }
+    }
+    out
+}
+
+/// An activation row (Q8_0 or Q8_1 blocks) of the same edge mix; quants stay in -127..=127
+/// as the quantizer guarantees. The Q8_1 `s` field is an arbitrary scale: kernels use it as
+/// given.
+fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..nb {
+        out.extend(edge_scale(rng.next() % 6, rng));
+        if act == GgmlType::Q8_1 {
+            out.extend(edge_scale(rng.next() % 6, rng));
+        }
+        let quant_kind = rng.next() % 5;
+        for _ in 0..32 {
+            let q: i8 = match quant_kind {
+                0 => 0,
+                1 => 127,
+                2 => -127,
+                _ => (rng.next() % 255) as i8 as i16 as i8,
+            };
+            let q = if q == i8::MIN { -127 } else { q };
+            out.push(q as u8);
+        }
+    }
+    out
+}
+
+/// The canonical scalar kernel for a quantized weight type.
+fn canonical(ty: GgmlType) -> DotFn {
+    match ty {
+        GgmlType::Q4_0 => canonical_q4_0_q8_0,
+        GgmlType::Q4_1 => canonical_q4_1_q8_1,
+        _ => canonical_q8_0_q8_0,
+    }
+}
+
+/// The GPU-parity contract: every quantized kernel set, in every shape, returns exactly the
+/// bits of the canonical scalar order, on random and edge-case blocks.
+#[test]
+fn quantized_kernels_are_bit_identical_to_the_canonical_order() {
+    let mut rng = Rng(0xCA90);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let act = activation_type(ty).unwrap();
+        let want = canonical(ty);
+        for nb in CANONICAL_BLOCKS {
+            let n = nb * 32;
+            for round in 0..3 {
+                let mut ws: [Vec<u8>; 4] =
+                    std::array::from_fn(|_| edge_weight_row(ty, nb, &mut rng));
+                let acts: [Vec<u8>; 4] = std::array::from_fn(|_| edge_act_row(act, nb, &mut rng));
+                if round == 2 {
+                    ws[3] = weight_row(ty, n, &mut rng); // ordinary random row
+                    ws[2].iter_mut().for_each(|b| *b = 0); // an all-zero row
+                }
+                let aref = acts.each_ref().map(|a| &a[..]);
+                let wref = ws.each_ref().map(|w| &w[..]);
+                for k in available_kernels(ty) {
+                    for (wi, w) in ws.iter().enumerate() {
+                        let mut four = [0f32; 4];
+                        (k.four)(n, w, aref, &mut four);
+                        for (ai, a) in acts.iter().enumerate() {
+                            let expect = want(n, w, a);
+                            let one = (k.one)(n, w, a);
+                            assert_eq!(
+                                one.to_bits(),
+                                expect.to_bits(),
+                                "{} one nb={nb} w{wi} a{ai}: {one} vs {expect}",
+                                k.name
+                            );
+                            assert_eq!(
+                                four[ai].to_bits(),
+                                expect.to_bits(),
+                                "{} four nb={nb} w{wi} a{ai}: {} vs {expect}",
+                                k.name,
+                                four[ai]
+                            );
+                        }
+                    }
+                    for (ai, a) in acts.iter().enumerate() {
+                        let mut rows = [0f32; 4];
+                        (k.rows4)(n, wref, a, &mut rows);
+                        for (wi, w) in ws.iter().enumerate() {
+                            let expect = want(n, w, a);
+                            assert_eq!(
+                                rows[wi].to_bits(),
+                                expect.to_bits(),
+                                "{} rows4 nb={nb} w{wi} a{ai}: {} vs {expect}",
+                                k.name,
+                                rows[wi]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn butterfly_adds_in_the_gpu_order() {
+    // Lane values chosen so that the order shows in the rounding: 2^24 + 1 + 1 differs
+    // depending on which two terms meet first.
+    let mut acc = [0f32; 32];
+    acc[0] = 16_777_216.0;
+    acc[16] = 1.0;
+    acc[8] = 1.0;
+    // m = 16: acc[0] = 2^24 + 1 -> 2^24 (ties to even); m = 8: acc[8] = 1 + 0; m = 8 folds
+    // acc[8] into acc[0]: 2^24 + 1 -> 2^24 again.
+    assert_eq!(scalar::butterfly(acc), 16_777_216.0);
+    acc[24] = 1.0; // m = 16: acc[8] = 2, then acc[0] = 2^24 + 2 (exact)
+    assert_eq!(scalar::butterfly(acc), 16_777_218.0);
 }
