@@ -1,6 +1,9 @@
-//! 512-bit x86 kernels (AVX-512 F/BW/VL + VNNI): two 32-element blocks per zmm register,
-//! the odd last block with the 256-bit EVEX form.
+//! AVX-512 kernels. The float kernels (F32/F16/BF16) use 512-bit registers, 16 elements per
+//! load. The quantized kernels run the canonical summation order (canon256.rs) with the EVEX
+//! `vpdpbusd` on ymm registers: the order works block by block, and a 32-element block is
+//! exactly one ymm of quant bytes, so wider registers would only add cross-block shuffles.
 
+use super::canon256::{canonical_kernels256, entries};
 use super::{check_lengths, DotKernels};
 use crate::quant::GgmlType;
 use half::{bf16, f16};
@@ -25,249 +28,18 @@ unsafe fn rd<T: Copy>(p: *const u8) -> T {
     unsafe { p.cast::<T>().read_unaligned() }
 }
 
-/// Two f16 (low half first) -> f32 lanes 0 and 1.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn f16x2(bits: u32) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
-}
+canonical_kernels256!(
+    vnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    crate::quant::dot::canon256::dot_avx512vnni,
+    crate::quant::dot::canon256::unpack_q4_mask,
+    4,
+    128u8
+);
 
-/// Lanes 0..8 = v[0], lanes 8..16 = v[2]: one scale per block of a pair.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn spread_pair(v: __m128) -> __m512 {
-    let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
-}
-
-/// Two blocks' 32 quant bytes (at p0, p1) as one zmm.
-///
-/// # Safety
-/// 32 bytes readable at p0 and at p1.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn load_pair(p0: *const u8, p1: *const u8) -> __m512i {
-    // SAFETY: caller guarantees both 32-byte ranges are readable; loadu has no alignment needs.
-    unsafe {
-        let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p0.cast()));
-        _mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(p1.cast()))
-    }
-}
-
-/// Two Q4 blocks' 16 nibble bytes -> [lo(q0), hi(q0), lo(q1), hi(q1)].
-///
-/// # Safety
-/// 16 bytes readable at p0 and at p1.
-#[target_feature(enable = "avx512f,avx512bw")]
-#[inline]
-unsafe fn unpack_q4_pair(p0: *const u8, p1: *const u8) -> __m512i {
-    // SAFETY: caller guarantees both 16-byte ranges are readable.
-    let (q0, q1) = unsafe { (_mm_loadu_si128(p0.cast()), _mm_loadu_si128(p1.cast())) };
-    let both = _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(q0)),
-        _mm256_broadcastsi128_si256(q1),
-    );
-    let shifts = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    _mm512_and_si512(_mm512_srlv_epi64(both, shifts), _mm512_set1_epi8(0x0F))
-}
-
-/// One Q4 block's nibbles -> ymm [lo(q), hi(q)].
-///
-/// # Safety
-/// 16 bytes readable at p.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn unpack_q4(p: *const u8) -> __m256i {
-    // SAFETY: caller guarantees 16 readable bytes.
-    let q = unsafe { _mm_loadu_si128(p.cast()) };
-    let both = _mm256_srlv_epi64(
-        _mm256_broadcastsi128_si256(q),
-        _mm256_setr_epi64x(0, 0, 4, 4),
-    );
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn dot512(u: __m512i, s: __m512i) -> __m512i {
-    _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn dot256(u: __m256i, s: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
-}
-
-/// Adds a ymm of 8 partial sums into the low half of a zmm accumulator.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn widen(v: __m256) -> __m512 {
-    _mm512_castps256_ps512(v)
-}
-
-/// Q4_1 x Q8_1 for R activation rows.
-///
-/// # Safety
-/// CPU has the features; each row holds n/32 blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_1<const R: usize>(n: usize, w: *const u8, a: [*const u8; 4], out: &mut [f32; 4]) {
-    let nb = n / 32;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut accm = [_mm_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 2 <= nb {
-        // SAFETY: blocks i, i + 1 lie inside each row (caller contract).
-        unsafe {
-            let (w0, w1) = (w.add(i * 20), w.add(i * 20 + 20));
-            let q = unpack_q4_pair(w0.add(4), w1.add(4));
-            let (dm0, dm1) = (f16x2(rd(w0)), f16x2(rd(w1)));
-            for r in 0..R {
-                let (a0, a1) = (a[r].add(i * 36), a[r].add(i * 36 + 36));
-                let isum = dot512(q, load_pair(a0.add(4), a1.add(4)));
-                // [d_w*d_a, m_w*s_a] of each block, side by side
-                let p = _mm_movelh_ps(
-                    _mm_mul_ps(dm0, f16x2(rd(a0))),
-                    _mm_mul_ps(dm1, f16x2(rd(a1))),
-                );
-                accm[r] = _mm_add_ps(accm[r], p);
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), spread_pair(p), acc[r]);
-            }
-        }
-        i += 2;
-    }
-    if i < nb {
-        // SAFETY: block i lies inside each row.
-        unsafe {
-            let w0 = w.add(i * 20);
-            let q = unpack_q4(w0.add(4));
-            let dm = f16x2(rd(w0));
-            for r in 0..R {
-                let a0 = a[r].add(i * 36);
-                let isum = dot256(q, _mm256_loadu_si256(a0.add(4).cast()));
-                let p = _mm_mul_ps(dm, f16x2(rd(a0)));
-                accm[r] = _mm_add_ps(accm[r], _mm_movelh_ps(p, _mm_setzero_ps()));
-                let part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(p));
-                acc[r] = _mm512_add_ps(acc[r], widen(part));
-            }
-        }
-    }
-    for r in 0..R {
-        let m = accm[r];
-        out[r] = _mm512_reduce_add_ps(acc[r])
-            + _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(m, _mm_movehl_ps(m, m))));
-    }
-}
-
-/// Scales d_w*d_a of blocks (w0, a0) and (w1, a1) in lanes 0 and 2.
-///
-/// # Safety
-/// 2 bytes readable at each pointer.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-unsafe fn scales_pair(w0: *const u8, a0: *const u8, w1: *const u8, a1: *const u8) -> __m128 {
-    // SAFETY: caller guarantees each 2-byte scale is readable.
-    let bits = unsafe {
-        rd::<u16>(w0) as u64
-            | (rd::<u16>(a0) as u64) << 16
-            | (rd::<u16>(w1) as u64) << 32
-            | (rd::<u16>(a1) as u64) << 48
-    };
-    let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)); // [dw0, da0, dw1, da1]
-    _mm_mul_ps(v, _mm_movehdup_ps(v))
-}
-
-/// Q4_0 x Q8_0: isum = sum(q*a) - 8*sum(a).
-///
-/// # Safety
-/// As [`q4_1`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_0<const R: usize>(n: usize, w: *const u8, a: [*const u8; 4], out: &mut [f32; 4]) {
-    let nb = n / 32;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let eight = _mm512_set1_epi8(8);
-    let mut i = 0;
-    while i + 2 <= nb {
-        // SAFETY: blocks i, i + 1 lie inside each row (caller contract).
-        unsafe {
-            let (w0, w1) = (w.add(i * 18), w.add(i * 18 + 18));
-            let q = unpack_q4_pair(w0.add(2), w1.add(2));
-            for r in 0..R {
-                let (a0, a1) = (a[r].add(i * 34), a[r].add(i * 34 + 34));
-                let av = load_pair(a0.add(2), a1.add(2));
-                let isum = _mm512_sub_epi32(dot512(q, av), dot512(eight, av));
-                let d = spread_pair(scales_pair(w0, a0, w1, a1));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc[r]);
-            }
-        }
-        i += 2;
-    }
-    if i < nb {
-        // SAFETY: block i lies inside each row.
-        unsafe {
-            let w0 = w.add(i * 18);
-            let q = unpack_q4(w0.add(2));
-            for r in 0..R {
-                let a0 = a[r].add(i * 34);
-                let av = _mm256_loadu_si256(a0.add(2).cast());
-                let isum = _mm256_sub_epi32(dot256(q, av), dot256(_mm256_set1_epi8(8), av));
-                let d = scales_pair(w0, a0, w0, a0);
-                let part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(d));
-                acc[r] = _mm512_add_ps(acc[r], widen(part));
-            }
-        }
-    }
-    for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
-    }
-}
-
-/// Q8_0 x Q8_0: |w| (u8) x (a negated where w < 0).
-///
-/// # Safety
-/// As [`q4_1`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0<const R: usize>(n: usize, w: *const u8, a: [*const u8; 4], out: &mut [f32; 4]) {
-    let nb = n / 32;
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let zero = _mm512_setzero_si512();
-    let mut i = 0;
-    while i + 2 <= nb {
-        // SAFETY: blocks i, i + 1 lie inside each row (caller contract).
-        unsafe {
-            let (w0, w1) = (w.add(i * 34), w.add(i * 34 + 34));
-            let wq = load_pair(w0.add(2), w1.add(2));
-            let neg = _mm512_movepi8_mask(wq);
-            let wabs = _mm512_abs_epi8(wq);
-            for r in 0..R {
-                let (a0, a1) = (a[r].add(i * 34), a[r].add(i * 34 + 34));
-                let av = load_pair(a0.add(2), a1.add(2));
-                let signed = _mm512_mask_sub_epi8(av, neg, zero, av);
-                let d = spread_pair(scales_pair(w0, a0, w1, a1));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot512(wabs, signed)), d, acc[r]);
-            }
-        }
-        i += 2;
-    }
-    if i < nb {
-        // SAFETY: block i lies inside each row.
-        unsafe {
-            let w0 = w.add(i * 34);
-            let wq = _mm256_loadu_si256(w0.add(2).cast());
-            for r in 0..R {
-                let a0 = a[r].add(i * 34);
-                let av = _mm256_sign_epi8(_mm256_loadu_si256(a0.add(2).cast()), wq);
-                let isum = dot256(_mm256_abs_epi8(wq), av);
-                let d = scales_pair(w0, a0, w0, a0);
-                let part = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), _mm256_broadcastss_ps(d));
-                acc[r] = _mm512_add_ps(acc[r], widen(part));
-            }
-        }
-    }
-    for r in 0..R {
-        out[r] = _mm512_reduce_add_ps(acc[r]);
-    }
-}
+entries!(q4_0_one, q4_0_four, q4_0_rows4, vnni::q4_0, 18, 34);
+entries!(q4_1_one, q4_1_four, q4_1_rows4, vnni::q4_1, 20, 36);
+entries!(q8_0_one, q8_0_four, q8_0_rows4, vnni::q8_0, 34, 34);
 
 /// Float kernels: 16 elements per load, two accumulators per row, scalar tail.
 macro_rules! float_kernel {
@@ -361,8 +133,8 @@ float_kernel!(f32k, 4, ld_f32, sc_f32);
 float_kernel!(f16k, 2, ld_f16, sc_f16);
 float_kernel!(bf16k, 2, ld_bf16, sc_bf16);
 
-/// Safe `DotFn`/`Dot4Fn` entry points around a raw kernel: one length check, then the call.
-macro_rules! entries {
+/// Safe `DotFn`/`Dot4Fn` entry points around a raw float kernel: one length check, then the call.
+macro_rules! float_entries {
     ($one:ident, $four:ident, $k:ident, $blk:expr, $wb:expr, $ab:expr) => {
         fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
             check_lengths(n, w, a, $blk, $wb, $ab);
@@ -381,17 +153,11 @@ macro_rules! entries {
     };
 }
 
-entries!(q4_0_one, q4_0_four, q4_0, 32, 18, 34);
-entries!(q4_1_one, q4_1_four, q4_1, 32, 20, 36);
-entries!(q8_0_one, q8_0_four, q8_0, 32, 34, 34);
-entries!(f32_one, f32_four, f32k, 1, 4, 4);
-entries!(f16_one, f16_four, f16k, 1, 2, 2);
-entries!(bf16_one, bf16_four, bf16k, 1, 2, 2);
+float_entries!(f32_one, f32_four, f32k, 1, 4, 4);
+float_entries!(f16_one, f16_four, f16k, 1, 2, 2);
+float_entries!(bf16_one, bf16_four, bf16k, 1, 2, 2);
 
-// One weight row is as wide as a block pair here; rows4 stays a loop of one-row calls.
-super::rows4_from_one!(q4_0_rows4, q4_0_one);
-super::rows4_from_one!(q4_1_rows4, q4_1_one);
-super::rows4_from_one!(q8_0_rows4, q8_0_one);
+// One float row is as wide as a register pair here; rows4 stays a loop of one-row calls.
 super::rows4_from_one!(f32_rows4, f32_one);
 super::rows4_from_one!(f16_rows4, f16_one);
 super::rows4_from_one!(bf16_rows4, bf16_one);

@@ -45,6 +45,8 @@ pub(crate) use rows4_from_one;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod canon256;
 #[cfg(any(target_arch = "x86_64", test))]
 mod f16_table;
 #[cfg(target_arch = "aarch64")]

@@ -1,0 +1,378 @@
+//! The canonical summation order (see scalar.rs) with 256-bit integer dots, shared by the
+//! AVX2, AVX-VNNI and AVX-512 VNNI kernel sets: one 32-element block is exactly one ymm of
+//! quant bytes, so the only thing that differs between them is the u8 x s8 -> i32 primitive.
+//!
+//! Per block, the integer dot leaves 8 i32 partial sums. Four such vectors (four tile cells
+//! of one block, or four consecutive blocks of one cell) are reduced together by
+//! [`sum4`] into one xmm of four exact block sums; then one convert, one multiply for the
+//! four `dd` scales and one fused multiply-add into the lane accumulators follow, exactly
+//! the float steps of the scalar definition:
+//! - `four` / `rows4`: xmm lane c = tile cell c, and `acc[b % 32]` is one xmm;
+//! - `one`: xmm lane k = block b + k of a group of four (b % 4 == 0), and the 32 lane
+//!   accumulators are 8 xmm (`acc[g]` lane k = lane 4g + k).
+//!
+//! A missing block at the end of a `one` group is an integer sum of 0 with `dd` = 0: the
+//! fused multiply-add then adds +0.0, which leaves every accumulator unchanged (they are
+//! never -0.0).
+
+use std::arch::x86_64::*;
+
+/// `acc + sum(u8 x s8 over groups of 4)`, AVX2 way. `u` <= 128 and |s| <= 127 keep the
+/// intermediate i16 pair sums (<= 2 * 128 * 127 = 32512) from saturating.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn dot_maddubs(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(
+        acc,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)),
+    )
+}
+
+/// The same with AVX-VNNI (VEX `vpdpbusd`), exact with no saturation.
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+pub(super) fn dot_avxvnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, u, s)
+}
+
+/// The same with AVX-512 VNNI (EVEX `vpdpbusd` on a ymm).
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn dot_avx512vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
+}
+
+/// Reads 2 bytes at `p` as a little-endian u16 (widened: it indexes the f16 table).
+///
+/// # Safety
+/// `p..p + 2` must be readable.
+#[inline(always)]
+pub(super) unsafe fn load_u16(p: *const u8) -> u64 {
+    // SAFETY: caller guarantees 2 readable bytes; read_unaligned has no alignment needs.
+    unsafe { p.cast::<u16>().read_unaligned() as u64 }
+}
+
+/// Four f16 bit patterns (lane k in bits 16k..16k + 16) -> four f32 (exact).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub(super) fn f16x4(bits: u64) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// 16 packed nibble bytes -> 32 bytes: low nibbles then high nibbles (the block's order).
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn unpack_q4_shift(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 readable bytes; loadu has no alignment needs.
+    let q = unsafe { _mm_loadu_si128(p.cast()) };
+    // [q, q] >> [0, 0, 4, 4] (per 64-bit lane), masked to nibbles: [lo(q), hi(q)].
+    let both = _mm256_srlv_epi64(
+        _mm256_broadcastsi128_si256(q),
+        _mm256_setr_epi64x(0, 0, 4, 4),
+    );
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// Like [`unpack_q4_shift`] but without the shift: [lo(q), 16 * hi(q)]. The high half's dot
+/// products (i32 lanes 4..8) come out exactly 16x too large, which [`sum4`] undoes in the
+/// integer domain (`HI_SHIFT` = 4). Only for `vpdpbusd`: 16 * 15 * 127 would saturate
+/// `vpmaddubsw`'s i16 pair sums.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn unpack_q4_mask(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 readable bytes; loadu has no alignment needs.
+    let q = unsafe { _mm_loadu_si128(p.cast()) };
+    let mask = _mm256_setr_epi64x(
+        0x0F0F0F0F0F0F0F0F,
+        0x0F0F0F0F0F0F0F0F,
+        -0x0F0F0F0F0F0F0F10,
+        -0x0F0F0F0F0F0F0F10,
+    );
+    _mm256_and_si256(_mm256_broadcastsi128_si256(q), mask)
+}
+
+/// [sum(v[0]), sum(v[1]), sum(v[2]), sum(v[3])] of four vectors of 8 i32 lanes, exactly.
+/// Lanes 4..8 of every vector are first divided by 2^HI_SHIFT (they hold exact multiples of
+/// it, see [`unpack_q4_mask`]). Written with 64-bit shifts and blends, which run on any
+/// vector port: only two shuffles per call (the shuffle port is the kernels' bottleneck).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn sum4<const HI_SHIFT: i32>(v: [__m256i; 4]) -> __m128i {
+    // [x0 + x1, y0 + y1, x2 + x3, y2 + y3] per 128-bit half: x's pair sums land in the even
+    // lanes, y's in the odd ones.
+    let pair = |x: __m256i, y: __m256i| {
+        let xs = _mm256_add_epi32(x, _mm256_srli_epi64::<32>(x));
+        let ys = _mm256_add_epi32(y, _mm256_slli_epi64::<32>(y));
+        _mm256_blend_epi32::<0b1010_1010>(xs, ys)
+    };
+    let p01 = pair(v[0], v[1]);
+    let p23 = pair(v[2], v[3]);
+    // [v0, v1, v2, v3] sums of each 128-bit half.
+    let keep = _mm256_blend_epi32::<0b1100_1100>(p01, p23);
+    let swap = _mm256_blend_epi32::<0b1100_1100>(p23, p01);
+    let q = _mm256_add_epi32(keep, _mm256_shuffle_epi32::<0b0100_1110>(swap));
+    let hi = _mm_srai_epi32::<HI_SHIFT>(_mm256_extracti128_si256::<1>(q));
+    _mm_add_epi32(_mm256_castsi256_si128(q), hi)
+}
+
+/// The butterfly of the scalar definition over 32 lane sums held as 8 xmm (`acc[g]` lane k
+/// = lane 4g + k): m = 16 and 8 are whole-vector adds, m = 4, 2, 1 within one vector.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn butterfly_groups(mut acc: [__m128; 8]) -> f32 {
+    for g in 0..4 {
+        acc[g] = _mm_add_ps(acc[g], acc[g + 4]);
+    }
+    for g in 0..2 {
+        acc[g] = _mm_add_ps(acc[g], acc[g + 2]);
+    }
+    let x = _mm_add_ps(acc[0], acc[1]);
+    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
+}
+
+/// The same butterfly for four tile cells side by side (`acc[L]` lane c = cell c's lane L).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn butterfly_cells(acc: &mut [__m128; 32]) -> __m128 {
+    let mut m = 16;
+    while m > 0 {
+        for i in 0..m {
+            acc[i] = _mm_add_ps(acc[i], acc[i + m]);
+        }
+        m /= 2;
+    }
+    acc[0]
+}
+
+/// Generates one quantized tile kernel `$name::<RW, RA>` (1 x 1, 1 x 4 or 4 x 1 cells) in
+/// the canonical order. Per type it is given: the block sizes, the high-lane shift of its
+/// unpacking, whether it has the Q4_1 offset term (`m` at weight byte 2, `s` at activation
+/// byte 2), and three block steps: `wprep` (weight block pointer -> quants), `aprep`
+/// (activation block pointer -> quants and what the type derives from them) and `idot`
+/// (the 8 i32 partial sums of one weight block x one activation block).
+macro_rules! tile_kernel {
+    (
+        $name:ident, $feat:literal, wb = $wb:literal, ab = $ab:literal, hi = $hi:literal,
+        offset_term = $offset:literal,
+        wprep = |$wp:ident| -> $wty:ty $wprep:block,
+        aprep = |$ap:ident| -> $aty:ty $aprep:block,
+        idot = |$q:ident, $a:ident| $idot:block $(,)?
+    ) => {
+        /// # Safety
+        /// The CPU has the features; rows `w[..RW]` and `a[..RA]` hold n/32 blocks; `t` is
+        /// the f16 table.
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn $name<const RW: usize, const RA: usize>(
+            n: usize,
+            w: [*const u8; 4],
+            a: [*const u8; 4],
+            out: &mut [f32; 4],
+            t: *const f32,
+        ) {
+            use std::arch::x86_64::*;
+            use $crate::quant::dot::canon256::{
+                butterfly_cells, butterfly_groups, f16x4, load_u16, sum4,
+            };
+            // SAFETY (both): callers pass pointers to whole blocks inside the rows.
+            let wprep = |$wp: *const u8| -> $wty { unsafe { $wprep } };
+            let aprep = |$ap: *const u8| -> $aty { unsafe { $aprep } };
+            let idot = |$q: $wty, $a: $aty| -> __m256i { $idot };
+            // SAFETY (all loads below): block b < nb lies inside each used row (caller
+            // contract); table indices are 16-bit and the table has 65536 entries.
+            let nb = n / 32;
+            if RW == 1 && RA == 1 {
+                // acc[g] lane k = canonical lane 4g + k; a group is blocks b..b + 4.
+                let mut acc = [_mm_setzero_ps(); 8];
+                let mut group = |b: usize, count: usize| unsafe {
+                    let mut v = [_mm256_setzero_si256(); 4];
+                    let (mut wd, mut ad, mut wm, mut as_) = (0u64, 0u64, 0u64, 0u64);
+                    for k in 0..4 {
+                        if k < count {
+                            let wp = w[0].add((b + k) * $wb);
+                            let ap = a[0].add((b + k) * $ab);
+                            v[k] = idot(wprep(wp), aprep(ap));
+                            wd |= load_u16(wp) << (16 * k);
+                            ad |= load_u16(ap) << (16 * k);
+                            if $offset {
+                                wm |= load_u16(wp.add(2)) << (16 * k);
+                                as_ |= load_u16(ap.add(2)) << (16 * k);
+                            }
+                        }
+                    }
+                    let g = b % 32 / 4;
+                    let dd = _mm_mul_ps(f16x4(wd), f16x4(ad));
+                    let isum = _mm_cvtepi32_ps(sum4::<$hi>(v));
+                    acc[g] = _mm_fmadd_ps(isum, dd, acc[g]);
+                    if $offset {
+                        acc[g] = _mm_fmadd_ps(f16x4(wm), f16x4(as_), acc[g]);
+                    }
+                };
+                let mut b = 0;
+                while b + 4 <= nb {
+                    group(b, 4);
+                    b += 4;
+                }
+                if b < nb {
+                    group(b, nb - b);
+                }
+                out[0] = butterfly_groups(acc);
+            } else {
+                // acc[L] lane c = tile cell c's canonical lane L.
+                let mut acc = [_mm_setzero_ps(); 32];
+                for b in 0..nb {
+                    let mut v = [_mm256_setzero_si256(); 4];
+                    // dd and m*s factors: the tile's shared side broadcast, the other side
+                    // one f16 per cell.
+                    let (dw, da, mw, sa);
+                    unsafe {
+                        if RA == 1 {
+                            let ap = a[0].add(b * $ab);
+                            let av = aprep(ap);
+                            let (mut wd, mut wm) = (0u64, 0u64);
+                            for r in 0..4 {
+                                let wp = w[r].add(b * $wb);
+                                v[r] = idot(wprep(wp), av);
+                                wd |= load_u16(wp) << (16 * r);
+                                if $offset {
+                                    wm |= load_u16(wp.add(2)) << (16 * r);
+                                }
+                            }
+                            dw = f16x4(wd);
+                            da = _mm_broadcast_ss(&*t.add(load_u16(ap) as usize));
+                            mw = f16x4(wm);
+                            sa = _mm_broadcast_ss(&*t.add(load_u16(ap.add(2)) as usize));
+                        } else {
+                            let wp = w[0].add(b * $wb);
+                            let wv = wprep(wp);
+                            let (mut ad, mut as_) = (0u64, 0u64);
+                            for r in 0..4 {
+                                let ap = a[r].add(b * $ab);
+                                v[r] = idot(wv, aprep(ap));
+                                ad |= load_u16(ap) << (16 * r);
+                                if $offset {
+                                    as_ |= load_u16(ap.add(2)) << (16 * r);
+                                }
+                            }
+                            dw = _mm_broadcast_ss(&*t.add(load_u16(wp) as usize));
+                            da = f16x4(ad);
+                            mw = _mm_broadcast_ss(&*t.add(load_u16(wp.add(2)) as usize));
+                            sa = f16x4(as_);
+                        }
+                    }
+                    let l = b % 32;
+                    let isum = _mm_cvtepi32_ps(sum4::<$hi>(v));
+                    acc[l] = _mm_fmadd_ps(isum, _mm_mul_ps(dw, da), acc[l]);
+                    if $offset {
+                        acc[l] = _mm_fmadd_ps(mw, sa, acc[l]);
+                    }
+                }
+                _mm_storeu_ps(out.as_mut_ptr(), butterfly_cells(&mut acc));
+            }
+        }
+    };
+}
+pub(super) use tile_kernel;
+
+/// Generates module `$m` with the three quantized tile kernels (`q4_0`, `q4_1`, `q8_0`) of
+/// one flavour: `$dot` the u8 x s8 primitive (with accumulator input), `$unpack` the nibble
+/// expansion, `$hi` its high-lane shift (0, or 4 for [`unpack_q4_mask`]), `$off_hi` the Q4_0
+/// offset byte of the high lanes (8, or 8 * 16 = 128).
+macro_rules! canonical_kernels256 {
+    ($m:ident, $feat:literal, $dot:path, $unpack:path, $hi:literal, $off_hi:literal) => {
+        mod $m {
+            // Q4_1 x Q8_1 (headers: w [d, m], a [d, s]): isum = sum(q * a).
+            $crate::quant::dot::canon256::tile_kernel!(
+                q4_1,
+                $feat,
+                wb = 20,
+                ab = 36,
+                hi = $hi,
+                offset_term = true,
+                wprep = |wp| -> __m256i { $unpack(wp.add(4)) },
+                aprep = |ap| -> __m256i { _mm256_loadu_si256(ap.add(4).cast()) },
+                idot = |q, av| { $dot(_mm256_setzero_si256(), q, av) },
+            );
+
+            // Q4_0 x Q8_0: isum = sum(q * a) - 8 * sum(a); the activation side supplies
+            // -8 * sum(a) per lane as the dot's starting value.
+            $crate::quant::dot::canon256::tile_kernel!(
+                q4_0,
+                $feat,
+                wb = 18,
+                ab = 34,
+                hi = $hi,
+                offset_term = false,
+                wprep = |wp| -> __m256i { $unpack(wp.add(2)) },
+                aprep = |ap| -> (__m256i, __m256i) {
+                    let av = _mm256_loadu_si256(ap.add(2).cast());
+                    let off =
+                        _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
+                    let zero = _mm256_setzero_si256();
+                    (av, _mm256_sub_epi32(zero, $dot(zero, off, av)))
+                },
+                idot = |q, a| { $dot(a.1, q, a.0) },
+            );
+
+            // Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).
+            $crate::quant::dot::canon256::tile_kernel!(
+                q8_0,
+                $feat,
+                wb = 34,
+                ab = 34,
+                hi = 0,
+                offset_term = false,
+                wprep = |wp| -> __m256i { _mm256_loadu_si256(wp.add(2).cast()) },
+                aprep = |ap| -> __m256i { _mm256_loadu_si256(ap.add(2).cast()) },
+                idot = |wq, av| {
+                    $dot(
+                        _mm256_setzero_si256(),
+                        _mm256_abs_epi8(wq),
+                        _mm256_sign_epi8(av, wq),
+                    )
+                },
+            );
+        }
+    };
+}
+pub(super) use canonical_kernels256;
+
+/// Safe `DotFn`/`Dot4Fn`/`DotRows4Fn` entry points around a tile kernel of
+/// [`canonical_kernels256`]: one length check per row, then the call. Only for kernel
+/// tables handed out when the CPU has the kernel's features.
+macro_rules! entries {
+    ($one:ident, $four:ident, $rows4:ident, $m:ident :: $k:ident, $wb:expr, $ab:expr) => {
+        fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            $crate::quant::dot::check_lengths(n, w, a, 32, $wb, $ab);
+            let mut out = [0f32; 4];
+            let t = $crate::quant::dot::f16_table::f16_table().as_ptr();
+            // SAFETY: lengths checked above; this table is only handed out when the CPU has
+            // the kernel's features (see dot::available_kernels).
+            unsafe { $m::$k::<1, 1>(n, [w.as_ptr(); 4], [a.as_ptr(); 4], &mut out, t) };
+            out[0]
+        }
+        fn $four(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            for r in a {
+                $crate::quant::dot::check_lengths(n, w, r, 32, $wb, $ab);
+            }
+            let t = $crate::quant::dot::f16_table::f16_table().as_ptr();
+            // SAFETY: as above, for all four rows.
+            unsafe { $m::$k::<1, 4>(n, [w.as_ptr(); 4], a.map(|r| r.as_ptr()), out, t) };
+        }
+        fn $rows4(n: usize, w: [&[u8]; 4], a: &[u8], out: &mut [f32; 4]) {
+            for r in w {
+                $crate::quant::dot::check_lengths(n, r, a, 32, $wb, $ab);
+            }
+            let t = $crate::quant::dot::f16_table::f16_table().as_ptr();
+            // SAFETY: as above, for all four rows.
+            unsafe { $m::$k::<4, 1>(n, w.map(|r| r.as_ptr()), [a.as_ptr(); 4], out, t) };
+        }
+    };
+}
+pub(super) use entries;
