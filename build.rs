@@ -20,7 +20,13 @@ const SOURCES: &[&str] = &[
     "attention_prefill",
     "blas",
 ];
-const HEADERS: &[&str] = &["hip_compat.h", "arch.h", "quant.h", "rf_kernels.h"];
+const HEADERS: &[&str] = &[
+    "hip_compat.h",
+    "arch.h",
+    "quant.h",
+    "numerics.h",
+    "rf_kernels.h",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -109,7 +115,17 @@ fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
     for src in SOURCES {
         let obj = out.join(format!("{src}.o"));
         let mut cmd = Command::new(&nvcc);
-        cmd.args(["-x", "cu", "-std=c++17", "-O3", "-Xcompiler", "-fPIC"]);
+        // No contraction of a * b + c into fma: the kernels must round as the CPU backend
+        // does (kernels/numerics.h); they write fmaf where they want one.
+        cmd.args([
+            "-x",
+            "cu",
+            "-std=c++17",
+            "-O3",
+            "--fmad=false",
+            "-Xcompiler",
+            "-fPIC",
+        ]);
         for a in archs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             cmd.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
         }
@@ -164,7 +180,15 @@ fn build_rocm(kernels: &Path, out: &Path) -> Vec<PathBuf> {
     for src in SOURCES {
         let obj = out.join(format!("{src}.o"));
         let mut cmd = Command::new(&hipcc);
-        cmd.args(["-x", "hip", "-std=c++17", "-O3", "-fPIC"]);
+        // No contraction, as for CUDA above (kernels/numerics.h).
+        cmd.args([
+            "-x",
+            "hip",
+            "-std=c++17",
+            "-O3",
+            "-ffp-contract=off",
+            "-fPIC",
+        ]);
         for a in archs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             cmd.arg(format!("--offload-arch={a}"));
         }

@@ -5,12 +5,17 @@
 // Grid (row, slice): each thread handles 4 consecutive elements, so a group of 32 is 8
 // neighbouring lanes and a block of RF_BLOCK threads covers a slice of 4 * RF_BLOCK elements.
 // Many blocks per row keep single-token decode from running on one block.
+//
+// Numerics follow kernels/numerics.h (the CPU's ops.rs, operation for operation).
 #include "rf_kernels.h"
 #include "arch.h"
+#include "numerics.h"
 
 #define ACT_PER_BLOCK (4 * RF_BLOCK)
+// Widest row the RMSNorm stages in shared memory (32 KiB); wider rows read global memory.
+#define ACT_STAGE_MAX 8192
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + rf_exp(-g)); }
 
 // Max / sum over the 8 lanes of an aligned group (xor masks below 8 stay inside it).
 __device__ __forceinline__ float group8_max(float v) {
@@ -27,20 +32,32 @@ __device__ __forceinline__ float group8_sum(float v) {
 __global__ void act_kernel(int mode, const float* in, const float* w, float eps, int d,
                            const int32_t* row_map, float* out_f32, __half* out_f16,
                            int f16_from_q8, int8_t* q8, float4* q8_scales) {
-    __shared__ float scratch[1024 / RF_WAVE];
+    __shared__ float row_scale;
+    __shared__ __align__(16) float stage[ACT_STAGE_MAX];
     const int r = blockIdx.x;
     const int src_row = row_map ? row_map[r] : r;
     const float* x = in + (size_t)src_row * (mode == RF_ACT_SWIGLU ? 2 * d : d);
     float scale = 1.0f;
     if (mode == RF_ACT_RMSNORM) {
-        // Every block of the row computes the row's mean square (the row is in cache).
-        float ss = 0.0f;
-        for (int i = threadIdx.x * 4; i < d; i += blockDim.x * 4) {
-            const float4 a = *(const float4*)(x + i);
-            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        // Every block of the row computes the row's mean square (the row is in cache), in
+        // the canonical order: the row is staged in shared memory by the whole block, then the
+        // first 32 threads hold the partials and a butterfly joins them.
+        const bool staged = d <= ACT_STAGE_MAX;
+        if (staged) {
+            for (int i = threadIdx.x * 4; i < d; i += blockDim.x * 4)
+                *(float4*)(stage + i) = *(const float4*)(x + i);
+            __syncthreads();
         }
-        ss = rf_block_sum(ss, scratch);
-        scale = 1.0f / sqrtf(ss / d + eps);
+        const float* xs = staged ? stage : x;
+        if (threadIdx.x < RF_LANES) {
+            float ss = 0.0f;
+#pragma unroll 8
+            for (int i = threadIdx.x; i < d; i += RF_LANES) ss = ss + xs[i] * xs[i];
+            ss = rf_butterfly32(ss);
+            if (threadIdx.x == 0) row_scale = 1.0f / sqrtf(ss / (float)d + eps);
+        }
+        __syncthreads();
+        scale = row_scale;
     }
     const int e = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
     const bool live = e < d;  // d is a multiple of 32: a group is wholly live or wholly dead

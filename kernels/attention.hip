@@ -1,15 +1,23 @@
-// Attention over the KV cache, split along the cache ("split-K", flash-decoding style):
-// block (head, token, split) runs an online softmax over its stretch of cells, one cell per
-// wave at a time, and either writes the normalised result (one split) or its running max, sum
-// and weighted values for a combine pass. Cells are visible to a token when they hold the
-// token's sequence at a position not after its own, so one kernel serves decode, causal
-// prefill and several sequences in one batch.
+// Attention over the KV cache for a few tokens at once (decode, and batches small enough for
+// the mat-vec path), in the canonical order of kernels/numerics.h so that it reproduces the
+// CPU's src/backend/cpu/attention.rs bit for bit: cell c is element c of every sum (the
+// softmax denominator and each output element's weighted sum of values go to partial c % 32).
+//
+// Block (head, token), four phases over the cells: scores (one 32-lane group per cell, lanes
+// over the head dimension) into a scratch row, their max, the exponentials with the partial
+// denominators (32 threads), then the weighted values (thread per (partial, element)) and the
+// butterfly that joins the partials. Cells are visible to a token when they hold the token's
+// sequence at a position not after its own, so one kernel serves decode, small causal
+// batches and several sequences in one batch.
 #include "rf_kernels.h"
 #include "arch.h"
+#include "numerics.h"
 
-#define ATT_THREADS 128
+#define ATT_THREADS 256
 #define ATT_MAX_HEAD_DIM 256
 #define ATT_PER_LANE (ATT_MAX_HEAD_DIM / 32)
+#define ATT_GROUPS (ATT_THREADS / 32)
+#define ATT_SMEM_BYTES (48 * 1024 - 256)
 
 // Writes v (element o of the output) and, when q8 is given, its int8 group quantization with
 // the same numerics as rf_act: the next product (the output projection) reads it directly.
@@ -28,110 +36,99 @@ __device__ __forceinline__ void att_store(float* out, int8_t* q8, float4* q8_sca
                                         __half2float(__float2half(qd * qsum)), 0.0f);
 }
 
-__global__ void attention_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                                 const int32_t* cell_pos, const uint64_t* cell_seqs,
-                                 const int32_t* n_cells_dev, const int32_t* tok_pos,
-                                 const int32_t* tok_seq, int n_head, int n_head_kv, int head_dim,
-                                 float* partial, float* out, int8_t* q8,
+__global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
+                                 const float* v_cache, const int32_t* cell_pos,
+                                 const uint64_t* cell_seqs, const int32_t* n_cells_dev,
+                                 const int32_t* tok_pos, const int32_t* tok_seq, int n_head,
+                                 int n_head_kv, int head_dim, int n_ctx, float* scores,
+                                 int scores_in_smem, float* out, int8_t* q8,
                                  float4* q8_scales) {
-    __shared__ float sm_acc[ATT_THREADS / 32][ATT_MAX_HEAD_DIM];
-    __shared__ float sm_m[ATT_THREADS / 32], sm_l[ATT_THREADS / 32];
-    const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
-    const int lane = threadIdx.x % RF_WAVE, wave = threadIdx.x / RF_WAVE;
-    const int n_waves = blockDim.x / RF_WAVE;
+    // (RF_LANES, head_dim) partial sums of values, then (n_ctx) scores if they fit.
+    extern __shared__ float att_smem[];
+    float* sm_part = att_smem;
+    __shared__ float sm_max[ATT_GROUPS];
+    __shared__ float sm_inv;
+    const int h = blockIdx.x, t = blockIdx.y;
+    const int lane = threadIdx.x % 32, grp = threadIdx.x / 32;
     const int kv_dim = n_head_kv * head_dim, q_dim = n_head * head_dim;
     const int kv_off = (h / (n_head / n_head_kv)) * head_dim;
     const float scale = 1.0f / sqrtf((float)head_dim);
     // The cell count is read on the device so a captured graph stays valid as the cache grows.
-    const int n_cells = *n_cells_dev;
-    const int chunk = (n_cells + gridDim.z - 1) / gridDim.z;
-    const int c0 = split * chunk, c1 = min(c0 + chunk, n_cells);
+    const int n_cells = min(*n_cells_dev, n_ctx);
     const int pos = tok_pos[t];
     const uint64_t bit = 1ull << tok_seq[t];
+    // (n_cells): a visible cell's score, then its exponential; -inf marks a hidden cell.
+    float* sc = scores_in_smem ? att_smem + RF_LANES * head_dim
+                               : scores + ((size_t)t * n_head + h) * n_ctx;
 
-    float qr[ATT_PER_LANE], acc[ATT_PER_LANE];
+    // Scores: q . k in canonical order (lane = element % 32), then * scale, as the CPU.
+    float qr[ATT_PER_LANE];
 #pragma unroll
     for (int j = 0; j < ATT_PER_LANE; j++) {
-        const int e = lane + j * RF_WAVE;
+        const int e = lane + j * 32;
         qr[j] = e < head_dim ? q[(size_t)t * ld_q + h * head_dim + e] : 0.0f;
-        acc[j] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
-    for (int c = c0 + wave; c < c1; c += n_waves) {
+    float mx = -INFINITY;
+    for (int c = grp; c < n_cells; c += ATT_GROUPS) {
         const int cp = cell_pos[c];
-        if ((cell_seqs[c] & bit) == 0 || cp < 0 || cp > pos) continue;  // uniform per wave
+        if ((cell_seqs[c] & bit) == 0 || cp < 0 || cp > pos) {  // uniform per group
+            if (lane == 0) sc[c] = -INFINITY;
+            continue;
+        }
         const float* kr = k_cache + (size_t)c * kv_dim + kv_off;
-        const float* vr = v_cache + (size_t)c * kv_dim + kv_off;
-        float s = 0.0f;
+        float p = 0.0f;
 #pragma unroll
         for (int j = 0; j < ATT_PER_LANE; j++) {
-            const int e = lane + j * RF_WAVE;
-            if (e < head_dim) s += qr[j] * kr[e];
+            const int e = lane + j * 32;
+            if (e < head_dim) p = p + qr[j] * kr[e];
         }
-        s = rf_wave_sum(s) * scale;
-        const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new);  // 0 while m is -inf
-        const float p = expf(s - m_new);
-        l = l * corr + p;
+        p = rf_butterfly32(p) * scale;
+        if (lane == 0) sc[c] = p;
+        mx = fmaxf(mx, p);
+    }
+    if (lane == 0) sm_max[grp] = mx;
+    __syncthreads();
+
+    // Exponentials and the denominator's 32 partials (cell c -> partial c % 32).
+    if (grp == 0) {
+        float big = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++) {
-            const int e = lane + j * RF_WAVE;
-            if (e < head_dim) acc[j] = acc[j] * corr + p * vr[e];
+        for (int g = 0; g < ATT_GROUPS; g++) big = fmaxf(big, sm_max[g]);
+        float sum = 0.0f;
+        for (int c = lane; c < n_cells; c += RF_LANES) {
+            const float s = sc[c];
+            if (s == -INFINITY) continue;
+            const float e = rf_exp(s - big);
+            sc[c] = e;
+            sum = sum + e;
         }
-        m = m_new;
-    }
-#pragma unroll
-    for (int j = 0; j < ATT_PER_LANE; j++) {
-        const int e = lane + j * RF_WAVE;
-        if (e < head_dim) sm_acc[wave][e] = acc[j];
-    }
-    if (lane == 0) {
-        sm_m[wave] = m;
-        sm_l[wave] = l;
+        sum = rf_butterfly32(sum);
+        if (lane == 0) sm_inv = 1.0f / sum;
     }
     __syncthreads();
-    float big = -INFINITY;
-    for (int w = 0; w < n_waves; w++) big = fmaxf(big, sm_m[w]);
-    float sum = 0.0f;
-    for (int w = 0; w < n_waves; w++)
-        if (sm_m[w] != -INFINITY) sum += sm_l[w] * expf(sm_m[w] - big);
-    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
-        float a = 0.0f;
-        for (int w = 0; w < n_waves; w++)
-            if (sm_m[w] != -INFINITY) a += sm_acc[w][e] * expf(sm_m[w] - big);
-        if (gridDim.z == 1) {
-            att_store(out, q8, q8_scales, (size_t)t * q_dim + h * head_dim + e,
-                      sum > 0.0f ? a / sum : 0.0f);
-        } else {
-            float* dst = partial + (((size_t)t * n_head + h) * gridDim.z + split) * (head_dim + 2);
-            dst[e] = a;
-            if (e == 0) {
-                dst[head_dim] = big;
-                dst[head_dim + 1] = sum;
-            }
-        }
-    }
-}
 
-// Merges the splits of one (head, token): rescale each by exp(max_s - max) and normalise.
-__global__ void attention_combine_kernel(const float* partial, int n_head, int head_dim,
-                                         int n_split, float* out, int8_t* q8,
-                                         float4* q8_scales) {
-    const int h = blockIdx.x, t = blockIdx.y;
-    const float* base = partial + ((size_t)t * n_head + h) * n_split * (head_dim + 2);
-    float big = -INFINITY;
-    for (int s = 0; s < n_split; s++) big = fmaxf(big, base[s * (head_dim + 2) + head_dim]);
-    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
-        float a = 0.0f, sum = 0.0f;
-        for (int s = 0; s < n_split; s++) {
-            const float* p = base + s * (head_dim + 2);
-            if (p[head_dim] == -INFINITY) continue;
-            const float f = expf(p[head_dim] - big);
-            a += p[e] * f;
-            sum += p[head_dim + 1] * f;
+    // Weighted values: thread per (partial k, element e), cells k, k + 32, ... in order.
+    const float inv = sm_inv;
+    for (int i = threadIdx.x; i < RF_LANES * head_dim; i += blockDim.x) {
+        const int k = i / head_dim, e = i % head_dim;
+        const float* vc = v_cache + kv_off + e;
+        float acc = 0.0f;
+        for (int c = k; c < n_cells; c += RF_LANES) {
+            const float w = sc[c];
+            if (w == -INFINITY) continue;
+            const float p = w * inv;
+            acc = acc + p * vc[(size_t)c * kv_dim];
         }
-        att_store(out, q8, q8_scales, (size_t)t * n_head * head_dim + h * head_dim + e,
-                  sum > 0.0f ? a / sum : 0.0f);
+        sm_part[k * head_dim + e] = acc;
+    }
+    __syncthreads();
+
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        float v[RF_LANES];
+#pragma unroll
+        for (int k = 0; k < RF_LANES; k++) v[k] = sm_part[k * head_dim + e];
+        att_store(out, q8, q8_scales, (size_t)t * q_dim + h * head_dim + e,
+                  rf_butterfly32_local(v));
     }
 }
 
@@ -139,16 +136,20 @@ extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, cons
                             const int32_t* cell_pos, const uint64_t* cell_seqs,
                             const int32_t* n_cells, const int32_t* tok_pos,
                             const int32_t* tok_seq, int n, int n_head, int n_head_kv, int head_dim,
-                            int n_split, float* partial, float* out, int8_t* q8,
-                            void* q8_scales, void* stream) {
-    if (n <= 0 || head_dim > ATT_MAX_HEAD_DIM || n_split <= 0 || n_head % n_head_kv != 0)
+                            int n_ctx, float* scores, float* out, int8_t* q8, void* q8_scales,
+                            void* stream) {
+    // head_dim a multiple of 32: att_store quantizes whole 32-lane groups.
+    if (n <= 0 || head_dim > ATT_MAX_HEAD_DIM || head_dim % 32 != 0 || n_ctx <= 0 ||
+        n_head % n_head_kv != 0)
         return RF_ERR_SHAPE;
-    hipStream_t s = (hipStream_t)stream;
-    hipLaunchKernelGGL(attention_kernel, dim3(n_head, n, n_split), dim3(ATT_THREADS), 0, s, q, ld_q,
-                       k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n_head,
-                       n_head_kv, head_dim, partial, out, q8, (float4*)q8_scales);
-    if (n_split > 1)
-        hipLaunchKernelGGL(attention_combine_kernel, dim3(n_head, n), dim3(128), 0, s, partial,
-                           n_head, head_dim, n_split, out, q8, (float4*)q8_scales);
+    // Scores live in shared memory when the whole context fits next to the partials (48 KiB,
+    // the limit every target grants without opting in); else in the `scores` scratch.
+    const size_t part_bytes = (size_t)RF_LANES * head_dim * sizeof(float);
+    const bool in_smem = part_bytes + (size_t)n_ctx * sizeof(float) <= ATT_SMEM_BYTES;
+    const size_t smem = part_bytes + (in_smem ? (size_t)n_ctx * sizeof(float) : 0);
+    hipLaunchKernelGGL(attention_kernel, dim3(n_head, n), dim3(ATT_THREADS), smem,
+                       (hipStream_t)stream, q, ld_q, k_cache, v_cache, cell_pos, cell_seqs,
+                       n_cells, tok_pos, tok_seq, n_head, n_head_kv, head_dim, n_ctx, scores,
+                       (int)in_smem, out, q8, (float4*)q8_scales);
     return (int)hipGetLastError();
 }

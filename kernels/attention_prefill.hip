@@ -85,7 +85,7 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
             const int r = team + k * n_teams;
             if (r >= n_rows) continue;  // uniform per team
             float s = 0.0f;
-            for (int e = 0; e < head_dim; e++) s += sq[r][e] * sk[lane][e];
+            for (int e = 0; e < head_dim; e++) s = fmaf(sq[r][e], sk[lane][e], s);
             const bool vis = cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0;
             s = vis ? s : -INFINITY;
             const float cmax = rf_group32_max(s);
@@ -101,7 +101,7 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
 #pragma unroll
                 for (int j = 0; j < MAXJ; j++) {
                     const int e = lane + 32 * j;
-                    if (e < head_dim) acc[k][j] += pc * sv[c][e];
+                    if (e < head_dim) acc[k][j] = fmaf(pc, sv[c][e], acc[k][j]);
                 }
             }
             m[k] = m_new;

@@ -1,141 +1,209 @@
 // Matrix-vector products for decode (a few tokens at once), weight dequantization for the BLAS
 // prefill path, and the one-time rearrangement of quantized weights at upload.
 //
-// Mat-vec: one wave per weight row; each lane takes every RF_WAVE-th group of 32 weights, so a
-// wave reads a contiguous stretch of the row's quants (16-byte loads) per step. Quantized
+// Mat-vec: one 32-lane team per weight row; lane L takes groups L, L + 32, ... of 32 weights,
+// so a team reads a contiguous stretch of the row's quants (16-byte loads) per step. Quantized
 // weights are dotted with int8 activations (groups of 32 with their scale and sums) through
-// 4-way int8 dot products, with the CPU backend's numerics; float weights with the f32
-// activations, rounded as the CPU rounds them for that weight type.
+// 4-way int8 dot products in exactly the CPU's order (src/quant/dot, "canonical order"): each
+// group's integer sum is exact, lane L accumulates fma(sum, d_w * d_x, acc) over its groups,
+// and the 32 lane sums meet in the butterfly of kernels/numerics.h; the results are the CPU's
+// bits. Float weights are dotted with the f32 activations, rounded as the CPU rounds them for
+// that weight type (within a few ulp of the CPU, not bit-identical).
 #include "rf_kernels.h"
 #include "quant.h"
+#include "numerics.h"
 
 #define RF_MAX_MATVEC_TOKENS 8
 
-template <int T> struct QDot;
+// One group of weights as loaded into registers, and its term added to a lane accumulator:
+// exact integer sum, then one fma with the product of the scales (rounded first), as the CPU.
+template <int T> struct QGroup;
 
-// (q - 8) . x = q . x - 8 sum(x): integer sums, scaled by d_w d_x.
-template <> struct QDot<RF_Q4_0> {
-    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
-        const uint4 q4 = Fmt<RF_Q4_0>::quants(w, G);
-        const int q[4] = {(int)q4.x, (int)q4.y, (int)q4.z, (int)q4.w};
+// Q4_0: (q - 8) . x = q . x - 8 sum(x), all integers.
+template <> struct QGroup<RF_Q4_0> {
+    uint4 q;
+    float d;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
+        q = Fmt<RF_Q4_0>::quants(w, G);
+        d = Fmt<RF_Q4_0>::scale(w, ng, G);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
         int s = 0;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            s = rf_dp4a(q[i] & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((q[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
+            s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
+            s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
         }
-        return Fmt<RF_Q4_0>::scale(w, ng, G) * xs.x * ((float)s - 8.0f * xs.y);
+        s -= 8 * (int)xs.y;
+        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
     }
 };
-// (q d + m) . x = d d_x (q . x_q) + m f16(d_x sum(x_q)), as the CPU's Q4_1 x Q8_1 product.
-template <> struct QDot<RF_Q4_1> {
-    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
-        const uint4 q4 = Fmt<RF_Q4_1>::quants(w, G);
-        const int q[4] = {(int)q4.x, (int)q4.y, (int)q4.z, (int)q4.w};
+// Q4_1: (q d + m) . x = d d_x (q . x_q) + m s_x, with s_x = f16(d_x sum(x_q)) as the CPU's Q8_1.
+template <> struct QGroup<RF_Q4_1> {
+    uint4 q;
+    float2 dm;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
+        q = Fmt<RF_Q4_1>::quants(w, G);
+        dm = Fmt<RF_Q4_1>::scales(w, ng, G);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
         int s = 0;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            s = rf_dp4a(q[i] & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((q[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
+            s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
+            s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
         }
-        const float2 dm = Fmt<RF_Q4_1>::scales(w, ng, G);
-        return dm.x * xs.x * (float)s + dm.y * xs.z;
+        acc = fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        return fmaf(dm.y, xs.z, acc);
     }
 };
-template <> struct QDot<RF_Q8_0> {
-    __device__ static float dot(const uint8_t* w, size_t ng, size_t G, const int* x, float4 xs) {
+template <> struct QGroup<RF_Q8_0> {
+    uint4 a, b;
+    float d;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
         const uint4* p = (const uint4*)(w + G * 32);
-        const uint4 a = p[0], b = p[1];
-        const int q[8] = {(int)a.x, (int)a.y, (int)a.z, (int)a.w,
+        a = p[0];
+        b = p[1];
+        d = Fmt<RF_Q8_0>::scale(w, ng, G);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        const int v[8] = {(int)a.x, (int)a.y, (int)a.z, (int)a.w,
                           (int)b.x, (int)b.y, (int)b.z, (int)b.w};
         int s = 0;
 #pragma unroll
-        for (int i = 0; i < 8; i++) s = rf_dp4a(q[i], x[i], s);
-        return Fmt<RF_Q8_0>::scale(w, ng, G) * xs.x * (float)s;
+        for (int i = 0; i < 8; i++) s = rf_dp4a(v[i], x[i], s);
+        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
     }
 };
 
-// Rows are split between teams of 32 * ks threads (ks "K-slices" of 32 lanes each, so long
-// rows keep enough loads in flight); partial sums meet in shared memory. Teams are counted in
-// groups of 32 lanes, never in waves, so the same launch shape is right for wave32 and wave64.
+// 32-lane teams per block; counted in groups of 32 lanes, never in waves, so the same launch
+// shape is right for wave32 and wave64.
 #define MV_GROUPS (RF_BLOCK / 32)
 
-__device__ __forceinline__ void mv_finish(float (*part)[RF_MAX_MATVEC_TOKENS], const float* acc,
-                                          int n, bool active, int ks, int row, float* y,
-                                          int ldy, int accumulate) {
-    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (ks == 1) {  // one team per row: no exchange through shared memory (block-uniform)
+// Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token.
+template <int N>
+__device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, int row,
+                                          float* y, int ldy, int accumulate) {
+    const int lane = threadIdx.x % 32;
 #pragma unroll
-        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-            if (t < n) {
-                const float s = rf_group32_sum(acc[t]);
-                if (active && lane == 0) {
-                    float* dst = y + (size_t)t * ldy + row;
-                    *dst = accumulate ? *dst + s : s;
-                }
+    for (int t = 0; t < N; t++) {
+        if (t < n) {
+            const float s = rf_butterfly32(acc[t]);
+            if (active && lane == 0) {
+                float* dst = y + (size_t)t * ldy + row;
+                *dst = accumulate ? *dst + s : s;
             }
         }
-        return;
-    }
-#pragma unroll
-    for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-        if (t < n) {
-            const float s = rf_group32_sum(acc[t]);
-            if (lane == 0) part[grp][t] = s;
-        }
-    }
-    __syncthreads();
-    if (active && grp % ks == 0 && lane < n) {
-        float s = 0.0f;
-        for (int j = 0; j < ks; j++) s += part[grp + j][lane];
-        float* dst = y + (size_t)lane * ldy + row;
-        *dst = accumulate ? *dst + s : s;
     }
 }
 
-// Each team computes R neighbouring rows, so every activation group it loads serves R weight
-// groups. Measured on the H200: R = 2 helps Q8_0 (+4 %), not Q4_0 (−4 %).
-template <int T> struct MvRows { static constexpr int R = 1; };
-template <> struct MvRows<RF_Q8_0> { static constexpr int R = 2; };
-
-template <int T>
-__global__ void matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                                const float4* xs, int n, float* y, int ldy, int accumulate,
-                                int ks) {
-    __shared__ float part[MV_GROUPS][RF_MAX_MATVEC_TOKENS];
+// N: most tokens (n <= N, a compile-time bound so the accumulators stay in registers);
+// R: neighbouring rows per team (each activation group loaded serves R weight groups);
+// U: groups per lane whose weights are loaded before any is used (loads in flight).
+// Each (row, token) accumulator still takes its groups in ascending order: the canonical sum.
+template <int T, int N, int R, int U>
+__global__ void __launch_bounds__(RF_BLOCK)
+    matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
+                    int n, float* y, int ldy, int accumulate) {
     const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    constexpr int MV_ROWS = MvRows<T>::R;
-    const int row0 = (blockIdx.x * (MV_GROUPS / ks) + grp / ks) * MV_ROWS;
-    const int slice = grp % ks;
+    const int row0 = (blockIdx.x * MV_GROUPS + grp) * R;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    float acc[MV_ROWS][RF_MAX_MATVEC_TOKENS];
+    float acc[R][N];
 #pragma unroll
-    for (int r = 0; r < MV_ROWS; r++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[r][t] = 0.0f;
+        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
     if (row0 < rows) {
-        for (int g = slice * 32 + lane; g < ng; g += 32 * ks) {
+        for (int g0 = lane; g0 < ng; g0 += 32 * U) {
+            QGroup<T> wg[U][R];
 #pragma unroll
-            for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) {
-                if (t < n) {
-                    const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
-                    const int4 a = xp[0], c = xp[1];
-                    const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                    const float4 sc = xs[(size_t)t * ng + g];
+            for (int u = 0; u < U; u++) {
+                const int g = g0 + 32 * u;
 #pragma unroll
-                    for (int r = 0; r < MV_ROWS; r++)
-                        if (row0 + r < rows)
-                            acc[r][t] += QDot<T>::dot(w, ng_total, (size_t)(row0 + r) * ng + g, x, sc);
+                for (int r = 0; r < R; r++)
+                    if (g < ng && row0 + r < rows)
+                        wg[u][r].load(w, ng_total, (size_t)(row0 + r) * ng + g);
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int g = g0 + 32 * u;
+                if (g >= ng) break;
+#pragma unroll
+                for (int t = 0; t < N; t++) {
+                    if (t < n) {
+                        const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
+                        const int4 a = xp[0], c = xp[1];
+                        const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+                        const float4 sc = xs[(size_t)t * ng + g];
+#pragma unroll
+                        for (int r = 0; r < R; r++)
+                            if (row0 + r < rows) acc[r][t] = wg[u][r].acc(x, sc, acc[r][t]);
+                    }
                 }
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < MV_ROWS; r++) {
-        if (ks > 1) __syncthreads();  // part[] is reused for each row
-        mv_finish(part, acc[r], n, row0 + r < rows, ks, row0 + r, y, ldy, accumulate);
+    for (int r = 0; r < R; r++)
+        mv_finish<N>(acc[r], n, row0 + r < rows, row0 + r, y, ldy, accumulate);
+}
+
+// Launch shape knobs (set once from the host; see rf_set_matvec_shape).
+static int g_mv_unroll = 2;
+static int g_mv_rows[3] = {1, 1, 2};  // Q4_0, Q4_1, Q8_0
+
+extern "C" void rf_set_matvec_shape(int unroll, int rows_q4_0, int rows_q4_1, int rows_q8_0) {
+    if (unroll == 1 || unroll == 2 || unroll == 4) g_mv_unroll = unroll;
+    const int r[3] = {rows_q4_0, rows_q4_1, rows_q8_0};
+    for (int i = 0; i < 3; i++)
+        if (r[i] == 1 || r[i] == 2) g_mv_rows[i] = r[i];
+}
+
+template <int T, int N, int R, int U>
+static void launch_mv(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
+                      int n, float* y, int ldy, int accumulate, hipStream_t s) {
+    const int per_block = MV_GROUPS * R;
+    hipLaunchKernelGGL((matvec_q_kernel<T, N, R, U>), dim3((rows + per_block - 1) / per_block),
+                       dim3(RF_BLOCK), 0, s, w, rows, cols, xq, xs, n, y, ldy, accumulate);
+}
+
+template <int T, int N, int R>
+static void launch_mv_u(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                        const float4* xs, int n, float* y, int ldy, int accumulate,
+                        hipStream_t s) {
+    switch (g_mv_unroll) {
+        case 1: launch_mv<T, N, R, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
+        case 4: launch_mv<T, N, R, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
+        default: launch_mv<T, N, R, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
     }
+}
+
+template <int T, int N>
+static void launch_mv_r(int rows_per_team, const uint8_t* w, int rows, int cols,
+                        const int8_t* xq, const float4* xs, int n, float* y, int ldy,
+                        int accumulate, hipStream_t s) {
+    if (rows_per_team == 2)
+        launch_mv_u<T, N, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    else
+        launch_mv_u<T, N, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+}
+
+template <int T>
+static void launch_mv_n(int rows_per_team, const uint8_t* w, int rows, int cols,
+                        const int8_t* xq, const float4* xs, int n, float* y, int ldy,
+                        int accumulate, hipStream_t s) {
+    if (n == 1)
+        launch_mv_r<T, 1>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    else if (n == 2)
+        launch_mv_r<T, 2>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    else if (n <= 4)
+        launch_mv_r<T, 4>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    else
+        launch_mv_r<T, RF_MAX_MATVEC_TOKENS>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy,
+                                             accumulate, s);
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -151,18 +219,16 @@ template <> __device__ __forceinline__ float rf_round1<RF_BF16>(float x) {
 
 template <int T>
 __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const float* x, int n,
-                                float* y, int ldy, int accumulate, int ks) {
-    __shared__ float part[MV_GROUPS][RF_MAX_MATVEC_TOKENS];
+                                float* y, int ldy, int accumulate) {
     const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int row = blockIdx.x * (MV_GROUPS / ks) + grp / ks;
-    const int slice = grp % ks;
+    const int row = blockIdx.x * MV_GROUPS + grp;
     const bool active = row < rows;
     const int ng = cols / 32;
     float acc[RF_MAX_MATVEC_TOKENS];
 #pragma unroll
     for (int t = 0; t < RF_MAX_MATVEC_TOKENS; t++) acc[t] = 0.0f;
     if (active) {
-        for (int g = slice * 32 + lane; g < ng; g += 32 * ks) {
+        for (int g = lane; g < ng; g += 32) {
             float v[32];
             Fmt<T>::load(w, 0, (size_t)row * ng + g, v);
 #pragma unroll
@@ -170,58 +236,44 @@ __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const floa
                 if (t < n) {
                     const float* xp = x + (size_t)t * cols + g * 32;
 #pragma unroll
-                    for (int i = 0; i < 32; i++) acc[t] += v[i] * rf_round1<T>(xp[i]);
+                    for (int i = 0; i < 32; i++) acc[t] = fmaf(v[i], rf_round1<T>(xp[i]), acc[t]);
                 }
             }
         }
     }
-    mv_finish(part, acc, n, active, ks, row, y, ldy, accumulate);
+    mv_finish<RF_MAX_MATVEC_TOKENS>(acc, n, active, row, y, ldy, accumulate);
 }
-
-// Largest K-split the mat-vec may use (a tuning knob; 1 = one 32-lane team per row).
-static int g_matvec_ks_max = 1;
-extern "C" void rf_set_matvec_ks_max(int ks) { g_matvec_ks_max = ks < 1 ? 1 : ks; }
 
 extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float* x,
                          const int8_t* xq, const void* xq_scales, int n, float* y, int ldy,
                          int accumulate, void* stream) {
     if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
         return RF_ERR_SHAPE;
-    // K-slices per row: enough that each lane has a few groups, no more than fit a block.
-    const int ng = cols / 32;
-    int ks = 1;
-    while (ks < g_matvec_ks_max && ks < MV_GROUPS && ng >= 64 * ks * 2) ks *= 2;
-    const int rows_per_block = MV_GROUPS / ks;
-    const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
-    const int q8_rows_per_block = rows_per_block * MvRows<RF_Q8_0>::R;
-    const dim3 q8grid((rows + q8_rows_per_block - 1) / q8_rows_per_block);
+    const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
     switch (ty) {
         case RF_Q4_0:
-            hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate, ks);
+            launch_mv_n<RF_Q4_0>(g_mv_rows[0], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_Q4_1:
-            hipLaunchKernelGGL(matvec_q_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate, ks);
+            launch_mv_n<RF_Q4_1>(g_mv_rows[1], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_Q8_0:
-            hipLaunchKernelGGL(matvec_q_kernel<RF_Q8_0>, q8grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, xq, xs, n, y, ldy, accumulate, ks);
+            launch_mv_n<RF_Q8_0>(g_mv_rows[2], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_F16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate, ks);
+                               cols, x, n, y, ldy, accumulate);
             break;
         case RF_BF16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_BF16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate, ks);
+                               cols, x, n, y, ldy, accumulate);
             break;
         case RF_F32:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F32>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate, ks);
+                               cols, x, n, y, ldy, accumulate);
             break;
         default: return RF_ERR_BAD_TYPE;
     }

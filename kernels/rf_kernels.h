@@ -61,11 +61,14 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
            void* q8_scales, void* stream);
 
 // ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens; y rows ldy apart. Quantized weights read
-// the q8 activations, float weights the f32 ones. accumulate: y += instead of y =.
+// the q8 activations (bit-identical to the CPU's dot products), float weights the f32 ones.
+// accumulate: y += instead of y =.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
-// Tuning: most 32-lane teams one mat-vec row is split over (default 1).
-void rf_set_matvec_ks_max(int ks);
+// Launch shape of the quantized mat-vec (a tuning knob): groups per lane loaded ahead (1, 2
+// or 4) and neighbouring rows per 32-lane team (1 or 2) per weight type; other values keep
+// the current setting.
+void rf_set_matvec_shape(int unroll, int rows_q4_0, int rows_q4_1, int rows_q8_0);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);
@@ -84,12 +87,13 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
 // its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
-// floats apart. `partial` holds n * n_head * n_split * (hd + 2) floats. q8 / q8_scales
-// (nullable): also write the output quantized as rf_act would.
+// floats apart. `scores` holds n * n_head * n_ctx floats (scratch). hd must be a multiple of
+// 32. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
+// output quantized as rf_act would.
 int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
-                 int n_head_kv, int head_dim, int n_split, float* partial, float* out,
+                 int n_head_kv, int head_dim, int n_ctx, float* scores, float* out,
                  int8_t* q8, void* q8_scales, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,

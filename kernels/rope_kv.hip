@@ -2,6 +2,9 @@
 // the KV cache write and the cell bookkeeping the attention kernel reads.
 #include "rf_kernels.h"
 #include "arch.h"
+#include "numerics.h"
+
+#define ROPE_MAX_HEAD_DIM 512
 
 __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld, int n_head,
                                int n_head_kv, int head_dim, const float* inv_freq,
@@ -13,10 +16,17 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     const int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
     const float pos = (float)tok_pos[t];
     const size_t cell = (size_t)tok_cell[t];
+    // The token's rotations, shared by every head: (sin, cos) per pair, evaluated once.
+    __shared__ float2 rot[ROPE_MAX_HEAD_DIM / 2];
+    for (int p = threadIdx.x; p < half; p += blockDim.x) {
+        float sn, cs;
+        rf_sin_cos(pos * inv_freq[p], &sn, &cs);
+        rot[p] = make_float2(sn, cs);
+    }
+    __syncthreads();
     float* qt = q + (size_t)t * ld;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < q_dim / 2; p += gridDim.y * blockDim.x) {
-        float sn, cs;
-        sincosf(pos * inv_freq[p % half], &sn, &cs);
+        const float sn = rot[p % half].x, cs = rot[p % half].y;
         const float a = qt[2 * p], b = qt[2 * p + 1];
         qt[2 * p] = a * cs - b * sn;
         qt[2 * p + 1] = a * sn + b * cs;
@@ -27,8 +37,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     float* vc = v_cache + cell * kv_dim;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < kv_dim / 2;
          p += gridDim.y * blockDim.x) {
-        float sn, cs;
-        sincosf(pos * inv_freq[p % half], &sn, &cs);
+        const float sn = rot[p % half].x, cs = rot[p % half].y;
         const float a = kt[2 * p], b = kt[2 * p + 1];
         kc[2 * p] = a * cs - b * sn;
         kc[2 * p + 1] = a * sn + b * cs;
@@ -46,7 +55,7 @@ extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int 
                           const int32_t* tok_pos, const int32_t* tok_cell,
                           const int32_t* tok_seq, float* k_cache, float* v_cache,
                           int32_t* cell_pos, uint64_t* cell_seqs, void* stream) {
-    if (n <= 0 || head_dim % 2 != 0) return RF_ERR_SHAPE;
+    if (n <= 0 || head_dim % 2 != 0 || head_dim > ROPE_MAX_HEAD_DIM) return RF_ERR_SHAPE;
     // Several blocks per token: single-token decode should not run on one block.
     const int slices = (n_head * head_dim / 2 + RF_BLOCK - 1) / RF_BLOCK;
     hipLaunchKernelGGL(rope_kv_kernel, dim3(n, slices), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,

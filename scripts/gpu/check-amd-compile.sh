@@ -15,7 +15,7 @@ for src in kernels/*.hip; do
     [ "$name" = blas ] && continue
     for arch in "${archs[@]}"; do
         # --offload-arch is always explicit: without it hipcc probes for a GPU and fails.
-        hipcc -x hip -std=c++17 -O3 --offload-arch="$arch" --genco -c "$src" -o "$out/$name.$arch.co"
+        hipcc -x hip -std=c++17 -O3 -ffp-contract=off --offload-arch="$arch" --genco -c "$src" -o "$out/$name.$arch.co"
         [ -s "$out/$name.$arch.co" ] || { echo "no code object for $name ($arch)" >&2; exit 1; }
         n=$((n + 1))
     done

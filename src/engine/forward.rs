@@ -3,7 +3,9 @@
 use super::{Batch, Scratch};
 use crate::backend::cpu::attention::{attention, AttentionShape};
 use crate::backend::cpu::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
-use crate::backend::cpu::ops::{add_in_place, rms_norm, rope_in_place, silu_mul_in_place};
+use crate::backend::cpu::ops::{
+    add_in_place, rms_norm, rope_in_place, rope_table, silu_mul_in_place,
+};
 use crate::backend::cpu::ThreadPool;
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
@@ -108,6 +110,7 @@ fn run_layers(
     embed(model, &batch.tokens, &mut s.x)?;
     for t in 0..n {
         kv.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
+        rope_table(batch.pos[t] as f32, &model.rope_inv_freq, &mut s.rope[t]);
     }
     let shape = AttentionShape {
         n_head: hp.n_head,
@@ -134,18 +137,15 @@ fn run_layers(
             ],
         )?;
         for (t, &cell) in cells.iter().enumerate() {
-            let pos = batch.pos[t] as f32;
             rope_in_place(
                 &mut s.q[t * q_dim..(t + 1) * q_dim],
                 hp.head_dim,
-                pos,
-                &model.rope_inv_freq,
+                &s.rope[t],
             );
             rope_in_place(
                 &mut s.k[t * kv_dim..(t + 1) * kv_dim],
                 hp.head_dim,
-                pos,
-                &model.rope_inv_freq,
+                &s.rope[t],
             );
             kv.store(
                 il,

@@ -25,6 +25,8 @@ pub struct Scratch {
     pub acts: PackedActivations,
     /// Cache cells each token attends to.
     pub visible: Vec<Vec<usize>>,
+    /// Each token's RoPE rotations, (sin, cos) per pair: (n_tokens, head_dim / 2).
+    pub rope: Vec<Vec<(f32, f32)>>,
 }
 
 impl Scratch {
@@ -40,5 +42,6 @@ impl Scratch {
         self.gate.resize(n_tokens * hp.n_ff, 0.0);
         self.up.resize(n_tokens * hp.n_ff, 0.0);
         self.visible.resize_with(n_tokens, Vec::new);
+        self.rope.resize_with(n_tokens, Vec::new);
     }
 }

@@ -22,13 +22,8 @@ use std::sync::Arc;
 const MATVEC_MAX_TOKENS: usize = 8;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
-/// (token, split) pairs the attention scratch holds.
-const PARTIAL_ROWS: usize = 4096;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
-/// Attention splits in the captured single-token graph (fixed, since the graph is reused as
-/// the cache grows; empty splits cost one tiny block each).
-const GRAPH_SPLITS: usize = 16;
 /// Batch metadata: five arrays of MAX_STEP_TOKENS ints, then the cell count.
 const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
 
@@ -71,8 +66,8 @@ struct Scratch {
     attn: DeviceBuffer,
     /// (step, 2 n_ff)
     gate_up: DeviceBuffer,
-    /// (PARTIAL_ROWS, n_head, head_dim + 2)
-    partial: DeviceBuffer,
+    /// Attention scores of the mat-vec sized batches: (MATVEC_MAX_TOKENS, n_head, n_ctx)
+    scores: DeviceBuffer,
     /// (step, n_vocab)
     logits: DeviceBuffer,
     /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
@@ -116,12 +111,16 @@ impl GpuContext {
             return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
         }
         let kv = KvCache::new(hp.n_layer, n_ctx, 0, n_seq_max)?;
-        if let Some(ks) = std::env::var("ROCMFORGE_GPU_MATVEC_KS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            // SAFETY: sets a plain integer in the kernel library.
-            unsafe { ffi::rf_set_matvec_ks_max(ks) };
+        // Tuning knob for benchmarks: "unroll,rows_q4_0,rows_q4_1,rows_q8_0" (see matvec.hip).
+        if let Ok(shape) = std::env::var("ROCMFORGE_GPU_MATVEC") {
+            let v: Vec<i32> = shape
+                .split(',')
+                .filter_map(|x| x.trim().parse().ok())
+                .collect();
+            if let [u, a, b, c] = v[..] {
+                // SAFETY: sets plain integers in the kernel library; bad values are ignored.
+                unsafe { ffi::rf_set_matvec_shape(u, a, b, c) };
+            }
         }
         let stream = Stream::new()?;
         let blas = Blas::new(&stream)?;
@@ -153,9 +152,9 @@ impl GpuContext {
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
-            partial: DeviceBuffer::new(
-                PARTIAL_ROWS * hp.n_head * (hp.head_dim + 2) * f,
-                "attention splits",
+            scores: DeviceBuffer::new(
+                MATVEC_MAX_TOKENS * hp.n_head * n_ctx * f,
+                "attention scores",
             )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
@@ -385,12 +384,7 @@ impl GpuContext {
                 )?;
             }
         } else {
-            // Splits of about 32 cells keep attention parallel over the cache.
-            let n_split = n_cells
-                .div_ceil(32)
-                .clamp(1, 64)
-                .min((PARTIAL_ROWS / n).max(1));
-            self.enqueue_forward(n, rows.len(), n_split, Some(cancel))?;
+            self.enqueue_forward(n, rows.len(), Some(cancel))?;
         }
 
         if rows.is_empty() {
@@ -414,7 +408,7 @@ impl GpuContext {
             unsafe { ffi::rf_graph_begin(self.stream.raw()) },
             "starting graph capture",
         )?;
-        let queued = self.enqueue_forward(1, 1, GRAPH_SPLITS, None);
+        let queued = self.enqueue_forward(1, 1, None);
         let mut exec = std::ptr::null_mut();
         // SAFETY: ends the capture begun above, whatever happened in between.
         let ended = check(
@@ -428,13 +422,7 @@ impl GpuContext {
 
     /// Queues the forward pass of `n` tokens whose metadata is on the device: embeddings,
     /// every layer, and the logits of the first `n_out` rows of the logit-row list.
-    fn enqueue_forward(
-        &self,
-        n: usize,
-        n_out: usize,
-        n_split: usize,
-        cancel: Option<&AtomicBool>,
-    ) -> Result<()> {
+    fn enqueue_forward(&self, n: usize, n_out: usize, cancel: Option<&AtomicBool>) -> Result<()> {
         let model = &*self.model;
         let hp = &model.hparams;
         let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
@@ -544,8 +532,8 @@ impl GpuContext {
                         hp.n_head as i32,
                         hp.n_head_kv as i32,
                         hp.head_dim as i32,
-                        n_split as i32,
-                        self.s.partial.at(0),
+                        self.kv.n_ctx() as i32,
+                        self.s.scores.at(0),
                         self.s.attn.at(0),
                         if fuse_q8 {
                             self.s.xq.at(0)

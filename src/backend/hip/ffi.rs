@@ -90,6 +90,7 @@ extern "C" {
         accumulate: c_int,
         s: *mut c_void,
     ) -> c_int;
+    pub fn rf_set_matvec_shape(unroll: c_int, rows_q4_0: c_int, rows_q4_1: c_int, rows_q8_0: c_int);
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,
@@ -140,8 +141,8 @@ extern "C" {
         n_head: c_int,
         n_head_kv: c_int,
         head_dim: c_int,
-        n_split: c_int,
-        partial: *mut f32,
+        n_ctx: c_int,
+        scores: *mut f32,
         out: *mut f32,
         q8: *mut i8,
         q8_scales: *mut c_void,
@@ -164,7 +165,6 @@ extern "C" {
         out: *mut f32,
         s: *mut c_void,
     ) -> c_int;
-    pub fn rf_set_matvec_ks_max(ks: c_int);
     pub fn rf_graph_begin(s: *mut c_void) -> c_int;
     pub fn rf_graph_end(s: *mut c_void, exec: *mut *mut c_void) -> c_int;
     pub fn rf_graph_launch(exec: *mut c_void, s: *mut c_void) -> c_int;
