@@ -59,6 +59,52 @@ pub(super) fn f16x4(bits: u64) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
 
+/// The first f16 (the scale `d`) of the blocks at `p[k] + offset`, packed (lane k in bits
+/// 16k..16k + 16) for [`f16x4`]: four scalar loads, cheaper here than a gather.
+///
+/// # Safety
+/// 2 bytes readable at each `p[k] + offset`.
+#[inline(always)]
+pub(super) unsafe fn gpr_headers(p: [*const u8; 4], offset: usize) -> u64 {
+    // SAFETY: caller guarantees the 4 two-byte ranges are readable.
+    unsafe {
+        load_u16(p[0].add(offset))
+            | load_u16(p[1].add(offset)) << 16
+            | load_u16(p[2].add(offset)) << 32
+            | load_u16(p[3].add(offset)) << 48
+    }
+}
+
+/// Both f16 halves of each of 4 gathered dwords -> (4 low ones, 4 high ones) as f32
+/// (exact): a block's [d, m] or [d, s] header.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub(super) fn both_f16x4(g: __m128i) -> (__m128, __m128) {
+    let x = _mm256_cvtph_ps(g); // [lo0, hi0, lo1, hi1, ...]
+    let x = _mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x))
+}
+
+/// The 4-byte headers of the blocks at `base + offsets[k]` (one gather; the rows of a tile
+/// are separate allocations, so the offsets are raw address differences).
+///
+/// # Safety
+/// 4 bytes readable at each `base + offsets[k]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn gather_headers(base: *const u8, offsets: __m256i) -> __m128i {
+    // SAFETY: caller guarantees the 4 addresses are readable; gathers need no alignment.
+    unsafe { _mm256_i64gather_epi32::<1>(base.cast(), offsets) }
+}
+
+/// `[0, p[1] - p[0], p[2] - p[0], p[3] - p[0]]`: offsets of the rows from row 0.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn row_offsets(p: [*const u8; 4]) -> __m256i {
+    let d = |r: usize| (p[r] as i64).wrapping_sub(p[0] as i64);
+    _mm256_setr_epi64x(0, d(1), d(2), d(3))
+}
+
 /// 16 packed nibble bytes -> 32 bytes: low nibbles then high nibbles (the block's order).
 ///
 /// # Safety
@@ -99,8 +145,8 @@ pub(super) unsafe fn unpack_q4_mask(p: *const u8) -> __m256i {
 
 /// [sum(v[0]), sum(v[1]), sum(v[2]), sum(v[3])] of four vectors of 8 i32 lanes, exactly.
 /// Lanes 4..8 of every vector are first divided by 2^HI_SHIFT (they hold exact multiples of
-/// it, see [`unpack_q4_mask`]). Written with 64-bit shifts and blends, which run on any
-/// vector port: only two shuffles per call (the shuffle port is the kernels' bottleneck).
+/// it, see [`unpack_q4_mask`]). Step 1 is written with 64-bit shifts and blends, which run
+/// on any vector port (the shuffle port is the kernels' bottleneck).
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) fn sum4<const HI_SHIFT: i32>(v: [__m256i; 4]) -> __m128i {
@@ -111,14 +157,32 @@ pub(super) fn sum4<const HI_SHIFT: i32>(v: [__m256i; 4]) -> __m128i {
         let ys = _mm256_add_epi32(y, _mm256_slli_epi64::<32>(y));
         _mm256_blend_epi32::<0b1010_1010>(xs, ys)
     };
-    let p01 = pair(v[0], v[1]);
-    let p23 = pair(v[2], v[3]);
+    sum_pairs::<HI_SHIFT>(pair(v[0], v[1]), pair(v[2], v[3]))
+}
+
+/// The rest of [`sum4`], from two vectors of pair sums laid out as its step 1 leaves them
+/// (`p01` = [v0, v1, v0, v1, ..], `p23` likewise): [sum(v0), sum(v1), sum(v2), sum(v3)].
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn sum_pairs<const HI_SHIFT: i32>(p01: __m256i, p23: __m256i) -> __m128i {
     // [v0, v1, v2, v3] sums of each 128-bit half.
     let keep = _mm256_blend_epi32::<0b1100_1100>(p01, p23);
     let swap = _mm256_blend_epi32::<0b1100_1100>(p23, p01);
     let q = _mm256_add_epi32(keep, _mm256_shuffle_epi32::<0b0100_1110>(swap));
     let hi = _mm_srai_epi32::<HI_SHIFT>(_mm256_extracti128_si256::<1>(q));
     _mm_add_epi32(_mm256_castsi256_si128(q), hi)
+}
+
+/// Interleaves the 4-byte groups of two cells' operands so that two chained dots leave the
+/// pair sums of [`sum4`]'s step 1 directly: returns (x, y) with x = [a0, b1, a2, b3, ..]
+/// and y = [a1, b0, a3, b2, ..] (groups of `a` and `b`). Every per-group operation (unpack,
+/// sign, dot) commutes with this; a side shared by both cells (a == b) costs one shuffle.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn interleave(a: __m256i, b: __m256i) -> (__m256i, __m256i) {
+    let x = _mm256_blend_epi32::<0b1010_1010>(a, b);
+    let y = _mm256_shuffle_epi32::<0b1011_0001>(_mm256_blend_epi32::<0b1010_1010>(b, a));
+    (x, y)
 }
 
 /// The butterfly of the scalar definition over 32 lane sums held as 8 xmm (`acc[g]` lane k
@@ -163,7 +227,8 @@ macro_rules! tile_kernel {
         offset_term = $offset:literal,
         wprep = |$wp:ident| -> $wty:ty $wprep:block,
         aprep = |$ap:ident| -> $aty:ty $aprep:block,
-        idot = |$q:ident, $a:ident| $idot:block $(,)?
+        offset_dot = |$oacc:ident, $oa:ident| $odot:block,
+        idot = |$acc:ident, $q:ident, $a:ident| $idot:block $(,)?
     ) => {
         /// # Safety
         /// The CPU has the features; rows `w[..RW]` and `a[..RA]` hold n/32 blocks; `t` is
@@ -178,26 +243,53 @@ macro_rules! tile_kernel {
         ) {
             use std::arch::x86_64::*;
             use $crate::quant::dot::canon256::{
-                butterfly_cells, butterfly_groups, f16x4, load_u16, sum4,
+                both_f16x4, butterfly_cells, butterfly_groups, f16x4, gather_headers, gpr_headers,
+                interleave, load_u16, row_offsets, sum4, sum_pairs,
             };
             // SAFETY (both): callers pass pointers to whole blocks inside the rows.
             let wprep = |$wp: *const u8| -> $wty { unsafe { $wprep } };
             let aprep = |$ap: *const u8| -> $aty { unsafe { $aprep } };
-            let idot = |$q: $wty, $a: $aty| -> __m256i { $idot };
+            let idot = |$acc: __m256i, $q: $wty, $a: $aty| -> __m256i { $idot };
+            // What the type subtracts per lane, summed into the accumulator (Q4_0's offset).
+            let offset_dot = |$oacc: __m256i, $oa: $aty| -> __m256i { $odot };
+            let zero = _mm256_setzero_si256();
             // SAFETY (all loads below): block b < nb lies inside each used row (caller
             // contract); table indices are 16-bit and the table has 65536 entries.
             let nb = n / 32;
             if RW == 1 && RA == 1 {
                 // acc[g] lane k = canonical lane 4g + k; a group is blocks b..b + 4.
                 let mut acc = [_mm_setzero_ps(); 8];
+                // Byte offsets of 4 consecutive blocks' headers.
+                let wstep = _mm256_setr_epi64x(0, $wb, 2 * $wb, 3 * $wb);
+                let astep = _mm256_setr_epi64x(0, $ab, 2 * $ab, 3 * $ab);
                 let mut group = |b: usize, count: usize| unsafe {
                     let mut v = [_mm256_setzero_si256(); 4];
-                    let (mut wd, mut ad, mut wm, mut as_) = (0u64, 0u64, 0u64, 0u64);
-                    for k in 0..4 {
-                        if k < count {
-                            let wp = w[0].add((b + k) * $wb);
-                            let ap = a[0].add((b + k) * $ab);
-                            v[k] = idot(wprep(wp), aprep(ap));
+                    let (wp, ap) = (w[0].add(b * $wb), a[0].add(b * $ab));
+                    let (dw, da, mw, sa);
+                    if count == 4 {
+                        for k in 0..4 {
+                            let av = aprep(ap.add(k * $ab));
+                            let start = _mm256_sub_epi32(zero, offset_dot(zero, av));
+                            v[k] = idot(start, wprep(wp.add(k * $wb)), av);
+                        }
+                        if $offset {
+                            (dw, mw) = both_f16x4(gather_headers(wp, wstep));
+                            (da, sa) = both_f16x4(gather_headers(ap, astep));
+                        } else {
+                            let steps = |p: *const u8, step: usize| {
+                                gpr_headers([p, p.add(step), p.add(2 * step), p.add(3 * step)], 0)
+                            };
+                            (dw, da) = (f16x4(steps(wp, $wb)), f16x4(steps(ap, $ab)));
+                            (mw, sa) = (dw, da);
+                        }
+                    } else {
+                        // The last, partial group: missing blocks get isum 0 and dd 0.
+                        let (mut wd, mut ad, mut wm, mut as_) = (0u64, 0u64, 0u64, 0u64);
+                        for k in 0..count {
+                            let (wp, ap) = (wp.add(k * $wb), ap.add(k * $ab));
+                            let av = aprep(ap);
+                            let start = _mm256_sub_epi32(zero, offset_dot(zero, av));
+                            v[k] = idot(start, wprep(wp), av);
                             wd |= load_u16(wp) << (16 * k);
                             ad |= load_u16(ap) << (16 * k);
                             if $offset {
@@ -205,13 +297,13 @@ macro_rules! tile_kernel {
                                 as_ |= load_u16(ap.add(2)) << (16 * k);
                             }
                         }
+                        (dw, da, mw, sa) = (f16x4(wd), f16x4(ad), f16x4(wm), f16x4(as_));
                     }
                     let g = b % 32 / 4;
-                    let dd = _mm_mul_ps(f16x4(wd), f16x4(ad));
                     let isum = _mm_cvtepi32_ps(sum4::<$hi>(v));
-                    acc[g] = _mm_fmadd_ps(isum, dd, acc[g]);
+                    acc[g] = _mm_fmadd_ps(isum, _mm_mul_ps(dw, da), acc[g]);
                     if $offset {
-                        acc[g] = _mm_fmadd_ps(f16x4(wm), f16x4(as_), acc[g]);
+                        acc[g] = _mm_fmadd_ps(mw, sa, acc[g]);
                     }
                 };
                 let mut b = 0;
@@ -226,48 +318,53 @@ macro_rules! tile_kernel {
             } else {
                 // acc[L] lane c = tile cell c's canonical lane L.
                 let mut acc = [_mm_setzero_ps(); 32];
+                let (wrows, arows) = (row_offsets(w), row_offsets(a));
                 for b in 0..nb {
-                    let mut v = [_mm256_setzero_si256(); 4];
-                    // dd and m*s factors: the tile's shared side broadcast, the other side
-                    // one f16 per cell.
+                    // Operands of the 4 cells (one side shared), then their dots two cells
+                    // at a time, interleaved.
+                    let (mut vw, mut va) = ([zero; 4], [(zero, zero); 4]);
+                    // dd and m*s factors: the tile's shared side broadcast from the table,
+                    // the other side's four headers loaded.
                     let (dw, da, mw, sa);
                     unsafe {
+                        let (wp, ap) = (w[0].add(b * $wb), a[0].add(b * $ab));
+                        let table = |p: *const u8| _mm_broadcast_ss(&*t.add(load_u16(p) as usize));
                         if RA == 1 {
-                            let ap = a[0].add(b * $ab);
                             let av = aprep(ap);
-                            let (mut wd, mut wm) = (0u64, 0u64);
                             for r in 0..4 {
-                                let wp = w[r].add(b * $wb);
-                                v[r] = idot(wprep(wp), av);
-                                wd |= load_u16(wp) << (16 * r);
-                                if $offset {
-                                    wm |= load_u16(wp.add(2)) << (16 * r);
-                                }
+                                vw[r] = wprep(w[r].add(b * $wb));
+                                va[r] = av;
                             }
-                            dw = f16x4(wd);
-                            da = _mm_broadcast_ss(&*t.add(load_u16(ap) as usize));
-                            mw = f16x4(wm);
-                            sa = _mm_broadcast_ss(&*t.add(load_u16(ap.add(2)) as usize));
+                            (da, sa) = (table(ap), table(ap.add(2)));
+                            if $offset {
+                                (dw, mw) = both_f16x4(gather_headers(wp, wrows));
+                            } else {
+                                (dw, mw) = (f16x4(gpr_headers(w, b * $wb)), da);
+                            }
                         } else {
-                            let wp = w[0].add(b * $wb);
                             let wv = wprep(wp);
-                            let (mut ad, mut as_) = (0u64, 0u64);
                             for r in 0..4 {
-                                let ap = a[r].add(b * $ab);
-                                v[r] = idot(wv, aprep(ap));
-                                ad |= load_u16(ap) << (16 * r);
-                                if $offset {
-                                    as_ |= load_u16(ap.add(2)) << (16 * r);
-                                }
+                                vw[r] = wv;
+                                va[r] = aprep(a[r].add(b * $ab));
                             }
-                            dw = _mm_broadcast_ss(&*t.add(load_u16(wp) as usize));
-                            da = f16x4(ad);
-                            mw = _mm_broadcast_ss(&*t.add(load_u16(wp.add(2)) as usize));
-                            sa = f16x4(as_);
+                            (dw, mw) = (table(wp), table(wp.add(2)));
+                            if $offset {
+                                (da, sa) = both_f16x4(gather_headers(ap, arows));
+                            } else {
+                                (da, sa) = (f16x4(gpr_headers(a, b * $ab)), dw);
+                            }
                         }
                     }
+                    let pair = |i: usize, j: usize| {
+                        let (wx, wy) = interleave(vw[i], vw[j]);
+                        let (ax0, ay0) = interleave(va[i].0, va[j].0);
+                        let (ax1, ay1) = interleave(va[i].1, va[j].1);
+                        let (ax, ay) = ((ax0, ax1), (ay0, ay1));
+                        let start = _mm256_sub_epi32(zero, offset_dot(offset_dot(zero, ax), ay));
+                        idot(idot(start, wx, ax), wy, ay)
+                    };
+                    let isum = _mm_cvtepi32_ps(sum_pairs::<$hi>(pair(0, 1), pair(2, 3)));
                     let l = b % 32;
-                    let isum = _mm_cvtepi32_ps(sum4::<$hi>(v));
                     acc[l] = _mm_fmadd_ps(isum, _mm_mul_ps(dw, da), acc[l]);
                     if $offset {
                         acc[l] = _mm_fmadd_ps(mw, sa, acc[l]);
@@ -296,12 +393,15 @@ macro_rules! canonical_kernels256 {
                 hi = $hi,
                 offset_term = true,
                 wprep = |wp| -> __m256i { $unpack(wp.add(4)) },
-                aprep = |ap| -> __m256i { _mm256_loadu_si256(ap.add(4).cast()) },
-                idot = |q, av| { $dot(_mm256_setzero_si256(), q, av) },
+                aprep = |ap| -> (__m256i, __m256i) {
+                    (_mm256_loadu_si256(ap.add(4).cast()), _mm256_setzero_si256())
+                },
+                offset_dot = |acc, _a| { acc },
+                idot = |acc, q, a| { $dot(acc, q, a.0) },
             );
 
-            // Q4_0 x Q8_0: isum = sum(q * a) - 8 * sum(a); the activation side supplies
-            // -8 * sum(a) per lane as the dot's starting value.
+            // Q4_0 x Q8_0: isum = sum(q * a) - sum(8 * a), the second dot as the first's
+            // (negated) starting value.
             $crate::quant::dot::canon256::tile_kernel!(
                 q4_0,
                 $feat,
@@ -311,13 +411,14 @@ macro_rules! canonical_kernels256 {
                 offset_term = false,
                 wprep = |wp| -> __m256i { $unpack(wp.add(2)) },
                 aprep = |ap| -> (__m256i, __m256i) {
-                    let av = _mm256_loadu_si256(ap.add(2).cast());
+                    (_mm256_loadu_si256(ap.add(2).cast()), _mm256_setzero_si256())
+                },
+                offset_dot = |acc, a| {
                     let off =
                         _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
-                    let zero = _mm256_setzero_si256();
-                    (av, _mm256_sub_epi32(zero, $dot(zero, off, av)))
+                    $dot(acc, off, a.0)
                 },
-                idot = |q, a| { $dot(a.1, q, a.0) },
+                idot = |acc, q, a| { $dot(acc, q, a.0) },
             );
 
             // Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).
@@ -329,14 +430,11 @@ macro_rules! canonical_kernels256 {
                 hi = 0,
                 offset_term = false,
                 wprep = |wp| -> __m256i { _mm256_loadu_si256(wp.add(2).cast()) },
-                aprep = |ap| -> __m256i { _mm256_loadu_si256(ap.add(2).cast()) },
-                idot = |wq, av| {
-                    $dot(
-                        _mm256_setzero_si256(),
-                        _mm256_abs_epi8(wq),
-                        _mm256_sign_epi8(av, wq),
-                    )
+                aprep = |ap| -> (__m256i, __m256i) {
+                    (_mm256_loadu_si256(ap.add(2).cast()), _mm256_setzero_si256())
                 },
+                offset_dot = |acc, _a| { acc },
+                idot = |acc, wq, a| { $dot(acc, _mm256_abs_epi8(wq), _mm256_sign_epi8(a.0, wq)) },
             );
         }
     };
