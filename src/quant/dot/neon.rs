@@ -1,8 +1,13 @@
 //! aarch64 NEON kernels (NEON is baseline on aarch64). Kept deliberately plain: widening
 //! multiplies (`smull`) and pairwise adds, no `sdot` (unstable in Rust's std::arch), one block
 //! per step. Types without a kernel here (F16, BF16) fall back to the scalar table.
-//! Compile-checked with `cargo check --target aarch64-unknown-linux-gnu`; not run here.
+//!
+//! The quantized kernels follow the canonical order of scalar.rs bit for bit: the block's
+//! exact integer sum from the vector unit, then the scalar float steps (`f32::mul_add` is
+//! the fused `fmadd` here) into 32 lane accumulators, then the same butterfly.
+//! Tested under qemu-aarch64 (see tests.rs).
 
+use super::scalar::{butterfly, LANES};
 use super::{check_lengths, DotKernels};
 use crate::quant::GgmlType;
 use std::arch::aarch64::*;
@@ -66,7 +71,7 @@ fn q4_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Rows hold `n` elements (checked by the caller).
 #[target_feature(enable = "neon")]
 unsafe fn q4_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = 0f32;
+    let mut acc = [0f32; LANES];
     for i in 0..n / 32 {
         // SAFETY: block i is inside both rows (caller contract).
         unsafe {
@@ -74,10 +79,11 @@ unsafe fn q4_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
             let (x0, x1) = unpack_q4(wp.add(2), 8);
             let (y0, y1) = load32(ap.add(2));
             let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
-            acc += h(rd(wp)) * h(rd(ap)) * isum as f32;
+            let dd = h(rd(wp)) * h(rd(ap));
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
         }
     }
-    acc
+    butterfly(acc)
 }
 
 fn q4_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -90,7 +96,7 @@ fn q4_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Rows hold `n` elements (checked by the caller).
 #[target_feature(enable = "neon")]
 unsafe fn q4_1_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = 0f32;
+    let mut acc = [0f32; LANES];
     for i in 0..n / 32 {
         // SAFETY: block i is inside both rows (caller contract).
         unsafe {
@@ -98,10 +104,13 @@ unsafe fn q4_1_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
             let (x0, x1) = unpack_q4(wp.add(4), 0);
             let (y0, y1) = load32(ap.add(4));
             let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
-            acc += h(rd(wp)) * h(rd(ap)) * isum as f32 + h(rd(wp.add(2))) * h(rd(ap.add(2)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            let l = i % LANES;
+            acc[l] = (isum as f32).mul_add(dd, acc[l]);
+            acc[l] = h(rd(wp.add(2))).mul_add(h(rd(ap.add(2))), acc[l]);
         }
     }
-    acc
+    butterfly(acc)
 }
 
 fn q8_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -114,7 +123,7 @@ fn q8_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Rows hold `n` elements (checked by the caller).
 #[target_feature(enable = "neon")]
 unsafe fn q8_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = 0f32;
+    let mut acc = [0f32; LANES];
     for i in 0..n / 32 {
         // SAFETY: block i is inside both rows (caller contract).
         unsafe {
@@ -122,10 +131,11 @@ unsafe fn q8_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
             let (x0, x1) = load32(wp.add(2));
             let (y0, y1) = load32(ap.add(2));
             let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
-            acc += h(rd(wp)) * h(rd(ap)) * isum as f32;
+            let dd = h(rd(wp)) * h(rd(ap));
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
         }
     }
-    acc
+    butterfly(acc)
 }
 
 fn f32_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
