@@ -165,12 +165,32 @@ pub(super) fn sum4<const HI_SHIFT: i32>(v: [__m256i; 4]) -> __m128i {
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) fn sum_pairs<const HI_SHIFT: i32>(p01: __m256i, p23: __m256i) -> __m128i {
-    // [v0, v1, v2, v3] sums of each 128-bit half.
-    let keep = _mm256_blend_epi32::<0b1100_1100>(p01, p23);
-    let swap = _mm256_blend_epi32::<0b1100_1100>(p23, p01);
-    let q = _mm256_add_epi32(keep, _mm256_shuffle_epi32::<0b0100_1110>(swap));
+    let q = fold_pairs(p01, p23);
     let hi = _mm_srai_epi32::<HI_SHIFT>(_mm256_extracti128_si256::<1>(q));
     _mm_add_epi32(_mm256_castsi256_si128(q), hi)
+}
+
+/// Step 2 of [`sum4`]: [v0, v1, v2, v3] sums of each 128-bit half (the high half's still
+/// 2^HI_SHIFT times too large).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn fold_pairs(p01: __m256i, p23: __m256i) -> __m256i {
+    let keep = _mm256_blend_epi32::<0b1100_1100>(p01, p23);
+    let swap = _mm256_blend_epi32::<0b1100_1100>(p23, p01);
+    _mm256_add_epi32(keep, _mm256_shuffle_epi32::<0b0100_1110>(swap))
+}
+
+/// Step 3 of [`sum4`] for two blocks at once: from their [`fold_pairs`] results, the four
+/// sums of block 0 in lanes 0..4 and of block 1 in lanes 4..8.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn halves2<const HI_SHIFT: i32>(q0: __m256i, q1: __m256i) -> __m256i {
+    let (h, z) = (HI_SHIFT, 0);
+    let lo = _mm256_blend_epi32::<0b1111_0000>(q0, q1); // [q0 lo, q1 hi]
+    let hi = _mm256_permute2x128_si256::<0x21>(q0, q1); // [q0 hi, q1 lo]
+    let lo = _mm256_srav_epi32(lo, _mm256_setr_epi32(z, z, z, z, h, h, h, h));
+    let hi = _mm256_srav_epi32(hi, _mm256_setr_epi32(h, h, h, h, z, z, z, z));
+    _mm256_add_epi32(lo, hi)
 }
 
 /// Interleaves the 4-byte groups of two cells' operands so that two chained dots leave the
@@ -201,18 +221,23 @@ pub(super) fn butterfly_groups(mut acc: [__m128; 8]) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
 }
 
-/// The same butterfly for four tile cells side by side (`acc[L]` lane c = cell c's lane L).
+/// The same butterfly for four tile cells side by side, lanes in pairs: `acc[j]` lanes 0..4
+/// = the cells' lane 2j, lanes 4..8 = their lane 2j + 1.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn butterfly_cells(acc: &mut [__m128; 32]) -> __m128 {
-    let mut m = 16;
+pub(super) fn butterfly_cells(acc: &mut [__m256; 16]) -> __m128 {
+    let mut m = 8; // in units of lane pairs: m = 16, 8, 4, 2
     while m > 0 {
-        for i in 0..m {
-            acc[i] = _mm_add_ps(acc[i], acc[i + m]);
+        for j in 0..m {
+            acc[j] = _mm256_add_ps(acc[j], acc[j + m]);
         }
         m /= 2;
     }
-    acc[0]
+    // m = 1
+    _mm_add_ps(
+        _mm256_castps256_ps128(acc[0]),
+        _mm256_extractf128_ps::<1>(acc[0]),
+    )
 }
 
 /// Generates one quantized tile kernel `$name::<RW, RA>` (1 x 1, 1 x 4 or 4 x 1 cells) in
@@ -243,8 +268,8 @@ macro_rules! tile_kernel {
         ) {
             use std::arch::x86_64::*;
             use $crate::quant::dot::canon256::{
-                both_f16x4, butterfly_cells, butterfly_groups, f16x4, gather_headers, gpr_headers,
-                interleave, load_u16, row_offsets, sum4, sum_pairs,
+                both_f16x4, butterfly_cells, butterfly_groups, f16x4, fold_pairs, gather_headers,
+                gpr_headers, halves2, interleave, load_u16, row_offsets, sum4,
             };
             // SAFETY (both): callers pass pointers to whole blocks inside the rows.
             let wprep = |$wp: *const u8| -> $wty { unsafe { $wprep } };
@@ -317,9 +342,13 @@ macro_rules! tile_kernel {
                 out[0] = butterfly_groups(acc);
             } else {
                 // acc[L] lane c = tile cell c's canonical lane L.
-                let mut acc = [_mm_setzero_ps(); 32];
+                // acc[j] lanes 0..4 = the cells' lane 2j, lanes 4..8 their lane 2j + 1: two
+                // consecutive blocks (the first even) share one convert, multiply and fma.
+                let mut acc = [_mm256_setzero_ps(); 16];
                 let (wrows, arows) = (row_offsets(w), row_offsets(a));
-                for b in 0..nb {
+                // Block b: its 4 cells' integer sums before `halves2`, and the cells' dd,
+                // m and s factors.
+                let block = |b: usize| {
                     // Operands of the 4 cells (one side shared), then their dots two cells
                     // at a time, interleaved.
                     let (mut vw, mut va) = ([zero; 4], [(zero, zero); 4]);
@@ -363,12 +392,31 @@ macro_rules! tile_kernel {
                         let start = _mm256_sub_epi32(zero, offset_dot(offset_dot(zero, ax), ay));
                         idot(idot(start, wx, ax), wy, ay)
                     };
-                    let isum = _mm_cvtepi32_ps(sum_pairs::<$hi>(pair(0, 1), pair(2, 3)));
-                    let l = b % 32;
-                    acc[l] = _mm_fmadd_ps(isum, _mm_mul_ps(dw, da), acc[l]);
+                    (
+                        fold_pairs(pair(0, 1), pair(2, 3)),
+                        _mm_mul_ps(dw, da),
+                        mw,
+                        sa,
+                    )
+                };
+                let mut step = |b: usize, (q0, dd0, m0, s0), (q1, dd1, m1, s1)| {
+                    let j = b % 32 / 2;
+                    let isum = _mm256_cvtepi32_ps(halves2::<$hi>(q0, q1));
+                    acc[j] = _mm256_fmadd_ps(isum, _mm256_set_m128(dd1, dd0), acc[j]);
                     if $offset {
-                        acc[l] = _mm_fmadd_ps(mw, sa, acc[l]);
+                        let (m, s) = (_mm256_set_m128(m1, m0), _mm256_set_m128(s1, s0));
+                        acc[j] = _mm256_fmadd_ps(m, s, acc[j]);
                     }
+                };
+                let mut b = 0;
+                while b + 2 <= nb {
+                    step(b, block(b), block(b + 1));
+                    b += 2;
+                }
+                if b < nb {
+                    // The odd last block: the pair's second half gets isum 0 and dd 0.
+                    let none = (zero, _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps());
+                    step(b, block(b), none);
                 }
                 _mm_storeu_ps(out.as_mut_ptr(), butterfly_cells(&mut acc));
             }
