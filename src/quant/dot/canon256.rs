@@ -2,18 +2,20 @@
 //! AVX2, AVX-VNNI and AVX-512 VNNI kernel sets: one 32-element block is exactly one ymm of
 //! quant bytes, so the only thing that differs between them is the u8 x s8 -> i32 primitive.
 //!
-//! Per block, the integer dot leaves 8 i32 partial sums. Four such vectors (four tile cells
-//! of one block, or four consecutive blocks of one cell) are reduced together by
-//! [`sum4`] into one xmm of four exact block sums; then one convert, one multiply for the
-//! four `dd` scales and one fused multiply-add into the lane accumulators follow, exactly
+//! Per block, the integer dots leave 8 i32 partial sums per tile cell. Those of four cells
+//! are reduced exactly into one xmm of four block sums; then one convert, one multiply for
+//! the four `dd` scales and one fused multiply-add into the lane accumulators follow, exactly
 //! the float steps of the scalar definition:
-//! - `four` / `rows4`: xmm lane c = tile cell c, and `acc[b % 32]` is one xmm;
-//! - `one`: xmm lane k = block b + k of a group of four (b % 4 == 0), and the 32 lane
-//!   accumulators are 8 xmm (`acc[g]` lane k = lane 4g + k).
+//! - `four` / `rows4`: lane c of the sums = tile cell c. Two cells share their dots by
+//!   interleaving their 4-byte groups ([`interleave`]), which does half the reduction for
+//!   free; two consecutive blocks (b even) share the float steps on one ymm, and the 32 lane
+//!   accumulators are 16 ymm of lane pairs ([`butterfly_cells`]);
+//! - `one`: lane k of the sums = block b + k of a group of four (b % 4 == 0), and the 32
+//!   lane accumulators are 8 xmm (`acc[g]` lane k = lane 4g + k).
 //!
-//! A missing block at the end of a `one` group is an integer sum of 0 with `dd` = 0: the
-//! fused multiply-add then adds +0.0, which leaves every accumulator unchanged (they are
-//! never -0.0).
+//! A block past the row's end (the last `one` group, or the odd last block of a tile) is an
+//! integer sum of 0 with `dd` = 0: the fused multiply-add then adds +0.0, which leaves every
+//! accumulator unchanged (they are never -0.0).
 
 use std::arch::x86_64::*;
 

@@ -92,9 +92,9 @@ pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
     let mut tables: Vec<&'static [DotKernels]> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        // Measured order: 256-bit AVX-VNNI beats 512-bit VNNI here because on Sapphire Rapids
-        // vpdpbusd has the same throughput at both widths and the 256-bit form needs no
-        // cross-block shuffles (a 32-element block is exactly one ymm register).
+        // Quantized types: the AVX-VNNI and AVX-512 VNNI tables run the same canonical
+        // 256-bit code (canon256.rs; a 32-element block is exactly one ymm register), VEX or
+        // EVEX encoded, at the same speed on Sapphire Rapids; AVX-VNNI stays first.
         let vnni256 = is_x86_feature_detected!("avxvnni") && avx2::detected();
         let vnni512 = avx512::detected();
         for_each_preference(weight, |isa| match isa {

@@ -242,7 +242,11 @@ const CANONICAL_BLOCKS: [usize; 17] =
 /// An f16 scale of one of the edge kinds: zero, tiny (subnormal), huge, or ordinary; either
 /// sign. Never inf/NaN (their NaN payloads are not part of the contract).
 fn edge_scale(kind: u64, rng: &mut Rng) -> [u8; 2] {
-    let sign = if rng.next().is_multiple_of(2) { 1.0 } else { -1.0 };
+    let sign = if rng.next().is_multiple_of(2) {
+        1.0
+    } else {
+        -1.0
+    };
     let v = match kind {
         0 => 0.0,
         1 => return ((rng.next() % 0x3FF + 1) as u16 | (rng.next() as u16 & 0x8000)).to_le_bytes(),
