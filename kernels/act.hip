@@ -32,6 +32,8 @@ __device__ __forceinline__ float group8_sum(float v) {
 __global__ void act_kernel(int mode, const float* in, const float* w, float eps, int d,
                            const int32_t* row_map, float* out_f32, __half* out_f16,
                            int f16_from_q8, int8_t* q8, float4* q8_scales) {
+    rf_wait_previous();  // launched overlapped: nothing is read before the previous kernel ends
+    rf_release_next();
     __shared__ float row_scale;
     __shared__ __align__(16) float stage[ACT_STAGE_MAX];
     const int r = blockIdx.x;
@@ -116,7 +118,7 @@ extern "C" int rf_act(int mode, const float* in, const float* w, float eps, int 
                       int8_t* q8, void* q8_scales, void* stream) {
     if (d % 32 != 0 || n <= 0 || mode < 0 || mode > 2) return RF_ERR_SHAPE;
     const dim3 grid(n, (d + ACT_PER_BLOCK - 1) / ACT_PER_BLOCK);
-    hipLaunchKernelGGL(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
+    RF_LAUNCH_OVERLAPPED(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
                        eps, d, row_map, out_f32, (__half*)out_f16, f16_from_q8, q8,
                        (float4*)q8_scales);
     return (int)hipGetLastError();

@@ -43,6 +43,8 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
                                  int n_head_kv, int head_dim, int n_ctx, float* scores,
                                  int scores_in_smem, float* out, int8_t* q8,
                                  float4* q8_scales) {
+    rf_wait_previous();  // launched overlapped: nothing is read before the previous kernel ends
+    rf_release_next();
     // (RF_LANES, head_dim) partial sums of values, then (n_ctx) scores if they fit.
     extern __shared__ float att_smem[];
     float* sm_part = att_smem;
@@ -147,7 +149,7 @@ extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, cons
     const size_t part_bytes = (size_t)RF_LANES * head_dim * sizeof(float);
     const bool in_smem = part_bytes + (size_t)n_ctx * sizeof(float) <= ATT_SMEM_BYTES;
     const size_t smem = part_bytes + (in_smem ? (size_t)n_ctx * sizeof(float) : 0);
-    hipLaunchKernelGGL(attention_kernel, dim3(n_head, n), dim3(ATT_THREADS), smem,
+    RF_LAUNCH_OVERLAPPED(attention_kernel, dim3(n_head, n), dim3(ATT_THREADS), smem,
                        (hipStream_t)stream, q, ld_q, k_cache, v_cache, cell_pos, cell_seqs,
                        n_cells, tok_pos, tok_seq, n_head, n_head_kv, head_dim, n_ctx, scores,
                        (int)in_smem, out, q8, (float4*)q8_scales);

@@ -19,9 +19,11 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
                                          const int32_t* tok_pos, const int32_t* tok_seq, int n,
                                          int n_head, int n_head_kv, int head_dim,
                                          int tokens_per_block, float* out) {
-    __shared__ float sk[PF_CHUNK][PF_MAX_HD + 1];  // +1: lane c reads row c without conflicts
+    // +4: lane c reads row c with 16-byte loads, and the 8 lanes of a load phase hit
+    // distinct banks.
+    __shared__ __align__(16) float sk[PF_CHUNK][PF_MAX_HD + 4];
     __shared__ float sv[PF_CHUNK][PF_MAX_HD];
-    __shared__ float sq[PF_ROWS][PF_MAX_HD];
+    __shared__ __align__(16) float sq[PF_ROWS][PF_MAX_HD];
     __shared__ int s_any;
     const int kvh = blockIdx.x;
     const int group = n_head / n_head_kv;
@@ -80,31 +82,53 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
         const int cell = c0 + lane;
         const int cp = cell < n_cells ? cell_pos[cell] : -1;
         const uint64_t cs = cell < n_cells ? cell_seqs[cell] : 0;
+        // Scores of both rows at once, four partial sums each (independent FMA chains).
+        const int r0 = team, r1 = min(team + n_teams, PF_ROWS - 1);
+        float s0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int e = 0; e < head_dim; e += 4) {
+            const float4 kk = *(const float4*)&sk[lane][e];
+            const float4 a = *(const float4*)&sq[r0][e];
+            const float4 b = *(const float4*)&sq[r1][e];
+            s0[0] = fmaf(a.x, kk.x, s0[0]); s0[1] = fmaf(a.y, kk.y, s0[1]);
+            s0[2] = fmaf(a.z, kk.z, s0[2]); s0[3] = fmaf(a.w, kk.w, s0[3]);
+            s1[0] = fmaf(b.x, kk.x, s1[0]); s1[1] = fmaf(b.y, kk.y, s1[1]);
+            s1[2] = fmaf(b.z, kk.z, s1[2]); s1[3] = fmaf(b.w, kk.w, s1[3]);
+        }
+        float p[2];
+        bool live[2];
 #pragma unroll
         for (int k = 0; k < 2; k++) {
             const int r = team + k * n_teams;
-            if (r >= n_rows) continue;  // uniform per team
-            float s = 0.0f;
-            for (int e = 0; e < head_dim; e++) s = fmaf(sq[r][e], sk[lane][e], s);
-            const bool vis = cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0;
+            const float* sk4 = k == 0 ? s0 : s1;
+            float s = (sk4[0] + sk4[1]) + (sk4[2] + sk4[3]);
+            const bool vis = r < n_rows && cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0;
             s = vis ? s : -INFINITY;
             const float cmax = rf_group32_max(s);
-            if (cmax == -INFINITY) continue;  // nothing visible to this row in the chunk
+            live[k] = cmax != -INFINITY;  // uniform per team
+            p[k] = 0.0f;
+            if (!live[k]) continue;  // nothing visible to this row in the chunk
             const float m_new = fmaxf(m[k], cmax);
             const float corr = expf(m[k] - m_new);
-            const float p = vis ? expf(s - m_new) : 0.0f;
-            l[k] = l[k] * corr + rf_group32_sum(p);
+            p[k] = vis ? expf(s - m_new) : 0.0f;
+            l[k] = l[k] * corr + rf_group32_sum(p[k]);
 #pragma unroll
             for (int j = 0; j < MAXJ; j++) acc[k][j] *= corr;
+            m[k] = m_new;
+        }
+        // Weighted values of both rows together: 2 * MAXJ independent FMA chains.
+        if (live[0] || live[1]) {
             for (int c = 0; c < PF_CHUNK; c++) {
-                const float pc = rf_shfl_group32(p, c);
+                const float p0 = rf_shfl_group32(p[0], c), p1 = rf_shfl_group32(p[1], c);
 #pragma unroll
                 for (int j = 0; j < MAXJ; j++) {
                     const int e = lane + 32 * j;
-                    if (e < head_dim) acc[k][j] = fmaf(pc, sv[c][e], acc[k][j]);
+                    if (e < head_dim) {
+                        const float v = sv[c][e];
+                        acc[0][j] = fmaf(p0, v, acc[0][j]);
+                        acc[1][j] = fmaf(p1, v, acc[1][j]);
+                    }
                 }
             }
-            m[k] = m_new;
         }
     }
 #pragma unroll
@@ -126,7 +150,8 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cac
                                     const int32_t* tok_pos, const int32_t* tok_seq, int n,
                                     int n_head, int n_head_kv, int head_dim, float* out,
                                     void* stream) {
-    if (n <= 0 || head_dim > PF_MAX_HD || n_head % n_head_kv != 0) return RF_ERR_SHAPE;
+    if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0)
+        return RF_ERR_SHAPE;
     const int group = n_head / n_head_kv;
     if (group > PF_ROWS) return RF_ERR_SHAPE;
     const int tokens_per_block = PF_ROWS / group;

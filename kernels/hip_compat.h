@@ -60,6 +60,46 @@ typedef cudaDeviceProp hipDeviceProp_t;
     kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
 #endif
 
+// Overlapped launches ("programmatic dependent launch", NVIDIA sm_90+): a kernel launched with
+// RF_LAUNCH_OVERLAPPED may start while the previous kernel on the stream still runs, so its
+// prologue (loading weights, which no kernel writes) hides the previous kernel's tail and its
+// own launch latency. Such a kernel must call rf_wait_previous() before it touches any memory
+// another kernel writes or reads (activations, outputs, the KV cache), and should call
+// rf_release_next() once all its blocks may let the next kernel start. Elsewhere (AMD, older
+// NVIDIA) these are plain launches and no-ops.
+__device__ __forceinline__ void rf_wait_previous() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void rf_release_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+#if defined(RF_PLATFORM_AMD)
+#define RF_LAUNCH_OVERLAPPED(kernel, grid, block, shmem, stream, ...) \
+    hipLaunchKernelGGL(kernel, grid, block, shmem, stream, __VA_ARGS__)
+#else
+template <typename... Params, typename... Args>
+static inline void rf_launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block,
+                                        size_t shmem, cudaStream_t stream, Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = shmem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&cfg, kernel, args...);  // errors surface via hipGetLastError
+}
+#define RF_LAUNCH_OVERLAPPED(kernel, grid, block, shmem, stream, ...) \
+    rf_launch_overlapped(kernel, grid, block, shmem, stream, __VA_ARGS__)
+#endif
+
 // Half precision conversions with one spelling on both platforms.
 __device__ __forceinline__ float rf_half_to_float(unsigned short bits) {
     __half_raw r;

@@ -99,36 +99,44 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
     }
 }
 
-// N: most tokens (n <= N, a compile-time bound so the accumulators stay in registers);
-// R: neighbouring rows per team (each activation group loaded serves R weight groups);
-// U: groups per lane whose weights are loaded before any is used (loads in flight).
-// Each (row, token) accumulator still takes its groups in ascending order: the canonical sum.
-template <int T, int N, int R, int U>
+// Groups whose weights a lane loads before using any (loads in flight per lane).
+#define MV_UNROLL 2
+
+// Groups whose weights a lane loads before using any (loads in flight per lane).
+#define MV_UNROLL 2
+
+// One 32-lane team per row: lane L takes groups L, L + 32, ... in ascending order (the
+// canonical order of the CPU's dot products), and the lanes meet in the butterfly. N: most
+// tokens (n <= N, a compile-time bound so the accumulators stay in registers). Launched
+// overlapped: the first weights load before the previous kernel has finished.
+template <int T, int N>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                     int n, float* y, int ldy, int accumulate) {
-    const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int row0 = (blockIdx.x * MV_GROUPS + grp) * R;
+    const int lane = threadIdx.x % 32;
+    const int row = blockIdx.x * MV_GROUPS + threadIdx.x / 32;
+    const bool active = row < rows;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    float acc[R][N];
+    float acc[N];
 #pragma unroll
-    for (int r = 0; r < R; r++)
+    for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    QGroup<T> wg[MV_UNROLL];
+    auto load = [&](int g0) {
 #pragma unroll
-        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
-    if (row0 < rows) {
-        for (int g0 = lane; g0 < ng; g0 += 32 * U) {
-            QGroup<T> wg[U][R];
+        for (int u = 0; u < MV_UNROLL; u++) {
+            const int g = g0 + 32 * u;
+            if (g < ng) wg[u].load(w, ng_total, (size_t)row * ng + g);
+        }
+    };
+    if (active) load(lane);  // weights are never written: no need to wait for them
+    rf_wait_previous();
+    rf_release_next();
+    if (active) {
+        for (int g0 = lane; g0 < ng; g0 += 32 * MV_UNROLL) {
+            if (g0 != lane) load(g0);
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int g = g0 + 32 * u;
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (g < ng && row0 + r < rows)
-                        wg[u][r].load(w, ng_total, (size_t)(row0 + r) * ng + g);
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
+            for (int u = 0; u < MV_UNROLL; u++) {
                 const int g = g0 + 32 * u;
                 if (g >= ng) break;
 #pragma unroll
@@ -137,73 +145,34 @@ __global__ void __launch_bounds__(RF_BLOCK)
                         const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
                         const int4 a = xp[0], c = xp[1];
                         const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                        const float4 sc = xs[(size_t)t * ng + g];
-#pragma unroll
-                        for (int r = 0; r < R; r++)
-                            if (row0 + r < rows) acc[r][t] = wg[u][r].acc(x, sc, acc[r][t]);
+                        acc[t] = wg[u].acc(x, xs[(size_t)t * ng + g], acc[t]);
                     }
                 }
             }
         }
     }
-#pragma unroll
-    for (int r = 0; r < R; r++)
-        mv_finish<N>(acc[r], n, row0 + r < rows, row0 + r, y, ldy, accumulate);
-}
-
-// Launch shape knobs (set once from the host; see rf_set_matvec_shape).
-static int g_mv_unroll = 2;
-static int g_mv_rows[3] = {1, 1, 2};  // Q4_0, Q4_1, Q8_0
-
-extern "C" void rf_set_matvec_shape(int unroll, int rows_q4_0, int rows_q4_1, int rows_q8_0) {
-    if (unroll == 1 || unroll == 2 || unroll == 4) g_mv_unroll = unroll;
-    const int r[3] = {rows_q4_0, rows_q4_1, rows_q8_0};
-    for (int i = 0; i < 3; i++)
-        if (r[i] == 1 || r[i] == 2) g_mv_rows[i] = r[i];
-}
-
-template <int T, int N, int R, int U>
-static void launch_mv(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
-                      int n, float* y, int ldy, int accumulate, hipStream_t s) {
-    const int per_block = MV_GROUPS * R;
-    hipLaunchKernelGGL((matvec_q_kernel<T, N, R, U>), dim3((rows + per_block - 1) / per_block),
-                       dim3(RF_BLOCK), 0, s, w, rows, cols, xq, xs, n, y, ldy, accumulate);
-}
-
-template <int T, int N, int R>
-static void launch_mv_u(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                        const float4* xs, int n, float* y, int ldy, int accumulate,
-                        hipStream_t s) {
-    switch (g_mv_unroll) {
-        case 1: launch_mv<T, N, R, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
-        case 4: launch_mv<T, N, R, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
-        default: launch_mv<T, N, R, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s); break;
-    }
+    mv_finish<N>(acc, n, active, row, y, ldy, accumulate);
 }
 
 template <int T, int N>
-static void launch_mv_r(int rows_per_team, const uint8_t* w, int rows, int cols,
-                        const int8_t* xq, const float4* xs, int n, float* y, int ldy,
-                        int accumulate, hipStream_t s) {
-    if (rows_per_team == 2)
-        launch_mv_u<T, N, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-    else
-        launch_mv_u<T, N, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+static void launch_mv(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
+                      int n, float* y, int ldy, int accumulate, hipStream_t s) {
+    RF_LAUNCH_OVERLAPPED((matvec_q_kernel<T, N>), dim3((rows + MV_GROUPS - 1) / MV_GROUPS),
+                         dim3(RF_BLOCK), 0, s, w, rows, cols, xq, xs, n, y, ldy, accumulate);
 }
 
 template <int T>
-static void launch_mv_n(int rows_per_team, const uint8_t* w, int rows, int cols,
-                        const int8_t* xq, const float4* xs, int n, float* y, int ldy,
-                        int accumulate, hipStream_t s) {
+static void launch_mv_n(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                        const float4* xs, int n, float* y, int ldy, int accumulate,
+                        hipStream_t s) {
     if (n == 1)
-        launch_mv_r<T, 1>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
     else if (n == 2)
-        launch_mv_r<T, 2>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
     else if (n <= 4)
-        launch_mv_r<T, 4>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
     else
-        launch_mv_r<T, RF_MAX_MATVEC_TOKENS>(rows_per_team, w, rows, cols, xq, xs, n, y, ldy,
-                                             accumulate, s);
+        launch_mv<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -255,13 +224,13 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     const float4* xs = (const float4*)xq_scales;
     switch (ty) {
         case RF_Q4_0:
-            launch_mv_n<RF_Q4_0>(g_mv_rows[0], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q4_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_Q4_1:
-            launch_mv_n<RF_Q4_1>(g_mv_rows[1], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q4_1>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_Q8_0:
-            launch_mv_n<RF_Q8_0>(g_mv_rows[2], wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q8_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
             break;
         case RF_F16:
             hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
@@ -280,17 +249,24 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     return (int)hipGetLastError();
 }
 
-// One thread per group of 32 weights: dequantize, write 32 halves.
+// Four threads per group of 32 weights, each dequantizing 8 neighbouring elements and writing
+// them as one 16-byte store, so a wave's stores cover one contiguous stretch.
 template <int T>
 __global__ void dequant_f16_kernel(const uint8_t* w, size_t ng_total, size_t first_group,
                                    size_t n_groups, __half* out) {
-    const size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (g >= n_groups) return;
-    float v[32];
-    Fmt<T>::load(w, ng_total, first_group + g, v);
-    __half2* dst = (__half2*)(out + g * 32);
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n_groups * 4) return;
+    const size_t g = i / 4;
+    const int j = (int)(i % 4);
+    float v[8];
+    Fmt<T>::load8(w, ng_total, first_group + g, j, v);
+    union {
+        __half2 h[4];
+        uint4 u;
+    } pack;
 #pragma unroll
-    for (int i = 0; i < 16; i++) dst[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    for (int k = 0; k < 4; k++) pack.h[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+    ((uint4*)out)[i] = pack.u;
 }
 
 extern "C" int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols,
@@ -299,7 +275,7 @@ extern "C" int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_r
     const size_t ng = (size_t)n_rows * (cols / 32);
     const size_t first = (size_t)row0 * (cols / 32);
     const size_t total = (size_t)rows * (cols / 32);
-    const dim3 grid((unsigned)((ng + RF_BLOCK - 1) / RF_BLOCK));
+    const dim3 grid((unsigned)((4 * ng + RF_BLOCK - 1) / RF_BLOCK));
     RF_DISPATCH_TYPE(ty, hipLaunchKernelGGL(dequant_f16_kernel<T>, grid, dim3(RF_BLOCK), 0,
                                             (hipStream_t)stream, (const uint8_t*)w, total, first,
                                             ng, (__half*)out));

@@ -41,6 +41,16 @@ template <> struct Fmt<RF_Q4_0> {
             v[i + 16] = ((int)(byte >> 4) - 8) * d;
         }
     }
+    // Elements 8 j .. 8 j + 8 of group G (j < 4), with the same arithmetic as load().
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const uint2 q2 = ((const uint2*)base)[2 * G + (j & 1)];
+        const uint32_t q[2] = {q2.x, q2.y};
+        const int shift = (j >> 1) * 4;
+        const float d = scale(base, ng, G);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v[i] = ((int)((q[i / 4] >> (8 * (i % 4) + shift)) & 0xF) - 8) * d;
+    }
 };
 
 // value = q * d + m; nibble order as Q4_0; scales are (d, m) f16 pairs.
@@ -64,6 +74,14 @@ template <> struct Fmt<RF_Q4_1> {
             v[i + 16] = (byte >> 4) * dm.x + dm.y;
         }
     }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const uint2 q2 = ((const uint2*)base)[2 * G + (j & 1)];
+        const uint32_t q[2] = {q2.x, q2.y};
+        const int shift = (j >> 1) * 4;
+        const float2 dm = scales(base, ng, G);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = ((q[i / 4] >> (8 * (i % 4) + shift)) & 0xF) * dm.x + dm.y;
+    }
 };
 
 // value = q * d, q signed bytes.
@@ -84,6 +102,13 @@ template <> struct Fmt<RF_Q8_0> {
                 v[16 * h + i] = (float)(int8_t)((q[i / 4] >> (8 * (i % 4))) & 0xFF) * d;
         }
     }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const uint2 q2 = ((const uint2*)(base + G * qbytes))[j];
+        const uint32_t q[2] = {q2.x, q2.y};
+        const float d = scale(base, ng, G);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = (float)(int8_t)((q[i / 4] >> (8 * (i % 4))) & 0xFF) * d;
+    }
 };
 
 template <> struct Fmt<RF_F16> {
@@ -99,6 +124,15 @@ template <> struct Fmt<RF_F16> {
                 v[8 * i + 2 * j] = rf_half_to_float(u[j] & 0xFFFF);
                 v[8 * i + 2 * j + 1] = rf_half_to_float(u[j] >> 16);
             }
+        }
+    }
+    __device__ static void load8(const uint8_t* base, size_t, size_t G, int j, float* v) {
+        const uint4 w = ((const uint4*)(base + G * qbytes))[j];
+        const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[2 * i] = rf_half_to_float(u[i] & 0xFFFF);
+            v[2 * i + 1] = rf_half_to_float(u[i] >> 16);
         }
     }
 };
@@ -118,6 +152,15 @@ template <> struct Fmt<RF_BF16> {
             }
         }
     }
+    __device__ static void load8(const uint8_t* base, size_t, size_t G, int j, float* v) {
+        const uint4 w = ((const uint4*)(base + G * qbytes))[j];
+        const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[2 * i] = rf_bf16_to_float(u[i] & 0xFFFF);
+            v[2 * i + 1] = rf_bf16_to_float(u[i] >> 16);
+        }
+    }
 };
 
 template <> struct Fmt<RF_F32> {
@@ -129,6 +172,12 @@ template <> struct Fmt<RF_F32> {
             const float4 w = p[i];
             v[4 * i] = w.x; v[4 * i + 1] = w.y; v[4 * i + 2] = w.z; v[4 * i + 3] = w.w;
         }
+    }
+    __device__ static void load8(const uint8_t* base, size_t, size_t G, int j, float* v) {
+        const float4* p = (const float4*)(base + G * qbytes) + 2 * j;
+        const float4 a = p[0], b = p[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
     }
 };
 

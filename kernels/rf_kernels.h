@@ -65,10 +65,6 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
 // accumulate: y += instead of y =.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
-// Launch shape of the quantized mat-vec (a tuning knob): groups per lane loaded ahead (1, 2
-// or 4) and neighbouring rows per 32-lane team (1 or 2) per weight type; other values keep
-// the current setting.
-void rf_set_matvec_shape(int unroll, int rows_q4_0, int rows_q4_1, int rows_q8_0);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);

@@ -11,6 +11,8 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
                                const int32_t* tok_pos, const int32_t* tok_cell,
                                const int32_t* tok_seq, float* k_cache, float* v_cache,
                                int32_t* cell_pos, uint64_t* cell_seqs) {
+    rf_wait_previous();  // launched overlapped: nothing is read before the previous kernel ends
+    rf_release_next();
     const int t = blockIdx.x;
     const int half = head_dim / 2;
     const int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
@@ -58,7 +60,7 @@ extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int 
     if (n <= 0 || head_dim % 2 != 0 || head_dim > ROPE_MAX_HEAD_DIM) return RF_ERR_SHAPE;
     // Several blocks per token: single-token decode should not run on one block.
     const int slices = (n_head * head_dim / 2 + RF_BLOCK - 1) / RF_BLOCK;
-    hipLaunchKernelGGL(rope_kv_kernel, dim3(n, slices), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
+    RF_LAUNCH_OVERLAPPED(rope_kv_kernel, dim3(n, slices), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
                        n_head, n_head_kv, head_dim, inv_freq, tok_pos, tok_cell, tok_seq,
                        k_cache, v_cache, cell_pos, cell_seqs);
     return (int)hipGetLastError();

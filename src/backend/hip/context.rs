@@ -111,17 +111,6 @@ impl GpuContext {
             return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
         }
         let kv = KvCache::new(hp.n_layer, n_ctx, 0, n_seq_max)?;
-        // Tuning knob for benchmarks: "unroll,rows_q4_0,rows_q4_1,rows_q8_0" (see matvec.hip).
-        if let Ok(shape) = std::env::var("ROCMFORGE_GPU_MATVEC") {
-            let v: Vec<i32> = shape
-                .split(',')
-                .filter_map(|x| x.trim().parse().ok())
-                .collect();
-            if let [u, a, b, c] = v[..] {
-                // SAFETY: sets plain integers in the kernel library; bad values are ignored.
-                unsafe { ffi::rf_set_matvec_shape(u, a, b, c) };
-            }
-        }
         let stream = Stream::new()?;
         let blas = Blas::new(&stream)?;
         let f = std::mem::size_of::<f32>();
@@ -492,7 +481,10 @@ impl GpuContext {
             )?;
             // Many tokens: the tiled kernel reads each K/V chunk once per block.
             let tiled =
-                n > MATVEC_MAX_TOKENS && hp.head_dim <= 128 && hp.n_head / hp.n_head_kv <= 16;
+                n > MATVEC_MAX_TOKENS
+                    && hp.head_dim <= 128
+                    && hp.head_dim % 4 == 0
+                    && hp.n_head / hp.n_head_kv <= 16;
             // Decode with a quantized output projection: attention writes the int8 input of
             // that product itself, saving the separate quantize pass.
             let fuse_q8 = !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo);

@@ -90,7 +90,6 @@ extern "C" {
         accumulate: c_int,
         s: *mut c_void,
     ) -> c_int;
-    pub fn rf_set_matvec_shape(unroll: c_int, rows_q4_0: c_int, rows_q4_1: c_int, rows_q8_0: c_int);
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,
