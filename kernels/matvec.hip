@@ -99,10 +99,10 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
     }
 }
 
-// Groups whose weights a lane loads before using any (loads in flight per lane).
-#define MV_UNROLL 2
-
-// Groups whose weights a lane loads before using any (loads in flight per lane).
+// Groups whose weights a lane loads before using any (loads in flight per lane). Measured on
+// an H100 (Llama-3-8B shape, Q4_0 decode): 1 -> 303, 2 -> 324, 4 -> 296 tok/s; an L2 prefetch
+// of each team's row first, or a K-split over several teams, or a grid-stride loop over rows
+// with the next groups loaded while the current ones are used, were all slower.
 #define MV_UNROLL 2
 
 // One 32-lane team per row: lane L takes groups L, L + 32, ... in ascending order (the
