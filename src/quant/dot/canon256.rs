@@ -82,9 +82,19 @@ pub(super) unsafe fn gpr_headers(p: [*const u8; 4], offset: usize) -> u64 {
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 pub(super) fn both_f16x4(g: __m128i) -> (__m128, __m128) {
-    let x = _mm256_cvtph_ps(g); // [lo0, hi0, lo1, hi1, ...]
-    let x = _mm256_permutevar8x32_ps(x, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    let x = _mm256_cvtph_ps(pack_headers(g)); // [lo0..lo3, hi0..hi3]
     (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x))
+}
+
+/// 4 gathered header dwords [lo0 | hi0 << 16, ..] -> 8 u16 [lo0..lo3, hi0..hi3]: a block's
+/// d's in the low 64 bits, its m's (or s's) in the high ones.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn pack_headers(g: __m128i) -> __m128i {
+    _mm_shuffle_epi8(
+        g,
+        _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15),
+    )
 }
 
 /// The 4-byte headers of the blocks at `base + offsets[k]` (one gather; the rows of a tile
@@ -271,7 +281,7 @@ macro_rules! tile_kernel {
             use std::arch::x86_64::*;
             use $crate::quant::dot::canon256::{
                 both_f16x4, butterfly_cells, butterfly_groups, f16x4, fold_pairs, gather_headers,
-                gpr_headers, halves2, interleave, load_u16, row_offsets, sum4,
+                gpr_headers, halves2, interleave, load_u16, pack_headers, row_offsets, sum4,
             };
             // SAFETY (both): callers pass pointers to whole blocks inside the rows.
             let wprep = |$wp: *const u8| -> $wty { unsafe { $wprep } };
@@ -350,40 +360,40 @@ macro_rules! tile_kernel {
                 let (wrows, arows) = (row_offsets(w), row_offsets(a));
                 // Block b: its 4 cells' integer sums before `halves2`, and the cells' dd,
                 // m and s factors.
+                // Block b: its 4 cells' integer sums before `halves2`; the varying side's
+                // four headers (gathered [d, m/s] dwords, or the four d's in the low 64
+                // bits); the shared side's d and m/s bits (table indices).
                 let block = |b: usize| {
                     // Operands of the 4 cells (one side shared), then their dots two cells
                     // at a time, interleaved.
                     let (mut vw, mut va) = ([zero; 4], [(zero, zero); 4]);
-                    // dd and m*s factors: the tile's shared side broadcast from the table,
-                    // the other side's four headers loaded.
-                    let (dw, da, mw, sa);
+                    let (g, sd, sm);
                     unsafe {
                         let (wp, ap) = (w[0].add(b * $wb), a[0].add(b * $ab));
-                        let table = |p: *const u8| _mm_broadcast_ss(&*t.add(load_u16(p) as usize));
                         if RA == 1 {
                             let av = aprep(ap);
                             for r in 0..4 {
                                 vw[r] = wprep(w[r].add(b * $wb));
                                 va[r] = av;
                             }
-                            (da, sa) = (table(ap), table(ap.add(2)));
-                            if $offset {
-                                (dw, mw) = both_f16x4(gather_headers(wp, wrows));
+                            g = if $offset {
+                                gather_headers(wp, wrows)
                             } else {
-                                (dw, mw) = (f16x4(gpr_headers(w, b * $wb)), da);
-                            }
+                                _mm_cvtsi64_si128(gpr_headers(w, b * $wb) as i64)
+                            };
+                            (sd, sm) = (load_u16(ap), load_u16(ap.add(2)));
                         } else {
                             let wv = wprep(wp);
                             for r in 0..4 {
                                 vw[r] = wv;
                                 va[r] = aprep(a[r].add(b * $ab));
                             }
-                            (dw, mw) = (table(wp), table(wp.add(2)));
-                            if $offset {
-                                (da, sa) = both_f16x4(gather_headers(ap, arows));
+                            g = if $offset {
+                                gather_headers(ap, arows)
                             } else {
-                                (da, sa) = (f16x4(gpr_headers(a, b * $ab)), dw);
-                            }
+                                _mm_cvtsi64_si128(gpr_headers(a, b * $ab) as i64)
+                            };
+                            (sd, sm) = (load_u16(wp), load_u16(wp.add(2)));
                         }
                     }
                     let pair = |i: usize, j: usize| {
@@ -394,20 +404,32 @@ macro_rules! tile_kernel {
                         let start = _mm256_sub_epi32(zero, offset_dot(offset_dot(zero, ax), ay));
                         idot(idot(start, wx, ax), wy, ay)
                     };
-                    (
-                        fold_pairs(pair(0, 1), pair(2, 3)),
-                        _mm_mul_ps(dw, da),
-                        mw,
-                        sa,
-                    )
+                    (fold_pairs(pair(0, 1), pair(2, 3)), g, sd, sm)
                 };
-                let mut step = |b: usize, (q0, dd0, m0, s0), (q1, dd1, m1, s1)| {
+                let mut step = |b: usize, (q0, g0, sd0, sm0), (q1, g1, sd1, sm1)| {
+                    // Factors of blocks b (lanes 0..4) and b + 1 (lanes 4..8): the varying
+                    // side converted once for both, the shared side two table broadcasts.
+                    let (vd, vm) = if $offset {
+                        let (x0, x1) = (pack_headers(g0), pack_headers(g1));
+                        let d = _mm256_cvtph_ps(_mm_unpacklo_epi64(x0, x1));
+                        (d, _mm256_cvtph_ps(_mm_unpackhi_epi64(x0, x1)))
+                    } else {
+                        let d = _mm256_cvtph_ps(_mm_unpacklo_epi64(g0, g1));
+                        (d, d)
+                    };
+                    // SAFETY: table indices are 16-bit; the table has 65536 entries.
+                    let shared = |i0: u64, i1: u64| unsafe {
+                        _mm256_blend_ps::<0b1111_0000>(
+                            _mm256_broadcast_ss(&*t.add(i0 as usize)),
+                            _mm256_broadcast_ss(&*t.add(i1 as usize)),
+                        )
+                    };
+                    let (sd, sm) = (shared(sd0, sd1), shared(sm0, sm1));
                     let j = b % 32 / 2;
                     let isum = _mm256_cvtepi32_ps(halves2::<$hi>(q0, q1));
-                    acc[j] = _mm256_fmadd_ps(isum, _mm256_set_m128(dd1, dd0), acc[j]);
+                    acc[j] = _mm256_fmadd_ps(isum, _mm256_mul_ps(vd, sd), acc[j]);
                     if $offset {
-                        let (m, s) = (_mm256_set_m128(m1, m0), _mm256_set_m128(s1, s0));
-                        acc[j] = _mm256_fmadd_ps(m, s, acc[j]);
+                        acc[j] = _mm256_fmadd_ps(vm, sm, acc[j]);
                     }
                 };
                 let mut b = 0;
@@ -416,9 +438,9 @@ macro_rules! tile_kernel {
                     b += 2;
                 }
                 if b < nb {
-                    // The odd last block: the pair's second half gets isum 0 and dd 0.
-                    let none = (zero, _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps());
-                    step(b, block(b), none);
+                    // The odd last block: the pair's second half gets isum 0 and all its
+                    // factors 0 (table entry 0 is +0.0).
+                    step(b, block(b), (zero, _mm_setzero_si128(), 0, 0));
                 }
                 _mm_storeu_ps(out.as_mut_ptr(), butterfly_cells(&mut acc));
             }
