@@ -419,9 +419,9 @@ macro_rules! tile_kernel {
                     };
                     // SAFETY: table indices are 16-bit; the table has 65536 entries.
                     let shared = |i0: u64, i1: u64| unsafe {
-                        _mm256_blend_ps::<0b1111_0000>(
-                            _mm256_broadcast_ss(&*t.add(i0 as usize)),
-                            _mm256_broadcast_ss(&*t.add(i1 as usize)),
+                        _mm256_set_m128(
+                            _mm_broadcast_ss(&*t.add(i1 as usize)),
+                            _mm_broadcast_ss(&*t.add(i0 as usize)),
                         )
                     };
                     let (sd, sm) = (shared(sd0, sd1), shared(sm0, sm1));
