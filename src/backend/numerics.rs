@@ -71,6 +71,7 @@ const EXP_MAX: f32 = 88.0;
 
 /// e^x to about 2 ulp, the same bits on CPU and GPU. NaN maps to e^-87.
 #[inline]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it to EXP_MIN, as fmaxf/fminf do
 pub fn exp(x: f32) -> f32 {
     let x = x.max(EXP_MIN).min(EXP_MAX);
     let n = (x * LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;

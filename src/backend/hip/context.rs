@@ -483,7 +483,7 @@ impl GpuContext {
             let tiled =
                 n > MATVEC_MAX_TOKENS
                     && hp.head_dim <= 128
-                    && hp.head_dim % 4 == 0
+                    && hp.head_dim.is_multiple_of(4)
                     && hp.n_head / hp.n_head_kv <= 16;
             // Decode with a quantized output projection: attention writes the int8 input of
             // that product itself, saving the separate quantize pass.
