@@ -480,11 +480,10 @@ impl GpuContext {
                 "RoPE / KV write",
             )?;
             // Many tokens: the tiled kernel reads each K/V chunk once per block.
-            let tiled =
-                n > MATVEC_MAX_TOKENS
-                    && hp.head_dim <= 128
-                    && hp.head_dim.is_multiple_of(4)
-                    && hp.n_head / hp.n_head_kv <= 16;
+            let tiled = n > MATVEC_MAX_TOKENS
+                && hp.head_dim <= 128
+                && hp.head_dim.is_multiple_of(4)
+                && hp.n_head / hp.n_head_kv <= 16;
             // Decode with a quantized output projection: attention writes the int8 input of
             // that product itself, saving the separate quantize pass.
             let fuse_q8 = !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo);
