@@ -230,6 +230,29 @@ impl GpuContext {
         self.cells_dirty = true;
     }
 
+    /// Benchmark aid: replays the captured single-token pass `n` times back to back (same
+    /// token, same cache cell) and waits once; returns the seconds taken. This is the GPU's
+    /// own time per token, without the host's share (reading logits back, sampling, the next
+    /// batch's metadata). Needs one single-token `decode` first (which captures the pass).
+    pub fn replay_decode_graph(&mut self, n: usize) -> Result<f64> {
+        let Some(g) = &self.graph else {
+            return Err(Error::InvalidArgument(
+                "no captured single-token pass yet: decode one token first".into(),
+            ));
+        };
+        self.stream.sync("before replay")?;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            // SAFETY: the graph was captured from this context's buffers, which it owns.
+            check(
+                unsafe { ffi::rf_graph_launch(g.0, self.stream.raw()) },
+                "decode graph",
+            )?;
+        }
+        self.stream.sync("after replay")?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
     /// Evaluates `batch` like `crate::engine::decode`: keys/values go into the cache, the
     /// logits of tokens that asked for them into `logits` (n_out, n_vocab) in batch order.
     /// Returns each batch token's row in `logits`. On error the cache is left as before.
