@@ -17,6 +17,7 @@
 #define ATT_MAX_HEAD_DIM 256
 #define ATT_PER_LANE (ATT_MAX_HEAD_DIM / 32)
 #define ATT_GROUPS (ATT_THREADS / 32)
+#define ATT_BATCH 4
 #define ATT_SMEM_BYTES (48 * 1024 - 256)
 
 // Writes v (element o of the output) and, when q8 is given, its int8 group quantization with
@@ -70,23 +71,45 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
         const int e = lane + j * 32;
         qr[j] = e < head_dim ? q[(size_t)t * ld_q + h * head_dim + e] : 0.0f;
     }
+    // ATT_BATCH cells per group at a time: their keys are all loaded before any is used, so
+    // the loads overlap (the cache is usually out of L2 by the next token).
     float mx = -INFINITY;
-    for (int c = grp; c < n_cells; c += ATT_GROUPS) {
-        const int cp = cell_pos[c];
-        if ((cell_seqs[c] & bit) == 0 || cp < 0 || cp > pos) {  // uniform per group
-            if (lane == 0) sc[c] = -INFINITY;
-            continue;
-        }
-        const float* kr = k_cache + (size_t)c * kv_dim + kv_off;
-        float p = 0.0f;
+    for (int c0 = grp * ATT_BATCH; c0 < n_cells; c0 += ATT_GROUPS * ATT_BATCH) {
+        float kr[ATT_BATCH][ATT_PER_LANE];
+        bool vis[ATT_BATCH];
 #pragma unroll
-        for (int j = 0; j < ATT_PER_LANE; j++) {
-            const int e = lane + j * 32;
-            if (e < head_dim) p = p + qr[j] * kr[e];
+        for (int b = 0; b < ATT_BATCH; b++) {
+            const int c = c0 + b;
+            vis[b] = false;
+            if (c < n_cells) {
+                const int cp = cell_pos[c];
+                vis[b] = (cell_seqs[c] & bit) != 0 && cp >= 0 && cp <= pos;  // uniform per group
+            }
+            const float* kc = k_cache + (size_t)c * kv_dim + kv_off;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) {
+                const int e = lane + j * 32;
+                kr[b][j] = vis[b] && e < head_dim ? kc[e] : 0.0f;
+            }
         }
-        p = rf_butterfly32(p) * scale;
-        if (lane == 0) sc[c] = p;
-        mx = fmaxf(mx, p);
+#pragma unroll
+        for (int b = 0; b < ATT_BATCH; b++) {
+            const int c = c0 + b;
+            if (c >= n_cells) break;
+            if (!vis[b]) {
+                if (lane == 0) sc[c] = -INFINITY;
+                continue;
+            }
+            float p = 0.0f;
+#pragma unroll
+            for (int j = 0; j < ATT_PER_LANE; j++) {
+                const int e = lane + j * 32;
+                if (e < head_dim) p = p + qr[j] * kr[b][j];
+            }
+            p = rf_butterfly32(p) * scale;
+            if (lane == 0) sc[c] = p;
+            mx = fmaxf(mx, p);
+        }
     }
     if (lane == 0) sm_max[grp] = mx;
     __syncthreads();
@@ -109,29 +132,49 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
     }
     __syncthreads();
 
-    // Weighted values: thread per (partial k, element e), cells k, k + 32, ... in order.
+    // Weighted values: thread per (partial k, four elements e..e+3), cells k, k + 32, ... in
+    // order; 16-byte loads of the values, four cells' loads issued before they are used.
     const float inv = sm_inv;
-    for (int i = threadIdx.x; i < RF_LANES * head_dim; i += blockDim.x) {
-        const int k = i / head_dim, e = i % head_dim;
+    const int quads = head_dim / 4;
+    for (int i = threadIdx.x; i < RF_LANES * quads; i += blockDim.x) {
+        const int k = i / quads, e = 4 * (i % quads);
         const float* vc = v_cache + kv_off + e;
-        float acc = 0.0f;
-        for (int c = k; c < n_cells; c += RF_LANES) {
-            const float w = sc[c];
-            if (w == -INFINITY) continue;
-            const float p = w * inv;
-            acc = acc + p * vc[(size_t)c * kv_dim];
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int c0 = k; c0 < n_cells; c0 += 4 * RF_LANES) {
+            float4 v[4];
+            float w[4];
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                const int c = c0 + b * RF_LANES;
+                w[b] = c < n_cells ? sc[c] : -INFINITY;
+                if (w[b] != -INFINITY) v[b] = *(const float4*)(vc + (size_t)c * kv_dim);
+            }
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                if (w[b] == -INFINITY) continue;
+                const float p = w[b] * inv;
+                acc.x = acc.x + p * v[b].x;
+                acc.y = acc.y + p * v[b].y;
+                acc.z = acc.z + p * v[b].z;
+                acc.w = acc.w + p * v[b].w;
+            }
         }
-        sm_part[k * head_dim + e] = acc;
+        float* dst = sm_part + k * head_dim + e;
+        dst[0] = acc.x;
+        dst[1] = acc.y;
+        dst[2] = acc.z;
+        dst[3] = acc.w;
     }
     __syncthreads();
 
-    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
-        float v[RF_LANES];
-#pragma unroll
-        for (int k = 0; k < RF_LANES; k++) v[k] = sm_part[k * head_dim + e];
-        att_store(out, q8, q8_scales, (size_t)t * q_dim + h * head_dim + e,
-                  rf_butterfly32_local(v));
+    // The partials meet in butterfly order (v[k] += v[k + m], m = 16 .. 1), in place.
+    for (int m = RF_LANES / 2; m > 0; m /= 2) {
+        for (int i = threadIdx.x; i < m * head_dim; i += blockDim.x)
+            sm_part[i] = sm_part[i] + sm_part[i + m * head_dim];
+        __syncthreads();
     }
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x)
+        att_store(out, q8, q8_scales, (size_t)t * q_dim + h * head_dim + e, sm_part[e]);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,

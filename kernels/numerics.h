@@ -14,15 +14,6 @@
 // v += shfl_xor(v, m), m = 16..1 (float addition is commutative, so all lanes agree).
 __device__ __forceinline__ float rf_butterfly32(float v) { return rf_group32_sum(v); }
 
-// The same butterfly over 32 values held by one thread (v is clobbered).
-__device__ __forceinline__ float rf_butterfly32_local(float* v) {
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1)
-#pragma unroll
-        for (int i = 0; i < m; i++) v[i] = v[i] + v[i + m];
-    return v[0];
-}
-
 // e^x as numerics::exp: Cody-Waite reduction, degree-7 Taylor polynomial, 2^n from bits.
 __device__ __forceinline__ float rf_exp(float x) {
     x = fminf(fmaxf(x, -87.0f), 88.0f);
@@ -39,10 +30,5 @@ __device__ __forceinline__ float rf_exp(float x) {
     return p * __int_as_float(((int)n + 127) << 23);
 }
 
-// (sin, cos) of an f32 angle through f64, rounded once (as numerics::sin_cos).
-__device__ __forceinline__ void rf_sin_cos(float theta, float* s, float* c) {
-    double sd, cd;
-    sincos((double)theta, &sd, &cd);
-    *s = (float)sd;
-    *c = (float)cd;
-}
+// RoPE rotations are not evaluated here: the host computes them with numerics::sin_cos (the
+// CPU backend's own function) and uploads them with each batch (rope_kv.hip).

@@ -71,12 +71,13 @@ int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int co
 // Quantized weights in GGUF block order (src) -> the device layout of quant.h (dst, same size).
 int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream);
 
-// ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd) (rows of q, k
+// ---- rope_kv.hip: rotates q (n, n_head*hd) in place and k (n, n_head_kv*hd) by `rot`
+// (n, hd/2) (sin, cos) pairs (rows of q, k
 // and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores
 // k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
 // the cell's position and sequence mask.
 int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head, int n_head_kv,
-               int head_dim, const float* inv_freq, const int32_t* tok_pos,
+               int head_dim, const float* rot, const int32_t* tok_pos,
                const int32_t* tok_cell, const int32_t* tok_seq, float* k_cache, float* v_cache,
                int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 

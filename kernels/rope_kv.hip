@@ -2,12 +2,9 @@
 // the KV cache write and the cell bookkeeping the attention kernel reads.
 #include "rf_kernels.h"
 #include "arch.h"
-#include "numerics.h"
-
-#define ROPE_MAX_HEAD_DIM 512
 
 __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld, int n_head,
-                               int n_head_kv, int head_dim, const float* inv_freq,
+                               int n_head_kv, int head_dim, const float2* rot,
                                const int32_t* tok_pos, const int32_t* tok_cell,
                                const int32_t* tok_seq, float* k_cache, float* v_cache,
                                int32_t* cell_pos, uint64_t* cell_seqs) {
@@ -16,19 +13,14 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     const int t = blockIdx.x;
     const int half = head_dim / 2;
     const int q_dim = n_head * head_dim, kv_dim = n_head_kv * head_dim;
-    const float pos = (float)tok_pos[t];
     const size_t cell = (size_t)tok_cell[t];
-    // The token's rotations, shared by every head: (sin, cos) per pair, evaluated once.
-    __shared__ float2 rot[ROPE_MAX_HEAD_DIM / 2];
-    for (int p = threadIdx.x; p < half; p += blockDim.x) {
-        float sn, cs;
-        rf_sin_cos(pos * inv_freq[p], &sn, &cs);
-        rot[p] = make_float2(sn, cs);
-    }
-    __syncthreads();
+    // The token's rotations (sin, cos) per pair, shared by every head: computed on the host by
+    // the CPU backend's own function (numerics::sin_cos), so they are its bits.
+    const float2* tr = rot + (size_t)t * half;
     float* qt = q + (size_t)t * ld;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < q_dim / 2; p += gridDim.y * blockDim.x) {
-        const float sn = rot[p % half].x, cs = rot[p % half].y;
+        const float2 r = tr[p % half];
+        const float sn = r.x, cs = r.y;
         const float a = qt[2 * p], b = qt[2 * p + 1];
         qt[2 * p] = a * cs - b * sn;
         qt[2 * p + 1] = a * sn + b * cs;
@@ -39,7 +31,8 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     float* vc = v_cache + cell * kv_dim;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < kv_dim / 2;
          p += gridDim.y * blockDim.x) {
-        const float sn = rot[p % half].x, cs = rot[p % half].y;
+        const float2 r = tr[p % half];
+        const float sn = r.x, cs = r.y;
         const float a = kt[2 * p], b = kt[2 * p + 1];
         kc[2 * p] = a * cs - b * sn;
         kc[2 * p + 1] = a * sn + b * cs;
@@ -53,15 +46,15 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
 }
 
 extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head,
-                          int n_head_kv, int head_dim, const float* inv_freq,
+                          int n_head_kv, int head_dim, const float* rot,
                           const int32_t* tok_pos, const int32_t* tok_cell,
                           const int32_t* tok_seq, float* k_cache, float* v_cache,
                           int32_t* cell_pos, uint64_t* cell_seqs, void* stream) {
-    if (n <= 0 || head_dim % 2 != 0 || head_dim > ROPE_MAX_HEAD_DIM) return RF_ERR_SHAPE;
+    if (n <= 0 || head_dim % 2 != 0) return RF_ERR_SHAPE;
     // Several blocks per token: single-token decode should not run on one block.
     const int slices = (n_head * head_dim / 2 + RF_BLOCK - 1) / RF_BLOCK;
     RF_LAUNCH_OVERLAPPED(rope_kv_kernel, dim3(n, slices), dim3(RF_BLOCK), 0, (hipStream_t)stream, q, k, v, ld,
-                       n_head, n_head_kv, head_dim, inv_freq, tok_pos, tok_cell, tok_seq,
+                       n_head, n_head_kv, head_dim, (const float2*)rot, tok_pos, tok_cell, tok_seq,
                        k_cache, v_cache, cell_pos, cell_seqs);
     return (int)hipGetLastError();
 }

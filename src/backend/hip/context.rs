@@ -10,6 +10,7 @@
 use super::device::{check, set_device, Blas, DeviceBuffer, Stream};
 use super::ffi;
 use super::model::{GpuModel, Projection};
+use crate::backend::cpu::ops::rope_table;
 use crate::engine::Batch;
 use crate::kv_cache::KvCache;
 use crate::quant::GgmlType;
@@ -75,6 +76,8 @@ struct Scratch {
     dequant_elems: usize,
     /// tokens | positions | cells | sequences | logit rows: (5, step) i32, then the cell count
     meta: DeviceBuffer,
+    /// Each token's RoPE rotations, (sin, cos) per pair: (MAX_STEP_TOKENS, head_dim / 2)
+    rope: DeviceBuffer,
 }
 
 pub struct GpuContext {
@@ -99,6 +102,9 @@ pub struct GpuContext {
     s: Scratch,
     /// Host copies whose asynchronous uploads finish before the step returns.
     host_meta: Vec<i32>,
+    /// Staging for `s.rope`: the rotations of one step, computed on the host.
+    host_rope: Vec<f32>,
+    host_rope_pair: Vec<(f32, f32)>,
     host_cell_pos: Vec<i32>,
     host_cell_seqs: Vec<u64>,
 }
@@ -149,6 +155,7 @@ impl GpuContext {
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
+            rope: DeviceBuffer::new(MAX_STEP_TOKENS * hp.head_dim * 4, "RoPE rotations")?,
         };
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
@@ -168,6 +175,8 @@ impl GpuContext {
             cell_seqs,
             s,
             host_meta: Vec::new(),
+            host_rope: Vec::new(),
+            host_rope_pair: Vec::new(),
             host_cell_pos: Vec::new(),
             host_cell_seqs: Vec::new(),
         })
@@ -360,6 +369,25 @@ impl GpuContext {
         self.s
             .meta
             .upload(0, &meta_bytes, &self.stream, "batch metadata")?;
+        // RoPE rotations by the CPU backend's own function: the GPU applies the same bits.
+        self.host_rope.clear();
+        for t in range.clone() {
+            rope_table(
+                batch.pos[t] as f32,
+                &self.model.rope_inv_freq,
+                &mut self.host_rope_pair,
+            );
+            self.host_rope
+                .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
+        }
+        let rope_bytes: Vec<u8> = self
+            .host_rope
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        self.s
+            .rope
+            .upload(0, &rope_bytes, &self.stream, "RoPE rotations")?;
         if self.cells_dirty {
             self.host_cell_pos = self.cells.iter().map(|c| c.pos).collect();
             self.host_cell_seqs = self.cells.iter().map(|c| c.seqs).collect();
@@ -489,7 +517,7 @@ impl GpuContext {
                         hp.n_head as i32,
                         hp.n_head_kv as i32,
                         hp.head_dim as i32,
-                        model.rope_inv_freq.at(0),
+                        self.s.rope.at(0),
                         meta(1),
                         meta(2),
                         meta(3),

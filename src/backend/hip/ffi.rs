@@ -116,7 +116,7 @@ extern "C" {
         n_head: c_int,
         n_head_kv: c_int,
         head_dim: c_int,
-        inv_freq: *const f32,
+        rot: *const f32,
         tok_pos: *const i32,
         tok_cell: *const i32,
         tok_seq: *const i32,

@@ -54,7 +54,9 @@ pub struct GpuModel {
     /// (n_vocab, n_embd); the embedding's buffer when tied.
     pub output: Projection,
     /// (head_dim / 2) f32
-    pub rope_inv_freq: DeviceBuffer,
+    /// RoPE frequencies (head_dim / 2), kept on the host: each batch's rotations are computed
+    /// there, by the CPU backend's own function, and uploaded with it.
+    pub rope_inv_freq: Vec<f32>,
     /// Largest rows x cols over all matrices (sizes the prefill dequantization buffer).
     pub max_matrix_elems: usize,
     pub bytes: u64,
@@ -134,7 +136,7 @@ impl GpuModel {
             up.projection(&[&w.output])?
         };
         let output_norm = up.vector(&w.output_norm, "output_norm")?;
-        let rope_inv_freq = up.vector(&model.rope_inv_freq, "rope frequencies")?;
+        let rope_inv_freq = model.rope_inv_freq.clone();
         stream.sync("uploading weights")?;
         let bytes = up.done;
         let mut max_matrix_elems = token_embd.rows * token_embd.cols;
