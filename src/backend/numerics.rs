@@ -20,7 +20,7 @@ pub const LANES: usize = 32;
 
 /// Combines 32 partial sums in butterfly order (the value lane 0 ends with after
 /// `v += shfl_xor(v, m)` for m = 16, 8, 4, 2, 1).
-#[inline]
+#[inline(always)]
 pub fn butterfly32(mut v: [f32; LANES]) -> f32 {
     let mut m = LANES / 2;
     while m > 0 {
@@ -33,7 +33,7 @@ pub fn butterfly32(mut v: [f32; LANES]) -> f32 {
 }
 
 /// `sum(x[i] * y[i])` in canonical order (each product rounded, then added).
-#[inline]
+#[inline(always)] // into callers compiled for wider vectors (same operations, same bits)
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
     let mut acc = [0.0f32; LANES];
@@ -51,7 +51,7 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// `sum(x[i]^2)` in canonical order.
-#[inline]
+#[inline(always)]
 pub fn sum_squares(x: &[f32]) -> f32 {
     dot(x, x)
 }
@@ -70,7 +70,7 @@ const EXP_MIN: f32 = -87.0;
 const EXP_MAX: f32 = 88.0;
 
 /// e^x to about 2 ulp, the same bits on CPU and GPU. NaN maps to e^-87.
-#[inline]
+#[inline(always)]
 #[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it to EXP_MIN, as fmaxf/fminf do
 pub fn exp(x: f32) -> f32 {
     let x = x.max(EXP_MIN).min(EXP_MAX);

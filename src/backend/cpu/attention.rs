@@ -42,6 +42,7 @@ pub fn attention(
     let n_tasks = visible.len() * n_head;
     let out = SharedMut::new(out);
     let n_threads = pool.n_threads();
+    let avx2 = avx2_detected();
     pool.run(&|index, _| {
         // Tasks (token t, head h) are dealt out round-robin on t + h, not in contiguous ranges:
         // under a causal mask later tokens see more cells, so contiguous ranges would leave the
@@ -54,33 +55,130 @@ pub fn attention(
         for task in tasks {
             let (t, h) = (task / n_head, task % n_head);
             let kv_off = (h / group) * head_dim;
-            let q_row = &q[t * q_dim + h * head_dim..][..head_dim];
-            let cells = &visible[t];
-            scores.clear();
-            scores.extend(cells.iter().map(|&c| {
-                numerics::dot(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale
-            }));
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sums = [0.0f32; LANES];
-            for (&c, s) in cells.iter().zip(scores.iter_mut()) {
-                *s = numerics::exp(*s - max);
-                sums[c % LANES] += *s;
-            }
-            let inv = 1.0 / butterfly32(sums);
-            partial_out.fill(0.0);
-            for (&c, &e) in cells.iter().zip(&scores) {
-                let p = e * inv;
-                let v = &kv.value(layer, c)[kv_off..kv_off + head_dim];
-                let acc = &mut partial_out[(c % LANES) * head_dim..][..head_dim];
-                for (a, &x) in acc.iter_mut().zip(v) {
-                    *a += p * x;
-                }
+            let task = Task {
+                kv,
+                layer,
+                q_row: &q[t * q_dim + h * head_dim..][..head_dim],
+                cells: &visible[t],
+                kv_off,
+                head_dim,
+                scale,
+            };
+            if avx2 {
+                // SAFETY: AVX2 and FMA were detected at run time.
+                unsafe { attend_avx2(&task, &mut scores, &mut partial_out) };
+            } else {
+                attend(&task, &mut scores, &mut partial_out);
             }
             // SAFETY: task (t, h) is owned by exactly one thread, and so is its output slice.
             let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
-            for (e, o) in dst.iter_mut().enumerate() {
-                *o = butterfly32(std::array::from_fn(|k| partial_out[k * head_dim + e]));
-            }
+            dst.copy_from_slice(&partial_out[..head_dim]);
         }
     });
+}
+
+/// One (token, head) pair's attention.
+struct Task<'a> {
+    kv: &'a KvCache,
+    layer: usize,
+    q_row: &'a [f32],
+    cells: &'a [usize],
+    kv_off: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_detected() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_detected() -> bool {
+    false
+}
+
+/// [`attend`] compiled for AVX2: the same operations in the same order (Rust never fuses a
+/// multiply and an add), on wider vectors, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
+    attend(task, scores, partial_out)
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_avx2(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
+    attend(task, scores, partial_out)
+}
+
+/// Softmax-weighted values of one (token, head) into `partial_out[..head_dim]`, in canonical
+/// order. `scores`: scratch; `partial_out`: (LANES, head_dim) scratch.
+#[inline(always)]
+fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
+    let Task {
+        kv,
+        layer,
+        q_row,
+        cells,
+        kv_off,
+        head_dim,
+        scale,
+    } = *task;
+    // A plain loop, not an iterator chain: it must inline into the AVX2 copy of this function.
+    scores.clear();
+    scores.resize(cells.len(), 0.0);
+    for (s, &c) in scores.iter_mut().zip(cells) {
+        *s = numerics::dot(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale;
+    }
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for s in scores.iter_mut() {
+        *s = numerics::exp(*s - max);
+    }
+    let mut sums = [0.0f32; LANES];
+    for (&c, &e) in cells.iter().zip(scores.iter()) {
+        sums[c % LANES] += e;
+    }
+    let inv = 1.0 / butterfly32(sums);
+    // Only the partials some visible cell feeds are written; the others are zero.
+    let mut touched = 0u32;
+    for (&c, &e) in cells.iter().zip(scores.iter()) {
+        let k = c % LANES;
+        let acc = &mut partial_out[k * head_dim..][..head_dim];
+        if touched & (1 << k) == 0 {
+            touched |= 1 << k;
+            acc.fill(0.0);
+        }
+        let p = e * inv;
+        let v = &kv.value(layer, c)[kv_off..kv_off + head_dim];
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += p * x;
+        }
+    }
+    // The butterfly over the partials, element-wise, one row of head_dim at a time:
+    // row k += row k + m for m = 16 .. 1 (the order of numerics::butterfly32). A row no
+    // cell fed is zero, and adding zero changes nothing (no partial is ever -0.0), so
+    // such rows are skipped rather than cleared.
+    let mut m = LANES / 2;
+    while m > 0 {
+        for k in 0..m {
+            if touched & (1 << (k + m)) == 0 {
+                continue;
+            }
+            let (lo, hi) = partial_out.split_at_mut((k + m) * head_dim);
+            let (dst, src) = (&mut lo[k * head_dim..][..head_dim], &hi[..head_dim]);
+            if touched & (1 << k) == 0 {
+                dst.copy_from_slice(src);
+                touched |= 1 << k;
+            } else {
+                for (a, &b) in dst.iter_mut().zip(src) {
+                    *a += b;
+                }
+            }
+        }
+        m /= 2;
+    }
+    if touched & 1 == 0 {
+        partial_out[..head_dim].fill(0.0);
+    }
 }

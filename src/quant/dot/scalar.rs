@@ -22,20 +22,9 @@ use crate::quant::blocks::{read_block, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0, B
 use crate::quant::reference::dot as r;
 use crate::quant::GgmlType;
 
-/// Accumulators of the canonical order: one per lane of the GPU team.
-pub(crate) const LANES: usize = 32;
-
-/// Folds the 32 lane sums: for m = 16, 8, 4, 2, 1: acc[i] += acc[i + m] for i < m.
-pub(crate) fn butterfly(mut acc: [f32; LANES]) -> f32 {
-    let mut m = LANES / 2;
-    while m > 0 {
-        for i in 0..m {
-            acc[i] += acc[i + m];
-        }
-        m /= 2;
-    }
-    acc[0]
-}
+/// Accumulators of the canonical order (one per lane of the GPU team) and their butterfly:
+/// the definitions both backends share.
+pub(crate) use crate::backend::numerics::{butterfly32 as butterfly, LANES};
 
 /// The canonical dot of one row pair: `step(w_block, a_block, acc[L])` returns the new
 /// `acc[L]` for each block in ascending order. Panics on rows shorter than `n` implies
