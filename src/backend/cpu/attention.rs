@@ -182,3 +182,97 @@ fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
         partial_out[..head_dim].fill(0.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical definition written out plainly, element by element.
+    fn reference(
+        kv: &KvCache,
+        shape: AttentionShape,
+        q: &[f32],
+        visible: &[Vec<usize>],
+    ) -> Vec<f32> {
+        let hd = shape.head_dim;
+        let group = shape.n_head / shape.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0.0; visible.len() * shape.n_head * hd];
+        for (t, cells) in visible.iter().enumerate() {
+            for h in 0..shape.n_head {
+                let kv_off = (h / group) * hd;
+                let q_row = &q[(t * shape.n_head + h) * hd..][..hd];
+                let s: Vec<f32> = cells
+                    .iter()
+                    .map(|&c| numerics::dot(q_row, &kv.key(0, c)[kv_off..][..hd]) * scale)
+                    .collect();
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = s.iter().map(|&x| numerics::exp(x - max)).collect();
+                let mut sums = [0.0f32; LANES];
+                for (&c, &x) in cells.iter().zip(&e) {
+                    sums[c % LANES] += x;
+                }
+                let inv = 1.0 / butterfly32(sums);
+                for d in 0..hd {
+                    let mut partials = [0.0f32; LANES];
+                    for (&c, &x) in cells.iter().zip(&e) {
+                        partials[c % LANES] += (x * inv) * kv.value(0, c)[kv_off + d];
+                    }
+                    out[(t * shape.n_head + h) * hd + d] = butterfly32(partials);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_follows_the_canonical_order_bit_for_bit() {
+        let shape = AttentionShape {
+            n_head: 6,
+            n_head_kv: 2,
+            head_dim: 64,
+        };
+        let kv_dim = shape.n_head_kv * shape.head_dim;
+        let n_ctx = 100;
+        let mut kv = KvCache::new(1, n_ctx, kv_dim, 1).unwrap();
+        let mut seed = 12345u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        for c in 0..n_ctx {
+            let k: Vec<f32> = (0..kv_dim).map(|_| rnd()).collect();
+            // Values over many magnitudes, so that the order of their sums shows in the bits.
+            let v: Vec<f32> = (0..kv_dim)
+                .map(|_| rnd() * 10f32.powf(rnd() * 2.0))
+                .collect();
+            kv.store(0, c, &k, &v);
+        }
+        // Visible sets with gaps, fewer and more cells than the 32 partials, and cells whose
+        // partial index repeats.
+        let visible: Vec<Vec<usize>> = vec![
+            vec![0],
+            (0..20).collect(),
+            (0..n_ctx).filter(|c| c % 3 != 1).collect(),
+            (5..n_ctx).step_by(7).collect(),
+            vec![31, 32, 63, 64, 95],
+        ];
+        // Large queries: scores spread over several units, so the weights span many magnitudes.
+        let q: Vec<f32> = (0..visible.len() * shape.n_head * shape.head_dim)
+            .map(|_| rnd() * 3.0)
+            .collect();
+        let want = reference(&kv, shape, &q, &visible);
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads).unwrap();
+            let mut got = vec![f32::NAN; want.len()];
+            attention(&pool, &kv, 0, shape, &q, &visible, &mut got);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "element {i} with {threads} threads"
+                );
+            }
+        }
+    }
+}
