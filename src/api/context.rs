@@ -136,20 +136,13 @@ impl Context {
         }
     }
 
-    /// The CPU cache (keys and values in host memory), for state save/restore.
-    fn host_kv(&self) -> Result<&KvCache> {
+    /// The cache serialised (`KvCache::save`): the CPU cache itself, or a copy downloaded
+    /// from the GPU (same format, so either backend restores either's state).
+    fn kv_state(&self, seq: Option<u32>) -> Result<Vec<u8>> {
         match &self.exec {
-            Executor::Cpu { kv, .. } => Ok(kv),
+            Executor::Cpu { kv, .. } => Ok(kv.save(seq)),
             #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(_) => Err(gpu_state_unsupported()),
-        }
-    }
-
-    fn host_kv_mut(&mut self) -> Result<&mut KvCache> {
-        match &mut self.exec {
-            Executor::Cpu { kv, .. } => Ok(kv),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(_) => Err(gpu_state_unsupported()),
+            Executor::Gpu(g) => Ok(g.download_kv()?.save(seq)),
         }
     }
 
@@ -277,19 +270,13 @@ impl Context {
     }
 }
 
-#[cfg(any(feature = "rocm", feature = "cuda"))]
-fn gpu_state_unsupported() -> Error {
-    Error::BackendUnavailable(
-        "state save/restore keeps keys and values in host memory: use a CPU context".into(),
-    )
-}
-
 /// Context state blobs: n_logits u32 LE, that many f32 LE (the last logits row, whole-context
 /// saves only), then the KV cache blob (`KvCache::save`).
 impl Context {
     /// Bytes [`Self::state_save`] will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
-        4 + self.saved_logits(seq).len() * 4 + self.host_kv().map_or(0, |kv| kv.state_size(seq))
+        let kv_dim = self.model.hparams().kv_dim();
+        4 + self.saved_logits(seq).len() * 4 + self.kv_cache().state_size_for_width(seq, kv_dim)
     }
 
     /// The last logits travel with a whole-context save, so generation can resume right after
@@ -304,7 +291,7 @@ impl Context {
     /// Saves the whole context (`seq` None) or one sequence.
     pub fn state_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
         if let Some(s) = seq {
-            self.host_kv()?.check_seq(s)?;
+            self.kv_cache().check_seq(s)?;
         }
         let logits = self.saved_logits(seq);
         let mut out = Vec::with_capacity(self.state_size(seq));
@@ -312,7 +299,7 @@ impl Context {
         for x in logits {
             out.extend_from_slice(&x.to_le_bytes());
         }
-        out.extend_from_slice(&self.host_kv()?.save(seq));
+        out.extend_from_slice(&self.kv_state(seq)?);
         Ok(out)
     }
 
@@ -338,7 +325,16 @@ impl Context {
                 .ok_or_else(|| bad("truncated logits"))?,
             &bytes[kv_start..],
         );
-        self.host_kv_mut()?.restore(kv, seq)?;
+        match &mut self.exec {
+            Executor::Cpu { kv: cache, .. } => cache.restore(kv, seq)?,
+            // Restored into a host copy first (it validates everything), then uploaded whole.
+            #[cfg(any(feature = "rocm", feature = "cuda"))]
+            Executor::Gpu(g) => {
+                let mut host = g.download_kv()?;
+                host.restore(kv, seq)?;
+                g.upload_kv(&host)?;
+            }
+        }
         if seq.is_none() {
             self.logits = logit_bytes
                 .chunks_exact(4)

@@ -160,6 +160,38 @@ impl KvCache {
         }
     }
 
+    /// An empty-handed copy of `other`'s cells (positions, sequences, allocation cursor) with
+    /// room for keys and values of width `kv_dim`, all zero: what a GPU context fills from
+    /// device memory to save its state.
+    pub fn with_cells_of(other: &KvCache, kv_dim: usize) -> Result<KvCache> {
+        let mut kv = KvCache::new(other.n_layer, other.n_ctx, kv_dim, other.n_seq_max)?;
+        kv.copy_cells_from(other);
+        Ok(kv)
+    }
+
+    /// Takes `other`'s cells (positions, sequences, allocation cursor); keys and values stay.
+    /// Both caches must have the same number of cells.
+    pub fn copy_cells_from(&mut self, other: &KvCache) {
+        debug_assert_eq!(self.n_ctx, other.n_ctx);
+        self.cells.clone_from(&other.cells);
+        self.search_from = other.search_from;
+    }
+
+    /// (position, sequence mask) of `cell`; position -1 when it is free.
+    pub fn cell(&self, cell: usize) -> (i32, u64) {
+        (self.cells[cell].pos, self.cells[cell].seqs)
+    }
+
+    /// All keys and all values of `layer`: (n_ctx, kv_dim) each.
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.keys[layer], &self.values[layer])
+    }
+
+    /// The same, writable.
+    pub fn layer_mut(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.keys[layer], &mut self.values[layer])
+    }
+
     /// Keys of `cell` in `layer`: (kv_dim).
     pub fn key(&self, layer: usize, cell: usize) -> &[f32] {
         &self.keys[layer][cell * self.kv_dim..(cell + 1) * self.kv_dim]

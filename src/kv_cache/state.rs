@@ -14,8 +14,14 @@ const HEADER: usize = 20;
 impl KvCache {
     /// Bytes `save(seq)` will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
+        self.state_size_for_width(seq, self.kv_dim)
+    }
+
+    /// Bytes `save(seq)` would produce for these cells with keys and values `kv_dim` wide (a
+    /// GPU context's bookkeeping cache holds none itself).
+    pub fn state_size_for_width(&self, seq: Option<u32>, kv_dim: usize) -> usize {
         let cells = self.cells_of(seq).count();
-        HEADER + cells * (12 + 2 * self.n_layer * self.kv_dim * 4)
+        HEADER + cells * (12 + 2 * self.n_layer * kv_dim * 4)
     }
 
     fn cells_of(&self, seq: Option<u32>) -> impl Iterator<Item = (usize, &Cell)> + '_ {

@@ -239,6 +239,59 @@ impl GpuContext {
         self.cells_dirty = true;
     }
 
+    /// A host copy of the whole cache, keys and values included (downloaded): what state
+    /// saving serialises. The format is the CPU backend's, so either backend restores it.
+    pub fn download_kv(&self) -> Result<KvCache> {
+        set_device(self.model.device)?;
+        let kv_dim = self.model.hparams.kv_dim();
+        let mut host = KvCache::with_cells_of(&self.kv, kv_dim)?;
+        for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+            let (keys, values) = host.layer_mut(il);
+            kb.download(as_bytes_mut(keys), &self.stream, "reading cached keys")?;
+            vb.download(as_bytes_mut(values), &self.stream, "reading cached values")?;
+        }
+        Ok(host)
+    }
+
+    /// Replaces the whole cache with `host` (same geometry: from [`Self::download_kv`] or a
+    /// CPU context of the same model and size, then edited). Keys and values go up first; the
+    /// cell bookkeeping changes only once they all arrived.
+    pub fn upload_kv(&mut self, host: &KvCache) -> Result<()> {
+        set_device(self.model.device)?;
+        let hp = &self.model.hparams;
+        if host.n_layer() != hp.n_layer
+            || host.kv_dim() != hp.kv_dim()
+            || host.n_ctx() != self.kv.n_ctx()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache of {} layers x {} x {} cells does not fit this context ({} x {} x {})",
+                host.n_layer(),
+                host.kv_dim(),
+                host.n_ctx(),
+                hp.n_layer,
+                hp.kv_dim(),
+                self.kv.n_ctx()
+            )));
+        }
+        for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+            let (keys, values) = host.layer(il);
+            kb.upload(0, as_bytes(keys), &self.stream, "writing cached keys")?;
+            vb.upload(0, as_bytes(values), &self.stream, "writing cached values")?;
+        }
+        self.stream.sync("writing the KV cache")?;
+        self.kv.copy_cells_from(host);
+        for (i, c) in self.cells.iter_mut().enumerate() {
+            let (pos, seqs) = host.cell(i);
+            *c = if pos < 0 {
+                FREE
+            } else {
+                CellMeta { pos, seqs }
+            };
+        }
+        self.cells_dirty = true;
+        Ok(())
+    }
+
     /// Benchmark aid: replays the captured single-token pass `n` times back to back (same
     /// token, same cache cell) and waits once; returns the seconds taken. This is the GPU's
     /// own time per token, without the host's share (reading logits back, sampling, the next
@@ -771,4 +824,16 @@ fn quantized(p: &Projection) -> bool {
     p.parts
         .iter()
         .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
+}
+
+/// The bytes of an f32 slice (for copies to and from the device).
+fn as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern may be read; same memory, 4x the length.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// The bytes of an f32 slice, writable: every bit pattern written is a valid f32.
+fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; the exclusive borrow of `v` covers the byte view's whole lifetime.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
