@@ -438,3 +438,58 @@ fn state_moves_between_gpu_and_cpu_contexts() {
     assert!(g3.state_restore(&bad, None).is_err());
     g3.eval(&next, 1).expect("still usable");
 }
+
+/// Long contexts: past about 8k cells (head_dim 128) the decode attention keeps its scores in
+/// a global scratch instead of shared memory; the result must still be the CPU's bits.
+#[test]
+fn long_context_decode_attention_matches_cpu() {
+    use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
+    if devices().map_or(true, |d| d.is_empty()) {
+        return;
+    }
+    let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") else {
+        return;
+    };
+    let Some(path) = list.split(',').find(|p| {
+        let f = GgufFile::open(Path::new(p)).expect("open");
+        all_matrices_quantized(&LoadedModel::new(f).expect("load"))
+    }) else {
+        return;
+    };
+    let load = |backend| {
+        Model::load(
+            path,
+            ModelParams {
+                backend,
+                ..ModelParams::default()
+            },
+        )
+        .expect("load model")
+    };
+    let (gpu, cpu) = (load(Backend::Gpu), load(Backend::Cpu));
+    // 16,384 cells: more than shared memory holds for any head_dim >= 32 (48 KiB).
+    let params = ContextParams {
+        n_ctx: 16_384,
+        n_batch: 8,
+        ..ContextParams::default()
+    };
+    let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
+    let mut c = Context::new(&cpu, params).expect("CPU context");
+    let n_vocab = gpu.hparams().n_vocab as u32;
+    let prompt: Vec<u32> = (0..20u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    g.eval(&prompt, 0).expect("GPU prompt");
+    c.eval(&prompt, 0).expect("CPU prompt");
+    for step in 0..16 {
+        let (gl, cl) = (
+            g.last_logits().expect("logits"),
+            c.last_logits().expect("logits"),
+        );
+        assert!(
+            gl.iter().zip(cl).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "step {step}: GPU and CPU logits differ"
+        );
+        let next = argmax(cl);
+        g.eval(&[next], 0).expect("GPU decode");
+        c.eval(&[next], 0).expect("CPU decode");
+    }
+}
