@@ -39,3 +39,4 @@ for ty in "${types[@]}"; do
             2>>"$OUT_DIR/llama-bench.err" | tee -a "$OUT_DIR/llama-bench.jsonl"
     fi
 done
+python3 "$(dirname "$0")/ratios.py" "$OUT_DIR/bench.jsonl" "$OUT_DIR/llama-bench.jsonl"
