@@ -346,36 +346,37 @@ fn out_of_memory_is_an_error_not_an_abort() {
     }
 }
 
+/// The first listed model whose matrices are all quantized (the bit-exact path), loaded once
+/// on the GPU and once on the CPU; None without a GPU or a listed model.
+fn quantized_model_on_both_backends() -> Option<(rocmforge::Model, rocmforge::Model)> {
+    use rocmforge::{Backend, Model, ModelParams};
+    if devices().map_or(true, |d| d.is_empty()) {
+        return None;
+    }
+    let list = std::env::var("ROCMFORGE_GPU_MODELS").ok()?;
+    let path = list.split(',').find(|p| {
+        let f = GgufFile::open(Path::new(p)).expect("open");
+        all_matrices_quantized(&LoadedModel::new(f).expect("load"))
+    })?;
+    let load = |backend| {
+        let params = ModelParams {
+            backend,
+            ..ModelParams::default()
+        };
+        Model::load(path, params).expect("load model")
+    };
+    Some((load(Backend::Gpu), load(Backend::Cpu)))
+}
+
 /// A state saved by a GPU context loads into a new GPU context and into a CPU context (and
 /// back), and all continue with the same bits: the state format is shared, and for quantized
 /// models the backends compute the same logits.
 #[test]
 fn state_moves_between_gpu_and_cpu_contexts() {
-    use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
-    if devices().map_or(true, |d| d.is_empty()) {
-        return;
-    }
-    let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") else {
+    use rocmforge::{Context, ContextParams};
+    let Some((gpu, cpu)) = quantized_model_on_both_backends() else {
         return;
     };
-    let Some(path) = list.split(',').find(|p| {
-        let f = GgufFile::open(Path::new(p)).expect("open");
-        let m = LoadedModel::new(f).expect("load");
-        all_matrices_quantized(&m)
-    }) else {
-        return;
-    };
-    let load = |backend| {
-        Model::load(
-            path,
-            ModelParams {
-                backend,
-                ..ModelParams::default()
-            },
-        )
-        .expect("load model")
-    };
-    let (gpu, cpu) = (load(Backend::Gpu), load(Backend::Cpu));
     let params = ContextParams {
         n_ctx: 64,
         n_seq_max: 2,
@@ -443,30 +444,10 @@ fn state_moves_between_gpu_and_cpu_contexts() {
 /// a global scratch instead of shared memory; the result must still be the CPU's bits.
 #[test]
 fn long_context_decode_attention_matches_cpu() {
-    use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
-    if devices().map_or(true, |d| d.is_empty()) {
-        return;
-    }
-    let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") else {
+    use rocmforge::{Context, ContextParams};
+    let Some((gpu, cpu)) = quantized_model_on_both_backends() else {
         return;
     };
-    let Some(path) = list.split(',').find(|p| {
-        let f = GgufFile::open(Path::new(p)).expect("open");
-        all_matrices_quantized(&LoadedModel::new(f).expect("load"))
-    }) else {
-        return;
-    };
-    let load = |backend| {
-        Model::load(
-            path,
-            ModelParams {
-                backend,
-                ..ModelParams::default()
-            },
-        )
-        .expect("load model")
-    };
-    let (gpu, cpu) = (load(Backend::Gpu), load(Backend::Cpu));
     // 16,384 cells: more than shared memory holds for any head_dim >= 32 (48 KiB).
     let params = ContextParams {
         n_ctx: 16_384,
