@@ -77,6 +77,15 @@ __device__ __forceinline__ void rf_release_next() {
     asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
 }
+// Asks for the cache line holding p in L2 (NVIDIA; a no-op elsewhere). L2 is coherent, so this
+// is safe before rf_wait_previous() even on lines the previous kernel is still writing.
+__device__ __forceinline__ void rf_prefetch_l2(const void* p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
 #if defined(RF_PLATFORM_AMD)
 #define RF_LAUNCH_OVERLAPPED(kernel, grid, block, shmem, stream, ...) \
     hipLaunchKernelGGL(kernel, grid, block, shmem, stream, __VA_ARGS__)

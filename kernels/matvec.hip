@@ -82,20 +82,67 @@ template <> struct QGroup<RF_Q8_0> {
 // shape is right for wave32 and wave64.
 #define MV_GROUPS (RF_BLOCK / 32)
 
-// Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token.
-template <int N>
+static_assert(sizeof(RfRopeKv) == 80, "RfRopeKv: 8 pointers and 4 ints (ffi.rs mirrors it)");
+
+// Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token. With
+// `rk.rot` set, the results of neighbouring teams (rows 2p, 2p + 1: one RoPE pair, as a block's
+// teams cover whole pairs) are rotated and stored as rf_rope_kv stores them, with its
+// arithmetic. Called by every thread of the block.
+// ROPE is a template flag so that plain products carry no shared memory (which would change
+// the L1 / shared split the mat-vec relies on for its activations: measured 3-9 % slower).
+template <int N, bool ROPE>
 __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, int row,
-                                          float* y, int ldy, int accumulate) {
+                                          float* y, int ldy, int accumulate,
+                                          const RfRopeKv& rk) {
     const int lane = threadIdx.x % 32;
+    if constexpr (!ROPE) {
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            if (t < n) {
+                const float s = rf_butterfly32(acc[t]);
+                if (active && lane == 0) {
+                    float* dst = y + (size_t)t * ldy + row;
+                    *dst = accumulate ? *dst + s : s;
+                }
+            }
+        }
+        return;
+    }
+    const int team = threadIdx.x / 32;
+    __shared__ float pair_sums[N][MV_GROUPS];
 #pragma unroll
     for (int t = 0; t < N; t++) {
         if (t < n) {
             const float s = rf_butterfly32(acc[t]);
-            if (active && lane == 0) {
-                float* dst = y + (size_t)t * ldy + row;
-                *dst = accumulate ? *dst + s : s;
-            }
+            if (lane == 0) pair_sums[t][team] = s;
         }
+    }
+    __syncthreads();
+    const int gi = rk.out_offset + row;  // row of the whole Q|K|V output
+    const int half = rk.head_dim / 2;
+    if (lane == 0 && team % 2 == 0 && active) {
+        for (int t = 0; t < n; t++) {
+            const float a = pair_sums[t][team], b = pair_sums[t][team + 1];
+            const size_t cell = (size_t)rk.tok_cell[t];
+            if (gi >= rk.q_dim + rk.kv_dim) {
+                float* vc = rk.v_cache + cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
+                vc[0] = a;
+                vc[1] = b;
+                continue;
+            }
+            const bool is_q = gi < rk.q_dim;
+            const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
+            const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
+            const float sn = r.x, cs = r.y;
+            float* dst = is_q ? y + (size_t)t * ldy + row : rk.k_cache + cell * rk.kv_dim + j;
+            dst[0] = a * cs - b * sn;
+            dst[1] = a * sn + b * cs;
+        }
+    }
+    if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {
+        const int t = threadIdx.x;
+        rk.cell_pos[rk.tok_cell[t]] = rk.tok_pos[t];
+        rk.cell_seqs[rk.tok_cell[t]] = 1ull << rk.tok_seq[t];
     }
 }
 
@@ -109,10 +156,10 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
 // canonical order of the CPU's dot products), and the lanes meet in the butterfly. N: most
 // tokens (n <= N, a compile-time bound so the accumulators stay in registers). Launched
 // overlapped: the first weights load before the previous kernel has finished.
-template <int T, int N>
+template <int T, int N, bool ROPE>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
-                    int n, float* y, int ldy, int accumulate) {
+                    int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
     const int lane = threadIdx.x % 32;
     const int row = blockIdx.x * MV_GROUPS + threadIdx.x / 32;
     const bool active = row < rows;
@@ -151,28 +198,34 @@ __global__ void __launch_bounds__(RF_BLOCK)
             }
         }
     }
-    mv_finish<N>(acc, n, active, row, y, ldy, accumulate);
+    mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
 }
 
 template <int T, int N>
 static void launch_mv(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
-                      int n, float* y, int ldy, int accumulate, hipStream_t s) {
-    RF_LAUNCH_OVERLAPPED((matvec_q_kernel<T, N>), dim3((rows + MV_GROUPS - 1) / MV_GROUPS),
-                         dim3(RF_BLOCK), 0, s, w, rows, cols, xq, xs, n, y, ldy, accumulate);
+                      int n, float* y, int ldy, int accumulate, const RfRopeKv& rk,
+                      hipStream_t s) {
+    const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
+    if (rk.rot)
+        RF_LAUNCH_OVERLAPPED((matvec_q_kernel<T, N, true>), grid, dim3(RF_BLOCK), 0, s, w, rows,
+                             cols, xq, xs, n, y, ldy, accumulate, rk);
+    else
+        RF_LAUNCH_OVERLAPPED((matvec_q_kernel<T, N, false>), grid, dim3(RF_BLOCK), 0, s, w, rows,
+                             cols, xq, xs, n, y, ldy, accumulate, rk);
 }
 
 template <int T>
 static void launch_mv_n(const uint8_t* w, int rows, int cols, const int8_t* xq,
                         const float4* xs, int n, float* y, int ldy, int accumulate,
-                        hipStream_t s) {
+                        const RfRopeKv& rk, hipStream_t s) {
     if (n == 1)
-        launch_mv<T, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
     else if (n == 2)
-        launch_mv<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
     else if (n <= 4)
-        launch_mv<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
     else
-        launch_mv<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mv<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -186,9 +239,9 @@ template <> __device__ __forceinline__ float rf_round1<RF_BF16>(float x) {
     return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
 }
 
-template <int T>
+template <int T, bool ROPE>
 __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const float* x, int n,
-                                float* y, int ldy, int accumulate) {
+                                float* y, int ldy, int accumulate, RfRopeKv rk) {
     const int grp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row = blockIdx.x * MV_GROUPS + grp;
     const bool active = row < rows;
@@ -210,39 +263,56 @@ __global__ void matvec_f_kernel(const uint8_t* w, int rows, int cols, const floa
             }
         }
     }
-    mv_finish<RF_MAX_MATVEC_TOKENS>(acc, n, active, row, y, ldy, accumulate);
+    mv_finish<RF_MAX_MATVEC_TOKENS, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+}
+
+template <int T>
+static void launch_mv_f(dim3 grid, hipStream_t s, const uint8_t* w, int rows, int cols,
+                        const float* x, int n, float* y, int ldy, int accumulate,
+                        const RfRopeKv& rk) {
+    if (rk.rot)
+        hipLaunchKernelGGL((matvec_f_kernel<T, true>), grid, dim3(RF_BLOCK), 0, s, w, rows, cols,
+                           x, n, y, ldy, accumulate, rk);
+    else
+        hipLaunchKernelGGL((matvec_f_kernel<T, false>), grid, dim3(RF_BLOCK), 0, s, w, rows, cols,
+                           x, n, y, ldy, accumulate, rk);
 }
 
 extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float* x,
                          const int8_t* xq, const void* xq_scales, int n, float* y, int ldy,
-                         int accumulate, void* stream) {
+                         int accumulate, const RfRopeKv* rope_kv, void* stream) {
     if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
         return RF_ERR_SHAPE;
+    RfRopeKv rk = {};
+    if (rope_kv) {
+        rk = *rope_kv;
+        // whole pairs per block, whole heads, and a plain store
+        if (!rk.rot || rk.head_dim % 2 != 0 || rk.out_offset % 2 != 0 || MV_GROUPS % 2 != 0 ||
+            accumulate)
+            return RF_ERR_SHAPE;
+    }
     const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
     switch (ty) {
         case RF_Q4_0:
-            launch_mv_n<RF_Q4_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q4_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
             break;
         case RF_Q4_1:
-            launch_mv_n<RF_Q4_1>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q4_1>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
             break;
         case RF_Q8_0:
-            launch_mv_n<RF_Q8_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+            launch_mv_n<RF_Q8_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
             break;
         case RF_F16:
-            hipLaunchKernelGGL(matvec_f_kernel<RF_F16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+            launch_mv_f<RF_F16>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
             break;
         case RF_BF16:
-            hipLaunchKernelGGL(matvec_f_kernel<RF_BF16>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+            launch_mv_f<RF_BF16>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
             break;
         case RF_F32:
-            hipLaunchKernelGGL(matvec_f_kernel<RF_F32>, grid, dim3(RF_BLOCK), 0, s, wb, rows,
-                               cols, x, n, y, ldy, accumulate);
+            launch_mv_f<RF_F32>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
             break;
         default: return RF_ERR_BAD_TYPE;
     }

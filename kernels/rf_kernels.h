@@ -63,8 +63,24 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
 // ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens; y rows ldy apart. Quantized weights read
 // the q8 activations (bit-identical to the CPU's dot products), float weights the f32 ones.
 // accumulate: y += instead of y =.
+// rope_kv (nullable): y is the fused Q|K|V output of attention's input projection and this
+// launch computes its rows [out_offset, out_offset + rows); the results then go where
+// rf_rope_kv would put them (rotated queries into y, rotated keys and the values into the
+// cache cells of the batch's tokens, and the cells' bookkeeping), saving that kernel.
+typedef struct RfRopeKv {
+    const float* rot;         // (n, head_dim / 2) (sin, cos) pairs
+    const int32_t* tok_pos;   // (n) token positions
+    const int32_t* tok_cell;  // (n) cache cells
+    const int32_t* tok_seq;   // (n) sequence ids
+    float* k_cache;           // (n_ctx, kv_dim)
+    float* v_cache;           // (n_ctx, kv_dim)
+    int32_t* cell_pos;        // (n_ctx)
+    uint64_t* cell_seqs;      // (n_ctx)
+    int q_dim, kv_dim, head_dim, out_offset;
+} RfRopeKv;
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
-              const void* xq_scales, int n, float* y, int ldy, int accumulate, void* stream);
+              const void* xq_scales, int n, float* y, int ldy, int accumulate,
+              const RfRopeKv* rope_kv, void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);

@@ -11,7 +11,7 @@ OUT_DIR=${OUT_DIR:-${OUT:-/tmp}}
 mkdir -p "$MODELS"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 list=()
-for shape in tiny smollm2-135m; do
+for shape in tiny llama3-mini smollm2-135m; do
     for ty in q4_0 q4_1 q8_0 f16 f32; do
         f="$MODELS/$shape-$ty.gguf"
         "$DIST/rocmforge_synth" --shape "$shape" --type "$ty" --vocab "$DIST/vocab-smollm2.gguf" --out "$f"

@@ -3,7 +3,7 @@
 //!
 //! rocmforge_synth --shape SHAPE --type TYPE --vocab VOCAB.gguf --out OUT.gguf [--seed N]
 //!                 [--layers N]
-//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny
+//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
 //!   TYPE:  q4_0 | q4_1 | q8_0 | f16 | f32 (every matrix, embedding and output included)
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf
 //!   keeps only the tokenizer metadata of MODEL (a few MB), to carry a real vocabulary.
@@ -48,6 +48,8 @@ fn shape(name: &str) -> Option<Shape> {
         "llama2-7b" => Some(s(32, 4096, 11008, 32, 32, 10000.0, 4096, false)),
         "smollm2-135m" => Some(s(30, 576, 1536, 9, 3, 100000.0, 8192, true)),
         "tiny" => Some(s(2, 128, 256, 4, 2, 10000.0, 2048, false)),
+        // Llama 3's head size (128) and grouping (4 query heads per KV head), small
+        "llama3-mini" => Some(s(2, 1024, 2048, 8, 2, 500000.0, 8192, false)),
         _ => None,
     }
 }

@@ -557,32 +557,51 @@ impl GpuContext {
                 null,
                 &layer.qkv,
             )?;
-            self.project(&layer.qkv, n, self.s.qkv.at(0), qkv_w, false)?;
             let qkv = self.s.qkv.at::<f32>(0);
-            check(
-                unsafe {
-                    ffi::rf_rope_kv(
-                        qkv,
-                        qkv.wrapping_add(q_dim),
-                        qkv.wrapping_add(q_dim + kv_dim),
-                        qkv_w as i32,
-                        n as i32,
-                        hp.n_head as i32,
-                        hp.n_head_kv as i32,
-                        hp.head_dim as i32,
-                        self.s.rope.at(0),
-                        meta(1),
-                        meta(2),
-                        meta(3),
-                        self.k_cache[il].at(0),
-                        self.v_cache[il].at(0),
-                        self.cell_pos.at(0),
-                        self.cell_seqs.at(0),
-                        st,
-                    )
-                },
-                "RoPE / KV write",
-            )?;
+            let rope_kv = ffi::RopeKv {
+                rot: self.s.rope.at(0),
+                tok_pos: meta(1),
+                tok_cell: meta(2),
+                tok_seq: meta(3),
+                k_cache: self.k_cache[il].at(0),
+                v_cache: self.v_cache[il].at(0),
+                cell_pos: self.cell_pos.at(0),
+                cell_seqs: self.cell_seqs.at(0),
+                q_dim: q_dim as i32,
+                kv_dim: kv_dim as i32,
+                head_dim: hp.head_dim as i32,
+                out_offset: 0,
+            };
+            if n <= MATVEC_MAX_TOKENS {
+                // The mat-vec rotates and stores its results itself.
+                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
+            } else {
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
+                check(
+                    unsafe {
+                        ffi::rf_rope_kv(
+                            qkv,
+                            qkv.wrapping_add(q_dim),
+                            qkv.wrapping_add(q_dim + kv_dim),
+                            qkv_w as i32,
+                            n as i32,
+                            hp.n_head as i32,
+                            hp.n_head_kv as i32,
+                            hp.head_dim as i32,
+                            rope_kv.rot,
+                            rope_kv.tok_pos,
+                            rope_kv.tok_cell,
+                            rope_kv.tok_seq,
+                            rope_kv.k_cache,
+                            rope_kv.v_cache,
+                            rope_kv.cell_pos,
+                            rope_kv.cell_seqs,
+                            st,
+                        )
+                    },
+                    "RoPE / KV write",
+                )?;
+            }
             // Many tokens: the tiled kernel reads each K/V chunk once per block.
             let tiled = n > MATVEC_MAX_TOKENS
                 && hp.head_dim <= 128
@@ -658,7 +677,7 @@ impl GpuContext {
                     &layer.wo,
                 )?;
             }
-            self.project(&layer.wo, n, x, d, true)?;
+            self.project(&layer.wo, n, x, d, true, None)?;
             self.act(
                 ffi::ACT_RMSNORM,
                 x,
@@ -669,7 +688,7 @@ impl GpuContext {
                 null,
                 &layer.gate_up,
             )?;
-            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false)?;
+            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false, None)?;
             let gu = self.s.gate_up.at::<f32>(0);
             self.act(
                 ffi::ACT_SWIGLU,
@@ -681,7 +700,7 @@ impl GpuContext {
                 null,
                 &layer.down,
             )?;
-            self.project(&layer.down, n, x, d, true)?;
+            self.project(&layer.down, n, x, d, true, None)?;
         }
         if n_out > 0 {
             let x = self.s.x.at::<f32>(0);
@@ -695,7 +714,14 @@ impl GpuContext {
                 meta(4),
                 &model.output,
             )?;
-            self.project(&model.output, n_out, self.s.logits.at(0), hp.n_vocab, false)?;
+            self.project(
+                &model.output,
+                n_out,
+                self.s.logits.at(0),
+                hp.n_vocab,
+                false,
+                None,
+            )?;
         }
         Ok(())
     }
@@ -744,7 +770,8 @@ impl GpuContext {
     }
 
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
-    /// the activations `act` just prepared.
+    /// the activations `act` just prepared. `rope_kv`: the product is attention's Q|K|V and
+    /// its results are rotated and stored as rf_rope_kv would (mat-vec sized batches only).
     fn project(
         &self,
         p: &Projection,
@@ -752,13 +779,22 @@ impl GpuContext {
         y: *mut f32,
         ldy: usize,
         accumulate: bool,
+        rope_kv: Option<ffi::RopeKv>,
     ) -> Result<()> {
         let st = self.stream.raw();
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
             let ty = mtx.ty.id() as i32;
             if n <= MATVEC_MAX_TOKENS {
-                // SAFETY: weight buffer of rows x cols in `ty`; activations prepared for n rows.
+                let part_rope = rope_kv.map(|r| ffi::RopeKv {
+                    out_offset: mtx.out_offset as i32,
+                    ..r
+                });
+                let rope_ptr = part_rope
+                    .as_ref()
+                    .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
+                // SAFETY: weight buffer of rows x cols in `ty`; activations prepared for n rows;
+                // rope_ptr (nullable) points at part_rope, alive across the call.
                 let code = unsafe {
                     ffi::rf_matvec(
                         ty,
@@ -772,6 +808,7 @@ impl GpuContext {
                         yp,
                         ldy as i32,
                         accumulate as i32,
+                        rope_ptr,
                         st,
                     )
                 };

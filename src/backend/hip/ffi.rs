@@ -13,6 +13,27 @@ pub const ERR_INSUFFICIENT_DRIVER: c_int = 35;
 /// CUDA's cudaErrorMemoryAllocation / HIP's hipErrorOutOfMemory.
 pub const ERR_OUT_OF_MEMORY: [c_int; 2] = [2, 2];
 
+/// kernels/rf_kernels.h's RfRopeKv: where a Q|K|V mat-vec puts its rotated results (the work
+/// of rf_rope_kv done in the product's last step). Field for field the C struct.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RopeKv {
+    pub rot: *const f32,
+    pub tok_pos: *const i32,
+    pub tok_cell: *const i32,
+    pub tok_seq: *const i32,
+    pub k_cache: *mut f32,
+    pub v_cache: *mut f32,
+    pub cell_pos: *mut i32,
+    pub cell_seqs: *mut u64,
+    pub q_dim: c_int,
+    pub kv_dim: c_int,
+    pub head_dim: c_int,
+    pub out_offset: c_int,
+}
+// The C side asserts the same size (kernels/matvec.hip).
+const _: () = assert!(std::mem::size_of::<RopeKv>() == 80);
+
 extern "C" {
     pub fn rf_error_string(code: c_int) -> *const c_char;
     pub fn rf_device_count(count: *mut c_int) -> c_int;
@@ -88,6 +109,7 @@ extern "C" {
         y: *mut f32,
         ldy: c_int,
         accumulate: c_int,
+        rope_kv: *const RopeKv,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_dequant_f16(
