@@ -15,7 +15,6 @@
 // Widest row the RMSNorm stages in shared memory (32 KiB); wider rows read global memory.
 #define ACT_STAGE_MAX 8192
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + rf_exp(-g)); }
 
 // Max / sum over the 8 lanes of an aligned group (xor masks below 8 stay inside it).
 __device__ __forceinline__ float group8_max(float v) {
@@ -32,19 +31,25 @@ __device__ __forceinline__ float group8_sum(float v) {
 __global__ void act_kernel(int mode, const float* in, const float* w, float eps, int d,
                            const int32_t* row_map, float* out_f32, __half* out_f16,
                            int f16_from_q8, int8_t* q8, float4* q8_scales) {
-    rf_wait_previous();  // launched overlapped: nothing is read before the previous kernel ends
-    rf_release_next();
     __shared__ float row_scale;
     __shared__ __align__(16) float stage[ACT_STAGE_MAX];
+    const int e = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
+    const bool live = e < d;  // d is a multiple of 32: a group is wholly live or wholly dead
+    // The norm's weights are model constants: loaded before waiting for the previous kernel.
+    const float4 g = mode == RF_ACT_RMSNORM && live ? *(const float4*)(w + e)
+                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    rf_wait_previous();  // launched overlapped: nothing else is read before this
+    rf_release_next();
     const int r = blockIdx.x;
     const int src_row = row_map ? row_map[r] : r;
     const float* x = in + (size_t)src_row * (mode == RF_ACT_SWIGLU ? 2 * d : d);
     float scale = 1.0f;
+    bool staged = false;
     if (mode == RF_ACT_RMSNORM) {
         // Every block of the row computes the row's mean square (the row is in cache), in
         // the canonical order: the row is staged in shared memory by the whole block, then the
         // first 32 threads hold the partials and a butterfly joins them.
-        const bool staged = d <= ACT_STAGE_MAX;
+        staged = d <= ACT_STAGE_MAX;
         if (staged) {
             for (int i = threadIdx.x * 4; i < d; i += blockDim.x * 4)
                 *(float4*)(stage + i) = *(const float4*)(x + i);
@@ -61,21 +66,18 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
         __syncthreads();
         scale = row_scale;
     }
-    const int e = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
-    const bool live = e < d;  // d is a multiple of 32: a group is wholly live or wholly dead
     float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (live) {
-        const float4 a = *(const float4*)(x + e);
+        const float4 a = staged ? *(const float4*)(stage + e) : *(const float4*)(x + e);
         if (mode == RF_ACT_RMSNORM) {
-            const float4 g = *(const float4*)(w + e);
             v[0] = a.x * scale * g.x; v[1] = a.y * scale * g.y;
             v[2] = a.z * scale * g.z; v[3] = a.w * scale * g.w;
         } else if (mode == RF_ACT_COPY) {
             v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
         } else {
             const float4 u = *(const float4*)(x + d + e);
-            v[0] = silu(a.x) * u.x; v[1] = silu(a.y) * u.y;
-            v[2] = silu(a.z) * u.z; v[3] = silu(a.w) * u.w;
+            v[0] = rf_silu(a.x) * u.x; v[1] = rf_silu(a.y) * u.y;
+            v[2] = rf_silu(a.z) * u.z; v[3] = rf_silu(a.w) * u.w;
         }
     }
     const size_t o = (size_t)r * d + e;

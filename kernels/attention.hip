@@ -20,21 +20,13 @@
 #define ATT_BATCH 4
 #define ATT_SMEM_BYTES (48 * 1024 - 256)
 
-// Writes v (element o of the output) and, when q8 is given, its int8 group quantization with
-// the same numerics as rf_act: the next product (the output projection) reads it directly.
-// All 32 lanes of a group call this together (head_dim is a multiple of 32).
+// Writes v (element o of the output) and, when q8 is given, its int8 group quantization
+// (numerics.h): the next product (the output projection) reads it directly. All 32 lanes of a
+// group call this together (head_dim is a multiple of 32).
 __device__ __forceinline__ void att_store(float* out, int8_t* q8, float4* q8_scales, size_t o,
                                           float v) {
     out[o] = v;
-    if (!q8) return;
-    const float amax = rf_group32_max(fabsf(v));
-    const float qd = amax / 127.0f;
-    const float qv = amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
-    const float qsum = rf_group32_sum(qv);
-    q8[o] = (int8_t)qv;
-    if ((threadIdx.x & 31) == 0)
-        q8_scales[o / 32] = make_float4(__half2float(__float2half(qd)), qsum,
-                                        __half2float(__float2half(qd * qsum)), 0.0f);
+    if (q8) rf_quantize_group32(v, q8, q8_scales, o);
 }
 
 __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,

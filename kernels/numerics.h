@@ -32,3 +32,22 @@ __device__ __forceinline__ float rf_exp(float x) {
 
 // RoPE rotations are not evaluated here: the host computes them with numerics::sin_cos (the
 // CPU backend's own function) and uploads them with each batch (rope_kv.hip).
+
+// SiLU as the CPU's ops::silu: g / (1 + e^-g).
+__device__ __forceinline__ float rf_silu(float g) { return g / (1.0f + rf_exp(-g)); }
+
+// Int8 quantization of one group of 32 activations held one per lane of an aligned 32-lane
+// group, as the CPU's quantizer: q = round-half-even(v * 127 / amax), the scale kept as f16,
+// and the group's sums for Q4_0's offset and (as f16(d * sum)) Q4_1's. Writes q8[o] and, from
+// the group's first lane, scales[o / 32] = (f16 scale, sum, f16(scale * sum), 0).
+__device__ __forceinline__ void rf_quantize_group32(float v, int8_t* q8, float4* scales,
+                                                    size_t o) {
+    const float amax = rf_group32_max(fabsf(v));
+    const float qd = amax / 127.0f;
+    const float qv = amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
+    const float qsum = rf_group32_sum(qv);
+    q8[o] = (int8_t)qv;
+    if ((threadIdx.x & 31) == 0)
+        scales[o / 32] = make_float4(__half2float(__float2half(qd)), qsum,
+                                     __half2float(__float2half(qd * qsum)), 0.0f);
+}
