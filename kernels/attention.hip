@@ -173,26 +173,29 @@ __global__ void attention_kernel(const float* q, int ld_q, const float* k_cache,
 // step reads a few hundred cells at most, so the time goes to dependent round trips, not
 // bandwidth. Every 32-lane group scores ATT_CELLS cells per round with all their keys loaded
 // first; the weighted values give each lane one partial (cell c -> lane c % 32) over a slice
-// of HD / 8 elements, with the loads of four cells in flight, and the partials meet in
+// of four elements, with the loads of four cells in flight, and the partials meet in
 // register butterflies instead of rounds through shared memory. Same sums in the same order
 // as attention_kernel (and the CPU), so the same bits.
-#define ATT_CELLS 16
+#define ATT_CELLS 4
 template <int HD>
-__global__ void __launch_bounds__(ATT_THREADS)
+__global__ void __launch_bounds__(HD * 8)
     attention_hd_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                         const int32_t* cell_pos, const uint64_t* cell_seqs,
                         const int32_t* n_cells_dev, const int32_t* tok_pos,
                         const int32_t* tok_seq, int n_head, int n_head_kv, int n_ctx,
                         float* scores, int scores_in_smem, float* out, int8_t* q8,
                         float4* q8_scales) {
-    static_assert(HD % 32 == 0 && (HD / ATT_GROUPS) % 4 == 0, "head slices of whole float4s");
+    // One float4 of the output per group: HD / 4 groups (32 for HD 128, a 1024-thread block).
+    // The work is latency-bound, so it is spread over as many groups as the head allows.
+    constexpr int GROUPS = HD / 4, THREADS = GROUPS * 32;
+    static_assert(HD % 32 == 0, "whole 32-lane groups over the head");
     constexpr int PER_LANE = HD / 32;          // key elements per lane
-    constexpr int SLICE = HD / ATT_GROUPS;     // output elements per group
+    constexpr int SLICE = HD / GROUPS;         // output elements per group
     constexpr int QUADS = SLICE / 4;
     constexpr int CELLS_IN_FLIGHT = 4;
     constexpr int LINES = HD * 4 / 128;  // 128-byte lines per cell's slice of K (and of V)
     extern __shared__ float att_smem[];  // (n_ctx) scores when they fit
-    __shared__ float sm_max[ATT_GROUPS];
+    __shared__ float sm_max[GROUPS];
     __shared__ float sm_inv;
     __shared__ float sm_out[HD];
     const int h = blockIdx.x, t = blockIdx.y;
@@ -205,7 +208,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     // cache was evicted by the previous token's weights, and this takes its memory latency off
     // the critical path.
     const int n_cells = min(*n_cells_dev, n_ctx);
-    for (int i = threadIdx.x; i < n_cells * 2 * LINES; i += ATT_THREADS) {
+    for (int i = threadIdx.x; i < n_cells * 2 * LINES; i += THREADS) {
         const int c = i / (2 * LINES), r = i % (2 * LINES);
         const float* cache = r < LINES ? k_cache : v_cache;
         rf_prefetch_l2(cache + (size_t)c * kv_dim + kv_off + (r % LINES) * 32);
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) qr[j] = q[(size_t)t * ld_q + h * HD + lane + 32 * j];
     float mx = -INFINITY;
-    for (int c0 = grp * ATT_CELLS; c0 < n_cells; c0 += ATT_GROUPS * ATT_CELLS) {
+    for (int c0 = grp * ATT_CELLS; c0 < n_cells; c0 += GROUPS * ATT_CELLS) {
         float kr[ATT_CELLS][PER_LANE];
         bool vis[ATT_CELLS];
 #pragma unroll
@@ -247,8 +250,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
     __syncthreads();
     float big = -INFINITY;
 #pragma unroll
-    for (int g = 0; g < ATT_GROUPS; g++) big = fmaxf(big, sm_max[g]);
-    for (int c = threadIdx.x; c < n_cells; c += ATT_THREADS) {
+    for (int g = 0; g < GROUPS; g++) big = fmaxf(big, sm_max[g]);
+    for (int c = threadIdx.x; c < n_cells; c += THREADS) {
         const float s = sc[c];
         if (s != -INFINITY) sc[c] = rf_exp(s - big);
     }
@@ -329,12 +332,12 @@ extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, cons
         const bool in_smem = (size_t)n_ctx * sizeof(float) <= ATT_SMEM_BYTES - 2048;
         const size_t smem = in_smem ? (size_t)n_ctx * sizeof(float) : 0;
         if (head_dim == 64)
-            RF_LAUNCH_OVERLAPPED(attention_hd_kernel<64>, dim3(n_head, n), dim3(ATT_THREADS),
+            RF_LAUNCH_OVERLAPPED(attention_hd_kernel<64>, dim3(n_head, n), dim3(64 * 8),
                                  smem, st, q, ld_q, k_cache, v_cache, cell_pos, cell_seqs,
                                  n_cells, tok_pos, tok_seq, n_head, n_head_kv, n_ctx, scores,
                                  (int)in_smem, out, q8, (float4*)q8_scales);
         else
-            RF_LAUNCH_OVERLAPPED(attention_hd_kernel<128>, dim3(n_head, n), dim3(ATT_THREADS),
+            RF_LAUNCH_OVERLAPPED(attention_hd_kernel<128>, dim3(n_head, n), dim3(128 * 8),
                                  smem, st, q, ld_q, k_cache, v_cache, cell_pos, cell_seqs,
                                  n_cells, tok_pos, tok_seq, n_head, n_head_kv, n_ctx, scores,
                                  (int)in_smem, out, q8, (float4*)q8_scales);

@@ -7,7 +7,7 @@
 //! kernels; larger ones dequantize each weight to f16 and multiply through BLAS. The host waits
 //! once per step, for the logits.
 
-use super::device::{check, set_device, Blas, DeviceBuffer, Stream};
+use super::device::{check, set_device, Blas, DeviceBuffer, PinnedBuffer, Stream};
 use super::ffi;
 use super::model::{GpuModel, Projection};
 use crate::backend::cpu::ops::rope_table;
@@ -27,6 +27,8 @@ pub const MAX_STEP_TOKENS: usize = 512;
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
 /// Batch metadata: five arrays of MAX_STEP_TOKENS ints, then the cell count.
 const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
+/// Logit rows a step reads back through page-locked memory (more go through pageable memory).
+const PINNED_LOGIT_ROWS: usize = MATVEC_MAX_TOKENS;
 
 /// An instantiated graph of the single-token forward pass.
 struct Graph(*mut c_void);
@@ -100,6 +102,12 @@ pub struct GpuContext {
     cell_pos: DeviceBuffer,
     cell_seqs: DeviceBuffer,
     s: Scratch,
+    /// Page-locked staging for each step's uploads: metadata (META_INTS i32), then RoPE
+    /// rotations (MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
+    /// stream sync, so the next step may overwrite it.
+    staging: PinnedBuffer,
+    /// Page-locked landing place of the logits: (PINNED_LOGIT_ROWS, n_vocab) f32
+    logit_staging: PinnedBuffer,
     /// Host copies whose asynchronous uploads finish before the step returns.
     host_meta: Vec<i32>,
     /// Staging for `s.rope`: the rotations of one step, computed on the host.
@@ -157,6 +165,11 @@ impl GpuContext {
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
             rope: DeviceBuffer::new(MAX_STEP_TOKENS * hp.head_dim * 4, "RoPE rotations")?,
         };
+        let staging = PinnedBuffer::new(
+            META_INTS * 4 + MAX_STEP_TOKENS * hp.head_dim * 4,
+            "batch metadata staging",
+        )?;
+        let logit_staging = PinnedBuffer::new(PINNED_LOGIT_ROWS * hp.n_vocab * 4, "logits")?;
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
         stream.sync("creating the GPU context")?;
@@ -174,6 +187,8 @@ impl GpuContext {
             cell_pos,
             cell_seqs,
             s,
+            staging,
+            logit_staging,
             host_meta: Vec::new(),
             host_rope: Vec::new(),
             host_rope_pair: Vec::new(),
@@ -414,14 +429,10 @@ impl GpuContext {
             self.host_meta[4 * m + k] = (t - range.start) as i32;
         }
         self.host_meta[5 * m] = n_cells as i32;
-        let meta_bytes: Vec<u8> = self
-            .host_meta
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        self.s
-            .meta
-            .upload(0, &meta_bytes, &self.stream, "batch metadata")?;
+        let (meta_bytes, rope_bytes) = self.staging.as_mut_slice().split_at_mut(META_INTS * 4);
+        for (dst, v) in meta_bytes.chunks_exact_mut(4).zip(&self.host_meta) {
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
         // RoPE rotations by the CPU backend's own function: the GPU applies the same bits.
         self.host_rope.clear();
         for t in range.clone() {
@@ -433,14 +444,19 @@ impl GpuContext {
             self.host_rope
                 .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
         }
-        let rope_bytes: Vec<u8> = self
-            .host_rope
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        for (dst, v) in rope_bytes.chunks_exact_mut(4).zip(&self.host_rope) {
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        let (meta_bytes, rope_bytes) = self.staging.as_slice().split_at(META_INTS * 4);
         self.s
-            .rope
-            .upload(0, &rope_bytes, &self.stream, "RoPE rotations")?;
+            .meta
+            .upload(0, meta_bytes, &self.stream, "batch metadata")?;
+        self.s.rope.upload(
+            0,
+            &rope_bytes[..self.host_rope.len() * 4],
+            &self.stream,
+            "RoPE rotations",
+        )?;
         if self.cells_dirty {
             self.host_cell_pos = self.cells.iter().map(|c| c.pos).collect();
             self.host_cell_seqs = self.cells.iter().map(|c| c.seqs).collect();
@@ -486,6 +502,17 @@ impl GpuContext {
         let old = logits.len();
         logits.resize(old + rows.len() * n_vocab, 0.0);
         let dst = &mut logits[old..];
+        let n_bytes = dst.len() * 4;
+        if n_bytes <= self.logit_staging.len() {
+            let staged = &mut self.logit_staging.as_mut_slice()[..n_bytes];
+            self.s
+                .logits
+                .download(staged, &self.stream, "reading logits")?;
+            for (d, c) in dst.iter_mut().zip(staged.chunks_exact(4)) {
+                *d = f32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            return Ok(());
+        }
         // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };

@@ -185,6 +185,58 @@ impl Drop for DeviceBuffer {
     }
 }
 
+/// Page-locked host memory: copies between it and the device run asynchronously and at the
+/// link's full speed (pageable memory is staged through a driver buffer first).
+pub struct PinnedBuffer {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: plain host memory owned by this value; access goes through & / &mut.
+unsafe impl Send for PinnedBuffer {}
+unsafe impl Sync for PinnedBuffer {}
+
+impl PinnedBuffer {
+    pub fn new(bytes: usize, what: &str) -> Result<PinnedBuffer> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: out-parameter call; failure leaves ptr null and is reported.
+        let code = unsafe { ffi::rf_host_alloc(&mut ptr, bytes.max(1)) };
+        check(
+            code,
+            &format!("allocating {bytes} page-locked bytes for {what}"),
+        )?;
+        Ok(PinnedBuffer {
+            ptr: ptr as *mut u8,
+            bytes,
+        })
+    }
+
+    #[allow(clippy::len_without_is_empty)] // a staging area, never empty
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr holds `bytes` bytes for as long as self lives (zeroed or written bytes;
+        // every bit pattern is a valid u8).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) }
+    }
+}
+
+impl Drop for PinnedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from rf_host_alloc and is freed once. A failure cannot be reported.
+        unsafe {
+            ffi::rf_host_free(self.ptr as *mut c_void);
+        }
+    }
+}
+
 /// An ordered queue of GPU work.
 pub struct Stream(*mut c_void);
 

@@ -45,6 +45,8 @@ extern "C" {
         free: *mut usize,
     ) -> c_int;
     pub fn rf_set_device(device: c_int) -> c_int;
+    pub fn rf_host_alloc(ptr: *mut *mut c_void, bytes: usize) -> c_int;
+    pub fn rf_host_free(ptr: *mut c_void) -> c_int;
     pub fn rf_malloc(ptr: *mut *mut c_void, bytes: usize) -> c_int;
     pub fn rf_free(ptr: *mut c_void) -> c_int;
     pub fn rf_stream_create(stream: *mut *mut c_void) -> c_int;
