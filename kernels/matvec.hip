@@ -146,18 +146,29 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
     }
 }
 
-// Groups whose weights a lane loads before using any (loads in flight per lane). Measured on
-// an H100 (Llama-3-8B shape, Q4_0 decode): 1 -> 303, 2 -> 324, 4 -> 296 tok/s; an L2 prefetch
-// of each team's row first, or a K-split over several teams, or a grid-stride loop over rows
-// with the next groups loaded while the current ones are used, were all slower.
-#define MV_UNROLL 2
+// Software pipelining: each lane holds one group of weights in use and has the next in flight
+// (the first one loads before the wait on the previous kernel). At 40 registers six blocks fit
+// an SM, which the mat-vecs of 6,144 rows need to run in one wave; the compiler is held to that
+// (RF_MV_MIN_BLOCKS), as small code changes otherwise tip it to 48 registers and 5 blocks.
+// Only for single-token 4-bit products: Q8_0's groups (and several tokens' sums) spill at 40
+// registers, and Q8_0 ran as fast at 61 (291 vs 292 tok/s).
+// Measured on an H100 (Llama-3-8B shape, GPU-only decode, Q4_0 / Q8_0 tok/s): two groups
+// loaded then used, no pipelining 457 / 285; this 468 / 291; two in use and two in flight
+// 431 / 287; one in use and two or three in flight 418-425 / 280-282; nothing loaded before
+// the wait 415 / 282. Before: an L2 prefetch of each team's row, a K-split over several teams
+// and a grid-stride loop over rows were all slower.
+#if defined(RF_PLATFORM_NVIDIA)
+#define RF_MV_MIN_BLOCKS 6
+#else
+#define RF_MV_MIN_BLOCKS 1  // HIP's second launch bound counts waves per EU: left at default
+#endif
 
 // One 32-lane team per row: lane L takes groups L, L + 32, ... in ascending order (the
 // canonical order of the CPU's dot products), and the lanes meet in the butterfly. N: most
 // tokens (n <= N, a compile-time bound so the accumulators stay in registers). Launched
 // overlapped: the first weights load before the previous kernel has finished.
 template <int T, int N, bool ROPE>
-__global__ void __launch_bounds__(RF_BLOCK)
+__global__ void __launch_bounds__(RF_BLOCK, N == 1 && T != RF_Q8_0 ? RF_MV_MIN_BLOCKS : 1)
     matvec_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                     int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
     const int lane = threadIdx.x % 32;
@@ -165,37 +176,27 @@ __global__ void __launch_bounds__(RF_BLOCK)
     const bool active = row < rows;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
+    const size_t first = (size_t)row * ng;  // the row's first group
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
-    QGroup<T> wg[MV_UNROLL];
-    auto load = [&](int g0) {
-#pragma unroll
-        for (int u = 0; u < MV_UNROLL; u++) {
-            const int g = g0 + 32 * u;
-            if (g < ng) wg[u].load(w, ng_total, (size_t)row * ng + g);
-        }
-    };
-    if (active) load(lane);  // weights are never written: no need to wait for them
+    QGroup<T> cur, next;
+    if (active && lane < ng) cur.load(w, ng_total, first + lane);  // weights are never written
     rf_wait_previous();
     rf_release_next();
     if (active) {
-        for (int g0 = lane; g0 < ng; g0 += 32 * MV_UNROLL) {
-            if (g0 != lane) load(g0);
+        for (int g = lane; g < ng; g += 32) {
+            if (g + 32 < ng) next.load(w, ng_total, first + g + 32);
 #pragma unroll
-            for (int u = 0; u < MV_UNROLL; u++) {
-                const int g = g0 + 32 * u;
-                if (g >= ng) break;
-#pragma unroll
-                for (int t = 0; t < N; t++) {
-                    if (t < n) {
-                        const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
-                        const int4 a = xp[0], c = xp[1];
-                        const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-                        acc[t] = wg[u].acc(x, xs[(size_t)t * ng + g], acc[t]);
-                    }
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int4* xp = (const int4*)(xq + (size_t)t * cols + g * 32);
+                    const int4 a = xp[0], c = xp[1];
+                    const int x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+                    acc[t] = cur.acc(x, xs[(size_t)t * ng + g], acc[t]);
                 }
             }
+            cur = next;
         }
     }
     mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
