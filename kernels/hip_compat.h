@@ -86,6 +86,15 @@ __device__ __forceinline__ void rf_prefetch_l2(const void* p) {
     (void)p;
 #endif
 }
+// A load that sees other blocks' writes made visible by __threadfence() (bypasses the
+// non-coherent L1), for the last block of a kernel reading what the others wrote.
+__device__ __forceinline__ float rf_load_coherent(const float* p) {
+#if defined(RF_PLATFORM_AMD)
+    return *(const volatile float*)p;
+#else
+    return __ldcg(p);
+#endif
+}
 #if defined(RF_PLATFORM_AMD)
 #define RF_LAUNCH_OVERLAPPED(kernel, grid, block, shmem, stream, ...) \
     hipLaunchKernelGGL(kernel, grid, block, shmem, stream, __VA_ARGS__)

@@ -100,14 +100,18 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
 // its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
-// floats apart. `scores` holds n * n_head * n_ctx floats (scratch). hd must be a multiple of
-// 32. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
+// floats apart; n <= RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells,
+// `splits` (1..32) blocks per (token, head) sharing them: `part` holds
+// (RF_ATTENTION_MAX_TOKENS, n_head, ceil(n_ctx / 256), 2 + hd) floats of scratch, `counters`
+// (RF_ATTENTION_MAX_TOKENS, n_head) int32 zeros (left zero). hd: a multiple of 32, at most 256.
+// Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
 // output quantized as rf_act would.
+#define RF_ATTENTION_MAX_TOKENS 8
 int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
-                 int n_head_kv, int head_dim, int n_ctx, float* scores, float* out,
-                 int8_t* q8, void* q8_scales, void* stream);
+                 int n_head_kv, int head_dim, int n_ctx, int splits, float* part,
+                 int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
 // n_head / n_head_kv <= 16); no split scratch needed.

@@ -32,7 +32,13 @@ fn gpu_pp512_tg128() {
     let upload_s = t0.elapsed().as_secs_f64();
     let bw = measure_copy_bandwidth(1 << 30, 20).expect("bandwidth");
     let weight_bytes = gm.weight_bytes_per_token();
-    let mut ctx = GpuContext::new(Arc::clone(&gm), 1024, 1).expect("context");
+    // ROCMFORGE_BENCH_DEPTH: also decode 128 tokens after a prompt of that many (as
+    // llama-bench -d), where attention reads a long cache.
+    let depth: usize = std::env::var("ROCMFORGE_BENCH_DEPTH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut ctx = GpuContext::new(Arc::clone(&gm), (depth + 256).max(1024), 1).expect("context");
     let cancel = AtomicBool::new(false);
     let mut logits = Vec::new();
     let n_vocab = gm.hparams.n_vocab as u32;
@@ -72,13 +78,35 @@ fn gpu_pp512_tg128() {
     }
     // The GPU's own time per token: the captured pass replayed without host work in between.
     let replay_s = ctx.replay_decode_graph(128).expect("replay") / 128.0;
+    let mut tg_depth = f64::NAN;
+    if depth > 0 {
+        let deep: Vec<u32> = (0..depth as u32)
+            .map(|i| (i * 7919 + 13) % n_vocab)
+            .collect();
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            ctx.clear();
+            ctx.decode(&Batch::for_sequence(&deep, 0, 0), &cancel, &mut logits)
+                .expect("prefill to depth");
+            let t = Instant::now();
+            for i in 0..128 {
+                let tok = (i as u32 * 7919 + 13) % n_vocab;
+                let pos = (depth + i) as i32;
+                ctx.decode(&Batch::for_sequence(&[tok], pos, 0), &cancel, &mut logits)
+                    .expect("decode at depth");
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        tg_depth = 128.0 / best;
+    }
     let pp = 512.0 / pp_best;
     let tg = 128.0 / tg_best;
     let ceiling = bw / weight_bytes as f64;
     println!(
         "{{\"card\":\"{card}\",\"model\":\"{}\",\"upload_s\":{upload_s:.2},\"bandwidth_GBps\":{:.0},\
          \"weight_bytes_per_token\":{weight_bytes},\"ceiling_tok_s\":{ceiling:.0},\"pp512_tok_s\":{pp:.0},\
-         \"tg128_tok_s\":{tg:.1},\"gpu_only_tok_s\":{:.1},\"tg_fraction_of_ceiling\":{:.3}}}",
+         \"tg128_tok_s\":{tg:.1},\"gpu_only_tok_s\":{:.1},\"tg_fraction_of_ceiling\":{:.3},\
+         \"depth\":{depth},\"tg128_at_depth_tok_s\":{tg_depth:.1}}}",
         Path::new(&path).file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
         bw / 1e9,
         1.0 / replay_s,

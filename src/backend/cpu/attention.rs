@@ -1,9 +1,20 @@
 //! Grouped-query attention of a batch of queries over the KV cache (CPU).
+//!
+//! The softmax is split over chunks of [`CHUNK`] cache cells (cells `256 j .. 256 j + 256`),
+//! the GPU's unit of work per block, so long contexts spread over the whole GPU and both
+//! backends still compute the same bits. For each chunk `j` with a visible cell: its largest
+//! score `m_j`, the exponentials `e_c = exp(s_c - m_j)`, their sum `l_j` and the weighted
+//! values `o_j = sum e_c v_c` (both in canonical order, cell `c` into partial `c % 32`). Then,
+//! chunks ascending with `M` the largest score and `w_j = exp(m_j - M)`: `L += l_j w_j`,
+//! `O += o_j w_j`; the output is `O * (1 / L)`.
 
 use super::matmul::SharedMut;
 use super::threadpool::ThreadPool;
 use crate::backend::numerics::{self, butterfly32, LANES};
 use crate::kv_cache::KvCache;
+
+/// Cache cells per chunk of the split softmax (kernels/attention.hip: ATT_CHUNK).
+pub const CHUNK: usize = 256;
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy)]
@@ -64,15 +75,14 @@ pub fn attention(
                 head_dim,
                 scale,
             };
-            if avx2 {
-                // SAFETY: AVX2 and FMA were detected at run time.
-                unsafe { attend_avx2(&task, &mut scores, &mut partial_out) };
-            } else {
-                attend(&task, &mut scores, &mut partial_out);
-            }
             // SAFETY: task (t, h) is owned by exactly one thread, and so is its output slice.
             let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
-            dst.copy_from_slice(&partial_out[..head_dim]);
+            if avx2 {
+                // SAFETY: AVX2 and FMA were detected at run time.
+                unsafe { attend_avx2(&task, &mut scores, &mut partial_out, dst) };
+            } else {
+                attend(&task, &mut scores, &mut partial_out, dst);
+            }
         }
     });
 }
@@ -104,18 +114,28 @@ fn avx2_detected() -> bool {
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
-    attend(task, scores, partial_out)
+unsafe fn attend_avx2(
+    task: &Task,
+    scores: &mut Vec<f32>,
+    partial_out: &mut [f32],
+    out: &mut [f32],
+) {
+    attend(task, scores, partial_out, out)
 }
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn attend_avx2(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
-    attend(task, scores, partial_out)
+unsafe fn attend_avx2(
+    task: &Task,
+    scores: &mut Vec<f32>,
+    partial_out: &mut [f32],
+    out: &mut [f32],
+) {
+    attend(task, scores, partial_out, out)
 }
 
-/// Softmax-weighted values of one (token, head) into `partial_out[..head_dim]`, in canonical
-/// order. `scores`: scratch; `partial_out`: (LANES, head_dim) scratch.
+/// Softmax-weighted values of one (token, head) into `out` (head_dim), chunk by chunk as the
+/// module documentation defines. `scores`: scratch; `partial_out`: (LANES, head_dim) scratch.
 #[inline(always)]
-fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
+fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32], out: &mut [f32]) {
     let Task {
         kv,
         layer,
@@ -125,34 +145,72 @@ fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32]) {
         head_dim,
         scale,
     } = *task;
-    // A plain loop, not an iterator chain: it must inline into the AVX2 copy of this function.
+    // Plain loops, not iterator chains: this must inline into the AVX2 copy of the function.
     scores.clear();
     scores.resize(cells.len(), 0.0);
     for (s, &c) in scores.iter_mut().zip(cells) {
         *s = numerics::dot(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale;
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for s in scores.iter_mut() {
-        *s = numerics::exp(*s - max);
+    out.fill(0.0);
+    let mut total = 0.0f32;
+    let mut i0 = 0;
+    while i0 < cells.len() {
+        let chunk = cells[i0] / CHUNK;
+        let mut i1 = i0 + 1;
+        while i1 < cells.len() && cells[i1] / CHUNK == chunk {
+            i1 += 1;
+        }
+        let (chunk_cells, chunk_scores) = (&cells[i0..i1], &mut scores[i0..i1]);
+        let chunk_max = chunk_scores
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        for s in chunk_scores.iter_mut() {
+            *s = numerics::exp(*s - chunk_max);
+        }
+        let mut sums = [0.0f32; LANES];
+        for (&c, &e) in chunk_cells.iter().zip(chunk_scores.iter()) {
+            sums[c % LANES] += e;
+        }
+        let chunk_sum = butterfly32(sums);
+        weighted_values(task, chunk_cells, chunk_scores, partial_out);
+        let w = numerics::exp(chunk_max - max);
+        total += chunk_sum * w;
+        for (o, &x) in out.iter_mut().zip(&partial_out[..head_dim]) {
+            *o += x * w;
+        }
+        i0 = i1;
     }
-    let mut sums = [0.0f32; LANES];
-    for (&c, &e) in cells.iter().zip(scores.iter()) {
-        sums[c % LANES] += e;
+    let inv = 1.0 / total;
+    for o in out.iter_mut() {
+        *o *= inv;
     }
-    let inv = 1.0 / butterfly32(sums);
-    // Only the partials some visible cell feeds are written; the others are zero.
+}
+
+/// `sum e_c v_c` over `cells` into `partial_out[..head_dim]`: cell c into partial row c % 32,
+/// cells ascending, then the rows joined in butterfly order.
+#[inline(always)]
+fn weighted_values(task: &Task, cells: &[usize], weights: &[f32], partial_out: &mut [f32]) {
+    let Task {
+        kv,
+        layer,
+        kv_off,
+        head_dim,
+        ..
+    } = *task;
+    // Only the partials some cell feeds are written; the others are zero.
     let mut touched = 0u32;
-    for (&c, &e) in cells.iter().zip(scores.iter()) {
+    for (&c, &e) in cells.iter().zip(weights.iter()) {
         let k = c % LANES;
         let acc = &mut partial_out[k * head_dim..][..head_dim];
         if touched & (1 << k) == 0 {
             touched |= 1 << k;
             acc.fill(0.0);
         }
-        let p = e * inv;
         let v = &kv.value(layer, c)[kv_off..kv_off + head_dim];
         for (a, &x) in acc.iter_mut().zip(v) {
-            *a += p * x;
+            *a += e * x;
         }
     }
     // The butterfly over the partials, element-wise, one row of head_dim at a time:
@@ -207,18 +265,34 @@ mod tests {
                     .map(|&c| numerics::dot(q_row, &kv.key(0, c)[kv_off..][..hd]) * scale)
                     .collect();
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = s.iter().map(|&x| numerics::exp(x - max)).collect();
-                let mut sums = [0.0f32; LANES];
-                for (&c, &x) in cells.iter().zip(&e) {
-                    sums[c % LANES] += x;
-                }
-                let inv = 1.0 / butterfly32(sums);
-                for d in 0..hd {
-                    let mut partials = [0.0f32; LANES];
-                    for (&c, &x) in cells.iter().zip(&e) {
-                        partials[c % LANES] += (x * inv) * kv.value(0, c)[kv_off + d];
+                let mut total = 0.0f32;
+                let mut acc = vec![0.0f32; hd];
+                for chunk in 0..=cells.last().map_or(0, |&c| c / CHUNK) {
+                    let idx: Vec<usize> = (0..cells.len())
+                        .filter(|&i| cells[i] / CHUNK == chunk)
+                        .collect();
+                    if idx.is_empty() {
+                        continue;
                     }
-                    out[(t * shape.n_head + h) * hd + d] = butterfly32(partials);
+                    let m = idx.iter().map(|&i| s[i]).fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = idx.iter().map(|&i| numerics::exp(s[i] - m)).collect();
+                    let mut sums = [0.0f32; LANES];
+                    for (&i, &x) in idx.iter().zip(&e) {
+                        sums[cells[i] % LANES] += x;
+                    }
+                    let w = numerics::exp(m - max);
+                    total += butterfly32(sums) * w;
+                    for (d, a) in acc.iter_mut().enumerate() {
+                        let mut partials = [0.0f32; LANES];
+                        for (&i, &x) in idx.iter().zip(&e) {
+                            partials[cells[i] % LANES] += x * kv.value(0, cells[i])[kv_off + d];
+                        }
+                        *a += butterfly32(partials) * w;
+                    }
+                }
+                let inv = 1.0 / total;
+                for (d, a) in acc.iter().enumerate() {
+                    out[(t * shape.n_head + h) * hd + d] = a * inv;
                 }
             }
         }
@@ -233,7 +307,7 @@ mod tests {
             head_dim: 64,
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
-        let n_ctx = 100;
+        let n_ctx = 700; // three chunks of the split softmax
         let mut kv = KvCache::new(1, n_ctx, kv_dim, 1).unwrap();
         let mut seed = 12345u32;
         let mut rnd = move || {
@@ -248,14 +322,17 @@ mod tests {
                 .collect();
             kv.store(0, c, &k, &v);
         }
-        // Visible sets with gaps, fewer and more cells than the 32 partials, and cells whose
-        // partial index repeats.
+        // Visible sets with gaps, fewer and more cells than the 32 partials, cells whose
+        // partial index repeats, sets over one, two and three chunks, one with an empty chunk
+        // in the middle and one across a chunk boundary.
         let visible: Vec<Vec<usize>> = vec![
             vec![0],
             (0..20).collect(),
             (0..n_ctx).filter(|c| c % 3 != 1).collect(),
             (5..n_ctx).step_by(7).collect(),
             vec![31, 32, 63, 64, 95],
+            (0..10).chain(600..610).collect(),
+            (250..270).collect(),
         ];
         // Large queries: scores spread over several units, so the weights span many magnitudes.
         let q: Vec<f32> = (0..visible.len() * shape.n_head * shape.head_dim)

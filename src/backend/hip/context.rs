@@ -10,6 +10,7 @@
 use super::device::{check, set_device, Blas, DeviceBuffer, PinnedBuffer, Stream};
 use super::ffi;
 use super::model::{GpuModel, Projection};
+use crate::backend::cpu::attention::CHUNK as ATTENTION_CHUNK;
 use crate::backend::cpu::ops::rope_table;
 use crate::engine::Batch;
 use crate::kv_cache::KvCache;
@@ -29,6 +30,8 @@ const DEQUANT_MAX_ELEMS: usize = 64 << 20;
 const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
 /// Logit rows a step reads back through page-locked memory (more go through pageable memory).
 const PINNED_LOGIT_ROWS: usize = MATVEC_MAX_TOKENS;
+/// Most blocks per (token, head) sharing the chunks of a long context (kernels/attention.hip).
+const ATTENTION_MAX_SPLIT: usize = 32;
 
 /// An instantiated graph of the single-token forward pass.
 struct Graph(*mut c_void);
@@ -69,8 +72,11 @@ struct Scratch {
     attn: DeviceBuffer,
     /// (step, 2 n_ff)
     gate_up: DeviceBuffer,
-    /// Attention scores of the mat-vec sized batches: (MATVEC_MAX_TOKENS, n_head, n_ctx)
-    scores: DeviceBuffer,
+    /// Chunk results of the split attention: (MATVEC_MAX_TOKENS, n_head,
+    /// ceil(n_ctx / ATTENTION_CHUNK), 2 + head_dim) f32, and its arrival counters
+    /// (MATVEC_MAX_TOKENS, n_head) i32, zero between kernels
+    att_part: DeviceBuffer,
+    att_counters: DeviceBuffer,
     /// (step, n_vocab)
     logits: DeviceBuffer,
     /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
@@ -86,6 +92,11 @@ pub struct GpuContext {
     model: Arc<GpuModel>,
     /// The captured single-token forward pass (destroyed before the buffers it uses).
     graph: Option<Graph>,
+    /// Blocks per (token, head) of the attention in the captured graph.
+    graph_splits: usize,
+    /// Blocks per (token, head) of the attention for the current step: one per 256-cell chunk
+    /// of the cells in use, at most ATTENTION_MAX_SPLIT.
+    att_splits: usize,
     /// Capture graphs for single-token steps (ROCMFORGE_GPU_GRAPHS=0 turns this off).
     use_graphs: bool,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
@@ -155,9 +166,18 @@ impl GpuContext {
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
-            scores: DeviceBuffer::new(
-                MATVEC_MAX_TOKENS * hp.n_head * n_ctx * f,
-                "attention scores",
+            att_part: DeviceBuffer::new(
+                MATVEC_MAX_TOKENS
+                    * hp.n_head
+                    * n_ctx.div_ceil(ATTENTION_CHUNK)
+                    * (2 + hp.head_dim)
+                    * f,
+                "attention chunk results",
+            )?,
+            att_counters: DeviceBuffer::zeroed(
+                MATVEC_MAX_TOKENS * hp.n_head * 4,
+                "attention counters",
+                &stream,
             )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
@@ -176,6 +196,8 @@ impl GpuContext {
         Ok(GpuContext {
             model,
             graph: None,
+            graph_splits: 0,
+            att_splits: 1,
             use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
             blas,
             stream,
@@ -429,6 +451,9 @@ impl GpuContext {
             self.host_meta[4 * m + k] = (t - range.start) as i32;
         }
         self.host_meta[5 * m] = n_cells as i32;
+        self.att_splits = n_cells
+            .div_ceil(ATTENTION_CHUNK)
+            .clamp(1, ATTENTION_MAX_SPLIT);
         let (meta_bytes, rope_bytes) = self.staging.as_mut_slice().split_at_mut(META_INTS * 4);
         for (dst, v) in meta_bytes.chunks_exact_mut(4).zip(&self.host_meta) {
             dst.copy_from_slice(&v.to_ne_bytes());
@@ -482,8 +507,12 @@ impl GpuContext {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
-            if self.graph.is_none() {
+            // The graph is captured again when the cache grows past another chunk (its
+            // attention launch has one block per chunk, up to ATTENTION_MAX_SPLIT).
+            if self.graph.is_none() || self.graph_splits != self.att_splits {
+                self.graph = None;
                 self.graph = Some(self.capture_decode_graph()?);
+                self.graph_splits = self.att_splits;
             }
             if let Some(g) = &self.graph {
                 // SAFETY: the graph was captured from this context's buffers, which it owns.
@@ -658,37 +687,48 @@ impl GpuContext {
                     )
                 }
             } else {
-                unsafe {
-                    ffi::rf_attention(
-                        qkv,
-                        qkv_w as i32,
-                        self.k_cache[il].at(0),
-                        self.v_cache[il].at(0),
-                        self.cell_pos.at(0),
-                        self.cell_seqs.at(0),
-                        meta(5),
-                        meta(1),
-                        meta(3),
-                        n as i32,
-                        hp.n_head as i32,
-                        hp.n_head_kv as i32,
-                        hp.head_dim as i32,
-                        self.kv.n_ctx() as i32,
-                        self.s.scores.at(0),
-                        self.s.attn.at(0),
-                        if fuse_q8 {
-                            self.s.xq.at(0)
-                        } else {
-                            std::ptr::null_mut()
-                        },
-                        if fuse_q8 {
-                            self.s.xs.ptr()
-                        } else {
-                            std::ptr::null_mut()
-                        },
-                        st,
-                    )
+                // At most MATVEC_MAX_TOKENS tokens a launch (the scratch is sized for them);
+                // more only when the tiled kernel cannot take the shape.
+                let mut code = 0;
+                let mut t0 = 0;
+                while t0 < n && code == 0 {
+                    let nt = (n - t0).min(MATVEC_MAX_TOKENS);
+                    code = unsafe {
+                        ffi::rf_attention(
+                            qkv.wrapping_add(t0 * qkv_w),
+                            qkv_w as i32,
+                            self.k_cache[il].at(0),
+                            self.v_cache[il].at(0),
+                            self.cell_pos.at(0),
+                            self.cell_seqs.at(0),
+                            meta(5),
+                            meta(1).wrapping_add(t0),
+                            meta(3).wrapping_add(t0),
+                            nt as i32,
+                            hp.n_head as i32,
+                            hp.n_head_kv as i32,
+                            hp.head_dim as i32,
+                            self.kv.n_ctx() as i32,
+                            self.att_splits as i32,
+                            self.s.att_part.at(0),
+                            self.s.att_counters.at(0),
+                            self.s.attn.at::<f32>(t0 * q_dim),
+                            if fuse_q8 {
+                                self.s.xq.at(0)
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            if fuse_q8 {
+                                self.s.xs.ptr()
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            st,
+                        )
+                    };
+                    t0 += nt;
                 }
+                code
             };
             check(code, "attention")?;
             let attn = self.s.attn.at::<f32>(0);

@@ -92,9 +92,9 @@ impl GpuModel {
                 hp.q_dim()
             )));
         }
-        if hp.head_dim > 256 {
+        if hp.head_dim > 256 || !hp.head_dim.is_multiple_of(32) {
             return Err(Error::InvalidModel(format!(
-                "GPU attention supports head_dim <= 256, got {}",
+                "GPU attention supports head sizes that are multiples of 32 up to 256, got {}",
                 hp.head_dim
             )));
         }
