@@ -1,0 +1,383 @@
+//! The kernels of one forward pass, queued on the context's stream.
+//!
+//! Per layer: RMSNorm(+int8 quantize) → Q|K|V product (+ RoPE and the KV-cache write in its
+//! last step) → attention (+ quantize) → output product + residual → RMSNorm → gate|up product
+//! → SwiGLU (+quantize) → down product + residual. Batches of up to 8 tokens use the quantized
+//! mat-vec kernels; larger ones dequantize each weight to f16 and multiply through BLAS, with
+//! RoPE / KV write and the tiled prefill attention as kernels of their own.
+
+use super::{GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS};
+use crate::backend::hip::device::check;
+use crate::backend::hip::ffi;
+use crate::backend::hip::model::Projection;
+use crate::quant::GgmlType;
+use crate::{Error, Result};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+impl GpuContext {
+    /// Queues the forward pass of `n` tokens whose metadata is on the device: embeddings,
+    /// every layer, and the logits of the first `n_out` rows of the logit-row list.
+    pub(super) fn enqueue_forward(
+        &self,
+        n: usize,
+        n_out: usize,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<()> {
+        let model = &*self.model;
+        let hp = &model.hparams;
+        let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+        let qkv_w = q_dim + 2 * kv_dim;
+        let st = self.stream.raw();
+        let m = MAX_STEP_TOKENS;
+        let meta = |k: usize| self.s.meta.at::<i32>(k * m);
+        let null = std::ptr::null::<i32>();
+
+        // SAFETY (all kernel calls below): every pointer is a live device buffer sized for
+        // MAX_STEP_TOKENS rows of the widths passed; kernels run in order on `st`.
+        check(
+            unsafe {
+                ffi::rf_embed(
+                    model.token_embd.ty.id() as i32,
+                    model.token_embd.buf.ptr(),
+                    model.token_embd.rows as i32,
+                    d as i32,
+                    meta(0),
+                    n as i32,
+                    self.s.x.at(0),
+                    st,
+                )
+            },
+            "embedding",
+        )?;
+        for (il, layer) in model.layers.iter().enumerate() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
+            let x = self.s.x.at::<f32>(0);
+            self.act(
+                ffi::ACT_RMSNORM,
+                x,
+                layer.attn_norm.at(0),
+                hp.rms_eps,
+                d,
+                n,
+                null,
+                &layer.qkv,
+            )?;
+            let qkv = self.s.qkv.at::<f32>(0);
+            let rope_kv = ffi::RopeKv {
+                rot: self.s.rope.at(0),
+                tok_pos: meta(1),
+                tok_cell: meta(2),
+                tok_seq: meta(3),
+                k_cache: self.k_cache[il].at(0),
+                v_cache: self.v_cache[il].at(0),
+                cell_pos: self.cell_pos.at(0),
+                cell_seqs: self.cell_seqs.at(0),
+                q_dim: q_dim as i32,
+                kv_dim: kv_dim as i32,
+                head_dim: hp.head_dim as i32,
+                out_offset: 0,
+            };
+            if n <= MATVEC_MAX_TOKENS {
+                // The mat-vec rotates and stores its results itself.
+                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
+            } else {
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
+                check(
+                    unsafe {
+                        ffi::rf_rope_kv(
+                            qkv,
+                            qkv.wrapping_add(q_dim),
+                            qkv.wrapping_add(q_dim + kv_dim),
+                            qkv_w as i32,
+                            n as i32,
+                            hp.n_head as i32,
+                            hp.n_head_kv as i32,
+                            hp.head_dim as i32,
+                            rope_kv.rot,
+                            rope_kv.tok_pos,
+                            rope_kv.tok_cell,
+                            rope_kv.tok_seq,
+                            rope_kv.k_cache,
+                            rope_kv.v_cache,
+                            rope_kv.cell_pos,
+                            rope_kv.cell_seqs,
+                            st,
+                        )
+                    },
+                    "RoPE / KV write",
+                )?;
+            }
+            // Many tokens: the tiled kernel reads each K/V chunk once per block.
+            let tiled = n > MATVEC_MAX_TOKENS
+                && hp.head_dim <= 128
+                && hp.head_dim.is_multiple_of(4)
+                && hp.n_head / hp.n_head_kv <= 16;
+            // Decode with a quantized output projection: attention writes the int8 input of
+            // that product itself, saving the separate quantize pass.
+            let fuse_q8 = !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo);
+            let code = if tiled {
+                unsafe {
+                    ffi::rf_attention_prefill(
+                        qkv,
+                        qkv_w as i32,
+                        self.k_cache[il].at(0),
+                        self.v_cache[il].at(0),
+                        self.cell_pos.at(0),
+                        self.cell_seqs.at(0),
+                        meta(5),
+                        meta(1),
+                        meta(3),
+                        n as i32,
+                        hp.n_head as i32,
+                        hp.n_head_kv as i32,
+                        hp.head_dim as i32,
+                        self.s.attn.at(0),
+                        st,
+                    )
+                }
+            } else {
+                // At most MATVEC_MAX_TOKENS tokens a launch (the scratch is sized for them);
+                // more only when the tiled kernel cannot take the shape.
+                let mut code = 0;
+                let mut t0 = 0;
+                while t0 < n && code == 0 {
+                    let nt = (n - t0).min(MATVEC_MAX_TOKENS);
+                    code = unsafe {
+                        ffi::rf_attention(
+                            qkv.wrapping_add(t0 * qkv_w),
+                            qkv_w as i32,
+                            self.k_cache[il].at(0),
+                            self.v_cache[il].at(0),
+                            self.cell_pos.at(0),
+                            self.cell_seqs.at(0),
+                            meta(5),
+                            meta(1).wrapping_add(t0),
+                            meta(3).wrapping_add(t0),
+                            nt as i32,
+                            hp.n_head as i32,
+                            hp.n_head_kv as i32,
+                            hp.head_dim as i32,
+                            self.kv.n_ctx() as i32,
+                            self.att_splits as i32,
+                            self.s.att_part.at(0),
+                            self.s.att_counters.at(0),
+                            self.s.attn.at::<f32>(t0 * q_dim),
+                            if fuse_q8 {
+                                self.s.xq.at(0)
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            if fuse_q8 {
+                                self.s.xs.ptr()
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            st,
+                        )
+                    };
+                    t0 += nt;
+                }
+                code
+            };
+            check(code, "attention")?;
+            let attn = self.s.attn.at::<f32>(0);
+            if !fuse_q8 {
+                self.act(
+                    ffi::ACT_COPY,
+                    attn,
+                    std::ptr::null(),
+                    0.0,
+                    q_dim,
+                    n,
+                    null,
+                    &layer.wo,
+                )?;
+            }
+            self.project(&layer.wo, n, x, d, true, None)?;
+            self.act(
+                ffi::ACT_RMSNORM,
+                x,
+                layer.ffn_norm.at(0),
+                hp.rms_eps,
+                d,
+                n,
+                null,
+                &layer.gate_up,
+            )?;
+            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false, None)?;
+            let gu = self.s.gate_up.at::<f32>(0);
+            self.act(
+                ffi::ACT_SWIGLU,
+                gu,
+                std::ptr::null(),
+                0.0,
+                ff,
+                n,
+                null,
+                &layer.down,
+            )?;
+            self.project(&layer.down, n, x, d, true, None)?;
+        }
+        if n_out > 0 {
+            let x = self.s.x.at::<f32>(0);
+            self.act(
+                ffi::ACT_RMSNORM,
+                x,
+                model.output_norm.at(0),
+                hp.rms_eps,
+                d,
+                n_out,
+                meta(4),
+                &model.output,
+            )?;
+            self.project(
+                &model.output,
+                n_out,
+                self.s.logits.at(0),
+                hp.n_vocab,
+                false,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
+    /// f32 always, int8 groups for mat-vec sized batches, f16 for BLAS sized ones.
+    #[allow(clippy::too_many_arguments)]
+    fn act(
+        &self,
+        mode: i32,
+        input: *const f32,
+        w: *const f32,
+        eps: f32,
+        d: usize,
+        n: usize,
+        row_map: *const i32,
+        next: &Projection,
+    ) -> Result<()> {
+        let small = n <= MATVEC_MAX_TOKENS;
+        let quantized = quantized(next);
+        let null = std::ptr::null_mut::<c_void>();
+        // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
+        // scales: MATVEC_MAX_TOKENS rows, used only then).
+        let code = unsafe {
+            ffi::rf_act(
+                mode,
+                input,
+                w,
+                eps,
+                d as i32,
+                n as i32,
+                row_map,
+                self.s.xf.at(0),
+                if small { null } else { self.s.x16.ptr() },
+                quantized as i32,
+                if small {
+                    self.s.xq.at(0)
+                } else {
+                    std::ptr::null_mut()
+                },
+                if small { self.s.xs.ptr() } else { null },
+                self.stream.raw(),
+            )
+        };
+        check(code, "activation transform")
+    }
+
+    /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
+    /// the activations `act` just prepared. `rope_kv`: the product is attention's Q|K|V and
+    /// its results are rotated and stored as rf_rope_kv would (mat-vec sized batches only).
+    fn project(
+        &self,
+        p: &Projection,
+        n: usize,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+        rope_kv: Option<ffi::RopeKv>,
+    ) -> Result<()> {
+        let st = self.stream.raw();
+        for mtx in &p.parts {
+            let yp = y.wrapping_add(mtx.out_offset);
+            let ty = mtx.ty.id() as i32;
+            if n <= MATVEC_MAX_TOKENS {
+                let part_rope = rope_kv.map(|r| ffi::RopeKv {
+                    out_offset: mtx.out_offset as i32,
+                    ..r
+                });
+                let rope_ptr = part_rope
+                    .as_ref()
+                    .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
+                // SAFETY: weight buffer of rows x cols in `ty`; activations prepared for n rows;
+                // rope_ptr (nullable) points at part_rope, alive across the call.
+                let code = unsafe {
+                    ffi::rf_matvec(
+                        ty,
+                        mtx.buf.ptr(),
+                        mtx.rows as i32,
+                        mtx.cols as i32,
+                        self.s.xf.at(0),
+                        self.s.xq.at(0),
+                        self.s.xs.ptr(),
+                        n as i32,
+                        yp,
+                        ldy as i32,
+                        accumulate as i32,
+                        rope_ptr,
+                        st,
+                    )
+                };
+                check(code, "matrix-vector product")?;
+                continue;
+            }
+            let chunk_rows = (self.s.dequant_elems / mtx.cols).max(1);
+            let mut r0 = 0;
+            while r0 < mtx.rows {
+                let nr = chunk_rows.min(mtx.rows - r0);
+                // SAFETY: nr x cols halves fit the dequantization buffer; y rows hold ldy floats.
+                unsafe {
+                    check(
+                        ffi::rf_dequant_f16(
+                            ty,
+                            mtx.buf.ptr(),
+                            mtx.rows as i32,
+                            r0 as i32,
+                            nr as i32,
+                            mtx.cols as i32,
+                            self.s.dequant.ptr(),
+                            st,
+                        ),
+                        "dequantizing weights",
+                    )?;
+                    check(
+                        ffi::rf_gemm_f16(
+                            self.blas.raw(),
+                            self.s.dequant.ptr(),
+                            nr as i32,
+                            mtx.cols as i32,
+                            self.s.x16.ptr(),
+                            n as i32,
+                            yp.wrapping_add(r0),
+                            ldy as i32,
+                            accumulate as i32,
+                        ),
+                        "matrix product (BLAS)",
+                    )?;
+                }
+                r0 += nr;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the product reads int8 activations (any quantized part).
+fn quantized(p: &Projection) -> bool {
+    p.parts
+        .iter()
+        .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
+}
