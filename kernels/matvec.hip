@@ -86,8 +86,8 @@ static_assert(sizeof(RfRopeKv) == 80, "RfRopeKv: 8 pointers and 4 ints (ffi.rs m
 
 // Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token. With
 // `rk.rot` set, the results of neighbouring teams (rows 2p, 2p + 1: one RoPE pair, as a block's
-// teams cover whole pairs) are rotated and stored as rf_rope_kv stores them, with its
-// arithmetic. Called by every thread of the block.
+// teams cover whole pairs) are rotated by rf_rope_rotate and stored where rf_rope_kv stores
+// them. Called by every thread of the block.
 // ROPE is a template flag so that plain products carry no shared memory (which would change
 // the L1 / shared split the mat-vec relies on for its activations: measured 3-9 % slower).
 template <int N, bool ROPE>
@@ -133,10 +133,8 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
             const bool is_q = gi < rk.q_dim;
             const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
             const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
-            const float sn = r.x, cs = r.y;
             float* dst = is_q ? y + (size_t)t * ldy + row : rk.k_cache + cell * rk.kv_dim + j;
-            dst[0] = a * cs - b * sn;
-            dst[1] = a * sn + b * cs;
+            rf_rope_rotate(a, b, r, dst);
         }
     }
     if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {

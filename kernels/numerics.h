@@ -31,7 +31,13 @@ __device__ __forceinline__ float rf_exp(float x) {
 }
 
 // RoPE rotations are not evaluated here: the host computes them with numerics::sin_cos (the
-// CPU backend's own function) and uploads them with each batch (rope_kv.hip).
+// CPU backend's own function) and uploads them with each batch. Applying one, as the CPU's
+// ops::rope_in_place does: the pair (a, b) rotated by r = (sin, cos) into dst[0], dst[1].
+__device__ __forceinline__ void rf_rope_rotate(float a, float b, float2 r, float* dst) {
+    const float sn = r.x, cs = r.y;
+    dst[0] = a * cs - b * sn;
+    dst[1] = a * sn + b * cs;
+}
 
 // SiLU as the CPU's ops::silu: g / (1 + e^-g).
 __device__ __forceinline__ float rf_silu(float g) { return g / (1.0f + rf_exp(-g)); }

@@ -2,6 +2,7 @@
 // the KV cache write and the cell bookkeeping the attention kernel reads.
 #include "rf_kernels.h"
 #include "arch.h"
+#include "numerics.h"
 
 __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld, int n_head,
                                int n_head_kv, int head_dim, const float2* rot,
@@ -19,11 +20,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     const float2* tr = rot + (size_t)t * half;
     float* qt = q + (size_t)t * ld;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < q_dim / 2; p += gridDim.y * blockDim.x) {
-        const float2 r = tr[p % half];
-        const float sn = r.x, cs = r.y;
-        const float a = qt[2 * p], b = qt[2 * p + 1];
-        qt[2 * p] = a * cs - b * sn;
-        qt[2 * p + 1] = a * sn + b * cs;
+        rf_rope_rotate(qt[2 * p], qt[2 * p + 1], tr[p % half], qt + 2 * p);
     }
     const float* kt = k + (size_t)t * ld;
     const float* vt = v + (size_t)t * ld;
@@ -31,11 +28,7 @@ __global__ void rope_kv_kernel(float* q, const float* k, const float* v, int ld,
     float* vc = v_cache + cell * kv_dim;
     for (int p = blockIdx.y * blockDim.x + threadIdx.x; p < kv_dim / 2;
          p += gridDim.y * blockDim.x) {
-        const float2 r = tr[p % half];
-        const float sn = r.x, cs = r.y;
-        const float a = kt[2 * p], b = kt[2 * p + 1];
-        kc[2 * p] = a * cs - b * sn;
-        kc[2 * p + 1] = a * sn + b * cs;
+        rf_rope_rotate(kt[2 * p], kt[2 * p + 1], tr[p % half], kc + 2 * p);
         vc[2 * p] = vt[2 * p];
         vc[2 * p + 1] = vt[2 * p + 1];
     }
