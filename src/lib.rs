@@ -15,10 +15,12 @@
 
 pub mod api;
 pub mod backend;
+pub mod cancel;
 pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod fileio;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;

@@ -1,11 +1,13 @@
 //! A context: KV cache, worker threads and buffers for evaluating batches with one model.
 
+use super::memory::{check_host_fits, MemoryEstimate};
 use super::Model;
 use crate::backend::cpu::ThreadPool;
-use crate::engine::{decode, Batch, Scratch};
+use crate::cancel::CancelFlag;
+use crate::engine::{decode, Batch, Scratch, MAX_POSITION};
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -55,9 +57,11 @@ pub struct Context {
     exec: Executor,
     /// Logits of the last batch's tokens that asked for them: (n_out, n_vocab).
     logits: Vec<f32>,
-    /// For each token of the last batch, its row in `logits`.
+    /// For each token of the last batch, its row in `logits` (empty after a failed batch).
     logit_rows: Vec<Option<usize>>,
-    cancel: Arc<AtomicBool>,
+    /// Tokens in the last batch that succeeded; 0 after a failed batch or a state restore.
+    last_batch_len: usize,
+    cancel: Arc<CancelFlag>,
 }
 
 /// Largest context we accept, a guard against absurd sizes coming through the C API.
@@ -98,7 +102,8 @@ impl Context {
             exec,
             logits: Vec::new(),
             logit_rows: Vec::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            last_batch_len: 0,
+            cancel: Arc::new(CancelFlag::new()),
         })
     }
 
@@ -112,6 +117,18 @@ impl Context {
             )?;
             return Ok(Executor::Gpu(Box::new(ctx)));
         }
+        // Refused before anything is allocated when the host cannot hold it filled; the cache
+        // itself is then allocated lazily (pages arrive as cells are used).
+        let estimate = MemoryEstimate::new(model.hparams(), model.size_bytes(), params);
+        check_host_fits(
+            estimate.context_bytes(),
+            &format!(
+                "a context of {} cells ({} KV cache, {} working buffers)",
+                params.n_ctx,
+                human(estimate.kv_cache_bytes),
+                human(estimate.compute_bytes)
+            ),
+        )?;
         let hp = model.hparams();
         let kv = KvCache::new(hp.n_layer, params.n_ctx, hp.kv_dim(), params.n_seq_max)?;
         let pool = ThreadPool::new(params.n_threads)
@@ -160,6 +177,9 @@ impl Context {
             )));
         }
         self.logit_rows.clear();
+        self.last_batch_len = 0;
+        // A cancel is consumed by the check that honours it (inside the executors); one that
+        // arrives after their last check stays pending for the next call, so none is lost.
         let result = match &mut self.exec {
             Executor::Cpu { kv, pool, scratch } => decode(
                 self.model.loaded(),
@@ -173,8 +193,8 @@ impl Context {
             #[cfg(any(feature = "rocm", feature = "cuda"))]
             Executor::Gpu(g) => g.decode(batch, &self.cancel, &mut self.logits),
         };
-        self.cancel.store(false, Ordering::Relaxed);
         self.logit_rows = result?;
+        self.last_batch_len = batch.len();
         Ok(())
     }
 
@@ -186,6 +206,14 @@ impl Context {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
         let start = self.kv_cache().seq_pos_max(seq).map_or(0, |p| p + 1);
+        let last = start as i64 + tokens.len() as i64 - 1;
+        if last > MAX_POSITION as i64 {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens after position {} would pass the largest position {MAX_POSITION}",
+                tokens.len(),
+                start - 1
+            )));
+        }
         let mut pos = start;
         for (i, chunk) in tokens.chunks(self.params.n_batch).enumerate() {
             let last_chunk = (i + 1) * self.params.n_batch >= tokens.len();
@@ -216,8 +244,14 @@ impl Context {
         self.logits.get(row * n_vocab..(row + 1) * n_vocab)
     }
 
-    /// A flag any thread may set to stop the running (or next) `decode` with `Cancelled`.
-    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+    /// Tokens in the last batch that succeeded (0 after a failed one or a state restore):
+    /// tells an out-of-range batch index from one whose logits were not asked for.
+    pub fn last_batch_len(&self) -> usize {
+        self.last_batch_len
+    }
+
+    /// A flag any thread may raise to stop the running (or next) `decode` with `Cancelled`.
+    pub fn cancel_handle(&self) -> Arc<CancelFlag> {
         Arc::clone(&self.cancel)
     }
 
@@ -270,13 +304,29 @@ impl Context {
     }
 }
 
+fn human(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+}
+
 /// Context state blobs: n_logits u32 LE, that many f32 LE (the last logits row, whole-context
-/// saves only), then the KV cache blob (`KvCache::save`).
+/// saves only), then the KV cache blob (`KvCache::save`), then a CRC-32 (IEEE) u32 LE of every
+/// byte before it, so a corrupted blob or file is reported instead of restoring wrong (even
+/// non-finite) keys and values.
 impl Context {
     /// Bytes [`Self::state_save`] will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
         let kv_dim = self.model.hparams().kv_dim();
-        4 + self.saved_logits(seq).len() * 4 + self.kv_cache().state_size_for_width(seq, kv_dim)
+        4 + self.saved_logits(seq).len() * 4
+            + self.kv_cache().state_size_for_width(seq, kv_dim)
+            + STATE_CHECKSUM_BYTES
+    }
+
+    /// The largest blob this context can restore: every cell used, logits included. Reads of
+    /// state files stop there, so a hostile path (a device, a huge file) cannot exhaust memory.
+    pub fn state_size_max(&self) -> usize {
+        let hp = self.model.hparams();
+        let per_cell = 12 + 2 * hp.n_layer * hp.kv_dim() * 4;
+        4 + hp.n_vocab * 4 + 20 + self.params.n_ctx * per_cell + STATE_CHECKSUM_BYTES
     }
 
     /// The last logits travel with a whole-context save, so generation can resume right after
@@ -294,12 +344,16 @@ impl Context {
             self.kv_cache().check_seq(s)?;
         }
         let logits = self.saved_logits(seq);
-        let mut out = Vec::with_capacity(self.state_size(seq));
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.state_size(seq))
+            .map_err(|_| Error::OutOfMemory(format!("{} bytes of state", self.state_size(seq))))?;
         out.extend_from_slice(&(logits.len() as u32).to_le_bytes());
         for x in logits {
             out.extend_from_slice(&x.to_le_bytes());
         }
         out.extend_from_slice(&self.kv_state(seq)?);
+        let checksum = crc32fast::hash(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
         Ok(out)
     }
 
@@ -307,6 +361,19 @@ impl Context {
     /// (replacing it). On error the context is unchanged.
     pub fn state_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
         let bad = |why: &str| Error::InvalidArgument(format!("invalid context state: {why}"));
+        let split = bytes
+            .len()
+            .checked_sub(STATE_CHECKSUM_BYTES)
+            .ok_or_else(|| bad("too short"))?;
+        let (bytes, trailer) = bytes.split_at(split);
+        let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
+        let computed = crc32fast::hash(bytes);
+        if stored != computed {
+            return Err(bad(&format!(
+                "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the blob \
+                 is corrupted, truncated or not a ROCmForge state"
+            )));
+        }
         let head: [u8; 4] = bytes
             .get(..4)
             .and_then(|b| b.try_into().ok())
@@ -335,6 +402,7 @@ impl Context {
                 g.upload_kv(&host)?;
             }
         }
+        self.last_batch_len = 0;
         if seq.is_none() {
             self.logits = logit_bytes
                 .chunks_exact(4)
@@ -348,4 +416,24 @@ impl Context {
         }
         Ok(())
     }
+
+    /// [`Self::state_save`] into a file at `path` (created or truncated).
+    pub fn state_save_file(&self, path: &Path, seq: Option<u32>) -> Result<()> {
+        let blob = self.state_save(seq)?;
+        std::fs::write(path, blob).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// [`Self::state_restore`] from a file written by [`Self::state_save_file`]. Reads at most
+    /// [`Self::state_size_max`] bytes, whatever the path names.
+    pub fn state_restore_file(&mut self, path: &Path, seq: Option<u32>) -> Result<()> {
+        let limit = self.state_size_max();
+        let blob = crate::fileio::read_regular(path, limit as u64, usize::MAX, &mut |_| Ok(()))?;
+        self.state_restore(&blob, seq)
+    }
 }
+
+/// The CRC-32 trailer of a state blob.
+const STATE_CHECKSUM_BYTES: usize = 4;

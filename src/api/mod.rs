@@ -3,9 +3,11 @@
 
 mod context;
 mod device;
+mod memory;
 mod model;
 
 pub use crate::engine::Batch;
 pub use context::{Context, ContextParams};
 pub use device::{devices, gpu_built_in, DeviceInfo};
+pub use memory::{host_memory_available, MemoryEstimate};
 pub use model::{Backend, Model, ModelParams, ProgressFn};

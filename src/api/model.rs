@@ -94,7 +94,9 @@ impl Model {
             std::hint::black_box(checksum);
             gguf
         } else {
-            let bytes = read_with_progress(path, &mut |f| report(f * read_share))?;
+            let bytes = crate::fileio::read_regular(path, u64::MAX, PROGRESS_STEP, &mut |f| {
+                report(f * read_share)
+            })?;
             GgufFile::from_bytes(bytes)?
         };
         #[allow(unused_mut)]
@@ -214,28 +216,4 @@ impl Model {
     pub fn size_bytes(&self) -> u64 {
         self.gguf().tensors().iter().map(|t| t.n_bytes).sum()
     }
-}
-
-fn read_with_progress(path: &Path, report: &mut dyn FnMut(f32) -> Result<()>) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let io_err = |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len() as usize;
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory(format!("{len} bytes to read '{}'", path.display())))?;
-    let mut chunk = vec![0u8; PROGRESS_STEP];
-    loop {
-        let got = file.read(&mut chunk).map_err(io_err)?;
-        if got == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&chunk[..got]);
-        report(bytes.len() as f32 / len.max(1) as f32 * 0.95)?;
-    }
-    Ok(bytes)
 }

@@ -4,6 +4,11 @@
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
 
+/// The largest token position. RoPE angles are computed from the position as an f32, which
+/// holds every integer exactly only below 2^24; past it neighbouring positions would share
+/// angles, and sequence arithmetic near `i32::MAX` would wrap.
+pub const MAX_POSITION: i32 = (1 << 24) - 1;
+
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// Token ids.
@@ -76,9 +81,9 @@ impl Batch {
                     self.seq[i]
                 )));
             }
-            if self.pos[i] < 0 {
+            if !(0..=MAX_POSITION).contains(&self.pos[i]) {
                 return Err(Error::InvalidArgument(format!(
-                    "negative position {} at batch index {i}",
+                    "position {} at batch index {i} is outside 0..={MAX_POSITION}",
                     self.pos[i]
                 )));
             }

@@ -7,12 +7,12 @@ use crate::backend::cpu::ops::{
     add_in_place, rms_norm, rope_in_place, rope_table, silu_mul_in_place,
 };
 use crate::backend::cpu::ThreadPool;
+use crate::cancel::CancelFlag;
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::model::{Hparams, LlamaWeights, RopeScaling, WeightRef};
 use crate::quant::activation_type;
-use crate::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::Result;
 
 /// Everything immutable the forward pass needs; shared by all contexts of a model.
 pub struct LoadedModel {
@@ -70,7 +70,7 @@ pub fn decode(
     pool: &ThreadPool,
     s: &mut Scratch,
     batch: &Batch,
-    cancel: &AtomicBool,
+    cancel: &CancelFlag,
     logits: &mut Vec<f32>,
 ) -> Result<Vec<Option<usize>>> {
     let hp = &model.hparams;
@@ -98,7 +98,7 @@ fn run_layers(
     s: &mut Scratch,
     batch: &Batch,
     cells: &[usize],
-    cancel: &AtomicBool,
+    cancel: &CancelFlag,
     logits: &mut Vec<f32>,
 ) -> Result<Vec<Option<usize>>> {
     let hp = &model.hparams;
@@ -119,9 +119,7 @@ fn run_layers(
     };
 
     for (il, layer) in w.layers.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+        cancel.check()?;
         // Attention block.
         norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
         project_many(

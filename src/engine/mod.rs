@@ -4,6 +4,6 @@ mod batch;
 mod forward;
 mod scratch;
 
-pub use batch::Batch;
+pub use batch::{Batch, MAX_POSITION};
 pub use forward::{decode, LoadedModel};
 pub use scratch::Scratch;

@@ -11,26 +11,24 @@ use super::model::rocmforge_model;
 use super::params::rocmforge_context_params;
 use super::status::{rocmforge_status, FfiError, FfiResult};
 use super::tokenizer::token_id;
-use crate::{Batch, Context, ContextParams};
+use crate::cancel::CancelFlag;
+use crate::{Context, ContextParams};
 use parking_lot::{Mutex, RwLock};
 use rocmforge_status::*;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// What the busy lock guards.
 pub(crate) struct Inner {
     pub ctx: Context,
-    /// Tokens in the last evaluated batch, to tell an out-of-range index from one whose logits
-    /// were not requested.
-    pub last_batch_len: usize,
 }
 
 #[allow(non_camel_case_types)]
 pub struct rocmforge_context {
     /// try_lock, never lock: contention means two threads use the context at once.
     inner: Mutex<Inner>,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<CancelFlag>,
     log: RwLock<Option<LogSink>>,
     n_vocab: usize,
     n_seq_max: usize,
@@ -109,10 +107,7 @@ pub unsafe extern "C" fn rocmforge_context_create(
             cancel: ctx.cancel_handle(),
             n_vocab: m.model.hparams().n_vocab,
             n_seq_max: ctx.params().n_seq_max,
-            inner: Mutex::new(Inner {
-                ctx,
-                last_batch_len: 0,
-            }),
+            inner: Mutex::new(Inner { ctx }),
             log: RwLock::new(None),
             poisoned: AtomicBool::new(false),
         };
@@ -162,18 +157,6 @@ pub unsafe extern "C" fn rocmforge_context_sizes(
     })
 }
 
-/// Runs one batch through the model and records how many tokens it had.
-fn run(h: &rocmforge_context, inner: &mut Inner, batch: &Batch) -> FfiResult {
-    h.log(
-        ROCMFORGE_LOG_DEBUG,
-        &format!("decode: {} tokens", batch.len()),
-    );
-    inner.last_batch_len = 0;
-    inner.ctx.decode(batch)?;
-    inner.last_batch_len = batch.len();
-    Ok(())
-}
-
 /// Appends `n` tokens to sequence `seq` (after its last position) and computes the logits of
 /// the last one (read them with rocmforge_context_logits(ctx, -1, ...)). Long inputs are split
 /// into batches of n_batch. On error the sequence is as it was before the call.
@@ -203,21 +186,11 @@ pub unsafe extern "C" fn rocmforge_context_eval(
             .iter()
             .map(|&t| h.token(t))
             .collect::<FfiResult<Vec<u32>>>()?;
-        let start = inner.ctx.kv_seq_pos_max(seq).map_or(0, |p| p + 1);
-        let n_batch = inner.ctx.params().n_batch;
-        let mut pos = start;
-        for (i, chunk) in ids.chunks(n_batch).enumerate() {
-            let mut batch = Batch::for_sequence(chunk, pos, seq);
-            if (i + 1) * n_batch < ids.len() {
-                batch.logits.fill(false);
-            }
-            if let Err(e) = run(h, inner, &batch) {
-                // Leave the sequence as it was: drop the chunks already added.
-                inner.ctx.kv_seq_remove(Some(seq), start, -1)?;
-                return Err(e);
-            }
-            pos += chunk.len() as i32;
-        }
+        h.log(
+            ROCMFORGE_LOG_DEBUG,
+            &format!("eval: {} tokens into sequence {seq}", ids.len()),
+        );
+        inner.ctx.eval(&ids, seq)?;
         Ok(())
     })
 }
@@ -245,7 +218,12 @@ pub unsafe extern "C" fn rocmforge_context_decode(
             h.token(t as i32)?;
             h.seq_id(s as i32)?;
         }
-        run(h, inner, &batch)
+        h.log(
+            ROCMFORGE_LOG_DEBUG,
+            &format!("decode: {} tokens", batch.len()),
+        );
+        inner.ctx.decode(&batch)?;
+        Ok(())
     })
 }
 
@@ -289,10 +267,10 @@ pub(crate) fn logits_of(inner: &Inner, index: i32) -> FfiResult<&[f32]> {
             .last_logits()
             .ok_or_else(|| not_found("no logits: nothing evaluated yet".into()));
     }
-    if index < 0 || index as usize >= inner.last_batch_len {
+    if index < 0 || index as usize >= inner.ctx.last_batch_len() {
         return Err(invalid(format!(
             "batch index {index} is outside the last batch ({} tokens; -1 = last)",
-            inner.last_batch_len
+            inner.ctx.last_batch_len()
         )));
     }
     inner.ctx.logits(index as usize).ok_or_else(|| {
@@ -303,7 +281,10 @@ pub(crate) fn logits_of(inner: &Inner, index: i32) -> FfiResult<&[f32]> {
 }
 
 /// Asks the running (or, if none runs, the next) eval/decode of this context to stop; it then
-/// returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait.
+/// returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait. A request is never
+/// lost: the running call honours it within one layer, or, if that call had already passed its
+/// last check, the next eval/decode returns ROCMFORGE_ERR_CANCELLED at once. Each request
+/// cancels one call; the call after it runs normally.
 ///
 /// Thread-safety: any thread, at any time while the context is alive (it does not take the
 /// context's busy flag).
@@ -315,7 +296,7 @@ pub unsafe extern "C" fn rocmforge_context_cancel(
     ctx: *const rocmforge_context,
 ) -> rocmforge_status {
     call_on(ctx, "context", |h| {
-        h.cancel.store(true, Ordering::Release);
+        h.cancel.request();
         Ok(())
     })
 }

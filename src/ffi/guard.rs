@@ -114,6 +114,31 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> FfiResult<&'a st
         .map_err(|e| invalid(format!("{what} is not valid UTF-8: {e}")))
 }
 
+/// A NUL-terminated file path. POSIX paths are bytes, so any bytes are accepted there (a name
+/// in Latin-1 or another legacy encoding opens like any other); elsewhere the path must be
+/// UTF-8.
+///
+/// # Safety
+/// As [`c_str`].
+pub(crate) unsafe fn c_path<'a>(p: *const c_char, what: &str) -> FfiResult<&'a std::path::Path> {
+    if p.is_null() {
+        return Err(null(what));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(bytes)))
+    }
+    #[cfg(not(unix))]
+    {
+        std::str::from_utf8(bytes)
+            .map(std::path::Path::new)
+            .map_err(|e| invalid(format!("{what} is not valid UTF-8: {e}")))
+    }
+}
+
 /// A (pointer, length) array argument; NULL is accepted only with length 0.
 ///
 /// # Safety

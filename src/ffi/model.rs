@@ -1,7 +1,8 @@
 //! The model handle: load, free, metadata, and the memory estimate made before loading.
 
 use super::guard::{
-    c_str, call, call_on, free_handle, into_handle, out_ptr, write_out, write_text, Poisonable,
+    c_path, c_str, call, call_on, free_handle, into_handle, out_ptr, write_out, write_text,
+    Poisonable,
 };
 use super::log::{log, ROCMFORGE_LOG_INFO};
 use super::params::{
@@ -9,9 +10,8 @@ use super::params::{
     ROCMFORGE_BACKEND_CPU, ROCMFORGE_BACKEND_GPU,
 };
 use super::status::{rocmforge_status, FfiError, FfiResult};
-use crate::gguf::{Array, GgufFile, Value};
-use crate::kv_cache::KvCache;
-use crate::model::Hparams;
+use crate::api::MemoryEstimate;
+use crate::gguf::{Array, Value};
 use crate::{Backend, ContextParams, Model, ModelParams};
 use rocmforge_status::*;
 use std::ffi::{c_char, CString};
@@ -98,7 +98,7 @@ pub unsafe extern "C" fn rocmforge_model_load(
 ) -> rocmforge_status {
     call(|| {
         // SAFETY: caller contract.
-        let path = unsafe { c_str(path, "path") }?;
+        let path = unsafe { c_path(path, "path") }?;
         let out = out_ptr(out, "out")?;
         let defaults = rocmforge_model_params::default();
         // SAFETY: caller contract: NULL or a live params object.
@@ -394,13 +394,6 @@ pub struct rocmforge_memory_estimate {
     pub total_bytes: u64,
 }
 
-/// Working memory of one batch of `n_batch` tokens over `n_ctx` cached cells.
-fn compute_bytes(hp: &Hparams, n_batch: u64, n_ctx: u64) -> u64 {
-    let per_token = 3 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff + hp.n_vocab;
-    let scores = n_ctx * 8; // attention scores + visible-cell list, per token
-    n_batch * (per_token as u64 * 4 + scores)
-}
-
 /// Estimates the memory a model plus a context with `params` (NULL = defaults) will need,
 /// reading only the file's header and metadata. Writes `*out` (up to its struct_size) on
 /// success. Errors as rocmforge_model_load for the file; ROCMFORGE_ERR_INVALID_ARGUMENT when
@@ -419,7 +412,7 @@ pub unsafe extern "C" fn rocmforge_estimate_memory(
 ) -> rocmforge_status {
     call(|| {
         // SAFETY: caller contract.
-        let path = unsafe { c_str(path, "path") }?;
+        let path = unsafe { c_path(path, "path") }?;
         let out = out_ptr(out, "out")?;
         // SAFETY: out is non-NULL and its first field readable per the contract.
         let size = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
@@ -431,23 +424,13 @@ pub unsafe extern "C" fn rocmforge_estimate_memory(
         let defaults = ContextParams::default();
         // SAFETY: caller contract: NULL or live.
         let cp = unsafe { params.as_ref() }.map_or(&defaults, |p| &p.params);
-        let gguf = GgufFile::open(std::path::Path::new(path))?;
-        let hp = Hparams::from_gguf(&gguf)?;
-        let n_ctx = if cp.n_ctx == 0 {
-            hp.n_ctx_train
-        } else {
-            cp.n_ctx
-        };
-        let n_batch = cp.n_batch.min(n_ctx);
-        let weights: u64 = gguf.tensors().iter().map(|t| t.n_bytes).sum();
-        let kv = KvCache::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim());
-        let compute = compute_bytes(&hp, n_batch as u64, n_ctx as u64);
+        let e = MemoryEstimate::for_file(path, cp)?;
         let estimate = rocmforge_memory_estimate {
             struct_size: size.min(std::mem::size_of::<rocmforge_memory_estimate>()),
-            weights_bytes: weights,
-            kv_cache_bytes: kv,
-            compute_bytes: compute,
-            total_bytes: weights + kv + compute,
+            weights_bytes: e.weights_bytes,
+            kv_cache_bytes: e.kv_cache_bytes,
+            compute_bytes: e.compute_bytes,
+            total_bytes: e.total_bytes,
         };
         let n = estimate.struct_size;
         // SAFETY: we copy at most the caller's struct_size bytes into its struct.

@@ -2,14 +2,9 @@
 //! save) to memory or to a file, for the whole context (`seq` = -1) or one sequence.
 
 use super::context::{rocmforge_context, with_context};
-use super::guard::{c_str, out_ptr, slice, write_array, write_out};
-use super::status::{rocmforge_status, FfiError, FfiResult};
-use rocmforge_status::*;
+use super::guard::{c_path, out_ptr, slice, write_array, write_out};
+use super::status::{rocmforge_status, FfiResult};
 use std::ffi::c_char;
-
-fn io_error(path: &str, e: std::io::Error) -> FfiError {
-    FfiError::new(ROCMFORGE_ERR_IO, format!("'{path}': {e}"))
-}
 
 fn seq_arg(h: &rocmforge_context, seq: i32) -> FfiResult<Option<u32>> {
     if seq == -1 {
@@ -86,7 +81,6 @@ pub unsafe extern "C" fn rocmforge_state_load(
         // SAFETY: caller contract.
         let data = unsafe { slice(data, n, "data") }?;
         inner.ctx.state_restore(data, seq)?;
-        inner.last_batch_len = 0;
         Ok(())
     })
 }
@@ -106,9 +100,9 @@ pub unsafe extern "C" fn rocmforge_state_save_file(
     with_context(ctx, |h, inner| {
         let seq = seq_arg(h, seq)?;
         // SAFETY: caller contract.
-        let path = unsafe { c_str(path, "path") }?;
-        let blob = inner.ctx.state_save(seq)?;
-        std::fs::write(path, blob).map_err(|e| io_error(path, e))
+        let path = unsafe { c_path(path, "path") }?;
+        inner.ctx.state_save_file(path, seq)?;
+        Ok(())
     })
 }
 
@@ -127,10 +121,8 @@ pub unsafe extern "C" fn rocmforge_state_load_file(
     with_context(ctx, |h, inner| {
         let seq = seq_arg(h, seq)?;
         // SAFETY: caller contract.
-        let path = unsafe { c_str(path, "path") }?;
-        let blob = std::fs::read(path).map_err(|e| io_error(path, e))?;
-        inner.ctx.state_restore(&blob, seq)?;
-        inner.last_batch_len = 0;
+        let path = unsafe { c_path(path, "path") }?;
+        inner.ctx.state_restore_file(path, seq)?;
         Ok(())
     })
 }

@@ -54,8 +54,7 @@ impl GgufFile {
             path: path.display().to_string(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
+        let (file, len) = crate::fileio::open_regular(path)?;
         if len == 0 {
             // Mapping zero bytes fails on some systems; an empty file is simply truncated.
             return Self::from_bytes(Vec::new());

@@ -50,14 +50,11 @@ impl KvCache {
         let alloc = |what: &str| -> Result<Vec<Vec<f32>>> {
             let mut layers = Vec::with_capacity(n_layer);
             for _ in 0..n_layer {
-                let mut v: Vec<f32> = Vec::new();
-                v.try_reserve_exact(per_layer).map_err(|_| {
+                layers.push(zeroed_f32(per_layer).ok_or_else(|| {
                     Error::OutOfMemory(format!(
                         "KV cache {what}: {n_layer} layers x {per_layer} floats"
                     ))
-                })?;
-                v.resize(per_layer, 0.0);
-                layers.push(v);
+                })?);
             }
             Ok(layers)
         };
@@ -324,4 +321,22 @@ mod tests {
         assert!(KvCache::new(1, 4, 2, 65).is_err());
         assert!(cache().check_seq(4).is_err());
     }
+}
+
+/// `n` zero floats, or `None` when the allocation fails. Zeroed memory from the allocator: a
+/// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
+/// nothing until cells are used (no loop writing every page up front).
+fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was allocated by the global allocator with the layout of `n` f32s, and all-zero
+    // bits are the f32 value 0.0, so all `n` elements are initialised.
+    Some(unsafe { Vec::from_raw_parts(p, n, n) })
 }

@@ -248,6 +248,18 @@ fn temperature(cands: &mut Candidates, t: f32) {
         cands.keep_only_argmax();
         return;
     }
+    // A tiny positive temperature (below ~1e-38 for ordinary logits) would scale logits past
+    // f32's range, and a softmax over infinities is NaN: random tokens. The distribution's limit
+    // as t -> 0 is the argmax, so that is what such a temperature gives.
+    let peak = cands
+        .as_mut_slice()
+        .iter()
+        .filter(|c| c.logit.is_finite())
+        .fold(0.0f32, |m, c| m.max(c.logit.abs()));
+    if (peak / t).is_infinite() {
+        cands.keep_only_argmax();
+        return;
+    }
     // Dividing by a positive number keeps the ranking, so the sorted prefix stays valid.
     for c in cands.as_mut_slice() {
         c.logit /= t;
@@ -395,12 +407,29 @@ mod tests {
     }
 
     #[test]
+    fn a_temperature_too_small_to_scale_by_is_greedy() {
+        for t in [1e-39f32, 1e-45, f32::from_bits(1)] {
+            let mut c = Candidates::default();
+            c.fill(&[1.0, -30.0, 2.5, 2.4, f32::NEG_INFINITY]).unwrap();
+            temperature(&mut c, t);
+            assert_eq!(c.as_slice().len(), 1, "t = {t:e}");
+            assert_eq!(c.as_slice()[0].id, 2, "t = {t:e}");
+        }
+    }
+
+    #[test]
     fn temperature_scales_logits_or_goes_greedy() {
         let mut c = Candidates::default();
         c.fill(&[1.0, -2.0, 4.0]).unwrap();
         ActiveStage::from(Stage::Temperature(0.5)).apply(&mut c);
         let l: Vec<f32> = c.as_slice().iter().map(|t| t.logit).collect();
         assert_eq!(l, vec![2.0, -4.0, 8.0]);
+
+        // Masked (-inf) candidates do not make an ordinary temperature greedy.
+        let mut c = Candidates::default();
+        c.fill(&[1.0, f32::NEG_INFINITY, 4.0]).unwrap();
+        ActiveStage::from(Stage::Temperature(0.5)).apply(&mut c);
+        assert_eq!(c.len(), 3);
 
         for t in [0.0, -1.0] {
             assert_eq!(

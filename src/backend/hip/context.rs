@@ -10,11 +10,11 @@ use super::ffi;
 use super::model::GpuModel;
 use crate::backend::cpu::attention::CHUNK as ATTENTION_CHUNK;
 use crate::backend::cpu::ops::rope_table;
+use crate::cancel::CancelFlag;
 use crate::engine::Batch;
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Largest batch the mat-vec kernels take (RF_MAX_MATVEC_TOKENS in matvec.hip).
@@ -355,7 +355,7 @@ impl GpuContext {
     pub fn decode(
         &mut self,
         batch: &Batch,
-        cancel: &AtomicBool,
+        cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
         set_device(self.model.device)?;
@@ -391,7 +391,7 @@ impl GpuContext {
         &mut self,
         batch: &Batch,
         cells: &[usize],
-        cancel: &AtomicBool,
+        cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
         let n = batch.len();
@@ -422,7 +422,7 @@ impl GpuContext {
         range: std::ops::Range<usize>,
         cells: &[usize],
         rows: &[usize],
-        cancel: &AtomicBool,
+        cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let n = range.len();
@@ -501,9 +501,7 @@ impl GpuContext {
         }
 
         if n == 1 && rows.len() == 1 && self.use_graphs {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
+            cancel.check()?;
             // The graph is captured again when the cache grows past another chunk (its
             // attention launch has one block per chunk, up to ATTENTION_MAX_SPLIT).
             if self.graph.is_none() || self.graph_splits != self.att_splits {

@@ -10,10 +10,10 @@ use super::{GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS};
 use crate::backend::hip::device::check;
 use crate::backend::hip::ffi;
 use crate::backend::hip::model::Projection;
+use crate::cancel::CancelFlag;
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 impl GpuContext {
     /// Queues the forward pass of `n` tokens whose metadata is on the device: embeddings,
@@ -22,7 +22,7 @@ impl GpuContext {
         &self,
         n: usize,
         n_out: usize,
-        cancel: Option<&AtomicBool>,
+        cancel: Option<&CancelFlag>,
     ) -> Result<()> {
         let model = &*self.model;
         let hp = &model.hparams;
@@ -51,8 +51,8 @@ impl GpuContext {
             "embedding",
         )?;
         for (il, layer) in model.layers.iter().enumerate() {
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(Error::Cancelled);
+            if let Some(c) = cancel {
+                c.check()?;
             }
             let x = self.s.x.at::<f32>(0);
             self.act(
