@@ -271,7 +271,10 @@ enum rocmforge_status rocmforge_context_logits(struct rocmforge_context *ctx,
                                                size_t *n_vocab);
 
 // Asks the running (or, if none runs, the next) eval/decode of this context to stop; it then
-// returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait.
+// returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait. A request is never
+// lost: the running call honours it within one layer, or, if that call had already passed its
+// last check, the next eval/decode returns ROCMFORGE_ERR_CANCELLED at once. Each request
+// cancels one call; the call after it runs normally.
 //
 // Thread-safety: any thread, at any time while the context is alive (it does not take the
 // context's busy flag).

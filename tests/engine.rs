@@ -5,7 +5,6 @@ mod common;
 use common::tiny::{build, TinySpec, TINY_VOCAB};
 use rocmforge::quant::GgmlType;
 use rocmforge::{Batch, Context, ContextParams, Error, Model};
-use std::sync::atomic::Ordering;
 
 fn model(spec: &TinySpec) -> Model {
     Model::from_gguf(build(spec)).unwrap()
@@ -147,11 +146,41 @@ fn full_context_fails_cleanly_and_leaves_the_cache_as_it_was() {
 fn cancellation_stops_a_decode_without_side_effects() {
     let m = model(&TinySpec::default());
     let mut c = ctx(&m, 64, 1);
-    c.cancel_handle().store(true, Ordering::Relaxed);
+    c.cancel_handle().request();
     assert!(matches!(c.eval(&PROMPT, 0), Err(Error::Cancelled)));
     assert_eq!(c.kv_cache().used(), 0);
     // The request is consumed: the next call runs.
     c.eval(&PROMPT, 0).unwrap();
+    // A request that comes when no call runs waits for the next one (it is never dropped by a
+    // call that succeeds meanwhile), and cancels exactly one call.
+    let used = c.kv_cache().used();
+    c.cancel_handle().request();
+    let batch = Batch::for_sequence(&PROMPT[..1], PROMPT.len() as i32, 0);
+    assert!(matches!(c.decode(&batch), Err(Error::Cancelled)));
+    assert_eq!(c.kv_cache().used(), used);
+    c.decode(&batch).unwrap();
+}
+
+#[test]
+fn positions_stop_at_the_largest_exact_rope_position() {
+    use rocmforge::engine::MAX_POSITION;
+    let m = model(&TinySpec::default());
+    let mut c = ctx(&m, 64, 1);
+    for pos in [MAX_POSITION + 1, i32::MAX, i32::MIN, -1] {
+        let e = c
+            .decode(&Batch::for_sequence(&[5], pos, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("position {pos} ")), "{e}");
+    }
+    // The last position is usable; an eval that would pass it fails with the cache unchanged.
+    c.decode(&Batch::for_sequence(&[5], MAX_POSITION - 1, 0))
+        .unwrap();
+    let e = c.eval(&[5, 6], 0).unwrap_err().to_string();
+    assert!(e.contains("largest position"), "{e}");
+    assert_eq!(c.kv_seq_pos_max(0), Some(MAX_POSITION - 1));
+    c.eval(&[5], 0).unwrap();
+    assert_eq!(c.kv_seq_pos_max(0), Some(MAX_POSITION));
 }
 
 #[test]
@@ -170,7 +199,7 @@ fn bad_batches_are_rejected_with_messages() {
         .decode(&Batch::for_sequence(&[5], -1, 0))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("negative position"), "{e}");
+    assert!(e.contains("position -1 "), "{e}");
     assert!(c.decode(&Batch::new()).is_err());
     c.eval(&[5, 6], 0).unwrap();
     let e = c

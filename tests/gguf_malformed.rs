@@ -337,6 +337,20 @@ fn tensor_offsets() {
     let mut b = base.clone();
     put_u64(&mut b, f32_at, 0);
     expect(b, Overlap, "tensor 'w.f32' offset");
+
+    // A type byte changed to a smaller type: bytes no tensor holds, between tensors (w.q8 as
+    // Q4_0 holds 36 of its 68 bytes, 64 padded, and dupt.a starts at 96) or after the last
+    // (w.f32 as F16 holds 64 of 128).
+    for (name, ty, detail) in [
+        ("w.q8", GgmlType::Q4_0, "next tensor 'dupt.a'"),
+        ("w.f32", GgmlType::F16, "belong to no tensor"),
+    ] {
+        let mut b = base.clone();
+        put_u32(&mut b, tensor_info_at(&base, name).ty, ty as u32);
+        let e = expect(b, Unclaimed, &format!("tensor '{name}' offset"));
+        assert!(e.detail.contains(detail), "{e}");
+        assert!(e.detail.contains(&format!("type {}", ty.name())), "{e}");
+    }
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub enum GgufErrorKind {
     OutOfRange,
     /// Two tensors share bytes.
     Overlap,
+    /// Data bytes that no tensor claims (more than the alignment padding between two tensors,
+    /// before the first or after the last): a tensor's type or shape disagrees with its data.
+    Unclaimed,
     /// The same metadata key twice.
     DuplicateKey,
     /// The same tensor name twice.

@@ -178,9 +178,20 @@ pub(crate) fn check_layout(
             ));
         }
     }
-    // Sorted by start, each tensor must begin at or after the end of the one before.
+    // Sorted by start, each tensor must begin at or after the end of the one before, and exactly
+    // at that end padded to the alignment: writers pack tensor data so, and a gap means a type
+    // or shape that does not describe the bytes (a type byte changed to a smaller type).
     let mut order: Vec<&ParsedTensor> = tensors.iter().collect();
     order.sort_by_key(|t| t.info.offset);
+    let padded_end = |t: &TensorInfo| (t.offset + t.n_bytes).next_multiple_of(alignment);
+    let unclaimed = |t: &ParsedTensor, detail: String| {
+        GgufError::at(
+            format!("tensor '{}' offset", t.info.name),
+            t.offset_field_at,
+            GgufErrorKind::Unclaimed,
+            detail,
+        )
+    };
     for pair in order.windows(2) {
         let (a, b) = (&pair[0].info, &pair[1].info);
         // In range (checked above), so a.offset + a.n_bytes does not overflow.
@@ -196,6 +207,49 @@ pub(crate) fn check_layout(
                     a.name,
                     a.offset,
                     a.offset + a.n_bytes
+                ),
+            ));
+        }
+        if b.offset != padded_end(a) {
+            return Err(unclaimed(
+                pair[0],
+                format!(
+                    "tensor '{}' (type {}, {} bytes at data offset {}) ends {} bytes before the \
+                     next tensor '{}': its type or shape does not match its data",
+                    a.name,
+                    a.ty.name(),
+                    a.n_bytes,
+                    a.offset,
+                    b.offset - (a.offset + a.n_bytes),
+                    b.name
+                ),
+            ));
+        }
+    }
+    if let Some(first) = order.first() {
+        if first.info.offset != 0 {
+            return Err(unclaimed(
+                first,
+                format!(
+                    "the first tensor starts at data offset {}, leaving bytes before it that \
+                     no tensor holds",
+                    first.info.offset
+                ),
+            ));
+        }
+    }
+    if let Some(last) = order.last() {
+        let end = padded_end(&last.info);
+        if data_len > end {
+            return Err(unclaimed(
+                last,
+                format!(
+                    "{} bytes after tensor '{}' (type {}, {} bytes) belong to no tensor: its \
+                     type or shape does not match its data",
+                    data_len - end,
+                    last.info.name,
+                    last.info.ty.name(),
+                    last.info.n_bytes
                 ),
             ));
         }

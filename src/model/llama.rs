@@ -83,13 +83,64 @@ impl LlamaWeights {
             Some(_) => Some(vector(gguf, "rope_freqs.weight", hp.head_dim / 2)?),
             None => None,
         };
-        Ok(LlamaWeights {
+        let weights = LlamaWeights {
             token_embd,
             layers,
             output_norm: vector(gguf, "output_norm.weight", hp.n_embd)?,
             output,
             rope_freq_factors,
-        })
+        };
+        check_all_used(gguf, hp)?;
+        Ok(weights)
+    }
+}
+
+/// A file whose tensors the model does not all use was most likely edited or mislabelled (a
+/// lowered `block_count` runs a fraction of the layers and produces plausible garbage), so it is
+/// refused, as llama.cpp refuses a tensor count that does not match.
+fn check_all_used(gguf: &GgufFile, hp: &Hparams) -> Result<()> {
+    const GLOBAL: [&str; 4] = [
+        "token_embd.weight",
+        "output.weight",
+        "output_norm.weight",
+        "rope_freqs.weight",
+    ];
+    const PER_LAYER: [&str; 9] = [
+        "attn_norm",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_norm",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let used = |name: &str| {
+        GLOBAL.contains(&name)
+            || name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split_once('.'))
+                .is_some_and(|(layer, tail)| {
+                    layer.parse::<usize>().is_ok_and(|l| l < hp.n_layer)
+                        && tail
+                            .strip_suffix(".weight")
+                            .is_some_and(|t| PER_LAYER.contains(&t))
+                })
+    };
+    let unused: Vec<&str> = (gguf.tensors().iter())
+        .map(|t| t.name.as_str())
+        .filter(|n| !used(n))
+        .collect();
+    match unused.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::InvalidModel(format!(
+            "the file holds {} tensor(s) that a {}-layer llama model does not use (first: \
+             '{first}'); is the block count ({}) right?",
+            unused.len(),
+            hp.n_layer,
+            hp.n_layer
+        ))),
     }
 }
 

@@ -448,8 +448,14 @@ static void test_state(void) {
     OK(rocmforge_kv_seq_pos_max(other, 1, &pos));
     EXPECT(pos == (int32_t)n_prompt);
     EXPECT_STATUS(rocmforge_state_load(other, 7, seq_blob, n), ROCMFORGE_ERR_INVALID_SEQUENCE, "sequence id 7");
+    /* A flipped bit anywhere (header or payload) is caught by the checksum. */
     seq_blob[5] ^= 0xff;
-    EXPECT_STATUS(rocmforge_state_load(other, 1, seq_blob, n), ROCMFORGE_ERR_INVALID_ARGUMENT, "invalid KV state");
+    EXPECT_STATUS(rocmforge_state_load(other, 1, seq_blob, n), ROCMFORGE_ERR_INVALID_ARGUMENT, "checksum");
+    seq_blob[5] ^= 0xff;
+    seq_blob[n - 9] ^= 0x01;
+    EXPECT_STATUS(rocmforge_state_load(other, 1, seq_blob, n), ROCMFORGE_ERR_INVALID_ARGUMENT, "checksum");
+    seq_blob[n - 9] ^= 0x01;
+    OK(rocmforge_state_load(other, 1, seq_blob, n));
     EXPECT_STATUS(rocmforge_state_load(other, -1, blob, 3), ROCMFORGE_ERR_INVALID_ARGUMENT, "too short");
     /* A state larger than the context: no room. */
     rocmforge_context *tiny = new_context(4, 1);
