@@ -22,6 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The largest token position (2^24 - 1): RoPE angles come from the position as a float, which
+// holds every integer exactly only below 2^24. Larger or negative positions are refused with
+// ROCMFORGE_ERR_INVALID_ARGUMENT, and so is an eval that would carry a sequence past it.
+#define ROCMFORGE_MAX_POSITION 16777215
+
 #define ROCMFORGE_LOG_ERROR 0
 
 #define ROCMFORGE_LOG_WARN 1
@@ -166,7 +171,8 @@ enum rocmforge_status rocmforge_batch_create(uint32_t capacity, struct rocmforge
 // `batch` NULL or from rocmforge_batch_create, not freed before, unused by other threads.
 void rocmforge_batch_free(struct rocmforge_batch *batch);
 
-// Appends a token: its id, its position in its sequence (>= 0), its sequence id and whether
+// Appends a token: its id, its position in its sequence (0..=ROCMFORGE_MAX_POSITION, checked
+// with the other ids at decode), its sequence id and whether
 // rocmforge_context_logits should have its logits afterwards. Ids are checked against the
 // model and context when the batch is decoded. Full batch: ROCMFORGE_ERR_INVALID_ARGUMENT.
 // Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
@@ -196,7 +202,12 @@ enum rocmforge_status rocmforge_batch_size(const struct rocmforge_batch *batch, 
 // Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
 // reference to the model's weights: the model handle may be freed first.
 //
-// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (sizes), _OUT_OF_MEMORY (KV cache allocation).
+// A CPU context whose KV cache and working buffers would not fit in the memory the host has
+// available (or under the process's address-space limit) is refused up front; the cache is
+// then allocated lazily, so its pages are only taken as cells fill.
+//
+// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (sizes), _OUT_OF_MEMORY (does not fit; the message
+// says what was needed and what is available).
 //
 // Ownership: the caller owns `*out`; free with rocmforge_context_free. Thread-safety: any
 // thread; the new context is then used by one thread at a time (others get ROCMFORGE_ERR_BUSY).
@@ -403,7 +414,10 @@ enum rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx,
 enum rocmforge_status rocmforge_set_log_callback(rocmforge_log_callback callback, void *user_data);
 
 // Loads a GGUF model. `params` may be NULL for the defaults. On success writes the new handle
-// to `*out`.
+// to `*out`. `path` is taken as bytes (POSIX paths need not be UTF-8); it must name a regular
+// file (a directory, device or FIFO is ROCMFORGE_ERR_IO). A file whose tensors do not all
+// belong to the model (an edited block count) or whose tensor types do not match their data
+// is ROCMFORGE_ERR_INVALID_MODEL.
 //
 // Errors: ROCMFORGE_ERR_IO (cannot open), _INVALID_MODEL (malformed file), _UNSUPPORTED
 // (architecture / tensor type), _TOKENIZER, _OUT_OF_MEMORY, _BACKEND_UNAVAILABLE (GPU asked
@@ -762,6 +776,8 @@ enum rocmforge_status rocmforge_state_save(struct rocmforge_context *ctx,
 // included, so generation can go on at once) or into sequence `seq`, replacing it (a state
 // saved from one sequence may be restored into another id). On error nothing changes.
 //
+// Every blob ends with a CRC-32 of its bytes: a corrupted or truncated one is refused.
+//
 // Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (corrupt state or one from another model),
 // _CONTEXT_FULL (no room), _INVALID_SEQUENCE.
 // Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
@@ -784,6 +800,7 @@ enum rocmforge_status rocmforge_state_save_file(struct rocmforge_context *ctx,
                                                 const char *path);
 
 // rocmforge_state_load from a file written by rocmforge_state_save_file.
+// Reads at most the largest state this context can hold; `path` must name a regular file.
 // Errors: as rocmforge_state_load, plus ROCMFORGE_ERR_IO.
 // Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
@@ -887,6 +904,13 @@ enum rocmforge_status rocmforge_token_is_eog(const struct rocmforge_model *model
 // opening of the assistant's turn. Template failures: ROCMFORGE_ERR_TEMPLATE with the
 // engine's message. Same size protocol as rocmforge_token_to_piece; the result is meant for
 // rocmforge_tokenize with `parse_special = true`.
+//
+// Templates are untrusted input (they come with model files), so a render is bounded: 20
+// million template instructions (plus 2,000 per message), 16 MiB of output (plus 4x the
+// messages' size), and on Linux it runs in a short-lived forked child process with 512 MiB of
+// memory (plus 16x the messages' size) and 5 seconds, so a template that loops for ever or
+// doubles a string until memory runs out returns ROCMFORGE_ERR_TEMPLATE instead of hanging or
+// ending the calling process.
 //
 // Thread-safety: any thread.
 //

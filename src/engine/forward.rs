@@ -83,7 +83,10 @@ pub fn decode(
         .zip(batch.seq.iter().copied())
         .collect();
     let cells = kv.allocate(&placed)?;
-    let result = run_layers(model, kv, pool, s, batch, &cells, cancel, logits);
+    // A cancel that came during the last layer is honoured too (the work is dropped), so only
+    // one arriving after this point waits for the next call.
+    let result = run_layers(model, kv, pool, s, batch, &cells, cancel, logits)
+        .and_then(|rows| cancel.check().map(|()| rows));
     if result.is_err() {
         kv.release(&cells);
     }

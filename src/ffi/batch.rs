@@ -80,7 +80,13 @@ pub unsafe extern "C" fn rocmforge_batch_free(batch: *mut rocmforge_batch) {
     unsafe { free_handle(batch) }
 }
 
-/// Appends a token: its id, its position in its sequence (>= 0), its sequence id and whether
+/// The largest token position (2^24 - 1): RoPE angles come from the position as a float, which
+/// holds every integer exactly only below 2^24. Larger or negative positions are refused with
+/// ROCMFORGE_ERR_INVALID_ARGUMENT, and so is an eval that would carry a sequence past it.
+pub const ROCMFORGE_MAX_POSITION: i32 = 16777215;
+
+/// Appends a token: its id, its position in its sequence (0..=ROCMFORGE_MAX_POSITION, checked
+/// with the other ids at decode), its sequence id and whether
 /// rocmforge_context_logits should have its logits afterwards. Ids are checked against the
 /// model and context when the batch is decoded. Full batch: ROCMFORGE_ERR_INVALID_ARGUMENT.
 /// Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
@@ -153,4 +159,12 @@ pub unsafe extern "C" fn rocmforge_batch_size(
         unsafe { write_out(out, n) };
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_header_position_limit_is_the_engines() {
+        assert_eq!(super::ROCMFORGE_MAX_POSITION, crate::engine::MAX_POSITION);
+    }
 }

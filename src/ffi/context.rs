@@ -84,7 +84,12 @@ pub(crate) fn with_context(
 /// Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
 /// reference to the model's weights: the model handle may be freed first.
 ///
-/// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (sizes), _OUT_OF_MEMORY (KV cache allocation).
+/// A CPU context whose KV cache and working buffers would not fit in the memory the host has
+/// available (or under the process's address-space limit) is refused up front; the cache is
+/// then allocated lazily, so its pages are only taken as cells fill.
+///
+/// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (sizes), _OUT_OF_MEMORY (does not fit; the message
+/// says what was needed and what is available).
 ///
 /// Ownership: the caller owns `*out`; free with rocmforge_context_free. Thread-safety: any
 /// thread; the new context is then used by one thread at a time (others get ROCMFORGE_ERR_BUSY).

@@ -78,7 +78,10 @@ fn backend_of(params: &rocmforge_model_params) -> Backend {
 }
 
 /// Loads a GGUF model. `params` may be NULL for the defaults. On success writes the new handle
-/// to `*out`.
+/// to `*out`. `path` is taken as bytes (POSIX paths need not be UTF-8); it must name a regular
+/// file (a directory, device or FIFO is ROCMFORGE_ERR_IO). A file whose tensors do not all
+/// belong to the model (an edited block count) or whose tensor types do not match their data
+/// is ROCMFORGE_ERR_INVALID_MODEL.
 ///
 /// Errors: ROCMFORGE_ERR_IO (cannot open), _INVALID_MODEL (malformed file), _UNSUPPORTED
 /// (architecture / tensor type), _TOKENIZER, _OUT_OF_MEMORY, _BACKEND_UNAVAILABLE (GPU asked

@@ -63,6 +63,8 @@ pub unsafe extern "C" fn rocmforge_state_save(
 /// included, so generation can go on at once) or into sequence `seq`, replacing it (a state
 /// saved from one sequence may be restored into another id). On error nothing changes.
 ///
+/// Every blob ends with a CRC-32 of its bytes: a corrupted or truncated one is refused.
+///
 /// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (corrupt state or one from another model),
 /// _CONTEXT_FULL (no room), _INVALID_SEQUENCE.
 /// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
@@ -107,6 +109,7 @@ pub unsafe extern "C" fn rocmforge_state_save_file(
 }
 
 /// rocmforge_state_load from a file written by rocmforge_state_save_file.
+/// Reads at most the largest state this context can hold; `path` must name a regular file.
 /// Errors: as rocmforge_state_load, plus ROCMFORGE_ERR_IO.
 /// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 ///

@@ -202,6 +202,13 @@ pub unsafe extern "C" fn rocmforge_token_is_eog(
 /// engine's message. Same size protocol as rocmforge_token_to_piece; the result is meant for
 /// rocmforge_tokenize with `parse_special = true`.
 ///
+/// Templates are untrusted input (they come with model files), so a render is bounded: 20
+/// million template instructions (plus 2,000 per message), 16 MiB of output (plus 4x the
+/// messages' size), and on Linux it runs in a short-lived forked child process with 512 MiB of
+/// memory (plus 16x the messages' size) and 5 seconds, so a template that loops for ever or
+/// doubles a string until memory runs out returns ROCMFORGE_ERR_TEMPLATE instead of hanging or
+/// ending the calling process.
+///
 /// Thread-safety: any thread.
 ///
 /// # Safety

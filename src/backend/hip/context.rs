@@ -374,7 +374,10 @@ impl GpuContext {
                 seqs: 1u64 << seq,
             };
         }
-        let result = self.run(batch, &cells, cancel, logits);
+        // A cancel that came while the device worked is honoured too (the work is dropped).
+        let result = self
+            .run(batch, &cells, cancel, logits)
+            .and_then(|rows| cancel.check().map(|()| rows));
         if result.is_err() {
             // Wait for queued work before the buffers are reused, then undo the allocation.
             let _ = self.stream.sync("rolling back a failed batch");
