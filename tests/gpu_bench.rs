@@ -9,7 +9,7 @@ use rocmforge::backend::hip::{devices, measure_copy_bandwidth, GpuContext, GpuMo
 use rocmforge::engine::{Batch, LoadedModel};
 use rocmforge::gguf::GgufFile;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use rocmforge::cancel::CancelFlag;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ fn gpu_pp512_tg128() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let mut ctx = GpuContext::new(Arc::clone(&gm), (depth + 256).max(1024), 1).expect("context");
-    let cancel = AtomicBool::new(false);
+    let cancel = CancelFlag::new();
     let mut logits = Vec::new();
     let n_vocab = gm.hparams.n_vocab as u32;
 

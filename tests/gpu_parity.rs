@@ -22,7 +22,7 @@ use rocmforge::kv_cache::KvCache;
 use rocmforge::quant::{dequantize_row, GgmlType};
 use rocmforge::tokenizer::Tokenizer;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use rocmforge::cancel::CancelFlag;
 use std::sync::Arc;
 
 /// Largest |GPU − CPU| logit difference allowed on the BLAS prefill path of float-weight
@@ -49,7 +49,7 @@ impl Cpu<'_> {
             &self.pool,
             &mut self.s,
             b,
-            &AtomicBool::new(false),
+            &CancelFlag::new(),
             &mut logits,
         )
         .expect("CPU decode");
@@ -106,7 +106,7 @@ fn parity(path: &Path) -> (String, bool) {
     };
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
     let mut gpu = GpuContext::new(Arc::clone(&gm), N_CTX, 2).expect("GPU context");
-    let cancel = AtomicBool::new(false);
+    let cancel = CancelFlag::new();
     let mut g_logits = Vec::new();
 
     let prompt = prompt_tokens(&model, n_vocab);
