@@ -1,6 +1,6 @@
 //! Writes the fuzz seed corpus: small valid GGUF files from our writer, covering every value
 //! type, nested arrays, several tensor types and a non-default alignment.
-//! Usage (from fuzz/): cargo run --example gguf_seeds -- corpus/gguf_parse
+//! Usage (from fuzz/): cargo run --example gguf_seeds -- seeds/gguf_parse
 
 use rocmforge::gguf::{Array, GgufWriter, Value};
 use rocmforge::quant::GgmlType;
@@ -9,7 +9,7 @@ fn main() -> rocmforge::Result<()> {
     let dir = std::path::PathBuf::from(
         std::env::args()
             .nth(1)
-            .unwrap_or_else(|| "corpus/gguf_parse".into()),
+            .unwrap_or_else(|| "seeds/gguf_parse".into()),
     );
     std::fs::create_dir_all(&dir).map_err(|source| rocmforge::Error::Io {
         path: dir.display().to_string(),
