@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests that need the real models.
 #![allow(dead_code)]
 
+pub mod capi;
+pub mod child;
 pub mod tiny;
 
 use std::path::PathBuf;
