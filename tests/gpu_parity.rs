@@ -16,13 +16,13 @@
 
 use rocmforge::backend::cpu::ThreadPool;
 use rocmforge::backend::hip::{devices, GpuContext, GpuModel};
+use rocmforge::cancel::CancelFlag;
 use rocmforge::engine::{decode, Batch, LoadedModel, Scratch};
 use rocmforge::gguf::{GgufFile, GgufWriter};
 use rocmforge::kv_cache::KvCache;
 use rocmforge::quant::{dequantize_row, GgmlType};
 use rocmforge::tokenizer::Tokenizer;
 use std::path::Path;
-use rocmforge::cancel::CancelFlag;
 use std::sync::Arc;
 
 /// Largest |GPU − CPU| logit difference allowed on the BLAS prefill path of float-weight

@@ -4,10 +4,7 @@
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
 
-/// The largest token position. RoPE angles are computed from the position as an f32, which
-/// holds every integer exactly only below 2^24; past it neighbouring positions would share
-/// angles, and sequence arithmetic near `i32::MAX` would wrap.
-pub const MAX_POSITION: i32 = (1 << 24) - 1;
+pub use crate::kv_cache::MAX_POSITION;
 
 #[derive(Debug, Clone, Default)]
 pub struct Batch {

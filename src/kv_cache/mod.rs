@@ -22,6 +22,11 @@ struct Cell {
 
 const FREE: Cell = Cell { pos: -1, seqs: 0 };
 
+/// The largest token position. RoPE angles are computed from the position as an f32, which
+/// holds every integer exactly only below 2^24; past it neighbouring positions would share
+/// angles, and sequence arithmetic near `i32::MAX` would wrap.
+pub const MAX_POSITION: i32 = (1 << 24) - 1;
+
 pub struct KvCache {
     n_layer: usize,
     n_ctx: usize,

@@ -120,7 +120,10 @@ impl KvCache {
                 Some(dst) => 1u64 << dst,
                 None => seqs,
             };
-            if pos < 0 || seqs == 0 || (self.n_seq_max < 64 && seqs >> self.n_seq_max != 0) {
+            if !(0..=super::MAX_POSITION).contains(&pos)
+                || seqs == 0
+                || (self.n_seq_max < 64 && seqs >> self.n_seq_max != 0)
+            {
                 return Err(bad(&format!(
                     "cell {k} has position {pos} / sequences {seqs:#x}"
                 )));
@@ -208,6 +211,14 @@ mod tests {
             small.restore(&blob, None),
             Err(Error::ContextFull(_))
         ));
+        assert_eq!(other.used(), 0);
+        // A position past the limit (found by fuzzing: an eval after it overflowed i32).
+        for pos in [super::super::MAX_POSITION + 1, i32::MAX, -5] {
+            let mut bad = blob.clone();
+            bad[HEADER..HEADER + 4].copy_from_slice(&pos.to_le_bytes());
+            let e = other.restore(&bad, None).unwrap_err().to_string();
+            assert!(e.contains(&format!("position {pos}")), "{e}");
+        }
         assert_eq!(other.used(), 0);
     }
 }

@@ -12,7 +12,7 @@ use crate::backend::hip::ffi;
 use crate::backend::hip::model::Projection;
 use crate::cancel::CancelFlag;
 use crate::quant::GgmlType;
-use crate::{Error, Result};
+use crate::Result;
 use std::ffi::c_void;
 
 impl GpuContext {
