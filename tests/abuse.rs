@@ -18,6 +18,8 @@ mod common;
 
 use common::capi::{self, check, last_error, ok, Batch, Ctx, CtxOpts, Model, Rng, Sampler};
 use common::child::{self, Limits, Outcome, GIB};
+// 2^24 - 1: RoPE angles are computed from the position as an f32.
+use rocmforge::ffi::batch::ROCMFORGE_MAX_POSITION as MAX_POSITION;
 use rocmforge::ffi::params::*;
 use rocmforge::ffi::sampler::*;
 use rocmforge::ffi::status::rocmforge_status::{self, *};
@@ -26,8 +28,6 @@ use rocmforge::quant::GgmlType;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Positions must stay below 2^24: RoPE angles are computed from the position as an f32.
-const MAX_POSITION: i32 = (1 << 24) - 1;
 /// A hostile call must come back within this long (the bound).
 const PROMPT_RETURN: Duration = Duration::from_secs(10);
 
