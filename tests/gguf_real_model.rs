@@ -55,3 +55,44 @@ fn smollm2_parses_with_expected_shape() {
         .unwrap();
     assert!(f.file_size() - (f.data_offset() + end) < f.alignment());
 }
+
+/// Load progress never goes backwards and ends at 1, with mmap on and off; a cancel from the
+/// callback stops the load and the callback is not called again.
+#[test]
+fn load_progress_is_monotonic_and_cancellable() {
+    use rocmforge::{Backend, Error, Model, ModelParams};
+    let Some(path) = model_path() else { return };
+    for use_mmap in [true, false] {
+        let mut seen: Vec<f32> = Vec::new();
+        let mut progress = |f: f32| {
+            seen.push(f);
+            true
+        };
+        let params = ModelParams {
+            use_mmap,
+            progress: Some(&mut progress),
+            backend: Backend::Cpu,
+            device: 0,
+        };
+        Model::load(&path, params).unwrap();
+        assert!(seen.len() > 3, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!((seen[0], seen[seen.len() - 1]), (0.0, 1.0));
+
+        let mut after_stop = 0;
+        let mut stopped = false;
+        let mut progress = |f: f32| {
+            after_stop += stopped as usize;
+            stopped |= f > 0.3;
+            !stopped
+        };
+        let params = ModelParams {
+            use_mmap,
+            progress: Some(&mut progress),
+            backend: Backend::Cpu,
+            device: 0,
+        };
+        assert!(matches!(Model::load(&path, params), Err(Error::Cancelled)));
+        assert_eq!(after_stop, 0);
+    }
+}

@@ -28,7 +28,7 @@ fn gpu_pp512_tg128() {
     let card = dev.first().map_or("none".to_string(), |d| d.name.clone());
     let model = LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
     let t0 = Instant::now();
-    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     let upload_s = t0.elapsed().as_secs_f64();
     let bw = measure_copy_bandwidth(1 << 30, 20).expect("bandwidth");
     let weight_bytes = gm.weight_bytes_per_token();

@@ -104,7 +104,7 @@ fn parity(path: &Path) -> (String, bool) {
         pool: ThreadPool::new(threads).expect("threads"),
         s: Scratch::default(),
     };
-    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     let mut gpu = GpuContext::new(Arc::clone(&gm), N_CTX, 2).expect("GPU context");
     let cancel = CancelFlag::new();
     let mut g_logits = Vec::new();
@@ -337,7 +337,7 @@ fn out_of_memory_is_an_error_not_an_abort() {
         return;
     };
     let model = LoadedModel::new(GgufFile::open(Path::new(path)).expect("open")).expect("load");
-    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| {}).expect("upload"));
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     // A KV cache of 2^28 cells per layer is far beyond any GPU's memory.
     match GpuContext::new(gm, 1 << 28, 1) {
         Err(rocmforge::Error::OutOfMemory(msg)) => println!("out of memory reported: {msg}"),
@@ -472,5 +472,68 @@ fn long_context_decode_attention_matches_cpu() {
         let next = argmax(cl);
         g.eval(&[next], 0).expect("GPU decode");
         c.eval(&[next], 0).expect("CPU decode");
+    }
+}
+
+/// Load progress with the GPU backend never goes backwards (the file pass, then the upload),
+/// with mmap on and off; a cancel from the callback during the upload returns `Cancelled` at
+/// once: the callback is not called again after it said stop.
+#[test]
+fn gpu_load_progress_is_monotonic_and_a_cancel_stops_the_upload() {
+    if devices().map_or(true, |d| d.is_empty()) {
+        eprintln!("no GPU: skipped");
+        return;
+    }
+    let Some(path) = std::env::var("ROCMFORGE_GPU_MODELS")
+        .ok()
+        .and_then(|l| l.split(',').find(|p| !p.is_empty()).map(str::to_string))
+    else {
+        eprintln!("ROCMFORGE_GPU_MODELS not set: skipped");
+        return;
+    };
+    use rocmforge::{Backend, Model, ModelParams};
+    for use_mmap in [true, false] {
+        let mut seen: Vec<f32> = Vec::new();
+        let mut progress = |f: f32| {
+            seen.push(f);
+            true
+        };
+        let params = ModelParams {
+            use_mmap,
+            progress: Some(&mut progress),
+            backend: Backend::Gpu,
+            device: 0,
+        };
+        Model::load(&path, params).expect("GPU load");
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "mmap {use_mmap}: progress went backwards: {seen:?}"
+        );
+        assert_eq!(seen.first(), Some(&0.0));
+        assert_eq!(seen.last(), Some(&1.0));
+
+        // Stop at the first report of the upload (past the file pass's share).
+        let mut calls_after_stop = 0;
+        let mut stopped = false;
+        let mut progress = |f: f32| {
+            if stopped {
+                calls_after_stop += 1;
+            }
+            if f > 0.5 {
+                stopped = true;
+                return false;
+            }
+            true
+        };
+        let params = ModelParams {
+            use_mmap,
+            progress: Some(&mut progress),
+            backend: Backend::Gpu,
+            device: 0,
+        };
+        let err = Model::load(&path, params).err().expect("cancelled load");
+        assert!(matches!(err, rocmforge::Error::Cancelled), "{err}");
+        assert!(stopped);
+        assert_eq!(calls_after_stop, 0, "mmap {use_mmap}");
     }
 }

@@ -101,7 +101,7 @@ fn address_space_left() -> Option<u64> {
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let mapped = meminfo_kib(&status, "VmSize:")?;
-    Some((limit.rlim_cur as u64).saturating_sub(mapped))
+    Some(limit.rlim_cur.saturating_sub(mapped))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -88,7 +88,8 @@ impl Model {
                     checksum = checksum.wrapping_add(*page);
                 }
                 report(
-                    ((i + 1) * PROGRESS_STEP).min(bytes.len()) as f32 / bytes.len() as f32 * 0.95,
+                    ((i + 1) * PROGRESS_STEP).min(bytes.len()) as f32 / bytes.len() as f32
+                        * read_share,
                 )?;
             }
             std::hint::black_box(checksum);
@@ -140,16 +141,11 @@ impl Model {
     ) -> Result<Model> {
         let inner = Arc::try_unwrap(self.inner)
             .map_err(|_| Error::InvalidArgument("model already shared".into()))?;
-        let mut cancelled = false;
+        // A cancel from `report` stops the upload after the tensor in flight.
         let gpu =
             crate::backend::hip::GpuModel::upload(&inner.loaded, device, &mut |done, total| {
-                if report(done as f32 / total.max(1) as f32).is_err() {
-                    cancelled = true;
-                }
+                report(done as f32 / total.max(1) as f32)
             })?;
-        if cancelled {
-            return Err(Error::Cancelled);
-        }
         Ok(Model {
             inner: Arc::new(ModelInner {
                 gpu: Some(Arc::new(gpu)),

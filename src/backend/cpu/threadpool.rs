@@ -74,15 +74,21 @@ impl ThreadPool {
             wake: Condvar::new(),
             n_threads,
         });
-        let mut workers = Vec::with_capacity(n_threads - 1);
+        // The pool exists before its workers do, so that when a spawn fails (out of memory or
+        // threads) dropping it shuts down and joins those already started instead of leaking
+        // them, parked for ever with their stacks.
+        let mut pool = ThreadPool {
+            shared,
+            workers: Vec::with_capacity(n_threads - 1),
+        };
         for index in 1..n_threads {
-            let shared = Arc::clone(&shared);
+            let shared = Arc::clone(&pool.shared);
             let handle = std::thread::Builder::new()
                 .name(format!("rocmforge-cpu-{index}"))
                 .spawn(move || worker_loop(&shared, index))?;
-            workers.push(handle);
+            pool.workers.push(handle);
         }
-        Ok(ThreadPool { shared, workers })
+        Ok(pool)
     }
 
     pub fn n_threads(&self) -> usize {

@@ -73,11 +73,11 @@ const GPU_TYPES: [GgmlType; 6] = [
 
 impl GpuModel {
     /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
-    /// after each tensor.
+    /// after each tensor; its error (a cancel) stops the upload there.
     pub fn upload(
         model: &LoadedModel,
         device: usize,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<GpuModel> {
         set_device(device)?;
         let hp = model.hparams.clone();
@@ -186,7 +186,7 @@ struct Uploader<'a> {
     stream: &'a Stream,
     done: u64,
     total: u64,
-    progress: &'a mut dyn FnMut(u64, u64),
+    progress: &'a mut dyn FnMut(u64, u64) -> Result<()>,
 }
 
 impl Uploader<'_> {
@@ -307,7 +307,6 @@ impl Uploader<'_> {
     fn advance(&mut self, bytes: usize) -> Result<()> {
         self.stream.sync("uploading weights")?;
         self.done += bytes as u64;
-        (self.progress)(self.done.min(self.total), self.total);
-        Ok(())
+        (self.progress)(self.done.min(self.total), self.total)
     }
 }
