@@ -275,6 +275,24 @@ impl KvCache {
     }
 }
 
+/// `n` zero floats, or `None` when the allocation fails. Zeroed memory from the allocator: a
+/// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
+/// nothing until cells are used (no loop writing every page up front).
+fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` was allocated by the global allocator with the layout of `n` f32s, and all-zero
+    // bits are the f32 value 0.0, so all `n` elements are initialised.
+    Some(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,22 +344,4 @@ mod tests {
         assert!(KvCache::new(1, 4, 2, 65).is_err());
         assert!(cache().check_seq(4).is_err());
     }
-}
-
-/// `n` zero floats, or `None` when the allocation fails. Zeroed memory from the allocator: a
-/// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
-/// nothing until cells are used (no loop writing every page up front).
-fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` was allocated by the global allocator with the layout of `n` f32s, and all-zero
-    // bits are the f32 value 0.0, so all `n` elements are initialised.
-    Some(unsafe { Vec::from_raw_parts(p, n, n) })
 }
