@@ -6,8 +6,8 @@
 //! - [`quant`]: tensor block formats, dequantization and fast dot products;
 //! - [`tokenizer`]: BPE and SentencePiece vocabularies from GGUF metadata;
 //! - [`model`]: architectures (hyperparameters and weight views);
-//! - [`backend`]: the compute (CPU now);
-//! - [`kv_cache`], [`engine`]: a batch of tokens through the model;
+//! - [`kv_cache`]: the cells of the KV cache and their sequences, and [`batch`]es of tokens;
+//! - [`backend`]: the compute behind one executor interface (CPU, and HIP with a GPU feature);
 //! - [`sampler`]: token selection;
 //! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps;
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja);
@@ -15,9 +15,9 @@
 
 pub mod api;
 pub mod backend;
+pub mod batch;
 pub mod cancel;
 pub mod chat;
-pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod fileio;

@@ -163,7 +163,7 @@ fn cancellation_stops_a_decode_without_side_effects() {
 
 #[test]
 fn positions_stop_at_the_largest_exact_rope_position() {
-    use rocmforge::engine::MAX_POSITION;
+    use rocmforge::batch::MAX_POSITION;
     let m = model(&TinySpec::default());
     let mut c = ctx(&m, 64, 1);
     for pos in [MAX_POSITION + 1, i32::MAX, i32::MIN, -1] {

@@ -6,9 +6,10 @@
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
 use rocmforge::backend::hip::{devices, measure_copy_bandwidth, GpuContext, GpuModel};
+use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
-use rocmforge::engine::{Batch, LoadedModel};
 use rocmforge::gguf::GgufFile;
+use rocmforge::model::LoadedModel;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -15,11 +15,13 @@
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
 use rocmforge::backend::cpu::ThreadPool;
+use rocmforge::backend::cpu::{decode, Scratch};
 use rocmforge::backend::hip::{devices, GpuContext, GpuModel};
+use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
-use rocmforge::engine::{decode, Batch, LoadedModel, Scratch};
 use rocmforge::gguf::{GgufFile, GgufWriter};
 use rocmforge::kv_cache::KvCache;
+use rocmforge::model::LoadedModel;
 use rocmforge::quant::{dequantize_row, GgmlType};
 use rocmforge::tokenizer::Tokenizer;
 use std::path::Path;

@@ -2,9 +2,10 @@
 
 use super::memory::{check_host_fits, MemoryEstimate};
 use super::Model;
-use crate::backend::cpu::ThreadPool;
+use crate::backend::cpu::CpuContext;
+use crate::backend::{gpu, Executor};
+use crate::batch::{Batch, MAX_POSITION};
 use crate::cancel::CancelFlag;
-use crate::engine::{decode, Batch, Scratch, MAX_POSITION};
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
 use std::path::Path;
@@ -37,24 +38,12 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Where a context computes: the CPU engine with its cache, threads and buffers, or a GPU
-/// context (cache and buffers on the device, one stream).
-// One executor per context, created once and never moved on a hot path: size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Executor {
-    Cpu {
-        kv: KvCache,
-        pool: ThreadPool,
-        scratch: Scratch,
-    },
-    #[cfg(any(feature = "rocm", feature = "cuda"))]
-    Gpu(Box<crate::backend::hip::GpuContext>),
-}
-
 pub struct Context {
     model: Model,
     params: ContextParams,
-    exec: Executor,
+    /// Where it computes: the CPU with its cache, threads and buffers, or a GPU context
+    /// (cache and buffers on the device, one stream).
+    exec: Box<dyn Executor>,
     /// Logits of the last batch's tokens that asked for them: (n_out, n_vocab).
     logits: Vec<f32>,
     /// For each token of the last batch, its row in `logits` (empty after a failed batch).
@@ -107,15 +96,9 @@ impl Context {
         })
     }
 
-    fn executor(model: &Model, params: &ContextParams) -> Result<Executor> {
-        #[cfg(any(feature = "rocm", feature = "cuda"))]
-        if let Some(gpu) = model.gpu() {
-            let ctx = crate::backend::hip::GpuContext::new(
-                Arc::clone(gpu),
-                params.n_ctx,
-                params.n_seq_max,
-            )?;
-            return Ok(Executor::Gpu(Box::new(ctx)));
+    fn executor(model: &Model, params: &ContextParams) -> Result<Box<dyn Executor>> {
+        if let Some(weights) = model.gpu() {
+            return gpu::new_context(weights, params.n_ctx, params.n_seq_max);
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
         // itself is then allocated lazily (pages arrive as cells are used).
@@ -129,15 +112,12 @@ impl Context {
                 human(estimate.compute_bytes)
             ),
         )?;
-        let hp = model.hparams();
-        let kv = KvCache::new(hp.n_layer, params.n_ctx, hp.kv_dim(), params.n_seq_max)?;
-        let pool = ThreadPool::new(params.n_threads)
-            .map_err(|e| Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
-        Ok(Executor::Cpu {
-            kv,
-            pool,
-            scratch: Scratch::default(),
-        })
+        Ok(Box::new(CpuContext::new(
+            Arc::clone(model.loaded()),
+            params.n_ctx,
+            params.n_seq_max,
+            params.n_threads,
+        )?))
     }
 
     pub fn model(&self) -> &Model {
@@ -146,21 +126,13 @@ impl Context {
 
     /// The cache bookkeeping (cells, positions, sequences) of either backend.
     pub fn kv_cache(&self) -> &KvCache {
-        match &self.exec {
-            Executor::Cpu { kv, .. } => kv,
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.kv(),
-        }
+        self.exec.kv()
     }
 
     /// The cache serialised (`KvCache::save`): the CPU cache itself, or a copy downloaded
     /// from the GPU (same format, so either backend restores either's state).
     fn kv_state(&self, seq: Option<u32>) -> Result<Vec<u8>> {
-        match &self.exec {
-            Executor::Cpu { kv, .. } => Ok(kv.save(seq)),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => Ok(g.download_kv()?.save(seq)),
-        }
+        self.exec.kv_save(seq)
     }
 
     pub fn params(&self) -> &ContextParams {
@@ -180,19 +152,7 @@ impl Context {
         self.last_batch_len = 0;
         // A cancel is consumed by the check that honours it (inside the executors); one that
         // arrives after their last check stays pending for the next call, so none is lost.
-        let result = match &mut self.exec {
-            Executor::Cpu { kv, pool, scratch } => decode(
-                self.model.loaded(),
-                kv,
-                pool,
-                scratch,
-                batch,
-                &self.cancel,
-                &mut self.logits,
-            ),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.decode(batch, &self.cancel, &mut self.logits),
-        };
+        let result = self.exec.decode(batch, &self.cancel, &mut self.logits);
         self.logit_rows = result?;
         self.last_batch_len = batch.len();
         Ok(())
@@ -256,11 +216,7 @@ impl Context {
     }
 
     pub fn kv_clear(&mut self) {
-        match &mut self.exec {
-            Executor::Cpu { kv, .. } => kv.clear(),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.clear(),
-        }
+        self.exec.kv_clear();
     }
 
     /// Removes positions `p0..p1` (p1 < 0: to the end) of `seq`, or of every sequence (None).
@@ -268,11 +224,7 @@ impl Context {
         if let Some(s) = seq {
             self.kv_cache().check_seq(s)?;
         }
-        match &mut self.exec {
-            Executor::Cpu { kv, .. } => kv.seq_remove(seq, p0, p1),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.seq_remove(seq, p0, p1),
-        }
+        self.exec.kv_seq_remove(seq, p0, p1);
         Ok(())
     }
 
@@ -280,21 +232,13 @@ impl Context {
     pub fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) -> Result<()> {
         self.kv_cache().check_seq(src)?;
         self.kv_cache().check_seq(dst)?;
-        match &mut self.exec {
-            Executor::Cpu { kv, .. } => kv.seq_copy(src, dst, p0, p1),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.seq_copy(src, dst, p0, p1),
-        }
+        self.exec.kv_seq_copy(src, dst, p0, p1);
         Ok(())
     }
 
     pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
         self.kv_cache().check_seq(seq)?;
-        match &mut self.exec {
-            Executor::Cpu { kv, .. } => kv.seq_keep(seq),
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => g.seq_keep(seq),
-        }
+        self.exec.kv_seq_keep(seq);
         Ok(())
     }
 
@@ -392,16 +336,7 @@ impl Context {
                 .ok_or_else(|| bad("truncated logits"))?,
             &bytes[kv_start..],
         );
-        match &mut self.exec {
-            Executor::Cpu { kv: cache, .. } => cache.restore(kv, seq)?,
-            // Restored into a host copy first (it validates everything), then uploaded whole.
-            #[cfg(any(feature = "rocm", feature = "cuda"))]
-            Executor::Gpu(g) => {
-                let mut host = g.download_kv()?;
-                host.restore(kv, seq)?;
-                g.upload_kv(&host)?;
-            }
-        }
+        self.exec.kv_restore(kv, seq)?;
         self.last_batch_len = 0;
         if seq.is_none() {
             self.logits = logit_bytes

@@ -2,45 +2,19 @@
 //! was built with a GPU backend.
 
 use super::Backend;
+use crate::backend::gpu;
 use crate::{Error, Result};
 
-/// One GPU as the runtime reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub index: usize,
-    pub name: String,
-    /// "sm_90" on NVIDIA, "gfx90a:sramecc+:xnack-" style on AMD.
-    pub arch: String,
-    pub total_mem: u64,
-    pub free_mem: u64,
-}
+pub use crate::backend::gpu::DeviceInfo;
 
 /// Whether this library was built with a GPU backend (features `rocm` or `cuda`).
 pub fn gpu_built_in() -> bool {
-    cfg!(any(feature = "rocm", feature = "cuda"))
+    gpu::built_in()
 }
 
 /// The GPUs present; empty when there are none or no GPU backend is built in.
 pub fn devices() -> Result<Vec<DeviceInfo>> {
-    #[cfg(any(feature = "rocm", feature = "cuda"))]
-    {
-        Ok(crate::backend::hip::devices()?
-            .into_iter()
-            .map(|d| DeviceInfo {
-                index: d.index,
-                name: d.name,
-                arch: d.arch,
-                total_mem: d.total_mem,
-                free_mem: d.free_mem,
-            })
-            .collect())
-    }
-    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
-    Ok(Vec::new())
-}
-
-pub(crate) fn not_built_in() -> Error {
-    Error::BackendUnavailable("this library was built without a GPU backend (not built in)".into())
+    gpu::devices()
 }
 
 /// Decides whether a model loads onto the GPU: `Gpu` insists (error when impossible), `Auto`
@@ -48,7 +22,7 @@ pub(crate) fn not_built_in() -> Error {
 pub(crate) fn resolve_backend(backend: Backend, device: usize) -> Result<bool> {
     match backend {
         Backend::Cpu => Ok(false),
-        Backend::Gpu if !gpu_built_in() => Err(not_built_in()),
+        Backend::Gpu if !gpu_built_in() => Err(gpu::not_built_in()),
         Backend::Gpu => {
             let found = devices()?;
             if device < found.len() {

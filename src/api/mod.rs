@@ -6,7 +6,7 @@ mod device;
 mod memory;
 mod model;
 
-pub use crate::engine::Batch;
+pub use crate::batch::Batch;
 pub use context::{Context, ContextParams};
 pub use device::{devices, gpu_built_in, DeviceInfo};
 pub use memory::{host_memory_available, MemoryEstimate};

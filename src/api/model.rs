@@ -1,8 +1,8 @@
 //! Loading a model: parse the GGUF, check architecture and weights, build the tokenizer.
 
-use crate::engine::LoadedModel;
+use crate::backend::gpu::{self, GpuModel};
 use crate::gguf::GgufFile;
-use crate::model::Hparams;
+use crate::model::{Hparams, LoadedModel};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use std::path::Path;
@@ -47,11 +47,10 @@ pub struct Model {
 }
 
 struct ModelInner {
-    loaded: LoadedModel,
+    loaded: Arc<LoadedModel>,
     tokenizer: Tokenizer,
     /// The weights on the GPU, when the model runs there.
-    #[cfg(any(feature = "rocm", feature = "cuda"))]
-    gpu: Option<Arc<crate::backend::hip::GpuModel>>,
+    gpu: Option<Arc<GpuModel>>,
 }
 
 /// Granularity of load progress reports (and of cancellation checks).
@@ -100,7 +99,6 @@ impl Model {
             })?;
             GgufFile::from_bytes(bytes)?
         };
-        #[allow(unused_mut)]
         let mut model = Model::from_gguf(gguf)?;
         if on_gpu {
             model = model.upload_to_gpu(params.device, &mut |f| {
@@ -124,16 +122,15 @@ impl Model {
         }
         Ok(Model {
             inner: Arc::new(ModelInner {
-                loaded,
+                loaded: Arc::new(loaded),
                 tokenizer,
-                #[cfg(any(feature = "rocm", feature = "cuda"))]
                 gpu: None,
             }),
         })
     }
 
-    /// Copies the weights to GPU `device` (progress 0..=1 through `report`, which may cancel).
-    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    /// Copies the weights to GPU `device` (progress 0..=1 through `report`, which may cancel:
+    /// the upload then stops after the tensor in flight).
     fn upload_to_gpu(
         self,
         device: usize,
@@ -141,11 +138,9 @@ impl Model {
     ) -> Result<Model> {
         let inner = Arc::try_unwrap(self.inner)
             .map_err(|_| Error::InvalidArgument("model already shared".into()))?;
-        // A cancel from `report` stops the upload after the tensor in flight.
-        let gpu =
-            crate::backend::hip::GpuModel::upload(&inner.loaded, device, &mut |done, total| {
-                report(done as f32 / total.max(1) as f32)
-            })?;
+        let gpu = gpu::upload(&inner.loaded, device, &mut |done, total| {
+            report(done as f32 / total.max(1) as f32)
+        })?;
         Ok(Model {
             inner: Arc::new(ModelInner {
                 gpu: Some(Arc::new(gpu)),
@@ -154,28 +149,17 @@ impl Model {
         })
     }
 
-    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
-    fn upload_to_gpu(
-        self,
-        _device: usize,
-        _report: &mut dyn FnMut(f32) -> Result<()>,
-    ) -> Result<Model> {
-        Err(super::device::not_built_in())
-    }
-
     /// The weights on the GPU, when this model runs there.
-    #[cfg(any(feature = "rocm", feature = "cuda"))]
-    pub(crate) fn gpu(&self) -> Option<&Arc<crate::backend::hip::GpuModel>> {
+    pub(crate) fn gpu(&self) -> Option<&Arc<GpuModel>> {
         self.inner.gpu.as_ref()
     }
 
     /// The backend this model's contexts compute on (never `Auto`).
     pub fn backend(&self) -> Backend {
-        #[cfg(any(feature = "rocm", feature = "cuda"))]
-        if self.inner.gpu.is_some() {
-            return Backend::Gpu;
+        match self.inner.gpu {
+            Some(_) => Backend::Gpu,
+            None => Backend::Cpu,
         }
-        Backend::Cpu
     }
 
     pub fn hparams(&self) -> &Hparams {
@@ -191,7 +175,7 @@ impl Model {
         &self.inner.loaded.gguf
     }
 
-    pub(crate) fn loaded(&self) -> &LoadedModel {
+    pub(crate) fn loaded(&self) -> &Arc<LoadedModel> {
         &self.inner.loaded
     }
 

@@ -97,6 +97,17 @@ pub fn sin_cos(theta: f32) -> (f32, f32) {
     (s as f32, c as f32)
 }
 
+/// The rotation of every pair of one position: (sin, cos) of `pos * inv_freq[i]`, computed
+/// once per token and shared by all heads and layers. `out`: (head_dim / 2).
+pub fn rope_table(pos: f32, inv_freq: &[f32], out: &mut Vec<(f32, f32)>) {
+    out.clear();
+    out.extend(inv_freq.iter().map(|&f| sin_cos(pos * f)));
+}
+
+/// Cache cells per chunk of the split attention softmax (kernels/attention.hip: ATT_CHUNK):
+/// both backends split a long cache at the same cells, so the joined softmax has one order.
+pub const ATTENTION_CHUNK: usize = 256;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,6 @@ pub unsafe extern "C" fn rocmforge_batch_size(
 mod tests {
     #[test]
     fn the_header_position_limit_is_the_engines() {
-        assert_eq!(super::ROCMFORGE_MAX_POSITION, crate::engine::MAX_POSITION);
+        assert_eq!(super::ROCMFORGE_MAX_POSITION, crate::batch::MAX_POSITION);
     }
 }

@@ -13,8 +13,8 @@ use super::threadpool::ThreadPool;
 use crate::backend::numerics::{self, butterfly32, LANES};
 use crate::kv_cache::KvCache;
 
-/// Cache cells per chunk of the split softmax (kernels/attention.hip: ATT_CHUNK).
-pub const CHUNK: usize = 256;
+/// Cache cells per chunk of the split softmax.
+pub use crate::backend::numerics::ATTENTION_CHUNK as CHUNK;
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy)]

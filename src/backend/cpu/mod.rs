@@ -2,8 +2,12 @@
 //! default. Weights stay packed in the model mapping; activations are quantized per op.
 
 pub mod attention;
+mod forward;
 pub mod matmul;
 pub mod ops;
+mod scratch;
 pub mod threadpool;
 
+pub use forward::{decode, CpuContext};
+pub use scratch::Scratch;
 pub use threadpool::ThreadPool;

@@ -30,15 +30,8 @@ pub fn silu_mul_in_place(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// The rotation of every pair of one position: (sin, cos) of `pos * inv_freq[i]`, computed
-/// once per token and shared by all heads and layers. `out`: (head_dim / 2).
-pub fn rope_table(pos: f32, inv_freq: &[f32], out: &mut Vec<(f32, f32)>) {
-    out.clear();
-    out.extend(inv_freq.iter().map(|&f| numerics::sin_cos(pos * f)));
-}
-
 /// Rotary position embedding, "normal" mode (llama): adjacent pairs `(x[2i], x[2i+1])` of each
-/// head rotate by `pos * theta_i`, with `table` from [`rope_table`] for that position (its
+/// head rotate by `pos * theta_i`, with `table` from [`numerics::rope_table`] for that position (its
 /// frequencies already fold in the base, any scaling and per-dimension factors).
 /// `x`: (n_heads * head_dim).
 pub fn rope_in_place(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
@@ -55,6 +48,7 @@ pub fn rope_in_place(x: &mut [f32], head_dim: usize, table: &[(f32, f32)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::numerics::rope_table;
 
     #[test]
     fn rms_norm_of_constant_row_is_the_weight() {

@@ -1,5 +1,5 @@
 //! One inference context on the GPU: its KV cache in device memory, a stream, scratch buffers,
-//! the cells' bookkeeping, and the steps of a batch (the GPU twin of `crate::engine::decode`);
+//! the cells' bookkeeping, and the steps of a batch (the GPU twin of `crate::backend::cpu::decode`);
 //! the kernels of one forward pass are queued by `forward`. The host waits once per step, for
 //! the logits; single-token steps replay a captured graph of the whole pass.
 
@@ -8,10 +8,9 @@ mod forward;
 use super::device::{check, set_device, Blas, DeviceBuffer, PinnedBuffer, Stream};
 use super::ffi;
 use super::model::GpuModel;
-use crate::backend::cpu::attention::CHUNK as ATTENTION_CHUNK;
-use crate::backend::cpu::ops::rope_table;
+use crate::backend::numerics::{rope_table, ATTENTION_CHUNK};
+use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::engine::Batch;
 use crate::kv_cache::KvCache;
 use crate::{Error, Result};
 use std::ffi::c_void;
@@ -349,7 +348,7 @@ impl GpuContext {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Evaluates `batch` like `crate::engine::decode`: keys/values go into the cache, the
+    /// Evaluates `batch` like `crate::backend::cpu::decode`: keys/values go into the cache, the
     /// logits of tokens that asked for them into `logits` (n_out, n_vocab) in batch order.
     /// Returns each batch token's row in `logits`. On error the cache is left as before.
     pub fn decode(
@@ -578,4 +577,47 @@ fn as_bytes(v: &[f32]) -> &[u8] {
 fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
     // SAFETY: as above; the exclusive borrow of `v` covers the byte view's whole lifetime.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+impl crate::backend::Executor for GpuContext {
+    fn decode(
+        &mut self,
+        batch: &Batch,
+        cancel: &CancelFlag,
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
+        GpuContext::decode(self, batch, cancel, logits)
+    }
+
+    fn kv(&self) -> &KvCache {
+        GpuContext::kv(self)
+    }
+
+    fn kv_clear(&mut self) {
+        self.clear();
+    }
+
+    fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
+        self.seq_remove(seq, p0, p1);
+    }
+
+    fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
+        self.seq_copy(src, dst, p0, p1);
+    }
+
+    fn kv_seq_keep(&mut self, seq: u32) {
+        self.seq_keep(seq);
+    }
+
+    /// Downloaded from the device into a host cache of the same cells, then serialised.
+    fn kv_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
+        Ok(self.download_kv()?.save(seq))
+    }
+
+    /// Restored into a host copy first (it validates everything), then uploaded whole.
+    fn kv_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
+        let mut host = self.download_kv()?;
+        host.restore(bytes, seq)?;
+        self.upload_kv(&host)
+    }
 }

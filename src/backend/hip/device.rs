@@ -21,16 +21,7 @@ pub fn check(code: c_int, what: &str) -> Result<()> {
     }
 }
 
-/// One GPU as the runtime reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    pub index: usize,
-    pub name: String,
-    /// "sm_90" on NVIDIA, "gfx90a:sramecc+:xnack-" style on AMD.
-    pub arch: String,
-    pub total_mem: u64,
-    pub free_mem: u64,
-}
+pub use crate::backend::gpu::DeviceInfo;
 
 /// GPUs present. No device or no driver is an empty list, not an error.
 pub fn devices() -> Result<Vec<DeviceInfo>> {

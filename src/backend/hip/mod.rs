@@ -2,9 +2,9 @@
 //! on NVIDIA through `kernels/hip_compat.h`).
 //!
 //! - [`devices`]: the GPUs present (name, architecture, memory);
-//! - [`GpuModel`]: weights uploaded once from a [`crate::engine::LoadedModel`];
+//! - [`GpuModel`]: weights uploaded once from a [`crate::model::LoadedModel`];
 //! - [`GpuContext`]: KV cache on the device and the forward pass, mirroring
-//!   [`crate::engine::decode`].
+//!   [`crate::backend::cpu::decode`]; it implements [`crate::backend::Executor`].
 
 mod context;
 mod device;

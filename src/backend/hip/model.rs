@@ -5,8 +5,7 @@
 
 use super::device::{check, set_device, DeviceBuffer, Stream};
 use super::ffi;
-use crate::engine::LoadedModel;
-use crate::model::{Hparams, WeightRef};
+use crate::model::{Hparams, LoadedModel, WeightRef};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 use std::sync::Arc;

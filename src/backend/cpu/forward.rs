@@ -1,63 +1,101 @@
-//! The llama forward pass over a batch: embeddings → N × (attention + SwiGLU FFN) → logits.
+//! The CPU forward pass of the llama family over a batch: embeddings → N × (attention +
+//! SwiGLU FFN) → logits, and the context that runs it ([`CpuContext`], the CPU side of
+//! [`crate::backend::Executor`]).
 
-use super::{Batch, Scratch};
-use crate::backend::cpu::attention::{attention, AttentionShape};
-use crate::backend::cpu::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
-use crate::backend::cpu::ops::{
-    add_in_place, rms_norm, rope_in_place, rope_table, silu_mul_in_place,
-};
-use crate::backend::cpu::ThreadPool;
+use super::attention::{attention, AttentionShape};
+use super::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
+use super::ops::{add_in_place, rms_norm, rope_in_place, silu_mul_in_place};
+use super::scratch::Scratch;
+use super::ThreadPool;
+use crate::backend::numerics::rope_table;
+use crate::backend::Executor;
+use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::model::{Hparams, LlamaWeights, RopeScaling, WeightRef};
+use crate::model::{LoadedModel, WeightRef};
 use crate::quant::activation_type;
 use crate::Result;
+use std::sync::Arc;
 
-/// Everything immutable the forward pass needs; shared by all contexts of a model.
-pub struct LoadedModel {
-    pub gguf: GgufFile,
-    pub hparams: Hparams,
-    pub weights: LlamaWeights,
-    /// RoPE angle per position unit for each rotated pair: (head_dim / 2).
-    pub rope_inv_freq: Vec<f32>,
+/// A CPU context: the KV cache in host memory, worker threads and per-batch buffers.
+pub struct CpuContext {
+    model: Arc<LoadedModel>,
+    kv: KvCache,
+    pool: ThreadPool,
+    scratch: Scratch,
 }
 
-impl LoadedModel {
-    pub fn new(gguf: GgufFile) -> Result<LoadedModel> {
-        let hparams = Hparams::from_gguf(&gguf)?;
-        let weights = LlamaWeights::from_gguf(&gguf, &hparams)?;
-        let rope_inv_freq = rope_inv_freq(&hparams, weights.rope_freq_factors.as_deref());
-        Ok(LoadedModel {
-            gguf,
-            hparams,
-            weights,
-            rope_inv_freq,
+impl CpuContext {
+    /// A cache of `n_ctx` cells for `n_seq_max` sequences, computed on `n_threads` threads.
+    pub fn new(
+        model: Arc<LoadedModel>,
+        n_ctx: usize,
+        n_seq_max: usize,
+        n_threads: usize,
+    ) -> Result<CpuContext> {
+        let hp = &model.hparams;
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.kv_dim(), n_seq_max)?;
+        let pool = ThreadPool::new(n_threads)
+            .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
+        Ok(CpuContext {
+            model,
+            kv,
+            pool,
+            scratch: Scratch::default(),
         })
-    }
-
-    fn matrix(&self, w: &WeightRef) -> Result<PackedMatrix<'_>> {
-        PackedMatrix::new(self.gguf.tensor_data(&w.info), w.ty(), w.rows, w.cols)
     }
 }
 
-/// theta_i = base^(-2i/d) * freq_scale / factor_i, built by repeated multiplication as the
-/// reference implementation does, so angles round the same way.
-fn rope_inv_freq(hp: &Hparams, factors: Option<&[f32]>) -> Vec<f32> {
-    let half = hp.head_dim / 2;
-    let step = hp.rope_base.powf(-2.0 / hp.head_dim as f32);
-    let freq_scale = match hp.rope_scaling {
-        RopeScaling::None => 1.0,
-        RopeScaling::Linear { factor } => 1.0 / factor,
-    };
-    let mut theta = 1.0f32;
-    (0..half)
-        .map(|i| {
-            let f = theta * freq_scale / factors.map_or(1.0, |f| f[i]);
-            theta *= step;
-            f
-        })
-        .collect()
+impl Executor for CpuContext {
+    fn decode(
+        &mut self,
+        batch: &Batch,
+        cancel: &CancelFlag,
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
+        decode(
+            &self.model,
+            &mut self.kv,
+            &self.pool,
+            &mut self.scratch,
+            batch,
+            cancel,
+            logits,
+        )
+    }
+
+    fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+
+    fn kv_clear(&mut self) {
+        self.kv.clear();
+    }
+
+    fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
+        self.kv.seq_remove(seq, p0, p1);
+    }
+
+    fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
+        self.kv.seq_copy(src, dst, p0, p1);
+    }
+
+    fn kv_seq_keep(&mut self, seq: u32) {
+        self.kv.seq_keep(seq);
+    }
+
+    fn kv_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
+        Ok(self.kv.save(seq))
+    }
+
+    fn kv_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
+        self.kv.restore(bytes, seq)
+    }
+}
+
+/// The packed view of a weight in the model mapping.
+fn matrix<'m>(model: &'m LoadedModel, w: &WeightRef) -> Result<PackedMatrix<'m>> {
+    PackedMatrix::new(model.gguf.tensor_data(&w.info), w.ty(), w.rows, w.cols)
 }
 
 /// Evaluates `batch`: writes its keys/values into `kv` and the logits of the tokens that asked
@@ -241,7 +279,7 @@ fn norm_rows(pool: &ThreadPool, x: &[f32], weight: &[f32], eps: f32, out: &mut [
         }
         return;
     }
-    let shared = crate::backend::cpu::matmul::SharedMut::new(out);
+    let shared = super::matmul::SharedMut::new(out);
     pool.for_each_range(n_rows, &|rows| {
         for r in rows {
             // SAFETY: each row is normalised by exactly one thread.
@@ -277,7 +315,7 @@ fn project_many<const N: usize>(
     let mut pending: Vec<MatmulTarget<'_, '_>> = Vec::with_capacity(N);
     for (w, out) in products {
         let target = MatmulTarget {
-            w: model.matrix(w)?,
+            w: matrix(model, w)?,
             out,
         };
         if let Some(first) = pending.first() {

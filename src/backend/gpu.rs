@@ -1,0 +1,78 @@
+//! The GPU backend as the layers above see it, with the same names whether or not a GPU
+//! feature is built in: without one, [`GpuModel`] cannot exist, [`upload`] answers
+//! `BackendUnavailable` ("not built in") and [`devices`] is empty. So `api` has no `cfg`.
+
+use super::Executor;
+use crate::model::LoadedModel;
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// One GPU as the runtime reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub index: usize,
+    pub name: String,
+    /// "sm_90" on NVIDIA, "gfx90a:sramecc+:xnack-" style on AMD.
+    pub arch: String,
+    pub total_mem: u64,
+    pub free_mem: u64,
+}
+
+/// Whether this library was built with a GPU backend (features `rocm` or `cuda`).
+pub fn built_in() -> bool {
+    cfg!(any(feature = "rocm", feature = "cuda"))
+}
+
+pub fn not_built_in() -> Error {
+    Error::BackendUnavailable("this library was built without a GPU backend (not built in)".into())
+}
+
+#[cfg(any(feature = "rocm", feature = "cuda"))]
+pub use super::hip::GpuModel;
+
+/// The weights of a model on a GPU; without a GPU backend no value of it can exist.
+#[cfg(not(any(feature = "rocm", feature = "cuda")))]
+pub enum GpuModel {}
+
+/// The GPUs present; empty when there are none or no GPU backend is built in.
+pub fn devices() -> Result<Vec<DeviceInfo>> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return super::hip::devices();
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    Ok(Vec::new())
+}
+
+/// Copies `model`'s weights to GPU `device`; `progress(done_bytes, total_bytes)` after each
+/// tensor, whose error (a cancel) stops the upload there.
+pub fn upload(
+    model: &LoadedModel,
+    device: usize,
+    progress: &mut dyn FnMut(u64, u64) -> Result<()>,
+) -> Result<GpuModel> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return GpuModel::upload(model, device, progress);
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    {
+        let _ = (model, device, progress);
+        Err(not_built_in())
+    }
+}
+
+/// A context on the GPU that holds `model`: `n_ctx` cache cells for `n_seq_max` sequences.
+pub fn new_context(
+    model: &Arc<GpuModel>,
+    n_ctx: usize,
+    n_seq_max: usize,
+) -> Result<Box<dyn Executor>> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return Ok(Box::new(super::hip::GpuContext::new(
+        Arc::clone(model),
+        n_ctx,
+        n_seq_max,
+    )?));
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    {
+        let _ = (n_ctx, n_seq_max);
+        match **model {}
+    }
+}
