@@ -1,7 +1,7 @@
 //! A batch of tokens to evaluate: each with its position, sequence and whether its logits are
 //! wanted. Several sequences may share one batch.
 
-use crate::kv_cache::KvCache;
+use crate::kv_cache::Cells;
 use crate::{Error, Result};
 
 pub use crate::kv_cache::MAX_POSITION;
@@ -91,7 +91,7 @@ impl Batch {
     /// New tokens of a sequence must come after what `kv` already holds for it (and after the
     /// batch's earlier tokens of that sequence), so every (sequence, position) names one cell.
     /// Call after [`Self::validate`] (sequence ids in range).
-    pub fn check_positions(&self, kv: &KvCache) -> Result<()> {
+    pub fn check_positions(&self, kv: &Cells) -> Result<()> {
         let mut seen: Vec<Option<i32>> = vec![None; kv.n_seq_max()];
         for (i, (&pos, &seq)) in self.pos.iter().zip(&self.seq).enumerate() {
             let last = seen[seq as usize].or_else(|| kv.seq_pos_max(seq));

@@ -127,7 +127,7 @@ fn kv_edits_reproduce_fresh_evaluation() {
     assert_eq!(c.kv_seq_pos_max(0), None);
     assert_eq!(c.kv_seq_pos_max(2), Some(6));
     c.kv_clear();
-    assert_eq!(c.kv_cache().used(), 0);
+    assert_eq!(c.cells().used(), 0);
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn full_context_fails_cleanly_and_leaves_the_cache_as_it_was() {
     c.eval(&PROMPT[..5], 0).unwrap();
     let err = c.eval(&PROMPT[..5], 0).unwrap_err();
     assert!(matches!(err, Error::ContextFull(_)), "{err}");
-    assert_eq!(c.kv_cache().used(), 5);
+    assert_eq!(c.cells().used(), 5);
     assert_eq!(c.kv_seq_pos_max(0), Some(4));
     c.eval(&PROMPT[..3], 0).unwrap();
 }
@@ -148,16 +148,16 @@ fn cancellation_stops_a_decode_without_side_effects() {
     let mut c = ctx(&m, 64, 1);
     c.cancel_handle().request();
     assert!(matches!(c.eval(&PROMPT, 0), Err(Error::Cancelled)));
-    assert_eq!(c.kv_cache().used(), 0);
+    assert_eq!(c.cells().used(), 0);
     // The request is consumed: the next call runs.
     c.eval(&PROMPT, 0).unwrap();
     // A request that comes when no call runs waits for the next one (it is never dropped by a
     // call that succeeds meanwhile), and cancels exactly one call.
-    let used = c.kv_cache().used();
+    let used = c.cells().used();
     c.cancel_handle().request();
     let batch = Batch::for_sequence(&PROMPT[..1], PROMPT.len() as i32, 0);
     assert!(matches!(c.decode(&batch), Err(Error::Cancelled)));
-    assert_eq!(c.kv_cache().used(), used);
+    assert_eq!(c.cells().used(), used);
     c.decode(&batch).unwrap();
 }
 

@@ -6,9 +6,11 @@
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
 use rocmforge::backend::hip::{devices, measure_copy_bandwidth, GpuContext, GpuModel};
+use rocmforge::backend::Engine;
 use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
 use rocmforge::gguf::GgufFile;
+use rocmforge::kv_cache::Cells;
 use rocmforge::model::LoadedModel;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +41,10 @@ fn gpu_pp512_tg128() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut ctx = GpuContext::new(Arc::clone(&gm), (depth + 256).max(1024), 1).expect("context");
+    let n_ctx = (depth + 256).max(1024);
+    let exec = GpuContext::new(Arc::clone(&gm), n_ctx).expect("context");
+    let mut ctx = Engine::new(Box::new(exec), n_ctx, 1).expect("cells");
+    let vocab = model.hparams.n_vocab;
     let cancel = CancelFlag::new();
     let mut logits = Vec::new();
     let n_vocab = gm.hparams.n_vocab as u32;
@@ -47,10 +52,15 @@ fn gpu_pp512_tg128() {
     let prompt: Vec<u32> = (0..512u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
     let mut pp_best = f64::MAX;
     for rep in 0..=reps {
-        ctx.clear();
+        ctx.edit_cells(Cells::clear);
         let t = Instant::now();
-        ctx.decode(&Batch::for_sequence(&prompt, 0, 0), &cancel, &mut logits)
-            .expect("prefill");
+        ctx.decode(
+            &Batch::for_sequence(&prompt, 0, 0),
+            vocab,
+            &cancel,
+            &mut logits,
+        )
+        .expect("prefill");
         let s = t.elapsed().as_secs_f64();
         if rep > 0 {
             pp_best = pp_best.min(s); // rep 0 warms up
@@ -58,15 +68,20 @@ fn gpu_pp512_tg128() {
     }
     let mut tg_best = f64::MAX;
     for rep in 0..=reps {
-        ctx.clear();
+        ctx.edit_cells(Cells::clear);
         let n = if rep == 0 { 16 } else { 128 };
         let t = Instant::now();
         for i in 0..n {
             // As llama-bench's tg: each step decodes a pseudo-random token and reads its logits
             // back; no sampling in the timed loop.
             let tok = (i as u32 * 7919 + 13) % n_vocab;
-            ctx.decode(&Batch::for_sequence(&[tok], i, 0), &cancel, &mut logits)
-                .expect("decode");
+            ctx.decode(
+                &Batch::for_sequence(&[tok], i, 0),
+                vocab,
+                &cancel,
+                &mut logits,
+            )
+            .expect("decode");
         }
         assert!(
             logits.iter().all(|v| v.is_finite()),
@@ -78,7 +93,7 @@ fn gpu_pp512_tg128() {
         }
     }
     // The GPU's own time per token: the captured pass replayed without host work in between.
-    let replay_s = ctx.replay_decode_graph(128).expect("replay") / 128.0;
+    let replay_s = ctx.executor_mut().replay_decode_graph(128).expect("replay") / 128.0;
     let mut tg_depth = f64::NAN;
     if depth > 0 {
         let deep: Vec<u32> = (0..depth as u32)
@@ -86,15 +101,25 @@ fn gpu_pp512_tg128() {
             .collect();
         let mut best = f64::MAX;
         for _ in 0..2 {
-            ctx.clear();
-            ctx.decode(&Batch::for_sequence(&deep, 0, 0), &cancel, &mut logits)
-                .expect("prefill to depth");
+            ctx.edit_cells(Cells::clear);
+            ctx.decode(
+                &Batch::for_sequence(&deep, 0, 0),
+                vocab,
+                &cancel,
+                &mut logits,
+            )
+            .expect("prefill to depth");
             let t = Instant::now();
             for i in 0..128 {
                 let tok = (i as u32 * 7919 + 13) % n_vocab;
                 let pos = (depth + i) as i32;
-                ctx.decode(&Batch::for_sequence(&[tok], pos, 0), &cancel, &mut logits)
-                    .expect("decode at depth");
+                ctx.decode(
+                    &Batch::for_sequence(&[tok], pos, 0),
+                    vocab,
+                    &cancel,
+                    &mut logits,
+                )
+                .expect("decode at depth");
             }
             best = best.min(t.elapsed().as_secs_f64());
         }

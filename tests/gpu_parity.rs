@@ -14,13 +14,13 @@
 //! 3. a two-sequence batch (cache visibility across sequences), under the same rule.
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
-use rocmforge::backend::cpu::ThreadPool;
-use rocmforge::backend::cpu::{decode, Scratch};
+use rocmforge::backend::cpu::CpuContext;
 use rocmforge::backend::hip::{devices, GpuContext, GpuModel};
+use rocmforge::backend::Engine;
 use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
 use rocmforge::gguf::{GgufFile, GgufWriter};
-use rocmforge::kv_cache::KvCache;
+use rocmforge::kv_cache::Cells;
 use rocmforge::model::LoadedModel;
 use rocmforge::quant::{dequantize_row, GgmlType};
 use rocmforge::tokenizer::Tokenizer;
@@ -35,28 +35,34 @@ const FLOAT_TOLERANCE: f32 = 0.002;
 const GREEDY_TOKENS: usize = 64;
 const N_CTX: usize = 256;
 
-struct Cpu<'a> {
-    model: &'a LoadedModel,
-    kv: KvCache,
-    pool: ThreadPool,
-    s: Scratch,
+/// The CPU backend driven directly (no `api::Context`), as the GPU side is.
+struct Cpu {
+    engine: Engine<CpuContext>,
+    n_vocab: usize,
 }
 
-impl Cpu<'_> {
+impl Cpu {
+    fn new(model: &Arc<LoadedModel>, n_seq_max: usize, threads: usize) -> Cpu {
+        let exec = CpuContext::new(Arc::clone(model), N_CTX, threads).expect("CPU context");
+        Cpu {
+            engine: Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells"),
+            n_vocab: model.hparams.n_vocab,
+        }
+    }
+
     fn decode(&mut self, b: &Batch) -> Vec<f32> {
         let mut logits = Vec::new();
-        decode(
-            self.model,
-            &mut self.kv,
-            &self.pool,
-            &mut self.s,
-            b,
-            &CancelFlag::new(),
-            &mut logits,
-        )
-        .expect("CPU decode");
+        (self.engine)
+            .decode(b, self.n_vocab, &CancelFlag::new(), &mut logits)
+            .expect("CPU decode");
         logits
     }
+}
+
+/// A GPU context of N_CTX cells with its cell table.
+fn gpu_engine(gm: &Arc<GpuModel>, n_seq_max: usize) -> Engine<GpuContext> {
+    let exec = GpuContext::new(Arc::clone(gm), N_CTX).expect("GPU context");
+    Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells")
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -97,17 +103,12 @@ fn bit_diffs(cpu: &[f32], gpu: &[f32]) -> usize {
 /// Compares one model; returns its report line and whether it passed.
 fn parity(path: &Path) -> (String, bool) {
     let gguf = GgufFile::open(path).expect("open model");
-    let model = LoadedModel::new(gguf).expect("load model");
+    let model = Arc::new(LoadedModel::new(gguf).expect("load model"));
     let n_vocab = model.hparams.n_vocab;
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
-    let mut cpu = Cpu {
-        model: &model,
-        kv: KvCache::new(model.hparams.n_layer, N_CTX, model.hparams.kv_dim(), 2).expect("kv"),
-        pool: ThreadPool::new(threads).expect("threads"),
-        s: Scratch::default(),
-    };
+    let mut cpu = Cpu::new(&model, 2, threads);
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
-    let mut gpu = GpuContext::new(Arc::clone(&gm), N_CTX, 2).expect("GPU context");
+    let mut gpu = gpu_engine(&gm, 2);
     let cancel = CancelFlag::new();
     let mut g_logits = Vec::new();
 
@@ -117,7 +118,8 @@ fn parity(path: &Path) -> (String, bool) {
     //    against the CPU, and both against the exact weights.
     let b = Batch::for_sequence(&prompt, 0, 0);
     let c_logits = cpu.decode(&b);
-    gpu.decode(&b, &cancel, &mut g_logits).expect("GPU prefill");
+    gpu.decode(&b, n_vocab, &cancel, &mut g_logits)
+        .expect("GPU prefill");
     let prefill_diff = rel_diff(&c_logits, &g_logits, n_vocab);
     let exact = exact_prefill_logits(path, &b, threads);
     let (gpu_vs_exact, cpu_vs_exact) = match &exact {
@@ -136,13 +138,13 @@ fn parity(path: &Path) -> (String, bool) {
 
     // 2. The decode path: prompt again in steps of 8 tokens (the quantized mat-vec kernels,
     //    the CPU's numerics), then 64 greedy tokens, each side following its own argmax.
-    cpu.kv.clear();
-    gpu.clear();
+    cpu.engine.edit_cells(Cells::clear);
+    gpu.edit_cells(Cells::clear);
     let mut c_logits = Vec::new();
     for (k, chunk) in prompt.chunks(8).enumerate() {
         let b = Batch::for_sequence(chunk, (k * 8) as i32, 0);
         c_logits = cpu.decode(&b);
-        gpu.decode(&b, &cancel, &mut g_logits)
+        gpu.decode(&b, n_vocab, &cancel, &mut g_logits)
             .expect("GPU prompt step");
     }
     let mut worst = rel_diff(&c_logits, &g_logits, n_vocab);
@@ -170,8 +172,13 @@ fn parity(path: &Path) -> (String, bool) {
         }
         let pos = (prompt.len() + i) as i32;
         c_logits = cpu.decode(&Batch::for_sequence(&[ct], pos, 0));
-        gpu.decode(&Batch::for_sequence(&[gt], pos, 0), &cancel, &mut g_logits)
-            .expect("GPU decode");
+        gpu.decode(
+            &Batch::for_sequence(&[gt], pos, 0),
+            n_vocab,
+            &cancel,
+            &mut g_logits,
+        )
+        .expect("GPU decode");
         worst = worst.max(rel_diff(&c_logits, &g_logits, n_vocab));
         differing_bits += bit_diffs(&c_logits, &g_logits);
     }
@@ -184,7 +191,7 @@ fn parity(path: &Path) -> (String, bool) {
     let pos0 = (prompt.len() + c_tokens.len()) as i32;
     b.push(1, pos0, 0, true);
     let c_multi = cpu.decode(&b);
-    gpu.decode(&b, &cancel, &mut g_logits)
+    gpu.decode(&b, n_vocab, &cancel, &mut g_logits)
         .expect("GPU two-sequence batch");
     let multi_diff = rel_diff(&c_multi, &g_logits, n_vocab);
     differing_bits += bit_diffs(&c_multi, &g_logits);
@@ -272,14 +279,8 @@ fn exact_prefill_logits(path: &Path, b: &Batch, threads: usize) -> Option<Vec<f3
         w.add_tensor(t.name.clone(), &t.dims, GgmlType::F32, bytes)
             .expect("tensor");
     }
-    let model =
-        LoadedModel::new(GgufFile::from_bytes(w.to_bytes()).expect("reparse")).expect("load");
-    let mut cpu = Cpu {
-        model: &model,
-        kv: KvCache::new(model.hparams.n_layer, N_CTX, model.hparams.kv_dim(), 1).expect("kv"),
-        pool: ThreadPool::new(threads).expect("threads"),
-        s: Scratch::default(),
-    };
+    let model = LoadedModel::new(GgufFile::from_bytes(w.to_bytes()).expect("reparse"));
+    let mut cpu = Cpu::new(&Arc::new(model.expect("load")), 1, threads);
     Some(cpu.decode(b))
 }
 
@@ -341,7 +342,7 @@ fn out_of_memory_is_an_error_not_an_abort() {
     let model = LoadedModel::new(GgufFile::open(Path::new(path)).expect("open")).expect("load");
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     // A KV cache of 2^28 cells per layer is far beyond any GPU's memory.
-    match GpuContext::new(gm, 1 << 28, 1) {
+    match GpuContext::new(gm, 1 << 28) {
         Err(rocmforge::Error::OutOfMemory(msg)) => println!("out of memory reported: {msg}"),
         Err(e) => panic!("expected OutOfMemory, got {e}"),
         Ok(_) => panic!("a 2^28-cell KV cache cannot fit"),

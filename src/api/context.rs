@@ -3,10 +3,11 @@
 use super::memory::{check_host_fits, MemoryEstimate};
 use super::Model;
 use crate::backend::cpu::CpuContext;
-use crate::backend::{gpu, Executor};
+use crate::backend::{gpu, Engine, Executor};
 use crate::batch::{Batch, MAX_POSITION};
 use crate::cancel::CancelFlag;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::state::{self, Geometry};
+use crate::kv_cache::Cells;
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,9 +42,9 @@ pub fn default_threads() -> usize {
 pub struct Context {
     model: Model,
     params: ContextParams,
-    /// Where it computes: the CPU with its cache, threads and buffers, or a GPU context
-    /// (cache and buffers on the device, one stream).
-    exec: Box<dyn Executor>,
+    /// The cell table and where the context computes: the CPU with its keys and values,
+    /// threads and buffers, or a GPU context (keys, values and buffers on the device).
+    engine: Engine<dyn Executor>,
     /// Logits of the last batch's tokens that asked for them: (n_out, n_vocab).
     logits: Vec<f32>,
     /// For each token of the last batch, its row in `logits` (empty after a failed batch).
@@ -85,10 +86,11 @@ impl Context {
             )));
         }
         let exec = Self::executor(model, &params)?;
+        let engine = Engine::new(exec, params.n_ctx, params.n_seq_max)?;
         Ok(Context {
             model: model.clone(),
             params,
-            exec,
+            engine,
             logits: Vec::new(),
             logit_rows: Vec::new(),
             last_batch_len: 0,
@@ -98,7 +100,7 @@ impl Context {
 
     fn executor(model: &Model, params: &ContextParams) -> Result<Box<dyn Executor>> {
         if let Some(weights) = model.gpu() {
-            return gpu::new_context(weights, params.n_ctx, params.n_seq_max);
+            return gpu::new_context(weights, params.n_ctx);
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
         // itself is then allocated lazily (pages arrive as cells are used).
@@ -115,7 +117,6 @@ impl Context {
         Ok(Box::new(CpuContext::new(
             Arc::clone(model.loaded()),
             params.n_ctx,
-            params.n_seq_max,
             params.n_threads,
         )?))
     }
@@ -124,15 +125,32 @@ impl Context {
         &self.model
     }
 
-    /// The cache bookkeeping (cells, positions, sequences) of either backend.
-    pub fn kv_cache(&self) -> &KvCache {
-        self.exec.kv()
+    /// The cache bookkeeping: cells, positions, sequences.
+    pub fn cells(&self) -> &Cells {
+        self.engine.cells()
     }
 
-    /// The cache serialised (`KvCache::save`): the CPU cache itself, or a copy downloaded
-    /// from the GPU (same format, so either backend restores either's state).
+    fn geometry(&self) -> Geometry {
+        let hp = self.model.hparams();
+        Geometry {
+            n_layer: hp.n_layer,
+            kv_dim: hp.kv_dim(),
+        }
+    }
+
+    /// The cache serialised (`kv_cache::state`): cells from the table, keys and values read
+    /// from the backend (from the device on a GPU: only those cells), so either backend
+    /// restores either's state.
     fn kv_state(&self, seq: Option<u32>) -> Result<Vec<u8>> {
-        self.exec.kv_save(seq)
+        let which = self.cells().of_seq(seq);
+        let data = self.engine.read_cells(&which)?;
+        Ok(state::save(
+            self.cells(),
+            &which,
+            seq,
+            self.geometry(),
+            &data,
+        ))
     }
 
     pub fn params(&self) -> &ContextParams {
@@ -152,8 +170,10 @@ impl Context {
         self.last_batch_len = 0;
         // A cancel is consumed by the check that honours it (inside the executors); one that
         // arrives after their last check stays pending for the next call, so none is lost.
-        let result = self.exec.decode(batch, &self.cancel, &mut self.logits);
-        self.logit_rows = result?;
+        let n_vocab = self.model.hparams().n_vocab;
+        self.logit_rows = self
+            .engine
+            .decode(batch, n_vocab, &self.cancel, &mut self.logits)?;
         self.last_batch_len = batch.len();
         Ok(())
     }
@@ -161,11 +181,11 @@ impl Context {
     /// Appends `tokens` to sequence `seq` (after its last position), in chunks of `n_batch`,
     /// keeping the logits of the last token. On error the sequence is as it was before.
     pub fn eval(&mut self, tokens: &[u32], seq: u32) -> Result<()> {
-        self.kv_cache().check_seq(seq)?;
+        self.cells().check_seq(seq)?;
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }
-        let start = self.kv_cache().seq_pos_max(seq).map_or(0, |p| p + 1);
+        let start = self.cells().seq_pos_max(seq).map_or(0, |p| p + 1);
         let last = start as i64 + tokens.len() as i64 - 1;
         if last > MAX_POSITION as i64 {
             return Err(Error::InvalidArgument(format!(
@@ -216,35 +236,35 @@ impl Context {
     }
 
     pub fn kv_clear(&mut self) {
-        self.exec.kv_clear();
+        self.engine.edit_cells(Cells::clear);
     }
 
     /// Removes positions `p0..p1` (p1 < 0: to the end) of `seq`, or of every sequence (None).
     pub fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) -> Result<()> {
         if let Some(s) = seq {
-            self.kv_cache().check_seq(s)?;
+            self.cells().check_seq(s)?;
         }
-        self.exec.kv_seq_remove(seq, p0, p1);
+        self.engine.edit_cells(|c| c.seq_remove(seq, p0, p1));
         Ok(())
     }
 
     /// Makes positions `p0..p1` of `src` also part of `dst` (cells are shared, not copied).
     pub fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) -> Result<()> {
-        self.kv_cache().check_seq(src)?;
-        self.kv_cache().check_seq(dst)?;
-        self.exec.kv_seq_copy(src, dst, p0, p1);
+        self.cells().check_seq(src)?;
+        self.cells().check_seq(dst)?;
+        self.engine.edit_cells(|c| c.seq_copy(src, dst, p0, p1));
         Ok(())
     }
 
     pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
-        self.kv_cache().check_seq(seq)?;
-        self.exec.kv_seq_keep(seq);
+        self.cells().check_seq(seq)?;
+        self.engine.edit_cells(|c| c.seq_keep(seq));
         Ok(())
     }
 
     /// Largest position of `seq` in the cache.
     pub fn kv_seq_pos_max(&self, seq: u32) -> Option<i32> {
-        self.kv_cache().seq_pos_max(seq)
+        self.cells().seq_pos_max(seq)
     }
 }
 
@@ -259,18 +279,17 @@ fn human(n: u64) -> String {
 impl Context {
     /// Bytes [`Self::state_save`] will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
-        let kv_dim = self.model.hparams().kv_dim();
+        let n_cells = self.cells().of_seq(seq).len();
         4 + self.saved_logits(seq).len() * 4
-            + self.kv_cache().state_size_for_width(seq, kv_dim)
+            + self.geometry().state_size(n_cells)
             + STATE_CHECKSUM_BYTES
     }
 
     /// The largest blob this context can restore: every cell used, logits included. Reads of
     /// state files stop there, so a hostile path (a device, a huge file) cannot exhaust memory.
     pub fn state_size_max(&self) -> usize {
-        let hp = self.model.hparams();
-        let per_cell = 12 + 2 * hp.n_layer * hp.kv_dim() * 4;
-        4 + hp.n_vocab * 4 + 20 + self.params.n_ctx * per_cell + STATE_CHECKSUM_BYTES
+        let n_vocab = self.model.hparams().n_vocab;
+        4 + n_vocab * 4 + self.geometry().state_size(self.params.n_ctx) + STATE_CHECKSUM_BYTES
     }
 
     /// The last logits travel with a whole-context save, so generation can resume right after
@@ -285,7 +304,7 @@ impl Context {
     /// Saves the whole context (`seq` None) or one sequence.
     pub fn state_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
         if let Some(s) = seq {
-            self.kv_cache().check_seq(s)?;
+            self.cells().check_seq(s)?;
         }
         let logits = self.saved_logits(seq);
         let mut out = Vec::new();
@@ -336,7 +355,8 @@ impl Context {
                 .ok_or_else(|| bad("truncated logits"))?,
             &bytes[kv_start..],
         );
-        self.exec.kv_restore(kv, seq)?;
+        let plan = state::plan_restore(self.cells(), kv, seq, self.geometry())?;
+        self.engine.restore(&plan)?;
         self.last_batch_len = 0;
         if seq.is_none() {
             self.logits = logit_bytes

@@ -4,7 +4,7 @@
 
 use super::ContextParams;
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::HostKv;
 use crate::model::Hparams;
 use crate::{Error, Result};
 use std::path::Path;
@@ -29,7 +29,7 @@ impl MemoryEstimate {
             params.n_ctx
         };
         let n_batch = params.n_batch.min(n_ctx) as u64;
-        let kv_cache_bytes = KvCache::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim());
+        let kv_cache_bytes = HostKv::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim());
         let per_token = 3 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff + hp.n_vocab;
         // Attention scores and the visible-cell list, per token.
         let scores = n_ctx as u64 * 8;

@@ -58,21 +58,16 @@ pub fn upload(
     }
 }
 
-/// A context on the GPU that holds `model`: `n_ctx` cache cells for `n_seq_max` sequences.
-pub fn new_context(
-    model: &Arc<GpuModel>,
-    n_ctx: usize,
-    n_seq_max: usize,
-) -> Result<Box<dyn Executor>> {
+/// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells.
+pub fn new_context(model: &Arc<GpuModel>, n_ctx: usize) -> Result<Box<dyn Executor>> {
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
         Arc::clone(model),
         n_ctx,
-        n_seq_max,
     )?));
     #[cfg(not(any(feature = "rocm", feature = "cuda")))]
     {
-        let _ = (n_ctx, n_seq_max);
+        let _ = n_ctx;
         match **model {}
     }
 }

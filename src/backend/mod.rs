@@ -4,6 +4,7 @@
 //! attention chunking) lives in [`numerics`]; neither backend imports the other.
 
 pub mod cpu;
+mod engine;
 pub mod gpu;
 pub mod numerics;
 
@@ -11,42 +12,38 @@ pub mod numerics;
 #[cfg(any(feature = "rocm", feature = "cuda"))]
 pub mod hip;
 
+pub use engine::Engine;
+
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::Cells;
 use crate::Result;
 
-/// One context's compute: its KV cache storage, buffers and the forward pass. `api::Context`
-/// drives it; sequence ids and positions reaching it were checked against the context.
+/// One context's compute: its keys and values, buffers and the forward pass. `api::Context`
+/// owns the cell table ([`Cells`]) and does what every backend shares: validating a batch,
+/// placing its tokens in cells, rolling back a failed one, sequence edits and the state format.
 pub trait Executor: Send {
-    /// Evaluates `batch` (validated here too: ids, positions against the cache): keys and
-    /// values go into the cache, the logits of tokens that asked for them into `logits`
-    /// (n_out, n_vocab) in batch order. Returns each token's row in `logits`. Checks `cancel`
-    /// before every layer and once more at the end. On any error the cache is as before.
-    fn decode(
+    /// Runs `batch`, whose tokens were placed in `new_cells` (already recorded in `cells`):
+    /// keys and values go into those cells, the logits of tokens that asked for them into
+    /// `logits` (n_out, n_vocab) in batch order. Returns each token's row in `logits`. Checks
+    /// `cancel` before every layer and once more at the end. On error nothing is in flight
+    /// any more, and the caller releases `new_cells`.
+    fn forward(
         &mut self,
         batch: &Batch,
+        new_cells: &[usize],
+        cells: &Cells,
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>>;
 
-    /// The cell bookkeeping: positions and sequences of every cell.
-    fn kv(&self) -> &KvCache;
+    /// The cell table changed other than by `forward` (sequence edits, a rollback, a restore).
+    fn cells_changed(&mut self);
 
-    fn kv_clear(&mut self);
+    /// Keys and values of `cells`: (cells, n_layer, keys | values, kv_dim) f32, the state
+    /// format's per-cell layout. Only these cells move (from the device, on a GPU).
+    fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>>;
 
-    /// Removes positions `p0..p1` (p1 < 0: to the end) of `seq`, or of every sequence (None).
-    fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32);
-
-    /// Makes positions `p0..p1` of `src` also part of `dst` (cells shared, not copied).
-    fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32);
-
-    fn kv_seq_keep(&mut self, seq: u32);
-
-    /// The cache (all of it, or one sequence's cells) in `KvCache::save`'s format, which every
-    /// backend reads and writes.
-    fn kv_save(&self, seq: Option<u32>) -> Result<Vec<u8>>;
-
-    /// Restores a blob from [`Self::kv_save`] of any backend; on error nothing changes.
-    fn kv_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()>;
+    /// Writes `data` in [`Self::read_cells`]'s layout into `cells`.
+    fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()>;
 }

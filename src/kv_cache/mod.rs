@@ -4,8 +4,15 @@
 //! sequences it belongs to (a bit mask, so copying a sequence's prefix to another sequence shares
 //! cells instead of duplicating them). A token of sequence `s` at position `p` attends to every
 //! cell that belongs to `s` with position `<= p`.
+//!
+//! [`Cells`] is the bookkeeping (allocation, positions, sequence edits), one per context and
+//! the same for every backend; the keys and values live with the backend that computes them
+//! ([`HostKv`] for the CPU, device buffers for the GPU). [`state`] serialises both in one format.
 
-mod state;
+mod host;
+pub mod state;
+
+pub use host::HostKv;
 
 use crate::{Error, Result};
 
@@ -27,73 +34,36 @@ const FREE: Cell = Cell { pos: -1, seqs: 0 };
 /// angles, and sequence arithmetic near `i32::MAX` would wrap.
 pub const MAX_POSITION: i32 = (1 << 24) - 1;
 
-pub struct KvCache {
-    n_layer: usize,
-    n_ctx: usize,
-    /// Width of one token's keys (or values) in a layer: n_head_kv * head_dim.
-    kv_dim: usize,
+/// The cell table: which cells hold which positions of which sequences.
+#[derive(Clone)]
+pub struct Cells {
     n_seq_max: usize,
-    /// Per layer: (n_ctx, kv_dim).
-    keys: Vec<Vec<f32>>,
-    /// Per layer: (n_ctx, kv_dim).
-    values: Vec<Vec<f32>>,
     cells: Vec<Cell>,
     /// Where the next search for free cells starts (keeps allocation O(n) amortised).
     search_from: usize,
 }
 
-impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, n_seq_max: usize) -> Result<KvCache> {
+impl Cells {
+    /// `n_ctx` free cells for up to `n_seq_max` sequences.
+    pub fn new(n_ctx: usize, n_seq_max: usize) -> Result<Cells> {
         if n_seq_max == 0 || n_seq_max > MAX_SEQUENCES {
             return Err(Error::InvalidArgument(format!(
                 "max sequences must be 1..={MAX_SEQUENCES}, got {n_seq_max}"
             )));
         }
-        let per_layer = n_ctx
-            .checked_mul(kv_dim)
-            .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {n_ctx} x {kv_dim}")))?;
-        let alloc = |what: &str| -> Result<Vec<Vec<f32>>> {
-            let mut layers = Vec::with_capacity(n_layer);
-            for _ in 0..n_layer {
-                layers.push(zeroed_f32(per_layer).ok_or_else(|| {
-                    Error::OutOfMemory(format!(
-                        "KV cache {what}: {n_layer} layers x {per_layer} floats"
-                    ))
-                })?);
-            }
-            Ok(layers)
-        };
-        Ok(KvCache {
-            n_layer,
-            n_ctx,
-            kv_dim,
+        Ok(Cells {
             n_seq_max,
-            keys: alloc("keys")?,
-            values: alloc("values")?,
             cells: vec![FREE; n_ctx],
             search_from: 0,
         })
     }
 
-    /// Bytes a cache of this shape needs (for memory estimates before allocating).
-    pub fn bytes_needed(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
-        2 * n_layer as u64 * n_ctx as u64 * kv_dim as u64 * std::mem::size_of::<f32>() as u64
-    }
-
     pub fn n_ctx(&self) -> usize {
-        self.n_ctx
+        self.cells.len()
     }
 
     pub fn n_seq_max(&self) -> usize {
         self.n_seq_max
-    }
-
-    pub fn kv_dim(&self) -> usize {
-        self.kv_dim
-    }
-
-    pub fn n_layer(&self) -> usize {
-        self.n_layer
     }
 
     /// Cells in use.
@@ -115,21 +85,21 @@ impl KvCache {
     /// Takes `n` free cells for new tokens, or fails with ContextFull taking none.
     pub fn allocate(&mut self, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
         let n = tokens.len();
+        let n_ctx = self.cells.len();
         let mut found = Vec::with_capacity(n);
-        for step in 0..self.n_ctx {
+        for step in 0..n_ctx {
             if found.len() == n {
                 break;
             }
-            let i = (self.search_from + step) % self.n_ctx;
+            let i = (self.search_from + step) % n_ctx;
             if self.cells[i].pos < 0 {
                 found.push(i);
             }
         }
         if found.len() < n {
             return Err(Error::ContextFull(format!(
-                "{n} new tokens need cells but only {} of {} are free",
+                "{n} new tokens need cells but only {} of {n_ctx} are free",
                 found.len(),
-                self.n_ctx
             )));
         }
         for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
@@ -139,7 +109,7 @@ impl KvCache {
             };
         }
         if let Some(&last) = found.last() {
-            self.search_from = (last + 1) % self.n_ctx;
+            self.search_from = (last + 1) % n_ctx;
         }
         Ok(found)
     }
@@ -162,53 +132,38 @@ impl KvCache {
         }
     }
 
-    /// An empty-handed copy of `other`'s cells (positions, sequences, allocation cursor) with
-    /// room for keys and values of width `kv_dim`, all zero: what a GPU context fills from
-    /// device memory to save its state.
-    pub fn with_cells_of(other: &KvCache, kv_dim: usize) -> Result<KvCache> {
-        let mut kv = KvCache::new(other.n_layer, other.n_ctx, kv_dim, other.n_seq_max)?;
-        kv.copy_cells_from(other);
-        Ok(kv)
-    }
-
-    /// Takes `other`'s cells (positions, sequences, allocation cursor); keys and values stay.
-    /// Both caches must have the same number of cells.
-    pub fn copy_cells_from(&mut self, other: &KvCache) {
-        debug_assert_eq!(self.n_ctx, other.n_ctx);
-        self.cells.clone_from(&other.cells);
-        self.search_from = other.search_from;
-    }
-
     /// (position, sequence mask) of `cell`; position -1 when it is free.
     pub fn cell(&self, cell: usize) -> (i32, u64) {
         (self.cells[cell].pos, self.cells[cell].seqs)
     }
 
-    /// All keys and all values of `layer`: (n_ctx, kv_dim) each.
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+    /// One past the last cell in use (the cells a kernel must scan); 0 when all are free.
+    pub fn extent(&self) -> usize {
+        self.cells
+            .iter()
+            .rposition(|c| c.pos >= 0)
+            .map_or(0, |i| i + 1)
     }
 
-    /// The same, writable.
-    pub fn layer_mut(&mut self, layer: usize) -> (&mut [f32], &mut [f32]) {
-        (&mut self.keys[layer], &mut self.values[layer])
+    /// The cells in use that belong to `seq` (any sequence for None), in cell order.
+    pub fn of_seq(&self, seq: Option<u32>) -> Vec<usize> {
+        let mask = seq.map_or(u64::MAX, |s| 1u64 << s);
+        (self.cells.iter().enumerate())
+            .filter(|(_, c)| c.pos >= 0 && c.seqs & mask != 0)
+            .map(|(i, _)| i)
+            .collect()
     }
 
-    /// Keys of `cell` in `layer`: (kv_dim).
-    pub fn key(&self, layer: usize, cell: usize) -> &[f32] {
-        &self.keys[layer][cell * self.kv_dim..(cell + 1) * self.kv_dim]
-    }
-
-    /// Values of `cell` in `layer`: (kv_dim).
-    pub fn value(&self, layer: usize, cell: usize) -> &[f32] {
-        &self.values[layer][cell * self.kv_dim..(cell + 1) * self.kv_dim]
-    }
-
-    /// Writes one token's keys and values for `layer`.
-    pub fn store(&mut self, layer: usize, cell: usize, key: &[f32], value: &[f32]) {
-        let range = cell * self.kv_dim..(cell + 1) * self.kv_dim;
-        self.keys[layer][range.clone()].copy_from_slice(key);
-        self.values[layer][range].copy_from_slice(value);
+    /// A batch's tokens placed in free cells after checking them against this table: ids in
+    /// range, positions in range and after what each sequence holds. The preamble of every
+    /// evaluation, whatever the backend; undo it with [`Self::release`].
+    pub fn place(&mut self, batch: &crate::batch::Batch, n_vocab: usize) -> Result<Vec<usize>> {
+        batch.validate(n_vocab, self.n_seq_max)?;
+        batch.check_positions(self)?;
+        let placed: Vec<(i32, u32)> = (batch.pos.iter().copied())
+            .zip(batch.seq.iter().copied())
+            .collect();
+        self.allocate(&placed)
     }
 
     /// Largest position held for `seq`, if any.
@@ -275,30 +230,12 @@ impl KvCache {
     }
 }
 
-/// `n` zero floats, or `None` when the allocation fails. Zeroed memory from the allocator: a
-/// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
-/// nothing until cells are used (no loop writing every page up front).
-fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` was allocated by the global allocator with the layout of `n` f32s, and all-zero
-    // bits are the f32 value 0.0, so all `n` elements are initialised.
-    Some(unsafe { Vec::from_raw_parts(p, n, n) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cache() -> KvCache {
-        KvCache::new(1, 8, 2, 4).unwrap()
+    fn cache() -> Cells {
+        Cells::new(8, 4).unwrap()
     }
 
     #[test]
@@ -340,8 +277,8 @@ mod tests {
 
     #[test]
     fn bad_sequence_counts_are_rejected() {
-        assert!(KvCache::new(1, 4, 2, 0).is_err());
-        assert!(KvCache::new(1, 4, 2, 65).is_err());
+        assert!(Cells::new(4, 0).is_err());
+        assert!(Cells::new(4, 65).is_err());
         assert!(cache().check_seq(4).is_err());
     }
 }

@@ -1,82 +1,29 @@
-//! Binary layouts of the 32-element quantization blocks, exactly as GGUF stores them.
+//! Blocks as GGUF stores them, and the row loops every format's codec shares.
 //!
-//! Blocks sit back to back in a row with no padding (18, 20, 34 or 36 bytes each), so a block
-//! in a memory-mapped file is generally unaligned. The structs are `#[repr(C)]` with only
-//! alignment-2 fields and no padding; they are read with [`read_block`], never by reference
-//! into the byte slice.
+//! A tensor row is blocks back to back with no padding (18, 20, 34 or 36 bytes for the
+//! 32-element formats; one value for the float types), so a block in a memory-mapped file is
+//! generally unaligned. Each format's block struct (in its file under `formats/`) is
+//! `#[repr(C)]` with only alignment-2 fields and no padding, its size asserted against the
+//! type table at compile time; blocks are read with [`read_block`], never by reference into
+//! the byte slice.
 
-use half::f16;
-use std::mem::size_of;
+use super::GgmlType;
 
-/// Elements per block of every type in this file.
+/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
-
-/// 4-bit symmetric: value = (q - 8) * d. Element j < 16 is the low nibble of `qs[j]`,
-/// element j + 16 its high nibble.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ4_0 {
-    pub d: f16,
-    pub qs: [u8; QK / 2],
-}
-
-/// 4-bit with offset: value = q * d + m. Nibble order as [`BlockQ4_0`].
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ4_1 {
-    pub d: f16,
-    pub m: f16,
-    pub qs: [u8; QK / 2],
-}
-
-/// 8-bit symmetric: value = q * d.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ8_0 {
-    pub d: f16,
-    pub qs: [i8; QK],
-}
-
-/// 8-bit symmetric with the block sum: value = q * d, and `s` = d * sum(qs) (used by the
-/// Q4_1 dot product to fold in the weight offset `m`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ8_1 {
-    pub d: f16,
-    pub s: f16,
-    pub qs: [i8; QK],
-}
-
-const _: () = assert!(size_of::<BlockQ4_0>() == 18);
-const _: () = assert!(size_of::<BlockQ4_1>() == 20);
-const _: () = assert!(size_of::<BlockQ8_0>() == 34);
-const _: () = assert!(size_of::<BlockQ8_1>() == 36);
 
 /// A block type that may be read from any byte position.
 ///
 /// # Safety
-/// Implementors must be `#[repr(C)]`, `Copy`, without padding, and valid for every bit
-/// pattern (true of `f16`, `u8`, `i8` fields).
+/// Implementors must be `#[repr(C)]` (or a primitive), `Copy`, without padding, and valid for
+/// every bit pattern (true of `f32`, `f16`, `bf16`, `u8`, `i8` fields); `BYTES` must be their
+/// size (the default).
 pub unsafe trait Block: Copy {
-    const BYTES: usize;
-}
-
-// SAFETY: all four are repr(C) structs of f16/u8/i8 fields with no padding (sizes asserted
-// above equal the sums of their fields), and every bit pattern is a valid value.
-unsafe impl Block for BlockQ4_0 {
-    const BYTES: usize = 18;
-}
-// SAFETY: see above.
-unsafe impl Block for BlockQ4_1 {
-    const BYTES: usize = 20;
-}
-// SAFETY: see above.
-unsafe impl Block for BlockQ8_0 {
-    const BYTES: usize = 34;
-}
-// SAFETY: see above.
-unsafe impl Block for BlockQ8_1 {
-    const BYTES: usize = 36;
+    /// The tensor type whose blocks these are.
+    const TYPE: GgmlType;
+    const BYTES: usize = std::mem::size_of::<Self>();
+    /// Elements per block, from the type table.
+    const ELEMS: usize = Self::TYPE.block_elems();
 }
 
 /// Reads block `i` of a packed row; `None` if the row is too short.
@@ -107,26 +54,47 @@ pub fn write_block<B: Block>(row: &mut [u8], i: usize, block: &B) -> bool {
     true
 }
 
+/// Decodes the blocks of `src` into `dst`, `N` (= `B::ELEMS`) values each. Stops at the end
+/// of the shorter of the two: callers check the lengths first (see
+/// [`super::dequantize_row`]).
+#[inline]
+pub(crate) fn decode_blocks<B: Block, const N: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    decode: impl Fn(&B, &mut [f32; N]),
+) {
+    debug_assert_eq!(N, B::ELEMS);
+    for (i, out) in dst.chunks_exact_mut(N).enumerate() {
+        let (Some(b), Ok(out)) = (read_block::<B>(src, i), <&mut [f32; N]>::try_from(out)) else {
+            return;
+        };
+        decode(&b, out);
+    }
+}
+
+/// Encodes `x`, `N` (= `B::ELEMS`) values at a time, into consecutive blocks of `out`. Stops
+/// at the end of the shorter of the two: callers check the lengths first.
+#[inline]
+pub(crate) fn encode_blocks<B: Block, const N: usize>(
+    x: &[f32],
+    out: &mut [u8],
+    encode: impl Fn(&[f32; N]) -> B,
+) {
+    debug_assert_eq!(N, B::ELEMS);
+    for (i, xb) in x.chunks_exact(N).enumerate() {
+        let Ok(xb) = <&[f32; N]>::try_from(xb) else {
+            return;
+        };
+        if !write_block(out, i, &encode(xb)) {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::GgmlType;
-
-    #[test]
-    fn block_sizes_match_the_type_table() {
-        assert_eq!(GgmlType::Q4_0.block_bytes(), BlockQ4_0::BYTES);
-        assert_eq!(GgmlType::Q4_1.block_bytes(), BlockQ4_1::BYTES);
-        assert_eq!(GgmlType::Q8_0.block_bytes(), BlockQ8_0::BYTES);
-        assert_eq!(GgmlType::Q8_1.block_bytes(), BlockQ8_1::BYTES);
-        for t in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q8_0,
-            GgmlType::Q8_1,
-        ] {
-            assert_eq!(t.block_elems(), QK);
-        }
-    }
+    use crate::quant::formats::q4_1::BlockQ4_1;
 
     #[test]
     fn blocks_read_from_odd_offsets_in_file_byte_order() {

@@ -2,7 +2,11 @@
 //!
 //! This is the one place that maps GGUF type ids to layouts. The GGUF reader uses it to size
 //! tensors (every known type, so a file with a K-quant parses and is rejected later with a clear
-//! "unsupported tensor type" error); the compute paths accept only `is_computable()` types.
+//! "unsupported tensor type" error). What the engine can do with a type (decode it, dot it on
+//! the CPU, multiply by it on the GPU) is its row of the format registry
+//! ([`crate::quant::registry`]), reached through [`GgmlType::format`].
+
+use super::registry::{self, Format};
 
 /// A GGML tensor element type, numbered as in GGUF files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,28 +88,33 @@ impl GgmlType {
         TABLE.iter().find(|e| e.0 as u32 == id).map(|e| e.0)
     }
 
-    fn entry(self) -> &'static (GgmlType, &'static str, usize, usize) {
-        TABLE
-            .iter()
-            .find(|e| e.0 == self)
-            .expect("every GgmlType variant has a table row")
+    /// `const` so that block structs can assert their size against the table at compile time.
+    const fn entry(self) -> &'static (GgmlType, &'static str, usize, usize) {
+        let mut i = 0;
+        while i < TABLE.len() {
+            if TABLE[i].0 as u32 == self as u32 {
+                return &TABLE[i];
+            }
+            i += 1;
+        }
+        panic!("every GgmlType variant has a table row")
     }
 
-    pub fn id(self) -> u32 {
+    pub const fn id(self) -> u32 {
         self as u32
     }
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         self.entry().1
     }
 
     /// Elements per block (1 for plain types).
-    pub fn block_elems(self) -> usize {
+    pub const fn block_elems(self) -> usize {
         self.entry().2
     }
 
     /// Bytes per block.
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         self.entry().3
     }
 
@@ -119,17 +128,15 @@ impl GgmlType {
         (n / be).checked_mul(self.block_bytes() as u64)
     }
 
-    /// Types the compute paths (CPU now, GPU later) can use as weights.
+    /// This type's row of the format registry; `None` for types the engine cannot decode.
+    pub fn format(self) -> Option<&'static Format> {
+        registry::format(self)
+    }
+
+    /// Whether the CPU backend can multiply by a weight of this type (it has dot kernels):
+    /// the load-time check of every matrix.
     pub fn is_computable(self) -> bool {
-        matches!(
-            self,
-            GgmlType::F32
-                | GgmlType::F16
-                | GgmlType::Bf16
-                | GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q8_0
-        )
+        self.format().is_some_and(|f| f.cpu_dot.is_some())
     }
 }
 

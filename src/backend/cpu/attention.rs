@@ -11,7 +11,7 @@
 use super::matmul::SharedMut;
 use super::threadpool::ThreadPool;
 use crate::backend::numerics::{self, butterfly32, LANES};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::HostKv;
 
 /// Cache cells per chunk of the split softmax.
 pub use crate::backend::numerics::ATTENTION_CHUNK as CHUNK;
@@ -35,7 +35,7 @@ pub struct AttentionShape {
 /// cells are masked out.
 pub fn attention(
     pool: &ThreadPool,
-    kv: &KvCache,
+    kv: &HostKv,
     layer: usize,
     shape: AttentionShape,
     q: &[f32],
@@ -89,7 +89,7 @@ pub fn attention(
 
 /// One (token, head) pair's attention.
 struct Task<'a> {
-    kv: &'a KvCache,
+    kv: &'a HostKv,
     layer: usize,
     q_row: &'a [f32],
     cells: &'a [usize],
@@ -247,7 +247,7 @@ mod tests {
 
     /// The canonical definition written out plainly, element by element.
     fn reference(
-        kv: &KvCache,
+        kv: &HostKv,
         shape: AttentionShape,
         q: &[f32],
         visible: &[Vec<usize>],
@@ -308,7 +308,7 @@ mod tests {
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let n_ctx = 700; // three chunks of the split softmax
-        let mut kv = KvCache::new(1, n_ctx, kv_dim, 1).unwrap();
+        let mut kv = HostKv::new(1, n_ctx, kv_dim).unwrap();
         let mut seed = 12345u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

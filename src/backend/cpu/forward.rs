@@ -11,30 +11,25 @@ use crate::backend::numerics::rope_table;
 use crate::backend::Executor;
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{Cells, HostKv};
 use crate::model::{LoadedModel, WeightRef};
 use crate::quant::activation_type;
 use crate::Result;
 use std::sync::Arc;
 
-/// A CPU context: the KV cache in host memory, worker threads and per-batch buffers.
+/// A CPU context: keys and values in host memory, worker threads and per-batch buffers.
 pub struct CpuContext {
     model: Arc<LoadedModel>,
-    kv: KvCache,
+    kv: HostKv,
     pool: ThreadPool,
     scratch: Scratch,
 }
 
 impl CpuContext {
-    /// A cache of `n_ctx` cells for `n_seq_max` sequences, computed on `n_threads` threads.
-    pub fn new(
-        model: Arc<LoadedModel>,
-        n_ctx: usize,
-        n_seq_max: usize,
-        n_threads: usize,
-    ) -> Result<CpuContext> {
+    /// Keys and values for `n_ctx` cells, computed on `n_threads` threads.
+    pub fn new(model: Arc<LoadedModel>, n_ctx: usize, n_threads: usize) -> Result<CpuContext> {
         let hp = &model.hparams;
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.kv_dim(), n_seq_max)?;
+        let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim())?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
         Ok(CpuContext {
@@ -44,53 +39,55 @@ impl CpuContext {
             scratch: Scratch::default(),
         })
     }
+
+    /// The keys and values (tests compare them across backends).
+    pub fn kv(&self) -> &HostKv {
+        &self.kv
+    }
 }
 
 impl Executor for CpuContext {
-    fn decode(
+    fn forward(
         &mut self,
         batch: &Batch,
+        new_cells: &[usize],
+        cells: &Cells,
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
-        decode(
-            &self.model,
-            &mut self.kv,
-            &self.pool,
-            &mut self.scratch,
-            batch,
-            cancel,
-            logits,
-        )
+        let run = Run {
+            model: &self.model,
+            kv: &mut self.kv,
+            cells,
+            pool: &self.pool,
+            s: &mut self.scratch,
+        };
+        // A cancel that came during the last layer is honoured too (the work is dropped), so
+        // only one arriving after this point waits for the next call.
+        run.layers(batch, new_cells, cancel, logits)
+            .and_then(|rows| cancel.check().map(|()| rows))
     }
 
-    fn kv(&self) -> &KvCache {
-        &self.kv
+    /// Nothing to do: the CPU reads the table as it is at each step.
+    fn cells_changed(&mut self) {}
+
+    fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.kv.read_cells(cells))
     }
 
-    fn kv_clear(&mut self) {
-        self.kv.clear();
+    fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+        self.kv.write_cells(cells, data);
+        Ok(())
     }
+}
 
-    fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
-        self.kv.seq_remove(seq, p0, p1);
-    }
-
-    fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
-        self.kv.seq_copy(src, dst, p0, p1);
-    }
-
-    fn kv_seq_keep(&mut self, seq: u32) {
-        self.kv.seq_keep(seq);
-    }
-
-    fn kv_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
-        Ok(self.kv.save(seq))
-    }
-
-    fn kv_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
-        self.kv.restore(bytes, seq)
-    }
+/// What one forward pass works with.
+struct Run<'a> {
+    model: &'a LoadedModel,
+    kv: &'a mut HostKv,
+    cells: &'a Cells,
+    pool: &'a ThreadPool,
+    s: &'a mut Scratch,
 }
 
 /// The packed view of a weight in the model mapping.
@@ -98,163 +95,137 @@ fn matrix<'m>(model: &'m LoadedModel, w: &WeightRef) -> Result<PackedMatrix<'m>>
     PackedMatrix::new(model.gguf.tensor_data(&w.info), w.ty(), w.rows, w.cols)
 }
 
-/// Evaluates `batch`: writes its keys/values into `kv` and the logits of the tokens that asked
-/// for them into `logits` (n_out, n_vocab), in batch order. Returns, per batch token, its row in
-/// `logits`. On any error (including cancellation) the cache is left as it was before the call.
-#[allow(clippy::too_many_arguments)]
-pub fn decode(
-    model: &LoadedModel,
-    kv: &mut KvCache,
-    pool: &ThreadPool,
-    s: &mut Scratch,
-    batch: &Batch,
-    cancel: &CancelFlag,
-    logits: &mut Vec<f32>,
-) -> Result<Vec<Option<usize>>> {
-    let hp = &model.hparams;
-    batch.validate(hp.n_vocab, kv.n_seq_max())?;
-    batch.check_positions(kv)?;
-    let placed: Vec<(i32, u32)> = batch
-        .pos
-        .iter()
-        .copied()
-        .zip(batch.seq.iter().copied())
-        .collect();
-    let cells = kv.allocate(&placed)?;
-    // A cancel that came during the last layer is honoured too (the work is dropped), so only
-    // one arriving after this point waits for the next call.
-    let result = run_layers(model, kv, pool, s, batch, &cells, cancel, logits)
-        .and_then(|rows| cancel.check().map(|()| rows));
-    if result.is_err() {
-        kv.release(&cells);
-    }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_layers(
-    model: &LoadedModel,
-    kv: &mut KvCache,
-    pool: &ThreadPool,
-    s: &mut Scratch,
-    batch: &Batch,
-    cells: &[usize],
-    cancel: &CancelFlag,
-    logits: &mut Vec<f32>,
-) -> Result<Vec<Option<usize>>> {
-    let hp = &model.hparams;
-    let w = &model.weights;
-    let n = batch.len();
-    let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
-    s.prepare(hp, n);
-
-    embed(model, &batch.tokens, &mut s.x)?;
-    for t in 0..n {
-        kv.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
-        rope_table(batch.pos[t] as f32, &model.rope_inv_freq, &mut s.rope[t]);
-    }
-    let shape = AttentionShape {
-        n_head: hp.n_head,
-        n_head_kv: hp.n_head_kv,
-        head_dim: hp.head_dim,
-    };
-
-    for (il, layer) in w.layers.iter().enumerate() {
-        cancel.check()?;
-        // Attention block.
-        norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
-        project_many(
+impl Run<'_> {
+    /// Every layer for `batch`, whose tokens sit in `new_cells`; see [`Executor::forward`].
+    fn layers(
+        self,
+        batch: &Batch,
+        new_cells: &[usize],
+        cancel: &CancelFlag,
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<Option<usize>>> {
+        let Run {
             model,
+            kv,
+            cells: table,
             pool,
-            &mut s.acts,
-            &s.xn,
-            n,
-            [
-                (&layer.wq, &mut s.q[..]),
-                (&layer.wk, &mut s.k[..]),
-                (&layer.wv, &mut s.v[..]),
-            ],
-        )?;
-        for (t, &cell) in cells.iter().enumerate() {
-            rope_in_place(
-                &mut s.q[t * q_dim..(t + 1) * q_dim],
-                hp.head_dim,
-                &s.rope[t],
-            );
-            rope_in_place(
-                &mut s.k[t * kv_dim..(t + 1) * kv_dim],
-                hp.head_dim,
-                &s.rope[t],
-            );
-            kv.store(
-                il,
-                cell,
-                &s.k[t * kv_dim..(t + 1) * kv_dim],
-                &s.v[t * kv_dim..(t + 1) * kv_dim],
-            );
+            s,
+        } = self;
+        let cells = new_cells;
+        let hp = &model.hparams;
+        let w = &model.weights;
+        let n = batch.len();
+        let (d, q_dim, kv_dim, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
+        s.prepare(hp, n);
+
+        embed(model, &batch.tokens, &mut s.x)?;
+        for t in 0..n {
+            table.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
+            rope_table(batch.pos[t] as f32, &model.rope_inv_freq, &mut s.rope[t]);
         }
-        attention(pool, kv, il, shape, &s.q, &s.visible[..n], &mut s.attn);
-        project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
-        add_in_place(&mut s.x, &s.proj);
+        let shape = AttentionShape {
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hp.head_dim,
+        };
 
-        // Feed-forward block (SwiGLU).
-        norm_rows(pool, &s.x, &layer.ffn_norm, hp.rms_eps, &mut s.xn, d);
-        project_many(
-            model,
-            pool,
-            &mut s.acts,
-            &s.xn,
-            n,
-            [(&layer.gate, &mut s.gate[..]), (&layer.up, &mut s.up[..])],
-        )?;
-        for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
-            silu_mul_in_place(g, u);
-        }
-        project_fresh(
-            model,
-            pool,
-            &mut s.acts,
-            &layer.down,
-            &s.gate,
-            n,
-            &mut s.proj,
-        )?;
-        add_in_place(&mut s.x, &s.proj);
-    }
+        for (il, layer) in w.layers.iter().enumerate() {
+            cancel.check()?;
+            // Attention block.
+            norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
+            project_many(
+                model,
+                pool,
+                &mut s.acts,
+                &s.xn,
+                n,
+                [
+                    (&layer.wq, &mut s.q[..]),
+                    (&layer.wk, &mut s.k[..]),
+                    (&layer.wv, &mut s.v[..]),
+                ],
+            )?;
+            for (t, &cell) in cells.iter().enumerate() {
+                rope_in_place(
+                    &mut s.q[t * q_dim..(t + 1) * q_dim],
+                    hp.head_dim,
+                    &s.rope[t],
+                );
+                rope_in_place(
+                    &mut s.k[t * kv_dim..(t + 1) * kv_dim],
+                    hp.head_dim,
+                    &s.rope[t],
+                );
+                kv.store(
+                    il,
+                    cell,
+                    &s.k[t * kv_dim..(t + 1) * kv_dim],
+                    &s.v[t * kv_dim..(t + 1) * kv_dim],
+                );
+            }
+            attention(pool, kv, il, shape, &s.q, &s.visible[..n], &mut s.attn);
+            project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
+            add_in_place(&mut s.x, &s.proj);
 
-    // Output head, only for the tokens that want logits.
-    let rows: Vec<usize> = (0..n).filter(|&t| batch.logits[t]).collect();
-    let mut out_index = vec![None; n];
-    for (k, &t) in rows.iter().enumerate() {
-        out_index[t] = Some(k);
-        s.xn[k * d..(k + 1) * d].copy_from_slice(&s.x[t * d..(t + 1) * d]);
-    }
-    let n_out = rows.len();
-    if n_out > 0 {
-        // Normalise in place (rows were compacted to the front of xn).
-        for k in 0..n_out {
-            let row: Vec<f32> = s.xn[k * d..(k + 1) * d].to_vec();
-            rms_norm(
-                &row,
-                &w.output_norm,
-                hp.rms_eps,
-                &mut s.xn[k * d..(k + 1) * d],
-            );
+            // Feed-forward block (SwiGLU).
+            norm_rows(pool, &s.x, &layer.ffn_norm, hp.rms_eps, &mut s.xn, d);
+            project_many(
+                model,
+                pool,
+                &mut s.acts,
+                &s.xn,
+                n,
+                [(&layer.gate, &mut s.gate[..]), (&layer.up, &mut s.up[..])],
+            )?;
+            for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
+                silu_mul_in_place(g, u);
+            }
+            project_fresh(
+                model,
+                pool,
+                &mut s.acts,
+                &layer.down,
+                &s.gate,
+                n,
+                &mut s.proj,
+            )?;
+            add_in_place(&mut s.x, &s.proj);
         }
-        logits.resize(n_out * hp.n_vocab, 0.0);
-        project_fresh(
-            model,
-            pool,
-            &mut s.acts,
-            &w.output,
-            &s.xn[..n_out * d],
-            n_out,
-            logits,
-        )?;
-    } else {
-        logits.clear();
+
+        // Output head, only for the tokens that want logits.
+        let rows: Vec<usize> = (0..n).filter(|&t| batch.logits[t]).collect();
+        let mut out_index = vec![None; n];
+        for (k, &t) in rows.iter().enumerate() {
+            out_index[t] = Some(k);
+            s.xn[k * d..(k + 1) * d].copy_from_slice(&s.x[t * d..(t + 1) * d]);
+        }
+        let n_out = rows.len();
+        if n_out > 0 {
+            // Normalise in place (rows were compacted to the front of xn).
+            for k in 0..n_out {
+                let row: Vec<f32> = s.xn[k * d..(k + 1) * d].to_vec();
+                rms_norm(
+                    &row,
+                    &w.output_norm,
+                    hp.rms_eps,
+                    &mut s.xn[k * d..(k + 1) * d],
+                );
+            }
+            logits.resize(n_out * hp.n_vocab, 0.0);
+            project_fresh(
+                model,
+                pool,
+                &mut s.acts,
+                &w.output,
+                &s.xn[..n_out * d],
+                n_out,
+                logits,
+            )?;
+        } else {
+            logits.clear();
+        }
+        Ok(out_index)
     }
-    Ok(out_index)
 }
 
 /// Token embeddings: each row dequantized from the embedding table. x: (n_tokens, n_embd)

@@ -11,7 +11,7 @@ use super::model::GpuModel;
 use crate::backend::numerics::{rope_table, ATTENTION_CHUNK};
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::Cells;
 use crate::{Error, Result};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -43,14 +43,6 @@ impl Drop for Graph {
         }
     }
 }
-
-/// Mirror of the KV cache's cell table, uploaded when sequence operations change it.
-#[derive(Clone, Copy)]
-struct CellMeta {
-    pos: i32,
-    seqs: u64,
-}
-const FREE: CellMeta = CellMeta { pos: -1, seqs: 0 };
 
 struct Scratch {
     /// Residual stream: (step, n_embd) f32
@@ -98,9 +90,11 @@ pub struct GpuContext {
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
-    /// Cell allocation and sequence bookkeeping; holds no keys/values (width 0).
-    kv: KvCache,
-    cells: Vec<CellMeta>,
+    /// Cells in the cache.
+    n_ctx: usize,
+    /// The device's cell table (`cell_pos`, `cell_seqs`) is stale: re-upload it from the
+    /// context's [`Cells`] at the next step. Forward steps keep it current themselves (the
+    /// kernels that store keys and values also record their cells).
     cells_dirty: bool,
     /// Per layer: (n_ctx, kv_dim) f32
     k_cache: Vec<DeviceBuffer>,
@@ -125,13 +119,12 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    pub fn new(model: Arc<GpuModel>, n_ctx: usize, n_seq_max: usize) -> Result<GpuContext> {
+    pub fn new(model: Arc<GpuModel>, n_ctx: usize) -> Result<GpuContext> {
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
             return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
         }
-        let kv = KvCache::new(hp.n_layer, n_ctx, 0, n_seq_max)?;
         let stream = Stream::new()?;
         let blas = Blas::new(&stream)?;
         let f = std::mem::size_of::<f32>();
@@ -197,8 +190,7 @@ impl GpuContext {
             use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
             blas,
             stream,
-            kv,
-            cells: vec![FREE; n_ctx],
+            n_ctx,
             cells_dirty: true,
             k_cache,
             v_cache,
@@ -215,114 +207,8 @@ impl GpuContext {
         })
     }
 
-    /// The cache's bookkeeping (positions per sequence, cells used).
-    pub fn kv(&self) -> &KvCache {
-        &self.kv
-    }
-
     pub fn model(&self) -> &Arc<GpuModel> {
         &self.model
-    }
-
-    /// Empties the cache.
-    pub fn clear(&mut self) {
-        self.kv.clear();
-        self.cells.fill(FREE);
-        self.cells_dirty = true;
-    }
-
-    /// Removes positions p0..p1 (p1 < 0: to the end) of `seq` (None: every sequence).
-    pub fn seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
-        self.kv.seq_remove(seq, p0, p1);
-        let mask = seq.map_or(u64::MAX, |s| 1u64 << s);
-        let p1 = if p1 < 0 { i32::MAX } else { p1 };
-        for c in self.cells.iter_mut() {
-            if c.pos >= p0.max(0) && c.pos < p1 {
-                c.seqs &= !mask;
-                if c.seqs == 0 {
-                    *c = FREE;
-                }
-            }
-        }
-        self.cells_dirty = true;
-    }
-
-    /// Shares positions p0..p1 of `src` with `dst`.
-    pub fn seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
-        self.kv.seq_copy(src, dst, p0, p1);
-        let (s, d) = (1u64 << src, 1u64 << dst);
-        let p1 = if p1 < 0 { i32::MAX } else { p1 };
-        for c in self.cells.iter_mut() {
-            if c.seqs & s != 0 && c.pos >= p0.max(0) && c.pos < p1 {
-                c.seqs |= d;
-            }
-        }
-        self.cells_dirty = true;
-    }
-
-    /// Drops every sequence but `seq`.
-    pub fn seq_keep(&mut self, seq: u32) {
-        self.kv.seq_keep(seq);
-        for c in self.cells.iter_mut() {
-            c.seqs &= 1u64 << seq;
-            if c.seqs == 0 {
-                *c = FREE;
-            }
-        }
-        self.cells_dirty = true;
-    }
-
-    /// A host copy of the whole cache, keys and values included (downloaded): what state
-    /// saving serialises. The format is the CPU backend's, so either backend restores it.
-    pub fn download_kv(&self) -> Result<KvCache> {
-        set_device(self.model.device)?;
-        let kv_dim = self.model.hparams.kv_dim();
-        let mut host = KvCache::with_cells_of(&self.kv, kv_dim)?;
-        for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
-            let (keys, values) = host.layer_mut(il);
-            kb.download(as_bytes_mut(keys), &self.stream, "reading cached keys")?;
-            vb.download(as_bytes_mut(values), &self.stream, "reading cached values")?;
-        }
-        Ok(host)
-    }
-
-    /// Replaces the whole cache with `host` (same geometry: from [`Self::download_kv`] or a
-    /// CPU context of the same model and size, then edited). Keys and values go up first; the
-    /// cell bookkeeping changes only once they all arrived.
-    pub fn upload_kv(&mut self, host: &KvCache) -> Result<()> {
-        set_device(self.model.device)?;
-        let hp = &self.model.hparams;
-        if host.n_layer() != hp.n_layer
-            || host.kv_dim() != hp.kv_dim()
-            || host.n_ctx() != self.kv.n_ctx()
-        {
-            return Err(Error::InvalidArgument(format!(
-                "KV cache of {} layers x {} x {} cells does not fit this context ({} x {} x {})",
-                host.n_layer(),
-                host.kv_dim(),
-                host.n_ctx(),
-                hp.n_layer,
-                hp.kv_dim(),
-                self.kv.n_ctx()
-            )));
-        }
-        for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
-            let (keys, values) = host.layer(il);
-            kb.upload(0, as_bytes(keys), &self.stream, "writing cached keys")?;
-            vb.upload(0, as_bytes(values), &self.stream, "writing cached values")?;
-        }
-        self.stream.sync("writing the KV cache")?;
-        self.kv.copy_cells_from(host);
-        for (i, c) in self.cells.iter_mut().enumerate() {
-            let (pos, seqs) = host.cell(i);
-            *c = if pos < 0 {
-                FREE
-            } else {
-                CellMeta { pos, seqs }
-            };
-        }
-        self.cells_dirty = true;
-        Ok(())
     }
 
     /// Benchmark aid: replays the captured single-token pass `n` times back to back (same
@@ -348,42 +234,23 @@ impl GpuContext {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// Evaluates `batch` like `crate::backend::cpu::decode`: keys/values go into the cache, the
-    /// logits of tokens that asked for them into `logits` (n_out, n_vocab) in batch order.
-    /// Returns each batch token's row in `logits`. On error the cache is left as before.
-    pub fn decode(
+    /// [`Executor::forward`] on the device: the tokens' cells were placed by the caller.
+    pub fn forward(
         &mut self,
         batch: &Batch,
+        new_cells: &[usize],
+        cells: &Cells,
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
         set_device(self.model.device)?;
-        batch.validate(self.model.hparams.n_vocab, self.kv.n_seq_max())?;
-        batch.check_positions(&self.kv)?;
-        let placed: Vec<(i32, u32)> = batch
-            .pos
-            .iter()
-            .copied()
-            .zip(batch.seq.iter().copied())
-            .collect();
-        let cells = self.kv.allocate(&placed)?;
-        for (&c, &(pos, seq)) in cells.iter().zip(&placed) {
-            self.cells[c] = CellMeta {
-                pos,
-                seqs: 1u64 << seq,
-            };
-        }
         // A cancel that came while the device worked is honoured too (the work is dropped).
         let result = self
-            .run(batch, &cells, cancel, logits)
+            .run(batch, new_cells, cells, cancel, logits)
             .and_then(|rows| cancel.check().map(|()| rows));
         if result.is_err() {
-            // Wait for queued work before the buffers are reused, then undo the allocation.
+            // Wait for queued work before the buffers are reused; the caller frees the cells.
             let _ = self.stream.sync("rolling back a failed batch");
-            self.kv.release(&cells);
-            for &c in &cells {
-                self.cells[c] = FREE;
-            }
             self.cells_dirty = true;
         }
         result
@@ -392,7 +259,8 @@ impl GpuContext {
     fn run(
         &mut self,
         batch: &Batch,
-        cells: &[usize],
+        new_cells: &[usize],
+        cells: &Cells,
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
@@ -404,7 +272,14 @@ impl GpuContext {
         while start < n {
             let end = (start + MAX_STEP_TOKENS).min(n);
             let rows: Vec<usize> = (start..end).filter(|&t| batch.logits[t]).collect();
-            self.step(batch, start..end, cells, &rows, cancel, logits)?;
+            let step = Step {
+                batch,
+                range: start..end,
+                new_cells,
+                cells,
+                rows: &rows,
+            };
+            self.step(step, cancel, logits)?;
             for &t in &rows {
                 out_index[t] = Some(n_out);
                 n_out += 1;
@@ -418,26 +293,22 @@ impl GpuContext {
     /// `rows` (absolute batch indices) to `logits`. Single-token steps replay a captured graph
     /// of the whole forward pass (one launch per token) once it exists.
     #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        batch: &Batch,
-        range: std::ops::Range<usize>,
-        cells: &[usize],
-        rows: &[usize],
-        cancel: &CancelFlag,
-        logits: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn step(&mut self, step: Step<'_>, cancel: &CancelFlag, logits: &mut Vec<f32>) -> Result<()> {
+        let Step {
+            batch,
+            range,
+            new_cells,
+            cells: table,
+            rows,
+        } = step;
+        let cells = new_cells;
         let n = range.len();
         let n_vocab = self.model.hparams.n_vocab;
 
         // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step`
         // long, then the number of cache cells attention scans.
         let m = MAX_STEP_TOKENS;
-        let n_cells = self
-            .cells
-            .iter()
-            .rposition(|c| c.pos >= 0)
-            .map_or(1, |i| i + 1);
+        let n_cells = table.extent().max(1);
         self.host_meta.clear();
         self.host_meta.resize(META_INTS, 0);
         for (i, t) in range.clone().enumerate() {
@@ -482,8 +353,8 @@ impl GpuContext {
             "RoPE rotations",
         )?;
         if self.cells_dirty {
-            self.host_cell_pos = self.cells.iter().map(|c| c.pos).collect();
-            self.host_cell_seqs = self.cells.iter().map(|c| c.seqs).collect();
+            self.host_cell_pos = (0..self.n_ctx).map(|c| table.cell(c).0).collect();
+            self.host_cell_seqs = (0..self.n_ctx).map(|c| table.cell(c).1).collect();
             let pos: Vec<u8> = self
                 .host_cell_pos
                 .iter()
@@ -579,45 +450,108 @@ fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
+/// One step of a batch: its tokens `range`, their cells, the table, the rows wanting logits.
+struct Step<'a> {
+    batch: &'a Batch,
+    range: std::ops::Range<usize>,
+    new_cells: &'a [usize],
+    cells: &'a Cells,
+    rows: &'a [usize],
+}
+
+/// Maximal runs of consecutive cell indices in `cells` (which is in cell order or not): each
+/// `(first cell, position in cells, length)`, so that a run moves in one copy per layer.
+fn runs(cells: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, &c) in cells.iter().enumerate() {
+        match out.last_mut() {
+            Some((first, _, len)) if *first + *len == c => *len += 1,
+            _ => out.push((c, i, 1)),
+        }
+    }
+    out
+}
+
 impl crate::backend::Executor for GpuContext {
-    fn decode(
+    fn forward(
         &mut self,
         batch: &Batch,
+        new_cells: &[usize],
+        cells: &Cells,
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
-        GpuContext::decode(self, batch, cancel, logits)
+        GpuContext::forward(self, batch, new_cells, cells, cancel, logits)
     }
 
-    fn kv(&self) -> &KvCache {
-        GpuContext::kv(self)
+    fn cells_changed(&mut self) {
+        self.cells_dirty = true;
     }
 
-    fn kv_clear(&mut self) {
-        self.clear();
+    /// Downloads only `cells`: per layer one copy per run of consecutive cells.
+    fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        set_device(self.model.device)?;
+        let kv_dim = self.model.hparams.kv_dim();
+        let per_cell = self.k_cache.len() * 2 * kv_dim;
+        let mut out = vec![0f32; cells.len() * per_cell];
+        let mut rows = Vec::new();
+        for (first, at, len) in runs(cells) {
+            for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+                for (half, buf) in [kb, vb].into_iter().enumerate() {
+                    rows.resize(len * kv_dim, 0f32);
+                    let what = "reading cached keys and values";
+                    buf.download_from(
+                        first * kv_dim * 4,
+                        as_bytes_mut(&mut rows),
+                        &self.stream,
+                        what,
+                    )?;
+                    for (k, row) in rows.chunks_exact(kv_dim).enumerate() {
+                        let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
+                        out[o..o + kv_dim].copy_from_slice(row);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
-    fn kv_seq_remove(&mut self, seq: Option<u32>, p0: i32, p1: i32) {
-        self.seq_remove(seq, p0, p1);
-    }
-
-    fn kv_seq_copy(&mut self, src: u32, dst: u32, p0: i32, p1: i32) {
-        self.seq_copy(src, dst, p0, p1);
-    }
-
-    fn kv_seq_keep(&mut self, seq: u32) {
-        self.seq_keep(seq);
-    }
-
-    /// Downloaded from the device into a host cache of the same cells, then serialised.
-    fn kv_save(&self, seq: Option<u32>) -> Result<Vec<u8>> {
-        Ok(self.download_kv()?.save(seq))
-    }
-
-    /// Restored into a host copy first (it validates everything), then uploaded whole.
-    fn kv_restore(&mut self, bytes: &[u8], seq: Option<u32>) -> Result<()> {
-        let mut host = self.download_kv()?;
-        host.restore(bytes, seq)?;
-        self.upload_kv(&host)
+    /// Uploads `data` into `cells`, a run of consecutive cells per copy and layer.
+    fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+        set_device(self.model.device)?;
+        let kv_dim = self.model.hparams.kv_dim();
+        let per_cell = self.k_cache.len() * 2 * kv_dim;
+        if data.len() != cells.len() * per_cell {
+            return Err(Error::InvalidArgument(format!(
+                "{} floats for {} cells of {per_cell}",
+                data.len(),
+                cells.len()
+            )));
+        }
+        // Staged per (run, layer, half); all copies are queued, then waited for once.
+        let mut staged: Vec<Vec<f32>> = Vec::new();
+        for (first, at, len) in runs(cells) {
+            for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+                for (half, buf) in [kb, vb].into_iter().enumerate() {
+                    let rows: Vec<f32> = (0..len)
+                        .flat_map(|k| {
+                            let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
+                            data[o..o + kv_dim].iter().copied()
+                        })
+                        .collect();
+                    buf.upload(
+                        first * kv_dim * 4,
+                        as_bytes(&rows),
+                        &self.stream,
+                        "writing cached keys and values",
+                    )?;
+                    staged.push(rows);
+                }
+            }
+        }
+        self.stream.sync("writing the KV cache")?;
+        drop(staged);
+        self.cells_dirty = true;
+        Ok(())
     }
 }

@@ -150,14 +150,29 @@ impl DeviceBuffer {
 
     /// Copies `dst.len()` bytes from the start of the buffer, synchronously.
     pub fn download(&self, dst: &mut [u8], stream: &Stream, what: &str) -> Result<()> {
-        if dst.len() > self.bytes {
+        self.download_from(0, dst, stream, what)
+    }
+
+    /// Copies `dst.len()` bytes from `byte_offset` on, synchronously.
+    pub fn download_from(
+        &self,
+        byte_offset: usize,
+        dst: &mut [u8],
+        stream: &Stream,
+        what: &str,
+    ) -> Result<()> {
+        if byte_offset
+            .checked_add(dst.len())
+            .is_none_or(|end| end > self.bytes)
+        {
             return Err(Error::Gpu(format!("{what}: download past the buffer end")));
         }
-        // SAFETY: ranges checked; the stream is synchronised before `dst` is used.
+        // SAFETY: ranges checked (the source is inside the buffer); the stream is synchronised
+        // before `dst` is used.
         let code = unsafe {
             ffi::rf_memcpy_d2h(
                 dst.as_mut_ptr() as *mut c_void,
-                self.ptr,
+                self.ptr.cast::<u8>().add(byte_offset).cast::<c_void>(),
                 dst.len(),
                 stream.raw(),
             )

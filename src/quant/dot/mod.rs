@@ -12,13 +12,16 @@
 //! benches/quant_dot.rs). [`available_kernels`] lists every runnable variant so tests and the
 //! benchmark can force each one.
 //!
+//! The scalar kernels of each weight type live in its format file (`formats/*.rs`) and are
+//! named by its registry row ([`crate::quant::registry::Format::cpu_dot`]): a type has CPU dot
+//! products exactly when its row has them. The ISA modules here add faster sets.
+//!
 //! Summation order: every quantized kernel (Q4_0, Q4_1, Q8_0), on every ISA and tile shape,
 //! returns exactly the bits of the canonical order defined in scalar.rs, which is also the
 //! order of the GPU mat-vec (32 lane accumulators, block b into lane b % 32, fused
-//! multiply-adds, butterfly at the end). The canonical `one` kernels are exported as
-//! [`canonical_q4_0_q8_0`], [`canonical_q4_1_q8_1`] and [`canonical_q8_0_q8_0`] so that GPU
-//! tests can compare against them bit for bit. The float kernels (F32/F16/BF16) have no
-//! pinned order.
+//! multiply-adds, butterfly at the end); the scalar kernels of the registry are that order
+//! ([`scalar_kernels_for`]), so GPU tests compare against them bit for bit. The float kernels
+//! (F32/F16/BF16) have no pinned order.
 //!
 //! Contract for every kernel: `n` is a multiple of the weight's block size (32 for the
 //! quantized types, any `n` for F32/F16/BF16), `w` holds at least `weight.row_bytes(n)` bytes
@@ -41,6 +44,27 @@ macro_rules! rows4_from_one {
 #[allow(unused_imports)]
 pub(crate) use rows4_from_one;
 
+/// A [`DotKernels`] for weight type `$weight` made of one scalar kernel `$one`: `four` and
+/// `rows4` call it four times, so they return exactly its bits.
+macro_rules! scalar_kernels {
+    ($one:ident, $name:literal, $weight:ident) => {{
+        fn four(n: usize, w: &[u8], a: [&[u8]; 4], out: &mut [f32; 4]) {
+            for (o, a) in out.iter_mut().zip(a) {
+                *o = $one(n, w, a);
+            }
+        }
+        $crate::quant::dot::rows4_from_one!(rows4, $one);
+        $crate::quant::dot::DotKernels {
+            one: $one,
+            four,
+            rows4,
+            name: $name,
+            weight: $crate::quant::GgmlType::$weight,
+        }
+    }};
+}
+pub(crate) use scalar_kernels;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -51,8 +75,9 @@ mod canon256;
 mod f16_table;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-mod scalar;
+pub(crate) mod scalar;
 
+use super::registry::FORMATS;
 use super::GgmlType;
 use std::sync::OnceLock;
 
@@ -77,16 +102,6 @@ pub struct DotKernels {
     pub weight: GgmlType,
 }
 
-/// The weight types with dot kernels.
-pub const WEIGHT_TYPES: [GgmlType; 6] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::F16,
-    GgmlType::Bf16,
-    GgmlType::F32,
-];
-
 /// Every kernel set for `weight` this CPU can run, fastest first; the scalar reference last.
 pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
     let mut tables: Vec<&'static [DotKernels]> = Vec::new();
@@ -108,11 +123,11 @@ pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
     if std::arch::is_aarch64_feature_detected!("neon") {
         tables.push(neon::KERNELS);
     }
-    tables.push(scalar::KERNELS);
     tables
         .iter()
         .flat_map(|t| t.iter())
         .filter(|k| k.weight == weight)
+        .chain(scalar_kernels_for(weight))
         .collect()
 }
 
@@ -138,35 +153,18 @@ fn for_each_preference(weight: GgmlType, mut f: impl FnMut(Isa)) {
 pub fn kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
     static BEST: OnceLock<Vec<&'static DotKernels>> = OnceLock::new();
     let best = BEST.get_or_init(|| {
-        WEIGHT_TYPES
+        FORMATS
             .iter()
-            .filter_map(|&t| available_kernels(t).first().copied())
+            .filter_map(|f| available_kernels(f.ty).first().copied())
             .collect()
     });
     best.iter().find(|k| k.weight == weight).copied()
 }
 
-/// The canonical Q4_0 x Q8_0 row dot (see the module docs): bit-identical to every Q4_0
-/// kernel of [`available_kernels`] and to the GPU mat-vec. Panics on rows shorter than `n`
-/// implies, like every kernel.
-pub fn canonical_q4_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    scalar::q4_0_q8_0(n, w, a)
-}
-
-/// The canonical Q4_1 x Q8_1 row dot; see [`canonical_q4_0_q8_0`].
-pub fn canonical_q4_1_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    scalar::q4_1_q8_1(n, w, a)
-}
-
-/// The canonical Q8_0 x Q8_0 row dot; see [`canonical_q4_0_q8_0`].
-pub fn canonical_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    scalar::q8_0_q8_0(n, w, a)
-}
-
-/// The scalar kernels for `weight` (canonical order for the quantized types, f64 reference
-/// for the float types).
+/// The scalar kernels for `weight`, from its registry row (the canonical order for the
+/// quantized types, the f64 reference for the float types).
 pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
-    scalar::KERNELS.iter().find(|k| k.weight == weight)
+    weight.format()?.cpu_dot
 }
 
 /// Panics unless `w` and `a` hold `n` elements of their types (the kernels' one check).

@@ -160,7 +160,7 @@ impl GpuContext {
                             hp.n_head as i32,
                             hp.n_head_kv as i32,
                             hp.head_dim as i32,
-                            self.kv.n_ctx() as i32,
+                            self.n_ctx as i32,
                             self.att_splits as i32,
                             self.s.att_part.at(0),
                             self.s.att_counters.at(0),

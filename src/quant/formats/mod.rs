@@ -1,0 +1,10 @@
+//! One file per tensor format: its block struct (size asserted against the type table), its
+//! dequantizer and quantizer, its f64 reference dot product and its scalar dot kernels (the
+//! canonical order for the quantized types). Which of them the engine uses, and where, is the
+//! format's row in [`super::registry::FORMATS`].
+
+pub mod float;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q8_0;
+pub mod q8_1;
