@@ -68,7 +68,8 @@ impl<E: Executor + ?Sized> Engine<E> {
     }
 
     /// A restore planned on this table (`kv_cache::state::plan_restore`): keys and values
-    /// first, then the bookkeeping, so a failed write leaves the table as it was.
+    /// first, then the bookkeeping, so a failed write (a GPU error) leaves the table as it was
+    /// (the target cells' keys and values may then be partly overwritten).
     pub fn restore(&mut self, plan: &crate::kv_cache::state::Restore) -> Result<()> {
         self.exec.write_cells(&plan.targets, &plan.data)?;
         self.cells.apply_restore(plan);
