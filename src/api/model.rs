@@ -170,6 +170,12 @@ impl Model {
         &self.inner.tokenizer
     }
 
+    /// A metadata value rendered as text (numbers in decimal, arrays as `[a, b]`), if the key
+    /// exists.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        self.gguf().get(key).map(|v| v.to_string())
+    }
+
     /// The parsed file: any metadata key, tensor infos.
     pub fn gguf(&self) -> &GgufFile {
         &self.inner.loaded.gguf

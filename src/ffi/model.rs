@@ -11,7 +11,6 @@ use super::params::{
 };
 use super::status::{rocmforge_status, FfiError, FfiResult};
 use crate::api::MemoryEstimate;
-use crate::gguf::{Array, Value};
 use crate::{Backend, ContextParams, Model, ModelParams};
 use rocmforge_status::*;
 use std::ffi::{c_char, CString};
@@ -309,47 +308,6 @@ pub unsafe extern "C" fn rocmforge_model_chat_template(
     })
 }
 
-/// Renders a metadata value as text: numbers in decimal, booleans as true/false, arrays as
-/// `[a, b, ...]` with strings quoted.
-fn render_value(v: &Value) -> String {
-    match v {
-        Value::U8(x) => x.to_string(),
-        Value::I8(x) => x.to_string(),
-        Value::U16(x) => x.to_string(),
-        Value::I16(x) => x.to_string(),
-        Value::U32(x) => x.to_string(),
-        Value::I32(x) => x.to_string(),
-        Value::U64(x) => x.to_string(),
-        Value::I64(x) => x.to_string(),
-        Value::F32(x) => x.to_string(),
-        Value::F64(x) => x.to_string(),
-        Value::Bool(x) => x.to_string(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => render_array(a),
-    }
-}
-
-fn render_array(a: &Array) -> String {
-    fn join<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
-        format!("[{}]", items.iter().map(f).collect::<Vec<_>>().join(", "))
-    }
-    match a {
-        Array::U8(v) => join(v, |x| x.to_string()),
-        Array::I8(v) => join(v, |x| x.to_string()),
-        Array::U16(v) => join(v, |x| x.to_string()),
-        Array::I16(v) => join(v, |x| x.to_string()),
-        Array::U32(v) => join(v, |x| x.to_string()),
-        Array::I32(v) => join(v, |x| x.to_string()),
-        Array::U64(v) => join(v, |x| x.to_string()),
-        Array::I64(v) => join(v, |x| x.to_string()),
-        Array::F32(v) => join(v, |x| x.to_string()),
-        Array::F64(v) => join(v, |x| x.to_string()),
-        Array::Bool(v) => join(v, |x| x.to_string()),
-        Array::String(v) => join(v, |x| format!("{x:?}")),
-        Array::Array(v) => join(v, render_array),
-    }
-}
-
 /// Any GGUF metadata value by key (e.g. "general.architecture", "llama.context_length"),
 /// rendered as text (see docs/C_API.md), with the two-call size protocol: `*n_out` receives
 /// the length without the NUL; the text and a NUL are written to `buf` only when `capacity`
@@ -372,11 +330,11 @@ pub unsafe extern "C" fn rocmforge_model_meta(
         // SAFETY: caller contract.
         let key = unsafe { c_str(key, "key") }?;
         let n_out = out_ptr(n_out, "n_out")?;
-        let value = m.model.gguf().get(key).ok_or_else(|| {
+        let text = m.model.meta(key).ok_or_else(|| {
             FfiError::new(ROCMFORGE_ERR_NOT_FOUND, format!("no metadata key '{key}'"))
         })?;
         // SAFETY: buf/capacity and n_out per the caller's contract.
-        unsafe { write_text(render_value(value).as_bytes(), buf, capacity, n_out) }
+        unsafe { write_text(text.as_bytes(), buf, capacity, n_out) }
     })
 }
 

@@ -208,6 +208,62 @@ impl From<Vec<&str>> for Value {
     }
 }
 
+/// A metadata value as text: numbers in decimal, booleans as true/false, arrays as
+/// `[a, b, ...]` with strings quoted (the C API's `rocmforge_model_meta`).
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::U8(x) => write!(f, "{x}"),
+            Value::I8(x) => write!(f, "{x}"),
+            Value::U16(x) => write!(f, "{x}"),
+            Value::I16(x) => write!(f, "{x}"),
+            Value::U32(x) => write!(f, "{x}"),
+            Value::I32(x) => write!(f, "{x}"),
+            Value::U64(x) => write!(f, "{x}"),
+            Value::I64(x) => write!(f, "{x}"),
+            Value::F32(x) => write!(f, "{x}"),
+            Value::F64(x) => write!(f, "{x}"),
+            Value::Bool(x) => write!(f, "{x}"),
+            Value::String(s) => f.write_str(s),
+            Value::Array(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Array {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn join<T>(
+            f: &mut std::fmt::Formatter<'_>,
+            items: &[T],
+            one: impl Fn(&mut std::fmt::Formatter<'_>, &T) -> std::fmt::Result,
+        ) -> std::fmt::Result {
+            f.write_str("[")?;
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                one(f, x)?;
+            }
+            f.write_str("]")
+        }
+        match self {
+            Array::U8(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::I8(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::U16(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::I16(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::U32(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::I32(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::U64(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::I64(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::F32(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::F64(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::Bool(v) => join(f, v, |f, x| write!(f, "{x}")),
+            Array::String(v) => join(f, v, |f, x| write!(f, "{x:?}")),
+            Array::Array(v) => join(f, v, |f, x| write!(f, "{x}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
