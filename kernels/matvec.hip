@@ -294,27 +294,12 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
-    switch (ty) {
-        case RF_Q4_0:
-            launch_mv_n<RF_Q4_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
-            break;
-        case RF_Q4_1:
-            launch_mv_n<RF_Q4_1>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
-            break;
-        case RF_Q8_0:
-            launch_mv_n<RF_Q8_0>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
-            break;
-        case RF_F16:
-            launch_mv_f<RF_F16>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
-            break;
-        case RF_BF16:
-            launch_mv_f<RF_BF16>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
-            break;
-        case RF_F32:
-            launch_mv_f<RF_F32>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
-            break;
-        default: return RF_ERR_BAD_TYPE;
-    }
+    RF_DISPATCH_TYPE(ty, {
+        if constexpr (RfType<T>::int8_matvec)
+            launch_mv_n<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
+        else
+            launch_mv_f<T>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
+    });
     return (int)hipGetLastError();
 }
 
@@ -357,8 +342,9 @@ template <int T>
 __global__ void repack_kernel(const uint8_t* src, size_t n_groups, uint8_t* dst) {
     const size_t G = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (G >= n_groups) return;
+    static_assert(RfType<T>::block_elems == 32, "a group is one block");
     constexpr int Q = Fmt<T>::qbytes, S = Fmt<T>::sbytes;
-    const uint16_t* b = (const uint16_t*)(src + G * Fmt<T>::gguf_bytes);
+    const uint16_t* b = (const uint16_t*)(src + G * RfType<T>::block_bytes);
     uint16_t* sc = (uint16_t*)(dst + n_groups * Q + G * S);
     uint16_t* qs = (uint16_t*)(dst + G * Q);
 #pragma unroll
@@ -370,20 +356,14 @@ __global__ void repack_kernel(const uint8_t* src, size_t n_groups, uint8_t* dst)
 extern "C" int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream) {
     const dim3 grid((unsigned)((n_groups + RF_BLOCK - 1) / RF_BLOCK));
     hipStream_t s = (hipStream_t)stream;
-    switch (ty) {
-        case RF_Q4_0:
-            hipLaunchKernelGGL(repack_kernel<RF_Q4_0>, grid, dim3(RF_BLOCK), 0, s,
+    bool repacked = false;
+    RF_DISPATCH_TYPE(ty, {
+        if constexpr (RfType<T>::int8_matvec) {
+            hipLaunchKernelGGL(repack_kernel<T>, grid, dim3(RF_BLOCK), 0, s,
                                (const uint8_t*)src, n_groups, (uint8_t*)dst);
-            break;
-        case RF_Q4_1:
-            hipLaunchKernelGGL(repack_kernel<RF_Q4_1>, grid, dim3(RF_BLOCK), 0, s,
-                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
-            break;
-        case RF_Q8_0:
-            hipLaunchKernelGGL(repack_kernel<RF_Q8_0>, grid, dim3(RF_BLOCK), 0, s,
-                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
-            break;
-        default: return RF_ERR_BAD_TYPE;  // float types keep their layout
-    }
+            repacked = true;
+        }
+    });
+    if (!repacked) return RF_ERR_BAD_TYPE;  // float types keep their layout
     return (int)hipGetLastError();
 }

@@ -5,13 +5,41 @@
 #include "arch.h"
 #include <stdint.h>
 
-// Type ids as in GGUF (and src/quant/types.rs).
-#define RF_F32 0
-#define RF_F16 1
-#define RF_Q4_0 2
-#define RF_Q4_1 3
-#define RF_Q8_0 8
-#define RF_BF16 30
+// The GPU backend's tensor types, one row each:
+//   X(name, GGUF type id, elements per block, bytes per block, mat-vec activations)
+// where the mat-vec reads INT8 activations (quantized weights, rearranged at upload by
+// rf_repack) or F32 ones (float weights, kept as stored). The type ids, RfType<T> and the
+// dispatch below are generated from it; a Rust test (src/quant/registry/tests.rs) checks every
+// row against the format registry (src/quant/registry.rs), so the two cannot drift. A new
+// type: its row here, its Fmt<T> below, and for INT8 its QGroup<T> in matvec.hip.
+#define RF_QUANT_TYPES(X)    \
+    X(F32, 0, 1, 4, F32)     \
+    X(F16, 1, 1, 2, F32)     \
+    X(Q4_0, 2, 32, 18, INT8) \
+    X(Q4_1, 3, 32, 20, INT8) \
+    X(Q8_0, 8, 32, 34, INT8) \
+    X(BF16, 30, 1, 2, F32)
+
+// Type ids as in GGUF: RF_F32, RF_F16, RF_Q4_0, ...
+#define RF_TYPE_ID(name, id, elems, bytes, matvec) constexpr int RF_##name = id;
+RF_QUANT_TYPES(RF_TYPE_ID)
+#undef RF_TYPE_ID
+
+#define RF_MATVEC_INT8 true
+#define RF_MATVEC_F32 false
+
+// The row of type T: block geometry, the bytes of one group of 32 elements, and whether the
+// mat-vec reads int8 activations.
+template <int T> struct RfType;
+#define RF_TYPE_INFO(name, id, elems, bytes, matvec)                             \
+    template <> struct RfType<id> {                                              \
+        static_assert(32 % elems == 0, #name ": a group of 32 is whole blocks"); \
+        static constexpr int block_elems = elems, block_bytes = bytes;           \
+        static constexpr int group_bytes = 32 / elems * bytes;                   \
+        static constexpr bool int8_matvec = RF_MATVEC_##matvec;                  \
+    };
+RF_QUANT_TYPES(RF_TYPE_INFO)
+#undef RF_TYPE_INFO
 
 template <int T> struct Fmt;
 
@@ -23,7 +51,7 @@ template <int T> struct Fmt;
 
 // value = (q - 8) * d; element j < 16 is the low nibble of qs[j], element j + 16 its high one.
 template <> struct Fmt<RF_Q4_0> {
-    static constexpr int qbytes = 16, sbytes = 2, gguf_bytes = 18;
+    static constexpr int qbytes = 16, sbytes = 2;
     __device__ static uint4 quants(const uint8_t* base, size_t G) {
         return ((const uint4*)base)[G];
     }
@@ -55,7 +83,7 @@ template <> struct Fmt<RF_Q4_0> {
 
 // value = q * d + m; nibble order as Q4_0; scales are (d, m) f16 pairs.
 template <> struct Fmt<RF_Q4_1> {
-    static constexpr int qbytes = 16, sbytes = 4, gguf_bytes = 20;
+    static constexpr int qbytes = 16, sbytes = 4;
     __device__ static uint4 quants(const uint8_t* base, size_t G) {
         return ((const uint4*)base)[G];
     }
@@ -86,7 +114,7 @@ template <> struct Fmt<RF_Q4_1> {
 
 // value = q * d, q signed bytes.
 template <> struct Fmt<RF_Q8_0> {
-    static constexpr int qbytes = 32, sbytes = 2, gguf_bytes = 34;
+    static constexpr int qbytes = 32, sbytes = 2;
     __device__ static float scale(const uint8_t* base, size_t ng, size_t G) {
         return rf_half_to_float(((const uint16_t*)(base + ng * qbytes))[G]);
     }
@@ -112,7 +140,7 @@ template <> struct Fmt<RF_Q8_0> {
 };
 
 template <> struct Fmt<RF_F16> {
-    static constexpr int qbytes = 64, sbytes = 0, gguf_bytes = 64;
+    static constexpr int qbytes = 64, sbytes = 0;
     __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
         const uint4* p = (const uint4*)(base + G * qbytes);  // 64-byte groups: 16-byte aligned
 #pragma unroll
@@ -138,7 +166,7 @@ template <> struct Fmt<RF_F16> {
 };
 
 template <> struct Fmt<RF_BF16> {
-    static constexpr int qbytes = 64, sbytes = 0, gguf_bytes = 64;
+    static constexpr int qbytes = 64, sbytes = 0;
     __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
         const uint4* p = (const uint4*)(base + G * qbytes);
 #pragma unroll
@@ -164,7 +192,7 @@ template <> struct Fmt<RF_BF16> {
 };
 
 template <> struct Fmt<RF_F32> {
-    static constexpr int qbytes = 128, sbytes = 0, gguf_bytes = 128;
+    static constexpr int qbytes = 128, sbytes = 0;
     __device__ static void load(const uint8_t* base, size_t, size_t G, float* v) {
         const float4* p = (const float4*)(base + G * qbytes);
 #pragma unroll
@@ -181,14 +209,35 @@ template <> struct Fmt<RF_F32> {
     }
 };
 
-// Calls `f.template run<T>()` for the runtime type id, or returns false for an unknown one.
-#define RF_DISPATCH_TYPE(ty, CALL)                          \
-    switch (ty) {                                           \
-        case RF_Q4_0: { constexpr int T = RF_Q4_0; CALL; } break; \
-        case RF_Q4_1: { constexpr int T = RF_Q4_1; CALL; } break; \
-        case RF_Q8_0: { constexpr int T = RF_Q8_0; CALL; } break; \
-        case RF_F16: { constexpr int T = RF_F16; CALL; } break;   \
-        case RF_BF16: { constexpr int T = RF_BF16; CALL; } break; \
-        case RF_F32: { constexpr int T = RF_F32; CALL; } break;   \
-        default: return RF_ERR_BAD_TYPE;                    \
+// Every row has a device layout, of its group size.
+#define RF_CHECK_FMT(name, id, elems, bytes, matvec)                              \
+    static_assert(Fmt<id>::qbytes + Fmt<id>::sbytes == RfType<id>::group_bytes, \
+                  #name ": Fmt<T> holds one group of 32 elements");
+RF_QUANT_TYPES(RF_CHECK_FMT)
+#undef RF_CHECK_FMT
+
+// A type id as a compile-time constant, as rf_visit_type passes it.
+template <int T> struct RfTypeTag {
+    static constexpr int value = T;
+};
+
+// Calls f(RfTypeTag<T>()) for the row of RF_QUANT_TYPES whose id is `ty`; false (f not
+// called) for an id without a row.
+template <class F> inline bool rf_visit_type(int ty, F&& f) {
+    switch (ty) {
+#define RF_TYPE_CASE(name, id, elems, bytes, matvec) \
+    case id: f(RfTypeTag<id>()); return true;
+        RF_QUANT_TYPES(RF_TYPE_CASE)
+#undef RF_TYPE_CASE
+        default: return false;
     }
+}
+
+// Runs CALL (a statement, or a { block } without top-level commas) with `constexpr int T` set
+// to the runtime type id, or returns RF_ERR_BAD_TYPE for an unknown one.
+#define RF_DISPATCH_TYPE(ty, CALL)                     \
+    if (!rf_visit_type(ty, [&](auto rf_tag) {          \
+            constexpr int T = decltype(rf_tag)::value; \
+            CALL;                                      \
+        }))                                            \
+        return RF_ERR_BAD_TYPE;

@@ -1,20 +1,24 @@
-//! Tensor element formats: the type table, block layouts, dequantization and dot products.
+//! Tensor element formats: the type table, the format registry, block layouts, dequantization
+//! and dot products.
 //!
-//! - [`types`]: GGUF type ids and block geometry;
-//! - [`blocks`]: `#[repr(C)]` block structs, read from unaligned bytes;
-//! - [`reference`]: scalar dequantization, quantizers and dot products (the numerics);
-//! - [`activation`]: which activation format each weight type is dotted with, and fast
-//!   quantizers producing it;
+//! - [`types`]: GGUF type ids and block geometry of every GGML type;
+//! - [`registry`]: one row per format we decode: its entry points, the activation format it
+//!   pairs with, and where it computes (CPU dot, GPU mat-vec, GPU GEMM);
+//! - [`formats`]: one file per format: block struct, dequantizer, quantizer, reference and
+//!   scalar dot products (the numerics);
+//! - [`blocks`]: reading blocks from unaligned bytes, the row loops the formats share;
+//! - [`activation`]: the fast quantizers producing activation rows;
 //! - [`dot`]: SIMD row dot-product kernels chosen once per CPU.
 
 pub mod activation;
 pub mod blocks;
 pub mod dot;
+pub mod formats;
 pub mod quantize;
-pub mod reference;
+pub mod registry;
 pub mod types;
 
 pub use activation::{activation_type, quantize_activations};
 pub use dot::{kernels_for, scalar_kernels_for, Dot4Fn, DotFn, DotKernels};
-pub use reference::dequantize_row;
+pub use registry::{dequantize_row, Format, GpuMatvec, FORMATS};
 pub use types::GgmlType;

@@ -6,7 +6,7 @@
 use super::device::{check, set_device, DeviceBuffer, Stream};
 use super::ffi;
 use crate::model::{Hparams, LoadedModel, WeightRef};
-use crate::quant::GgmlType;
+use crate::quant::{Format, GgmlType};
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -60,15 +60,6 @@ pub struct GpuModel {
     pub max_matrix_elems: usize,
     pub bytes: u64,
 }
-
-const GPU_TYPES: [GgmlType; 6] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Bf16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-];
 
 impl GpuModel {
     /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
@@ -189,8 +180,9 @@ struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
+    /// The GPU takes the types whose registry rows have both GPU product paths.
     fn check_type(w: &WeightRef) -> Result<()> {
-        if GPU_TYPES.contains(&w.ty()) && w.cols.is_multiple_of(32) {
+        if w.ty().format().is_some_and(Format::on_gpu) && w.cols.is_multiple_of(32) {
             Ok(())
         } else {
             Err(Error::UnsupportedTensorType {
@@ -261,7 +253,7 @@ impl Uploader<'_> {
             .collect::<Vec<_>>()
             .join("+");
         let out = DeviceBuffer::new(total, &name)?;
-        let quantized = matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0);
+        let quantized = ty.format().is_some_and(Format::gpu_int8);
         let staging = if quantized {
             Some(DeviceBuffer::new(total, "weight staging")?)
         } else {

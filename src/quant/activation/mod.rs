@@ -1,17 +1,17 @@
 //! Activation ("vec dot") types: the format a weight type's dot product wants its activation
 //! row in, and the fast quantizers that produce it.
 //!
-//! The pairing follows llama.cpp so our numerics match its: a Q4_1 weight row is dotted with a
-//! Q8_1 activation row, Q4_0 and Q8_0 with Q8_0, F16 with F16 (activations rounded to f16),
-//! BF16 with BF16, F32 with F32.
+//! The pairing is each weight format's registry row ([`crate::quant::registry`]); it follows
+//! llama.cpp so our numerics match its: a Q4_1 weight row is dotted with a Q8_1 activation
+//! row, Q4_0 and Q8_0 with Q8_0, F16 with F16 (activations rounded to f16), BF16 with BF16,
+//! F32 with F32.
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use super::reference;
+use super::formats::{q8_0, q8_1};
 use super::GgmlType;
 use crate::{Error, Result};
-use half::{bf16, f16};
 use std::sync::OnceLock;
 
 /// Quantizes a whole number of 32-blocks of f32 into packed blocks; lengths pre-checked.
@@ -20,21 +20,15 @@ pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
 /// The activation type llama.cpp pairs with weight type `weight`; `None` if we have no
 /// dot product for it.
 pub fn activation_type(weight: GgmlType) -> Option<GgmlType> {
-    match weight {
-        GgmlType::Q4_0 | GgmlType::Q8_0 => Some(GgmlType::Q8_0),
-        GgmlType::Q4_1 => Some(GgmlType::Q8_1),
-        GgmlType::F16 => Some(GgmlType::F16),
-        GgmlType::Bf16 => Some(GgmlType::Bf16),
-        GgmlType::F32 => Some(GgmlType::F32),
-        _ => None,
-    }
+    weight.format()?.activation
 }
 
 /// Converts one activation row `x` into `act_ty` (one of the types [`activation_type`]
 /// returns). `out.len()` must equal `act_ty.row_bytes(x.len())`.
 ///
-/// The Q8 paths are bit-identical to [`reference::quantize_row_q8_0`] / `_q8_1` for finite
-/// inputs (tested); results for NaN/inf inputs are unspecified but memory-safe.
+/// Q8_0 and Q8_1 go through the fastest quantizers of this CPU, bit-identical to the
+/// registry's reference ones for finite inputs (tested); results for NaN/inf inputs are
+/// unspecified but memory-safe. Other types use the registry's quantizer.
 pub fn quantize_activations(act_ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<()> {
     let n = x.len();
     match act_ty.row_bytes(n as u64) {
@@ -46,30 +40,15 @@ pub fn quantize_activations(act_ty: GgmlType, x: &[f32], out: &mut [u8]) -> Resu
             )))
         }
     }
-    match act_ty {
-        GgmlType::Q8_0 => (quantizers().q8_0)(x, out),
-        GgmlType::Q8_1 => (quantizers().q8_1)(x, out),
-        GgmlType::F32 => {
-            for (o, v) in out.chunks_exact_mut(4).zip(x) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&f16::from_f32(v).to_le_bytes());
-            }
-        }
-        GgmlType::Bf16 => {
-            for (o, &v) in out.chunks_exact_mut(2).zip(x) {
-                o.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
-            }
-        }
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "{other} is not an activation type"
-            )))
-        }
-    }
+    let quantize = match act_ty {
+        GgmlType::Q8_0 => quantizers().q8_0,
+        GgmlType::Q8_1 => quantizers().q8_1,
+        other => other
+            .format()
+            .and_then(|f| f.quantize_activation)
+            .ok_or_else(|| Error::InvalidArgument(format!("{other} is not an activation type")))?,
+    };
+    quantize(x, out);
     Ok(())
 }
 
@@ -81,18 +60,10 @@ pub struct Quantizers {
     pub name: &'static str,
 }
 
-fn scalar_q8_0(x: &[f32], out: &mut [u8]) {
-    // Lengths were checked by the caller; the reference re-checks and cannot fail here.
-    let _ = reference::quantize_row_q8_0(x, out);
-}
-
-fn scalar_q8_1(x: &[f32], out: &mut [u8]) {
-    let _ = reference::quantize_row_q8_1(x, out);
-}
-
+/// The registry's reference quantizers.
 const SCALAR: Quantizers = Quantizers {
-    q8_0: scalar_q8_0,
-    q8_1: scalar_q8_1,
+    q8_0: q8_0::quantize_activations,
+    q8_1: q8_1::quantize_activations,
     name: "scalar",
 };
 
@@ -113,6 +84,7 @@ fn quantizers() -> &'static Quantizers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     fn lcg_floats(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         let mut s = seed;
@@ -137,8 +109,8 @@ mod tests {
                 }
                 let mut r0 = vec![0u8; n / 32 * 34];
                 let mut r1 = vec![0u8; n / 32 * 36];
-                assert!(reference::quantize_row_q8_0(&x, &mut r0));
-                assert!(reference::quantize_row_q8_1(&x, &mut r1));
+                q8_0::quantize_activations(&x, &mut r0);
+                q8_1::quantize_activations(&x, &mut r1);
                 for q in available_quantizers() {
                     let mut o0 = vec![0xEEu8; r0.len()];
                     let mut o1 = vec![0xEEu8; r1.len()];

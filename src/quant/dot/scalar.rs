@@ -56,7 +56,10 @@ pub(crate) fn reference<W: Block, A: Block>(
     step: impl Fn(&W, &A, f64) -> f64,
 ) -> f32 {
     let qk = W::ELEMS;
-    assert!(n.is_multiple_of(qk), "row length {n} is not a multiple of {qk}");
+    assert!(
+        n.is_multiple_of(qk),
+        "row length {n} is not a multiple of {qk}"
+    );
     let nb = n / qk;
     assert!(
         w.len() >= nb * W::BYTES && a.len() >= nb * A::BYTES,

@@ -4,8 +4,14 @@
 
 use super::*;
 use crate::quant::activation::activation_type;
-use crate::quant::reference::{self, dequantize_row};
+use crate::quant::formats::q8_1;
+use crate::quant::registry::{dequantize_row, FORMATS};
 use half::{bf16, f16};
+
+/// The weight types with dot kernels.
+fn weight_types() -> impl Iterator<Item = GgmlType> {
+    FORMATS.iter().filter(|f| f.cpu_dot.is_some()).map(|f| f.ty)
+}
 
 /// Relative tolerance against the sum of absolute block terms: the integer block sums are
 /// exact, so only f32 accumulation order (and FMA) separates a kernel from the f64 reference.
@@ -56,11 +62,8 @@ fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
 fn act_row(act: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
     let mut out = vec![0u8; act.row_bytes(n as u64).unwrap() as usize];
-    match act {
-        GgmlType::Q8_0 => assert!(reference::quantize_row_q8_0(&x, &mut out)),
-        GgmlType::Q8_1 => assert!(reference::quantize_row_q8_1(&x, &mut out)),
-        _ => crate::quant::quantize_activations(act, &x, &mut out).unwrap(),
-    }
+    let quantize = act.format().and_then(|f| f.quantize_activation).unwrap();
+    quantize(&x, &mut out);
     out
 }
 
@@ -77,24 +80,12 @@ fn magnitude(ty: GgmlType, act: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f64 {
         + 1e-30
 }
 
-/// The f64 accuracy reference for `ty`.
-fn f64_reference(ty: GgmlType) -> DotFn {
-    match ty {
-        GgmlType::Q4_0 => reference::dot::q4_0_q8_0,
-        GgmlType::Q4_1 => reference::dot::q4_1_q8_1,
-        GgmlType::Q8_0 => reference::dot::q8_0_q8_0,
-        GgmlType::F16 => reference::dot::f16_f16,
-        GgmlType::Bf16 => reference::dot::bf16_bf16,
-        _ => reference::dot::f32_f32,
-    }
-}
-
 #[test]
 fn every_kernel_matches_the_f64_reference() {
     let mut rng = Rng(0x5EED);
-    for ty in WEIGHT_TYPES {
+    for ty in weight_types() {
         let act = activation_type(ty).unwrap();
-        let reference = f64_reference(ty);
+        let reference = ty.format().unwrap().reference_dot.unwrap();
         let variants = available_kernels(ty);
         assert!(
             variants.len() >= 2 || cfg!(not(target_arch = "x86_64")),
@@ -158,7 +149,7 @@ fn q4_1_kernels_use_the_offset_term() {
     }
     let x = vec![1.0f32; n]; // each block: d = 1/127, q = 127, s = 32
     let mut a = vec![0u8; 3 * 36];
-    assert!(reference::quantize_row_q8_1(&x, &mut a));
+    q8_1::quantize_activations(&x, &mut a);
     for k in available_kernels(GgmlType::Q4_1) {
         assert_eq!((k.one)(n, &w, &a), 32.0 * (0.5 + 1.0 + 1.5), "{}", k.name);
     }
@@ -166,7 +157,7 @@ fn q4_1_kernels_use_the_offset_term() {
 
 #[test]
 fn best_kernels_exist_for_every_weight_type_and_not_for_others() {
-    for ty in WEIGHT_TYPES {
+    for ty in weight_types() {
         let k = kernels_for(ty).unwrap();
         assert_eq!(k.weight, ty);
         assert!(k.name.starts_with(&ty.name().to_lowercase()), "{}", k.name);
@@ -189,7 +180,7 @@ fn short_rows_are_refused_before_any_read() {
 #[test]
 fn four_and_rows4_are_bit_identical_to_one() {
     let mut rng = Rng(0xB17);
-    for ty in WEIGHT_TYPES {
+    for ty in weight_types() {
         let act = activation_type(ty).unwrap();
         let mut lengths = LENGTHS.to_vec();
         if ty.block_elems() == 1 {
@@ -309,15 +300,6 @@ fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// The canonical scalar kernel for a quantized weight type.
-fn canonical(ty: GgmlType) -> DotFn {
-    match ty {
-        GgmlType::Q4_0 => canonical_q4_0_q8_0,
-        GgmlType::Q4_1 => canonical_q4_1_q8_1,
-        _ => canonical_q8_0_q8_0,
-    }
-}
-
 /// The GPU-parity contract: every quantized kernel set, in every shape, returns exactly the
 /// bits of the canonical scalar order, on random and edge-case blocks.
 #[test]
@@ -325,7 +307,7 @@ fn quantized_kernels_are_bit_identical_to_the_canonical_order() {
     let mut rng = Rng(0xCA90);
     for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
         let act = activation_type(ty).unwrap();
-        let want = canonical(ty);
+        let want = scalar_kernels_for(ty).unwrap().one;
         for nb in CANONICAL_BLOCKS {
             let n = nb * 32;
             for round in 0..3 {

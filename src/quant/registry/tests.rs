@@ -1,0 +1,172 @@
+//! The registry's rows against the type table, each other, and the HIP kernels' table.
+
+use super::*;
+
+#[test]
+fn rows_are_unique_and_their_kernels_are_for_their_type() {
+    for (i, f) in FORMATS.iter().enumerate() {
+        assert!(
+            FORMATS[..i].iter().all(|g| g.ty != f.ty),
+            "{}: two rows",
+            f.ty
+        );
+        assert!(std::ptr::eq(format(f.ty).unwrap(), f));
+        if let Some(k) = f.cpu_dot {
+            assert_eq!(k.weight, f.ty);
+            assert!(
+                k.name.starts_with(&f.ty.name().to_lowercase()),
+                "{}",
+                k.name
+            );
+        }
+    }
+    assert!(format(GgmlType::Q4K).is_none());
+}
+
+#[test]
+fn weights_pair_with_activation_formats() {
+    for f in FORMATS {
+        // A weight type has all three, an activation-only format none.
+        assert_eq!(f.activation.is_some(), f.cpu_dot.is_some(), "{}", f.ty);
+        assert_eq!(
+            f.activation.is_some(),
+            f.reference_dot.is_some(),
+            "{}",
+            f.ty
+        );
+        if let Some(act) = f.activation {
+            let a = format(act).unwrap_or_else(|| panic!("{}: no row for {act}", f.ty));
+            assert!(a.quantize_activation.is_some(), "{}: {act}", f.ty);
+            assert_eq!(act.block_elems(), f.ty.block_elems(), "{}: {act}", f.ty);
+        }
+    }
+}
+
+#[test]
+fn gpu_types_are_cpu_types() {
+    // The GPU reproduces the CPU's decode, so it never takes a type the CPU cannot compute.
+    for f in FORMATS
+        .iter()
+        .filter(|f| f.gpu_matvec.is_some() || f.gpu_gemm)
+    {
+        assert!(f.cpu_dot.is_some(), "{}", f.ty);
+        assert!(
+            f.on_gpu(),
+            "{}: one GPU product path without the other",
+            f.ty
+        );
+    }
+}
+
+/// Each row's encoder and decoder are its own type's (a row wired to another format's
+/// functions decodes garbage or the wrong number of bytes).
+#[test]
+fn every_row_round_trips_through_its_codec() {
+    let n = 64;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
+        .collect();
+    for f in FORMATS {
+        let bytes = f.ty.row_bytes(n as u64).unwrap() as usize;
+        for encode in [f.quantize, f.quantize_activation].into_iter().flatten() {
+            let mut packed = vec![0xEEu8; bytes + 7];
+            encode(&x, &mut packed[..bytes]);
+            assert!(packed[bytes..].iter().all(|&b| b == 0xEE), "{}", f.ty);
+            let mut back = vec![f32::NAN; n];
+            dequantize_row(f.ty, &packed, &mut back).unwrap();
+            for (a, b) in x.iter().zip(&back) {
+                // 4-bit steps of these blocks are at most 6.3 / 15
+                assert!((a - b).abs() <= 0.43, "{}: {a} vs {b}", f.ty);
+            }
+        }
+    }
+}
+
+#[test]
+fn dequantize_rejects_short_rows_and_unsupported_types() {
+    let mut out = [0f32; 32];
+    assert!(dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut out).is_err());
+    assert!(dequantize_row(GgmlType::Q4K, &[0u8; 1000], &mut out).is_err());
+    let mut odd = [0f32; 31];
+    assert!(dequantize_row(GgmlType::Q8_0, &[0u8; 34], &mut odd).is_err());
+}
+
+/// kernels/quant.h, read as text.
+const QUANT_H: &str = include_str!("../../../kernels/quant.h");
+
+/// One row of `RF_QUANT_TYPES(X)`: `X(name, GGUF id, elements per block, bytes per block,
+/// mat-vec activations)`.
+#[derive(Debug)]
+struct HipRow {
+    name: String,
+    id: u32,
+    elems: usize,
+    bytes: usize,
+    matvec: String,
+}
+
+/// The rows of the X-macro: the continuation lines after `#define RF_QUANT_TYPES(X)`.
+fn hip_rows() -> Vec<HipRow> {
+    let mut lines = QUANT_H
+        .lines()
+        .skip_while(|l| !l.starts_with("#define RF_QUANT_TYPES(X)"));
+    let mut line = lines
+        .next()
+        .expect("kernels/quant.h defines RF_QUANT_TYPES(X)");
+    let mut body = String::new();
+    while line.trim_end().ends_with('\\') {
+        line = lines.next().expect("the macro ends");
+        body.push_str(line.trim_end().trim_end_matches('\\'));
+    }
+    body.split("X(")
+        .skip(1)
+        .map(|entry| {
+            let args = &entry[..entry.find(')').expect("a row ends with ')'")];
+            let f: Vec<&str> = args.split(',').map(str::trim).collect();
+            assert_eq!(f.len(), 5, "row X({args})");
+            let num = |s: &str| s.parse::<usize>().unwrap_or_else(|_| panic!("X({args})"));
+            HipRow {
+                name: f[0].to_string(),
+                id: num(f[1]) as u32,
+                elems: num(f[2]),
+                bytes: num(f[3]),
+                matvec: f[4].to_string(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn hip_type_table_matches_the_registry() {
+    let rows = hip_rows();
+    assert!(rows.len() >= 2, "parsed {rows:?}");
+    for (i, r) in rows.iter().enumerate() {
+        assert!(
+            rows[..i].iter().all(|p| p.id != r.id),
+            "{}: two rows",
+            r.name
+        );
+        let ty = GgmlType::from_id(r.id).unwrap_or_else(|| panic!("{r:?}: no GGML type"));
+        assert_eq!(r.name, ty.name(), "{r:?}");
+        assert_eq!(
+            (r.elems, r.bytes),
+            (ty.block_elems(), ty.block_bytes()),
+            "{r:?}: block geometry"
+        );
+        let f = format(ty).unwrap_or_else(|| panic!("{r:?}: no registry row"));
+        let want = match f.gpu_matvec {
+            Some(GpuMatvec::Int8) => "INT8",
+            Some(GpuMatvec::F32) => "F32",
+            None => panic!("{r:?}: the registry has no GPU mat-vec for {ty}"),
+        };
+        assert_eq!(r.matvec, want, "{r:?}: mat-vec activations");
+        assert!(f.on_gpu(), "{r:?}");
+    }
+    for f in FORMATS.iter().filter(|f| f.on_gpu()) {
+        assert!(
+            rows.iter().any(|r| r.id == f.ty.id()),
+            "{} runs on the GPU in the registry but has no row in kernels/quant.h",
+            f.ty
+        );
+    }
+}
