@@ -11,7 +11,7 @@ use crate::backend::hip::device::check;
 use crate::backend::hip::ffi;
 use crate::backend::hip::model::Projection;
 use crate::cancel::CancelFlag;
-use crate::quant::GgmlType;
+use crate::quant::Format;
 use crate::Result;
 use std::ffi::c_void;
 
@@ -379,5 +379,5 @@ impl GpuContext {
 fn quantized(p: &Projection) -> bool {
     p.parts
         .iter()
-        .any(|m| matches!(m.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
+        .any(|m| m.ty.format().is_some_and(Format::gpu_int8))
 }
