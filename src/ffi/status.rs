@@ -83,6 +83,12 @@ impl rocmforge_status {
         ROCMFORGE_ERR_GPU,
     ];
 
+    /// The status with this number, if any (statuses travel as plain ints through C and
+    /// through the abuse suite's child processes).
+    pub fn from_code(code: i32) -> Option<rocmforge_status> {
+        Self::ALL.into_iter().find(|s| *s as i32 == code)
+    }
+
     /// NUL-terminated static description.
     pub(crate) fn description(self) -> &'static [u8] {
         match self {

@@ -67,31 +67,7 @@ impl Drop for Scratch {
 }
 
 fn status_of(n: i32) -> Option<rocmforge_status> {
-    [
-        ROCMFORGE_OK,
-        ROCMFORGE_ERR_NULL_POINTER,
-        ROCMFORGE_ERR_INVALID_ARGUMENT,
-        ROCMFORGE_ERR_BUFFER_TOO_SMALL,
-        ROCMFORGE_ERR_INVALID_TOKEN,
-        ROCMFORGE_ERR_INVALID_SEQUENCE,
-        ROCMFORGE_ERR_BUSY,
-        ROCMFORGE_ERR_CONTEXT_FULL,
-        ROCMFORGE_ERR_CANCELLED,
-        ROCMFORGE_ERR_POISONED,
-        ROCMFORGE_ERR_INTERNAL,
-        ROCMFORGE_ERR_IO,
-        ROCMFORGE_ERR_INVALID_MODEL,
-        ROCMFORGE_ERR_UNSUPPORTED,
-        ROCMFORGE_ERR_TOKENIZER,
-        ROCMFORGE_ERR_OUT_OF_MEMORY,
-        ROCMFORGE_ERR_BACKEND_UNAVAILABLE,
-        ROCMFORGE_ERR_NO_CHAT_TEMPLATE,
-        ROCMFORGE_ERR_TEMPLATE,
-        ROCMFORGE_ERR_NOT_FOUND,
-        ROCMFORGE_ERR_GPU,
-    ]
-    .into_iter()
-    .find(|s| *s as i32 == n)
+    rocmforge_status::from_code(n)
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
