@@ -13,7 +13,10 @@ pub enum Error {
     },
     #[error("malformed GGUF file: {0}")]
     Gguf(#[from] GgufError),
-    #[error("unsupported model architecture '{0}'")]
+    #[error(
+        "unsupported model architecture '{0}' (this build runs: {supported})",
+        supported = crate::model::Architecture::supported_names()
+    )]
     UnsupportedArchitecture(String),
     #[error("unsupported tensor type {ty} for tensor '{tensor}'")]
     UnsupportedTensorType { tensor: String, ty: String },

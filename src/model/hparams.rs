@@ -10,6 +10,13 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    pub const ALL: [Architecture; 1] = [Architecture::Llama];
+
+    /// The `general.architecture` names this build runs, for error messages: "llama, ...".
+    pub fn supported_names() -> String {
+        Self::ALL.map(Architecture::name).join(", ")
+    }
+
     pub fn from_name(name: &str) -> Result<Architecture> {
         match name {
             "llama" => Ok(Architecture::Llama),
