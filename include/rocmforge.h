@@ -67,7 +67,15 @@
 // Result of every fallible call. 0 is success; the numbers are part of the ABI and are never
 // renumbered or reused. `rocmforge_status_string` gives a static description of each,
 // `rocmforge_last_error` the detailed message of the calling thread's last failure.
-typedef enum rocmforge_status {
+//
+// In C the type is `int32_t` (a C enum's size is the compiler's choice) and the constants are an
+// enum; in C++ it is the enum with `int32_t` underneath. Every prototype says
+// `rocmforge_status`, so bindings (cgo, Zig) see one type.
+enum rocmforge_status
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
   ROCMFORGE_OK = 0,
   // A required pointer argument was NULL.
   ROCMFORGE_ERR_NULL_POINTER = 1,
@@ -111,7 +119,10 @@ typedef enum rocmforge_status {
   ROCMFORGE_ERR_NOT_FOUND = 19,
   // The GPU runtime or a GPU kernel failed (GPU out-of-memory is ROCMFORGE_ERR_OUT_OF_MEMORY).
   ROCMFORGE_ERR_GPU = 20,
-} rocmforge_status;
+};
+#ifndef __cplusplus
+typedef int32_t rocmforge_status;
+#endif // __cplusplus
 
 typedef struct rocmforge_batch rocmforge_batch;
 
@@ -162,7 +173,7 @@ extern "C" {
 //
 // # Safety
 // `out` writable.
-enum rocmforge_status rocmforge_batch_create(uint32_t capacity, struct rocmforge_batch **out);
+rocmforge_status rocmforge_batch_create(uint32_t capacity, struct rocmforge_batch **out);
 
 // Frees a batch; NULL is ignored.
 // Thread-safety: must not overlap any other use of this handle.
@@ -179,25 +190,25 @@ void rocmforge_batch_free(struct rocmforge_batch *batch);
 //
 // # Safety
 // `batch` NULL or live.
-enum rocmforge_status rocmforge_batch_add(struct rocmforge_batch *batch,
-                                          int32_t token,
-                                          int32_t pos,
-                                          int32_t seq,
-                                          bool want_logits);
+rocmforge_status rocmforge_batch_add(struct rocmforge_batch *batch,
+                                     int32_t token,
+                                     int32_t pos,
+                                     int32_t seq,
+                                     bool want_logits);
 
 // Removes every token (the capacity stays).
 // Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `batch` NULL or live.
-enum rocmforge_status rocmforge_batch_clear(struct rocmforge_batch *batch);
+rocmforge_status rocmforge_batch_clear(struct rocmforge_batch *batch);
 
 // The number of tokens in the batch, into `*out`.
 // Thread-safety: one thread at a time per batch (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `batch` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_batch_size(const struct rocmforge_batch *batch, size_t *out);
+rocmforge_status rocmforge_batch_size(const struct rocmforge_batch *batch, size_t *out);
 
 // Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
 // reference to the model's weights: the model handle may be freed first.
@@ -214,9 +225,9 @@ enum rocmforge_status rocmforge_batch_size(const struct rocmforge_batch *batch, 
 //
 // # Safety
 // `model` NULL or live; `params` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_context_create(const struct rocmforge_model *model,
-                                               const struct rocmforge_context_params *params,
-                                               struct rocmforge_context **out);
+rocmforge_status rocmforge_context_create(const struct rocmforge_model *model,
+                                          const struct rocmforge_context_params *params,
+                                          struct rocmforge_context **out);
 
 // Frees a context; NULL is ignored.
 // Thread-safety: must not overlap any other use of this handle.
@@ -231,10 +242,10 @@ void rocmforge_context_free(struct rocmforge_context *ctx);
 //
 // # Safety
 // `ctx` NULL or live; non-NULL out-pointers writable.
-enum rocmforge_status rocmforge_context_sizes(const struct rocmforge_context *ctx,
-                                              uint32_t *n_ctx,
-                                              uint32_t *n_batch,
-                                              uint32_t *n_seq_max);
+rocmforge_status rocmforge_context_sizes(const struct rocmforge_context *ctx,
+                                         uint32_t *n_ctx,
+                                         uint32_t *n_batch,
+                                         uint32_t *n_seq_max);
 
 // Appends `n` tokens to sequence `seq` (after its last position) and computes the logits of
 // the last one (read them with rocmforge_context_logits(ctx, -1, ...)). Long inputs are split
@@ -247,10 +258,10 @@ enum rocmforge_status rocmforge_context_sizes(const struct rocmforge_context *ct
 //
 // # Safety
 // `ctx` NULL or live; `tokens` readable for `n` ids.
-enum rocmforge_status rocmforge_context_eval(struct rocmforge_context *ctx,
-                                             const int32_t *tokens,
-                                             size_t n,
-                                             int32_t seq);
+rocmforge_status rocmforge_context_eval(struct rocmforge_context *ctx,
+                                        const int32_t *tokens,
+                                        size_t n,
+                                        int32_t seq);
 
 // Evaluates a batch: tokens of any sequences, each with its own position and logits flag
 // (see rocmforge_batch_add). At most n_batch tokens. On error the KV cache is unchanged.
@@ -262,8 +273,8 @@ enum rocmforge_status rocmforge_context_eval(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` and `batch` NULL or live.
-enum rocmforge_status rocmforge_context_decode(struct rocmforge_context *ctx,
-                                               const struct rocmforge_batch *batch);
+rocmforge_status rocmforge_context_decode(struct rocmforge_context *ctx,
+                                          const struct rocmforge_batch *batch);
 
 // The logits (n_vocab floats) computed for token `index` of the last batch (-1 = the last
 // token that asked for logits). `*n_vocab` receives their count.
@@ -276,10 +287,10 @@ enum rocmforge_status rocmforge_context_decode(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live; `out`, `n_vocab` writable.
-enum rocmforge_status rocmforge_context_logits(struct rocmforge_context *ctx,
-                                               int32_t index,
-                                               const float **out,
-                                               size_t *n_vocab);
+rocmforge_status rocmforge_context_logits(struct rocmforge_context *ctx,
+                                          int32_t index,
+                                          const float **out,
+                                          size_t *n_vocab);
 
 // Asks the running (or, if none runs, the next) eval/decode of this context to stop; it then
 // returns ROCMFORGE_ERR_CANCELLED with the KV cache unchanged. Does not wait. A request is never
@@ -292,7 +303,7 @@ enum rocmforge_status rocmforge_context_logits(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live (not being freed).
-enum rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *ctx);
+rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *ctx);
 
 // Sets (or with NULL removes) this context's log callback, which then receives the context's
 // messages instead of the process-wide callback. It is called on the thread using the context,
@@ -303,23 +314,23 @@ enum rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *c
 //
 // # Safety
 // `ctx` NULL or live.
-enum rocmforge_status rocmforge_context_set_log_callback(struct rocmforge_context *ctx,
-                                                         rocmforge_log_callback callback,
-                                                         void *user_data);
+rocmforge_status rocmforge_context_set_log_callback(struct rocmforge_context *ctx,
+                                                    rocmforge_log_callback callback,
+                                                    void *user_data);
 
 // Whether this library was built with a GPU backend (`rocm` or `cuda` feature).
 // Thread-safety: any thread.
 //
 // # Safety
 // `out` must be NULL or writable.
-enum rocmforge_status rocmforge_gpu_built_in(bool *out);
+rocmforge_status rocmforge_gpu_built_in(bool *out);
 
 // Number of GPUs present (0 without a GPU backend, a driver or a device).
 // Thread-safety: any thread.
 //
 // # Safety
 // `out` must be NULL or writable.
-enum rocmforge_status rocmforge_device_count(size_t *out);
+rocmforge_status rocmforge_device_count(size_t *out);
 
 // The name of GPU `index` ("NVIDIA H100 80GB HBM3", "AMD Instinct MI210"), with the two-call
 // size protocol: `*n_out` receives the length without the NUL; the text is written only when
@@ -328,33 +339,27 @@ enum rocmforge_status rocmforge_device_count(size_t *out);
 //
 // # Safety
 // `buf` NULL or writable for `capacity` bytes; `n_out` NULL or writable.
-enum rocmforge_status rocmforge_device_name(size_t index,
-                                            char *buf,
-                                            size_t capacity,
-                                            size_t *n_out);
+rocmforge_status rocmforge_device_name(size_t index, char *buf, size_t capacity, size_t *n_out);
 
 // The architecture of GPU `index` ("sm_90", "gfx90a"), with the two-call size protocol of
 // rocmforge_device_name. Thread-safety: any thread.
 //
 // # Safety
 // As rocmforge_device_name.
-enum rocmforge_status rocmforge_device_arch(size_t index,
-                                            char *buf,
-                                            size_t capacity,
-                                            size_t *n_out);
+rocmforge_status rocmforge_device_arch(size_t index, char *buf, size_t capacity, size_t *n_out);
 
 // Total and currently free memory of GPU `index`, in bytes. Thread-safety: any thread.
 //
 // # Safety
 // `total` and `free` must be NULL or writable.
-enum rocmforge_status rocmforge_device_memory(size_t index, uint64_t *total, uint64_t *free);
+rocmforge_status rocmforge_device_memory(size_t index, uint64_t *total, uint64_t *free);
 
 // The backend a loaded model computes on: ROCMFORGE_BACKEND_CPU or ROCMFORGE_BACKEND_GPU
 // (what ROCMFORGE_BACKEND_AUTO resolved to). Thread-safety: any thread.
 //
 // # Safety
 // `model` NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_backend(const struct rocmforge_model *model, int32_t *out);
+rocmforge_status rocmforge_model_backend(const struct rocmforge_model *model, int32_t *out);
 
 // Empties the KV cache (all sequences).
 //
@@ -362,7 +367,7 @@ enum rocmforge_status rocmforge_model_backend(const struct rocmforge_model *mode
 //
 // # Safety
 // `ctx` NULL or live.
-enum rocmforge_status rocmforge_kv_clear(struct rocmforge_context *ctx);
+rocmforge_status rocmforge_kv_clear(struct rocmforge_context *ctx);
 
 // Removes positions [p0, p1) of sequence `seq` (-1 = every sequence) from the KV cache, e.g.
 // to rewind a conversation. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
@@ -370,10 +375,10 @@ enum rocmforge_status rocmforge_kv_clear(struct rocmforge_context *ctx);
 //
 // # Safety
 // `ctx` NULL or live.
-enum rocmforge_status rocmforge_kv_seq_remove(struct rocmforge_context *ctx,
-                                              int32_t seq,
-                                              int32_t p0,
-                                              int32_t p1);
+rocmforge_status rocmforge_kv_seq_remove(struct rocmforge_context *ctx,
+                                         int32_t seq,
+                                         int32_t p0,
+                                         int32_t p1);
 
 // Makes positions [p0, p1) of sequence `src` also belong to `dst` (shared, not duplicated),
 // e.g. to fork a common prompt into several continuations.
@@ -382,18 +387,18 @@ enum rocmforge_status rocmforge_kv_seq_remove(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live.
-enum rocmforge_status rocmforge_kv_seq_copy(struct rocmforge_context *ctx,
-                                            int32_t src,
-                                            int32_t dst,
-                                            int32_t p0,
-                                            int32_t p1);
+rocmforge_status rocmforge_kv_seq_copy(struct rocmforge_context *ctx,
+                                       int32_t src,
+                                       int32_t dst,
+                                       int32_t p0,
+                                       int32_t p1);
 
 // Drops every sequence but `seq`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
 // Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `ctx` NULL or live.
-enum rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32_t seq);
+rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32_t seq);
 
 // The largest position of sequence `seq` in the cache into `*out` (-1 when it is empty); the
 // next token of the sequence goes at `*out + 1`. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
@@ -401,9 +406,7 @@ enum rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32
 //
 // # Safety
 // `ctx` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx,
-                                               int32_t seq,
-                                               int32_t *out);
+rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx, int32_t seq, int32_t *out);
 
 // Sets (or with a NULL callback, removes) the process-wide log callback, used for messages
 // not tied to a context (model loading, backend selection) and for contexts without their own.
@@ -411,7 +414,7 @@ enum rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx,
 //
 // Thread-safety: any thread; the callback may be invoked concurrently from several threads,
 // so it and `user_data` must be thread-safe. `user_data` is borrowed until replaced.
-enum rocmforge_status rocmforge_set_log_callback(rocmforge_log_callback callback, void *user_data);
+rocmforge_status rocmforge_set_log_callback(rocmforge_log_callback callback, void *user_data);
 
 // Loads a GGUF model. `params` may be NULL for the defaults. On success writes the new handle
 // to `*out`. `path` is taken as bytes (POSIX paths need not be UTF-8); it must name a regular
@@ -429,9 +432,9 @@ enum rocmforge_status rocmforge_set_log_callback(rocmforge_log_callback callback
 //
 // # Safety
 // `path` must be a NUL-terminated string; `params` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_model_load(const char *path,
-                                           const struct rocmforge_model_params *params,
-                                           struct rocmforge_model **out);
+rocmforge_status rocmforge_model_load(const char *path,
+                                      const struct rocmforge_model_params *params,
+                                      struct rocmforge_model **out);
 
 // Frees a model; NULL is ignored. Contexts created from it keep their own reference to the
 // weights and stay usable.
@@ -447,59 +450,57 @@ void rocmforge_model_free(struct rocmforge_model *model);
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_n_vocab(const struct rocmforge_model *model, uint64_t *out);
+rocmforge_status rocmforge_model_n_vocab(const struct rocmforge_model *model, uint64_t *out);
 
 // Context length the model was trained with. Written to `*out`.
 // Thread-safety: any thread (the model is immutable).
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_n_ctx_train(const struct rocmforge_model *model,
-                                                  uint64_t *out);
+rocmforge_status rocmforge_model_n_ctx_train(const struct rocmforge_model *model, uint64_t *out);
 
 // Embedding (residual stream) width. Written to `*out`.
 // Thread-safety: any thread (the model is immutable).
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_n_embd(const struct rocmforge_model *model, uint64_t *out);
+rocmforge_status rocmforge_model_n_embd(const struct rocmforge_model *model, uint64_t *out);
 
 // Number of transformer layers. Written to `*out`.
 // Thread-safety: any thread (the model is immutable).
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_n_layer(const struct rocmforge_model *model, uint64_t *out);
+rocmforge_status rocmforge_model_n_layer(const struct rocmforge_model *model, uint64_t *out);
 
 // Bytes of all tensor data. Written to `*out`.
 // Thread-safety: any thread (the model is immutable).
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_size_bytes(const struct rocmforge_model *model,
-                                                 uint64_t *out);
+rocmforge_status rocmforge_model_size_bytes(const struct rocmforge_model *model, uint64_t *out);
 
 // Total number of weights (elements of all tensors). Written to `*out`.
 // Thread-safety: any thread (the model is immutable).
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_n_params(const struct rocmforge_model *model, uint64_t *out);
+rocmforge_status rocmforge_model_n_params(const struct rocmforge_model *model, uint64_t *out);
 
 // The architecture name ("llama"). Ownership: `*out` is owned by the model and valid until
 // rocmforge_model_free. Thread-safety: any thread.
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_architecture(const struct rocmforge_model *model,
-                                                   const char **out);
+rocmforge_status rocmforge_model_architecture(const struct rocmforge_model *model,
+                                              const char **out);
 
 // The model's name (`general.name`), or ROCMFORGE_ERR_NOT_FOUND. Ownership: `*out` is owned
 // by the model and valid until rocmforge_model_free. Thread-safety: any thread.
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_name(const struct rocmforge_model *model, const char **out);
+rocmforge_status rocmforge_model_name(const struct rocmforge_model *model, const char **out);
 
 // The model's Jinja chat template (`tokenizer.chat_template`), or
 // ROCMFORGE_ERR_NO_CHAT_TEMPLATE. Ownership: `*out` is owned by the model and valid until
@@ -507,8 +508,8 @@ enum rocmforge_status rocmforge_model_name(const struct rocmforge_model *model, 
 //
 // # Safety
 // `model` must be NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_model_chat_template(const struct rocmforge_model *model,
-                                                    const char **out);
+rocmforge_status rocmforge_model_chat_template(const struct rocmforge_model *model,
+                                               const char **out);
 
 // Any GGUF metadata value by key (e.g. "general.architecture", "llama.context_length"),
 // rendered as text (see docs/C_API.md), with the two-call size protocol: `*n_out` receives
@@ -520,11 +521,11 @@ enum rocmforge_status rocmforge_model_chat_template(const struct rocmforge_model
 // # Safety
 // `model` NULL or live; `key` NUL-terminated; `buf` NULL or writable for `capacity` bytes;
 // `n_out` writable.
-enum rocmforge_status rocmforge_model_meta(const struct rocmforge_model *model,
-                                           const char *key,
-                                           char *buf,
-                                           size_t capacity,
-                                           size_t *n_out);
+rocmforge_status rocmforge_model_meta(const struct rocmforge_model *model,
+                                      const char *key,
+                                      char *buf,
+                                      size_t capacity,
+                                      size_t *n_out);
 
 // Estimates the memory a model plus a context with `params` (NULL = defaults) will need,
 // reading only the file's header and metadata. Writes `*out` (up to its struct_size) on
@@ -536,9 +537,9 @@ enum rocmforge_status rocmforge_model_meta(const struct rocmforge_model *model,
 // # Safety
 // `path` NUL-terminated; `params` NULL or live; `out` NULL or writable for `out->struct_size`
 // bytes.
-enum rocmforge_status rocmforge_estimate_memory(const char *path,
-                                                const struct rocmforge_context_params *params,
-                                                struct rocmforge_memory_estimate *out);
+rocmforge_status rocmforge_estimate_memory(const char *path,
+                                           const struct rocmforge_context_params *params,
+                                           struct rocmforge_memory_estimate *out);
 
 // Creates model parameters with the defaults: backend AUTO, device 0, mmap on, no progress
 // callback. Writes the new object to `*out` on success.
@@ -548,7 +549,7 @@ enum rocmforge_status rocmforge_estimate_memory(const char *path,
 //
 // # Safety
 // `out` NULL or writable.
-enum rocmforge_status rocmforge_model_params_create(struct rocmforge_model_params **out);
+rocmforge_status rocmforge_model_params_create(struct rocmforge_model_params **out);
 
 // Frees model parameters; NULL is ignored.
 // Thread-safety: must not overlap any other use of this handle.
@@ -563,24 +564,24 @@ void rocmforge_model_params_free(struct rocmforge_model_params *params);
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
-enum rocmforge_status rocmforge_model_params_set_backend(struct rocmforge_model_params *params,
-                                                         int32_t backend);
+rocmforge_status rocmforge_model_params_set_backend(struct rocmforge_model_params *params,
+                                                    int32_t backend);
 
 // Selects the GPU device index (>= 0; ignored by the CPU backend).
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
-enum rocmforge_status rocmforge_model_params_set_device(struct rocmforge_model_params *params,
-                                                        int32_t device);
+rocmforge_status rocmforge_model_params_set_device(struct rocmforge_model_params *params,
+                                                   int32_t device);
 
 // Maps the file (true, default: weights stay in the page cache) or reads it into memory.
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
-enum rocmforge_status rocmforge_model_params_set_use_mmap(struct rocmforge_model_params *params,
-                                                          bool use_mmap);
+rocmforge_status rocmforge_model_params_set_use_mmap(struct rocmforge_model_params *params,
+                                                     bool use_mmap);
 
 // Sets (or with NULL removes) the load-progress callback. `user_data` is passed back to it
 // and must stay valid until rocmforge_model_load returns.
@@ -588,9 +589,9 @@ enum rocmforge_status rocmforge_model_params_set_use_mmap(struct rocmforge_model
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_model_params_create.
-enum rocmforge_status rocmforge_model_params_set_progress_callback(struct rocmforge_model_params *params,
-                                                                   rocmforge_progress_callback callback,
-                                                                   void *user_data);
+rocmforge_status rocmforge_model_params_set_progress_callback(struct rocmforge_model_params *params,
+                                                              rocmforge_progress_callback callback,
+                                                              void *user_data);
 
 // Creates context parameters with the defaults: context 4096 tokens (0 = the model's training
 // context), batch 512, 1 sequence, threads 0 (= all available cores).
@@ -600,7 +601,7 @@ enum rocmforge_status rocmforge_model_params_set_progress_callback(struct rocmfo
 //
 // # Safety
 // `out` NULL or writable.
-enum rocmforge_status rocmforge_context_params_create(struct rocmforge_context_params **out);
+rocmforge_status rocmforge_context_params_create(struct rocmforge_context_params **out);
 
 // Frees context parameters; NULL is ignored.
 // Thread-safety: must not overlap any other use of this handle.
@@ -614,32 +615,32 @@ void rocmforge_context_params_free(struct rocmforge_context_params *params);
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_context_params_create.
-enum rocmforge_status rocmforge_context_params_set_n_ctx(struct rocmforge_context_params *params,
-                                                         uint32_t value);
+rocmforge_status rocmforge_context_params_set_n_ctx(struct rocmforge_context_params *params,
+                                                    uint32_t value);
 
 // Most tokens one decode call may carry (1..=65536).
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_context_params_create.
-enum rocmforge_status rocmforge_context_params_set_n_batch(struct rocmforge_context_params *params,
-                                                           uint32_t value);
+rocmforge_status rocmforge_context_params_set_n_batch(struct rocmforge_context_params *params,
+                                                      uint32_t value);
 
 // Independent sequences the context holds (1..=64).
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_context_params_create.
-enum rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context_params *params,
-                                                             uint32_t value);
+rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context_params *params,
+                                                        uint32_t value);
 
 // Compute threads (0 = all available cores, at most 1024).
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety
 // `params` must be NULL or a live object from rocmforge_context_params_create.
-enum rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
-                                                             uint32_t value);
+rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
+                                                        uint32_t value);
 
 // Creates an empty sampler chain. Add stages in the order they should run and finish with
 // rocmforge_sampler_add_greedy or rocmforge_sampler_add_dist (nothing can follow those).
@@ -649,7 +650,7 @@ enum rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_co
 //
 // # Safety
 // `out` writable.
-enum rocmforge_status rocmforge_sampler_create(struct rocmforge_sampler **out);
+rocmforge_status rocmforge_sampler_create(struct rocmforge_sampler **out);
 
 // Frees a sampler; NULL is ignored.
 // Thread-safety: must not overlap any other use of this handle.
@@ -663,7 +664,7 @@ void rocmforge_sampler_free(struct rocmforge_sampler *sampler);
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_greedy(struct rocmforge_sampler *sampler);
+rocmforge_status rocmforge_sampler_add_greedy(struct rocmforge_sampler *sampler);
 
 // Terminal stage: draws from the remaining distribution with a generator seeded by `seed`
 // (ROCMFORGE_SEED_RANDOM: from OS entropy). The same seed gives the same tokens everywhere.
@@ -671,22 +672,22 @@ enum rocmforge_status rocmforge_sampler_add_greedy(struct rocmforge_sampler *sam
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_dist(struct rocmforge_sampler *sampler, uint64_t seed);
+rocmforge_status rocmforge_sampler_add_dist(struct rocmforge_sampler *sampler, uint64_t seed);
 
 // Divides logits by `temperature` (finite; <= 0 keeps only the best token).
 // Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_temperature(struct rocmforge_sampler *sampler,
-                                                        float temperature);
+rocmforge_status rocmforge_sampler_add_temperature(struct rocmforge_sampler *sampler,
+                                                   float temperature);
 
 // Keeps the `k` most likely tokens (k <= 0: off).
 // Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_top_k(struct rocmforge_sampler *sampler, int32_t k);
+rocmforge_status rocmforge_sampler_add_top_k(struct rocmforge_sampler *sampler, int32_t k);
 
 // Keeps the smallest set of most likely tokens whose probability reaches `p` (and at least
 // `min_keep`); p >= 1: off.
@@ -694,9 +695,9 @@ enum rocmforge_status rocmforge_sampler_add_top_k(struct rocmforge_sampler *samp
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_top_p(struct rocmforge_sampler *sampler,
-                                                  float p,
-                                                  uint32_t min_keep);
+rocmforge_status rocmforge_sampler_add_top_p(struct rocmforge_sampler *sampler,
+                                             float p,
+                                             uint32_t min_keep);
 
 // Keeps tokens at least `p` times as likely as the best one (and at least `min_keep`);
 // p <= 0: off.
@@ -704,9 +705,9 @@ enum rocmforge_status rocmforge_sampler_add_top_p(struct rocmforge_sampler *samp
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_min_p(struct rocmforge_sampler *sampler,
-                                                  float p,
-                                                  uint32_t min_keep);
+rocmforge_status rocmforge_sampler_add_min_p(struct rocmforge_sampler *sampler,
+                                             float p,
+                                             uint32_t min_keep);
 
 // Penalises tokens among the last `last_n` accepted ones: `repeat` (> 0, 1 = off) divides
 // positive logits and multiplies negative ones; `frequency` is subtracted per occurrence,
@@ -715,11 +716,11 @@ enum rocmforge_status rocmforge_sampler_add_min_p(struct rocmforge_sampler *samp
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_add_penalties(struct rocmforge_sampler *sampler,
-                                                      uint32_t last_n,
-                                                      float repeat,
-                                                      float frequency,
-                                                      float presence);
+rocmforge_status rocmforge_sampler_add_penalties(struct rocmforge_sampler *sampler,
+                                                 uint32_t last_n,
+                                                 float repeat,
+                                                 float frequency,
+                                                 float presence);
 
 // Picks a token from the logits of token `index` of the context's last batch (-1 = the last
 // that asked for logits) and writes it to `*out`. Does not accept it (call
@@ -731,10 +732,10 @@ enum rocmforge_status rocmforge_sampler_add_penalties(struct rocmforge_sampler *
 //
 // # Safety
 // `sampler`, `ctx` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_sampler_sample(struct rocmforge_sampler *sampler,
-                                               struct rocmforge_context *ctx,
-                                               int32_t index,
-                                               int32_t *out);
+rocmforge_status rocmforge_sampler_sample(struct rocmforge_sampler *sampler,
+                                          struct rocmforge_context *ctx,
+                                          int32_t index,
+                                          int32_t *out);
 
 // Records a token appended to the sequence (updates the penalty window). Negative ids:
 // ROCMFORGE_ERR_INVALID_TOKEN.
@@ -742,14 +743,14 @@ enum rocmforge_status rocmforge_sampler_sample(struct rocmforge_sampler *sampler
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_accept(struct rocmforge_sampler *sampler, int32_t token);
+rocmforge_status rocmforge_sampler_accept(struct rocmforge_sampler *sampler, int32_t token);
 
 // Forgets accepted tokens and restarts the random generator from its seed.
 // Thread-safety: one thread at a time per sampler (others: ROCMFORGE_ERR_BUSY).
 //
 // # Safety
 // `sampler` NULL or live.
-enum rocmforge_status rocmforge_sampler_reset(struct rocmforge_sampler *sampler);
+rocmforge_status rocmforge_sampler_reset(struct rocmforge_sampler *sampler);
 
 // The size in bytes of the state rocmforge_state_save would write now, into `*out`.
 //
@@ -757,7 +758,7 @@ enum rocmforge_status rocmforge_sampler_reset(struct rocmforge_sampler *sampler)
 //
 // # Safety
 // `ctx` NULL or live; `out` writable.
-enum rocmforge_status rocmforge_state_size(struct rocmforge_context *ctx, int32_t seq, size_t *out);
+rocmforge_status rocmforge_state_size(struct rocmforge_context *ctx, int32_t seq, size_t *out);
 
 // Saves the whole context (`seq` = -1) or sequence `seq` into `buf`. Two-call size protocol:
 // `*n_bytes` receives the size; the bytes are written only when `capacity` suffices, else
@@ -766,11 +767,11 @@ enum rocmforge_status rocmforge_state_size(struct rocmforge_context *ctx, int32_
 //
 // # Safety
 // `ctx` NULL or live; `buf` NULL or writable for `capacity` bytes; `n_bytes` writable.
-enum rocmforge_status rocmforge_state_save(struct rocmforge_context *ctx,
-                                           int32_t seq,
-                                           uint8_t *buf,
-                                           size_t capacity,
-                                           size_t *n_bytes);
+rocmforge_status rocmforge_state_save(struct rocmforge_context *ctx,
+                                      int32_t seq,
+                                      uint8_t *buf,
+                                      size_t capacity,
+                                      size_t *n_bytes);
 
 // Restores `n` bytes from rocmforge_state_save: the whole context (`seq` = -1; logits
 // included, so generation can go on at once) or into sequence `seq`, replacing it (a state
@@ -784,10 +785,10 @@ enum rocmforge_status rocmforge_state_save(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live; `data` readable for `n` bytes.
-enum rocmforge_status rocmforge_state_load(struct rocmforge_context *ctx,
-                                           int32_t seq,
-                                           const uint8_t *data,
-                                           size_t n);
+rocmforge_status rocmforge_state_load(struct rocmforge_context *ctx,
+                                      int32_t seq,
+                                      const uint8_t *data,
+                                      size_t n);
 
 // rocmforge_state_save to a file at `path` (created or truncated).
 // Errors: ROCMFORGE_ERR_IO, _INVALID_SEQUENCE.
@@ -795,9 +796,9 @@ enum rocmforge_status rocmforge_state_load(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live; `path` NUL-terminated.
-enum rocmforge_status rocmforge_state_save_file(struct rocmforge_context *ctx,
-                                                int32_t seq,
-                                                const char *path);
+rocmforge_status rocmforge_state_save_file(struct rocmforge_context *ctx,
+                                           int32_t seq,
+                                           const char *path);
 
 // rocmforge_state_load from a file written by rocmforge_state_save_file.
 // Reads at most the largest state this context can hold; `path` must name a regular file.
@@ -806,15 +807,15 @@ enum rocmforge_status rocmforge_state_save_file(struct rocmforge_context *ctx,
 //
 // # Safety
 // `ctx` NULL or live; `path` NUL-terminated.
-enum rocmforge_status rocmforge_state_load_file(struct rocmforge_context *ctx,
-                                                int32_t seq,
-                                                const char *path);
+rocmforge_status rocmforge_state_load_file(struct rocmforge_context *ctx,
+                                           int32_t seq,
+                                           const char *path);
 
-// The static description of `status` ("unknown status" for numbers this library does not
-// define). Never NULL.
+// The static description of `status` ("unknown status" for any number this library does not
+// define, negative ones included). Never NULL.
 //
 // Ownership: the string is static; do not free it. Thread-safety: any thread.
-const char *rocmforge_status_string(int status);
+const char *rocmforge_status_string(rocmforge_status status);
 
 // The detailed message of the calling thread's last failed call ("" after a successful one).
 // Never NULL.
@@ -836,14 +837,14 @@ const char *rocmforge_last_error(void);
 // # Safety
 // `model` NULL or live; `text` readable for `text_len` bytes; `tokens` NULL or writable for
 // `capacity` ids; `n_tokens` writable.
-enum rocmforge_status rocmforge_tokenize(const struct rocmforge_model *model,
-                                         const char *text,
-                                         size_t text_len,
-                                         bool add_special,
-                                         bool parse_special,
-                                         int32_t *tokens,
-                                         size_t capacity,
-                                         size_t *n_tokens);
+rocmforge_status rocmforge_tokenize(const struct rocmforge_model *model,
+                                    const char *text,
+                                    size_t text_len,
+                                    bool add_special,
+                                    bool parse_special,
+                                    int32_t *tokens,
+                                    size_t capacity,
+                                    size_t *n_tokens);
 
 // The bytes of one token (may be a partial UTF-8 character: concatenate pieces before
 // displaying, or use rocmforge_detokenize). Control tokens render only when `special`.
@@ -854,12 +855,12 @@ enum rocmforge_status rocmforge_tokenize(const struct rocmforge_model *model,
 //
 // # Safety
 // `model` NULL or live; `buf` NULL or writable for `capacity` bytes; `n_bytes` writable.
-enum rocmforge_status rocmforge_token_to_piece(const struct rocmforge_model *model,
-                                               int32_t token,
-                                               bool special,
-                                               char *buf,
-                                               size_t capacity,
-                                               size_t *n_bytes);
+rocmforge_status rocmforge_token_to_piece(const struct rocmforge_model *model,
+                                          int32_t token,
+                                          bool special,
+                                          char *buf,
+                                          size_t capacity,
+                                          size_t *n_bytes);
 
 // Turns `n` token ids back into text (the inverse of rocmforge_tokenize, with the
 // SentencePiece leading space removed). Control tokens render only when `special`. Same size
@@ -870,31 +871,31 @@ enum rocmforge_status rocmforge_token_to_piece(const struct rocmforge_model *mod
 // # Safety
 // `model` NULL or live; `tokens` readable for `n` ids; `buf` NULL or writable for
 // `capacity` bytes; `n_bytes` writable.
-enum rocmforge_status rocmforge_detokenize(const struct rocmforge_model *model,
-                                           const int32_t *tokens,
-                                           size_t n,
-                                           bool special,
-                                           char *buf,
-                                           size_t capacity,
-                                           size_t *n_bytes);
+rocmforge_status rocmforge_detokenize(const struct rocmforge_model *model,
+                                      const int32_t *tokens,
+                                      size_t n,
+                                      bool special,
+                                      char *buf,
+                                      size_t capacity,
+                                      size_t *n_bytes);
 
 // The id of a special token (`which` = ROCMFORGE_TOKEN_*), or ROCMFORGE_ERR_NOT_FOUND when
 // the model has none. Thread-safety: any thread.
 //
 // # Safety
 // `model` NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_token_special(const struct rocmforge_model *model,
-                                              int32_t which,
-                                              int32_t *out);
+rocmforge_status rocmforge_token_special(const struct rocmforge_model *model,
+                                         int32_t which,
+                                         int32_t *out);
 
 // Whether generation should stop at `token` (EOS, end of turn, and the like) into `*out`.
 // Thread-safety: any thread.
 //
 // # Safety
 // `model` NULL or live; `out` NULL or writable.
-enum rocmforge_status rocmforge_token_is_eog(const struct rocmforge_model *model,
-                                             int32_t token,
-                                             bool *out);
+rocmforge_status rocmforge_token_is_eog(const struct rocmforge_model *model,
+                                        int32_t token,
+                                        bool *out);
 
 // Formats a conversation with a Jinja chat template, running it as Hugging Face's
 // apply_chat_template does (whatever the template adds on its own, such as a default system
@@ -918,15 +919,15 @@ enum rocmforge_status rocmforge_token_is_eog(const struct rocmforge_model *model
 // `model` NULL or live; `template` NULL or NUL-terminated; `roles`/`contents` readable arrays
 // of `n_messages` NUL-terminated strings; `buf` NULL or writable for `capacity` bytes;
 // `n_bytes` writable.
-enum rocmforge_status rocmforge_chat_apply(const struct rocmforge_model *model,
-                                           const char *template_,
-                                           const char *const *roles,
-                                           const char *const *contents,
-                                           size_t n_messages,
-                                           bool add_generation_prompt,
-                                           char *buf,
-                                           size_t capacity,
-                                           size_t *n_bytes);
+rocmforge_status rocmforge_chat_apply(const struct rocmforge_model *model,
+                                      const char *template_,
+                                      const char *const *roles,
+                                      const char *const *contents,
+                                      size_t n_messages,
+                                      bool add_generation_prompt,
+                                      char *buf,
+                                      size_t capacity,
+                                      size_t *n_bytes);
 
 // The library's version as major * 10000 + minor * 100 + patch, to compare the loaded library
 // with the header it was compiled against (the ROCMFORGE_VERSION_* macros).

@@ -1,12 +1,16 @@
 //! Status codes (stable numbers, never reused) and the thread-local last-error message.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, CString};
 
 /// Result of every fallible call. 0 is success; the numbers are part of the ABI and are never
 /// renumbered or reused. `rocmforge_status_string` gives a static description of each,
 /// `rocmforge_last_error` the detailed message of the calling thread's last failure.
-#[repr(C)]
+///
+/// In C the type is `int32_t` (a C enum's size is the compiler's choice) and the constants are an
+/// enum; in C++ it is the enum with `int32_t` underneath. Every prototype says
+/// `rocmforge_status`, so bindings (cgo, Zig) see one type.
+#[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(non_camel_case_types)]
 pub enum rocmforge_status {
@@ -185,15 +189,21 @@ pub(crate) fn clear_last_error() {
     });
 }
 
-/// The static description of `status` ("unknown status" for numbers this library does not
-/// define). Never NULL.
+/// A status as it arrives from C: any `int32_t`, not only the numbers this library defines.
+/// The header spells it `rocmforge_status` (cbindgen.toml renames it and does not emit it), so
+/// `rocmforge_status_string` takes the type every other function returns, while Rust reads a
+/// plain integer: receiving an undefined number as the Rust enum would be undefined behaviour.
+pub type RawStatus = i32;
+
+/// The static description of `status` ("unknown status" for any number this library does not
+/// define, negative ones included). Never NULL.
 ///
 /// Ownership: the string is static; do not free it. Thread-safety: any thread.
 #[no_mangle]
-pub extern "C" fn rocmforge_status_string(status: c_int) -> *const c_char {
+pub extern "C" fn rocmforge_status_string(status: RawStatus) -> *const c_char {
     let text = rocmforge_status::ALL
         .iter()
-        .find(|s| **s as c_int == status)
+        .find(|s| **s as RawStatus == status)
         .map_or(&b"unknown status\0"[..], |s| s.description());
     text.as_ptr().cast()
 }
