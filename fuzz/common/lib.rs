@@ -48,7 +48,7 @@ pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const LLAMA_SPM_VOCAB: &str = "ggml-vocab-llama-spm.gguf";
 
 /// The model whose saved states the `state_restore` target restores: SentencePiece vocabulary
-/// (n_vocab 48), 2 layers, K/V width 4, so a cache cell is 12 + 2 * 2 * 4 * 4 = 76 bytes.
+/// (n_vocab 25), 2 layers, K/V width 4, so a cache cell is 12 + 2 * 2 * 4 * 4 = 76 bytes.
 pub fn state_model() -> Model {
     tiny::build_model(&TinySpec {
         n_layer: 2,

@@ -64,11 +64,13 @@ impl TinySpec {
         }
     }
 
-    /// Byte-level BPE (SmolLM2's "smollm" pre-tokenizer), one F16 layer, tied, ChatML.
+    /// Byte-level BPE with GPT-2's pre-tokenizer (a hand-written scanner: pre-tokenizers
+    /// with a regex compile it at every load, which would dominate a fuzzer's time), one F16
+    /// layer, tied, ChatML.
     pub fn bpe_small() -> TinySpec {
         TinySpec {
             vocab: Vocab::Bpe,
-            pre: "smollm",
+            pre: "gpt-2",
             n_head_kv: 2,
             weight_type: GgmlType::F16,
             tied: true,
@@ -103,11 +105,15 @@ impl TinySpec {
     }
 
     /// A complete vocabulary (every byte representable) for the tokenizer fuzzer; the weights
-    /// stay as small as `spm_small`'s.
+    /// stay as small as `spm_small`'s. BPE uses SmolLM2's "smollm" pre-tokenizer (digits split,
+    /// then GPT-2's pattern; no space clean-up, so decoding gives the text back).
     pub fn full_vocab(vocab: Vocab) -> TinySpec {
         let base = match vocab {
             Vocab::Spm => TinySpec::spm_small(),
-            Vocab::Bpe => TinySpec::bpe_small(),
+            Vocab::Bpe => TinySpec {
+                pre: "smollm",
+                ..TinySpec::bpe_small()
+            },
         };
         TinySpec {
             all_bytes: true,
@@ -119,8 +125,7 @@ impl TinySpec {
 /// GPT-2's byte-to-character table: printable Latin-1 bytes stand for themselves, the others
 /// take the characters from U+0100 on, in byte order (space is 'Ġ', newline 'Ċ').
 pub fn byte_to_char(b: u8) -> char {
-    let printable =
-        |c: u8| matches!(c, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let printable = |c: u8| matches!(c, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     if printable(b) {
         return char::from(b);
     }
@@ -128,9 +133,38 @@ pub fn byte_to_char(b: u8) -> char {
     char::from_u32(256 + n).expect("below U+0200")
 }
 
-/// Bytes the small vocabularies can spell directly: lowercase letters, digits, space, newline,
-/// some punctuation, and the two bytes of 'é'.
-const SMALL_BYTES: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 \n.,!?'\xC3\xA9";
+/// Bytes the small BPE vocabulary can spell: those of "hello world", newline, '!' and the two
+/// bytes of 'é' (the others are dropped when encoding).
+const SMALL_BYTES: &[u8] = b"helowrd \n!\xC3\xA9";
+
+/// SentencePiece pieces after the special and byte tokens: single characters first, then merged
+/// pieces (a piece's score is its merge priority).
+#[rustfmt::skip]
+const SPM_PIECES: &[&str] = &[
+    "\u{2581}", "e", "t", "a", "o", "i", "n", "s", "h", "r", "l", "d", "w", "c", "u", "m",
+    ".", ",", "!", "?", "\u{2581}t", "he", "\u{2581}the", "in", "er", "\u{2581}a", "ll",
+    "\u{2581}h", "\u{2581}he", "llo", "\u{2581}hello", "\u{2581}w", "or", "ld",
+    "\u{2581}wor", "\u{2581}world", "\u{2581}i", "\u{2581}in", "\u{2581}\u{2581}",
+];
+
+/// Just enough for "hello world" (the seed generator's check) to merge.
+#[rustfmt::skip]
+const SPM_PIECES_SMALL: &[&str] = &[
+    "\u{2581}", "e", "h", "l", "o", "w", "r", "d", "ll", "llo", "\u{2581}h", "\u{2581}hello",
+    "\u{2581}w", "or", "ld", "\u{2581}wor", "\u{2581}world",
+];
+
+/// BPE merges in rank order; each result is a token of the vocabulary.
+#[rustfmt::skip]
+const BPE_MERGES: &[&str] = &[
+    "Ġ t", "h e", "Ġt he", "i n", "e r", "Ġ a", "l l", "Ġ h", "Ġh e", "ll o", "Ġhe llo",
+    "Ġ w", "o r", "l d", "Ġw or", "Ġwor ld", "Ġ i", "Ġi n", "Ġ Ġ", "Ã ©",
+];
+
+#[rustfmt::skip]
+const BPE_MERGES_SMALL: &[&str] = &[
+    "l l", "ll o", "Ġ w", "o r", "l d", "Ġw or", "Ġwor ld", "Ã ©",
+];
 
 /// (token texts, token types, scores, merges) of the vocabulary.
 type VocabData = (Vec<String>, Vec<i32>, Vec<f32>, Vec<String>);
@@ -143,19 +177,17 @@ fn spm_vocab(all_bytes: bool) -> VocabData {
     let bytes: Vec<u8> = if all_bytes {
         (0..=255).collect()
     } else {
-        b"\n\t\xC3\xA9".to_vec()
+        b"\n\xC3\xA9".to_vec()
     };
     for b in bytes {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
-    // Single characters first, then merged pieces; a piece's score is its merge priority.
-    let pieces = [
-        "\u{2581}", "e", "t", "a", "o", "i", "n", "s", "h", "r", "l", "d", "w", "c", "u", "m",
-        ".", ",", "!", "?", "\u{2581}t", "he", "\u{2581}the", "in", "er", "\u{2581}a", "ll",
-        "\u{2581}h", "\u{2581}he", "llo", "\u{2581}hello", "\u{2581}w", "or", "ld", "\u{2581}wor",
-        "\u{2581}world", "\u{2581}i", "\u{2581}in", "\u{2581}\u{2581}",
-    ];
+    let pieces = if all_bytes {
+        SPM_PIECES
+    } else {
+        SPM_PIECES_SMALL
+    };
     let mut scores = vec![0.0; tokens.len()];
     for (i, p) in pieces.iter().enumerate() {
         tokens.push(p.to_string());
@@ -179,16 +211,16 @@ fn bpe_vocab(all_bytes: bool) -> VocabData {
         tokens.push(byte_to_char(b).to_string());
         types.push(1);
     }
-    // Merges in rank order; each result is a token.
-    let merges = [
-        "Ġ t", "h e", "Ġt he", "i n", "e r", "Ġ a", "l l", "Ġ h", "Ġh e", "ll o", "Ġhe llo", "Ġ w",
-        "o r", "l d", "Ġw or", "Ġwor ld", "Ġ i", "Ġi n", "Ġ Ġ", "Ã ©",
-    ];
+    let merges = if all_bytes {
+        BPE_MERGES
+    } else {
+        BPE_MERGES_SMALL
+    };
     for m in merges {
         tokens.push(m.replace(' ', ""));
         types.push(1);
     }
-    let merges = merges.map(String::from).to_vec();
+    let merges = merges.iter().map(|m| m.to_string()).collect();
     (tokens, types, Vec::new(), merges)
 }
 
@@ -218,7 +250,10 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
     kv("llama.embedding_length", Value::U32(spec.n_embd as u32));
     kv("llama.feed_forward_length", Value::U32(spec.n_ff as u32));
     kv("llama.attention.head_count", Value::U32(spec.n_head as u32));
-    kv("llama.attention.head_count_kv", Value::U32(spec.n_head_kv as u32));
+    kv(
+        "llama.attention.head_count_kv",
+        Value::U32(spec.n_head_kv as u32),
+    );
     kv("llama.rope.freq_base", Value::F32(10000.0));
     kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
     if let Some(factor) = spec.rope_linear {

@@ -37,7 +37,7 @@ fn main() -> Result<()> {
     let dir = root.join("model_load");
     for (name, spec) in [
         ("spm_f32_llama2.gguf", TinySpec::spm_small()),
-        ("bpe_f16_tied_chatml.gguf", TinySpec::bpe_small()),
+        ("bpe_gpt2_f16_tied_chatml.gguf", TinySpec::bpe_small()),
         ("spm_q8_0_rope_linear.gguf", TinySpec::quantized(Vocab::Spm)),
         ("bpe_q4_1_llama3.gguf", TinySpec::quantized(Vocab::Bpe)),
     ] {
@@ -65,20 +65,31 @@ fn main() -> Result<()> {
         write(&dir, &format!("{name}_crc.bin"), &with_crc)?;
     }
 
-    // tokenizer: control byte (tokenizer in bits 0-1, add/parse special in bits 2-3) + text.
+    // tokenizer: control byte (tokenizer in bits 0-1, add/parse special in bits 2-3, C ABI in
+    // bit 5) + text.
     let dir = root.join("tokenizer");
     let texts: [(&str, &str); 6] = [
         ("hello", "Hello world, hello again!"),
-        ("chatml", "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n<s></s>"),
-        ("unicode", "h\u{e9}llo w\u{f6}rld \u{1F980} \u{4E2D}\u{6587} \u{2581}x \u{fffd}"),
+        (
+            "chatml",
+            "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n<s></s>",
+        ),
+        (
+            "unicode",
+            "h\u{e9}llo w\u{f6}rld \u{1F980} \u{4E2D}\u{6587} \u{2581}x \u{fffd}",
+        ),
         ("digits", "12345 3.14159 1,000,000 2024-12-31"),
         ("spaces", "  \t\n\n   a  b\r\n  "),
-        ("contractions", "I'm sure they're here, aren't we? It's 'quoted' ."),
+        (
+            "contractions",
+            "I'm sure they're here, aren't we? It's 'quoted' .",
+        ),
     ];
     for (i, (name, text)) in texts.iter().enumerate() {
         for slot in 0..4u8 {
-            // Vary the flags across seeds: plain for some, special parsing for others.
-            let control = slot | (((i as u8 + slot) % 4) << 2);
+            // Vary the flags across seeds: plain for some, special parsing for others; the C
+            // ABI for half of them.
+            let control = slot | (((i as u8 + slot) % 4) << 2) | ((i as u8 % 2) << 5);
             let data = [&[control][..], text.as_bytes()].concat();
             write(&dir, &format!("{name}_{slot}.txt"), &data)?;
         }

@@ -1,6 +1,6 @@
 //! Loads a whole model from arbitrary bytes (GGUF parse, hyperparameters, weights, tokenizer)
 //! and, when it loads, uses it lightly: tokenize and detokenize a short text, render the chat
-//! template (for inputs whose length is a multiple of 16), create a small context and evaluate
+//! template (for one input in 64), create a small context and evaluate
 //! two tokens. Model files are untrusted: any panic, abort, overflow trap or allocation past
 //! libFuzzer's -rss_limit_mb / -malloc_limit_mb is a bug; bad files must come back as errors.
 #![no_main]
@@ -10,8 +10,8 @@ use rocmforge::chat::{render, Message, SpecialTokens};
 use rocmforge::gguf::GgufFile;
 use rocmforge::{Context, ContextParams, Model};
 
-/// Special-token texts, a space prefix case, a two-byte character and a byte-fallback one.
-const TEXT: &str = "<s>Hello world<|im_start|> é\n\u{1F980}";
+/// Special-token texts, words to merge, a two-byte character and a byte-fallback one.
+const TEXT: &str = "<s>hello world<|im_start|> é\u{1F980}";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(gguf) = GgufFile::from_bytes(data.to_vec()) else {
@@ -27,25 +27,42 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(tok.n_vocab(), n_vocab);
     let _ = (model.name(), model.n_params(), model.size_bytes());
 
-    // Tokenizer: every id in range, decoding never fails.
+    // Tokenizer: every id in range, decoding never fails. (One encode: special tokens are cut
+    // out and the text between them goes through the vocabulary's merges.)
     let ids = tok.encode(TEXT, true, true);
-    let plain = tok.encode(TEXT, false, false);
-    for &id in ids.iter().chain(&plain) {
-        assert!((id as usize) < n_vocab, "id {id} outside vocabulary {n_vocab}");
-        let _ = (tok.token_to_piece(id, true), tok.is_eog(id), tok.is_control(id));
+    for &id in &ids {
+        assert!(
+            (id as usize) < n_vocab,
+            "id {id} outside vocabulary {n_vocab}"
+        );
+        let _ = (
+            tok.token_to_piece(id, true),
+            tok.is_eog(id),
+            tok.is_control(id),
+        );
     }
-    let _ = (tok.decode(&ids, true), tok.decode(&plain, false));
-    for id in [tok.bos(), tok.eos(), tok.eot(), tok.eom(), tok.unk(), tok.pad()]
-        .into_iter()
-        .flatten()
+    let _ = tok.decode(&ids, false);
+    for id in [
+        tok.bos(),
+        tok.eos(),
+        tok.eot(),
+        tok.eom(),
+        tok.unk(),
+        tok.pad(),
+    ]
+    .into_iter()
+    .flatten()
     {
         assert!((id as usize) < n_vocab);
         let _ = (tok.token_to_piece(id, false), tok.token_text(id));
     }
 
-    // The model's own template, as rocmforge_chat_apply runs it. Only a sixteenth of the
-    // inputs: rendering may move into a child process, which costs a fork per call.
-    if data.len() % 16 == 0 {
+    // The model's own template, as rocmforge_chat_apply runs it, for one input in 64 (picked
+    // by a hash of the input, so reruns agree): a render forks a sandbox child, and forking
+    // this ASan-instrumented process costs milliseconds, far more than everything else here.
+    // A panic in the child is the sandbox's business (it becomes an error), so this finds only
+    // hangs past the sandbox's deadline and faults in the parent.
+    if rocmforge_fuzz::crc32(data) % 64 == 0 {
         if let Some(template) = model.chat_template() {
             let text_of = |id: Option<u32>| id.and_then(|t| tok.token_text(t)).unwrap_or("");
             let special = SpecialTokens {
