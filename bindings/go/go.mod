@@ -1,0 +1,3 @@
+module github.com/rocmforge/rocmforge-go
+
+go 1.22
