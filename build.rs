@@ -40,11 +40,19 @@ fn main() {
     ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
-    // The C library's soname carries the major version from Cargo.toml (the one place the
-    // version is defined): librocmforge.so.<major>.
+    // The C library's soname follows the soname policy (docs/C_API.md) from Cargo.toml's
+    // version (the one place it is defined): librocmforge.so.0.<minor> while the major version
+    // is 0, since a 0.x minor release may change the ABI; librocmforge.so.<major> from 1.0 on.
+    // scripts/install.sh checks the built soname against the same rule.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librocmforge.so.{major}");
+        let minor = std::env::var("CARGO_PKG_VERSION_MINOR").unwrap_or_else(|_| "0".into());
+        let soversion = if major == "0" {
+            format!("0.{minor}")
+        } else {
+            major
+        };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librocmforge.so.{soversion}");
     }
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     let rocm = std::env::var_os("CARGO_FEATURE_ROCM").is_some();

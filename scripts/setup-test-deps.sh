@@ -16,3 +16,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 bash scripts/gen-header.sh --install  # the pinned cbindgen
 bash scripts/gpu/install-toolchains.sh
+# cmake for the CMake consumer project of tests/cpp_and_install.rs, from Debian.
+if ! command -v cmake >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null
+fi

@@ -5,89 +5,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use common::cbuild::{
+    build_c_library, check_passed, library_stamp, repo, run, soversion, stdout, target_profile_dir,
+    valgrind, FileLock,
+};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// target/<profile>, where cargo put librocmforge.{so,a} next to this test's deps/ folder.
-fn target_profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
 
 /// Scratch folder for this test process (nextest runs each test in its own process).
 fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rocmforge-ffi-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
-}
-
-/// Holds an exclusive flock on a file until dropped.
-struct FileLock(std::fs::File);
-
-impl FileLock {
-    fn acquire(path: &Path) -> FileLock {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::create(path).expect("lock file");
-        // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {}", path.display());
-        FileLock(file)
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: unlocking our own descriptor.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-/// Cargo builds only the rlib of a library that tests depend on, so the .so and .a may be
-/// missing or stale: build them now, with the profile of these tests (a no-op when fresh).
-fn build_c_library(profile_dir: &Path) {
-    let target = profile_dir.parent().expect("target dir");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "test",
-        Some(other) => other,
-        None => panic!("unexpected target dir {}", profile_dir.display()),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--lib",
-            "--profile",
-            profile,
-            "--target-dir",
-        ])
-        .arg(target)
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml")));
 }
 
 /// Installs the library from target/<profile> into target/<profile>/c-api/prefix and builds the
@@ -102,15 +32,8 @@ fn built() -> &'static (PathBuf, PathBuf) {
         std::fs::create_dir_all(&root).expect("c-api dir");
         let _lock = FileLock::acquire(&root.join("lock"));
         build_c_library(&from);
-        let so = from.join("librocmforge.so");
-        assert!(
-            so.exists() && from.join("librocmforge.a").exists(),
-            "cargo did not leave librocmforge.so/.a in {}",
-            from.display()
-        );
+        let stamp = library_stamp(&from);
         let (prefix, build) = (root.join("prefix"), root.join("build"));
-        let meta = std::fs::metadata(&so).expect("librocmforge.so metadata");
-        let stamp = format!("{:?} {}", meta.modified().ok(), meta.len());
         let stamp_file = root.join("stamp");
         if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
             return (prefix, build);
@@ -141,10 +64,6 @@ fn built() -> &'static (PathBuf, PathBuf) {
 
 fn exe(link: &str, name: &str) -> PathBuf {
     built().1.join(link).join(name)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -223,15 +142,16 @@ fn header_documents_ownership_and_threads_for_every_function() {
 #[test]
 fn installed_layout_and_soname() {
     let (prefix, _) = built();
+    let soname = format!("librocmforge.so.{}", soversion());
     for f in [
-        "lib/librocmforge.so",
-        "lib/librocmforge.so.0",
-        "lib/librocmforge.a",
-        "include/rocmforge.h",
-        "lib/pkgconfig/rocmforge.pc",
+        "lib/librocmforge.so".to_string(),
+        format!("lib/{soname}"),
+        "lib/librocmforge.a".to_string(),
+        "include/rocmforge.h".to_string(),
+        "lib/pkgconfig/rocmforge.pc".to_string(),
     ] {
         assert!(
-            prefix.join(f).exists(),
+            prefix.join(&f).exists(),
             "{f} missing under {}",
             prefix.display()
         );
@@ -239,9 +159,8 @@ fn installed_layout_and_soname() {
     let dynamic = stdout(&run(Command::new("readelf")
         .arg("-d")
         .arg(prefix.join("lib/librocmforge.so"))));
-    let major = env!("CARGO_PKG_VERSION_MAJOR");
     assert!(
-        dynamic.contains(&format!("Library soname: [librocmforge.so.{major}]")),
+        dynamic.contains(&format!("Library soname: [{soname}]")),
         "{dynamic}"
     );
     let version = stdout(&run(Command::new("pkg-config")
@@ -255,21 +174,10 @@ fn model() -> Option<PathBuf> {
     common::model_path(common::SMOLLM2)
 }
 
-/// The C unit tests print "N passed, M failed" last.
-fn check_c_tests(out: &Output) {
-    let text = stdout(out);
-    let last = text.lines().last().unwrap_or_default().to_string();
-    assert!(
-        last.ends_with(" passed, 0 failed"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn c_unit_tests_pass_against_the_shared_library() {
     let Some(model) = model() else { return };
-    check_c_tests(&run(Command::new(exe("shared", "test_api"))
+    check_passed(&run(Command::new(exe("shared", "test_api"))
         .arg(&model)
         .arg(scratch())));
 }
@@ -283,13 +191,13 @@ fn c_unit_tests_pass_against_the_static_library() {
         !deps.contains("librocmforge"),
         "static build links the .so: {deps}"
     );
-    check_c_tests(&run(Command::new(test).arg(&model).arg(scratch())));
+    check_passed(&run(Command::new(test).arg(&model).arg(scratch())));
 }
 
 #[test]
 fn out_of_memory_is_a_status() {
     let Some(model) = model() else { return };
-    check_c_tests(&run(Command::new(exe("shared", "test_api"))
+    check_passed(&run(Command::new(exe("shared", "test_api"))
         .arg(&model)
         .arg(scratch())
         .arg("--oom")));
@@ -377,48 +285,12 @@ fn c_chat_example_holds_a_two_turn_conversation() {
     assert_eq!(replies[0], rust_reply.trim_end_matches('\n'), "{text}");
 }
 
-/// valgrind with leak checking; errors or leaks make it exit with 99. `input` goes to stdin.
-fn valgrind(program: &Path, args: &[&std::ffi::OsStr], input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new("valgrind");
-    cmd.args([
-        "--error-exitcode=99",
-        "--leak-check=full",
-        "--show-leak-kinds=definite,indirect",
-        "--errors-for-leak-kinds=definite,indirect",
-        "--quiet",
-    ])
-    .arg(program)
-    .args(args)
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("valgrind output");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 #[test]
 fn c_programs_are_valgrind_clean() {
     let Some(model) = model() else { return };
     let m = model.as_os_str();
     let scratch = scratch();
-    check_c_tests(&valgrind(
+    check_passed(&valgrind(
         &exe("shared", "test_api"),
         &[m, scratch.as_os_str()],
         b"",

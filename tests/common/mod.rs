@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod capi;
+pub mod cbuild;
 pub mod child;
 pub mod tiny;
 
