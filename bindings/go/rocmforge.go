@@ -11,7 +11,7 @@
 // evaluation stopped by a context.Context also matches ctx.Err().
 //
 // Linking goes through pkg-config (`#cgo pkg-config: rocmforge`): set PKG_CONFIG_PATH to the
-// installed prefix's lib/pkgconfig, and let the dynamic loader find librocmforge.so.0 (see
+// installed prefix's lib/pkgconfig, and let the dynamic loader find librocmforge.so (see
 // README.md: LD_LIBRARY_PATH, or an rpath through CGO_LDFLAGS).
 package rocmforge
 

@@ -52,5 +52,7 @@ pub fn build(b: *std.Build) void {
 
     const tests = b.addTest(.{ .root_module = mod });
     const run_tests = b.addRunArtifact(tests);
+    // The tests read the model and the library at run time, which the cache does not see.
+    run_tests.has_side_effects = true;
     b.step("test", "Run the tests against the real library and model").dependOn(&run_tests.step);
 }
