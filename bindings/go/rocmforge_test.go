@@ -309,6 +309,27 @@ func TestProgressAndLogCallbacks(t *testing.T) {
 	if err := c.SetLogger(nil); err != nil {
 		t.Fatal(err)
 	}
+
+	// A panic in a context's logger comes out of the call that logged, after the library
+	// has returned; the context stays usable.
+	if err := c.SetLogger(func(rocmforge.LogLevel, string) { panic("logger boom") }); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "logger boom" {
+				t.Fatalf("recovered %v, want the logger's panic", r)
+			}
+		}()
+		c.Eval(context.Background(), []int32{4}, 0)
+		t.Fatal("Eval returned after its logger panicked")
+	}()
+	if err := c.SetLogger(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Eval(context.Background(), []int32{5}, 0); err != nil {
+		t.Fatalf("eval after the logger's panic: %v", err)
+	}
 }
 
 func TestTextAndChat(t *testing.T) {
