@@ -127,6 +127,14 @@ func DeviceName(index int) (string, error) {
 	return string(b), err
 }
 
+// DeviceArch is the architecture of GPU `index` ("gfx90a", "sm_90").
+func DeviceArch(index int) (string, error) {
+	b, err := twoCall("rocmforge_device_arch", 32, func(buf *C.char, capacity C.size_t, n *C.size_t) C.int {
+		return C.int(C.rocmforge_device_arch(C.size_t(index), buf, capacity, n))
+	})
+	return string(b), err
+}
+
 // DeviceMemory returns the total and free memory of GPU `index`, in bytes.
 func DeviceMemory(index int) (total, free uint64, err error) {
 	var t, f C.uint64_t

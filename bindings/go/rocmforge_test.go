@@ -510,4 +510,24 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(rocmforge.Version(), "0.") {
 		t.Fatalf("version %q", rocmforge.Version())
 	}
+	n, err := rocmforge.DeviceCount()
+	if err != nil || (n > 0 && !rocmforge.GPUBuiltIn()) {
+		t.Fatalf("%d devices, built in %v: %v", n, rocmforge.GPUBuiltIn(), err)
+	}
+	if _, err := rocmforge.DeviceName(n); !errors.Is(err, rocmforge.ErrNotFound) {
+		t.Fatalf("device %d of %d: %v", n, n, err)
+	}
+}
+
+func TestEstimateMemory(t *testing.T) {
+	est, err := rocmforge.EstimateMemory(modelPath(t), &rocmforge.ContextParams{NCtx: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if est.Weights == 0 || est.KVCache == 0 || est.Total != est.Weights+est.KVCache+est.Compute {
+		t.Fatalf("%+v", est)
+	}
+	if est.Weights != model(t).SizeBytes() {
+		t.Fatalf("weights %d, model %d bytes", est.Weights, model(t).SizeBytes())
+	}
 }

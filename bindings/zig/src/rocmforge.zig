@@ -84,6 +84,39 @@ pub fn version() [:0]const u8 {
     return std.mem.span(c.rocmforge_version_string());
 }
 
+/// Whether the library was built with a GPU backend.
+pub fn gpuBuiltIn() bool {
+    var out = false;
+    check(c.rocmforge_gpu_built_in(&out)) catch return false;
+    return out;
+}
+
+/// The number of GPUs present (0 without a GPU backend, driver or device).
+pub fn deviceCount() Error!usize {
+    var n: usize = 0;
+    try check(c.rocmforge_device_count(&n));
+    return n;
+}
+
+/// The name of GPU `index` into `buf` (error.NotFound for a missing device).
+pub fn deviceName(index: usize, buf: []u8, needed: *usize) Error![]u8 {
+    return intoBuffer(buf, needed, c.rocmforge_device_name, .{index});
+}
+
+/// What a model file plus one context will need, in bytes.
+pub const MemoryEstimate = struct { weights: u64, kv_cache: u64, compute: u64, total: u64 };
+
+/// Estimates the memory of a model file plus a context with `params`, reading only the
+/// file's header and metadata.
+pub fn estimateMemory(path: [:0]const u8, params: ContextParams) Error!MemoryEstimate {
+    const p = try params.create();
+    defer c.rocmforge_context_params_free(p);
+    var est = std.mem.zeroes(c.rocmforge_memory_estimate);
+    est.struct_size = @sizeOf(c.rocmforge_memory_estimate);
+    try check(c.rocmforge_estimate_memory(path.ptr, p, &est));
+    return .{ .weights = est.weights_bytes, .kv_cache = est.kv_cache_bytes, .compute = est.compute_bytes, .total = est.total_bytes };
+}
+
 /// Where a model computes.
 pub const Backend = enum(i32) {
     auto = c.ROCMFORGE_BACKEND_AUTO,

@@ -252,3 +252,15 @@ test "state save and load; batches match eval" {
         for (want, got) |w, g| try testing.expectApproxEqAbs(w, g, 1e-3);
     }
 }
+
+test "memory estimate and devices" {
+    const est = try rf.estimateMemory(try modelPath(), .{ .n_ctx = 1024 });
+    try testing.expect(est.weights > 0 and est.kv_cache > 0);
+    try testing.expectEqual(est.weights + est.kv_cache + est.compute, est.total);
+    const n = try rf.deviceCount();
+    try testing.expect(n == 0 or rf.gpuBuiltIn());
+    var buf: [128]u8 = undefined;
+    var len: usize = 0;
+    try testing.expectError(error.NotFound, rf.deviceName(n, &buf, &len));
+    try testing.expect(std.mem.startsWith(u8, rf.version(), "0."));
+}
