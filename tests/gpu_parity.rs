@@ -226,7 +226,10 @@ fn all_matrices_quantized(model: &LoadedModel) -> bool {
         .tensors()
         .iter()
         .filter(|t| t.dims.len() == 2)
-        .all(|t| t.ty.format().is_some_and(rocmforge::quant::Format::gpu_int8))
+        .all(|t| {
+            t.ty.format()
+                .is_some_and(rocmforge::quant::Format::gpu_int8)
+        })
 }
 
 /// (top1 − top2) / max |logit| of one row.
