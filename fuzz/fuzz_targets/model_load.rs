@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     // this ASan-instrumented process costs milliseconds, far more than everything else here.
     // A panic in the child is the sandbox's business (it becomes an error), so this finds only
     // hangs past the sandbox's deadline and faults in the parent.
-    if rocmforge_fuzz::crc32(data) % 64 == 0 {
+    if rocmforge_fuzz::crc32(data).is_multiple_of(64) {
         if let Some(template) = model.chat_template() {
             let text_of = |id: Option<u32>| id.and_then(|t| tok.token_text(t)).unwrap_or("");
             let special = SpecialTokens {
