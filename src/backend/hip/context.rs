@@ -234,28 +234,6 @@ impl GpuContext {
         Ok(t.elapsed().as_secs_f64())
     }
 
-    /// [`Executor::forward`] on the device: the tokens' cells were placed by the caller.
-    pub fn forward(
-        &mut self,
-        batch: &Batch,
-        new_cells: &[usize],
-        cells: &Cells,
-        cancel: &CancelFlag,
-        logits: &mut Vec<f32>,
-    ) -> Result<Vec<Option<usize>>> {
-        set_device(self.model.device)?;
-        // A cancel that came while the device worked is honoured too (the work is dropped).
-        let result = self
-            .run(batch, new_cells, cells, cancel, logits)
-            .and_then(|rows| cancel.check().map(|()| rows));
-        if result.is_err() {
-            // Wait for queued work before the buffers are reused; the caller frees the cells.
-            let _ = self.stream.sync("rolling back a failed batch");
-            self.cells_dirty = true;
-        }
-        result
-    }
-
     fn run(
         &mut self,
         batch: &Batch,
@@ -481,7 +459,17 @@ impl crate::backend::Executor for GpuContext {
         cancel: &CancelFlag,
         logits: &mut Vec<f32>,
     ) -> Result<Vec<Option<usize>>> {
-        GpuContext::forward(self, batch, new_cells, cells, cancel, logits)
+        set_device(self.model.device)?;
+        // A cancel that came while the device worked is honoured too (the work is dropped).
+        let result = self
+            .run(batch, new_cells, cells, cancel, logits)
+            .and_then(|rows| cancel.check().map(|()| rows));
+        if result.is_err() {
+            // Wait for queued work before the buffers are reused; the caller frees the cells.
+            let _ = self.stream.sync("rolling back a failed batch");
+            self.cells_dirty = true;
+        }
+        result
     }
 
     fn cells_changed(&mut self) {
