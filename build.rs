@@ -1,12 +1,19 @@
 //! Build script: compiles the GPU kernels in `kernels/*.hip` when a GPU feature is on.
 //!
 //! - feature `cuda`: nvcc compiles the HIP sources as CUDA through `kernels/hip_compat.h`
-//!   (Hopper by default; `ROCMFORGE_CUDA_ARCHS`, e.g. "80,90"), links static cudart and cuBLAS.
-//!   nvcc is taken from `ROCMFORGE_CUDA_HOME`, else `CUDA_HOME`/`CUDA_PATH`, else the pip
-//!   toolchain in `.cuda/` of this checkout, else `/usr/local/cuda`.
-//! - feature `rocm`: hipcc compiles for explicit targets (`ROCMFORGE_HIP_ARCHS`, default
-//!   gfx90a,gfx942,gfx1030,gfx1100), links amdhip64 and hipBLAS from `ROCM_PATH` (/opt/rocm).
+//!   (Hopper by default; `ROCMFORGE_CUDA_ARCHS`, e.g. "80,90"), links the static cudart (which
+//!   opens the driver, libcuda, at run time itself). cuBLAS is opened at run time
+//!   (kernels/blas.hip). nvcc is taken from `ROCMFORGE_CUDA_HOME`, else `CUDA_HOME`/`CUDA_PATH`,
+//!   else the pip toolchain in `.cuda/` of this checkout, else `/usr/local/cuda`.
+//! - feature `rocm`: hipcc (from `ROCM_PATH`/bin, else PATH: Debian's HIP 5.2 is enough)
+//!   compiles for explicit targets (`ROCMFORGE_HIP_ARCHS`, default gfx90a,gfx942,gfx1030,gfx1100;
+//!   Debian's hipcc builds gfx90a and gfx1030 only). Nothing links against ROCm: the kernel
+//!   objects' references to the HIP runtime are renamed onto kernels/amd_runtime_loader.c, which
+//!   opens libamdhip64 at run time, and rocBLAS is opened likewise (kernels/blas.hip).
 //! - neither: no GPU code is built.
+//!
+//! So a GPU build's librocmforge.so needs no GPU library to load: without one, the GPU answers
+//! BACKEND_UNAVAILABLE with the loader's reason and AUTO runs on the CPU.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,6 +33,8 @@ const HEADERS: &[&str] = &[
     "quant.h",
     "numerics.h",
     "rf_kernels.h",
+    "rf_errors.h",
+    "amd_runtime_loader.c",
 ];
 
 fn main() {
@@ -146,30 +155,12 @@ fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
         run(&mut cmd);
         objects.push(obj);
     }
-    // The pip toolkit ships only versioned names (libcublas.so.13): give the linker a plain
-    // name inside OUT_DIR; the binary still records the SONAME.
     let lib_dir = [home.join("lib64"), home.join("lib")]
         .into_iter()
         .find(|d| d.join("libcudart_static.a").exists())
         .unwrap_or_else(|| home.join("lib64"));
-    let links = out.join("cuda-links");
-    let _ = std::fs::create_dir_all(&links);
-    if !lib_dir.join("libcublas.so").exists() {
-        if let Some(v) = std::fs::read_dir(&lib_dir).ok().and_then(|rd| {
-            rd.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libcublas.so."))
-            })
-        }) {
-            let link = links.join("libcublas.so");
-            let _ = std::fs::remove_file(&link);
-            let _ = std::os::unix::fs::symlink(v, &link);
-        }
-    }
-    println!("cargo:rustc-link-search=native={}", links.display());
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     println!("cargo:rustc-link-lib=static=cudart_static");
-    println!("cargo:rustc-link-lib=dylib=cublas");
     for l in ["dl", "rt", "pthread"] {
         println!("cargo:rustc-link-lib=dylib={l}");
     }
@@ -207,11 +198,63 @@ fn build_rocm(kernels: &Path, out: &Path) -> Vec<PathBuf> {
         run(&mut cmd);
         objects.push(obj);
     }
-    println!(
-        "cargo:rustc-link-search=native={}",
-        rocm.join("lib").display()
-    );
-    println!("cargo:rustc-link-lib=dylib=amdhip64");
-    println!("cargo:rustc-link-lib=dylib=hipblas");
+    let loader = out.join("amd_runtime_loader.o");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    run(Command::new(cc)
+        .args(["-std=c11", "-O2", "-fPIC", "-Wall", "-Werror", "-c"])
+        .arg(kernels.join("amd_runtime_loader.c"))
+        .arg("-o")
+        .arg(&loader));
+    redirect_runtime_calls(&objects, &loader, out);
+    objects.push(loader);
+    for l in ["dl", "pthread"] {
+        println!("cargo:rustc-link-lib=dylib={l}");
+    }
     objects
+}
+
+/// Renames, in each kernel object, every reference to a HIP runtime function `f` to the
+/// loader's `rfrt_f`, so that nothing links against libamdhip64 (and a program that links both
+/// our static library and the real runtime sees no clash). Fails the build when a kernel calls
+/// a runtime function the loader does not forward: add it to kernels/amd_runtime_loader.c.
+fn redirect_runtime_calls(objects: &[PathBuf], loader: &Path, out: &Path) {
+    let symbols = |args: &[&str], obj: &Path| -> Vec<String> {
+        let output = Command::new("nm")
+            .args(args)
+            .arg(obj)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run nm: {e}"));
+        assert!(output.status.success(), "nm failed on {}", obj.display());
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect()
+    };
+    let forwarded: Vec<String> = symbols(&["--defined-only"], loader)
+        .into_iter()
+        .filter_map(|s| s.strip_prefix("rfrt_").map(str::to_string))
+        .collect();
+    let map = out.join("hip-runtime-redirects.txt");
+    let lines: String = forwarded
+        .iter()
+        .map(|f| format!("{f} rfrt_{f}\n"))
+        .collect();
+    std::fs::write(&map, lines).expect("write the redirect map");
+    for obj in objects {
+        run(Command::new("objcopy")
+            .arg(format!("--redefine-syms={}", map.display()))
+            .arg(obj));
+        let missing: Vec<String> = symbols(&["-u"], obj)
+            .into_iter()
+            .filter(|s| s.starts_with("hip") || s.starts_with("__hip"))
+            .collect();
+        if !missing.is_empty() {
+            panic!(
+                "{} calls HIP runtime functions that kernels/amd_runtime_loader.c does not \
+                 forward: {}",
+                obj.display(),
+                missing.join(", ")
+            );
+        }
+    }
 }

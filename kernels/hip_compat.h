@@ -127,29 +127,3 @@ __device__ __forceinline__ float rf_half_to_float(unsigned short bits) {
 __device__ __forceinline__ float rf_bf16_to_float(unsigned short bits) {
     return __uint_as_float(((unsigned int)bits) << 16);
 }
-
-// BLAS names, for the one file that calls BLAS (blas.hip). Debian's HIP has no hipBLAS, so
-// this part is only pulled in where a real ROCm (or CUDA) install provides it.
-#if defined(RF_WITH_BLAS)
-#if defined(RF_PLATFORM_AMD)
-#include <hipblas/hipblas.h>
-#define RF_R_16F HIPBLAS_R_16F
-#define RF_R_32F HIPBLAS_R_32F
-#define RF_BLAS_COMPUTE_32F HIPBLAS_R_32F
-#else
-#include <cublas_v2.h>
-typedef cublasHandle_t hipblasHandle_t;
-typedef cublasStatus_t hipblasStatus_t;
-#define HIPBLAS_STATUS_SUCCESS CUBLAS_STATUS_SUCCESS
-#define HIPBLAS_OP_N CUBLAS_OP_N
-#define HIPBLAS_OP_T CUBLAS_OP_T
-#define HIPBLAS_GEMM_DEFAULT CUBLAS_GEMM_DEFAULT
-#define hipblasCreate cublasCreate
-#define hipblasDestroy cublasDestroy
-#define hipblasSetStream cublasSetStream
-#define hipblasGemmEx cublasGemmEx
-#define RF_R_16F CUDA_R_16F
-#define RF_R_32F CUDA_R_32F
-#define RF_BLAS_COMPUTE_32F CUBLAS_COMPUTE_32F
-#endif
-#endif

@@ -8,9 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RF_ERR_BAD_TYPE (-1000)
-#define RF_ERR_SHAPE (-1001)
-#define RF_ERR_BLAS (-1002)
+#include "rf_errors.h"
 
 // Activation transform modes of rf_act.
 #define RF_ACT_RMSNORM 0
@@ -19,6 +17,13 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+// ---- amd_runtime_loader.c (AMD only; CUDA's static runtime opens the driver itself)
+#if defined(RF_PLATFORM_AMD)
+// 0 once the HIP runtime is open, else RF_ERR_NO_RUNTIME; the reason stays readable.
+int rf_runtime_open(void);
+const char* rf_runtime_unavailable_reason(void);
 #endif
 
 // ---- runtime.hip
@@ -121,7 +126,10 @@ int rf_attention_prefill(const float* q, int ld_q, const float* k_cache, const f
                          int n, int n_head, int n_head_kv, int head_dim, float* out,
                          void* stream);
 
-// ---- blas (cuBLAS / hipBLAS): y(n, rows) (+)= x(n, cols) . W^T with f16 inputs, f32 output.
+// ---- blas (cuBLAS / rocBLAS, opened at run time): y(n, rows) (+)= x(n, cols) . W^T with f16
+// inputs, f32 output. rf_blas_create answers RF_ERR_NO_BLAS when the library cannot be opened;
+// rf_blas_unavailable_reason then says why (NULL once it is open).
+const char* rf_blas_unavailable_reason(void);
 int rf_blas_create(void** handle, void* stream);
 int rf_blas_destroy(void* handle);
 int rf_gemm_f16(void* handle, const void* w_f16, int rows, int cols, const void* x_f16, int n,

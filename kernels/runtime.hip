@@ -9,12 +9,22 @@ extern "C" const char* rf_error_string(int code) {
         case RF_ERR_BAD_TYPE: return "tensor type not supported by the GPU kernels";
         case RF_ERR_SHAPE: return "tensor shape not supported by the GPU kernels";
         case RF_ERR_BLAS: return "BLAS call failed";
+        case RF_ERR_NO_BLAS: {
+            const char* why = rf_blas_unavailable_reason();
+            return why ? why : "the BLAS library is open";
+        }
+#if defined(RF_PLATFORM_AMD)
+        case RF_ERR_NO_RUNTIME: return rf_runtime_unavailable_reason();
+#endif
         default: return hipGetErrorString((hipError_t)code);
     }
 }
 
 extern "C" int rf_device_count(int* count) {
     *count = 0;
+#if defined(RF_PLATFORM_AMD)
+    if (int e = rf_runtime_open()) return e;
+#endif
     return (int)hipGetDeviceCount(count);
 }
 

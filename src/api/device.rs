@@ -17,23 +17,27 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
     gpu::devices()
 }
 
-/// Decides whether a model loads onto the GPU: `Gpu` insists (error when impossible), `Auto`
-/// takes the GPU when one is there.
+/// GPU `device` if this library can compute on it, else `BackendUnavailable` saying why: no GPU
+/// backend built in, the GPU runtime or its BLAS library not installed (the dynamic loader's
+/// words), no device, or fewer devices than `device + 1`.
+pub fn gpu_device(device: usize) -> Result<DeviceInfo> {
+    let mut found = gpu::usable_devices()?;
+    if device < found.len() {
+        Ok(found.swap_remove(device))
+    } else {
+        Err(Error::BackendUnavailable(format!(
+            "GPU device {device} requested, {} present",
+            found.len()
+        )))
+    }
+}
+
+/// Decides whether a model loads onto the GPU: `Gpu` insists (the reason as the error when
+/// impossible), `Auto` takes the GPU when it is usable.
 pub(crate) fn resolve_backend(backend: Backend, device: usize) -> Result<bool> {
     match backend {
         Backend::Cpu => Ok(false),
-        Backend::Gpu if !gpu_built_in() => Err(gpu::not_built_in()),
-        Backend::Gpu => {
-            let found = devices()?;
-            if device < found.len() {
-                Ok(true)
-            } else {
-                Err(Error::BackendUnavailable(format!(
-                    "GPU device {device} requested, {} present",
-                    found.len()
-                )))
-            }
-        }
-        Backend::Auto => Ok(gpu_built_in() && devices().is_ok_and(|d| device < d.len())),
+        Backend::Gpu => gpu_device(device).map(|_| true),
+        Backend::Auto => Ok(gpu_device(device).is_ok()),
     }
 }

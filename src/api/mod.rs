@@ -8,6 +8,6 @@ mod model;
 
 pub use crate::batch::Batch;
 pub use context::{Context, ContextParams};
-pub use device::{devices, gpu_built_in, DeviceInfo};
+pub use device::{devices, gpu_built_in, gpu_device, DeviceInfo};
 pub use memory::{host_memory_available, MemoryEstimate};
 pub use model::{Backend, Model, ModelParams, ProgressFn};

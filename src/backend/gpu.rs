@@ -42,6 +42,15 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
     Ok(Vec::new())
 }
 
+/// The GPUs this build can compute on, or `BackendUnavailable` saying why there are none (not
+/// built in; the GPU runtime or BLAS library missing, in the dynamic loader's words; no device).
+pub fn usable_devices() -> Result<Vec<DeviceInfo>> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return super::hip::usable();
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    Err(not_built_in())
+}
+
 /// Copies `model`'s weights to GPU `device`; `progress(done_bytes, total_bytes)` after each
 /// tensor, whose error (a cancel) stops the upload there.
 pub fn upload(

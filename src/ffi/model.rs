@@ -55,15 +55,9 @@ impl rocmforge_model {
 /// Checks the backend request; this build has only the CPU backend.
 /// What ROCMFORGE_BACKEND_AUTO will pick, said through the log callback before loading.
 fn auto_backend_choice(device: usize) -> String {
-    if !crate::api::gpu_built_in() {
-        return "backend auto: no GPU backend built in, using the CPU".into();
-    }
-    match crate::api::devices() {
-        Ok(d) if device < d.len() => format!(
-            "backend auto: using GPU device {device} ({})",
-            d[device].name
-        ),
-        _ => "backend auto: no GPU found, using the CPU".into(),
+    match crate::api::gpu_device(device) {
+        Ok(d) => format!("backend auto: using GPU device {device} ({})", d.name),
+        Err(e) => format!("backend auto: using the CPU: {e}"),
     }
 }
 

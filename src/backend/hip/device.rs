@@ -16,6 +16,8 @@ pub fn check(code: c_int, what: &str) -> Result<()> {
         .into_owned();
     if ffi::ERR_OUT_OF_MEMORY.contains(&code) {
         Err(Error::OutOfMemory(format!("GPU: {what}: {msg}")))
+    } else if code == ffi::ERR_NO_RUNTIME || code == ffi::ERR_NO_BLAS {
+        Err(Error::BackendUnavailable(msg))
     } else {
         Err(Error::Gpu(format!("{what}: {msg} (code {code})")))
     }
@@ -23,13 +25,43 @@ pub fn check(code: c_int, what: &str) -> Result<()> {
 
 pub use crate::backend::gpu::DeviceInfo;
 
-/// GPUs present. No device or no driver is an empty list, not an error.
+/// GPUs present. No device or no driver is an empty list, not an error; see [`usable`] for why.
 pub fn devices() -> Result<Vec<DeviceInfo>> {
+    match present() {
+        Err(Error::BackendUnavailable(_)) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The GPUs this build can compute on, or `BackendUnavailable` saying why there are none: the
+/// runtime library could not be opened (the loader's words), the runtime finds no device or no
+/// driver (its words), or the BLAS library is missing.
+pub fn usable() -> Result<Vec<DeviceInfo>> {
+    let found = present()?;
+    // SAFETY: returns NULL or a static NUL-terminated string.
+    let blas = unsafe { ffi::rf_blas_unavailable_reason() };
+    if !blas.is_null() {
+        // SAFETY: as above, non-NULL.
+        let why = unsafe { CStr::from_ptr(blas) }.to_string_lossy();
+        return Err(Error::BackendUnavailable(format!(
+            "{} GPU(s) present, but {why}",
+            found.len()
+        )));
+    }
+    Ok(found)
+}
+
+/// The devices, or BackendUnavailable when the runtime is missing or finds none.
+fn present() -> Result<Vec<DeviceInfo>> {
     let mut count: c_int = 0;
     // SAFETY: plain out-parameter call.
     let code = unsafe { ffi::rf_device_count(&mut count) };
     if code == ffi::ERR_NO_DEVICE || code == ffi::ERR_INSUFFICIENT_DRIVER {
-        return Ok(Vec::new());
+        // SAFETY: rf_error_string returns a static NUL-terminated string for any code.
+        let why = unsafe { CStr::from_ptr(ffi::rf_error_string(code)) }.to_string_lossy();
+        return Err(Error::BackendUnavailable(format!(
+            "the GPU runtime finds no usable device: {why}"
+        )));
     }
     check(code, "counting GPUs")?;
     let mut out = Vec::new();

@@ -10,6 +10,10 @@ pub const ACT_SWIGLU: c_int = 2;
 /// HIP's and CUDA's "no device" and "no/old driver" codes: enumeration then finds no GPU.
 pub const ERR_NO_DEVICE: c_int = 100;
 pub const ERR_INSUFFICIENT_DRIVER: c_int = 35;
+/// kernels/rf_errors.h: the GPU runtime library (AMD: libamdhip64) could not be opened.
+pub const ERR_NO_RUNTIME: c_int = -1003;
+/// kernels/rf_errors.h: the vendor BLAS library (cuBLAS / rocBLAS) could not be opened.
+pub const ERR_NO_BLAS: c_int = -1004;
 /// CUDA's cudaErrorMemoryAllocation / HIP's hipErrorOutOfMemory.
 pub const ERR_OUT_OF_MEMORY: [c_int; 2] = [2, 2];
 
@@ -194,6 +198,7 @@ extern "C" {
     pub fn rf_graph_end(s: *mut c_void, exec: *mut *mut c_void) -> c_int;
     pub fn rf_graph_launch(exec: *mut c_void, s: *mut c_void) -> c_int;
     pub fn rf_graph_destroy(exec: *mut c_void) -> c_int;
+    pub fn rf_blas_unavailable_reason() -> *const c_char;
     pub fn rf_blas_create(handle: *mut *mut c_void, s: *mut c_void) -> c_int;
     pub fn rf_blas_destroy(handle: *mut c_void) -> c_int;
     pub fn rf_gemm_f16(
