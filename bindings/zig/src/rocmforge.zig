@@ -143,7 +143,7 @@ pub const LogLevel = enum(i32) {
 /// Sets the process-wide log level (`.none` to `.debug`; `.info` by default), for messages not
 /// tied to a context and contexts without their own level. Any thread.
 pub fn setLogLevel(level: LogLevel) Error!void {
-    try check(c.rocmforge_set_log_level(@intFromEnum(level)));
+    try check(c.rocmforge_set_log_level(@backingInt(level)));
 }
 
 /// A C log callback and its user data; make one with `logCallback`.
@@ -498,7 +498,7 @@ pub const Context = struct {
     /// Sets this context's own log level (`.none` to `.debug`), or with `.global` makes it
     /// follow the process-wide level again (the default).
     pub fn setLogLevel(self: Context, level: LogLevel) Error!void {
-        try check(c.rocmforge_context_set_log_level(self.handle, @intFromEnum(level)));
+        try check(c.rocmforge_context_set_log_level(self.handle, @backingInt(level)));
     }
 
     pub fn kvClear(self: Context) Error!void {
