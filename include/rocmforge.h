@@ -27,13 +27,25 @@
 // ROCMFORGE_ERR_INVALID_ARGUMENT, and so is an eval that would carry a sequence past it.
 #define ROCMFORGE_MAX_POSITION 16777215
 
+// As a level to set: nothing is delivered. Never the level of a message.
+#define ROCMFORGE_LOG_NONE -1
+
+// A failure worth a line beyond the status a call returns (no message uses it yet).
 #define ROCMFORGE_LOG_ERROR 0
 
+// Something works, but not as asked or not as well as it could (AUTO fell back to the CPU).
 #define ROCMFORGE_LOG_WARN 1
 
+// A few lines per model or context: what was loaded, the backend chosen, the sizes. The
+// default level.
 #define ROCMFORGE_LOG_INFO 2
 
+// A line per eval or decode call: for debugging, off by default.
 #define ROCMFORGE_LOG_DEBUG 3
+
+// For rocmforge_context_set_log_level only: the context follows the process-wide level (what
+// a new context does).
+#define ROCMFORGE_LOG_GLOBAL -2
 
 // Pick the GPU when one is built in and usable, else the CPU (said through the log callback).
 #define ROCMFORGE_BACKEND_AUTO 0
@@ -211,7 +223,8 @@ rocmforge_status rocmforge_batch_clear(struct rocmforge_batch *batch);
 rocmforge_status rocmforge_batch_size(const struct rocmforge_batch *batch, size_t *out);
 
 // Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
-// reference to the model's weights: the model handle may be freed first.
+// reference to the model's weights: the model handle may be freed first. Its sizes are
+// reported at ROCMFORGE_LOG_INFO through the process-wide log callback.
 //
 // A CPU context whose KV cache and working buffers would not fit in the memory the host has
 // available (or under the process's address-space limit) is refused up front; the cache is
@@ -306,8 +319,9 @@ rocmforge_status rocmforge_context_logits(struct rocmforge_context *ctx,
 rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *ctx);
 
 // Sets (or with NULL removes) this context's log callback, which then receives the context's
-// messages instead of the process-wide callback. It is called on the thread using the context,
-// during that call; it may call back into the library (a call on this same context will answer
+// messages (those its level lets through: rocmforge_context_set_log_level) instead of the
+// process-wide callback. It is called on the thread using the context, during that call; it
+// may call back into the library (a call on this same context will answer
 // ROCMFORGE_ERR_BUSY, except rocmforge_context_cancel). `user_data` is borrowed until replaced
 // or the context is freed.
 // Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
@@ -317,6 +331,19 @@ rocmforge_status rocmforge_context_cancel(const struct rocmforge_context *ctx);
 rocmforge_status rocmforge_context_set_log_callback(struct rocmforge_context *ctx,
                                                     rocmforge_log_callback callback,
                                                     void *user_data);
+
+// Sets this context's log level (see rocmforge_set_log_level): its messages at `level` and
+// more severe ones are delivered, to its own callback or else the process-wide one;
+// ROCMFORGE_LOG_NONE silences it; ROCMFORGE_LOG_GLOBAL (the default) follows the process-wide
+// level, including later changes to it. ROCMFORGE_LOG_DEBUG adds a line per eval and decode.
+//
+// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (not a level from ROCMFORGE_LOG_GLOBAL to _DEBUG).
+//
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
+//
+// # Safety
+// `ctx` NULL or live.
+rocmforge_status rocmforge_context_set_log_level(struct rocmforge_context *ctx, int32_t level);
 
 // Whether this library was built with a GPU backend (`rocm` or `cuda` feature).
 // Thread-safety: any thread.
@@ -409,12 +436,23 @@ rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32_t se
 rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx, int32_t seq, int32_t *out);
 
 // Sets (or with a NULL callback, removes) the process-wide log callback, used for messages
-// not tied to a context (model loading, backend selection) and for contexts without their own.
-// The default is silence.
+// not tied to a context (model loading, backend selection, context creation) and for
+// contexts without their own. The default is silence.
 //
 // Thread-safety: any thread; the callback may be invoked concurrently from several threads,
 // so it and `user_data` must be thread-safe. `user_data` is borrowed until replaced.
 rocmforge_status rocmforge_set_log_callback(rocmforge_log_callback callback, void *user_data);
+
+// Sets the process-wide log level: messages at `level` and more severe ones are delivered
+// (ROCMFORGE_LOG_ERROR < _WARN < _INFO < _DEBUG), the others are not even formatted;
+// ROCMFORGE_LOG_NONE delivers nothing. It applies to messages not tied to a context and to
+// contexts that have not set their own level (rocmforge_context_set_log_level). The default
+// is ROCMFORGE_LOG_INFO: load and context summaries and warnings, no line per eval.
+//
+// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (not a level from ROCMFORGE_LOG_NONE to _DEBUG).
+//
+// Thread-safety: any thread, at any time; calls running meanwhile may still use the old level.
+rocmforge_status rocmforge_set_log_level(int32_t level);
 
 // Loads a GGUF model. `params` may be NULL for the defaults. On success writes the new handle
 // to `*out`. `path` is taken as bytes (POSIX paths need not be UTF-8); it must name a regular

@@ -226,6 +226,10 @@ inline void set_log_callback(rocmforge_log_callback callback, void *user_data = 
     detail::check(rocmforge_set_log_callback(callback, user_data));
 }
 
+/// Sets the process-wide log level (ROCMFORGE_LOG_NONE to _DEBUG; _INFO by default): messages
+/// not tied to a context and those of contexts without their own level. Any thread.
+inline void set_log_level(std::int32_t level) { detail::check(rocmforge_set_log_level(level)); }
+
 /* ---------------------------------------------------------------------------------------- */
 /* Parameters                                                                                */
 /* ---------------------------------------------------------------------------------------- */
@@ -672,6 +676,12 @@ public:
         holder->callback = std::move(callback);
         detail::check(rocmforge_context_set_log_callback(get(), &Log::call, holder.get()));
         log_ = std::move(holder);
+    }
+
+    /// This context's log level (ROCMFORGE_LOG_NONE to _DEBUG), or ROCMFORGE_LOG_GLOBAL (the
+    /// default) to follow the process-wide one; ROCMFORGE_LOG_DEBUG adds a line per eval.
+    void set_log_level(std::int32_t level) {
+        detail::check(rocmforge_context_set_log_level(get(), level));
     }
 
     rocmforge_context *get() const noexcept { return handle_.get(); }

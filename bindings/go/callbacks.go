@@ -19,16 +19,27 @@ import (
 // LogLevel is the severity of a log message.
 type LogLevel int32
 
-// The levels of the library's log messages.
+// The levels of the library's log messages, most severe first. As a level to set (SetLogLevel,
+// Context.SetLogLevel) each lets through its own messages and the more severe ones.
 const (
 	LogError LogLevel = 0
 	LogWarn  LogLevel = 1
-	LogInfo  LogLevel = 2
+	// LogInfo, the default: load and context summaries and warnings, no line per eval.
+	LogInfo LogLevel = 2
+	// LogDebug adds a line per Eval and Decode.
 	LogDebug LogLevel = 3
+	// LogNone, as a level to set, lets nothing through.
+	LogNone LogLevel = -1
+	// LogGlobal, for Context.SetLogLevel only: follow the process-wide level (the default).
+	LogGlobal LogLevel = -2
 )
 
 func (l LogLevel) String() string {
 	switch l {
+	case LogNone:
+		return "none"
+	case LogGlobal:
+		return "global"
 	case LogError:
 		return "error"
 	case LogWarn:
@@ -66,6 +77,13 @@ func SetLogger(fn LogFunc) error {
 	}
 	globalLog.Store(&fn)
 	return call("rocmforge_set_log_callback", func() C.int { return C.rfgo_set_global_log(1) })
+}
+
+// SetLogLevel sets the process-wide log level (LogNone to LogDebug; LogInfo by default): it
+// applies to messages not tied to a context and to contexts without their own level.
+// Messages below it are not even formatted. Safe from any goroutine.
+func SetLogLevel(level LogLevel) error {
+	return call("rocmforge_set_log_level", func() C.int { return C.int(C.rocmforge_set_log_level(C.int32_t(level))) })
 }
 
 // contextLog is a context's own log function behind a cgo.Handle; a panic in it is kept and

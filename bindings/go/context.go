@@ -255,6 +255,15 @@ func (c *Context) SetLogger(fn LogFunc) error {
 	return nil
 }
 
+// SetLogLevel sets this context's own log level (LogNone to LogDebug), or with LogGlobal
+// makes it follow the process-wide level again (the default). LogDebug adds a line per Eval
+// and Decode.
+func (c *Context) SetLogLevel(level LogLevel) error {
+	return c.call("rocmforge_context_set_log_level", func() C.int {
+		return C.int(C.rocmforge_context_set_log_level(c.ptr, C.int32_t(level)))
+	})
+}
+
 // KVClear empties the KV cache of every sequence.
 func (c *Context) KVClear() error {
 	return c.call("rocmforge_kv_clear", func() C.int { return C.int(C.rocmforge_kv_clear(c.ptr)) })

@@ -286,8 +286,12 @@ func TestProgressAndLogCallbacks(t *testing.T) {
 		t.Fatal("LoadModel returned after the progress function panicked")
 	}()
 
-	// A context's own logger takes its messages instead of the process-wide one.
+	// A context's own logger takes its messages instead of the process-wide one (at debug,
+	// the eval line).
 	c := newContext(t, m, nil)
+	if err := c.SetLogLevel(rocmforge.LogDebug); err != nil {
+		t.Fatal(err)
+	}
 	var local []string
 	if err := c.SetLogger(func(level rocmforge.LogLevel, msg string) { local = append(local, msg) }); err != nil {
 		t.Fatal(err)
@@ -329,6 +333,68 @@ func TestProgressAndLogCallbacks(t *testing.T) {
 	}
 	if err := c.Eval(context.Background(), []int32{5}, 0); err != nil {
 		t.Fatalf("eval after the logger's panic: %v", err)
+	}
+}
+
+// The per-eval debug line: off by default, on with a process-wide or a context's LogDebug; a
+// context at LogError hears nothing.
+func TestLogLevels(t *testing.T) {
+	m := model(t)
+	var mu sync.Mutex
+	count := map[rocmforge.LogLevel]int{}
+	if err := rocmforge.SetLogger(func(level rocmforge.LogLevel, msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		count[level]++
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rocmforge.SetLogger(nil)
+	defer rocmforge.SetLogLevel(rocmforge.LogInfo)
+	debugLines := func() int { mu.Lock(); defer mu.Unlock(); return count[rocmforge.LogDebug] }
+
+	c := newContext(t, m, &rocmforge.ContextParams{NCtx: 32})
+	mu.Lock()
+	if count[rocmforge.LogInfo] != 1 {
+		t.Fatalf("want the new context's info line, heard %v", count)
+	}
+	mu.Unlock()
+	eval := func(tok int32) {
+		t.Helper()
+		if err := c.Eval(context.Background(), []int32{tok}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eval(1)
+	if n := debugLines(); n != 0 {
+		t.Fatalf("debug lines by default: %d", n)
+	}
+	if err := rocmforge.SetLogLevel(rocmforge.LogDebug); err != nil {
+		t.Fatal(err)
+	}
+	eval(2)
+	if n := debugLines(); n != 1 {
+		t.Fatalf("process-wide debug: %d debug lines, want 1", n)
+	}
+	if err := c.SetLogLevel(rocmforge.LogError); err != nil {
+		t.Fatal(err)
+	}
+	eval(3)
+	if n := debugLines(); n != 1 {
+		t.Fatalf("a context at error level logged: %d debug lines, want 1", n)
+	}
+	if err := rocmforge.SetLogLevel(rocmforge.LogInfo); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetLogLevel(rocmforge.LogDebug); err != nil {
+		t.Fatal(err)
+	}
+	eval(4)
+	if n := debugLines(); n != 2 {
+		t.Fatalf("context debug: %d debug lines, want 2", n)
+	}
+	if err := rocmforge.SetLogLevel(rocmforge.LogGlobal); !errors.Is(err, rocmforge.ErrInvalidArgument) {
+		t.Fatalf("process-wide LogGlobal: %v", err)
 	}
 }
 

@@ -6,7 +6,10 @@ use super::batch::rocmforge_batch;
 use super::guard::{
     call_on, free_handle, into_handle, invalid, out_ptr, slice, write_out, Poisonable,
 };
-use super::log::{log, rocmforge_log_callback, LogSink, ROCMFORGE_LOG_DEBUG};
+use super::log::{
+    checked_level, log, log_to, rocmforge_log_callback, LogSink, ROCMFORGE_LOG_DEBUG,
+    ROCMFORGE_LOG_GLOBAL, ROCMFORGE_LOG_INFO,
+};
 use super::model::rocmforge_model;
 use super::params::rocmforge_context_params;
 use super::status::{rocmforge_status, FfiError, FfiResult};
@@ -16,7 +19,7 @@ use crate::{Context, ContextParams};
 use parking_lot::{Mutex, RwLock};
 use rocmforge_status::*;
 use std::ffi::c_void;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 /// What the busy lock guards.
@@ -30,6 +33,8 @@ pub struct rocmforge_context {
     inner: Mutex<Inner>,
     cancel: Arc<CancelFlag>,
     log: RwLock<Option<LogSink>>,
+    /// A ROCMFORGE_LOG_* threshold, or ROCMFORGE_LOG_GLOBAL to follow the process-wide one.
+    log_level: AtomicI32,
     n_vocab: usize,
     n_seq_max: usize,
     poisoned: AtomicBool,
@@ -42,9 +47,14 @@ impl Poisonable for rocmforge_context {
 }
 
 impl rocmforge_context {
-    pub(crate) fn log(&self, level: i32, message: &str) {
+    /// Logs one of this context's messages; `message` is built only when it will be heard.
+    pub(crate) fn log(&self, level: i32, message: impl FnOnce() -> String) {
+        let threshold = self.log_level.load(Ordering::Relaxed);
+        if !super::log::enabled(threshold, level) {
+            return;
+        }
         let local = *self.log.read();
-        log(local.as_ref(), level, message);
+        log_to(local.as_ref(), threshold, level, message);
     }
 
     pub(crate) fn seq_id(&self, seq: i32) -> FfiResult<u32> {
@@ -81,8 +91,30 @@ pub(crate) fn with_context(
     })
 }
 
+/// The INFO line of a new context: its sizes, the memory they take and where it computes.
+fn context_summary(ctx: &Context) -> String {
+    let p = ctx.params();
+    let model = ctx.model();
+    let mem = crate::api::MemoryEstimate::new(model.hparams(), 0, p);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let place = match model.backend() {
+        crate::Backend::Gpu => "on the GPU".to_string(),
+        _ => format!("on the CPU with {} threads", p.n_threads),
+    };
+    format!(
+        "context: {} cells, batches of up to {} tokens, {} sequence(s); KV cache {:.1} MiB, \
+         working buffers {:.1} MiB, {place}",
+        p.n_ctx,
+        p.n_batch,
+        p.n_seq_max,
+        mib(mem.kv_cache_bytes),
+        mib(mem.compute_bytes),
+    )
+}
+
 /// Creates a context for `model` with `params` (NULL = defaults). The context keeps its own
-/// reference to the model's weights: the model handle may be freed first.
+/// reference to the model's weights: the model handle may be freed first. Its sizes are
+/// reported at ROCMFORGE_LOG_INFO through the process-wide log callback.
 ///
 /// A CPU context whose KV cache and working buffers would not fit in the memory the host has
 /// available (or under the process's address-space limit) is refused up front; the cache is
@@ -108,12 +140,14 @@ pub unsafe extern "C" fn rocmforge_context_create(
         // SAFETY: caller contract: NULL or live.
         let p = unsafe { params.as_ref() }.map_or(&defaults, |p| &p.params);
         let ctx = Context::new(&m.model, p.clone())?;
+        log(ROCMFORGE_LOG_INFO, || context_summary(&ctx));
         let handle = rocmforge_context {
             cancel: ctx.cancel_handle(),
             n_vocab: m.model.hparams().n_vocab,
             n_seq_max: ctx.params().n_seq_max,
             inner: Mutex::new(Inner { ctx }),
             log: RwLock::new(None),
+            log_level: AtomicI32::new(ROCMFORGE_LOG_GLOBAL),
             poisoned: AtomicBool::new(false),
         };
         // SAFETY: out checked non-NULL.
@@ -191,10 +225,9 @@ pub unsafe extern "C" fn rocmforge_context_eval(
             .iter()
             .map(|&t| h.token(t))
             .collect::<FfiResult<Vec<u32>>>()?;
-        h.log(
-            ROCMFORGE_LOG_DEBUG,
-            &format!("eval: {} tokens into sequence {seq}", ids.len()),
-        );
+        h.log(ROCMFORGE_LOG_DEBUG, || {
+            format!("eval: {} tokens into sequence {seq}", ids.len())
+        });
         inner.ctx.eval(&ids, seq)?;
         Ok(())
     })
@@ -223,10 +256,9 @@ pub unsafe extern "C" fn rocmforge_context_decode(
             h.token(t as i32)?;
             h.seq_id(s as i32)?;
         }
-        h.log(
-            ROCMFORGE_LOG_DEBUG,
-            &format!("decode: {} tokens", batch.len()),
-        );
+        h.log(ROCMFORGE_LOG_DEBUG, || {
+            format!("decode: {} tokens", batch.len())
+        });
         inner.ctx.decode(&batch)?;
         Ok(())
     })
@@ -307,8 +339,9 @@ pub unsafe extern "C" fn rocmforge_context_cancel(
 }
 
 /// Sets (or with NULL removes) this context's log callback, which then receives the context's
-/// messages instead of the process-wide callback. It is called on the thread using the context,
-/// during that call; it may call back into the library (a call on this same context will answer
+/// messages (those its level lets through: rocmforge_context_set_log_level) instead of the
+/// process-wide callback. It is called on the thread using the context, during that call; it
+/// may call back into the library (a call on this same context will answer
 /// ROCMFORGE_ERR_BUSY, except rocmforge_context_cancel). `user_data` is borrowed until replaced
 /// or the context is freed.
 /// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
@@ -323,6 +356,29 @@ pub unsafe extern "C" fn rocmforge_context_set_log_callback(
 ) -> rocmforge_status {
     with_context(ctx, |h, _| {
         *h.log.write() = LogSink::new(callback, user_data);
+        Ok(())
+    })
+}
+
+/// Sets this context's log level (see rocmforge_set_log_level): its messages at `level` and
+/// more severe ones are delivered, to its own callback or else the process-wide one;
+/// ROCMFORGE_LOG_NONE silences it; ROCMFORGE_LOG_GLOBAL (the default) follows the process-wide
+/// level, including later changes to it. ROCMFORGE_LOG_DEBUG adds a line per eval and decode.
+///
+/// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (not a level from ROCMFORGE_LOG_GLOBAL to _DEBUG).
+///
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
+///
+/// # Safety
+/// `ctx` NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_set_log_level(
+    ctx: *mut rocmforge_context,
+    level: i32,
+) -> rocmforge_status {
+    with_context(ctx, |h, _| {
+        h.log_level
+            .store(checked_level(level, true)?, Ordering::Relaxed);
         Ok(())
     })
 }

@@ -4,7 +4,7 @@ use super::guard::{
     c_path, c_str, call, call_on, free_handle, into_handle, out_ptr, write_out, write_text,
     Poisonable,
 };
-use super::log::{log, ROCMFORGE_LOG_INFO};
+use super::log::{heard, log, ROCMFORGE_LOG_INFO, ROCMFORGE_LOG_WARN};
 use super::params::{
     rocmforge_context_params, rocmforge_model_params, ROCMFORGE_BACKEND_AUTO,
     ROCMFORGE_BACKEND_CPU, ROCMFORGE_BACKEND_GPU,
@@ -52,13 +52,46 @@ impl rocmforge_model {
     }
 }
 
-/// Checks the backend request; this build has only the CPU backend.
-/// What ROCMFORGE_BACKEND_AUTO will pick, said through the log callback before loading.
-fn auto_backend_choice(device: usize) -> String {
-    match crate::api::gpu_device(device) {
-        Ok(d) => format!("backend auto: using GPU device {device} ({})", d.name),
-        Err(e) => format!("backend auto: using the CPU: {e}"),
+/// What ROCMFORGE_BACKEND_AUTO will pick, said through the log callback before loading: INFO
+/// when it takes the GPU or there is no GPU backend to take, WARN with the reason (the runtime
+/// or BLAS library missing, in the loader's words; no device; too few) when a GPU backend is
+/// built in but cannot be used.
+fn auto_backend_choice(device: usize) -> (i32, String) {
+    if !crate::api::gpu_built_in() {
+        return (
+            ROCMFORGE_LOG_INFO,
+            "backend auto: no GPU backend built in, using the CPU".into(),
+        );
     }
+    match crate::api::gpu_device(device) {
+        Ok(d) => (
+            ROCMFORGE_LOG_INFO,
+            format!("backend auto: using GPU device {device} ({})", d.name),
+        ),
+        Err(e) => (
+            ROCMFORGE_LOG_WARN,
+            format!("backend auto: using the CPU: {e}"),
+        ),
+    }
+}
+
+/// The INFO line of a loaded model.
+fn load_summary(model: &Model) -> String {
+    let hp = model.hparams();
+    let place = match model.backend() {
+        Backend::Gpu => "the GPU",
+        _ => "the CPU",
+    };
+    format!(
+        "loaded {}: {}, {:.1}M parameters in {:.1} MiB, {} layers, {} tokens of vocabulary, \
+         on {place}",
+        model.name().unwrap_or("a model"),
+        hp.arch.name(),
+        model.n_params() as f64 / 1e6,
+        model.size_bytes() as f64 / (1024.0 * 1024.0),
+        hp.n_layer,
+        hp.n_vocab,
+    )
 }
 
 /// The C backend value as the Rust API's [`Backend`] (values were validated by the setter).
@@ -99,12 +132,11 @@ pub unsafe extern "C" fn rocmforge_model_load(
         let defaults = rocmforge_model_params::default();
         // SAFETY: caller contract: NULL or a live params object.
         let params = unsafe { params.as_ref() }.unwrap_or(&defaults);
-        if params.backend == ROCMFORGE_BACKEND_AUTO {
-            log(
-                None,
-                ROCMFORGE_LOG_INFO,
-                &auto_backend_choice(params.device as usize),
-            );
+        // Probe the devices for the message only when a WARN (the most severe it can be) would
+        // be heard.
+        if params.backend == ROCMFORGE_BACKEND_AUTO && heard(ROCMFORGE_LOG_WARN) {
+            let (level, message) = auto_backend_choice(params.device as usize);
+            log(level, || message);
         }
         let (callback, user_data) = (params.progress, params.progress_user_data);
         let mut progress = move |fraction: f32| -> bool {
@@ -123,6 +155,7 @@ pub unsafe extern "C" fn rocmforge_model_load(
                 device: params.device as usize,
             },
         )?;
+        log(ROCMFORGE_LOG_INFO, || load_summary(&model));
 
         // SAFETY: out checked non-NULL.
         unsafe { write_out(out, into_handle(rocmforge_model::new(model))) };

@@ -197,3 +197,74 @@ fn two_call_protocol_writes_size_then_data() {
         assert_eq!(CStr::from_ptr(text.as_ptr()).to_bytes(), b"abc");
     }
 }
+
+#[test]
+fn log_levels_are_stable_and_a_message_below_the_level_is_never_built() {
+    use super::log::*;
+    use std::ffi::{c_char, c_void};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The numbers are ABI, like the statuses.
+    let expected = [
+        (ROCMFORGE_LOG_GLOBAL, -2),
+        (ROCMFORGE_LOG_NONE, -1),
+        (ROCMFORGE_LOG_ERROR, 0),
+        (ROCMFORGE_LOG_WARN, 1),
+        (ROCMFORGE_LOG_INFO, 2),
+        (ROCMFORGE_LOG_DEBUG, 3),
+    ];
+    for (level, number) in expected {
+        assert_eq!(level, number);
+    }
+
+    unsafe extern "C" fn count(_level: i32, _message: *const c_char, user_data: *mut c_void) {
+        // SAFETY: the test passes a pointer to its AtomicUsize, alive for the whole test.
+        unsafe { &*(user_data as *const AtomicUsize) }.fetch_add(1, Ordering::Relaxed);
+    }
+    let heard = AtomicUsize::new(0);
+    let sink = LogSink::new(Some(count), &heard as *const _ as *mut c_void).unwrap();
+    let built = AtomicUsize::new(0);
+    let message = || {
+        built.fetch_add(1, Ordering::Relaxed);
+        "m".to_string()
+    };
+    log_to(
+        Some(&sink),
+        ROCMFORGE_LOG_INFO,
+        ROCMFORGE_LOG_DEBUG,
+        message,
+    );
+    log_to(
+        Some(&sink),
+        ROCMFORGE_LOG_NONE,
+        ROCMFORGE_LOG_ERROR,
+        message,
+    );
+    assert_eq!(
+        (built.load(Ordering::Relaxed), heard.load(Ordering::Relaxed)),
+        (0, 0)
+    );
+    log_to(Some(&sink), ROCMFORGE_LOG_INFO, ROCMFORGE_LOG_WARN, message);
+    log_to(
+        Some(&sink),
+        ROCMFORGE_LOG_DEBUG,
+        ROCMFORGE_LOG_DEBUG,
+        message,
+    );
+    assert_eq!(
+        (built.load(Ordering::Relaxed), heard.load(Ordering::Relaxed)),
+        (2, 2)
+    );
+
+    assert_eq!(rocmforge_set_log_level(4), ROCMFORGE_ERR_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("unknown log level 4"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        rocmforge_set_log_level(ROCMFORGE_LOG_GLOBAL),
+        ROCMFORGE_ERR_INVALID_ARGUMENT
+    );
+    assert!(checked_level(ROCMFORGE_LOG_GLOBAL, true).is_ok());
+    assert!(checked_level(-3, true).is_err());
+}

@@ -362,6 +362,7 @@ static void test_context_errors(void) {
     /* Used from a second call while busy (the log callback runs inside eval): BUSY. Cancel,
      * which does not take the busy flag, stops the running eval. */
     reentrant_ctx = ctx;
+    OK(rocmforge_context_set_log_level(ctx, ROCMFORGE_LOG_DEBUG)); /* the eval line */
     OK(rocmforge_context_set_log_callback(ctx, reenter, NULL));
     reentrant_mode = 1;
     OK(rocmforge_context_eval(ctx, &prompt[3], 1, 0));
@@ -554,6 +555,77 @@ static void test_sampler_and_batch(void) {
     rocmforge_context_free(ctx);
 }
 
+/* Log lines by level, as heard by a callback (the global one, or a context's). */
+struct heard { int error, warn, info, debug, eval; };
+static void count_log(int32_t level, const char *message, void *user_data) {
+    struct heard *h = user_data;
+    if (level == ROCMFORGE_LOG_ERROR) h->error++;
+    if (level == ROCMFORGE_LOG_WARN) h->warn++;
+    if (level == ROCMFORGE_LOG_INFO) h->info++;
+    if (level == ROCMFORGE_LOG_DEBUG) h->debug++;
+    if (strncmp(message, "eval:", 5) == 0) h->eval++;
+}
+
+/* Debug is off by default; DEBUG set process-wide or on a context lets the per-eval line
+ * through; a context's own level wins over the process-wide one; NONE silences. The global
+ * callback is shared with other threads only in test_threads, which runs later. */
+static void test_log_levels(void) {
+    struct heard g = {0};
+    OK(rocmforge_set_log_callback(count_log, &g));
+    rocmforge_context *ctx = new_context(32, 1);
+    EXPECT(g.info == 1 && g.debug == 0); /* the context's sizes */
+    OK(rocmforge_context_eval(ctx, prompt, 2, 0));
+    EXPECT(g.debug == 0 && g.eval == 0);
+
+    OK(rocmforge_set_log_level(ROCMFORGE_LOG_DEBUG));
+    OK(rocmforge_context_eval(ctx, &prompt[2], 1, 0));
+    EXPECT(g.debug == 1 && g.eval == 1);
+
+    /* A context at ERROR hears nothing of its eval, whatever the process-wide level. */
+    OK(rocmforge_context_set_log_level(ctx, ROCMFORGE_LOG_ERROR));
+    OK(rocmforge_context_eval(ctx, &prompt[3], 1, 0));
+    EXPECT(g.debug == 1 && g.eval == 1);
+
+    /* Per context: DEBUG on the context under a process-wide INFO, to its own callback too. */
+    OK(rocmforge_set_log_level(ROCMFORGE_LOG_INFO));
+    OK(rocmforge_context_set_log_level(ctx, ROCMFORGE_LOG_DEBUG));
+    OK(rocmforge_kv_clear(ctx));
+    OK(rocmforge_context_eval(ctx, prompt, 1, 0));
+    EXPECT(g.eval == 2);
+    struct heard local = {0};
+    OK(rocmforge_context_set_log_callback(ctx, count_log, &local));
+    OK(rocmforge_context_eval(ctx, &prompt[1], 1, 0));
+    EXPECT(local.eval == 1 && local.debug == 1 && g.eval == 2);
+    OK(rocmforge_context_set_log_level(ctx, ROCMFORGE_LOG_NONE));
+    OK(rocmforge_context_eval(ctx, &prompt[2], 1, 0));
+    EXPECT(local.eval == 1);
+    /* Back to following the process-wide level, including later changes to it. */
+    OK(rocmforge_context_set_log_level(ctx, ROCMFORGE_LOG_GLOBAL));
+    OK(rocmforge_context_eval(ctx, &prompt[3], 1, 0));
+    EXPECT(local.eval == 1);
+    OK(rocmforge_set_log_level(ROCMFORGE_LOG_DEBUG));
+    OK(rocmforge_context_eval(ctx, &prompt[4], 1, 0));
+    EXPECT(local.eval == 2 && g.eval == 2);
+    OK(rocmforge_context_set_log_callback(ctx, NULL, NULL));
+
+    /* Levels are validated; GLOBAL is a context's choice only. */
+    EXPECT_STATUS(rocmforge_set_log_level(4), ROCMFORGE_ERR_INVALID_ARGUMENT, "unknown log level 4");
+    EXPECT_STATUS(rocmforge_set_log_level(ROCMFORGE_LOG_GLOBAL), ROCMFORGE_ERR_INVALID_ARGUMENT, "log level");
+    EXPECT_STATUS(rocmforge_context_set_log_level(ctx, -3), ROCMFORGE_ERR_INVALID_ARGUMENT, "log level");
+    EXPECT_STATUS(rocmforge_context_set_log_level(NULL, ROCMFORGE_LOG_INFO), ROCMFORGE_ERR_NULL_POINTER, "NULL");
+    rocmforge_context_free(ctx);
+
+    /* NONE process-wide: not even a new context's line is delivered. */
+    OK(rocmforge_set_log_level(ROCMFORGE_LOG_NONE));
+    struct heard before = g;
+    ctx = new_context(16, 1);
+    OK(rocmforge_context_eval(ctx, prompt, 1, 0));
+    EXPECT(memcmp(&before, &g, sizeof g) == 0);
+    rocmforge_context_free(ctx);
+    OK(rocmforge_set_log_level(ROCMFORGE_LOG_INFO));
+    OK(rocmforge_set_log_callback(NULL, NULL));
+}
+
 /* Two threads on one context: while thread A is inside eval (its log callback has started and
  * waits), thread B's eval gets BUSY and B's cancel stops A's eval with CANCELLED. */
 static pthread_mutex_t cross_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -591,6 +663,7 @@ static void *thread_b(void *arg) {
 
 static void test_two_threads_one_context(void) {
     cross_ctx = new_context(64, 1);
+    OK(rocmforge_context_set_log_level(cross_ctx, ROCMFORGE_LOG_DEBUG)); /* the eval line */
     OK(rocmforge_context_set_log_callback(cross_ctx, wait_inside_eval, NULL));
     pthread_t b;
     pthread_create(&b, NULL, thread_b, NULL);
@@ -687,6 +760,7 @@ int main(int argc, char **argv) {
     test_devices();
     test_tokenizer_and_chat();
     test_context_errors();
+    test_log_levels();
     test_state();
     test_sampler_and_batch();
     test_two_threads_one_context();

@@ -193,17 +193,20 @@ static void test_generation(const rf::Model &model, const std::string &scratch) 
     EXPECT(ctx.kv_seq_pos_max(0) == -1);
 
     // Cancel: the next eval stops with CANCELLED and the cache as it was; the one after runs.
-    // A context log callback may be set and removed meanwhile (whether it is called depends on
-    // the log level).
+    // A context log callback may be set and removed meanwhile: at DEBUG it hears the eval.
     ctx.state_load(state);
     ctx.cancel();
     EXPECT(status_of([&] { ctx.eval(next); }) == ROCMFORGE_ERR_CANCELLED);
     EXPECT(ctx.kv_seq_pos_max(0) == last);
     int lines = 0;
-    ctx.set_log_callback([&](std::int32_t, const char *) { lines++; });
+    ctx.set_log_callback([&](std::int32_t level, const char *) { lines += level == ROCMFORGE_LOG_DEBUG; });
+    ctx.set_log_level(ROCMFORGE_LOG_DEBUG);
     ctx.eval(next);
     ctx.set_log_callback(nullptr);
-    EXPECT(lines >= 0);
+    ctx.set_log_level(ROCMFORGE_LOG_GLOBAL);
+    EXPECT(lines == 1);
+    EXPECT(status_of([&] { ctx.set_log_level(7); }) == ROCMFORGE_ERR_INVALID_ARGUMENT);
+    EXPECT(status_of([&] { rf::set_log_level(ROCMFORGE_LOG_GLOBAL); }) == ROCMFORGE_ERR_INVALID_ARGUMENT);
     EXPECT(ctx.kv_seq_pos_max(0) == last + 1 && logits_of(ctx) == next_logits);
 
     // A batch of the same tokens gives the same logits as eval.

@@ -124,13 +124,27 @@ pub const Backend = enum(i32) {
     gpu = c.ROCMFORGE_BACKEND_GPU,
 };
 
+/// A message's level, most severe first; as a level to set (`setLogLevel`,
+/// `Context.setLogLevel`) each lets through its own messages and the more severe ones.
 pub const LogLevel = enum(i32) {
     err = c.ROCMFORGE_LOG_ERROR,
     warn = c.ROCMFORGE_LOG_WARN,
+    /// The default: load and context summaries and warnings, no line per eval.
     info = c.ROCMFORGE_LOG_INFO,
+    /// Adds a line per eval and decode.
     debug = c.ROCMFORGE_LOG_DEBUG,
+    /// As a level to set: nothing gets through.
+    none = c.ROCMFORGE_LOG_NONE,
+    /// For `Context.setLogLevel` only: follow the process-wide level (the default).
+    global = c.ROCMFORGE_LOG_GLOBAL,
     _,
 };
+
+/// Sets the process-wide log level (`.none` to `.debug`; `.info` by default), for messages not
+/// tied to a context and contexts without their own level. Any thread.
+pub fn setLogLevel(level: LogLevel) Error!void {
+    try check(c.rocmforge_set_log_level(@backingInt(level)));
+}
 
 /// A C log callback and its user data; make one with `logCallback`.
 pub const LogCallback = struct {
@@ -479,6 +493,12 @@ pub const Context = struct {
     pub fn setLogCallback(self: Context, callback: ?LogCallback) Error!void {
         const cb = callback orelse LogCallback{ .func = null, .user_data = null };
         try check(c.rocmforge_context_set_log_callback(self.handle, cb.func, cb.user_data));
+    }
+
+    /// Sets this context's own log level (`.none` to `.debug`), or with `.global` makes it
+    /// follow the process-wide level again (the default).
+    pub fn setLogLevel(self: Context, level: LogLevel) Error!void {
+        try check(c.rocmforge_context_set_log_level(self.handle, @backingInt(level)));
     }
 
     pub fn kvClear(self: Context) Error!void {

@@ -114,11 +114,13 @@ test "cancel: a pending request cancels the next eval, one from another thread t
 
 const Log = struct {
     count: usize = 0,
+    debug: usize = 0,
     last_level: rf.LogLevel = .err,
 
     fn record(self: *Log, level: rf.LogLevel, message: [:0]const u8) void {
         _ = message;
         self.count += 1;
+        if (level == .debug) self.debug += 1;
         self.last_level = level;
     }
 };
@@ -155,11 +157,37 @@ test "progress and log callbacks" {
     const ctx = try rf.Context.init(model, .{});
     defer ctx.deinit();
     var local: Log = .{};
+    try ctx.setLogLevel(.debug); // the eval line
     try ctx.setLogCallback(rf.logCallback(Log, &local, Log.record));
     const before = global.count;
     try ctx.eval(&.{ 1, 2 }, 0);
     try testing.expect(local.count >= 1);
     try testing.expectEqual(before, global.count);
+}
+
+test "log levels: no debug line by default; process-wide or context debug; a context at error" {
+    const model = try loadModel();
+    defer model.deinit();
+    var log: Log = .{};
+    try rf.setLogCallback(rf.logCallback(Log, &log, Log.record));
+    defer rf.setLogCallback(null) catch {};
+    defer rf.setLogLevel(.info) catch {};
+
+    const ctx = try rf.Context.init(model, .{ .n_ctx = 32 });
+    defer ctx.deinit();
+    try ctx.eval(&.{1}, 0);
+    try testing.expectEqual(@as(usize, 0), log.debug);
+    try rf.setLogLevel(.debug);
+    try ctx.eval(&.{2}, 0);
+    try testing.expectEqual(@as(usize, 1), log.debug);
+    try ctx.setLogLevel(.err);
+    try ctx.eval(&.{3}, 0);
+    try testing.expectEqual(@as(usize, 1), log.debug);
+    try rf.setLogLevel(.info);
+    try ctx.setLogLevel(.debug);
+    try ctx.eval(&.{4}, 0);
+    try testing.expectEqual(@as(usize, 2), log.debug);
+    try testing.expectError(error.InvalidArgument, rf.setLogLevel(.global));
 }
 
 test "text, chat and metadata" {
