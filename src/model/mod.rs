@@ -11,6 +11,13 @@
 //!   states what it runs ([`Hparams::check_backend`]), so a model is refused, not misrun.
 //!
 //! [`LoadedModel`] is what the backends run; the forward passes live in the backends.
+//!
+//! Adding a family: a file here with a `pub const FAMILY: Family` (its name, a `describe`
+//! that sets what differs from llama from the family's keys and tensors, the fused layouts
+//! its files may use), its `mod` line and its row in [`FAMILIES`]. When it needs a feature a
+//! backend does not run, that backend refuses it by name until the feature is written there
+//! (its `RUNS` list: `backend::cpu::RUNS`, `backend::gpu::RUNS`); a description field that
+//! is new to every family also gets a [`Feature`], which [`Hparams::features`] forces.
 
 pub mod arch;
 pub mod hparams;
