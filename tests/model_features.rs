@@ -219,3 +219,25 @@ fn a_feature_the_cpu_lacks_refuses_the_context() {
          does not run yet"
     );
 }
+
+#[test]
+fn a_layer_described_with_a_tensor_it_lacks_is_an_error_not_skipped() {
+    let mut m = loaded(&TinySpec::default());
+    m.hparams.layers[1].qk_norm = true;
+    let n_vocab = m.hparams.n_vocab;
+    let exec = CpuContext::new(Arc::new(m), N_CTX, 1).expect("CPU context");
+    let mut engine = Engine::new(Box::new(exec), N_CTX, 1).expect("cells");
+    let e = engine
+        .decode(
+            &Batch::for_sequence(&TOKENS, 0, 0),
+            n_vocab,
+            &CancelFlag::new(),
+            &mut Vec::new(),
+        )
+        .expect_err("a QK-norm layer without its weights");
+    assert!(
+        e.to_string()
+            .contains("layer 1 is described with a Q norm it lacks"),
+        "{e}"
+    );
+}

@@ -181,12 +181,15 @@ impl Run<'_> {
                     (&layer.wv, &mut s.v[..]),
                 ],
             )?;
-            if let Some(b) = &layer.qkv_bias {
+            if spec.qkv_bias {
+                let b = present(&layer.qkv_bias, "Q/K/V biases", il)?;
                 add_bias_rows(&mut s.q[..n * q_dim], &b.q);
                 add_bias_rows(&mut s.k[..n * kv_dim], &b.k);
                 add_bias_rows(&mut s.v[..n * kv_dim], &b.v);
             }
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            if spec.qk_norm {
+                let qn = present(&layer.q_norm, "Q norm", il)?;
+                let kn = present(&layer.k_norm, "K norm", il)?;
                 rms_norm_heads_in_place(&mut s.q[..n * q_dim], qn, hp.rms_eps);
                 rms_norm_heads_in_place(&mut s.k[..n * kv_dim], kn, hp.rms_eps);
             }
@@ -211,10 +214,12 @@ impl Run<'_> {
             };
             attention(pool, kv, il, shape, &s.q, visible, &mut s.attn);
             project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
-            if let Some(b) = &layer.out_bias {
+            if spec.out_bias {
+                let b = present(&layer.out_bias, "output bias", il)?;
                 add_bias_rows(&mut s.proj[..n * d], b);
             }
-            if let Some(norm) = &layer.post_attn_norm {
+            if spec.post_attn_norm {
+                let norm = present(&layer.post_attn_norm, "post-attention norm", il)?;
                 norm_rows(pool, &s.proj[..n * d], norm, hp.rms_eps, &mut s.xn, d);
                 add_in_place(&mut s.x[..n * d], &s.xn[..n * d]);
             } else {
@@ -243,7 +248,8 @@ impl Run<'_> {
                 n,
                 &mut s.proj,
             )?;
-            if let Some(norm) = &layer.post_ffn_norm {
+            if spec.post_ffn_norm {
+                let norm = present(&layer.post_ffn_norm, "post-FFN norm", il)?;
                 norm_rows(pool, &s.proj[..n * d], norm, hp.rms_eps, &mut s.xn, d);
                 add_in_place(&mut s.x[..n * d], &s.xn[..n * d]);
             } else {
@@ -314,6 +320,14 @@ fn windowed_cells(
             .collect();
         out.push((win, lists));
     }
+}
+
+/// The weight the layer's description names (the loader provides exactly those; a model
+/// edited in code without its weights is an error, not a layer run without them).
+fn present<'w, T>(w: &'w Option<T>, what: &str, layer: usize) -> Result<&'w T> {
+    w.as_ref().ok_or_else(|| {
+        crate::Error::InvalidModel(format!("layer {layer} is described with a {what} it lacks"))
+    })
 }
 
 /// Token embeddings: each row dequantized from the embedding table. x: (n_tokens, n_embd)
