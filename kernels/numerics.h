@@ -42,6 +42,15 @@ __device__ __forceinline__ void rf_rope_rotate(float a, float b, float2 r, float
 // SiLU as the CPU's ops::silu: g / (1 + e^-g).
 __device__ __forceinline__ float rf_silu(float g) { return g / (1.0f + rf_exp(-g)); }
 
+// tanh and the tanh-approximated GELU as numerics::tanh / numerics::gelu.
+__device__ __forceinline__ float rf_tanh(float x) {
+    const float t = 1.0f - 2.0f / (rf_exp(2.0f * fabsf(x)) + 1.0f);
+    return x < 0.0f ? -t : t;
+}
+__device__ __forceinline__ float rf_gelu(float x) {
+    return 0.5f * x * (1.0f + rf_tanh(0.7978846f * x * (1.0f + 0.044715f * x * x)));
+}
+
 // Int8 quantization of one group of 32 activations held one per lane of an aligned 32-lane
 // group, as the CPU's quantizer: q = round-half-even(v * 127 / amax), the scale kept as f16,
 // and the group's sums for Q4_0's offset and (as f16(d * sum)) Q4_1's. Writes q8[o] and, from

@@ -18,6 +18,15 @@ pub enum Error {
         supported = crate::model::Architecture::supported_names()
     )]
     UnsupportedArchitecture(String),
+    /// The model's description uses something the backend it would run on does not run yet.
+    #[error(
+        "model architecture '{arch}' uses {feature}, which the {backend} backend does not run yet"
+    )]
+    UnsupportedFeature {
+        arch: &'static str,
+        feature: &'static str,
+        backend: &'static str,
+    },
     #[error("unsupported tensor type {ty} for tensor '{tensor}'")]
     UnsupportedTensorType { tensor: String, ty: String },
     #[error("invalid model: {0}")]

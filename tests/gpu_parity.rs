@@ -352,6 +352,31 @@ fn out_of_memory_is_an_error_not_an_abort() {
     }
 }
 
+/// A model whose description uses a feature the GPU backend does not run is refused at upload,
+/// naming the feature, before anything reaches the device.
+#[test]
+fn a_feature_the_gpu_lacks_is_refused_at_upload() {
+    let Some(path) = std::env::var("ROCMFORGE_GPU_MODELS")
+        .ok()
+        .and_then(|l| l.split(',').find(|p| !p.is_empty()).map(str::to_string))
+    else {
+        eprintln!("ROCMFORGE_GPU_MODELS not set: skipped");
+        return;
+    };
+    let mut model =
+        LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
+    model.hparams.rope_style = rocmforge::model::RopeStyle::Neox;
+    match GpuModel::upload(&model, 0, &mut |_, _| Ok(())) {
+        Err(e @ rocmforge::Error::UnsupportedFeature { .. }) => assert!(
+            e.to_string()
+                .contains("uses NEOX-style RoPE, which the GPU backend"),
+            "{e}"
+        ),
+        Err(e) => panic!("expected UnsupportedFeature, got {e}"),
+        Ok(_) => panic!("a NEOX-RoPE model was uploaded to a backend that does not run it"),
+    }
+}
+
 /// The first listed model whose matrices are all quantized (the bit-exact path), loaded once
 /// on the GPU and once on the CPU; None without a GPU or a listed model.
 fn quantized_model_on_both_backends() -> Option<(rocmforge::Model, rocmforge::Model)> {

@@ -109,9 +109,14 @@ impl Model {
         Ok(model)
     }
 
-    /// Builds a model from an already parsed file (tests build tiny ones in memory).
+    /// Builds a model from an already parsed file (tests build tiny ones in memory), to run on
+    /// the CPU: refused (`UnsupportedFeature`) when it uses a feature the CPU backend does not
+    /// run. (The CPU runs every feature the GPU does: it is the reference.)
     pub fn from_gguf(gguf: GgufFile) -> Result<Model> {
         let loaded = LoadedModel::new(gguf)?;
+        loaded
+            .hparams
+            .check_backend("CPU", crate::backend::cpu::RUNS)?;
         let tokenizer = Tokenizer::from_gguf(&loaded.gguf)?;
         if tokenizer.n_vocab() != loaded.hparams.n_vocab {
             return Err(Error::InvalidModel(format!(

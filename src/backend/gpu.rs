@@ -3,7 +3,7 @@
 //! `BackendUnavailable` ("not built in") and [`devices`] is empty. So `api` has no `cfg`.
 
 use super::Executor;
-use crate::model::LoadedModel;
+use crate::model::{Feature, LoadedModel};
 use crate::{Error, Result};
 use std::sync::Arc;
 
@@ -17,6 +17,11 @@ pub struct DeviceInfo {
     pub total_mem: u64,
     pub free_mem: u64,
 }
+
+/// What the GPU backend runs beyond plain llama ([`Feature`]): nothing yet. A model that uses
+/// any other feature is refused at upload (`Hparams::check_backend`); a feature joins this
+/// list with its kernels, keeping decode bit-identical to the CPU backend.
+pub const RUNS: &[Feature] = &[];
 
 /// Whether this library was built with a GPU backend (features `rocm` or `cuda`).
 pub fn built_in() -> bool {

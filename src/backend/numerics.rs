@@ -88,6 +88,26 @@ pub fn exp(x: f32) -> f32 {
     p * scale
 }
 
+/// tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1)) through [`exp`]: the same bits on both sides,
+/// within about 1e-7 of the exact value (absolute; relative accuracy is lower near 0, where
+/// its callers add it to 1 or scale it by a cap).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let t = 1.0 - 2.0 / (exp(2.0 * x.abs()) + 1.0);
+    if x < 0.0 {
+        -t
+    } else {
+        t
+    }
+}
+
+/// GELU, tanh approximation (Gemma's GeGLU): `0.5 x (1 + tanh(√(2/π) x (1 + 0.044715 x²)))`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)))
+}
+
 /// (sin, cos) of an f32 angle, evaluated in f64 and rounded once: both libms are accurate to
 /// well under an f32 rounding step, so the rounded results agree (a disagreement needs the
 /// exact value within ~2^-50 of an f32 rounding boundary).
@@ -154,6 +174,25 @@ mod tests {
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1.0e-37);
         assert!(exp(1000.0) > 1.0e38 && exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn tanh_and_gelu_are_accurate() {
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let want = (x as f64).tanh();
+            assert!((tanh(x) as f64 - want).abs() < 2.5e-7, "tanh({x})");
+            let xd = x as f64;
+            let g = 0.5 * xd * (1.0 + (0.797_884_560_8 * xd * (1.0 + 0.044_715 * xd * xd)).tanh());
+            assert!(
+                (gelu(x) as f64 - g).abs() < 1e-6 * (1.0 + xd.abs()),
+                "gelu({x})"
+            );
+            x += 0.0093;
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(100.0), 1.0);
+        assert_eq!(tanh(-100.0), -1.0);
     }
 
     #[test]

@@ -110,7 +110,8 @@ fn backend_of(params: &rocmforge_model_params) -> Backend {
 /// is ROCMFORGE_ERR_INVALID_MODEL.
 ///
 /// Errors: ROCMFORGE_ERR_IO (cannot open), _INVALID_MODEL (malformed file), _UNSUPPORTED
-/// (architecture / tensor type), _TOKENIZER, _OUT_OF_MEMORY, _BACKEND_UNAVAILABLE (GPU asked
+/// (architecture, tensor type, or a feature of the model the chosen backend does not run yet,
+/// named in the message), _TOKENIZER, _OUT_OF_MEMORY, _BACKEND_UNAVAILABLE (GPU asked
 /// for, none built in), _CANCELLED (the progress callback returned false).
 ///
 /// Ownership: the caller owns `*out` and frees it with rocmforge_model_free; `path` and

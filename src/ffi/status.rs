@@ -143,9 +143,9 @@ impl From<crate::Error> for FfiError {
         let status = match &e {
             E::Io { .. } => ROCMFORGE_ERR_IO,
             E::Gguf(_) | E::InvalidModel(_) => ROCMFORGE_ERR_INVALID_MODEL,
-            E::UnsupportedArchitecture(_) | E::UnsupportedTensorType { .. } => {
-                ROCMFORGE_ERR_UNSUPPORTED
-            }
+            E::UnsupportedArchitecture(_)
+            | E::UnsupportedFeature { .. }
+            | E::UnsupportedTensorType { .. } => ROCMFORGE_ERR_UNSUPPORTED,
             E::Tokenizer(_) => ROCMFORGE_ERR_TOKENIZER,
             E::Template(_) => ROCMFORGE_ERR_TEMPLATE,
             E::InvalidArgument(_) => ROCMFORGE_ERR_INVALID_ARGUMENT,

@@ -75,6 +75,14 @@ fn crate_errors_map_to_distinct_statuses() {
             E::UnsupportedArchitecture("gpt9".into()),
             ROCMFORGE_ERR_UNSUPPORTED,
         ),
+        (
+            E::UnsupportedFeature {
+                arch: "gemma3",
+                feature: "GeGLU feed-forward",
+                backend: "GPU",
+            },
+            ROCMFORGE_ERR_UNSUPPORTED,
+        ),
         (E::Tokenizer("t".into()), ROCMFORGE_ERR_TOKENIZER),
         (E::Template("x".into()), ROCMFORGE_ERR_TEMPLATE),
         (

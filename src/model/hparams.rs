@@ -1,37 +1,15 @@
-//! Hyperparameters read from GGUF metadata (`<arch>.*` keys).
+//! The model-level description: shapes from the `<arch>.*` keys every family shares, and what
+//! families differ in (RoPE style, FFN activation, embedding scale, soft-capping), with one
+//! [`LayerSpec`] per layer. Built once at load: the keys all families share are read here,
+//! then the family's file ([`super::arch`]) fills in its own.
 
+use super::arch::{Architecture, Source};
+use super::layer::{LayerSpec, RopeSpec};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
-/// Architectures this engine runs. GGUF files of Mistral, SmolLM2 and TinyLlama say `llama`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Llama,
-}
-
-impl Architecture {
-    pub const ALL: [Architecture; 1] = [Architecture::Llama];
-
-    /// The `general.architecture` names this build runs, for error messages: "llama, ...".
-    pub fn supported_names() -> String {
-        Self::ALL.map(Architecture::name).join(", ")
-    }
-
-    pub fn from_name(name: &str) -> Result<Architecture> {
-        match name {
-            "llama" => Ok(Architecture::Llama),
-            other => Err(Error::UnsupportedArchitecture(other.to_string())),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::Llama => "llama",
-        }
-    }
-}
-
-/// How RoPE frequencies are stretched for contexts beyond training length.
+/// How RoPE frequencies are stretched for contexts beyond training length. (Llama 3.1's
+/// per-dimension factors come from the `rope_freqs` tensor: [`RopeSpec::freq_factors`].)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RopeScaling {
     None,
@@ -39,6 +17,24 @@ pub enum RopeScaling {
     Linear {
         factor: f32,
     },
+}
+
+/// Which elements of a head RoPE rotates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])` (llama).
+    Normal,
+    /// Halves `(x[i], x[i + head_dim/2])` (GPT-NeoX; Qwen, Phi-3, Gemma).
+    Neox,
+}
+
+/// The gated feed-forward's activation: `down(act(gate x) * up x)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (llama, Qwen, Mistral, Phi-3).
+    SwiGlu,
+    /// GELU, tanh approximation (Gemma).
+    GeGlu,
 }
 
 #[derive(Debug, Clone)]
@@ -55,9 +51,20 @@ pub struct Hparams {
     pub n_vocab: usize,
     /// Context length the model was trained with.
     pub n_ctx_train: usize,
-    pub rope_base: f32,
-    pub rope_scaling: RopeScaling,
     pub rms_eps: f32,
+    pub rope_style: RopeStyle,
+    /// The distinct rotations the layers use, each layer naming one by index (llama: one;
+    /// Gemma 3: a local one for the windowed layers and a global one).
+    pub ropes: Vec<RopeSpec>,
+    pub activation: Activation,
+    /// Token embeddings are multiplied by this (Gemma: √n_embd).
+    pub embd_scale: Option<f32>,
+    /// `logits = cap * tanh(logits / cap)` (Gemma 2).
+    pub final_logit_softcap: Option<f32>,
+    /// `score = cap * tanh(score / cap)` on attention scores before the softmax (Gemma 2).
+    pub attn_logit_softcap: Option<f32>,
+    /// (n_layer)
+    pub layers: Vec<LayerSpec>,
 }
 
 /// Upper bounds that keep a hostile file from sizing huge buffers through metadata.
@@ -65,93 +72,17 @@ const MAX_DIM: usize = 1 << 20;
 const MAX_LAYERS: usize = 4096;
 
 impl Hparams {
+    /// The description of the model in `gguf`: shared keys, then its family's own.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Hparams> {
         let arch_name = gguf
             .get_str("general.architecture")
             .ok_or_else(|| Error::InvalidModel("missing general.architecture".into()))?;
         let arch = Architecture::from_name(arch_name)?;
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let required = |k: &str, max: usize| -> Result<usize> {
-            let full = key(k);
-            let v = gguf
-                .get_u64(&full)
-                .ok_or_else(|| Error::InvalidModel(format!("missing or non-integer {full}")))?;
-            if v == 0 || v as u128 > max as u128 {
-                return Err(Error::InvalidModel(format!(
-                    "{full} = {v} is out of range 1..={max}"
-                )));
-            }
-            Ok(v as usize)
-        };
-        let n_layer = required("block_count", MAX_LAYERS)?;
-        let n_embd = required("embedding_length", MAX_DIM)?;
-        let n_head = required("attention.head_count", MAX_DIM)?;
-        let n_head_kv = match gguf.get_u64(&key("attention.head_count_kv")) {
-            Some(_) => required("attention.head_count_kv", MAX_DIM)?,
-            None => n_head,
-        };
-        let n_ff = required("feed_forward_length", MAX_DIM * 4)?;
-        let n_ctx_train = required("context_length", 1 << 24)?;
-        if n_embd % n_head != 0 {
-            return Err(Error::InvalidModel(format!(
-                "embedding length {n_embd} is not a multiple of head count {n_head}"
-            )));
-        }
-        if n_head % n_head_kv != 0 {
-            return Err(Error::InvalidModel(format!(
-                "head count {n_head} is not a multiple of KV head count {n_head_kv}"
-            )));
-        }
-        let head_dim = match gguf.get_u64(&key("attention.key_length")) {
-            Some(_) => required("attention.key_length", MAX_DIM)?,
-            None => n_embd / n_head,
-        };
-        if head_dim % 2 != 0 {
-            return Err(Error::InvalidModel(format!(
-                "head dimension {head_dim} is odd"
-            )));
-        }
-        if let Some(rope_dims) = gguf.get_u64(&key("rope.dimension_count")) {
-            if rope_dims as usize != head_dim {
-                return Err(Error::InvalidModel(format!(
-                    "partial RoPE ({rope_dims} of {head_dim} dimensions) is not supported"
-                )));
-            }
-        }
-        let n_vocab = match gguf.get_u64(&key("vocab_size")) {
-            Some(_) => required("vocab_size", 1 << 24)?,
-            None => gguf
-                .get_str_array("tokenizer.ggml.tokens")
-                .map(|t| t.len())
-                .filter(|&n| n > 0)
-                .ok_or_else(|| Error::InvalidModel("no vocabulary size".into()))?,
-        };
-        let rope_base = gguf.get_f32(&key("rope.freq_base")).unwrap_or(10000.0);
-        let rms_eps = gguf
-            .get_f32(&key("attention.layer_norm_rms_epsilon"))
-            .unwrap_or(1e-5);
-        let valid =
-            rope_base.is_finite() && rope_base > 0.0 && rms_eps.is_finite() && rms_eps >= 0.0;
-        if !valid {
-            return Err(Error::InvalidModel(format!(
-                "invalid rope.freq_base {rope_base} or rms epsilon {rms_eps}"
-            )));
-        }
-        let rope_scaling = rope_scaling(gguf, arch_name)?;
-        Ok(Hparams {
-            arch,
-            n_layer,
-            n_embd,
-            n_head,
-            n_head_kv,
-            head_dim,
-            n_ff,
-            n_vocab,
-            n_ctx_train,
-            rope_base,
-            rope_scaling,
-            rms_eps,
-        })
+        let src = Source::new(gguf, arch.name());
+        let mut hp = shared(&src, arch)?;
+        (arch.family().describe)(&src, &mut hp)?;
+        hp.validate()?;
+        Ok(hp)
     }
 
     /// Width of one token's keys (or values) in one layer.
@@ -163,13 +94,146 @@ impl Hparams {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+
+    /// Invariants a family's `describe` must keep, checked on every file (they are untrusted).
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::InvalidModel(what));
+        if self.layers.len() != self.n_layer {
+            return bad(format!(
+                "{} layer descriptions for {} layers",
+                self.layers.len(),
+                self.n_layer
+            ));
+        }
+        if self.ropes.is_empty() {
+            return bad("no RoPE description".into());
+        }
+        for r in &self.ropes {
+            let ok = r.base.is_finite()
+                && r.base > 0.0
+                && match r.scaling {
+                    RopeScaling::None => true,
+                    RopeScaling::Linear { factor } => factor.is_finite() && factor > 0.0,
+                };
+            if !ok {
+                return bad(format!("invalid RoPE base or scaling {r:?}"));
+            }
+        }
+        for (il, l) in self.layers.iter().enumerate() {
+            if l.rope >= self.ropes.len() {
+                return bad(format!(
+                    "layer {il} names RoPE {} of {}",
+                    l.rope,
+                    self.ropes.len()
+                ));
+            }
+            if l.window == Some(0) {
+                return bad(format!("layer {il} has an empty attention window"));
+            }
+        }
+        let caps = [
+            ("embedding scale", self.embd_scale),
+            ("final logit soft-cap", self.final_logit_softcap),
+            ("attention logit soft-cap", self.attn_logit_softcap),
+        ];
+        for (what, v) in caps {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return bad(format!("invalid {what} {v:?}"));
+            }
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
+            return bad(format!("invalid rms epsilon {}", self.rms_eps));
+        }
+        Ok(())
+    }
 }
 
-fn rope_scaling(gguf: &GgufFile, arch: &str) -> Result<RopeScaling> {
-    let kind = gguf.get_str(&format!("{arch}.rope.scaling.type"));
-    let factor = gguf
-        .get_f32(&format!("{arch}.rope.scaling.factor"))
-        .or_else(|| gguf.get_f32(&format!("{arch}.rope.scale_linear")));
+/// What every family's keys say, with the llama defaults for the rest (normal RoPE, SwiGLU,
+/// no biases or extra norms, full attention): the family's `describe` changes what differs.
+fn shared(src: &Source, arch: Architecture) -> Result<Hparams> {
+    let n_layer = src.required("block_count", MAX_LAYERS)?;
+    let n_embd = src.required("embedding_length", MAX_DIM)?;
+    let n_head = src.required("attention.head_count", MAX_DIM)?;
+    let n_head_kv = match src.u64("attention.head_count_kv") {
+        Some(_) => src.required("attention.head_count_kv", MAX_DIM)?,
+        None => n_head,
+    };
+    let n_ff = src.required("feed_forward_length", MAX_DIM * 4)?;
+    let n_ctx_train = src.required("context_length", 1 << 24)?;
+    if n_head % n_head_kv != 0 {
+        return Err(Error::InvalidModel(format!(
+            "head count {n_head} is not a multiple of KV head count {n_head_kv}"
+        )));
+    }
+    let head_dim = match src.u64("attention.key_length") {
+        Some(_) => src.required("attention.key_length", MAX_DIM)?,
+        None if n_embd % n_head == 0 => n_embd / n_head,
+        None => {
+            return Err(Error::InvalidModel(format!(
+                "embedding length {n_embd} is not a multiple of head count {n_head}"
+            )))
+        }
+    };
+    if let Some(v) = src.u64("attention.value_length") {
+        if v as usize != head_dim {
+            return Err(Error::InvalidModel(format!(
+                "value head size {v} differs from key head size {head_dim}"
+            )));
+        }
+    }
+    if head_dim % 2 != 0 {
+        return Err(Error::InvalidModel(format!(
+            "head dimension {head_dim} is odd"
+        )));
+    }
+    if let Some(rope_dims) = src.u64("rope.dimension_count") {
+        if rope_dims as usize != head_dim {
+            return Err(Error::InvalidModel(format!(
+                "partial RoPE ({rope_dims} of {head_dim} dimensions) is not supported"
+            )));
+        }
+    }
+    let n_vocab = match src.u64("vocab_size") {
+        Some(_) => src.required("vocab_size", 1 << 24)?,
+        None => src
+            .gguf()
+            .get_str_array("tokenizer.ggml.tokens")
+            .map(|t| t.len())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::InvalidModel("no vocabulary size".into()))?,
+    };
+    let rope = RopeSpec {
+        base: src.f32("rope.freq_base").unwrap_or(10000.0),
+        scaling: rope_scaling(src)?,
+        freq_factors: false,
+    };
+    let rms_eps = src.f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
+    Ok(Hparams {
+        arch,
+        n_layer,
+        n_embd,
+        n_head,
+        n_head_kv,
+        head_dim,
+        n_ff,
+        n_vocab,
+        n_ctx_train,
+        rms_eps,
+        rope_style: RopeStyle::Normal,
+        ropes: vec![rope],
+        activation: Activation::SwiGlu,
+        embd_scale: None,
+        final_logit_softcap: None,
+        attn_logit_softcap: None,
+        layers: vec![LayerSpec::default(); n_layer],
+    })
+}
+
+fn rope_scaling(src: &Source) -> Result<RopeScaling> {
+    let kind = src.str("rope.scaling.type");
+    let factor = src
+        .f32("rope.scaling.factor")
+        .or_else(|| src.f32("rope.scale_linear"));
     match (kind, factor) {
         (None | Some("none"), None) => Ok(RopeScaling::None),
         (None | Some("linear"), Some(f)) if f.is_finite() && f > 0.0 => {

@@ -1,7 +1,7 @@
-//! A model as the backends see it: the parsed file, hyperparameters, typed weight views and
+//! A model as the backends see it: the parsed file, its description, typed weight views and
 //! the RoPE frequencies, immutable and shared by every context of the model.
 
-use super::{Hparams, LlamaWeights, RopeScaling};
+use super::{Hparams, RopeScaling, RopeSpec, Weights};
 use crate::gguf::GgufFile;
 use crate::Result;
 
@@ -9,16 +9,19 @@ use crate::Result;
 pub struct LoadedModel {
     pub gguf: GgufFile,
     pub hparams: Hparams,
-    pub weights: LlamaWeights,
-    /// RoPE angle per position unit for each rotated pair: (head_dim / 2).
-    pub rope_inv_freq: Vec<f32>,
+    pub weights: Weights,
+    /// RoPE angle per position unit for each rotated pair, one table per RoPE of the
+    /// description (`hparams.ropes`): (n_ropes, head_dim / 2).
+    pub rope_inv_freq: Vec<Vec<f32>>,
 }
 
 impl LoadedModel {
     pub fn new(gguf: GgufFile) -> Result<LoadedModel> {
         let hparams = Hparams::from_gguf(&gguf)?;
-        let weights = LlamaWeights::from_gguf(&gguf, &hparams)?;
-        let rope_inv_freq = rope_inv_freq(&hparams, weights.rope_freq_factors.as_deref());
+        let weights = Weights::from_gguf(&gguf, &hparams)?;
+        let rope_inv_freq = (hparams.ropes.iter())
+            .map(|r| rope_inv_freq(hparams.head_dim, r, weights.rope_freq_factors.as_deref()))
+            .collect();
         Ok(LoadedModel {
             gguf,
             hparams,
@@ -30,13 +33,14 @@ impl LoadedModel {
 
 /// theta_i = base^(-2i/d) * freq_scale / factor_i, built by repeated multiplication as the
 /// reference implementation does, so angles round the same way.
-fn rope_inv_freq(hp: &Hparams, factors: Option<&[f32]>) -> Vec<f32> {
-    let half = hp.head_dim / 2;
-    let step = hp.rope_base.powf(-2.0 / hp.head_dim as f32);
-    let freq_scale = match hp.rope_scaling {
+fn rope_inv_freq(head_dim: usize, rope: &RopeSpec, factors: Option<&[f32]>) -> Vec<f32> {
+    let half = head_dim / 2;
+    let step = rope.base.powf(-2.0 / head_dim as f32);
+    let freq_scale = match rope.scaling {
         RopeScaling::None => 1.0,
         RopeScaling::Linear { factor } => 1.0 / factor,
     };
+    let factors = factors.filter(|_| rope.freq_factors);
     let mut theta = 1.0f32;
     (0..half)
         .map(|i| {

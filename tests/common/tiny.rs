@@ -15,6 +15,12 @@ pub struct TinySpec {
     /// Tensors whose type is overridden: (name, type).
     pub override_type: Option<(&'static str, GgmlType)>,
     pub omit_tensor: Option<&'static str>,
+    /// Adds Q/K/V and attention-output biases to every layer, of about ± this size (0: zeros).
+    pub bias_scale: Option<f32>,
+    /// Rows of each head of attn_q / attn_k reordered from NEOX's pairing (i, i + half) to
+    /// the normal one (2i, 2i + 1): the model with normal RoPE then computes what the file
+    /// without the reordering computes with NEOX RoPE (up to the order of sums).
+    pub qk_rows_from_neox: bool,
 }
 
 impl Default for TinySpec {
@@ -29,6 +35,8 @@ impl Default for TinySpec {
             weight_type: GgmlType::F32,
             override_type: None,
             omit_tensor: None,
+            bias_scale: None,
+            qk_rows_from_neox: false,
         }
     }
 }
@@ -47,6 +55,19 @@ fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
+}
+
+/// Rows (each `cols` long) reordered within each head of `head_dim` rows: row 2i takes row i,
+/// row 2i + 1 takes row i + head_dim / 2.
+fn neox_to_normal_rows(x: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let half = head_dim / 2;
+    for (r, dst) in out.chunks_mut(cols).enumerate() {
+        let (head, j) = (r / head_dim, r % head_dim);
+        let src = head * head_dim + if j % 2 == 0 { j / 2 } else { half + j / 2 };
+        dst.copy_from_slice(&x[src * cols..(src + 1) * cols]);
+    }
+    out
 }
 
 pub fn build(spec: &TinySpec) -> GgufFile {
@@ -140,10 +161,14 @@ pub fn build(spec: &TinySpec) -> GgufFile {
                 _ => ty,
             };
             let n: u64 = dims.iter().product();
-            let x: Vec<f32> = values(n as usize, seed, scale)
+            let mut x: Vec<f32> = values(n as usize, seed, scale)
                 .into_iter()
                 .map(|v| v + offset)
                 .collect();
+            let qk = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
+            if spec.qk_rows_from_neox && qk {
+                x = neox_to_normal_rows(&x, dims[0] as usize, spec.n_embd / spec.n_head);
+            }
             let mut data = Vec::new();
             if ty.is_computable() {
                 quantize_row(ty, &x, &mut data).unwrap();
@@ -176,5 +201,16 @@ pub fn build(spec: &TinySpec) -> GgufFile {
         1.0,
     );
     tensor(&mut w, "output.weight".into(), &[d, v], wt, 0.5, 0.0);
+    // Last, so that the other tensors' values do not depend on whether biases are present.
+    if let Some(b) = spec.bias_scale {
+        for i in 0..spec.n_layer {
+            let bias = |s: &str| format!("blk.{i}.{s}.bias");
+            let f = GgmlType::F32;
+            tensor(&mut w, bias("attn_q"), &[d], f, b, 0.0);
+            tensor(&mut w, bias("attn_k"), &[kv_dim as u64], f, b, 0.0);
+            tensor(&mut w, bias("attn_v"), &[kv_dim as u64], f, b, 0.0);
+            tensor(&mut w, bias("attn_output"), &[d], f, b, 0.0);
+        }
+    }
     GgufFile::from_bytes(w.to_bytes()).unwrap()
 }

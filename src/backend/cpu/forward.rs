@@ -1,10 +1,13 @@
-//! The CPU forward pass of the llama family over a batch: embeddings → N × (attention +
-//! SwiGLU FFN) → logits, and the context that runs it ([`CpuContext`], the CPU side of
-//! [`crate::backend::Executor`]).
+//! The CPU forward pass over a batch, for every family: embeddings → N × (attention + gated
+//! FFN) → logits, each layer as its [`crate::model::LayerSpec`] describes it; and the context
+//! that runs it ([`CpuContext`], the CPU side of [`crate::backend::Executor`]).
 
 use super::attention::{attention, AttentionShape};
 use super::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
-use super::ops::{add_in_place, rms_norm, rope_in_place, silu_mul_in_place};
+use super::ops::{
+    add_bias_rows, add_in_place, gelu_mul_in_place, rms_norm, rms_norm_heads_in_place,
+    rope_in_place, rope_neox_in_place, silu_mul_in_place, softcap_in_place,
+};
 use super::scratch::Scratch;
 use super::ThreadPool;
 use crate::backend::numerics::rope_table;
@@ -12,10 +15,26 @@ use crate::backend::Executor;
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
 use crate::kv_cache::{Cells, HostKv};
-use crate::model::{LoadedModel, WeightRef};
+use crate::model::{Activation, Feature, Hparams, LoadedModel, RopeStyle, WeightRef};
 use crate::quant::activation_type;
 use crate::Result;
 use std::sync::Arc;
+
+/// What this backend runs beyond plain llama ([`Feature`]); a model that uses anything else
+/// is refused at load ([`Hparams::check_backend`]). Missing: attention logit soft-capping.
+pub const RUNS: &[Feature] = &[
+    Feature::NeoxRope,
+    Feature::PerLayerRope,
+    Feature::GeGlu,
+    Feature::QkvBias,
+    Feature::OutputBias,
+    Feature::QkNorm,
+    Feature::PostAttentionNorm,
+    Feature::PostFfnNorm,
+    Feature::EmbeddingScale,
+    Feature::SlidingWindow,
+    Feature::FinalLogitSoftcap,
+];
 
 /// A CPU context: keys and values in host memory, worker threads and per-batch buffers.
 pub struct CpuContext {
@@ -29,6 +48,7 @@ impl CpuContext {
     /// Keys and values for `n_ctx` cells, computed on `n_threads` threads.
     pub fn new(model: Arc<LoadedModel>, n_ctx: usize, n_threads: usize) -> Result<CpuContext> {
         let hp = &model.hparams;
+        hp.check_backend("CPU", RUNS)?;
         let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim())?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
@@ -119,17 +139,33 @@ impl Run<'_> {
         s.prepare(hp, n);
 
         embed(model, &batch.tokens, &mut s.x)?;
+        if let Some(scale) = hp.embd_scale {
+            for v in &mut s.x[..n * d] {
+                *v *= scale;
+            }
+        }
         for t in 0..n {
             table.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
-            rope_table(batch.pos[t] as f32, &model.rope_inv_freq, &mut s.rope[t]);
+            for (r, inv_freq) in model.rope_inv_freq.iter().enumerate() {
+                rope_table(batch.pos[t] as f32, inv_freq, &mut s.rope[r][t]);
+            }
         }
+        windowed_cells(hp, table, batch, &s.visible[..n], &mut s.windowed);
         let shape = AttentionShape {
             n_head: hp.n_head,
             n_head_kv: hp.n_head_kv,
             head_dim: hp.head_dim,
         };
+        let rope = match hp.rope_style {
+            RopeStyle::Normal => rope_in_place,
+            RopeStyle::Neox => rope_neox_in_place,
+        };
+        let act = match hp.activation {
+            Activation::SwiGlu => silu_mul_in_place,
+            Activation::GeGlu => gelu_mul_in_place,
+        };
 
-        for (il, layer) in w.layers.iter().enumerate() {
+        for (il, (layer, spec)) in w.layers.iter().zip(&hp.layers).enumerate() {
             cancel.check()?;
             // Attention block.
             norm_rows(pool, &s.x, &layer.attn_norm, hp.rms_eps, &mut s.xn, d);
@@ -145,17 +181,22 @@ impl Run<'_> {
                     (&layer.wv, &mut s.v[..]),
                 ],
             )?;
+            if spec.qkv_bias {
+                let b = present(&layer.qkv_bias, "Q/K/V biases", il)?;
+                add_bias_rows(&mut s.q[..n * q_dim], &b.q);
+                add_bias_rows(&mut s.k[..n * kv_dim], &b.k);
+                add_bias_rows(&mut s.v[..n * kv_dim], &b.v);
+            }
+            if spec.qk_norm {
+                let qn = present(&layer.q_norm, "Q norm", il)?;
+                let kn = present(&layer.k_norm, "K norm", il)?;
+                rms_norm_heads_in_place(&mut s.q[..n * q_dim], qn, hp.rms_eps);
+                rms_norm_heads_in_place(&mut s.k[..n * kv_dim], kn, hp.rms_eps);
+            }
+            let rot = &s.rope[spec.rope];
             for (t, &cell) in cells.iter().enumerate() {
-                rope_in_place(
-                    &mut s.q[t * q_dim..(t + 1) * q_dim],
-                    hp.head_dim,
-                    &s.rope[t],
-                );
-                rope_in_place(
-                    &mut s.k[t * kv_dim..(t + 1) * kv_dim],
-                    hp.head_dim,
-                    &s.rope[t],
-                );
+                rope(&mut s.q[t * q_dim..(t + 1) * q_dim], hp.head_dim, &rot[t]);
+                rope(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hp.head_dim, &rot[t]);
                 kv.store(
                     il,
                     cell,
@@ -163,11 +204,29 @@ impl Run<'_> {
                     &s.v[t * kv_dim..(t + 1) * kv_dim],
                 );
             }
-            attention(pool, kv, il, shape, &s.q, &s.visible[..n], &mut s.attn);
+            let visible = match spec.window {
+                None => &s.visible[..n],
+                // windowed_cells listed every window of the model.
+                Some(win) => match s.windowed.iter().find(|(w, _)| *w == win) {
+                    Some((_, v)) => &v[..n],
+                    None => return Err(crate::Error::InvalidModel(format!("window {win}"))),
+                },
+            };
+            attention(pool, kv, il, shape, &s.q, visible, &mut s.attn);
             project_fresh(model, pool, &mut s.acts, &layer.wo, &s.attn, n, &mut s.proj)?;
-            add_in_place(&mut s.x, &s.proj);
+            if spec.out_bias {
+                let b = present(&layer.out_bias, "output bias", il)?;
+                add_bias_rows(&mut s.proj[..n * d], b);
+            }
+            if spec.post_attn_norm {
+                let norm = present(&layer.post_attn_norm, "post-attention norm", il)?;
+                norm_rows(pool, &s.proj[..n * d], norm, hp.rms_eps, &mut s.xn, d);
+                add_in_place(&mut s.x[..n * d], &s.xn[..n * d]);
+            } else {
+                add_in_place(&mut s.x, &s.proj);
+            }
 
-            // Feed-forward block (SwiGLU).
+            // Feed-forward block (gated: SwiGLU or GeGLU).
             norm_rows(pool, &s.x, &layer.ffn_norm, hp.rms_eps, &mut s.xn, d);
             project_many(
                 model,
@@ -178,7 +237,7 @@ impl Run<'_> {
                 [(&layer.gate, &mut s.gate[..]), (&layer.up, &mut s.up[..])],
             )?;
             for (g, u) in s.gate[..n * ff].chunks_mut(ff).zip(s.up.chunks(ff)) {
-                silu_mul_in_place(g, u);
+                act(g, u);
             }
             project_fresh(
                 model,
@@ -189,7 +248,13 @@ impl Run<'_> {
                 n,
                 &mut s.proj,
             )?;
-            add_in_place(&mut s.x, &s.proj);
+            if spec.post_ffn_norm {
+                let norm = present(&layer.post_ffn_norm, "post-FFN norm", il)?;
+                norm_rows(pool, &s.proj[..n * d], norm, hp.rms_eps, &mut s.xn, d);
+                add_in_place(&mut s.x[..n * d], &s.xn[..n * d]);
+            } else {
+                add_in_place(&mut s.x, &s.proj);
+            }
         }
 
         // Output head, only for the tokens that want logits.
@@ -221,11 +286,48 @@ impl Run<'_> {
                 n_out,
                 logits,
             )?;
+            if let Some(cap) = hp.final_logit_softcap {
+                softcap_in_place(logits, cap);
+            }
         } else {
             logits.clear();
         }
         Ok(out_index)
     }
+}
+
+/// For each distinct window of the model's layers, the cells of `visible` (each token's
+/// visible cells) at most `window - 1` positions before the token's own.
+fn windowed_cells(
+    hp: &Hparams,
+    table: &Cells,
+    batch: &Batch,
+    visible: &[Vec<usize>],
+    out: &mut Vec<(usize, Vec<Vec<usize>>)>,
+) {
+    out.clear();
+    for win in hp.layers.iter().filter_map(|l| l.window) {
+        if out.iter().any(|(w, _)| *w == win) {
+            continue;
+        }
+        let lists = (visible.iter().enumerate())
+            .map(|(t, cells)| {
+                let pos = batch.pos[t] as i64;
+                (cells.iter().copied())
+                    .filter(|&c| pos - (table.cell(c).0 as i64) < win as i64)
+                    .collect()
+            })
+            .collect();
+        out.push((win, lists));
+    }
+}
+
+/// The weight the layer's description names (the loader provides exactly those; a model
+/// edited in code without its weights is an error, not a layer run without them).
+fn present<'w, T>(w: &'w Option<T>, what: &str, layer: usize) -> Result<&'w T> {
+    w.as_ref().ok_or_else(|| {
+        crate::Error::InvalidModel(format!("layer {layer} is described with a {what} it lacks"))
+    })
 }
 
 /// Token embeddings: each row dequantized from the embedding table. x: (n_tokens, n_embd)

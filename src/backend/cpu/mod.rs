@@ -8,6 +8,6 @@ pub mod ops;
 mod scratch;
 pub mod threadpool;
 
-pub use forward::CpuContext;
+pub use forward::{CpuContext, RUNS};
 pub use scratch::Scratch;
 pub use threadpool::ThreadPool;

@@ -25,8 +25,11 @@ pub struct Scratch {
     pub acts: PackedActivations,
     /// Cache cells each token attends to.
     pub visible: Vec<Vec<usize>>,
-    /// Each token's RoPE rotations, (sin, cos) per pair: (n_tokens, head_dim / 2).
-    pub rope: Vec<Vec<(f32, f32)>>,
+    /// The same for sliding-window layers, per distinct window: (window, (n_tokens, cells)).
+    pub windowed: Vec<(usize, Vec<Vec<usize>>)>,
+    /// Each token's RoPE rotations per RoPE of the model, (sin, cos) per pair:
+    /// (n_ropes, n_tokens, head_dim / 2).
+    pub rope: Vec<Vec<Vec<(f32, f32)>>>,
 }
 
 impl Scratch {
@@ -42,6 +45,9 @@ impl Scratch {
         self.gate.resize(n_tokens * hp.n_ff, 0.0);
         self.up.resize(n_tokens * hp.n_ff, 0.0);
         self.visible.resize_with(n_tokens, Vec::new);
-        self.rope.resize_with(n_tokens, Vec::new);
+        self.rope.resize_with(hp.ropes.len(), Vec::new);
+        for r in &mut self.rope {
+            r.resize_with(n_tokens, Vec::new);
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::device::{check, set_device, DeviceBuffer, Stream};
 use super::ffi;
-use crate::model::{Hparams, LoadedModel, WeightRef};
+use crate::model::{Hparams, LayerSpec, LoadedModel, WeightRef};
 use crate::quant::{Format, GgmlType};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -69,8 +69,9 @@ impl GpuModel {
         device: usize,
         progress: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<GpuModel> {
-        set_device(device)?;
         let hp = model.hparams.clone();
+        hp.check_backend("GPU", crate::backend::gpu::RUNS)?;
+        set_device(device)?;
         if !hp.n_embd.is_multiple_of(32)
             || !hp.n_ff.is_multiple_of(32)
             || !hp.q_dim().is_multiple_of(32)
@@ -99,7 +100,8 @@ impl GpuModel {
         };
         let token_embd = up.matrix(&w.token_embd, 0)?;
         let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
+        for (l, spec) in w.layers.iter().zip(&hp.layers) {
+            plain_layer(spec)?;
             layers.push(GpuLayer {
                 attn_norm: up.vector(&l.attn_norm, "attn_norm")?,
                 qkv: up.projection(&[&l.wq, &l.wk, &l.wv])?,
@@ -126,7 +128,8 @@ impl GpuModel {
             up.projection(&[&w.output])?
         };
         let output_norm = up.vector(&w.output_norm, "output_norm")?;
-        let rope_inv_freq = model.rope_inv_freq.clone();
+        // One RoPE for every layer (several are refused above).
+        let rope_inv_freq = model.rope_inv_freq[0].clone();
         stream.sync("uploading weights")?;
         let bytes = up.done;
         let mut max_matrix_elems = token_embd.rows * token_embd.cols;
@@ -168,6 +171,26 @@ impl GpuModel {
             .iter()
             .map(|m| m.buf.len_bytes() as u64)
             .sum::<u64>()
+    }
+}
+
+/// Checks that a layer is the plain llama layer this backend's forward pass runs. Every field of
+/// the description is named (no `..`), so a new one must be handled here; `check_backend`
+/// has already refused any model with a feature this backend lacks.
+fn plain_layer(spec: &LayerSpec) -> Result<()> {
+    match *spec {
+        LayerSpec {
+            rope: 0,
+            window: None,
+            qkv_bias: false,
+            out_bias: false,
+            qk_norm: false,
+            post_attn_norm: false,
+            post_ffn_norm: false,
+        } => Ok(()),
+        _ => Err(Error::InvalidModel(format!(
+            "layer {spec:?} is not one the GPU forward pass runs"
+        ))),
     }
 }
 
