@@ -61,7 +61,8 @@ impl Drop for FileLock {
 }
 
 /// Cargo builds only the rlib of a library that tests depend on, so the .so and .a may be
-/// missing or stale: build them now, with the profile of these tests (a no-op when fresh).
+/// missing or stale: build them now, with the profile and GPU feature of these tests (a no-op
+/// when fresh).
 pub fn build_c_library(profile_dir: &Path) {
     let target = profile_dir.parent().expect("target dir");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
@@ -70,15 +71,16 @@ pub fn build_c_library(profile_dir: &Path) {
         None => panic!("unexpected target dir {}", profile_dir.display()),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--lib",
-            "--profile",
-            profile,
-            "--target-dir",
-        ])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--lib", "--profile", profile]);
+    if cfg!(feature = "rocm") {
+        cmd.args(["--features", "rocm"]);
+    }
+    if cfg!(feature = "cuda") {
+        cmd.args(["--features", "cuda"]);
+    }
+    run(cmd
+        .arg("--target-dir")
         .arg(target)
         .arg("--manifest-path")
         .arg(repo().join("Cargo.toml")));
