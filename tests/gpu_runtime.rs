@@ -122,7 +122,10 @@ fn a_missing_blas_library_is_named() {
     } else {
         "ROCMFORGE_ROCBLAS"
     };
-    let out = in_child("child_with_a_missing_library", (var, "/nonexistent/libblas.so"));
+    let out = in_child(
+        "child_with_a_missing_library",
+        (var, "/nonexistent/libblas.so"),
+    );
     // Without a device the runtime's "no device" comes first; with one, the BLAS library is
     // the reason.
     if gpu_usable() {
