@@ -192,6 +192,34 @@ fn go_example_prints_what_simple_c_prints() {
 }
 
 #[test]
+fn go_example_links_fully_static_and_prints_what_simple_c_prints() {
+    let Some(model) = common::model_path(common::SMOLLM2) else {
+        return;
+    };
+    let inst = installed();
+    let exe = inst.root.join("go-simple-static");
+    // The static way (bindings/go/README.md): the .pc's static flags through CGO_LDFLAGS and a
+    // static external link; the binary needs no librocmforge (nor any shared library) at all.
+    let pc = inst.prefix.join("lib/pkgconfig");
+    let libs = stdout(&run(Command::new("pkg-config")
+        .args(["--static", "--libs", "rocmforge"])
+        .env("PKG_CONFIG_PATH", &pc)));
+    run(go_command(&model)
+        .args(["build", "-o"])
+        .arg(&exe)
+        .args(["-ldflags", "-linkmode external -extldflags -static"])
+        .arg("./examples/simple")
+        .env("CGO_LDFLAGS", libs.trim()));
+    let dynamic = run(Command::new("readelf").arg("-d").arg(&exe));
+    assert!(
+        !stdout(&dynamic).contains("NEEDED"),
+        "not a static executable:\n{}",
+        stdout(&dynamic)
+    );
+    assert_prints_simple_c_text(&exe, &model);
+}
+
+#[test]
 fn zig_package_is_formatted_and_its_tests_pass() {
     let Some(model) = common::model_path(common::SMOLLM2) else {
         return;
