@@ -76,6 +76,12 @@ prefix_to_libdir="$(realpath -ms --relative-to="$prefix" "$libdir")"
 # lists -lgcc_s too, which a fully static link cannot find: the compiler driver already adds
 # the unwinder itself, libgcc_s for a dynamic program, libgcc_eh for a -static one).
 static_libs=(pthread dl m rt util)
+# A GPU build's archive holds the C++ host glue of the kernels (static-local guards, operator
+# new, the C++ runtime's personality): it needs the C++ standard library first.
+undefined="$(nm -u "$from/librocmforge.a" 2>/dev/null || true)"
+if grep -qE ' U (__cxa_|__gxx_personality|_Znwm|_Znam|_ZdlPv|_ZdaPv|_ZSt)' <<<"$undefined"; then
+    static_libs=(stdc++ "${static_libs[@]}")
+fi
 
 d() { echo "$destdir$1"; }
 mkdir -p "$(d "$libdir/pkgconfig")" "$(d "$cmakedir")" "$(d "$includedir")" "$(d "$docdir")"

@@ -16,3 +16,8 @@ if grep -E 'libcuda|libcudart|libcublas' <<<"$needed"; then
     exit 1
 fi
 echo "cuda feature build OK: $(stat -c %s "$so") bytes, needs only: $(grep -o 'Shared library: \[[^]]*' <<<"$needed" | sed 's/.*\[//' | tr '\n' ' ')"
+# The C API tests and the backend-selection tests with this build, on a machine without the
+# CUDA driver: the static runtime reports no usable device, GPU answers BACKEND_UNAVAILABLE with
+# its reason, AUTO runs on the CPU. (Valgrind runs on the default build only.)
+CARGO_TARGET_DIR=target/cuda cargo nextest run --features cuda --no-fail-fast --test ffi_c \
+    --test gpu_runtime -E 'not test(valgrind)'
