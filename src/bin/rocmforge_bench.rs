@@ -2,7 +2,12 @@
 //! (pp: N random tokens in one batch on an empty cache; tg: N tokens one at a time from an
 //! empty cache), printed as one JSON object per (threads, test) line.
 //!
-//! rocmforge_bench -m MODEL [-p 128] [-n 64] [-t 1,2] [-r 3]
+//! rocmforge_bench -m MODEL [-p 128[,512..]] [-n 64[,128..]] [-t 1,2] [-r 3]
+//! (lists as llama-bench takes them; 0 skips the test)
+//!
+//! The first line says where it ran: the CPU model, its SIMD flags, the ISA choice
+//! (`ROCMFORGE_CPU_ISA`, e.g. `avx2` to measure the AVX2 table on an AVX-512 machine) and the
+//! dot-product kernels of each tensor type in the model's matrices.
 
 use rocmforge::{Batch, Context, ContextParams, Model, ModelParams};
 use std::process::ExitCode;
@@ -10,8 +15,8 @@ use std::time::Instant;
 
 struct Args {
     model: String,
-    n_prompt: usize,
-    n_gen: usize,
+    n_prompt: Vec<usize>,
+    n_gen: Vec<usize>,
     threads: Vec<usize>,
     reps: usize,
 }
@@ -19,8 +24,8 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         model: String::new(),
-        n_prompt: 128,
-        n_gen: 64,
+        n_prompt: vec![128],
+        n_gen: vec![64],
         threads: vec![1, 2],
         reps: 3,
     };
@@ -30,15 +35,17 @@ fn parse() -> Result<Args, String> {
         let n = |s: &str| s.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
             "-m" => a.model = v,
-            "-p" => a.n_prompt = n(&v)?,
-            "-n" => a.n_gen = n(&v)?,
+            "-p" => a.n_prompt = v.split(',').map(n).collect::<Result<_, _>>()?,
+            "-n" => a.n_gen = v.split(',').map(n).collect::<Result<_, _>>()?,
             "-r" => a.reps = n(&v)?.max(1),
             "-t" => a.threads = v.split(',').map(n).collect::<Result<_, _>>()?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.model.is_empty() {
-        return Err("usage: rocmforge_bench -m MODEL [-p N] [-n N] [-t 1,2] [-r REPS]".into());
+        return Err(
+            "usage: rocmforge_bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-t 1,2] [-r REPS]".into(),
+        );
     }
     Ok(a)
 }
@@ -59,30 +66,34 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 fn run(a: Args) -> Result<(), String> {
     let model = Model::load(&a.model, ModelParams::default()).map_err(|e| e.to_string())?;
     let n_vocab = model.hparams().n_vocab;
+    print_machine(&model)?;
     tokenizer_rate(&model);
+    let max_prompt = a.n_prompt.iter().copied().max().unwrap_or(0);
+    let max_gen = a.n_gen.iter().copied().max().unwrap_or(0);
     for &t in &a.threads {
         let params = ContextParams {
-            n_ctx: (a.n_prompt + a.n_gen + 16).max(256),
-            n_batch: a.n_prompt.max(1),
+            n_ctx: (max_prompt + max_gen + 16).max(256),
+            n_batch: max_prompt.max(1),
             n_seq_max: 1,
             n_threads: t,
         };
         let mut ctx = Context::new(&model, params).map_err(|e| e.to_string())?;
-        if a.n_prompt > 0 {
-            let prompt = tokens(a.n_prompt, n_vocab);
+        for &n_prompt in a.n_prompt.iter().filter(|&&n| n > 0) {
+            let prompt = tokens(n_prompt, n_vocab);
             let batch = Batch::for_sequence(&prompt, 0, 0);
+            ctx.kv_clear();
             ctx.decode(&batch).map_err(|e| e.to_string())?; // warm-up
             let mut rates = Vec::new();
             for _ in 0..a.reps {
                 ctx.kv_clear();
                 let start = Instant::now();
                 ctx.decode(&batch).map_err(|e| e.to_string())?;
-                rates.push(a.n_prompt as f64 / start.elapsed().as_secs_f64());
+                rates.push(n_prompt as f64 / start.elapsed().as_secs_f64());
             }
-            print_result(t, "pp", a.n_prompt, &rates);
+            print_result(t, "pp", n_prompt, &rates);
         }
-        if a.n_gen > 0 {
-            let gen = tokens(a.n_gen, n_vocab);
+        for &n_gen in a.n_gen.iter().filter(|&&n| n > 0) {
+            let gen = tokens(n_gen, n_vocab);
             let mut rates = Vec::new();
             for rep in 0..=a.reps {
                 ctx.kv_clear();
@@ -92,12 +103,57 @@ fn run(a: Args) -> Result<(), String> {
                         .map_err(|e| e.to_string())?;
                 }
                 if rep > 0 {
-                    rates.push(a.n_gen as f64 / start.elapsed().as_secs_f64());
+                    rates.push(n_gen as f64 / start.elapsed().as_secs_f64());
                 }
             }
-            print_result(t, "tg", a.n_gen, &rates);
+            print_result(t, "tg", n_gen, &rates);
         }
     }
+    Ok(())
+}
+
+/// One JSON line: CPU model and flags, ISA choice, the kernels each matrix type runs on.
+fn print_machine(model: &Model) -> Result<(), String> {
+    use rocmforge::quant::dot::{check_isa_choice, isa_choice, IsaChoice};
+    check_isa_choice().map_err(|e| e.to_string())?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map_or(String::new(), |(_, v)| v.trim().to_string())
+    };
+    let all_flags = field("flags");
+    let simd: Vec<&str> = all_flags
+        .split_whitespace()
+        .filter(|f| f.starts_with("avx") || f.starts_with("amx") || *f == "fma" || *f == "f16c")
+        .collect();
+    let flags = simd.join(" ");
+    let mut types: Vec<_> = model.gguf().tensors().iter().map(|t| t.ty).collect();
+    types.sort_by_key(|t| t.name());
+    types.dedup();
+    let kernels: Vec<String> = types
+        .iter()
+        .filter_map(|&t| rocmforge::quant::kernels_for(t))
+        .map(|k| format!("\"{}\"", k.name))
+        .collect();
+    let isa = match isa_choice() {
+        IsaChoice::Auto => "auto",
+        IsaChoice::Forced(i) => i.name(),
+    };
+    // Virtual machines often name only the vendor ("AMD EPYC"); family and model tell the
+    // generation (AMD family 25 is Zen 3 or Zen 4: model 1 is Milan, Zen 3; 17 is Genoa, Zen 4).
+    let cpu = format!(
+        "{} (family {}, model {})",
+        field("model name").replace('"', "'"),
+        field("cpu family"),
+        field("model")
+    );
+    println!(
+        "{{\"engine\":\"rocmforge\",\"cpu\":\"{cpu}\",\"flags\":\"{flags}\",\"isa\":\"{isa}\",\"kernels\":[{}]}}",
+        kernels.join(",")
+    );
     Ok(())
 }
 

@@ -98,9 +98,13 @@ struct Task<'a> {
     scale: f32,
 }
 
+/// AVX2 + FMA, unless `ROCMFORGE_CPU_ISA=scalar` asks for the reference code everywhere.
 #[cfg(target_arch = "x86_64")]
 fn avx2_detected() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    use crate::quant::dot::{isa_choice, Isa, IsaChoice};
+    isa_choice() != IsaChoice::Forced(Isa::Scalar)
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_detected() -> bool {

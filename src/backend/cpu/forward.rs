@@ -49,6 +49,7 @@ impl CpuContext {
     pub fn new(model: Arc<LoadedModel>, n_ctx: usize, n_threads: usize) -> Result<CpuContext> {
         let hp = &model.hparams;
         hp.check_backend("CPU", RUNS)?;
+        crate::quant::dot::check_isa_choice()?;
         let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim())?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;

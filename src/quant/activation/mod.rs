@@ -11,6 +11,7 @@ mod x86;
 
 use super::formats::{q8_0, q8_1};
 use super::GgmlType;
+use crate::quant::dot::{isa_choice, Isa};
 use crate::{Error, Result};
 use std::sync::OnceLock;
 
@@ -58,6 +59,8 @@ pub struct Quantizers {
     pub q8_0: QuantizeFn,
     pub q8_1: QuantizeFn,
     pub name: &'static str,
+    /// The table it belongs to, for [`crate::quant::dot::IsaChoice`].
+    pub isa: Isa,
 }
 
 /// The registry's reference quantizers.
@@ -65,6 +68,7 @@ const SCALAR: Quantizers = Quantizers {
     q8_0: q8_0::quantize_activations,
     q8_1: q8_1::quantize_activations,
     name: "scalar",
+    isa: Isa::Scalar,
 };
 
 /// Every quantizer set this CPU can run, best first (the scalar reference last).
@@ -78,7 +82,15 @@ pub fn available_quantizers() -> Vec<Quantizers> {
 
 fn quantizers() -> &'static Quantizers {
     static BEST: OnceLock<Quantizers> = OnceLock::new();
-    BEST.get_or_init(|| available_quantizers()[0])
+    BEST.get_or_init(|| {
+        let choice = isa_choice();
+        let usable = available_quantizers();
+        usable
+            .iter()
+            .copied()
+            .find(|q| choice.allows(q.isa))
+            .unwrap_or(SCALAR)
+    })
 }
 
 #[cfg(test)]

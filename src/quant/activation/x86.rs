@@ -3,6 +3,7 @@
 
 use super::Quantizers;
 use crate::quant::blocks::QK;
+use crate::quant::dot::Isa;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -13,6 +14,7 @@ pub(super) fn available() -> Vec<Quantizers> {
             q8_0: avx512_q8_0,
             q8_1: avx512_q8_1,
             name: "avx512",
+            isa: Isa::Avx512,
         });
     }
     if is_x86_feature_detected!("avx2") {
@@ -20,6 +22,7 @@ pub(super) fn available() -> Vec<Quantizers> {
             q8_0: avx2_q8_0,
             q8_1: avx2_q8_1,
             name: "avx2",
+            isa: Isa::Avx2,
         });
     }
     v

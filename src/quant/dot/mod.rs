@@ -104,23 +104,30 @@ pub struct DotKernels {
 
 /// Every kernel set for `weight` this CPU can run, fastest first; the scalar reference last.
 pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
+    kernels_on(weight, |_| true)
+}
+
+/// The runnable kernel sets for `weight` from the ISA tables `allow` accepts, fastest first,
+/// then the scalar reference.
+fn kernels_on(weight: GgmlType, allow: impl Fn(Isa) -> bool) -> Vec<&'static DotKernels> {
     let mut tables: Vec<&'static [DotKernels]> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         // Quantized types: the AVX-VNNI and AVX-512 VNNI tables run the same canonical
         // 256-bit code (canon256.rs; a 32-element block is exactly one ymm register), VEX or
         // EVEX encoded, at the same speed on Sapphire Rapids; AVX-VNNI stays first.
-        let vnni256 = is_x86_feature_detected!("avxvnni") && avx2::detected();
-        let vnni512 = avx512::detected();
-        for_each_preference(weight, |isa| match isa {
-            Isa::AvxVnni if vnni256 => tables.push(avx2::VNNI_KERNELS),
-            Isa::Avx512 if vnni512 => tables.push(avx512::KERNELS),
-            Isa::Avx2 if avx2::detected() => tables.push(avx2::KERNELS),
-            _ => {}
+        for_each_preference(weight, |isa| {
+            if allow(isa) && isa.runnable() {
+                tables.push(match isa {
+                    Isa::AvxVnni => avx2::VNNI_KERNELS,
+                    Isa::Avx512 => avx512::KERNELS,
+                    _ => avx2::KERNELS,
+                });
+            }
         });
     }
     #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("neon") {
+    if allow(Isa::Neon) && Isa::Neon.runnable() {
         tables.push(neon::KERNELS);
     }
     tables
@@ -131,12 +138,134 @@ pub fn available_kernels(weight: GgmlType) -> Vec<&'static DotKernels> {
         .collect()
 }
 
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-enum Isa {
-    AvxVnni,
-    Avx512,
+/// The CPU instruction-set tables of the kernels (dot products, activation quantizers,
+/// attention). Every table returns the same bits for the quantized types; they differ only
+/// in speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The reference kernels, on every CPU.
+    Scalar,
+    /// AVX2 + FMA + F16C.
     Avx2,
+    /// AVX-VNNI (256-bit `vpdpbusd`, VEX): the quantized types; floats from AVX2.
+    AvxVnni,
+    /// AVX-512 F/BW/VL/VNNI.
+    Avx512,
+    /// AArch64 Advanced SIMD.
+    Neon,
+}
+
+impl Isa {
+    /// Every table, in the spelling of `ROCMFORGE_CPU_ISA`.
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Whether this CPU has every feature the table needs.
+    pub fn runnable(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::detected(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => is_x86_feature_detected!("avxvnni") && avx2::detected(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::detected(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)] // the arms above depend on the target
+            _ => false,
+        }
+    }
+}
+
+/// Which ISA tables the engine may use: all that run here (the default), or the one named by
+/// the environment variable `ROCMFORGE_CPU_ISA` (`scalar`, `avx2`, `avxvnni`, `avx512`,
+/// `neon`; `auto` = the default), so one machine can measure each table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsaChoice {
+    Auto,
+    Forced(Isa),
+}
+
+impl IsaChoice {
+    /// Parses a `ROCMFORGE_CPU_ISA` value; an ISA this CPU cannot run is an error that names
+    /// the runnable ones.
+    pub fn parse(value: &str) -> std::result::Result<IsaChoice, String> {
+        let value = value.trim().to_ascii_lowercase();
+        if value.is_empty() || value == "auto" {
+            return Ok(IsaChoice::Auto);
+        }
+        let runnable: Vec<&str> = Isa::ALL
+            .iter()
+            .filter(|i| i.runnable())
+            .map(|i| i.name())
+            .collect();
+        match Isa::ALL.iter().find(|i| i.name() == value) {
+            Some(&isa) if isa.runnable() => Ok(IsaChoice::Forced(isa)),
+            found => Err(format!(
+                "ROCMFORGE_CPU_ISA={value}: {}; this CPU runs: auto, {}",
+                if found.is_some() {
+                    "this CPU lacks its features"
+                } else {
+                    "unknown table"
+                },
+                runnable.join(", ")
+            )),
+        }
+    }
+
+    /// The choice of this process: `ROCMFORGE_CPU_ISA`, read once. An invalid value is kept as
+    /// an error (CPU contexts refuse to start with it, see [`check_isa_choice`]); the kernels
+    /// then fall back to `Auto`.
+    pub fn current() -> &'static std::result::Result<IsaChoice, String> {
+        static CHOICE: OnceLock<std::result::Result<IsaChoice, String>> = OnceLock::new();
+        CHOICE.get_or_init(|| match std::env::var("ROCMFORGE_CPU_ISA") {
+            Ok(v) => IsaChoice::parse(&v),
+            Err(std::env::VarError::NotPresent) => Ok(IsaChoice::Auto),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err("ROCMFORGE_CPU_ISA is not valid UTF-8".to_string())
+            }
+        })
+    }
+
+    /// Whether kernels of table `isa` may run under this choice (the scalar reference always
+    /// may: it backs types a table lacks). A forced AVX-VNNI also allows AVX2, which holds
+    /// the float kernels VNNI has no use for.
+    pub fn allows(self, isa: Isa) -> bool {
+        match self {
+            IsaChoice::Auto => true,
+            IsaChoice::Forced(f) => {
+                isa == f || isa == Isa::Scalar || (f == Isa::AvxVnni && isa == Isa::Avx2)
+            }
+        }
+    }
+
+    /// `isa` is allowed and this CPU runs it.
+    pub fn enables(self, isa: Isa) -> bool {
+        self.allows(isa) && isa.runnable()
+    }
+}
+
+/// The ISA choice in effect (`Auto` when `ROCMFORGE_CPU_ISA` is invalid).
+pub fn isa_choice() -> IsaChoice {
+    *IsaChoice::current().as_ref().unwrap_or(&IsaChoice::Auto)
+}
+
+/// Refuses an invalid `ROCMFORGE_CPU_ISA` with its message (for the CPU backend's start).
+pub fn check_isa_choice() -> crate::Result<()> {
+    IsaChoice::current()
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| crate::Error::InvalidArgument(e.clone()))
 }
 
 /// ISA preference per weight type, from benches/quant_dot.rs on Sapphire Rapids.
@@ -149,13 +278,15 @@ fn for_each_preference(weight: GgmlType, mut f: impl FnMut(Isa)) {
     order.iter().for_each(|&i| f(i));
 }
 
-/// The fastest kernels for `weight` on this CPU; `None` for weight types without kernels.
+/// The fastest kernels for `weight` on this CPU that the ISA choice allows; `None` for weight
+/// types without kernels.
 pub fn kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
     static BEST: OnceLock<Vec<&'static DotKernels>> = OnceLock::new();
     let best = BEST.get_or_init(|| {
+        let choice = isa_choice();
         FORMATS
             .iter()
-            .filter_map(|f| available_kernels(f.ty).first().copied())
+            .filter_map(|f| kernels_on(f.ty, |isa| choice.allows(isa)).first().copied())
             .collect()
     });
     best.iter().find(|k| k.weight == weight).copied()

@@ -376,3 +376,58 @@ fn butterfly_adds_in_the_gpu_order() {
     acc[24] = 1.0; // m = 16: acc[8] = 2, then acc[0] = 2^24 + 2 (exact)
     assert_eq!(scalar::butterfly(acc), 16_777_218.0);
 }
+
+#[test]
+fn isa_choice_parses_runnable_tables_and_names_them_otherwise() {
+    assert_eq!(IsaChoice::parse(""), Ok(IsaChoice::Auto));
+    assert_eq!(IsaChoice::parse(" Auto "), Ok(IsaChoice::Auto));
+    assert_eq!(
+        IsaChoice::parse("scalar"),
+        Ok(IsaChoice::Forced(Isa::Scalar))
+    );
+    for isa in Isa::ALL {
+        match IsaChoice::parse(isa.name()) {
+            Ok(choice) => {
+                assert!(isa.runnable(), "{}", isa.name());
+                assert_eq!(choice, IsaChoice::Forced(isa));
+            }
+            Err(e) => {
+                assert!(!isa.runnable(), "{}", isa.name());
+                assert!(
+                    e.contains("lacks its features") && e.contains("scalar"),
+                    "{e}"
+                );
+            }
+        }
+    }
+    let e = IsaChoice::parse("sse9").unwrap_err();
+    assert!(
+        e.contains("unknown table") && e.contains("auto, scalar"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_forced_table_picks_only_its_kernels_and_the_scalar_fallback() {
+    for isa in Isa::ALL.into_iter().filter(|i| i.runnable()) {
+        let choice = IsaChoice::Forced(isa);
+        for ty in weight_types() {
+            let best = kernels_on(ty, |i| choice.allows(i))[0];
+            let suffix = best.name.rsplit(' ').next().unwrap();
+            let expected: &[&str] = match isa {
+                Isa::AvxVnni => &["avxvnni", "avx2"],
+                Isa::Avx512 => &["avx512", "avx512-vnni"],
+                _ => &[isa.name()],
+            };
+            assert!(
+                expected.contains(&suffix) || suffix == "scalar",
+                "{}: {} under {choice:?}",
+                ty.name(),
+                best.name
+            );
+            if isa == Isa::Scalar {
+                assert_eq!(suffix, "scalar");
+            }
+        }
+    }
+}

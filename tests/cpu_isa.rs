@@ -1,0 +1,166 @@
+//! `ROCMFORGE_CPU_ISA` forces one table of CPU kernels: every table this CPU runs gives the
+//! same bits for quantized weights as the scalar reference (prompt and decode logits of tiny
+//! Q4_0/Q4_1/Q8_0 models and the real SmolLM2 Q4_1), and a table the CPU lacks or an unknown
+//! name is refused with a message naming the runnable ones.
+//!
+//! The choice is read once per process, so each table runs in a child: this test binary
+//! re-executed for one test with the variable set.
+
+mod common;
+
+use common::tiny::{build, TinySpec};
+use rocmforge::quant::dot::Isa;
+use rocmforge::quant::GgmlType;
+use rocmforge::{Batch, Context, ContextParams, Error, Model};
+use std::process::Command;
+
+const CHILD_VAR: &str = "ROCMFORGE_CPU_ISA_CHILD";
+
+/// Runs `test` of this binary in a child with `ROCMFORGE_CPU_ISA=isa`; returns its stdout.
+fn in_child(test: &str, isa: &str) -> String {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("ROCMFORGE_CPU_ISA", isa)
+        .env(CHILD_VAR, "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child {test} with ROCMFORGE_CPU_ISA={isa} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD_VAR).is_some()
+}
+
+/// FNV-1a over the bits of every logit.
+fn digest(logits: &[f32], h: &mut u64) {
+    for x in logits {
+        for b in x.to_bits().to_le_bytes() {
+            *h = (*h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// A 6-token prompt in one batch (every logit), then 4 single-token steps, at 2 threads.
+fn run(model: &Model, prompt: &[u32]) -> u64 {
+    let params = ContextParams {
+        n_ctx: 64,
+        n_batch: 16,
+        n_seq_max: 1,
+        n_threads: 2,
+    };
+    let mut ctx = Context::new(model, params).expect("context");
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut batch = Batch::new();
+    for (i, &t) in prompt.iter().enumerate() {
+        batch.push(t, i as i32, 0, true);
+    }
+    ctx.decode(&batch).expect("prompt");
+    for i in 0..prompt.len() {
+        digest(ctx.logits(i).expect("logits"), &mut h);
+    }
+    for step in 0..4 {
+        let pos = (prompt.len() + step) as i32;
+        ctx.decode(&Batch::for_sequence(&[prompt[step] + 1], pos, 0))
+            .expect("decode");
+        digest(ctx.last_logits().expect("logits"), &mut h);
+    }
+    h
+}
+
+/// In a child: one digest line per model.
+#[test]
+fn child_digests() {
+    if !is_child() {
+        return;
+    }
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let model = Model::from_gguf(build(&TinySpec {
+            weight_type: ty,
+            n_embd: 128,
+            n_ff: 256,
+            ..Default::default()
+        }))
+        .expect("tiny model");
+        println!(
+            "@@digest {} {:016x}",
+            ty.name(),
+            run(&model, &[1, 72, 101, 108, 108, 111])
+        );
+    }
+    if let Some(path) = common::model_path(common::SMOLLM2) {
+        let model = Model::load(path, Default::default()).expect("SmolLM2");
+        let prompt = [1, 504, 3458, 4593, 2585, 314];
+        println!("@@digest smollm2 {:016x}", run(&model, &prompt));
+    }
+}
+
+/// In a child whose ROCMFORGE_CPU_ISA the CPU cannot honour: contexts are refused.
+#[test]
+fn child_refused() {
+    if !is_child() {
+        return;
+    }
+    let model = Model::from_gguf(build(&TinySpec::default())).expect("tiny model");
+    match Context::new(&model, ContextParams::default()) {
+        Err(Error::InvalidArgument(m)) => println!("@@refused {m}"),
+        Err(other) => panic!("expected InvalidArgument, got {other}"),
+        Ok(_) => panic!("a context started under an ISA this CPU cannot run"),
+    }
+}
+
+fn digests(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("@@digest")).collect()
+}
+
+#[test]
+fn every_table_gives_the_scalar_bits() {
+    if is_child() {
+        return;
+    }
+    let reference = in_child("child_digests", "scalar");
+    let reference = digests(&reference);
+    assert!(reference.len() >= 3, "{reference:?}");
+    let mut checked = vec!["scalar"];
+    for isa in Isa::ALL
+        .into_iter()
+        .filter(|i| i.runnable() && *i != Isa::Scalar)
+    {
+        let out = in_child("child_digests", isa.name());
+        assert_eq!(
+            digests(&out),
+            reference,
+            "{} differs from scalar",
+            isa.name()
+        );
+        checked.push(isa.name());
+    }
+    let auto = in_child("child_digests", "auto");
+    assert_eq!(
+        digests(&auto),
+        reference,
+        "the automatic choice differs from scalar"
+    );
+    eprintln!("tables giving the scalar bits: {checked:?} and auto");
+}
+
+#[test]
+fn unknown_or_unrunnable_tables_are_refused() {
+    if is_child() {
+        return;
+    }
+    let out = in_child("child_refused", "sse9");
+    assert!(
+        out.contains("ROCMFORGE_CPU_ISA=sse9: unknown table") && out.contains("auto, scalar"),
+        "{out}"
+    );
+    if let Some(missing) = Isa::ALL.into_iter().find(|i| !i.runnable()) {
+        let out = in_child("child_refused", missing.name());
+        assert!(out.contains("lacks its features"), "{out}");
+    }
+}
