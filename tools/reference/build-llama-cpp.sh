@@ -3,20 +3,30 @@
 # The source is the llama.cpp tree vendored by PyPI's llama-cpp-python==0.3.36 sdist
 # (llama.cpp commit 0c1e570, build b11312); it stays under .cache/ref and is never committed.
 # Usage: tools/reference/build-llama-cpp.sh   (idempotent; prints the build directory)
-# Env:   ROCMFORGE_REF_DIR  (default .cache/ref), JOBS (default 2)
+# Env:   ROCMFORGE_REF_DIR  (default .cache/ref), JOBS (default 2),
+#        VARIANT (native: -march=native, the default; avx2: AVX2/FMA/F16C only, no AVX-512 or
+#        AVX-VNNI, in build-avx2/, to compare against our forced AVX2 table)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 ref=${ROCMFORGE_REF_DIR:-$here/.cache/ref}
 jobs=${JOBS:-2}
 version=0.3.36
 src=$ref/llama-cpp-python-$version/vendor/llama.cpp
-build=$ref/build
+variant=${VARIANT:-native}
+case $variant in
+  native) build=$ref/build isa_flags=() ;;
+  avx2) build=$ref/build-avx2
+    isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+      -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF) ;;
+  *) echo "VARIANT must be native or avx2" >&2; exit 2 ;;
+esac
 mkdir -p "$ref"
 
-targets=(llama llama-bench llama-tokenize llama-simple llama-completion)
+targets=(llama llama-bench llama-tokenize llama-simple llama-completion llama-quantize)
 built() {
   [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-tokenize" ] &&
     [ -x "$build/bin/llama-simple" ] && [ -x "$build/bin/llama-completion" ] &&
+    [ -x "$build/bin/llama-quantize" ] &&
     ls "$build"/bin/libllama.so >/dev/null 2>&1
 }
 if built; then
@@ -51,7 +61,7 @@ fi
 "$cmake_bin" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_NUMBER=11312 -DLLAMA_BUILD_COMMIT=0c1e570 \
-  -DBUILD_SHARED_LIBS=ON >&2
+  -DBUILD_SHARED_LIBS=ON ${isa_flags[@]+"${isa_flags[@]}"} >&2
 "$cmake_bin" --build "$build" --config Release -j"$jobs" --target "${targets[@]}" >&2
 built || { echo "llama.cpp build incomplete in $build" >&2; exit 1; }
 echo "$build"
