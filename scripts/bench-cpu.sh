@@ -25,7 +25,7 @@ for quant in "${quants[@]}"; do
   if [[ $base != *".$quant.gguf" ]]; then
     model=$out/$(basename "${base%.*.gguf}").$quant.gguf
     if [ ! -f "$model" ]; then
-      "$build"/bin/llama-quantize --allow-requantize "$base" "$model.part" "$quant" >/dev/null
+      "$build"/bin/llama-quantize --allow-requantize "$base" "$model.part" "$quant" >/dev/null 2>&1
       mv "$model.part" "$model"
     fi
   fi
