@@ -52,37 +52,32 @@ pub fn attention(
     let scale = 1.0 / (head_dim as f32).sqrt();
     let n_tasks = visible.len() * n_head;
     let out = SharedMut::new(out);
-    let n_threads = pool.n_threads();
     let avx2 = avx2_detected();
-    pool.run(&|index, _| {
-        // Tasks (token t, head h) are dealt out round-robin on t + h, not in contiguous ranges:
-        // under a causal mask later tokens see more cells, so contiguous ranges would leave the
-        // last thread most of the work in prompt processing; with one token, heads alternate.
-        let tasks =
-            (0..n_tasks).filter(|task| (task / n_head + task % n_head) % n_threads == index);
-        let mut scores: Vec<f32> = Vec::new();
-        // (LANES, head_dim): per-partial weighted sums of values.
-        let mut partial_out: Vec<f32> = vec![0.0; LANES * head_dim];
-        for task in tasks {
-            let (t, h) = (task / n_head, task % n_head);
-            let kv_off = (h / group) * head_dim;
-            let task = Task {
-                kv,
-                layer,
-                q_row: &q[t * q_dim + h * head_dim..][..head_dim],
-                cells: &visible[t],
-                kv_off,
-                head_dim,
-                scale,
-            };
-            // SAFETY: task (t, h) is owned by exactly one thread, and so is its output slice.
-            let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
-            if avx2 {
-                // SAFETY: AVX2 and FMA were detected at run time.
-                unsafe { attend_avx2(&task, &mut scores, &mut partial_out, dst) };
-            } else {
-                attend(&task, &mut scores, &mut partial_out, dst);
-            }
+    // One chunk per (token, head) task, claimed by the threads (ThreadPool::run_chunks), the
+    // last tokens first: under a causal mask they see the most cells, so taking them first
+    // leaves the small tasks to even out the threads' ends. Each thread's scratch: the
+    // scores, and (LANES, head_dim) per-partial weighted sums of values.
+    let scratch = || (Vec::<f32>::new(), vec![0.0f32; LANES * head_dim]);
+    pool.run_chunks(n_tasks, &scratch, &|(scores, partial_out), chunk| {
+        let task = n_tasks - 1 - chunk;
+        let (t, h) = (task / n_head, task % n_head);
+        let kv_off = (h / group) * head_dim;
+        let task = Task {
+            kv,
+            layer,
+            q_row: &q[t * q_dim + h * head_dim..][..head_dim],
+            cells: &visible[t],
+            kv_off,
+            head_dim,
+            scale,
+        };
+        // SAFETY: task (t, h) is claimed by exactly one thread, and so is its output slice.
+        let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
+        if avx2 {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { attend_avx2(&task, scores, partial_out, dst) };
+        } else {
+            attend(&task, scores, partial_out, dst);
         }
     });
 }

@@ -9,7 +9,7 @@
 //! enough to stay in L1 while groups of four tokens stream past them, so in prompt processing a
 //! weight block is read from memory once per token group instead of once per token.
 
-use super::threadpool::{split_range, ThreadPool};
+use super::threadpool::{ThreadPool, CHUNKS_PER_THREAD};
 use crate::quant::dot::{kernels_for, DotKernels};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
 use crate::{Error, Result};
@@ -156,9 +156,12 @@ pub fn matmul_fused(
         .collect();
     let weights: Vec<PackedMatrix<'_>> = targets.iter().map(|t| t.w).collect();
     let total_rows: usize = weights.iter().map(|w| w.rows).sum();
-    let n_threads = pool.n_threads();
-    pool.run(&|index, _| {
-        let mine = split_range(total_rows, index, n_threads);
+    // Chunks of whole 4-row tiles, claimed by the threads (see ThreadPool::run_chunks).
+    let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(4));
+    let chunk_rows = total_rows.div_ceil(n_chunks.max(1)).next_multiple_of(4);
+    let n_chunks = total_rows.div_ceil(chunk_rows.max(1));
+    pool.run_chunks(n_chunks, &|| (), &|_, chunk| {
+        let mine = chunk * chunk_rows..((chunk + 1) * chunk_rows).min(total_rows);
         // Walk the weights, intersecting each one's global row range with ours.
         let mut first_row = 0;
         for (w, out) in weights.iter().zip(&outs) {

@@ -5,6 +5,15 @@
 //! generation counter before they sleep, and the caller thread takes a share of every job itself.
 //! A job is a borrowed closure `Fn(thread_index, n_threads)`; `run` returns only after every
 //! thread has finished it, which is what makes lending a non-'static closure sound.
+//!
+//! When another process takes a core (a game's own threads, a build, a second model), a worker
+//! can be off its core for a whole scheduler slice (milliseconds) at any moment; a job that
+//! must wait for every worker then waits that long, hundreds of times per token. So the
+//! engine's jobs are *chunked* ([`ThreadPool::run_chunks`]): every thread claims chunks from a
+//! shared counter until none are left, and once the caller has found none left it closes the
+//! job: a worker that had not entered it by then skips it, and the caller waits only for the
+//! workers inside. Which thread computes a chunk never changes what it computes, so results
+//! are the same bits however the chunks fall.
 
 use parking_lot::{Condvar, Mutex};
 use std::cell::UnsafeCell;
@@ -34,13 +43,30 @@ fn wait_until(done: impl Fn() -> bool) {
     }
 }
 
+/// [`Shared::ticket`] layout: the job's sequence number above `SEQ_SHIFT`, then the bits below.
+const SEQ_SHIFT: u32 = 20;
+/// Every worker must run this job (`run`); without it the job is chunked and may be skipped.
+const REQUIRED: usize = 1 << 19;
+/// The caller has closed a chunked job: workers that have not entered it skip it.
+const CLOSED: usize = 1 << 18;
+/// Workers inside the current job.
+const ACTIVE: usize = CLOSED - 1;
+
+fn seq_of(ticket: usize) -> usize {
+    ticket >> SEQ_SHIFT
+}
+
 struct Shared {
-    /// Bumped once per job; workers compare it with the last one they ran.
-    generation: AtomicUsize,
-    /// Workers that have not yet finished the current job.
+    /// The current job's ticket: sequence number (bumped once per job; workers compare it with
+    /// the last one they saw), REQUIRED, CLOSED and the count of workers inside (ACTIVE). A
+    /// worker enters only by incrementing it while its sequence is the one it saw and it is
+    /// not closed, so the caller, which closes it with the same atomic, knows exactly whom to
+    /// wait for.
+    ticket: AtomicUsize,
+    /// Workers that have not yet finished the current required job.
     remaining: AtomicUsize,
-    /// The current job, with its lifetime erased. Written only while no worker reads it
-    /// (between jobs), read only between a generation bump and the worker's `remaining` decrement.
+    /// The current job, with its lifetime erased. Written only while no worker is inside a job
+    /// (between jobs), read only by a worker inside the current one (entered through `ticket`).
     job: UnsafeCell<Option<Job<'static>>>,
     panicked: AtomicBool,
     shutdown: AtomicBool,
@@ -65,7 +91,7 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> std::io::Result<ThreadPool> {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            ticket: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             job: UnsafeCell::new(None),
             panicked: AtomicBool::new(false),
@@ -98,28 +124,76 @@ impl ThreadPool {
     /// Runs `job(thread_index, n_threads)` on every thread of the pool and waits for all.
     /// A panic inside the job on any thread is re-raised here, after all threads have stopped.
     pub fn run(&self, job: &(dyn Fn(usize, usize) + Sync)) {
-        let shared = &*self.shared;
-        if shared.n_threads == 1 {
+        if self.shared.n_threads == 1 {
             job(0, 1);
             return;
         }
-        // SAFETY: no worker reads `job` now: the previous `run` waited for `remaining == 0`.
-        // The erased lifetime is sound because we wait below until every worker is done with it.
+        self.dispatch(job, true);
+    }
+
+    /// Runs `chunk(&mut scratch, c)` once for every chunk `c` in `0..n_chunks`, on whichever
+    /// threads come to claim them (chunks in ascending order; each thread makes its scratch
+    /// with `init` when it claims its first chunk). Returns when all chunks are done; a
+    /// worker that was off its core meanwhile is not waited for (see the module docs).
+    pub fn run_chunks<S>(
+        &self,
+        n_chunks: usize,
+        init: &(dyn Fn() -> S + Sync),
+        chunk: &(dyn Fn(&mut S, usize) + Sync),
+    ) {
+        let next = AtomicUsize::new(0);
+        let claim_all = |_: usize, _: usize| {
+            let mut scratch = None;
+            loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= n_chunks {
+                    break;
+                }
+                chunk(scratch.get_or_insert_with(init), c);
+            }
+        };
+        if self.shared.n_threads == 1 || n_chunks <= 1 {
+            claim_all(0, 1);
+            return;
+        }
+        self.dispatch(&claim_all, false);
+    }
+
+    /// Publishes `job`, runs it on this thread, and waits: for every worker (`required`), or
+    /// only for those that entered before this thread closed it.
+    fn dispatch(&self, job: &(dyn Fn(usize, usize) + Sync), required: bool) {
+        let shared = &*self.shared;
+        // SAFETY: no worker reads `job` now: the previous job waited until no worker was
+        // inside it, and a worker enters a job only through a ticket of the current sequence,
+        // which is published below, after this store. The erased lifetime is sound because we
+        // wait below until no worker is inside this job, and none can enter after that.
         unsafe {
             let erased: Job<'static> = std::mem::transmute::<Job<'_>, Job<'static>>(job);
             *shared.job.get() = Some(erased);
         }
+        if required {
+            shared
+                .remaining
+                .store(shared.n_threads - 1, Ordering::Release);
+        }
+        let seq = seq_of(shared.ticket.load(Ordering::Relaxed)).wrapping_add(1);
+        let kind = if required { REQUIRED } else { 0 };
         shared
-            .remaining
-            .store(shared.n_threads - 1, Ordering::Release);
-        shared.generation.fetch_add(1, Ordering::AcqRel);
+            .ticket
+            .store(seq << SEQ_SHIFT | kind, Ordering::Release);
         {
             let _guard = shared.sleep_lock.lock();
             shared.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| job(0, shared.n_threads)));
-        wait_until(|| shared.remaining.load(Ordering::Acquire) == 0);
-        // SAFETY: all workers finished the job; clearing drops the erased borrow.
+        if required {
+            wait_until(|| shared.remaining.load(Ordering::Acquire) == 0);
+        } else {
+            shared.ticket.fetch_or(CLOSED, Ordering::AcqRel);
+        }
+        wait_until(|| shared.ticket.load(Ordering::Acquire) & ACTIVE == 0);
+        // SAFETY: no worker is inside the job and none can enter it any more (all required
+        // workers are done, or it is closed); clearing drops the erased borrow.
         unsafe {
             *shared.job.get() = None;
         }
@@ -131,24 +205,22 @@ impl ThreadPool {
         }
     }
 
-    /// Splits `0..n_items` into contiguous ranges, one per thread, and runs `f(range)` on each.
+    /// Splits `0..n_items` into contiguous ranges (a few per thread, claimed as in
+    /// [`Self::run_chunks`]) and runs `f(range)` on each; the items must be independent.
     pub fn for_each_range(&self, n_items: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
         if n_items == 0 {
             return;
         }
-        let n = self.n_threads().min(n_items);
-        if n == 1 {
-            f(0..n_items);
-            return;
-        }
-        self.run(&|index, n_threads| {
-            let range = split_range(n_items, index, n_threads.min(n_items));
-            if !range.is_empty() {
-                f(range)
-            }
+        let n_chunks = (self.n_threads() * CHUNKS_PER_THREAD).min(n_items);
+        self.run_chunks(n_chunks, &|| (), &|_, c| {
+            f(split_range(n_items, c, n_chunks))
         });
     }
 }
+
+/// Chunks per thread for the engine's jobs: enough that a thread which falls behind (or off
+/// its core) leaves little for the others to wait on, few enough that claiming costs nothing.
+pub const CHUNKS_PER_THREAD: usize = 8;
 
 /// The `index`-th of `parts` near-equal contiguous pieces of `0..n` (empty when index >= parts).
 pub fn split_range(n: usize, index: usize, parts: usize) -> std::ops::Range<usize> {
@@ -166,14 +238,14 @@ fn worker_loop(shared: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
         let mut spins = 0u32;
-        loop {
+        let ticket = loop {
             if shared.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            let generation = shared.generation.load(Ordering::Acquire);
-            if generation != seen {
-                seen = generation;
-                break;
+            let ticket = shared.ticket.load(Ordering::Acquire);
+            if seq_of(ticket) != seen {
+                seen = seq_of(ticket);
+                break ticket;
             }
             if spins < SPIN_BEFORE_YIELD {
                 spins += 1;
@@ -184,7 +256,7 @@ fn worker_loop(shared: &Shared, index: usize) {
                 std::thread::yield_now();
             } else {
                 let mut guard = shared.sleep_lock.lock();
-                if shared.generation.load(Ordering::Acquire) == seen
+                if seq_of(shared.ticket.load(Ordering::Acquire)) == seen
                     && !shared.shutdown.load(Ordering::Acquire)
                 {
                     shared
@@ -192,16 +264,32 @@ fn worker_loop(shared: &Shared, index: usize) {
                         .wait_for(&mut guard, std::time::Duration::from_millis(50));
                 }
             }
+        };
+        let required = ticket & REQUIRED != 0;
+        // Enter the job seen, unless it has been closed or replaced since.
+        let entered = shared
+            .ticket
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (seq_of(t) == seen && t & CLOSED == 0).then_some(t + 1)
+            })
+            .is_ok();
+        if !entered {
+            // A required job cannot be closed or replaced before this worker has run it.
+            debug_assert!(!required);
+            continue;
         }
-        // SAFETY: the generation bump (Acquire above) happens after the job was stored, and the
-        // owner does not touch `job` again until `remaining` reaches zero.
+        // SAFETY: this worker is inside the current job (counted in ACTIVE under its
+        // sequence), so the owner neither clears nor replaces `job` until it leaves.
         let job = unsafe { *shared.job.get() };
         if let Some(job) = job {
             if catch_unwind(AssertUnwindSafe(|| job(index, shared.n_threads))).is_err() {
                 shared.panicked.store(true, Ordering::Release);
             }
         }
-        shared.remaining.fetch_sub(1, Ordering::AcqRel);
+        shared.ticket.fetch_sub(1, Ordering::AcqRel);
+        if required {
+            shared.remaining.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -232,6 +320,56 @@ mod tests {
                 hits.fetch_add(1, Ordering::Relaxed);
             });
             assert_eq!(hits.load(Ordering::Relaxed), 3);
+        }
+    }
+
+    #[test]
+    fn chunks_run_once_each_between_required_jobs() {
+        use std::sync::atomic::AtomicU8;
+        // Three threads on a machine with fewer free cores: workers are often off their core,
+        // so chunked jobs close without them and later jobs must still be exact.
+        let pool = ThreadPool::new(3).unwrap();
+        for round in 0..3000usize {
+            let n_chunks = round % 41;
+            let hits: Vec<AtomicU8> = (0..n_chunks).map(|_| AtomicU8::new(0)).collect();
+            let scratches = AtomicUsize::new(0);
+            pool.run_chunks(
+                n_chunks,
+                &|| {
+                    scratches.fetch_add(1, Ordering::Relaxed);
+                    round
+                },
+                &|scratch, c| {
+                    assert_eq!(*scratch, round);
+                    hits[c].fetch_add(1, Ordering::Relaxed);
+                },
+            );
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            assert!(scratches.load(Ordering::Relaxed) <= 3.min(n_chunks));
+            if round % 7 == 0 {
+                let threads = AtomicUsize::new(0);
+                pool.run(&|_, _| {
+                    threads.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(threads.load(Ordering::Relaxed), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_job_waits_for_a_worker_inside_it() {
+        // The worker that claims chunk 0 holds it for a while; the caller takes the rest and
+        // must still wait for chunk 0 before returning (the closure borrows this frame).
+        let pool = ThreadPool::new(2).unwrap();
+        for _ in 0..20 {
+            let done = AtomicUsize::new(0);
+            pool.run_chunks(16, &|| (), &|_, c| {
+                if c == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(done.load(Ordering::Relaxed), 16);
         }
     }
 
