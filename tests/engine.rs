@@ -233,7 +233,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
         Ok(_) => panic!("loaded an unsupported architecture"),
     }
     let spec = TinySpec {
-        override_type: Some(("blk.1.attn_k.weight", GgmlType::Q4K)),
+        override_type: Some(("blk.1.attn_k.weight", GgmlType::Iq4Xs)),
         n_embd: 256,
         n_ff: 256,
         ..Default::default()
@@ -242,7 +242,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
         Err(e @ Error::UnsupportedTensorType { .. }) => {
             let msg = e.to_string();
             assert!(
-                msg.contains("Q4_K") && msg.contains("blk.1.attn_k.weight"),
+                msg.contains("IQ4_XS") && msg.contains("blk.1.attn_k.weight"),
                 "{msg}"
             );
         }

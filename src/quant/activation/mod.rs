@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(activation_type(GgmlType::Q4_0), Some(GgmlType::Q8_0));
         assert_eq!(activation_type(GgmlType::Q8_0), Some(GgmlType::Q8_0));
         assert_eq!(activation_type(GgmlType::F16), Some(GgmlType::F16));
-        assert_eq!(activation_type(GgmlType::Q4K), None);
+        assert_eq!(activation_type(GgmlType::Iq4Xs), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (SIMD, and the GPU mat-vec) reproduces bit for bit, and [`reference`], the f64 accuracy
 //! reference.
 //!
-//! # The canonical order (Q4_0, Q4_1, Q8_0)
+//! # The canonical order (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
 //! It is the order of the GPU mat-vec, where one 32-lane team computes a (weight row,
 //! activation row) dot: lane `L` takes blocks `L, L + 32, L + 64, ...` and the 32 lane sums
 //! are then combined by a butterfly. Per block `b`, in ascending order:
@@ -12,11 +12,37 @@
 //! isum   = exact i32 sum of w_j * a_j over the block's 32 elements
 //! dd     = f32(w.d) * f32(a.d)                   (one rounded multiply)
 //! acc[L] = fma(isum as f32, dd, acc[L])          (L = b % 32, one rounding)
-//! acc[L] = fma(f32(w.m), f32(a.s), acc[L])       (Q4_1 only)
+//! acc[L] = fma(f32(w.m), f32(a.s), acc[L])       (Q4_1 and Q5_1 only)
 //! ```
 //!
-//! and the result is `butterfly(acc)`. The integer sums are exact in any order, so SIMD
-//! kernels may reduce them however is fastest; only the float steps are pinned.
+//! and the result is `butterfly(acc)`. Here w_j is the weight's integer quant as its value
+//! formula uses it (q - 8 for Q4_0, q - 16 for Q5_0, q for Q4_1 / Q5_1, the byte for Q8_0)
+//! and a_j the activation's. The integer sums are exact in any order, so SIMD kernels may
+//! reduce them however is fastest; only the float steps are pinned.
+//!
+//! # The canonical order of the K-quants (Q4_K, Q5_K, Q6_K against Q8_K)
+//! The same lanes and butterfly, one super-block of 256 elements where the formats above
+//! have one block: super-block `b` goes to lane `L = b % 32`, in ascending order. Per
+//! super-block, with sub-blocks `j` (8 of 32 elements for Q4_K / Q5_K, 16 of 16 for Q6_K),
+//! their integer scales `sc_j` and mins `m_j`, the weight quants `q` as the value formula
+//! uses them (0..=15 for Q4_K, 0..=31 for Q5_K, q - 32 for Q6_K), the activation quants `a`
+//! and the activation's group sums (`bsum_j` = the Q8_K `bsums` covering sub-block j, summed):
+//!
+//! ```text
+//! isum   = exact i32: Σ_j sc_j · (Σ_{i in j} q_i · a_i)
+//! msum   = exact i32: Σ_j m_j · bsum_j                 (Q4_K and Q5_K only)
+//! dd     = f32(w.d) * a.d                             (one rounded multiply; a.d is f32)
+//! dm     = f32(w.dmin) * a.d                          (Q4_K and Q5_K only)
+//! acc[L] = fma(isum as f32, dd, acc[L])               (isum as f32: round to nearest even)
+//! acc[L] = fma(-(msum as f32), dm, acc[L])            (Q4_K and Q5_K only)
+//! ```
+//!
+//! and the result is `butterfly(acc)`. Both integer parts fit i32 with room to spare (|isum|
+//! <= 2^27 for Q6_K, < 2^26 for Q5_K), so any grouping of the integer work gives the same
+//! numbers: SIMD kernels may use unsigned-by-signed byte dots (`vpdpbusd`, `dp4a`), fold
+//! Q6_K's -32 in as `-32 · bsum_j`, and sum sub-blocks in any order. The float work is two
+//! multiplies and two FMAs per 256 elements (one and one for Q6_K); `isum as f32` is a
+//! rounding only for |isum| > 2^24, and it is the one rounding every backend does alike.
 
 use crate::quant::blocks::{read_block, Block};
 

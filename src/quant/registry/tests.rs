@@ -20,7 +20,7 @@ fn rows_are_unique_and_their_kernels_are_for_their_type() {
             );
         }
     }
-    assert!(format(GgmlType::Q4K).is_none());
+    assert!(format(GgmlType::Iq4Xs).is_none());
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn gpu_types_are_cpu_types() {
 /// functions decodes garbage or the wrong number of bytes).
 #[test]
 fn every_row_round_trips_through_its_codec() {
-    let n = 64;
+    let n = 256; // whole blocks of every format, the K-quants' super-blocks included
     let x: Vec<f32> = (0..n)
         .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
         .collect();
@@ -86,7 +86,7 @@ fn every_row_round_trips_through_its_codec() {
 fn dequantize_rejects_short_rows_and_unsupported_types() {
     let mut out = [0f32; 32];
     assert!(dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut out).is_err());
-    assert!(dequantize_row(GgmlType::Q4K, &[0u8; 1000], &mut out).is_err());
+    assert!(dequantize_row(GgmlType::Iq4Xs, &[0u8; 1000], &mut out).is_err());
     let mut odd = [0f32; 31];
     assert!(dequantize_row(GgmlType::Q8_0, &[0u8; 34], &mut odd).is_err());
 }
