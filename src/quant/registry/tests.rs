@@ -170,3 +170,55 @@ fn hip_type_table_matches_the_registry() {
         );
     }
 }
+
+/// Blocks of seeded random bytes and their values as the `gguf` package from PyPI decodes
+/// them (tools/reference/dequant_fixtures.py): an oracle independent of our decoders.
+const DEQUANT_FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
+    (
+        GgmlType::Q5_0,
+        include_bytes!("../../../tests/fixtures/dequant/q5_0.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_0.f32"),
+    ),
+    (
+        GgmlType::Q5_1,
+        include_bytes!("../../../tests/fixtures/dequant/q5_1.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_1.f32"),
+    ),
+    (
+        GgmlType::Q4K,
+        include_bytes!("../../../tests/fixtures/dequant/q4_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q4_k.f32"),
+    ),
+    (
+        GgmlType::Q5K,
+        include_bytes!("../../../tests/fixtures/dequant/q5_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_k.f32"),
+    ),
+    (
+        GgmlType::Q6K,
+        include_bytes!("../../../tests/fixtures/dequant/q6_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q6_k.f32"),
+    ),
+];
+
+/// Our decoders round as llama.cpp's (each scale product to f32, then one multiply and one
+/// subtraction), as does the oracle, so the values agree bit for bit.
+#[test]
+fn dequantize_matches_the_gguf_package() {
+    for &(ty, blocks, values) in DEQUANT_FIXTURES {
+        let want: Vec<f32> = values
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(
+            blocks.len() / ty.block_bytes() * ty.block_elems(),
+            want.len(),
+            "{ty}: fixture sizes"
+        );
+        let mut got = vec![f32::NAN; want.len()];
+        dequantize_row(ty, blocks, &mut got).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{ty} element {i}: {g} vs {w}");
+        }
+    }
+}
