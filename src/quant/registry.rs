@@ -10,7 +10,9 @@
 //! `RF_QUANT_TYPES`. Faster CPU kernels are rows in the ISA tables of [`super::dot`].
 
 use super::dot::{DotFn, DotKernels};
-use super::formats::{float, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use super::formats::{
+    float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+};
 use super::GgmlType;
 use crate::{Error, Result};
 use half::{bf16, f16};
@@ -173,6 +175,29 @@ pub static FORMATS: &[Format] = &[
         gpu_gemm: false,
     },
     // The K-quants, dotted with Q8_K activations (256-element super-blocks).
+    // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
+    Format {
+        ty: GgmlType::Q2K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q2_k::dequantize,
+        quantize: None,
+        quantize_activation: None,
+        reference_dot: Some(q2_k::reference_dot),
+        cpu_dot: Some(&q2_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q3K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q3_k::dequantize,
+        quantize: None,
+        quantize_activation: None,
+        reference_dot: Some(q3_k::reference_dot),
+        cpu_dot: Some(&q3_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
     Format {
         ty: GgmlType::Q4K,
         activation: Some(GgmlType::Q8K),

@@ -52,6 +52,8 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
         GgmlType::Q6K => &[208],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
         _ => panic!("{ty}: f16 fields unknown to the test"),
     }
@@ -500,7 +502,7 @@ fn scalar_kernels_are_the_documented_canonical_order() {
     for ty in weight_types().filter(|t| t.block_elems() > 1) {
         let act = activation_type(ty).unwrap();
         let fields = f16_fields(ty);
-        let with_mins = matches!(ty, GgmlType::Q4K | GgmlType::Q5K);
+        let with_mins = matches!(ty, GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K);
         let with_offset = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
         let (be, wb, ab) = (ty.block_elems(), ty.block_bytes(), act.block_bytes());
         // Activation layout: f16 d [, f16 s] then quants for Q8_0 / Q8_1, f32 d then quants

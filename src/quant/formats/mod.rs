@@ -4,6 +4,8 @@
 //! format's row in [`super::registry::FORMATS`].
 
 pub mod float;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;

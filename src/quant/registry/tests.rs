@@ -185,6 +185,16 @@ const DEQUANT_FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
         include_bytes!("../../../tests/fixtures/dequant/q5_1.f32"),
     ),
     (
+        GgmlType::Q2K,
+        include_bytes!("../../../tests/fixtures/dequant/q2_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q2_k.f32"),
+    ),
+    (
+        GgmlType::Q3K,
+        include_bytes!("../../../tests/fixtures/dequant/q3_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q3_k.f32"),
+    ),
+    (
         GgmlType::Q4K,
         include_bytes!("../../../tests/fixtures/dequant/q4_k.blocks"),
         include_bytes!("../../../tests/fixtures/dequant/q4_k.f32"),
