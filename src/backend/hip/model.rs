@@ -89,8 +89,18 @@ impl GpuModel {
                 hp.head_dim
             )));
         }
-        let stream = Stream::new()?;
         let w = &model.weights;
+        // Every matrix's type is checked before anything is uploaded, so a file with a type
+        // the GPU does not run (the K-quants, Q5_0, ...: CPU only for now) is refused at once,
+        // naming the type and the first tensor of it.
+        let layer_matrices = w
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
+        for m in [&w.token_embd, &w.output].into_iter().chain(layer_matrices) {
+            Uploader::check_type(m)?;
+        }
+        let stream = Stream::new()?;
         let mut up = Uploader {
             model,
             stream: &stream,
