@@ -107,4 +107,20 @@ mod tests {
         quantize_activations(&[0.0; 256], &mut z);
         assert!(z.iter().all(|&b| b == 0));
     }
+
+    /// Activations and their Q8_K blocks from llama.cpp's own quantizer
+    /// (tools/reference/q8k_fixture.c): noise, a positive largest value, zeros, and exact ties.
+    #[test]
+    fn quantizer_matches_llama_cpp_bit_for_bit() {
+        let x: Vec<f32> = include_bytes!("../../../tests/fixtures/dequant/q8_k_activations.f32")
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let want = include_bytes!("../../../tests/fixtures/dequant/q8_k_activations.blocks");
+        let mut got = vec![0xEEu8; want.len()];
+        quantize_activations(&x, &mut got);
+        for (i, (g, w)) in got.chunks(292).zip(want.chunks(292)).enumerate() {
+            assert_eq!(g, w, "block {i}");
+        }
+    }
 }
