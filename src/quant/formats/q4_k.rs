@@ -107,7 +107,7 @@ pub(super) fn decode_with_mins(
 /// scale and min iteratively), so its bytes differ from llama-quantize's, but it is correct:
 /// every sub-block's grid covers its values, so each value is off by at most half a step
 /// (plus the 6-bit rounding of the largest scale). Returns (d, dmin, packed scales, quants).
-pub(super) fn quantize_with_mins(x: &[f32; QK_K], levels: u8) -> (f16, f16, [u8; 12], [u8; QK_K]) {
+pub fn quantize_with_mins(x: &[f32; QK_K], levels: u8) -> (f16, f16, [u8; 12], [u8; QK_K]) {
     // Per sub-block: the offset that brings its minimum to 0 (never negative: a sub-block
     // of positive values keeps min 0) and the range above it.
     let sub_min: [f32; 8] = std::array::from_fn(|j| {

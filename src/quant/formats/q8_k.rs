@@ -14,7 +14,7 @@ pub const GROUP: usize = 16;
 pub struct BlockQ8K {
     pub d: f32,
     pub qs: [i8; QK_K],
-    /// bsums[g] = sum of qs[16 g .. 16 g + 16].
+    /// `bsums[g]` = the sum of `qs[16 g .. 16 g + 16]`.
     pub bsums: [i16; QK_K / GROUP],
 }
 
