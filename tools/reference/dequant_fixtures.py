@@ -2,6 +2,9 @@
 """Writes the dequantization fixtures under tests/fixtures/dequant/: for each tensor type, a
 few blocks of seeded random bytes (`<type>.blocks`) and their values as decoded by the `gguf`
 package from PyPI (`<type>.f32`, little-endian f32), an oracle independent of our decoders.
+Also quantizer fixtures for the formats whose GGML reference quantizer we implement and the
+package reproduces (Q5_0, Q5_1): `quantize_input.f32` (256 seeded values: noise, an all-zero
+block, one outlier) and `<type>.quantized`, its blocks.
 
     pip install --user gguf numpy
     tools/reference/dequant_fixtures.py [TYPE ...]     # default: every type below
@@ -15,7 +18,7 @@ import sys
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import GGML_QUANT_SIZES
-from gguf.quants import dequantize
+from gguf.quants import dequantize, quantize
 
 # type: (number of blocks, byte offsets of its f16 factors)
 TYPES = {
@@ -44,8 +47,20 @@ def blocks(name: str) -> np.ndarray:
     return data
 
 
+def quantizer_fixtures() -> None:
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(256) * 0.7).astype(np.float32)
+    x[40:72] = 0.0
+    x[100] = 5.0
+    x.astype("<f4").tofile(os.path.join(OUT, "quantize_input.f32"))
+    for name in ["Q5_0", "Q5_1"]:
+        quantize(x.reshape(1, -1), T[name]).tofile(os.path.join(OUT, name.lower() + ".quantized"))
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
+    if not sys.argv[1:]:
+        quantizer_fixtures()
     for name in sys.argv[1:] or TYPES:
         data = blocks(name)
         values = dequantize(data, T[name]).astype("<f4").reshape(-1)

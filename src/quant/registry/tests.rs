@@ -232,3 +232,28 @@ fn dequantize_matches_the_gguf_package() {
         }
     }
 }
+
+/// Our GGML reference quantizers write the bytes the `gguf` package writes
+/// (tools/reference/dequant_fixtures.py), for the formats it reproduces.
+#[test]
+fn quantizers_match_the_gguf_package() {
+    let x: Vec<f32> = include_bytes!("../../../tests/fixtures/dequant/quantize_input.f32")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let expected: [(GgmlType, &[u8]); 2] = [
+        (
+            GgmlType::Q5_0,
+            include_bytes!("../../../tests/fixtures/dequant/q5_0.quantized"),
+        ),
+        (
+            GgmlType::Q5_1,
+            include_bytes!("../../../tests/fixtures/dequant/q5_1.quantized"),
+        ),
+    ];
+    for (ty, want) in expected {
+        let mut got = vec![0xEEu8; want.len()];
+        (format(ty).unwrap().quantize.unwrap())(&x, &mut got);
+        assert_eq!(got, want, "{ty}");
+    }
+}
