@@ -14,6 +14,8 @@
 //! 3. a two-sequence batch (cache visibility across sequences), under the same rule.
 #![cfg(any(feature = "cuda", feature = "rocm"))]
 
+mod common;
+
 use rocmforge::backend::cpu::CpuContext;
 use rocmforge::backend::hip::{devices, GpuContext, GpuModel};
 use rocmforge::backend::Engine;
@@ -374,6 +376,30 @@ fn a_feature_the_gpu_lacks_is_refused_at_upload() {
         ),
         Err(e) => panic!("expected UnsupportedFeature, got {e}"),
         Ok(_) => panic!("a NEOX-RoPE model was uploaded to a backend that does not run it"),
+    }
+}
+
+/// A model with a tensor type the GPU does not run (a K-quant) is refused at upload, naming
+/// the type and the tensor, before the device is touched (so this runs without a GPU too).
+#[test]
+fn a_type_the_gpu_lacks_is_refused_at_upload() {
+    let spec = common::tiny::TinySpec {
+        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q4K)),
+        n_embd: 256,
+        n_ff: 256,
+        ..Default::default()
+    };
+    let model = LoadedModel::new(common::tiny::build(&spec)).expect("the CPU takes Q4_K");
+    match GpuModel::upload(&model, 0, &mut |_, _| Ok(())) {
+        Err(e @ rocmforge::Error::UnsupportedTensorType { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("Q4_K") && msg.contains("blk.1.ffn_down.weight"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("expected UnsupportedTensorType, got {e}"),
+        Ok(_) => panic!("a Q4_K matrix was uploaded to a backend without Q4_K kernels"),
     }
 }
 

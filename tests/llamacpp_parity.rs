@@ -35,8 +35,9 @@ struct Fixture {
     top: Vec<Vec<(u32, f32)>>,
 }
 
-fn load_fixtures() -> Vec<Fixture> {
-    let dir = common::fixture("smollm2");
+/// The fixtures of one model: every JSON file in tests/fixtures/`dir`, at least `min` of them.
+fn load_fixtures_from(dir: &str, min: usize) -> Vec<Fixture> {
+    let dir = common::fixture(dir);
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -44,8 +45,8 @@ fn load_fixtures() -> Vec<Fixture> {
         .collect();
     paths.sort();
     assert!(
-        paths.len() >= 6,
-        "expected at least 6 fixtures in {}",
+        paths.len() >= min,
+        "expected at least {min} fixtures in {}",
         dir.display()
     );
     paths
@@ -81,6 +82,31 @@ fn load_fixtures() -> Vec<Fixture> {
             }
         })
         .collect()
+}
+
+fn load_fixtures() -> Vec<Fixture> {
+    load_fixtures_from("smollm2", 6)
+}
+
+/// SmolLM2 requantized by llama.cpp to Q4_K_M (Q4_K and Q6_K in the FFN down projections,
+/// Q5_0 and Q8_0 where rows of 576 are not whole 256-element super-blocks):
+/// `llama-quantize --allow-requantize SmolLM2-135M-Instruct.Q4_1.gguf OUT Q4_K_M 1`, see
+/// tests/fixtures/README.md. No script fetches it and our quantizer does not reproduce
+/// llama.cpp's K-quant bytes, so it is optional: `ROCMFORGE_SMOLLM2_Q4KM` names the file, else
+/// it is looked for beside the other models; the tests say so and pass when it is absent.
+fn load_q4_k_m_model() -> Option<Model> {
+    const FILE: &str = "SmolLM2-135M-Instruct.Q4_K_M.gguf";
+    let path = std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::model_dir().join(FILE));
+    if !path.exists() {
+        eprintln!(
+            "skipping: {} is missing (made by llama-quantize, see tests/fixtures/README.md)",
+            path.display()
+        );
+        return None;
+    }
+    Some(Model::load(path, ModelParams::default()).expect("model loads"))
 }
 
 fn load_model() -> Option<Model> {
@@ -124,10 +150,22 @@ fn prompts_tokenize_like_llama_cpp() {
 #[test]
 fn teacher_forced_logits_match_llama_cpp() {
     let Some(model) = load_model() else { return };
+    check_teacher_forced(&model, &load_fixtures());
+}
+
+#[test]
+fn q4_k_m_teacher_forced_logits_match_llama_cpp() {
+    let Some(model) = load_q4_k_m_model() else {
+        return;
+    };
+    check_teacher_forced(&model, &load_fixtures_from("smollm2_q4_k_m", 3));
+}
+
+fn check_teacher_forced(model: &Model, fixtures: &[Fixture]) {
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    for f in load_fixtures() {
-        let mut ctx = context(&model);
+    for f in fixtures {
+        let mut ctx = context(model);
         let tokens: Vec<u32> = f
             .prompt_tokens
             .iter()
@@ -202,8 +240,20 @@ fn teacher_forced_logits_match_llama_cpp() {
 #[test]
 fn free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
     let Some(model) = load_model() else { return };
-    for f in load_fixtures() {
-        let mut ctx = context(&model);
+    check_free_running(&model, &load_fixtures());
+}
+
+#[test]
+fn q4_k_m_free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
+    let Some(model) = load_q4_k_m_model() else {
+        return;
+    };
+    check_free_running(&model, &load_fixtures_from("smollm2_q4_k_m", 3));
+}
+
+fn check_free_running(model: &Model, fixtures: &[Fixture]) {
+    for f in fixtures {
+        let mut ctx = context(model);
         ctx.eval(&f.prompt_tokens, 0).unwrap();
         let n_prompt = f.prompt_tokens.len();
         let mut matched = 0;

@@ -1,16 +1,19 @@
 //! Blocks as GGUF stores them, and the row loops every format's codec shares.
 //!
-//! A tensor row is blocks back to back with no padding (18, 20, 34 or 36 bytes for the
-//! 32-element formats; one value for the float types), so a block in a memory-mapped file is
-//! generally unaligned. Each format's block struct (in its file under `formats/`) is
-//! `#[repr(C)]` with only alignment-2 fields and no padding, its size asserted against the
-//! type table at compile time; blocks are read with [`read_block`], never by reference into
-//! the byte slice.
+//! A tensor row is blocks back to back with no padding (18 to 36 bytes for the 32-element
+//! formats, 144 to 292 for the 256-element K-quants; one value for the float types), so a
+//! block in a memory-mapped file is generally unaligned. Each format's block struct (in its
+//! file under `formats/`) is `#[repr(C)]` without padding, its size asserted against the type
+//! table at compile time; blocks are read with [`read_block`] (an unaligned copy), never by
+//! reference into the byte slice.
 
 use super::GgmlType;
 
-/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q8_0, Q8_1).
+/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1).
 pub const QK: usize = 32;
+
+/// Elements per super-block of the K-quants (Q2_K ... Q6_K and their activation format Q8_K).
+pub const QK_K: usize = 256;
 
 /// A block type that may be read from any byte position.
 ///

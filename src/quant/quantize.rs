@@ -31,7 +31,9 @@ mod tests {
 
     #[test]
     fn round_trips_within_half_a_step() {
-        let x: Vec<f32> = (0..64)
+        // 256 values (one K-quant super-block, 8 of the 32-element blocks) in -3.15..=3.15.
+        let n = 256;
+        let x: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
             .collect();
         for (ty, step) in [
@@ -42,11 +44,18 @@ mod tests {
             // Q4_0 spans -8d..7d: the extreme opposite the largest one clips by up to one step.
             (GgmlType::Q4_0, 2.0 * 3.15 / 8.0),
             (GgmlType::Q4_1, 6.3 / 15.0),
+            (GgmlType::Q5_0, 2.0 * 3.15 / 16.0),
+            (GgmlType::Q5_1, 6.3 / 31.0),
+            // The K-quants' 6-bit sub-block scales round up, widening a step by up to 1/63.
+            (GgmlType::Q4K, 6.3 / 15.0 * (1.0 + 1.0 / 63.0)),
+            (GgmlType::Q5K, 6.3 / 31.0 * (1.0 + 1.0 / 63.0)),
+            // Q6_K clips like Q4_0 (-32d..31d).
+            (GgmlType::Q6K, 2.0 * 3.15 / 32.0),
         ] {
             let mut packed = Vec::new();
             quantize_row(ty, &x, &mut packed).unwrap();
-            assert_eq!(packed.len() as u64, ty.row_bytes(64).unwrap());
-            let mut back = vec![0.0; 64];
+            assert_eq!(packed.len() as u64, ty.row_bytes(n as u64).unwrap());
+            let mut back = vec![0.0; n];
             dequantize_row(ty, &packed, &mut back).unwrap();
             for (a, b) in x.iter().zip(&back) {
                 assert!((a - b).abs() <= step * 0.5 + 1e-3, "{ty}: {a} vs {b}");
@@ -55,8 +64,8 @@ mod tests {
     }
 
     #[test]
-    fn partial_blocks_and_k_quants_are_errors() {
+    fn partial_blocks_and_unsupported_types_are_errors() {
         assert!(quantize_row(GgmlType::Q4_0, &[0.0; 31], &mut Vec::new()).is_err());
-        assert!(quantize_row(GgmlType::Q4K, &[0.0; 256], &mut Vec::new()).is_err());
+        assert!(quantize_row(GgmlType::Iq4Xs, &[0.0; 256], &mut Vec::new()).is_err());
     }
 }

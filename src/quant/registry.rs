@@ -10,7 +10,9 @@
 //! `RF_QUANT_TYPES`. Faster CPU kernels are rows in the ISA tables of [`super::dot`].
 
 use super::dot::{DotFn, DotKernels};
-use super::formats::{float, q4_0, q4_1, q8_0, q8_1};
+use super::formats::{
+    float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+};
 use super::GgmlType;
 use crate::{Error, Result};
 use half::{bf16, f16};
@@ -144,6 +146,97 @@ pub static FORMATS: &[Format] = &[
         dequantize: q8_1::dequantize,
         quantize: None,
         quantize_activation: Some(q8_1::quantize_activations),
+        reference_dot: None,
+        cpu_dot: None,
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    // Not on the GPU yet: its loader refuses these types by name.
+    Format {
+        ty: GgmlType::Q5_0,
+        activation: Some(GgmlType::Q8_0),
+        dequantize: q5_0::dequantize,
+        quantize: Some(q5_0::quantize),
+        quantize_activation: None,
+        reference_dot: Some(q5_0::reference_dot),
+        cpu_dot: Some(&q5_0::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q5_1,
+        activation: Some(GgmlType::Q8_1),
+        dequantize: q5_1::dequantize,
+        quantize: Some(q5_1::quantize),
+        quantize_activation: None,
+        reference_dot: Some(q5_1::reference_dot),
+        cpu_dot: Some(&q5_1::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    // The K-quants, dotted with Q8_K activations (256-element super-blocks).
+    // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
+    Format {
+        ty: GgmlType::Q2K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q2_k::dequantize,
+        quantize: None,
+        quantize_activation: None,
+        reference_dot: Some(q2_k::reference_dot),
+        cpu_dot: Some(&q2_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q3K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q3_k::dequantize,
+        quantize: None,
+        quantize_activation: None,
+        reference_dot: Some(q3_k::reference_dot),
+        cpu_dot: Some(&q3_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q4K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q4_k::dequantize,
+        quantize: Some(q4_k::quantize),
+        quantize_activation: None,
+        reference_dot: Some(q4_k::reference_dot),
+        cpu_dot: Some(&q4_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q5K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q5_k::dequantize,
+        quantize: Some(q5_k::quantize),
+        quantize_activation: None,
+        reference_dot: Some(q5_k::reference_dot),
+        cpu_dot: Some(&q5_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q6K,
+        activation: Some(GgmlType::Q8K),
+        dequantize: q6_k::dequantize,
+        quantize: Some(q6_k::quantize),
+        quantize_activation: None,
+        reference_dot: Some(q6_k::reference_dot),
+        cpu_dot: Some(&q6_k::SCALAR),
+        gpu_matvec: None,
+        gpu_gemm: false,
+    },
+    Format {
+        ty: GgmlType::Q8K,
+        activation: None,
+        dequantize: q8_k::dequantize,
+        quantize: None,
+        quantize_activation: Some(q8_k::quantize_activations),
         reference_dot: None,
         cpu_dot: None,
         gpu_matvec: None,

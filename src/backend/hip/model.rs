@@ -71,6 +71,18 @@ impl GpuModel {
     ) -> Result<GpuModel> {
         let hp = model.hparams.clone();
         hp.check_backend("GPU", crate::backend::gpu::RUNS)?;
+        // Every matrix's type is checked before the device is touched, so a file with a type
+        // the GPU does not run (Q5_0, Q5_1, the K-quants: CPU only for now) is refused at
+        // once, naming the type and the first tensor of it.
+        let weights = &model.weights;
+        let layer_matrices = (weights.layers.iter())
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]);
+        for m in [&weights.token_embd, &weights.output]
+            .into_iter()
+            .chain(layer_matrices)
+        {
+            Uploader::check_type(m)?;
+        }
         set_device(device)?;
         if !hp.n_embd.is_multiple_of(32)
             || !hp.n_ff.is_multiple_of(32)
@@ -89,8 +101,8 @@ impl GpuModel {
                 hp.head_dim
             )));
         }
-        let stream = Stream::new()?;
         let w = &model.weights;
+        let stream = Stream::new()?;
         let mut up = Uploader {
             model,
             stream: &stream,

@@ -2,9 +2,9 @@
 //! row in, and the fast quantizers that produce it.
 //!
 //! The pairing is each weight format's registry row ([`crate::quant::registry`]); it follows
-//! llama.cpp so our numerics match its: a Q4_1 weight row is dotted with a Q8_1 activation
-//! row, Q4_0 and Q8_0 with Q8_0, F16 with F16 (activations rounded to f16), BF16 with BF16,
-//! F32 with F32.
+//! llama.cpp so our numerics match its: a Q4_1 or Q5_1 weight row is dotted with a Q8_1
+//! activation row, Q4_0, Q5_0 and Q8_0 with Q8_0, the K-quants (Q2_K ... Q6_K) with Q8_K,
+//! F16 with F16 (activations rounded to f16), BF16 with BF16, F32 with F32.
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -141,7 +141,18 @@ mod tests {
         assert_eq!(activation_type(GgmlType::Q4_0), Some(GgmlType::Q8_0));
         assert_eq!(activation_type(GgmlType::Q8_0), Some(GgmlType::Q8_0));
         assert_eq!(activation_type(GgmlType::F16), Some(GgmlType::F16));
-        assert_eq!(activation_type(GgmlType::Q4K), None);
+        assert_eq!(activation_type(GgmlType::Q5_0), Some(GgmlType::Q8_0));
+        assert_eq!(activation_type(GgmlType::Q5_1), Some(GgmlType::Q8_1));
+        for k in [
+            GgmlType::Q2K,
+            GgmlType::Q3K,
+            GgmlType::Q4K,
+            GgmlType::Q5K,
+            GgmlType::Q6K,
+        ] {
+            assert_eq!(activation_type(k), Some(GgmlType::Q8K), "{k}");
+        }
+        assert_eq!(activation_type(GgmlType::Iq4Xs), None);
     }
 
     #[test]

@@ -18,6 +18,16 @@ fn weight_types() -> impl Iterator<Item = GgmlType> {
 const REL_TOL: f64 = 1e-5;
 const LENGTHS: [usize; 5] = [32, 64, 576, 1536, 4096];
 
+/// The weight types with SIMD kernels on x86-64 (the others have the scalar set only).
+const HAVE_SIMD: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Bf16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+];
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -35,8 +45,22 @@ impl Rng {
     }
 }
 
-/// A random packed weight row of `ty`: random quants (all 256 byte values, so Q8_0 sees
-/// -128 too) and random finite f16 scales/offsets.
+/// Byte offsets of the f16 factors in a block of a quantized `ty`: the scale `d`, then the
+/// offset `m` (Q4_1, Q5_1) or the min factor `dmin` (Q4_K, Q5_K) if it has one. Every other
+/// byte of a block is quants or integer scales, valid for any value.
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        _ => panic!("{ty}: f16 fields unknown to the test"),
+    }
+}
+
+/// A random packed weight row of `ty`: random quants and integer scales (all 256 byte
+/// values, so Q8_0 sees -128 too) and random finite f16 factors.
 fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     let f16b = |v: f32| f16::from_f32(v).to_le_bytes();
@@ -45,15 +69,27 @@ fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
         GgmlType::F16 => (0..n).for_each(|_| out.extend(f16b(rng.unit()))),
         GgmlType::Bf16 => (0..n).for_each(|_| out.extend(bf16::from_f32(rng.unit()).to_le_bytes())),
         _ => {
-            for _ in 0..n / 32 {
-                out.extend(f16b(rng.unit() * 0.05));
-                if ty == GgmlType::Q4_1 {
-                    out.extend(f16b(rng.unit() * 0.2));
+            for _ in 0..n / ty.block_elems() {
+                let mut block: Vec<u8> = (0..ty.block_bytes()).map(|_| rng.byte()).collect();
+                for (k, &at) in f16_fields(ty).iter().enumerate() {
+                    let v = rng.unit() * if k == 0 { 0.05 } else { 0.2 };
+                    block[at..at + 2].copy_from_slice(&f16b(v));
                 }
-                let qbytes = ty.block_bytes() - if ty == GgmlType::Q4_1 { 4 } else { 2 };
-                (0..qbytes).for_each(|_| out.push(rng.byte()));
+                out.extend(block);
             }
         }
+    }
+    out
+}
+
+/// The row lengths a test uses for `ty`: `lengths` that are whole blocks of it, and for the
+/// K-quants whole super-blocks of their own (single, odd and many).
+fn lengths_for(ty: GgmlType, lengths: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = (lengths.iter().copied())
+        .filter(|n| n.is_multiple_of(ty.block_elems()))
+        .collect();
+    if ty.block_elems() == 256 {
+        out.extend([256, 768, 33 * 256]);
     }
     out
 }
@@ -88,10 +124,10 @@ fn every_kernel_matches_the_f64_reference() {
         let reference = ty.format().unwrap().reference_dot.unwrap();
         let variants = available_kernels(ty);
         assert!(
-            variants.len() >= 2 || cfg!(not(target_arch = "x86_64")),
+            variants.len() >= 2 || !HAVE_SIMD.contains(&ty) || cfg!(not(target_arch = "x86_64")),
             "{ty}: no SIMD variant"
         );
-        let mut lengths = LENGTHS.to_vec();
+        let mut lengths = lengths_for(ty, &LENGTHS);
         if ty.block_elems() == 1 {
             lengths.extend([1, 7, 37, 100]); // scalar tails of the float kernels
         }
@@ -162,7 +198,7 @@ fn best_kernels_exist_for_every_weight_type_and_not_for_others() {
         assert_eq!(k.weight, ty);
         assert!(k.name.starts_with(&ty.name().to_lowercase()), "{}", k.name);
     }
-    assert!(kernels_for(GgmlType::Q4K).is_none());
+    assert!(kernels_for(GgmlType::Iq4Xs).is_none());
     assert!(scalar_kernels_for(GgmlType::Q8_1).is_none());
 }
 
@@ -182,10 +218,10 @@ fn four_and_rows4_are_bit_identical_to_one() {
     let mut rng = Rng(0xB17);
     for ty in weight_types() {
         let act = activation_type(ty).unwrap();
-        let mut lengths = LENGTHS.to_vec();
+        let mut lengths = lengths_for(ty, &LENGTHS);
         if ty.block_elems() == 1 {
             lengths.extend([1, 7, 15, 17, 33, 37, 100]); // every tail shape of the float kernels
-        } else {
+        } else if ty.block_elems() == 32 {
             lengths.extend([96, 160]); // odd block counts: the unpaired last block
         }
         for n in lengths {
@@ -248,20 +284,15 @@ fn edge_scale(kind: u64, rng: &mut Rng) -> [u8; 2] {
 }
 
 /// A weight row of a quantized `ty` whose blocks are a seeded mix of edge cases: random
-/// quants, all-zero values, extreme quants (nibbles 0/15, bytes +-127 and -128), and zero,
-/// subnormal, huge and ordinary scales.
+/// quants, all-zero values, extreme quants (nibbles 0/15, bytes +-127 and -128; for the
+/// K-quants all integer scales 0 or 63 too), and zero, subnormal, huge and ordinary factors.
 fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..nb {
         let scale_kind = rng.next() % 6;
-        out.extend(edge_scale(scale_kind, rng));
-        if ty == GgmlType::Q4_1 {
-            out.extend(edge_scale(rng.next() % 6, rng));
-        }
-        let qbytes = ty.block_bytes() - if ty == GgmlType::Q4_1 { 4 } else { 2 };
         let quant_kind = rng.next() % 5;
-        for _ in 0..qbytes {
-            out.push(match (quant_kind, ty) {
+        let mut block: Vec<u8> = (0..ty.block_bytes())
+            .map(|_| match (quant_kind, ty) {
                 (0, GgmlType::Q4_0) => 0x88, // all values 0
                 (0, _) => 0,                 // all quants 0
                 (1, GgmlType::Q8_0) => 127,  // +127
@@ -269,32 +300,54 @@ fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
                 (1, _) => 0xFF,              // nibbles 15
                 (2, _) => 0x00,              // nibbles 0
                 _ => rng.byte(),
-            });
+            })
+            .collect();
+        for (k, &at) in f16_fields(ty).iter().enumerate() {
+            let kind = if k == 0 { scale_kind } else { rng.next() % 6 };
+            block[at..at + 2].copy_from_slice(&edge_scale(kind, rng));
         }
+        out.extend(block);
     }
     out
 }
 
-/// An activation row (Q8_0 or Q8_1 blocks) of the same edge mix; quants stay in -127..=127
-/// as the quantizer guarantees. The Q8_1 `s` field is an arbitrary scale: kernels use it as
-/// given.
+/// An activation row (Q8_0, Q8_1 or Q8_K blocks) of the same edge mix; quants stay in
+/// -127..=127 and Q8_K's group sums match its quants, as the quantizers guarantee. The Q8_1
+/// `s` field is an arbitrary scale: kernels use it as given.
 fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..nb {
-        out.extend(edge_scale(rng.next() % 6, rng));
+        let scale = edge_scale(rng.next() % 6, rng);
+        if act == GgmlType::Q8K {
+            out.extend(f16::from_le_bytes(scale).to_f32().to_le_bytes());
+        } else {
+            out.extend(scale);
+        }
         if act == GgmlType::Q8_1 {
             out.extend(edge_scale(rng.next() % 6, rng));
         }
         let quant_kind = rng.next() % 5;
-        for _ in 0..32 {
-            let q: i8 = match quant_kind {
-                0 => 0,
-                1 => 127,
-                2 => -127,
-                _ => (rng.next() % 255) as i8 as i16 as i8,
-            };
-            let q = if q == i8::MIN { -127 } else { q };
-            out.push(q as u8);
+        let qs: Vec<i8> = (0..act.block_elems())
+            .map(|_| {
+                let q: i8 = match quant_kind {
+                    0 => 0,
+                    1 => 127,
+                    2 => -127,
+                    _ => (rng.next() % 255) as i8 as i16 as i8,
+                };
+                if q == i8::MIN {
+                    -127
+                } else {
+                    q
+                }
+            })
+            .collect();
+        out.extend(qs.iter().map(|&q| q as u8));
+        if act == GgmlType::Q8K {
+            for group in qs.chunks(16) {
+                let sum: i16 = group.iter().map(|&q| q as i16).sum();
+                out.extend(sum.to_le_bytes());
+            }
         }
     }
     out
@@ -305,11 +358,17 @@ fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
 #[test]
 fn quantized_kernels_are_bit_identical_to_the_canonical_order() {
     let mut rng = Rng(0xCA90);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+    for ty in weight_types().filter(|t| t.block_elems() > 1) {
         let act = activation_type(ty).unwrap();
         let want = scalar_kernels_for(ty).unwrap().one;
-        for nb in CANONICAL_BLOCKS {
-            let n = nb * 32;
+        // The K-quants' 256-element super-blocks: up to 48 of them cover the lane rounds.
+        let max_blocks = if ty.block_elems() == 256 {
+            48
+        } else {
+            usize::MAX
+        };
+        for nb in CANONICAL_BLOCKS.into_iter().filter(|&nb| nb <= max_blocks) {
+            let n = nb * ty.block_elems();
             for round in 0..3 {
                 let mut ws: [Vec<u8>; 4] =
                     std::array::from_fn(|_| edge_weight_row(ty, nb, &mut rng));
@@ -428,6 +487,86 @@ fn a_forced_table_picks_only_its_kernels_and_the_scalar_fallback() {
             if isa == Isa::Scalar {
                 assert_eq!(suffix, "scalar");
             }
+        }
+    }
+}
+
+/// The scalar kernels are the documented canonical order (scalar.rs), recomputed here from
+/// independent pieces: each block's integer parts come from the format's dequantizer (with the
+/// f16 factors set to 1 and 0, the decoded values are the integer `scale · quant` products,
+/// exact in f32; with `d` = 0 and `dmin` = 1 they are the negated mins), and the float steps
+/// are written out as the documentation states them.
+#[test]
+fn scalar_kernels_are_the_documented_canonical_order() {
+    let mut rng = Rng(0xD0C);
+    for ty in weight_types().filter(|t| t.block_elems() > 1) {
+        let act = activation_type(ty).unwrap();
+        let fields = f16_fields(ty);
+        let with_mins = matches!(ty, GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K);
+        let with_offset = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+        let (be, wb, ab) = (ty.block_elems(), ty.block_bytes(), act.block_bytes());
+        // Activation layout: f16 d [, f16 s] then quants for Q8_0 / Q8_1, f32 d then quants
+        // for Q8_K.
+        let a_quants_at = match act {
+            GgmlType::Q8_0 => 2,
+            _ => 4,
+        };
+        for nb in [1, 5, 32, 33, 70] {
+            let n = nb * be;
+            let w = weight_row(ty, n, &mut rng);
+            let a = act_row(act, n, &mut rng);
+            let f16_at = |bytes: &[u8], at: usize| f16::from_le_bytes([bytes[at], bytes[at + 1]]);
+            // Decodes block `blk` with its f16 factors replaced by `factors`.
+            let decode_with = |blk: &[u8], factors: &[f32]| {
+                let mut b = blk.to_vec();
+                for (&at, &v) in fields.iter().zip(factors) {
+                    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
+                let mut out = vec![0f32; be];
+                dequantize_row(ty, &b, &mut out).unwrap();
+                out
+            };
+            let mut acc = [0f32; 32];
+            for b in 0..nb {
+                let (wblk, ablk) = (&w[b * wb..][..wb], &a[b * ab..][..ab]);
+                let aq = &ablk[a_quants_at..][..be];
+                let integer = |vals: Vec<f32>| -> i32 {
+                    vals.iter()
+                        .zip(aq)
+                        .map(|(&v, &q)| {
+                            assert_eq!(v, v.trunc(), "{ty}: decoded integer part {v}");
+                            v as i32 * q as i8 as i32
+                        })
+                        .sum()
+                };
+                let isum = integer(decode_with(wblk, &[1.0, 0.0]));
+                let a_d = if act == GgmlType::Q8K {
+                    f32::from_le_bytes([ablk[0], ablk[1], ablk[2], ablk[3]])
+                } else {
+                    f16_at(ablk, 0).to_f32()
+                };
+                let w_d = f16_at(wblk, fields[0]).to_f32();
+                let lane = &mut acc[b % 32];
+                let dd = w_d * a_d;
+                *lane = (isum as f32).mul_add(dd, *lane);
+                if with_offset {
+                    let (m, s) = (f16_at(wblk, fields[1]), f16_at(ablk, 2));
+                    *lane = m.to_f32().mul_add(s.to_f32(), *lane);
+                }
+                if with_mins {
+                    // decoded values are -m_j: the sum is -msum
+                    let neg_msum = integer(decode_with(wblk, &[0.0, 1.0]));
+                    let dm = f16_at(wblk, fields[1]).to_f32() * a_d;
+                    *lane = (neg_msum as f32).mul_add(dm, *lane);
+                }
+            }
+            let expect = scalar::butterfly(acc);
+            let got = (scalar_kernels_for(ty).unwrap().one)(n, &w, &a);
+            assert_eq!(
+                got.to_bits(),
+                expect.to_bits(),
+                "{ty} nb={nb}: {got} vs {expect}"
+            );
         }
     }
 }

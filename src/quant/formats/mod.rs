@@ -4,7 +4,15 @@
 //! format's row in [`super::registry::FORMATS`].
 
 pub mod float;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
+pub mod q8_k;

@@ -20,7 +20,7 @@ fn rows_are_unique_and_their_kernels_are_for_their_type() {
             );
         }
     }
-    assert!(format(GgmlType::Q4K).is_none());
+    assert!(format(GgmlType::Iq4Xs).is_none());
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn gpu_types_are_cpu_types() {
 /// functions decodes garbage or the wrong number of bytes).
 #[test]
 fn every_row_round_trips_through_its_codec() {
-    let n = 64;
+    let n = 256; // whole blocks of every format, the K-quants' super-blocks included
     let x: Vec<f32> = (0..n)
         .map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0)
         .collect();
@@ -86,7 +86,7 @@ fn every_row_round_trips_through_its_codec() {
 fn dequantize_rejects_short_rows_and_unsupported_types() {
     let mut out = [0f32; 32];
     assert!(dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut out).is_err());
-    assert!(dequantize_row(GgmlType::Q4K, &[0u8; 1000], &mut out).is_err());
+    assert!(dequantize_row(GgmlType::Iq4Xs, &[0u8; 1000], &mut out).is_err());
     let mut odd = [0f32; 31];
     assert!(dequantize_row(GgmlType::Q8_0, &[0u8; 34], &mut odd).is_err());
 }
@@ -168,5 +168,92 @@ fn hip_type_table_matches_the_registry() {
             "{} runs on the GPU in the registry but has no row in kernels/quant.h",
             f.ty
         );
+    }
+}
+
+/// Blocks of seeded random bytes and their values as the `gguf` package from PyPI decodes
+/// them (tools/reference/dequant_fixtures.py): an oracle independent of our decoders.
+const DEQUANT_FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
+    (
+        GgmlType::Q5_0,
+        include_bytes!("../../../tests/fixtures/dequant/q5_0.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_0.f32"),
+    ),
+    (
+        GgmlType::Q5_1,
+        include_bytes!("../../../tests/fixtures/dequant/q5_1.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_1.f32"),
+    ),
+    (
+        GgmlType::Q2K,
+        include_bytes!("../../../tests/fixtures/dequant/q2_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q2_k.f32"),
+    ),
+    (
+        GgmlType::Q3K,
+        include_bytes!("../../../tests/fixtures/dequant/q3_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q3_k.f32"),
+    ),
+    (
+        GgmlType::Q4K,
+        include_bytes!("../../../tests/fixtures/dequant/q4_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q4_k.f32"),
+    ),
+    (
+        GgmlType::Q5K,
+        include_bytes!("../../../tests/fixtures/dequant/q5_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q5_k.f32"),
+    ),
+    (
+        GgmlType::Q6K,
+        include_bytes!("../../../tests/fixtures/dequant/q6_k.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/q6_k.f32"),
+    ),
+];
+
+/// Our decoders round as llama.cpp's (each scale product to f32, then one multiply and one
+/// subtraction), as does the oracle, so the values agree bit for bit.
+#[test]
+fn dequantize_matches_the_gguf_package() {
+    for &(ty, blocks, values) in DEQUANT_FIXTURES {
+        let want: Vec<f32> = values
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(
+            blocks.len() / ty.block_bytes() * ty.block_elems(),
+            want.len(),
+            "{ty}: fixture sizes"
+        );
+        let mut got = vec![f32::NAN; want.len()];
+        dequantize_row(ty, blocks, &mut got).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{ty} element {i}: {g} vs {w}");
+        }
+    }
+}
+
+/// Our GGML reference quantizers write the bytes the `gguf` package writes
+/// (tools/reference/dequant_fixtures.py), for the formats it reproduces.
+#[test]
+fn quantizers_match_the_gguf_package() {
+    let x: Vec<f32> = include_bytes!("../../../tests/fixtures/dequant/quantize_input.f32")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let expected: [(GgmlType, &[u8]); 2] = [
+        (
+            GgmlType::Q5_0,
+            include_bytes!("../../../tests/fixtures/dequant/q5_0.quantized"),
+        ),
+        (
+            GgmlType::Q5_1,
+            include_bytes!("../../../tests/fixtures/dequant/q5_1.quantized"),
+        ),
+    ];
+    for (ty, want) in expected {
+        let mut got = vec![0xEEu8; want.len()];
+        (format(ty).unwrap().quantize.unwrap())(&x, &mut got);
+        assert_eq!(got, want, "{ty}");
     }
 }
