@@ -65,3 +65,9 @@ fetch_sdist() {
 fetch_sdist llama-cpp-python==0.3.36 \
   llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf \
   16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69
+
+# The Qwen2 tokenizer fixture's vocabulary (byte-level BPE, 151,936 tokens, pre "qwen2"), from
+# the same sdist.
+fetch_sdist llama-cpp-python==0.3.36 \
+  llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf \
+  44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c
