@@ -9,8 +9,9 @@
 //! the files through the ignored test below and runs llama.cpp on them
 //! (tests/fixtures/qwen/<name>.json, the schema of tests/fixtures/README.md).
 //!
-//! The checks and tolerances are those of tests/llamacpp_parity.rs (SmolLM2), which explains
-//! them; the measured agreement is printed.
+//! The checks are those of tests/llamacpp_parity.rs (SmolLM2), the tolerances tighter (see
+//! [`TOLERANCE`]); the measured agreement is printed. A real qwen2 file's header (no usable
+//! weights) checks the description against what llama.cpp reads from it.
 
 mod common;
 
@@ -278,4 +279,37 @@ fn a_model_missing_what_the_family_adds_is_told_apart() {
             a.max_delta
         );
     }
+}
+
+/// A real qwen2 file (the header of DeepSeek-R1-Distill-Qwen-7B Q4_K_M, scripts/fetch-models.sh)
+/// is described with the values llama.cpp's loader prints for it: 28 layers of 3584, 28 query
+/// and 4 KV heads of 128, n_ff 18944, RoPE base 10000 (NEOX), epsilon 1e-6, biased Q/K/V.
+#[test]
+fn a_real_qwen2_header_is_described_as_llama_cpp_reads_it() {
+    let Some(path) = common::model_path("DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf") else {
+        return;
+    };
+    let gguf = rocmforge::gguf::GgufFile::open(&path).unwrap();
+    let hp = rocmforge::model::Hparams::from_gguf(&gguf).unwrap();
+    assert_eq!(hp.arch.name(), "qwen2");
+    assert_eq!(
+        (hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim),
+        (28, 3584, 28, 4, 128)
+    );
+    assert_eq!(
+        (hp.n_ff, hp.n_vocab, hp.n_ctx_train),
+        (18944, 152064, 131072)
+    );
+    assert_eq!(hp.ropes[0].base, 10000.0);
+    assert_eq!(hp.ropes[0].scaling, rocmforge::model::RopeScaling::None);
+    assert_eq!(hp.rms_eps, 1e-6);
+    assert!(hp
+        .layers
+        .iter()
+        .all(|l| l.qkv_bias && !l.out_bias && !l.qk_norm));
+    assert_eq!(hp.features(), [Feature::NeoxRope, Feature::QkvBias]);
+    // 28 x (9 matrices and norms + 3 biases) + embedding, output norm and (untied) output:
+    // every tensor of the file is one the description names.
+    assert_eq!(gguf.tensors().len(), 28 * 12 + 3);
+    assert!(gguf.tensor("output.weight").is_some());
 }

@@ -1,8 +1,9 @@
 //! Token-id parity with llama.cpp on real vocabularies: SmolLM2 (byte-level BPE, pre "smollm"),
-//! llama.cpp's Llama SentencePiece test vocabulary and its Qwen2 one (byte-level BPE, 151,936
-//! tokens, pre "qwen2", also read under the pre name "deepseek-r1-qwen"). The fixtures hold
-//! llama.cpp's ids for a corpus of tricky strings (tests/fixtures/tokenizer_corpus.json) in
-//! three modes.
+//! llama.cpp's Llama SentencePiece test vocabulary, its Qwen2 one (byte-level BPE, 151,936
+//! tokens, pre "qwen2", also read under the pre name "deepseek-r1-qwen") and the real
+//! DeepSeek-R1-Distill-Qwen-7B vocabulary (pre "deepseek-r1-qwen", 152,064 tokens, BOS added).
+//! The fixtures hold llama.cpp's ids for a corpus of tricky strings
+//! (tests/fixtures/tokenizer_corpus.json) in three modes.
 
 mod common;
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 const LLAMA_SPM: &str = "ggml-vocab-llama-spm.gguf";
 const QWEN2_VOCAB: &str = "ggml-vocab-qwen2.gguf";
+const DEEPSEEK_R1_QWEN: &str = "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf";
 
 fn load(file: &str) -> Option<Tokenizer> {
     let path = common::model_path(file)?;
@@ -283,4 +285,21 @@ fn deepseek_r1_qwen_ids_match_llama_cpp() {
     // An unknown name is refused, as llama.cpp refuses it, not tokenized some default way.
     let unknown = with_pre(QWEN2_VOCAB, "deepseek-r1-qwen-next").unwrap();
     assert!(Tokenizer::from_gguf(&unknown).is_err());
+}
+
+/// The real thing: DeepSeek-R1-Distill-Qwen-7B's own vocabulary and special tokens (from the
+/// header of its GGUF, scripts/fetch-models.sh), which adds a BOS that Qwen2's does not.
+#[test]
+fn deepseek_r1_distill_qwen_ids_match_llama_cpp() {
+    let Some(path) = common::model_path(DEEPSEEK_R1_QWEN) else {
+        return;
+    };
+    let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(gguf.get_str("tokenizer.ggml.pre"), Some("deepseek-r1-qwen"));
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    assert_eq!(tok.n_vocab(), 152064);
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos(), Some(151646));
+    check_parity(&tok, "tokenizer_deepseek_r1_qwen.json");
+    check_round_trip(&tok, "tokenizer_deepseek_r1_qwen.json");
 }

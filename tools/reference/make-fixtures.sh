@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates every llama.cpp reference fixture under tests/fixtures/ (see its README.md):
 #   1. builds llama.cpp b11312 (tools/reference/build-llama-cpp.sh) and our dump_logits.c,
-#   2. tokenizer fixtures for SmolLM2 (BPE), the Llama SentencePiece vocab and the Qwen2 vocab
-#      (under its own pre-tokenizer name and as "deepseek-r1-qwen": the same ids),
+#   2. tokenizer fixtures for SmolLM2 (BPE), the Llama SentencePiece vocab, the Qwen2 vocab
+#      (under its own pre-tokenizer name and as "deepseek-r1-qwen": the same ids) and
+#      DeepSeek-R1-Distill-Qwen-7B's vocab,
 #   3. teacher-forcing logits for each prompt in tests/fixtures/prompts/,
 #   4. teacher-forcing logits of the small synthetic qwen2/qwen3 models of
 #      tests/qwen_llamacpp_parity.rs -> tests/fixtures/qwen/,
@@ -21,6 +22,7 @@ models=$(scripts/fetch-models.sh)
 smol=$(echo "$models" | grep 'SmolLM2-135M-Instruct.Q4_1.gguf$')
 spm=$(echo "$models" | grep 'ggml-vocab-llama-spm.gguf$')
 qwen2_vocab=$(echo "$models" | grep 'ggml-vocab-qwen2.gguf$')
+deepseek_qwen=$(echo "$models" | grep 'DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf$')
 
 mkdir -p "$ref/tools"
 dump=$ref/tools/dump_logits
@@ -40,6 +42,8 @@ target/debug/rocmforge_synth --extract-vocab "$qwen2_vocab" --pre deepseek-r1-qw
 "$dump" tokenize "$ref/qwen/ggml-vocab-deepseek-r1-qwen.gguf" $fx/tokenizer_corpus.json \
   "$ref/qwen/tokenizer_deepseek_r1_qwen.json"
 cmp $fx/tokenizer_qwen2.json "$ref/qwen/tokenizer_deepseek_r1_qwen.json"
+# DeepSeek-R1-Distill-Qwen-7B's own vocabulary (its header; llama.cpp loads the vocabulary only).
+"$dump" tokenize "$deepseek_qwen" $fx/tokenizer_corpus.json $fx/tokenizer_deepseek_r1_qwen.json
 
 mkdir -p $fx/smollm2
 for p in $fx/prompts/*.txt; do
