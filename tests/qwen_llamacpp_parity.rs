@@ -98,6 +98,9 @@ fn the_reference_models_are_what_they_claim() {
 }
 
 struct Fixture {
+    prompt: String,
+    n_prompt: usize,
+    /// Prompt then llama.cpp's greedy continuation.
     tokens: Vec<u32>,
     /// Per position: llama.cpp's top-10 (id, logit), best first.
     top: Vec<Vec<(u32, f32)>>,
@@ -113,6 +116,7 @@ fn load_fixture(name: &str) -> Fixture {
             .collect()
     };
     let mut tokens = ids("prompt_tokens");
+    let n_prompt = tokens.len();
     tokens.extend(ids("generated"));
     let top = (v["positions"].as_array().unwrap().iter())
         .map(|pos| {
@@ -121,7 +125,12 @@ fn load_fixture(name: &str) -> Fixture {
                 .collect()
         })
         .collect();
-    Fixture { tokens, top }
+    Fixture {
+        prompt: v["prompt"].as_str().unwrap().to_string(),
+        n_prompt,
+        tokens,
+        top,
+    }
 }
 
 fn argmax(x: &[f32]) -> u32 {
@@ -151,6 +160,12 @@ fn agreement(name: &str, spec: &TinySpec) -> Agreement {
     let f = load_fixture(name);
     assert_eq!(f.tokens.len(), f.top.len(), "fixture '{name}' positions");
     let model = Model::from_gguf(build(spec)).unwrap();
+    // The byte vocabulary tokenizes the prompt as llama.cpp did (with BOS).
+    assert_eq!(
+        model.tokenizer().encode(&f.prompt, true, true),
+        f.tokens[..f.n_prompt],
+        "{name}: prompt tokens"
+    );
     let params = ContextParams {
         n_ctx: 256,
         n_batch: 256,
