@@ -143,6 +143,15 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
+fn context_params() -> ContextParams {
+    ContextParams {
+        n_ctx: 256,
+        n_batch: 256,
+        n_seq_max: 1,
+        n_threads: 2,
+    }
+}
+
 /// How our logits for `spec` compare with llama.cpp's fixture `name`.
 struct Agreement {
     positions: usize,
@@ -160,19 +169,13 @@ fn agreement(name: &str, spec: &TinySpec) -> Agreement {
     let f = load_fixture(name);
     assert_eq!(f.tokens.len(), f.top.len(), "fixture '{name}' positions");
     let model = Model::from_gguf(build(spec)).unwrap();
+    let mut ctx = Context::new(&model, context_params()).unwrap();
     // The byte vocabulary tokenizes the prompt as llama.cpp did (with BOS).
     assert_eq!(
         model.tokenizer().encode(&f.prompt, true, true),
         f.tokens[..f.n_prompt],
         "{name}: prompt tokens"
     );
-    let params = ContextParams {
-        n_ctx: 256,
-        n_batch: 256,
-        n_seq_max: 1,
-        n_threads: 2,
-    };
-    let mut ctx = Context::new(&model, params).unwrap();
     let mut batch = Batch::new();
     for (i, &t) in f.tokens.iter().enumerate() {
         batch.push(t, i as i32, 0, true);
@@ -245,6 +248,37 @@ fn teacher_forced_logits_match_llama_cpp() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Generating token by token against the KV cache (the decode path, not the one batch above)
+/// chooses llama.cpp's greedy continuation, up to a near-tie of llama.cpp's.
+#[test]
+fn free_running_greedy_matches_llama_cpp() {
+    for (name, spec) in models() {
+        let f = load_fixture(name);
+        let model = Model::from_gguf(build(&spec)).unwrap();
+        let mut ctx = Context::new(&model, context_params()).unwrap();
+        ctx.eval(&f.tokens[..f.n_prompt], 0).unwrap();
+        let mut matched = 0;
+        for (step, &expected) in f.tokens[f.n_prompt..].iter().enumerate() {
+            let ours = argmax(ctx.last_logits().unwrap());
+            if ours != expected {
+                let top = &f.top[f.n_prompt - 1 + step];
+                let margin = top[0].1 - top[1].1;
+                assert!(
+                    margin <= NEAR_TIE,
+                    "{name} step {step}: we chose {ours}, llama.cpp {expected} (margin {margin:.3})"
+                );
+                break;
+            }
+            matched += 1;
+            ctx.eval(&[ours], 0).unwrap();
+        }
+        eprintln!(
+            "{name:>16}: {matched}/{} greedy tokens identical",
+            f.tokens.len() - f.n_prompt
+        );
+    }
 }
 
 /// Not vacuous: each thing the families add, left out or done the llama way, moves the logits
