@@ -24,7 +24,8 @@ pub struct TinySpec {
     pub omit_tensor: Option<&'static str>,
     /// Adds Q/K/V and attention-output biases to every layer, of about ± this size (0: zeros).
     pub bias_scale: Option<f32>,
-    /// Adds Q/K/V biases only (no attention-output bias, as in Qwen2 files), about ± this.
+    /// Adds Q/K/V biases only (no attention-output bias, as in Qwen2 files), about ± this;
+    /// not together with `bias_scale` (the same tensors).
     pub qkv_bias_scale: Option<f32>,
     /// Adds per-head Q and K norm weights (QK-norm, as in Qwen3 files): 1 ± this.
     pub qk_norm_scale: Option<f32>,
@@ -52,6 +53,12 @@ impl Default for TinySpec {
             qk_norm_scale: None,
             qk_rows_from_neox: false,
         }
+    }
+}
+
+impl TinySpec {
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.n_embd / self.n_head)
     }
 }
 
@@ -86,12 +93,6 @@ fn neox_to_normal_rows(x: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
 
 pub fn build(spec: &TinySpec) -> GgufFile {
     GgufFile::from_bytes(build_bytes(spec)).unwrap()
-}
-
-impl TinySpec {
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.n_embd / self.n_head)
-    }
 }
 
 /// The GGUF file of `spec`, as bytes (to write it out for llama.cpp).
