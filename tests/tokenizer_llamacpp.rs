@@ -302,4 +302,11 @@ fn deepseek_r1_distill_qwen_ids_match_llama_cpp() {
     assert_eq!(tok.bos(), Some(151646));
     check_parity(&tok, "tokenizer_deepseek_r1_qwen.json");
     check_round_trip(&tok, "tokenizer_deepseek_r1_qwen.json");
+    // Its chat markers (not in the corpus): `llama-tokenize -m FILE -p TEXT --ids` gave these.
+    let text = "<｜User｜>Hello world! I'm 12345 🦙.cpp<｜Assistant｜>";
+    let llama_cpp = [
+        151646, 151644, 9707, 1879, 0, 358, 2776, 220, 16, 17, 18, 19, 20, 11162, 99, 247, 13,
+        10821, 151645,
+    ];
+    assert_eq!(tok.encode(text, true, true), llama_cpp);
 }
