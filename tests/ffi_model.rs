@@ -136,6 +136,12 @@ fn unsupported_architecture_and_broken_tokenizer_have_their_statuses() {
     let (status, model) = load(&path);
     assert_eq!(status, ROCMFORGE_ERR_UNSUPPORTED);
     assert!(last_error().contains("gpt9"), "{}", last_error());
+    // The message names what this build runs instead.
+    assert!(
+        last_error().contains("this build runs: llama, qwen2, qwen3"),
+        "{}",
+        last_error()
+    );
     assert!(model.is_null());
 
     let Some(src) = common::model_path(common::SMOLLM2) else {

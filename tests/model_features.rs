@@ -241,3 +241,33 @@ fn a_layer_described_with_a_tensor_it_lacks_is_an_error_not_skipped() {
         "{e}"
     );
 }
+
+#[test]
+fn qwen_families_agree_between_batch_and_steps() {
+    // qwen2: NEOX RoPE and Q/K/V biases; qwen3: QK-norm and Q twice as wide as the residual
+    // stream (head size 32 from key_length, n_embd / n_head = 16), read back from the cache.
+    let specs = [
+        TinySpec {
+            arch: "qwen2",
+            qkv_bias_scale: Some(0.5),
+            ..Default::default()
+        },
+        TinySpec {
+            arch: "qwen3",
+            head_dim: Some(32),
+            qk_norm_scale: Some(0.5),
+            weight_type: rocmforge::quant::GgmlType::Q8_0,
+            ..Default::default()
+        },
+    ];
+    for spec in specs {
+        let batch = one_batch(loaded(&spec));
+        assert!(batch.iter().all(|x| x.is_finite()), "{}", spec.arch);
+        let stepwise = logits(loaded(&spec), &TOKENS, 1);
+        let d = rel_diff(&batch, &stepwise);
+        assert!(d < 1e-4, "{}: batch vs token by token: {d}", spec.arch);
+        let threes = logits(loaded(&spec), &TOKENS, 3);
+        let d = rel_diff(&batch, &threes);
+        assert!(d < 1e-4, "{}: batch vs batches of 3: {d}", spec.arch);
+    }
+}

@@ -1,19 +1,41 @@
-//! Token-id parity with llama.cpp on real vocabularies: SmolLM2 (byte-level BPE, pre "smollm")
-//! and llama.cpp's Llama SentencePiece test vocabulary. The fixtures hold llama.cpp's ids for a
-//! corpus of tricky strings (tests/fixtures/tokenizer_corpus.json) in three modes.
+//! Token-id parity with llama.cpp on real vocabularies: SmolLM2 (byte-level BPE, pre "smollm"),
+//! llama.cpp's Llama SentencePiece test vocabulary, its Qwen2 one (byte-level BPE, 151,936
+//! tokens, pre "qwen2", also read under the pre name "deepseek-r1-qwen") and the real
+//! DeepSeek-R1-Distill-Qwen-7B vocabulary (pre "deepseek-r1-qwen", 152,064 tokens, BOS added).
+//! The fixtures hold llama.cpp's ids for a corpus of tricky strings
+//! (tests/fixtures/tokenizer_corpus.json) in three modes.
 
 mod common;
 
-use rocmforge::gguf::GgufFile;
+use rocmforge::gguf::{GgufFile, GgufWriter, Value as GgufValue};
 use rocmforge::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::Value;
 
 const LLAMA_SPM: &str = "ggml-vocab-llama-spm.gguf";
+const QWEN2_VOCAB: &str = "ggml-vocab-qwen2.gguf";
+const DEEPSEEK_R1_QWEN: &str = "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf";
 
 fn load(file: &str) -> Option<Tokenizer> {
     let path = common::model_path(file)?;
     let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Some(Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// The vocabulary file `file` with its `tokenizer.ggml.pre` replaced by `pre`.
+fn with_pre(file: &str, pre: &str) -> Option<GgufFile> {
+    let path = common::model_path(file)?;
+    let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut w = GgufWriter::new();
+    for (k, v) in gguf.metadata() {
+        let v = match k.as_str() {
+            "tokenizer.ggml.pre" => GgufValue::String(pre.into()),
+            _ => v.clone(),
+        };
+        w.add_kv(k.clone(), v).unwrap();
+    }
+    let edited = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    assert_eq!(edited.get_str("tokenizer.ggml.pre"), Some(pre));
+    Some(edited)
 }
 
 struct Case {
@@ -238,4 +260,53 @@ fn stress_corpus_matches_llama_cpp() {
             Err(e) => eprintln!("{name}: skipped ({e})"),
         }
     }
+}
+
+#[test]
+fn qwen2_ids_match_llama_cpp() {
+    let Some(tok) = load(QWEN2_VOCAB) else { return };
+    assert_eq!(tok.n_vocab(), 151936);
+    check_parity(&tok, "tokenizer_qwen2.json");
+    check_round_trip(&tok, "tokenizer_qwen2.json");
+}
+
+/// DeepSeek-R1's distillations into Qwen name their pre-tokenizer "deepseek-r1-qwen": the same
+/// splitting as "qwen2" in llama.cpp (one pre-tokenizer type, no space clean-up), so the Qwen2
+/// vocabulary under that name must tokenize exactly as llama.cpp tokenized it under that name
+/// (the fixture: its ids for the vocabulary rewritten by `rocmforge_synth --extract-vocab
+/// --pre deepseek-r1-qwen`, byte for byte those of "qwen2").
+#[test]
+fn deepseek_r1_qwen_ids_match_llama_cpp() {
+    let Some(gguf) = with_pre(QWEN2_VOCAB, "deepseek-r1-qwen") else {
+        return;
+    };
+    let tok = Tokenizer::from_gguf(&gguf).expect("deepseek-r1-qwen is a known pre-tokenizer");
+    check_parity(&tok, "tokenizer_qwen2.json");
+    // An unknown name is refused, as llama.cpp refuses it, not tokenized some default way.
+    let unknown = with_pre(QWEN2_VOCAB, "deepseek-r1-qwen-next").unwrap();
+    assert!(Tokenizer::from_gguf(&unknown).is_err());
+}
+
+/// The real thing: DeepSeek-R1-Distill-Qwen-7B's own vocabulary and special tokens (from the
+/// header of its GGUF, scripts/fetch-models.sh), which adds a BOS that Qwen2's does not.
+#[test]
+fn deepseek_r1_distill_qwen_ids_match_llama_cpp() {
+    let Some(path) = common::model_path(DEEPSEEK_R1_QWEN) else {
+        return;
+    };
+    let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(gguf.get_str("tokenizer.ggml.pre"), Some("deepseek-r1-qwen"));
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    assert_eq!(tok.n_vocab(), 152064);
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos(), Some(151646));
+    check_parity(&tok, "tokenizer_deepseek_r1_qwen.json");
+    check_round_trip(&tok, "tokenizer_deepseek_r1_qwen.json");
+    // Its chat markers (not in the corpus): `llama-tokenize -m FILE -p TEXT --ids` gave these.
+    let text = "<｜User｜>Hello world! I'm 12345 🦙.cpp<｜Assistant｜>";
+    let llama_cpp = [
+        151646, 151644, 9707, 1879, 0, 358, 2776, 220, 16, 17, 18, 19, 20, 11162, 99, 247, 13,
+        10821, 151645,
+    ];
+    assert_eq!(tok.encode(text, true, true), llama_cpp);
 }

@@ -5,8 +5,11 @@
 //!                 [--layers N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
 //!   TYPE:  q4_0 | q4_1 | q8_0 | f16 | f32 (every matrix, embedding and output included)
-//! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf
-//!   keeps only the tokenizer metadata of MODEL (a few MB), to carry a real vocabulary.
+//! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
+//!   keeps only the tokenizer metadata of MODEL (a few MB) and its `general.architecture` (so
+//!   llama.cpp loads it as a vocabulary-only file), to carry a real vocabulary; `--pre`
+//!   replaces its `tokenizer.ggml.pre` (one vocabulary under another pre-tokenizer name, to
+//!   compare a name's tokenization with llama.cpp's).
 //!
 //! Weights are uniform noise with standard deviation about 0.02 (the usual initialisation
 //! scale, which keeps activations in a sane range); norms are 1. Rows are generated from a seed
@@ -284,10 +287,19 @@ fn synthesize(
     w.write_to(out).map_err(|e| e.to_string())
 }
 
-fn extract_vocab(model: &Path, out: &Path) -> Result<(), String> {
+fn extract_vocab(model: &Path, out: &Path, pre: Option<&str>) -> Result<(), String> {
     let f = GgufFile::open(model).map_err(|e| e.to_string())?;
     let mut w = GgufWriter::new();
-    for (k, v) in tokenizer_kvs(&f) {
+    if let Some(arch) = f.get_str("general.architecture") {
+        w.add_kv("general.architecture", Value::String(arch.into()))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut kvs = tokenizer_kvs(&f);
+    if let Some(pre) = pre {
+        kvs.retain(|(k, _)| k != "tokenizer.ggml.pre");
+        kvs.push(("tokenizer.ggml.pre".into(), Value::String(pre.into())));
+    }
+    for (k, v) in kvs {
         w.add_kv(k, v).map_err(|e| e.to_string())?;
     }
     w.write_to(out).map_err(|e| e.to_string())
@@ -302,7 +314,8 @@ fn run() -> Result<(), String> {
     let out =
         get("--out").ok_or("missing --out (see the usage at the top of rocmforge_synth.rs)")?;
     if let Some(model) = get("--extract-vocab") {
-        return extract_vocab(Path::new(&model), Path::new(&out));
+        let pre = get("--pre");
+        return extract_vocab(Path::new(&model), Path::new(&out), pre.as_deref());
     }
     let shape_name = get("--shape").ok_or("missing --shape")?;
     let ty_name = get("--type").ok_or("missing --type")?;

@@ -134,4 +134,13 @@ impl<'a> Source<'a> {
     pub fn layer_has(&self, il: usize, suffix: &str) -> bool {
         self.has_tensor(&format!("blk.{il}.{suffix}"))
     }
+
+    /// Whether layer `il` has any of the Q, K, V biases. Any one of them makes the layer
+    /// biased, so that a file with only some of the three is refused for the missing ones
+    /// instead of run as if they were zero.
+    pub fn layer_has_qkv_bias(&self, il: usize) -> bool {
+        ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
+            .iter()
+            .any(|b| self.layer_has(il, b))
+    }
 }

@@ -21,9 +21,7 @@ pub const FAMILY: Family = Family {
 fn describe(src: &Source, hp: &mut Hparams) -> Result<()> {
     hp.ropes[0].freq_factors = src.has_tensor("rope_freqs.weight");
     for (il, layer) in hp.layers.iter_mut().enumerate() {
-        layer.qkv_bias = src.layer_has(il, "attn_q.bias")
-            || src.layer_has(il, "attn_k.bias")
-            || src.layer_has(il, "attn_v.bias");
+        layer.qkv_bias = src.layer_has_qkv_bias(il);
         layer.out_bias = src.layer_has(il, "attn_output.bias");
     }
     Ok(())

@@ -26,6 +26,8 @@ mod loaded;
 pub mod weights;
 
 mod llama;
+mod qwen2;
+mod qwen3;
 
 pub use arch::{Architecture, Family, Fused, Source};
 pub use hparams::{Activation, Hparams, RopeScaling, RopeStyle};
@@ -34,7 +36,7 @@ pub use loaded::LoadedModel;
 pub use weights::{LayerWeights, QkvBias, WeightRef, Weights};
 
 /// The families this build runs, one row each (`general.architecture` is the family's name).
-pub const FAMILIES: &[&Family] = &[&llama::FAMILY];
+pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen2::FAMILY, &qwen3::FAMILY];
 
 #[cfg(test)]
 mod tests;

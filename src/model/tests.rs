@@ -290,3 +290,128 @@ fn descriptions_that_break_invariants_are_invalid() {
     hp.ropes[0].base = -1.0;
     assert!(hp.validate().is_err());
 }
+
+#[test]
+fn qwen2_files_are_neox_with_qkv_biases_and_a_tied_output() {
+    let (d, kvd) = (D as u64, (D / N_HEAD * N_HEAD_KV) as u64);
+    let mut extra = Vec::new();
+    for i in 0..N_LAYER {
+        extra.push((format!("blk.{i}.attn_q.bias"), vec![d]));
+        extra.push((format!("blk.{i}.attn_k.bias"), vec![kvd]));
+        extra.push((format!("blk.{i}.attn_v.bias"), vec![kvd]));
+    }
+    let extra: Vec<(&str, Vec<u64>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let gguf = file("qwen2", &[], &extra, &[]);
+    let hp = Hparams::from_gguf(&gguf).unwrap();
+    assert_eq!(hp.arch.name(), "qwen2");
+    assert_eq!(hp.rope_style, RopeStyle::Neox);
+    assert_eq!(hp.activation, Activation::SwiGlu);
+    assert!(hp
+        .layers
+        .iter()
+        .all(|l| l.qkv_bias && !l.out_bias && !l.qk_norm));
+    assert_eq!(hp.features(), [Feature::NeoxRope, Feature::QkvBias]);
+    let w = Weights::from_gguf(&gguf, &hp).unwrap();
+    // No output.weight in the file: the head is the embedding.
+    assert_eq!(w.output.info.name, "token_embd.weight");
+    assert_eq!(w.layers[1].qkv_bias.as_ref().map(|b| b.k.len()), Some(32));
+    hp.check_backend("CPU", crate::backend::cpu::RUNS).unwrap();
+    let e = hp
+        .check_backend("GPU", crate::backend::gpu::RUNS)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model architecture 'qwen2' uses NEOX-style RoPE, which the GPU backend does not run yet"
+    );
+    // llama.cpp's qwen2 loader reads no attention-output bias: such a file is refused.
+    let mut with_out_bias = extra.clone();
+    with_out_bias.push(("blk.0.attn_output.bias", vec![d]));
+    let gguf = file("qwen2", &[], &with_out_bias, &[]);
+    let hp = Hparams::from_gguf(&gguf).unwrap();
+    let e = Weights::from_gguf(&gguf, &hp).err().unwrap().to_string();
+    assert!(e.contains("'blk.0.attn_output.bias'"), "{e}");
+}
+
+/// A qwen3 file whose heads are 32 wide while n_embd / n_head is 16 (Q: 128 wide), with
+/// QK-norm weights, less the `skip` tensors.
+fn qwen3(skip: &[&str]) -> GgufFile {
+    const HD: u64 = 32;
+    let (d, q, kvd) = (D as u64, N_HEAD as u64 * HD, N_HEAD_KV as u64 * HD);
+    let mut replaced = Vec::new();
+    let mut extra = Vec::new();
+    for i in 0..N_LAYER {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        for t in ["attn_q", "attn_k", "attn_v", "attn_output"] {
+            replaced.push(n(t));
+        }
+        extra.extend([
+            (n("attn_q"), vec![d, q]),
+            (n("attn_k"), vec![d, kvd]),
+            (n("attn_v"), vec![d, kvd]),
+            (n("attn_output"), vec![q, d]),
+            (n("attn_q_norm"), vec![HD]),
+            (n("attn_k_norm"), vec![HD]),
+        ]);
+    }
+    extra.retain(|(n, _)| !skip.contains(&n.as_str()));
+    let extra: Vec<(&str, Vec<u64>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let replaced: Vec<&str> = replaced.iter().map(String::as_str).collect();
+    let keys = [
+        ("attention.key_length", Value::U32(HD as u32)),
+        ("attention.value_length", Value::U32(HD as u32)),
+    ];
+    file("qwen3", &keys, &extra, &replaced)
+}
+
+#[test]
+fn qwen3_files_have_qk_norm_and_a_head_size_of_their_own() {
+    let gguf = qwen3(&[]);
+    let hp = Hparams::from_gguf(&gguf).unwrap();
+    assert_eq!(hp.arch.name(), "qwen3");
+    assert_eq!((hp.n_embd, hp.n_head, hp.head_dim), (64, 4, 32));
+    assert_eq!((hp.q_dim(), hp.kv_dim()), (128, 64));
+    assert_eq!(hp.rope_style, RopeStyle::Neox);
+    assert!(hp
+        .layers
+        .iter()
+        .all(|l| l.qk_norm && !l.qkv_bias && !l.out_bias));
+    assert_eq!(hp.features(), [Feature::NeoxRope, Feature::QkNorm]);
+    let w = Weights::from_gguf(&gguf, &hp).unwrap();
+    let l = &w.layers[0];
+    assert_eq!(
+        (l.wq.rows, l.wq.cols, l.wo.rows, l.wo.cols),
+        (128, 64, 64, 128)
+    );
+    assert_eq!(l.q_norm.as_ref().map(Vec::len), Some(32));
+    assert_eq!(l.k_norm.as_ref().map(Vec::len), Some(32));
+    hp.check_backend("CPU", crate::backend::cpu::RUNS).unwrap();
+    let e = hp
+        .check_backend("GPU", crate::backend::gpu::RUNS)
+        .unwrap_err();
+    assert!(matches!(e, Error::UnsupportedFeature { .. }), "{e:?}");
+    // Without NEOX RoPE the GPU would still lack QK-norm: both are named in turn.
+    let mut normal = hp.clone();
+    normal.rope_style = RopeStyle::Normal;
+    let e = normal
+        .check_backend("GPU", crate::backend::gpu::RUNS)
+        .unwrap_err();
+    assert!(e.to_string().contains("uses QK-norm"), "{e}");
+    // The norms are required, as in llama.cpp: a file without one is refused.
+    let gguf = qwen3(&["blk.1.attn_k_norm.weight"]);
+    let hp = Hparams::from_gguf(&gguf).unwrap();
+    let e = Weights::from_gguf(&gguf, &hp).err().unwrap().to_string();
+    assert!(
+        e.contains("missing tensor 'blk.1.attn_k_norm.weight'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_supported_families_are_llama_and_qwen() {
+    assert_eq!(Architecture::supported_names(), "llama, qwen2, qwen3");
+    let e = Hparams::from_gguf(&file("qwen2moe", &[], &[], &[])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsupported model architecture 'qwen2moe' (this build runs: llama, qwen2, qwen3)"
+    );
+}

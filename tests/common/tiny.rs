@@ -1,15 +1,22 @@
-//! A tiny llama model built in memory: random weights, a SentencePiece byte vocabulary.
+//! A tiny model built in memory: random weights, a SentencePiece byte vocabulary. Llama by
+//! default; the options add what other families have (biases, QK-norm, a head size of its
+//! own), so the same builder writes the small `qwen2` / `qwen3` files that llama.cpp's
+//! reference logits were made from (tests/qwen_llamacpp_parity.rs).
 
 use rocmforge::gguf::{Array, GgufFile, GgufWriter, Value};
 use rocmforge::quant::quantize::quantize_row;
 use rocmforge::quant::GgmlType;
 
+#[derive(Clone)]
 pub struct TinySpec {
     pub arch: &'static str,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
     pub n_head_kv: usize,
+    /// Written as `<arch>.attention.key_length` / `value_length` when set; else the head size
+    /// is n_embd / n_head, as readers assume without the keys.
+    pub head_dim: Option<usize>,
     pub n_ff: usize,
     pub weight_type: GgmlType,
     /// Tensors whose type is overridden: (name, type).
@@ -17,6 +24,11 @@ pub struct TinySpec {
     pub omit_tensor: Option<&'static str>,
     /// Adds Q/K/V and attention-output biases to every layer, of about ± this size (0: zeros).
     pub bias_scale: Option<f32>,
+    /// Adds Q/K/V biases only (no attention-output bias, as in Qwen2 files), about ± this;
+    /// not together with `bias_scale` (the same tensors).
+    pub qkv_bias_scale: Option<f32>,
+    /// Adds per-head Q and K norm weights (QK-norm, as in Qwen3 files): 1 ± this.
+    pub qk_norm_scale: Option<f32>,
     /// Rows of each head of attn_q / attn_k reordered from NEOX's pairing (i, i + half) to
     /// the normal one (2i, 2i + 1): the model with normal RoPE then computes what the file
     /// without the reordering computes with NEOX RoPE (up to the order of sums).
@@ -31,13 +43,22 @@ impl Default for TinySpec {
             n_embd: 64,
             n_head: 4,
             n_head_kv: 2,
+            head_dim: None,
             n_ff: 128,
             weight_type: GgmlType::F32,
             override_type: None,
             omit_tensor: None,
             bias_scale: None,
+            qkv_bias_scale: None,
+            qk_norm_scale: None,
             qk_rows_from_neox: false,
         }
+    }
+}
+
+impl TinySpec {
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.n_embd / self.n_head)
     }
 }
 
@@ -71,6 +92,11 @@ fn neox_to_normal_rows(x: &[f32], cols: usize, head_dim: usize) -> Vec<f32> {
 }
 
 pub fn build(spec: &TinySpec) -> GgufFile {
+    GgufFile::from_bytes(build_bytes(spec)).unwrap()
+}
+
+/// The GGUF file of `spec`, as bytes (to write it out for llama.cpp).
+pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
     let mut w = GgufWriter::new();
     let arch = spec.arch;
     let kv = |w: &mut GgufWriter, k: String, v: Value| {
@@ -108,6 +134,15 @@ pub fn build(spec: &TinySpec) -> GgufFile {
         format!("{arch}.attention.head_count_kv"),
         Value::U32(spec.n_head_kv as u32),
     );
+    if let Some(hd) = spec.head_dim {
+        for k in ["key_length", "value_length"] {
+            kv(
+                &mut w,
+                format!("{arch}.attention.{k}"),
+                Value::U32(hd as u32),
+            );
+        }
+    }
     kv(
         &mut w,
         format!("{arch}.rope.freq_base"),
@@ -147,8 +182,9 @@ pub fn build(spec: &TinySpec) -> GgufFile {
     kv(&mut w, "tokenizer.ggml.bos_token_id".into(), Value::U32(1));
     kv(&mut w, "tokenizer.ggml.eos_token_id".into(), Value::U32(2));
 
-    let head_dim = spec.n_embd / spec.n_head;
+    let head_dim = spec.head_dim();
     let kv_dim = spec.n_head_kv * head_dim;
+    let q_dim = (spec.n_head * head_dim) as u64;
     let mut seed = 1u64;
     let mut tensor =
         |w: &mut GgufWriter, name: String, dims: &[u64], ty: GgmlType, scale: f32, offset: f32| {
@@ -167,7 +203,7 @@ pub fn build(spec: &TinySpec) -> GgufFile {
                 .collect();
             let qk = name.ends_with("attn_q.weight") || name.ends_with("attn_k.weight");
             if spec.qk_rows_from_neox && qk {
-                x = neox_to_normal_rows(&x, dims[0] as usize, spec.n_embd / spec.n_head);
+                x = neox_to_normal_rows(&x, dims[0] as usize, head_dim);
             }
             let mut data = Vec::new();
             if ty.is_computable() {
@@ -183,10 +219,10 @@ pub fn build(spec: &TinySpec) -> GgufFile {
     for i in 0..spec.n_layer {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
         tensor(&mut w, name("attn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
-        tensor(&mut w, name("attn_q"), &[d, d], wt, 0.3, 0.0);
+        tensor(&mut w, name("attn_q"), &[d, q_dim], wt, 0.3, 0.0);
         tensor(&mut w, name("attn_k"), &[d, kv_dim as u64], wt, 0.3, 0.0);
         tensor(&mut w, name("attn_v"), &[d, kv_dim as u64], wt, 0.3, 0.0);
-        tensor(&mut w, name("attn_output"), &[d, d], wt, 0.2, 0.0);
+        tensor(&mut w, name("attn_output"), &[q_dim, d], wt, 0.2, 0.0);
         tensor(&mut w, name("ffn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
         tensor(&mut w, name("ffn_gate"), &[d, ff], wt, 0.2, 0.0);
         tensor(&mut w, name("ffn_up"), &[d, ff], wt, 0.2, 0.0);
@@ -206,11 +242,28 @@ pub fn build(spec: &TinySpec) -> GgufFile {
         for i in 0..spec.n_layer {
             let bias = |s: &str| format!("blk.{i}.{s}.bias");
             let f = GgmlType::F32;
-            tensor(&mut w, bias("attn_q"), &[d], f, b, 0.0);
+            tensor(&mut w, bias("attn_q"), &[q_dim], f, b, 0.0);
             tensor(&mut w, bias("attn_k"), &[kv_dim as u64], f, b, 0.0);
             tensor(&mut w, bias("attn_v"), &[kv_dim as u64], f, b, 0.0);
             tensor(&mut w, bias("attn_output"), &[d], f, b, 0.0);
         }
     }
-    GgufFile::from_bytes(w.to_bytes()).unwrap()
+    if let Some(b) = spec.qkv_bias_scale {
+        for i in 0..spec.n_layer {
+            let bias = |s: &str| format!("blk.{i}.{s}.bias");
+            let f = GgmlType::F32;
+            tensor(&mut w, bias("attn_q"), &[q_dim], f, b, 0.0);
+            tensor(&mut w, bias("attn_k"), &[kv_dim as u64], f, b, 0.0);
+            tensor(&mut w, bias("attn_v"), &[kv_dim as u64], f, b, 0.0);
+        }
+    }
+    if let Some(s) = spec.qk_norm_scale {
+        let hd = head_dim as u64;
+        for i in 0..spec.n_layer {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            tensor(&mut w, name("attn_q_norm"), &[hd], GgmlType::F32, s, 1.0);
+            tensor(&mut w, name("attn_k_norm"), &[hd], GgmlType::F32, s, 1.0);
+        }
+    }
+    w.to_bytes()
 }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates every llama.cpp reference fixture under tests/fixtures/ (see its README.md):
 #   1. builds llama.cpp b11312 (tools/reference/build-llama-cpp.sh) and our dump_logits.c,
-#   2. tokenizer fixtures for SmolLM2 (BPE) and the Llama SentencePiece vocab,
+#   2. tokenizer fixtures for SmolLM2 (BPE), the Llama SentencePiece vocab, the Qwen2 vocab
+#      (under its own pre-tokenizer name and as "deepseek-r1-qwen": the same ids) and
+#      DeepSeek-R1-Distill-Qwen-7B's vocab,
 #   3. teacher-forcing logits for each prompt in tests/fixtures/prompts/,
-#   4. llama.cpp's own logit variation across its settings -> llama_cpp_self_variation.json.
+#   4. teacher-forcing logits of the small synthetic qwen2/qwen3 models of
+#      tests/qwen_llamacpp_parity.rs -> tests/fixtures/qwen/,
+#   5. llama.cpp's own logit variation across its settings -> llama_cpp_self_variation.json.
 # Usage: tools/reference/make-fixtures.sh [--no-vary]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,6 +21,8 @@ src=$ref/llama-cpp-python-0.3.36/vendor/llama.cpp
 models=$(scripts/fetch-models.sh)
 smol=$(echo "$models" | grep 'SmolLM2-135M-Instruct.Q4_1.gguf$')
 spm=$(echo "$models" | grep 'ggml-vocab-llama-spm.gguf$')
+qwen2_vocab=$(echo "$models" | grep 'ggml-vocab-qwen2.gguf$')
+deepseek_qwen=$(echo "$models" | grep 'DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf$')
 
 mkdir -p "$ref/tools"
 dump=$ref/tools/dump_logits
@@ -26,11 +32,33 @@ gcc -O2 -std=c11 -Wall -Wextra -DREF_BUILD='"b11312 (0c1e570)"' \
 
 "$dump" tokenize "$smol" $fx/tokenizer_corpus.json $fx/tokenizer_smollm2.json
 "$dump" tokenize "$spm" $fx/tokenizer_corpus.json $fx/tokenizer_llama_spm.json
+"$dump" tokenize "$qwen2_vocab" $fx/tokenizer_corpus.json $fx/tokenizer_qwen2.json
+# The same vocabulary renamed "deepseek-r1-qwen" (DeepSeek-R1-Distill-Qwen's pre-tokenizer):
+# llama.cpp must give the very same ids, which tests/tokenizer_llamacpp.rs checks ours against.
+cargo build --quiet --bin rocmforge_synth
+mkdir -p "$ref/qwen"
+target/debug/rocmforge_synth --extract-vocab "$qwen2_vocab" --pre deepseek-r1-qwen \
+  --out "$ref/qwen/ggml-vocab-deepseek-r1-qwen.gguf"
+"$dump" tokenize "$ref/qwen/ggml-vocab-deepseek-r1-qwen.gguf" $fx/tokenizer_corpus.json \
+  "$ref/qwen/tokenizer_deepseek_r1_qwen.json"
+cmp $fx/tokenizer_qwen2.json "$ref/qwen/tokenizer_deepseek_r1_qwen.json"
+# DeepSeek-R1-Distill-Qwen-7B's own vocabulary (its header; llama.cpp loads the vocabulary only).
+"$dump" tokenize "$deepseek_qwen" $fx/tokenizer_corpus.json $fx/tokenizer_deepseek_r1_qwen.json
 
 mkdir -p $fx/smollm2
 for p in $fx/prompts/*.txt; do
   name=$(basename "$p" .txt)
   "$dump" logits "$smol" "$p" $fx/smollm2/"$name".json --n-gen 64 --threads "$threads" --fa off --kv f32
+done
+
+# Small synthetic qwen2/qwen3 models (random weights, biases and QK-norm weights; F32, Q8_0,
+# Q4_0), written by the test that rebuilds them in memory to compare.
+ROCMFORGE_TINY_OUT="$ref/qwen" cargo test --quiet --test qwen_llamacpp_parity -- \
+  --ignored write_reference_models
+mkdir -p $fx/qwen
+for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0; do
+  "$dump" logits "$ref/qwen/$m.gguf" $fx/qwen/prompt.txt $fx/qwen/"$m".json \
+    --n-gen 24 --threads "$threads" --fa off --kv f32 --n-ctx 256
 done
 
 [ "${1:-}" = "--no-vary" ] && exit 0
