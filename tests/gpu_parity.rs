@@ -403,6 +403,59 @@ fn a_type_the_gpu_lacks_is_refused_at_upload() {
     }
 }
 
+/// AUTO loads a model the GPU backend does not run (a Q4_K matrix) on the CPU and says why,
+/// where GPU would refuse it; without a usable GPU, AUTO is the CPU with nothing to explain.
+#[test]
+fn auto_keeps_a_model_the_gpu_does_not_run_on_the_cpu() {
+    use rocmforge::{Backend, Model, ModelParams};
+    let spec = common::tiny::TinySpec {
+        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q4K)),
+        n_embd: 256,
+        n_ff: 256,
+        ..Default::default()
+    };
+    let path = std::env::temp_dir().join(format!("rf-auto-q4k-{}.gguf", std::process::id()));
+    std::fs::write(&path, common::tiny::build_bytes(&spec)).expect("write model");
+    let load = |backend| {
+        Model::load(
+            &path,
+            ModelParams {
+                backend,
+                ..ModelParams::default()
+            },
+        )
+    };
+    let auto = load(Backend::Auto).expect("AUTO loads it");
+    assert_eq!(auto.backend(), Backend::Cpu);
+    let gpu_usable = devices().is_ok_and(|d| !d.is_empty());
+    if gpu_usable {
+        let why = auto
+            .auto_on_cpu()
+            .expect("AUTO says why it stayed on the CPU");
+        assert!(
+            why.contains("Q4_K") && why.contains("blk.1.ffn_down.weight"),
+            "{why}"
+        );
+        match load(Backend::Gpu) {
+            Err(rocmforge::Error::UnsupportedTensorType { .. }) => {}
+            Err(e) => panic!("GPU: expected UnsupportedTensorType, got {e}"),
+            Ok(_) => panic!("GPU took a model with a Q4_K matrix"),
+        }
+        // A model the GPU runs still goes there.
+        let plain = common::tiny::TinySpec {
+            weight_type: GgmlType::Q8_0,
+            ..Default::default()
+        };
+        std::fs::write(&path, common::tiny::build_bytes(&plain)).expect("write model");
+        let auto = load(Backend::Auto).expect("AUTO loads it");
+        assert_eq!(auto.backend(), Backend::Gpu);
+        assert_eq!(auto.auto_on_cpu(), None);
+    } else {
+        assert_eq!(auto.auto_on_cpu(), None);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// The first listed model whose matrices are all quantized (the bit-exact path), loaded once
 /// on the GPU and once on the CPU; None without a GPU or a listed model.
 fn quantized_model_on_both_backends() -> Option<(rocmforge::Model, rocmforge::Model)> {

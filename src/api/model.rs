@@ -51,6 +51,8 @@ struct ModelInner {
     tokenizer: Tokenizer,
     /// The weights on the GPU, when the model runs there.
     gpu: Option<Arc<GpuModel>>,
+    /// Why `Backend::Auto` left this model on the CPU although a GPU was usable.
+    auto_on_cpu: Option<String>,
 }
 
 /// Granularity of load progress reports (and of cancellation checks).
@@ -100,6 +102,17 @@ impl Model {
             GgufFile::from_bytes(bytes)?
         };
         let mut model = Model::from_gguf(gguf)?;
+        // AUTO with a usable GPU: a model the GPU backend does not run (a tensor type or a
+        // feature it lacks) stays on the CPU, which runs everything, and says why.
+        let mut on_gpu = on_gpu;
+        if on_gpu && params.backend == Backend::Auto {
+            if let Err(why) = gpu::check(&model.inner.loaded) {
+                on_gpu = false;
+                Arc::get_mut(&mut model.inner)
+                    .ok_or_else(|| Error::InvalidArgument("model already shared".into()))?
+                    .auto_on_cpu = Some(why.to_string());
+            }
+        }
         if on_gpu {
             model = model.upload_to_gpu(params.device, &mut |f| {
                 report(read_share + f * (1.0 - read_share))
@@ -130,6 +143,7 @@ impl Model {
                 loaded: Arc::new(loaded),
                 tokenizer,
                 gpu: None,
+                auto_on_cpu: None,
             }),
         })
     }
@@ -152,6 +166,12 @@ impl Model {
                 ..inner
             }),
         })
+    }
+
+    /// Why `Backend::Auto` put this model on the CPU although a GPU was usable (a tensor type or
+    /// feature the GPU backend does not run yet); `None` otherwise.
+    pub fn auto_on_cpu(&self) -> Option<&str> {
+        self.inner.auto_on_cpu.as_deref()
     }
 
     /// The weights on the GPU, when this model runs there.

@@ -56,6 +56,18 @@ pub fn usable_devices() -> Result<Vec<DeviceInfo>> {
     Err(not_built_in())
 }
 
+/// Whether the GPU backend would run `model` (features, tensor types, shapes), decided
+/// without touching a device; the reason when not.
+pub fn check(model: &LoadedModel) -> Result<()> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return GpuModel::check(model);
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    {
+        let _ = model;
+        Err(not_built_in())
+    }
+}
+
 /// Copies `model`'s weights to GPU `device`; `progress(done_bytes, total_bytes)` after each
 /// tensor, whose error (a cancel) stops the upload there.
 pub fn upload(

@@ -156,6 +156,13 @@ pub unsafe extern "C" fn rocmforge_model_load(
                 device: params.device as usize,
             },
         )?;
+        if let Some(why) = model.auto_on_cpu() {
+            log(ROCMFORGE_LOG_WARN, || {
+                format!(
+                    "backend auto: using the CPU: the GPU backend does not run this model: {why}"
+                )
+            });
+        }
         log(ROCMFORGE_LOG_INFO, || load_summary(&model));
 
         // SAFETY: out checked non-NULL.

@@ -62,14 +62,10 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
-    /// after each tensor; its error (a cancel) stops the upload there.
-    pub fn upload(
-        model: &LoadedModel,
-        device: usize,
-        progress: &mut dyn FnMut(u64, u64) -> Result<()>,
-    ) -> Result<GpuModel> {
-        let hp = model.hparams.clone();
+    /// Whether the GPU backend runs `model`, decided without touching a device: its features
+    /// (`gpu::RUNS`), every matrix's tensor type, its widths and head size.
+    pub fn check(model: &LoadedModel) -> Result<()> {
+        let hp = &model.hparams;
         hp.check_backend("GPU", crate::backend::gpu::RUNS)?;
         // Every matrix's type is checked before the device is touched, so a file with a type
         // the GPU does not run (Q5_0, Q5_1, the K-quants: CPU only for now) is refused at
@@ -83,7 +79,6 @@ impl GpuModel {
         {
             Uploader::check_type(m)?;
         }
-        set_device(device)?;
         if !hp.n_embd.is_multiple_of(32)
             || !hp.n_ff.is_multiple_of(32)
             || !hp.q_dim().is_multiple_of(32)
@@ -101,6 +96,19 @@ impl GpuModel {
                 hp.head_dim
             )));
         }
+        Ok(())
+    }
+
+    /// Uploads every weight to GPU `device`. `progress(done_bytes, total_bytes)` is called
+    /// after each tensor; its error (a cancel) stops the upload there.
+    pub fn upload(
+        model: &LoadedModel,
+        device: usize,
+        progress: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<GpuModel> {
+        Self::check(model)?;
+        let hp = model.hparams.clone();
+        set_device(device)?;
         let w = &model.weights;
         let stream = Stream::new()?;
         let mut up = Uploader {
