@@ -441,9 +441,11 @@ fn auto_keeps_a_model_the_gpu_does_not_run_on_the_cpu() {
             Err(e) => panic!("GPU: expected UnsupportedTensorType, got {e}"),
             Ok(_) => panic!("GPU took a model with a Q4_K matrix"),
         }
-        // A model the GPU runs still goes there.
+        // A model the GPU runs still goes there (head size 32: the GPU's smallest).
         let plain = common::tiny::TinySpec {
             weight_type: GgmlType::Q8_0,
+            n_embd: 128,
+            n_ff: 256,
             ..Default::default()
         };
         std::fs::write(&path, common::tiny::build_bytes(&plain)).expect("write model");
