@@ -10,6 +10,8 @@
 //!   Debian's hipcc builds gfx90a and gfx1030 only). Nothing links against ROCm: the kernel
 //!   objects' references to the HIP runtime are renamed onto kernels/amd_runtime_loader.c, which
 //!   opens libamdhip64 at run time, and rocBLAS is opened likewise (kernels/blas.hip).
+//!   `ROCMFORGE_WAVE64_EMULATION=1` makes a test build in which the kernels see 64-lane waves
+//!   as on AMD CDNA (kernels/arch.h): slow, for the GPU parity tests only.
 //! - neither: no GPU code is built.
 //!
 //! So a GPU build's librocmforge.so needs no GPU library to load: without one, the GPU answers
@@ -26,6 +28,7 @@ const SOURCES: &[&str] = &[
     "attention",
     "attention_prefill",
     "blas",
+    "wave_check",
 ];
 const HEADERS: &[&str] = &[
     "hip_compat.h",
@@ -46,6 +49,7 @@ fn main() {
         "ROCMFORGE_CUDA_ARCHS",
         "ROCMFORGE_HIP_ARCHS",
         "ROCM_PATH",
+        "ROCMFORGE_WAVE64_EMULATION",
     ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
@@ -67,6 +71,9 @@ fn main() {
     let rocm = std::env::var_os("CARGO_FEATURE_ROCM").is_some();
     if cuda && rocm {
         panic!("features `cuda` and `rocm` are exclusive: build one GPU backend at a time");
+    }
+    if wave64_emulation() && rocm {
+        panic!("ROCMFORGE_WAVE64_EMULATION=1 is a test build of the `cuda` feature, not `rocm`");
     }
     if !cuda && !rocm {
         return;
@@ -124,6 +131,11 @@ fn cuda_home(manifest: &Path) -> PathBuf {
     PathBuf::from("/usr/local/cuda")
 }
 
+/// Whether the wave-64 emulation test build is asked for (kernels/arch.h).
+fn wave64_emulation() -> bool {
+    std::env::var("ROCMFORGE_WAVE64_EMULATION").is_ok_and(|v| v == "1")
+}
+
 fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
     let home = cuda_home(manifest);
     let nvcc = home.join("bin/nvcc");
@@ -145,6 +157,9 @@ fn build_cuda(manifest: &Path, kernels: &Path, out: &Path) -> Vec<PathBuf> {
         ]);
         for a in archs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
             cmd.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
+        }
+        if wave64_emulation() {
+            cmd.arg("-DRF_WAVE64_EMULATION=1");
         }
         cmd.arg(format!("-I{}", home.join("include").display()));
         cmd.arg(format!("-I{}", home.join("include/cccl").display()));

@@ -48,6 +48,11 @@ int rf_graph_begin(void* stream);
 int rf_graph_end(void* stream, void** exec);
 int rf_graph_launch(void* exec, void* stream);
 int rf_graph_destroy(void* exec);
+
+// ---- wave_check.hip
+// Runs the cross-lane helpers of arch.h against exact values on the current device:
+// host_result = [checks made, checks failed, the kernels' wave size (RF_WAVE)].
+int rf_wave_check(int* host_result);
 // Milliseconds spent by the GPU on `iters` device-to-device copies of `bytes` bytes.
 int rf_measure_copy(void* dst, const void* src, size_t bytes, int iters, void* stream, float* ms);
 

@@ -4,8 +4,10 @@
 # against the real library, valgrind), the NEON dot kernels under qemu (bit-identical to the
 # scalar ones), then the GPU build checks: the `rocm` feature built with Debian's hipcc
 # (gfx90a, gfx1030) and the C API tests run with it (runtime present, no AMD GPU), the kernels
-# compiled for gfx942 and gfx1100 with clang-19, and the `cuda` feature built with the pip CUDA
-# toolchain; neither GPU build may link against its GPU runtime.
+# compiled for gfx90a, gfx942, gfx1030 and gfx1100 with clang-19 and each code object checked
+# for its wave size and dot instruction, the `cuda` feature built with the pip CUDA toolchain
+# (neither GPU build may link against its GPU runtime), and the kernels compiled as the wave-64
+# emulation build (which ones depend on the wave size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-deps.sh
@@ -14,6 +16,7 @@ status=0
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 scripts/check-neon.sh || status=$?
 scripts/gpu/check-rocm-build.sh || status=$?
-scripts/gpu/amd-targets-newer.sh || status=$?
+scripts/gpu/check-amd-paths.sh || status=$?
 scripts/gpu/check-cuda-build.sh || status=$?
+scripts/gpu/check-wave64.sh || status=$?
 exit $status

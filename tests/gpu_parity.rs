@@ -333,6 +333,30 @@ fn devices_are_listed_when_a_gpu_is_expected() {
     }
 }
 
+/// The cross-lane helpers every kernel builds on (kernels/arch.h) give exact results on this
+/// device and build, with the wave size expected (`ROCMFORGE_EXPECT_WAVE`: 64 in the wave-64
+/// emulation build run by `WAVE64=1 scripts/gpu/parity.sh`, and on AMD CDNA).
+#[test]
+fn wave_helpers_are_exact() {
+    if devices().map_or(true, |d| d.is_empty()) {
+        return;
+    }
+    let r = rocmforge::backend::gpu::wave_check(0).expect("the wave check runs");
+    println!(
+        "wave check: {} lanes, {} of {} checks failed",
+        r.wave, r.failed, r.checks
+    );
+    assert_eq!(r.failed, 0, "cross-lane helpers gave wrong lanes: {r:?}");
+    assert_eq!(r.checks, r.expected_checks(), "every check ran: {r:?}");
+    if let Ok(w) = std::env::var("ROCMFORGE_EXPECT_WAVE") {
+        assert_eq!(
+            r.wave.to_string(),
+            w,
+            "kernels compiled for another wave size"
+        );
+    }
+}
+
 #[test]
 fn out_of_memory_is_an_error_not_an_abort() {
     if devices().map_or(true, |d| d.is_empty()) {

@@ -4,7 +4,13 @@
 # vocab-smollm2.gguf (`rocmforge_synth --extract-vocab SmolLM2.gguf --out ...`). Writes the
 # synthetic models to $MODELS and the report to $OUT_DIR/parity.jsonl.
 # Extra real models may be appended with EXTRA_MODELS=a.gguf,b.gguf.
+# WAVE64=1: the wave-64 emulation build instead (default DIST dist/gpu-wave64, made by
+# `WAVE64=1 scripts/gpu/build-dist.sh`), whose kernels must report 64-lane waves.
 set -euo pipefail
+if [ -n "${WAVE64:-}" ]; then
+    DIST=${DIST:-dist/gpu-wave64}
+    export ROCMFORGE_EXPECT_WAVE=64
+fi
 DIST=${DIST:-dist/gpu}
 MODELS=${MODELS:-/tmp/rf-models}
 OUT_DIR=${OUT_DIR:-${OUT:-/tmp}}

@@ -18,6 +18,36 @@ pub struct DeviceInfo {
     pub free_mem: u64,
 }
 
+/// What kernels/wave_check.hip found: `checks` comparisons of the cross-lane helpers
+/// (kernels/arch.h) against exact values, `failed` of them wrong, on kernels compiled for
+/// `wave`-lane waves (64 on AMD CDNA and in the wave-64 emulation build, else 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveCheck {
+    pub checks: u64,
+    pub failed: u64,
+    pub wave: u32,
+}
+
+impl WaveCheck {
+    /// The checks one run makes: per thread, one xor exchange per mask bit of the wave and six
+    /// reductions/broadcasts, in two blocks each of 64, 256 and 1024 threads.
+    pub fn expected_checks(&self) -> u64 {
+        let threads = 2 * (64 + 256 + 1024);
+        threads * (u64::from(self.wave.max(1).trailing_zeros()) + 6)
+    }
+}
+
+/// Checks the kernels' cross-lane helpers on GPU `device` (see [`WaveCheck`]).
+pub fn wave_check(device: usize) -> Result<WaveCheck> {
+    #[cfg(any(feature = "rocm", feature = "cuda"))]
+    return super::hip::wave_check(device);
+    #[cfg(not(any(feature = "rocm", feature = "cuda")))]
+    {
+        let _ = device;
+        Err(not_built_in())
+    }
+}
+
 /// What the GPU backend runs beyond plain llama ([`Feature`]): nothing yet. A model that uses
 /// any other feature is refused at upload (`Hparams::check_backend`); a feature joins this
 /// list with its kernels, keeping decode bit-identical to the CPU backend.

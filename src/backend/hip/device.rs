@@ -344,6 +344,25 @@ impl Drop for Blas {
     }
 }
 
+/// Runs kernels/wave_check.hip on GPU `device`: the cross-lane helpers of kernels/arch.h
+/// against exact values, with the wave size the kernels were compiled for.
+pub fn wave_check(device: usize) -> Result<WaveCheck> {
+    set_device(device)?;
+    let mut r = [0 as c_int; 3];
+    // SAFETY: `r` holds the 3 ints rf_wave_check writes.
+    check(
+        unsafe { ffi::rf_wave_check(r.as_mut_ptr()) },
+        "running the wave check",
+    )?;
+    Ok(WaveCheck {
+        checks: r[0].max(0) as u64,
+        failed: r[1].max(0) as u64,
+        wave: r[2].max(0) as u32,
+    })
+}
+
+pub use crate::backend::gpu::WaveCheck;
+
 /// Device-to-device copy bandwidth in bytes/s over a `bytes`-sized buffer (read + write
 /// counted), the "measured memory bandwidth" of the decode ceiling.
 pub fn measure_copy_bandwidth(bytes: usize, iters: usize) -> Result<f64> {

@@ -198,6 +198,8 @@ extern "C" {
     pub fn rf_graph_end(s: *mut c_void, exec: *mut *mut c_void) -> c_int;
     pub fn rf_graph_launch(exec: *mut c_void, s: *mut c_void) -> c_int;
     pub fn rf_graph_destroy(exec: *mut c_void) -> c_int;
+    /// `host_result`: 3 ints, filled with [checks made, checks failed, wave size].
+    pub fn rf_wave_check(host_result: *mut c_int) -> c_int;
     pub fn rf_blas_unavailable_reason() -> *const c_char;
     pub fn rf_blas_create(handle: *mut *mut c_void, s: *mut c_void) -> c_int;
     pub fn rf_blas_destroy(handle: *mut c_void) -> c_int;

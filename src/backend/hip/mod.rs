@@ -12,5 +12,5 @@ mod ffi;
 mod model;
 
 pub use context::{GpuContext, MAX_STEP_TOKENS};
-pub use device::{devices, measure_copy_bandwidth, usable, DeviceInfo};
+pub use device::{devices, measure_copy_bandwidth, usable, wave_check, DeviceInfo};
 pub use model::GpuModel;
