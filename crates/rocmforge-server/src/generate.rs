@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use rocmforge::chat::{self, Message, SpecialTokens};
 use rocmforge::sampler::RANDOM_SEED;
-use rocmforge::scheduler::{Event, EventSink, FinishReason, Rejected, Request, TokenLogprob, Usage};
+use rocmforge::scheduler::{
+    Event, EventSink, FinishReason, Rejected, Request, TokenLogprob, Usage,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,8 +97,8 @@ fn prompt_tokens(e: &Engine, body: &Value, chat_api: bool) -> Result<Vec<u32>, A
     let messages: Vec<Message<'_>> = (owned.iter())
         .map(|(role, content)| Message { role, content })
         .collect();
-    let template = (e.model.chat_template())
-        .ok_or_else(|| ApiError::bad("the model has no chat template"))?;
+    let template =
+        (e.model.chat_template()).ok_or_else(|| ApiError::bad("the model has no chat template"))?;
     let piece = |id: Option<u32>| {
         id.map(|t| String::from_utf8_lossy(&tok.token_to_piece(t, true)).into_owned())
             .unwrap_or_default()
@@ -211,7 +213,7 @@ fn start(
             sampling,
             max_tokens,
             stop: p.stop.clone(),
-            ignore_eos: false,
+            ignore_eos: p.ignore_eos,
             logprobs: p.logprobs,
         };
         let (tx, rx) = unbounded_channel();
@@ -224,9 +226,10 @@ fn start(
                     "the request queue is full; retry later",
                 ),
                 Rejected::Invalid(why) => ApiError::bad(why),
-                Rejected::Closed => {
-                    ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
-                }
+                Rejected::Closed => ApiError::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is shutting down",
+                ),
             })?;
         receivers.push(rx);
     }
@@ -288,14 +291,22 @@ async fn whole(
         let mut reason = FinishReason::Cancelled;
         while let Some(ev) = rx.recv().await {
             match ev {
-                Event::Token { id, text: t, logprob } => {
+                Event::Token {
+                    id,
+                    text: t,
+                    logprob,
+                } => {
                     tracker.token(index);
                     text.push_str(&t);
                     if let Some(lp) = logprob {
                         lps.push(logprob_json(e, chat_api, id, &lp));
                     }
                 }
-                Event::Done { reason: r, text: t, usage: u } => {
+                Event::Done {
+                    reason: r,
+                    text: t,
+                    usage: u,
+                } => {
                     text.push_str(&t);
                     reason = r;
                     usage.prompt_tokens = u.prompt_tokens;
@@ -329,7 +340,11 @@ async fn whole(
         });
     }
     tracker.outcome = Outcome::Ok;
-    let object = if chat_api { "chat.completion" } else { "text_completion" };
+    let object = if chat_api {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
     axum::Json(json!({
         "id": request_id(chat_api),
         "object": object,
@@ -352,16 +367,19 @@ fn stream(
     chat_api: bool,
 ) -> Response {
     let n = receivers.len();
-    let merged = futures_util::stream::select_all(receivers.into_iter().enumerate().map(
-        |(i, rx)| {
+    let merged =
+        futures_util::stream::select_all(receivers.into_iter().enumerate().map(|(i, rx)| {
             Box::pin(futures_util::stream::unfold(rx, move |mut rx| async move {
                 rx.recv().await.map(|ev| ((i, ev), rx))
             }))
-        },
-    ));
+        }));
     let id = request_id(chat_api);
     let created = now_secs();
-    let object = if chat_api { "chat.completion.chunk" } else { "text_completion" };
+    let object = if chat_api {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
     let mut tracker = Tracker {
         state: Arc::clone(&state),
         started: p.started,
@@ -412,7 +430,11 @@ fn stream(
                 });
                 sse(&chunk(index, delta(text, &mut role_sent[index]), None, lp))
             }
-            Event::Done { reason, text, usage: u } => {
+            Event::Done {
+                reason,
+                text,
+                usage: u,
+            } => {
                 done += 1;
                 usage.prompt_tokens = u.prompt_tokens;
                 usage.cached_tokens = usage.cached_tokens.max(u.cached_tokens);

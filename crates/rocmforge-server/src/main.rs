@@ -82,7 +82,10 @@ type Shared = Arc<AppState>;
 impl AppState {
     fn engine(&self) -> Result<&Engine, ApiError> {
         self.engine.get().ok_or_else(|| {
-            ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading")
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the model is still loading",
+            )
         })
     }
 
@@ -180,7 +183,10 @@ async fn tokenize(State(s): State<Shared>, headers: HeaderMap, req: Request) -> 
         let e = s.engine()?;
         let text = (body.get("content").and_then(Value::as_str))
             .ok_or_else(|| ApiError::param("content", "'content' must be a string"))?;
-        let add_special = body.get("add_special").and_then(Value::as_bool).unwrap_or(true);
+        let add_special = body
+            .get("add_special")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let tokens = e.model.tokenizer().encode(text, add_special, true);
         Ok::<_, ApiError>(Json(json!({ "tokens": tokens })))
     };
@@ -192,14 +198,20 @@ async fn detokenize(State(s): State<Shared>, headers: HeaderMap, req: Request) -
         let body = s.body(&headers, req).await?;
         let e = s.engine()?;
         let bad = || ApiError::param("tokens", "'tokens' must be an array of token ids");
-        let ids: Vec<u32> = (body.get("tokens").and_then(Value::as_array).ok_or_else(bad)?)
-            .iter()
-            .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(bad)?;
+        let ids: Vec<u32> = (body
+            .get("tokens")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?)
+        .iter()
+        .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
         let n_vocab = e.model.tokenizer().n_vocab();
         if ids.iter().any(|&t| t as usize >= n_vocab) {
-            return Err(ApiError::param("tokens", format!("token ids must be below {n_vocab}")));
+            return Err(ApiError::param(
+                "tokens",
+                format!("token ids must be below {n_vocab}"),
+            ));
         }
         let text = String::from_utf8_lossy(&e.model.tokenizer().decode(&ids, false)).into_owned();
         Ok(Json(json!({ "content": text })))

@@ -94,18 +94,76 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         };
-        one("rocmforge_prompt_tokens_total", "counter", "Prompt tokens evaluated (not counting prefix-cache hits).", s.prompt_tokens_computed);
-        one("rocmforge_generation_tokens_total", "counter", "Tokens generated.", s.generated_tokens);
-        one("rocmforge_queue_depth", "gauge", "Requests waiting for a sequence slot.", s.queued as u64);
-        one("rocmforge_running_sequences", "gauge", "Requests being generated.", s.running as u64);
-        one("rocmforge_kv_cells_used", "gauge", "KV cache cells in use (running and idle prefix-cache sequences).", s.kv_cells_used as u64);
-        one("rocmforge_kv_cells_total", "gauge", "KV cache cells.", s.kv_cells_total as u64);
-        one("rocmforge_prefix_cache_hits_total", "counter", "Requests that reused cached prompt cells.", s.prefix_hits);
-        one("rocmforge_prefix_cache_tokens_total", "counter", "Prompt tokens taken from the prefix cache.", s.prefix_tokens_reused);
-        one("rocmforge_preemptions_total", "counter", "Requests preempted for lack of cells.", s.preemptions);
-        one("rocmforge_scheduler_steps_total", "counter", "Batches evaluated.", s.steps);
-        self.ttft.render("rocmforge_time_to_first_token_seconds", "Time from request to first token.", &mut out);
-        self.itl.render("rocmforge_inter_token_latency_seconds", "Time between consecutive tokens of a request.", &mut out);
+        one(
+            "rocmforge_prompt_tokens_total",
+            "counter",
+            "Prompt tokens evaluated (not counting prefix-cache hits).",
+            s.prompt_tokens_computed,
+        );
+        one(
+            "rocmforge_generation_tokens_total",
+            "counter",
+            "Tokens generated.",
+            s.generated_tokens,
+        );
+        one(
+            "rocmforge_queue_depth",
+            "gauge",
+            "Requests waiting for a sequence slot.",
+            s.queued as u64,
+        );
+        one(
+            "rocmforge_running_sequences",
+            "gauge",
+            "Requests being generated.",
+            s.running as u64,
+        );
+        one(
+            "rocmforge_kv_cells_used",
+            "gauge",
+            "KV cache cells in use (running and idle prefix-cache sequences).",
+            s.kv_cells_used as u64,
+        );
+        one(
+            "rocmforge_kv_cells_total",
+            "gauge",
+            "KV cache cells.",
+            s.kv_cells_total as u64,
+        );
+        one(
+            "rocmforge_prefix_cache_hits_total",
+            "counter",
+            "Requests that reused cached prompt cells.",
+            s.prefix_hits,
+        );
+        one(
+            "rocmforge_prefix_cache_tokens_total",
+            "counter",
+            "Prompt tokens taken from the prefix cache.",
+            s.prefix_tokens_reused,
+        );
+        one(
+            "rocmforge_preemptions_total",
+            "counter",
+            "Requests preempted for lack of cells.",
+            s.preemptions,
+        );
+        one(
+            "rocmforge_scheduler_steps_total",
+            "counter",
+            "Batches evaluated.",
+            s.steps,
+        );
+        self.ttft.render(
+            "rocmforge_time_to_first_token_seconds",
+            "Time from request to first token.",
+            &mut out,
+        );
+        self.itl.render(
+            "rocmforge_inter_token_latency_seconds",
+            "Time between consecutive tokens of a request.",
+            &mut out,
+        );
         out
     }
 }

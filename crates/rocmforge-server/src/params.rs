@@ -15,6 +15,8 @@ pub struct GenParams {
     pub include_usage: bool,
     /// Top alternatives per token, when log-probabilities were asked for.
     pub logprobs: Option<usize>,
+    /// Generate through end-of-generation tokens (llama-server's extension).
+    pub ignore_eos: bool,
 }
 
 fn number(body: &Value, key: &'static str, lo: f64, hi: f64) -> Result<Option<f64>, ApiError> {
@@ -39,7 +41,10 @@ fn integer(body: &Value, key: &'static str, lo: i64, hi: i64) -> Result<Option<i
     match number(body, key, lo as f64, hi as f64)? {
         None => Ok(None),
         Some(x) if x.fract() == 0.0 => Ok(Some(x as i64)),
-        Some(x) => Err(ApiError::param(key, format!("'{key}' is {x}; it must be an integer"))),
+        Some(x) => Err(ApiError::param(
+            key,
+            format!("'{key}' is {x}; it must be an integer"),
+        )),
     }
 }
 
@@ -131,6 +136,7 @@ impl GenParams {
             stream,
             include_usage,
             logprobs,
+            ignore_eos: boolean(body, "ignore_eos")?,
         })
     }
 }
