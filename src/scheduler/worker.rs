@@ -68,7 +68,7 @@ pub(crate) struct Worker {
     stats: Arc<Stats>,
     rx: Receiver<Command>,
     slots: Vec<Slot>,
-    waiting: VecDeque<Job>,
+    waiting: VecDeque<Box<Job>>,
     running: Vec<Running>,
     clock: u64,
 }
@@ -136,7 +136,7 @@ impl Worker {
             Command::Submit(p) => {
                 let p = *p;
                 let stop = StopText::new(&p.request.stop);
-                self.waiting.push_back(Job {
+                self.waiting.push_back(Box::new(Job {
                     tokens: p.request.prompt.clone(),
                     pending: p,
                     n_generated: 0,
@@ -144,12 +144,12 @@ impl Worker {
                     admitted_before: false,
                     decoder: StreamDecoder::new(),
                     stop,
-                });
+                }));
                 true
             }
             Command::Shutdown => {
                 let jobs: Vec<Job> = (self.running.drain(..).map(|r| r.job))
-                    .chain(self.waiting.drain(..))
+                    .chain(self.waiting.drain(..).map(|b| *b))
                     .collect();
                 for mut job in jobs {
                     finish(&mut job, FinishReason::Cancelled);
@@ -222,7 +222,7 @@ impl Worker {
     }
 
     /// Gives `job` a sequence, sharing the longest prefix some sequence already holds.
-    fn admit_one(&mut self, job: Job) -> Result<(), Job> {
+    fn admit_one(&mut self, job: Box<Job>) -> Result<(), Box<Job>> {
         // Longest shared prefix, leaving at least one token to evaluate for the logits.
         let cap = job.tokens.len() - 1;
         let mut source: Option<(usize, usize)> = None;
@@ -287,7 +287,7 @@ impl Worker {
             }
             None => {}
         }
-        let mut job = job;
+        let mut job = *job;
         if !job.admitted_before {
             job.cached = reuse;
             job.admitted_before = true;
@@ -316,7 +316,7 @@ impl Worker {
         };
         let r = self.running.remove(i);
         self.release(r.slot);
-        self.waiting.push_front(r.job);
+        self.waiting.push_front(Box::new(r.job));
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
         self.stats.preemptions.fetch_add(1, Ordering::Relaxed);
     }
