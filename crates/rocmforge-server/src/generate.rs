@@ -149,7 +149,9 @@ fn usage_json(u: &Usage) -> Value {
 }
 
 pub async fn handle(state: Arc<AppState>, body: Value, chat_api: bool) -> Response {
-    match start(&state, &body, chat_api) {
+    // Rendering a chat template runs a sandboxed child process and encoding a long prompt
+    // takes a while: keep both off the async workers' hot path.
+    match tokio::task::block_in_place(|| start(&state, &body, chat_api)) {
         Ok((receivers, p)) => {
             if p.stream {
                 stream(state, receivers, p, chat_api)
