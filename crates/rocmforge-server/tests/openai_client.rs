@@ -158,4 +158,19 @@ fn openai_python_client_against_the_real_server() {
         .status()
         .expect("run python3");
     assert!(status.success(), "openai_client.py failed");
+
+    // SIGTERM: a graceful stop, exit status 0, within the shutdown deadline.
+    let mut main = main;
+    let pid = main.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = main.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit 20 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit after SIGTERM: {exit}");
 }
