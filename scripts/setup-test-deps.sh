@@ -33,6 +33,11 @@ if [[ ! -f .cache/zig/warmed-0.17.1 ]]; then
     "${zig_env[@]}" "$tools/zig/ziglang/zig" translate-c -lc -Iinclude bindings/zig/src/c.h >/dev/null
     touch .cache/zig/warmed-0.17.1
 fi
+# The official openai Python client for the server's tests (crates/rocmforge-server/tests),
+# pinned, into .cache/tools/openai (the tests put it on PYTHONPATH).
+if ! PYTHONPATH="$tools/openai" python3 -c 'import openai, sys; sys.exit(openai.__version__ != "3.60.0")' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$tools/openai" openai==3.60.0
+fi
 # cmake for the CMake consumer project of tests/cpp_and_install.rs, from Debian.
 if ! command -v cmake >/dev/null; then
     apt-get update -qq

@@ -11,6 +11,7 @@
 //! - [`sampler`]: token selection;
 //! - [`api`]: the safe Rust API (`Model`, `Context`, `Batch`) that the C ABI wraps;
 //! - [`chat`]: chat templates (Jinja, rendered with minijinja);
+//! - [`scheduler`]: continuous batching of many requests over one context, with prefix caching;
 //! - [`ffi`]: the C ABI (`include/rocmforge.h`).
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+pub mod scheduler;
 pub mod tokenizer;
 
 pub use api::{Backend, Batch, Context, ContextParams, Model, ModelParams};

@@ -262,6 +262,20 @@ impl Context {
         Ok(())
     }
 
+    /// Places each sequence's tokens in its own region of `stride` cells (see
+    /// [`Cells::set_seq_regions`]); only while the cache is empty.
+    pub fn set_seq_regions(&mut self, stride: Option<usize>) -> Result<()> {
+        if self.cells().used() > 0 {
+            return Err(Error::InvalidArgument(
+                "sequence regions can only be set on an empty cache".into(),
+            ));
+        }
+        let mut result = Ok(());
+        self.engine
+            .edit_cells(|c| result = c.set_seq_regions(stride));
+        result
+    }
+
     /// Largest position of `seq` in the cache.
     pub fn kv_seq_pos_max(&self, seq: u32) -> Option<i32> {
         self.cells().seq_pos_max(seq)

@@ -3,6 +3,11 @@
 //! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
 //!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
 //!               [--backend auto|cpu|gpu] [--device I]
+//! rocmforge_cli serve -m MODEL [--port 8080] [server options]   (also: rocmforge_cli --port 8080)
+//!
+//! `serve` runs the OpenAI-compatible server, `rocmforge-server` (crate
+//! `crates/rocmforge-server`), installed beside this program: the library crate links no HTTP
+//! stack, so the CLI hands over to that binary instead of containing it.
 
 use rocmforge::sampler::{SamplerChain, SamplerParams};
 use rocmforge::tokenizer::StreamDecoder;
@@ -20,12 +25,17 @@ struct Args {
     device: usize,
 }
 
+/// The model used when none is named: SmolLM2 in the model cache.
+fn default_model() -> String {
+    format!(
+        "{}/SmolLM2-135M-Instruct.Q4_1.gguf",
+        std::env::var("ROCMFORGE_MODEL_DIR").unwrap_or_else(|_| ".cache/models".into())
+    )
+}
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        model: format!(
-            "{}/SmolLM2-135M-Instruct.Q4_1.gguf",
-            std::env::var("ROCMFORGE_MODEL_DIR").unwrap_or_else(|_| ".cache/models".into())
-        ),
+        model: default_model(),
         prompt: "The capital of France is".into(),
         n_predict: 64,
         ctx: ContextParams::default(),
@@ -118,7 +128,55 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `serve ...` or any `--port`: replaces this process with the server, passing the arguments on.
+fn serve_requested() -> Option<Vec<std::ffi::OsString>> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "serve") {
+        return Some(args[1..].to_vec());
+    }
+    args.iter().any(|a| a == "--port").then_some(args)
+}
+
+fn serve(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("rocmforge-server")));
+    let Some(server) = exe.filter(|p| p.exists()) else {
+        eprintln!(
+            "rocmforge_cli: serve needs the rocmforge-server program beside this one \
+             (build it with: cargo build --release -p rocmforge-server)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut cmd = std::process::Command::new(&server);
+    let has_model =
+        (args.iter()).any(|a| a == "-m" || a == "--model" || a == "-h" || a == "--help");
+    if !has_model {
+        cmd.arg("--model").arg(default_model());
+    }
+    cmd.args(args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        eprintln!("rocmforge_cli: cannot run {}: {err}", server.display());
+        ExitCode::FAILURE
+    }
+    #[cfg(not(unix))]
+    match cmd.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("rocmforge_cli: cannot run {}: {e}", server.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(args) = serve_requested() {
+        return serve(args);
+    }
     match parse_args().and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

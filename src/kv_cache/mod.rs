@@ -41,6 +41,9 @@ pub struct Cells {
     cells: Vec<Cell>,
     /// Where the next search for free cells starts (keeps allocation O(n) amortised).
     search_from: usize,
+    /// When set, sequence `s` keeps position `p` in cell `s * stride + p` (see
+    /// [`Self::set_seq_regions`]).
+    seq_stride: Option<usize>,
 }
 
 impl Cells {
@@ -55,6 +58,7 @@ impl Cells {
             n_seq_max,
             cells: vec![FREE; n_ctx],
             search_from: 0,
+            seq_stride: None,
         })
     }
 
@@ -82,8 +86,52 @@ impl Cells {
         }
     }
 
+    /// Gives each sequence its own region of `stride` cells: position `p` of sequence `s` goes
+    /// to cell `s * stride + p` (None: any free cell). Attention sums over cells in chunks of
+    /// cell indices, so a token's result depends on where its sequence's cells lie; with
+    /// regions whose stride is a multiple of the attention chunk, a sequence computes the same
+    /// bits whatever other sequences share the context (the continuous-batching scheduler
+    /// relies on it), as if it were alone in cells `0..`.
+    pub fn set_seq_regions(&mut self, stride: Option<usize>) -> Result<()> {
+        if let Some(st) = stride {
+            if st == 0 || st.saturating_mul(self.n_seq_max) > self.cells.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} regions of {st} cells do not fit in {} cells",
+                    self.n_seq_max,
+                    self.cells.len()
+                )));
+            }
+        }
+        self.seq_stride = stride;
+        Ok(())
+    }
+
+    /// Cells of sequence regions ([`Self::set_seq_regions`]): the region's cell for each token.
+    fn allocate_in_regions(&mut self, stride: usize, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
+        let mut found = Vec::with_capacity(tokens.len());
+        for &(pos, seq) in tokens {
+            let cell = seq as usize * stride + pos as usize;
+            if pos as usize >= stride || self.cells[cell].pos >= 0 || found.contains(&cell) {
+                return Err(Error::ContextFull(format!(
+                    "position {pos} of sequence {seq} has no free cell in its region of {stride}"
+                )));
+            }
+            found.push(cell);
+        }
+        for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
+            self.cells[cell] = Cell {
+                pos,
+                seqs: 1u64 << seq,
+            };
+        }
+        Ok(found)
+    }
+
     /// Takes `n` free cells for new tokens, or fails with ContextFull taking none.
     pub fn allocate(&mut self, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
+        if let Some(stride) = self.seq_stride {
+            return self.allocate_in_regions(stride, tokens);
+        }
         let n = tokens.len();
         let n_ctx = self.cells.len();
         let mut found = Vec::with_capacity(n);
@@ -236,6 +284,18 @@ mod tests {
 
     fn cache() -> Cells {
         Cells::new(8, 4).unwrap()
+    }
+
+    #[test]
+    fn sequence_regions_place_position_p_of_sequence_s_at_s_times_stride_plus_p() {
+        let mut kv = cache();
+        kv.set_seq_regions(Some(4)).unwrap_err();
+        let mut kv = Cells::new(8, 2).unwrap();
+        kv.set_seq_regions(Some(4)).unwrap();
+        assert_eq!(kv.allocate(&[(0, 1), (1, 1), (0, 0)]).unwrap(), [4, 5, 0]);
+        assert!(matches!(kv.allocate(&[(4, 0)]), Err(Error::ContextFull(_))));
+        assert!(matches!(kv.allocate(&[(1, 1)]), Err(Error::ContextFull(_))));
+        assert_eq!(kv.used(), 3);
     }
 
     #[test]
