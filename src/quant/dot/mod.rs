@@ -73,6 +73,8 @@ mod avx512;
 mod canon256;
 #[cfg(any(target_arch = "x86_64", test))]
 mod f16_table;
+#[cfg(target_arch = "x86_64")]
+mod kquant256;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub(crate) mod scalar;
