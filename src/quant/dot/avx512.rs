@@ -51,6 +51,9 @@ kquant_kernels256!(
 );
 kquant_entries!(q4_k_one, q4_k_four, q4_k_rows4, kvnni::q4_k, 144);
 kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kvnni::q6_k, 210);
+kquant_entries!(q5_k_one, q5_k_four, q5_k_rows4, kvnni::q5_k, 176);
+kquant_entries!(q2_k_one, q2_k_four, q2_k_rows4, kvnni::q2_k, 84);
+kquant_entries!(q3_k_one, q3_k_four, q3_k_rows4, kvnni::q3_k, 110);
 
 /// Float kernels: 16 elements per load, two accumulators per row, scalar tail.
 macro_rules! float_kernel {
@@ -211,6 +214,9 @@ pub(super) static KERNELS: &[DotKernels] = &[
     k!(q5_1_one, q5_1_four, q5_1_rows4, "q5_1*q8_1 avx512", Q5_1),
     k!(q4_k_one, q4_k_four, q4_k_rows4, "q4_k*q8_k avx512", Q4K),
     k!(q6_k_one, q6_k_four, q6_k_rows4, "q6_k*q8_k avx512", Q6K),
+    k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx512", Q5K),
+    k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx512", Q2K),
+    k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx512", Q3K),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx512", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx512", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx512", F32),

@@ -1,4 +1,4 @@
-//! The K-quant kernels (Q4_K and Q6_K against Q8_K) in their canonical order (scalar.rs)
+//! The K-quant kernels (Q2_K, Q3_K, Q4_K, Q5_K and Q6_K against Q8_K) in their canonical order (scalar.rs)
 //! with 256-bit integer dots, shared by the AVX2, AVX-VNNI and AVX-512 VNNI tables: they
 //! differ only in the i16 x i16 -> i32 multiply-accumulate (`vpmaddwd + vpaddd`, or one
 //! `vpdpwssd`).
@@ -143,21 +143,52 @@ pub(super) fn finish_cells(acc: &[__m128; 32], cells: usize, out: &mut [f32; 4])
     }
 }
 
-/// One Q4_K super-block (at `$wp`) against one Q8_K block (at `$ap`): the 8 i32 partial
-/// sums of `isum` and of `msum`, with `$madd` the i16 multiply-accumulate.
-macro_rules! q4k_cell {
-    ($wp:expr, $ap:expr, $madd:path) => {{
+/// Bit `j` of each byte of `qh` moved to bit 4 (Q5_K's fifth bit of sub-block j), the rest
+/// cleared. The 16-bit shifts carry bits across bytes only into bits 0..4 (left shifts of
+/// at most 4) or 5..8 (right shifts of at most 3), which the mask drops.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn fifth_bit(qh: __m256i, j: usize) -> __m256i {
+    let moved = match j {
+        0 => _mm256_slli_epi16::<4>(qh),
+        1 => _mm256_slli_epi16::<3>(qh),
+        2 => _mm256_slli_epi16::<2>(qh),
+        3 => _mm256_slli_epi16::<1>(qh),
+        4 => qh,
+        5 => _mm256_srli_epi16::<1>(qh),
+        6 => _mm256_srli_epi16::<2>(qh),
+        _ => _mm256_srli_epi16::<3>(qh),
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
+}
+
+/// One Q4_K (`$five` false) or Q5_K (`$five` true) super-block at `$wp` against one Q8_K
+/// block at `$ap`: the 8 i32 partial sums of `isum` and of `msum`, with `$madd` the i16
+/// multiply-accumulate. The two types differ only in where the nibbles start and Q5_K's
+/// fifth bits (bit j of `qh[l]` for element l of sub-block j).
+macro_rules! q45k_cell {
+    ($wp:expr, $ap:expr, $madd:path, $five:literal) => {{
         let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
         let (sc, mn) = q4k_scales(wp.add(4));
         let low = _mm256_set1_epi8(0x0F);
+        let qs = if $five { 48 } else { 16 };
+        let qh = if $five {
+            _mm256_loadu_si256(wp.add(16).cast())
+        } else {
+            _mm256_setzero_si256()
+        };
         let mut acc = _mm256_setzero_si256();
         // Chunk c of 32 quant bytes: sub-block 2c in the low nibbles, 2c + 1 in the high.
         for c in 0..4 {
-            let q = _mm256_loadu_si256(wp.add(16 + 32 * c).cast());
+            let q = _mm256_loadu_si256(wp.add(qs + 32 * c).cast());
             let a0 = _mm256_loadu_si256(ap.add(Q8K_QS + 64 * c).cast());
             let a1 = _mm256_loadu_si256(ap.add(Q8K_QS + 64 * c + 32).cast());
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            let mut lo = _mm256_and_si256(q, low);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            if $five {
+                lo = _mm256_or_si256(lo, fifth_bit(qh, 2 * c));
+                hi = _mm256_or_si256(hi, fifth_bit(qh, 2 * c + 1));
+            }
             // The i16 scale of sub-block j in every i16 lane.
             let pick =
                 |j: i16| _mm256_shuffle_epi8(sc, _mm256_set1_epi16(2 * j | (2 * j + 1) << 8));
@@ -168,7 +199,23 @@ macro_rules! q4k_cell {
         (acc, _mm256_madd_epi16(bsums, mn))
     }};
 }
+pub(super) use q45k_cell;
+
+/// [`q45k_cell`] for Q4_K.
+macro_rules! q4k_cell {
+    ($wp:expr, $ap:expr, $madd:path) => {
+        q45k_cell!($wp, $ap, $madd, false)
+    };
+}
 pub(super) use q4k_cell;
+
+/// [`q45k_cell`] for Q5_K.
+macro_rules! q5k_cell {
+    ($wp:expr, $ap:expr, $madd:path) => {
+        q45k_cell!($wp, $ap, $madd, true)
+    };
+}
+pub(super) use q5k_cell;
 
 /// One Q6_K super-block against one Q8_K block: the 8 i32 partial sums of
 /// `isum = Σ_j sc_j (Σ q·a - 32 · bsum_j)` (q unsigned 0..=63), and no `msum`.
@@ -176,11 +223,7 @@ macro_rules! q6k_cell {
     ($wp:expr, $ap:expr, $madd:path) => {{
         let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
         let sc8 = _mm_loadu_si128(wp.add(192).cast());
-        // Scales of each 128-element half (8 sub-blocks) in both 128-bit halves.
-        let halves = [
-            _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8)),
-            _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(sc8))),
-        ];
+        let halves = half_scales(sc8);
         let (low, top) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
         let mut acc = _mm256_setzero_si256();
         for h in 0..2 {
@@ -209,13 +252,7 @@ macro_rules! q6k_cell {
             ];
             for (k, &qk) in q.iter().enumerate() {
                 let av = _mm256_loadu_si256(ap.add(Q8K_QS + 128 * h + 32 * k).cast());
-                // Elements 0..16 of the quarter are sub-block 2k of the half, 16..32 2k + 1.
-                let k = k as i16;
-                let ctrl = _mm256_setr_m128i(
-                    _mm_set1_epi16(4 * k | (4 * k + 1) << 8),
-                    _mm_set1_epi16((4 * k + 2) | (4 * k + 3) << 8),
-                );
-                let s = _mm256_shuffle_epi8(halves[h], ctrl);
+                let s = quarter_scales(halves[h], k);
                 acc = $madd(acc, _mm256_maddubs_epi16(qk, av), s);
             }
         }
@@ -225,6 +262,154 @@ macro_rules! q6k_cell {
     }};
 }
 pub(super) use q6k_cell;
+
+/// The i16 scales of quarter `k` (32 elements, sub-blocks 2k and 2k + 1 of a 128-element
+/// half) from `half` = that half's 8 scales as i16 in both 128-bit halves: sub-block 2k's
+/// in the low 8 lanes (elements 0..16), 2k + 1's in the high 8.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn quarter_scales(half: __m256i, k: usize) -> __m256i {
+    let k = k as i16;
+    let ctrl = _mm256_setr_m128i(
+        _mm_set1_epi16(4 * k | (4 * k + 1) << 8),
+        _mm_set1_epi16((4 * k + 2) | (4 * k + 3) << 8),
+    );
+    _mm256_shuffle_epi8(half, ctrl)
+}
+
+/// 16 i8 scales -> the i16 scales of each 128-element half, for [`quarter_scales`].
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn half_scales(sc8: __m128i) -> [__m256i; 2] {
+    [
+        _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc8)),
+        _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_srli_si128::<8>(sc8))),
+    ]
+}
+
+/// Q3_K's 16 signed scales (stored 6 bits - 32) from its 12 packed bytes at `p` (layout in
+/// formats/q3_k.rs, `scale`): the low nibbles of bytes 0..8 (sub-blocks 0..8) and their
+/// high nibbles (8..16), with bits 2(j / 4)..+2 of byte 8 + j % 4 above them.
+///
+/// # Safety
+/// `p..p + 12` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn q3k_scales(p: *const u8) -> __m128i {
+    // SAFETY: caller guarantees 12 readable bytes.
+    let u = |k: usize| unsafe { p.add(4 * k).cast::<u32>().read_unaligned() };
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    const NIBBLES: u32 = 0x0F0F_0F0F;
+    const TWO: u32 = 0x0303_0303;
+    let s0 = (u0 & NIBBLES) | (u2 & TWO) << 4;
+    let s1 = (u1 & NIBBLES) | ((u2 >> 2) & TWO) << 4;
+    let s2 = ((u0 >> 4) & NIBBLES) | ((u2 >> 4) & TWO) << 4;
+    let s3 = ((u1 >> 4) & NIBBLES) | ((u2 >> 6) & TWO) << 4;
+    let stored = _mm_setr_epi32(s0 as i32, s1 as i32, s2 as i32, s3 as i32);
+    _mm_sub_epi8(stored, _mm_set1_epi8(32))
+}
+
+/// Bit `s` (0..8) of each byte of `x` moved to bit `t` (0..8), the rest cleared: a 16-bit
+/// shift by `t - s` then the mask of bit t; what the shift carries across bytes lands
+/// outside bit t (left shifts fill only bits below the shift, right ones only bits above
+/// 7 - shift).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn move_bit(x: __m256i, s: i32, t: i32) -> __m256i {
+    let moved = match t - s {
+        6 => _mm256_slli_epi16::<6>(x),
+        5 => _mm256_slli_epi16::<5>(x),
+        4 => _mm256_slli_epi16::<4>(x),
+        3 => _mm256_slli_epi16::<3>(x),
+        2 => _mm256_slli_epi16::<2>(x),
+        1 => _mm256_slli_epi16::<1>(x),
+        0 => x,
+        -1 => _mm256_srli_epi16::<1>(x),
+        -2 => _mm256_srli_epi16::<2>(x),
+        -3 => _mm256_srli_epi16::<3>(x),
+        -4 => _mm256_srli_epi16::<4>(x),
+        -5 => _mm256_srli_epi16::<5>(x),
+        -6 => _mm256_srli_epi16::<6>(x),
+        _ => _mm256_srli_epi16::<7>(x),
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(1 << t))
+}
+
+/// One Q2_K super-block against one Q8_K block: the 8 i32 partial sums of `isum` and of
+/// `msum`. Sub-block j's scale is the low nibble of byte j, its min the high nibble; quarter
+/// k of half h is bits 2k..2k+2 of `qs[32 h + l]`.
+macro_rules! q2k_cell {
+    ($wp:expr, $ap:expr, $madd:path) => {{
+        let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
+        let packed = _mm_loadu_si128(wp.cast());
+        let nib = _mm_set1_epi8(0x0F);
+        let halves = half_scales(_mm_and_si128(packed, nib));
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), nib));
+        let mut acc = _mm256_setzero_si256();
+        for h in 0..2 {
+            let qs = _mm256_loadu_si256(wp.add(16 + 32 * h).cast());
+            for k in 0..4 {
+                let q = _mm256_and_si256(
+                    match k {
+                        0 => qs,
+                        1 => _mm256_srli_epi16::<2>(qs),
+                        2 => _mm256_srli_epi16::<4>(qs),
+                        _ => _mm256_srli_epi16::<6>(qs),
+                    },
+                    _mm256_set1_epi8(3),
+                );
+                let av = _mm256_loadu_si256(ap.add(Q8K_QS + 128 * h + 32 * k).cast());
+                acc = $madd(
+                    acc,
+                    _mm256_maddubs_epi16(q, av),
+                    quarter_scales(halves[h], k),
+                );
+            }
+        }
+        let bsums = _mm256_loadu_si256(ap.add(Q8K_BSUMS).cast());
+        (acc, _mm256_madd_epi16(bsums, mins))
+    }};
+}
+pub(super) use q2k_cell;
+
+/// One Q3_K super-block against one Q8_K block: the 8 i32 partial sums of
+/// `isum = Σ_j sc_j (Σ q·a - 4 · bsum_j)` with q = low bits | hmask bit << 2 in 0..=7, and
+/// no `msum`. Quarter k of half h: bits 2k..2k+2 of `qs[32 h + l]` and bit 4h + k of
+/// `hmask[l]`.
+macro_rules! q3k_cell {
+    ($wp:expr, $ap:expr, $madd:path) => {{
+        let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
+        let sc8 = q3k_scales(wp.add(96));
+        let halves = half_scales(sc8);
+        let hmask = _mm256_loadu_si256(wp.cast());
+        let mut acc = _mm256_setzero_si256();
+        for h in 0..2 {
+            let qs = _mm256_loadu_si256(wp.add(32 + 32 * h).cast());
+            for k in 0..4 {
+                let low = _mm256_and_si256(
+                    match k {
+                        0 => qs,
+                        1 => _mm256_srli_epi16::<2>(qs),
+                        2 => _mm256_srli_epi16::<4>(qs),
+                        _ => _mm256_srli_epi16::<6>(qs),
+                    },
+                    _mm256_set1_epi8(3),
+                );
+                let q = _mm256_or_si256(low, move_bit(hmask, (4 * h + k) as i32, 2));
+                let av = _mm256_loadu_si256(ap.add(Q8K_QS + 128 * h + 32 * k).cast());
+                acc = $madd(
+                    acc,
+                    _mm256_maddubs_epi16(q, av),
+                    quarter_scales(halves[h], k),
+                );
+            }
+        }
+        let bsums = _mm256_loadu_si256(ap.add(Q8K_BSUMS).cast());
+        let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(sc8)));
+        (_mm256_sub_epi32(acc, offset), _mm256_setzero_si256())
+    }};
+}
+pub(super) use q3k_cell;
 
 /// Generates the tile kernel `$name::<RW, RA>` (1 x 1, 1 x 4 or 4 x 1 cells) of one K-quant
 /// against Q8_K: `$wb` its super-block bytes, `$d` / `$dmin` the offsets of its f16 factors
@@ -295,11 +480,31 @@ macro_rules! kquant_tile {
 }
 pub(super) use kquant_tile;
 
-/// Generates module `$m` with the K-quant tile kernels (`q4_k`, `q6_k`) of one flavour.
+/// Generates module `$m` with the K-quant tile kernels (`q2_k` .. `q6_k`) of one flavour.
 macro_rules! kquant_kernels256 {
     ($m:ident, $feat:literal, $madd:path) => {
         mod $m {
-            use $crate::quant::dot::kquant256::{kquant_tile, q4k_cell, q6k_cell};
+            use $crate::quant::dot::kquant256::{
+                kquant_tile, q2k_cell, q3k_cell, q45k_cell, q4k_cell, q5k_cell, q6k_cell,
+            };
+            kquant_tile!(
+                q2_k,
+                $feat,
+                $madd,
+                wb = 84,
+                d = 80,
+                dmin = Some(82),
+                cell = q2k_cell
+            );
+            kquant_tile!(
+                q3_k,
+                $feat,
+                $madd,
+                wb = 110,
+                d = 108,
+                dmin = None,
+                cell = q3k_cell
+            );
             kquant_tile!(
                 q4_k,
                 $feat,
@@ -308,6 +513,15 @@ macro_rules! kquant_kernels256 {
                 d = 0,
                 dmin = Some(2),
                 cell = q4k_cell
+            );
+            kquant_tile!(
+                q5_k,
+                $feat,
+                $madd,
+                wb = 176,
+                d = 0,
+                dmin = Some(2),
+                cell = q5k_cell
             );
             kquant_tile!(
                 q6_k,
