@@ -83,9 +83,9 @@ pub(super) unsafe fn f16_cells(p: [*const u8; 4], offset: usize) -> __m128 {
     // SAFETY: caller guarantees the 4 two-byte ranges are readable.
     let bits = unsafe {
         load_u16(p[0].add(offset))
-            | load_u16(p[1].add(offset)) << 16
-            | load_u16(p[2].add(offset)) << 32
-            | load_u16(p[3].add(offset)) << 48
+            | (load_u16(p[1].add(offset)) << 16)
+            | (load_u16(p[2].add(offset)) << 32)
+            | (load_u16(p[3].add(offset)) << 48)
     };
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
@@ -119,10 +119,10 @@ pub(super) unsafe fn q4k_scales(p: *const u8) -> (__m256i, __m256i) {
     const NIBBLES: u32 = 0x0F0F_0F0F;
     // Sub-blocks 0..4: the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); 4..8: the
     // nibbles of bytes 8..12 with the top 2 bits of bytes 0..4 / 4..8 above them.
-    let sc_hi = (u2 & NIBBLES) | ((u0 >> 6) & TOP2) << 4;
-    let mn_hi = ((u2 >> 4) & NIBBLES) | ((u1 >> 6) & TOP2) << 4;
-    let sc = (u0 & LOW6) as u64 | (sc_hi as u64) << 32;
-    let mn = (u1 & LOW6) as u64 | (mn_hi as u64) << 32;
+    let sc_hi = (u2 & NIBBLES) | (((u0 >> 6) & TOP2) << 4);
+    let mn_hi = ((u2 >> 4) & NIBBLES) | (((u1 >> 6) & TOP2) << 4);
+    let sc = (u0 & LOW6) as u64 | ((sc_hi as u64) << 32);
+    let mn = (u1 & LOW6) as u64 | ((mn_hi as u64) << 32);
     let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
     let mn8 = _mm_cvtsi64_si128(mn as i64);
     (sc16, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8)))
@@ -191,7 +191,7 @@ macro_rules! q45k_cell {
             }
             // The i16 scale of sub-block j in every i16 lane.
             let pick =
-                |j: i16| _mm256_shuffle_epi8(sc, _mm256_set1_epi16(2 * j | (2 * j + 1) << 8));
+                |j: i16| _mm256_shuffle_epi8(sc, _mm256_set1_epi16((2 * j) | ((2 * j + 1) << 8)));
             acc = $madd(acc, _mm256_maddubs_epi16(lo, a0), pick(2 * c as i16));
             acc = $madd(acc, _mm256_maddubs_epi16(hi, a1), pick(2 * c as i16 + 1));
         }
@@ -271,8 +271,8 @@ pub(super) use q6k_cell;
 pub(super) fn quarter_scales(half: __m256i, k: usize) -> __m256i {
     let k = k as i16;
     let ctrl = _mm256_setr_m128i(
-        _mm_set1_epi16(4 * k | (4 * k + 1) << 8),
-        _mm_set1_epi16((4 * k + 2) | (4 * k + 3) << 8),
+        _mm_set1_epi16((4 * k) | ((4 * k + 1) << 8)),
+        _mm_set1_epi16((4 * k + 2) | ((4 * k + 3) << 8)),
     );
     _mm256_shuffle_epi8(half, ctrl)
 }
@@ -301,10 +301,10 @@ pub(super) unsafe fn q3k_scales(p: *const u8) -> __m128i {
     let (u0, u1, u2) = (u(0), u(1), u(2));
     const NIBBLES: u32 = 0x0F0F_0F0F;
     const TWO: u32 = 0x0303_0303;
-    let s0 = (u0 & NIBBLES) | (u2 & TWO) << 4;
-    let s1 = (u1 & NIBBLES) | ((u2 >> 2) & TWO) << 4;
-    let s2 = ((u0 >> 4) & NIBBLES) | ((u2 >> 4) & TWO) << 4;
-    let s3 = ((u1 >> 4) & NIBBLES) | ((u2 >> 6) & TWO) << 4;
+    let s0 = (u0 & NIBBLES) | ((u2 & TWO) << 4);
+    let s1 = (u1 & NIBBLES) | (((u2 >> 2) & TWO) << 4);
+    let s2 = ((u0 >> 4) & NIBBLES) | (((u2 >> 4) & TWO) << 4);
+    let s3 = ((u1 >> 4) & NIBBLES) | (((u2 >> 6) & TWO) << 4);
     let stored = _mm_setr_epi32(s0 as i32, s1 as i32, s2 as i32, s3 as i32);
     _mm_sub_epi8(stored, _mm_set1_epi8(32))
 }
