@@ -5,7 +5,8 @@
 //! The quantized kernels follow the canonical order of scalar.rs bit for bit: the block's
 //! exact integer sum from the vector unit, then the scalar float steps (`f32::mul_add` is
 //! the fused `fmadd` here) into 32 lane accumulators, then the same butterfly.
-//! The K-quants (Q4_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
+//! Q5_0 / Q5_1 are Q4_0 / Q4_1 with the fifth bits spread from `qh` (`vtst`). The K-quants
+//! (Q4_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
 //! integer dots times their integer scales, summed exactly in i32, then the scalar float
 //! steps of their canonical order.
 //! Tested under qemu-aarch64 (see tests.rs).
@@ -136,6 +137,85 @@ unsafe fn q8_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
             let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
             let dd = h(rd(wp)) * h(rd(ap));
             acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
+        }
+    }
+    butterfly(acc)
+}
+
+/// A Q5_0 / Q5_1 block's quants (nibbles at `qs`, fifth bits in the little-endian u32 at
+/// `qh`, bit j for element j) -> (elements 0..16, elements 16..32) as s8, minus `offset`.
+///
+/// # Safety
+/// 16 bytes readable at qs, 4 at qh.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn unpack_q5(qs: *const u8, qh: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: caller guarantees 16 readable bytes at qs and 4 at qh.
+    let (q, high) = unsafe { (vld1q_u8(qs), qh.cast::<[u8; 4]>().read_unaligned()) };
+    // Byte j of a half gets the qh byte holding its bit, then keeps only that bit (as 0x10).
+    let bit = vcombine_u8(
+        vcreate_u8(0x8040_2010_0804_0201),
+        vcreate_u8(0x8040_2010_0804_0201),
+    );
+    let fifth = |b0: u8, b1: u8| {
+        let spread = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
+        vandq_u8(vtstq_u8(spread, bit), vdupq_n_u8(0x10))
+    };
+    let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0F)), fifth(high[0], high[1]));
+    let hi = vorrq_u8(vshrq_n_u8::<4>(q), fifth(high[2], high[3]));
+    (
+        vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(offset)),
+        vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(offset)),
+    )
+}
+
+fn q5_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 22, 34);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q5_0_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q5_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 32 {
+        // SAFETY: block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 22), a.add(i * 34));
+            let (x0, x1) = unpack_q5(wp.add(6), wp.add(2), 16);
+            let (y0, y1) = load32(ap.add(2));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
+        }
+    }
+    butterfly(acc)
+}
+
+fn q5_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 24, 36);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q5_1_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q5_1_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 32 {
+        // SAFETY: block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 24), a.add(i * 36));
+            let (x0, x1) = unpack_q5(wp.add(8), wp.add(4), 0);
+            let (y0, y1) = load32(ap.add(4));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            let l = i % LANES;
+            acc[l] = (isum as f32).mul_add(dd, acc[l]);
+            acc[l] = h(rd(wp.add(2))).mul_add(h(rd(ap.add(2))), acc[l]);
         }
     }
     butterfly(acc)
@@ -280,12 +360,16 @@ four!(q4_1_four, q4_1_one);
 four!(q8_0_four, q8_0_one);
 four!(f32_four, f32_one);
 four!(q4_k_four, q4_k_one);
+four!(q5_0_four, q5_0_one);
+four!(q5_1_four, q5_1_one);
 four!(q6_k_four, q6_k_one);
 super::rows4_from_one!(q4_0_rows4, q4_0_one);
 super::rows4_from_one!(q4_1_rows4, q4_1_one);
 super::rows4_from_one!(q8_0_rows4, q8_0_one);
 super::rows4_from_one!(f32_rows4, f32_one);
 super::rows4_from_one!(q4_k_rows4, q4_k_one);
+super::rows4_from_one!(q5_0_rows4, q5_0_one);
+super::rows4_from_one!(q5_1_rows4, q5_1_one);
 super::rows4_from_one!(q6_k_rows4, q6_k_one);
 
 pub(super) static KERNELS: &[DotKernels] = &[
@@ -309,6 +393,20 @@ pub(super) static KERNELS: &[DotKernels] = &[
         rows4: q8_0_rows4,
         name: "q8_0*q8_0 neon",
         weight: GgmlType::Q8_0,
+    },
+    DotKernels {
+        one: q5_0_one,
+        four: q5_0_four,
+        rows4: q5_0_rows4,
+        name: "q5_0*q8_0 neon",
+        weight: GgmlType::Q5_0,
+    },
+    DotKernels {
+        one: q5_1_one,
+        four: q5_1_four,
+        rows4: q5_1_rows4,
+        name: "q5_1*q8_1 neon",
+        weight: GgmlType::Q5_1,
     },
     DotKernels {
         one: q4_k_one,
