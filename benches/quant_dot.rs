@@ -48,10 +48,15 @@ fn weights(ty: GgmlType, n: usize, rows: usize) -> Vec<u8> {
     }
     let bb = ty.block_bytes();
     let scale = half::f16::from_f32(0.01).to_le_bytes();
+    // The f16 factors of each block: d (and m / dmin); Q6_K keeps its d at the end.
+    let factors: &[usize] = match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        _ => &[0],
+    };
     for blk in w.chunks_exact_mut(bb) {
-        blk[..2].copy_from_slice(&scale);
-        if ty == GgmlType::Q4_1 {
-            blk[2..4].copy_from_slice(&scale);
+        for &at in factors {
+            blk[at..at + 2].copy_from_slice(&scale);
         }
     }
     w
@@ -82,13 +87,21 @@ fn main() {
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
         GgmlType::F16,
         GgmlType::F32,
     ] {
         let Some(act_ty) = activation_type(ty) else {
             continue;
         };
-        for n in [576usize, 1536, 4096] {
+        // (576-element rows are not whole K-quant super-blocks.)
+        for n in [576usize, 1536, 4096]
+            .into_iter()
+            .filter(|n| n % ty.block_elems() == 0)
+        {
             let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
             let x: Vec<f32> = (0..n)
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)

@@ -4,10 +4,13 @@
 # ROCmForge / llama.cpp and the CPU (model, family/model numbers, SIMD flags, our kernels).
 # Builds llama.cpp from the llama-cpp-python sdist on first use (about 6 minutes on 2 cores).
 # Models: SmolLM2-135M-Instruct Q4_1 (the real file), and with QUANTS=Q8_0,Q4_0 (default
-# Q4_1,Q8_0,Q4_0) the same model requantized by llama.cpp's llama-quantize into
-# target/bench/ (same source weights, so the three rows differ only in the tensor type).
+# Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K) the same model requantized by llama.cpp's llama-quantize into
+# target/bench/ (same source weights, so the rows differ only in the tensor types; in
+# Q4_K_M and Q6_K the tensors whose 576-element rows are not whole 256-element super-blocks
+# get llama.cpp's fallbacks, Q5_0 / Q8_0).
 # Env: PP (default 128,512), TG (default 64,128), REPS (default 5), THREADS (default 1,2),
-#      QUANTS (default Q4_1,Q8_0,Q4_0), ISA (ROCMFORGE_CPU_ISA for our side, default auto),
+#      QUANTS (default Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K), ISA (ROCMFORGE_CPU_ISA for our side,
+#      default auto),
 #      VARIANT (llama.cpp build: native, or avx2 to pair with ISA=avx2 on an AVX-512 machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +22,7 @@ export PP=${PP:-128,512} TG=${TG:-64,128} REPS=${REPS:-5} THREADS=${THREADS:-1,2
 export VARIANT=${VARIANT:-native}
 build=$(tools/reference/build-llama-cpp.sh)
 
-IFS=, read -r -a quants <<<"${QUANTS:-Q4_1,Q8_0,Q4_0}"
+IFS=, read -r -a quants <<<"${QUANTS:-Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K}"
 for quant in "${quants[@]}"; do
   model=$base
   if [[ $base != *".$quant.gguf" ]]; then

@@ -1,7 +1,9 @@
 //! `ROCMFORGE_CPU_ISA` forces one table of CPU kernels: every table this CPU runs gives the
 //! same bits for quantized weights as the scalar reference (prompt and decode logits of tiny
-//! Q4_0/Q4_1/Q8_0 models and the real SmolLM2 Q4_1), and a table the CPU lacks or an unknown
-//! name is refused with a message naming the runnable ones.
+//! Q4_0/Q4_1/Q8_0/Q5_0/Q5_1/Q4_K/Q6_K models, a tiny Q4_K_M-like mix, the real SmolLM2 Q4_1
+//! and, when `ROCMFORGE_SMOLLM2_Q4KM` names it, SmolLM2 requantized to Q4_K_M by
+//! llama-quantize), and a table the CPU lacks or an unknown name is refused with a message
+//! naming the runnable ones.
 //!
 //! The choice is read once per process, so each table runs in a child: this test binary
 //! re-executed for one test with the variable set.
@@ -36,6 +38,27 @@ fn in_child(test: &str, isa: &str) -> String {
 fn smollm2_present() -> bool {
     common::model_dir().join(common::SMOLLM2).exists()
 }
+
+/// SmolLM2 in llama.cpp's Q4_K_M mix (Q4_K, Q6_K, Q5_0, Q8_0), made by llama-quantize (see
+/// tests/llamacpp_parity.rs): only when `ROCMFORGE_SMOLLM2_Q4KM` names an existing file.
+fn smollm2_q4km() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM")?);
+    path.exists().then_some(path)
+}
+
+/// The tiny models: (digest name, weight type, the type of ffn_down if it differs). Rows of
+/// the K-quants are whole 256-element super-blocks (n_embd 256, n_ff 512); "q4_k_m" mixes
+/// Q4_K with a Q6_K ffn_down as llama.cpp's Q4_K_M does.
+const TINY: [(&str, GgmlType, Option<GgmlType>); 8] = [
+    ("q4_0", GgmlType::Q4_0, None),
+    ("q4_1", GgmlType::Q4_1, None),
+    ("q8_0", GgmlType::Q8_0, None),
+    ("q5_0", GgmlType::Q5_0, None),
+    ("q5_1", GgmlType::Q5_1, None),
+    ("q4_k", GgmlType::Q4K, None),
+    ("q6_k", GgmlType::Q6K, None),
+    ("q4_k_m", GgmlType::Q4K, Some(GgmlType::Q6K)),
+];
 
 fn is_child() -> bool {
     std::env::var_os(CHILD_VAR).is_some()
@@ -83,17 +106,18 @@ fn child_digests() {
     if !is_child() {
         return;
     }
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+    for (name, ty, ffn_down) in TINY {
+        let k_quant = ty.block_elems() == 256;
         let model = Model::from_gguf(build(&TinySpec {
             weight_type: ty,
-            n_embd: 128,
-            n_ff: 256,
+            n_embd: if k_quant { 256 } else { 128 },
+            n_ff: if k_quant { 512 } else { 256 },
+            override_type: ffn_down.map(|t| ("blk.1.ffn_down.weight", t)),
             ..Default::default()
         }))
         .expect("tiny model");
         println!(
-            "@@digest {} {:016x}",
-            ty.name(),
+            "@@digest {name} {:016x}",
             run(&model, &[1, 72, 101, 108, 108, 111])
         );
     }
@@ -101,6 +125,11 @@ fn child_digests() {
         let model = Model::load(path, Default::default()).expect("SmolLM2");
         let prompt = [1, 504, 3458, 4593, 2585, 314];
         println!("@@digest smollm2 {:016x}", run(&model, &prompt));
+    }
+    if let Some(path) = smollm2_q4km() {
+        let model = Model::load(path, Default::default()).expect("SmolLM2 Q4_K_M");
+        let prompt = [1, 504, 3458, 4593, 2585, 314];
+        println!("@@digest smollm2_q4_k_m {:016x}", run(&model, &prompt));
     }
 }
 
@@ -135,7 +164,7 @@ fn every_table_gives_the_scalar_bits() {
     let reference = digests(&reference);
     assert_eq!(
         reference.len(),
-        3 + usize::from(smollm2_present()),
+        TINY.len() + usize::from(smollm2_present()) + usize::from(smollm2_q4km().is_some()),
         "{reference:?}"
     );
     let mut checked = vec!["scalar"];

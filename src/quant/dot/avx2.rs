@@ -7,6 +7,7 @@
 //! kernels (F32/F16/BF16) need no VNNI and are shared by both tables.
 
 use super::canon256::{canonical_kernels256, entries};
+use super::kquant256::{kquant_entries, kquant_kernels256};
 use super::{check_lengths, f16_table::f16_table, DotKernels};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
@@ -42,6 +43,17 @@ canonical_kernels256!(
     crate::quant::dot::canon256::unpack_q4_mask,
     4,
     128u8
+);
+
+kquant_kernels256!(
+    kplain,
+    "avx2,fma,f16c",
+    crate::quant::dot::kquant256::madd_add
+);
+kquant_kernels256!(
+    kvnni,
+    "avx2,fma,f16c,avxvnni",
+    crate::quant::dot::kquant256::madd_avxvnni
 );
 
 /// Safe `DotFn`/`Dot4Fn`/`DotRows4Fn` entry points around a float kernel (one weight row x
@@ -114,6 +126,64 @@ entries!(
     vnni::q8_0,
     34,
     34
+);
+entries!(q5_0_one, q5_0_four, q5_0_rows4, plain::q5_0, 22, 34);
+entries!(q5_1_one, q5_1_four, q5_1_rows4, plain::q5_1, 24, 36);
+entries!(
+    q5_0_one_vnni,
+    q5_0_four_vnni,
+    q5_0_rows4_vnni,
+    vnni::q5_0,
+    22,
+    34
+);
+entries!(
+    q5_1_one_vnni,
+    q5_1_four_vnni,
+    q5_1_rows4_vnni,
+    vnni::q5_1,
+    24,
+    36
+);
+kquant_entries!(q4_k_one, q4_k_four, q4_k_rows4, kplain::q4_k, 144);
+kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kplain::q6_k, 210);
+kquant_entries!(q5_k_one, q5_k_four, q5_k_rows4, kplain::q5_k, 176);
+kquant_entries!(q2_k_one, q2_k_four, q2_k_rows4, kplain::q2_k, 84);
+kquant_entries!(q3_k_one, q3_k_four, q3_k_rows4, kplain::q3_k, 110);
+kquant_entries!(
+    q2_k_one_vnni,
+    q2_k_four_vnni,
+    q2_k_rows4_vnni,
+    kvnni::q2_k,
+    84
+);
+kquant_entries!(
+    q3_k_one_vnni,
+    q3_k_four_vnni,
+    q3_k_rows4_vnni,
+    kvnni::q3_k,
+    110
+);
+kquant_entries!(
+    q5_k_one_vnni,
+    q5_k_four_vnni,
+    q5_k_rows4_vnni,
+    kvnni::q5_k,
+    176
+);
+kquant_entries!(
+    q4_k_one_vnni,
+    q4_k_four_vnni,
+    q4_k_rows4_vnni,
+    kvnni::q4_k,
+    144
+);
+kquant_entries!(
+    q6_k_one_vnni,
+    q6_k_four_vnni,
+    q6_k_rows4_vnni,
+    kvnni::q6_k,
+    210
 );
 float_entries!(f32_one, f32_four, f32_rows4, float::f32k, 4);
 float_entries!(f16_one, f16_four, f16_rows4, float::f16k, 2);
@@ -231,6 +301,13 @@ pub(super) static KERNELS: &[DotKernels] = &[
     k!(q4_0_one, q4_0_four, q4_0_rows4, "q4_0*q8_0 avx2", Q4_0),
     k!(q4_1_one, q4_1_four, q4_1_rows4, "q4_1*q8_1 avx2", Q4_1),
     k!(q8_0_one, q8_0_four, q8_0_rows4, "q8_0*q8_0 avx2", Q8_0),
+    k!(q5_0_one, q5_0_four, q5_0_rows4, "q5_0*q8_0 avx2", Q5_0),
+    k!(q5_1_one, q5_1_four, q5_1_rows4, "q5_1*q8_1 avx2", Q5_1),
+    k!(q4_k_one, q4_k_four, q4_k_rows4, "q4_k*q8_k avx2", Q4K),
+    k!(q6_k_one, q6_k_four, q6_k_rows4, "q6_k*q8_k avx2", Q6K),
+    k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx2", Q5K),
+    k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx2", Q2K),
+    k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx2", Q3K),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx2", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx2", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx2", F32),
@@ -258,5 +335,54 @@ pub(super) static VNNI_KERNELS: &[DotKernels] = &[
         q8_0_rows4_vnni,
         "q8_0*q8_0 avxvnni",
         Q8_0
+    ),
+    k!(
+        q5_0_one_vnni,
+        q5_0_four_vnni,
+        q5_0_rows4_vnni,
+        "q5_0*q8_0 avxvnni",
+        Q5_0
+    ),
+    k!(
+        q5_1_one_vnni,
+        q5_1_four_vnni,
+        q5_1_rows4_vnni,
+        "q5_1*q8_1 avxvnni",
+        Q5_1
+    ),
+    k!(
+        q4_k_one_vnni,
+        q4_k_four_vnni,
+        q4_k_rows4_vnni,
+        "q4_k*q8_k avxvnni",
+        Q4K
+    ),
+    k!(
+        q6_k_one_vnni,
+        q6_k_four_vnni,
+        q6_k_rows4_vnni,
+        "q6_k*q8_k avxvnni",
+        Q6K
+    ),
+    k!(
+        q5_k_one_vnni,
+        q5_k_four_vnni,
+        q5_k_rows4_vnni,
+        "q5_k*q8_k avxvnni",
+        Q5K
+    ),
+    k!(
+        q2_k_one_vnni,
+        q2_k_four_vnni,
+        q2_k_rows4_vnni,
+        "q2_k*q8_k avxvnni",
+        Q2K
+    ),
+    k!(
+        q3_k_one_vnni,
+        q3_k_four_vnni,
+        q3_k_rows4_vnni,
+        "q3_k*q8_k avxvnni",
+        Q3K
     ),
 ];

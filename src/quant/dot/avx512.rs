@@ -4,6 +4,7 @@
 //! exactly one ymm of quant bytes, so wider registers would only add cross-block shuffles.
 
 use super::canon256::{canonical_kernels256, entries};
+use super::kquant256::{kquant_entries, kquant_kernels256};
 use super::{check_lengths, DotKernels};
 use crate::quant::GgmlType;
 use half::{bf16, f16};
@@ -40,6 +41,19 @@ canonical_kernels256!(
 entries!(q4_0_one, q4_0_four, q4_0_rows4, vnni::q4_0, 18, 34);
 entries!(q4_1_one, q4_1_four, q4_1_rows4, vnni::q4_1, 20, 36);
 entries!(q8_0_one, q8_0_four, q8_0_rows4, vnni::q8_0, 34, 34);
+entries!(q5_0_one, q5_0_four, q5_0_rows4, vnni::q5_0, 22, 34);
+entries!(q5_1_one, q5_1_four, q5_1_rows4, vnni::q5_1, 24, 36);
+
+kquant_kernels256!(
+    kvnni,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    crate::quant::dot::kquant256::madd_avx512vnni
+);
+kquant_entries!(q4_k_one, q4_k_four, q4_k_rows4, kvnni::q4_k, 144);
+kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kvnni::q6_k, 210);
+kquant_entries!(q5_k_one, q5_k_four, q5_k_rows4, kvnni::q5_k, 176);
+kquant_entries!(q2_k_one, q2_k_four, q2_k_rows4, kvnni::q2_k, 84);
+kquant_entries!(q3_k_one, q3_k_four, q3_k_rows4, kvnni::q3_k, 110);
 
 /// Float kernels: 16 elements per load, two accumulators per row, scalar tail.
 macro_rules! float_kernel {
@@ -196,6 +210,13 @@ pub(super) static KERNELS: &[DotKernels] = &[
         "q8_0*q8_0 avx512-vnni",
         Q8_0
     ),
+    k!(q5_0_one, q5_0_four, q5_0_rows4, "q5_0*q8_0 avx512", Q5_0),
+    k!(q5_1_one, q5_1_four, q5_1_rows4, "q5_1*q8_1 avx512", Q5_1),
+    k!(q4_k_one, q4_k_four, q4_k_rows4, "q4_k*q8_k avx512", Q4K),
+    k!(q6_k_one, q6_k_four, q6_k_rows4, "q6_k*q8_k avx512", Q6K),
+    k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx512", Q5K),
+    k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx512", Q2K),
+    k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx512", Q3K),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx512", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx512", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx512", F32),

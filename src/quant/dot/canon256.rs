@@ -134,6 +134,32 @@ pub(super) unsafe fn unpack_q4_shift(p: *const u8) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
+/// A Q5_0 / Q5_1 block's 32 quants (0..=31) in element order: the nibbles at `qs` as
+/// [`unpack_q4_shift`] gives them, with bit j of the little-endian u32 at `qh` as bit 4 of
+/// byte j.
+///
+/// # Safety
+/// `qs..qs + 16` and `qh..qh + 4` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn unpack_q5(qs: *const u8, qh: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 bytes at qs and 4 at qh; neither load needs alignment.
+    let (nibbles, high) = unsafe { (unpack_q4_shift(qs), qh.cast::<u32>().read_unaligned()) };
+    // Byte j of the register gets byte j / 8 of qh, then keeps only its bit j % 8.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(high as i32),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+}
+
 /// Like [`unpack_q4_shift`] but without the shift: [lo(q), 16 * hi(q)]. The high half's dot
 /// products (i32 lanes 4..8) come out exactly 16x too large, which [`sum4`] undoes in the
 /// integer domain (`HI_SHIFT` = 4). Only for `vpdpbusd`: 16 * 15 * 127 would saturate
@@ -500,6 +526,43 @@ macro_rules! canonical_kernels256 {
                         _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8(($off_hi as u8) as i8));
                     $dot(acc, off, a.0)
                 },
+                idot = |acc, q, a| { $dot(acc, q, a.0) },
+            );
+
+            // Q5_1 x Q8_1 (headers: w [d, m], a [d, s]): isum = sum(q * a), q 0..=31 in
+            // both halves (no high-lane shift: 16 * 31 would not fit a byte).
+            $crate::quant::dot::canon256::tile_kernel!(
+                q5_1,
+                $feat,
+                wb = 24,
+                ab = 36,
+                hi = 0,
+                offset_term = true,
+                wprep = |wp| -> __m256i {
+                    $crate::quant::dot::canon256::unpack_q5(wp.add(8), wp.add(4))
+                },
+                aprep = |ap| -> (__m256i, __m256i) {
+                    (_mm256_loadu_si256(ap.add(4).cast()), _mm256_setzero_si256())
+                },
+                offset_dot = |acc, _a| { acc },
+                idot = |acc, q, a| { $dot(acc, q, a.0) },
+            );
+
+            // Q5_0 x Q8_0: isum = sum(q * a) - sum(16 * a), as Q4_0 with offset 16.
+            $crate::quant::dot::canon256::tile_kernel!(
+                q5_0,
+                $feat,
+                wb = 22,
+                ab = 34,
+                hi = 0,
+                offset_term = false,
+                wprep = |wp| -> __m256i {
+                    $crate::quant::dot::canon256::unpack_q5(wp.add(6), wp.add(2))
+                },
+                aprep = |ap| -> (__m256i, __m256i) {
+                    (_mm256_loadu_si256(ap.add(2).cast()), _mm256_setzero_si256())
+                },
+                offset_dot = |acc, a| { $dot(acc, _mm256_set1_epi8(16), a.0) },
                 idot = |acc, q, a| { $dot(acc, q, a.0) },
             );
 

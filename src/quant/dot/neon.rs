@@ -5,6 +5,10 @@
 //! The quantized kernels follow the canonical order of scalar.rs bit for bit: the block's
 //! exact integer sum from the vector unit, then the scalar float steps (`f32::mul_add` is
 //! the fused `fmadd` here) into 32 lane accumulators, then the same butterfly.
+//! Q5_0 / Q5_1 are Q4_0 / Q4_1 with the fifth bits spread from `qh` (`vtst`). The K-quants
+//! (Q4_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
+//! integer dots times their integer scales, summed exactly in i32, then the scalar float
+//! steps of their canonical order.
 //! Tested under qemu-aarch64 (see tests.rs).
 
 use super::scalar::{butterfly, LANES};
@@ -138,6 +142,179 @@ unsafe fn q8_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     butterfly(acc)
 }
 
+/// A Q5_0 / Q5_1 block's quants (nibbles at `qs`, fifth bits in the little-endian u32 at
+/// `qh`, bit j for element j) -> (elements 0..16, elements 16..32) as s8, minus `offset`.
+///
+/// # Safety
+/// 16 bytes readable at qs, 4 at qh.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn unpack_q5(qs: *const u8, qh: *const u8, offset: i8) -> (int8x16_t, int8x16_t) {
+    // SAFETY: caller guarantees 16 readable bytes at qs and 4 at qh.
+    let (q, high) = unsafe { (vld1q_u8(qs), qh.cast::<[u8; 4]>().read_unaligned()) };
+    // Byte j of a half gets the qh byte holding its bit, then keeps only that bit (as 0x10).
+    let bit = vcombine_u8(
+        vcreate_u8(0x8040_2010_0804_0201),
+        vcreate_u8(0x8040_2010_0804_0201),
+    );
+    let fifth = |b0: u8, b1: u8| {
+        let spread = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
+        vandq_u8(vtstq_u8(spread, bit), vdupq_n_u8(0x10))
+    };
+    let lo = vorrq_u8(vandq_u8(q, vdupq_n_u8(0x0F)), fifth(high[0], high[1]));
+    let hi = vorrq_u8(vshrq_n_u8::<4>(q), fifth(high[2], high[3]));
+    (
+        vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(offset)),
+        vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(offset)),
+    )
+}
+
+fn q5_0_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 22, 34);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q5_0_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q5_0_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 32 {
+        // SAFETY: block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 22), a.add(i * 34));
+            let (x0, x1) = unpack_q5(wp.add(6), wp.add(2), 16);
+            let (y0, y1) = load32(ap.add(2));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
+        }
+    }
+    butterfly(acc)
+}
+
+fn q5_1_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 24, 36);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q5_1_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q5_1_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 32 {
+        // SAFETY: block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 24), a.add(i * 36));
+            let (x0, x1) = unpack_q5(wp.add(8), wp.add(4), 0);
+            let (y0, y1) = load32(ap.add(4));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            let l = i % LANES;
+            acc[l] = (isum as f32).mul_add(dd, acc[l]);
+            acc[l] = h(rd(wp.add(2))).mul_add(h(rd(ap.add(2))), acc[l]);
+        }
+    }
+    butterfly(acc)
+}
+
+fn q4_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 144, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q4_k_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q4_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    use crate::quant::formats::q4_k::scales_mins;
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 144), a.add(i * 292));
+            let (sc, m) = scales_mins(&rd::<[u8; 12]>(wp.add(4)));
+            let mut iacc = vdupq_n_s32(0);
+            // Bytes 32c..32c + 32 of the quants: sub-block 2c low nibbles, 2c + 1 high.
+            for c in 0..4 {
+                let q0 = vld1q_u8(wp.add(16 + 32 * c));
+                let q1 = vld1q_u8(wp.add(16 + 32 * c + 16));
+                let lo = |q: uint8x16_t| vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
+                let hi = |q: uint8x16_t| vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+                let (a0, a1) = load32(ap.add(4 + 64 * c));
+                let (a2, a3) = load32(ap.add(4 + 64 * c + 32));
+                let even = vaddq_s32(dot16(lo(q0), a0), dot16(lo(q1), a1));
+                let odd = vaddq_s32(dot16(hi(q0), a2), dot16(hi(q1), a3));
+                iacc = vmlaq_n_s32(iacc, even, sc[2 * c] as i32);
+                iacc = vmlaq_n_s32(iacc, odd, sc[2 * c + 1] as i32);
+            }
+            let isum = vaddvq_s32(iacc);
+            let bsums: [i16; 16] = rd(ap.add(260));
+            let msum: i32 = (0..8)
+                .map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32))
+                .sum();
+            let ad: f32 = rd(ap);
+            let (dd, dm) = (h(rd(wp)) * ad, h(rd(wp.add(2))) * ad);
+            let l = i % LANES;
+            acc[l] = (isum as f32).mul_add(dd, acc[l]);
+            acc[l] = (-(msum as f32)).mul_add(dm, acc[l]);
+        }
+    }
+    butterfly(acc)
+}
+
+fn q6_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 210, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q6_k_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q6_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 210), a.add(i * 292));
+            let sc: [i8; 16] = rd(wp.add(192));
+            let mut iacc = vdupq_n_s32(0);
+            // Half `half`, 16-element part t of each 32-element quarter k: sub-block
+            // 8 half + 2k + t; quant = nibble | (bits 2k..2k+2 of qh) << 4, minus 32.
+            for half in 0..2 {
+                for t in 0..2 {
+                    let ql0 = vld1q_u8(wp.add(64 * half + 16 * t));
+                    let ql1 = vld1q_u8(wp.add(64 * half + 32 + 16 * t));
+                    let qh = vld1q_u8(wp.add(128 + 32 * half + 16 * t));
+                    let low = vdupq_n_u8(0x0F);
+                    let top = |bits: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(bits, vdupq_n_u8(3)));
+                    let q = [
+                        vorrq_u8(vandq_u8(ql0, low), top(qh)),
+                        vorrq_u8(vandq_u8(ql1, low), top(vshrq_n_u8::<2>(qh))),
+                        vorrq_u8(vshrq_n_u8::<4>(ql0), top(vshrq_n_u8::<4>(qh))),
+                        vorrq_u8(vshrq_n_u8::<4>(ql1), top(vshrq_n_u8::<6>(qh))),
+                    ];
+                    for (k, &qk) in q.iter().enumerate() {
+                        let qs = vsubq_s8(vreinterpretq_s8_u8(qk), vdupq_n_s8(32));
+                        let av = vld1q_s8(ap.add(4 + 128 * half + 32 * k + 16 * t).cast());
+                        let j = 8 * half + 2 * k + t;
+                        iacc = vmlaq_n_s32(iacc, dot16(qs, av), sc[j] as i32);
+                    }
+                }
+            }
+            let dd = h(rd(wp.add(208))) * rd::<f32>(ap);
+            let l = i % LANES;
+            acc[l] = (vaddvq_s32(iacc) as f32).mul_add(dd, acc[l]);
+        }
+    }
+    butterfly(acc)
+}
+
 fn f32_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 1, 4, 4);
     // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
@@ -182,10 +359,18 @@ four!(q4_0_four, q4_0_one);
 four!(q4_1_four, q4_1_one);
 four!(q8_0_four, q8_0_one);
 four!(f32_four, f32_one);
+four!(q4_k_four, q4_k_one);
+four!(q5_0_four, q5_0_one);
+four!(q5_1_four, q5_1_one);
+four!(q6_k_four, q6_k_one);
 super::rows4_from_one!(q4_0_rows4, q4_0_one);
 super::rows4_from_one!(q4_1_rows4, q4_1_one);
 super::rows4_from_one!(q8_0_rows4, q8_0_one);
 super::rows4_from_one!(f32_rows4, f32_one);
+super::rows4_from_one!(q4_k_rows4, q4_k_one);
+super::rows4_from_one!(q5_0_rows4, q5_0_one);
+super::rows4_from_one!(q5_1_rows4, q5_1_one);
+super::rows4_from_one!(q6_k_rows4, q6_k_one);
 
 pub(super) static KERNELS: &[DotKernels] = &[
     DotKernels {
@@ -208,6 +393,34 @@ pub(super) static KERNELS: &[DotKernels] = &[
         rows4: q8_0_rows4,
         name: "q8_0*q8_0 neon",
         weight: GgmlType::Q8_0,
+    },
+    DotKernels {
+        one: q5_0_one,
+        four: q5_0_four,
+        rows4: q5_0_rows4,
+        name: "q5_0*q8_0 neon",
+        weight: GgmlType::Q5_0,
+    },
+    DotKernels {
+        one: q5_1_one,
+        four: q5_1_four,
+        rows4: q5_1_rows4,
+        name: "q5_1*q8_1 neon",
+        weight: GgmlType::Q5_1,
+    },
+    DotKernels {
+        one: q4_k_one,
+        four: q4_k_four,
+        rows4: q4_k_rows4,
+        name: "q4_k*q8_k neon",
+        weight: GgmlType::Q4K,
+    },
+    DotKernels {
+        one: q6_k_one,
+        four: q6_k_four,
+        rows4: q6_k_rows4,
+        name: "q6_k*q8_k neon",
+        weight: GgmlType::Q6K,
     },
     DotKernels {
         one: f32_one,

@@ -19,13 +19,20 @@ const REL_TOL: f64 = 1e-5;
 const LENGTHS: [usize; 5] = [32, 64, 576, 1536, 4096];
 
 /// The weight types with SIMD kernels on x86-64 (the others have the scalar set only).
-const HAVE_SIMD: [GgmlType; 6] = [
+const HAVE_SIMD: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Bf16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4K,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
 ];
 
 struct Rng(u64);
