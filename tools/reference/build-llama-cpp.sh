@@ -14,7 +14,18 @@ version=0.3.36
 src=$ref/llama-cpp-python-$version/vendor/llama.cpp
 variant=${VARIANT:-native}
 case $variant in
-  native) build=$ref/build isa_flags=() ;;
+  native) build=$ref/build isa_flags=()
+    # With AMX in /proc/cpuinfo, -march=native compiles llama.cpp's AMX kernels, and on the
+    # Sapphire Rapids VMs we are lent they die with SIGILL (tilezero in tinygemm_kernel_amx,
+    # on the worker threads) even though the kernel grants AMX to the process. Our engine has no
+    # AMX kernels either, so there the peer gets every other extension of the CPU, named.
+    if grep -qw amx_tile /proc/cpuinfo; then
+      isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+        -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON
+        -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+        -DGGML_AMX_BF16=OFF)
+      amx_note=without-amx
+    fi ;;
   avx2) build=$ref/build-avx2
     isa_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
       -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF) ;;
@@ -24,6 +35,10 @@ mkdir -p "$ref"
 
 targets=(llama llama-bench llama-tokenize llama-simple llama-completion llama-quantize)
 built() {
+  # A build configured before the AMX rule above (cache says GGML_NATIVE=ON) is redone.
+  if [ "${amx_note:-}" = without-amx ] && grep -q '^GGML_NATIVE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+    return 1
+  fi
   [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-tokenize" ] &&
     [ -x "$build/bin/llama-simple" ] && [ -x "$build/bin/llama-completion" ] &&
     [ -x "$build/bin/llama-quantize" ] &&
