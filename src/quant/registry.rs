@@ -151,7 +151,6 @@ pub static FORMATS: &[Format] = &[
         gpu_matvec: None,
         gpu_gemm: false,
     },
-    // Not on the GPU yet: its loader refuses these types by name.
     Format {
         ty: GgmlType::Q5_0,
         activation: Some(GgmlType::Q8_0),
@@ -160,8 +159,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_0::reference_dot),
         cpu_dot: Some(&q5_0::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q5_1,
@@ -171,10 +170,11 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_1::reference_dot),
         cpu_dot: Some(&q5_1::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
-    // The K-quants, dotted with Q8_K activations (256-element super-blocks).
+    // The K-quants, dotted with Q8_K activations (256-element super-blocks); on the GPU so
+    // far Q4_K and Q6_K (with Q5_0 and Q8_0, the types of a Q4_K_M file).
     // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
     Format {
         ty: GgmlType::Q2K,
@@ -206,8 +206,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q4_k::reference_dot),
         cpu_dot: Some(&q4_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q5K,
@@ -228,8 +228,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q6_k::reference_dot),
         cpu_dot: Some(&q6_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q8K,
