@@ -367,6 +367,130 @@ template <> struct KDot<RF_Q6_K> {
     }
 };
 
+template <> struct KDot<RF_Q5_K> {
+    static constexpr bool has_min = true;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int* msum) {
+        const uint4 h = *(const uint4*)rf_plane(w, nsb, S, 10);
+        const uint32_t sp[3] = {h.y, h.z, h.w};
+        const uint4 qa = *(const uint4*)rf_plane(w, nsb, S, 8);
+        const uint4 qb = *(const uint4*)rf_plane(w, nsb, S, 9);
+        const uint32_t qh[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+        for (int c = 0; c < 4; c++) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+            const uint4 a = *(const uint4*)rf_plane(w, nsb, S, 2 * c);
+            const uint4 b = *(const uint4*)rf_plane(w, nsb, S, 2 * c + 1);
+            const uint32_t q[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            uint32_t lo[8], hi[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                lo[i] = (q[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * c)) & 0x01010101u) << 4);
+                hi[i] = ((q[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * c + 1)) & 0x01010101u) << 4);
+            }
+            const int2 sm0 = rf_scale_min_k4(sp, 2 * c), sm1 = rf_scale_min_k4(sp, 2 * c + 1);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int4* x0 = (const int4*)(xa[t] + 64 * c);
+                    const int4 p0 = x0[0], p1 = x0[1], p2 = x0[2], p3 = x0[3];
+                    const int xl[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+                    const int xh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
+                    int dl = 0, dh = 0;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) {
+                        dl = rf_dp4a((int)lo[i], xl[i], dl);
+                        dh = rf_dp4a((int)hi[i], xh[i], dh);
+                    }
+                    isum[t] += sm0.x * dl + sm1.x * dh;
+                    msum[t] += sm0.y * (bs[t][4 * c] + bs[t][4 * c + 1]) +
+                               sm1.y * (bs[t][4 * c + 2] + bs[t][4 * c + 3]);
+                }
+            }
+        }
+        return make_float2(rf_half_to_float(h.x & 0xFFFF), rf_half_to_float(h.x >> 16));
+    }
+};
+
+// Q3_K: the 3-bit value q + 4 (0..7) is dotted, and 4 bsum_j taken off per sub-block.
+template <> struct KDot<RF_Q3_K> {
+    static constexpr bool has_min = false;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int*) {
+        uint32_t sp[3];
+        const float d = Fmt<RF_Q3_K>::scales(w, nsb, S, sp);
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const uint4 H = *(const uint4*)rf_plane(w, nsb, S, u);
+            const uint32_t m[4] = {H.x, H.y, H.z, H.w};
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 2 + 2 * h + u);
+                const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int j = 8 * h + 2 * k + u;
+                    uint32_t q[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        q[i] = ((qw[i] >> (2 * k)) & 0x03030303u) |
+                               (((m[i] >> (4 * h + k)) & 0x01010101u) << 2);
+                    const int sc = Fmt<RF_Q3_K>::scale(sp, j);
+#pragma unroll
+                    for (int t = 0; t < N; t++) {
+                        if (t < n) {
+                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            int s = rf_dp4a((int)q[0], x.x, 0);
+                            s = rf_dp4a((int)q[1], x.y, s);
+                            s = rf_dp4a((int)q[2], x.z, s);
+                            s = rf_dp4a((int)q[3], x.w, s);
+                            isum[t] += sc * (s - 4 * bs[t][j]);
+                        }
+                    }
+                }
+            }
+        }
+        return make_float2(d, 0.0f);
+    }
+};
+
+template <> struct KDot<RF_Q2_K> {
+    static constexpr bool has_min = true;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int* msum) {
+        const uint4 scv = *(const uint4*)rf_plane(w, nsb, S, 0);
+        const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 1 + 2 * h + u);
+                const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int j = 8 * h + 2 * k + u;
+                    const int packed = (scw[j / 4] >> (8 * (j % 4))) & 0xFF;
+#pragma unroll
+                    for (int t = 0; t < N; t++) {
+                        if (t < n) {
+                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            int s = rf_dp4a((int)((qw[0] >> (2 * k)) & 0x03030303u), x.x, 0);
+                            s = rf_dp4a((int)((qw[1] >> (2 * k)) & 0x03030303u), x.y, s);
+                            s = rf_dp4a((int)((qw[2] >> (2 * k)) & 0x03030303u), x.z, s);
+                            s = rf_dp4a((int)((qw[3] >> (2 * k)) & 0x03030303u), x.w, s);
+                            isum[t] += (packed & 0x0F) * s;
+                            msum[t] += (packed >> 4) * bs[t][j];
+                        }
+                    }
+                }
+            }
+        }
+        return Fmt<RF_Q2_K>::dm(w, nsb, S);
+    }
+};
+
 template <int T, int N, bool ROPE>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,

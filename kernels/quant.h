@@ -21,7 +21,10 @@
     X(Q5_0, 6, 32, 22, INT8)   \
     X(Q5_1, 7, 32, 24, INT8)   \
     X(Q8_0, 8, 32, 34, INT8)   \
+    X(Q2_K, 10, 256, 84, INT8) \
+    X(Q3_K, 11, 256, 110, INT8) \
     X(Q4_K, 12, 256, 144, INT8) \
+    X(Q5_K, 13, 256, 176, INT8) \
     X(Q6_K, 14, 256, 210, INT8) \
     X(BF16, 30, 1, 2, F32)
 
@@ -308,6 +311,123 @@ template <> struct Fmt<RF_Q6_K> {
             const int q = ((lw[i / 4] >> (sh + 4 * (k / 2))) & 0xF) |
                           (((hw[i / 4] >> (sh + 2 * k)) & 3) << 4);
             v[i] = scale * (float)(q - 32);
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * sc_j) * q - dmin * m_j with 5-bit q: Q4_K's scales and nibbles plus a fifth
+// bit, bit j of qh[l] for element l of sub-block j. The GGUF block is the header (f16 d, f16
+// dmin, 12 scale / min bytes), qh (32), qs (128): planes 0..7 are qs (as Q4_K's), 8..9 qh,
+// 10 the header.
+template <> struct Fmt<RF_Q5_K> {
+    static constexpr int planes = 11, tail = 0;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) {
+        return p < 8 ? 48 + 16 * p : p < 10 ? 16 + 16 * (p - 8) : 0;
+    }
+    static constexpr int tail_src = 0;
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const uint4 h = *(const uint4*)rf_plane(base, nsb, S, 10);
+        const uint32_t s[3] = {h.y, h.z, h.w};
+        const int sub = e0 / 32, l0 = e0 % 32;
+        const int2 sm = rf_scale_min_k4(s, sub);
+        const float scale = rf_half_to_float(h.x & 0xFFFF) * (float)sm.x;
+        const float min = rf_half_to_float(h.x >> 16) * (float)sm.y;
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, (sub / 2) * 2 + l0 / 16) + l0 % 16);
+        const uint2 qh = *(const uint2*)(rf_plane(base, nsb, S, 8 + l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y}, hw[2] = {qh.x, qh.y};
+        const int shift = 4 * (sub % 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int sh = 8 * (i % 4);
+            const int b = ((qw[i / 4] >> (sh + shift)) & 0xF) | (((hw[i / 4] >> (sh + sub)) & 1) << 4);
+            v[i] = scale * (float)b - min;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * (sc_j - 32)) * q, q = 2 low bits - 4 unless the hmask bit is set; 16
+// sub-blocks of 16. The GGUF block is hmask (32 bytes), qs (64), 12 packed 6-bit scales, f16
+// d: planes 0..1 hmask, 2..5 qs, the tail the scales and d (14 bytes). Element
+// e = 128 h + 32 k + l: low bits 2k.. of qs[32 h + l], high bit 4 h + k of hmask[l].
+template <> struct Fmt<RF_Q3_K> {
+    static constexpr int planes = 6, tail = 14;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 16 * p; }
+    static constexpr int tail_src = 96;
+    // The 12 scale bytes as words and d.
+    __device__ static float scales(const uint8_t* base, size_t nsb, size_t S, uint32_t* s) {
+        const uint16_t* t = (const uint16_t*)(base + nsb * qbytes + S * tail);
+#pragma unroll
+        for (int i = 0; i < 3; i++) s[i] = (uint32_t)t[2 * i] | ((uint32_t)t[2 * i + 1] << 16);
+        return rf_half_to_float(t[6]);
+    }
+    // The CPU's q3_k::scale: 6 bits - 32.
+    __device__ static int scale(const uint32_t* s, int j) {
+        const int low = j < 8 ? rf_byte12(s, j) & 0x0F : rf_byte12(s, j - 8) >> 4;
+        const int high = (rf_byte12(s, 8 + j % 4) >> (2 * (j / 4))) & 3;
+        return (low | (high << 4)) - 32;
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const int h = e0 / 128, k = e0 % 128 / 32, l0 = e0 % 32;
+        uint32_t s[3];
+        const float d = scales(base, nsb, S, s);
+        const float sc = d * (float)scale(s, e0 / 16);
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, 2 + 2 * h + l0 / 16) + l0 % 16);
+        const uint2 m = *(const uint2*)(rf_plane(base, nsb, S, l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y}, mw[2] = {m.x, m.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int sh = 8 * (i % 4);
+            const int low = (qw[i / 4] >> (sh + 2 * k)) & 3;
+            const int hi = (mw[i / 4] >> (sh + 4 * h + k)) & 1;
+            v[i] = sc * (float)(hi ? low : low - 4);
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * sc_j) * q - dmin * m_j, q 2 bits; 16 sub-blocks of 16, each with a byte of
+// (scale low nibble, min high nibble). The GGUF block is the 16 scale bytes, qs (64), f16 d,
+// f16 dmin: plane 0 the scales, 1..4 qs, the tail (d, dmin). Element e = 128 h + 32 k + l:
+// bits 2k.. of qs[32 h + l].
+template <> struct Fmt<RF_Q2_K> {
+    static constexpr int planes = 5, tail = 4;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 16 * p; }
+    static constexpr int tail_src = 80;
+    __device__ static float2 dm(const uint8_t* base, size_t nsb, size_t S) {
+        const uint32_t u = ((const uint32_t*)(base + nsb * qbytes))[S];
+        return make_float2(rf_half_to_float(u & 0xFFFF), rf_half_to_float(u >> 16));
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const int h = e0 / 128, k = e0 % 128 / 32, l0 = e0 % 32;
+        const float2 f = dm(base, nsb, S);
+        const int packed = rf_plane(base, nsb, S, 0)[e0 / 16];
+        const float scale = f.x * (float)(packed & 0x0F), min = f.y * (float)(packed >> 4);
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, 1 + 2 * h + l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int b = (qw[i / 4] >> (8 * (i % 4) + 2 * k)) & 3;
+            v[i] = scale * (float)b - min;
         }
     }
     __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {

@@ -380,34 +380,41 @@ fn a_feature_the_gpu_lacks_is_refused_at_upload() {
     }
 }
 
-/// A model with a tensor type the GPU does not run (Q5_K, for now) is refused at upload, naming
-/// the type and the tensor, before the device is touched (so this runs without a GPU too).
+/// Every type the CPU computes is one the GPU takes (the K-quants and Q5_0 / Q5_1 included),
+/// so a model with such a matrix passes the GPU's check, decided before the device is touched
+/// (so this runs without a GPU too); each quantized type reaches the check through a tiny
+/// model's FFN down matrix.
 #[test]
-fn a_type_the_gpu_lacks_is_refused_at_upload() {
-    let spec = common::tiny::TinySpec {
-        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q5K)),
-        n_embd: 256,
-        n_ff: 256,
-        ..Default::default()
-    };
-    let model = LoadedModel::new(common::tiny::build(&spec)).expect("the CPU takes Q5_K");
-    match GpuModel::upload(&model, 0, &mut |_, _| Ok(())) {
-        Err(e @ rocmforge::Error::UnsupportedTensorType { .. }) => {
-            let msg = e.to_string();
-            assert!(
-                msg.contains("Q5_K") && msg.contains("blk.1.ffn_down.weight"),
-                "{msg}"
-            );
+fn every_cpu_weight_type_passes_the_gpu_check() {
+    for ty in [
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
+        let spec = common::tiny::TinySpec {
+            override_type: Some(("blk.1.ffn_down.weight", ty)),
+            n_embd: 256,
+            n_ff: 256,
+            ..Default::default()
+        };
+        let model = LoadedModel::new(common::tiny::build(&spec)).expect("the CPU takes it");
+        if let Err(e) = GpuModel::check(&model) {
+            panic!("{ty}: {e}");
         }
-        Err(e) => panic!("expected UnsupportedTensorType, got {e}"),
-        Ok(_) => panic!("a Q5_K matrix was uploaded to a backend without Q5_K kernels"),
+    }
+    for f in rocmforge::quant::FORMATS {
+        if f.cpu_dot.is_some() {
+            assert!(f.on_gpu(), "{}: on the CPU, not on the GPU", f.ty);
+        }
     }
 }
 
-/// AUTO loads a model the GPU backend does not run (a Q5_K matrix) on the CPU and says why,
-/// where GPU would refuse it; without a usable GPU, AUTO is the CPU with nothing to explain.
+/// AUTO runs a K-quant model (a Q5_K matrix) on the GPU when one is usable, with nothing to
+/// explain; without a usable GPU, AUTO is the CPU with nothing to explain.
 #[test]
-fn auto_keeps_a_model_the_gpu_does_not_run_on_the_cpu() {
+fn auto_runs_a_k_quant_model_on_the_gpu() {
     use rocmforge::{Backend, Model, ModelParams};
     let spec = common::tiny::TinySpec {
         override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q5K)),
@@ -417,45 +424,22 @@ fn auto_keeps_a_model_the_gpu_does_not_run_on_the_cpu() {
     };
     let path = std::env::temp_dir().join(format!("rf-auto-q5k-{}.gguf", std::process::id()));
     std::fs::write(&path, common::tiny::build_bytes(&spec)).expect("write model");
-    let load = |backend| {
-        Model::load(
-            &path,
-            ModelParams {
-                backend,
-                ..ModelParams::default()
-            },
-        )
-    };
-    let auto = load(Backend::Auto).expect("AUTO loads it");
-    assert_eq!(auto.backend(), Backend::Cpu);
+    let auto = Model::load(
+        &path,
+        ModelParams {
+            backend: Backend::Auto,
+            ..ModelParams::default()
+        },
+    )
+    .expect("AUTO loads it");
     let gpu_usable = devices().is_ok_and(|d| !d.is_empty());
-    if gpu_usable {
-        let why = auto
-            .auto_on_cpu()
-            .expect("AUTO says why it stayed on the CPU");
-        assert!(
-            why.contains("Q5_K") && why.contains("blk.1.ffn_down.weight"),
-            "{why}"
-        );
-        match load(Backend::Gpu) {
-            Err(rocmforge::Error::UnsupportedTensorType { .. }) => {}
-            Err(e) => panic!("GPU: expected UnsupportedTensorType, got {e}"),
-            Ok(_) => panic!("GPU took a model with a Q5_K matrix"),
-        }
-        // A model the GPU runs still goes there (head size 32: the GPU's smallest).
-        let plain = common::tiny::TinySpec {
-            weight_type: GgmlType::Q8_0,
-            n_embd: 128,
-            n_ff: 256,
-            ..Default::default()
-        };
-        std::fs::write(&path, common::tiny::build_bytes(&plain)).expect("write model");
-        let auto = load(Backend::Auto).expect("AUTO loads it");
-        assert_eq!(auto.backend(), Backend::Gpu);
-        assert_eq!(auto.auto_on_cpu(), None);
+    let want = if gpu_usable {
+        Backend::Gpu
     } else {
-        assert_eq!(auto.auto_on_cpu(), None);
-    }
+        Backend::Cpu
+    };
+    assert_eq!(auto.backend(), want);
+    assert_eq!(auto.auto_on_cpu(), None);
     let _ = std::fs::remove_file(&path);
 }
 

@@ -4,12 +4,14 @@
 //! rocmforge_synth --shape SHAPE --type TYPE --vocab VOCAB.gguf --out OUT.gguf [--seed N]
 //!                 [--layers N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
-//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q4_k | q5_k | q6_k | f16 | f32 (every matrix,
+//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32 (every matrix,
 //!          embedding and output included), or q4_k_m: llama.cpp's Q4_K_M choice of types
 //!          (Q6_K for the output, and for attn_v / ffn_down in a third of the layers and the
 //!          first and last eighth, Q4_K elsewhere). As llama.cpp does, a K-quant matrix whose
 //!          rows are not whole super-blocks of 256 falls back to Q5_0 (Q4_K), Q5_1 (Q5_K) or
-//!          Q8_0 (Q6_K). K-quant and Q5 weights are noise quantized by our test quantizers.
+//!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here). K-quant and Q5 weights are noise
+//!          quantized by our test quantizers; Q2_K and Q3_K (which we have no quantizer for)
+//!          are random bytes under scales chosen for the usual spread.
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
 //!   keeps only the tokenizer metadata of MODEL (a few MB) and its `general.architecture` (so
 //!   llama.cpp loads it as a vocabulary-only file), to carry a real vocabulary; `--pre`
@@ -69,6 +71,8 @@ fn ggml_type(name: &str) -> Option<GgmlType> {
         "q5_0" => Some(GgmlType::Q5_0),
         "q5_1" => Some(GgmlType::Q5_1),
         "q8_0" => Some(GgmlType::Q8_0),
+        "q2_k" => Some(GgmlType::Q2K),
+        "q3_k" => Some(GgmlType::Q3K),
         "q4_k" => Some(GgmlType::Q4K),
         "q5_k" => Some(GgmlType::Q5K),
         "q6_k" => Some(GgmlType::Q6K),
@@ -156,6 +160,24 @@ fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
                 quantize(&x, out);
             }
         }
+        GgmlType::Q2K | GgmlType::Q3K => {
+            // Random quants, scales and masks (every byte pattern is a valid block) under a
+            // super-block factor that gives about WEIGHT_STD: Q2_K's weights (d sc q - dmin m,
+            // sc and m uniform over 0..=15, q over 0..=3) have mean 11.25 d - 7.5 dmin (zero with
+            // dmin = 1.5 d) and rms about 14 d; Q3_K's (d (sc - 32) q, q over -4..=3) about 42 d.
+            let block = ty.block_bytes();
+            for b in out.chunks_mut(block) {
+                rng.fill(b);
+                if ty == GgmlType::Q2K {
+                    let d = WEIGHT_STD / 14.0 * jitter(rng);
+                    b[80..82].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                    b[82..84].copy_from_slice(&f16::from_f32(1.5 * d).to_le_bytes());
+                } else {
+                    let d = WEIGHT_STD / 42.0 * jitter(rng);
+                    b[108..110].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                }
+            }
+        }
         GgmlType::F16 => {
             for v in out.chunks_mut(2) {
                 let x = (rng.unit() * 2.0 - 1.0) * WEIGHT_STD * 3f32.sqrt();
@@ -208,7 +230,8 @@ impl Recipe {
             return match ty {
                 GgmlType::Q4K => GgmlType::Q5_0,
                 GgmlType::Q5K => GgmlType::Q5_1,
-                _ => GgmlType::Q8_0,
+                GgmlType::Q6K => GgmlType::Q8_0,
+                _ => GgmlType::Q4_0,
             };
         }
         ty

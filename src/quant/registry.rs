@@ -173,8 +173,7 @@ pub static FORMATS: &[Format] = &[
         gpu_matvec: Some(GpuMatvec::Int8),
         gpu_gemm: true,
     },
-    // The K-quants, dotted with Q8_K activations (256-element super-blocks); on the GPU so
-    // far Q4_K and Q6_K (with Q5_0 and Q8_0, the types of a Q4_K_M file).
+    // The K-quants, dotted with Q8_K activations (256-element super-blocks).
     // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
     Format {
         ty: GgmlType::Q2K,
@@ -184,8 +183,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q2_k::reference_dot),
         cpu_dot: Some(&q2_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q3K,
@@ -195,8 +194,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q3_k::reference_dot),
         cpu_dot: Some(&q3_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q4K,
@@ -217,8 +216,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_k::reference_dot),
         cpu_dot: Some(&q5_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q6K,
