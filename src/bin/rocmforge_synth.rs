@@ -210,14 +210,21 @@ impl Recipe {
 
     /// The type of matrix `kind` (its GGUF name without `blk.N.` and `.weight`) of layer
     /// `layer` (None: embedding, output) with `cols` columns.
-    fn matrix_type(self, kind: &str, layer: Option<usize>, n_layer: usize, cols: usize) -> GgmlType {
+    fn matrix_type(
+        self,
+        kind: &str,
+        layer: Option<usize>,
+        n_layer: usize,
+        cols: usize,
+    ) -> GgmlType {
         let ty = match self {
             Recipe::Single(ty) => ty,
             Recipe::Q4KM => {
                 // llama.cpp's use_more_bits: the first and last eighth of the layers and
                 // every third one between.
                 let more_bits = |i: usize| {
-                    i < n_layer / 8 || i >= 7 * n_layer / 8 || (i >= n_layer / 8 && (i - n_layer / 8) % 3 == 2)
+                    // (short-circuit: the subtraction runs only when i >= n_layer / 8)
+                    i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2
                 };
                 match (kind, layer) {
                     ("output", _) => GgmlType::Q6K,

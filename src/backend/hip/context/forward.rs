@@ -118,10 +118,8 @@ impl GpuContext {
             // Decode with a quantized output projection: attention writes the int8 input of
             // that product itself, saving the separate quantize pass.
             // (Not for Q8_K inputs: those are quantized from the f32 copy, by rf_act's pass.)
-            let fuse_q8 = !tiled
-                && n <= MATVEC_MAX_TOKENS
-                && quantized(&layer.wo)
-                && !reads_q8k(&layer.wo);
+            let fuse_q8 =
+                !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo) && !reads_q8k(&layer.wo);
             let code = if tiled {
                 unsafe {
                     ffi::rf_attention_prefill(
