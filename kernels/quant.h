@@ -9,10 +9,11 @@
 //   X(name, GGUF type id, elements per block, bytes per block, mat-vec activations)
 // where the mat-vec reads INT8 activations (quantized weights, rearranged at upload by
 // rf_repack) or F32 ones (float weights, kept as stored). Blocks of 32 read int8 groups of 32
-// (Q8_0 / Q8_1 style); the K-quants' super-blocks of 256 read Q8_K activations (RfQ8KHead). The type ids, RfType<T> and the
-// dispatch below are generated from it; a Rust test (src/quant/registry/tests.rs) checks every
-// row against the format registry (src/quant/registry.rs), so the two cannot drift. A new
-// type: its row here, its Fmt<T> below, and for INT8 its QGroup<T> in matvec.hip.
+// (Q8_0 / Q8_1 style); the K-quants' super-blocks of 256 read Q8_K activations (RfQ8KHead).
+// The type ids, RfType<T> and the dispatch below are generated from it; a Rust test
+// (src/quant/registry/tests.rs) checks every row against the format registry
+// (src/quant/registry.rs), so the two cannot drift. A new type: its row here, its Fmt<T>
+// below, and for INT8 its QGroup<T> (blocks of 32) or KDot<T> (super-blocks) in matvec.hip.
 #define RF_QUANT_TYPES(X)      \
     X(F32, 0, 1, 4, F32)       \
     X(F16, 1, 1, 2, F32)       \
