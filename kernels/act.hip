@@ -10,6 +10,7 @@
 #include "rf_kernels.h"
 #include "arch.h"
 #include "numerics.h"
+#include "quant.h"
 
 #define ACT_PER_BLOCK (4 * RF_BLOCK)
 // Widest row the RMSNorm stages in shared memory (32 KiB); wider rows read global memory.
@@ -123,5 +124,81 @@ extern "C" int rf_act(int mode, const float* in, const float* w, float eps, int 
     RF_LAUNCH_OVERLAPPED(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
                        eps, d, row_map, out_f32, (__half*)out_f16, f16_from_q8, q8,
                        (float4*)q8_scales);
+    return (int)hipGetLastError();
+}
+
+// ---- Q8_K activations for the K-quants' mat-vec, bit for bit the CPU's q8_k quantizer (and
+// llama.cpp's quantize_row_q8_K_ref): per super-block of 256, the element of largest
+// magnitude (the first on ties) maps to -127, iscale = -127 / max,
+// q = min(127, round-half-even(iscale * x)), d = 1 / iscale; an all-zero block is zeros.
+// One 32-lane team per super-block, lane L holding elements 8 L .. 8 L + 8; quants (n, d)
+// int8, headers (n, d / 256) RfQ8KHead.
+#define Q8K_TEAMS (RF_BLOCK / 32)
+
+__global__ void quantize_q8k_kernel(const float* x, int d, int n_sb, int8_t* q,
+                                    RfQ8KHead* heads) {
+    const int lane = threadIdx.x % 32;
+    const int sb = blockIdx.x * Q8K_TEAMS + threadIdx.x / 32;
+    const bool live = sb < n_sb;
+    const int per_row = d / 256;
+    const size_t base = live ? (size_t)(sb / per_row) * d + (size_t)(sb % per_row) * 256 : 0;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (live) {
+        const float4 a = *(const float4*)(x + base + 8 * lane);
+        const float4 b = *(const float4*)(x + base + 8 * lane + 4);
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    }
+    // (magnitude, index, value) of the first largest element: strictly larger wins, equal
+    // magnitudes go to the lower index, so every order of comparison picks the CPU's element.
+    float amax = 0.0f, max = 0.0f;
+    int idx = 256;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (fabsf(v[i]) > amax) {
+            amax = fabsf(v[i]);
+            max = v[i];
+            idx = 8 * lane + i;
+        }
+    }
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) {
+        const float oa = rf_shfl_xor(amax, m), ov = rf_shfl_xor(max, m);
+        const int oi = __float_as_int(rf_shfl_xor(__int_as_float(idx), m));
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            max = ov;
+            idx = oi;
+        }
+    }
+    const float iscale = amax == 0.0f ? 0.0f : -127.0f / max;
+    int qi[8];
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        qi[i] = amax == 0.0f ? 0 : (int)fminf(rintf(iscale * v[i]), 127.0f);
+        sum += qi[i];
+    }
+    // group g of 16 = lanes 2g, 2g + 1
+    sum += __float_as_int(rf_shfl_xor(__int_as_float(sum), 1));
+    if (!live) return;
+    uint2 packed;
+    packed.x = (uint32_t)(qi[0] & 0xFF) | ((uint32_t)(qi[1] & 0xFF) << 8) |
+               ((uint32_t)(qi[2] & 0xFF) << 16) | ((uint32_t)(qi[3] & 0xFF) << 24);
+    packed.y = (uint32_t)(qi[4] & 0xFF) | ((uint32_t)(qi[5] & 0xFF) << 8) |
+               ((uint32_t)(qi[6] & 0xFF) << 16) | ((uint32_t)(qi[7] & 0xFF) << 24);
+    *(uint2*)(q + base + 8 * lane) = packed;
+    RfQ8KHead* h = heads + sb;
+    if (lane % 2 == 0) h->bsums[lane / 2] = (int16_t)sum;
+    if (lane == 0) h->d = amax == 0.0f ? 0.0f : 1.0f / iscale;
+}
+
+extern "C" int rf_quantize_q8k(const float* x, int d, int n, int8_t* q, void* heads,
+                               void* stream) {
+    if (d % 256 != 0 || n <= 0) return RF_ERR_SHAPE;
+    const int n_sb = n * (d / 256);
+    const dim3 grid((n_sb + Q8K_TEAMS - 1) / Q8K_TEAMS);
+    hipLaunchKernelGGL(quantize_q8k_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, x, d,
+                       n_sb, q, (RfQ8KHead*)heads);
     return (int)hipGetLastError();
 }

@@ -20,6 +20,7 @@ __global__ void embed_kernel(const uint8_t* table, size_t ng_total, int cols,
 extern "C" int rf_embed(int ty, const void* table, int rows, int cols, const int32_t* tokens,
                         int n, float* out, void* stream) {
     if (cols % 32 != 0 || n <= 0) return RF_ERR_SHAPE;
+    if (rf_block_elems(ty) > 32 && cols % rf_block_elems(ty) != 0) return RF_ERR_SHAPE;
     RF_DISPATCH_TYPE(ty, hipLaunchKernelGGL(embed_kernel<T>, dim3(n), dim3(128), 0,
                                             (hipStream_t)stream, (const uint8_t*)table,
                                             (size_t)rows * (cols / 32), cols,

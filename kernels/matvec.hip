@@ -59,6 +59,50 @@ template <> struct QGroup<RF_Q4_1> {
         return fmaf(dm.y, xs.z, acc);
     }
 };
+// Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
+template <> struct QGroup<RF_Q5_0> {
+    uint4 q;
+    uint32_t qh;
+    float d;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
+        q = Fmt<RF_Q5_0>::quants(w, G);
+        Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        uint32_t lo[4], hi[4];
+        Fmt<RF_Q5_0>::words(q, qh, lo, hi);
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s = rf_dp4a((int)lo[i], x[i], s);
+            s = rf_dp4a((int)hi[i], x[4 + i], s);
+        }
+        s -= 16 * (int)xs.y;
+        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
+    }
+};
+// Q5_1: as Q4_1 with 5-bit quants.
+template <> struct QGroup<RF_Q5_1> {
+    uint4 q;
+    uint32_t qh;
+    float2 dm;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
+        q = Fmt<RF_Q5_1>::quants(w, G);
+        dm = Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        uint32_t lo[4], hi[4];
+        Fmt<RF_Q5_0>::words(q, qh, lo, hi);
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s = rf_dp4a((int)lo[i], x[i], s);
+            s = rf_dp4a((int)hi[i], x[4 + i], s);
+        }
+        acc = fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        return fmaf(dm.y, xs.z, acc);
+    }
+};
 template <> struct QGroup<RF_Q8_0> {
     uint4 a, b;
     float d;
@@ -227,6 +271,296 @@ static void launch_mv_n(const uint8_t* w, int rows, int cols, const int8_t* xq,
         launch_mv<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
 }
 
+// ---- K-quant mat-vec: super-block S of a row goes to lane S % 32 (the canonical order of the
+// K-quants, src/quant/dot/scalar.rs). Per super-block and token the lane forms the exact
+// integer parts isum = Σ_j sc_j (q . a)_j and msum = Σ_j m_j bsum_j, then
+//   acc = fma((float)isum, d * a.d, acc);  acc = fma(-(float)msum, dmin * a.d, acc)
+// (the second only for types with mins), as the CPU does. Weights are read once per super-block
+// for all the tokens, 16-byte plane by plane (coalesced across the team, see quant.h).
+
+// Integer parts of one super-block S against the activations of tokens t < n: xa[t] points at
+// the token's 256 quants of this super-block, bs[t] at its 16 group sums. Returns the float
+// factors (d, dmin) of the super-block.
+template <int T> struct KDot;
+
+template <> struct KDot<RF_Q4_K> {
+    static constexpr bool has_min = true;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int* msum) {
+        const uint4 h = *(const uint4*)rf_plane(w, nsb, S, 8);
+        const uint32_t sp[3] = {h.y, h.z, h.w};
+#pragma unroll
+        for (int c = 0; c < 4; c++) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+            const uint4 a = *(const uint4*)rf_plane(w, nsb, S, 2 * c);
+            const uint4 b = *(const uint4*)rf_plane(w, nsb, S, 2 * c + 1);
+            const uint32_t q[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            const int2 sm0 = rf_scale_min_k4(sp, 2 * c), sm1 = rf_scale_min_k4(sp, 2 * c + 1);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int4* x0 = (const int4*)(xa[t] + 64 * c);
+                    const int4 p0 = x0[0], p1 = x0[1], p2 = x0[2], p3 = x0[3];
+                    const int xl[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+                    const int xh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
+                    int lo = 0, hi = 0;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) {
+                        lo = rf_dp4a((int)(q[i] & 0x0F0F0F0Fu), xl[i], lo);
+                        hi = rf_dp4a((int)((q[i] >> 4) & 0x0F0F0F0Fu), xh[i], hi);
+                    }
+                    isum[t] += sm0.x * lo + sm1.x * hi;
+                    msum[t] += sm0.y * (bs[t][4 * c] + bs[t][4 * c + 1]) +
+                               sm1.y * (bs[t][4 * c + 2] + bs[t][4 * c + 3]);
+                }
+            }
+        }
+        return make_float2(rf_half_to_float(h.x & 0xFFFF), rf_half_to_float(h.x >> 16));
+    }
+};
+
+template <> struct KDot<RF_Q6_K> {
+    static constexpr bool has_min = false;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int*) {
+        const uint4 scv = *(const uint4*)rf_plane(w, nsb, S, 12);
+        const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                // elements 128 h + 32 k + 16 u + (0..16) for k = 0..3: sub-block 8 h + 2 k + u
+                const uint4 A = *(const uint4*)rf_plane(w, nsb, S, 4 * h + u);
+                const uint4 B = *(const uint4*)rf_plane(w, nsb, S, 4 * h + 2 + u);
+                const uint4 C = *(const uint4*)rf_plane(w, nsb, S, 8 + 2 * h + u);
+                const uint32_t a[4] = {A.x, A.y, A.z, A.w}, b[4] = {B.x, B.y, B.z, B.w};
+                const uint32_t c[4] = {C.x, C.y, C.z, C.w};
+                uint32_t q[4][4];  // [k][word]
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    q[0][i] = (a[i] & 0x0F0F0F0Fu) | ((c[i] << 4) & 0x30303030u);
+                    q[1][i] = (b[i] & 0x0F0F0F0Fu) | ((c[i] << 2) & 0x30303030u);
+                    q[2][i] = ((a[i] >> 4) & 0x0F0F0F0Fu) | (c[i] & 0x30303030u);
+                    q[3][i] = ((b[i] >> 4) & 0x0F0F0F0Fu) | ((c[i] >> 2) & 0x30303030u);
+                }
+#pragma unroll
+                for (int t = 0; t < N; t++) {
+                    if (t < n) {
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            const int j = 8 * h + 2 * k + u;
+                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            int s = rf_dp4a((int)q[k][0], x.x, 0);
+                            s = rf_dp4a((int)q[k][1], x.y, s);
+                            s = rf_dp4a((int)q[k][2], x.z, s);
+                            s = rf_dp4a((int)q[k][3], x.w, s);
+                            s -= 32 * bs[t][j];
+                            const int sc = (int)(int8_t)((scw[j / 4] >> (8 * (j % 4))) & 0xFF);
+                            isum[t] += sc * s;
+                        }
+                    }
+                }
+            }
+        }
+        return make_float2(Fmt<RF_Q6_K>::d(w, nsb, S), 0.0f);
+    }
+};
+
+template <> struct KDot<RF_Q5_K> {
+    static constexpr bool has_min = true;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int* msum) {
+        const uint4 h = *(const uint4*)rf_plane(w, nsb, S, 10);
+        const uint32_t sp[3] = {h.y, h.z, h.w};
+        const uint4 qa = *(const uint4*)rf_plane(w, nsb, S, 8);
+        const uint4 qb = *(const uint4*)rf_plane(w, nsb, S, 9);
+        const uint32_t qh[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+        for (int c = 0; c < 4; c++) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+            const uint4 a = *(const uint4*)rf_plane(w, nsb, S, 2 * c);
+            const uint4 b = *(const uint4*)rf_plane(w, nsb, S, 2 * c + 1);
+            const uint32_t q[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            uint32_t lo[8], hi[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                lo[i] = (q[i] & 0x0F0F0F0Fu) | (((qh[i] >> (2 * c)) & 0x01010101u) << 4);
+                hi[i] = ((q[i] >> 4) & 0x0F0F0F0Fu) | (((qh[i] >> (2 * c + 1)) & 0x01010101u) << 4);
+            }
+            const int2 sm0 = rf_scale_min_k4(sp, 2 * c), sm1 = rf_scale_min_k4(sp, 2 * c + 1);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int4* x0 = (const int4*)(xa[t] + 64 * c);
+                    const int4 p0 = x0[0], p1 = x0[1], p2 = x0[2], p3 = x0[3];
+                    const int xl[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+                    const int xh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
+                    int dl = 0, dh = 0;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) {
+                        dl = rf_dp4a((int)lo[i], xl[i], dl);
+                        dh = rf_dp4a((int)hi[i], xh[i], dh);
+                    }
+                    isum[t] += sm0.x * dl + sm1.x * dh;
+                    msum[t] += sm0.y * (bs[t][4 * c] + bs[t][4 * c + 1]) +
+                               sm1.y * (bs[t][4 * c + 2] + bs[t][4 * c + 3]);
+                }
+            }
+        }
+        return make_float2(rf_half_to_float(h.x & 0xFFFF), rf_half_to_float(h.x >> 16));
+    }
+};
+
+// Q3_K: the 3-bit value q + 4 (0..7) is dotted, and 4 bsum_j taken off per sub-block.
+template <> struct KDot<RF_Q3_K> {
+    static constexpr bool has_min = false;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int*) {
+        uint32_t sp[3];
+        const float d = Fmt<RF_Q3_K>::scales(w, nsb, S, sp);
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const uint4 H = *(const uint4*)rf_plane(w, nsb, S, u);
+            const uint32_t m[4] = {H.x, H.y, H.z, H.w};
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 2 + 2 * h + u);
+                const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int j = 8 * h + 2 * k + u;
+                    uint32_t q[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        q[i] = ((qw[i] >> (2 * k)) & 0x03030303u) |
+                               (((m[i] >> (4 * h + k)) & 0x01010101u) << 2);
+                    const int sc = Fmt<RF_Q3_K>::scale(sp, j);
+#pragma unroll
+                    for (int t = 0; t < N; t++) {
+                        if (t < n) {
+                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            int s = rf_dp4a((int)q[0], x.x, 0);
+                            s = rf_dp4a((int)q[1], x.y, s);
+                            s = rf_dp4a((int)q[2], x.z, s);
+                            s = rf_dp4a((int)q[3], x.w, s);
+                            isum[t] += sc * (s - 4 * bs[t][j]);
+                        }
+                    }
+                }
+            }
+        }
+        return make_float2(d, 0.0f);
+    }
+};
+
+template <> struct KDot<RF_Q2_K> {
+    static constexpr bool has_min = true;
+    template <int N>
+    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
+                                   const int16_t* const* bs, int n, int* isum, int* msum) {
+        const uint4 scv = *(const uint4*)rf_plane(w, nsb, S, 0);
+        const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 1 + 2 * h + u);
+                const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int j = 8 * h + 2 * k + u;
+                    const int packed = (scw[j / 4] >> (8 * (j % 4))) & 0xFF;
+#pragma unroll
+                    for (int t = 0; t < N; t++) {
+                        if (t < n) {
+                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            int s = rf_dp4a((int)((qw[0] >> (2 * k)) & 0x03030303u), x.x, 0);
+                            s = rf_dp4a((int)((qw[1] >> (2 * k)) & 0x03030303u), x.y, s);
+                            s = rf_dp4a((int)((qw[2] >> (2 * k)) & 0x03030303u), x.z, s);
+                            s = rf_dp4a((int)((qw[3] >> (2 * k)) & 0x03030303u), x.w, s);
+                            isum[t] += (packed & 0x0F) * s;
+                            msum[t] += (packed >> 4) * bs[t][j];
+                        }
+                    }
+                }
+            }
+        }
+        return Fmt<RF_Q2_K>::dm(w, nsb, S);
+    }
+};
+
+template <int T, int N, bool ROPE>
+__global__ void __launch_bounds__(RF_BLOCK)
+    matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                    const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
+    const int lane = threadIdx.x % 32;
+    const int row = blockIdx.x * MV_GROUPS + threadIdx.x / 32;
+    const bool active = row < rows;
+    const int nsb = cols / 256;
+    const size_t nsb_total = (size_t)rows * nsb;
+    const size_t first = (size_t)row * nsb;
+    float acc[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    rf_wait_previous();
+    rf_release_next();
+    if (active) {
+        for (int sb = lane; sb < nsb; sb += 32) {
+            const int8_t* xa[N];
+            const int16_t* bs[N];
+            int isum[N], msum[N];
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                xa[t] = xq + (size_t)t * cols + (size_t)sb * 256;
+                bs[t] = xh[(size_t)t * nsb + sb].bsums;
+                isum[t] = 0;
+                msum[t] = 0;
+            }
+            const float2 dm =
+                KDot<T>::template parts<N>(w, nsb_total, first + sb, xa, bs, n, isum, msum);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const float ad = xh[(size_t)t * nsb + sb].d;
+                    acc[t] = fmaf((float)isum[t], __fmul_rn(dm.x, ad), acc[t]);
+                    if constexpr (KDot<T>::has_min)
+                        acc[t] = fmaf(-(float)msum[t], __fmul_rn(dm.y, ad), acc[t]);
+                }
+            }
+        }
+    }
+    mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+}
+
+template <int T, int N>
+static void launch_mv_k(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                        const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
+                        const RfRopeKv& rk, hipStream_t s) {
+    const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
+    if (rk.rot)
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, true>), grid, dim3(RF_BLOCK), 0, s, w, rows,
+                             cols, xq, xh, n, y, ldy, accumulate, rk);
+    else
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false>), grid, dim3(RF_BLOCK), 0, s, w, rows,
+                             cols, xq, xh, n, y, ldy, accumulate, rk);
+}
+
+template <int T>
+static void launch_mv_k_n(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                          const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
+                          const RfRopeKv& rk, hipStream_t s) {
+    if (n == 1)
+        launch_mv_k<T, 1>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
+    else if (n == 2)
+        launch_mv_k<T, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
+    else if (n <= 4)
+        launch_mv_k<T, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
+    else
+        launch_mv_k<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
+}
+
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
 template <int T> __device__ __forceinline__ float rf_round1(float x) { return x; }
 template <> __device__ __forceinline__ float rf_round1<RF_F16>(float x) {
@@ -282,6 +616,7 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
                          int accumulate, const RfRopeKv* rope_kv, void* stream) {
     if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
         return RF_ERR_SHAPE;
+    if (rf_block_elems(ty) > 32 && cols % rf_block_elems(ty) != 0) return RF_ERR_SHAPE;
     RfRopeKv rk = {};
     if (rope_kv) {
         rk = *rope_kv;
@@ -295,7 +630,10 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
     RF_DISPATCH_TYPE(ty, {
-        if constexpr (RfType<T>::int8_matvec)
+        if constexpr (RfType<T>::super_block) {
+            launch_mv_k_n<T>(wb, rows, cols, xq, (const RfQ8KHead*)xq_scales, n, y, ldy,
+                             accumulate, rk, s);
+        } else if constexpr (RfType<T>::int8_matvec)
             launch_mv_n<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
         else
             launch_mv_f<T>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
@@ -326,6 +664,7 @@ __global__ void dequant_f16_kernel(const uint8_t* w, size_t ng_total, size_t fir
 extern "C" int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols,
                               void* out, void* stream) {
     if (cols % 32 != 0 || n_rows <= 0 || row0 < 0 || row0 + n_rows > rows) return RF_ERR_SHAPE;
+    if (rf_block_elems(ty) > 32 && cols % rf_block_elems(ty) != 0) return RF_ERR_SHAPE;
     const size_t ng = (size_t)n_rows * (cols / 32);
     const size_t first = (size_t)row0 * (cols / 32);
     const size_t total = (size_t)rows * (cols / 32);
@@ -353,12 +692,35 @@ __global__ void repack_kernel(const uint8_t* src, size_t n_groups, uint8_t* dst)
     for (int i = 0; i < Q / 2; i++) qs[i] = b[S / 2 + i];
 }
 
+// K-quants: GGUF super-blocks -> the planes and tails of quant.h. One thread per super-block;
+// 2-byte words, as above.
+template <int T>
+__global__ void repack_k_kernel(const uint8_t* src, size_t nsb, uint8_t* dst) {
+    const size_t S = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (S >= nsb) return;
+    using F = Fmt<T>;
+    const uint16_t* b = (const uint16_t*)(src + S * RfType<T>::block_bytes);
+#pragma unroll
+    for (int p = 0; p < F::planes; p++) {
+        uint16_t* d = (uint16_t*)(dst + ((size_t)p * nsb + S) * 16);
+#pragma unroll
+        for (int i = 0; i < 8; i++) d[i] = b[F::plane_src(p) / 2 + i];
+    }
+    uint16_t* t = (uint16_t*)(dst + nsb * F::qbytes + S * F::tail);
+#pragma unroll
+    for (int i = 0; i < F::tail / 2; i++) t[i] = b[F::tail_src / 2 + i];
+}
+
 extern "C" int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream) {
     const dim3 grid((unsigned)((n_groups + RF_BLOCK - 1) / RF_BLOCK));
     hipStream_t s = (hipStream_t)stream;
     bool repacked = false;
     RF_DISPATCH_TYPE(ty, {
-        if constexpr (RfType<T>::int8_matvec) {
+        if constexpr (RfType<T>::super_block) {
+            hipLaunchKernelGGL(repack_k_kernel<T>, grid, dim3(RF_BLOCK), 0, s,
+                               (const uint8_t*)src, n_groups, (uint8_t*)dst);
+            repacked = true;
+        } else if constexpr (RfType<T>::int8_matvec) {
             hipLaunchKernelGGL(repack_kernel<T>, grid, dim3(RF_BLOCK), 0, s,
                                (const uint8_t*)src, n_groups, (uint8_t*)dst);
             repacked = true;

@@ -8,16 +8,25 @@
 // The GPU backend's tensor types, one row each:
 //   X(name, GGUF type id, elements per block, bytes per block, mat-vec activations)
 // where the mat-vec reads INT8 activations (quantized weights, rearranged at upload by
-// rf_repack) or F32 ones (float weights, kept as stored). The type ids, RfType<T> and the
-// dispatch below are generated from it; a Rust test (src/quant/registry/tests.rs) checks every
-// row against the format registry (src/quant/registry.rs), so the two cannot drift. A new
-// type: its row here, its Fmt<T> below, and for INT8 its QGroup<T> in matvec.hip.
-#define RF_QUANT_TYPES(X)    \
-    X(F32, 0, 1, 4, F32)     \
-    X(F16, 1, 1, 2, F32)     \
-    X(Q4_0, 2, 32, 18, INT8) \
-    X(Q4_1, 3, 32, 20, INT8) \
-    X(Q8_0, 8, 32, 34, INT8) \
+// rf_repack) or F32 ones (float weights, kept as stored). Blocks of 32 read int8 groups of 32
+// (Q8_0 / Q8_1 style); the K-quants' super-blocks of 256 read Q8_K activations (RfQ8KHead).
+// The type ids, RfType<T> and the dispatch below are generated from it; a Rust test
+// (src/quant/registry/tests.rs) checks every row against the format registry
+// (src/quant/registry.rs), so the two cannot drift. A new type: its row here, its Fmt<T>
+// below, and for INT8 its QGroup<T> (blocks of 32) or KDot<T> (super-blocks) in matvec.hip.
+#define RF_QUANT_TYPES(X)      \
+    X(F32, 0, 1, 4, F32)       \
+    X(F16, 1, 1, 2, F32)       \
+    X(Q4_0, 2, 32, 18, INT8)   \
+    X(Q4_1, 3, 32, 20, INT8)   \
+    X(Q5_0, 6, 32, 22, INT8)   \
+    X(Q5_1, 7, 32, 24, INT8)   \
+    X(Q8_0, 8, 32, 34, INT8)   \
+    X(Q2_K, 10, 256, 84, INT8) \
+    X(Q3_K, 11, 256, 110, INT8) \
+    X(Q4_K, 12, 256, 144, INT8) \
+    X(Q5_K, 13, 256, 176, INT8) \
+    X(Q6_K, 14, 256, 210, INT8) \
     X(BF16, 30, 1, 2, F32)
 
 // Type ids as in GGUF: RF_F32, RF_F16, RF_Q4_0, ...
@@ -28,15 +37,17 @@ RF_QUANT_TYPES(RF_TYPE_ID)
 #define RF_MATVEC_INT8 true
 #define RF_MATVEC_F32 false
 
-// The row of type T: block geometry, the bytes of one group of 32 elements, and whether the
-// mat-vec reads int8 activations.
+// The row of type T: block geometry, the bytes of one group of 32 elements (of one
+// super-block for the K-quants), and whether the mat-vec reads int8 activations.
 template <int T> struct RfType;
-#define RF_TYPE_INFO(name, id, elems, bytes, matvec)                             \
-    template <> struct RfType<id> {                                              \
-        static_assert(32 % elems == 0, #name ": a group of 32 is whole blocks"); \
-        static constexpr int block_elems = elems, block_bytes = bytes;           \
-        static constexpr int group_bytes = 32 / elems * bytes;                   \
-        static constexpr bool int8_matvec = RF_MATVEC_##matvec;                  \
+#define RF_TYPE_INFO(name, id, elems, bytes, matvec)                                    \
+    template <> struct RfType<id> {                                                     \
+        static_assert(32 % elems == 0 || elems == 256,                                  \
+                      #name ": a group of 32 is whole blocks, or a K-quant super-block"); \
+        static constexpr int block_elems = elems, block_bytes = bytes;                  \
+        static constexpr bool super_block = elems == 256;                               \
+        static constexpr int group_bytes = super_block ? bytes : 32 / elems * bytes;    \
+        static constexpr bool int8_matvec = RF_MATVEC_##matvec;                         \
     };
 RF_QUANT_TYPES(RF_TYPE_INFO)
 #undef RF_TYPE_INFO
@@ -138,6 +149,303 @@ template <> struct Fmt<RF_Q8_0> {
         for (int i = 0; i < 8; i++) v[i] = (float)(int8_t)((q[i / 4] >> (8 * (i % 4))) & 0xFF) * d;
     }
 };
+
+// Spreads 4 bits (bit k of x) to bit 4 of byte k: the fifth bits of Q5_0 / Q5_1 quants.
+__device__ __forceinline__ uint32_t rf_spread4(uint32_t x) {
+    return ((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25);
+}
+
+// value = (q - 16) * d, q = low nibble (as Q4_0) | fifth bit j of qh << 4. Scales part: the
+// GGUF block's first 6 bytes (f16 d, then qh), read as three 2-byte words.
+template <> struct Fmt<RF_Q5_0> {
+    static constexpr int qbytes = 16, sbytes = 6;
+    __device__ static uint4 quants(const uint8_t* base, size_t G) {
+        return ((const uint4*)base)[G];
+    }
+    // (d, qh)
+    __device__ static void scales(const uint8_t* base, size_t ng, size_t G, float* d,
+                                  uint32_t* qh) {
+        const uint16_t* s = (const uint16_t*)(base + ng * qbytes) + 3 * G;
+        *d = rf_half_to_float(s[0]);
+        *qh = (uint32_t)s[1] | ((uint32_t)s[2] << 16);
+    }
+    // The 5-bit quant words: element 4 i + k in byte k of lo[i], element 16 + 4 i + k in
+    // byte k of hi[i].
+    __device__ static void words(uint4 q4, uint32_t qh, uint32_t* lo, uint32_t* hi) {
+        const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = (q[i] & 0x0F0F0F0Fu) | rf_spread4((qh >> (4 * i)) & 0xF);
+            hi[i] = ((q[i] >> 4) & 0x0F0F0F0Fu) | rf_spread4((qh >> (16 + 4 * i)) & 0xF);
+        }
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        float d;
+        uint32_t qh, lo[4], hi[4];
+        scales(base, ng, G, &d, &qh);
+        words(quants(base, G), qh, lo, hi);
+        const uint32_t* w = j < 2 ? lo : hi;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int q = (w[2 * (j & 1) + i / 4] >> (8 * (i % 4))) & 0xFF;
+            v[i] = (float)(q - 16) * d;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = q * d + m, q as Q5_0's; scales part: (f16 d, f16 m, qh), 8 bytes.
+template <> struct Fmt<RF_Q5_1> {
+    static constexpr int qbytes = 16, sbytes = 8;
+    __device__ static uint4 quants(const uint8_t* base, size_t G) {
+        return ((const uint4*)base)[G];
+    }
+    // (d, m) and qh
+    __device__ static float2 scales(const uint8_t* base, size_t ng, size_t G, uint32_t* qh) {
+        const uint2 u = ((const uint2*)(base + ng * qbytes))[G];
+        *qh = u.y;
+        return make_float2(rf_half_to_float(u.x & 0xFFFF), rf_half_to_float(u.x >> 16));
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        uint32_t qh, lo[4], hi[4];
+        const float2 dm = scales(base, ng, G, &qh);
+        Fmt<RF_Q5_0>::words(quants(base, G), qh, lo, hi);
+        const uint32_t* w = j < 2 ? lo : hi;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int q = (w[2 * (j & 1) + i / 4] >> (8 * (i % 4))) & 0xFF;
+            v[i] = (float)q * dm.x + dm.y;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// ---- K-quants: super-blocks of 256 elements. On the device a super-block is cut into
+// 16-byte planes plus a tail of fewer bytes: plane p of super-block S (of `nsb` in the
+// matrix) lies at base + (p * nsb + S) * 16, its tail at base + nsb * 16 * planes + S * tail.
+// So lane L of a team, reading plane p of super-block L, makes 32 neighbouring 16-byte loads:
+// one coalesced 512-byte read. Fmt<T>::plane_src(p) / tail_src say where each part lies in
+// the GGUF block (rf_repack). qbytes / sbytes are the plane and tail bytes of a super-block.
+// load / load8 take G in groups of 32 (super-block G / 8) and decode as the CPU does.
+
+__device__ __forceinline__ const uint8_t* rf_plane(const uint8_t* base, size_t nsb, size_t S,
+                                                   int p) {
+    return base + ((size_t)p * nsb + S) * 16;
+}
+
+// Byte k of the 12 packed bytes held in s[0..3] (little-endian words).
+__device__ __forceinline__ int rf_byte12(const uint32_t* s, int k) {
+    return (s[k / 4] >> (8 * (k % 4))) & 0xFF;
+}
+
+// The 6-bit (scale, min) of sub-block j from the 12 packed bytes of Q4_K / Q5_K (the CPU's
+// q4_k::scale_min).
+__device__ __forceinline__ int2 rf_scale_min_k4(const uint32_t* s, int j) {
+    if (j < 4) return make_int2(rf_byte12(s, j) & 63, rf_byte12(s, j + 4) & 63);
+    return make_int2((rf_byte12(s, j + 4) & 0x0F) | ((rf_byte12(s, j - 4) >> 6) << 4),
+                     (rf_byte12(s, j + 4) >> 4) | ((rf_byte12(s, j) >> 6) << 4));
+}
+
+// value = (d * sc_j) * q - dmin * m_j; 8 sub-blocks of 32. Planes 0..7: qs (plane p = bytes
+// 16 p .. 16 p + 16 of qs: sub-blocks 2 (p / 2) (low nibbles) and 2 (p / 2) + 1 (high), elements
+// 16 (p % 2) ..); plane 8: the header (f16 d, f16 dmin, 12 packed scale / min bytes).
+template <> struct Fmt<RF_Q4_K> {
+    static constexpr int planes = 9, tail = 0;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return p < 8 ? 16 + 16 * p : 0; }
+    static constexpr int tail_src = 0;
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const uint4 h = *(const uint4*)rf_plane(base, nsb, S, 8);
+        const uint32_t s[3] = {h.y, h.z, h.w};
+        const int sub = e0 / 32, l0 = e0 % 32;
+        const int2 sm = rf_scale_min_k4(s, sub);
+        const float scale = rf_half_to_float(h.x & 0xFFFF) * (float)sm.x;
+        const float min = rf_half_to_float(h.x >> 16) * (float)sm.y;
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, (sub / 2) * 2 + l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y};
+        const int shift = 4 * (sub % 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int b = (qw[i / 4] >> (8 * (i % 4) + shift)) & 0xF;
+            v[i] = scale * (float)b - min;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * sc_j) * (q - 32); 16 sub-blocks of 16, signed 8-bit scales. The GGUF block is
+// ql (128 bytes), qh (64), scales (16), f16 d: planes 0..7 are ql, 8..11 qh, 12 the scales
+// (plane p = GGUF bytes 16 p ..), the tail is d. Element e = 128 h + 32 k + l: low bits a
+// nibble (k / 2) of ql[64 h + 32 (k % 2) + l], top bits 2k.. of qh[32 h + l].
+template <> struct Fmt<RF_Q6_K> {
+    static constexpr int planes = 13, tail = 2;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 16 * p; }
+    static constexpr int tail_src = 208;
+    __device__ static float d(const uint8_t* base, size_t nsb, size_t S) {
+        return rf_half_to_float(((const uint16_t*)(base + nsb * qbytes))[S]);
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const int h = e0 / 128, k = e0 % 128 / 32, l0 = e0 % 32;
+        const uint2 lo = *(const uint2*)(rf_plane(base, nsb, S, 4 * h + 2 * (k % 2) + l0 / 16) +
+                                         l0 % 16);
+        const uint2 hi = *(const uint2*)(rf_plane(base, nsb, S, 8 + 2 * h + l0 / 16) + l0 % 16);
+        const int sc = (int8_t)rf_plane(base, nsb, S, 12)[e0 / 16];
+        const float scale = d(base, nsb, S) * (float)sc;
+        const uint32_t lw[2] = {lo.x, lo.y}, hw[2] = {hi.x, hi.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int sh = 8 * (i % 4);
+            const int q = ((lw[i / 4] >> (sh + 4 * (k / 2))) & 0xF) |
+                          (((hw[i / 4] >> (sh + 2 * k)) & 3) << 4);
+            v[i] = scale * (float)(q - 32);
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * sc_j) * q - dmin * m_j with 5-bit q: Q4_K's scales and nibbles plus a fifth
+// bit, bit j of qh[l] for element l of sub-block j. The GGUF block is the header (f16 d, f16
+// dmin, 12 scale / min bytes), qh (32), qs (128): planes 0..7 are qs (as Q4_K's), 8..9 qh,
+// 10 the header.
+template <> struct Fmt<RF_Q5_K> {
+    static constexpr int planes = 11, tail = 0;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) {
+        return p < 8 ? 48 + 16 * p : p < 10 ? 16 + 16 * (p - 8) : 0;
+    }
+    static constexpr int tail_src = 0;
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const uint4 h = *(const uint4*)rf_plane(base, nsb, S, 10);
+        const uint32_t s[3] = {h.y, h.z, h.w};
+        const int sub = e0 / 32, l0 = e0 % 32;
+        const int2 sm = rf_scale_min_k4(s, sub);
+        const float scale = rf_half_to_float(h.x & 0xFFFF) * (float)sm.x;
+        const float min = rf_half_to_float(h.x >> 16) * (float)sm.y;
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, (sub / 2) * 2 + l0 / 16) + l0 % 16);
+        const uint2 qh = *(const uint2*)(rf_plane(base, nsb, S, 8 + l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y}, hw[2] = {qh.x, qh.y};
+        const int shift = 4 * (sub % 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int sh = 8 * (i % 4);
+            const int b = ((qw[i / 4] >> (sh + shift)) & 0xF) | (((hw[i / 4] >> (sh + sub)) & 1) << 4);
+            v[i] = scale * (float)b - min;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * (sc_j - 32)) * q, q = 2 low bits - 4 unless the hmask bit is set; 16
+// sub-blocks of 16. The GGUF block is hmask (32 bytes), qs (64), 12 packed 6-bit scales, f16
+// d: planes 0..1 hmask, 2..5 qs, the tail the scales and d (14 bytes). Element
+// e = 128 h + 32 k + l: low bits 2k.. of qs[32 h + l], high bit 4 h + k of hmask[l].
+template <> struct Fmt<RF_Q3_K> {
+    static constexpr int planes = 6, tail = 14;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 16 * p; }
+    static constexpr int tail_src = 96;
+    // The 12 scale bytes as words and d.
+    __device__ static float scales(const uint8_t* base, size_t nsb, size_t S, uint32_t* s) {
+        const uint16_t* t = (const uint16_t*)(base + nsb * qbytes + S * tail);
+#pragma unroll
+        for (int i = 0; i < 3; i++) s[i] = (uint32_t)t[2 * i] | ((uint32_t)t[2 * i + 1] << 16);
+        return rf_half_to_float(t[6]);
+    }
+    // The CPU's q3_k::scale: 6 bits - 32.
+    __device__ static int scale(const uint32_t* s, int j) {
+        const int low = j < 8 ? rf_byte12(s, j) & 0x0F : rf_byte12(s, j - 8) >> 4;
+        const int high = (rf_byte12(s, 8 + j % 4) >> (2 * (j / 4))) & 3;
+        return (low | (high << 4)) - 32;
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const int h = e0 / 128, k = e0 % 128 / 32, l0 = e0 % 32;
+        uint32_t s[3];
+        const float d = scales(base, nsb, S, s);
+        const float sc = d * (float)scale(s, e0 / 16);
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, 2 + 2 * h + l0 / 16) + l0 % 16);
+        const uint2 m = *(const uint2*)(rf_plane(base, nsb, S, l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y}, mw[2] = {m.x, m.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int sh = 8 * (i % 4);
+            const int low = (qw[i / 4] >> (sh + 2 * k)) & 3;
+            const int hi = (mw[i / 4] >> (sh + 4 * h + k)) & 1;
+            v[i] = sc * (float)(hi ? low : low - 4);
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// value = (d * sc_j) * q - dmin * m_j, q 2 bits; 16 sub-blocks of 16, each with a byte of
+// (scale low nibble, min high nibble). The GGUF block is the 16 scale bytes, qs (64), f16 d,
+// f16 dmin: plane 0 the scales, 1..4 qs, the tail (d, dmin). Element e = 128 h + 32 k + l:
+// bits 2k.. of qs[32 h + l].
+template <> struct Fmt<RF_Q2_K> {
+    static constexpr int planes = 5, tail = 4;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 16 * p; }
+    static constexpr int tail_src = 80;
+    __device__ static float2 dm(const uint8_t* base, size_t nsb, size_t S) {
+        const uint32_t u = ((const uint32_t*)(base + nsb * qbytes))[S];
+        return make_float2(rf_half_to_float(u & 0xFFFF), rf_half_to_float(u >> 16));
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int e0 = (int)(G % 8) * 32 + 8 * j;
+        const int h = e0 / 128, k = e0 % 128 / 32, l0 = e0 % 32;
+        const float2 f = dm(base, nsb, S);
+        const int packed = rf_plane(base, nsb, S, 0)[e0 / 16];
+        const float scale = f.x * (float)(packed & 0x0F), min = f.y * (float)(packed >> 4);
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, 1 + 2 * h + l0 / 16) + l0 % 16);
+        const uint32_t qw[2] = {q.x, q.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int b = (qw[i / 4] >> (8 * (i % 4) + 2 * k)) & 3;
+            v[i] = scale * (float)b - min;
+        }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// Q8_K activations on the device (the K-quants' mat-vec input), beside the int8 quants
+// (n, cols): one header per (token, super-block), as the CPU's BlockQ8K holds them: f32 d
+// and the 16 sums of 16 quants. 48 bytes so that each is three 16-byte loads.
+struct __align__(16) RfQ8KHead {
+    int16_t bsums[16];
+    float d;
+    float pad[3];
+};
+static_assert(sizeof(RfQ8KHead) == 48, "RfQ8KHead: 48 bytes (context.rs sizes the buffer so)");
 
 template <> struct Fmt<RF_F16> {
     static constexpr int qbytes = 64, sbytes = 0;
@@ -241,3 +549,11 @@ template <class F> inline bool rf_visit_type(int ty, F&& f) {
             CALL;                                      \
         }))                                            \
         return RF_ERR_BAD_TYPE;
+
+// Elements per block of type `ty` (0 for an id without a row): rows of a matrix are whole
+// blocks, which the entry points check before dispatching.
+inline int rf_block_elems(int ty) {
+    int elems = 0;
+    rf_visit_type(ty, [&](auto tag) { elems = RfType<decltype(tag)::value>::block_elems; });
+    return elems;
+}

@@ -77,6 +77,11 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
 // launch computes its rows [out_offset, out_offset + rows); the results then go where
 // rf_rope_kv would put them (rotated queries into y, rotated keys and the values into the
 // cache cells of the batch's tokens, and the cells' bookkeeping), saving that kernel.
+// Q8_K activations of x (n, d), d a multiple of 256, bit for bit the CPU's: quants q (n, d)
+// int8 and headers (n, d / 256) of kernels/quant.h's RfQ8KHead (48 bytes: 16 i16 group sums,
+// f32 d). The K-quants' mat-vec reads them (rf_matvec's xq and xq_scales).
+int rf_quantize_q8k(const float* x, int d, int n, int8_t* q, void* heads, void* stream);
+
 typedef struct RfRopeKv {
     const float* rot;         // (n, head_dim / 2) (sin, cos) pairs
     const int32_t* tok_pos;   // (n) token positions

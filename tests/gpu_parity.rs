@@ -6,7 +6,8 @@
 //! 1. a 20-token prompt in one batch (the BLAS prefill path): its logits must be as close to
 //!    those of the exact (F32-dequantized) weights as the CPU's are, give or take 25%;
 //! 2. the prompt in 8-token steps and 64 greedy tokens (the mat-vec path), each side following
-//!    its own argmax. When every matrix is quantized (Q4_0 / Q4_1 / Q8_0) this path computes
+//!    its own argmax. When every matrix is quantized (Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K /
+//!    Q6_K and their mixes, such as Q4_K_M) this path computes
 //!    the CPU's arithmetic operation for operation (src/backend/numerics.rs), so every logit
 //!    must be bit-identical and all 64 tokens equal. With float matrices (F16 / F32, dotted in
 //!    a different order) every logit row must lie within `FLOAT_TOLERANCE` × the row's largest
@@ -403,82 +404,66 @@ fn a_feature_the_gpu_lacks_is_refused_at_upload() {
     }
 }
 
-/// A model with a tensor type the GPU does not run (a K-quant) is refused at upload, naming
-/// the type and the tensor, before the device is touched (so this runs without a GPU too).
+/// Every type the CPU computes is one the GPU takes (the K-quants and Q5_0 / Q5_1 included),
+/// so a model with such a matrix passes the GPU's check, decided before the device is touched
+/// (so this runs without a GPU too); each quantized type reaches the check through a tiny
+/// model's FFN down matrix.
 #[test]
-fn a_type_the_gpu_lacks_is_refused_at_upload() {
-    let spec = common::tiny::TinySpec {
-        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q4K)),
-        n_embd: 256,
-        n_ff: 256,
-        ..Default::default()
-    };
-    let model = LoadedModel::new(common::tiny::build(&spec)).expect("the CPU takes Q4_K");
-    match GpuModel::upload(&model, 0, &mut |_, _| Ok(())) {
-        Err(e @ rocmforge::Error::UnsupportedTensorType { .. }) => {
-            let msg = e.to_string();
-            assert!(
-                msg.contains("Q4_K") && msg.contains("blk.1.ffn_down.weight"),
-                "{msg}"
-            );
-        }
-        Err(e) => panic!("expected UnsupportedTensorType, got {e}"),
-        Ok(_) => panic!("a Q4_K matrix was uploaded to a backend without Q4_K kernels"),
-    }
-}
-
-/// AUTO loads a model the GPU backend does not run (a Q4_K matrix) on the CPU and says why,
-/// where GPU would refuse it; without a usable GPU, AUTO is the CPU with nothing to explain.
-#[test]
-fn auto_keeps_a_model_the_gpu_does_not_run_on_the_cpu() {
-    use rocmforge::{Backend, Model, ModelParams};
-    let spec = common::tiny::TinySpec {
-        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q4K)),
-        n_embd: 256,
-        n_ff: 256,
-        ..Default::default()
-    };
-    let path = std::env::temp_dir().join(format!("rf-auto-q4k-{}.gguf", std::process::id()));
-    std::fs::write(&path, common::tiny::build_bytes(&spec)).expect("write model");
-    let load = |backend| {
-        Model::load(
-            &path,
-            ModelParams {
-                backend,
-                ..ModelParams::default()
-            },
-        )
-    };
-    let auto = load(Backend::Auto).expect("AUTO loads it");
-    assert_eq!(auto.backend(), Backend::Cpu);
-    let gpu_usable = devices().is_ok_and(|d| !d.is_empty());
-    if gpu_usable {
-        let why = auto
-            .auto_on_cpu()
-            .expect("AUTO says why it stayed on the CPU");
-        assert!(
-            why.contains("Q4_K") && why.contains("blk.1.ffn_down.weight"),
-            "{why}"
-        );
-        match load(Backend::Gpu) {
-            Err(rocmforge::Error::UnsupportedTensorType { .. }) => {}
-            Err(e) => panic!("GPU: expected UnsupportedTensorType, got {e}"),
-            Ok(_) => panic!("GPU took a model with a Q4_K matrix"),
-        }
-        // A model the GPU runs still goes there (head size 32: the GPU's smallest).
-        let plain = common::tiny::TinySpec {
-            weight_type: GgmlType::Q8_0,
-            n_embd: 128,
+fn every_cpu_weight_type_passes_the_gpu_check() {
+    for ty in [
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
+        let spec = common::tiny::TinySpec {
+            override_type: Some(("blk.1.ffn_down.weight", ty)),
+            n_embd: 256,
             n_ff: 256,
             ..Default::default()
         };
-        std::fs::write(&path, common::tiny::build_bytes(&plain)).expect("write model");
-        let auto = load(Backend::Auto).expect("AUTO loads it");
-        assert_eq!(auto.backend(), Backend::Gpu);
-        assert_eq!(auto.auto_on_cpu(), None);
-    } else {
-        assert_eq!(auto.auto_on_cpu(), None);
+        let model = LoadedModel::new(common::tiny::build(&spec)).expect("the CPU takes it");
+        if let Err(e) = GpuModel::check(&model) {
+            panic!("{ty}: {e}");
+        }
     }
+    for f in rocmforge::quant::FORMATS {
+        if f.cpu_dot.is_some() {
+            assert!(f.on_gpu(), "{}: on the CPU, not on the GPU", f.ty);
+        }
+    }
+}
+
+/// AUTO runs a K-quant model (a Q5_K matrix) on the GPU when one is usable, with nothing to
+/// explain; without a usable GPU, AUTO is the CPU with nothing to explain.
+#[test]
+fn auto_runs_a_k_quant_model_on_the_gpu() {
+    use rocmforge::{Backend, Model, ModelParams};
+    let spec = common::tiny::TinySpec {
+        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q5K)),
+        n_embd: 256,
+        n_ff: 256,
+        ..Default::default()
+    };
+    let path = std::env::temp_dir().join(format!("rf-auto-q5k-{}.gguf", std::process::id()));
+    std::fs::write(&path, common::tiny::build_bytes(&spec)).expect("write model");
+    let auto = Model::load(
+        &path,
+        ModelParams {
+            backend: Backend::Auto,
+            ..ModelParams::default()
+        },
+    )
+    .expect("AUTO loads it");
+    let gpu_usable = devices().is_ok_and(|d| !d.is_empty());
+    let want = if gpu_usable {
+        Backend::Gpu
+    } else {
+        Backend::Cpu
+    };
+    assert_eq!(auto.backend(), want);
+    assert_eq!(auto.auto_on_cpu(), None);
     let _ = std::fs::remove_file(&path);
 }
 

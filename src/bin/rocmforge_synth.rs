@@ -4,7 +4,14 @@
 //! rocmforge_synth --shape SHAPE --type TYPE --vocab VOCAB.gguf --out OUT.gguf [--seed N]
 //!                 [--layers N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
-//!   TYPE:  q4_0 | q4_1 | q8_0 | f16 | f32 (every matrix, embedding and output included)
+//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32 (every matrix,
+//!          embedding and output included), or q4_k_m: llama.cpp's Q4_K_M choice of types
+//!          (Q6_K for the output, and for attn_v / ffn_down in a third of the layers and the
+//!          first and last eighth, Q4_K elsewhere). As llama.cpp does, a K-quant matrix whose
+//!          rows are not whole super-blocks of 256 falls back to Q5_0 (Q4_K), Q5_1 (Q5_K) or
+//!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here). K-quant and Q5 weights are noise
+//!          quantized by our test quantizers; Q2_K and Q3_K (which we have no quantizer for)
+//!          are random bytes under scales chosen for the usual spread.
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
 //!   keeps only the tokenizer metadata of MODEL (a few MB) and its `general.architecture` (so
 //!   llama.cpp loads it as a vocabulary-only file), to carry a real vocabulary; `--pre`
@@ -61,7 +68,14 @@ fn ggml_type(name: &str) -> Option<GgmlType> {
     match name.to_ascii_lowercase().as_str() {
         "q4_0" => Some(GgmlType::Q4_0),
         "q4_1" => Some(GgmlType::Q4_1),
+        "q5_0" => Some(GgmlType::Q5_0),
+        "q5_1" => Some(GgmlType::Q5_1),
         "q8_0" => Some(GgmlType::Q8_0),
+        "q2_k" => Some(GgmlType::Q2K),
+        "q3_k" => Some(GgmlType::Q3K),
+        "q4_k" => Some(GgmlType::Q4K),
+        "q5_k" => Some(GgmlType::Q5K),
+        "q6_k" => Some(GgmlType::Q6K),
         "f16" => Some(GgmlType::F16),
         "f32" => Some(GgmlType::F32),
         _ => None,
@@ -130,6 +144,40 @@ fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
                 }
             }
         }
+        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            // Noise of the same spread, each block of 32 scaled by its own jitter, through the
+            // registry's quantizer (ggml_type only names types that have one).
+            let n = out.len() / ty.block_bytes() * ty.block_elems();
+            let mut x = vec![0f32; n];
+            for block in x.chunks_mut(32) {
+                let scale = WEIGHT_STD * 3f32.sqrt() * jitter(rng);
+                for v in block {
+                    *v = (rng.unit() * 2.0 - 1.0) * scale;
+                }
+            }
+            let quantize = ty.format().and_then(|f| f.quantize);
+            if let Some(quantize) = quantize {
+                quantize(&x, out);
+            }
+        }
+        GgmlType::Q2K | GgmlType::Q3K => {
+            // Random quants, scales and masks (every byte pattern is a valid block) under a
+            // super-block factor that gives about WEIGHT_STD: Q2_K's weights (d sc q - dmin m,
+            // sc and m uniform over 0..=15, q over 0..=3) have mean 11.25 d - 7.5 dmin (zero with
+            // dmin = 1.5 d) and rms about 14 d; Q3_K's (d (sc - 32) q, q over -4..=3) about 42 d.
+            let block = ty.block_bytes();
+            for b in out.chunks_mut(block) {
+                rng.fill(b);
+                if ty == GgmlType::Q2K {
+                    let d = WEIGHT_STD / 14.0 * jitter(rng);
+                    b[80..82].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                    b[82..84].copy_from_slice(&f16::from_f32(1.5 * d).to_le_bytes());
+                } else {
+                    let d = WEIGHT_STD / 42.0 * jitter(rng);
+                    b[108..110].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+                }
+            }
+        }
         GgmlType::F16 => {
             for v in out.chunks_mut(2) {
                 let x = (rng.unit() * 2.0 - 1.0) * WEIGHT_STD * 3f32.sqrt();
@@ -142,6 +190,58 @@ fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
                 v.copy_from_slice(&x.to_le_bytes());
             }
         }
+    }
+}
+
+/// What the `--type` argument asks for: one type for every matrix, or a llama.cpp mix.
+#[derive(Clone, Copy)]
+enum Recipe {
+    Single(GgmlType),
+    Q4KM,
+}
+
+impl Recipe {
+    fn parse(name: &str) -> Option<Recipe> {
+        if name.eq_ignore_ascii_case("q4_k_m") {
+            return Some(Recipe::Q4KM);
+        }
+        ggml_type(name).map(Recipe::Single)
+    }
+
+    /// The type of matrix `kind` (its GGUF name without `blk.N.` and `.weight`) of layer
+    /// `layer` (None: embedding, output) with `cols` columns.
+    fn matrix_type(
+        self,
+        kind: &str,
+        layer: Option<usize>,
+        n_layer: usize,
+        cols: usize,
+    ) -> GgmlType {
+        let ty = match self {
+            Recipe::Single(ty) => ty,
+            Recipe::Q4KM => {
+                // llama.cpp's use_more_bits: the first and last eighth of the layers and
+                // every third one between.
+                let more_bits = |i: usize| {
+                    // (short-circuit: the subtraction runs only when i >= n_layer / 8)
+                    i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2
+                };
+                match (kind, layer) {
+                    ("output", _) => GgmlType::Q6K,
+                    ("attn_v" | "ffn_down", Some(i)) if more_bits(i) => GgmlType::Q6K,
+                    _ => GgmlType::Q4K,
+                }
+            }
+        };
+        if ty.block_elems() == 256 && !cols.is_multiple_of(256) {
+            return match ty {
+                GgmlType::Q4K => GgmlType::Q5_0,
+                GgmlType::Q5K => GgmlType::Q5_1,
+                GgmlType::Q6K => GgmlType::Q8_0,
+                _ => GgmlType::Q4_0,
+            };
+        }
+        ty
     }
 }
 
@@ -185,7 +285,8 @@ fn tokenizer_kvs(vocab: &GgufFile) -> Vec<(String, Value)> {
 
 fn synthesize(
     shape_name: &str,
-    ty: GgmlType,
+    ty_name: &str,
+    recipe: Recipe,
     vocab_path: &Path,
     out: &Path,
     seed: u64,
@@ -213,7 +314,7 @@ fn synthesize(
     kv(
         &mut w,
         "general.name",
-        Value::String(format!("synthetic {shape_name} {ty}")),
+        Value::String(format!("synthetic {shape_name} {ty_name}")),
     )?;
     kv(&mut w, "llama.block_count", Value::U32(sh.n_layer as u32))?;
     kv(
@@ -267,22 +368,32 @@ fn synthesize(
         id += 1;
         id
     };
-    add_matrix(&mut w, "token_embd.weight", n_vocab, d, ty, seed, next())?;
+    let n_layer = sh.n_layer;
+    let mut matrix = |w: &mut GgufWriter, kind: &str, layer: Option<usize>, rows, cols| {
+        let ty = recipe.matrix_type(kind, layer, n_layer, cols);
+        let name = match layer {
+            Some(i) => format!("blk.{i}.{kind}.weight"),
+            None => format!("{kind}.weight"),
+        };
+        add_matrix(w, &name, rows, cols, ty, seed, next())
+    };
+    matrix(&mut w, "token_embd", None, n_vocab, d)?;
     for i in 0..sh.n_layer {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
+        let l = Some(i);
         add_ones(&mut w, &name("attn_norm"), d)?;
-        add_matrix(&mut w, &name("attn_q"), q, d, ty, seed, next())?;
-        add_matrix(&mut w, &name("attn_k"), kvd, d, ty, seed, next())?;
-        add_matrix(&mut w, &name("attn_v"), kvd, d, ty, seed, next())?;
-        add_matrix(&mut w, &name("attn_output"), d, q, ty, seed, next())?;
+        matrix(&mut w, "attn_q", l, q, d)?;
+        matrix(&mut w, "attn_k", l, kvd, d)?;
+        matrix(&mut w, "attn_v", l, kvd, d)?;
+        matrix(&mut w, "attn_output", l, d, q)?;
         add_ones(&mut w, &name("ffn_norm"), d)?;
-        add_matrix(&mut w, &name("ffn_gate"), ff, d, ty, seed, next())?;
-        add_matrix(&mut w, &name("ffn_up"), ff, d, ty, seed, next())?;
-        add_matrix(&mut w, &name("ffn_down"), d, ff, ty, seed, next())?;
+        matrix(&mut w, "ffn_gate", l, ff, d)?;
+        matrix(&mut w, "ffn_up", l, ff, d)?;
+        matrix(&mut w, "ffn_down", l, d, ff)?;
     }
     add_ones(&mut w, "output_norm.weight", d)?;
     if !sh.tied_output {
-        add_matrix(&mut w, "output.weight", n_vocab, d, ty, seed, next())?;
+        matrix(&mut w, "output", None, n_vocab, d)?;
     }
     w.write_to(out).map_err(|e| e.to_string())
 }
@@ -319,7 +430,8 @@ fn run() -> Result<(), String> {
     }
     let shape_name = get("--shape").ok_or("missing --shape")?;
     let ty_name = get("--type").ok_or("missing --type")?;
-    let ty = ggml_type(&ty_name).ok_or_else(|| format!("unsupported --type '{ty_name}'"))?;
+    let recipe =
+        Recipe::parse(&ty_name).ok_or_else(|| format!("unsupported --type '{ty_name}'"))?;
     let vocab = get("--vocab").ok_or("missing --vocab")?;
     let seed = match get("--seed") {
         Some(s) => s.parse().map_err(|_| format!("bad --seed '{s}'"))?,
@@ -331,7 +443,8 @@ fn run() -> Result<(), String> {
     };
     synthesize(
         &shape_name,
-        ty,
+        &ty_name,
+        recipe,
         Path::new(&vocab),
         Path::new(&out),
         seed,

@@ -151,7 +151,6 @@ pub static FORMATS: &[Format] = &[
         gpu_matvec: None,
         gpu_gemm: false,
     },
-    // Not on the GPU yet: its loader refuses these types by name.
     Format {
         ty: GgmlType::Q5_0,
         activation: Some(GgmlType::Q8_0),
@@ -160,8 +159,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_0::reference_dot),
         cpu_dot: Some(&q5_0::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q5_1,
@@ -171,8 +170,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_1::reference_dot),
         cpu_dot: Some(&q5_1::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     // The K-quants, dotted with Q8_K activations (256-element super-blocks).
     // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
@@ -184,8 +183,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q2_k::reference_dot),
         cpu_dot: Some(&q2_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q3K,
@@ -195,8 +194,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q3_k::reference_dot),
         cpu_dot: Some(&q3_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q4K,
@@ -206,8 +205,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q4_k::reference_dot),
         cpu_dot: Some(&q4_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q5K,
@@ -217,8 +216,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q5_k::reference_dot),
         cpu_dot: Some(&q5_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q6K,
@@ -228,8 +227,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q6_k::reference_dot),
         cpu_dot: Some(&q6_k::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q8K,

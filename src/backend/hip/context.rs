@@ -52,6 +52,10 @@ struct Scratch {
     /// The same as int8 groups: (8, width) i8 and (8, width / 32) f32 quadruples (see rf_act)
     xq: DeviceBuffer,
     xs: DeviceBuffer,
+    /// The same as Q8_K super-blocks for the K-quants: (8, width) i8 and (8, width / 256)
+    /// headers of ffi::Q8K_HEAD_BYTES (see rf_quantize_q8k)
+    xk: DeviceBuffer,
+    xkh: DeviceBuffer,
     /// The same as f16 for BLAS: (step, width)
     x16: DeviceBuffer,
     /// (step, q_dim + 2 kv_dim)
@@ -151,6 +155,11 @@ impl GpuContext {
             xf: DeviceBuffer::new(step * width * f, "activations")?,
             xq: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "int8 activations")?,
             xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 4 * f, "activation scales")?,
+            xk: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "Q8_K activations")?,
+            xkh: DeviceBuffer::new(
+                MATVEC_MAX_TOKENS * width.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
+                "Q8_K activation headers",
+            )?,
             x16: DeviceBuffer::new(step * width * 2, "f16 activations")?,
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,

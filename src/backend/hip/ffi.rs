@@ -38,6 +38,10 @@ pub struct RopeKv {
 // The C side asserts the same size (kernels/matvec.hip).
 const _: () = assert!(std::mem::size_of::<RopeKv>() == 80);
 
+/// Bytes of one Q8_K activation header on the device (kernels/quant.h's RfQ8KHead, which
+/// asserts the same size): 16 i16 group sums, f32 d, padding to 48.
+pub const Q8K_HEAD_BYTES: usize = 48;
+
 extern "C" {
     pub fn rf_error_string(code: c_int) -> *const c_char;
     pub fn rf_device_count(count: *mut c_int) -> c_int;
@@ -101,6 +105,14 @@ extern "C" {
         f16_from_q8: c_int,
         q8: *mut i8,
         q8_scales: *mut c_void,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_quantize_q8k(
+        x: *const f32,
+        d: c_int,
+        n: c_int,
+        q: *mut i8,
+        heads: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_matvec(

@@ -68,7 +68,7 @@ impl GpuModel {
         let hp = &model.hparams;
         hp.check_backend("GPU", crate::backend::gpu::RUNS)?;
         // Every matrix's type is checked before the device is touched, so a file with a type
-        // the GPU does not run (Q5_0, Q5_1, the K-quants: CPU only for now) is refused at
+        // the GPU does not run (today: none the CPU runs, see the registry) is refused at
         // once, naming the type and the first tensor of it.
         let weights = &model.weights;
         let layer_matrices = (weights.layers.iter())

@@ -11,7 +11,7 @@ use crate::backend::hip::device::check;
 use crate::backend::hip::ffi;
 use crate::backend::hip::model::Projection;
 use crate::cancel::CancelFlag;
-use crate::quant::Format;
+use crate::quant::{Format, GgmlType};
 use crate::Result;
 use std::ffi::c_void;
 
@@ -117,7 +117,9 @@ impl GpuContext {
                 && hp.n_head / hp.n_head_kv <= 16;
             // Decode with a quantized output projection: attention writes the int8 input of
             // that product itself, saving the separate quantize pass.
-            let fuse_q8 = !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo);
+            // (Not for Q8_K inputs: those are quantized from the f32 copy, by rf_act's pass.)
+            let fuse_q8 =
+                !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo) && !reads_q8k(&layer.wo);
             let code = if tiled {
                 unsafe {
                     ffi::rf_attention_prefill(
@@ -285,7 +287,23 @@ impl GpuContext {
                 self.stream.raw(),
             )
         };
-        check(code, "activation transform")
+        check(code, "activation transform")?;
+        if small && reads_q8k(next) {
+            // SAFETY: xf holds the n rows of width d just written; xk / xkh hold
+            // MATVEC_MAX_TOKENS rows of the widest activation and their headers.
+            let code = unsafe {
+                ffi::rf_quantize_q8k(
+                    self.s.xf.at(0),
+                    d as i32,
+                    n as i32,
+                    self.s.xk.at(0),
+                    self.s.xkh.ptr(),
+                    self.stream.raw(),
+                )
+            };
+            check(code, "Q8_K activation quantization")?;
+        }
+        Ok(())
     }
 
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
@@ -312,6 +330,13 @@ impl GpuContext {
                 let rope_ptr = part_rope
                     .as_ref()
                     .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
+                // The K-quants read the Q8_K activations, the other quantized types the int8
+                // groups of 32.
+                let (xq, xs) = if mtx.ty.format().is_some_and(reads_q8k_format) {
+                    (self.s.xk.at(0), self.s.xkh.ptr())
+                } else {
+                    (self.s.xq.at(0), self.s.xs.ptr())
+                };
                 // SAFETY: weight buffer of rows x cols in `ty`; activations prepared for n rows;
                 // rope_ptr (nullable) points at part_rope, alive across the call.
                 let code = unsafe {
@@ -321,8 +346,8 @@ impl GpuContext {
                         mtx.rows as i32,
                         mtx.cols as i32,
                         self.s.xf.at(0),
-                        self.s.xq.at(0),
-                        self.s.xs.ptr(),
+                        xq,
+                        xs,
                         n as i32,
                         yp,
                         ldy as i32,
@@ -380,4 +405,16 @@ fn quantized(p: &Projection) -> bool {
     p.parts
         .iter()
         .any(|m| m.ty.format().is_some_and(Format::gpu_int8))
+}
+
+/// Whether the GPU mat-vec dots weights of this format with Q8_K activations (the K-quants).
+fn reads_q8k_format(f: &Format) -> bool {
+    f.gpu_int8() && f.activation == Some(GgmlType::Q8K)
+}
+
+/// Whether any part of the product reads Q8_K activations.
+fn reads_q8k(p: &Projection) -> bool {
+    p.parts
+        .iter()
+        .any(|m| m.ty.format().is_some_and(reads_q8k_format))
 }
