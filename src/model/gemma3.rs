@@ -33,7 +33,32 @@ pub const FAMILY: Family = Family {
         qkv: false,
         gate_up: false,
     },
+    chat_template: Some(CHAT_TEMPLATE),
 };
+
+/// Gemma's turn format, for files without `tokenizer.chat_template` (the 270M's has none):
+/// `<start_of_turn>user\n...<end_of_turn>\n`, the assistant's role named `model`, contents
+/// trimmed, and system messages (Gemma has no system role) joined and put at the top of the
+/// next user turn, followed by a blank line; the generation prompt opens a `model` turn. The
+/// same text as llama.cpp's built-in "gemma" format. No BOS: the tokenizer adds it.
+const CHAT_TEMPLATE: &str = r"{%- set ns = namespace(system='') -%}
+{%- for m in messages -%}
+  {%- if m.role == 'system' -%}
+    {%- set ns.system = ns.system ~ (m.content | trim) -%}
+  {%- else -%}
+    {%- set role = 'model' if m.role == 'assistant' else m.role -%}
+    {{- '<start_of_turn>' ~ role ~ '\n' -}}
+    {%- if ns.system and role != 'model' -%}
+      {{- ns.system ~ '\n\n' -}}
+      {%- set ns.system = '' -%}
+    {%- endif -%}
+    {{- (m.content | trim) ~ '<end_of_turn>\n' -}}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<start_of_turn>model\n' -}}
+{%- endif -%}
+";
 
 /// Gemma 3's layer period when the file does not say: five windowed layers, one global.
 const DEFAULT_PATTERN: usize = 6;

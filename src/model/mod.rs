@@ -46,3 +46,5 @@ pub const FAMILIES: &[&Family] = &[
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gemma3;
