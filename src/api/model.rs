@@ -217,8 +217,11 @@ impl Model {
     /// The file's Jinja chat template (`tokenizer.chat_template`), else its family's standard
     /// one (Gemma 3 files often carry none), else None.
     pub fn chat_template(&self) -> Option<&str> {
-        (self.gguf().get_str("tokenizer.chat_template"))
-            .or(self.hparams().arch.family().chat_template)
+        (self.gguf().get_str("tokenizer.chat_template")).or(self
+            .hparams()
+            .arch
+            .family()
+            .chat_template)
     }
 
     /// Total elements of all tensors.

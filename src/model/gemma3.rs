@@ -69,9 +69,7 @@ fn describe(src: &Source, hp: &mut Hparams) -> Result<()> {
     hp.rope_style = RopeStyle::Neox;
     hp.activation = Activation::GeGlu;
     hp.embd_scale = Some((hp.n_embd as f32).sqrt());
-    hp.final_logit_softcap = src
-        .f32("final_logit_softcapping")
-        .filter(|&cap| cap != 0.0);
+    hp.final_logit_softcap = src.f32("final_logit_softcapping").filter(|&cap| cap != 0.0);
     if hp.n_layer == 62 {
         let scale = 1.0 / ((hp.n_embd / hp.n_head) as f32).sqrt();
         if scale != 1.0 / (hp.head_dim as f32).sqrt() {

@@ -98,7 +98,10 @@ fn gemma3_files_describe_gemma_layers_and_load_their_norms() {
     let gguf = gemma3(2, &[], &["blk.1.post_ffw_norm.weight"]);
     let hp = Hparams::from_gguf(&gguf).unwrap();
     let e = Weights::from_gguf(&gguf, &hp).err().unwrap().to_string();
-    assert!(e.contains("missing tensor 'blk.1.post_ffw_norm.weight'"), "{e}");
+    assert!(
+        e.contains("missing tensor 'blk.1.post_ffw_norm.weight'"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -139,10 +142,16 @@ fn gemma3_windows_and_their_rope_follow_the_pattern_keys() {
     let keys = [win.clone(), ("attention.sliding_window_pattern", pattern)];
     let hp = Hparams::from_gguf(&gguf_keys(4, &keys)).unwrap();
     assert_eq!(windows(&hp), [None, Some(512), Some(512), None]);
-    let keys = [win.clone(), ("attention.sliding_window_pattern", Value::U32(0))];
+    let keys = [
+        win.clone(),
+        ("attention.sliding_window_pattern", Value::U32(0)),
+    ];
     let hp = Hparams::from_gguf(&gguf_keys(3, &keys)).unwrap();
     assert_eq!(windows(&hp), [Some(512); 3]);
-    let keys = [win.clone(), ("attention.sliding_window_pattern", Value::U32(1))];
+    let keys = [
+        win.clone(),
+        ("attention.sliding_window_pattern", Value::U32(1)),
+    ];
     let hp = Hparams::from_gguf(&gguf_keys(3, &keys)).unwrap();
     assert_eq!(windows(&hp), [None; 3]);
     assert_eq!(hp.ropes.len(), 1);
