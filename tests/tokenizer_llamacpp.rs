@@ -310,3 +310,39 @@ fn deepseek_r1_distill_qwen_ids_match_llama_cpp() {
     ];
     assert_eq!(tok.encode(text, true, true), llama_cpp);
 }
+
+/// Gemma 3's 262k-token SentencePiece vocabulary (from the real 270M model): no space prefix,
+/// BOS added, byte fallback, user-defined tokens for runs of spaces, tabs and newlines and for
+/// HTML tags (always cut out of the text), `<start_of_turn>`-style control tokens, and `</s>`,
+/// which llama.cpp turns from user-defined into a control (end-of-generation) token. The
+/// fixture's corpus is the shared one plus tests/fixtures/tokenizer_corpus_gemma3_extra.json.
+#[test]
+fn gemma3_ids_match_llama_cpp() {
+    let Some(tok) = load("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    assert_eq!(tok.n_vocab(), 262144);
+    assert!(tok.add_bos());
+    assert_eq!((tok.bos(), tok.eos()), (Some(2), Some(1)));
+    let cases = cases("tokenizer_gemma3.json");
+    let extra: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("tokenizer_corpus_gemma3_extra.json")).unwrap(),
+    )
+    .unwrap();
+    for text in &extra {
+        assert!(
+            cases.iter().any(|c| &c.text == text),
+            "{text:?} is in the fixture"
+        );
+    }
+    check_cases(&tok, &cases, "tokenizer_gemma3.json");
+    // No space prefix and no clean-up: text survives a round trip exactly, except U+2581,
+    // which SentencePiece itself uses for a space (llama.cpp decodes it to one too).
+    for case in cases.iter().filter(|c| !c.text.contains('\u{2581}')) {
+        let ids = tok.encode(&case.text, false, false);
+        assert_eq!(tok.decode(&ids, true), case.text.as_bytes(), "{:?}", case.text);
+    }
+    let end_of_turn = tok.token_id("<end_of_turn>").unwrap();
+    assert!(tok.is_eog(end_of_turn) && tok.is_eog(1));
+    assert_eq!(tok.eot(), Some(end_of_turn));
+}

@@ -214,8 +214,14 @@ impl Model {
         self.gguf().get_str("general.name")
     }
 
+    /// The file's Jinja chat template (`tokenizer.chat_template`), else its family's standard
+    /// one (Gemma 3 files often carry none), else None.
     pub fn chat_template(&self) -> Option<&str> {
-        self.gguf().get_str("tokenizer.chat_template")
+        (self.gguf().get_str("tokenizer.chat_template")).or(self
+            .hparams()
+            .arch
+            .family()
+            .chat_template)
     }
 
     /// Total elements of all tensors.

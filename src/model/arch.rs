@@ -17,6 +17,9 @@ pub struct Family {
     /// Fused tensors this family's files may hold instead of the separate ones; split by rows
     /// at load, so the backends see separate weights.
     pub fused: Fused,
+    /// The family's own chat format as a Jinja template, for files that carry none
+    /// (`tokenizer.chat_template` absent); a file's own template always wins.
+    pub chat_template: Option<&'static str>,
 }
 
 /// Fused layouts a family's files may use (phi3). Either form of each is then accepted.

@@ -63,6 +63,10 @@ pub struct Hparams {
     pub final_logit_softcap: Option<f32>,
     /// `score = cap * tanh(score / cap)` on attention scores before the softmax (Gemma 2).
     pub attn_logit_softcap: Option<f32>,
+    /// Attention scores are `q . k * attn_scale` instead of `q . k / √head_dim` (Gemma 3 27B:
+    /// `1 / √(n_embd / n_head)`). None for the usual scale; a family sets it only when it
+    /// differs, so that only the models that need it are refused where it is not run.
+    pub attn_scale: Option<f32>,
     /// (n_layer)
     pub layers: Vec<LayerSpec>,
 }
@@ -135,6 +139,7 @@ impl Hparams {
             ("embedding scale", self.embd_scale),
             ("final logit soft-cap", self.final_logit_softcap),
             ("attention logit soft-cap", self.attn_logit_softcap),
+            ("attention scale", self.attn_scale),
         ];
         for (what, v) in caps {
             if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
@@ -225,6 +230,7 @@ fn shared(src: &Source, arch: Architecture) -> Result<Hparams> {
         embd_scale: None,
         final_logit_softcap: None,
         attn_logit_softcap: None,
+        attn_scale: None,
         layers: vec![LayerSpec::default(); n_layer],
     })
 }

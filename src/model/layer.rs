@@ -52,6 +52,8 @@ pub enum Feature {
     SlidingWindow,
     FinalLogitSoftcap,
     AttentionLogitSoftcap,
+    /// Attention scores scaled by other than `1 / √head_dim`.
+    AttentionScale,
 }
 
 impl Feature {
@@ -69,6 +71,7 @@ impl Feature {
             Feature::SlidingWindow => "sliding-window attention",
             Feature::FinalLogitSoftcap => "final logit soft-capping",
             Feature::AttentionLogitSoftcap => "attention logit soft-capping",
+            Feature::AttentionScale => "attention scale other than 1/sqrt(head_dim)",
         }
     }
 }
@@ -95,6 +98,7 @@ impl Hparams {
             embd_scale,
             final_logit_softcap,
             attn_logit_softcap,
+            attn_scale,
             layers,
         } = self;
         let mut out = Vec::new();
@@ -111,6 +115,7 @@ impl Hparams {
         add(embd_scale.is_some(), Feature::EmbeddingScale);
         add(final_logit_softcap.is_some(), Feature::FinalLogitSoftcap);
         add(attn_logit_softcap.is_some(), Feature::AttentionLogitSoftcap);
+        add(attn_scale.is_some(), Feature::AttentionScale);
         for l in layers {
             let LayerSpec {
                 rope: _,

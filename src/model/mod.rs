@@ -25,6 +25,7 @@ pub mod layer;
 mod loaded;
 pub mod weights;
 
+mod gemma3;
 mod llama;
 mod qwen2;
 mod qwen3;
@@ -36,7 +37,14 @@ pub use loaded::LoadedModel;
 pub use weights::{LayerWeights, QkvBias, WeightRef, Weights};
 
 /// The families this build runs, one row each (`general.architecture` is the family's name).
-pub const FAMILIES: &[&Family] = &[&llama::FAMILY, &qwen2::FAMILY, &qwen3::FAMILY];
+pub const FAMILIES: &[&Family] = &[
+    &llama::FAMILY,
+    &qwen2::FAMILY,
+    &qwen3::FAMILY,
+    &gemma3::FAMILY,
+];
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gemma3;

@@ -19,6 +19,7 @@ pub const FAMILY: Family = Family {
         qkv: false,
         gate_up: false,
     },
+    chat_template: None,
 };
 
 fn describe(src: &Source, hp: &mut Hparams) -> Result<()> {

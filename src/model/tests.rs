@@ -407,11 +407,14 @@ fn qwen3_files_have_qk_norm_and_a_head_size_of_their_own() {
 }
 
 #[test]
-fn the_supported_families_are_llama_and_qwen() {
-    assert_eq!(Architecture::supported_names(), "llama, qwen2, qwen3");
+fn the_supported_families_are_llama_qwen_and_gemma3() {
+    assert_eq!(
+        Architecture::supported_names(),
+        "llama, qwen2, qwen3, gemma3"
+    );
     let e = Hparams::from_gguf(&file("qwen2moe", &[], &[], &[])).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unsupported model architecture 'qwen2moe' (this build runs: llama, qwen2, qwen3)"
+        "unsupported model architecture 'qwen2moe' (this build runs: llama, qwen2, qwen3, gemma3)"
     );
 }

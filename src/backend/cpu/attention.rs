@@ -22,9 +22,11 @@ pub struct AttentionShape {
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim: usize,
+    /// Scores are `q . k * scale` (usually `1 / √head_dim`).
+    pub scale: f32,
 }
 
-/// `out[t, h] = softmax(q[t, h] . K[visible(t)] / sqrt(d)) . V[visible(t)]` for each token `t`
+/// `out[t, h] = softmax(q[t, h] . K[visible(t)] * scale) . V[visible(t)]` for each token `t`
 /// and query head `h`; query head h reads KV head `h / (n_head / n_head_kv)`.
 /// `q`, `out`: (n_tokens, n_head * head_dim); `visible[t]`: the cache cells token t attends
 /// to, ascending.
@@ -46,10 +48,10 @@ pub fn attention(
         n_head,
         n_head_kv,
         head_dim,
+        scale,
     } = shape;
     let q_dim = n_head * head_dim;
     let group = n_head / n_head_kv;
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let n_tasks = visible.len() * n_head;
     let out = SharedMut::new(out);
     let avx2 = avx2_detected();
@@ -253,7 +255,7 @@ mod tests {
     ) -> Vec<f32> {
         let hd = shape.head_dim;
         let group = shape.n_head / shape.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = shape.scale;
         let mut out = vec![0.0; visible.len() * shape.n_head * hd];
         for (t, cells) in visible.iter().enumerate() {
             for h in 0..shape.n_head {
@@ -304,6 +306,7 @@ mod tests {
             n_head: 6,
             n_head_kv: 2,
             head_dim: 64,
+            scale: 0.125,
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let n_ctx = 700; // three chunks of the split softmax

@@ -34,6 +34,7 @@ pub const RUNS: &[Feature] = &[
     Feature::EmbeddingScale,
     Feature::SlidingWindow,
     Feature::FinalLogitSoftcap,
+    Feature::AttentionScale,
 ];
 
 /// A CPU context: keys and values in host memory, worker threads and per-batch buffers.
@@ -156,6 +157,9 @@ impl Run<'_> {
             n_head: hp.n_head,
             n_head_kv: hp.n_head_kv,
             head_dim: hp.head_dim,
+            scale: hp
+                .attn_scale
+                .unwrap_or_else(|| 1.0 / (hp.head_dim as f32).sqrt()),
         };
         let rope = match hp.rope_style {
             RopeStyle::Normal => rope_in_place,
