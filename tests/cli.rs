@@ -102,3 +102,30 @@ fn a_closed_stdout_ends_the_run_quietly() {
     );
     assert_eq!(&first, b"The capita");
 }
+
+#[test]
+fn chat_over_a_pipe_keeps_the_history_across_turns() {
+    use std::io::Write;
+    let Some(model) = common::model_path(common::SMOLLM2) else {
+        return;
+    };
+    let mut child = (cli().arg("chat").arg("-m").arg(&model))
+        .args(["-n", "24", "-t", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The second turn names no country: only the history of the first makes "Rome" the answer.
+    (child.stdin.take().unwrap())
+        .write_all(b"What is the capital of France?\nAnd of Italy?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let replies: Vec<&str> = text.lines().collect();
+    assert_eq!(replies.len(), 2, "{text}");
+    assert!(replies[0].contains("Paris"), "{text}");
+    assert!(replies[1].contains("Rome"), "{text}");
+}

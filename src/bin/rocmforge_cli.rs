@@ -23,6 +23,8 @@ struct Args {
     sampling: SamplerParams,
     backend: Backend,
     device: usize,
+    /// `chat`: read user turns from stdin, answer each with the model's chat template.
+    chat: bool,
 }
 
 /// The model used when none is named: SmolLM2 in the model cache.
@@ -36,6 +38,7 @@ fn default_model() -> String {
 const USAGE: &str = "usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
 [-c CTX] [--temp T] [--seed S|-1] [--top-k K] [--top-p P] [--min-p P] \
 [--repeat-penalty R] [--backend auto|cpu|gpu] [--device I]
+       rocmforge_cli chat [same options]   (one stdin line = one turn; history is kept)
        rocmforge_cli serve -m MODEL [--port 8080] [server options]
        rocmforge_cli --version
 --seed -1 picks a random seed (printed on stderr).";
@@ -83,13 +86,19 @@ fn parse_args() -> Result<Parsed, String> {
         ctx: ContextParams::default(),
         backend: Backend::Auto,
         device: 0,
+        chat: false,
         sampling: SamplerParams {
             temperature: 0.0,
             ..SamplerParams::default()
         },
     };
     // args_os, not args: std::env::args panics on an argument that is not UTF-8.
-    let mut it = std::env::args_os().skip(1);
+    let mut it = std::env::args_os().skip(1).peekable();
+    if it.peek().is_some_and(|a| a == "chat") {
+        it.next();
+        args.chat = true;
+        args.n_predict = 512;
+    }
     while let Some(flag_os) = it.next() {
         let Some(flag) = flag_os.to_str().map(str::to_owned) else {
             return Err(format!(
@@ -171,6 +180,9 @@ fn run(args: Args) -> Result<Ended, String> {
     let mut ctx = Context::new(&model, args.ctx).map_err(|e| e.to_string())?;
     let mut sampler = SamplerChain::from_params(&args.sampling).map_err(|e| e.to_string())?;
     let tok = model.tokenizer();
+    if args.chat {
+        return chat(args.n_predict, &model, &mut ctx, &mut sampler);
+    }
     let prompt = tok.encode(&args.prompt, true, true);
     let started = std::time::Instant::now();
     ctx.eval(&prompt, 0).map_err(|e| e.to_string())?;
@@ -217,6 +229,83 @@ fn run(args: Args) -> Result<Ended, String> {
         prompt.len() as f64 / prompt_time.as_secs_f64(),
         generated as f64 / gen_time.as_secs_f64()
     );
+    Ok(Ended::Done)
+}
+
+/// `chat`: one line of stdin is one user turn; the whole history is rendered with the model's
+/// template each turn and evaluated afresh (simple and exact: the template may rewrite earlier
+/// turns, so reusing cached cells would need a prefix comparison).
+fn chat(
+    n_predict: usize,
+    model: &Model,
+    ctx: &mut Context,
+    sampler: &mut SamplerChain,
+) -> Result<Ended, String> {
+    use std::io::{BufRead, IsTerminal};
+    let template = (model.chat_template()).ok_or("this model has no chat template")?;
+    let tok = model.tokenizer();
+    let piece = |t: Option<u32>| {
+        t.map(|t| String::from_utf8_lossy(&tok.token_to_piece(t, true)).into_owned())
+            .unwrap_or_default()
+    };
+    let (bos, eos) = (piece(tok.bos()), piece(tok.eos()));
+    let special = rocmforge::chat::SpecialTokens {
+        bos: &bos,
+        eos: &eos,
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let mut history: Vec<(String, String)> = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        history.push(("user".into(), line));
+        let messages: Vec<rocmforge::chat::Message> = (history.iter())
+            .map(|(role, content)| rocmforge::chat::Message { role, content })
+            .collect();
+        let text = rocmforge::chat::render(template, &messages, true, &special)
+            .map_err(|e| e.to_string())?;
+        let prompt = tok.encode(&text, false, true);
+        ctx.kv_clear();
+        ctx.eval(&prompt, 0).map_err(|e| e.to_string())?;
+        let mut decoder = StreamDecoder::new();
+        let mut reply = String::new();
+        for _ in 0..n_predict {
+            let logits = ctx.last_logits().ok_or("no logits")?;
+            let next = sampler.sample(logits).map_err(|e| e.to_string())?;
+            sampler.accept(next);
+            if tok.is_eog(next) {
+                break;
+            }
+            let piece = decoder.push(&tok.token_to_piece(next, false));
+            reply.push_str(&piece);
+            if let Err(e) = write!(out, "{piece}").and_then(|()| out.flush()) {
+                return if reader_gone(&e) {
+                    Ok(Ended::ReaderGone)
+                } else {
+                    Err(e.to_string())
+                };
+            }
+            ctx.eval(&[next], 0).map_err(|e| e.to_string())?;
+        }
+        let rest = decoder.finish();
+        reply.push_str(&rest);
+        if let Err(e) = writeln!(out, "{rest}").and_then(|()| out.flush()) {
+            return if reader_gone(&e) {
+                Ok(Ended::ReaderGone)
+            } else {
+                Err(e.to_string())
+            };
+        }
+        history.push(("assistant".into(), reply));
+    }
     Ok(Ended::Done)
 }
 
