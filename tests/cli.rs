@@ -1,0 +1,131 @@
+//! Runs the `rocmforge_cli` binary the way people do: help and version, bad values, an argument
+//! that is not UTF-8, and a reader (`head -c 10`) that closes stdout early.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rocmforge_cli"))
+}
+
+#[test]
+fn help_and_version_go_to_stdout_and_succeed() {
+    for flag in ["--help", "-h"] {
+        let out = cli().arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("usage: rocmforge_cli"), "{flag}: {text}");
+        assert!(out.stderr.is_empty(), "{flag}");
+    }
+    let out = cli().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        concat!("rocmforge_cli ", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_values_exit_2_with_a_message_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-n", "abc"], "-n: 'abc' is not a whole number"),
+        (&["-n", "-5"], "-n: -5 is outside"),
+        (&["-t", "0"], "-t: 0 is outside"),
+        (&["--top-p", "2"], "--top-p: 2 is outside"),
+        (&["--temp", "nan"], "--temp: nan is outside"),
+        (&["--seed", "-2"], "--seed: '-2' is not -1"),
+        (
+            &["--backend", "tpu"],
+            "--backend: 'tpu' is not auto, cpu or gpu",
+        ),
+        (&["--ctx"], "--ctx needs a value"),
+        (&["--frobnicate"], "unknown argument '--frobnicate'"),
+    ];
+    for (args, message) in cases {
+        let out = cli().args(*args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_argument_that_is_not_utf8_is_an_error_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"\xff\xfe");
+    for args in [vec![bad], vec![OsStr::new("-p"), bad]] {
+        let out = cli().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not valid UTF-8"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let Some(model) = common::model_path(common::SMOLLM2) else {
+        return;
+    };
+    // The reader takes 10 bytes and closes the pipe, like `| head -c 10`; the CLI still has
+    // hundreds of tokens to write and must stop at the broken pipe without an error.
+    let mut child = (cli().arg("-m").arg(&model))
+        .args(["-n", "400", "--seed", "-1", "--temp", "0.8", "-t", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // Dropping the pipe above closed our end.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("Broken pipe") && !err.contains("panicked"),
+        "{err}"
+    );
+    // The speed line comes after the last token: without it the run stopped at the closed pipe.
+    assert!(
+        !err.contains("generated:"),
+        "kept generating after stdout closed: {err}"
+    );
+    assert!(
+        err.contains("seed: "),
+        "--seed -1 reports the seed it picked: {err}"
+    );
+    assert_eq!(&first, b"The capita");
+}
+
+#[test]
+fn chat_over_a_pipe_keeps_the_history_across_turns() {
+    use std::io::Write;
+    let Some(model) = common::model_path(common::SMOLLM2) else {
+        return;
+    };
+    let mut child = (cli().arg("chat").arg("-m").arg(&model))
+        .args(["-n", "24", "-t", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The second turn names no country: only the history of the first makes "Rome" the answer.
+    (child.stdin.take().unwrap())
+        .write_all(b"What is the capital of France?\nAnd of Italy?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let replies: Vec<&str> = text.lines().collect();
+    assert_eq!(replies.len(), 2, "{text}");
+    assert!(replies[0].contains("Paris"), "{text}");
+    assert!(replies[1].contains("Rome"), "{text}");
+}
