@@ -340,7 +340,12 @@ fn gemma3_ids_match_llama_cpp() {
     // which SentencePiece itself uses for a space (llama.cpp decodes it to one too).
     for case in cases.iter().filter(|c| !c.text.contains('\u{2581}')) {
         let ids = tok.encode(&case.text, false, false);
-        assert_eq!(tok.decode(&ids, true), case.text.as_bytes(), "{:?}", case.text);
+        assert_eq!(
+            tok.decode(&ids, true),
+            case.text.as_bytes(),
+            "{:?}",
+            case.text
+        );
     }
     let end_of_turn = tok.token_id("<end_of_turn>").unwrap();
     assert!(tok.is_eog(end_of_turn) && tok.is_eog(1));

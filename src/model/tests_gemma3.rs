@@ -113,7 +113,11 @@ fn gemma3_windows_and_their_rope_follow_the_pattern_keys() {
         ("rope.scaling.type", Value::String("linear".into())),
         ("rope.scaling.factor", Value::F32(8.0)),
     ];
-    let hp = Hparams::from_gguf(&gguf_keys(12, &[&[win.clone()], &scaling[..]].concat())).unwrap();
+    let hp = Hparams::from_gguf(&gguf_keys(
+        12,
+        &[std::slice::from_ref(&win), &scaling[..]].concat(),
+    ))
+    .unwrap();
     let global = [5, 11];
     for (il, l) in hp.layers.iter().enumerate() {
         if global.contains(&il) {
