@@ -129,3 +129,43 @@ fn chat_over_a_pipe_keeps_the_history_across_turns() {
     assert!(replies[0].contains("Paris"), "{text}");
     assert!(replies[1].contains("Rome"), "{text}");
 }
+
+/// A progress bar on stderr while the model loads, ending at 100 % on its own line, when stderr
+/// is a terminal (run under util-linux `script`, which gives the program a pseudo-terminal);
+/// nothing of it when stderr is a pipe.
+#[test]
+fn a_progress_bar_shows_the_load_on_a_terminal_only() {
+    let Some(model) = common::model_path(common::SMOLLM2) else {
+        return;
+    };
+    let run = format!(
+        "'{}' -m '{}' -n 2 -t 1",
+        env!("CARGO_BIN_EXE_rocmforge_cli"),
+        model.display()
+    );
+    let Ok(out) = Command::new("script")
+        .args(["-qec", &run, "/dev/null"])
+        .output()
+    else {
+        eprintln!("no `script` (util-linux) here: the terminal case is not checked");
+        return;
+    };
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{tty}");
+    assert!(
+        tty.contains("\rloading [...."),
+        "the bar starts empty: {tty:?}"
+    );
+    assert!(
+        tty.contains(&format!("loading [{}] 100%\r\n", "#".repeat(30))),
+        "the bar ends full, then a new line: {tty:?}"
+    );
+    let piped = cli()
+        .arg("-m")
+        .arg(&model)
+        .args(["-n", "2", "-t", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(piped.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("loading ["));
+}

@@ -163,6 +163,46 @@ fn reader_gone(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
+/// The loading progress bar: `loading [#######.............]  35%`, redrawn in place.
+struct LoadBar {
+    enabled: bool,
+    /// Last percentage drawn (redraw only on change).
+    shown: Option<u32>,
+}
+
+const BAR_WIDTH: usize = 30;
+
+impl LoadBar {
+    fn new(enabled: bool) -> LoadBar {
+        LoadBar {
+            enabled,
+            shown: None,
+        }
+    }
+
+    /// Draws `fraction` (0..=1); always lets the load go on.
+    fn draw(&mut self, fraction: f32) -> bool {
+        let pct = (fraction.clamp(0.0, 1.0) * 100.0).round() as u32;
+        if self.enabled && self.shown != Some(pct) {
+            self.shown = Some(pct);
+            let filled = pct as usize * BAR_WIDTH / 100;
+            eprint!(
+                "\rloading [{}{}] {pct:3}%",
+                "#".repeat(filled),
+                ".".repeat(BAR_WIDTH - filled)
+            );
+        }
+        true
+    }
+
+    /// Ends the bar's line (if one was drawn), so what follows starts on its own line.
+    fn finish(&mut self) {
+        if self.shown.take().is_some() {
+            eprintln!();
+        }
+    }
+}
+
 /// How a run ended: normally, or because stdout's reader closed it.
 enum Ended {
     Done,
@@ -170,12 +210,22 @@ enum Ended {
 }
 
 fn run(args: Args) -> Result<Ended, String> {
-    let params = ModelParams {
-        backend: args.backend,
-        device: args.device,
-        ..ModelParams::default()
+    // A progress bar on stderr while the weights load, only when a person watches it (a
+    // terminal): logs and pipes get no carriage-return noise.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut bar = LoadBar::new(on_terminal);
+    let loaded = {
+        let mut on_progress = |fraction: f32| bar.draw(fraction);
+        let params = ModelParams {
+            backend: args.backend,
+            device: args.device,
+            progress: on_terminal.then_some(&mut on_progress as _),
+            ..ModelParams::default()
+        };
+        Model::load(&args.model, params)
     };
-    let model = Model::load(&args.model, params).map_err(|e| e.to_string())?;
+    bar.finish();
+    let model = loaded.map_err(|e| e.to_string())?;
     eprintln!("backend: {:?}", model.backend());
     let mut ctx = Context::new(&model, args.ctx).map_err(|e| e.to_string())?;
     let mut sampler = SamplerChain::from_params(&args.sampling).map_err(|e| e.to_string())?;
