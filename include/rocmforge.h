@@ -55,6 +55,14 @@
 // A GPU (HIP); ROCMFORGE_ERR_BACKEND_UNAVAILABLE when this library has no GPU backend.
 #define ROCMFORGE_BACKEND_GPU 2
 
+// KV cache types for rocmforge_context_params_set_cache_type (ggml's type ids, as llama.cpp's
+// `--cache-type-k` names them). f32: keys and values exactly as computed (4 bytes each).
+#define ROCMFORGE_CACHE_TYPE_F32 0
+
+// f16 (the default): keys and values rounded to nearest-even half precision when written, half
+// the cache memory of f32; the same on the CPU and the GPU.
+#define ROCMFORGE_CACHE_TYPE_F16 1
+
 // Seed value asking rocmforge_sampler_add_dist for a seed from OS entropy.
 #define ROCMFORGE_SEED_RANDOM UINT64_MAX
 
@@ -680,6 +688,16 @@ rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context
 // `params` must be NULL or a live object from rocmforge_context_params_create.
 rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
                                                         uint32_t value);
+
+// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
+// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
+// from a context restores only into a context with the same cache type.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+rocmforge_status rocmforge_context_params_set_cache_type(struct rocmforge_context_params *params,
+                                                         int32_t cache_type);
 
 // Creates an empty sampler chain. Add stages in the order they should run and finish with
 // rocmforge_sampler_add_greedy or rocmforge_sampler_add_dist (nothing can follow those).

@@ -16,6 +16,7 @@ fn ctx(model: &Model, n_ctx: usize, n_seq: usize) -> Context {
         n_batch: 64,
         n_seq_max: n_seq,
         n_threads: 2,
+        ..Default::default()
     };
     Context::new(model, params).unwrap()
 }
@@ -340,6 +341,7 @@ fn logits_are_bit_identical_however_the_tokens_are_batched() {
                 n_batch: 64,
                 n_seq_max: 3,
                 n_threads,
+                ..Default::default()
             };
             let mut c = Context::new(&m, params).unwrap();
             c.decode(&batch).unwrap();

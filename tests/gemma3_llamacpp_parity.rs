@@ -85,6 +85,7 @@ fn context(model: &Model) -> Context {
         n_batch: 1024,
         n_seq_max: 1,
         n_threads: 2,
+        ..Default::default()
     };
     Context::new(model, params).unwrap()
 }

@@ -156,6 +156,7 @@ fn context_params() -> ContextParams {
         n_seq_max: 1,
         n_threads: 2,
     }
+    ..Default::default()
 }
 
 /// How our logits for `spec` compare with llama.cpp's fixture `name`.

@@ -65,6 +65,7 @@ pub fn state_params() -> ContextParams {
         n_seq_max: 2,
         n_threads: 1,
     }
+    ..Default::default()
 }
 
 /// Sequence 0 holds "hello world" (BOS + 3 tokens); sequence 1 shares its first two positions

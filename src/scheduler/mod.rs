@@ -248,6 +248,7 @@ impl Scheduler {
                 n_batch: config.n_batch,
                 n_seq_max: config.n_seq,
                 n_threads: config.n_threads,
+                ..Default::default()
             },
         )?;
         let mut ctx = ctx;
