@@ -5,16 +5,19 @@
 // Each K/V chunk is read once per block instead of once per (token, head).
 // Thread layout: groups of 32 lanes ("rows teams"); in the score step lane c scores cell c,
 // in the value step lane e accumulates elements e, e + 32, ...
+// Keys and values are read from the cache's element type T (kv_cache.h), widened to f32.
 #include "rf_kernels.h"
 #include "arch.h"
+#include "kv_cache.h"
 
 #define PF_CHUNK 32
 #define PF_MAX_HD 128
 #define PF_ROWS 16
 #define PF_THREADS 256
 
-__global__ void attention_prefill_kernel(const float* q, int ld_q, const float* k_cache,
-                                         const float* v_cache, const int32_t* cell_pos,
+template <typename T>
+__global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_cache,
+                                         const T* v_cache, const int32_t* cell_pos,
                                          const uint64_t* cell_seqs, const int32_t* n_cells_dev,
                                          const int32_t* tok_pos, const int32_t* tok_seq, int n,
                                          int n_head, int n_head_kv, int head_dim,
@@ -70,8 +73,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
             const int cell = c0 + c;
             float kv = 0.0f, vv = 0.0f;
             if (cell < n_cells) {
-                kv = k_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
-                vv = v_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
+                kv = rf_kv_get(k_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
+                vv = rf_kv_get(v_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
                 if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos) s_any = 1;
             }
             sk[c][e] = kv;
@@ -144,8 +147,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
     }
 }
 
-extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cache,
-                                    const float* v_cache, const int32_t* cell_pos,
+extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cache,
+                                    const void* v_cache, int kv_type, const int32_t* cell_pos,
                                     const uint64_t* cell_seqs, const int32_t* n_cells,
                                     const int32_t* tok_pos, const int32_t* tok_seq, int n,
                                     int n_head, int n_head_kv, int head_dim, float* out,
@@ -156,8 +159,21 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cac
     if (group > PF_ROWS) return RF_ERR_SHAPE;
     const int tokens_per_block = PF_ROWS / group;
     const dim3 grid(n_head_kv, (n + tokens_per_block - 1) / tokens_per_block);
-    hipLaunchKernelGGL(attention_prefill_kernel, grid, dim3(PF_THREADS), 0, (hipStream_t)stream,
-                       q, ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                       n, n_head, n_head_kv, head_dim, tokens_per_block, out);
+    const hipStream_t st = (hipStream_t)stream;
+    switch (kv_type) {
+        case RF_KV_F32:
+            hipLaunchKernelGGL(attention_prefill_kernel<float>, grid, dim3(PF_THREADS), 0, st, q,
+                               ld_q, (const float*)k_cache, (const float*)v_cache, cell_pos,
+                               cell_seqs, n_cells, tok_pos, tok_seq, n, n_head, n_head_kv,
+                               head_dim, tokens_per_block, out);
+            break;
+        case RF_KV_F16:
+            hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_f16>, grid, dim3(PF_THREADS), 0, st,
+                               q, ld_q, (const rf_kv_f16*)k_cache, (const rf_kv_f16*)v_cache,
+                               cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n, n_head,
+                               n_head_kv, head_dim, tokens_per_block, out);
+            break;
+        default: return RF_ERR_SHAPE;  // an unknown cache type
+    }
     return (int)hipGetLastError();
 }

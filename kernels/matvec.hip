@@ -12,6 +12,7 @@
 #include "rf_kernels.h"
 #include "quant.h"
 #include "numerics.h"
+#include "kv_cache.h"
 
 #define RF_MAX_MATVEC_TOKENS 8
 
@@ -126,7 +127,7 @@ template <> struct QGroup<RF_Q8_0> {
 // shape is right for wave32 and wave64.
 #define MV_GROUPS (RF_BLOCK / 32)
 
-static_assert(sizeof(RfRopeKv) == 80, "RfRopeKv: 8 pointers and 4 ints (ffi.rs mirrors it)");
+static_assert(sizeof(RfRopeKv) == 88, "RfRopeKv: 8 pointers, 5 ints, padding (ffi.rs mirrors it)");
 
 // Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token. With
 // `rk.rot` set, the results of neighbouring teams (rows 2p, 2p + 1: one RoPE pair, as a block's
@@ -168,17 +169,24 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
         for (int t = 0; t < n; t++) {
             const float a = pair_sums[t][team], b = pair_sums[t][team + 1];
             const size_t cell = (size_t)rk.tok_cell[t];
+            // Keys and values are rounded to the cache's type as rf_rope_kv stores them.
             if (gi >= rk.q_dim + rk.kv_dim) {
-                float* vc = rk.v_cache + cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
-                vc[0] = a;
-                vc[1] = b;
+                const size_t o = cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
+                rf_kv_store(rk.v_cache, rk.kv_type, o, a);
+                rf_kv_store(rk.v_cache, rk.kv_type, o + 1, b);
                 continue;
             }
             const bool is_q = gi < rk.q_dim;
             const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
             const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
-            float* dst = is_q ? y + (size_t)t * ldy + row : rk.k_cache + cell * rk.kv_dim + j;
-            rf_rope_rotate(a, b, r, dst);
+            if (is_q) {
+                rf_rope_rotate(a, b, r, y + (size_t)t * ldy + row);
+            } else {
+                float kr[2];
+                rf_rope_rotate(a, b, r, kr);
+                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j, kr[0]);
+                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j + 1, kr[1]);
+            }
         }
     }
     if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {

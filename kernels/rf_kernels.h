@@ -87,11 +87,12 @@ typedef struct RfRopeKv {
     const int32_t* tok_pos;   // (n) token positions
     const int32_t* tok_cell;  // (n) cache cells
     const int32_t* tok_seq;   // (n) sequence ids
-    float* k_cache;           // (n_ctx, kv_dim)
-    float* v_cache;           // (n_ctx, kv_dim)
+    void* k_cache;            // (n_ctx, kv_dim) of the cache's type (kv_cache.h)
+    void* v_cache;            // (n_ctx, kv_dim) of the cache's type
     int32_t* cell_pos;        // (n_ctx)
     uint64_t* cell_seqs;      // (n_ctx)
     int q_dim, kv_dim, head_dim, out_offset;
+    int kv_type;              // RF_KV_F32 / RF_KV_F16
 } RfRopeKv;
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate,
@@ -106,11 +107,12 @@ int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream)
 // (n, hd/2) (sin, cos) pairs (rows of q, k
 // and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores
 // k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
-// the cell's position and sequence mask.
+// the cell's position and sequence mask. The caches hold elements of `kv_type` (kv_cache.h:
+// RF_KV_F32 / RF_KV_F16), k and v rounded to it as the CPU's cache rounds them.
 int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head, int n_head_kv,
                int head_dim, const float* rot, const int32_t* tok_pos,
-               const int32_t* tok_cell, const int32_t* tok_seq, float* k_cache, float* v_cache,
-               int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
+               const int32_t* tok_cell, const int32_t* tok_seq, void* k_cache, void* v_cache,
+               int kv_type, int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
@@ -120,9 +122,10 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // (RF_ATTENTION_MAX_TOKENS, n_head, ceil(n_ctx / 256), 2 + hd) floats of scratch, `counters`
 // (RF_ATTENTION_MAX_TOKENS, n_head) int32 zeros (left zero). hd: a multiple of 32, at most 256.
 // Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
-// output quantized as rf_act would.
+// output quantized as rf_act would. The caches hold elements of `kv_type` (kv_cache.h),
+// widened to f32 as they are read.
 #define RF_ATTENTION_MAX_TOKENS 8
-int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
+int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache, int kv_type,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
                  int n_head_kv, int head_dim, int n_ctx, int splits, float* part,
@@ -130,8 +133,8 @@ int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
 // n_head / n_head_kv <= 16); no split scratch needed.
-int rf_attention_prefill(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                         const int32_t* cell_pos, const uint64_t* cell_seqs,
+int rf_attention_prefill(const float* q, int ld_q, const void* k_cache, const void* v_cache,
+                         int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                          const int32_t* n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
                          int n, int n_head, int n_head_kv, int head_dim, float* out,
                          void* stream);

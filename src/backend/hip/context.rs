@@ -11,7 +11,7 @@ use super::model::GpuModel;
 use crate::backend::numerics::{rope_table, ATTENTION_CHUNK};
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::Cells;
+use crate::kv_cache::{Cells, KvType};
 use crate::{Error, Result};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -100,7 +100,9 @@ pub struct GpuContext {
     /// context's [`Cells`] at the next step. Forward steps keep it current themselves (the
     /// kernels that store keys and values also record their cells).
     cells_dirty: bool,
-    /// Per layer: (n_ctx, kv_dim) f32
+    /// How keys and values are stored (rounded when written, as the CPU's cache rounds them).
+    kv_type: KvType,
+    /// Per layer: (n_ctx, kv_dim) elements of `kv_type`
     k_cache: Vec<DeviceBuffer>,
     v_cache: Vec<DeviceBuffer>,
     /// (n_ctx) i32 and (n_ctx) u64
@@ -123,7 +125,7 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    pub fn new(model: Arc<GpuModel>, n_ctx: usize) -> Result<GpuContext> {
+    pub fn new(model: Arc<GpuModel>, n_ctx: usize, kv_type: KvType) -> Result<GpuContext> {
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
@@ -139,12 +141,12 @@ impl GpuContext {
         let mut v_cache = Vec::with_capacity(hp.n_layer);
         for _ in 0..hp.n_layer {
             k_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * f,
+                n_ctx * kvd * kv_type.elem_bytes(),
                 "KV cache keys",
                 &stream,
             )?);
             v_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * f,
+                n_ctx * kvd * kv_type.elem_bytes(),
                 "KV cache values",
                 &stream,
             )?);
@@ -201,6 +203,7 @@ impl GpuContext {
             stream,
             n_ctx,
             cells_dirty: true,
+            kv_type,
             k_cache,
             v_cache,
             cell_pos,
@@ -485,27 +488,24 @@ impl crate::backend::Executor for GpuContext {
         self.cells_dirty = true;
     }
 
-    /// Downloads only `cells`: per layer one copy per run of consecutive cells.
+    /// Downloads only `cells`: per layer one copy per run of consecutive cells, widened to
+    /// f32 (exactly).
     fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
         set_device(self.model.device)?;
         let kv_dim = self.model.hparams.kv_dim();
         let per_cell = self.k_cache.len() * 2 * kv_dim;
+        let eb = self.kv_type.elem_bytes();
         let mut out = vec![0f32; cells.len() * per_cell];
         let mut rows = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    rows.resize(len * kv_dim, 0f32);
+                    rows.resize(len * kv_dim * eb, 0u8);
                     let what = "reading cached keys and values";
-                    buf.download_from(
-                        first * kv_dim * 4,
-                        as_bytes_mut(&mut rows),
-                        &self.stream,
-                        what,
-                    )?;
-                    for (k, row) in rows.chunks_exact(kv_dim).enumerate() {
+                    buf.download_from(first * kv_dim * eb, &mut rows, &self.stream, what)?;
+                    for (k, row) in rows.chunks_exact(kv_dim * eb).enumerate() {
                         let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                        out[o..o + kv_dim].copy_from_slice(row);
+                        widen(self.kv_type, row, &mut out[o..o + kv_dim]);
                     }
                 }
             }
@@ -526,19 +526,19 @@ impl crate::backend::Executor for GpuContext {
             )));
         }
         // Staged per (run, layer, half); all copies are queued, then waited for once.
-        let mut staged: Vec<Vec<f32>> = Vec::new();
+        let eb = self.kv_type.elem_bytes();
+        let mut staged: Vec<Vec<u8>> = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    let rows: Vec<f32> = (0..len)
-                        .flat_map(|k| {
-                            let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                            data[o..o + kv_dim].iter().copied()
-                        })
-                        .collect();
+                    let mut rows = Vec::with_capacity(len * kv_dim * eb);
+                    for k in 0..len {
+                        let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
+                        narrow(self.kv_type, &data[o..o + kv_dim], &mut rows);
+                    }
                     buf.upload(
-                        first * kv_dim * 4,
-                        as_bytes(&rows),
+                        first * kv_dim * eb,
+                        &rows,
                         &self.stream,
                         "writing cached keys and values",
                     )?;
@@ -550,5 +550,34 @@ impl crate::backend::Executor for GpuContext {
         drop(staged);
         self.cells_dirty = true;
         Ok(())
+    }
+}
+
+/// Cache elements of `kv_type` (little-endian bytes, as the device holds them) into f32s.
+fn widen(kv_type: KvType, bytes: &[u8], out: &mut [f32]) {
+    match kv_type {
+        KvType::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        KvType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+    }
+}
+
+/// f32s rounded to `kv_type` (round-to-nearest-even, as the kernels store them), appended to
+/// `out` as the device's bytes.
+fn narrow(kv_type: KvType, values: &[f32], out: &mut Vec<u8>) {
+    match kv_type {
+        KvType::F32 => values
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        KvType::F16 => values
+            .iter()
+            .for_each(|&x| out.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())),
     }
 }
