@@ -42,6 +42,10 @@ fn bad_values_exit_2_with_a_message_naming_the_flag() {
             "--backend: 'tpu' is not auto, cpu or gpu",
         ),
         (&["--ctx"], "--ctx needs a value"),
+        (
+            &["--cache-type", "q4"],
+            "--cache-type: invalid argument: unknown KV cache type \"q4\"",
+        ),
         (&["--frobnicate"], "unknown argument '--frobnicate'"),
     ];
     for (args, message) in cases {

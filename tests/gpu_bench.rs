@@ -10,7 +10,7 @@ use rocmforge::backend::Engine;
 use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
 use rocmforge::gguf::GgufFile;
-use rocmforge::kv_cache::Cells;
+use rocmforge::kv_cache::{Cells, KvType};
 use rocmforge::model::LoadedModel;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +42,12 @@ fn gpu_pp512_tg128() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let n_ctx = (depth + 256).max(1024);
-    let exec = GpuContext::new(Arc::clone(&gm), n_ctx).expect("context");
+    // ROCMFORGE_BENCH_CACHE_TYPE: the KV cache type (f16, the default, or f32).
+    let cache_type: KvType = std::env::var("ROCMFORGE_BENCH_CACHE_TYPE")
+        .map_or(Ok(KvType::default()), |s| s.parse())
+        .expect("ROCMFORGE_BENCH_CACHE_TYPE");
+    eprintln!("KV cache type: {cache_type}");
+    let exec = GpuContext::new(Arc::clone(&gm), n_ctx, cache_type).expect("context");
     let mut ctx = Engine::new(Box::new(exec), n_ctx, 1).expect("cells");
     let vocab = model.hparams.n_vocab;
     let cancel = CancelFlag::new();

@@ -23,7 +23,7 @@ use rocmforge::backend::Engine;
 use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
 use rocmforge::gguf::{GgufFile, GgufWriter};
-use rocmforge::kv_cache::Cells;
+use rocmforge::kv_cache::{Cells, KvType};
 use rocmforge::model::LoadedModel;
 use rocmforge::quant::{dequantize_row, GgmlType};
 use rocmforge::tokenizer::Tokenizer;
@@ -46,7 +46,8 @@ struct Cpu {
 
 impl Cpu {
     fn new(model: &Arc<LoadedModel>, n_seq_max: usize, threads: usize) -> Cpu {
-        let exec = CpuContext::new(Arc::clone(model), N_CTX, threads).expect("CPU context");
+        let exec = CpuContext::new(Arc::clone(model), N_CTX, threads, KvType::default())
+            .expect("CPU context");
         Cpu {
             engine: Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells"),
             n_vocab: model.hparams.n_vocab,
@@ -62,9 +63,9 @@ impl Cpu {
     }
 }
 
-/// A GPU context of N_CTX cells with its cell table.
+/// A GPU context of N_CTX cells (the default cache type, as the CPU's) with its cell table.
 fn gpu_engine(gm: &Arc<GpuModel>, n_seq_max: usize) -> Engine<GpuContext> {
-    let exec = GpuContext::new(Arc::clone(gm), N_CTX).expect("GPU context");
+    let exec = GpuContext::new(Arc::clone(gm), N_CTX, KvType::default()).expect("GPU context");
     Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells")
 }
 
@@ -372,7 +373,7 @@ fn out_of_memory_is_an_error_not_an_abort() {
     let model = LoadedModel::new(GgufFile::open(Path::new(path)).expect("open")).expect("load");
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     // A KV cache of 2^28 cells per layer is far beyond any GPU's memory.
-    match GpuContext::new(gm, 1 << 28) {
+    match GpuContext::new(gm, 1 << 28, KvType::default()) {
         Err(rocmforge::Error::OutOfMemory(msg)) => println!("out of memory reported: {msg}"),
         Err(e) => panic!("expected OutOfMemory, got {e}"),
         Ok(_) => panic!("a 2^28-cell KV cache cannot fit"),
@@ -559,6 +560,56 @@ fn state_moves_between_gpu_and_cpu_contexts() {
     bad[4 + 4 * n_vocab as usize] ^= 0xFF; // the KV part's magic
     assert!(g3.state_restore(&bad, None).is_err());
     g3.eval(&next, 1).expect("still usable");
+}
+
+/// Every cache type: the GPU stores the same (rounded) keys and values as the CPU (the saved
+/// states, which hold the cache's own elements, are byte for byte the same) and its decode
+/// logits are the CPU's bits, over a 20-token prompt in mat-vec steps (the fused RoPE / KV
+/// write) and 24 greedy tokens, with two sequences sharing the cache.
+#[test]
+fn decode_is_bit_identical_to_cpu_with_each_cache_type() {
+    use rocmforge::{Context, ContextParams};
+    let Some((gpu, cpu)) = quantized_model_on_both_backends() else {
+        return;
+    };
+    let n_vocab = gpu.hparams().n_vocab as u32;
+    let prompt: Vec<u32> = (0..20u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    let mut state_sizes = Vec::new();
+    for cache_type in KvType::ALL {
+        let params = ContextParams {
+            n_ctx: 512,
+            n_batch: 8,
+            n_seq_max: 2,
+            cache_type,
+            ..ContextParams::default()
+        };
+        let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
+        let mut c = Context::new(&cpu, params).expect("CPU context");
+        for ctx in [&mut g, &mut c] {
+            // Sequence 1 holds other cells between sequence 0's.
+            for (k, chunk) in prompt.chunks(8).enumerate() {
+                ctx.eval(chunk, 0).expect("eval");
+                ctx.eval(&prompt[k..k + 2], 1).expect("eval");
+            }
+        }
+        let (gs, cs) = (g.state_save(None).unwrap(), c.state_save(None).unwrap());
+        assert!(gs == cs, "{cache_type}: GPU and CPU cached different bits");
+        state_sizes.push(gs.len());
+        for step in 0..24 {
+            let (gl, cl) = (g.last_logits().unwrap(), c.last_logits().unwrap());
+            let differing = gl
+                .iter()
+                .zip(cl)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differing, 0, "{cache_type} cache, step {step}: logits differ");
+            let next = argmax(cl);
+            g.eval(&[next], 0).expect("GPU decode");
+            c.eval(&[next], 0).expect("CPU decode");
+        }
+    }
+    // The f16 cache's state carries half the bytes per element.
+    assert!(state_sizes[1] < state_sizes[0], "{state_sizes:?}");
 }
 
 /// Long contexts: past about 8k cells (head_dim 128) the decode attention keeps its scores in

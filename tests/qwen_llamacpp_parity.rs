@@ -155,8 +155,8 @@ fn context_params() -> ContextParams {
         n_batch: 256,
         n_seq_max: 1,
         n_threads: 2,
+        ..Default::default()
     }
-    ..Default::default()
 }
 
 /// How our logits for `spec` compare with llama.cpp's fixture `name`.

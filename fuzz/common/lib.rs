@@ -64,8 +64,8 @@ pub fn state_params() -> ContextParams {
         n_batch: 16,
         n_seq_max: 2,
         n_threads: 1,
+        ..Default::default()
     }
-    ..Default::default()
 }
 
 /// Sequence 0 holds "hello world" (BOS + 3 tokens); sequence 1 shares its first two positions

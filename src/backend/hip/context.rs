@@ -428,18 +428,6 @@ impl GpuContext {
     }
 }
 
-/// The bytes of an f32 slice (for copies to and from the device).
-fn as_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern may be read; same memory, 4x the length.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-}
-
-/// The bytes of an f32 slice, writable: every bit pattern written is a valid f32.
-fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: as above; the exclusive borrow of `v` covers the byte view's whole lifetime.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-}
-
 /// One step of a batch: its tokens `range`, their cells, the table, the rows wanting logits.
 struct Step<'a> {
     batch: &'a Batch,
