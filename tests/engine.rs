@@ -3,8 +3,8 @@
 mod common;
 
 use common::tiny::{build, TinySpec, TINY_VOCAB};
-use rocmforge::quant::GgmlType;
 use rocmforge::kv_cache::KvType;
+use rocmforge::quant::GgmlType;
 use rocmforge::{Batch, Context, ContextParams, Error, Model};
 
 fn model(spec: &TinySpec) -> Model {

@@ -602,7 +602,10 @@ fn decode_is_bit_identical_to_cpu_with_each_cache_type() {
                 .zip(cl)
                 .filter(|(a, b)| a.to_bits() != b.to_bits())
                 .count();
-            assert_eq!(differing, 0, "{cache_type} cache, step {step}: logits differ");
+            assert_eq!(
+                differing, 0,
+                "{cache_type} cache, step {step}: logits differ"
+            );
             let next = argmax(cl);
             g.eval(&[next], 0).expect("GPU decode");
             c.eval(&[next], 0).expect("CPU decode");

@@ -300,11 +300,7 @@ pub unsafe extern "C" fn rocmforge_context_params_set_cache_type(
         let t = u32::try_from(cache_type)
             .ok()
             .and_then(crate::kv_cache::KvType::from_id)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "unknown KV cache type {cache_type} (0 f32, 1 f16)"
-                ))
-            })?;
+            .ok_or_else(|| invalid(format!("unknown KV cache type {cache_type} (0 f32, 1 f16)")))?;
         p.params.cache_type = t;
         Ok(())
     })

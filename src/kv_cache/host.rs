@@ -120,7 +120,8 @@ impl HostKv {
     /// Values of `cell` in `layer` as f32: (kv_dim).
     pub fn value(&self, layer: usize, cell: usize) -> Vec<f32> {
         let mut buf = vec![0.0; self.kv_dim];
-        self.value_f32(layer, cell, 0, self.kv_dim, &mut buf).to_vec()
+        self.value_f32(layer, cell, 0, self.kv_dim, &mut buf)
+            .to_vec()
     }
 
     /// Writes one token's keys and values for `layer`, rounded to the cache's type.
@@ -229,7 +230,12 @@ mod tests {
         let mut kv = HostKv::new(1, 2, 4, KvType::F16).unwrap();
         // 1 + 2^-11 is halfway between 1 and the next f16 (1 + 2^-10): ties go to even (1.0);
         // 1 + 3 * 2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: ties go to 1 + 2^-9.
-        let k = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 70000.0, -0.1];
+        let k = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            70000.0,
+            -0.1,
+        ];
         kv.store(0, 1, &k, &[0.5; 4]);
         let got = kv.key(0, 1);
         assert_eq!(got[0], 1.0);

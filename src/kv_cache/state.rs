@@ -119,9 +119,8 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
     }
     let saved_type = u32_at(16);
     if saved_type != g.kv_type.id() {
-        let name = KvType::from_id(saved_type).map_or(format!("unknown ({saved_type})"), |t| {
-            t.name().to_string()
-        });
+        let name = KvType::from_id(saved_type)
+            .map_or(format!("unknown ({saved_type})"), |t| t.name().to_string());
         return Err(bad(&format!(
             "saved from a KV cache of type {name}, this context's cache is {} (create the \
              context with the cache type the state was saved with)",
@@ -276,7 +275,11 @@ mod tests {
         }
         let (_, f32_kv) = filled_with(KvType::F32);
         let (_, f16_kv) = filled_with(KvType::F16);
-        assert_ne!(f32_kv.key(0, 1)[2], f16_kv.key(0, 1)[2], "1.1 rounds in f16");
+        assert_ne!(
+            f32_kv.key(0, 1)[2],
+            f16_kv.key(0, 1)[2],
+            "1.1 rounds in f16"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@ mod worker;
 pub use stop::{Pushed, StopText};
 
 use crate::api::{Context, ContextParams, Model};
-use crate::sampler::SamplerParams;
 use crate::kv_cache::KvType;
+use crate::sampler::SamplerParams;
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;

@@ -236,10 +236,19 @@ static void test_metadata(void) {
     OK(rocmforge_context_params_set_n_ctx(cp, 1024));
     EXPECT_STATUS(rocmforge_context_params_set_n_seq_max(cp, 65), ROCMFORGE_ERR_INVALID_ARGUMENT, "n_seq_max");
     OK(rocmforge_estimate_memory(model_path, cp, &est));
-    rocmforge_context_params_free(cp);
     EXPECT(est.weights_bytes == size);
-    /* keys + values, f32: 2 * layers * n_ctx * kv_dim(192) * 4 */
-    EXPECT(est.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    /* keys + values, f16 (the default cache type): 2 * layers * n_ctx * kv_dim(192) * 2 */
+    EXPECT(est.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 2);
+    /* An f32 cache takes twice that; unknown types are refused. */
+    rocmforge_memory_estimate est32;
+    memset(&est32, 0, sizeof est32);
+    est32.struct_size = sizeof est32;
+    OK(rocmforge_context_params_set_cache_type(cp, ROCMFORGE_CACHE_TYPE_F32));
+    EXPECT_STATUS(rocmforge_context_params_set_cache_type(cp, 99), ROCMFORGE_ERR_INVALID_ARGUMENT,
+                  "cache type");
+    OK(rocmforge_estimate_memory(model_path, cp, &est32));
+    EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    rocmforge_context_params_free(cp);
     EXPECT(est.compute_bytes > 0);
     EXPECT(est.total_bytes == est.weights_bytes + est.kv_cache_bytes + est.compute_bytes);
     /* An older, shorter struct gets only the fields it has. */
