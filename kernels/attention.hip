@@ -48,8 +48,9 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     attention_kernel(const float* q, int ld_q, const T* k_cache, const T* v_cache,
                      const int32_t* cell_pos, const uint64_t* cell_seqs,
                      const int32_t* n_cells_dev, const int32_t* tok_pos, const int32_t* tok_seq,
-                     int n_head, int n_head_kv, int n_ctx, float* part, int32_t* counters,
-                     float* out, int8_t* q8, float4* q8_scales) {
+                     const int32_t* tok_lo, const int32_t* tok_hi, int n_head, int n_head_kv,
+                     int n_ctx, float* part, int32_t* counters, float* out, int8_t* q8,
+                     float4* q8_scales) {
     constexpr int GROUPS = AttShape<HD>::groups, THREADS = GROUPS * 32;
     constexpr int PER_LANE = HD / 32;     // key elements per lane
     constexpr int SLICE = HD / GROUPS;    // output elements per group (4 or 8)
@@ -75,9 +76,13 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     // The cell count comes from the batch metadata (copied before the pass, never written by
     // a kernel), so this block's share of the cache can be called into L2 while the queries
     // are still being computed: the cache was evicted by the previous token's weights.
+    // Only the chunks of the token's cell range [tok_lo, tok_hi) can hold a visible cell;
+    // the others would be skipped by the join anyway, so leaving them out changes no bit.
     const int n_cells = min(*n_cells_dev, n_ctx);
-    const int n_chunks = (n_cells + ATT_CHUNK - 1) / ATT_CHUNK;
-    for (int j = z; j < n_chunks; j += splits) {
+    const int j_lo = min(tok_lo[t], n_cells) / ATT_CHUNK;
+    const int j_hi = max((min(tok_hi[t], n_cells) + ATT_CHUNK - 1) / ATT_CHUNK, j_lo + 1);
+    const int n_chunks = j_hi - j_lo;
+    for (int j = j_lo + z; j < j_hi; j += splits) {
         const int c_lo = j * ATT_CHUNK, n_here = min(ATT_CHUNK, n_cells - c_lo);
         for (int i = threadIdx.x; i < n_here * 2 * LINES; i += THREADS) {
             const int c = c_lo + i / (2 * LINES), r = i % (2 * LINES);
@@ -94,7 +99,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) qr[j] = q[(size_t)t * ld_q + h * HD + lane + 32 * j];
     int done = 0;
-    for (int j = z; j < n_chunks; j += splits) {
+    for (int j = j_lo + z; j < j_hi; j += splits) {
         const int c_lo = j * ATT_CHUNK, c_hi = min(c_lo + ATT_CHUNK, n_cells);
         // Scores: q . k in canonical order (lane = element % 32), then * scale, as the CPU.
         float mx = -INFINITY;
@@ -212,10 +217,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     if (threadIdx.x >= HD) return;
     // The last block joins the chunks, ascending, as the CPU does.
     float big = -INFINITY;
-    for (int j = 0; j < n_chunks; j++)
+    for (int j = j_lo; j < j_hi; j++)
         big = fmaxf(big, rf_load_coherent(th_part + (size_t)j * (2 + HD)));
     float total = 0.0f, o = 0.0f;
-    for (int j = 0; j < n_chunks; j++) {
+    for (int j = j_lo; j < j_hi; j++) {
         const float* pj = th_part + (size_t)j * (2 + HD);
         const float m = rf_load_coherent(pj);
         if (m == -INFINITY) continue;  // no visible cell in the chunk
@@ -231,18 +236,21 @@ template <int HD, typename T>
 static void launch_attention(dim3 grid, hipStream_t st, const float* q, int ld_q,
                              const T* k_cache, const T* v_cache, const int32_t* cell_pos,
                              const uint64_t* cell_seqs, const int32_t* n_cells,
-                             const int32_t* tok_pos, const int32_t* tok_seq, int n_head,
+                             const int32_t* tok_pos, const int32_t* tok_seq,
+                             const int32_t* tok_lo, const int32_t* tok_hi, int n_head,
                              int n_head_kv, int n_ctx, float* part, int32_t* counters,
                              float* out, int8_t* q8, float4* q8_scales) {
     RF_LAUNCH_OVERLAPPED((attention_kernel<HD, T>), grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
                          ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                         n_head, n_head_kv, n_ctx, part, counters, out, q8, q8_scales);
+                         tok_lo, tok_hi, n_head, n_head_kv, n_ctx, part, counters, out, q8,
+                         q8_scales);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
                             int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                             const int32_t* n_cells, const int32_t* tok_pos,
-                            const int32_t* tok_seq, int n, int n_head, int n_head_kv,
+                            const int32_t* tok_seq, const int32_t* tok_lo,
+                            const int32_t* tok_hi, int n, int n_head, int n_head_kv,
                             int head_dim, int n_ctx, int splits, float* part, int32_t* counters,
                             float* out, int8_t* q8, void* q8_scales, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
@@ -256,13 +264,13 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
         if (kv_type == RF_KV_F16)                                                           \
             launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_f16*)k_cache,              \
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
-                                 tok_pos, tok_seq, n_head, n_head_kv, n_ctx, part,          \
-                                 counters, out, q8, qs);                                     \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
+                                 n_ctx, part, counters, out, q8, qs);                        \
         else                                                                                \
             launch_attention<HD>(grid, st, q, ld_q, (const float*)k_cache,                  \
                                  (const float*)v_cache, cell_pos, cell_seqs, n_cells,       \
-                                 tok_pos, tok_seq, n_head, n_head_kv, n_ctx, part,          \
-                                 counters, out, q8, qs);                                     \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
+                                 n_ctx, part, counters, out, q8, qs);                        \
         break;
     switch (head_dim) {
         RF_ATT_CASE(32)

@@ -19,7 +19,8 @@ template <typename T>
 __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_cache,
                                          const T* v_cache, const int32_t* cell_pos,
                                          const uint64_t* cell_seqs, const int32_t* n_cells_dev,
-                                         const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                         const int32_t* tok_pos, const int32_t* tok_seq,
+                                         const int32_t* tok_lo, const int32_t* tok_hi, int n,
                                          int n_head, int n_head_kv, int head_dim,
                                          int tokens_per_block, float* out) {
     // +4: lane c reads row c with 16-byte loads, and the 8 lanes of a load phase hit
@@ -43,8 +44,16 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
         const int t = t0 + r / group, h = kvh * group + r % group;
         sq[r][e] = q[(size_t)t * ld_q + h * head_dim + e] * scale;
     }
-    int max_pos = -1;
-    for (int r = 0; r < n_rows; r += group) max_pos = max(max_pos, tok_pos[t0 + r / group]);
+    // The tile's tokens see only cells in the union of their ranges [tok_lo, tok_hi): the
+    // chunks outside it hold no visible cell and would change nothing (skipped alike below).
+    int max_pos = -1, lo = n_cells, hi = 0;
+    for (int r = 0; r < n_rows; r += group) {
+        const int t = t0 + r / group;
+        max_pos = max(max_pos, tok_pos[t]);
+        lo = min(lo, tok_lo[t]);
+        hi = max(hi, tok_hi[t]);
+    }
+    hi = min(hi, n_cells);
 
     // Each team owns rows team and team + n_teams (n_teams = 8 with 256 threads: 16 rows).
     constexpr int MAXJ = PF_MAX_HD / 32;
@@ -63,7 +72,7 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
         for (int j = 0; j < MAXJ; j++) acc[k][j] = 0.0f;
     }
 
-    for (int c0 = 0; c0 < n_cells; c0 += PF_CHUNK) {
+    for (int c0 = lo / PF_CHUNK * PF_CHUNK; c0 < hi; c0 += PF_CHUNK) {
         __syncthreads();  // previous chunk fully used (and sq written, first time)
         if (threadIdx.x == 0) s_any = 0;
         __syncthreads();
@@ -150,7 +159,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
 extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cache,
                                     const void* v_cache, int kv_type, const int32_t* cell_pos,
                                     const uint64_t* cell_seqs, const int32_t* n_cells,
-                                    const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                    const int32_t* tok_pos, const int32_t* tok_seq,
+                                    const int32_t* tok_lo, const int32_t* tok_hi, int n,
                                     int n_head, int n_head_kv, int head_dim, float* out,
                                     void* stream) {
     if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0)
@@ -164,14 +174,14 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cach
         case RF_KV_F32:
             hipLaunchKernelGGL(attention_prefill_kernel<float>, grid, dim3(PF_THREADS), 0, st, q,
                                ld_q, (const float*)k_cache, (const float*)v_cache, cell_pos,
-                               cell_seqs, n_cells, tok_pos, tok_seq, n, n_head, n_head_kv,
-                               head_dim, tokens_per_block, out);
+                               cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n, n_head,
+                               n_head_kv, head_dim, tokens_per_block, out);
             break;
         case RF_KV_F16:
             hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_f16>, grid, dim3(PF_THREADS), 0, st,
                                q, ld_q, (const rf_kv_f16*)k_cache, (const rf_kv_f16*)v_cache,
-                               cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, n, n_head,
-                               n_head_kv, head_dim, tokens_per_block, out);
+                               cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n,
+                               n_head, n_head_kv, head_dim, tokens_per_block, out);
             break;
         default: return RF_ERR_SHAPE;  // an unknown cache type
     }

@@ -97,6 +97,14 @@ typedef struct RfRopeKv {
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate,
               const RfRopeKv* rope_kv, void* stream);
+// ---- matmul_q.hip: y (+)= x . W^T for n tokens (any count) of int8 activations (rf_act's q8
+// and scales), bit for bit the mat-vec's results; blocks-of-32 int8 types only
+// (rf_matmul_q_supported). parts = 1, 2 or 4: how many blocks share each output's canonical
+// sum (more blocks for short matrices), their subtree sums going through part (parts, n, rows).
+int rf_matmul_q_supported(int ty);
+int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
+                const void* xq_scales, int n, float* y, int ldy, int accumulate, int parts,
+                float* part, void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);
@@ -116,18 +124,20 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
-// its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
-// floats apart; n <= RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells,
-// `splits` (1..32) blocks per (token, head) sharing them: `part` holds
-// (RF_ATTENTION_MAX_TOKENS, n_head, ceil(n_ctx / 256), 2 + hd) floats of scratch, `counters`
-// (RF_ATTENTION_MAX_TOKENS, n_head) int32 zeros (left zero). hd: a multiple of 32, at most 256.
-// Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
-// output quantized as rf_act would. The caches hold elements of `kv_type` (kv_cache.h),
-// widened to f32 as they are read.
-#define RF_ATTENTION_MAX_TOKENS 8
+// its own); n_cells lives in device memory so captured graphs stay valid. tok_lo / tok_hi
+// (n): a range of cells holding every cell visible to the token (the host's per-sequence
+// bounds), the only chunks scanned. Rows of q are `ld_q` floats apart; n <=
+// RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells, `splits` (1..32)
+// blocks per (token, head) sharing them: `part` holds (n, n_head, ceil(n_ctx / 256), 2 + hd)
+// floats of scratch, `counters` (n, n_head) int32 zeros (left zero). hd: a multiple of 32, at
+// most 256. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also
+// write the output quantized as rf_act would. The caches hold elements of `kv_type`
+// (kv_cache.h), widened to f32 as they are read.
+#define RF_ATTENTION_MAX_TOKENS 64
 int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache, int kv_type,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
-                 const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
+                 const int32_t* tok_pos, const int32_t* tok_seq, const int32_t* tok_lo,
+                 const int32_t* tok_hi, int n, int n_head,
                  int n_head_kv, int head_dim, int n_ctx, int splits, float* part,
                  int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);
 
@@ -136,8 +146,8 @@ int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_ca
 int rf_attention_prefill(const float* q, int ld_q, const void* k_cache, const void* v_cache,
                          int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                          const int32_t* n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
-                         int n, int n_head, int n_head_kv, int head_dim, float* out,
-                         void* stream);
+                         const int32_t* tok_lo, const int32_t* tok_hi, int n, int n_head,
+                         int n_head_kv, int head_dim, float* out, void* stream);
 
 // ---- blas (cuBLAS / rocBLAS, opened at run time): y(n, rows) (+)= x(n, cols) . W^T with f16
 // inputs, f32 output. rf_blas_create answers RF_ERR_NO_BLAS when the library cannot be opened;

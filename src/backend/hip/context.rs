@@ -11,19 +11,41 @@ use super::model::GpuModel;
 use crate::backend::numerics::{rope_table, ATTENTION_CHUNK};
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::{Cells, KvType};
+use crate::kv_cache::{Cells, KvType, MAX_SEQUENCES};
 use crate::{Error, Result};
 use std::ffi::c_void;
 use std::sync::Arc;
 
 /// Largest batch the mat-vec kernels take (RF_MAX_MATVEC_TOKENS in matvec.hip).
 const MATVEC_MAX_TOKENS: usize = 8;
+/// Default largest step whose quantized products run as int8 mat-mats (see
+/// `GpuContext::matmul_q_max_tokens`).
+const MATMUL_Q_MAX_TOKENS: usize = MAX_STEP_TOKENS;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
-/// Batch metadata: five arrays of MAX_STEP_TOKENS ints, then the cell count.
-const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
+/// Room for the quantized mat-mat's subtree sums (32 MiB): enough to split the products of
+/// short matrices (up to 4,096 rows at 512 tokens in 4 parts) over more blocks.
+const MATMUL_PART_FLOATS: usize = 8 << 20;
+/// Batch metadata: seven arrays of MAX_STEP_TOKENS ints (see `META_*`), then the cell count.
+const META_INTS: usize = 7 * MAX_STEP_TOKENS + 1;
+/// Where each array of the metadata starts, in units of MAX_STEP_TOKENS ints: token ids,
+/// positions, cells, sequences, logit rows, and each token's range of cells [lo, hi) holding
+/// every cell it can see (its sequence's lowest and highest cell + 1); then the cell count.
+pub(super) const META_TOKENS: usize = 0;
+pub(super) const META_POS: usize = 1;
+pub(super) const META_CELL: usize = 2;
+pub(super) const META_SEQ: usize = 3;
+pub(super) const META_ROWS: usize = 4;
+pub(super) const META_CELL_LO: usize = 5;
+pub(super) const META_CELL_HI: usize = 6;
+pub(super) const META_N_CELLS: usize = 7;
+/// Most tokens per launch of the split decode attention, whose chunk scratch is sized for
+/// them: up to 64, fewer for long contexts (ATTENTION_PART_BYTES), never fewer than the
+/// mat-vec's batches.
+const ATTENTION_MAX_TOKENS: usize = 64;
+const ATTENTION_PART_BYTES: usize = 64 << 20;
 /// Logit rows a step reads back through page-locked memory (more go through pageable memory).
 const PINNED_LOGIT_ROWS: usize = MATVEC_MAX_TOKENS;
 /// Most blocks per (token, head) sharing the chunks of a long context (kernels/attention.hip).
@@ -49,7 +71,8 @@ struct Scratch {
     x: DeviceBuffer,
     /// Transformed activations for the next product: (step, width) f32
     xf: DeviceBuffer,
-    /// The same as int8 groups: (8, width) i8 and (8, width / 32) f32 quadruples (see rf_act)
+    /// The same as int8 groups: (step, width) i8 and (step, width / 32) f32 quadruples (see
+    /// rf_act), for the mat-vec and the quantized mat-mat
     xq: DeviceBuffer,
     xs: DeviceBuffer,
     /// The same as Q8_K super-blocks for the K-quants: (8, width) i8 and (8, width / 256)
@@ -64,13 +87,16 @@ struct Scratch {
     attn: DeviceBuffer,
     /// (step, 2 n_ff)
     gate_up: DeviceBuffer,
-    /// Chunk results of the split attention: (MATVEC_MAX_TOKENS, n_head,
+    /// Chunk results of the split attention: (att_tokens, n_head,
     /// ceil(n_ctx / ATTENTION_CHUNK), 2 + head_dim) f32, and its arrival counters
-    /// (MATVEC_MAX_TOKENS, n_head) i32, zero between kernels
+    /// (att_tokens, n_head) i32, zero between kernels
     att_part: DeviceBuffer,
     att_counters: DeviceBuffer,
     /// (step, n_vocab)
     logits: DeviceBuffer,
+    /// Subtree sums of the quantized mat-mat when it splits its outputs' sums over blocks:
+    /// (parts, step, rows) f32, up to MATMUL_PART_FLOATS
+    mm_part: DeviceBuffer,
     /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
     dequant: DeviceBuffer,
     dequant_elems: usize,
@@ -87,10 +113,22 @@ pub struct GpuContext {
     /// Blocks per (token, head) of the attention in the captured graph.
     graph_splits: usize,
     /// Blocks per (token, head) of the attention for the current step: one per 256-cell chunk
-    /// of the cells in use, at most ATTENTION_MAX_SPLIT.
+    /// of the widest token's cell range, at most ATTENTION_MAX_SPLIT.
     att_splits: usize,
+    /// Tokens per launch of the split attention (its scratch's size).
+    att_tokens: usize,
+    /// The current step's attention: the split (decode) kernel, in the CPU's arithmetic, when
+    /// no sequence has more than MATVEC_MAX_TOKENS tokens in the step (decode steps of many
+    /// sequences); else the tiled kernel, which reads each cache chunk once per tile.
+    att_tiled: bool,
     /// Capture graphs for single-token steps (ROCMFORGE_GPU_GRAPHS=0 turns this off).
     use_graphs: bool,
+    /// Steps of more than MATVEC_MAX_TOKENS and at most this many tokens run the quantized
+    /// products as int8 mat-mats; longer ones dequantize to f16 for BLAS
+    /// (ROCMFORGE_MATMUL_Q_MAX_TOKENS, default MATMUL_Q_MAX_TOKENS).
+    matmul_q_max_tokens: usize,
+    /// ROCMFORGE_MATMUL_Q_PARTS: force the split of the mat-mat's sums (1, 2 or 4; tuning).
+    matmul_q_parts: Option<usize>,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -152,11 +190,14 @@ impl GpuContext {
             )?);
         }
         let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
+        let att_token_bytes = hp.n_head * n_ctx.div_ceil(ATTENTION_CHUNK) * (2 + hp.head_dim) * f;
+        let att_tokens =
+            (ATTENTION_PART_BYTES / att_token_bytes).clamp(MATVEC_MAX_TOKENS, ATTENTION_MAX_TOKENS);
         let s = Scratch {
             x: DeviceBuffer::new(step * d * f, "residual stream")?,
             xf: DeviceBuffer::new(step * width * f, "activations")?,
-            xq: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "int8 activations")?,
-            xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 4 * f, "activation scales")?,
+            xq: DeviceBuffer::new(step * width, "int8 activations")?,
+            xs: DeviceBuffer::new(step * width / 32 * 4 * f, "activation scales")?,
             xk: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "Q8_K activations")?,
             xkh: DeviceBuffer::new(
                 MATVEC_MAX_TOKENS * width.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
@@ -166,20 +207,14 @@ impl GpuContext {
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
-            att_part: DeviceBuffer::new(
-                MATVEC_MAX_TOKENS
-                    * hp.n_head
-                    * n_ctx.div_ceil(ATTENTION_CHUNK)
-                    * (2 + hp.head_dim)
-                    * f,
-                "attention chunk results",
-            )?,
+            att_part: DeviceBuffer::new(att_tokens * att_token_bytes, "attention chunk results")?,
             att_counters: DeviceBuffer::zeroed(
-                MATVEC_MAX_TOKENS * hp.n_head * 4,
+                att_tokens * hp.n_head * 4,
                 "attention counters",
                 &stream,
             )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
+            mm_part: DeviceBuffer::new(MATMUL_PART_FLOATS * f, "mat-mat subtree sums")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
@@ -198,7 +233,12 @@ impl GpuContext {
             graph: None,
             graph_splits: 0,
             att_splits: 1,
+            att_tokens,
+            att_tiled: false,
             use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
+            matmul_q_max_tokens: env_usize("ROCMFORGE_MATMUL_Q_MAX_TOKENS")
+                .unwrap_or(MATMUL_Q_MAX_TOKENS),
+            matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS").filter(|p| [1, 2, 4].contains(p)),
             blas,
             stream,
             n_ctx,
@@ -295,25 +335,45 @@ impl GpuContext {
         let n = range.len();
         let n_vocab = self.model.hparams.n_vocab;
 
-        // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step`
-        // long, then the number of cache cells attention scans.
+        // Batch metadata (META_*), each array `step` long, then the number of cache cells.
         let m = MAX_STEP_TOKENS;
         let n_cells = table.extent().max(1);
+        // Each sequence's lowest and highest cell: a token sees no cell outside them.
+        let (mut seq_lo, mut seq_hi) = ([usize::MAX; MAX_SEQUENCES], [0usize; MAX_SEQUENCES]);
+        for c in 0..n_cells {
+            let (pos, mut seqs) = table.cell(c);
+            if pos < 0 {
+                continue;
+            }
+            while seqs != 0 {
+                let s = seqs.trailing_zeros() as usize;
+                seqs &= seqs - 1;
+                seq_lo[s] = seq_lo[s].min(c);
+                seq_hi[s] = c + 1;
+            }
+        }
+        let mut seq_tokens = [0usize; MAX_SEQUENCES];
+        let mut widest = 1;
         self.host_meta.clear();
         self.host_meta.resize(META_INTS, 0);
         for (i, t) in range.clone().enumerate() {
-            self.host_meta[i] = batch.tokens[t] as i32;
-            self.host_meta[m + i] = batch.pos[t];
-            self.host_meta[2 * m + i] = cells[t] as i32;
-            self.host_meta[3 * m + i] = batch.seq[t] as i32;
+            let seq = batch.seq[t] as usize;
+            let (lo, hi) = (seq_lo[seq].min(cells[t]), seq_hi[seq].max(cells[t] + 1));
+            self.host_meta[META_TOKENS * m + i] = batch.tokens[t] as i32;
+            self.host_meta[META_POS * m + i] = batch.pos[t];
+            self.host_meta[META_CELL * m + i] = cells[t] as i32;
+            self.host_meta[META_SEQ * m + i] = seq as i32;
+            self.host_meta[META_CELL_LO * m + i] = lo as i32;
+            self.host_meta[META_CELL_HI * m + i] = hi as i32;
+            seq_tokens[seq] += 1;
+            widest = widest.max(hi.div_ceil(ATTENTION_CHUNK) - lo / ATTENTION_CHUNK);
         }
         for (k, &t) in rows.iter().enumerate() {
-            self.host_meta[4 * m + k] = (t - range.start) as i32;
+            self.host_meta[META_ROWS * m + k] = (t - range.start) as i32;
         }
-        self.host_meta[5 * m] = n_cells as i32;
-        self.att_splits = n_cells
-            .div_ceil(ATTENTION_CHUNK)
-            .clamp(1, ATTENTION_MAX_SPLIT);
+        self.host_meta[META_N_CELLS * m] = n_cells as i32;
+        self.att_splits = widest.clamp(1, ATTENTION_MAX_SPLIT);
+        self.att_tiled = seq_tokens.iter().any(|&k| k > MATVEC_MAX_TOKENS);
         let (meta_bytes, rope_bytes) = self.staging.as_mut_slice().split_at_mut(META_INTS * 4);
         for (dst, v) in meta_bytes.chunks_exact_mut(4).zip(&self.host_meta) {
             dst.copy_from_slice(&v.to_ne_bytes());
@@ -426,6 +486,11 @@ impl GpuContext {
         ended?;
         Ok(Graph(exec))
     }
+}
+
+/// A positive integer from the environment (tuning knobs).
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok().filter(|&v| v > 0)
 }
 
 /// One step of a batch: its tokens `range`, their cells, the table, the rows wanting logits.

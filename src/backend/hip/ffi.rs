@@ -141,6 +141,26 @@ extern "C" {
         rope_kv: *const RopeKv,
         s: *mut c_void,
     ) -> c_int;
+    /// Whether rf_matmul_q takes weights of this type (the blocks-of-32 int8 types).
+    pub fn rf_matmul_q_supported(ty: c_int) -> c_int;
+    /// y (+)= x . Wᵀ for n tokens of int8 activations (rf_act's), in the mat-vec's exact
+    /// arithmetic; `parts` 2 or 4 splits each output's canonical sum over that many blocks,
+    /// whose subtree sums go through `part` ((parts, n, rows) f32).
+    pub fn rf_matmul_q(
+        ty: c_int,
+        w: *const c_void,
+        rows: c_int,
+        cols: c_int,
+        xq: *const i8,
+        xq_scales: *const c_void,
+        n: c_int,
+        y: *mut f32,
+        ldy: c_int,
+        accumulate: c_int,
+        parts: c_int,
+        part: *mut f32,
+        s: *mut c_void,
+    ) -> c_int;
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,
@@ -189,6 +209,8 @@ extern "C" {
         n_cells: *const i32,
         tok_pos: *const i32,
         tok_seq: *const i32,
+        tok_lo: *const i32,
+        tok_hi: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,
@@ -213,6 +235,8 @@ extern "C" {
         n_cells: *const i32,
         tok_pos: *const i32,
         tok_seq: *const i32,
+        tok_lo: *const i32,
+        tok_hi: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,
