@@ -8,7 +8,7 @@
 
 use super::q4_k;
 use super::q8_k::{BlockQ8K, GROUP};
-use crate::quant::blocks::{decode_blocks, Block, QK_K};
+use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
 use crate::quant::GgmlType;
 use half::f16;
@@ -53,6 +53,53 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             *o = scale * q as f32 - min;
         }
     });
+}
+
+/// Quantizes weights (the quantizer's Q2_K). Like Q4_K's [`q4_k::quantize_with_mins`] it is a
+/// direct grid fit, not llama.cpp's iterative search, so its bytes differ from llama-quantize's:
+/// per sub-block of 16 the min (never above 0) and the max bound the grid; the 4-bit mins and
+/// then the 4-bit scales round up, so every value lies within the grid and is off by at most
+/// half a step.
+pub fn quantize(x: &[f32], out: &mut [u8]) {
+    encode_blocks(x, out, |x: &[f32; QK_K]| {
+        const N: usize = QK_K / SUB;
+        let sub = |j: usize| &x[j * SUB..][..SUB];
+        let sub_min: [f32; N] = std::array::from_fn(|j| -sub(j).iter().copied().fold(0.0f32, f32::min));
+        let sub_max: [f32; N] = std::array::from_fn(|j| sub(j).iter().copied().fold(0.0f32, f32::max));
+        let dmin = f16::from_f32(sub_min.iter().copied().fold(0.0f32, f32::max) / 15.0);
+        let m: [u8; N] = std::array::from_fn(|j| up(sub_min[j], dmin.to_f32()));
+        let offset: [f32; N] = std::array::from_fn(|j| dmin.to_f32() * m[j] as f32);
+        let range: [f32; N] = std::array::from_fn(|j| sub_max[j] + offset[j]);
+        let d = f16::from_f32(range.iter().copied().fold(0.0f32, f32::max) / (3.0 * 15.0));
+        let sc: [u8; N] = std::array::from_fn(|j| up(range[j], 3.0 * d.to_f32()));
+        let q: [u8; QK_K] = std::array::from_fn(|i| {
+            let step = d.to_f32() * sc[i / SUB] as f32;
+            if step > 0.0 {
+                (((x[i] + offset[i / SUB]) / step).round() as i32).clamp(0, 3) as u8
+            } else {
+                0
+            }
+        });
+        BlockQ2K {
+            scales: std::array::from_fn(|j| sc[j] | (m[j] << 4)),
+            // Inverse of `quants`: element 128 h + 32 k + l sits at bits 2k of qs[32 h + l].
+            qs: std::array::from_fn(|b| {
+                let (h, l) = (b / 32, b % 32);
+                (0..4).fold(0u8, |acc, k| acc | (q[128 * h + 32 * k + l] << (2 * k)))
+            }),
+            d,
+            dmin,
+        }
+    });
+}
+
+/// `value / unit` rounded up into 0..=15 (0 when the unit is 0).
+fn up(value: f32, unit: f32) -> u8 {
+    if unit > 0.0 {
+        ((value / unit).ceil() as i32).clamp(0, 15) as u8
+    } else {
+        0
+    }
 }
 
 /// The exact integer parts of one super-block pair: (Σ_j sc_j · Σ q·a, Σ_j m_j · bsum_j).
