@@ -12,4 +12,4 @@ pub use context::{Context, ContextParams};
 pub use device::{devices, gpu_built_in, gpu_device, DeviceInfo};
 pub use memory::{host_memory_available, MemoryEstimate};
 pub use model::{Backend, Model, ModelParams, ProgressFn};
-pub use quantize::{quantize_model, FileType, QuantizeParams, QuantizeReport};
+pub use quantize::{quantize_model, quantize_plan, FileType, QuantizeParams, QuantizeReport};

@@ -1,7 +1,9 @@
 //! The model quantizer (`llama_model_quantize`'s counterpart): a params object with setters and
 //! `rocmforge_model_quantize`.
 
-use super::guard::{c_path, c_str, call, free_handle, into_handle, invalid, null, out_ptr, write_out};
+use super::guard::{
+    c_path, c_str, call, free_handle, into_handle, invalid, null, out_ptr, write_out,
+};
 use super::status::{rocmforge_status, FfiResult};
 use crate::api::{quantize_model, FileType, QuantizeParams};
 use std::ffi::{c_char, c_void};

@@ -78,10 +78,19 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("IQ2_XXS", "the IQ2 types are not supported by this engine"),
     ("IQ1_M", "the IQ1 types are not supported by this engine"),
     ("IQ1_S", "the IQ1 types are not supported by this engine"),
-    ("TQ1_0", "the ternary types are not supported by this engine"),
-    ("TQ2_0", "the ternary types are not supported by this engine"),
+    (
+        "TQ1_0",
+        "the ternary types are not supported by this engine",
+    ),
+    (
+        "TQ2_0",
+        "the ternary types are not supported by this engine",
+    ),
     ("MXFP4_MOE", "MXFP4 is not supported by this engine"),
-    ("Q2_K_S", "Q2_K_S needs an importance matrix, which this quantizer does not take"),
+    (
+        "Q2_K_S",
+        "Q2_K_S needs an importance matrix, which this quantizer does not take",
+    ),
     ("COPY", "COPY is not a quantization (copy the file instead)"),
 ];
 
@@ -108,7 +117,10 @@ impl FileType {
             }
         }
         if let Some(u) = UNSUPPORTED.iter().find(|u| u.0 == upper) {
-            return Err(Error::Unsupported(format!("quantization type {}: {}", u.0, u.1)));
+            return Err(Error::Unsupported(format!(
+                "quantization type {}: {}",
+                u.0, u.1
+            )));
         }
         Err(Error::InvalidArgument(format!(
             "unknown quantization type '{name}' (one of: {})",
@@ -509,7 +521,11 @@ mod tests {
         names.sort_by(|a, b| llama_cpp_order(a, b));
         let mut bumped = Vec::new();
         for n in &names {
-            let dims: &[u64] = if n.contains("norm") { &[4096] } else { &[4096, 4096] };
+            let dims: &[u64] = if n.contains("norm") {
+                &[4096]
+            } else {
+                &[4096, 4096]
+            };
             let ty = c.choose(n, dims, GgmlType::F16);
             match n.as_str() {
                 "output.weight" => assert_eq!(ty, GgmlType::Q6K),
@@ -545,8 +561,17 @@ mod tests {
         );
         // Pure: one type for every matrix, still with the fallback; 1-D tensors kept.
         let mut c = TypeChooser::new(FileType::MostlyQ4KM, true, &facts);
-        assert_eq!(c.choose("output.weight", &[512, 10], GgmlType::F32), GgmlType::Q4K);
-        assert_eq!(c.choose("blk.0.attn_v.weight", &[576, 10], GgmlType::F32), GgmlType::Q5_0);
-        assert_eq!(c.choose("blk.0.attn_norm.weight", &[576], GgmlType::F32), GgmlType::F32);
+        assert_eq!(
+            c.choose("output.weight", &[512, 10], GgmlType::F32),
+            GgmlType::Q4K
+        );
+        assert_eq!(
+            c.choose("blk.0.attn_v.weight", &[576, 10], GgmlType::F32),
+            GgmlType::Q5_0
+        );
+        assert_eq!(
+            c.choose("blk.0.attn_norm.weight", &[576], GgmlType::F32),
+            GgmlType::F32
+        );
     }
 }

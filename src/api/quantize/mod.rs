@@ -76,7 +76,6 @@ pub fn quantize_model(
     mut params: QuantizeParams<'_>,
 ) -> Result<QuantizeReport> {
     let file = Arc::new(GgufFile::open(input)?);
-    let facts = model_facts(&file);
     let threads = match params.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -85,16 +84,17 @@ pub fn quantize_model(
     let mut writer = GgufWriter::new();
     copy_metadata(&file, &mut writer, params.file_type)?;
 
-    // llama.cpp's order: its per-category layer counters depend on it.
-    let mut order: Vec<usize> = (0..file.tensors().len()).collect();
-    order.sort_by(|&a, &b| mix::llama_cpp_order(&file.tensors()[a].name, &file.tensors()[b].name));
-    let mut chooser = TypeChooser::new(params.file_type, params.pure, &facts);
-    let mut report = Vec::with_capacity(order.len());
-    for index in order {
-        let t = &file.tensors()[index];
-        let target = chooser.choose(&t.name, &t.dims, t.ty);
-        add_tensor(&mut writer, &file, index, target, params.allow_requantize, threads)?;
-        report.push((t.name.clone(), target));
+    let mut report = Vec::with_capacity(file.tensors().len());
+    for (index, target) in plan_indices(&file, params.file_type, params.pure) {
+        add_tensor(
+            &mut writer,
+            &file,
+            index,
+            target,
+            params.allow_requantize,
+            threads,
+        )?;
+        report.push((file.tensors()[index].name.clone(), target));
     }
 
     let tmp = temporary_path(output)?;
@@ -128,6 +128,34 @@ pub fn quantize_model(
     })
 }
 
+/// The type every tensor of `file` gets under `file_type` (llama-quantize's `--dry-run`), in
+/// the order they are written.
+pub fn quantize_plan(file: &GgufFile, file_type: FileType, pure: bool) -> Vec<(String, GgmlType)> {
+    plan_indices(file, file_type, pure)
+        .into_iter()
+        .map(|(i, ty)| (file.tensors()[i].name.clone(), ty))
+        .collect()
+}
+
+/// (tensor index, target type) in llama.cpp's order, which its per-category layer counters
+/// depend on.
+fn plan_indices(file: &GgufFile, file_type: FileType, pure: bool) -> Vec<(usize, GgmlType)> {
+    let facts = model_facts(file);
+    let tensors = file.tensors();
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| mix::llama_cpp_order(&tensors[a].name, &tensors[b].name));
+    let mut chooser = TypeChooser::new(file_type, pure, &facts);
+    order
+        .into_iter()
+        .map(|i| {
+            (
+                i,
+                chooser.choose(&tensors[i].name, &tensors[i].dims, tensors[i].ty),
+            )
+        })
+        .collect()
+}
+
 /// A name beside `output` (same directory, so the final rename is atomic) that no other
 /// process uses.
 fn temporary_path(output: &Path) -> Result<PathBuf> {
@@ -147,7 +175,10 @@ fn temporary_path(output: &Path) -> Result<PathBuf> {
 
 /// The metadata the mix rules read.
 fn model_facts(file: &GgufFile) -> ModelFacts {
-    let arch = file.get_str("general.architecture").unwrap_or("").to_string();
+    let arch = file
+        .get_str("general.architecture")
+        .unwrap_or("")
+        .to_string();
     let key = |k: &str| format!("{arch}.{k}");
     // Head counts may be per-layer arrays; llama.cpp's n_gqa() reads layer 0.
     let first = |k: &str| -> Option<u64> {
@@ -237,14 +268,15 @@ fn add_tensor(
         tensor: t.name.clone(),
         ty: ty.name().into(),
     };
-    let decode = source.format().ok_or_else(|| unsupported(source))?.dequantize;
+    let decode = source
+        .format()
+        .ok_or_else(|| unsupported(source))?
+        .dequantize;
     let encode = target
         .format()
         .and_then(|f| f.quantize)
         .ok_or_else(|| unsupported(target))?;
-    let out_row = target
-        .row_bytes(cols)
-        .ok_or_else(|| unsupported(target))? as usize;
+    let out_row = target.row_bytes(cols).ok_or_else(|| unsupported(target))? as usize;
     let (in_row, cols) = (in_row as usize, cols as usize);
     writer.add_tensor_generated(&t.name, &t.dims, target, move |row0, buf| {
         let t = &file.tensors()[index];

@@ -64,8 +64,10 @@ pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         const N: usize = QK_K / SUB;
         let sub = |j: usize| &x[j * SUB..][..SUB];
-        let sub_min: [f32; N] = std::array::from_fn(|j| -sub(j).iter().copied().fold(0.0f32, f32::min));
-        let sub_max: [f32; N] = std::array::from_fn(|j| sub(j).iter().copied().fold(0.0f32, f32::max));
+        let sub_min: [f32; N] =
+            std::array::from_fn(|j| -sub(j).iter().copied().fold(0.0f32, f32::min));
+        let sub_max: [f32; N] =
+            std::array::from_fn(|j| sub(j).iter().copied().fold(0.0f32, f32::max));
         let dmin = f16::from_f32(sub_min.iter().copied().fold(0.0f32, f32::max) / 15.0);
         let m: [u8; N] = std::array::from_fn(|j| up(sub_min[j], dmin.to_f32()));
         let offset: [f32; N] = std::array::from_fn(|j| dmin.to_f32() * m[j] as f32);

@@ -82,10 +82,13 @@ pub fn quantize(x: &[f32], out: &mut [u8]) {
         const N: usize = QK_K / SUB;
         // Per sub-block: the signed value of largest magnitude over -4.
         let want: [f32; N] = std::array::from_fn(|j| {
-            let mx = x[j * SUB..][..SUB]
-                .iter()
-                .copied()
-                .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            let mx = x[j * SUB..][..SUB].iter().copied().fold(0.0f32, |m, v| {
+                if v.abs() > m.abs() {
+                    v
+                } else {
+                    m
+                }
+            });
             mx / -4.0
         });
         let widest = want
