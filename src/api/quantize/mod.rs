@@ -197,7 +197,7 @@ fn model_facts(file: &GgufFile) -> ModelFacts {
     );
     let n_head = first("attention.head_count").unwrap_or(0);
     let n_head_kv = first("attention.head_count_kv").unwrap_or(n_head);
-    let n_gqa = if n_head_kv > 0 { n_head / n_head_kv } else { 0 } as usize;
+    let n_gqa = n_head.checked_div(n_head_kv).unwrap_or(0) as usize;
     ModelFacts {
         n_layer,
         n_gqa,
