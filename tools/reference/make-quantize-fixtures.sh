@@ -5,10 +5,9 @@
 #                                              rows of 576, the tied-embedding rules
 #   tests/fixtures/quantize/tiny_types.txt     the 16-layer tiny model of tests/quantize.rs (F16,
 #                                              rows of 256 and 512, 4 query heads per KV head)
-#   tests/fixtures/quantize/smollm2_sha256.txt the sha256 of each SmolLM2 file llama-quantize
-#                                              wrote (`MIX SHA256` lines): where our quantizers
-#                                              are GGML's (Q4_0 ... Q8_0, F16, BF16) our files
-#                                              must be these very bytes
+#   tests/fixtures/quantize/{smollm2,tiny}_sha256.txt
+#                                              the sha256 of each file llama-quantize wrote
+#                                              (`MIX SHA256` lines): ours must be these bytes
 # Each file: a header `tensor MIX...`, then per tensor (llama.cpp's file order) its type in
 # each mix. Usage: tools/reference/make-quantize-fixtures.sh
 set -euo pipefail
@@ -51,9 +50,11 @@ PY
   echo "$out"
 }
 table smollm2 "$smol"
-{
-  echo "# sha256 of the files llama-quantize b11312 wrote from $(basename "$smol")" \
-    "(tools/reference/make-quantize-fixtures.sh)"
-  cat "$work/smollm2-sha256.txt"
-} >tests/fixtures/quantize/smollm2_sha256.txt
 table tiny "$work/quantize_tiny_f16.gguf"
+for name in smollm2 tiny; do
+  {
+    echo "# sha256 of the files llama-quantize b11312 wrote from the $name model" \
+      "(tools/reference/make-quantize-fixtures.sh)"
+    cat "$work/$name-sha256.txt"
+  } >tests/fixtures/quantize/${name}_sha256.txt
+done

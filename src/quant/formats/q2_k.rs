@@ -6,8 +6,8 @@
 //! nibble); per half h of 128 elements, element r = 32 k + l of it is bits 2k..2k+2 of
 //! `qs[32 h + l]`.
 
-use super::q4_k;
 use super::q8_k::{BlockQ8K, GROUP};
+use super::{fit, q4_k};
 use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
 use crate::quant::GgmlType;
@@ -55,33 +55,53 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     });
 }
 
-/// Quantizes weights (the quantizer's Q2_K). Like Q4_K's [`q4_k::quantize_with_mins`] it is a
-/// direct grid fit, not llama.cpp's iterative search, so its bytes differ from llama-quantize's:
-/// per sub-block of 16 the min (never above 0) and the max bound the grid; the 4-bit mins and
-/// then the 4-bit scales round up, so every value lies within the grid and is off by at most
-/// half a step.
+/// Quantizes weights as GGML's reference quantizer does (llama-quantize without an importance
+/// matrix): per sub-block of 16 the affine grid of least |x|-weighted absolute error
+/// ([`fit::affine`]), the sub-block scales and offsets then coded in 4 bits under `d` and
+/// `dmin`, and each weight rounded on the coded grid.
 pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         const N: usize = QK_K / SUB;
-        let sub = |j: usize| &x[j * SUB..][..SUB];
-        let sub_min: [f32; N] =
-            std::array::from_fn(|j| -sub(j).iter().copied().fold(0.0f32, f32::min));
-        let sub_max: [f32; N] =
-            std::array::from_fn(|j| sub(j).iter().copied().fold(0.0f32, f32::max));
-        let dmin = f16::from_f32(sub_min.iter().copied().fold(0.0f32, f32::max) / 15.0);
-        let m: [u8; N] = std::array::from_fn(|j| up(sub_min[j], dmin.to_f32()));
-        let offset: [f32; N] = std::array::from_fn(|j| dmin.to_f32() * m[j] as f32);
-        let range: [f32; N] = std::array::from_fn(|j| sub_max[j] + offset[j]);
-        let d = f16::from_f32(range.iter().copied().fold(0.0f32, f32::max) / (3.0 * 15.0));
-        let sc: [u8; N] = std::array::from_fn(|j| up(range[j], 3.0 * d.to_f32()));
-        let q: [u8; QK_K] = std::array::from_fn(|i| {
-            let step = d.to_f32() * sc[i / SUB] as f32;
-            if step > 0.0 {
-                (((x[i] + offset[i / SUB]) / step).round() as i32).clamp(0, 3) as u8
+        let mut q = [0u8; QK_K];
+        let (mut scale, mut offset) = ([0f32; N], [0f32; N]);
+        for j in 0..N {
+            let sub = &x[j * SUB..][..SUB];
+            let w: [f32; SUB] = std::array::from_fn(|i| sub[i].abs());
+            let qs = &mut q[j * SUB..][..SUB];
+            (scale[j], offset[j]) = fit::affine(sub, &w, 3, -0.5, 0.1, 15, true, qs);
+        }
+        let (max_scale, max_offset) = (largest(&scale), largest(&offset));
+        // Each coded in 4 bits as a multiple of its largest / 15.
+        let code = |v: f32, max: f32| {
+            if max > 0.0 {
+                fit::nearest(15.0 / max * v) as u8
             } else {
                 0
             }
+        };
+        let sc: [u8; N] = std::array::from_fn(|j| code(scale[j], max_scale));
+        let m: [u8; N] = std::array::from_fn(|j| code(offset[j], max_offset));
+        let d = f16::from_f32(if max_scale > 0.0 {
+            max_scale / 15.0
+        } else {
+            0.0
         });
+        let dmin = f16::from_f32(if max_offset > 0.0 {
+            max_offset / 15.0
+        } else {
+            0.0
+        });
+        for j in 0..N {
+            let step = d.to_f32() * (sc[j] & 0x0F) as f32;
+            // (a sub-block coded to scale 0 keeps the search's quants: any decode to -offset)
+            if step == 0.0 {
+                continue;
+            }
+            let shift = dmin.to_f32() * m[j] as f32;
+            for i in j * SUB..(j + 1) * SUB {
+                q[i] = fit::nearest((x[i] + shift) / step).clamp(0, 3) as u8;
+            }
+        }
         BlockQ2K {
             scales: std::array::from_fn(|j| sc[j] | (m[j] << 4)),
             // Inverse of `quants`: element 128 h + 32 k + l sits at bits 2k of qs[32 h + l].
@@ -95,13 +115,9 @@ pub fn quantize(x: &[f32], out: &mut [u8]) {
     });
 }
 
-/// `value / unit` rounded up into 0..=15 (0 when the unit is 0).
-fn up(value: f32, unit: f32) -> u8 {
-    if unit > 0.0 {
-        ((value / unit).ceil() as i32).clamp(0, 15) as u8
-    } else {
-        0
-    }
+/// The largest value, at least 0 (GGML's running maximum from 0).
+pub(super) fn largest(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, &x| if x > m { x } else { m })
 }
 
 /// The exact integer parts of one super-block pair: (Σ_j sc_j · Σ q·a, Σ_j m_j · bsum_j).

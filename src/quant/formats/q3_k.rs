@@ -7,6 +7,7 @@
 //! `hmask[l]` (set: q >= 4, so the -4 applies when it is clear). The 16 scales are packed
 //! into 12 bytes, see [`scale`].
 
+use super::fit;
 use super::q8_k::{BlockQ8K, GROUP};
 use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
@@ -73,62 +74,49 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     });
 }
 
-/// Quantizes weights (the quantizer's Q3_K): a direct fit, not llama.cpp's search, so its bytes
-/// differ from llama-quantize's. Per sub-block of 16 the value of largest magnitude maps to
-/// quant -4 (as GGML's symmetric formats do: the grid -4..=3 reaches further on that side); the
-/// sub-block scales are coded as 6-bit multiples of `d`, the largest being exactly -32 d.
+/// Quantizes weights as GGML's reference quantizer does: per sub-block of 16 the symmetric
+/// grid that [`fit::symmetric_refined`] finds (quants -4..=3), the sub-block scales coded as
+/// 6-bit multiples of `d` (the largest exactly -32 d), each weight rounded on the coded grid.
 pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         const N: usize = QK_K / SUB;
-        // Per sub-block: the signed value of largest magnitude over -4.
+        // quants + 4, in 0..8
+        let mut q = [0i8; QK_K];
         let want: [f32; N] = std::array::from_fn(|j| {
-            let mx = x[j * SUB..][..SUB].iter().copied().fold(0.0f32, |m, v| {
-                if v.abs() > m.abs() {
-                    v
-                } else {
-                    m
-                }
-            });
-            mx / -4.0
+            fit::symmetric_refined(&x[j * SUB..][..SUB], 4, &mut q[j * SUB..][..SUB])
         });
-        let widest = want
-            .iter()
-            .copied()
-            .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-        let d = f16::from_f32(widest / -32.0);
-        let sc: [i32; N] = std::array::from_fn(|j| {
-            if d.to_f32() != 0.0 {
-                ((want[j] / d.to_f32()).round() as i32).clamp(-32, 31)
-            } else {
-                0
-            }
-        });
-        // q + 4, in 0..=7
-        let q: [u8; QK_K] = std::array::from_fn(|i| {
-            let step = d.to_f32() * sc[i / SUB] as f32;
-            let q = if step != 0.0 {
-                ((x[i] / step).round() as i32).clamp(-4, 3)
-            } else {
-                0
-            };
-            (q + 4) as u8
-        });
+        let max_scale = fit::signed_max(&want);
         let mut scales = [0u8; 12];
-        for (j, &s) in sc.iter().enumerate() {
-            let stored = (s + 32) as u8;
-            if j < 8 {
-                scales[j] |= stored & 0x0F;
-            } else {
-                scales[j - 8] |= (stored & 0x0F) << 4;
+        let mut d = f16::from_f32(0.0);
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &s) in want.iter().enumerate() {
+                let stored = (fit::nearest(iscale * s).clamp(-32, 31) + 32) as u8;
+                if j < 8 {
+                    scales[j] |= stored & 0x0F;
+                } else {
+                    scales[j - 8] |= (stored & 0x0F) << 4;
+                }
+                scales[8 + j % 4] |= (stored >> 4) << (2 * (j / 4));
             }
-            scales[8 + j % 4] |= (stored >> 4) << (2 * (j / 4));
+            d = f16::from_f32(1.0 / iscale);
+        }
+        for j in 0..N {
+            let step = d.to_f32() * scale(j, &scales) as f32;
+            // (a sub-block coded to scale 0 keeps the search's quants: any decode to 0)
+            if step == 0.0 {
+                continue;
+            }
+            for i in j * SUB..(j + 1) * SUB {
+                q[i] = (fit::nearest(x[i] / step).clamp(-4, 3) + 4) as i8;
+            }
         }
         // Inverse of `quants`: element 128 h + 32 k + l has its low bits at bits 2k of
         // qs[32 h + l] and its high bit at bit 4h + k of hmask[l].
-        let at = |h: usize, k: usize, l: usize| q[128 * h + 32 * k + l];
+        let at = |h: usize, k: usize, l: usize| q[128 * h + 32 * k + l] as u8;
         BlockQ3K {
             hmask: std::array::from_fn(|l| {
-                (0..8).fold(0u8, |acc, b| acc | ((at(b / 4, b % 4, l) >> 2) << b))
+                (0..8).fold(0u8, |acc, b| acc | (((at(b / 4, b % 4, l) >> 2) & 1) << b))
             }),
             qs: std::array::from_fn(|b| {
                 let (h, l) = (b / 32, b % 32);
