@@ -19,6 +19,7 @@ use crate::quant::GgmlType;
 use crate::{Error, Result};
 use mix::{ModelFacts, TypeChooser};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use mix::FileType;
@@ -157,7 +158,8 @@ fn plan_indices(file: &GgufFile, file_type: FileType, pure: bool) -> Vec<(usize,
 }
 
 /// A name beside `output` (same directory, so the final rename is atomic) that no other
-/// process uses.
+/// process or concurrent call uses (process id and a per-process call number): two runs racing
+/// to the same output each write their own file, and the last rename wins with a whole file.
 fn temporary_path(output: &Path) -> Result<PathBuf> {
     let name = output.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("output path '{}' names no file", output.display()))
@@ -168,8 +170,10 @@ fn temporary_path(output: &Path) -> Result<PathBuf> {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is a directory"),
         });
     }
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let mut tmp = name.to_os_string();
-    tmp.push(format!(".quantize-{}.tmp", std::process::id()));
+    tmp.push(format!(".quantize-{}-{call}.tmp", std::process::id()));
     Ok(output.with_file_name(tmp))
 }
 
