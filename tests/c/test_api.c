@@ -218,15 +218,13 @@ static void test_quantize(void) {
     EXPECT(!file_exists(out));
 
     /* A complete run (pure Q4_1: every tensor copied, fast under valgrind) reaches the total
-     * and loads. */
+     * and leaves the file (tests/quantize.rs loads and runs such files). */
     progress.stop_at = 0;
     OK(rocmforge_quantize_params_set_type(p, "Q4_1"));
     OK(rocmforge_quantize_params_set_pure(p, true));
     OK(rocmforge_model_quantize(model_path, out, p));
     EXPECT(progress.done == 272 && progress.total == 272);
-    rocmforge_model *m = NULL;
-    OK(rocmforge_model_load(out, NULL, &m));
-    rocmforge_model_free(m);
+    EXPECT(file_exists(out));
     remove(out);
     rocmforge_quantize_params_free(p);
     rocmforge_quantize_params_free(NULL);

@@ -30,6 +30,8 @@ pub fn signed_max(x: &[f32]) -> f32 {
 /// `make_qkx2_quants`), `q` in `0..=nmax`, the grid reaching 0 or below. Candidate inverse
 /// scales are `(rmin + rdelta * s + nmax) / (max - min)` for `s` in `0..=nsteps`, the error is
 /// weighted absolute (`mad`) or squared. Writes the quants to `q`; returns `(scale, offset)`.
+// Eight arguments: GGML's search parameters stay one argument each, so each format's call
+// reads like the reference's.
 #[allow(clippy::too_many_arguments)]
 pub fn affine(
     x: &[f32],
