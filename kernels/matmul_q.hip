@@ -27,7 +27,7 @@
 
 #define MQ_TEAMS 4
 #define MQ_ROWS (16 * MQ_TEAMS)  // weight rows per block
-#define MQ_SLICE 8                // groups of a partial staged at once
+#define MQ_SLICE 4                // groups of a partial staged at once (one stage)
 #define MQ_STRIDE 12              // shared words per token and group: 8 + 4 (no bank conflicts)
 
 #if defined(RF_PLATFORM_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -89,96 +89,251 @@ __device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int la
 }
 #endif
 
+// Asynchronous 16-byte copy global -> shared (cp.async on sm_80+, a plain copy elsewhere), and
+// the wait for all but the latest group of them.
+__device__ __forceinline__ void mq_copy16(void* dst_shared, const void* src) {
+#if MQ_MMA
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst_shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src));
+#else
+    *(int4*)dst_shared = *(const int4*)src;
+#endif
+}
+__device__ __forceinline__ void mq_commit() {
+#if MQ_MMA
+    asm volatile("cp.async.commit_group;" ::);
+#endif
+}
+__device__ __forceinline__ void mq_wait_all_but_latest() {
+#if MQ_MMA
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+
+// One stage's data in shared memory: the tokens' int8 groups and scales, and the block's
+// weights for MQ_SLICE groups of each row, laid out as quant.h's device layout of a small
+// matrix (quants of every group, then their scales) with group index row * MQ_SLICE + j, so
+// QGroup<T>::frag / scales read it as they read global memory.
+template <int T, int NT> struct MqStage {
+    static constexpr int QB = Fmt<T>::qbytes, SB = Fmt<T>::sbytes;
+    static constexpr int NGS = MQ_ROWS * MQ_SLICE;  // groups staged
+    int x[MQ_SLICE][8 * NT][MQ_STRIDE];
+    float4 xs[MQ_SLICE][8 * NT];
+    uint8_t w[NGS * (QB + SB)];
+};
+
+// Weight scale bytes of one stage, loaded into registers while the previous stage computes
+// (2-byte pieces: too small and unaligned for the asynchronous copies).
+template <int T> struct MqScaleRegs {
+    static constexpr int PIECES = Fmt<T>::sbytes / 2;
+    static constexpr int PER_THREAD = (MQ_ROWS * MQ_SLICE * PIECES + 32 * MQ_TEAMS - 1) /
+                                      (32 * MQ_TEAMS);
+    uint16_t v[PER_THREAD];
+};
+
+// Starts loading stage (L, j0) into `st`: activations and weight quants asynchronously, the
+// weight scales into `sc` (stored by mq_store_scales once the stage's turn comes).
+template <int T, int NT>
+__device__ __forceinline__ void mq_issue(MqStage<T, NT>& st, MqScaleRegs<T>& sc,
+                                        const uint8_t* w, size_t ng_total, int ng, int rows,
+                                        int r_blk, const int8_t* xq, const float4* xs, int cols,
+                                        int t0, int n_here, int L, int j0, int nj) {
+    using S = MqStage<T, NT>;
+    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT * 2; i += 32 * MQ_TEAMS) {
+        const int h = i % 2, tok = (i / 2) % (8 * NT), j = i / (2 * 8 * NT);
+        if (j < nj && tok < n_here)
+            mq_copy16(&st.x[j][tok][4 * h],
+                      xq + (size_t)(t0 + tok) * cols + (size_t)(L + 32 * (j0 + j)) * 32 + 16 * h);
+    }
+    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT; i += 32 * MQ_TEAMS) {
+        const int tok = i % (8 * NT), j = i / (8 * NT);
+        if (j < nj && tok < n_here)
+            mq_copy16(&st.xs[j][tok], xs + (size_t)(t0 + tok) * ng + L + 32 * (j0 + j));
+    }
+    constexpr int CHUNKS = S::QB / 16;
+    for (int i = threadIdx.x; i < S::NGS * CHUNKS; i += 32 * MQ_TEAMS) {
+        const int c = i % CHUNKS, gl = i / CHUNKS, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+        if (j < nj) {
+            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
+            mq_copy16(st.w + (size_t)gl * S::QB + 16 * c, w + G * S::QB + 16 * c);
+        }
+    }
+    mq_commit();
+    constexpr int PIECES = MqScaleRegs<T>::PIECES;
+#pragma unroll
+    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
+        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
+        const int c = i % PIECES, gl = i / PIECES, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+        sc.v[k] = 0;
+        if (gl < S::NGS && j < nj) {
+            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
+            sc.v[k] = ((const uint16_t*)(w + ng_total * S::QB + G * S::SB))[c];
+        }
+    }
+}
+
+template <int T, int NT>
+__device__ __forceinline__ void mq_store_scales(MqStage<T, NT>& st, const MqScaleRegs<T>& sc) {
+    using S = MqStage<T, NT>;
+    constexpr int PIECES = MqScaleRegs<T>::PIECES;
+#pragma unroll
+    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
+        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
+        if (i < S::NGS * PIECES) ((uint16_t*)(st.w + S::NGS * S::QB))[i] = sc.v[k];
+    }
+}
+
+// Groups L, L + 32, ... below ng: how many.
+__device__ __forceinline__ int mq_groups(int L, int ng) { return L < ng ? (ng - L + 31) / 32 : 0; }
+
+// Stages in flight: three where they fit the 48 KiB of static shared memory, else two.
+template <int T, int NT> struct MqDepth {
+    static constexpr int value = 3 * sizeof(MqStage<T, NT>) <= 48 * 1024 ? 3 : 2;
+};
+
+// Next stage after (q, j0) in the block's order: the next slice of position q, else the first
+// slice of the next position with groups; q == W when none is left.
+template <int W>
+__device__ __forceinline__ void mq_advance(int p0, int ng, int& q, int& j0) {
+    j0 += MQ_SLICE;
+    if (q < W && j0 < mq_groups(mq_bitrev5(p0 + q), ng)) return;
+    j0 = 0;
+    q++;
+    while (q < W && mq_groups(mq_bitrev5(p0 + q), ng) == 0) q++;
+}
+
 // y[t, r] (+)= (x . W^T)[t, r] for tokens [t0, t0 + 8 NT) and rows [r0, r0 + MQ_ROWS); W rows x
-// cols of type T; partial positions [p0, p0 + W) (blockIdx.z = p0 / W). With W < 32 the block
-// writes its subtree sums to part[blockIdx.z][t][r] instead.
+// cols of type T; partial positions [p0, p0 + W) (blockIdx.x = p0 / W). With W < 32 the block
+// writes its subtree sums to part[p0 / W][t][r] instead. Stages (position, slice of MQ_SLICE
+// groups) go through a ring of MqDepth buffers: the next ones' loads are in flight while one
+// computes.
 template <int T, int NT, int W>
 __global__ void __launch_bounds__(32 * MQ_TEAMS)
     matmul_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                     int n, float* y, int ldy, int accumulate, float* part) {
     constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : 3;
-    __shared__ __align__(16) int sx[MQ_SLICE][8 * NT][MQ_STRIDE];
-    __shared__ float4 sxs[MQ_SLICE][8 * NT];
+    constexpr int DEPTH = MqDepth<T, NT>::value;
+    using Stage = MqStage<T, NT>;
+    __shared__ __align__(16) Stage stage[DEPTH];
     const int lane = threadIdx.x % 32, team = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
-    const int t0 = blockIdx.x * 8 * NT;
-    const int r0 = blockIdx.y * MQ_ROWS + team * 16;
-    const int p0 = blockIdx.z * W;
+    // The parts of one output block are neighbours in the grid (x fastest): they read the two
+    // halves of the same 32-byte sectors of weights (groups L and L ^ 1), so the second read
+    // finds them in L2.
+    const int part_idx = blockIdx.x;
+    const int t0 = blockIdx.y * 8 * NT;
+    const int r_blk = blockIdx.z * MQ_ROWS;
+    const int r0 = r_blk + team * 16;
+    const int p0 = part_idx * W;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    // Rows past the end read the last row (never written back).
-    const size_t row_a = (size_t)min(r0 + g, rows - 1), row_b = (size_t)min(r0 + g + 8, rows - 1);
     const int n_here = min(8 * NT, n - t0);
+    // This thread's rows within the stage (group index row * MQ_SLICE + j).
+    const int ra = team * 16 + g, rb = ra + 8;
 
     float run[NT][4], stk[LEVELS][NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) run[i][k] = 0.0f;
+    MqScaleRegs<T> sc;
     rf_wait_previous();
     rf_release_next();
+    // Issue cursor (iq, ij) runs DEPTH - 1 stages ahead of the compute cursor (q, j0).
+    int q = 0, j0 = -MQ_SLICE;
+    mq_advance<W>(p0, ng, q, j0);
+    int iq = q, ij = j0;
 #pragma unroll
-    for (int q = 0; q < W; q++) {
-        const int L = mq_bitrev5(p0 + q);
-#pragma unroll
-        for (int i = 0; i < NT; i++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) run[i][k] = 0.0f;
-        // Groups L, L + 32, ... below ng, MQ_SLICE at a time.
-        for (int j0 = 0; L + 32 * j0 < ng; j0 += MQ_SLICE) {
-            const int nj = min(MQ_SLICE, (ng - L + 31) / 32 - j0);
-            __syncthreads();  // the previous slice's readers are done
-            for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT * 2; i += blockDim.x) {
-                const int h = i % 2, tok = (i / 2) % (8 * NT), j = i / (2 * 8 * NT);
-                int4 v = make_int4(0, 0, 0, 0);
-                if (j < nj && tok < n_here)
-                    v = ((const int4*)(xq + (size_t)(t0 + tok) * cols +
-                                       (size_t)(L + 32 * (j0 + j)) * 32))[h];
-                *(int4*)&sx[j][tok][4 * h] = v;
-            }
-            for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT; i += blockDim.x) {
-                const int tok = i % (8 * NT), j = i / (8 * NT);
-                sxs[j][tok] = j < nj && tok < n_here
-                                  ? xs[(size_t)(t0 + tok) * ng + L + 32 * (j0 + j)]
-                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-            __syncthreads();
-            for (int j = 0; j < nj; j++) {
-                const size_t G = (size_t)(L + 32 * (j0 + j));
-                MqWeights a;
-                mq_load<T>(w, ng_total, row_a * ng + G, row_b * ng + G, t, a);
-                const float2 dm0 = QGroup<T>::scales(w, ng_total, row_a * ng + G);
-                const float2 dm1 = QGroup<T>::scales(w, ng_total, row_b * ng + G);
-#pragma unroll
-                for (int i = 0; i < NT; i++) {
-                    if (8 * i < n_here) {
-                        int c[4];
-                        mq_dot(a, &sx[j][8 * i][0], lane, c);
-                        const float4 xa = sxs[j][8 * i + 2 * t], xb = sxs[j][8 * i + 2 * t + 1];
-                        run[i][0] = QGroup<T>::term(c[0], dm0, xa, run[i][0]);
-                        run[i][1] = QGroup<T>::term(c[1], dm0, xb, run[i][1]);
-                        run[i][2] = QGroup<T>::term(c[2], dm1, xa, run[i][2]);
-                        run[i][3] = QGroup<T>::term(c[3], dm1, xb, run[i][3]);
-                    }
-                }
-            }
+    for (int b = 0; b < DEPTH - 1; b++) {
+        if (iq < W) {
+            const int L = mq_bitrev5(p0 + iq);
+            mq_issue<T, NT>(stage[b], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
+                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
+            mq_store_scales<T, NT>(stage[b], sc);
+            mq_advance<W>(p0, ng, iq, ij);
+        } else {
+            mq_commit();
         }
-        // Position q done: carry it up the stack of subtree sums (a binary counter).
+    }
+    // Positions before the first with groups (none: only when ng < 32) hold zero sums.
+    int done = 0;  // positions carried
+    int buf = 0, ibuf = DEPTH - 1;
+    auto carry_to = [&](int upto) {
+        // Carries positions done .. upto - 1 (their sums in `run`, then zeros) up the stack of
+        // subtree sums, a binary counter: below the lowest 0 bit of the position every level
+        // joins its pending sum; at that bit the sum waits.
+        for (; done < upto; done++) {
+            bool carried = false;
 #pragma unroll
-        for (int lv = 0; lv < LEVELS; lv++) {
-            if ((q >> lv) & 1) {
-#pragma unroll
-                for (int i = 0; i < NT; i++)
-#pragma unroll
-                    for (int k = 0; k < 4; k++) run[i][k] = stk[lv][i][k] + run[i][k];
-            } else {
-                if (q < W - 1) {
+            for (int lv = 0; lv < LEVELS; lv++) {
+                if (carried) continue;
+                if ((done >> lv) & 1) {
 #pragma unroll
                     for (int i = 0; i < NT; i++)
 #pragma unroll
-                        for (int k = 0; k < 4; k++) stk[lv][i][k] = run[i][k];
+                        for (int k = 0; k < 4; k++) run[i][k] = stk[lv][i][k] + run[i][k];
+                } else {
+#pragma unroll
+                    for (int i = 0; i < NT; i++)
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            stk[lv][i][k] = run[i][k];
+                            run[i][k] = 0.0f;
+                        }
+                    carried = true;
                 }
-                break;
             }
         }
+    };
+    while (q < W) {
+        carry_to(q);  // empty positions before this one
+        bool issued = false;
+        if (iq < W) {
+            const int L = mq_bitrev5(p0 + iq);
+            mq_issue<T, NT>(stage[ibuf], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
+                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
+            mq_advance<W>(p0, ng, iq, ij);
+            issued = true;
+        } else {
+            mq_commit();  // an empty group keeps the wait below uniform
+        }
+#if MQ_MMA
+        if (DEPTH == 3)
+            asm volatile("cp.async.wait_group 2;" ::: "memory");
+        else
+            mq_wait_all_but_latest();
+#endif
+        __syncthreads();  // this stage's data (all threads' copies) is in place
+        const Stage& st = stage[buf];
+        const int nj_here = min(MQ_SLICE, mq_groups(mq_bitrev5(p0 + q), ng) - j0);
+        for (int j = 0; j < nj_here; j++) {
+            MqWeights a;
+            mq_load<T>(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j, (size_t)rb * MQ_SLICE + j, t,
+                       a);
+            const float2 dm0 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j);
+            const float2 dm1 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)rb * MQ_SLICE + j);
+#pragma unroll
+            for (int i = 0; i < NT; i++) {
+                if (8 * i < n_here) {
+                    int c[4];
+                    mq_dot(a, &st.x[j][8 * i][0], lane, c);
+                    const float4 xa = st.xs[j][8 * i + 2 * t], xb = st.xs[j][8 * i + 2 * t + 1];
+                    run[i][0] = QGroup<T>::term(c[0], dm0, xa, run[i][0]);
+                    run[i][1] = QGroup<T>::term(c[1], dm0, xb, run[i][1]);
+                    run[i][2] = QGroup<T>::term(c[2], dm1, xa, run[i][2]);
+                    run[i][3] = QGroup<T>::term(c[3], dm1, xb, run[i][3]);
+                }
+            }
+        }
+        if (issued) mq_store_scales<T, NT>(stage[ibuf], sc);
+        __syncthreads();  // everyone is done with stage[buf] before it is refilled
+        buf = buf + 1 == DEPTH ? 0 : buf + 1;
+        ibuf = ibuf + 1 == DEPTH ? 0 : ibuf + 1;
+        const int q_was = q;
+        mq_advance<W>(p0, ng, q, j0);
+        if (q != q_was) carry_to(q_was + 1);  // position q_was is complete
     }
-    // After the last position `run` holds the subtree's sum.
+    carry_to(W);  // trailing empty positions; `run` then holds the subtree's sum
 #pragma unroll
     for (int i = 0; i < NT; i++) {
 #pragma unroll
@@ -190,7 +345,7 @@ __global__ void __launch_bounds__(32 * MQ_TEAMS)
                 float* dst = y + (size_t)(t0 + tok) * ldy + r;
                 *dst = accumulate ? *dst + v : v;
             } else {
-                part[((size_t)blockIdx.z * n + t0 + tok) * rows + r] = v;
+                part[((size_t)part_idx * n + t0 + tok) * rows + r] = v;
             }
         }
     }
@@ -218,7 +373,7 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
 template <int T, int NT, int W>
 static void launch_mq(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                       int n, float* y, int ldy, int accumulate, float* part, hipStream_t s) {
-    const dim3 grid((n + 8 * NT - 1) / (8 * NT), (rows + MQ_ROWS - 1) / MQ_ROWS, 32 / W);
+    const dim3 grid(32 / W, (n + 8 * NT - 1) / (8 * NT), (rows + MQ_ROWS - 1) / MQ_ROWS);
     RF_LAUNCH_OVERLAPPED((matmul_q_kernel<T, NT, W>), grid, dim3(32 * MQ_TEAMS), 0, s, w, rows,
                          cols, xq, xs, n, y, ldy, accumulate, part);
 }
@@ -227,7 +382,9 @@ template <int T, int W>
 static void launch_mq_nt(const uint8_t* w, int rows, int cols, const int8_t* xq,
                          const float4* xs, int n, float* y, int ldy, int accumulate,
                          float* part, hipStream_t s) {
-    if (n <= 16)
+    if (n <= 8)
+        launch_mq<T, 1, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else if (n <= 16)
         launch_mq<T, 2, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
     else
         launch_mq<T, 4, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);

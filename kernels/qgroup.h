@@ -1,6 +1,6 @@
 // The blocks-of-32 quantized types as the int8 products read them: one group of 32 weights
 // dotted with 32 int8 activations (a group of the Q8_0-style activations: quants and a float4
-// (f16 scale, sum, f16(scale * sum), 0)). Both products, the mat-vec (matvec.hip) and the
+// (f16 scale, sum, f16(scale * sum), sum as int bits)). Both products, the mat-vec (matvec.hip) and the
 // mat-mat (matmul_q.hip), form the group's exact integer sum s their own way (4-way dot
 // products, matrix instructions) and then add it to their accumulator through term(), the one
 // definition of the float arithmetic: that is what keeps the two bit-identical to each other and
@@ -16,6 +16,7 @@
 //   QGroup<T>: one group held in registers by a mat-vec lane (load / acc).
 #pragma once
 #include "quant.h"
+#include "numerics.h"
 
 template <int T> struct QGroup;
 
@@ -23,8 +24,8 @@ template <int T> struct QGroup;
 // (rounded first), as the CPU.
 template <> struct QGroup<RF_Q4_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
-        s -= 8 * (int)xs.y;
-        return fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        s -= 8 * __float_as_int(xs.w);
+        return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return make_float2(Fmt<RF_Q4_0>::scale(w, ng, G), 0.0f);
@@ -56,7 +57,7 @@ template <> struct QGroup<RF_Q4_0> {
 // Q4_1: (q d + m) . x = d d_x (q . x_q) + m s_x, with s_x = f16(d_x sum(x_q)) as the CPU's Q8_1.
 template <> struct QGroup<RF_Q4_1> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
-        acc = fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        acc = fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
         return fmaf(dm.y, xs.z, acc);
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
@@ -87,8 +88,8 @@ template <> struct QGroup<RF_Q4_1> {
 // Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
 template <> struct QGroup<RF_Q5_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
-        s -= 16 * (int)xs.y;
-        return fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        s -= 16 * __float_as_int(xs.w);
+        return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         float d;
@@ -166,7 +167,7 @@ template <> struct QGroup<RF_Q5_1> {
 // Q8_0: q . x with signed quants.
 template <> struct QGroup<RF_Q8_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
-        return fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
+        return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return make_float2(Fmt<RF_Q8_0>::scale(w, ng, G), 0.0f);

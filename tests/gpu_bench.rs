@@ -167,6 +167,8 @@ fn gpu_batched() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let (npp, ntg) = (128usize, 64usize);
+    // ROCMFORGE_BENCH_LOGITS=last: read back only the last sequence's logits each step.
+    let all_logits = std::env::var("ROCMFORGE_BENCH_LOGITS").map_or(true, |v| v != "last");
     let stride = (npp + ntg).next_multiple_of(256);
     let model = LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
@@ -198,7 +200,7 @@ fn gpu_batched() {
                 let mut b = Batch::new();
                 for s in 0..n {
                     let tok = ((s * 31 + i) as u32 * 7919 + 17) % n_vocab;
-                    b.push(tok, (npp + i) as i32, s as u32, true);
+                    b.push(tok, (npp + i) as i32, s as u32, all_logits || s + 1 == n);
                 }
                 ctx.decode(&b, vocab, &cancel, &mut logits)
                     .expect("generation step");

@@ -18,9 +18,13 @@ use std::sync::Arc;
 
 /// Largest batch the mat-vec kernels take (RF_MAX_MATVEC_TOKENS in matvec.hip).
 const MATVEC_MAX_TOKENS: usize = 8;
-/// Default largest step whose quantized products run as int8 mat-mats (see
-/// `GpuContext::matmul_q_max_tokens`).
-const MATMUL_Q_MAX_TOKENS: usize = MAX_STEP_TOKENS;
+/// Default range of step sizes whose quantized products run as int8 mat-mats (see
+/// `GpuContext::matmul_q_min_tokens`), from H200 runs (Llama-3-8B shape, Q4_0, decode steps of
+/// N sequences, generation tok/s): at 8 the mat-mat 1,111-1,117 vs the mat-vec 834; at 32 the
+/// mat-mat 2,187 vs dequantization + BLAS 2,235; at 64 2,108 vs 3,205-3,414; prompts of 512
+/// tokens 3,300 vs 23,000. Up to 32 tokens a step the products are thus also the CPU's bits.
+const MATMUL_Q_MIN_TOKENS: usize = 4;
+const MATMUL_Q_MAX_TOKENS: usize = 32;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
@@ -47,7 +51,10 @@ pub(super) const META_N_CELLS: usize = 7;
 const ATTENTION_MAX_TOKENS: usize = 64;
 const ATTENTION_PART_BYTES: usize = 64 << 20;
 /// Logit rows a step reads back through page-locked memory (more go through pageable memory).
-const PINNED_LOGIT_ROWS: usize = MATVEC_MAX_TOKENS;
+/// (a decode step of up to 64 sequences reads all its rows there: about 33 MB for a 128k
+/// vocabulary, where pageable copies cost milliseconds), within PINNED_LOGIT_BYTES.
+const PINNED_LOGIT_ROWS: usize = 64;
+const PINNED_LOGIT_BYTES: usize = 64 << 20;
 /// Most blocks per (token, head) sharing the chunks of a long context (kernels/attention.hip).
 const ATTENTION_MAX_SPLIT: usize = 32;
 
@@ -127,6 +134,10 @@ pub struct GpuContext {
     /// products as int8 mat-mats; longer ones dequantize to f16 for BLAS
     /// (ROCMFORGE_MATMUL_Q_MAX_TOKENS, default MATMUL_Q_MAX_TOKENS).
     matmul_q_max_tokens: usize,
+    /// Steps of at least this many tokens (and at most matmul_q_max_tokens) run the quantized
+    /// products as int8 mat-mats, shorter ones as mat-vecs (ROCMFORGE_MATMUL_Q_MIN_TOKENS,
+    /// default MATMUL_Q_MIN_TOKENS; at least 2).
+    matmul_q_min_tokens: usize,
     /// ROCMFORGE_MATMUL_Q_PARTS: force the split of the mat-mat's sums (1, 2 or 4; tuning).
     matmul_q_parts: Option<usize>,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
@@ -151,7 +162,7 @@ pub struct GpuContext {
     /// rotations (MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
     /// stream sync, so the next step may overwrite it.
     staging: PinnedBuffer,
-    /// Page-locked landing place of the logits: (PINNED_LOGIT_ROWS, n_vocab) f32
+    /// Page-locked landing place of the logits: (up to PINNED_LOGIT_ROWS, n_vocab) f32
     logit_staging: PinnedBuffer,
     /// Host copies whose asynchronous uploads finish before the step returns.
     host_meta: Vec<i32>,
@@ -224,7 +235,8 @@ impl GpuContext {
             META_INTS * 4 + MAX_STEP_TOKENS * hp.head_dim * 4,
             "batch metadata staging",
         )?;
-        let logit_staging = PinnedBuffer::new(PINNED_LOGIT_ROWS * hp.n_vocab * 4, "logits")?;
+        let logit_rows = (PINNED_LOGIT_BYTES / (hp.n_vocab * 4)).clamp(1, PINNED_LOGIT_ROWS);
+        let logit_staging = PinnedBuffer::new(logit_rows * hp.n_vocab * 4, "logits")?;
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
         stream.sync("creating the GPU context")?;
@@ -238,6 +250,9 @@ impl GpuContext {
             use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
             matmul_q_max_tokens: env_usize("ROCMFORGE_MATMUL_Q_MAX_TOKENS")
                 .unwrap_or(MATMUL_Q_MAX_TOKENS),
+            matmul_q_min_tokens: env_usize("ROCMFORGE_MATMUL_Q_MIN_TOKENS")
+                .unwrap_or(MATMUL_Q_MIN_TOKENS)
+                .max(2),
             matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS").filter(|p| [1, 2, 4].contains(p)),
             blas,
             stream,
@@ -447,19 +462,31 @@ impl GpuContext {
             return self.stream.sync("finishing the batch");
         }
         let old = logits.len();
-        logits.resize(old + rows.len() * n_vocab, 0.0);
-        let dst = &mut logits[old..];
-        let n_bytes = dst.len() * 4;
+        let n_floats = rows.len() * n_vocab;
+        let n_bytes = n_floats * 4;
         if n_bytes <= self.logit_staging.len() {
             let staged = &mut self.logit_staging.as_mut_slice()[..n_bytes];
             self.s
                 .logits
                 .download(staged, &self.stream, "reading logits")?;
-            for (d, c) in dst.iter_mut().zip(staged.chunks_exact(4)) {
-                *d = f32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            // One memcpy into the vector's spare room (no zero fill first: tens of MB a step
+            // with many sequences).
+            logits.reserve(n_floats);
+            // SAFETY: `reserve` made room for n_floats more f32 after `old`; the staged bytes
+            // are n_floats f32 (any bit pattern is a valid f32) and do not overlap the vector;
+            // the length grows only after they are written.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    staged.as_ptr(),
+                    logits.as_mut_ptr().add(old) as *mut u8,
+                    n_bytes,
+                );
+                logits.set_len(old + n_floats);
             }
             return Ok(());
         }
+        logits.resize(old + n_floats, 0.0);
+        let dst = &mut logits[old..];
         // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };

@@ -84,8 +84,8 @@ impl GpuContext {
                 out_offset: 0,
                 kv_type: ffi::kv_type_id(self.kv_type),
             };
-            if n <= MATVEC_MAX_TOKENS {
-                // The mat-vec rotates and stores its results itself.
+            // The mat-vec rotates and stores its results itself (not the mat-mat).
+            if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n)) {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
             } else {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
@@ -338,7 +338,7 @@ impl GpuContext {
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
             let ty = mtx.ty.id() as i32;
-            if n <= MATVEC_MAX_TOKENS {
+            if n <= MATVEC_MAX_TOKENS && !self.matmul_q(mtx, n) {
                 let part_rope = rope_kv.map(|r| ffi::RopeKv {
                     out_offset: mtx.out_offset as i32,
                     ..r
@@ -444,14 +444,14 @@ impl GpuContext {
 impl GpuContext {
     /// Whether this matrix's product for a step of n tokens runs as the int8 mat-mat.
     fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
-        n > MATVEC_MAX_TOKENS
+        n >= self.matmul_q_min_tokens
             && n <= self.matmul_q_max_tokens
             // SAFETY: a pure query of the kernel library.
             && unsafe { ffi::rf_matmul_q_supported(m.ty.id() as i32) } != 0
     }
 
     /// Over how many blocks the mat-mat splits each output's sum: enough blocks to fill the
-    /// device (64 rows x 32 tokens a block; at least 512 blocks wanted, a few per
+    /// device (64 rows x 32 tokens a block; at least 1,024 blocks wanted, several per
     /// multiprocessor), within the subtree-sum scratch.
     fn matmul_q_parts(&self, rows: usize, n: usize) -> usize {
         let fits = |p: usize| p == 1 || p * n * rows <= super::MATMUL_PART_FLOATS;
@@ -461,7 +461,7 @@ impl GpuContext {
         let blocks = rows.div_ceil(64) * n.div_ceil(32);
         [1, 2, 4]
             .into_iter()
-            .find(|&p| blocks * p >= 512 && fits(p))
+            .find(|&p| blocks * p >= 1024 && fits(p))
             .unwrap_or(if fits(4) { 4 } else { 1 })
     }
 }
