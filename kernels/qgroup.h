@@ -43,7 +43,9 @@ template <> struct QGroup<RF_Q4_0> {
         q = Fmt<RF_Q4_0>::quants(w, G);
         d = Fmt<RF_Q4_0>::scale(w, ng, G);
     }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
+    // The raw integer sum of 16 nibble pairs (elements 4i.. in the low nibbles of word i,
+    // 16 + 4i.. in the high ones) with the group's 8 activation words.
+    __device__ static int nibble_dot(uint4 q, const int* x) {
         const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
         int s = 0;
 #pragma unroll
@@ -51,7 +53,10 @@ template <> struct QGroup<RF_Q4_0> {
             s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
             s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
         }
-        return term(s, make_float2(d, 0.0f), xs, acc);
+        return s;
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        return term(nibble_dot(q, x), make_float2(d, 0.0f), xs, acc);
     }
 };
 // Q4_1: (q d + m) . x = d d_x (q . x_q) + m s_x, with s_x = f16(d_x sum(x_q)) as the CPU's Q8_1.
@@ -75,14 +80,7 @@ template <> struct QGroup<RF_Q4_1> {
         dm = Fmt<RF_Q4_1>::scales(w, ng, G);
     }
     __device__ float acc(const int* x, float4 xs, float acc) const {
-        const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
-        }
-        return term(s, dm, xs, acc);
+        return term(QGroup<RF_Q4_0>::nibble_dot(q, x), dm, xs, acc);
     }
 };
 // Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
@@ -117,7 +115,8 @@ template <> struct QGroup<RF_Q5_0> {
         q = Fmt<RF_Q5_0>::quants(w, G);
         Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
     }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
+    // The raw integer sum of the 5-bit quants (q, qh) with the group's 8 activation words.
+    __device__ static int quint_dot(uint4 q, uint32_t qh, const int* x) {
         uint32_t lo[4], hi[4];
         Fmt<RF_Q5_0>::words(q, qh, lo, hi);
         int s = 0;
@@ -126,7 +125,10 @@ template <> struct QGroup<RF_Q5_0> {
             s = rf_dp4a((int)lo[i], x[i], s);
             s = rf_dp4a((int)hi[i], x[4 + i], s);
         }
-        return term(s, make_float2(d, 0.0f), xs, acc);
+        return s;
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        return term(quint_dot(q, qh, x), make_float2(d, 0.0f), xs, acc);
     }
 };
 // Q5_1: as Q4_1 with 5-bit quants.
@@ -153,15 +155,7 @@ template <> struct QGroup<RF_Q5_1> {
         dm = Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
     }
     __device__ float acc(const int* x, float4 xs, float acc) const {
-        uint32_t lo[4], hi[4];
-        Fmt<RF_Q5_0>::words(q, qh, lo, hi);
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a((int)lo[i], x[i], s);
-            s = rf_dp4a((int)hi[i], x[4 + i], s);
-        }
-        return term(s, dm, xs, acc);
+        return term(QGroup<RF_Q5_0>::quint_dot(q, qh, x), dm, xs, acc);
     }
 };
 // Q8_0: q . x with signed quants.
