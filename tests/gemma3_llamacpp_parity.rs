@@ -14,10 +14,10 @@
 
 mod common;
 
+use common::teacher::{self, Bounds, Fixture};
 use rocmforge::chat::{self, Message};
 use rocmforge::kv_cache::KvType;
-use rocmforge::{Batch, Context, ContextParams, Model, ModelParams};
-use serde_json::Value;
+use rocmforge::{Context, ContextParams, Model, ModelParams};
 
 const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
@@ -30,49 +30,10 @@ const TOLERANCE: f32 = 2.75;
 const MEAN_TOLERANCE: f64 = 0.54;
 const NEAR_TIE: f32 = 0.5;
 
-struct Fixture {
-    name: String,
-    prompt: String,
-    prompt_tokens: Vec<u32>,
-    generated: Vec<u32>,
-    /// Per position: llama.cpp's top-10 (id, logit), best first.
-    top: Vec<Vec<(u32, f32)>>,
-}
-
 fn load_fixtures() -> Vec<Fixture> {
-    let dir = common::fixture("gemma3");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    assert_eq!(paths.len(), 6, "six prompts in {}", dir.display());
-    paths
-        .iter()
-        .map(|p| {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-            let ids = |k: &str| -> Vec<u32> {
-                (v[k].as_array().unwrap().iter())
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect()
-            };
-            let top = (v["positions"].as_array().unwrap().iter())
-                .map(|pos| {
-                    (pos["top"].as_array().unwrap().iter())
-                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
-                        .collect()
-                })
-                .collect();
-            Fixture {
-                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
-                prompt: v["prompt"].as_str().unwrap().to_string(),
-                prompt_tokens: ids("prompt_tokens"),
-                generated: ids("generated"),
-                top,
-            }
-        })
-        .collect()
+    let fixtures = teacher::load_fixtures("gemma3", 6);
+    assert_eq!(fixtures.len(), 6, "six prompts in tests/fixtures/gemma3");
+    fixtures
 }
 
 fn load_model() -> Option<Model> {
@@ -93,16 +54,6 @@ fn context(model: &Model, cache_type: KvType) -> Context {
         cache_type,
     };
     Context::new(model, params).unwrap()
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 #[test]
@@ -162,107 +113,18 @@ fn chat_prompt_is_the_family_template_rendered() {
 #[test]
 fn teacher_forced_logits_match_llama_cpp() {
     let Some(model) = load_model() else { return };
-    let mut report = Vec::new();
-    let mut failures = Vec::new();
-    for f in load_fixtures() {
-        let mut ctx = context(&model, KvType::F32);
-        let tokens: Vec<u32> = (f.prompt_tokens.iter().chain(&f.generated))
-            .copied()
-            .collect();
-        assert_eq!(tokens.len(), f.top.len(), "fixture '{}' positions", f.name);
-        let mut batch = Batch::new();
-        for (i, &t) in tokens.iter().enumerate() {
-            batch.push(t, i as i32, 0, true);
-        }
-        ctx.decode(&batch).unwrap();
-        let (mut max_delta, mut near_ties, mut compared) = (0.0f32, 0, 0);
-        let (mut sum_delta, mut n_delta) = (0.0f64, 0usize);
-        let (mut flips, mut max_margin_at_flip) = (0, 0.0f32);
-        for (i, top) in f.top.iter().enumerate() {
-            let logits = ctx.logits(i).unwrap();
-            let margin = top[0].1 - top[1].1;
-            let ours = argmax(logits);
-            if ours != top[0].0 {
-                flips += 1;
-                max_margin_at_flip = max_margin_at_flip.max(margin);
-            }
-            if margin > NEAR_TIE {
-                compared += 1;
-                if ours != top[0].0 {
-                    failures.push(format!(
-                        "{} pos {i}: top-1 {ours} vs llama.cpp {} (margin {margin:.3})",
-                        f.name, top[0].0
-                    ));
-                }
-            } else {
-                near_ties += 1;
-            }
-            for &(id, logit) in &top[..5] {
-                let delta = (logits[id as usize] - logit).abs();
-                max_delta = max_delta.max(delta);
-                sum_delta += delta as f64;
-                n_delta += 1;
-                if delta > TOLERANCE {
-                    failures.push(format!(
-                        "{} pos {i}: logit of token {id} is {} vs llama.cpp {logit} (Δ {delta:.3})",
-                        f.name, logits[id as usize]
-                    ));
-                }
-            }
-        }
-        let mean = sum_delta / n_delta as f64;
-        if mean > MEAN_TOLERANCE {
-            failures.push(format!(
-                "{}: mean |Δlogit| over top-5 {mean:.3} > {MEAN_TOLERANCE}",
-                f.name
-            ));
-        }
-        report.push(format!(
-            "{:>12}: {} positions, top-1 compared at {compared} (near-ties {near_ties}), max \
-             |Δlogit| over top-5 {max_delta:.4} (mean {mean:.4}), top-1 flips {flips} (largest \
-             llama.cpp margin at a flip {max_margin_at_flip:.3})",
-            f.name,
-            f.top.len(),
-        ));
-    }
-    eprintln!("{}", report.join("\n"));
-    assert!(
-        failures.is_empty(),
-        "{} disagreements:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let bounds = Bounds {
+        max: TOLERANCE,
+        mean: MEAN_TOLERANCE,
+        near_tie: NEAR_TIE,
+    };
+    teacher::check_teacher_forced(&load_fixtures(), &bounds, || context(&model, KvType::F32));
 }
 
 #[test]
 fn free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
     let Some(model) = load_model() else { return };
-    for f in load_fixtures() {
-        let mut ctx = context(&model, KvType::default());
-        ctx.eval(&f.prompt_tokens, 0).unwrap();
-        let n_prompt = f.prompt_tokens.len();
-        let mut matched = 0;
-        for (step, &expected) in f.generated.iter().enumerate() {
-            let ours = argmax(ctx.last_logits().unwrap());
-            if ours != expected {
-                // Texts may part only where llama.cpp itself was at a near-tie.
-                let top = &f.top[n_prompt - 1 + step];
-                let margin = top[0].1 - top[1].1;
-                assert!(
-                    margin <= NEAR_TIE,
-                    "fixture '{}' step {step}: we chose {ours}, llama.cpp {expected} with margin \
-                     {margin:.3} > {NEAR_TIE} (after {matched} equal tokens)",
-                    f.name
-                );
-                break;
-            }
-            matched += 1;
-            ctx.eval(&[ours], 0).unwrap();
-        }
-        eprintln!(
-            "{:>12}: {matched}/{} greedy tokens identical",
-            f.name,
-            f.generated.len()
-        );
-    }
+    teacher::check_free_running(&load_fixtures(), NEAR_TIE, || {
+        context(&model, KvType::default())
+    });
 }
