@@ -55,6 +55,14 @@
 // A GPU (HIP); ROCMFORGE_ERR_BACKEND_UNAVAILABLE when this library has no GPU backend.
 #define ROCMFORGE_BACKEND_GPU 2
 
+// KV cache types for rocmforge_context_params_set_cache_type (ggml's type ids, as llama.cpp's
+// `--cache-type-k` names them). f32: keys and values exactly as computed (4 bytes each).
+#define ROCMFORGE_CACHE_TYPE_F32 0
+
+// f16 (the default): keys and values rounded to nearest-even half precision when written, half
+// the cache memory of f32; the same on the CPU and the GPU.
+#define ROCMFORGE_CACHE_TYPE_F16 1
+
 // Seed value asking rocmforge_sampler_add_dist for a seed from OS entropy.
 #define ROCMFORGE_SEED_RANDOM UINT64_MAX
 
@@ -149,6 +157,9 @@ typedef struct rocmforge_model rocmforge_model;
 // Options for rocmforge_model_load.
 typedef struct rocmforge_model_params rocmforge_model_params;
 
+// Options for rocmforge_model_quantize.
+typedef struct rocmforge_quantize_params rocmforge_quantize_params;
+
 typedef struct rocmforge_sampler rocmforge_sampler;
 
 // Receives a log message (`level` is a ROCMFORGE_LOG_* value). `message` is NUL-terminated,
@@ -173,6 +184,11 @@ typedef struct rocmforge_memory_estimate {
 // Called during model loading with the fraction done (0..1); return false to cancel the load
 // (which then fails with ROCMFORGE_ERR_CANCELLED). Runs on the loading thread.
 typedef bool (*rocmforge_progress_callback)(float progress, void *user_data);
+
+// Called after each tensor is written with (tensors written, total); return false to cancel
+// (rocmforge_model_quantize then fails with ROCMFORGE_ERR_CANCELLED and leaves no output
+// file). Runs on the thread that called rocmforge_model_quantize.
+typedef bool (*rocmforge_quantize_progress_callback)(size_t done, size_t total, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -680,6 +696,102 @@ rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context
 // `params` must be NULL or a live object from rocmforge_context_params_create.
 rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
                                                         uint32_t value);
+
+// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
+// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
+// from a context restores only into a context with the same cache type.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+rocmforge_status rocmforge_context_params_set_cache_type(struct rocmforge_context_params *params,
+                                                         int32_t cache_type);
+
+// Creates quantize parameters with the defaults: type Q4_K_M, threads 0 (all cores), no
+// requantizing, llama.cpp's mix (not pure), no progress callback. Writes the new object to
+// `*out` on success.
+//
+// Ownership: the caller owns `*out`; free it with rocmforge_quantize_params_free.
+// Thread-safety: the object is used by one thread at a time.
+//
+// # Safety
+// `out` NULL or writable.
+rocmforge_status rocmforge_quantize_params_create(struct rocmforge_quantize_params **out);
+
+// Frees quantize parameters; NULL is ignored.
+// Thread-safety: must not overlap any other use of this handle.
+//
+// # Safety
+// `params` must be NULL or from rocmforge_quantize_params_create, not freed before.
+void rocmforge_quantize_params_free(struct rocmforge_quantize_params *params);
+
+// Sets the target type by llama-quantize's name, in any case: the mixes Q2_K, Q3_K_S,
+// Q3_K_M (Q3_K), Q3_K_L, Q4_K_S, Q4_K_M (Q4_K), Q5_K_S, Q5_K_M (Q5_K), Q6_K, Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0, and F16, BF16, F32; or the llama_ftype number ("15").
+// Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (unknown name, not UTF-8), _UNSUPPORTED (a llama.cpp
+// type this engine cannot write, such as IQ4_XS: the message names it), _NULL_POINTER.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` NULL or live; `type_name` NULL or a NUL-terminated string.
+rocmforge_status rocmforge_quantize_params_set_type(struct rocmforge_quantize_params *params,
+                                                    const char *type_name);
+
+// Sets the number of threads (0: all cores; 1..=1024). The output does not depend on it.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` NULL or live.
+rocmforge_status rocmforge_quantize_params_set_threads(struct rocmforge_quantize_params *params,
+                                                       int32_t threads);
+
+// Accepts already quantized input (dequantized, then quantized again). Off by default: a
+// quantized input is then ROCMFORGE_ERR_INVALID_ARGUMENT naming the tensor.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` NULL or live.
+rocmforge_status rocmforge_quantize_params_set_allow_requantize(struct rocmforge_quantize_params *params,
+                                                                bool allow);
+
+// Quantizes every quantizable tensor to the target's main type, without the mix's per-tensor
+// choices (llama-quantize's --pure); rows that are not whole blocks still fall back.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` NULL or live.
+rocmforge_status rocmforge_quantize_params_set_pure(struct rocmforge_quantize_params *params,
+                                                    bool pure);
+
+// Sets the progress callback (NULL: none) and the user data passed to it.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` NULL or live; `callback` must be safe to call with `user_data` during
+// rocmforge_model_quantize.
+rocmforge_status rocmforge_quantize_params_set_progress(struct rocmforge_quantize_params *params,
+                                                        rocmforge_quantize_progress_callback callback,
+                                                        void *user_data);
+
+// Quantizes the GGUF model at `input` into a new GGUF file at `output` (replaced if it
+// exists), as llama.cpp's llama_model_quantize does: the target's mix of per-tensor types,
+// metadata copied, `general.file_type` set. `params` may be NULL for the defaults. The same
+// input and params always give the same bytes. The output appears only when complete: on any
+// error or cancellation no file is left at `output`.
+//
+// Errors: ROCMFORGE_ERR_IO (input cannot be opened, output not writable),
+// _INVALID_MODEL (malformed input), _INVALID_ARGUMENT (quantized input without
+// allow_requantize), _UNSUPPORTED (an input tensor type this engine cannot decode, named with
+// its tensor), _CANCELLED (the progress callback returned false), _NULL_POINTER.
+//
+// Ownership: `input`, `output` and `params` are borrowed for the call. Thread-safety: any
+// thread; the progress callback runs on the calling thread.
+//
+// # Safety
+// `input` and `output` NUL-terminated strings; `params` NULL or live.
+rocmforge_status rocmforge_model_quantize(const char *input,
+                                          const char *output,
+                                          const struct rocmforge_quantize_params *params);
 
 // Creates an empty sampler chain. Add stages in the order they should run and finish with
 // rocmforge_sampler_add_greedy or rocmforge_sampler_add_dist (nothing can follow those).

@@ -337,6 +337,11 @@ public:
         detail::check(rocmforge_context_params_set_n_threads(get(), value));
         return *this;
     }
+    /// ROCMFORGE_CACHE_TYPE_F16 (default) or ROCMFORGE_CACHE_TYPE_F32.
+    ContextParams &cache_type(std::int32_t value) {
+        detail::check(rocmforge_context_params_set_cache_type(get(), value));
+        return *this;
+    }
 
     rocmforge_context_params *get() const noexcept { return handle_.get(); }
 

@@ -106,7 +106,8 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
             *(char4*)(q8 + o) = c;
             if ((threadIdx.x & 7) == 0)
                 q8_scales[o / 32] =
-                    make_float4(qd16, qsum, __half2float(__float2half(qd * qsum)), 0.0f);
+                    make_float4(qd16, qsum, __half2float(__float2half(qd * qsum)),
+                                __int_as_float((int)qsum));
         }
         // BLAS inputs for quantized weights: the int8 values the CPU would use, as f16.
         if (live && out_f16 && f16_from_q8) {

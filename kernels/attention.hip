@@ -18,10 +18,12 @@
 // per round with all their keys loaded first; weighted values with one partial per lane over
 // a slice of 4 or 8 output elements, four cells' loads in flight, joined in register
 // butterflies. The head's K/V rows are called into L2 before waiting on the kernel that wrote
-// the queries.
+// the queries. Keys and values are read from the cache's element type T (kv_cache.h) and
+// widened to f32, as the CPU reads them: the arithmetic is the same for every cache type.
 #include "rf_kernels.h"
 #include "arch.h"
 #include "numerics.h"
+#include "kv_cache.h"
 
 #define ATT_CHUNK 256  // cells per chunk: src/backend/cpu/attention.rs CHUNK
 #define ATT_CELLS 4    // cells per group per scoring round
@@ -41,19 +43,21 @@ template <int HD> struct AttShape {
     static constexpr int groups = HD <= 128 ? HD / 4 : HD / 8;
 };
 
-template <int HD>
+template <int HD, typename T>
 __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
-    attention_kernel(const float* q, int ld_q, const float* k_cache, const float* v_cache,
+    attention_kernel(const float* q, int ld_q, const T* k_cache, const T* v_cache,
                      const int32_t* cell_pos, const uint64_t* cell_seqs,
                      const int32_t* n_cells_dev, const int32_t* tok_pos, const int32_t* tok_seq,
-                     int n_head, int n_head_kv, int n_ctx, float* part, int32_t* counters,
-                     float* out, int8_t* q8, float4* q8_scales) {
+                     const int32_t* tok_lo, const int32_t* tok_hi, int n_head, int n_head_kv,
+                     int n_ctx, float* part, int32_t* counters, float* out, int8_t* q8,
+                     float4* q8_scales) {
     constexpr int GROUPS = AttShape<HD>::groups, THREADS = GROUPS * 32;
     constexpr int PER_LANE = HD / 32;     // key elements per lane
     constexpr int SLICE = HD / GROUPS;    // output elements per group (4 or 8)
     constexpr int QUADS = SLICE / 4;
     constexpr int CELLS_IN_FLIGHT = 4;
-    constexpr int LINES = HD * 4 / 128;   // 128-byte lines per cell's slice of K (and of V)
+    constexpr int LINE_ELEMS = 128 / (int)sizeof(T);
+    constexpr int LINES = (HD + LINE_ELEMS - 1) / LINE_ELEMS;  // 128-byte lines per cell's slice
     static_assert(HD % 32 == 0 && SLICE % 4 == 0, "whole lane groups and float4 slices");
     __shared__ float sc[ATT_CHUNK];  // the chunk's scores, then their exponentials
     __shared__ float sm_max[GROUPS];
@@ -72,14 +76,18 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     // The cell count comes from the batch metadata (copied before the pass, never written by
     // a kernel), so this block's share of the cache can be called into L2 while the queries
     // are still being computed: the cache was evicted by the previous token's weights.
+    // Only the chunks of the token's cell range [tok_lo, tok_hi) can hold a visible cell;
+    // the others would be skipped by the join anyway, so leaving them out changes no bit.
     const int n_cells = min(*n_cells_dev, n_ctx);
-    const int n_chunks = (n_cells + ATT_CHUNK - 1) / ATT_CHUNK;
-    for (int j = z; j < n_chunks; j += splits) {
+    const int j_lo = min(tok_lo[t], n_cells) / ATT_CHUNK;
+    const int j_hi = max((min(tok_hi[t], n_cells) + ATT_CHUNK - 1) / ATT_CHUNK, j_lo + 1);
+    const int n_chunks = j_hi - j_lo;
+    for (int j = j_lo + z; j < j_hi; j += splits) {
         const int c_lo = j * ATT_CHUNK, n_here = min(ATT_CHUNK, n_cells - c_lo);
         for (int i = threadIdx.x; i < n_here * 2 * LINES; i += THREADS) {
             const int c = c_lo + i / (2 * LINES), r = i % (2 * LINES);
-            const float* cache = r < LINES ? k_cache : v_cache;
-            rf_prefetch_l2(cache + (size_t)c * kv_dim + kv_off + (r % LINES) * 32);
+            const T* cache = r < LINES ? k_cache : v_cache;
+            rf_prefetch_l2(cache + (size_t)c * kv_dim + kv_off + (r % LINES) * LINE_ELEMS);
         }
     }
     rf_wait_previous();  // nothing the previous kernel writes is read before it ends
@@ -91,7 +99,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) qr[j] = q[(size_t)t * ld_q + h * HD + lane + 32 * j];
     int done = 0;
-    for (int j = z; j < n_chunks; j += splits) {
+    for (int j = j_lo + z; j < j_hi; j += splits) {
         const int c_lo = j * ATT_CHUNK, c_hi = min(c_lo + ATT_CHUNK, n_cells);
         // Scores: q . k in canonical order (lane = element % 32), then * scale, as the CPU.
         float mx = -INFINITY;
@@ -103,9 +111,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 const int c = c0 + b;
                 vis[b] = c < c_hi && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
                          cell_pos[c] <= pos;
-                const float* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
+                const T* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
 #pragma unroll
-                for (int e = 0; e < PER_LANE; e++) kr[b][e] = vis[b] ? kc[32 * e] : 0.0f;
+                for (int e = 0; e < PER_LANE; e++)
+                    kr[b][e] = vis[b] ? rf_kv_get(kc + 32 * e) : 0.0f;
             }
 #pragma unroll
             for (int b = 0; b < ATT_CELLS; b++) {
@@ -141,7 +150,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
         float acc[SLICE];
 #pragma unroll
         for (int i = 0; i < SLICE; i++) acc[i] = 0.0f;
-        const float* vbase = v_cache + kv_off + grp * SLICE;
+        const T* vbase = v_cache + kv_off + grp * SLICE;
         for (int c0 = c_lo + lane; c0 < c_hi; c0 += CELLS_IN_FLIGHT * RF_LANES) {
             float4 v[CELLS_IN_FLIGHT][QUADS];
             float w[CELLS_IN_FLIGHT];
@@ -152,7 +161,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 if (w[b] != -INFINITY) {
 #pragma unroll
                     for (int u = 0; u < QUADS; u++)
-                        v[b][u] = *(const float4*)(vbase + (size_t)c * kv_dim + 4 * u);
+                        v[b][u] = rf_kv_get4(vbase + (size_t)c * kv_dim + 4 * u);
                 }
             }
 #pragma unroll
@@ -208,10 +217,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     if (threadIdx.x >= HD) return;
     // The last block joins the chunks, ascending, as the CPU does.
     float big = -INFINITY;
-    for (int j = 0; j < n_chunks; j++)
+    for (int j = j_lo; j < j_hi; j++)
         big = fmaxf(big, rf_load_coherent(th_part + (size_t)j * (2 + HD)));
     float total = 0.0f, o = 0.0f;
-    for (int j = 0; j < n_chunks; j++) {
+    for (int j = j_lo; j < j_hi; j++) {
         const float* pj = th_part + (size_t)j * (2 + HD);
         const float m = rf_load_coherent(pj);
         if (m == -INFINITY) continue;  // no visible cell in the chunk
@@ -223,35 +232,45 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
               o * (1.0f / total));
 }
 
-template <int HD>
+template <int HD, typename T>
 static void launch_attention(dim3 grid, hipStream_t st, const float* q, int ld_q,
-                             const float* k_cache, const float* v_cache, const int32_t* cell_pos,
+                             const T* k_cache, const T* v_cache, const int32_t* cell_pos,
                              const uint64_t* cell_seqs, const int32_t* n_cells,
-                             const int32_t* tok_pos, const int32_t* tok_seq, int n_head,
+                             const int32_t* tok_pos, const int32_t* tok_seq,
+                             const int32_t* tok_lo, const int32_t* tok_hi, int n_head,
                              int n_head_kv, int n_ctx, float* part, int32_t* counters,
                              float* out, int8_t* q8, float4* q8_scales) {
-    RF_LAUNCH_OVERLAPPED(attention_kernel<HD>, grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
+    RF_LAUNCH_OVERLAPPED((attention_kernel<HD, T>), grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
                          ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                         n_head, n_head_kv, n_ctx, part, counters, out, q8, q8_scales);
+                         tok_lo, tok_hi, n_head, n_head_kv, n_ctx, part, counters, out, q8,
+                         q8_scales);
 }
 
-extern "C" int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                            const int32_t* cell_pos, const uint64_t* cell_seqs,
+extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
+                            int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                             const int32_t* n_cells, const int32_t* tok_pos,
-                            const int32_t* tok_seq, int n, int n_head, int n_head_kv,
+                            const int32_t* tok_seq, const int32_t* tok_lo,
+                            const int32_t* tok_hi, int n, int n_head, int n_head_kv,
                             int head_dim, int n_ctx, int splits, float* part, int32_t* counters,
                             float* out, int8_t* q8, void* q8_scales, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
-        splits < 1 || splits > ATT_MAX_SPLIT)
+        splits < 1 || splits > ATT_MAX_SPLIT || (kv_type != RF_KV_F32 && kv_type != RF_KV_F16))
         return RF_ERR_SHAPE;
     const dim3 grid(n_head, n, splits);
     const hipStream_t st = (hipStream_t)stream;
     float4* qs = (float4*)q8_scales;
 #define RF_ATT_CASE(HD)                                                                     \
     case HD:                                                                                \
-        launch_attention<HD>(grid, st, q, ld_q, k_cache, v_cache, cell_pos, cell_seqs,      \
-                             n_cells, tok_pos, tok_seq, n_head, n_head_kv, n_ctx, part,      \
-                             counters, out, q8, qs);                                         \
+        if (kv_type == RF_KV_F16)                                                           \
+            launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_f16*)k_cache,              \
+                                 (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
+                                 n_ctx, part, counters, out, q8, qs);                        \
+        else                                                                                \
+            launch_attention<HD>(grid, st, q, ld_q, (const float*)k_cache,                  \
+                                 (const float*)v_cache, cell_pos, cell_seqs, n_cells,       \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
+                                 n_ctx, part, counters, out, q8, qs);                        \
         break;
     switch (head_dim) {
         RF_ATT_CASE(32)

@@ -5,18 +5,22 @@
 // Each K/V chunk is read once per block instead of once per (token, head).
 // Thread layout: groups of 32 lanes ("rows teams"); in the score step lane c scores cell c,
 // in the value step lane e accumulates elements e, e + 32, ...
+// Keys and values are read from the cache's element type T (kv_cache.h), widened to f32.
 #include "rf_kernels.h"
 #include "arch.h"
+#include "kv_cache.h"
 
 #define PF_CHUNK 32
 #define PF_MAX_HD 128
 #define PF_ROWS 16
 #define PF_THREADS 256
 
-__global__ void attention_prefill_kernel(const float* q, int ld_q, const float* k_cache,
-                                         const float* v_cache, const int32_t* cell_pos,
+template <typename T>
+__global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_cache,
+                                         const T* v_cache, const int32_t* cell_pos,
                                          const uint64_t* cell_seqs, const int32_t* n_cells_dev,
-                                         const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                         const int32_t* tok_pos, const int32_t* tok_seq,
+                                         const int32_t* tok_lo, const int32_t* tok_hi, int n,
                                          int n_head, int n_head_kv, int head_dim,
                                          int tokens_per_block, float* out) {
     // +4: lane c reads row c with 16-byte loads, and the 8 lanes of a load phase hit
@@ -40,8 +44,16 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
         const int t = t0 + r / group, h = kvh * group + r % group;
         sq[r][e] = q[(size_t)t * ld_q + h * head_dim + e] * scale;
     }
-    int max_pos = -1;
-    for (int r = 0; r < n_rows; r += group) max_pos = max(max_pos, tok_pos[t0 + r / group]);
+    // The tile's tokens see only cells in the union of their ranges [tok_lo, tok_hi): the
+    // chunks outside it hold no visible cell and would change nothing (skipped alike below).
+    int max_pos = -1, lo = n_cells, hi = 0;
+    for (int r = 0; r < n_rows; r += group) {
+        const int t = t0 + r / group;
+        max_pos = max(max_pos, tok_pos[t]);
+        lo = min(lo, tok_lo[t]);
+        hi = max(hi, tok_hi[t]);
+    }
+    hi = min(hi, n_cells);
 
     // Each team owns rows team and team + n_teams (n_teams = 8 with 256 threads: 16 rows).
     constexpr int MAXJ = PF_MAX_HD / 32;
@@ -60,7 +72,7 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
         for (int j = 0; j < MAXJ; j++) acc[k][j] = 0.0f;
     }
 
-    for (int c0 = 0; c0 < n_cells; c0 += PF_CHUNK) {
+    for (int c0 = lo / PF_CHUNK * PF_CHUNK; c0 < hi; c0 += PF_CHUNK) {
         __syncthreads();  // previous chunk fully used (and sq written, first time)
         if (threadIdx.x == 0) s_any = 0;
         __syncthreads();
@@ -70,8 +82,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
             const int cell = c0 + c;
             float kv = 0.0f, vv = 0.0f;
             if (cell < n_cells) {
-                kv = k_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
-                vv = v_cache[(size_t)cell * kv_dim + kvh * head_dim + e];
+                kv = rf_kv_get(k_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
+                vv = rf_kv_get(v_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
                 if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos) s_any = 1;
             }
             sk[c][e] = kv;
@@ -144,10 +156,11 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const float* 
     }
 }
 
-extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cache,
-                                    const float* v_cache, const int32_t* cell_pos,
+extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cache,
+                                    const void* v_cache, int kv_type, const int32_t* cell_pos,
                                     const uint64_t* cell_seqs, const int32_t* n_cells,
-                                    const int32_t* tok_pos, const int32_t* tok_seq, int n,
+                                    const int32_t* tok_pos, const int32_t* tok_seq,
+                                    const int32_t* tok_lo, const int32_t* tok_hi, int n,
                                     int n_head, int n_head_kv, int head_dim, float* out,
                                     void* stream) {
     if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0)
@@ -156,8 +169,21 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const float* k_cac
     if (group > PF_ROWS) return RF_ERR_SHAPE;
     const int tokens_per_block = PF_ROWS / group;
     const dim3 grid(n_head_kv, (n + tokens_per_block - 1) / tokens_per_block);
-    hipLaunchKernelGGL(attention_prefill_kernel, grid, dim3(PF_THREADS), 0, (hipStream_t)stream,
-                       q, ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                       n, n_head, n_head_kv, head_dim, tokens_per_block, out);
+    const hipStream_t st = (hipStream_t)stream;
+    switch (kv_type) {
+        case RF_KV_F32:
+            hipLaunchKernelGGL(attention_prefill_kernel<float>, grid, dim3(PF_THREADS), 0, st, q,
+                               ld_q, (const float*)k_cache, (const float*)v_cache, cell_pos,
+                               cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n, n_head,
+                               n_head_kv, head_dim, tokens_per_block, out);
+            break;
+        case RF_KV_F16:
+            hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_f16>, grid, dim3(PF_THREADS), 0, st,
+                               q, ld_q, (const rf_kv_f16*)k_cache, (const rf_kv_f16*)v_cache,
+                               cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n,
+                               n_head, n_head_kv, head_dim, tokens_per_block, out);
+            break;
+        default: return RF_ERR_SHAPE;  // an unknown cache type
+    }
     return (int)hipGetLastError();
 }

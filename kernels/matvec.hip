@@ -12,121 +12,16 @@
 #include "rf_kernels.h"
 #include "quant.h"
 #include "numerics.h"
+#include "kv_cache.h"
+#include "qgroup.h"
 
 #define RF_MAX_MATVEC_TOKENS 8
-
-// One group of weights as loaded into registers, and its term added to a lane accumulator:
-// exact integer sum, then one fma with the product of the scales (rounded first), as the CPU.
-template <int T> struct QGroup;
-
-// Q4_0: (q - 8) . x = q . x - 8 sum(x), all integers.
-template <> struct QGroup<RF_Q4_0> {
-    uint4 q;
-    float d;
-    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
-        q = Fmt<RF_Q4_0>::quants(w, G);
-        d = Fmt<RF_Q4_0>::scale(w, ng, G);
-    }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
-        const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
-        }
-        s -= 8 * (int)xs.y;
-        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
-    }
-};
-// Q4_1: (q d + m) . x = d d_x (q . x_q) + m s_x, with s_x = f16(d_x sum(x_q)) as the CPU's Q8_1.
-template <> struct QGroup<RF_Q4_1> {
-    uint4 q;
-    float2 dm;
-    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
-        q = Fmt<RF_Q4_1>::quants(w, G);
-        dm = Fmt<RF_Q4_1>::scales(w, ng, G);
-    }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
-        const int v[4] = {(int)q.x, (int)q.y, (int)q.z, (int)q.w};
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a(v[i] & 0x0F0F0F0F, x[i], s);
-            s = rf_dp4a((v[i] >> 4) & 0x0F0F0F0F, x[4 + i], s);
-        }
-        acc = fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
-        return fmaf(dm.y, xs.z, acc);
-    }
-};
-// Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
-template <> struct QGroup<RF_Q5_0> {
-    uint4 q;
-    uint32_t qh;
-    float d;
-    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
-        q = Fmt<RF_Q5_0>::quants(w, G);
-        Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
-    }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
-        uint32_t lo[4], hi[4];
-        Fmt<RF_Q5_0>::words(q, qh, lo, hi);
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a((int)lo[i], x[i], s);
-            s = rf_dp4a((int)hi[i], x[4 + i], s);
-        }
-        s -= 16 * (int)xs.y;
-        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
-    }
-};
-// Q5_1: as Q4_1 with 5-bit quants.
-template <> struct QGroup<RF_Q5_1> {
-    uint4 q;
-    uint32_t qh;
-    float2 dm;
-    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
-        q = Fmt<RF_Q5_1>::quants(w, G);
-        dm = Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
-    }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
-        uint32_t lo[4], hi[4];
-        Fmt<RF_Q5_0>::words(q, qh, lo, hi);
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            s = rf_dp4a((int)lo[i], x[i], s);
-            s = rf_dp4a((int)hi[i], x[4 + i], s);
-        }
-        acc = fmaf((float)s, __fmul_rn(dm.x, xs.x), acc);
-        return fmaf(dm.y, xs.z, acc);
-    }
-};
-template <> struct QGroup<RF_Q8_0> {
-    uint4 a, b;
-    float d;
-    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
-        const uint4* p = (const uint4*)(w + G * 32);
-        a = p[0];
-        b = p[1];
-        d = Fmt<RF_Q8_0>::scale(w, ng, G);
-    }
-    __device__ float acc(const int* x, float4 xs, float acc) const {
-        const int v[8] = {(int)a.x, (int)a.y, (int)a.z, (int)a.w,
-                          (int)b.x, (int)b.y, (int)b.z, (int)b.w};
-        int s = 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++) s = rf_dp4a(v[i], x[i], s);
-        return fmaf((float)s, __fmul_rn(d, xs.x), acc);
-    }
-};
 
 // 32-lane teams per block; counted in groups of 32 lanes, never in waves, so the same launch
 // shape is right for wave32 and wave64.
 #define MV_GROUPS (RF_BLOCK / 32)
 
-static_assert(sizeof(RfRopeKv) == 80, "RfRopeKv: 8 pointers and 4 ints (ffi.rs mirrors it)");
+static_assert(sizeof(RfRopeKv) == 88, "RfRopeKv: 8 pointers, 5 ints, padding (ffi.rs mirrors it)");
 
 // Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token. With
 // `rk.rot` set, the results of neighbouring teams (rows 2p, 2p + 1: one RoPE pair, as a block's
@@ -168,17 +63,24 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
         for (int t = 0; t < n; t++) {
             const float a = pair_sums[t][team], b = pair_sums[t][team + 1];
             const size_t cell = (size_t)rk.tok_cell[t];
+            // Keys and values are rounded to the cache's type as rf_rope_kv stores them.
             if (gi >= rk.q_dim + rk.kv_dim) {
-                float* vc = rk.v_cache + cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
-                vc[0] = a;
-                vc[1] = b;
+                const size_t o = cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
+                rf_kv_store(rk.v_cache, rk.kv_type, o, a);
+                rf_kv_store(rk.v_cache, rk.kv_type, o + 1, b);
                 continue;
             }
             const bool is_q = gi < rk.q_dim;
             const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
             const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
-            float* dst = is_q ? y + (size_t)t * ldy + row : rk.k_cache + cell * rk.kv_dim + j;
-            rf_rope_rotate(a, b, r, dst);
+            if (is_q) {
+                rf_rope_rotate(a, b, r, y + (size_t)t * ldy + row);
+            } else {
+                float kr[2];
+                rf_rope_rotate(a, b, r, kr);
+                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j, kr[0]);
+                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j + 1, kr[1]);
+            }
         }
     }
     if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {

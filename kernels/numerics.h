@@ -42,6 +42,12 @@ __device__ __forceinline__ void rf_rope_rotate(float a, float b, float2 r, float
 // SiLU as the CPU's ops::silu: g / (1 + e^-g).
 __device__ __forceinline__ float rf_silu(float g) { return g / (1.0f + rf_exp(-g)); }
 
+// (float)i for |i| < 2^22, exactly, with a full-rate integer add and float subtract instead of
+// the quarter-rate conversion: the bits of 1.5 * 2^23 + i, less 1.5 * 2^23.
+__device__ __forceinline__ float rf_exact_float(int i) {
+    return __int_as_float(i + 0x4B400000) - 12582912.0f;
+}
+
 // tanh and the tanh-approximated GELU as numerics::tanh / numerics::gelu.
 __device__ __forceinline__ float rf_tanh(float x) {
     const float t = 1.0f - 2.0f / (rf_exp(2.0f * fabsf(x)) + 1.0f);
@@ -54,7 +60,8 @@ __device__ __forceinline__ float rf_gelu(float x) {
 // Int8 quantization of one group of 32 activations held one per lane of an aligned 32-lane
 // group, as the CPU's quantizer: q = round-half-even(v * 127 / amax), the scale kept as f16,
 // and the group's sums for Q4_0's offset and (as f16(d * sum)) Q4_1's. Writes q8[o] and, from
-// the group's first lane, scales[o / 32] = (f16 scale, sum, f16(scale * sum), 0).
+// the group's first lane, scales[o / 32] = (f16 scale, sum, f16(scale * sum), sum as int bits):
+// the products read the integer sum from .w without a float-to-int conversion.
 __device__ __forceinline__ void rf_quantize_group32(float v, int8_t* q8, float4* scales,
                                                     size_t o) {
     const float amax = rf_group32_max(fabsf(v));
@@ -64,5 +71,6 @@ __device__ __forceinline__ void rf_quantize_group32(float v, int8_t* q8, float4*
     q8[o] = (int8_t)qv;
     if ((threadIdx.x & 31) == 0)
         scales[o / 32] = make_float4(__half2float(__float2half(qd)), qsum,
-                                     __half2float(__float2half(qd * qsum)), 0.0f);
+                                     __half2float(__float2half(qd * qsum)),
+                                     __int_as_float((int)qsum));
 }

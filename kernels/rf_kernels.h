@@ -87,15 +87,24 @@ typedef struct RfRopeKv {
     const int32_t* tok_pos;   // (n) token positions
     const int32_t* tok_cell;  // (n) cache cells
     const int32_t* tok_seq;   // (n) sequence ids
-    float* k_cache;           // (n_ctx, kv_dim)
-    float* v_cache;           // (n_ctx, kv_dim)
+    void* k_cache;            // (n_ctx, kv_dim) of the cache's type (kv_cache.h)
+    void* v_cache;            // (n_ctx, kv_dim) of the cache's type
     int32_t* cell_pos;        // (n_ctx)
     uint64_t* cell_seqs;      // (n_ctx)
     int q_dim, kv_dim, head_dim, out_offset;
+    int kv_type;              // RF_KV_F32 / RF_KV_F16
 } RfRopeKv;
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate,
               const RfRopeKv* rope_kv, void* stream);
+// ---- matmul_q.hip: y (+)= x . W^T for n tokens (any count) of int8 activations (rf_act's q8
+// and scales), bit for bit the mat-vec's results; blocks-of-32 int8 types only
+// (rf_matmul_q_supported). parts = 1, 2 or 4: how many blocks share each output's canonical
+// sum (more blocks for short matrices), their subtree sums going through part (parts, n, rows).
+int rf_matmul_q_supported(int ty);
+int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
+                const void* xq_scales, int n, float* y, int ldy, int accumulate, int parts,
+                float* part, void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);
@@ -106,35 +115,39 @@ int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream)
 // (n, hd/2) (sin, cos) pairs (rows of q, k
 // and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores
 // k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
-// the cell's position and sequence mask.
+// the cell's position and sequence mask. The caches hold elements of `kv_type` (kv_cache.h:
+// RF_KV_F32 / RF_KV_F16), k and v rounded to it as the CPU's cache rounds them.
 int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head, int n_head_kv,
                int head_dim, const float* rot, const int32_t* tok_pos,
-               const int32_t* tok_cell, const int32_t* tok_seq, float* k_cache, float* v_cache,
-               int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
+               const int32_t* tok_cell, const int32_t* tok_seq, void* k_cache, void* v_cache,
+               int kv_type, int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 
 // ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
-// its own); n_cells lives in device memory so captured graphs stay valid. Rows of q are `ld_q`
-// floats apart; n <= RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells,
-// `splits` (1..32) blocks per (token, head) sharing them: `part` holds
-// (RF_ATTENTION_MAX_TOKENS, n_head, ceil(n_ctx / 256), 2 + hd) floats of scratch, `counters`
-// (RF_ATTENTION_MAX_TOKENS, n_head) int32 zeros (left zero). hd: a multiple of 32, at most 256.
-// Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also write the
-// output quantized as rf_act would.
-#define RF_ATTENTION_MAX_TOKENS 8
-int rf_attention(const float* q, int ld_q, const float* k_cache, const float* v_cache,
+// its own); n_cells lives in device memory so captured graphs stay valid. tok_lo / tok_hi
+// (n): a range of cells holding every cell visible to the token (the host's per-sequence
+// bounds), the only chunks scanned. Rows of q are `ld_q` floats apart; n <=
+// RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells, `splits` (1..32)
+// blocks per (token, head) sharing them: `part` holds (n, n_head, ceil(n_ctx / 256), 2 + hd)
+// floats of scratch, `counters` (n, n_head) int32 zeros (left zero). hd: a multiple of 32, at
+// most 256. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also
+// write the output quantized as rf_act would. The caches hold elements of `kv_type`
+// (kv_cache.h), widened to f32 as they are read.
+#define RF_ATTENTION_MAX_TOKENS 64
+int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache, int kv_type,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
-                 const int32_t* tok_pos, const int32_t* tok_seq, int n, int n_head,
+                 const int32_t* tok_pos, const int32_t* tok_seq, const int32_t* tok_lo,
+                 const int32_t* tok_hi, int n, int n_head,
                  int n_head_kv, int head_dim, int n_ctx, int splits, float* part,
                  int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
 // n_head / n_head_kv <= 16); no split scratch needed.
-int rf_attention_prefill(const float* q, int ld_q, const float* k_cache, const float* v_cache,
-                         const int32_t* cell_pos, const uint64_t* cell_seqs,
+int rf_attention_prefill(const float* q, int ld_q, const void* k_cache, const void* v_cache,
+                         int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                          const int32_t* n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
-                         int n, int n_head, int n_head_kv, int head_dim, float* out,
-                         void* stream);
+                         const int32_t* tok_lo, const int32_t* tok_hi, int n, int n_head,
+                         int n_head_kv, int head_dim, float* out, void* stream);
 
 // ---- blas (cuBLAS / rocBLAS, opened at run time): y(n, rows) (+)= x(n, cols) . W^T with f16
 // inputs, f32 output. rf_blas_create answers RF_ERR_NO_BLAS when the library cannot be opened;

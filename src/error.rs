@@ -27,6 +27,9 @@ pub enum Error {
         feature: &'static str,
         backend: &'static str,
     },
+    /// A request this engine does not serve (a quantization target it cannot write).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     #[error("unsupported tensor type {ty} for tensor '{tensor}'")]
     UnsupportedTensorType { tensor: String, ty: String },
     #[error("invalid model: {0}")]

@@ -80,6 +80,7 @@ fn run(model: &Model, prompt: &[u32]) -> u64 {
         n_batch: 16,
         n_seq_max: 1,
         n_threads: 2,
+        ..Default::default()
     };
     let mut ctx = Context::new(model, params).expect("context");
     let mut h = 0xcbf2_9ce4_8422_2325u64;

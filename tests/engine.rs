@@ -3,6 +3,7 @@
 mod common;
 
 use common::tiny::{build, TinySpec, TINY_VOCAB};
+use rocmforge::kv_cache::KvType;
 use rocmforge::quant::GgmlType;
 use rocmforge::{Batch, Context, ContextParams, Error, Model};
 
@@ -16,6 +17,7 @@ fn ctx(model: &Model, n_ctx: usize, n_seq: usize) -> Context {
         n_batch: 64,
         n_seq_max: n_seq,
         n_threads: 2,
+        ..Default::default()
     };
     Context::new(model, params).unwrap()
 }
@@ -340,6 +342,7 @@ fn logits_are_bit_identical_however_the_tokens_are_batched() {
                 n_batch: 64,
                 n_seq_max: 3,
                 n_threads,
+                ..Default::default()
             };
             let mut c = Context::new(&m, params).unwrap();
             c.decode(&batch).unwrap();
@@ -352,4 +355,78 @@ fn logits_are_bit_identical_however_the_tokens_are_batched() {
             }
         }
     }
+}
+
+/// A context with `cache_type`, otherwise as [`ctx`].
+fn ctx_typed(model: &Model, cache_type: KvType) -> Context {
+    let params = ContextParams {
+        n_ctx: 64,
+        n_batch: 64,
+        n_seq_max: 2,
+        n_threads: 2,
+        cache_type,
+    };
+    Context::new(model, params).unwrap()
+}
+
+#[test]
+fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
+    use rocmforge::api::MemoryEstimate;
+    use rocmforge::backend::cpu::CpuContext;
+    let spec = TinySpec::default();
+    let m = model(&spec);
+    let hp = m.hparams().clone();
+    let mut last = Vec::new();
+    for cache_type in KvType::ALL {
+        // The estimate counts the bytes the CPU context allocates for this type.
+        let params = ContextParams {
+            n_ctx: 96,
+            cache_type,
+            ..ContextParams::default()
+        };
+        let est = MemoryEstimate::new(&hp, 0, &params);
+        let exec = CpuContext::new(
+            std::sync::Arc::new(rocmforge::model::LoadedModel::new(build(&spec)).unwrap()),
+            96,
+            1,
+            cache_type,
+        )
+        .unwrap();
+        assert_eq!(est.kv_cache_bytes, exec.kv().bytes(), "{cache_type}");
+        assert_eq!(
+            est.kv_cache_bytes,
+            (2 * hp.n_layer * 96 * hp.kv_dim() * cache_type.elem_bytes()) as u64
+        );
+
+        // Save after the prompt, continue; a restored context continues with the same bits.
+        let mut a = ctx_typed(&m, cache_type);
+        a.eval(&PROMPT, 0).unwrap();
+        a.eval(&PROMPT[..3], 1).unwrap();
+        let state = a.state_save(None).unwrap();
+        assert_eq!(state.len(), a.state_size(None));
+        a.eval(&[5], 0).unwrap();
+        let want = a.last_logits().unwrap().to_vec();
+        let mut b = ctx_typed(&m, cache_type);
+        b.state_restore(&state, None).unwrap();
+        b.eval(&[5], 0).unwrap();
+        assert_eq!(b.last_logits().unwrap(), &want[..], "{cache_type}");
+        // One sequence too.
+        let seq_state = a.state_save(Some(1)).unwrap();
+        let mut c = ctx_typed(&m, cache_type);
+        c.state_restore(&seq_state, Some(0)).unwrap();
+        assert_eq!(c.cells().seq_pos_max(0), Some(2));
+        // Another cache type refuses the state and stays usable.
+        let other = KvType::ALL.into_iter().find(|&t| t != cache_type).unwrap();
+        let mut d = ctx_typed(&m, other);
+        let e = d.state_restore(&state, None).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("KV cache of type"), "{e}");
+        d.eval(&PROMPT, 0).unwrap();
+        last.push(want);
+    }
+    // The f16 cache rounds keys and values: close to the f32 cache's logits, not the same.
+    let (f32_logits, f16_logits) = (&last[0], &last[1]);
+    assert_ne!(f32_logits, f16_logits);
+    let scale = f32_logits.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(max_diff(f32_logits, f16_logits) < 0.01 * scale);
 }

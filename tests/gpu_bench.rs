@@ -10,11 +10,20 @@ use rocmforge::backend::Engine;
 use rocmforge::batch::Batch;
 use rocmforge::cancel::CancelFlag;
 use rocmforge::gguf::GgufFile;
-use rocmforge::kv_cache::Cells;
+use rocmforge::kv_cache::{Cells, KvType};
 use rocmforge::model::LoadedModel;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// ROCMFORGE_BENCH_CACHE_TYPE: the KV cache type (f16, the default, or f32).
+fn cache_type() -> KvType {
+    let t = std::env::var("ROCMFORGE_BENCH_CACHE_TYPE")
+        .map_or(Ok(KvType::default()), |s| s.parse())
+        .expect("ROCMFORGE_BENCH_CACHE_TYPE");
+    eprintln!("KV cache type: {t}");
+    t
+}
 
 #[test]
 #[ignore]
@@ -42,7 +51,7 @@ fn gpu_pp512_tg128() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let n_ctx = (depth + 256).max(1024);
-    let exec = GpuContext::new(Arc::clone(&gm), n_ctx).expect("context");
+    let exec = GpuContext::new(Arc::clone(&gm), n_ctx, cache_type()).expect("context");
     let mut ctx = Engine::new(Box::new(exec), n_ctx, 1).expect("cells");
     let vocab = model.hparams.n_vocab;
     let cancel = CancelFlag::new();
@@ -138,4 +147,75 @@ fn gpu_pp512_tg128() {
         1.0 / replay_s,
         tg / ceiling
     );
+}
+
+/// Many sequences, as llama-batched-bench measures them (ignored by default; scripts/gpu/bench.sh
+/// runs it): for each N of `ROCMFORGE_BENCH_NPL` (default 1,8,32,64), N sequences each with its
+/// own 128-token prompt, all prompts submitted as one batch (split into steps of
+/// MAX_STEP_TOKENS), then 64 steps each holding the next token of every sequence; prints
+/// prefill and generation tokens/s. Sequences keep their cells in regions of 256.
+#[test]
+#[ignore]
+fn gpu_batched() {
+    let Ok(path) = std::env::var("ROCMFORGE_BENCH_MODEL") else {
+        eprintln!("ROCMFORGE_BENCH_MODEL not set");
+        return;
+    };
+    let npl: Vec<usize> = std::env::var("ROCMFORGE_BENCH_NPL")
+        .unwrap_or_else(|_| "1,8,32,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let (npp, ntg) = (128usize, 64usize);
+    // ROCMFORGE_BENCH_LOGITS=last: read back only the last sequence's logits each step.
+    let all_logits = std::env::var("ROCMFORGE_BENCH_LOGITS").map_or(true, |v| v != "last");
+    let stride = (npp + ntg).next_multiple_of(256);
+    let model = LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
+    let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
+    let vocab = model.hparams.n_vocab;
+    let n_vocab = vocab as u32;
+    let cancel = CancelFlag::new();
+    let mut logits = Vec::new();
+    for &n in &npl {
+        let n_ctx = n * stride;
+        let exec = GpuContext::new(Arc::clone(&gm), n_ctx, cache_type()).expect("context");
+        let mut ctx = Engine::new(Box::new(exec), n_ctx, n).expect("cells");
+        ctx.edit_cells(|c| c.set_seq_regions(Some(stride)).expect("regions"));
+        let mut best = (f64::MAX, f64::MAX);
+        for rep in 0..2 {
+            ctx.edit_cells(Cells::clear);
+            let mut b = Batch::new();
+            for s in 0..n {
+                for i in 0..npp {
+                    let tok = ((s * 1000 + i) as u32 * 7919 + 13) % n_vocab;
+                    b.push(tok, i as i32, s as u32, i + 1 == npp);
+                }
+            }
+            let t = Instant::now();
+            ctx.decode(&b, vocab, &cancel, &mut logits)
+                .expect("prefill");
+            let pp = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for i in 0..ntg {
+                let mut b = Batch::new();
+                for s in 0..n {
+                    let tok = ((s * 31 + i) as u32 * 7919 + 17) % n_vocab;
+                    b.push(tok, (npp + i) as i32, s as u32, all_logits || s + 1 == n);
+                }
+                ctx.decode(&b, vocab, &cancel, &mut logits)
+                    .expect("generation step");
+            }
+            let tg = t.elapsed().as_secs_f64();
+            assert!(logits.iter().all(|v| v.is_finite()), "non-finite logits");
+            if rep > 0 {
+                best = (best.0.min(pp), best.1.min(tg));
+            }
+        }
+        println!(
+            "{{\"model\":\"{}\",\"n_seq\":{n},\"npp\":{npp},\"ntg\":{ntg},\"pp_tok_s\":{:.0},\"tg_tok_s\":{:.0}}}",
+            Path::new(&path).file_name().map_or(String::new(), |f| f.to_string_lossy().into_owned()),
+            (n * npp) as f64 / best.0,
+            (n * ntg) as f64 / best.1
+        );
+    }
 }

@@ -22,6 +22,7 @@
 mod common;
 
 use common::tiny::{build, build_bytes, TinySpec};
+use rocmforge::kv_cache::KvType;
 use rocmforge::model::Feature;
 use rocmforge::quant::GgmlType;
 use rocmforge::{Batch, Context, ContextParams, Model};
@@ -149,12 +150,15 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
+/// An f32 KV cache, as the fixtures were made (`--kv f32`): these tiny models are compared
+/// at the level of the arithmetic (hundredths of a logit), where f16 rounding of K/V shows.
 fn context_params() -> ContextParams {
     ContextParams {
         n_ctx: 256,
         n_batch: 256,
         n_seq_max: 1,
         n_threads: 2,
+        cache_type: KvType::F32,
     }
 }
 

@@ -64,6 +64,7 @@ pub fn state_params() -> ContextParams {
         n_batch: 16,
         n_seq_max: 2,
         n_threads: 1,
+        ..Default::default()
     }
 }
 

@@ -26,6 +26,7 @@ fn check_loads(bytes: &[u8]) -> Result<()> {
         n_batch: 8,
         n_seq_max: 1,
         n_threads: 1,
+        ..Default::default()
     };
     Context::new(&model, params)?.eval(&ids[..2], 0)
 }

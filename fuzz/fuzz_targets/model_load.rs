@@ -91,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
         n_batch: 8,
         n_seq_max: 1,
         n_threads: 1,
+        ..Default::default()
     };
     let Ok(mut ctx) = Context::new(&model, params) else {
         return;

@@ -7,7 +7,7 @@ use crate::backend::{gpu, Engine, Executor};
 use crate::batch::{Batch, MAX_POSITION};
 use crate::cancel::CancelFlag;
 use crate::kv_cache::state::{self, Geometry};
-use crate::kv_cache::Cells;
+use crate::kv_cache::{Cells, KvType};
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct ContextParams {
     pub n_seq_max: usize,
     /// Compute threads; 0 = the machine's available parallelism.
     pub n_threads: usize,
+    /// How the KV cache stores keys and values (f16 by default, as llama.cpp).
+    pub cache_type: KvType,
 }
 
 impl Default for ContextParams {
@@ -31,6 +33,7 @@ impl Default for ContextParams {
             n_batch: 512,
             n_seq_max: 1,
             n_threads: 0,
+            cache_type: KvType::default(),
         }
     }
 }
@@ -100,7 +103,7 @@ impl Context {
 
     fn executor(model: &Model, params: &ContextParams) -> Result<Box<dyn Executor>> {
         if let Some(weights) = model.gpu() {
-            return gpu::new_context(weights, params.n_ctx);
+            return gpu::new_context(weights, params.n_ctx, params.cache_type);
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
         // itself is then allocated lazily (pages arrive as cells are used).
@@ -118,6 +121,7 @@ impl Context {
             Arc::clone(model.loaded()),
             params.n_ctx,
             params.n_threads,
+            params.cache_type,
         )?))
     }
 
@@ -135,6 +139,7 @@ impl Context {
         Geometry {
             n_layer: hp.n_layer,
             kv_dim: hp.kv_dim(),
+            kv_type: self.params.cache_type,
         }
     }
 

@@ -29,7 +29,8 @@ impl MemoryEstimate {
             params.n_ctx
         };
         let n_batch = params.n_batch.min(n_ctx) as u64;
-        let kv_cache_bytes = HostKv::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim());
+        let kv_cache_bytes =
+            HostKv::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim(), params.cache_type);
         let per_token = 3 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff + hp.n_vocab;
         // Attention scores and the visible-cell list, per token.
         let scores = n_ctx as u64 * 8;

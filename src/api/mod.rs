@@ -5,9 +5,11 @@ mod context;
 mod device;
 mod memory;
 mod model;
+pub mod quantize;
 
 pub use crate::batch::Batch;
 pub use context::{Context, ContextParams};
 pub use device::{devices, gpu_built_in, gpu_device, DeviceInfo};
 pub use memory::{host_memory_available, MemoryEstimate};
 pub use model::{Backend, Model, ModelParams, ProgressFn};
+pub use quantize::{quantize_model, quantize_plan, FileType, QuantizeParams, QuantizeReport};

@@ -3,6 +3,7 @@
 //! `BackendUnavailable` ("not built in") and [`devices`] is empty. So `api` has no `cfg`.
 
 use super::Executor;
+use crate::kv_cache::KvType;
 use crate::model::{Feature, LoadedModel};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -114,16 +115,22 @@ pub fn upload(
     }
 }
 
-/// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells.
-pub fn new_context(model: &Arc<GpuModel>, n_ctx: usize) -> Result<Box<dyn Executor>> {
+/// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells
+/// stored as `kv_type`.
+pub fn new_context(
+    model: &Arc<GpuModel>,
+    n_ctx: usize,
+    kv_type: KvType,
+) -> Result<Box<dyn Executor>> {
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
         Arc::clone(model),
         n_ctx,
+        kv_type,
     )?));
     #[cfg(not(any(feature = "rocm", feature = "cuda")))]
     {
-        let _ = n_ctx;
+        let _ = (n_ctx, kv_type);
         match **model {}
     }
 }

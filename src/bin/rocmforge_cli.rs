@@ -2,7 +2,7 @@
 //!
 //! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
 //!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
-//!               [--backend auto|cpu|gpu] [--device I]
+//!               [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32]
 //! rocmforge_cli serve -m MODEL [--port 8080] [server options]   (also: rocmforge_cli --port 8080)
 //!
 //! `serve` runs the OpenAI-compatible server, `rocmforge-server` (crate
@@ -37,7 +37,7 @@ fn default_model() -> String {
 
 const USAGE: &str = "usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
 [-c CTX] [--temp T] [--seed S|-1] [--top-k K] [--top-p P] [--min-p P] \
-[--repeat-penalty R] [--backend auto|cpu|gpu] [--device I]
+[--repeat-penalty R] [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32]
        rocmforge_cli chat [same options]   (one stdin line = one turn; history is kept)
        rocmforge_cli serve -m MODEL [--port 8080] [server options]
        rocmforge_cli --version
@@ -144,6 +144,9 @@ fn parse_args() -> Result<Parsed, String> {
                     "gpu" => Backend::Gpu,
                     other => return Err(format!("--backend: '{other}' is not auto, cpu or gpu")),
                 }
+            }
+            "--cache-type" => {
+                args.ctx.cache_type = value()?.parse().map_err(|e| format!("{f}: {e}"))?
             }
             "-h" | "--help" => return Ok(Parsed::Print(USAGE.into())),
             "-V" | "--version" => {

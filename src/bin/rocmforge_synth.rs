@@ -10,8 +10,9 @@
 //!          first and last eighth, Q4_K elsewhere). As llama.cpp does, a K-quant matrix whose
 //!          rows are not whole super-blocks of 256 falls back to Q5_0 (Q4_K), Q5_1 (Q5_K) or
 //!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here). K-quant and Q5 weights are noise
-//!          quantized by our test quantizers; Q2_K and Q3_K (which we have no quantizer for)
-//!          are random bytes under scales chosen for the usual spread.
+//!          quantized by our test quantizers; Q2_K and Q3_K are random bytes under scales
+//!          chosen for the usual spread (as before they had quantizers, so files of the same
+//!          arguments keep their bytes).
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
 //!   keeps only the tokenizer metadata of MODEL (a few MB) and its `general.architecture` (so
 //!   llama.cpp loads it as a vocabulary-only file), to carry a real vocabulary; `--pre`

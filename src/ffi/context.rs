@@ -102,12 +102,13 @@ fn context_summary(ctx: &Context) -> String {
         _ => format!("on the CPU with {} threads", p.n_threads),
     };
     format!(
-        "context: {} cells, batches of up to {} tokens, {} sequence(s); KV cache {:.1} MiB, \
-         working buffers {:.1} MiB, {place}",
+        "context: {} cells, batches of up to {} tokens, {} sequence(s); KV cache {:.1} MiB \
+         ({}), working buffers {:.1} MiB, {place}",
         p.n_ctx,
         p.n_batch,
         p.n_seq_max,
         mib(mem.kv_cache_bytes),
+        p.cache_type,
         mib(mem.compute_bytes),
     )
 }

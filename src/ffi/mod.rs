@@ -23,6 +23,7 @@ pub mod kv;
 pub mod log;
 pub mod model;
 pub mod params;
+pub mod quantize;
 pub mod sampler;
 pub mod state;
 pub mod status;

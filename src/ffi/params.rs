@@ -12,6 +12,13 @@ pub const ROCMFORGE_BACKEND_CPU: i32 = 1;
 /// A GPU (HIP); ROCMFORGE_ERR_BACKEND_UNAVAILABLE when this library has no GPU backend.
 pub const ROCMFORGE_BACKEND_GPU: i32 = 2;
 
+/// KV cache types for rocmforge_context_params_set_cache_type (ggml's type ids, as llama.cpp's
+/// `--cache-type-k` names them). f32: keys and values exactly as computed (4 bytes each).
+pub const ROCMFORGE_CACHE_TYPE_F32: i32 = 0;
+/// f16 (the default): keys and values rounded to nearest-even half precision when written, half
+/// the cache memory of f32; the same on the CPU and the GPU.
+pub const ROCMFORGE_CACHE_TYPE_F16: i32 = 1;
+
 /// Called during model loading with the fraction done (0..1); return false to cancel the load
 /// (which then fails with ROCMFORGE_ERR_CANCELLED). Runs on the loading thread.
 #[allow(non_camel_case_types)]
@@ -275,4 +282,26 @@ pub unsafe extern "C" fn rocmforge_context_params_set_n_threads(
     value: u32,
 ) -> rocmforge_status {
     set_size(params, "n_threads", value, 0..=1024, |p| &mut p.n_threads)
+}
+
+/// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
+/// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
+/// from a context restores only into a context with the same cache type.
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_cache_type(
+    params: *mut rocmforge_context_params,
+    cache_type: i32,
+) -> rocmforge_status {
+    set(params, |p| {
+        let t = u32::try_from(cache_type)
+            .ok()
+            .and_then(crate::kv_cache::KvType::from_id)
+            .ok_or_else(|| invalid(format!("unknown KV cache type {cache_type} (0 f32, 1 f16)")))?;
+        p.params.cache_type = t;
+        Ok(())
+    })
 }

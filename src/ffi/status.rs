@@ -145,7 +145,8 @@ impl From<crate::Error> for FfiError {
             E::Gguf(_) | E::InvalidModel(_) => ROCMFORGE_ERR_INVALID_MODEL,
             E::UnsupportedArchitecture(_)
             | E::UnsupportedFeature { .. }
-            | E::UnsupportedTensorType { .. } => ROCMFORGE_ERR_UNSUPPORTED,
+            | E::UnsupportedTensorType { .. }
+            | E::Unsupported(_) => ROCMFORGE_ERR_UNSUPPORTED,
             E::Tokenizer(_) => ROCMFORGE_ERR_TOKENIZER,
             E::Template(_) => ROCMFORGE_ERR_TEMPLATE,
             E::InvalidArgument(_) => ROCMFORGE_ERR_INVALID_ARGUMENT,

@@ -171,10 +171,13 @@ impl GgufWriter {
     /// The whole file in memory (for tests and small models).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.head();
-        let pushed: std::result::Result<(), std::convert::Infallible> = self.stream_data(|chunk| {
-            out.extend_from_slice(chunk);
-            Ok(())
-        });
+        let pushed: std::result::Result<(), std::convert::Infallible> = self.stream_data(
+            |chunk| {
+                out.extend_from_slice(chunk);
+                Ok(())
+            },
+            |_| Ok(()),
+        );
         match pushed {
             Ok(()) => out,
             Err(never) => match never {},
@@ -183,6 +186,17 @@ impl GgufWriter {
 
     /// Writes the file to `path`, streaming tensor data through a buffer.
     pub fn write_to(&self, path: &Path) -> Result<()> {
+        self.write_to_reporting(path, &mut |_| Ok(()))
+    }
+
+    /// Writes the file to `path` like [`Self::write_to`], calling `after_tensor` with the number
+    /// of tensors written so far after each one; its error (a cancellation) stops the write
+    /// and is returned, leaving a partial file for the caller to remove.
+    pub fn write_to_reporting(
+        &self,
+        path: &Path,
+        after_tensor: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
         let io_err = |source| Error::Io {
             path: path.display().to_string(),
             source,
@@ -190,10 +204,14 @@ impl GgufWriter {
         let file = std::fs::File::create(path).map_err(io_err)?;
         let mut out = std::io::BufWriter::with_capacity(CHUNK_BYTES as usize, file);
         out.write_all(&self.head()).map_err(io_err)?;
-        self.stream_data(|chunk| out.write_all(chunk))
-            .map_err(io_err)?;
+        self.stream_data(|chunk| out.write_all(chunk).map_err(io_err), after_tensor)?;
         out.flush().map_err(io_err)?;
         Ok(())
+    }
+
+    /// The number of tensors added so far.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
     }
 
     /// Header, metadata and tensor infos, padded to the start of the data section.
@@ -224,13 +242,15 @@ impl GgufWriter {
         out
     }
 
-    /// Every tensor's bytes in order, each followed by zero padding to the alignment.
+    /// Every tensor's bytes in order, each followed by zero padding to the alignment;
+    /// `after_tensor` hears how many are done after each.
     fn stream_data<E>(
         &self,
         mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+        mut after_tensor: impl FnMut(usize) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let zeros = vec![0u8; self.alignment as usize];
-        for t in &self.tensors {
+        for (done, t) in self.tensors.iter().enumerate() {
             match &t.bytes {
                 TensorBytes::Owned(data) => sink(data)?,
                 TensorBytes::Generated(fill) => {
@@ -252,6 +272,7 @@ impl GgufWriter {
             }
             let pad = t.n_bytes.next_multiple_of(self.alignment) - t.n_bytes;
             sink(&zeros[..pad as usize])?;
+            after_tensor(done + 1)?;
         }
         Ok(())
     }

@@ -1,35 +1,50 @@
-//! The CPU backend's keys and values: per layer, one (n_ctx, kv_dim) f32 array each, indexed
-//! by the cells of [`super::Cells`].
+//! The CPU backend's keys and values: per layer, one (n_ctx, kv_dim) array each in the
+//! context's [`KvType`], indexed by the cells of [`super::Cells`].
 
+use super::KvType;
 use crate::{Error, Result};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// Per layer: (n_ctx, kv_dim) elements of one type.
+enum Layers {
+    F32(Vec<Vec<f32>>),
+    F16(Vec<Vec<f16>>),
+}
 
 pub struct HostKv {
     n_layer: usize,
     n_ctx: usize,
     /// Width of one token's keys (or values) in a layer: n_head_kv * head_dim.
     kv_dim: usize,
-    /// Per layer: (n_ctx, kv_dim).
-    keys: Vec<Vec<f32>>,
-    /// Per layer: (n_ctx, kv_dim).
-    values: Vec<Vec<f32>>,
+    keys: Layers,
+    values: Layers,
 }
 
 impl HostKv {
-    /// Zeroed storage, allocated lazily by the system (see `zeroed_f32`), fallibly.
-    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize) -> Result<HostKv> {
+    /// Zeroed storage, allocated lazily by the system (see `zeroed`), fallibly.
+    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, kv_type: KvType) -> Result<HostKv> {
         let per_layer = n_ctx
             .checked_mul(kv_dim)
             .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {n_ctx} x {kv_dim}")))?;
-        let alloc = |what: &str| -> Result<Vec<Vec<f32>>> {
-            let mut layers = Vec::with_capacity(n_layer);
-            for _ in 0..n_layer {
-                layers.push(zeroed_f32(per_layer).ok_or_else(|| {
-                    Error::OutOfMemory(format!(
-                        "KV cache {what}: {n_layer} layers x {per_layer} floats"
-                    ))
-                })?);
-            }
-            Ok(layers)
+        let oom = |what: &str| {
+            Error::OutOfMemory(format!(
+                "KV cache {what}: {n_layer} layers x {per_layer} {kv_type} elements"
+            ))
+        };
+        let alloc = |what: &str| -> Result<Layers> {
+            Ok(match kv_type {
+                KvType::F32 => Layers::F32(
+                    (0..n_layer)
+                        .map(|_| zeroed::<f32>(per_layer).ok_or_else(|| oom(what)))
+                        .collect::<Result<_>>()?,
+                ),
+                KvType::F16 => Layers::F16(
+                    (0..n_layer)
+                        .map(|_| zeroed::<f16>(per_layer).ok_or_else(|| oom(what)))
+                        .collect::<Result<_>>()?,
+                ),
+            })
         };
         Ok(HostKv {
             n_layer,
@@ -41,8 +56,20 @@ impl HostKv {
     }
 
     /// Bytes a cache of this shape needs (for memory estimates before allocating).
-    pub fn bytes_needed(n_layer: usize, n_ctx: usize, kv_dim: usize) -> u64 {
-        2 * n_layer as u64 * n_ctx as u64 * kv_dim as u64 * std::mem::size_of::<f32>() as u64
+    pub fn bytes_needed(n_layer: usize, n_ctx: usize, kv_dim: usize, kv_type: KvType) -> u64 {
+        2 * n_layer as u64 * n_ctx as u64 * kv_dim as u64 * kv_type.elem_bytes() as u64
+    }
+
+    /// Bytes this cache holds (allocated, if not yet touched).
+    pub fn bytes(&self) -> u64 {
+        Self::bytes_needed(self.n_layer, self.n_ctx, self.kv_dim, self.kv_type())
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        match self.keys {
+            Layers::F32(_) => KvType::F32,
+            Layers::F16(_) => KvType::F16,
+        }
     }
 
     pub fn n_layer(&self) -> usize {
@@ -57,30 +84,63 @@ impl HostKv {
         self.kv_dim
     }
 
-    /// Keys of `cell` in `layer`: (kv_dim).
-    pub fn key(&self, layer: usize, cell: usize) -> &[f32] {
-        &self.keys[layer][cell * self.kv_dim..(cell + 1) * self.kv_dim]
+    /// Keys of `cell` in `layer`, elements `off..off + len`, as f32: borrowed from an f32 cache,
+    /// widened (exactly) into `buf` from an f16 one. `buf` holds at least `len` floats.
+    #[inline(always)]
+    pub fn key_f32<'a>(
+        &'a self,
+        layer: usize,
+        cell: usize,
+        off: usize,
+        len: usize,
+        buf: &'a mut [f32],
+    ) -> &'a [f32] {
+        row_f32(&self.keys, layer, cell * self.kv_dim + off, len, buf)
     }
 
-    /// Values of `cell` in `layer`: (kv_dim).
-    pub fn value(&self, layer: usize, cell: usize) -> &[f32] {
-        &self.values[layer][cell * self.kv_dim..(cell + 1) * self.kv_dim]
+    /// Values of `cell` in `layer`, as [`Self::key_f32`] reads keys.
+    #[inline(always)]
+    pub fn value_f32<'a>(
+        &'a self,
+        layer: usize,
+        cell: usize,
+        off: usize,
+        len: usize,
+        buf: &'a mut [f32],
+    ) -> &'a [f32] {
+        row_f32(&self.values, layer, cell * self.kv_dim + off, len, buf)
     }
 
-    /// Writes one token's keys and values for `layer`.
+    /// Keys of `cell` in `layer` as f32: (kv_dim).
+    pub fn key(&self, layer: usize, cell: usize) -> Vec<f32> {
+        let mut buf = vec![0.0; self.kv_dim];
+        self.key_f32(layer, cell, 0, self.kv_dim, &mut buf).to_vec()
+    }
+
+    /// Values of `cell` in `layer` as f32: (kv_dim).
+    pub fn value(&self, layer: usize, cell: usize) -> Vec<f32> {
+        let mut buf = vec![0.0; self.kv_dim];
+        self.value_f32(layer, cell, 0, self.kv_dim, &mut buf)
+            .to_vec()
+    }
+
+    /// Writes one token's keys and values for `layer`, rounded to the cache's type.
     pub fn store(&mut self, layer: usize, cell: usize, key: &[f32], value: &[f32]) {
-        let range = cell * self.kv_dim..(cell + 1) * self.kv_dim;
-        self.keys[layer][range.clone()].copy_from_slice(key);
-        self.values[layer][range].copy_from_slice(value);
+        let at = cell * self.kv_dim;
+        store_row(&mut self.keys, layer, at, key);
+        store_row(&mut self.values, layer, at, value);
     }
 
-    /// Keys and values of `cells` in the state layout: (cells, n_layer, keys | values, kv_dim).
+    /// Keys and values of `cells` in the state layout: (cells, n_layer, keys | values, kv_dim),
+    /// widened to f32 (exactly: each is a value of the cache's type).
     pub fn read_cells(&self, cells: &[usize]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(cells.len() * self.n_layer * 2 * self.kv_dim);
-        for &c in cells {
-            for layer in 0..self.n_layer {
-                out.extend_from_slice(self.key(layer, c));
-                out.extend_from_slice(self.value(layer, c));
+        let d = self.kv_dim;
+        let mut out = vec![0.0; cells.len() * self.n_layer * 2 * d];
+        for (&c, cell_out) in cells.iter().zip(out.chunks_exact_mut(self.n_layer * 2 * d)) {
+            for (layer, kv) in cell_out.chunks_exact_mut(2 * d).enumerate() {
+                let (k, v) = kv.split_at_mut(d);
+                copy_out(&self.keys, layer, c * d, k);
+                copy_out(&self.values, layer, c * d, v);
             }
         }
         out
@@ -98,20 +158,106 @@ impl HostKv {
     }
 }
 
-/// `n` zero floats, or `None` when the allocation fails. Zeroed memory from the allocator: a
+#[inline(always)]
+fn row_f32<'a>(
+    layers: &'a Layers,
+    layer: usize,
+    at: usize,
+    len: usize,
+    buf: &'a mut [f32],
+) -> &'a [f32] {
+    match layers {
+        Layers::F32(l) => &l[layer][at..at + len],
+        Layers::F16(l) => {
+            // F16C where the CPU has it (detected by `half` at run time); f16 -> f32 is exact,
+            // so every path gives the same bits.
+            l[layer][at..at + len].convert_to_f32_slice(&mut buf[..len]);
+            &buf[..len]
+        }
+    }
+}
+
+fn copy_out(layers: &Layers, layer: usize, at: usize, out: &mut [f32]) {
+    match layers {
+        Layers::F32(l) => out.copy_from_slice(&l[layer][at..at + out.len()]),
+        Layers::F16(l) => l[layer][at..at + out.len()].convert_to_f32_slice(out),
+    }
+}
+
+/// Rounds `row` to the cache's type at elements `at..` of `layer`: f16 by round-to-nearest-
+/// even, as the GPU's `__float2half` (kernels/kv_cache.h), so both backends cache the same bits.
+fn store_row(layers: &mut Layers, layer: usize, at: usize, row: &[f32]) {
+    match layers {
+        Layers::F32(l) => l[layer][at..at + row.len()].copy_from_slice(row),
+        Layers::F16(l) => l[layer][at..at + row.len()].convert_from_f32_slice(row),
+    }
+}
+
+/// Element types whose all-zero bit pattern is a valid value (0.0).
+///
+/// # Safety
+/// Implementors must be plain data for which all-zero bytes are a valid value.
+unsafe trait ZeroBits: Copy {}
+// SAFETY: 0x00000000 is the f32 value +0.0.
+unsafe impl ZeroBits for f32 {}
+// SAFETY: f16 is a transparent u16; 0x0000 is the f16 value +0.0.
+unsafe impl ZeroBits for f16 {}
+
+/// `n` zero elements, or `None` when the allocation fails. Zeroed memory from the allocator: a
 /// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
 /// nothing until cells are used (no loop writing every page up front).
-fn zeroed_f32(n: usize) -> Option<Vec<f32>> {
+fn zeroed<T: ZeroBits>(n: usize) -> Option<Vec<T>> {
     if n == 0 {
         return Some(Vec::new());
     }
-    let layout = std::alloc::Layout::array::<f32>(n).ok()?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    let layout = std::alloc::Layout::array::<T>(n).ok()?;
+    // SAFETY: the layout has a non-zero size (n > 0 and T is not zero-sized: f32 or f16).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if p.is_null() {
         return None;
     }
-    // SAFETY: `p` was allocated by the global allocator with the layout of `n` f32s, and all-zero
-    // bits are the f32 value 0.0, so all `n` elements are initialised.
+    // SAFETY: `p` was allocated by the global allocator with the layout of `n` T's, and all-zero
+    // bits are a valid T (ZeroBits), so all `n` elements are initialised.
     Some(unsafe { Vec::from_raw_parts(p, n, n) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_cache_rounds_to_nearest_even_and_reads_back_exactly() {
+        let mut kv = HostKv::new(1, 2, 4, KvType::F16).unwrap();
+        // 1 + 2^-11 is halfway between 1 and the next f16 (1 + 2^-10): ties go to even (1.0);
+        // 1 + 3 * 2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: ties go to 1 + 2^-9.
+        let k = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            70000.0,
+            -0.1,
+        ];
+        kv.store(0, 1, &k, &[0.5; 4]);
+        let got = kv.key(0, 1);
+        assert_eq!(got[0], 1.0);
+        assert_eq!(got[1], 1.0 + 2f32.powi(-9));
+        assert_eq!(got[2], f32::INFINITY, "past f16's range");
+        assert_eq!(got[3], f16::from_f32(-0.1).to_f32());
+        assert_ne!(got[3], -0.1);
+        assert_eq!(kv.value(0, 1), vec![0.5; 4]);
+        // A state round trip of already-rounded values changes nothing.
+        let saved = kv.read_cells(&[1]);
+        let mut other = HostKv::new(1, 2, 4, KvType::F16).unwrap();
+        other.write_cells(&[0], &saved);
+        assert_eq!(other.key(0, 0), got);
+        assert_eq!(kv.bytes(), 2 * 2 * 4 * 2);
+    }
+
+    #[test]
+    fn f32_cache_stores_exactly() {
+        let mut kv = HostKv::new(2, 3, 2, KvType::F32).unwrap();
+        kv.store(1, 2, &[-0.1, 3.0], &[1e-30, 7.5]);
+        assert_eq!(kv.key(1, 2), vec![-0.1, 3.0]);
+        assert_eq!(kv.value(1, 2), vec![1e-30, 7.5]);
+        assert_eq!(kv.bytes(), 2 * 2 * 3 * 2 * 4);
+    }
 }

@@ -7,12 +7,15 @@
 //!
 //! [`Cells`] is the bookkeeping (allocation, positions, sequence edits), one per context and
 //! the same for every backend; the keys and values live with the backend that computes them
-//! ([`HostKv`] for the CPU, device buffers for the GPU). [`state`] serialises both in one format.
+//! ([`HostKv`] for the CPU, device buffers for the GPU), stored as the context's [`KvType`].
+//! [`state`] serialises both in one format.
 
 mod host;
+mod kv_type;
 pub mod state;
 
 pub use host::HostKv;
+pub use kv_type::KvType;
 
 use crate::{Error, Result};
 

@@ -2,32 +2,37 @@
 //! backend: the cells come from [`Cells`], the keys and values from whichever backend holds
 //! them (read and written per cell, so a one-sequence save moves only that sequence's cells).
 //!
-//! Layout (little-endian): magic "RFKV", format version u32, n_layer u32, kv_dim u32,
-//! n_cells u32, then per cell: pos i32, sequence mask u64, and for each layer the keys then the
-//! values, kv_dim f32 each. A restored blob must match the cache's n_layer and kv_dim.
+//! Layout (little-endian): magic "RFKV", format version u32, n_layer u32, kv_dim u32, cache
+//! type u32 ([`KvType::id`]), n_cells u32, then per cell: pos i32, sequence mask u64, and for
+//! each layer the keys then the values, kv_dim elements each in the cache's type (f32, or f16
+//! bits). A restored blob must match the cache's n_layer, kv_dim and type: a state saved with
+//! another cache type is refused rather than converted, so a restore always gives back the
+//! very bits that were saved (version 1, before the cache type was recorded, held f32s).
 
-use super::{Cell, Cells, MAX_POSITION};
+use super::{Cell, Cells, KvType, MAX_POSITION};
 use crate::{Error, Result};
+use half::f16;
 
 const MAGIC: &[u8; 4] = b"RFKV";
-const VERSION: u32 = 1;
-const HEADER: usize = 20;
+const VERSION: u32 = 2;
+const HEADER: usize = 24;
 
 /// The geometry of a cache's keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     pub n_layer: usize,
     pub kv_dim: usize,
+    pub kv_type: KvType,
 }
 
 impl Geometry {
-    /// f32s of one cell: every layer's keys then values.
+    /// Elements of one cell: every layer's keys then values.
     pub fn floats_per_cell(&self) -> usize {
         self.n_layer * 2 * self.kv_dim
     }
 
     fn cell_bytes(&self) -> usize {
-        12 + self.floats_per_cell() * 4
+        12 + self.floats_per_cell() * self.kv_type.elem_bytes()
     }
 
     /// Bytes a save of `n_cells` cells takes.
@@ -53,6 +58,7 @@ pub fn save(
         VERSION,
         g.n_layer as u32,
         g.kv_dim as u32,
+        g.kv_type.id(),
         cells.len() as u32,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
@@ -65,8 +71,14 @@ pub fn save(
         let seqs = seq.map_or(seqs, |s| 1u64 << s);
         out.extend_from_slice(&pos.to_le_bytes());
         out.extend_from_slice(&seqs.to_le_bytes());
-        for x in floats {
-            out.extend_from_slice(&x.to_le_bytes());
+        // The values were read from a cache of this type, so narrowing them is exact.
+        match g.kv_type {
+            KvType::F32 => floats
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            KvType::F16 => floats
+                .iter()
+                .for_each(|&x| out.extend_from_slice(&f16::from_f32(x).to_le_bytes())),
         }
     }
     out
@@ -98,11 +110,21 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
             u32_at(4)
         )));
     }
-    let (n_layer, kv_dim, n_cells) = (u32_at(8) as usize, u32_at(12) as usize, u32_at(16) as usize);
+    let (n_layer, kv_dim, n_cells) = (u32_at(8) as usize, u32_at(12) as usize, u32_at(20) as usize);
     if n_layer != g.n_layer || kv_dim != g.kv_dim {
         return Err(bad(&format!(
             "saved for {n_layer} layers x {kv_dim}, this cache is {} x {}",
             g.n_layer, g.kv_dim
+        )));
+    }
+    let saved_type = u32_at(16);
+    if saved_type != g.kv_type.id() {
+        let name = KvType::from_id(saved_type)
+            .map_or(format!("unknown ({saved_type})"), |t| t.name().to_string());
+        return Err(bad(&format!(
+            "saved from a KV cache of type {name}, this context's cache is {} (create the \
+             context with the cache type the state was saved with)",
+            g.kv_type
         )));
     }
     let cell_bytes = g.cell_bytes();
@@ -147,11 +169,19 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
             )));
         }
         saved.push(Cell { pos, seqs });
-        data.extend(
-            bytes[o + 12..o + cell_bytes]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        let elems = &bytes[o + 12..o + cell_bytes];
+        match g.kv_type {
+            KvType::F32 => data.extend(
+                elems
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            KvType::F16 => data.extend(
+                elems
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+        }
     }
     Ok(Restore {
         targets,
@@ -182,15 +212,21 @@ mod tests {
     const G: Geometry = Geometry {
         n_layer: 2,
         kv_dim: 3,
+        kv_type: KvType::F32,
     };
 
-    fn filled() -> (Cells, HostKv) {
+    fn geometry(kv_type: KvType) -> Geometry {
+        Geometry { kv_type, ..G }
+    }
+
+    fn filled_with(kv_type: KvType) -> (Cells, HostKv) {
         let mut cells = Cells::new(8, 4).unwrap();
-        let mut kv = HostKv::new(2, 8, 3).unwrap();
+        let mut kv = HostKv::new(2, 8, 3, kv_type).unwrap();
         let placed = cells.allocate(&[(0, 0), (1, 0), (0, 1)]).unwrap();
         for (n, &c) in placed.iter().enumerate() {
             for layer in 0..2 {
-                let k = [n as f32, layer as f32, 1.0];
+                // 0.1 is not an f16: the saved bits show which type was stored.
+                let k = [n as f32, layer as f32, 1.0 + 0.1 * n as f32];
                 let v = [-(n as f32), 2.0, layer as f32];
                 kv.store(layer, c, &k, &v);
             }
@@ -198,31 +234,71 @@ mod tests {
         (cells, kv)
     }
 
+    fn filled() -> (Cells, HostKv) {
+        filled_with(KvType::F32)
+    }
+
     fn save_of(cells: &Cells, kv: &HostKv, seq: Option<u32>) -> Vec<u8> {
         let which = cells.of_seq(seq);
-        save(cells, &which, seq, G, &kv.read_cells(&which))
+        let g = geometry(kv.kv_type());
+        save(cells, &which, seq, g, &kv.read_cells(&which))
     }
 
     fn restore(cells: &mut Cells, kv: &mut HostKv, blob: &[u8], seq: Option<u32>) -> Result<()> {
-        let plan = plan_restore(cells, blob, seq, G)?;
+        let plan = plan_restore(cells, blob, seq, geometry(kv.kv_type()))?;
         kv.write_cells(&plan.targets, &plan.data);
         cells.apply_restore(&plan);
         Ok(())
     }
 
     #[test]
-    fn whole_state_round_trips() {
-        let (cells, kv) = filled();
+    fn whole_state_round_trips_with_each_cache_type() {
+        for kv_type in KvType::ALL {
+            let (cells, kv) = filled_with(kv_type);
+            let blob = save_of(&cells, &kv, None);
+            assert_eq!(blob.len(), geometry(kv_type).state_size(3));
+            assert_eq!(blob.len(), HEADER + 3 * (12 + 12 * kv_type.elem_bytes()));
+            let (mut other, mut okv) = (
+                Cells::new(8, 4).unwrap(),
+                HostKv::new(2, 8, 3, kv_type).unwrap(),
+            );
+            restore(&mut other, &mut okv, &blob, None).unwrap();
+            let mut v = Vec::new();
+            other.visible_cells(0, 5, &mut v);
+            assert_eq!(v.len(), 2);
+            assert_eq!(okv.key(1, v[1]), kv.key(1, v[1]));
+            assert_eq!(okv.key(1, v[1])[..2], [1.0, 1.0]);
+            assert_eq!(okv.value(0, v[1]), vec![-1.0, 2.0, 0.0]);
+            assert_eq!(other.seq_pos_max(1), Some(0));
+            // Every cached bit came back: a second save is the same blob.
+            assert_eq!(save_of(&other, &okv, None), blob, "{kv_type}");
+        }
+        let (_, f32_kv) = filled_with(KvType::F32);
+        let (_, f16_kv) = filled_with(KvType::F16);
+        assert_ne!(
+            f32_kv.key(0, 1)[2],
+            f16_kv.key(0, 1)[2],
+            "1.1 rounds in f16"
+        );
+    }
+
+    #[test]
+    fn a_state_of_another_cache_type_is_refused() {
+        let (cells, kv) = filled_with(KvType::F16);
         let blob = save_of(&cells, &kv, None);
-        assert_eq!(blob.len(), G.state_size(3));
-        let (mut other, mut okv) = (Cells::new(8, 4).unwrap(), HostKv::new(2, 8, 3).unwrap());
-        restore(&mut other, &mut okv, &blob, None).unwrap();
-        let mut v = Vec::new();
-        other.visible_cells(0, 5, &mut v);
-        assert_eq!(v.len(), 2);
-        assert_eq!(okv.key(1, v[1]), &[1.0, 1.0, 1.0]);
-        assert_eq!(okv.value(0, v[1]), &[-1.0, 2.0, 0.0]);
-        assert_eq!(other.seq_pos_max(1), Some(0));
+        let other = Cells::new(8, 4).unwrap();
+        let e = plan_restore(&other, &blob, None, geometry(KvType::F32))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("type f16") && e.contains("is f32"), "{e}");
+        let mut old = blob.clone();
+        old[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let e = plan_restore(&other, &old, None, geometry(KvType::F16))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("version 1"), "{e}");
     }
 
     #[test]
@@ -242,10 +318,7 @@ mod tests {
         let other = Cells::new(8, 4).unwrap();
         assert!(plan_restore(&other, &blob[..blob.len() - 1], None, G).is_err());
         assert!(plan_restore(&other, b"nope", None, G).is_err());
-        let wrong = Geometry {
-            n_layer: 3,
-            kv_dim: 3,
-        };
+        let wrong = Geometry { n_layer: 3, ..G };
         assert!(plan_restore(&other, &blob, None, wrong).is_err());
         let small = Cells::new(2, 4).unwrap();
         assert!(matches!(

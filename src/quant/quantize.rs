@@ -49,6 +49,10 @@ mod tests {
             // The K-quants' 6-bit sub-block scales round up, widening a step by up to 1/63.
             (GgmlType::Q4K, 6.3 / 15.0 * (1.0 + 1.0 / 63.0)),
             (GgmlType::Q5K, 6.3 / 31.0 * (1.0 + 1.0 / 63.0)),
+            // Q2_K: 3 steps over a sub-block's range, its 4-bit scale rounded up by up to 1/15.
+            (GgmlType::Q2K, 6.3 / 3.0 * (1.0 + 1.0 / 15.0)),
+            // Q3_K clips like Q4_0 (-4..3 steps), its scale rounded to a 6-bit multiple.
+            (GgmlType::Q3K, 2.0 * 3.15 / 4.0 * (1.0 + 1.0 / 32.0)),
             // Q6_K clips like Q4_0 (-32d..31d).
             (GgmlType::Q6K, 2.0 * 3.15 / 32.0),
         ] {

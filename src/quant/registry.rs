@@ -174,12 +174,11 @@ pub static FORMATS: &[Format] = &[
         gpu_gemm: true,
     },
     // The K-quants, dotted with Q8_K activations (256-element super-blocks).
-    // (Q2_K and Q3_K: read, not written; we have no quantizer for them.)
     Format {
         ty: GgmlType::Q2K,
         activation: Some(GgmlType::Q8K),
         dequantize: q2_k::dequantize,
-        quantize: None,
+        quantize: Some(q2_k::quantize),
         quantize_activation: None,
         reference_dot: Some(q2_k::reference_dot),
         cpu_dot: Some(&q2_k::SCALAR),
@@ -190,7 +189,7 @@ pub static FORMATS: &[Format] = &[
         ty: GgmlType::Q3K,
         activation: Some(GgmlType::Q8K),
         dequantize: q3_k::dequantize,
-        quantize: None,
+        quantize: Some(q3_k::quantize),
         quantize_activation: None,
         reference_dot: Some(q3_k::reference_dot),
         cpu_dot: Some(&q3_k::SCALAR),

@@ -28,6 +28,7 @@ mod worker;
 pub use stop::{Pushed, StopText};
 
 use crate::api::{Context, ContextParams, Model};
+use crate::kv_cache::KvType;
 use crate::sampler::SamplerParams;
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,6 +49,8 @@ pub struct SchedulerConfig {
     pub n_threads: usize,
     /// Requests that may wait for admission; [`Scheduler::submit`] refuses more.
     pub max_queue: usize,
+    /// How the KV cache stores keys and values.
+    pub cache_type: KvType,
     /// Give every sequence slot its own region of the cache (`n_ctx / n_seq` cells, rounded
     /// down to the attention chunk), so each request computes exactly the bits it would alone,
     /// whatever runs beside it ([`crate::kv_cache::Cells::set_seq_regions`]). A request is then
@@ -65,6 +68,7 @@ impl Default for SchedulerConfig {
             n_batch: 512,
             n_threads: 0,
             max_queue: 256,
+            cache_type: KvType::default(),
             isolated: true,
         }
     }
@@ -248,6 +252,7 @@ impl Scheduler {
                 n_batch: config.n_batch,
                 n_seq_max: config.n_seq,
                 n_threads: config.n_threads,
+                cache_type: config.cache_type,
             },
         )?;
         let mut ctx = ctx;

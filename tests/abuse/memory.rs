@@ -53,8 +53,9 @@ pub(crate) fn child_n_ctx(arg: &str) {
     child_after();
 }
 
-/// SmolLM2's KV cache: 30 layers x 192 (keys) + 192 (values) f32 per cell.
-const SMOLLM2_KV_BYTES_PER_CELL: u64 = 30 * 192 * 2 * 4;
+/// SmolLM2's KV cache: 30 layers x 192 (keys) + 192 (values) per cell, f16 (the default
+/// cache type).
+const SMOLLM2_KV_BYTES_PER_CELL: u64 = 30 * 192 * 2 * 2;
 
 fn mem_available() -> u64 {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -135,16 +136,16 @@ fn huge_n_ctx_is_refused_with_a_status_and_a_fitting_one_is_not_touched_up_front
     // 4194304 cells: 180 GiB of cache. Only ever tried under a limit: without one, a library
     // that does not refuse it would take the machine down.
     case(1 << 22, 2 * GIB, false);
-    // 65536 cells: 2.8 GiB, over the 2 GiB limit.
-    case(65536, 2 * GIB, false);
-    // 16384 cells: 0.7 GiB, fits under 2 GiB.
+    // 131072 cells: 2.8 GiB, over the 2 GiB limit.
+    case(131072, 2 * GIB, false);
+    // 16384 cells: 0.35 GiB, fits under 2 GiB.
     case(16384, 2 * GIB, true);
-    // 65536 cells under a roomy limit (rather than none, so that a regression cannot take the
+    // 131072 cells under a roomy limit (rather than none, so that a regression cannot take the
     // machine's memory), when the machine has the memory.
     if mem_available() > 6 * GIB {
-        case(65536, 8 * GIB, true);
+        case(131072, 8 * GIB, true);
     } else {
-        eprintln!("skipping n_ctx 65536 under 8 GiB: not enough memory available");
+        eprintln!("skipping n_ctx 131072 under 8 GiB: not enough memory available");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -231,6 +231,9 @@ fn extreme_context_and_model_parameters_are_refused_or_work() {
         "backend 3" => rocmforge_model_params_set_backend(mp, 3);
         "backend INT_MIN" => rocmforge_model_params_set_backend(mp, i32::MIN);
         "device -1" => rocmforge_model_params_set_device(mp, -1);
+        "cache_type -1" => rocmforge_context_params_set_cache_type(p, -1);
+        "cache_type 2" => rocmforge_context_params_set_cache_type(p, 2);
+        "cache_type INT_MAX" => rocmforge_context_params_set_cache_type(p, i32::MAX);
     );
     expect!(e, ROCMFORGE_ERR_NULL_POINTER;
         "NULL context params" => rocmforge_context_params_set_n_ctx(std::ptr::null_mut(), 1);
@@ -239,6 +242,8 @@ fn extreme_context_and_model_parameters_are_refused_or_work() {
     expect!(e, ROCMFORGE_OK;
         "device INT_MAX (the CPU ignores it)" => rocmforge_model_params_set_device(mp, i32::MAX);
         "n_ctx 0 (the model's)" => rocmforge_context_params_set_n_ctx(p, 0);
+        "cache_type f32" => rocmforge_context_params_set_cache_type(p, ROCMFORGE_CACHE_TYPE_F32);
+        "cache_type f16" => rocmforge_context_params_set_cache_type(p, ROCMFORGE_CACHE_TYPE_F16);
     );
     // SAFETY: both objects from the create calls above, freed once.
     unsafe {

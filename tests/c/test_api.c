@@ -166,6 +166,70 @@ static void test_loading_errors(void) {
     EXPECT(m == (rocmforge_model *)&passed);
 }
 
+/* Progress of rocmforge_model_quantize: records the last (done, total); stops after `stop_at`
+ * tensors when that is non-zero. */
+struct quantize_progress {
+    size_t done, total, stop_at;
+};
+static bool on_quantize_progress(size_t done, size_t total, void *user_data) {
+    struct quantize_progress *p = user_data;
+    p->done = done;
+    p->total = total;
+    return p->stop_at == 0 || done < p->stop_at;
+}
+
+static bool file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+static void test_quantize(void) {
+    char out[512], nowhere[512];
+    snprintf(out, sizeof out, "%s/rocmforge_quantized.gguf", scratch);
+    snprintf(nowhere, sizeof nowhere, "%s/no/such/dir/out.gguf", scratch);
+    remove(out);
+    rocmforge_quantize_params *p = NULL;
+    OK(rocmforge_quantize_params_create(&p));
+    EXPECT_STATUS(rocmforge_quantize_params_set_type(p, "Q9_Z"), ROCMFORGE_ERR_INVALID_ARGUMENT, "Q9_Z");
+    EXPECT_STATUS(rocmforge_quantize_params_set_type(p, "IQ4_XS"), ROCMFORGE_ERR_UNSUPPORTED,
+                  "IQ4_XS is not supported");
+    EXPECT_STATUS(rocmforge_quantize_params_set_type(p, NULL), ROCMFORGE_ERR_NULL_POINTER, "type_name");
+    EXPECT_STATUS(rocmforge_quantize_params_set_type(NULL, "Q8_0"), ROCMFORGE_ERR_NULL_POINTER, "params");
+    EXPECT_STATUS(rocmforge_quantize_params_set_threads(p, -1), ROCMFORGE_ERR_INVALID_ARGUMENT, "threads");
+    OK(rocmforge_quantize_params_set_threads(p, 2));
+    OK(rocmforge_quantize_params_set_type(p, "q8_0"));
+
+    /* The test model is Q4_1: requantizing must be asked for. */
+    EXPECT_STATUS(rocmforge_model_quantize(model_path, out, p), ROCMFORGE_ERR_INVALID_ARGUMENT,
+                  "--allow-requantize");
+    EXPECT_STATUS(rocmforge_model_quantize(NULL, out, p), ROCMFORGE_ERR_NULL_POINTER, "input");
+    EXPECT_STATUS(rocmforge_model_quantize(model_path, NULL, p), ROCMFORGE_ERR_NULL_POINTER, "output");
+    EXPECT_STATUS(rocmforge_model_quantize("/nonexistent/in.gguf", out, p), ROCMFORGE_ERR_IO,
+                  "/nonexistent/in.gguf");
+    OK(rocmforge_quantize_params_set_allow_requantize(p, true));
+    EXPECT_STATUS(rocmforge_model_quantize(model_path, nowhere, p), ROCMFORGE_ERR_IO, "no/such/dir");
+
+    /* Cancelled after the first tensor: no file. */
+    struct quantize_progress progress = {0, 0, 1};
+    OK(rocmforge_quantize_params_set_progress(p, on_quantize_progress, &progress));
+    EXPECT_STATUS(rocmforge_model_quantize(model_path, out, p), ROCMFORGE_ERR_CANCELLED, "cancelled");
+    EXPECT(progress.done == 1 && progress.total == 272);
+    EXPECT(!file_exists(out));
+
+    /* A complete run (pure Q4_1: every tensor copied, fast under valgrind) reaches the total
+     * and leaves the file (tests/quantize.rs loads and runs such files). */
+    progress.stop_at = 0;
+    OK(rocmforge_quantize_params_set_type(p, "Q4_1"));
+    OK(rocmforge_quantize_params_set_pure(p, true));
+    OK(rocmforge_model_quantize(model_path, out, p));
+    EXPECT(progress.done == 272 && progress.total == 272);
+    EXPECT(file_exists(out));
+    remove(out);
+    rocmforge_quantize_params_free(p);
+    rocmforge_quantize_params_free(NULL);
+}
+
 static void test_devices(void) {
     bool built = true;
     size_t n = 99, len = 0;
@@ -236,10 +300,19 @@ static void test_metadata(void) {
     OK(rocmforge_context_params_set_n_ctx(cp, 1024));
     EXPECT_STATUS(rocmforge_context_params_set_n_seq_max(cp, 65), ROCMFORGE_ERR_INVALID_ARGUMENT, "n_seq_max");
     OK(rocmforge_estimate_memory(model_path, cp, &est));
-    rocmforge_context_params_free(cp);
     EXPECT(est.weights_bytes == size);
-    /* keys + values, f32: 2 * layers * n_ctx * kv_dim(192) * 4 */
-    EXPECT(est.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    /* keys + values, f16 (the default cache type): 2 * layers * n_ctx * kv_dim(192) * 2 */
+    EXPECT(est.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 2);
+    /* An f32 cache takes twice that; unknown types are refused. */
+    rocmforge_memory_estimate est32;
+    memset(&est32, 0, sizeof est32);
+    est32.struct_size = sizeof est32;
+    OK(rocmforge_context_params_set_cache_type(cp, ROCMFORGE_CACHE_TYPE_F32));
+    EXPECT_STATUS(rocmforge_context_params_set_cache_type(cp, 99), ROCMFORGE_ERR_INVALID_ARGUMENT,
+                  "cache type");
+    OK(rocmforge_estimate_memory(model_path, cp, &est32));
+    EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    rocmforge_context_params_free(cp);
     EXPECT(est.compute_bytes > 0);
     EXPECT(est.total_bytes == est.weights_bytes + est.kv_cache_bytes + est.compute_bytes);
     /* An older, shorter struct gets only the fields it has. */
@@ -762,6 +835,7 @@ int main(int argc, char **argv) {
     OK(rocmforge_tokenize(model, text, strlen(text), true, true, prompt, 64, &n_prompt));
     EXPECT(n_prompt == 5);
     test_metadata();
+    test_quantize();
     test_devices();
     test_tokenizer_and_chat();
     test_context_errors();

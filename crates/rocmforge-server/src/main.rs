@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
 use error::ApiError;
+use rocmforge::kv_cache::KvType;
 use rocmforge::scheduler::{Scheduler, SchedulerConfig};
 use rocmforge::{Model, ModelParams};
 use serde_json::{json, Value};
@@ -50,6 +51,9 @@ struct Args {
     /// Compute threads (0: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// KV cache type: f16 (default, as llama.cpp) or f32.
+    #[arg(long, default_value = "f16", value_parser = parse_cache_type)]
+    cache_type: KvType,
     /// Requests that may wait; more are answered 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
@@ -307,6 +311,7 @@ async fn serve(args: Args) -> Result<(), String> {
             n_batch: a.batch,
             n_threads: a.threads,
             max_queue: a.max_queue,
+            cache_type: a.cache_type,
             isolated: true,
         };
         let scheduler = Scheduler::new(&model, config).map_err(|e| e.to_string())?;
@@ -359,4 +364,9 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     eprintln!("rocmforge-server: stopped");
     Ok(())
+}
+
+/// `--cache-type`: a KV cache type name ("f16", "f32").
+fn parse_cache_type(s: &str) -> Result<KvType, String> {
+    s.parse().map_err(|e: rocmforge::Error| e.to_string())
 }

@@ -58,9 +58,16 @@ pub fn attention(
     // One chunk per (token, head) task, claimed by the threads (ThreadPool::run_chunks), the
     // last tokens first: under a causal mask they see the most cells, so taking them first
     // leaves the small tasks to even out the threads' ends. Each thread's scratch: the
-    // scores, and (LANES, head_dim) per-partial weighted sums of values.
-    let scratch = || (Vec::<f32>::new(), vec![0.0f32; LANES * head_dim]);
-    pool.run_chunks(n_tasks, &scratch, &|(scores, partial_out), chunk| {
+    // scores, (LANES, head_dim) per-partial weighted sums of values, and one key or value row
+    // widened to f32 (for caches stored narrower).
+    let scratch = || {
+        (
+            Vec::<f32>::new(),
+            vec![0.0f32; LANES * head_dim],
+            vec![0.0f32; head_dim],
+        )
+    };
+    pool.run_chunks(n_tasks, &scratch, &|(scores, partial_out, row), chunk| {
         let task = n_tasks - 1 - chunk;
         let (t, h) = (task / n_head, task % n_head);
         let kv_off = (h / group) * head_dim;
@@ -77,9 +84,9 @@ pub fn attention(
         let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
         if avx2 {
             // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe { attend_avx2(&task, scores, partial_out, dst) };
+            unsafe { attend_avx2(&task, scores, partial_out, row, dst) };
         } else {
-            attend(&task, scores, partial_out, dst);
+            attend(&task, scores, partial_out, row, dst);
         }
     });
 }
@@ -119,24 +126,34 @@ unsafe fn attend_avx2(
     task: &Task,
     scores: &mut Vec<f32>,
     partial_out: &mut [f32],
+    row: &mut [f32],
     out: &mut [f32],
 ) {
-    attend(task, scores, partial_out, out)
+    attend(task, scores, partial_out, row, out)
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_avx2(
     task: &Task,
     scores: &mut Vec<f32>,
     partial_out: &mut [f32],
+    row: &mut [f32],
     out: &mut [f32],
 ) {
-    attend(task, scores, partial_out, out)
+    attend(task, scores, partial_out, row, out)
 }
 
 /// Softmax-weighted values of one (token, head) into `out` (head_dim), chunk by chunk as the
-/// module documentation defines. `scores`: scratch; `partial_out`: (LANES, head_dim) scratch.
+/// module documentation defines. `scores`: scratch; `partial_out`: (LANES, head_dim) scratch;
+/// `row`: (head_dim) scratch. Keys and values are read widened to f32 from the cache's type,
+/// so the arithmetic is the same for every cache type; only the stored values differ.
 #[inline(always)]
-fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32], out: &mut [f32]) {
+fn attend(
+    task: &Task,
+    scores: &mut Vec<f32>,
+    partial_out: &mut [f32],
+    row: &mut [f32],
+    out: &mut [f32],
+) {
     let Task {
         kv,
         layer,
@@ -150,7 +167,7 @@ fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32], out: &mut
     scores.clear();
     scores.resize(cells.len(), 0.0);
     for (s, &c) in scores.iter_mut().zip(cells) {
-        *s = numerics::dot(q_row, &kv.key(layer, c)[kv_off..kv_off + head_dim]) * scale;
+        *s = numerics::dot(q_row, kv.key_f32(layer, c, kv_off, head_dim, row)) * scale;
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     out.fill(0.0);
@@ -175,7 +192,7 @@ fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32], out: &mut
             sums[c % LANES] += e;
         }
         let chunk_sum = butterfly32(sums);
-        weighted_values(task, chunk_cells, chunk_scores, partial_out);
+        weighted_values(task, chunk_cells, chunk_scores, partial_out, row);
         let w = numerics::exp(chunk_max - max);
         total += chunk_sum * w;
         for (o, &x) in out.iter_mut().zip(&partial_out[..head_dim]) {
@@ -190,9 +207,15 @@ fn attend(task: &Task, scores: &mut Vec<f32>, partial_out: &mut [f32], out: &mut
 }
 
 /// `sum e_c v_c` over `cells` into `partial_out[..head_dim]`: cell c into partial row c % 32,
-/// cells ascending, then the rows joined in butterfly order.
+/// cells ascending, then the rows joined in butterfly order. `row`: (head_dim) scratch.
 #[inline(always)]
-fn weighted_values(task: &Task, cells: &[usize], weights: &[f32], partial_out: &mut [f32]) {
+fn weighted_values(
+    task: &Task,
+    cells: &[usize],
+    weights: &[f32],
+    partial_out: &mut [f32],
+    row: &mut [f32],
+) {
     let Task {
         kv,
         layer,
@@ -209,7 +232,7 @@ fn weighted_values(task: &Task, cells: &[usize], weights: &[f32], partial_out: &
             touched |= 1 << k;
             acc.fill(0.0);
         }
-        let v = &kv.value(layer, c)[kv_off..kv_off + head_dim];
+        let v = kv.value_f32(layer, c, kv_off, head_dim, row);
         for (a, &x) in acc.iter_mut().zip(v) {
             *a += e * x;
         }
@@ -245,6 +268,7 @@ fn weighted_values(task: &Task, cells: &[usize], weights: &[f32], partial_out: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::KvType;
 
     /// The canonical definition written out plainly, element by element.
     fn reference(
@@ -302,6 +326,14 @@ mod tests {
 
     #[test]
     fn attention_follows_the_canonical_order_bit_for_bit() {
+        for kv_type in KvType::ALL {
+            canonical_order_with(kv_type);
+        }
+    }
+
+    /// The reference reads the cache widened to f32, so this also checks that a narrow cache
+    /// changes only the stored values, never the arithmetic.
+    fn canonical_order_with(kv_type: KvType) {
         let shape = AttentionShape {
             n_head: 6,
             n_head_kv: 2,
@@ -310,7 +342,7 @@ mod tests {
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let n_ctx = 700; // three chunks of the split softmax
-        let mut kv = HostKv::new(1, n_ctx, kv_dim).unwrap();
+        let mut kv = HostKv::new(1, n_ctx, kv_dim, kv_type).unwrap();
         let mut seed = 12345u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -349,7 +381,7 @@ mod tests {
                 assert_eq!(
                     a.to_bits(),
                     b.to_bits(),
-                    "element {i} with {threads} threads"
+                    "element {i} with {threads} threads, {kv_type} cache"
                 );
             }
         }

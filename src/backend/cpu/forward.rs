@@ -14,7 +14,7 @@ use crate::backend::numerics::rope_table;
 use crate::backend::Executor;
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::{Cells, HostKv};
+use crate::kv_cache::{Cells, HostKv, KvType};
 use crate::model::{Activation, Feature, Hparams, LoadedModel, RopeStyle, WeightRef};
 use crate::quant::activation_type;
 use crate::Result;
@@ -46,12 +46,17 @@ pub struct CpuContext {
 }
 
 impl CpuContext {
-    /// Keys and values for `n_ctx` cells, computed on `n_threads` threads.
-    pub fn new(model: Arc<LoadedModel>, n_ctx: usize, n_threads: usize) -> Result<CpuContext> {
+    /// Keys and values for `n_ctx` cells stored as `kv_type`, computed on `n_threads` threads.
+    pub fn new(
+        model: Arc<LoadedModel>,
+        n_ctx: usize,
+        n_threads: usize,
+        kv_type: KvType,
+    ) -> Result<CpuContext> {
         let hp = &model.hparams;
         hp.check_backend("CPU", RUNS)?;
         crate::quant::dot::check_isa_choice()?;
-        let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim())?;
+        let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim(), kv_type)?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
         Ok(CpuContext {

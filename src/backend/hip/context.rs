@@ -11,21 +11,50 @@ use super::model::GpuModel;
 use crate::backend::numerics::{rope_table, ATTENTION_CHUNK};
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
-use crate::kv_cache::Cells;
+use crate::kv_cache::{Cells, KvType, MAX_SEQUENCES};
 use crate::{Error, Result};
 use std::ffi::c_void;
 use std::sync::Arc;
 
 /// Largest batch the mat-vec kernels take (RF_MAX_MATVEC_TOKENS in matvec.hip).
 const MATVEC_MAX_TOKENS: usize = 8;
+/// Default range of step sizes whose quantized products run as int8 mat-mats (see
+/// `GpuContext::matmul_q_min_tokens`), from H200 runs (Llama-3-8B shape, Q4_0, decode steps of
+/// N sequences, generation tok/s): at 8 the mat-mat 1,111-1,117 vs the mat-vec 834; at 32 the
+/// mat-mat 2,187 vs dequantization + BLAS 2,235; at 64 2,108 vs 3,205-3,414; prompts of 512
+/// tokens 3,300 vs 23,000. Up to 32 tokens a step the products are thus also the CPU's bits.
+const MATMUL_Q_MIN_TOKENS: usize = 4;
+const MATMUL_Q_MAX_TOKENS: usize = 32;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
 const DEQUANT_MAX_ELEMS: usize = 64 << 20;
-/// Batch metadata: five arrays of MAX_STEP_TOKENS ints, then the cell count.
-const META_INTS: usize = 5 * MAX_STEP_TOKENS + 1;
+/// Room for the quantized mat-mat's subtree sums (32 MiB): enough to split the products of
+/// short matrices (up to 4,096 rows at 512 tokens in 4 parts) over more blocks.
+const MATMUL_PART_FLOATS: usize = 8 << 20;
+/// Batch metadata: seven arrays of MAX_STEP_TOKENS ints (see `META_*`), then the cell count.
+const META_INTS: usize = 7 * MAX_STEP_TOKENS + 1;
+/// Where each array of the metadata starts, in units of MAX_STEP_TOKENS ints: token ids,
+/// positions, cells, sequences, logit rows, and each token's range of cells [lo, hi) holding
+/// every cell it can see (its sequence's lowest and highest cell + 1); then the cell count.
+pub(super) const META_TOKENS: usize = 0;
+pub(super) const META_POS: usize = 1;
+pub(super) const META_CELL: usize = 2;
+pub(super) const META_SEQ: usize = 3;
+pub(super) const META_ROWS: usize = 4;
+pub(super) const META_CELL_LO: usize = 5;
+pub(super) const META_CELL_HI: usize = 6;
+pub(super) const META_N_CELLS: usize = 7;
+/// Most tokens per launch of the split decode attention, whose chunk scratch is sized for
+/// them: up to 64, fewer for long contexts (ATTENTION_PART_BYTES), never fewer than the
+/// mat-vec's batches.
+const ATTENTION_MAX_TOKENS: usize = 64;
+const ATTENTION_PART_BYTES: usize = 64 << 20;
 /// Logit rows a step reads back through page-locked memory (more go through pageable memory).
-const PINNED_LOGIT_ROWS: usize = MATVEC_MAX_TOKENS;
+/// (a decode step of up to 64 sequences reads all its rows there: about 33 MB for a 128k
+/// vocabulary, where pageable copies cost milliseconds), within PINNED_LOGIT_BYTES.
+const PINNED_LOGIT_ROWS: usize = 64;
+const PINNED_LOGIT_BYTES: usize = 64 << 20;
 /// Most blocks per (token, head) sharing the chunks of a long context (kernels/attention.hip).
 const ATTENTION_MAX_SPLIT: usize = 32;
 
@@ -49,7 +78,8 @@ struct Scratch {
     x: DeviceBuffer,
     /// Transformed activations for the next product: (step, width) f32
     xf: DeviceBuffer,
-    /// The same as int8 groups: (8, width) i8 and (8, width / 32) f32 quadruples (see rf_act)
+    /// The same as int8 groups: (step, width) i8 and (step, width / 32) f32 quadruples (see
+    /// rf_act), for the mat-vec and the quantized mat-mat
     xq: DeviceBuffer,
     xs: DeviceBuffer,
     /// The same as Q8_K super-blocks for the K-quants: (8, width) i8 and (8, width / 256)
@@ -64,13 +94,16 @@ struct Scratch {
     attn: DeviceBuffer,
     /// (step, 2 n_ff)
     gate_up: DeviceBuffer,
-    /// Chunk results of the split attention: (MATVEC_MAX_TOKENS, n_head,
+    /// Chunk results of the split attention: (att_tokens, n_head,
     /// ceil(n_ctx / ATTENTION_CHUNK), 2 + head_dim) f32, and its arrival counters
-    /// (MATVEC_MAX_TOKENS, n_head) i32, zero between kernels
+    /// (att_tokens, n_head) i32, zero between kernels
     att_part: DeviceBuffer,
     att_counters: DeviceBuffer,
     /// (step, n_vocab)
     logits: DeviceBuffer,
+    /// Subtree sums of the quantized mat-mat when it splits its outputs' sums over blocks:
+    /// (parts, step, rows) f32, up to MATMUL_PART_FLOATS
+    mm_part: DeviceBuffer,
     /// f16 weights for BLAS: up to DEQUANT_MAX_ELEMS
     dequant: DeviceBuffer,
     dequant_elems: usize,
@@ -87,10 +120,26 @@ pub struct GpuContext {
     /// Blocks per (token, head) of the attention in the captured graph.
     graph_splits: usize,
     /// Blocks per (token, head) of the attention for the current step: one per 256-cell chunk
-    /// of the cells in use, at most ATTENTION_MAX_SPLIT.
+    /// of the widest token's cell range, at most ATTENTION_MAX_SPLIT.
     att_splits: usize,
+    /// Tokens per launch of the split attention (its scratch's size).
+    att_tokens: usize,
+    /// The current step's attention: the split (decode) kernel, in the CPU's arithmetic, when
+    /// no sequence has more than MATVEC_MAX_TOKENS tokens in the step (decode steps of many
+    /// sequences); else the tiled kernel, which reads each cache chunk once per tile.
+    att_tiled: bool,
     /// Capture graphs for single-token steps (ROCMFORGE_GPU_GRAPHS=0 turns this off).
     use_graphs: bool,
+    /// Steps of more than MATVEC_MAX_TOKENS and at most this many tokens run the quantized
+    /// products as int8 mat-mats; longer ones dequantize to f16 for BLAS
+    /// (ROCMFORGE_MATMUL_Q_MAX_TOKENS, default MATMUL_Q_MAX_TOKENS).
+    matmul_q_max_tokens: usize,
+    /// Steps of at least this many tokens (and at most matmul_q_max_tokens) run the quantized
+    /// products as int8 mat-mats, shorter ones as mat-vecs (ROCMFORGE_MATMUL_Q_MIN_TOKENS,
+    /// default MATMUL_Q_MIN_TOKENS; at least 2).
+    matmul_q_min_tokens: usize,
+    /// ROCMFORGE_MATMUL_Q_PARTS: force the split of the mat-mat's sums (1, 2 or 4; tuning).
+    matmul_q_parts: Option<usize>,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -100,7 +149,9 @@ pub struct GpuContext {
     /// context's [`Cells`] at the next step. Forward steps keep it current themselves (the
     /// kernels that store keys and values also record their cells).
     cells_dirty: bool,
-    /// Per layer: (n_ctx, kv_dim) f32
+    /// How keys and values are stored (rounded when written, as the CPU's cache rounds them).
+    kv_type: KvType,
+    /// Per layer: (n_ctx, kv_dim) elements of `kv_type`
     k_cache: Vec<DeviceBuffer>,
     v_cache: Vec<DeviceBuffer>,
     /// (n_ctx) i32 and (n_ctx) u64
@@ -111,7 +162,7 @@ pub struct GpuContext {
     /// rotations (MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
     /// stream sync, so the next step may overwrite it.
     staging: PinnedBuffer,
-    /// Page-locked landing place of the logits: (PINNED_LOGIT_ROWS, n_vocab) f32
+    /// Page-locked landing place of the logits: (up to PINNED_LOGIT_ROWS, n_vocab) f32
     logit_staging: PinnedBuffer,
     /// Host copies whose asynchronous uploads finish before the step returns.
     host_meta: Vec<i32>,
@@ -123,7 +174,7 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    pub fn new(model: Arc<GpuModel>, n_ctx: usize) -> Result<GpuContext> {
+    pub fn new(model: Arc<GpuModel>, n_ctx: usize, kv_type: KvType) -> Result<GpuContext> {
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
@@ -139,22 +190,25 @@ impl GpuContext {
         let mut v_cache = Vec::with_capacity(hp.n_layer);
         for _ in 0..hp.n_layer {
             k_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * f,
+                n_ctx * kvd * kv_type.elem_bytes(),
                 "KV cache keys",
                 &stream,
             )?);
             v_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * f,
+                n_ctx * kvd * kv_type.elem_bytes(),
                 "KV cache values",
                 &stream,
             )?);
         }
         let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
+        let att_token_bytes = hp.n_head * n_ctx.div_ceil(ATTENTION_CHUNK) * (2 + hp.head_dim) * f;
+        let att_tokens =
+            (ATTENTION_PART_BYTES / att_token_bytes).clamp(MATVEC_MAX_TOKENS, ATTENTION_MAX_TOKENS);
         let s = Scratch {
             x: DeviceBuffer::new(step * d * f, "residual stream")?,
             xf: DeviceBuffer::new(step * width * f, "activations")?,
-            xq: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "int8 activations")?,
-            xs: DeviceBuffer::new(MATVEC_MAX_TOKENS * width / 32 * 4 * f, "activation scales")?,
+            xq: DeviceBuffer::new(step * width, "int8 activations")?,
+            xs: DeviceBuffer::new(step * width / 32 * 4 * f, "activation scales")?,
             xk: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "Q8_K activations")?,
             xkh: DeviceBuffer::new(
                 MATVEC_MAX_TOKENS * width.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
@@ -164,20 +218,14 @@ impl GpuContext {
             qkv: DeviceBuffer::new(step * (q + 2 * kvd) * f, "QKV")?,
             attn: DeviceBuffer::new(step * q * f, "attention output")?,
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
-            att_part: DeviceBuffer::new(
-                MATVEC_MAX_TOKENS
-                    * hp.n_head
-                    * n_ctx.div_ceil(ATTENTION_CHUNK)
-                    * (2 + hp.head_dim)
-                    * f,
-                "attention chunk results",
-            )?,
+            att_part: DeviceBuffer::new(att_tokens * att_token_bytes, "attention chunk results")?,
             att_counters: DeviceBuffer::zeroed(
-                MATVEC_MAX_TOKENS * hp.n_head * 4,
+                att_tokens * hp.n_head * 4,
                 "attention counters",
                 &stream,
             )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,
+            mm_part: DeviceBuffer::new(MATMUL_PART_FLOATS * f, "mat-mat subtree sums")?,
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
@@ -187,7 +235,8 @@ impl GpuContext {
             META_INTS * 4 + MAX_STEP_TOKENS * hp.head_dim * 4,
             "batch metadata staging",
         )?;
-        let logit_staging = PinnedBuffer::new(PINNED_LOGIT_ROWS * hp.n_vocab * 4, "logits")?;
+        let logit_rows = (PINNED_LOGIT_BYTES / (hp.n_vocab * 4)).clamp(1, PINNED_LOGIT_ROWS);
+        let logit_staging = PinnedBuffer::new(logit_rows * hp.n_vocab * 4, "logits")?;
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
         stream.sync("creating the GPU context")?;
@@ -196,11 +245,20 @@ impl GpuContext {
             graph: None,
             graph_splits: 0,
             att_splits: 1,
+            att_tokens,
+            att_tiled: false,
             use_graphs: std::env::var("ROCMFORGE_GPU_GRAPHS").map_or(true, |v| v != "0"),
+            matmul_q_max_tokens: env_usize("ROCMFORGE_MATMUL_Q_MAX_TOKENS")
+                .unwrap_or(MATMUL_Q_MAX_TOKENS),
+            matmul_q_min_tokens: env_usize("ROCMFORGE_MATMUL_Q_MIN_TOKENS")
+                .unwrap_or(MATMUL_Q_MIN_TOKENS)
+                .max(2),
+            matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS").filter(|p| [1, 2, 4].contains(p)),
             blas,
             stream,
             n_ctx,
             cells_dirty: true,
+            kv_type,
             k_cache,
             v_cache,
             cell_pos,
@@ -292,25 +350,45 @@ impl GpuContext {
         let n = range.len();
         let n_vocab = self.model.hparams.n_vocab;
 
-        // Batch metadata: tokens | positions | cells | sequences | logit rows, each `step`
-        // long, then the number of cache cells attention scans.
+        // Batch metadata (META_*), each array `step` long, then the number of cache cells.
         let m = MAX_STEP_TOKENS;
         let n_cells = table.extent().max(1);
+        // Each sequence's lowest and highest cell: a token sees no cell outside them.
+        let (mut seq_lo, mut seq_hi) = ([usize::MAX; MAX_SEQUENCES], [0usize; MAX_SEQUENCES]);
+        for c in 0..n_cells {
+            let (pos, mut seqs) = table.cell(c);
+            if pos < 0 {
+                continue;
+            }
+            while seqs != 0 {
+                let s = seqs.trailing_zeros() as usize;
+                seqs &= seqs - 1;
+                seq_lo[s] = seq_lo[s].min(c);
+                seq_hi[s] = c + 1;
+            }
+        }
+        let mut seq_tokens = [0usize; MAX_SEQUENCES];
+        let mut widest = 1;
         self.host_meta.clear();
         self.host_meta.resize(META_INTS, 0);
         for (i, t) in range.clone().enumerate() {
-            self.host_meta[i] = batch.tokens[t] as i32;
-            self.host_meta[m + i] = batch.pos[t];
-            self.host_meta[2 * m + i] = cells[t] as i32;
-            self.host_meta[3 * m + i] = batch.seq[t] as i32;
+            let seq = batch.seq[t] as usize;
+            let (lo, hi) = (seq_lo[seq].min(cells[t]), seq_hi[seq].max(cells[t] + 1));
+            self.host_meta[META_TOKENS * m + i] = batch.tokens[t] as i32;
+            self.host_meta[META_POS * m + i] = batch.pos[t];
+            self.host_meta[META_CELL * m + i] = cells[t] as i32;
+            self.host_meta[META_SEQ * m + i] = seq as i32;
+            self.host_meta[META_CELL_LO * m + i] = lo as i32;
+            self.host_meta[META_CELL_HI * m + i] = hi as i32;
+            seq_tokens[seq] += 1;
+            widest = widest.max(hi.div_ceil(ATTENTION_CHUNK) - lo / ATTENTION_CHUNK);
         }
         for (k, &t) in rows.iter().enumerate() {
-            self.host_meta[4 * m + k] = (t - range.start) as i32;
+            self.host_meta[META_ROWS * m + k] = (t - range.start) as i32;
         }
-        self.host_meta[5 * m] = n_cells as i32;
-        self.att_splits = n_cells
-            .div_ceil(ATTENTION_CHUNK)
-            .clamp(1, ATTENTION_MAX_SPLIT);
+        self.host_meta[META_N_CELLS * m] = n_cells as i32;
+        self.att_splits = widest.clamp(1, ATTENTION_MAX_SPLIT);
+        self.att_tiled = seq_tokens.iter().any(|&k| k > MATVEC_MAX_TOKENS);
         let (meta_bytes, rope_bytes) = self.staging.as_mut_slice().split_at_mut(META_INTS * 4);
         for (dst, v) in meta_bytes.chunks_exact_mut(4).zip(&self.host_meta) {
             dst.copy_from_slice(&v.to_ne_bytes());
@@ -384,19 +462,31 @@ impl GpuContext {
             return self.stream.sync("finishing the batch");
         }
         let old = logits.len();
-        logits.resize(old + rows.len() * n_vocab, 0.0);
-        let dst = &mut logits[old..];
-        let n_bytes = dst.len() * 4;
+        let n_floats = rows.len() * n_vocab;
+        let n_bytes = n_floats * 4;
         if n_bytes <= self.logit_staging.len() {
             let staged = &mut self.logit_staging.as_mut_slice()[..n_bytes];
             self.s
                 .logits
                 .download(staged, &self.stream, "reading logits")?;
-            for (d, c) in dst.iter_mut().zip(staged.chunks_exact(4)) {
-                *d = f32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            // One memcpy into the vector's spare room (no zero fill first: tens of MB a step
+            // with many sequences).
+            logits.reserve(n_floats);
+            // SAFETY: `reserve` made room for n_floats more f32 after `old`; the staged bytes
+            // are n_floats f32 (any bit pattern is a valid f32) and do not overlap the vector;
+            // the length grows only after they are written.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    staged.as_ptr(),
+                    logits.as_mut_ptr().add(old) as *mut u8,
+                    n_bytes,
+                );
+                logits.set_len(old + n_floats);
             }
             return Ok(());
         }
+        logits.resize(old + n_floats, 0.0);
+        let dst = &mut logits[old..];
         // SAFETY: f32 slice viewed as bytes for the copy; every bit pattern is a valid f32.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4) };
@@ -425,16 +515,9 @@ impl GpuContext {
     }
 }
 
-/// The bytes of an f32 slice (for copies to and from the device).
-fn as_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern may be read; same memory, 4x the length.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-}
-
-/// The bytes of an f32 slice, writable: every bit pattern written is a valid f32.
-fn as_bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: as above; the exclusive borrow of `v` covers the byte view's whole lifetime.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+/// A positive integer from the environment (tuning knobs).
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok().filter(|&v| v > 0)
 }
 
 /// One step of a batch: its tokens `range`, their cells, the table, the rows wanting logits.
@@ -485,27 +568,24 @@ impl crate::backend::Executor for GpuContext {
         self.cells_dirty = true;
     }
 
-    /// Downloads only `cells`: per layer one copy per run of consecutive cells.
+    /// Downloads only `cells`: per layer one copy per run of consecutive cells, widened to
+    /// f32 (exactly).
     fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
         set_device(self.model.device)?;
         let kv_dim = self.model.hparams.kv_dim();
         let per_cell = self.k_cache.len() * 2 * kv_dim;
+        let eb = self.kv_type.elem_bytes();
         let mut out = vec![0f32; cells.len() * per_cell];
         let mut rows = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    rows.resize(len * kv_dim, 0f32);
+                    rows.resize(len * kv_dim * eb, 0u8);
                     let what = "reading cached keys and values";
-                    buf.download_from(
-                        first * kv_dim * 4,
-                        as_bytes_mut(&mut rows),
-                        &self.stream,
-                        what,
-                    )?;
-                    for (k, row) in rows.chunks_exact(kv_dim).enumerate() {
+                    buf.download_from(first * kv_dim * eb, &mut rows, &self.stream, what)?;
+                    for (k, row) in rows.chunks_exact(kv_dim * eb).enumerate() {
                         let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                        out[o..o + kv_dim].copy_from_slice(row);
+                        widen(self.kv_type, row, &mut out[o..o + kv_dim]);
                     }
                 }
             }
@@ -526,19 +606,19 @@ impl crate::backend::Executor for GpuContext {
             )));
         }
         // Staged per (run, layer, half); all copies are queued, then waited for once.
-        let mut staged: Vec<Vec<f32>> = Vec::new();
+        let eb = self.kv_type.elem_bytes();
+        let mut staged: Vec<Vec<u8>> = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    let rows: Vec<f32> = (0..len)
-                        .flat_map(|k| {
-                            let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                            data[o..o + kv_dim].iter().copied()
-                        })
-                        .collect();
+                    let mut rows = Vec::with_capacity(len * kv_dim * eb);
+                    for k in 0..len {
+                        let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
+                        narrow(self.kv_type, &data[o..o + kv_dim], &mut rows);
+                    }
                     buf.upload(
-                        first * kv_dim * 4,
-                        as_bytes(&rows),
+                        first * kv_dim * eb,
+                        &rows,
                         &self.stream,
                         "writing cached keys and values",
                     )?;
@@ -550,5 +630,34 @@ impl crate::backend::Executor for GpuContext {
         drop(staged);
         self.cells_dirty = true;
         Ok(())
+    }
+}
+
+/// Cache elements of `kv_type` (little-endian bytes, as the device holds them) into f32s.
+fn widen(kv_type: KvType, bytes: &[u8], out: &mut [f32]) {
+    match kv_type {
+        KvType::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        KvType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+    }
+}
+
+/// f32s rounded to `kv_type` (round-to-nearest-even, as the kernels store them), appended to
+/// `out` as the device's bytes.
+fn narrow(kv_type: KvType, values: &[f32], out: &mut Vec<u8>) {
+    match kv_type {
+        KvType::F32 => values
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        KvType::F16 => values
+            .iter()
+            .for_each(|&x| out.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())),
     }
 }

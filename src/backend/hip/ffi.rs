@@ -1,6 +1,7 @@
 //! Declarations of the kernel library's C entry points (kernels/rf_kernels.h). Every function
 //! returns 0, a HIP/CUDA error code, or an RF_ERR_* code; `check` turns that into a Result.
 
+use crate::kv_cache::KvType;
 use std::ffi::{c_char, c_int, c_void};
 
 pub const ACT_RMSNORM: c_int = 0;
@@ -26,17 +27,27 @@ pub struct RopeKv {
     pub tok_pos: *const i32,
     pub tok_cell: *const i32,
     pub tok_seq: *const i32,
-    pub k_cache: *mut f32,
-    pub v_cache: *mut f32,
+    pub k_cache: *mut c_void,
+    pub v_cache: *mut c_void,
     pub cell_pos: *mut i32,
     pub cell_seqs: *mut u64,
     pub q_dim: c_int,
     pub kv_dim: c_int,
     pub head_dim: c_int,
     pub out_offset: c_int,
+    /// [`kv_type_id`] of the cache's element type.
+    pub kv_type: c_int,
 }
 // The C side asserts the same size (kernels/matvec.hip).
-const _: () = assert!(std::mem::size_of::<RopeKv>() == 80);
+const _: () = assert!(std::mem::size_of::<RopeKv>() == 88);
+
+/// kernels/kv_cache.h's RF_KV_* id of a cache type (the same numbers as [`KvType::id`]).
+pub fn kv_type_id(t: KvType) -> c_int {
+    match t {
+        KvType::F32 => 0,
+        KvType::F16 => 1,
+    }
+}
 
 /// Bytes of one Q8_K activation header on the device (kernels/quant.h's RfQ8KHead, which
 /// asserts the same size): 16 i16 group sums, f32 d, padding to 48.
@@ -130,6 +141,26 @@ extern "C" {
         rope_kv: *const RopeKv,
         s: *mut c_void,
     ) -> c_int;
+    /// Whether rf_matmul_q takes weights of this type (the blocks-of-32 int8 types).
+    pub fn rf_matmul_q_supported(ty: c_int) -> c_int;
+    /// y (+)= x . Wᵀ for n tokens of int8 activations (rf_act's), in the mat-vec's exact
+    /// arithmetic; `parts` 2 or 4 splits each output's canonical sum over that many blocks,
+    /// whose subtree sums go through `part` ((parts, n, rows) f32).
+    pub fn rf_matmul_q(
+        ty: c_int,
+        w: *const c_void,
+        rows: c_int,
+        cols: c_int,
+        xq: *const i8,
+        xq_scales: *const c_void,
+        n: c_int,
+        y: *mut f32,
+        ldy: c_int,
+        accumulate: c_int,
+        parts: c_int,
+        part: *mut f32,
+        s: *mut c_void,
+    ) -> c_int;
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,
@@ -160,8 +191,9 @@ extern "C" {
         tok_pos: *const i32,
         tok_cell: *const i32,
         tok_seq: *const i32,
-        k_cache: *mut f32,
-        v_cache: *mut f32,
+        k_cache: *mut c_void,
+        v_cache: *mut c_void,
+        kv_type: c_int,
         cell_pos: *mut i32,
         cell_seqs: *mut u64,
         s: *mut c_void,
@@ -169,13 +201,16 @@ extern "C" {
     pub fn rf_attention(
         q: *const f32,
         ld_q: c_int,
-        k_cache: *const f32,
-        v_cache: *const f32,
+        k_cache: *const c_void,
+        v_cache: *const c_void,
+        kv_type: c_int,
         cell_pos: *const i32,
         cell_seqs: *const u64,
         n_cells: *const i32,
         tok_pos: *const i32,
         tok_seq: *const i32,
+        tok_lo: *const i32,
+        tok_hi: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,
@@ -192,13 +227,16 @@ extern "C" {
     pub fn rf_attention_prefill(
         q: *const f32,
         ld_q: c_int,
-        k_cache: *const f32,
-        v_cache: *const f32,
+        k_cache: *const c_void,
+        v_cache: *const c_void,
+        kv_type: c_int,
         cell_pos: *const i32,
         cell_seqs: *const u64,
         n_cells: *const i32,
         tok_pos: *const i32,
         tok_seq: *const i32,
+        tok_lo: *const i32,
+        tok_hi: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,

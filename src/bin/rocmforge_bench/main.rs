@@ -81,6 +81,7 @@ fn run(a: Args) -> Result<(), String> {
             n_batch: max_prompt.max(1),
             n_seq_max: 1,
             n_threads: t,
+            ..Default::default()
         };
         let mut ctx = Context::new(&model, params).map_err(|e| e.to_string())?;
         for &n_prompt in a.n_prompt.iter().filter(|&&n| n > 0) {

@@ -3,6 +3,7 @@
 //! canonical order for the quantized types). Which of them the engine uses, and where, is the
 //! format's row in [`super::registry::FORMATS`].
 
+pub mod fit;
 pub mod float;
 pub mod q2_k;
 pub mod q3_k;

@@ -7,8 +7,9 @@
 //! `hmask[l]` (set: q >= 4, so the -4 applies when it is clear). The 16 scales are packed
 //! into 12 bytes, see [`scale`].
 
+use super::fit;
 use super::q8_k::{BlockQ8K, GROUP};
-use crate::quant::blocks::{decode_blocks, Block, QK_K};
+use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
 use crate::quant::GgmlType;
 use half::f16;
@@ -69,6 +70,60 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         let scales: [f32; QK_K / SUB] = std::array::from_fn(|j| d * scale(j, &b.scales) as f32);
         for (i, (o, q)) in out.iter_mut().zip(quants(b)).enumerate() {
             *o = scales[i / SUB] * q as f32;
+        }
+    });
+}
+
+/// Quantizes weights as GGML's reference quantizer does: per sub-block of 16 the symmetric
+/// grid that [`fit::symmetric_refined`] finds (quants -4..=3), the sub-block scales coded as
+/// 6-bit multiples of `d` (the largest exactly -32 d), each weight rounded on the coded grid.
+pub fn quantize(x: &[f32], out: &mut [u8]) {
+    encode_blocks(x, out, |x: &[f32; QK_K]| {
+        const N: usize = QK_K / SUB;
+        // quants + 4, in 0..8
+        let mut q = [0i8; QK_K];
+        let want: [f32; N] = std::array::from_fn(|j| {
+            fit::symmetric_refined(&x[j * SUB..][..SUB], 4, &mut q[j * SUB..][..SUB])
+        });
+        let max_scale = fit::signed_max(&want);
+        let mut scales = [0u8; 12];
+        let mut d = f16::from_f32(0.0);
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &s) in want.iter().enumerate() {
+                let stored = (fit::nearest(iscale * s).clamp(-32, 31) + 32) as u8;
+                if j < 8 {
+                    scales[j] |= stored & 0x0F;
+                } else {
+                    scales[j - 8] |= (stored & 0x0F) << 4;
+                }
+                scales[8 + j % 4] |= (stored >> 4) << (2 * (j / 4));
+            }
+            d = f16::from_f32(1.0 / iscale);
+        }
+        for j in 0..N {
+            let step = d.to_f32() * scale(j, &scales) as f32;
+            // (a sub-block coded to scale 0 keeps the search's quants: any decode to 0)
+            if step == 0.0 {
+                continue;
+            }
+            for i in j * SUB..(j + 1) * SUB {
+                q[i] = (fit::nearest(x[i] / step).clamp(-4, 3) + 4) as i8;
+            }
+        }
+        // Inverse of `quants`: element 128 h + 32 k + l has its low bits at bits 2k of
+        // qs[32 h + l] and its high bit at bit 4h + k of hmask[l].
+        let at = |h: usize, k: usize, l: usize| q[128 * h + 32 * k + l] as u8;
+        BlockQ3K {
+            hmask: std::array::from_fn(|l| {
+                (0..8).fold(0u8, |acc, b| acc | (((at(b / 4, b % 4, l) >> 2) & 1) << b))
+            }),
+            qs: std::array::from_fn(|b| {
+                let (h, l) = (b / 32, b % 32);
+                (0..4).fold(0u8, |acc, k| acc | ((at(h, k, l) & 3) << (2 * k)))
+            }),
+            scales,
+            d,
         }
     });
 }

@@ -6,6 +6,7 @@
 //! [`scale_min`]); quants of sub-blocks 2c and 2c + 1 share the 32 bytes `qs[32c..32c + 32]`,
 //! the even one in the low nibbles, the odd one in the high nibbles.
 
+use super::fit;
 use super::q8_k::{BlockQ8K, GROUP};
 use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
@@ -102,54 +103,56 @@ pub(super) fn decode_with_mins(
     }
 }
 
-/// A simple quantizer for a super-block with `levels` quant steps (15 for Q4_K, 31 for
-/// Q5_K), used to write test models; it is not llama.cpp's (which searches each sub-block's
-/// scale and min iteratively), so its bytes differ from llama-quantize's, but it is correct:
-/// every sub-block's grid covers its values, so each value is off by at most half a step
-/// (plus the 6-bit rounding of the largest scale). Returns (d, dmin, packed scales, quants).
+/// Quantizes a super-block with `levels` quant steps (15 for Q4_K, 31 for Q5_K) as GGML's
+/// reference quantizers do: per sub-block of 32 the affine grid of least squared error under
+/// weights rms + |x| (the sub-block's rms; [`fit::affine`] with GGML's per-format search
+/// parameters), its scale and min coded in 6 bits as multiples of the largest / 63, each
+/// weight rounded on the coded grid. Returns (d, dmin, packed scales, quants).
 pub fn quantize_with_mins(x: &[f32; QK_K], levels: u8) -> (f16, f16, [u8; 12], [u8; QK_K]) {
-    // Per sub-block: the offset that brings its minimum to 0 (never negative: a sub-block
-    // of positive values keeps min 0) and the range above it.
-    let sub_min: [f32; 8] = std::array::from_fn(|j| {
-        let lo = x[j * SUB..][..SUB].iter().copied().fold(0.0f32, f32::min);
-        -lo
-    });
-    let sub_max: [f32; 8] =
-        std::array::from_fn(|j| x[j * SUB..][..SUB].iter().copied().fold(0.0f32, f32::max));
-    let max_min = sub_min.iter().copied().fold(0.0f32, f32::max);
-    let dmin = f16::from_f32(max_min / 63.0);
-    // Mins round up, so -dmin * m <= the sub-block minimum.
-    let m: [u8; 8] = std::array::from_fn(|j| {
-        if dmin.to_f32() > 0.0 {
-            ((sub_min[j] / dmin.to_f32()).ceil() as i32).clamp(0, 63) as u8
-        } else {
-            0
+    let (rmin, nsteps) = if levels == 15 { (-1.0, 20) } else { (-0.5, 15) };
+    let mut q = [0u8; QK_K];
+    let (mut scale, mut offset) = ([0f32; 8], [0f32; 8]);
+    for j in 0..8 {
+        let sub = &x[j * SUB..][..SUB];
+        let mut sum_x2 = 0f32;
+        for v in sub {
+            sum_x2 += v * v;
         }
-    });
-    let offset: [f32; 8] = std::array::from_fn(|j| dmin.to_f32() * m[j] as f32);
-    let range: [f32; 8] = std::array::from_fn(|j| sub_max[j] + offset[j]);
-    let max_range = range.iter().copied().fold(0.0f32, f32::max);
-    let d = f16::from_f32(max_range / (levels as f32 * 63.0));
-    // Scales round up too, so the top of each grid reaches the sub-block maximum.
-    let sc: [u8; 8] = std::array::from_fn(|j| {
-        if d.to_f32() > 0.0 {
-            ((range[j] / (levels as f32 * d.to_f32())).ceil() as i32).clamp(0, 63) as u8
-        } else {
-            0
+        let av = (sum_x2 / SUB as f32).sqrt();
+        let w: [f32; SUB] = std::array::from_fn(|i| av + sub[i].abs());
+        let qs = &mut q[j * SUB..][..SUB];
+        (scale[j], offset[j]) = fit::affine(sub, &w, levels, rmin, 0.1, nsteps, false, qs);
+    }
+    let (max_scale, max_offset) = (super::q2_k::largest(&scale), super::q2_k::largest(&offset));
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_offset = if max_offset > 0.0 {
+        63.0 / max_offset
+    } else {
+        0.0
+    };
+    let sc: [u8; 8] = std::array::from_fn(|j| (fit::nearest(inv_scale * scale[j]) as u8).min(63));
+    let m: [u8; 8] = std::array::from_fn(|j| (fit::nearest(inv_offset * offset[j]) as u8).min(63));
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_offset / 63.0);
+    for j in 0..8 {
+        let step = d.to_f32() * sc[j] as f32;
+        // (a sub-block coded to scale 0 keeps the search's quants: any decode to -min)
+        if step == 0.0 {
+            continue;
         }
-    });
-    let q = std::array::from_fn(|i| {
-        let step = d.to_f32() * sc[i / SUB] as f32;
-        if step > 0.0 {
-            (((x[i] + offset[i / SUB]) / step).round() as i32).clamp(0, levels as i32) as u8
-        } else {
-            0
+        let shift = dmin.to_f32() * m[j] as f32;
+        for i in j * SUB..(j + 1) * SUB {
+            q[i] = fit::nearest((x[i] + shift) / step).clamp(0, levels as i32) as u8;
         }
-    });
+    }
     (d, dmin, pack_scale_min(&sc, &m), q)
 }
 
-/// Quantizes weights for test models (see [`quantize_with_mins`]: not llama.cpp's bytes).
+/// Quantizes weights (see [`quantize_with_mins`]: llama.cpp's approach, not its bytes).
 pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         let (d, dmin, scales, q) = quantize_with_mins(x, 15);

@@ -47,8 +47,8 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     });
 }
 
-/// Quantizes weights for test models: Q4_K's simple quantizer with 31 steps (not llama.cpp's
-/// bytes, see [`q4_k::quantize_with_mins`]).
+/// Quantizes weights: Q4_K's quantizer with 31 steps (llama.cpp's approach, not its bytes, see
+/// [`q4_k::quantize_with_mins`]).
 pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         let (d, dmin, scales, q) = q4_k::quantize_with_mins(x, 31);

@@ -6,6 +6,7 @@
 //! (k in 0..4, l in 0..32): the low 4 bits are a nibble of `ql[64 h + l + 32 (k % 2)]` (low
 //! nibble for k < 2, high for k >= 2), the top 2 bits are bits 2k..2k+2 of `qh[32 h + l]`.
 
+use super::fit;
 use super::q8_k::{BlockQ8K, GROUP};
 use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
@@ -64,43 +65,46 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     });
 }
 
-/// A simple quantizer for test models; it is not llama.cpp's (which searches each
-/// sub-block's scale iteratively), so its bytes differ from llama-quantize's. Each sub-block's
-/// value of largest magnitude maps to -32 (as Q4_0 maps to -8), the sub-block scale of
-/// largest magnitude to -128 of the 8-bit scales.
+/// Quantizes weights as GGML's reference quantizer does: per sub-block of 16 the symmetric grid
+/// of least x²-weighted error ([`fit::symmetric`], quants -32..=31), the sub-block scales coded
+/// as 8-bit multiples of `d` (the largest exactly -128 d), each weight rounded on the coded
+/// grid; an all-zero super-block is all zero bytes.
 pub fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
-        let signed_max = |s: &[f32]| {
-            s.iter()
-                .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
-        };
-        let sub_scale: [f32; QK_K / SUB] =
-            std::array::from_fn(|j| signed_max(&x[j * SUB..][..SUB]) / -32.0);
-        let d = f16::from_f32(signed_max(&sub_scale) / -128.0);
-        let scales: [i8; QK_K / SUB] = std::array::from_fn(|j| {
-            if d.to_f32() != 0.0 {
-                (sub_scale[j] / d.to_f32()).round().clamp(-128.0, 127.0) as i8
-            } else {
-                0
-            }
+        const N: usize = QK_K / SUB;
+        // quants + 32, in 0..64
+        let mut q = [0i8; QK_K];
+        let sub_scale: [f32; N] = std::array::from_fn(|j| {
+            fit::symmetric(&x[j * SUB..][..SUB], 32, &mut q[j * SUB..][..SUB])
         });
+        let max_scale = fit::signed_max(&sub_scale);
         let mut b = BlockQ6K {
             ql: [0; QK_K / 2],
             qh: [0; QK_K / 4],
-            scales,
-            d,
+            scales: [0; N],
+            d: f16::from_f32(0.0),
         };
-        for (i, &v) in x.iter().enumerate() {
-            let step = d.to_f32() * scales[i / SUB] as f32;
-            let q = if step != 0.0 {
-                ((v / step).round() as i32).clamp(-32, 31)
-            } else {
-                0
-            };
-            let q = (q + 32) as u8;
+        if max_scale.abs() < 1e-15 {
+            return b;
+        }
+        let iscale = -128.0 / max_scale;
+        b.d = f16::from_f32(1.0 / iscale);
+        b.scales = std::array::from_fn(|j| fit::nearest(iscale * sub_scale[j]).min(127) as i8);
+        for j in 0..N {
+            let step = b.d.to_f32() * b.scales[j] as f32;
+            // (a sub-block coded to scale 0 keeps the search's quants: any decode to 0)
+            if step == 0.0 {
+                continue;
+            }
+            for i in j * SUB..(j + 1) * SUB {
+                q[i] = (fit::nearest(x[i] / step).clamp(-32, 31) + 32) as i8;
+            }
+        }
+        for (i, &v) in q.iter().enumerate() {
+            let v = v as u8;
             let (lo, lo_shift, hi, hi_shift) = position(i);
-            b.ql[lo] |= (q & 0x0F) << lo_shift;
-            b.qh[hi] |= (q >> 4) << hi_shift;
+            b.ql[lo] |= (v & 0x0F) << lo_shift;
+            b.qh[hi] |= (v >> 4) << hi_shift;
         }
         b
     });

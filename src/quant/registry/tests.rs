@@ -83,9 +83,16 @@ fn every_row_round_trips_through_its_codec() {
             assert!(packed[bytes..].iter().all(|&b| b == 0xEE), "{}", f.ty);
             let mut back = vec![f32::NAN; n];
             dequantize_row(f.ty, &packed, &mut back).unwrap();
+            // 4-bit steps of these blocks are at most 6.3 / 15; Q2_K's 2-bit grid has steps
+            // up to 6.3 / 3 and Q3_K's up to 6.3 / 7, and their fitted grids may clip an
+            // extreme value by up to about one step.
+            let bound = match f.ty {
+                GgmlType::Q2K => 2.2,
+                GgmlType::Q3K => 0.95,
+                _ => 0.43,
+            };
             for (a, b) in x.iter().zip(&back) {
-                // 4-bit steps of these blocks are at most 6.3 / 15
-                assert!((a - b).abs() <= 0.43, "{}: {a} vs {b}", f.ty);
+                assert!((a - b).abs() <= bound, "{}: {a} vs {b}", f.ty);
             }
         }
     }

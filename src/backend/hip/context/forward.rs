@@ -6,10 +6,13 @@
 //! mat-vec kernels; larger ones dequantize each weight to f16 and multiply through BLAS, with
 //! RoPE / KV write and the tiled prefill attention as kernels of their own.
 
-use super::{GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS};
+use super::{
+    GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS, META_CELL, META_CELL_HI, META_CELL_LO,
+    META_N_CELLS, META_POS, META_ROWS, META_SEQ, META_TOKENS,
+};
 use crate::backend::hip::device::check;
 use crate::backend::hip::ffi;
-use crate::backend::hip::model::Projection;
+use crate::backend::hip::model::{GpuMatrix, Projection};
 use crate::cancel::CancelFlag;
 use crate::quant::{Format, GgmlType};
 use crate::Result;
@@ -42,7 +45,7 @@ impl GpuContext {
                     model.token_embd.buf.ptr(),
                     model.token_embd.rows as i32,
                     d as i32,
-                    meta(0),
+                    meta(META_TOKENS),
                     n as i32,
                     self.s.x.at(0),
                     st,
@@ -68,20 +71,21 @@ impl GpuContext {
             let qkv = self.s.qkv.at::<f32>(0);
             let rope_kv = ffi::RopeKv {
                 rot: self.s.rope.at(0),
-                tok_pos: meta(1),
-                tok_cell: meta(2),
-                tok_seq: meta(3),
-                k_cache: self.k_cache[il].at(0),
-                v_cache: self.v_cache[il].at(0),
+                tok_pos: meta(META_POS),
+                tok_cell: meta(META_CELL),
+                tok_seq: meta(META_SEQ),
+                k_cache: self.k_cache[il].ptr(),
+                v_cache: self.v_cache[il].ptr(),
                 cell_pos: self.cell_pos.at(0),
                 cell_seqs: self.cell_seqs.at(0),
                 q_dim: q_dim as i32,
                 kv_dim: kv_dim as i32,
                 head_dim: hp.head_dim as i32,
                 out_offset: 0,
+                kv_type: ffi::kv_type_id(self.kv_type),
             };
-            if n <= MATVEC_MAX_TOKENS {
-                // The mat-vec rotates and stores its results itself.
+            // The mat-vec rotates and stores its results itself (not the mat-mat).
+            if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n)) {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
             } else {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
@@ -102,6 +106,7 @@ impl GpuContext {
                             rope_kv.tok_seq,
                             rope_kv.k_cache,
                             rope_kv.v_cache,
+                            rope_kv.kv_type,
                             rope_kv.cell_pos,
                             rope_kv.cell_seqs,
                             st,
@@ -110,8 +115,11 @@ impl GpuContext {
                     "RoPE / KV write",
                 )?;
             }
-            // Many tokens: the tiled kernel reads each K/V chunk once per block.
+            // Prompts: the tiled kernel reads each K/V chunk once per block. Decode steps of many
+            // sequences (no sequence with more than a mat-vec batch) keep the split kernel and
+            // its exact arithmetic, each token scanning only its own sequence's cells.
             let tiled = n > MATVEC_MAX_TOKENS
+                && self.att_tiled
                 && hp.head_dim <= 128
                 && hp.head_dim.is_multiple_of(4)
                 && hp.n_head / hp.n_head_kv <= 16;
@@ -125,13 +133,16 @@ impl GpuContext {
                     ffi::rf_attention_prefill(
                         qkv,
                         qkv_w as i32,
-                        self.k_cache[il].at(0),
-                        self.v_cache[il].at(0),
+                        self.k_cache[il].ptr(),
+                        self.v_cache[il].ptr(),
+                        ffi::kv_type_id(self.kv_type),
                         self.cell_pos.at(0),
                         self.cell_seqs.at(0),
-                        meta(5),
-                        meta(1),
-                        meta(3),
+                        meta(META_N_CELLS),
+                        meta(META_POS),
+                        meta(META_SEQ),
+                        meta(META_CELL_LO),
+                        meta(META_CELL_HI),
                         n as i32,
                         hp.n_head as i32,
                         hp.n_head_kv as i32,
@@ -141,23 +152,25 @@ impl GpuContext {
                     )
                 }
             } else {
-                // At most MATVEC_MAX_TOKENS tokens a launch (the scratch is sized for them);
-                // more only when the tiled kernel cannot take the shape.
+                // At most att_tokens tokens a launch (the scratch is sized for them).
                 let mut code = 0;
                 let mut t0 = 0;
                 while t0 < n && code == 0 {
-                    let nt = (n - t0).min(MATVEC_MAX_TOKENS);
+                    let nt = (n - t0).min(self.att_tokens);
                     code = unsafe {
                         ffi::rf_attention(
                             qkv.wrapping_add(t0 * qkv_w),
                             qkv_w as i32,
-                            self.k_cache[il].at(0),
-                            self.v_cache[il].at(0),
+                            self.k_cache[il].ptr(),
+                            self.v_cache[il].ptr(),
+                            ffi::kv_type_id(self.kv_type),
                             self.cell_pos.at(0),
                             self.cell_seqs.at(0),
-                            meta(5),
-                            meta(1).wrapping_add(t0),
-                            meta(3).wrapping_add(t0),
+                            meta(META_N_CELLS),
+                            meta(META_POS).wrapping_add(t0),
+                            meta(META_SEQ).wrapping_add(t0),
+                            meta(META_CELL_LO).wrapping_add(t0),
+                            meta(META_CELL_HI).wrapping_add(t0),
                             nt as i32,
                             hp.n_head as i32,
                             hp.n_head_kv as i32,
@@ -232,7 +245,7 @@ impl GpuContext {
                 hp.rms_eps,
                 d,
                 n_out,
-                meta(4),
+                meta(META_ROWS),
                 &model.output,
             )?;
             self.project(
@@ -263,9 +276,12 @@ impl GpuContext {
     ) -> Result<()> {
         let small = n <= MATVEC_MAX_TOKENS;
         let quantized = quantized(next);
+        // int8 groups for the mat-vec and the quantized mat-mat, f16 for parts going to BLAS.
+        let int8 = small || next.parts.iter().any(|m| self.matmul_q(m, n));
+        let f16 = !small && next.parts.iter().any(|m| !self.matmul_q(m, n));
         let null = std::ptr::null_mut::<c_void>();
-        // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (int8 and
-        // scales: MATVEC_MAX_TOKENS rows, used only then).
+        // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (f32, f16,
+        // int8 and its scales).
         let code = unsafe {
             ffi::rf_act(
                 mode,
@@ -276,14 +292,14 @@ impl GpuContext {
                 n as i32,
                 row_map,
                 self.s.xf.at(0),
-                if small { null } else { self.s.x16.ptr() },
+                if f16 { self.s.x16.ptr() } else { null },
                 quantized as i32,
-                if small {
+                if int8 {
                     self.s.xq.at(0)
                 } else {
                     std::ptr::null_mut()
                 },
-                if small { self.s.xs.ptr() } else { null },
+                if int8 { self.s.xs.ptr() } else { null },
                 self.stream.raw(),
             )
         };
@@ -322,7 +338,7 @@ impl GpuContext {
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
             let ty = mtx.ty.id() as i32;
-            if n <= MATVEC_MAX_TOKENS {
+            if n <= MATVEC_MAX_TOKENS && !self.matmul_q(mtx, n) {
                 let part_rope = rope_kv.map(|r| ffi::RopeKv {
                     out_offset: mtx.out_offset as i32,
                     ..r
@@ -357,6 +373,31 @@ impl GpuContext {
                     )
                 };
                 check(code, "matrix-vector product")?;
+                continue;
+            }
+            if self.matmul_q(mtx, n) {
+                let parts = self.matmul_q_parts(mtx.rows, n);
+                // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
+                // rows prepared by rf_act; mm_part holds parts x n x rows floats (checked by
+                // matmul_q_parts).
+                let code = unsafe {
+                    ffi::rf_matmul_q(
+                        ty,
+                        mtx.buf.ptr(),
+                        mtx.rows as i32,
+                        mtx.cols as i32,
+                        self.s.xq.at(0),
+                        self.s.xs.ptr(),
+                        n as i32,
+                        yp,
+                        ldy as i32,
+                        accumulate as i32,
+                        parts as i32,
+                        self.s.mm_part.at(0),
+                        st,
+                    )
+                };
+                check(code, "quantized matrix product")?;
                 continue;
             }
             let chunk_rows = (self.s.dequant_elems / mtx.cols).max(1);
@@ -397,6 +438,31 @@ impl GpuContext {
             }
         }
         Ok(())
+    }
+}
+
+impl GpuContext {
+    /// Whether this matrix's product for a step of n tokens runs as the int8 mat-mat.
+    fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
+        n >= self.matmul_q_min_tokens
+            && n <= self.matmul_q_max_tokens
+            // SAFETY: a pure query of the kernel library.
+            && unsafe { ffi::rf_matmul_q_supported(m.ty.id() as i32) } != 0
+    }
+
+    /// Over how many blocks the mat-mat splits each output's sum: enough blocks to fill the
+    /// device (64 rows x 32 tokens a block; at least 1,024 blocks wanted, several per
+    /// multiprocessor), within the subtree-sum scratch.
+    fn matmul_q_parts(&self, rows: usize, n: usize) -> usize {
+        let fits = |p: usize| p == 1 || p * n * rows <= super::MATMUL_PART_FLOATS;
+        if let Some(p) = self.matmul_q_parts {
+            return if fits(p) { p } else { 1 };
+        }
+        let blocks = rows.div_ceil(64) * n.div_ceil(32);
+        [1, 2, 4]
+            .into_iter()
+            .find(|&p| blocks * p >= 1024 && fits(p))
+            .unwrap_or(if fits(4) { 4 } else { 1 })
     }
 }
 

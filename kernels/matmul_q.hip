@@ -1,0 +1,438 @@
+// Quantized matrix-matrix products for steps of many tokens (9 .. MAX_STEP_TOKENS): each
+// block reads its weights once for up to 32 tokens, and the integer dot products run on the
+// matrix units (int8 MMA, m16n8k32, on NVIDIA sm_80+; 4-way dot products elsewhere) — while
+// every output keeps the exact arithmetic of the mat-vec, so a token's results are the same
+// bits whether it runs alone, in a batch of 8 or in a batch of 500 (and the CPU's).
+//
+// The canonical order (kernels/numerics.h, src/quant/dot): group g of a row's groups of 32 goes
+// to partial L = g % 32, each partial adds its groups in ascending g through
+// QGroup<T>::term (qgroup.h), and the 32 partials meet in the butterfly, which at lane 0 is a
+// binary tree over the partials in bit-reversed order: ((P0 + P16) + (P8 + P24)) + ... A mat-vec
+// lane holds one partial for its row; here one thread holds many outputs, so instead of 32
+// partials per output it visits the partials one after another in that bit-reversed order
+// (position p holds partial L = bitrev5(p)) and joins each finished partial into a stack of
+// subtree sums the way a binary counter carries: the tree's order exactly, with 6 floats per
+// output instead of 32. A block may take only an aligned range of positions (a subtree of
+// W = 32 / P leaves, P = 2 or 4 parts): its subtree sums go to a scratch buffer and
+// rf_matmul_q_join adds them as the tree's top levels do.
+//
+// Block: MQ_TEAMS 32-lane teams; team w takes 16 weight rows, all NT x 8 tokens of the block
+// (NT tiles of 8 tokens). Per position and group: the block stages the tokens' int8 groups and
+// scales in shared memory; each thread loads its weight words straight from global memory
+// (the 4 threads of a row read its 16 contiguous bytes) and forms, per token tile, the 16 x 8
+// integer sums of one group — one MMA.
+#include "rf_kernels.h"
+#include "quant.h"
+#include "qgroup.h"
+
+#define MQ_TEAMS 4
+#define MQ_ROWS (16 * MQ_TEAMS)  // weight rows per block
+#define MQ_SLICE 4                // groups of a partial staged at once (one stage)
+#define MQ_STRIDE 12              // shared words per token and group: 8 + 4 (no bank conflicts)
+
+#if defined(RF_PLATFORM_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define MQ_MMA 1
+#else
+#define MQ_MMA 0
+#endif
+
+__device__ __forceinline__ int mq_bitrev5(int p) { return (int)(__brev((unsigned)p) >> 27); }
+
+// The exact integer sums of one group for a 16 x 8 tile: rows r0 (this thread's row g = lane
+// / 4) and r0 + 8, tokens 2 (lane % 4) and + 1 of the tile, in the MMA accumulator order
+// c[0] = (g, 2t), c[1] = (g, 2t + 1), c[2] = (g + 8, 2t), c[3] = (g + 8, 2t + 1).
+// `a`: this thread's weight words (MMA: words t and 4 + t of rows g and g + 8; elsewhere all 8
+// words of both rows), `xw`: the tile's token words in shared memory.
+#if MQ_MMA
+struct MqWeights {
+    uint32_t lo0, lo1, hi0, hi1;  // rows g / g + 8: elements 4t.., 16 + 4t..
+};
+template <int T>
+__device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, size_t G1,
+                                        int t, MqWeights& a) {
+    QGroup<T>::frag(w, ng, G0, t, a.lo0, a.hi0);
+    QGroup<T>::frag(w, ng, G1, t, a.lo1, a.hi1);
+}
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+    const int g = lane / 4, t = lane % 4;
+    const int b0 = xw[g * MQ_STRIDE + t], b1 = xw[g * MQ_STRIDE + 4 + t];
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %10, %10, %10};"
+        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b0), "r"(b1), "r"(0));
+}
+#else
+struct MqWeights {
+    uint32_t w0[8], w1[8];  // rows g / g + 8, elements 4i .. 4i + 3 in word i
+};
+template <int T>
+__device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, size_t G1,
+                                        int, MqWeights& a) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        QGroup<T>::frag(w, ng, G0, i, a.w0[i], a.w0[4 + i]);
+        QGroup<T>::frag(w, ng, G1, i, a.w1[i], a.w1[4 + i]);
+    }
+}
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+    const int t = lane % 4;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int* x = xw + (2 * t + (k & 1)) * MQ_STRIDE;
+        const uint32_t* wr = k < 2 ? a.w0 : a.w1;
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) s = rf_dp4a((int)wr[i], x[i], s);
+        c[k] = s;
+    }
+}
+#endif
+
+// Asynchronous 16-byte copy global -> shared (cp.async on sm_80+, a plain copy elsewhere), and
+// the wait for all but the latest group of them.
+__device__ __forceinline__ void mq_copy16(void* dst_shared, const void* src) {
+#if MQ_MMA
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst_shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src));
+#else
+    *(int4*)dst_shared = *(const int4*)src;
+#endif
+}
+__device__ __forceinline__ void mq_commit() {
+#if MQ_MMA
+    asm volatile("cp.async.commit_group;" ::);
+#endif
+}
+__device__ __forceinline__ void mq_wait_all_but_latest() {
+#if MQ_MMA
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+
+// One stage's data in shared memory: the tokens' int8 groups and scales, and the block's
+// weights for MQ_SLICE groups of each row, laid out as quant.h's device layout of a small
+// matrix (quants of every group, then their scales) with group index row * MQ_SLICE + j, so
+// QGroup<T>::frag / scales read it as they read global memory.
+template <int T, int NT> struct MqStage {
+    static constexpr int QB = Fmt<T>::qbytes, SB = Fmt<T>::sbytes;
+    static constexpr int NGS = MQ_ROWS * MQ_SLICE;  // groups staged
+    int x[MQ_SLICE][8 * NT][MQ_STRIDE];
+    float4 xs[MQ_SLICE][8 * NT];
+    uint8_t w[NGS * (QB + SB)];
+};
+
+// Weight scale bytes of one stage, loaded into registers while the previous stage computes
+// (2-byte pieces: too small and unaligned for the asynchronous copies).
+template <int T> struct MqScaleRegs {
+    static constexpr int PIECES = Fmt<T>::sbytes / 2;
+    static constexpr int PER_THREAD = (MQ_ROWS * MQ_SLICE * PIECES + 32 * MQ_TEAMS - 1) /
+                                      (32 * MQ_TEAMS);
+    uint16_t v[PER_THREAD];
+};
+
+// Starts loading stage (L, j0) into `st`: activations and weight quants asynchronously, the
+// weight scales into `sc` (stored by mq_store_scales once the stage's turn comes).
+template <int T, int NT>
+__device__ __forceinline__ void mq_issue(MqStage<T, NT>& st, MqScaleRegs<T>& sc,
+                                        const uint8_t* w, size_t ng_total, int ng, int rows,
+                                        int r_blk, const int8_t* xq, const float4* xs, int cols,
+                                        int t0, int n_here, int L, int j0, int nj) {
+    using S = MqStage<T, NT>;
+    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT * 2; i += 32 * MQ_TEAMS) {
+        const int h = i % 2, tok = (i / 2) % (8 * NT), j = i / (2 * 8 * NT);
+        if (j < nj && tok < n_here)
+            mq_copy16(&st.x[j][tok][4 * h],
+                      xq + (size_t)(t0 + tok) * cols + (size_t)(L + 32 * (j0 + j)) * 32 + 16 * h);
+    }
+    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT; i += 32 * MQ_TEAMS) {
+        const int tok = i % (8 * NT), j = i / (8 * NT);
+        if (j < nj && tok < n_here)
+            mq_copy16(&st.xs[j][tok], xs + (size_t)(t0 + tok) * ng + L + 32 * (j0 + j));
+    }
+    constexpr int CHUNKS = S::QB / 16;
+    for (int i = threadIdx.x; i < S::NGS * CHUNKS; i += 32 * MQ_TEAMS) {
+        const int c = i % CHUNKS, gl = i / CHUNKS, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+        if (j < nj) {
+            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
+            mq_copy16(st.w + (size_t)gl * S::QB + 16 * c, w + G * S::QB + 16 * c);
+        }
+    }
+    mq_commit();
+    constexpr int PIECES = MqScaleRegs<T>::PIECES;
+#pragma unroll
+    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
+        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
+        const int c = i % PIECES, gl = i / PIECES, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+        sc.v[k] = 0;
+        if (gl < S::NGS && j < nj) {
+            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
+            sc.v[k] = ((const uint16_t*)(w + ng_total * S::QB + G * S::SB))[c];
+        }
+    }
+}
+
+template <int T, int NT>
+__device__ __forceinline__ void mq_store_scales(MqStage<T, NT>& st, const MqScaleRegs<T>& sc) {
+    using S = MqStage<T, NT>;
+    constexpr int PIECES = MqScaleRegs<T>::PIECES;
+#pragma unroll
+    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
+        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
+        if (i < S::NGS * PIECES) ((uint16_t*)(st.w + S::NGS * S::QB))[i] = sc.v[k];
+    }
+}
+
+// Groups L, L + 32, ... below ng: how many.
+__device__ __forceinline__ int mq_groups(int L, int ng) { return L < ng ? (ng - L + 31) / 32 : 0; }
+
+// Stages in flight: three where they fit the 48 KiB of static shared memory, else two.
+template <int T, int NT> struct MqDepth {
+    static constexpr int value = 3 * sizeof(MqStage<T, NT>) <= 48 * 1024 ? 3 : 2;
+};
+
+// Next stage after (q, j0) in the block's order: the next slice of position q, else the first
+// slice of the next position with groups; q == W when none is left.
+template <int W>
+__device__ __forceinline__ void mq_advance(int p0, int ng, int& q, int& j0) {
+    j0 += MQ_SLICE;
+    if (q < W && j0 < mq_groups(mq_bitrev5(p0 + q), ng)) return;
+    j0 = 0;
+    q++;
+    while (q < W && mq_groups(mq_bitrev5(p0 + q), ng) == 0) q++;
+}
+
+// y[t, r] (+)= (x . W^T)[t, r] for tokens [t0, t0 + 8 NT) and rows [r0, r0 + MQ_ROWS); W rows x
+// cols of type T; partial positions [p0, p0 + W) (blockIdx.x = p0 / W). With W < 32 the block
+// writes its subtree sums to part[p0 / W][t][r] instead. Stages (position, slice of MQ_SLICE
+// groups) go through a ring of MqDepth buffers: the next ones' loads are in flight while one
+// computes.
+template <int T, int NT, int W>
+__global__ void __launch_bounds__(32 * MQ_TEAMS)
+    matmul_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
+                    int n, float* y, int ldy, int accumulate, float* part) {
+    constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : 3;
+    constexpr int DEPTH = MqDepth<T, NT>::value;
+    using Stage = MqStage<T, NT>;
+    __shared__ __align__(16) Stage stage[DEPTH];
+    const int lane = threadIdx.x % 32, team = threadIdx.x / 32;
+    const int g = lane / 4, t = lane % 4;
+    // The parts of one output block are neighbours in the grid (x fastest): they read the two
+    // halves of the same 32-byte sectors of weights (groups L and L ^ 1), so the second read
+    // finds them in L2.
+    const int part_idx = blockIdx.x;
+    const int t0 = blockIdx.y * 8 * NT;
+    const int r_blk = blockIdx.z * MQ_ROWS;
+    const int r0 = r_blk + team * 16;
+    const int p0 = part_idx * W;
+    const int ng = cols / 32;
+    const size_t ng_total = (size_t)rows * ng;
+    const int n_here = min(8 * NT, n - t0);
+    // This thread's rows within the stage (group index row * MQ_SLICE + j).
+    const int ra = team * 16 + g, rb = ra + 8;
+
+    float run[NT][4], stk[LEVELS][NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) run[i][k] = 0.0f;
+    MqScaleRegs<T> sc;
+    rf_wait_previous();
+    rf_release_next();
+    // Issue cursor (iq, ij) runs DEPTH - 1 stages ahead of the compute cursor (q, j0).
+    int q = 0, j0 = -MQ_SLICE;
+    mq_advance<W>(p0, ng, q, j0);
+    int iq = q, ij = j0;
+#pragma unroll
+    for (int b = 0; b < DEPTH - 1; b++) {
+        if (iq < W) {
+            const int L = mq_bitrev5(p0 + iq);
+            mq_issue<T, NT>(stage[b], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
+                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
+            mq_store_scales<T, NT>(stage[b], sc);
+            mq_advance<W>(p0, ng, iq, ij);
+        } else {
+            mq_commit();
+        }
+    }
+    // Positions before the first with groups (none: only when ng < 32) hold zero sums.
+    int done = 0;  // positions carried
+    int buf = 0, ibuf = DEPTH - 1;
+    auto carry_to = [&](int upto) {
+        // Carries positions done .. upto - 1 (their sums in `run`, then zeros) up the stack of
+        // subtree sums, a binary counter: below the lowest 0 bit of the position every level
+        // joins its pending sum; at that bit the sum waits.
+        for (; done < upto; done++) {
+            bool carried = false;
+#pragma unroll
+            for (int lv = 0; lv < LEVELS; lv++) {
+                if (carried) continue;
+                if ((done >> lv) & 1) {
+#pragma unroll
+                    for (int i = 0; i < NT; i++)
+#pragma unroll
+                        for (int k = 0; k < 4; k++) run[i][k] = stk[lv][i][k] + run[i][k];
+                } else {
+#pragma unroll
+                    for (int i = 0; i < NT; i++)
+#pragma unroll
+                        for (int k = 0; k < 4; k++) {
+                            stk[lv][i][k] = run[i][k];
+                            run[i][k] = 0.0f;
+                        }
+                    carried = true;
+                }
+            }
+        }
+    };
+    while (q < W) {
+        carry_to(q);  // empty positions before this one
+        bool issued = false;
+        if (iq < W) {
+            const int L = mq_bitrev5(p0 + iq);
+            mq_issue<T, NT>(stage[ibuf], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
+                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
+            mq_advance<W>(p0, ng, iq, ij);
+            issued = true;
+        } else {
+            mq_commit();  // an empty group keeps the wait below uniform
+        }
+#if MQ_MMA
+        if (DEPTH == 3)
+            asm volatile("cp.async.wait_group 2;" ::: "memory");
+        else
+            mq_wait_all_but_latest();
+#endif
+        __syncthreads();  // this stage's data (all threads' copies) is in place
+        const Stage& st = stage[buf];
+        const int nj_here = min(MQ_SLICE, mq_groups(mq_bitrev5(p0 + q), ng) - j0);
+        for (int j = 0; j < nj_here; j++) {
+            MqWeights a;
+            mq_load<T>(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j, (size_t)rb * MQ_SLICE + j, t,
+                       a);
+            const float2 dm0 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j);
+            const float2 dm1 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)rb * MQ_SLICE + j);
+#pragma unroll
+            for (int i = 0; i < NT; i++) {
+                if (8 * i < n_here) {
+                    int c[4];
+                    mq_dot(a, &st.x[j][8 * i][0], lane, c);
+                    const float4 xa = st.xs[j][8 * i + 2 * t], xb = st.xs[j][8 * i + 2 * t + 1];
+                    run[i][0] = QGroup<T>::term(c[0], dm0, xa, run[i][0]);
+                    run[i][1] = QGroup<T>::term(c[1], dm0, xb, run[i][1]);
+                    run[i][2] = QGroup<T>::term(c[2], dm1, xa, run[i][2]);
+                    run[i][3] = QGroup<T>::term(c[3], dm1, xb, run[i][3]);
+                }
+            }
+        }
+        if (issued) mq_store_scales<T, NT>(stage[ibuf], sc);
+        __syncthreads();  // everyone is done with stage[buf] before it is refilled
+        buf = buf + 1 == DEPTH ? 0 : buf + 1;
+        ibuf = ibuf + 1 == DEPTH ? 0 : ibuf + 1;
+        const int q_was = q;
+        mq_advance<W>(p0, ng, q, j0);
+        if (q != q_was) carry_to(q_was + 1);  // position q_was is complete
+    }
+    carry_to(W);  // trailing empty positions; `run` then holds the subtree's sum
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int tok = 8 * i + 2 * t + (k & 1), r = r0 + g + 8 * (k >> 1);
+            if (tok >= n_here || r >= rows) continue;
+            const float v = run[i][k];
+            if (W == 32) {
+                float* dst = y + (size_t)(t0 + tok) * ldy + r;
+                *dst = accumulate ? *dst + v : v;
+            } else {
+                part[((size_t)part_idx * n + t0 + tok) * rows + r] = v;
+            }
+        }
+    }
+}
+
+// The tree's top levels over the P subtree sums part[P][n][rows]: y (+)= s, as the mat-vec's
+// lane 0 adds its butterfly result.
+template <int P>
+__global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* y, int ldy,
+                                     int accumulate) {
+    rf_wait_previous();
+    rf_release_next();
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * n) return;
+    const size_t plane = (size_t)rows * n;
+    float s;
+    if (P == 2)
+        s = part[i] + part[plane + i];
+    else
+        s = (part[i] + part[plane + i]) + (part[2 * plane + i] + part[3 * plane + i]);
+    float* dst = y + (i / rows) * ldy + i % rows;
+    *dst = accumulate ? *dst + s : s;
+}
+
+template <int T, int NT, int W>
+static void launch_mq(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
+                      int n, float* y, int ldy, int accumulate, float* part, hipStream_t s) {
+    const dim3 grid(32 / W, (n + 8 * NT - 1) / (8 * NT), (rows + MQ_ROWS - 1) / MQ_ROWS);
+    RF_LAUNCH_OVERLAPPED((matmul_q_kernel<T, NT, W>), grid, dim3(32 * MQ_TEAMS), 0, s, w, rows,
+                         cols, xq, xs, n, y, ldy, accumulate, part);
+}
+
+template <int T, int W>
+static void launch_mq_nt(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                         const float4* xs, int n, float* y, int ldy, int accumulate,
+                         float* part, hipStream_t s) {
+    if (n <= 8)
+        launch_mq<T, 1, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else if (n <= 16)
+        launch_mq<T, 2, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else
+        launch_mq<T, 4, W>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+}
+
+template <int T>
+static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                            const float4* xs, int n, float* y, int ldy, int accumulate,
+                            int parts, float* part, hipStream_t s) {
+    if (parts == 1)
+        launch_mq_nt<T, 32>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else if (parts == 2)
+        launch_mq_nt<T, 16>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else
+        launch_mq_nt<T, 8>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+}
+
+extern "C" int rf_matmul_q_supported(int ty) {
+    int ok = 0;
+    RF_DISPATCH_TYPE(ty, {
+        if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block) ok = 1;
+    });
+    return ok;
+}
+
+extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
+                           const void* xq_scales, int n, float* y, int ldy, int accumulate,
+                           int parts, float* part, void* stream) {
+    if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
+    if (parts != 1 && parts != 2 && parts != 4) return RF_ERR_SHAPE;
+    if (parts > 1 && !part) return RF_ERR_SHAPE;
+    if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
+    hipStream_t s = (hipStream_t)stream;
+    const uint8_t* wb = (const uint8_t*)w;
+    const float4* xs = (const float4*)xq_scales;
+    RF_DISPATCH_TYPE(ty, {
+        if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
+            launch_mq_parts<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, parts, part, s);
+    });
+    if (parts > 1) {
+        const size_t total = (size_t)rows * n;
+        const dim3 grid((unsigned)((total + RF_BLOCK - 1) / RF_BLOCK));
+        if (parts == 2)
+            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<2>, grid, dim3(RF_BLOCK), 0, s, part, rows,
+                                 n, y, ldy, accumulate);
+        else
+            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<4>, grid, dim3(RF_BLOCK), 0, s, part, rows,
+                                 n, y, ldy, accumulate);
+    }
+    return (int)hipGetLastError();
+}
