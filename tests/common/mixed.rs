@@ -58,6 +58,7 @@ pub fn run_alone(model: &Model, plan: &SeqPlan, n_gen: usize, n_ctx: usize) -> T
         n_batch: 64,
         n_seq_max: 1,
         n_threads: 2,
+        ..ContextParams::default()
     };
     let mut ctx = Context::new(model, params).expect("context");
     ctx.eval(&plan.prompt, 0).expect("prompt");
@@ -89,6 +90,7 @@ pub fn run_mixed(
         n_batch: n_seq * 8,
         n_seq_max: n_seq,
         n_threads,
+        ..ContextParams::default()
     };
     let mut ctx = Context::new(model, params).expect("context");
     ctx.set_seq_regions(Some(stride)).expect("regions");

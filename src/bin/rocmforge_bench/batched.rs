@@ -154,6 +154,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         n_batch: a.n_batch,
         n_seq_max: max_pl,
         n_threads: a.threads,
+        // The default cache type (f16), as llama-batched-bench's default -ctk/-ctv.
+        ..ContextParams::default()
     };
     let mut ctx = Context::new(&model, cparams).map_err(|e| e.to_string())?;
     let n_threads = ctx.params().n_threads;
@@ -176,8 +178,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !a.jsonl {
         println!(
             "\nrocmforge batched: device = {device}, n_kv_max = {n_ctx}, n_batch = {}, \
-             layout = {} (stride {}), n_threads = {n_threads}, reps = {}\n",
+             cache = {}, layout = {} (stride {}), n_threads = {n_threads}, reps = {}\n",
             ctx.params().n_batch,
+            ctx.params().cache_type.name(),
             a.layout.name(),
             if a.layout == Layout::Regions {
                 stride
@@ -220,7 +223,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     t_pp: t_pp / a.reps as f64,
                     t_tg: t_tg / a.reps as f64,
                 };
-                print_row(&row, &a, device, n_ctx, n_threads, ctx.params().n_batch);
+                print_row(&row, &a, device, &ctx);
             }
         }
     }
@@ -282,7 +285,13 @@ fn decode(ctx: &mut Context, batch: &Batch, n_batch: usize) -> Result<(), String
     Ok(())
 }
 
-fn print_row(r: &Row, a: &Args, device: &str, n_ctx: usize, n_threads: usize, n_batch: usize) {
+fn print_row(r: &Row, a: &Args, device: &str, ctx: &Context) {
+    let (n_ctx, n_threads, n_batch) = (
+        ctx.params().n_ctx,
+        ctx.params().n_threads,
+        ctx.params().n_batch,
+    );
+    let cache = ctx.params().cache_type.name();
     let n_kv = r.pl * (r.pp + r.tg);
     let t = r.t_pp + r.t_tg;
     let s_pp = (r.pl * r.pp) as f64 / r.t_pp;
@@ -291,11 +300,12 @@ fn print_row(r: &Row, a: &Args, device: &str, n_ctx: usize, n_threads: usize, n_
     if a.jsonl {
         println!(
             "{{\"engine\":\"rocmforge\",\"test\":\"batched\",\"device\":\"{device}\",\
-             \"layout\":\"{}\",\"n_kv_max\":{n_ctx},\"n_batch\":{n_batch},\
+             \"layout\":\"{}\",\"cache\":\"{}\",\"n_kv_max\":{n_ctx},\"n_batch\":{n_batch},\
              \"n_threads\":{n_threads},\"reps\":{},\"pp\":{},\"tg\":{},\"pl\":{},\"n_kv\":{n_kv},\
              \"t_pp\":{:.6},\"speed_pp\":{s_pp:.3},\"t_tg\":{:.6},\"speed_tg\":{s_tg:.3},\
              \"t\":{t:.6},\"speed\":{s:.3}}}",
             a.layout.name(),
+            cache,
             a.reps,
             r.pp,
             r.tg,
