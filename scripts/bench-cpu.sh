@@ -12,12 +12,50 @@
 #      QUANTS (default Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K), ISA (ROCMFORGE_CPU_ISA for our side,
 #      default auto),
 #      VARIANT (llama.cpp build: native, or avx2 to pair with ISA=avx2 on an AVX-512 machine)
+#
+# scripts/bench-cpu.sh batched: many sequences instead, `rocmforge_bench batched` next to
+# llama.cpp's llama-batched-bench (same shape: B prompts of PP tokens submitted together, then
+# TG steps each holding the next token of every sequence), on the real SmolLM2 (or MODEL),
+# alternating the engines for ROUNDS rounds; prints prefill (S_PP), generation (S_TG) and total
+# tokens/s per B with the ratios. Both caches one region (stream) per sequence: our
+# set_seq_regions, llama.cpp's default non-unified cache with -c = B_max x (PP + TG) rounded
+# up to 256. Env: NPL (default 1,4,8,16,32), NPP (128), NTG (64), THREADS (2), ROUNDS (2),
+#      NBATCH (-b of both, default 2048; llama.cpp's -ub stays 512), REPACK (llama.cpp weight
+#      repacking, default 0 as in bench-llama-cpp.sh), LAYOUT (ours: regions or pool)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${MODEL:-$(scripts/fetch-models.sh | grep SmolLM2)}
 out=${OUT_DIR:-target/bench}
 mkdir -p "$out"
 cargo build --release --quiet --bin rocmforge_bench
+
+if [ "${1:-}" = batched ]; then
+  npl=${NPL:-1,4,8,16,32} npp=${NPP:-128} ntg=${NTG:-64} threads=${THREADS:-2}
+  build=$(tools/reference/build-llama-cpp.sh)
+  max_pl=$(tr , '\n' <<<"$npl" | sort -n | tail -1)
+  max_len=$(( $(tr , '\n' <<<"$npp" | sort -n | tail -1) + $(tr , '\n' <<<"$ntg" | sort -n | tail -1) ))
+  n_ctx=$(( max_pl * ((max_len + 255) / 256 * 256) ))
+  repack=()
+  [ "${REPACK:-0}" = 0 ] && repack=(--no-repack)
+  rm -f "$out/batched.rocmforge.jsonl" "$out/batched.llama_cpp.jsonl"
+  for round in $(seq "${ROUNDS:-2}"); do
+    # Alternate which engine goes first, so neither always runs on a warmer machine.
+    peer() {
+      "$build"/bin/llama-batched-bench -m "$base" -c "$n_ctx" -b "${NBATCH:-2048}" -ub 512 \
+        -npp "$npp" -ntg "$ntg" -npl "$npl" -t "$threads" "${repack[@]}" \
+        --output-format jsonl 2>/dev/null | grep '^{' >>"$out/batched.llama_cpp.jsonl"
+    }
+    ours() {
+      ROCMFORGE_CPU_ISA=${ISA:-auto} target/release/rocmforge_bench batched -m "$base" \
+        -npp "$npp" -ntg "$ntg" -npl "$npl" -t "$threads" -b "${NBATCH:-2048}" \
+        --layout "${LAYOUT:-regions}" --jsonl >>"$out/batched.rocmforge.jsonl"
+    }
+    if [ $((round % 2)) = 1 ]; then peer; ours; else ours; peer; fi
+  done
+  echo "model: $(basename "$base")   llama.cpp build: ${VARIANT:-native}"
+  python3 scripts/batched-ratios.py "$out/batched.rocmforge.jsonl" "$out/batched.llama_cpp.jsonl"
+  exit 0
+fi
 export PP=${PP:-128,512} TG=${TG:-64,128} REPS=${REPS:-5} THREADS=${THREADS:-1,2}
 export VARIANT=${VARIANT:-native}
 build=$(tools/reference/build-llama-cpp.sh)

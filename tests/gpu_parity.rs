@@ -792,3 +792,102 @@ fn gpu_load_progress_is_monotonic_and_a_cancel_stops_the_upload() {
         assert_eq!(calls_after_stop, 0, "mmap {use_mmap}");
     }
 }
+
+/// Batch invariance on the GPU: 32 sequences in mixed batches (prompt chunks of some beside
+/// the decode tokens of others; tests/common/mixed.rs), each in its own cache region, generate
+/// the greedy tokens each generates alone on the GPU, and their logits lie within `TOLERANCE`
+/// of the CPU's for the same mixed batches (the CPU's are bit-identical to its alone runs:
+/// tests/batch_invariance.rs). A token may differ only where the reference's top two logits
+/// are within twice the tolerance (a near-tie), and the comparison of that sequence stops
+/// there (the two continue from different tokens). Models: a tiny Q4_0 model written here,
+/// and the first listed all-quantized model of `ROCMFORGE_GPU_MODELS` (e.g. the Llama-3-8B
+/// shape of scripts/gpu/parity.sh).
+#[test]
+fn thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu() {
+    use common::mixed::{plans, run_alone, run_mixed, Trace};
+    use rocmforge::backend::numerics::ATTENTION_CHUNK;
+    use rocmforge::{Backend, Model, ModelParams};
+    if devices().map_or(true, |d| d.is_empty()) {
+        eprintln!("no GPU: skipped");
+        return;
+    }
+    let tiny = std::env::temp_dir().join(format!("rf-mixed-q4_0-{}.gguf", std::process::id()));
+    let spec = common::tiny::TinySpec {
+        weight_type: GgmlType::Q4_0,
+        n_embd: 256,
+        n_ff: 256,
+        ..Default::default()
+    };
+    std::fs::write(&tiny, common::tiny::build_bytes(&spec)).expect("write model");
+    let mut paths = vec![tiny.display().to_string()];
+    if let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") {
+        paths.extend(
+            list.split(',')
+                .find(|p| {
+                    let f = GgufFile::open(Path::new(p)).expect("open");
+                    all_matrices_quantized(&LoadedModel::new(f).expect("load"))
+                })
+                .map(str::to_string),
+        );
+    }
+    const N_SEQ: usize = 32;
+    const N_GEN: usize = 12;
+    const MAX_PROMPT: usize = 40;
+    let stride = (MAX_PROMPT + N_GEN).div_ceil(ATTENTION_CHUNK) * ATTENTION_CHUNK;
+    // Tokens equal up to a near-tie of `reference`; logits within TOLERANCE until then.
+    // Returns (rows compared, rows bit-identical, worst relative difference).
+    let compare = |what: &str, s: usize, reference: &Trace, got: &Trace| {
+        let (mut rows, mut same, mut worst) = (0, 0, 0.0f32);
+        for (k, (r, g)) in reference.logits.iter().zip(&got.logits).enumerate() {
+            let d = rel_diff(r, g, r.len());
+            assert!(
+                d <= TOLERANCE,
+                "{what}: sequence {s} token {k}: logits differ by {d} (relative)"
+            );
+            rows += 1;
+            same += usize::from(bit_diffs(r, g) == 0);
+            worst = worst.max(d);
+            if reference.tokens[k] != got.tokens[k] {
+                let margin = top2_margin(r);
+                assert!(
+                    margin <= 2.0 * TOLERANCE,
+                    "{what}: sequence {s} token {k}: {} vs {} with a top-two margin of {margin}",
+                    reference.tokens[k],
+                    got.tokens[k]
+                );
+                break;
+            }
+        }
+        (rows, same, worst)
+    };
+    for path in &paths {
+        let load = |backend| {
+            let params = ModelParams {
+                backend,
+                ..ModelParams::default()
+            };
+            Model::load(path, params).expect("load model")
+        };
+        let (gpu, cpu) = (load(Backend::Gpu), load(Backend::Cpu));
+        let plans = plans(N_SEQ, gpu.hparams().n_vocab, MAX_PROMPT);
+        let alone: Vec<Trace> = plans
+            .iter()
+            .map(|p| run_alone(&gpu, p, N_GEN, stride))
+            .collect();
+        let mixed = run_mixed(&gpu, &plans, N_GEN, stride, 2);
+        let mixed_cpu = run_mixed(&cpu, &plans, N_GEN, stride, 2);
+        let (mut vs_alone, mut vs_cpu) = ((0, 0, 0.0f32), (0, 0, 0.0f32));
+        for s in 0..N_SEQ {
+            let a = compare("GPU mixed vs GPU alone", s, &alone[s], &mixed[s]);
+            let c = compare("GPU mixed vs CPU mixed", s, &mixed_cpu[s], &mixed[s]);
+            vs_alone = (vs_alone.0 + a.0, vs_alone.1 + a.1, vs_alone.2.max(a.2));
+            vs_cpu = (vs_cpu.0 + c.0, vs_cpu.1 + c.1, vs_cpu.2.max(c.2));
+        }
+        eprintln!(
+            "{path}: GPU mixed vs alone: {}/{} logit rows bit-identical, worst {:.2e}; \
+             vs CPU mixed: {}/{}, worst {:.2e}",
+            vs_alone.1, vs_alone.0, vs_alone.2, vs_cpu.1, vs_cpu.0, vs_cpu.2
+        );
+    }
+    let _ = std::fs::remove_file(&tiny);
+}

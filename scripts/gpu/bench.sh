@@ -4,6 +4,12 @@
 # --no-run`), rocmforge_synth, vocab-smollm2.gguf; and $LLAMA (default dist/llamacpp): the
 # llama.cpp source vendored by the llama-cpp-python 0.3.36 sdist, without models/ and docs/.
 # Writes $OUT_DIR/bench.jsonl (ours) and $OUT_DIR/llama-bench.jsonl.
+# Then many sequences: `rocmforge_bench batched --gpu` ($DIST/rocmforge_bench, built by
+# build-dist.sh) next to llama.cpp's llama-batched-bench, same shape (B prompts of NPP tokens
+# submitted together, then NTG steps of one token per sequence; each sequence its own cache
+# region on our side, llama.cpp's default per-sequence streams on its side), into
+# $OUT_DIR/batched.rocmforge.jsonl and batched.llama_cpp.jsonl, with ratios per B.
+# Env: NPL (default 1,8,32,64), NPP (128), NTG (64), SKIP_BATCHED=1 to leave it out.
 # Usage: [SKIP_LLAMA=1] scripts/gpu/bench.sh [type ...]   (default: q4_0 q8_0)
 set -uo pipefail
 DIST=${DIST:-dist/gpu}
@@ -15,14 +21,15 @@ types=("$@")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
 
-# llama.cpp with CUDA for Hopper, only the llama-bench target (in the background while the
+# llama.cpp with CUDA for Hopper, only the llama-bench and llama-batched-bench targets (in the background while the
 # synthetic models are written).
 if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ]; then
     (cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
         -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_NUMBER=11312 \
         -DLLAMA_BUILD_COMMIT=0c1e570 -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-        && cmake --build "$BUILD" --target llama-bench -j"$(nproc)") > "$OUT_DIR/llama-build.log" 2>&1 &
+        && cmake --build "$BUILD" --target llama-bench llama-batched-bench -j"$(nproc)") \
+        > "$OUT_DIR/llama-build.log" 2>&1 &
     build_pid=$!
 fi
 for ty in "${types[@]}"; do
@@ -40,3 +47,21 @@ for ty in "${types[@]}"; do
     fi
 done
 python3 "$(dirname "$0")/ratios.py" "$OUT_DIR/bench.jsonl" "$OUT_DIR/llama-bench.jsonl"
+
+[ -n "${SKIP_BATCHED:-}" ] && exit 0
+npl=${NPL:-1,8,32,64} npp=${NPP:-128} ntg=${NTG:-64}
+max_pl=$(tr , '\n' <<<"$npl" | sort -n | tail -1)
+n_ctx=$(( max_pl * ((npp + ntg + 255) / 256 * 256) ))
+for ty in "${types[@]}"; do
+    m=/tmp/l3-$ty.gguf
+    # llama.cpp first, then ours (the GPU's clocks settle during the first).
+    if [ -x "$BUILD/bin/llama-batched-bench" ]; then
+        "$BUILD/bin/llama-batched-bench" -m "$m" -ngl 99 -c "$n_ctx" -npp "$npp" -ntg "$ntg" \
+            -npl "$npl" --output-format jsonl 2>>"$OUT_DIR/llama-batched-bench.err" | grep '^{' \
+            | tee "$OUT_DIR/batched.llama_cpp.$ty.jsonl"
+    fi
+    "$DIST/rocmforge_bench" batched -m "$m" --gpu -npp "$npp" -ntg "$ntg" -npl "$npl" --jsonl \
+        | tee "$OUT_DIR/batched.rocmforge.$ty.jsonl"
+    python3 "$(dirname "$0")/../batched-ratios.py" "$OUT_DIR/batched.rocmforge.$ty.jsonl" \
+        "$OUT_DIR/batched.llama_cpp.$ty.jsonl" "$ty: "
+done

@@ -4,6 +4,7 @@
 pub mod capi;
 pub mod cbuild;
 pub mod child;
+pub mod mixed;
 pub mod teacher;
 pub mod tiny;
 

@@ -33,13 +33,15 @@ case $variant in
 esac
 mkdir -p "$ref"
 
-targets=(llama llama-bench llama-tokenize llama-simple llama-completion llama-quantize llama-server)
+targets=(llama llama-bench llama-batched-bench llama-tokenize llama-simple llama-completion llama-quantize
+  llama-server)
 built() {
   # A build configured before the AMX rule above (cache says GGML_NATIVE=ON) is redone.
   if [ "${amx_note:-}" = without-amx ] && grep -q '^GGML_NATIVE:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
     return 1
   fi
-  [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-tokenize" ] &&
+  [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-batched-bench" ] &&
+    [ -x "$build/bin/llama-tokenize" ] &&
     [ -x "$build/bin/llama-simple" ] && [ -x "$build/bin/llama-completion" ] &&
     [ -x "$build/bin/llama-quantize" ] && [ -x "$build/bin/llama-server" ] &&
     ls "$build"/bin/libllama.so >/dev/null 2>&1

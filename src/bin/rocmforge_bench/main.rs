@@ -8,6 +8,11 @@
 //! The first line says where it ran: the CPU model, its SIMD flags, the ISA choice
 //! (`ROCMFORGE_CPU_ISA`, e.g. `avx2` to measure the AVX2 table on an AVX-512 machine) and the
 //! dot-product kernels of each tensor type in the model's matrices.
+//!
+//! `rocmforge_bench batched ...`: many sequences at once, in llama-batched-bench's shape
+//! (see [`batched`]).
+
+mod batched;
 
 use rocmforge::{Batch, Context, ContextParams, Model, ModelParams};
 use std::process::ExitCode;
@@ -188,7 +193,13 @@ fn print_result(threads: usize, test: &str, n: usize, rates: &[f64]) {
 }
 
 fn main() -> ExitCode {
-    match parse().and_then(run) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().is_some_and(|a| a == "batched") {
+        batched::run(&args[1..])
+    } else {
+        parse().and_then(run)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rocmforge_bench: {e}");
