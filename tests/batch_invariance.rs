@@ -38,7 +38,7 @@ fn check(model: &Model, max_prompt: usize, n_gen: usize, what: &str) {
         .map(|p| run_alone(model, p, n_gen, stride))
         .collect();
     // 3 threads: the matmul rows and attention tasks split at other places than alone's 2.
-    let mixed = run_mixed(model, &plans, n_gen, stride, 3);
+    let mixed = run_mixed(model, &plans, n_gen, stride, 3, usize::MAX);
     assert_same(&alone, &mixed, what);
 }
 

@@ -77,12 +77,14 @@ pub fn run_alone(model: &Model, plan: &SeqPlan, n_gen: usize, n_ctx: usize) -> T
 
 /// Every sequence in one context, each in its own region of `stride` cells, in mixed batches
 /// as `plans` describe, each following its own greedy choice until it has `n_gen` tokens.
+/// Each step's tokens go to the context in calls of at most `max_call` tokens.
 pub fn run_mixed(
     model: &Model,
     plans: &[SeqPlan],
     n_gen: usize,
     stride: usize,
     n_threads: usize,
+    max_call: usize,
 ) -> Vec<Trace> {
     let n_seq = plans.len();
     let params = ContextParams {
@@ -131,12 +133,19 @@ pub fn run_mixed(
             continue; // the others have not started yet
         }
         mixed_steps += usize::from(prefilling && decoding);
-        ctx.decode(&batch).expect("mixed decode");
-        for i in 0..batch.len() {
-            if let Some(logits) = ctx.logits(i) {
-                let t = &mut traces[batch.seq[i] as usize];
-                t.tokens.push(argmax(logits));
-                t.logits.push(logits.to_vec());
+        for c0 in (0..batch.len()).step_by(max_call.max(1)) {
+            let c1 = (c0 + max_call.max(1)).min(batch.len());
+            let mut call = Batch::new();
+            for i in c0..c1 {
+                call.push(batch.tokens[i], batch.pos[i], batch.seq[i], batch.logits[i]);
+            }
+            ctx.decode(&call).expect("mixed decode");
+            for i in 0..call.len() {
+                if let Some(logits) = ctx.logits(i) {
+                    let t = &mut traces[call.seq[i] as usize];
+                    t.tokens.push(argmax(logits));
+                    t.logits.push(logits.to_vec());
+                }
             }
         }
     }
