@@ -21,12 +21,12 @@
 
 mod common;
 
+use common::teacher::{self, argmax};
 use common::tiny::{build, build_bytes, TinySpec};
 use rocmforge::kv_cache::KvType;
 use rocmforge::model::Feature;
 use rocmforge::quant::GgmlType;
 use rocmforge::{Batch, Context, ContextParams, Model};
-use serde_json::Value;
 
 /// Largest |Δlogit| over llama.cpp's top-5 at any position, largest mean over a model, and
 /// the top-1/top-2 margin under which a top-1 difference is a near-tie. SmolLM2's parity test
@@ -104,6 +104,7 @@ fn the_reference_models_are_what_they_claim() {
     }
 }
 
+/// A fixture of tests/fixtures/qwen, with the prompt and continuation as one token list.
 struct Fixture {
     prompt: String,
     n_prompt: usize,
@@ -114,40 +115,14 @@ struct Fixture {
 }
 
 fn load_fixture(name: &str) -> Fixture {
-    let path = common::fixture(&format!("qwen/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let ids = |k: &str| -> Vec<u32> {
-        (v[k].as_array().unwrap().iter())
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let mut tokens = ids("prompt_tokens");
-    let n_prompt = tokens.len();
-    tokens.extend(ids("generated"));
-    let top = (v["positions"].as_array().unwrap().iter())
-        .map(|pos| {
-            (pos["top"].as_array().unwrap().iter())
-                .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
-                .collect()
-        })
-        .collect();
+    let f = teacher::load_fixture(&common::fixture(&format!("qwen/{name}.json")));
+    let n_prompt = f.prompt_tokens.len();
     Fixture {
-        prompt: v["prompt"].as_str().unwrap().to_string(),
+        prompt: f.prompt,
         n_prompt,
-        tokens,
-        top,
+        tokens: [f.prompt_tokens, f.generated].concat(),
+        top: f.top,
     }
-}
-
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// An f32 KV cache, as the fixtures were made (`--kv f32`): these tiny models are compared

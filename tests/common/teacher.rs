@@ -37,31 +37,32 @@ pub fn load_fixtures(dir: &str, min: usize) -> Vec<Fixture> {
         "expected at least {min} fixtures in {}",
         dir.display()
     );
-    paths
-        .iter()
-        .map(|p| {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-            let ids = |k: &str| -> Vec<u32> {
-                (v[k].as_array().unwrap().iter())
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect()
-            };
-            let top = (v["positions"].as_array().unwrap().iter())
-                .map(|pos| {
-                    (pos["top"].as_array().unwrap().iter())
-                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
-                        .collect()
-                })
-                .collect();
-            Fixture {
-                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
-                prompt: v["prompt"].as_str().unwrap().to_string(),
-                prompt_tokens: ids("prompt_tokens"),
-                generated: ids("generated"),
-                top,
-            }
+    paths.iter().map(|p| load_fixture(p)).collect()
+}
+
+/// One fixture file.
+pub fn load_fixture(path: &std::path::Path) -> Fixture {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let ids = |k: &str| -> Vec<u32> {
+        (v[k].as_array().unwrap().iter())
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let top = (v["positions"].as_array().unwrap().iter())
+        .map(|pos| {
+            (pos["top"].as_array().unwrap().iter())
+                .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap() as f32))
+                .collect()
         })
-        .collect()
+        .collect();
+    Fixture {
+        name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+        prompt: v["prompt"].as_str().unwrap().to_string(),
+        prompt_tokens: ids("prompt_tokens"),
+        generated: ids("generated"),
+        top,
+    }
 }
 
 /// Index of the largest logit (the first on ties).
