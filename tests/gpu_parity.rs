@@ -874,7 +874,7 @@ fn thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu() {
         let plans = plans(N_SEQ, gpu.hparams().n_vocab, MAX_PROMPT);
         let alone: Vec<Trace> = plans
             .iter()
-            .map(|p| run_alone(&gpu, p, N_GEN, stride))
+            .map(|p| run_alone(&gpu, p, N_GEN, stride, 32))
             .collect();
         // Calls of at most 32 tokens: the mat-mat's range (kernels/matmul_q.hip), whose
         // products are the mat-vec's and the CPU's bits; longer steps dequantize for BLAS.

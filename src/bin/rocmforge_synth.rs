@@ -259,10 +259,22 @@ fn add_matrix(
         .row_bytes(cols as u64)
         .ok_or_else(|| format!("{name}: {cols} columns are not whole {ty} blocks"))?
         as usize;
+    // Rows depend only on (seed, id, row), so the threads' split leaves the bytes as they
+    // are; the K-quant quantizers' searches made an 8B file take minutes on one core.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     w.add_tensor_generated(name, &[cols as u64, rows as u64], ty, move |row0, buf| {
-        for (i, row) in buf.chunks_mut(row_bytes).enumerate() {
-            fill_row(ty, &mut Rng::new(seed, id, row0 + i as u64), row);
-        }
+        let n_rows = buf.len() / row_bytes;
+        let per_thread = n_rows.div_ceil(threads).max(1) * row_bytes;
+        std::thread::scope(|scope| {
+            for (part, rows_buf) in buf.chunks_mut(per_thread).enumerate() {
+                let first = row0 + (part * per_thread / row_bytes) as u64;
+                scope.spawn(move || {
+                    for (i, row) in rows_buf.chunks_mut(row_bytes).enumerate() {
+                        fill_row(ty, &mut Rng::new(seed, id, first + i as u64), row);
+                    }
+                });
+            }
+        });
     })
     .map_err(|e| e.to_string())?;
     Ok(())

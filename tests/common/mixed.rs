@@ -50,9 +50,15 @@ pub fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// The sequence alone in a fresh context (cells from 0): its prompt, then `n_gen` greedy tokens
-/// one step at a time.
-pub fn run_alone(model: &Model, plan: &SeqPlan, n_gen: usize, n_ctx: usize) -> Trace {
+/// The sequence alone in a fresh context (cells from 0): its prompt in calls of at most
+/// `max_call` tokens, then `n_gen` greedy tokens one step at a time.
+pub fn run_alone(
+    model: &Model,
+    plan: &SeqPlan,
+    n_gen: usize,
+    n_ctx: usize,
+    max_call: usize,
+) -> Trace {
     let params = ContextParams {
         n_ctx,
         n_batch: 64,
@@ -61,7 +67,9 @@ pub fn run_alone(model: &Model, plan: &SeqPlan, n_gen: usize, n_ctx: usize) -> T
         ..ContextParams::default()
     };
     let mut ctx = Context::new(model, params).expect("context");
-    ctx.eval(&plan.prompt, 0).expect("prompt");
+    for chunk in plan.prompt.chunks(max_call) {
+        ctx.eval(chunk, 0).expect("prompt");
+    }
     let mut trace = Trace::default();
     loop {
         let logits = ctx.last_logits().expect("logits").to_vec();
