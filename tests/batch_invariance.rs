@@ -35,7 +35,7 @@ fn check(model: &Model, max_prompt: usize, n_gen: usize, what: &str) {
     let stride = (max_prompt + n_gen).div_ceil(ATTENTION_CHUNK) * ATTENTION_CHUNK;
     let alone: Vec<Trace> = plans
         .iter()
-        .map(|p| run_alone(model, p, n_gen, stride))
+        .map(|p| run_alone(model, p, n_gen, stride, usize::MAX))
         .collect();
     // 3 threads: the matmul rows and attention tasks split at other places than alone's 2.
     let mixed = run_mixed(model, &plans, n_gen, stride, 3, usize::MAX);
