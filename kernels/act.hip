@@ -144,6 +144,10 @@ __global__ void quantize_q8k_kernel(const float* x, int d, int n_sb, int8_t* q,
     const int per_row = d / 256;
     const size_t base = live ? (size_t)(sb / per_row) * d + (size_t)(sb % per_row) * 256 : 0;
     float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    // Launched overlapped: its launch hides behind the previous kernel, and the mat-vec after
+    // it starts loading weights while it runs.
+    rf_wait_previous();
+    rf_release_next();
     if (live) {
         const float4 a = *(const float4*)(x + base + 8 * lane);
         const float4 b = *(const float4*)(x + base + 8 * lane + 4);
@@ -199,7 +203,7 @@ extern "C" int rf_quantize_q8k(const float* x, int d, int n, int8_t* q, void* he
     if (d % 256 != 0 || n <= 0) return RF_ERR_SHAPE;
     const int n_sb = n * (d / 256);
     const dim3 grid((n_sb + Q8K_TEAMS - 1) / Q8K_TEAMS);
-    hipLaunchKernelGGL(quantize_q8k_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, x, d,
-                       n_sb, q, (RfQ8KHead*)heads);
+    RF_LAUNCH_OVERLAPPED(quantize_q8k_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, x,
+                         d, n_sb, q, (RfQ8KHead*)heads);
     return (int)hipGetLastError();
 }

@@ -23,6 +23,42 @@
 
 static_assert(sizeof(RfRopeKv) == 88, "RfRopeKv: 8 pointers, 5 ints, padding (ffi.rs mirrors it)");
 
+// Token t's sums a, b of rows `row` (even) and row + 1 of the Q|K|V product, one RoPE pair:
+// rotated by rf_rope_rotate and stored where rf_rope_kv stores them (queries to y, keys and
+// values rounded to the cache's type into their cells).
+__device__ __forceinline__ void rf_store_rope_pair(const RfRopeKv& rk, int row, int t, float a,
+                                                   float b, float* y, int ldy) {
+    const int gi = rk.out_offset + row;  // row of the whole Q|K|V output
+    const int half = rk.head_dim / 2;
+    const size_t cell = (size_t)rk.tok_cell[t];
+    if (gi >= rk.q_dim + rk.kv_dim) {
+        const size_t o = cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
+        rf_kv_store(rk.v_cache, rk.kv_type, o, a);
+        rf_kv_store(rk.v_cache, rk.kv_type, o + 1, b);
+        return;
+    }
+    const bool is_q = gi < rk.q_dim;
+    const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
+    const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
+    if (is_q) {
+        rf_rope_rotate(a, b, r, y + (size_t)t * ldy + row);
+    } else {
+        float kr[2];
+        rf_rope_rotate(a, b, r, kr);
+        rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j, kr[0]);
+        rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j + 1, kr[1]);
+    }
+}
+
+// The first block of the product's first part records each token's cell (position, sequence).
+__device__ __forceinline__ void rf_note_cells(const RfRopeKv& rk, int n) {
+    if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {
+        const int t = threadIdx.x;
+        rk.cell_pos[rk.tok_cell[t]] = rk.tok_pos[t];
+        rk.cell_seqs[rk.tok_cell[t]] = 1ull << rk.tok_seq[t];
+    }
+}
+
 // Joins the lanes' sums (butterfly) and writes (or adds to) y[t, row] for each token. With
 // `rk.rot` set, the results of neighbouring teams (rows 2p, 2p + 1: one RoPE pair, as a block's
 // teams cover whole pairs) are rotated by rf_rope_rotate and stored where rf_rope_kv stores
@@ -57,37 +93,38 @@ __device__ __forceinline__ void mv_finish(const float* acc, int n, bool active, 
         }
     }
     __syncthreads();
-    const int gi = rk.out_offset + row;  // row of the whole Q|K|V output
-    const int half = rk.head_dim / 2;
-    if (lane == 0 && team % 2 == 0 && active) {
-        for (int t = 0; t < n; t++) {
-            const float a = pair_sums[t][team], b = pair_sums[t][team + 1];
-            const size_t cell = (size_t)rk.tok_cell[t];
-            // Keys and values are rounded to the cache's type as rf_rope_kv stores them.
-            if (gi >= rk.q_dim + rk.kv_dim) {
-                const size_t o = cell * rk.kv_dim + (gi - rk.q_dim - rk.kv_dim);
-                rf_kv_store(rk.v_cache, rk.kv_type, o, a);
-                rf_kv_store(rk.v_cache, rk.kv_type, o + 1, b);
-                continue;
-            }
-            const bool is_q = gi < rk.q_dim;
-            const int j = is_q ? gi : gi - rk.q_dim;  // element of q or k
-            const float2 r = ((const float2*)rk.rot)[(size_t)t * half + (j / 2) % half];
-            if (is_q) {
-                rf_rope_rotate(a, b, r, y + (size_t)t * ldy + row);
-            } else {
-                float kr[2];
-                rf_rope_rotate(a, b, r, kr);
-                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j, kr[0]);
-                rf_kv_store(rk.k_cache, rk.kv_type, cell * rk.kv_dim + j + 1, kr[1]);
+    if (lane == 0 && team % 2 == 0 && active)
+        for (int t = 0; t < n; t++)
+            rf_store_rope_pair(rk, row, t, pair_sums[t][team], pair_sums[t][team + 1], y, ldy);
+    rf_note_cells(rk, n);
+}
+
+// mv_finish for teams of two rows (lanes 0..15 one row, 16..31 the next; the K-quant mat-vec
+// of rows of at most 16 super-blocks): each half holds the 16 lane sums of its row, whose other 16 canonical lanes are
+// +0. The 32-lane butterfly's first step (mask 16) would add those zeros, which changes
+// nothing but -0 into +0: `+ 0.0f` does exactly that, and the remaining steps (masks 8..1)
+// stay inside the half, in the butterfly's order. With ROPE the two rows are one RoPE pair.
+template <int N, bool ROPE>
+__device__ __forceinline__ void mv_finish_half(const float* acc, int n, bool active, int row,
+                                               float* y, int ldy, int accumulate,
+                                               const RfRopeKv& rk) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        if (t < n) {
+            float s = acc[t] + 0.0f;
+#pragma unroll
+            for (int m = 8; m > 0; m >>= 1) s += rf_shfl_xor(s, m);
+            if constexpr (ROPE) {
+                const float b = rf_shfl_group32(s, 16);  // the pair's odd row, to lane 0
+                if (lane == 0 && active) rf_store_rope_pair(rk, row, t, s, b, y, ldy);
+            } else if (active && lane % 16 == 0) {
+                float* dst = y + (size_t)t * ldy + row;
+                *dst = accumulate ? *dst + s : s;
             }
         }
     }
-    if (rk.out_offset == 0 && blockIdx.x == 0 && threadIdx.x < n) {
-        const int t = threadIdx.x;
-        rk.cell_pos[rk.tok_cell[t]] = rk.tok_pos[t];
-        rk.cell_seqs[rk.tok_cell[t]] = 1ull << rk.tok_seq[t];
-    }
+    if constexpr (ROPE) rf_note_cells(rk, n);
 }
 
 // Software pipelining: each lane holds one group of weights in use and has the next in flight
@@ -188,14 +225,15 @@ template <int T> struct KDot;
 template <> struct KDot<RF_Q4_K> {
     static constexpr bool has_min = true;
     template <int N>
-    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
-                                   const int16_t* const* bs, int n, int* isum, int* msum) {
-        const uint4 h = *(const uint4*)rf_plane(w, nsb, S, 8);
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   int* isum, int* msum) {
+        const uint4 h = P[8];
         const uint32_t sp[3] = {h.y, h.z, h.w};
 #pragma unroll
         for (int c = 0; c < 4; c++) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
-            const uint4 a = *(const uint4*)rf_plane(w, nsb, S, 2 * c);
-            const uint4 b = *(const uint4*)rf_plane(w, nsb, S, 2 * c + 1);
+            const uint4 a = P[2 * c];
+            const uint4 b = P[2 * c + 1];
             const uint32_t q[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
             const int2 sm0 = rf_scale_min_k4(sp, 2 * c), sm1 = rf_scale_min_k4(sp, 2 * c + 1);
 #pragma unroll
@@ -224,18 +262,19 @@ template <> struct KDot<RF_Q4_K> {
 template <> struct KDot<RF_Q6_K> {
     static constexpr bool has_min = false;
     template <int N>
-    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
-                                   const int16_t* const* bs, int n, int* isum, int*) {
-        const uint4 scv = *(const uint4*)rf_plane(w, nsb, S, 12);
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   int* isum, int*) {
+        const uint4 scv = P[12];
         const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
 #pragma unroll
         for (int h = 0; h < 2; h++) {
 #pragma unroll
             for (int u = 0; u < 2; u++) {
                 // elements 128 h + 32 k + 16 u + (0..16) for k = 0..3: sub-block 8 h + 2 k + u
-                const uint4 A = *(const uint4*)rf_plane(w, nsb, S, 4 * h + u);
-                const uint4 B = *(const uint4*)rf_plane(w, nsb, S, 4 * h + 2 + u);
-                const uint4 C = *(const uint4*)rf_plane(w, nsb, S, 8 + 2 * h + u);
+                const uint4 A = P[4 * h + u];
+                const uint4 B = P[4 * h + 2 + u];
+                const uint4 C = P[8 + 2 * h + u];
                 const uint32_t a[4] = {A.x, A.y, A.z, A.w}, b[4] = {B.x, B.y, B.z, B.w};
                 const uint32_t c[4] = {C.x, C.y, C.z, C.w};
                 uint32_t q[4][4];  // [k][word]
@@ -272,17 +311,18 @@ template <> struct KDot<RF_Q6_K> {
 template <> struct KDot<RF_Q5_K> {
     static constexpr bool has_min = true;
     template <int N>
-    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
-                                   const int16_t* const* bs, int n, int* isum, int* msum) {
-        const uint4 h = *(const uint4*)rf_plane(w, nsb, S, 10);
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   int* isum, int* msum) {
+        const uint4 h = P[10];
         const uint32_t sp[3] = {h.y, h.z, h.w};
-        const uint4 qa = *(const uint4*)rf_plane(w, nsb, S, 8);
-        const uint4 qb = *(const uint4*)rf_plane(w, nsb, S, 9);
+        const uint4 qa = P[8];
+        const uint4 qb = P[9];
         const uint32_t qh[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
         for (int c = 0; c < 4; c++) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high)
-            const uint4 a = *(const uint4*)rf_plane(w, nsb, S, 2 * c);
-            const uint4 b = *(const uint4*)rf_plane(w, nsb, S, 2 * c + 1);
+            const uint4 a = P[2 * c];
+            const uint4 b = P[2 * c + 1];
             const uint32_t q[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
             uint32_t lo[8], hi[8];
 #pragma unroll
@@ -318,17 +358,18 @@ template <> struct KDot<RF_Q5_K> {
 template <> struct KDot<RF_Q3_K> {
     static constexpr bool has_min = false;
     template <int N>
-    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
-                                   const int16_t* const* bs, int n, int* isum, int*) {
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   int* isum, int*) {
         uint32_t sp[3];
         const float d = Fmt<RF_Q3_K>::scales(w, nsb, S, sp);
 #pragma unroll
         for (int u = 0; u < 2; u++) {
-            const uint4 H = *(const uint4*)rf_plane(w, nsb, S, u);
+            const uint4 H = P[u];
             const uint32_t m[4] = {H.x, H.y, H.z, H.w};
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 2 + 2 * h + u);
+                const uint4 Q = P[2 + 2 * h + u];
                 const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
@@ -360,15 +401,16 @@ template <> struct KDot<RF_Q3_K> {
 template <> struct KDot<RF_Q2_K> {
     static constexpr bool has_min = true;
     template <int N>
-    __device__ static float2 parts(const uint8_t* w, size_t nsb, size_t S, const int8_t* const* xa,
-                                   const int16_t* const* bs, int n, int* isum, int* msum) {
-        const uint4 scv = *(const uint4*)rf_plane(w, nsb, S, 0);
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   int* isum, int* msum) {
+        const uint4 scv = P[0];
         const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
 #pragma unroll
         for (int h = 0; h < 2; h++) {
 #pragma unroll
             for (int u = 0; u < 2; u++) {
-                const uint4 Q = *(const uint4*)rf_plane(w, nsb, S, 1 + 2 * h + u);
+                const uint4 Q = P[1 + 2 * h + u];
                 const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
@@ -393,12 +435,36 @@ template <> struct KDot<RF_Q2_K> {
     }
 };
 
-template <int T, int N, bool ROPE>
+// One super-block's planes in registers (tails are read where they are used). Loading them all
+// before any arithmetic keeps a lane's whole super-block in flight at once.
+template <int T> struct KPlanes {
+    uint4 p[Fmt<T>::planes];
+    __device__ __forceinline__ void load(const uint8_t* w, size_t nsb, size_t S) {
+#pragma unroll
+        for (int k = 0; k < Fmt<T>::planes; k++) p[k] = *(const uint4*)rf_plane(w, nsb, S, k);
+    }
+};
+
+// LPR lanes per row: 32, or 16 for rows of at most 16 super-blocks (4096 columns: most of a
+// Llama-3-8B layer), where a 32-lane team would leave half its lanes without a super-block;
+// then a team takes two rows, and lane L of a half still holds super-block L, as the canonical
+// order has it (see mv_finish_half). The first super-block's planes load before the wait on
+// the previous kernel (weights are never written), as the blocks-of-32 mat-vec does.
+// Measured on the H200 (Llama-3-8B shape cut to 8 layers, tg128, Q4_K_M / Q6_K tok/s): 955 /
+// 945 before (one row per team, loads after the wait); 972-1006 / 952-977 so; every lane
+// 32 per row with the early load 944-968 / 943-946; at most 64 registers (4 blocks per SM)
+// 968-994 / 870-872; a team taking 2 or 4 row pairs with the next pair's planes in flight
+// 762-869 / 786-825 (136-157 registers); the next super-block in flight on wide rows 979-984
+// / 918-944. So the K-quant mat-vec is held by something none of these moves (it reaches
+// 0.28-0.36 of the copy bandwidth, the blocks-of-32 types about 0.5).
+template <int T, int N, bool ROPE, int LPR>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
                     const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
+    static_assert(LPR == 32 || LPR == 16, "a row takes a team or half of one");
     const int lane = threadIdx.x % 32;
-    const int row = blockIdx.x * MV_GROUPS + threadIdx.x / 32;
+    const int sub = lane % LPR;
+    const int row = (blockIdx.x * MV_GROUPS + threadIdx.x / 32) * (32 / LPR) + lane / LPR;
     const bool active = row < rows;
     const int nsb = cols / 256;
     const size_t nsb_total = (size_t)rows * nsb;
@@ -406,10 +472,13 @@ __global__ void __launch_bounds__(RF_BLOCK)
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    KPlanes<T> cur;
+    if (active && sub < nsb) cur.load(w, nsb_total, first + sub);
     rf_wait_previous();
     rf_release_next();
     if (active) {
-        for (int sb = lane; sb < nsb; sb += 32) {
+        for (int sb = sub; sb < nsb; sb += LPR) {
+            if (sb != sub) cur.load(w, nsb_total, first + sb);
             const int8_t* xa[N];
             const int16_t* bs[N];
             int isum[N], msum[N];
@@ -420,8 +489,8 @@ __global__ void __launch_bounds__(RF_BLOCK)
                 isum[t] = 0;
                 msum[t] = 0;
             }
-            const float2 dm =
-                KDot<T>::template parts<N>(w, nsb_total, first + sb, xa, bs, n, isum, msum);
+            const float2 dm = KDot<T>::template parts<N>(cur.p, w, nsb_total, first + sb, xa, bs,
+                                                         n, isum, msum);
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 if (t < n) {
@@ -433,20 +502,34 @@ __global__ void __launch_bounds__(RF_BLOCK)
             }
         }
     }
-    mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+    if constexpr (LPR == 32)
+        mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+    else
+        mv_finish_half<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+}
+
+template <int T, int N, int LPR>
+static void launch_mv_k_lanes(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                              const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
+                              const RfRopeKv& rk, hipStream_t s) {
+    const int rows_per_block = MV_GROUPS * (32 / LPR);
+    const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
+    if (rk.rot)
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, true, LPR>), grid, dim3(RF_BLOCK), 0, s, w,
+                             rows, cols, xq, xh, n, y, ldy, accumulate, rk);
+    else
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false, LPR>), grid, dim3(RF_BLOCK), 0, s, w,
+                             rows, cols, xq, xh, n, y, ldy, accumulate, rk);
 }
 
 template <int T, int N>
 static void launch_mv_k(const uint8_t* w, int rows, int cols, const int8_t* xq,
                         const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
                         const RfRopeKv& rk, hipStream_t s) {
-    const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
-    if (rk.rot)
-        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, true>), grid, dim3(RF_BLOCK), 0, s, w, rows,
-                             cols, xq, xh, n, y, ldy, accumulate, rk);
+    if (cols <= 16 * 256)
+        launch_mv_k_lanes<T, N, 16>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else
-        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false>), grid, dim3(RF_BLOCK), 0, s, w, rows,
-                             cols, xq, xh, n, y, ldy, accumulate, rk);
+        launch_mv_k_lanes<T, N, 32>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
 }
 
 template <int T>
