@@ -1,7 +1,8 @@
 //! The C ABI from C: the header (drift against a fresh cbindgen generation, compiles alone as
 //! C99 and C++17), the library installed under a prefix, and the C unit tests and examples
 //! built through pkg-config against both librocmforge.so and librocmforge.a, run natively and
-//! under valgrind, with the C example's greedy output compared with the Rust CLI's.
+//! under valgrind, with the C example's greedy output compared with the Rust library's greedy
+//! loop (what `rocmforge_cli` prints).
 
 mod common;
 
@@ -299,7 +300,7 @@ fn c_chat_example_holds_a_two_turn_conversation() {
     assert_eq!(replies.len(), 2, "{text}");
     assert!(replies.iter().all(|r| !r.trim().is_empty()), "{text}");
     // The first turn is the model's own template (with its default system message) followed by
-    // a greedy continuation: the Rust CLI on that exact text gives the same reply.
+    // a greedy continuation: the Rust library on that exact text gives the same reply.
     let rendered = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by \
                     Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?\
                     <|im_end|>\n<|im_start|>assistant\n";

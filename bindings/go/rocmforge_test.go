@@ -24,7 +24,7 @@ import (
 const prompt = "The capital of France is"
 
 // What examples-c/simple.c prints for prompt and 16 tokens with SmolLM2-135M-Instruct Q4_1
-// (tests/ffi_c.rs checks that the Rust CLI prints the same).
+// (tests/ffi_c.rs checks that the Rust library's greedy loop gives the same).
 const simpleOutput = "The capital of France is Paris.\n\nThe United States has a population of approximately 311\n"
 
 var (

@@ -9,7 +9,7 @@ const testing = std.testing;
 const prompt = "The capital of France is";
 
 /// What examples-c/simple.c prints for `prompt` and 16 tokens (tests/ffi_c.rs checks that the
-/// Rust CLI prints the same).
+/// Rust library's greedy loop gives the same).
 const simple_output = "The capital of France is Paris.\n\nThe United States has a population of approximately 311\n";
 
 fn env(name: [*:0]const u8) ?[:0]const u8 {
