@@ -1,9 +1,9 @@
 /*
  * rocmforge.hpp: header-only C++17 wrappers over the C API of ROCmForge (rocmforge.h).
  *
- * - Owning handles (Model, Context, Batch, Sampler, ModelParams, ContextParams) are move-only
- *   and free their C handle in the destructor; get() returns the C handle for calls this header
- *   does not wrap.
+ * - Owning handles (Model, Context, Batch, Sampler, ModelParams, ContextParams, QuantizeParams)
+ *   are move-only and free their C handle in the destructor; get() returns the C handle for
+ *   calls this header does not wrap. rocmforge::quantize() is llama_model_quantize.
  * - The two-call size protocol is hidden: text comes back as std::string, tokens as
  *   std::vector<int32_t>, saved state as std::vector<uint8_t>.
  * - Failures throw rocmforge::Error, which carries the rocmforge_status and the library's
@@ -311,6 +311,114 @@ private:
     std::unique_ptr<Progress> progress_;
     detail::Handle<rocmforge_model_params, rocmforge_model_params_free> handle_;
 };
+
+/// Options for quantize(); the defaults are the library's (llama.cpp's Q4_K_M mix, all cores,
+/// no requantizing). The setters return *this for chaining.
+class QuantizeParams {
+public:
+    QuantizeParams() {
+        rocmforge_quantize_params *p = nullptr;
+        detail::check(rocmforge_quantize_params_create(&p));
+        handle_.reset(p);
+    }
+    QuantizeParams(QuantizeParams &&) noexcept = default;
+    /// The old handle goes before the callback state it points at.
+    QuantizeParams &operator=(QuantizeParams &&other) noexcept {
+        handle_ = std::move(other.handle_);
+        progress_ = std::move(other.progress_);
+        return *this;
+    }
+
+    /// llama-quantize's name of the target, in any case ("Q4_K_M", "q8_0", "F16", ...) or a
+    /// llama_ftype number ("15"); throws ROCMFORGE_ERR_UNSUPPORTED for a llama.cpp type this
+    /// engine cannot write.
+    QuantizeParams &type(const std::string &name) {
+        detail::check(rocmforge_quantize_params_set_type(get(), detail::c_string(name, "type")));
+        return *this;
+    }
+    /// Threads (0: all cores); the output does not depend on it.
+    QuantizeParams &threads(std::int32_t threads) {
+        detail::check(rocmforge_quantize_params_set_threads(get(), threads));
+        return *this;
+    }
+    /// Accept an already quantized input (dequantized, then quantized again).
+    QuantizeParams &allow_requantize(bool allow) {
+        detail::check(rocmforge_quantize_params_set_allow_requantize(get(), allow));
+        return *this;
+    }
+    /// Every quantizable tensor in the target's main type (llama-quantize's --pure).
+    QuantizeParams &pure(bool pure) {
+        detail::check(rocmforge_quantize_params_set_pure(get(), pure));
+        return *this;
+    }
+    /// Called on the calling thread after each tensor is written with (tensors written,
+    /// total); return false to cancel. An exception it throws also cancels and is rethrown by
+    /// quantize(). An empty function removes the callback.
+    QuantizeParams &progress(std::function<bool(std::size_t, std::size_t)> callback) {
+        if (!callback) {
+            detail::check(rocmforge_quantize_params_set_progress(get(), nullptr, nullptr));
+            progress_.reset();
+            return *this;
+        }
+        auto holder = std::make_unique<Progress>();
+        holder->callback = std::move(callback);
+        detail::check(rocmforge_quantize_params_set_progress(get(), &Progress::call, holder.get()));
+        progress_ = std::move(holder);
+        return *this;
+    }
+
+    rocmforge_quantize_params *get() const noexcept { return handle_.get(); }
+
+private:
+    friend void quantize(const std::string &, const std::string &, const QuantizeParams *);
+
+    struct Progress {
+        std::function<bool(std::size_t, std::size_t)> callback;
+        std::exception_ptr error;
+
+        static bool call(std::size_t done, std::size_t total, void *user_data) noexcept {
+            auto *self = static_cast<Progress *>(user_data);
+            try {
+                return self->callback(done, total);
+            } catch (...) {
+                self->error = std::current_exception();
+                return false;
+            }
+        }
+    };
+
+    /// Rethrows (once) what the progress callback threw during the last quantize.
+    void rethrow_progress_error() const {
+        if (progress_ && progress_->error) {
+            std::rethrow_exception(std::exchange(progress_->error, nullptr));
+        }
+    }
+
+    // The callback's state outlives the params handle that points at it (destroyed after it).
+    std::unique_ptr<Progress> progress_;
+    detail::Handle<rocmforge_quantize_params, rocmforge_quantize_params_free> handle_;
+};
+
+/// Writes the GGUF model at `input`, quantized as `params` say (nullptr: the defaults), to a
+/// new file at `output` (replaced if it exists), as llama.cpp's llama_model_quantize does. The
+/// same input and params give the same bytes. Throws Error on failure (ROCMFORGE_ERR_CANCELLED
+/// when the progress callback returned false) or what the progress callback threw; in every
+/// such case no file is left at `output` (an existing one is kept).
+inline void quantize(const std::string &input, const std::string &output,
+                     const QuantizeParams *params = nullptr) {
+    rocmforge_status status = rocmforge_model_quantize(detail::c_string(input, "input"),
+                                                       detail::c_string(output, "output"),
+                                                       params ? params->get() : nullptr);
+    if (params) {
+        params->rethrow_progress_error();
+    }
+    detail::check(status);
+}
+
+inline void quantize(const std::string &input, const std::string &output,
+                     const QuantizeParams &params) {
+    quantize(input, output, &params);
+}
 
 /// Options for creating a context (0 = the model's or the library's default).
 class ContextParams {

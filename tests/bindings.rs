@@ -96,6 +96,7 @@ fn command(program: &Path, dir: &str, model: &Path) -> Command {
         .env("LD_LIBRARY_PATH", inst.prefix.join("lib"))
         .env("ROCMFORGE_MODEL", model)
         .env("ROCMFORGE_SIMPLE", &inst.simple_c)
+        .env("ROCMFORGE_SCRATCH", inst.root.join("scratch"))
         .env_remove("ROCMFORGE_SKIP_MODEL_TESTS");
     cmd
 }

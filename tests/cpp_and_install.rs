@@ -401,7 +401,8 @@ fn cpp_wrapper_tests_pass() {
     let dir = scratch("hpp");
     check_passed(&run(Command::new(inst.build.join("test_hpp"))
         .arg(&model)
-        .arg(&dir)));
+        .arg(&dir)
+        .arg("--quantize")));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,7 +1,8 @@
 //! The C ABI from C: the header (drift against a fresh cbindgen generation, compiles alone as
 //! C99 and C++17), the library installed under a prefix, and the C unit tests and examples
 //! built through pkg-config against both librocmforge.so and librocmforge.a, run natively and
-//! under valgrind, with the C example's greedy output compared with the Rust CLI's.
+//! under valgrind, with the C example's greedy output compared with the Rust library's greedy
+//! loop (what `rocmforge_cli` prints).
 
 mod common;
 
@@ -205,17 +206,45 @@ fn out_of_memory_is_a_status() {
 
 const PROMPT: &str = "The capital of France is";
 
+/// What `rocmforge_cli -m MODEL -p PROMPT -n N` prints (the prompt, the greedy continuation up
+/// to N tokens or end of generation, a new line), made with the Rust library directly: the CLI
+/// lives in the server crate, whose binaries this crate's tests cannot name.
+fn rust_greedy(model: &std::path::Path, prompt: &str, n: usize) -> String {
+    use rocmforge::sampler::{SamplerChain, SamplerParams};
+    use rocmforge::{Context, ContextParams, Model, ModelParams};
+    let model = Model::load(model, ModelParams::default()).unwrap();
+    let mut ctx = Context::new(&model, ContextParams::default()).unwrap();
+    let greedy = SamplerParams {
+        temperature: 0.0,
+        ..SamplerParams::default()
+    };
+    let mut sampler = SamplerChain::from_params(&greedy).unwrap();
+    let tok = model.tokenizer();
+    ctx.eval(&tok.encode(prompt, true, true), 0).unwrap();
+    let mut decoder = rocmforge::tokenizer::StreamDecoder::new();
+    let mut text = prompt.to_string();
+    for _ in 0..n {
+        let next = sampler.sample(ctx.last_logits().unwrap()).unwrap();
+        sampler.accept(next);
+        if tok.is_eog(next) {
+            break;
+        }
+        text.push_str(&decoder.push(&tok.token_to_piece(next, false)));
+        ctx.eval(&[next], 0).unwrap();
+    }
+    text.push_str(&decoder.finish());
+    text.push('\n');
+    text
+}
+
 #[test]
-fn c_simple_example_prints_the_rust_cli_greedy_continuation() {
+fn c_simple_example_prints_the_rust_greedy_continuation() {
     let Some(model) = model() else { return };
     let c = stdout(&run(Command::new(exe("shared", "simple"))
         .arg(&model)
         .arg(PROMPT)
         .arg("16")));
-    let rust = stdout(&run(Command::new(env!("CARGO_BIN_EXE_rocmforge_cli"))
-        .args(["-m"])
-        .arg(&model)
-        .args(["-p", PROMPT, "-n", "16"])));
+    let rust = rust_greedy(&model, PROMPT, 16);
     assert_eq!(c, rust);
     assert!(c.starts_with(PROMPT) && c.len() > PROMPT.len() + 10, "{c}");
 }
@@ -271,14 +300,11 @@ fn c_chat_example_holds_a_two_turn_conversation() {
     assert_eq!(replies.len(), 2, "{text}");
     assert!(replies.iter().all(|r| !r.trim().is_empty()), "{text}");
     // The first turn is the model's own template (with its default system message) followed by
-    // a greedy continuation: the Rust CLI on that exact text gives the same reply.
+    // a greedy continuation: the Rust library on that exact text gives the same reply.
     let rendered = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by \
                     Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?\
                     <|im_end|>\n<|im_start|>assistant\n";
-    let rust = stdout(&run(Command::new(env!("CARGO_BIN_EXE_rocmforge_cli"))
-        .arg("-m")
-        .arg(&model)
-        .args(["-p", rendered, "-n", "12"])));
+    let rust = rust_greedy(&model, rendered, 12);
     let rust_reply = rust
         .strip_prefix(rendered)
         .unwrap_or_else(|| panic!("{rust}"));

@@ -637,3 +637,79 @@ fn each_k_quantizer_keeps_real_weights_within_its_bits() {
         );
     }
 }
+
+/// `rocmforge_synth --mix` plans with the quantizer's rules: a synthetic model of the fixture's
+/// shape (`tiny16`: 16 layers of 256, four query heads per KV head, its own output head) gets,
+/// tensor by tensor, the type llama-quantize chose for the real model of that shape, and
+/// loads and runs. The vocabulary is the tiny model's (a few hundred tokens), so each file is
+/// about 9M weights and takes about a second.
+#[test]
+fn synth_writes_llama_quantizes_types_for_every_mix() {
+    let dir = Scratch::new("synth");
+    let vocab = dir.path("vocab.gguf");
+    std::fs::write(&vocab, build_bytes(&TinySpec::default())).unwrap();
+    let want = load_types_fixture("tiny_types.txt");
+    for mix in ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_0", "Q8_0"] {
+        let out = dir.path(&format!("synth-{mix}.gguf"));
+        let run = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
+            .args(["--shape", "tiny16", "--mix", mix, "--vocab"])
+            .arg(&vocab)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{mix}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let file = GgufFile::open(&out).unwrap();
+        let ours: BTreeMap<String, String> = (file.tensors().iter())
+            .map(|t| (t.name.clone(), t.ty.name().to_string()))
+            .collect();
+        let theirs: BTreeMap<String, String> = want[mix].iter().cloned().collect();
+        assert_eq!(ours, theirs, "{mix}: types of the synthetic model");
+        assert_eq!(
+            file.get_u64("general.file_type"),
+            Some(u64::from(FileType::parse(mix).unwrap().id())),
+            "{mix}"
+        );
+        drop(file);
+        let model = Model::load(&out, ModelParams::default()).unwrap();
+        let mut ctx = Context::new(
+            &model,
+            ContextParams {
+                n_ctx: 32,
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ctx.eval(&[1, 40, 50, 60], 0).unwrap();
+        let logits = ctx.last_logits().unwrap();
+        assert!(
+            logits.iter().all(|l| l.is_finite()) && logits.iter().any(|&l| l != logits[0]),
+            "{mix}: logits of the synthetic model"
+        );
+        std::fs::remove_file(&out).unwrap();
+    }
+    // --type is one type for every matrix (llama-quantize's --pure), embedding and output too.
+    let out = dir.path("synth-q4_k.gguf");
+    let run = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
+        .args(["--shape", "tiny16", "--type", "q4_k", "--vocab"])
+        .arg(&vocab)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let file = GgufFile::open(&out).unwrap();
+    for t in file.tensors() {
+        let want = if t.dims.len() == 1 {
+            GgmlType::F32
+        } else {
+            GgmlType::Q4K
+        };
+        assert_eq!(t.ty, want, "{}", t.name);
+    }
+}

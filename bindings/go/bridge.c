@@ -11,6 +11,10 @@ static bool rfgo_progress_trampoline(float progress, void *user_data) {
     return rocmforgeGoProgress(progress, (uintptr_t)user_data);
 }
 
+static bool rfgo_quantize_progress_trampoline(size_t done, size_t total, void *user_data) {
+    return rocmforgeGoQuantizeProgress(done, total, (uintptr_t)user_data);
+}
+
 const char *rfgo_status_string(int status) {
     return rocmforge_status_string(status);
 }
@@ -27,4 +31,9 @@ int rfgo_context_set_log(rocmforge_context *ctx, uintptr_t handle) {
 int rfgo_model_params_set_progress(rocmforge_model_params *params, uintptr_t handle) {
     return rocmforge_model_params_set_progress_callback(params, rfgo_progress_trampoline,
                                                         (void *)handle);
+}
+
+int rfgo_quantize_params_set_progress(rocmforge_quantize_params *params, uintptr_t handle) {
+    return rocmforge_quantize_params_set_progress(params, rfgo_quantize_progress_trampoline,
+                                                  (void *)handle);
 }

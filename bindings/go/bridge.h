@@ -20,4 +20,7 @@ int rfgo_context_set_log(rocmforge_context *ctx, uintptr_t handle);
 /* Sets the load-progress callback of `params` to the Go function behind `handle`. */
 int rfgo_model_params_set_progress(rocmforge_model_params *params, uintptr_t handle);
 
+/* Sets the quantize-progress callback of `params` to the Go function behind `handle`. */
+int rfgo_quantize_params_set_progress(rocmforge_quantize_params *params, uintptr_t handle);
+
 #endif /* ROCMFORGE_GO_BRIDGE_H */

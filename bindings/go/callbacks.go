@@ -4,6 +4,7 @@ package rocmforge
 // declare C functions in its preamble, so the trampolines live in bridge.c.
 
 // #include <stdbool.h>
+// #include <stddef.h>
 // #include <stdint.h>
 // #include "bridge.h"
 import "C"
@@ -138,4 +139,24 @@ func rocmforgeGoProgress(progress C.float, handle C.uintptr_t) (keepGoing C.bool
 		}
 	}()
 	return C.bool(st.fn(float32(progress)))
+}
+
+// quantizeProgressState is a quantize's progress function behind a cgo.Handle; a panic in it
+// cancels the quantize (no file is left) and is re-raised after rocmforge_model_quantize
+// returns.
+type quantizeProgressState struct {
+	fn       func(done, total int) bool
+	panicked any
+}
+
+//export rocmforgeGoQuantizeProgress
+func rocmforgeGoQuantizeProgress(done, total C.size_t, handle C.uintptr_t) (keepGoing C.bool) {
+	st := cgo.Handle(handle).Value().(*quantizeProgressState)
+	defer func() {
+		if r := recover(); r != nil {
+			st.panicked = r
+			keepGoing = false
+		}
+	}()
+	return C.bool(st.fn(int(done), int(total)))
 }

@@ -24,7 +24,7 @@ import (
 const prompt = "The capital of France is"
 
 // What examples-c/simple.c prints for prompt and 16 tokens with SmolLM2-135M-Instruct Q4_1
-// (tests/ffi_c.rs checks that the Rust CLI prints the same).
+// (tests/ffi_c.rs checks that the Rust library's greedy loop gives the same).
 const simpleOutput = "The capital of France is Paris.\n\nThe United States has a population of approximately 311\n"
 
 var (
@@ -595,5 +595,85 @@ func TestEstimateMemory(t *testing.T) {
 	}
 	if est.Weights != model(t).SizeBytes() {
 		t.Fatalf("weights %d, model %d bytes", est.Weights, model(t).SizeBytes())
+	}
+}
+
+// Quantize writes a file that loads and generates, reports each tensor, refuses a quantized
+// input unless asked, and a cancel from the progress function leaves no file behind.
+func TestQuantize(t *testing.T) {
+	path := modelPath(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "smollm2-q8_0.gguf")
+
+	// The test model is Q4_1: requantizing must be asked for.
+	err := rocmforge.Quantize(path, out, &rocmforge.QuantizeParams{Type: "Q8_0"})
+	if !errors.Is(err, rocmforge.ErrInvalidArgument) {
+		t.Fatalf("quantized input without AllowRequantize: %v", err)
+	}
+
+	var calls [][2]int
+	err = rocmforge.Quantize(path, out, &rocmforge.QuantizeParams{
+		Type:            "q8_0",
+		AllowRequantize: true,
+		Progress: func(done, total int) bool {
+			calls = append(calls, [2]int{done, total})
+			return true
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := calls[len(calls)-1][1]
+	if len(calls) != total || calls[0] != [2]int{1, total} || calls[len(calls)-1][0] != total {
+		t.Fatalf("progress: %v", calls)
+	}
+	m, err := rocmforge.LoadModel(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.NVocab() != model(t).NVocab() {
+		t.Fatalf("vocabulary %d, the input's %d", m.NVocab(), model(t).NVocab())
+	}
+	// Q8_0 is close to the Q4_1 input: the greedy answer is still Paris.
+	got := generate(t, m, newContext(t, m, nil), newSampler(t, rocmforge.Greedy()), prompt, 4)
+	if !strings.HasPrefix(got, prompt+" Paris") {
+		t.Fatalf("greedy text of the Q8_0 file: %q", got)
+	}
+
+	// Cancelling after the first tensor fails with ErrCancelled and leaves no file.
+	cancelled := filepath.Join(dir, "cancelled.gguf")
+	err = rocmforge.Quantize(path, cancelled, &rocmforge.QuantizeParams{
+		Type:            "q8_0",
+		AllowRequantize: true,
+		Progress:        func(done, total int) bool { return done < 1 },
+	})
+	if !errors.Is(err, rocmforge.ErrCancelled) {
+		t.Fatalf("progress returning false: %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != "smollm2-q8_0.gguf" {
+		t.Fatalf("files left after the cancelled quantize: %v", entries)
+	}
+
+	// A panic in the progress function cancels too and comes back out of Quantize.
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Fatalf("recovered %v, want the callback's panic", r)
+			}
+		}()
+		rocmforge.Quantize(path, cancelled, &rocmforge.QuantizeParams{
+			Type:            "q8_0",
+			AllowRequantize: true,
+			Progress:        func(int, int) bool { panic("boom") },
+		})
+		t.Fatal("Quantize returned after the progress function panicked")
+	}()
+	if _, err := os.Stat(cancelled); !os.IsNotExist(err) {
+		t.Fatalf("a file after the panicking quantize: %v", err)
 	}
 }

@@ -1,18 +1,17 @@
 //! `rocmforge_synth`: writes GGUF models of real shapes with random weights, for GPU tests and
 //! benchmarks on machines where only small files can be carried.
 //!
-//! rocmforge_synth --shape SHAPE --type TYPE --vocab VOCAB.gguf --out OUT.gguf [--seed N]
-//!                 [--layers N]
-//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
-//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32 (every matrix,
-//!          embedding and output included), or q4_k_m: llama.cpp's Q4_K_M choice of types
-//!          (Q6_K for the output, and for attn_v / ffn_down in a third of the layers and the
-//!          first and last eighth, Q4_K elsewhere). As llama.cpp does, a K-quant matrix whose
-//!          rows are not whole super-blocks of 256 falls back to Q5_0 (Q4_K), Q5_1 (Q5_K) or
-//!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here). K-quant and Q5 weights are noise
-//!          quantized by our test quantizers; Q2_K and Q3_K are random bytes under scales
-//!          chosen for the usual spread (as before they had quantizers, so files of the same
-//!          arguments keep their bytes).
+//! rocmforge_synth --shape SHAPE (--type TYPE | --mix MIX) --vocab VOCAB.gguf --out OUT.gguf
+//!                 [--seed N] [--layers N] [--threads N]
+//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | tiny16 | llama3-mini
+//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32: that
+//!          type for every matrix, embedding and output included (llama-quantize's --pure);
+//!          a mix name such as q4_k_m is taken as --mix.
+//!   MIX:   a llama.cpp file type as llama-quantize names it (Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
+//!          Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16,
+//!          F32): each tensor gets the type llama-quantize would give it in a model of this
+//!          shape, chosen by the quantizer's own rules (src/api/quantize/mix.rs), fallbacks for
+//!          rows that are not whole blocks included.
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
 //!   keeps only the tokenizer metadata of MODEL (a few MB) and its `general.architecture` (so
 //!   llama.cpp loads it as a vocabulary-only file), to carry a real vocabulary; `--pre`
@@ -20,10 +19,14 @@
 //!   compare a name's tokenization with llama.cpp's).
 //!
 //! Weights are uniform noise with standard deviation about 0.02 (the usual initialisation
-//! scale, which keeps activations in a sane range); norms are 1. Rows are generated from a seed
-//! and their index, so the same arguments always write the same file.
+//! scale, which keeps activations in a sane range), each block of 32 scaled by its own factor
+//! within +-25% so kernels see different scales side by side, then encoded by the engine's
+//! quantizer of the tensor's type (the formats of src/quant/formats); norms are 1. Rows are
+//! generated from a seed and their index, on all cores (`--threads`), so the same arguments
+//! always write the same file whatever the thread count.
 
-use half::f16;
+use rocmforge::api::quantize::mix::{self, ModelFacts};
+use rocmforge::api::FileType;
 use rocmforge::gguf::{GgufFile, GgufWriter, Value};
 use rocmforge::quant::GgmlType;
 use std::path::Path;
@@ -59,12 +62,16 @@ fn shape(name: &str) -> Option<Shape> {
         "llama2-7b" => Some(s(32, 4096, 11008, 32, 32, 10000.0, 4096, false)),
         "smollm2-135m" => Some(s(30, 576, 1536, 9, 3, 100000.0, 8192, true)),
         "tiny" => Some(s(2, 128, 256, 4, 2, 10000.0, 2048, false)),
+        // The shape of the quantizer's mix fixture (tests/fixtures/quantize/tiny_types.txt):
+        // whole super-blocks, 16 layers (every use_more_bits pattern), 4 query heads per KV head.
+        "tiny16" => Some(s(16, 256, 512, 4, 1, 10000.0, 2048, false)),
         // Llama 3's head size (128) and grouping (4 query heads per KV head), small
         "llama3-mini" => Some(s(2, 1024, 2048, 8, 2, 500000.0, 8192, false)),
         _ => None,
     }
 }
 
+/// The single types `--type` takes, each written for every matrix.
 fn ggml_type(name: &str) -> Option<GgmlType> {
     match name.to_ascii_lowercase().as_str() {
         "q4_0" => Some(GgmlType::Q4_0),
@@ -105,172 +112,89 @@ impl Rng {
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
-    fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
+}
+
+/// One row of noise: uniform values of standard deviation WEIGHT_STD, each block of 32 scaled
+/// by a factor in 0.75..1.25.
+fn noise_row(rng: &mut Rng, x: &mut [f32]) {
+    for block in x.chunks_mut(32) {
+        // uniform over [-a, a] has standard deviation a / sqrt(3)
+        let scale = WEIGHT_STD * 3f32.sqrt() * (0.75 + 0.5 * rng.unit());
+        for v in block {
+            *v = (rng.unit() * 2.0 - 1.0) * scale;
         }
     }
 }
 
-/// Writes one row of random weights of type `ty` into `out` (its exact byte size).
-fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
-    // Per-block scales vary by +-25% so kernels see different scales side by side.
-    let jitter = |rng: &mut Rng| 0.75 + 0.5 * rng.unit();
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
-            let block = ty.block_bytes();
-            for b in out.chunks_mut(block) {
-                rng.fill(b);
-                let (d, rest) = b.split_at_mut(2);
-                match ty {
-                    // (q - 8) uniform over -8..7: rms 4.64
-                    GgmlType::Q4_0 => d.copy_from_slice(
-                        &f16::from_f32(WEIGHT_STD / 4.64 * jitter(rng)).to_le_bytes(),
-                    ),
-                    // q * d + m with m = -7.5 d: zero mean, rms 4.61
-                    GgmlType::Q4_1 => {
-                        let scale = WEIGHT_STD / 4.61 * jitter(rng);
-                        d.copy_from_slice(&f16::from_f32(scale).to_le_bytes());
-                        rest[..2].copy_from_slice(&f16::from_f32(-7.5 * scale).to_le_bytes());
-                    }
-                    // q uniform over -127..127 (a GGML quantizer never writes -128): rms 73.6
-                    _ => {
-                        for q in rest.iter_mut().filter(|q| **q == 0x80) {
-                            *q = 0x81;
-                        }
-                        let scale = WEIGHT_STD / 73.6 * jitter(rng);
-                        d.copy_from_slice(&f16::from_f32(scale).to_le_bytes());
-                    }
-                }
-            }
-        }
-        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
-            // Noise of the same spread, each block of 32 scaled by its own jitter, through the
-            // registry's quantizer (ggml_type only names types that have one).
-            let n = out.len() / ty.block_bytes() * ty.block_elems();
-            let mut x = vec![0f32; n];
-            for block in x.chunks_mut(32) {
-                let scale = WEIGHT_STD * 3f32.sqrt() * jitter(rng);
-                for v in block {
-                    *v = (rng.unit() * 2.0 - 1.0) * scale;
-                }
-            }
-            let quantize = ty.format().and_then(|f| f.quantize);
-            if let Some(quantize) = quantize {
-                quantize(&x, out);
-            }
-        }
-        GgmlType::Q2K | GgmlType::Q3K => {
-            // Random quants, scales and masks (every byte pattern is a valid block) under a
-            // super-block factor that gives about WEIGHT_STD: Q2_K's weights (d sc q - dmin m,
-            // sc and m uniform over 0..=15, q over 0..=3) have mean 11.25 d - 7.5 dmin (zero with
-            // dmin = 1.5 d) and rms about 14 d; Q3_K's (d (sc - 32) q, q over -4..=3) about 42 d.
-            let block = ty.block_bytes();
-            for b in out.chunks_mut(block) {
-                rng.fill(b);
-                if ty == GgmlType::Q2K {
-                    let d = WEIGHT_STD / 14.0 * jitter(rng);
-                    b[80..82].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                    b[82..84].copy_from_slice(&f16::from_f32(1.5 * d).to_le_bytes());
-                } else {
-                    let d = WEIGHT_STD / 42.0 * jitter(rng);
-                    b[108..110].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                }
-            }
-        }
-        GgmlType::F16 => {
-            for v in out.chunks_mut(2) {
-                let x = (rng.unit() * 2.0 - 1.0) * WEIGHT_STD * 3f32.sqrt();
-                v.copy_from_slice(&f16::from_f32(x).to_le_bytes());
-            }
-        }
-        _ => {
-            for v in out.chunks_mut(4) {
-                let x = (rng.unit() * 2.0 - 1.0) * WEIGHT_STD * 3f32.sqrt();
-                v.copy_from_slice(&x.to_le_bytes());
-            }
-        }
-    }
-}
-
-/// What the `--type` argument asks for: one type for every matrix, or a llama.cpp mix.
+/// What `--type` or `--mix` asks for: a llama.cpp file type, pure (its main type for every
+/// matrix) or with the mix's per-tensor choices.
 #[derive(Clone, Copy)]
-enum Recipe {
-    Single(GgmlType),
-    Q4KM,
+struct Recipe {
+    file_type: FileType,
+    pure: bool,
 }
 
 impl Recipe {
-    fn parse(name: &str) -> Option<Recipe> {
-        if name.eq_ignore_ascii_case("q4_k_m") {
-            return Some(Recipe::Q4KM);
-        }
-        ggml_type(name).map(Recipe::Single)
+    /// `--type NAME`: a single type (pure), or a mix name that is not one (`q4_k_m`).
+    fn from_type(name: &str) -> Result<Recipe, String> {
+        let Some(ty) = ggml_type(name) else {
+            return Recipe::from_mix(name);
+        };
+        // Pure, the file type only names the main type: any whose main type it is.
+        let file_type = (FileType::all().find(|f| f.default_type() == ty))
+            .ok_or_else(|| format!("no llama.cpp file type writes {ty}"))?;
+        Ok(Recipe {
+            file_type,
+            pure: true,
+        })
     }
 
-    /// The type of matrix `kind` (its GGUF name without `blk.N.` and `.weight`) of layer
-    /// `layer` (None: embedding, output) with `cols` columns.
-    fn matrix_type(
-        self,
-        kind: &str,
-        layer: Option<usize>,
-        n_layer: usize,
-        cols: usize,
-    ) -> GgmlType {
-        let ty = match self {
-            Recipe::Single(ty) => ty,
-            Recipe::Q4KM => {
-                // llama.cpp's use_more_bits: the first and last eighth of the layers and
-                // every third one between.
-                let more_bits = |i: usize| {
-                    // (short-circuit: the subtraction runs only when i >= n_layer / 8)
-                    i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2
-                };
-                match (kind, layer) {
-                    ("output", _) => GgmlType::Q6K,
-                    ("attn_v" | "ffn_down", Some(i)) if more_bits(i) => GgmlType::Q6K,
-                    _ => GgmlType::Q4K,
-                }
-            }
-        };
-        if ty.block_elems() == 256 && !cols.is_multiple_of(256) {
-            return match ty {
-                GgmlType::Q4K => GgmlType::Q5_0,
-                GgmlType::Q5K => GgmlType::Q5_1,
-                GgmlType::Q6K => GgmlType::Q8_0,
-                _ => GgmlType::Q4_0,
-            };
-        }
-        ty
+    fn from_mix(name: &str) -> Result<Recipe, String> {
+        let file_type = FileType::parse(name).map_err(|e| e.to_string())?;
+        Ok(Recipe {
+            file_type,
+            pure: false,
+        })
     }
 }
 
+/// One tensor of the file: a matrix of noise, or a norm of ones.
+struct Tensor {
+    name: String,
+    /// GGML order: dims[0] is the row length.
+    dims: Vec<u64>,
+    matrix: bool,
+}
+
+/// Adds a matrix of noise as `ty`: each chunk's rows are split over `threads` threads, each row
+/// made from (seed, id, row) alone, so the bytes do not depend on the thread count.
 fn add_matrix(
     w: &mut GgufWriter,
-    name: &str,
-    rows: usize,
-    cols: usize,
+    t: &Tensor,
     ty: GgmlType,
     seed: u64,
     id: u64,
+    threads: usize,
 ) -> Result<(), String> {
+    let cols = t.dims[0] as usize;
     let row_bytes = ty
         .row_bytes(cols as u64)
-        .ok_or_else(|| format!("{name}: {cols} columns are not whole {ty} blocks"))?
+        .ok_or_else(|| format!("{}: {cols} columns are not whole {ty} blocks", t.name))?
         as usize;
-    // Rows depend only on (seed, id, row), so the threads' split leaves the bytes as they
-    // are; the K-quant quantizers' searches made an 8B file take minutes on one core.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    w.add_tensor_generated(name, &[cols as u64, rows as u64], ty, move |row0, buf| {
-        let n_rows = buf.len() / row_bytes;
-        let per_thread = n_rows.div_ceil(threads).max(1) * row_bytes;
-        std::thread::scope(|scope| {
-            for (part, rows_buf) in buf.chunks_mut(per_thread).enumerate() {
-                let first = row0 + (part * per_thread / row_bytes) as u64;
-                scope.spawn(move || {
-                    for (i, row) in rows_buf.chunks_mut(row_bytes).enumerate() {
-                        fill_row(ty, &mut Rng::new(seed, id, first + i as u64), row);
+    let encode = (ty.format().and_then(|f| f.quantize))
+        .ok_or_else(|| format!("{}: no quantizer writes {ty}", t.name))?;
+    w.add_tensor_generated(&t.name, &t.dims, ty, move |row0, buf| {
+        let rows = buf.len() / row_bytes;
+        let per_thread = rows.div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            for (i, part) in buf.chunks_mut(per_thread * row_bytes).enumerate() {
+                s.spawn(move || {
+                    // (cols,) one row in f32
+                    let mut x = vec![0f32; cols];
+                    let first = row0 + (i * per_thread) as u64;
+                    for (r, out) in part.chunks_mut(row_bytes).enumerate() {
+                        noise_row(&mut Rng::new(seed, id, first + r as u64), &mut x);
+                        encode(&x, out);
                     }
                 });
             }
@@ -296,15 +220,26 @@ fn tokenizer_kvs(vocab: &GgufFile) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The numbers of a run: the noise seed, a layer count replacing the shape's, the threads.
+struct Options {
+    seed: u64,
+    layers: Option<usize>,
+    threads: usize,
+}
+
 fn synthesize(
     shape_name: &str,
     ty_name: &str,
     recipe: Recipe,
     vocab_path: &Path,
     out: &Path,
-    seed: u64,
-    layers: Option<usize>,
+    options: Options,
 ) -> Result<(), String> {
+    let Options {
+        seed,
+        layers,
+        threads,
+    } = options;
     let mut sh = shape(shape_name).ok_or_else(|| format!("unknown shape '{shape_name}'"))?;
     if let Some(n) = layers {
         sh.n_layer = n;
@@ -370,43 +305,72 @@ fn synthesize(
     for (k, v) in tokenizer_kvs(&vocab) {
         kv(&mut w, &k, v)?;
     }
+    kv(
+        &mut w,
+        "general.file_type",
+        Value::U32(recipe.file_type.id()),
+    )?;
     let (d, ff, q, kvd) = (
         sh.n_embd,
         sh.n_ff,
         sh.n_head * head_dim,
         sh.n_head_kv * head_dim,
     );
-    let mut id = 0u64;
-    let mut next = || {
-        id += 1;
-        id
+    // The tensors in file order.
+    let matrix = |name: String, rows: usize, cols: usize| Tensor {
+        name,
+        dims: vec![cols as u64, rows as u64],
+        matrix: true,
     };
-    let n_layer = sh.n_layer;
-    let mut matrix = |w: &mut GgufWriter, kind: &str, layer: Option<usize>, rows, cols| {
-        let ty = recipe.matrix_type(kind, layer, n_layer, cols);
-        let name = match layer {
-            Some(i) => format!("blk.{i}.{kind}.weight"),
-            None => format!("{kind}.weight"),
-        };
-        add_matrix(w, &name, rows, cols, ty, seed, next())
+    let norm = |name: String| Tensor {
+        name,
+        dims: vec![d as u64],
+        matrix: false,
     };
-    matrix(&mut w, "token_embd", None, n_vocab, d)?;
+    let mut tensors = vec![matrix("token_embd.weight".into(), n_vocab, d)];
     for i in 0..sh.n_layer {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
-        let l = Some(i);
-        add_ones(&mut w, &name("attn_norm"), d)?;
-        matrix(&mut w, "attn_q", l, q, d)?;
-        matrix(&mut w, "attn_k", l, kvd, d)?;
-        matrix(&mut w, "attn_v", l, kvd, d)?;
-        matrix(&mut w, "attn_output", l, d, q)?;
-        add_ones(&mut w, &name("ffn_norm"), d)?;
-        matrix(&mut w, "ffn_gate", l, ff, d)?;
-        matrix(&mut w, "ffn_up", l, ff, d)?;
-        matrix(&mut w, "ffn_down", l, d, ff)?;
+        tensors.extend([
+            norm(name("attn_norm")),
+            matrix(name("attn_q"), q, d),
+            matrix(name("attn_k"), kvd, d),
+            matrix(name("attn_v"), kvd, d),
+            matrix(name("attn_output"), d, q),
+            norm(name("ffn_norm")),
+            matrix(name("ffn_gate"), ff, d),
+            matrix(name("ffn_up"), ff, d),
+            matrix(name("ffn_down"), d, ff),
+        ]);
     }
-    add_ones(&mut w, "output_norm.weight", d)?;
+    tensors.push(norm("output_norm.weight".into()));
     if !sh.tied_output {
-        matrix(&mut w, "output", None, n_vocab, d)?;
+        tensors.push(matrix("output.weight".into(), n_vocab, d));
+    }
+    // Every type from the quantizer's rules, as if quantizing an F32 model of this shape.
+    let listed: Vec<(&str, &[u64], GgmlType)> = (tensors.iter())
+        .map(|t| (t.name.as_str(), t.dims.as_slice(), GgmlType::F32))
+        .collect();
+    let facts = ModelFacts::new(
+        "llama",
+        sh.n_layer,
+        sh.n_head as u64,
+        sh.n_head_kv as u64,
+        0,
+        tensors.iter().map(|t| t.name.as_str()),
+    );
+    let mut types = vec![GgmlType::F32; tensors.len()];
+    for (i, ty) in mix::plan(&listed, &facts, recipe.file_type, recipe.pure) {
+        types[i] = ty;
+    }
+    // Matrices are numbered from 1 in file order: the number seeds their rows.
+    let mut id = 0;
+    for (t, ty) in tensors.iter().zip(types) {
+        if t.matrix {
+            id += 1;
+            add_matrix(&mut w, t, ty, seed, id, threads)?;
+        } else {
+            add_ones(&mut w, &t.name, t.dims[0] as usize)?;
+        }
     }
     w.write_to(out).map_err(|e| e.to_string())
 }
@@ -442,9 +406,17 @@ fn run() -> Result<(), String> {
         return extract_vocab(Path::new(&model), Path::new(&out), pre.as_deref());
     }
     let shape_name = get("--shape").ok_or("missing --shape")?;
-    let ty_name = get("--type").ok_or("missing --type")?;
-    let recipe =
-        Recipe::parse(&ty_name).ok_or_else(|| format!("unsupported --type '{ty_name}'"))?;
+    let (ty_name, recipe) = match (get("--type"), get("--mix")) {
+        (Some(t), None) => {
+            let r = Recipe::from_type(&t).map_err(|e| format!("--type: {e}"))?;
+            (t, r)
+        }
+        (None, Some(m)) => {
+            let r = Recipe::from_mix(&m).map_err(|e| format!("--mix: {e}"))?;
+            (m, r)
+        }
+        _ => return Err("give one of --type and --mix".into()),
+    };
     let vocab = get("--vocab").ok_or("missing --vocab")?;
     let seed = match get("--seed") {
         Some(s) => s.parse().map_err(|_| format!("bad --seed '{s}'"))?,
@@ -454,14 +426,22 @@ fn run() -> Result<(), String> {
         Some(s) => Some(s.parse().map_err(|_| format!("bad --layers '{s}'"))?),
         None => None,
     };
+    let threads = match get("--threads") {
+        Some(s) => (s.parse().ok().filter(|&n| (1..=1024).contains(&n)))
+            .ok_or_else(|| format!("bad --threads '{s}' (1..=1024)"))?,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     synthesize(
         &shape_name,
         &ty_name,
         recipe,
         Path::new(&vocab),
         Path::new(&out),
-        seed,
-        layers,
+        Options {
+            seed,
+            layers,
+            threads,
+        },
     )
 }
 

@@ -3,10 +3,16 @@
 // save/load, KV edits, batches, cancellation, chat templates, callbacks. Prints
 // "N passed, M failed" last (tests/cpp_and_install.rs reads it); runs under valgrind too.
 //
-//   test_hpp MODEL.gguf SCRATCH_DIR
+//   test_hpp MODEL.gguf SCRATCH_DIR [--quantize]
+//
+// --quantize adds a whole quantize of the model, its load and a cancelled quantize (left out
+// under valgrind, where quantizing 135M weights would take minutes); without it only the
+// quantizer's argument errors run.
 #include <rocmforge.hpp>
 
 #include <cstdio>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -49,6 +55,7 @@ static_assert(move_only<rf::Batch>());
 static_assert(move_only<rf::Sampler>());
 static_assert(move_only<rf::ModelParams>());
 static_assert(move_only<rf::ContextParams>());
+static_assert(move_only<rf::QuantizeParams>());
 
 // Short, and one thread per context: under valgrind each evaluated token costs seconds.
 static const char *const PROMPT = "Paris is";
@@ -272,6 +279,72 @@ static void test_moves(rf::Model model, const std::string &path) {
     moved_params.progress(nullptr);
 }
 
+/// The names in directory `dir` (without "." and "..").
+static std::vector<std::string> files_in(const std::string &dir) {
+    std::vector<std::string> names;
+    if (DIR *d = opendir(dir.c_str())) {
+        while (const dirent *e = readdir(d)) {
+            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+                names.push_back(e->d_name);
+            }
+        }
+        closedir(d);
+    }
+    return names;
+}
+
+static void test_quantize(const rf::Model &input, const std::string &path,
+                          const std::string &scratch, bool whole) {
+    EXPECT(status_of([] { rf::QuantizeParams().type("Q9_K"); }) ==
+           ROCMFORGE_ERR_INVALID_ARGUMENT);
+    const std::string dir = scratch + "/quantize";
+    mkdir(dir.c_str(), 0755);
+    const std::string out = dir + "/q8_0.gguf";
+    const std::string cancelled = dir + "/cancelled.gguf";
+    // The test model is Q4_1: requantizing must be asked for, and nothing is written.
+    EXPECT(status_of([&] { rf::quantize(path, out, rf::QuantizeParams().type("q8_0")); }) ==
+           ROCMFORGE_ERR_INVALID_ARGUMENT);
+    EXPECT(files_in(dir).empty());
+    if (!whole) {
+        return;
+    }
+    std::vector<std::pair<std::size_t, std::size_t>> calls;
+    rf::QuantizeParams params;
+    params.type("Q8_0").allow_requantize(true).progress([&](std::size_t done, std::size_t total) {
+        calls.emplace_back(done, total);
+        return true;
+    });
+    rf::quantize(path, out, params);
+    EXPECT(calls.size() > 1 && calls.back().first == calls.back().second &&
+           calls.size() == calls.back().second);
+    {
+        rf::Model model(out);
+        EXPECT(model.n_vocab() == input.n_vocab());
+        rf::Context ctx(model, rf::ContextParams().n_ctx(64).n_threads(1));
+        ctx.eval(model.tokenize("The capital of France is"));
+        rf::Sampler sampler;
+        sampler.greedy();
+        // Q8_0 is close to the Q4_1 input: the greedy answer is still Paris.
+        EXPECT(model.token_to_piece(sampler.sample(ctx)) == " Paris");
+    }
+    // A cancel from the progress callback, by returning false or by throwing, leaves no file.
+    rf::QuantizeParams stopping;
+    stopping.type("Q8_0").allow_requantize(true).progress(
+        [](std::size_t done, std::size_t) { return done < 1; });
+    EXPECT(status_of([&] { rf::quantize(path, cancelled, stopping); }) == ROCMFORGE_ERR_CANCELLED);
+    rf::QuantizeParams throwing;
+    throwing.type("Q8_0").allow_requantize(true).progress(
+        [](std::size_t, std::size_t) -> bool { throw std::runtime_error("stop"); });
+    bool rethrown = false;
+    try {
+        rf::quantize(path, cancelled, throwing);
+    } catch (const std::runtime_error &e) {
+        rethrown = std::strcmp(e.what(), "stop") == 0;
+    }
+    EXPECT(rethrown);
+    EXPECT(files_in(dir) == std::vector<std::string>{"q8_0.gguf"});
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         std::fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -297,6 +370,8 @@ int main(int argc, char **argv) {
         test_model(model, path);
         test_chat(model);
         test_generation(model, argv[2]);
+        const bool whole_quantize = argc > 3 && std::strcmp(argv[3], "--quantize") == 0;
+        test_quantize(model, path, argv[2], whole_quantize);
         test_moves(std::move(model), path);
     } catch (const std::exception &e) {
         failed++;

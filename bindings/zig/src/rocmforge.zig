@@ -202,6 +202,62 @@ pub const ModelParams = struct {
     progress: ?ProgressCallback = null,
 };
 
+/// A C quantize-progress callback and its user data; make one with `quantizeProgressCallback`.
+pub const QuantizeProgressCallback = struct {
+    func: c.rocmforge_quantize_progress_callback,
+    user_data: ?*anyopaque,
+};
+
+/// Wraps `func(ctx, done, total) bool` (tensors written so far and their total; false cancels
+/// the quantize) as a C quantize-progress callback.
+pub fn quantizeProgressCallback(
+    comptime T: type,
+    ctx: *T,
+    comptime func: fn (ctx: *T, done: usize, total: usize) bool,
+) QuantizeProgressCallback {
+    const Trampoline = struct {
+        fn call(done: usize, total: usize, user_data: ?*anyopaque) callconv(.c) bool {
+            return func(@ptrCast(@alignCast(user_data)), done, total);
+        }
+    };
+    return .{ .func = Trampoline.call, .user_data = ctx };
+}
+
+/// Options of `quantize`; the defaults are the library's (llama.cpp's Q4_K_M mix, all cores).
+pub const QuantizeParams = struct {
+    /// llama-quantize's name of the target, in any case: the mixes Q2_K, Q3_K_S, Q3_K_M,
+    /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and F16,
+    /// BF16, F32; or a llama_ftype number ("15"). null keeps Q4_K_M.
+    target: ?[:0]const u8 = null,
+    /// Threads (0: all cores; at most 1024); the output does not depend on it.
+    threads: u32 = 0,
+    /// Accept an already quantized input (dequantized, then quantized again); without it such
+    /// an input is `error.InvalidArgument` naming the tensor.
+    allow_requantize: bool = false,
+    /// Every quantizable tensor in the target's main type (llama-quantize's --pure).
+    pure: bool = false,
+    /// Called on the calling thread after each tensor; its user data must live until
+    /// `quantize` returns.
+    progress: ?QuantizeProgressCallback = null,
+};
+
+/// Writes the GGUF model at `input`, quantized as `params` say, to a new file at `output`
+/// (replaced if it exists), as llama.cpp's llama_model_quantize does. The same input and
+/// params give the same bytes. On any error, `error.Cancelled` from the progress callback
+/// included, no file is left at `output` (an existing one is kept).
+pub fn quantize(input: [:0]const u8, output: [:0]const u8, params: QuantizeParams) Error!void {
+    var p: ?*c.rocmforge_quantize_params = null;
+    try check(c.rocmforge_quantize_params_create(&p));
+    defer c.rocmforge_quantize_params_free(p);
+    if (params.target) |t| try check(c.rocmforge_quantize_params_set_type(p, t.ptr));
+    const threads = std.math.cast(i32, params.threads) orelse return error.InvalidArgument;
+    try check(c.rocmforge_quantize_params_set_threads(p, threads));
+    try check(c.rocmforge_quantize_params_set_allow_requantize(p, params.allow_requantize));
+    try check(c.rocmforge_quantize_params_set_pure(p, params.pure));
+    if (params.progress) |cb| try check(c.rocmforge_quantize_params_set_progress(p, cb.func, cb.user_data));
+    try check(c.rocmforge_model_quantize(input.ptr, output.ptr, p));
+}
+
 /// Options of `Context.init`; null fields keep the library's defaults (4096 cells, batch 512,
 /// one sequence, all cores). `n_ctx = 0` asks for the model's training length.
 pub const ContextParams = struct {

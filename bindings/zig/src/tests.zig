@@ -9,7 +9,7 @@ const testing = std.testing;
 const prompt = "The capital of France is";
 
 /// What examples-c/simple.c prints for `prompt` and 16 tokens (tests/ffi_c.rs checks that the
-/// Rust CLI prints the same).
+/// Rust library's greedy loop gives the same).
 const simple_output = "The capital of France is Paris.\n\nThe United States has a population of approximately 311\n";
 
 fn env(name: [*:0]const u8) ?[:0]const u8 {
@@ -291,4 +291,81 @@ test "memory estimate and devices" {
     var len: usize = 0;
     try testing.expectError(error.NotFound, rf.deviceName(n, &buf, &len));
     try testing.expect(std.mem.startsWith(u8, rf.version(), "0."));
+}
+
+/// Counts the quantize's progress calls; stops after `stop_after` tensors when set.
+const QuantizeProgress = struct {
+    calls: usize = 0,
+    last_done: usize = 0,
+    total: usize = 0,
+    in_order: bool = true,
+    stop_after: ?usize = null,
+
+    fn update(self: *QuantizeProgress, done: usize, total: usize) bool {
+        self.calls += 1;
+        self.in_order = self.in_order and done == self.last_done + 1 and done <= total;
+        self.last_done = done;
+        self.total = total;
+        return if (self.stop_after) |n| done < n else true;
+    }
+};
+
+test "quantize: the file loads and generates; a cancel leaves no file" {
+    const gpa = testing.allocator;
+    const path = try modelPath();
+    // A fresh directory of our own (under ROCMFORGE_SCRATCH, which tests/bindings.rs points
+    // into target/, else /tmp), so that "no file left" can be checked by listing it.
+    const io = testing.io;
+    const cwd = std.Io.Dir.cwd();
+    const dir_path = try std.fmt.allocPrint(gpa, "{s}/zig-quantize-{d}", .{ env("ROCMFORGE_SCRATCH") orelse "/tmp", std.c.getpid() });
+    defer gpa.free(dir_path);
+    cwd.deleteTree(io, dir_path) catch {};
+    var dir = try cwd.createDirPathOpen(io, dir_path, .{ .open_options = .{ .iterate = true } });
+    defer cwd.deleteTree(io, dir_path) catch {};
+    defer dir.close(io);
+    const out = try std.fmt.allocPrintSentinel(gpa, "{s}/q8_0.gguf", .{dir_path}, 0);
+    defer gpa.free(out);
+    const cancelled = try std.fmt.allocPrintSentinel(gpa, "{s}/cancelled.gguf", .{dir_path}, 0);
+    defer gpa.free(cancelled);
+
+    // The test model is Q4_1: requantizing must be asked for.
+    try testing.expectError(error.InvalidArgument, rf.quantize(path, out, .{ .target = "Q8_0" }));
+
+    var progress: QuantizeProgress = .{};
+    try rf.quantize(path, out, .{
+        .target = "q8_0",
+        .allow_requantize = true,
+        .progress = rf.quantizeProgressCallback(QuantizeProgress, &progress, QuantizeProgress.update),
+    });
+    try testing.expect(progress.in_order and progress.calls > 1 and progress.last_done == progress.total);
+
+    const model = try rf.Model.load(out, .{});
+    defer model.deinit();
+    const input = try loadModel();
+    defer input.deinit();
+    try testing.expectEqual(input.nVocab(), model.nVocab());
+    const ctx = try rf.Context.init(model, .{});
+    defer ctx.deinit();
+    const sampler = try rf.Sampler.init(&.{.greedy});
+    defer sampler.deinit();
+    // Q8_0 is close to the Q4_1 input: the greedy answer is still Paris.
+    const got = try generate(gpa, model, ctx, sampler, prompt, 4);
+    defer gpa.free(got);
+    try testing.expectStringStartsWith(got, prompt ++ " Paris");
+
+    var stopper: QuantizeProgress = .{ .stop_after = 1 };
+    try testing.expectError(error.Cancelled, rf.quantize(path, cancelled, .{
+        .target = "q8_0",
+        .allow_requantize = true,
+        .progress = rf.quantizeProgressCallback(QuantizeProgress, &stopper, QuantizeProgress.update),
+    }));
+    try testing.expectEqual(1, stopper.calls);
+    // Only the finished file is in the directory: no output, no temporary left behind.
+    var names: usize = 0;
+    var it = dir.iterate();
+    while (try it.next(io)) |entry| {
+        try testing.expectEqualStrings("q8_0.gguf", entry.name);
+        names += 1;
+    }
+    try testing.expectEqual(1, names);
 }

@@ -183,6 +183,53 @@ pub struct ModelFacts {
     pub tied_embeddings: bool,
 }
 
+impl ModelFacts {
+    /// The facts of a model with architecture `arch`, `n_layer` blocks, `n_head` query and
+    /// `n_head_kv` KV heads in layer 0 (0: unknown), `n_expert` experts and these tensors.
+    pub fn new<'a>(
+        arch: &str,
+        n_layer: usize,
+        n_head: u64,
+        n_head_kv: u64,
+        n_expert: usize,
+        tensor_names: impl Iterator<Item = &'a str> + Clone,
+    ) -> ModelFacts {
+        let mut names = tensor_names.clone();
+        ModelFacts {
+            arch: arch.to_string(),
+            n_layer,
+            n_gqa: n_head.checked_div(n_head_kv).unwrap_or(0) as usize,
+            n_expert,
+            // llama.cpp sizes 80-layer models with grouped KV heads as 70B.
+            is_70b: n_layer == 80 && n_head_kv > 0 && n_head_kv < n_head,
+            n_attention_wv: count_attention_wv(tensor_names),
+            tied_embeddings: !names.any(|n| n == "output.weight"),
+        }
+    }
+}
+
+/// The type of every tensor (name, GGML-ordered dims, current type) under `file_type`: pairs of
+/// (index into `tensors`, type) in llama.cpp's order, which its per-category layer counters
+/// depend on. The quantizer and `rocmforge_synth` both plan with it, so a synthetic model gets
+/// the types llama-quantize would give a real one of its shape.
+pub fn plan(
+    tensors: &[(&str, &[u64], GgmlType)],
+    facts: &ModelFacts,
+    file_type: FileType,
+    pure: bool,
+) -> Vec<(usize, GgmlType)> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| llama_cpp_order(tensors[a].0, tensors[b].0));
+    let mut chooser = TypeChooser::new(file_type, pure, facts);
+    order
+        .into_iter()
+        .map(|i| {
+            let (name, dims, current) = tensors[i];
+            (i, chooser.choose(name, dims, current))
+        })
+        .collect()
+}
+
 /// The categories llama.cpp's rules tell apart, by tensor name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Category {

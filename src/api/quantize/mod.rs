@@ -17,7 +17,7 @@ pub mod mix;
 use crate::gguf::{GgufFile, GgufWriter, Value};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
-use mix::{ModelFacts, TypeChooser};
+use mix::ModelFacts;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -142,19 +142,10 @@ pub fn quantize_plan(file: &GgufFile, file_type: FileType, pure: bool) -> Vec<(S
 /// depend on.
 fn plan_indices(file: &GgufFile, file_type: FileType, pure: bool) -> Vec<(usize, GgmlType)> {
     let facts = model_facts(file);
-    let tensors = file.tensors();
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| mix::llama_cpp_order(&tensors[a].name, &tensors[b].name));
-    let mut chooser = TypeChooser::new(file_type, pure, &facts);
-    order
-        .into_iter()
-        .map(|i| {
-            (
-                i,
-                chooser.choose(&tensors[i].name, &tensors[i].dims, tensors[i].ty),
-            )
-        })
-        .collect()
+    let tensors: Vec<(&str, &[u64], GgmlType)> = (file.tensors().iter())
+        .map(|t| (t.name.as_str(), t.dims.as_slice(), t.ty))
+        .collect();
+    mix::plan(&tensors, &facts, file_type, pure)
 }
 
 /// A name beside `output` (same directory, so the final rename is atomic) that no other
@@ -201,17 +192,8 @@ fn model_facts(file: &GgufFile) -> ModelFacts {
     );
     let n_head = first("attention.head_count").unwrap_or(0);
     let n_head_kv = first("attention.head_count_kv").unwrap_or(n_head);
-    let n_gqa = n_head.checked_div(n_head_kv).unwrap_or(0) as usize;
-    ModelFacts {
-        n_layer,
-        n_gqa,
-        n_expert: file.get_u64(&key("expert_count")).unwrap_or(0) as usize,
-        // llama.cpp sizes 80-layer models with grouped KV heads as 70B.
-        is_70b: n_layer == 80 && n_head_kv > 0 && n_head_kv < n_head,
-        n_attention_wv: mix::count_attention_wv(names()),
-        tied_embeddings: file.tensor("output.weight").is_none(),
-        arch,
-    }
+    let n_expert = file.get_u64(&key("expert_count")).unwrap_or(0) as usize;
+    ModelFacts::new(&arch, n_layer, n_head, n_head_kv, n_expert, names())
 }
 
 /// The input's key/values, less the split keys, then the quantization version and file type

@@ -1,31 +1,23 @@
-//! `rocmforge_cli`: run a prompt through a model and stream the continuation.
+//! `rocmforge_cli`: run a prompt through a model and stream the continuation, hold a chat, or
+//! serve the model over the OpenAI API.
 //!
 //! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
 //!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
 //!               [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32]
-//! rocmforge_cli serve -m MODEL [--port 8080] [server options]   (also: rocmforge_cli --port 8080)
+//! rocmforge_cli chat [same options]
+//! rocmforge_cli serve [-m MODEL] [--port 8080] [server options]   (also: rocmforge_cli --port 8080)
 //!
-//! `serve` runs the OpenAI-compatible server, `rocmforge-server` (crate
-//! `crates/rocmforge-server`), installed beside this program: the library crate links no HTTP
-//! stack, so the CLI hands over to that binary instead of containing it.
+//! A binary of the server crate, not of the library: clap, tokio and axum stay out of
+//! librocmforge, and `serve` runs the server (this crate's library) in this process.
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use rocmforge::kv_cache::KvType;
 use rocmforge::sampler::{SamplerChain, SamplerParams};
 use rocmforge::tokenizer::StreamDecoder;
 use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
-
-struct Args {
-    model: String,
-    prompt: String,
-    n_predict: usize,
-    ctx: ContextParams,
-    sampling: SamplerParams,
-    backend: Backend,
-    device: usize,
-    /// `chat`: read user turns from stdin, answer each with the model's chat template.
-    chat: bool,
-}
 
 /// The model used when none is named: SmolLM2 in the model cache.
 fn default_model() -> String {
@@ -35,36 +27,131 @@ fn default_model() -> String {
     )
 }
 
-const USAGE: &str = "usage: rocmforge_cli [-m MODEL] [-p PROMPT] [-n N] [-t THREADS] \
-[-c CTX] [--temp T] [--seed S|-1] [--top-k K] [--top-p P] [--min-p P] \
-[--repeat-penalty R] [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32]
-       rocmforge_cli chat [same options]   (one stdin line = one turn; history is kept)
-       rocmforge_cli serve -m MODEL [--port 8080] [server options]
-       rocmforge_cli --version
---seed -1 picks a random seed (printed on stderr).";
-
-/// What the command line asked for: a run, or something answered at once (help, version).
-enum Parsed {
-    Run(Args),
-    Print(String),
+#[derive(Parser)]
+#[command(
+    name = "rocmforge_cli",
+    version,
+    about = "Run a prompt through a GGUF model, chat with it, or serve it over the OpenAI API",
+    after_help = "--seed -1 picks a random seed (printed on stderr).",
+    args_conflicts_with_subcommands = true,
+    // `-n -5` is a bad count (reported as such), not an unknown flag `-5`.
+    allow_negative_numbers = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Mode>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
-/// A whole number in `lo..=hi`, with a message naming the flag when it is not one.
-fn int_in(flag: &str, v: &str, lo: i64, hi: i64) -> Result<i64, String> {
-    let n: i64 = (v.trim().parse()).map_err(|_| format!("{flag}: '{v}' is not a whole number"))?;
-    if n < lo || n > hi {
-        return Err(format!("{flag}: {n} is outside {lo}..={hi}"));
-    }
-    Ok(n)
+#[derive(Subcommand)]
+enum Mode {
+    /// Interactive chat in the model's template: one stdin line is one user turn; the history
+    /// is kept.
+    #[command(allow_negative_numbers = true)]
+    Chat(RunArgs),
+    /// Serve the model over the OpenAI API (the rocmforge-server options).
+    Serve(rocmforge_server::Args),
 }
 
-/// A finite number in `lo..=hi`, with a message naming the flag when it is not one.
-fn float_in(flag: &str, v: &str, lo: f64, hi: f64) -> Result<f64, String> {
-    let x: f64 = (v.trim().parse()).map_err(|_| format!("{flag}: '{v}' is not a number"))?;
-    if !x.is_finite() || x < lo || x > hi {
-        return Err(format!("{flag}: {v} is outside {lo}..={hi}"));
+/// Options of a one-shot run and of `chat`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// GGUF model file [default: $ROCMFORGE_MODEL_DIR or .cache/models, SmolLM2-135M-Instruct Q4_1]
+    #[arg(short, long)]
+    model: Option<String>,
+    /// Prompt of a one-shot run.
+    #[arg(short, long, default_value = "The capital of France is")]
+    prompt: String,
+    /// Tokens to generate [default: 64; chat: 512 per turn].
+    #[arg(short, long = "n-predict", value_name = "N", value_parser = whole::<usize>(0, 1 << 24))]
+    n_predict: Option<usize>,
+    /// Compute threads [default: all cores].
+    #[arg(short, long, value_parser = whole::<usize>(1, 1024))]
+    threads: Option<usize>,
+    /// Context size in tokens [default: the library's].
+    #[arg(short, long, value_name = "N", value_parser = whole::<usize>(1, 1 << 24))]
+    ctx: Option<usize>,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, value_name = "T", default_value = "0", value_parser = number(0.0, 100.0))]
+    temp: f32,
+    /// Sampling seed; -1 picks a random one.
+    #[arg(long, value_name = "S", allow_hyphen_values = true, value_parser = seed)]
+    seed: Option<Seed>,
+    /// Keep the K most likely tokens (0: all).
+    #[arg(long, value_name = "K", value_parser = whole::<i32>(0, i32::MAX as i64))]
+    top_k: Option<i32>,
+    /// Nucleus sampling threshold.
+    #[arg(long, value_name = "P", value_parser = number(0.0, 1.0))]
+    top_p: Option<f32>,
+    /// Drop tokens below P times the most likely one's probability.
+    #[arg(long, value_name = "P", value_parser = number(0.0, 1.0))]
+    min_p: Option<f32>,
+    /// Repetition penalty (1: none).
+    #[arg(long, value_name = "R", value_parser = number(0.0, 100.0))]
+    repeat_penalty: Option<f32>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// GPU index.
+    #[arg(long, value_name = "I", default_value = "0", value_parser = whole::<usize>(0, 1023))]
+    device: usize,
+    /// KV cache type (f16 as llama.cpp, or f32).
+    #[arg(long, value_name = "TYPE", value_parser = cache_type)]
+    cache_type: Option<KvType>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// `--seed`: a fixed seed, or -1 for one picked at start.
+#[derive(Clone, Copy)]
+enum Seed {
+    Fixed(u64),
+    Random,
+}
+
+/// A parser of whole numbers in `lo..=hi` whose message says what is wrong (clap names the flag).
+fn whole<T: TryFrom<i64>>(
+    lo: i64,
+    hi: i64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |v| {
+        let n: i64 = (v.trim().parse()).map_err(|_| "not a whole number".to_string())?;
+        if n < lo || n > hi {
+            return Err(format!("{n} is outside {lo}..={hi}"));
+        }
+        T::try_from(n).map_err(|_| format!("{n} is out of range"))
     }
-    Ok(x)
+}
+
+/// A parser of finite numbers in `lo..=hi`.
+fn number(
+    lo: f64,
+    hi: f64,
+) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    move |v| {
+        let x: f64 = (v.trim().parse()).map_err(|_| "not a number".to_string())?;
+        if !x.is_finite() || x < lo || x > hi {
+            return Err(format!("{v} is outside {lo}..={hi}"));
+        }
+        Ok(x as f32)
+    }
+}
+
+fn seed(v: &str) -> Result<Seed, String> {
+    if v.trim() == "-1" {
+        return Ok(Seed::Random);
+    }
+    (v.trim().parse().map(Seed::Fixed)).map_err(|_| "not -1 or a whole number >= 0".into())
+}
+
+fn cache_type(v: &str) -> Result<KvType, String> {
+    v.parse().map_err(|e: rocmforge::Error| e.to_string())
 }
 
 /// A seed different on every run, for `--seed -1`: the clock mixed with the process id.
@@ -78,87 +165,70 @@ fn random_seed() -> u64 {
     x ^ (x >> 31)
 }
 
-fn parse_args() -> Result<Parsed, String> {
-    let mut args = Args {
-        model: default_model(),
-        prompt: "The capital of France is".into(),
-        n_predict: 64,
-        ctx: ContextParams::default(),
-        backend: Backend::Auto,
-        device: 0,
-        chat: false,
-        sampling: SamplerParams {
-            temperature: 0.0,
+/// A run or chat as the engine takes it.
+struct Args {
+    model: String,
+    prompt: String,
+    n_predict: usize,
+    ctx: ContextParams,
+    sampling: SamplerParams,
+    backend: Backend,
+    device: usize,
+    /// `chat`: read user turns from stdin, answer each with the model's chat template.
+    chat: bool,
+}
+
+impl RunArgs {
+    fn resolve(self, chat: bool) -> Args {
+        let mut ctx = ContextParams::default();
+        if let Some(n) = self.threads {
+            ctx.n_threads = n;
+        }
+        if let Some(n) = self.ctx {
+            ctx.n_ctx = n;
+        }
+        if let Some(t) = self.cache_type {
+            ctx.cache_type = t;
+        }
+        let mut sampling = SamplerParams {
+            temperature: self.temp,
             ..SamplerParams::default()
-        },
-    };
-    // args_os, not args: std::env::args panics on an argument that is not UTF-8.
-    let mut it = std::env::args_os().skip(1).peekable();
-    if it.peek().is_some_and(|a| a == "chat") {
-        it.next();
-        args.chat = true;
-        args.n_predict = 512;
-    }
-    while let Some(flag_os) = it.next() {
-        let Some(flag) = flag_os.to_str().map(str::to_owned) else {
-            return Err(format!(
-                "argument {} is not valid UTF-8 (try --help)",
-                flag_os.to_string_lossy()
-            ));
         };
-        let mut value = || -> Result<String, String> {
-            let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            v.into_string()
-                .map_err(|v| format!("{flag}: {} is not valid UTF-8", v.to_string_lossy()))
-        };
-        let f = flag.as_str();
-        match f {
-            "-m" | "--model" => args.model = value()?,
-            "-p" | "--prompt" => args.prompt = value()?,
-            "-n" | "--n-predict" => args.n_predict = int_in(f, &value()?, 0, 1 << 24)? as usize,
-            "-t" | "--threads" => args.ctx.n_threads = int_in(f, &value()?, 1, 1024)? as usize,
-            "-c" | "--ctx" => args.ctx.n_ctx = int_in(f, &value()?, 1, 1 << 24)? as usize,
-            "--temp" => args.sampling.temperature = float_in(f, &value()?, 0.0, 100.0)? as f32,
-            "--seed" => {
-                let v = value()?;
-                args.sampling.seed = if v.trim() == "-1" {
-                    let seed = random_seed();
-                    eprintln!("seed: {seed}");
-                    seed
-                } else {
-                    (v.trim().parse::<u64>())
-                        .map_err(|_| format!("--seed: '{v}' is not -1 or a whole number >= 0"))?
-                };
+        match self.seed {
+            Some(Seed::Fixed(s)) => sampling.seed = s,
+            Some(Seed::Random) => {
+                sampling.seed = random_seed();
+                eprintln!("seed: {}", sampling.seed);
             }
-            "--top-k" => args.sampling.top_k = int_in(f, &value()?, 0, i32::MAX as i64)? as i32,
-            "--top-p" => args.sampling.top_p = float_in(f, &value()?, 0.0, 1.0)? as f32,
-            "--min-p" => args.sampling.min_p = float_in(f, &value()?, 0.0, 1.0)? as f32,
-            "--repeat-penalty" => {
-                args.sampling.penalty_repeat = float_in(f, &value()?, 0.0, 100.0)? as f32
-            }
-            "--device" => args.device = int_in(f, &value()?, 0, 1023)? as usize,
-            "--backend" => {
-                args.backend = match value()?.as_str() {
-                    "auto" => Backend::Auto,
-                    "cpu" => Backend::Cpu,
-                    "gpu" => Backend::Gpu,
-                    other => return Err(format!("--backend: '{other}' is not auto, cpu or gpu")),
-                }
-            }
-            "--cache-type" => {
-                args.ctx.cache_type = value()?.parse().map_err(|e| format!("{f}: {e}"))?
-            }
-            "-h" | "--help" => return Ok(Parsed::Print(USAGE.into())),
-            "-V" | "--version" => {
-                return Ok(Parsed::Print(format!(
-                    "rocmforge_cli {}",
-                    env!("CARGO_PKG_VERSION")
-                )))
-            }
-            other => return Err(format!("unknown argument '{other}' (try --help)")),
+            None => {}
+        }
+        if let Some(k) = self.top_k {
+            sampling.top_k = k;
+        }
+        if let Some(p) = self.top_p {
+            sampling.top_p = p;
+        }
+        if let Some(p) = self.min_p {
+            sampling.min_p = p;
+        }
+        if let Some(r) = self.repeat_penalty {
+            sampling.penalty_repeat = r;
+        }
+        Args {
+            model: self.model.unwrap_or_else(default_model),
+            prompt: self.prompt,
+            n_predict: self.n_predict.unwrap_or(if chat { 512 } else { 64 }),
+            ctx,
+            sampling,
+            backend: match self.backend {
+                BackendArg::Auto => Backend::Auto,
+                BackendArg::Cpu => Backend::Cpu,
+                BackendArg::Gpu => Backend::Gpu,
+            },
+            device: self.device,
+            chat,
         }
     }
-    Ok(Parsed::Run(args))
 }
 
 /// Whether writing to stdout failed because the reader went away (`| head`): stop quietly.
@@ -362,70 +432,38 @@ fn chat(
     Ok(Ended::Done)
 }
 
-/// `serve ...` or any `--port`: replaces this process with the server, passing the arguments on.
-fn serve_requested() -> Option<Vec<std::ffi::OsString>> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if args.first().is_some_and(|a| a == "serve") {
-        return Some(args[1..].to_vec());
+/// The command line with the first README's spelling, `rocmforge_cli --port 8080 [-m MODEL]`,
+/// read as `serve`: a `--port` outside a subcommand can only mean the server.
+fn with_serve_spelling(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first = args.get(1).and_then(|a| a.to_str());
+    let in_subcommand = matches!(first, Some("serve" | "chat" | "help"));
+    let port = |a: &OsString| a == "--port" || a.to_str().is_some_and(|a| a.starts_with("--port="));
+    if !in_subcommand && args.iter().skip(1).any(port) {
+        args.insert(1, "serve".into());
     }
-    args.iter().any(|a| a == "--port").then_some(args)
-}
-
-fn serve(args: Vec<std::ffi::OsString>) -> ExitCode {
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("rocmforge-server")));
-    let Some(server) = exe.filter(|p| p.exists()) else {
-        eprintln!(
-            "rocmforge_cli: serve needs the rocmforge-server program beside this one \
-             (build it with: cargo build --release -p rocmforge-server)"
-        );
-        return ExitCode::FAILURE;
-    };
-    let mut cmd = std::process::Command::new(&server);
-    let has_model =
-        (args.iter()).any(|a| a == "-m" || a == "--model" || a == "-h" || a == "--help");
-    if !has_model {
-        cmd.arg("--model").arg(default_model());
-    }
-    cmd.args(args);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        let err = cmd.exec();
-        eprintln!("rocmforge_cli: cannot run {}: {err}", server.display());
-        ExitCode::FAILURE
-    }
-    #[cfg(not(unix))]
-    match cmd.status() {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("rocmforge_cli: cannot run {}: {e}", server.display());
-            ExitCode::FAILURE
-        }
-    }
+    args
 }
 
 fn main() -> ExitCode {
-    if let Some(args) = serve_requested() {
-        return serve(args);
-    }
-    let args = match parse_args() {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Print(text)) => {
-            // Help and version go to stdout and succeed, as people pipe them into a pager.
-            let mut out = std::io::stdout().lock();
-            return match writeln!(out, "{text}") {
-                Err(e) if !reader_gone(&e) => ExitCode::FAILURE,
-                _ => ExitCode::SUCCESS,
-            };
-        }
-        Err(e) => {
-            // A usage error exits 2 (the convention of getopt and clap), a failed run 1.
-            eprintln!("rocmforge_cli: {e}");
-            return ExitCode::from(2);
-        }
+    let args = with_serve_spelling(std::env::args_os().collect());
+    // `serve` without `-m` serves the default model, as a run does.
+    let command = Cli::command().mut_subcommand("serve", |s| {
+        s.mut_arg("model", |a| {
+            a.required(false).default_value(default_model())
+        })
+    });
+    // clap prints help and the version on stdout (exit 0) and usage errors on stderr (exit 2).
+    let cli = match command
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let args = match cli.command {
+        Some(Mode::Serve(server)) => return rocmforge_server::run(server),
+        Some(Mode::Chat(run)) => run.resolve(true),
+        None => cli.run.resolve(false),
     };
     match run(args) {
         Ok(Ended::Done | Ended::ReaderGone) => ExitCode::SUCCESS,
