@@ -243,7 +243,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
     match Model::from_gguf(build(&spec)) {
         Err(e @ Error::UnsupportedArchitecture(_)) => assert_eq!(
             e.to_string(),
-            "unsupported model architecture 'gpt-nano' (this build runs: llama, qwen2, qwen3, gemma3)"
+            "unsupported model architecture 'gpt-nano' (this build runs: llama, qwen2, qwen3, gemma3, phi3)"
         ),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("loaded an unsupported architecture"),
@@ -387,6 +387,7 @@ fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
         let est = MemoryEstimate::new(&hp, 0, &params);
         let exec = CpuContext::new(
             std::sync::Arc::new(rocmforge::model::LoadedModel::new(build(&spec)).unwrap()),
+            96,
             96,
             1,
             cache_type,

@@ -57,6 +57,14 @@ pub struct Context {
     cancel: Arc<CancelFlag>,
 }
 
+/// Cells per sequence as llama.cpp counts them to choose RoPE factors (Phi-3's short or long):
+/// it pads the context, then each sequence's share, to a multiple of 256 (llama-context.cpp),
+/// so a model gets the same rotation in both engines for the same context parameters.
+fn n_ctx_seq(n_ctx: usize, n_seq_max: usize) -> usize {
+    let pad = |n: usize| n.div_ceil(256) * 256;
+    pad(pad(n_ctx) / n_seq_max.max(1))
+}
+
 /// Largest context we accept, a guard against absurd sizes coming through the C API.
 const MAX_CTX: usize = 1 << 22;
 
@@ -120,6 +128,7 @@ impl Context {
         Ok(Box::new(CpuContext::new(
             Arc::clone(model.loaded()),
             params.n_ctx,
+            n_ctx_seq(params.n_ctx, params.n_seq_max),
             params.n_threads,
             params.cache_type,
         )?))

@@ -117,11 +117,15 @@ pub fn sin_cos(theta: f32) -> (f32, f32) {
     (s as f32, c as f32)
 }
 
-/// The rotation of every pair of one position: (sin, cos) of `pos * inv_freq[i]`, computed
-/// once per token and shared by all heads and layers. `out`: (head_dim / 2).
-pub fn rope_table(pos: f32, inv_freq: &[f32], out: &mut Vec<(f32, f32)>) {
+/// The rotation of every pair of one position: (sin, cos) of `pos * inv_freq[i]`, each times
+/// `attn_factor` (the RoPE's, 1 for most models: then exact), computed once per token and
+/// shared by all heads and layers. `out`: (head_dim / 2).
+pub fn rope_table(pos: f32, inv_freq: &[f32], attn_factor: f32, out: &mut Vec<(f32, f32)>) {
     out.clear();
-    out.extend(inv_freq.iter().map(|&f| sin_cos(pos * f)));
+    out.extend(inv_freq.iter().map(|&f| {
+        let (s, c) = sin_cos(pos * f);
+        (s * attn_factor, c * attn_factor)
+    }));
 }
 
 /// Cache cells per chunk of the split attention softmax (kernels/attention.hip: ATT_CHUNK):

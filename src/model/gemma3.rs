@@ -21,7 +21,7 @@
 //! Output tied to the embedding when `output.weight` is absent (every Gemma 3).
 
 use super::arch::{Family, Fused, Source};
-use super::layer::RopeSpec;
+use super::layer::{FreqFactors, RopeSpec};
 use super::{Activation, Hparams, RopeScaling, RopeStyle};
 use crate::gguf::Array;
 use crate::{Error, Result};
@@ -93,7 +93,9 @@ fn describe(src: &Source, hp: &mut Hparams) -> Result<()> {
     hp.ropes.push(RopeSpec {
         base: src.f32("rope.freq_base_swa").unwrap_or(DEFAULT_SWA_BASE),
         scaling: RopeScaling::None,
-        freq_factors: false,
+        freq_factors: FreqFactors::None,
+        // llama.cpp's rope takes the context's one attention factor for every layer.
+        attn_factor: hp.ropes[0].attn_factor,
     });
     let local = hp.ropes.len() - 1;
     for (layer, &w) in hp.layers.iter_mut().zip(&windowed) {

@@ -4,12 +4,12 @@
 //! then the family's file ([`super::arch`]) fills in its own.
 
 use super::arch::{Architecture, Source};
-use super::layer::{LayerSpec, RopeSpec};
+use super::layer::{FreqFactors, LayerSpec, RopeSpec};
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
 /// How RoPE frequencies are stretched for contexts beyond training length. (Llama 3.1's
-/// per-dimension factors come from the `rope_freqs` tensor: [`RopeSpec::freq_factors`].)
+/// per-dimension factors come from the file: [`RopeSpec::freq_factors`].)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RopeScaling {
     None,
@@ -207,10 +207,17 @@ fn shared(src: &Source, arch: Architecture) -> Result<Hparams> {
             .filter(|&n| n > 0)
             .ok_or_else(|| Error::InvalidModel("no vocabulary size".into()))?,
     };
+    let attn_factor = src.f32("rope.scaling.attn_factor").unwrap_or(1.0);
+    if !(attn_factor.is_finite() && attn_factor > 0.0) {
+        return Err(Error::InvalidModel(format!(
+            "RoPE attention factor {attn_factor} is not a positive number"
+        )));
+    }
     let rope = RopeSpec {
         base: src.f32("rope.freq_base").unwrap_or(10000.0),
         scaling: rope_scaling(src)?,
-        freq_factors: false,
+        freq_factors: FreqFactors::None,
+        attn_factor,
     };
     let rms_eps = src.f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
     Ok(Hparams {

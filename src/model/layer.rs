@@ -10,8 +10,26 @@ use crate::{Error, Result};
 pub struct RopeSpec {
     pub base: f32,
     pub scaling: RopeScaling,
-    /// The frequencies are divided per dimension by the `rope_freqs` tensor (Llama 3.1).
-    pub freq_factors: bool,
+    /// Per-dimension divisors of the frequencies, from the file.
+    pub freq_factors: FreqFactors,
+    /// The rotation's sine and cosine are multiplied by this (`rope.scaling.attn_factor`,
+    /// 1 when absent; Phi-3's long-context files): queries and keys grow by it, scores by its
+    /// square, as llama.cpp's rope does.
+    pub attn_factor: f32,
+}
+
+/// Where a rotation's per-dimension frequency divisors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreqFactors {
+    None,
+    /// The `rope_freqs` tensor (Llama 3.1), for every context.
+    Fixed,
+    /// `rope_factors_short` for contexts of at most `n_ctx_orig` cells per sequence,
+    /// `rope_factors_long` beyond (Phi-3 128k), as llama.cpp chooses them per context; either
+    /// tensor may be absent (then no factors for those contexts).
+    ByContext {
+        n_ctx_orig: usize,
+    },
 }
 
 /// What one layer is: which RoPE it applies, how far back it attends, which optional tensors
@@ -54,6 +72,10 @@ pub enum Feature {
     AttentionLogitSoftcap,
     /// Attention scores scaled by other than `1 / √head_dim`.
     AttentionScale,
+    /// RoPE factors that depend on the context's length ([`FreqFactors::ByContext`]).
+    ContextRopeFactors,
+    /// A RoPE attention factor other than 1 ([`RopeSpec::attn_factor`]).
+    RopeAttnFactor,
 }
 
 impl Feature {
@@ -72,6 +94,8 @@ impl Feature {
             Feature::FinalLogitSoftcap => "final logit soft-capping",
             Feature::AttentionLogitSoftcap => "attention logit soft-capping",
             Feature::AttentionScale => "attention scale other than 1/sqrt(head_dim)",
+            Feature::ContextRopeFactors => "RoPE factors chosen by context length",
+            Feature::RopeAttnFactor => "RoPE attention factor",
         }
     }
 }
@@ -111,6 +135,11 @@ impl Hparams {
         // Scaling and frequency factors are folded into each rotation's table, which every
         // backend applies as it is; only several tables are a feature.
         add(ropes.len() > 1, Feature::PerLayerRope);
+        for r in ropes {
+            let by_context = matches!(r.freq_factors, FreqFactors::ByContext { .. });
+            add(by_context, Feature::ContextRopeFactors);
+            add(r.attn_factor != 1.0, Feature::RopeAttnFactor);
+        }
         add(*activation == Activation::GeGlu, Feature::GeGlu);
         add(embd_scale.is_some(), Feature::EmbeddingScale);
         add(final_logit_softcap.is_some(), Feature::FinalLogitSoftcap);

@@ -6,7 +6,7 @@
 //! sliding window (Mistral v0.1), so the key is not read here either.
 
 use super::arch::{Family, Fused, Source};
-use super::Hparams;
+use super::{FreqFactors, Hparams};
 use crate::Result;
 
 pub const FAMILY: Family = Family {
@@ -20,7 +20,9 @@ pub const FAMILY: Family = Family {
 };
 
 fn describe(src: &Source, hp: &mut Hparams) -> Result<()> {
-    hp.ropes[0].freq_factors = src.has_tensor("rope_freqs.weight");
+    if src.has_tensor("rope_freqs.weight") {
+        hp.ropes[0].freq_factors = FreqFactors::Fixed;
+    }
     for (il, layer) in hp.layers.iter_mut().enumerate() {
         layer.qkv_bias = src.layer_has_qkv_bias(il);
         layer.out_bias = src.layer_has(il, "attn_output.bias");

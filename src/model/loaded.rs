@@ -1,7 +1,7 @@
 //! A model as the backends see it: the parsed file, its description, typed weight views and
 //! the RoPE frequencies, immutable and shared by every context of the model.
 
-use super::{Hparams, RopeScaling, RopeSpec, Weights};
+use super::{FreqFactors, Hparams, RopeScaling, RopeSpec, Weights};
 use crate::gguf::GgufFile;
 use crate::Result;
 
@@ -13,26 +13,58 @@ pub struct LoadedModel {
     /// RoPE angle per position unit for each rotated pair, one table per RoPE of the
     /// description (`hparams.ropes`): (n_ropes, head_dim / 2).
     pub rope_inv_freq: Vec<Vec<f32>>,
+    /// The same for contexts longer than a [`FreqFactors::ByContext`] RoPE's original length
+    /// (its long factors); equal to `rope_inv_freq` for every other RoPE.
+    pub rope_inv_freq_long: Vec<Vec<f32>>,
 }
 
 impl LoadedModel {
     pub fn new(gguf: GgufFile) -> Result<LoadedModel> {
         let hparams = Hparams::from_gguf(&gguf)?;
         let weights = Weights::from_gguf(&gguf, &hparams)?;
-        let rope_inv_freq = (hparams.ropes.iter())
-            .map(|r| rope_inv_freq(hparams.head_dim, r, weights.rope_freq_factors.as_deref()))
-            .collect();
+        let tables = |long: bool| {
+            (hparams.ropes.iter())
+                .map(|r| {
+                    let factors = match r.freq_factors {
+                        FreqFactors::None => None,
+                        FreqFactors::Fixed => weights.rope_freq_factors.as_deref(),
+                        FreqFactors::ByContext { .. } if long => {
+                            weights.rope_freq_factors_long.as_deref()
+                        }
+                        FreqFactors::ByContext { .. } => weights.rope_freq_factors.as_deref(),
+                    };
+                    rope_inv_freq(hparams.head_dim, r, factors)
+                })
+                .collect()
+        };
+        let (rope_inv_freq, rope_inv_freq_long) = (tables(false), tables(true));
         Ok(LoadedModel {
             gguf,
             hparams,
             weights,
             rope_inv_freq,
+            rope_inv_freq_long,
         })
+    }
+
+    /// The RoPE tables of a context with `n_ctx_seq` cells per sequence: the long factors'
+    /// beyond a RoPE's original context length, as llama.cpp chooses them.
+    pub fn rope_tables(&self, n_ctx_seq: usize) -> &[Vec<f32>] {
+        let long = (self.hparams.ropes.iter()).any(|r| match r.freq_factors {
+            FreqFactors::ByContext { n_ctx_orig } => n_ctx_seq > n_ctx_orig,
+            _ => false,
+        });
+        if long {
+            &self.rope_inv_freq_long
+        } else {
+            &self.rope_inv_freq
+        }
     }
 }
 
 /// theta_i = base^(-2i/d) * freq_scale / factor_i, built by repeated multiplication as the
-/// reference implementation does, so angles round the same way.
+/// reference implementation does, so angles round the same way; `factors` as the RoPE's
+/// [`FreqFactors`] chose them.
 fn rope_inv_freq(head_dim: usize, rope: &RopeSpec, factors: Option<&[f32]>) -> Vec<f32> {
     let half = head_dim / 2;
     let step = rope.base.powf(-2.0 / head_dim as f32);
@@ -40,7 +72,6 @@ fn rope_inv_freq(head_dim: usize, rope: &RopeSpec, factors: Option<&[f32]>) -> V
         RopeScaling::None => 1.0,
         RopeScaling::Linear { factor } => 1.0 / factor,
     };
-    let factors = factors.filter(|_| rope.freq_factors);
     let mut theta = 1.0f32;
     (0..half)
         .map(|i| {

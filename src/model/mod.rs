@@ -27,12 +27,13 @@ pub mod weights;
 
 mod gemma3;
 mod llama;
+mod phi3;
 mod qwen2;
 mod qwen3;
 
 pub use arch::{Architecture, Family, Fused, Source};
 pub use hparams::{Activation, Hparams, RopeScaling, RopeStyle};
-pub use layer::{Feature, LayerSpec, RopeSpec};
+pub use layer::{Feature, FreqFactors, LayerSpec, RopeSpec};
 pub use loaded::LoadedModel;
 pub use weights::{LayerWeights, QkvBias, WeightRef, Weights};
 
@@ -42,6 +43,7 @@ pub const FAMILIES: &[&Family] = &[
     &qwen2::FAMILY,
     &qwen3::FAMILY,
     &gemma3::FAMILY,
+    &phi3::FAMILY,
 ];
 
 #[cfg(test)]

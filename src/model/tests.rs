@@ -91,7 +91,8 @@ fn a_llama_file_is_the_plain_description() {
         [RopeSpec {
             base: 50000.0,
             scaling: RopeScaling::None,
-            freq_factors: false
+            freq_factors: FreqFactors::None,
+            attn_factor: 1.0,
         }]
     );
     assert_eq!(hp.embd_scale, None);
@@ -122,7 +123,7 @@ fn llama_rope_scaling_and_frequency_factors_are_read() {
     let gguf = file("llama", &keys, &[("rope_freqs.weight", vec![8])], &[]);
     let hp = Hparams::from_gguf(&gguf).unwrap();
     assert_eq!(hp.ropes[0].scaling, RopeScaling::Linear { factor: 4.0 });
-    assert!(hp.ropes[0].freq_factors);
+    assert_eq!(hp.ropes[0].freq_factors, FreqFactors::Fixed);
     // Folded into the one table every backend applies: no feature.
     assert!(hp.features().is_empty());
     let w = Weights::from_gguf(&gguf, &hp).unwrap();
@@ -407,14 +408,109 @@ fn qwen3_files_have_qk_norm_and_a_head_size_of_their_own() {
 }
 
 #[test]
-fn the_supported_families_are_llama_qwen_and_gemma3() {
+fn the_supported_families_are_llama_qwen_gemma3_and_phi3() {
     assert_eq!(
         Architecture::supported_names(),
-        "llama, qwen2, qwen3, gemma3"
+        "llama, qwen2, qwen3, gemma3, phi3"
     );
     let e = Hparams::from_gguf(&file("qwen2moe", &[], &[], &[])).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unsupported model architecture 'qwen2moe' (this build runs: llama, qwen2, qwen3, gemma3)"
+        "unsupported model architecture 'qwen2moe' (this build runs: llama, qwen2, qwen3, gemma3, phi3)"
     );
+}
+
+/// A phi3 file as its conversions write it: Q|K|V and gate|up fused, RoPE factors for short
+/// and long contexts, an attention factor, a sliding window that llama.cpp does not apply.
+fn phi3(orig_ctx: Option<u32>) -> GgufFile {
+    let (d, kvd, ff, half) = (
+        D as u64,
+        (D / N_HEAD * N_HEAD_KV) as u64,
+        FF as u64,
+        (D / N_HEAD / 2) as u64,
+    );
+    let mut extra = vec![
+        ("rope_factors_short.weight".to_string(), vec![half]),
+        ("rope_factors_long.weight".to_string(), vec![half]),
+    ];
+    let mut skip = Vec::new();
+    for i in 0..N_LAYER {
+        extra.push((format!("blk.{i}.attn_qkv.weight"), vec![d, d + 2 * kvd]));
+        extra.push((format!("blk.{i}.ffn_up.weight"), vec![d, 2 * ff]));
+        for t in ["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"] {
+            skip.push(format!("blk.{i}.{t}.weight"));
+        }
+    }
+    let extra: Vec<(&str, Vec<u64>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+    let mut keys = vec![
+        ("rope.scaling.attn_factor", Value::F32(1.19)),
+        ("attention.sliding_window", Value::U32(64)),
+    ];
+    if let Some(n) = orig_ctx {
+        keys.push(("rope.scaling.original_context_length", Value::U32(n)));
+    }
+    file("phi3", &keys, &extra, &skip)
+}
+
+#[test]
+fn phi3_is_fused_neox_with_rope_factors_chosen_by_context_length() {
+    let gguf = phi3(Some(128));
+    let hp = Hparams::from_gguf(&gguf).unwrap();
+    assert_eq!(hp.rope_style, RopeStyle::Neox);
+    assert_eq!(hp.ropes.len(), 1);
+    assert_eq!(
+        hp.ropes[0].freq_factors,
+        FreqFactors::ByContext { n_ctx_orig: 128 }
+    );
+    assert_eq!(hp.ropes[0].attn_factor, 1.19);
+    // No window: llama.cpp b11312 runs Phi-3 with full attention whatever the file declares.
+    assert!(hp.layers.iter().all(|l| l.window.is_none()));
+    assert_eq!(
+        hp.features(),
+        [
+            Feature::NeoxRope,
+            Feature::ContextRopeFactors,
+            Feature::RopeAttnFactor
+        ]
+    );
+    hp.check_backend("CPU", crate::backend::cpu::RUNS).unwrap();
+    let e = hp
+        .check_backend("GPU", crate::backend::gpu::RUNS)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("phi3") && e.contains("NEOX"), "{e}");
+    let model = LoadedModel::new(gguf).unwrap();
+    assert_eq!(model.weights.layers[1].gate.rows, FF);
+    assert!(model.weights.rope_freq_factors.is_some());
+    assert!(model.weights.rope_freq_factors_long.is_some());
+    // Up to the original length the short factors, beyond it the long ones.
+    assert!(std::ptr::eq(
+        model.rope_tables(128),
+        model.rope_inv_freq.as_slice()
+    ));
+    assert!(std::ptr::eq(
+        model.rope_tables(129),
+        model.rope_inv_freq_long.as_slice()
+    ));
+    // Without the key the original length is the training length (512 here).
+    let hp = Hparams::from_gguf(&phi3(None)).unwrap();
+    assert_eq!(
+        hp.ropes[0].freq_factors,
+        FreqFactors::ByContext { n_ctx_orig: 512 }
+    );
+}
+
+#[test]
+fn a_bad_rope_attention_factor_is_refused() {
+    for bad in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let gguf = file(
+            "llama",
+            &[("rope.scaling.attn_factor", Value::F32(bad))],
+            &[],
+            &[],
+        );
+        let e = Hparams::from_gguf(&gguf).unwrap_err().to_string();
+        assert!(e.contains("RoPE attention factor"), "{bad}: {e}");
+    }
 }

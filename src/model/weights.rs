@@ -4,7 +4,7 @@
 //! standard ones (llama.cpp's `LLM_TENSOR_*` names), the same for every family.
 
 use super::arch::Fused;
-use super::{Hparams, LayerSpec};
+use super::{FreqFactors, Hparams, LayerSpec};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -90,9 +90,11 @@ pub struct Weights {
     pub output_norm: Vec<f32>,
     /// (n_vocab, n_embd); the embedding itself when the model ties them.
     pub output: WeightRef,
-    /// Per-dimension RoPE frequency divisors (Llama 3.1 long-context scaling): (head_dim / 2),
-    /// when a RoPE of the description has `freq_factors`.
+    /// Per-dimension RoPE frequency divisors, (head_dim / 2) each: Llama 3.1's `rope_freqs`
+    /// or Phi-3's `rope_factors_short` (a RoPE's [`super::FreqFactors`] says which).
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// Phi-3's `rope_factors_long`, for contexts longer than the original one.
+    pub rope_freq_factors_long: Option<Vec<f32>>,
 }
 
 impl Weights {
@@ -118,10 +120,17 @@ impl Weights {
         for (i, spec) in hp.layers.iter().enumerate() {
             layers.push(ld.layer(hp, i, spec, fused)?);
         }
-        let rope_freq_factors = if hp.ropes.iter().any(|r| r.freq_factors) {
-            Some(ld.vector("rope_freqs.weight", hp.head_dim / 2)?)
+        let half = hp.head_dim / 2;
+        let has = |f: fn(&FreqFactors) -> bool| hp.ropes.iter().any(|r| f(&r.freq_factors));
+        let (rope_freq_factors, rope_freq_factors_long) = if has(|f| *f == FreqFactors::Fixed) {
+            (Some(ld.vector("rope_freqs.weight", half)?), None)
+        } else if has(|f| matches!(f, FreqFactors::ByContext { .. })) {
+            (
+                ld.optional_vector("rope_factors_short.weight", half)?,
+                ld.optional_vector("rope_factors_long.weight", half)?,
+            )
         } else {
-            None
+            (None, None)
         };
         let weights = Weights {
             token_embd,
@@ -129,6 +138,7 @@ impl Weights {
             output_norm: ld.vector("output_norm.weight", hp.n_embd)?,
             output,
             rope_freq_factors,
+            rope_freq_factors_long,
         };
         ld.finish(hp)?;
         Ok(weights)
@@ -238,6 +248,14 @@ impl Loader<'_> {
     }
 
     /// A 1-D weight (norm scales, biases), converted to f32 once at load: they are tiny.
+    /// [`Self::vector`] when the file has the tensor.
+    fn optional_vector(&mut self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        match self.gguf.tensor(name) {
+            Some(_) => self.vector(name, len).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
         let info = self.find(name)?;
         if info.dims != [len as u64] {

@@ -1,7 +1,7 @@
 //! A tiny model built in memory: random weights, a SentencePiece byte vocabulary. Llama by
 //! default; the options add what other families have (biases, QK-norm, a head size of its
 //! own), so the same builder writes the small `qwen2` / `qwen3` files that llama.cpp's
-//! reference logits were made from (tests/qwen_llamacpp_parity.rs).
+//! reference logits were made from (tests/families_llamacpp_parity.rs).
 
 use rocmforge::gguf::{Array, GgufFile, GgufWriter, Value};
 use rocmforge::quant::quantize::quantize_row;
@@ -33,6 +33,13 @@ pub struct TinySpec {
     /// the normal one (2i, 2i + 1): the model with normal RoPE then computes what the file
     /// without the reordering computes with NEOX RoPE (up to the order of sums).
     pub qk_rows_from_neox: bool,
+    /// Q|K|V in one `attn_qkv` and gate|up in one `ffn_up` of 2 n_ff rows (Phi-3 files).
+    pub fused: bool,
+    /// `rope_factors_short` (1 ± 0.3) and `rope_factors_long` (3 ± 0.5) with this original
+    /// context length (Phi-3 long-context files).
+    pub rope_factors_orig_ctx: Option<u32>,
+    /// `rope.scaling.attn_factor`.
+    pub rope_attn_factor: Option<f32>,
 }
 
 impl Default for TinySpec {
@@ -52,6 +59,9 @@ impl Default for TinySpec {
             qkv_bias_scale: None,
             qk_norm_scale: None,
             qk_rows_from_neox: false,
+            fused: false,
+            rope_factors_orig_ctx: None,
+            rope_attn_factor: None,
         }
     }
 }
@@ -153,6 +163,17 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
         format!("{arch}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     );
+    if let Some(n) = spec.rope_factors_orig_ctx {
+        let key = format!("{arch}.rope.scaling.original_context_length");
+        kv(&mut w, key, Value::U32(n));
+    }
+    if let Some(f) = spec.rope_attn_factor {
+        kv(
+            &mut w,
+            format!("{arch}.rope.scaling.attn_factor"),
+            Value::F32(f),
+        );
+    }
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
     let mut types = vec![2i32, 3, 3];
     for b in 0..256 {
@@ -219,13 +240,22 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
     for i in 0..spec.n_layer {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
         tensor(&mut w, name("attn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
-        tensor(&mut w, name("attn_q"), &[d, q_dim], wt, 0.3, 0.0);
-        tensor(&mut w, name("attn_k"), &[d, kv_dim as u64], wt, 0.3, 0.0);
-        tensor(&mut w, name("attn_v"), &[d, kv_dim as u64], wt, 0.3, 0.0);
+        if spec.fused {
+            let qkv = q_dim + 2 * kv_dim as u64;
+            tensor(&mut w, name("attn_qkv"), &[d, qkv], wt, 0.3, 0.0);
+        } else {
+            tensor(&mut w, name("attn_q"), &[d, q_dim], wt, 0.3, 0.0);
+            tensor(&mut w, name("attn_k"), &[d, kv_dim as u64], wt, 0.3, 0.0);
+            tensor(&mut w, name("attn_v"), &[d, kv_dim as u64], wt, 0.3, 0.0);
+        }
         tensor(&mut w, name("attn_output"), &[q_dim, d], wt, 0.2, 0.0);
         tensor(&mut w, name("ffn_norm"), &[d], GgmlType::F32, 0.1, 1.0);
-        tensor(&mut w, name("ffn_gate"), &[d, ff], wt, 0.2, 0.0);
-        tensor(&mut w, name("ffn_up"), &[d, ff], wt, 0.2, 0.0);
+        if spec.fused {
+            tensor(&mut w, name("ffn_up"), &[d, 2 * ff], wt, 0.2, 0.0);
+        } else {
+            tensor(&mut w, name("ffn_gate"), &[d, ff], wt, 0.2, 0.0);
+            tensor(&mut w, name("ffn_up"), &[d, ff], wt, 0.2, 0.0);
+        }
         tensor(&mut w, name("ffn_down"), &[ff, d], wt, 0.2, 0.0);
     }
     tensor(
@@ -256,6 +286,26 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             tensor(&mut w, bias("attn_k"), &[kv_dim as u64], f, b, 0.0);
             tensor(&mut w, bias("attn_v"), &[kv_dim as u64], f, b, 0.0);
         }
+    }
+    if spec.rope_factors_orig_ctx.is_some() {
+        let half = head_dim as u64 / 2;
+        let f = GgmlType::F32;
+        tensor(
+            &mut w,
+            "rope_factors_short.weight".into(),
+            &[half],
+            f,
+            0.3,
+            1.0,
+        );
+        tensor(
+            &mut w,
+            "rope_factors_long.weight".into(),
+            &[half],
+            f,
+            0.5,
+            3.0,
+        );
     }
     if let Some(s) = spec.qk_norm_scale {
         let hd = head_dim as u64;

@@ -6,7 +6,7 @@
 #      DeepSeek-R1-Distill-Qwen-7B's vocab,
 #   3. teacher-forcing logits for each prompt in tests/fixtures/prompts/,
 #   4. teacher-forcing logits of the small synthetic qwen2/qwen3 models of
-#      tests/qwen_llamacpp_parity.rs -> tests/fixtures/qwen/,
+#      tests/families_llamacpp_parity.rs -> tests/fixtures/families/,
 #   5. llama.cpp's own logit variation across its settings -> llama_cpp_self_variation.json.
 # Usage: tools/reference/make-fixtures.sh [--no-vary]
 set -euo pipefail
@@ -51,14 +51,17 @@ for p in $fx/prompts/*.txt; do
   "$dump" logits "$smol" "$p" $fx/smollm2/"$name".json --n-gen 64 --threads "$threads" --fa off --kv f32
 done
 
-# Small synthetic qwen2/qwen3 models (random weights, biases and QK-norm weights; F32, Q8_0,
-# Q4_0), written by the test that rebuilds them in memory to compare.
-ROCMFORGE_TINY_OUT="$ref/qwen" cargo test --quiet --test qwen_llamacpp_parity -- \
+# Small synthetic qwen2/qwen3/phi3 models (random weights, biases, QK-norm weights, fused
+# tensors, RoPE factors; F32, Q8_0, Q4_0), written by the test that rebuilds them in memory to compare.
+ROCMFORGE_TINY_OUT="$ref/qwen" cargo test --quiet --test families_llamacpp_parity -- \
   --ignored write_reference_models
-mkdir -p $fx/qwen
-for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0; do
-  "$dump" logits "$ref/qwen/$m.gguf" $fx/qwen/prompt.txt $fx/qwen/"$m".json \
-    --n-gen 24 --threads "$threads" --fa off --kv f32 --n-ctx 256
+mkdir -p $fx/families
+for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0 phi3_f32_long phi3_f32_short phi3_q8_0_long; do
+  # phi3: a context longer than the file's original 256 (the long RoPE factors), and one as
+  # long ("_short": the short factors).
+  n_ctx=256; case $m in phi3*_long) n_ctx=512 ;; esac
+  "$dump" logits "$ref/qwen/$m.gguf" $fx/families/prompt.txt $fx/families/"$m".json \
+    --n-gen 24 --threads "$threads" --fa off --kv f32 --n-ctx $n_ctx
 done
 
 [ "${1:-}" = "--no-vary" ] && exit 0

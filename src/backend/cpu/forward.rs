@@ -35,21 +35,27 @@ pub const RUNS: &[Feature] = &[
     Feature::SlidingWindow,
     Feature::FinalLogitSoftcap,
     Feature::AttentionScale,
+    Feature::ContextRopeFactors,
+    Feature::RopeAttnFactor,
 ];
 
 /// A CPU context: keys and values in host memory, worker threads and per-batch buffers.
 pub struct CpuContext {
     model: Arc<LoadedModel>,
+    /// Cells per sequence (n_ctx / n_seq_max), which picks RoPE factors as llama.cpp does.
+    n_ctx_seq: usize,
     kv: HostKv,
     pool: ThreadPool,
     scratch: Scratch,
 }
 
 impl CpuContext {
-    /// Keys and values for `n_ctx` cells stored as `kv_type`, computed on `n_threads` threads.
+    /// Keys and values for `n_ctx` cells stored as `kv_type`, computed on `n_threads` threads;
+    /// `n_ctx_seq` cells per sequence.
     pub fn new(
         model: Arc<LoadedModel>,
         n_ctx: usize,
+        n_ctx_seq: usize,
         n_threads: usize,
         kv_type: KvType,
     ) -> Result<CpuContext> {
@@ -61,6 +67,7 @@ impl CpuContext {
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
         Ok(CpuContext {
             model,
+            n_ctx_seq,
             kv,
             pool,
             scratch: Scratch::default(),
@@ -84,6 +91,7 @@ impl Executor for CpuContext {
     ) -> Result<Vec<Option<usize>>> {
         let run = Run {
             model: &self.model,
+            rope_inv_freq: self.model.rope_tables(self.n_ctx_seq),
             kv: &mut self.kv,
             cells,
             pool: &self.pool,
@@ -111,6 +119,8 @@ impl Executor for CpuContext {
 /// What one forward pass works with.
 struct Run<'a> {
     model: &'a LoadedModel,
+    /// The model's RoPE tables for this context's length ([`LoadedModel::rope_tables`]).
+    rope_inv_freq: &'a [Vec<f32>],
     kv: &'a mut HostKv,
     cells: &'a Cells,
     pool: &'a ThreadPool,
@@ -133,6 +143,7 @@ impl Run<'_> {
     ) -> Result<Vec<Option<usize>>> {
         let Run {
             model,
+            rope_inv_freq,
             kv,
             cells: table,
             pool,
@@ -153,8 +164,9 @@ impl Run<'_> {
         }
         for t in 0..n {
             table.visible_cells(batch.seq[t], batch.pos[t], &mut s.visible[t]);
-            for (r, inv_freq) in model.rope_inv_freq.iter().enumerate() {
-                rope_table(batch.pos[t] as f32, inv_freq, &mut s.rope[r][t]);
+            for (r, inv_freq) in rope_inv_freq.iter().enumerate() {
+                let factor = hp.ropes[r].attn_factor;
+                rope_table(batch.pos[t] as f32, inv_freq, factor, &mut s.rope[r][t]);
             }
         }
         windowed_cells(hp, table, batch, &s.visible[..n], &mut s.windowed);

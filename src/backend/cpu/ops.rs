@@ -115,7 +115,7 @@ mod tests {
         let mut x = [1.0f32, 0.0, 0.0, 1.0];
         let inv_freq = [1.0f32, 0.5];
         let mut table = Vec::new();
-        rope_table(std::f32::consts::FRAC_PI_2, &inv_freq, &mut table);
+        rope_table(std::f32::consts::FRAC_PI_2, &inv_freq, 1.0, &mut table);
         rope_in_place(&mut x, 4, &table);
         assert!(x[0].abs() < 1e-6 && (x[1] - 1.0).abs() < 1e-6);
         let angle = std::f32::consts::FRAC_PI_4;
@@ -126,7 +126,7 @@ mod tests {
     fn neox_rope_is_normal_rope_on_interleaved_halves() {
         // NEOX on (a0 a1 | b0 b1) is normal RoPE on (a0 b0 a1 b1), bit for bit.
         let mut table = Vec::new();
-        rope_table(3.0, &[1.0, 0.25], &mut table);
+        rope_table(3.0, &[1.0, 0.25], 1.0, &mut table);
         let head = [0.5f32, -1.5, 2.0, 0.75];
         let mut neox = head;
         rope_neox_in_place(&mut neox, 4, &table);

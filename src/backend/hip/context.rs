@@ -396,9 +396,11 @@ impl GpuContext {
         // RoPE rotations by the CPU backend's own function: the GPU applies the same bits.
         self.host_rope.clear();
         for t in range.clone() {
+            // Attention factor 1: the GPU refuses others (Feature::RopeAttnFactor).
             rope_table(
                 batch.pos[t] as f32,
                 &self.model.rope_inv_freq,
+                1.0,
                 &mut self.host_rope_pair,
             );
             self.host_rope

@@ -1,4 +1,4 @@
-//! Agreement with llama.cpp on the `qwen2` and `qwen3` families, judged by teacher forcing on
+//! Agreement with llama.cpp on the `qwen2`, `qwen3` and `phi3` families, judged by teacher forcing on
 //! small synthetic models: no real Qwen weights are needed (or downloaded).
 //!
 //! Each model is a [`TinySpec`] (tests/common/tiny.rs): deterministic random weights, so the
@@ -7,7 +7,7 @@
 //! n_embd / n_head (16), so Q is wider than the residual stream. F32 and quantized (Q8_0,
 //! Q4_0) weights, a tied output head in one of them. tools/reference/make-fixtures.sh writes
 //! the files through the ignored test below and runs llama.cpp on them
-//! (tests/fixtures/qwen/<name>.json, the schema of tests/fixtures/README.md).
+//! (tests/fixtures/families/<name>.json, the schema of tests/fixtures/README.md).
 //!
 //! Why TinySpec and not `rocmforge_synth`: the test needs the file again and TinySpec makes it
 //! in memory (no model file is committed or carried, only ~95 KB of logits); its weights
@@ -65,7 +65,33 @@ fn models() -> Vec<(&'static str, TinySpec)> {
         ),
         ("qwen3_f32", qwen3(GgmlType::F32)),
         ("qwen3_q4_0", qwen3(GgmlType::Q4_0)),
+        // The same phi3 file in contexts longer ("_long", 512 cells: rope_factors_long) and
+        // not longer ("_short", 256: rope_factors_short) than its original length of 256.
+        ("phi3_f32_long", phi3(GgmlType::F32)),
+        ("phi3_f32_short", phi3(GgmlType::F32)),
+        ("phi3_q8_0_long", phi3(GgmlType::Q8_0)),
     ]
+}
+
+/// A phi3 file: fused Q|K|V and gate|up, short and long RoPE factors, an attention factor.
+fn phi3(weight_type: GgmlType) -> TinySpec {
+    TinySpec {
+        arch: "phi3",
+        weight_type,
+        fused: true,
+        rope_factors_orig_ctx: Some(256),
+        rope_attn_factor: Some(1.19),
+        ..Default::default()
+    }
+}
+
+/// The context length llama.cpp ran model `name` with (`--n-ctx`, make-fixtures.sh).
+fn n_ctx(name: &str) -> usize {
+    match name {
+        "phi3_f32_short" => 256,
+        n if n.starts_with("phi3") => 512,
+        _ => 256,
+    }
 }
 
 /// Writes every model of [`models`] to `$ROCMFORGE_TINY_OUT/<name>.gguf`, for llama.cpp
@@ -91,6 +117,11 @@ fn the_reference_models_are_what_they_claim() {
         assert_eq!(hp.arch.name(), spec.arch, "{name}");
         let expected: &[Feature] = match spec.arch {
             "qwen2" => &[Feature::NeoxRope, Feature::QkvBias],
+            "phi3" => &[
+                Feature::NeoxRope,
+                Feature::ContextRopeFactors,
+                Feature::RopeAttnFactor,
+            ],
             _ => &[Feature::NeoxRope, Feature::QkNorm],
         };
         assert_eq!(hp.features(), expected, "{name}");
@@ -104,7 +135,7 @@ fn the_reference_models_are_what_they_claim() {
     }
 }
 
-/// A fixture of tests/fixtures/qwen, with the prompt and continuation as one token list.
+/// A fixture of tests/fixtures/families, with the prompt and continuation as one token list.
 struct Fixture {
     prompt: String,
     n_prompt: usize,
@@ -115,7 +146,7 @@ struct Fixture {
 }
 
 fn load_fixture(name: &str) -> Fixture {
-    let f = teacher::load_fixture(&common::fixture(&format!("qwen/{name}.json")));
+    let f = teacher::load_fixture(&common::fixture(&format!("families/{name}.json")));
     let n_prompt = f.prompt_tokens.len();
     Fixture {
         prompt: f.prompt,
@@ -127,10 +158,10 @@ fn load_fixture(name: &str) -> Fixture {
 
 /// An f32 KV cache, as the fixtures were made (`--kv f32`): these tiny models are compared
 /// at the level of the arithmetic (hundredths of a logit), where f16 rounding of K/V shows.
-fn context_params() -> ContextParams {
+fn context_params(n_ctx: usize) -> ContextParams {
     ContextParams {
-        n_ctx: 256,
-        n_batch: 256,
+        n_ctx,
+        n_batch: n_ctx,
         n_seq_max: 1,
         n_threads: 2,
         cache_type: KvType::F32,
@@ -154,7 +185,7 @@ fn agreement(name: &str, spec: &TinySpec) -> Agreement {
     let f = load_fixture(name);
     assert_eq!(f.tokens.len(), f.top.len(), "fixture '{name}' positions");
     let model = Model::from_gguf(build(spec)).unwrap();
-    let mut ctx = Context::new(&model, context_params()).unwrap();
+    let mut ctx = Context::new(&model, context_params(n_ctx(name))).unwrap();
     // The byte vocabulary tokenizes the prompt as llama.cpp did (with BOS).
     assert_eq!(
         model.tokenizer().encode(&f.prompt, true, true),
@@ -242,7 +273,7 @@ fn free_running_greedy_matches_llama_cpp() {
     for (name, spec) in models() {
         let f = load_fixture(name);
         let model = Model::from_gguf(build(&spec)).unwrap();
-        let mut ctx = Context::new(&model, context_params()).unwrap();
+        let mut ctx = Context::new(&model, context_params(n_ctx(name))).unwrap();
         ctx.eval(&f.tokens[..f.n_prompt], 0).unwrap();
         let mut matched = 0;
         for (step, &expected) in f.tokens[f.n_prompt..].iter().enumerate() {
@@ -297,19 +328,38 @@ fn a_model_missing_what_the_family_adds_is_told_apart() {
                 ..spec("qwen3_f32")
             },
         ),
+        // The short factors where llama.cpp took the long ones (an original length of 1024).
+        (
+            "phi3_f32_long",
+            TinySpec {
+                rope_factors_orig_ctx: Some(1024),
+                ..spec("phi3_f32_long")
+            },
+        ),
+        // No attention factor.
+        (
+            "phi3_f32_short",
+            TinySpec {
+                rope_attn_factor: None,
+                ..spec("phi3_f32_short")
+            },
+        ),
     ];
     for (name, wrong_spec) in wrong {
         let a = agreement(name, &wrong_spec);
-        eprintln!(
-            "{name} against arch {}, biases {:?}, QK-norm {:?}: max |Δlogit| {:.3}",
-            wrong_spec.arch, wrong_spec.qkv_bias_scale, wrong_spec.qk_norm_scale, a.max_delta
-        );
-        assert!(
-            a.max_delta > 20.0 * TOLERANCE,
-            "{name} against {} {:?} {:?}: max |Δlogit| only {}",
+        let what = format!(
+            "{name} against arch {}, biases {:?}, QK-norm {:?}, RoPE factors' length {:?}, \
+             attention factor {:?}",
             wrong_spec.arch,
             wrong_spec.qkv_bias_scale,
             wrong_spec.qk_norm_scale,
+            wrong_spec.rope_factors_orig_ctx,
+            wrong_spec.rope_attn_factor
+        );
+        eprintln!("{what}: max |Δlogit| {:.3}", a.max_delta);
+        assert!(
+            a.max_delta > 20.0 * TOLERANCE,
+            "{what}: max |Δlogit| only {}",
             a.max_delta
         );
     }
