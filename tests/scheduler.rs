@@ -230,3 +230,61 @@ fn cancellation_stop_strings_and_limits() {
     };
     assert_eq!(sampled(7), sampled(7));
 }
+
+/// Isolated regions: a request whose prompt begins with what a running request already holds
+/// gets a copy of those cells in its own region (not recomputed), and its continuation is still
+/// exactly its continuation alone; the running request is not disturbed.
+#[test]
+fn a_running_requests_prefix_is_copied_into_a_new_requests_region() {
+    let Some(model) = model() else { return };
+    let sched = Scheduler::new(
+        &model,
+        SchedulerConfig {
+            n_ctx: 4 * 512,
+            n_seq: 4,
+            n_batch: 64,
+            isolated: true,
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    let system = "You are a helpful assistant who answers questions about geography, history \
+                  and science briefly and accurately. ";
+    let first = encode(
+        &model,
+        &format!("{system}Question: What is the capital of France?"),
+    );
+    let second = encode(&model, &format!("{system}Question: Why is the sky blue?"));
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared >= 16, "{shared}");
+    let n = 20;
+    let (ref_first, ref_second) = (alone(&model, &first, n), alone(&model, &second, n));
+
+    let long = Request {
+        ignore_eos: true,
+        ..Request::greedy(first.clone(), n)
+    };
+    let rx_first = sched.submit_channel(long).unwrap();
+    // Its prompt is in the cache once its first token arrives.
+    let Event::Token { id, .. } = rx_first.recv().unwrap() else {
+        panic!("no first token")
+    };
+    let before = sched.stats().prefix_hits;
+    let (ids, _, _, usage) = collect(
+        sched
+            .submit_channel(Request::greedy(second.clone(), n))
+            .unwrap(),
+    );
+    assert_eq!(usage.cached_tokens, shared, "{usage:?}");
+    assert_eq!(sched.stats().prefix_hits, before + 1);
+    assert_eq!(ids, ref_second, "the second request with a copied prefix");
+    let (rest, _, _, _) = collect(rx_first);
+    let first_ids: Vec<u32> = std::iter::once(id).chain(rest).collect();
+    // Alone it stops at its end-of-generation token; here it ran on through it (to stay
+    // running while the second request was admitted).
+    assert_eq!(first_ids[..ref_first.len()], ref_first);
+}

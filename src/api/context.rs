@@ -270,6 +270,14 @@ impl Context {
         Ok(())
     }
 
+    /// With sequence regions ([`Self::set_seq_regions`]): copies positions `0..n` of `src` into
+    /// `dst`'s own region (keys and values copied, not shared), where they have the bits `dst`
+    /// would compute for the same tokens itself. `dst` must hold none of those positions.
+    pub fn kv_seq_copy_into_region(&mut self, src: u32, dst: u32, n: usize) -> Result<()> {
+        let (from, to) = self.cells().region_copy_cells(src, dst, n)?;
+        self.engine.copy_cells(dst, &from, &to)
+    }
+
     pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
         self.cells().check_seq(seq)?;
         self.engine.edit_cells(|c| c.seq_keep(seq));

@@ -62,6 +62,17 @@ impl<E: Executor + ?Sized> Engine<E> {
         self.exec.cells_changed();
     }
 
+    /// Copies the keys and values of cells `from` into `to` and gives `to` to `seq` as its
+    /// positions `0..` ([`Cells::region_copy_cells`] plans them). On an error the table is as
+    /// it was (the target cells' keys and values may be partly written).
+    pub fn copy_cells(&mut self, seq: u32, from: &[usize], to: &[usize]) -> Result<()> {
+        let data = self.exec.read_cells(from)?;
+        self.exec.write_cells(to, &data)?;
+        self.cells.claim(seq, to);
+        self.exec.cells_changed();
+        Ok(())
+    }
+
     /// Keys and values of `cells` (see [`Executor::read_cells`]).
     pub fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
         self.exec.read_cells(cells)

@@ -165,6 +165,58 @@ impl Cells {
         Ok(found)
     }
 
+    /// With sequence regions: the cells holding positions `0..n` of `src` and the cells of
+    /// `dst`'s region at the same offsets, for a physical copy of the prefix ([`Self::claim`]
+    /// after the keys and values are written). The copy has the bits `dst` would compute for
+    /// those tokens in its own region, as regions are whole attention chunks apart.
+    pub fn region_copy_cells(
+        &self,
+        src: u32,
+        dst: u32,
+        n: usize,
+    ) -> Result<(Vec<usize>, Vec<usize>)> {
+        let Some(stride) = self.seq_stride else {
+            return Err(Error::InvalidArgument(
+                "a copy between sequence regions needs sequence regions".into(),
+            ));
+        };
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        if src == dst || n > stride {
+            return Err(Error::InvalidArgument(format!(
+                "cannot copy {n} positions from sequence {src} to {dst} (regions of {stride})"
+            )));
+        }
+        let (mut from, mut to) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for p in 0..n {
+            let (a, b) = (src as usize * stride + p, dst as usize * stride + p);
+            if self.cells[a].pos != p as i32 || self.cells[a].seqs & (1u64 << src) == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "sequence {src} holds no position {p} to copy"
+                )));
+            }
+            if self.cells[b].pos >= 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "the cell for position {p} of sequence {dst} is in use"
+                )));
+            }
+            from.push(a);
+            to.push(b);
+        }
+        Ok((from, to))
+    }
+
+    /// Gives `cells` to `seq` as its positions `0, 1, ...` (the targets of
+    /// [`Self::region_copy_cells`], once their keys and values are written).
+    pub fn claim(&mut self, seq: u32, cells: &[usize]) {
+        for (p, &c) in cells.iter().enumerate() {
+            self.cells[c] = Cell {
+                pos: p as i32,
+                seqs: 1u64 << seq,
+            };
+        }
+    }
+
     /// Frees cells taken by `allocate` (used to roll back a batch that failed midway).
     pub fn release(&mut self, cells: &[usize]) {
         for &c in cells {
@@ -299,6 +351,35 @@ mod tests {
         assert!(matches!(kv.allocate(&[(4, 0)]), Err(Error::ContextFull(_))));
         assert!(matches!(kv.allocate(&[(1, 1)]), Err(Error::ContextFull(_))));
         assert_eq!(kv.used(), 3);
+    }
+
+    #[test]
+    fn a_prefix_copies_into_the_same_offsets_of_another_region() {
+        let mut kv = Cells::new(12, 3).unwrap();
+        kv.allocate(&[(0, 0), (1, 0), (2, 0)]).unwrap();
+        // Only with regions.
+        assert!(kv.region_copy_cells(0, 1, 2).is_err());
+        let mut kv = Cells::new(12, 3).unwrap();
+        kv.set_seq_regions(Some(4)).unwrap();
+        kv.allocate(&[(0, 0), (1, 0), (2, 0), (0, 2)]).unwrap();
+        assert_eq!(
+            kv.region_copy_cells(0, 1, 2).unwrap(),
+            (vec![0, 1], vec![4, 5])
+        );
+        // The source lacks position 3; the target's position 0 is taken; the same sequence;
+        // longer than a region; no such sequence.
+        assert!(kv.region_copy_cells(0, 1, 4).is_err());
+        assert!(kv.region_copy_cells(0, 2, 1).is_err());
+        assert!(kv.region_copy_cells(0, 0, 1).is_err());
+        assert!(kv.region_copy_cells(0, 1, 5).is_err());
+        assert!(kv.region_copy_cells(0, 3, 1).is_err());
+        let (_, to) = kv.region_copy_cells(0, 1, 3).unwrap();
+        kv.claim(1, &to);
+        let mut v = Vec::new();
+        kv.visible_cells(1, 9, &mut v);
+        assert_eq!(v, [4, 5, 6]);
+        assert_eq!(kv.cell(6), (2, 1 << 1));
+        assert_eq!(kv.seq_pos_max(1), Some(2));
     }
 
     #[test]

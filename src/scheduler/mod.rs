@@ -10,7 +10,8 @@
 //!   cells for its next prompt chunk;
 //! - prefix caching: a finished request's sequence stays in the cache ("idle"); a new request
 //!   whose prompt starts with tokens some sequence (idle or running) already holds shares those
-//!   cells by a sequence copy and evaluates only the rest. Idle sequences are evicted, least
+//!   cells by a sequence copy (with isolated regions: takes the idle sequence over, or copies
+//!   a running one's prefix into its own region) and evaluates only the rest. Idle sequences are evicted, least
 //!   recently used first, when their slot or cells are needed;
 //! - preemption: when a step does not fit in the free cells, the most recently admitted running
 //!   request gives its cells back and waits at the head of the queue; its tokens so far are
@@ -54,7 +55,8 @@ pub struct SchedulerConfig {
     /// Give every sequence slot its own region of the cache (`n_ctx / n_seq` cells, rounded
     /// down to the attention chunk), so each request computes exactly the bits it would alone,
     /// whatever runs beside it ([`crate::kv_cache::Cells::set_seq_regions`]). A request is then
-    /// limited to its region, and reuses a prefix only from the idle sequence it takes over.
+    /// limited to its region; it reuses a prefix by taking over the idle sequence that holds
+    /// it, or by a copy of a running sequence's prefix into its own region.
     /// Off: one shared pool, prefixes shared across sequences by sequence copy, preemption when
     /// the pool is full; results may then differ in the last bits with the batch's layout.
     pub isolated: bool,

@@ -227,10 +227,8 @@ impl Worker {
         let cap = job.tokens.len() - 1;
         let mut source: Option<(usize, usize)> = None;
         for (i, s) in self.slots.iter().enumerate() {
-            // Isolated sequences share no cells: only an idle sequence taken over is reused.
-            if self.config.isolated && !s.is_idle() {
-                continue;
-            }
+            // Isolated sequences share no cells: an idle sequence is taken over, a running
+            // one's prefix copied into the new sequence's region (below).
             let l = common_prefix(&s.kv_tokens, &job.tokens).min(cap);
             if l > 0 && source.is_none_or(|(_, best)| l > best) {
                 source = Some((i, l));
@@ -254,7 +252,7 @@ impl Worker {
         } else {
             return Err(job);
         };
-        let reuse = source.map_or(0, |(_, l)| l);
+        let mut reuse = source.map_or(0, |(_, l)| l);
         let keep: Vec<usize> = [Some(target), source.map(|(i, _)| i)]
             .into_iter()
             .flatten()
@@ -281,9 +279,19 @@ impl Worker {
                 self.slots[target].kv_tokens.truncate(l);
             }
             Some((s, l)) => {
-                let _ = self.ctx.kv_seq_copy(s as u32, t, 0, l as i32);
-                let prefix = self.slots[s].kv_tokens[..l].to_vec();
-                self.slots[target].kv_tokens = prefix;
+                // Isolated: a copy into the target's (empty) region, with the bits the request
+                // computes alone; a failed copy (a GPU error) just leaves the prompt to compute.
+                let copied = if self.config.isolated {
+                    self.ctx.kv_seq_copy_into_region(s as u32, t, l).is_ok()
+                } else {
+                    self.ctx.kv_seq_copy(s as u32, t, 0, l as i32).is_ok()
+                };
+                if copied {
+                    let prefix = self.slots[s].kv_tokens[..l].to_vec();
+                    self.slots[target].kv_tokens = prefix;
+                } else {
+                    reuse = 0;
+                }
             }
             None => {}
         }
