@@ -136,22 +136,6 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
     if let Some(dst) = seq {
         table.check_seq(dst)?;
     }
-    // Which cells will receive the saved ones: every cell for a whole restore, else the free
-    // cells plus those only `dst` holds (they are dropped first).
-    let targets: Vec<usize> = (table.cells.iter().enumerate())
-        .filter(|(_, c)| match seq {
-            None => true,
-            Some(dst) => c.pos < 0 || c.seqs == 1u64 << dst,
-        })
-        .map(|(i, _)| i)
-        .take(n_cells)
-        .collect();
-    if targets.len() < n_cells {
-        return Err(Error::ContextFull(format!(
-            "state holds {n_cells} cells, only {} are available",
-            targets.len()
-        )));
-    }
     let mut saved = Vec::with_capacity(n_cells);
     let mut data = Vec::with_capacity(n_cells * g.floats_per_cell());
     for k in 0..n_cells {
@@ -183,12 +167,77 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
             ),
         }
     }
+    let targets = match table.seq_stride {
+        Some(stride) => region_targets(table, &saved, seq, stride)?,
+        None => {
+            // Every cell for a whole restore, else the free cells plus those only `dst` holds
+            // (they are dropped first).
+            let targets: Vec<usize> = (table.cells.iter().enumerate())
+                .filter(|(_, c)| match seq {
+                    None => true,
+                    Some(dst) => c.pos < 0 || c.seqs == 1u64 << dst,
+                })
+                .map(|(i, _)| i)
+                .take(n_cells)
+                .collect();
+            if targets.len() < n_cells {
+                return Err(Error::ContextFull(format!(
+                    "state holds {n_cells} cells, only {} are available",
+                    targets.len()
+                )));
+            }
+            targets
+        }
+    };
     Ok(Restore {
         targets,
         saved,
         data,
         seq,
     })
+}
+
+/// With sequence regions ([`Cells::set_seq_regions`]) a restored cell goes where its sequence
+/// would have computed it: position `p` of sequence `s` to cell `s * stride + p`, so the
+/// restored sequence continues with the bits it had (attention sums by cell chunks). A cell
+/// shared by several sequences has no such place and is refused, as is a position past the
+/// region or (into `dst`) a cell another sequence holds.
+fn region_targets(
+    table: &Cells,
+    saved: &[Cell],
+    seq: Option<u32>,
+    stride: usize,
+) -> Result<Vec<usize>> {
+    let mut targets = Vec::with_capacity(saved.len());
+    let mut taken = std::collections::HashSet::new();
+    for c in saved {
+        if c.seqs.count_ones() != 1 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid KV state for sequence regions: a cell of sequences {:#x} (shared cells \
+                 have no region)",
+                c.seqs
+            )));
+        }
+        let s = c.seqs.trailing_zeros() as usize;
+        let cell = s * stride + c.pos as usize;
+        if c.pos as usize >= stride || !taken.insert(cell) {
+            return Err(Error::ContextFull(format!(
+                "position {} of sequence {s} does not fit its region of {stride} cells",
+                c.pos
+            )));
+        }
+        if let Some(dst) = seq {
+            let held = table.cells[cell];
+            if held.pos >= 0 && held.seqs != 1u64 << dst {
+                return Err(Error::ContextFull(format!(
+                    "cell {cell} of sequence {dst}'s region is held by sequences {:#x}",
+                    held.seqs
+                )));
+            }
+        }
+        targets.push(cell);
+    }
+    Ok(targets)
 }
 
 impl Cells {
@@ -280,6 +329,47 @@ mod tests {
             f16_kv.key(0, 1)[2],
             "1.1 rounds in f16"
         );
+    }
+
+    #[test]
+    fn with_sequence_regions_a_restored_cell_goes_to_its_region() {
+        let regions = || {
+            let mut cells = Cells::new(12, 3).unwrap();
+            cells.set_seq_regions(Some(4)).unwrap();
+            (cells, HostKv::new(2, 12, 3, KvType::F32).unwrap())
+        };
+        let (mut cells, mut kv) = regions();
+        let placed = cells.allocate(&[(0, 1), (1, 1), (0, 2)]).unwrap();
+        assert_eq!(placed, [4, 5, 8]);
+        for (n, &c) in placed.iter().enumerate() {
+            kv.store(0, c, &[n as f32; 3], &[1.0; 3]);
+        }
+        // Sequence 1 into sequence 0: its region's cells 0 and 1.
+        let blob = save_of(&cells, &kv, Some(1));
+        let plan = plan_restore(&cells, &blob, Some(0), G).unwrap();
+        assert_eq!(plan.targets, [0, 1]);
+        restore(&mut cells, &mut kv, &blob, Some(0)).unwrap();
+        assert_eq!(kv.key(0, 1), kv.key(0, 5));
+        // The whole cache into a fresh context keeps every cell in its region.
+        let whole = save_of(&cells, &kv, None);
+        let (mut other, mut okv) = regions();
+        restore(&mut other, &mut okv, &whole, None).unwrap();
+        assert_eq!(other.of_seq(None), [0, 1, 4, 5, 8]);
+        assert_eq!(save_of(&other, &okv, None), whole);
+        // A position past the region does not fit.
+        let (mut wide, wkv) = (
+            Cells::new(12, 3).unwrap(),
+            HostKv::new(2, 12, 3, KvType::F32).unwrap(),
+        );
+        wide.allocate(&[(0, 0), (5, 0)]).unwrap();
+        let long = save_of(&wide, &wkv, Some(0));
+        let e = plan_restore(&other, &long, Some(2), G).err().unwrap();
+        assert!(matches!(e, Error::ContextFull(_)), "{e}");
+        // A cell shared by two sequences has no region.
+        wide.seq_copy(0, 1, 0, 1);
+        let shared = save_of(&wide, &wkv, None);
+        let e = plan_restore(&regions().0, &shared, None, G).err().unwrap();
+        assert!(e.to_string().contains("shared cells"), "{e}");
     }
 
     #[test]
