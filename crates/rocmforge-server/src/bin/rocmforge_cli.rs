@@ -356,8 +356,11 @@ fn run(args: Args) -> Result<Ended, String> {
 }
 
 /// `chat`: one line of stdin is one user turn; the whole history is rendered with the model's
-/// template each turn and evaluated afresh (simple and exact: the template may rewrite earlier
-/// turns, so reusing cached cells would need a prefix comparison).
+/// template each turn, and only what differs from the tokens already in the cache is
+/// evaluated (the template may rewrite earlier turns, and a reply may tokenize differently from
+/// how it was sampled: the cache is cut back to the common prefix). The result is what a fresh
+/// evaluation gives, bit for bit: a token's logits do not depend on how the tokens before it
+/// were batched.
 fn chat(
     n_predict: usize,
     model: &Model,
@@ -378,6 +381,8 @@ fn chat(
     };
     let interactive = std::io::stdin().is_terminal();
     let mut history: Vec<(String, String)> = Vec::new();
+    // Tokens whose keys and values are in the cache (sequence 0), in position order.
+    let mut cached: Vec<u32> = Vec::new();
     let mut out = std::io::stdout().lock();
     let mut lines = std::io::stdin().lock().lines();
     loop {
@@ -396,8 +401,16 @@ fn chat(
         let text = rocmforge::chat::render(template, &messages, true, &special)
             .map_err(|e| e.to_string())?;
         let prompt = tok.encode(&text, false, true);
-        ctx.kv_clear();
-        ctx.eval(&prompt, 0).map_err(|e| e.to_string())?;
+        // At least the last prompt token is evaluated, for its logits.
+        let keep = (cached.iter().zip(&prompt))
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        ctx.kv_seq_remove(Some(0), keep as i32, -1)
+            .map_err(|e| e.to_string())?;
+        cached.truncate(keep);
+        ctx.eval(&prompt[keep..], 0).map_err(|e| e.to_string())?;
+        cached.extend_from_slice(&prompt[keep..]);
         let mut decoder = StreamDecoder::new();
         let mut reply = String::new();
         for _ in 0..n_predict {
@@ -417,6 +430,7 @@ fn chat(
                 };
             }
             ctx.eval(&[next], 0).map_err(|e| e.to_string())?;
+            cached.push(next);
         }
         let rest = decoder.finish();
         reply.push_str(&rest);
