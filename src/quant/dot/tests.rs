@@ -19,7 +19,7 @@ const REL_TOL: f64 = 1e-5;
 const LENGTHS: [usize; 5] = [32, 64, 576, 1536, 4096];
 
 /// The weight types with SIMD kernels on x86-64 (the others have the scalar set only).
-const HAVE_SIMD: [GgmlType; 13] = [
+const HAVE_SIMD: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Bf16,
@@ -33,6 +33,8 @@ const HAVE_SIMD: [GgmlType; 13] = [
     GgmlType::Q3K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Iq4Xs,
 ];
 
 struct Rng(u64);

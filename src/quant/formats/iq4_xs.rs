@@ -1,5 +1,5 @@
 //! IQ4_XS: super-blocks of 256 weights in 8 sub-blocks of 32, 4-bit indices into the IQ4 table
-//! ([`VALUES`], shared with IQ4_NL), a 6-bit scale per sub-block stored offset by 32, and an
+//! ([`super::iq4_nl::VALUES`], shared with IQ4_NL), a 6-bit scale per sub-block stored offset by 32, and an
 //! f16 super-block factor `d`; value = (d * (ls_j - 32)) * VALUES[q]. Dotted with Q8_K
 //! activations, like the K-quants.
 //!
@@ -7,7 +7,7 @@
 //! bits 2j..2j + 2 of the little-endian `scales_h` its top 2 bits; sub-block j's indices are
 //! `qs[16 j..16 j + 16]`, packed as one IQ4_NL block's.
 
-use super::iq4_nl::{best_index, group_scale, pack32, values32, VALUES};
+use super::iq4_nl::{best_index, group_scale, pack32, values32};
 use super::q8_k::BlockQ8K;
 use crate::quant::blocks::{decode_blocks, encode_blocks, Block, QK_K};
 use crate::quant::dot::{scalar, scalar_kernels, DotKernels};
