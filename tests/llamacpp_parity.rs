@@ -45,7 +45,10 @@ const BOUNDS: Bounds = Bounds {
 /// against llama-quantize's by tests/quantize.rs). `ROCMFORGE_SMOLLM2_Q4KM` names a copy to
 /// use.
 fn load_q4_k_m_model() -> Option<Model> {
-    load_requantized(FileType::MostlyQ4KM, std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM"))
+    load_requantized(
+        FileType::MostlyQ4KM,
+        std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM"),
+    )
 }
 
 /// SmolLM2 requantized to `ftype` by our quantizer (llama-quantize's bytes, as for Q4_K_M):

@@ -325,8 +325,20 @@ pub(super) static KERNELS: &[DotKernels] = &[
     k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx2", Q5K),
     k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx2", Q2K),
     k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx2", Q3K),
-    k!(iq4_nl_one, iq4_nl_four, iq4_nl_rows4, "iq4_nl*q8_0 avx2", Iq4Nl),
-    k!(iq4_xs_one, iq4_xs_four, iq4_xs_rows4, "iq4_xs*q8_k avx2", Iq4Xs),
+    k!(
+        iq4_nl_one,
+        iq4_nl_four,
+        iq4_nl_rows4,
+        "iq4_nl*q8_0 avx2",
+        Iq4Nl
+    ),
+    k!(
+        iq4_xs_one,
+        iq4_xs_four,
+        iq4_xs_rows4,
+        "iq4_xs*q8_k avx2",
+        Iq4Xs
+    ),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx2", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx2", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx2", F32),

@@ -421,12 +421,7 @@ pub(super) use q3k_cell;
 #[inline]
 pub(super) unsafe fn iq4xs_scales(p: *const u8) -> __m256i {
     // SAFETY: caller guarantees 6 readable bytes.
-    let (h, l) = unsafe {
-        (
-            load_u16(p),
-            p.add(2).cast::<u32>().read_unaligned() as u64,
-        )
-    };
+    let (h, l) = unsafe { (load_u16(p), p.add(2).cast::<u32>().read_unaligned() as u64) };
     // Byte j of the stored scales: nibble j of `l` (even j low nibbles), bits 2j..2j + 2 of
     // `h` above it.
     let mut stored = 0u64;

@@ -37,7 +37,11 @@ unsafe impl Block for BlockIq4Nl {
 /// then high nibbles).
 pub(super) fn values32(qs: &[u8; 16]) -> [i8; 32] {
     std::array::from_fn(|j| {
-        let nibble = if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 };
+        let nibble = if j < 16 {
+            qs[j] & 0x0F
+        } else {
+            qs[j - 16] >> 4
+        };
         VALUES[nibble as usize]
     })
 }
@@ -213,7 +217,9 @@ mod tests {
 
     #[test]
     fn quantized_blocks_come_back_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 8.0).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.5) / 8.0)
+            .collect();
         let mut packed = vec![0u8; 36];
         quantize(&x, &mut packed);
         let mut back = vec![0f32; 64];
