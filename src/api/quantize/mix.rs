@@ -368,9 +368,9 @@ impl<'a> TypeChooser<'a> {
                 ty = if facts.n_gqa >= 4 { T::Q4K } else { T::Q3K };
             } else if f == F::MostlyQ3KM {
                 ty = if i < 2 { T::Q5K } else { T::Q4K };
-            } else if f == F::MostlyQ3KL {
-                ty = T::Q5K;
-            } else if (f == F::MostlyIq4Nl || f == F::MostlyIq4Xs) && facts.n_gqa >= 4 {
+            } else if f == F::MostlyQ3KL
+                || ((f == F::MostlyIq4Nl || f == F::MostlyIq4Xs) && facts.n_gqa >= 4)
+            {
                 ty = T::Q5K;
             } else if (f == F::MostlyQ4KM || f == F::MostlyQ5KM)
                 && use_more_bits(i, facts.n_attention_wv)
