@@ -4,12 +4,14 @@
 //! rocmforge_synth --shape SHAPE --type TYPE --vocab VOCAB.gguf --out OUT.gguf [--seed N]
 //!                 [--layers N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | llama3-mini
-//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32 (every matrix,
+//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl | iq4_xs |
+//!          f16 | f32 (every matrix,
 //!          embedding and output included), or q4_k_m: llama.cpp's Q4_K_M choice of types
 //!          (Q6_K for the output, and for attn_v / ffn_down in a third of the layers and the
 //!          first and last eighth, Q4_K elsewhere). As llama.cpp does, a K-quant matrix whose
 //!          rows are not whole super-blocks of 256 falls back to Q5_0 (Q4_K), Q5_1 (Q5_K) or
-//!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here). K-quant and Q5 weights are noise
+//!          Q8_0 (Q6_K; Q2_K and Q3_K fall back to Q4_0 here; IQ4_XS to IQ4_NL). K-quant, IQ4 and
+//!          Q5 weights are noise
 //!          quantized by our test quantizers; Q2_K and Q3_K are random bytes under scales
 //!          chosen for the usual spread (as before they had quantizers, so files of the same
 //!          arguments keep their bytes).
@@ -77,6 +79,8 @@ fn ggml_type(name: &str) -> Option<GgmlType> {
         "q4_k" => Some(GgmlType::Q4K),
         "q5_k" => Some(GgmlType::Q5K),
         "q6_k" => Some(GgmlType::Q6K),
+        "iq4_nl" => Some(GgmlType::Iq4Nl),
+        "iq4_xs" => Some(GgmlType::Iq4Xs),
         "f16" => Some(GgmlType::F16),
         "f32" => Some(GgmlType::F32),
         _ => None,
@@ -145,7 +149,13 @@ fn fill_row(ty: GgmlType, rng: &mut Rng, out: &mut [u8]) {
                 }
             }
         }
-        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+        GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::Iq4Nl
+        | GgmlType::Iq4Xs => {
             // Noise of the same spread, each block of 32 scaled by its own jitter, through the
             // registry's quantizer (ggml_type only names types that have one).
             let n = out.len() / ty.block_bytes() * ty.block_elems();
@@ -239,6 +249,7 @@ impl Recipe {
                 GgmlType::Q4K => GgmlType::Q5_0,
                 GgmlType::Q5K => GgmlType::Q5_1,
                 GgmlType::Q6K => GgmlType::Q8_0,
+                GgmlType::Iq4Xs => GgmlType::Iq4Nl,
                 _ => GgmlType::Q4_0,
             };
         }

@@ -239,8 +239,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(iq4_nl::reference_dot),
         cpu_dot: Some(&iq4_nl::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Iq4Xs,
@@ -250,8 +250,8 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(iq4_xs::reference_dot),
         cpu_dot: Some(&iq4_xs::SCALAR),
-        gpu_matvec: None,
-        gpu_gemm: false,
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
     },
     Format {
         ty: GgmlType::Q8K,
