@@ -225,6 +225,16 @@ const DEQUANT_FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
         include_bytes!("../../../tests/fixtures/dequant/q6_k.blocks"),
         include_bytes!("../../../tests/fixtures/dequant/q6_k.f32"),
     ),
+    (
+        GgmlType::Iq4Nl,
+        include_bytes!("../../../tests/fixtures/dequant/iq4_nl.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/iq4_nl.f32"),
+    ),
+    (
+        GgmlType::Iq4Xs,
+        include_bytes!("../../../tests/fixtures/dequant/iq4_xs.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/iq4_xs.f32"),
+    ),
 ];
 
 /// Our decoders round as llama.cpp's (each scale product to f32, then one multiply and one
