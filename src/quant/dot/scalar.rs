@@ -43,9 +43,9 @@
 //! <= 2^27 for Q6_K, < 2^27 for IQ4_XS, < 2^26 for Q5_K, less for the others), so any
 //! grouping of the integer work gives the same numbers: SIMD kernels may use
 //! unsigned-by-signed byte dots (`vpdpbusd`, `dp4a`), fold Q6_K's -32 (and Q3_K's -4) in
-//! through the group sums, and sum sub-blocks in any order. The float work is two multiplies and two FMAs per 256 elements
-//! (one and one without mins); `isum as f32` rounds only for |isum| > 2^24, alike on every
-//! backend.
+//! through the group sums, and sum sub-blocks in any order. The float work is two multiplies
+//! and two FMAs per 256 elements (one and one without mins); `isum as f32` rounds only for
+//! |isum| > 2^24, alike on every backend.
 
 use crate::quant::blocks::{read_block, Block};
 
