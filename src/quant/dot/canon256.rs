@@ -504,9 +504,9 @@ macro_rules! tile_kernel {
 pub(super) use tile_kernel;
 
 /// Generates module `$m` with the 32-element tile kernels (`q4_0`, `q4_1`, `q5_0`, `q5_1`,
-/// `q8_0`, `iq4_nl`) of one flavour: `$dot` the u8 x s8 primitive (with accumulator input), `$unpack` the nibble
-/// expansion, `$hi` its high-lane shift (0, or 4 for [`unpack_q4_mask`]), `$off_hi` the Q4_0
-/// offset byte of the high lanes (8, or 8 * 16 = 128).
+/// `q8_0`, `iq4_nl`) of one flavour: `$dot` the u8 x s8 primitive (with accumulator input),
+/// `$unpack` the nibble expansion, `$hi` its high-lane shift (0, or 4 for [`unpack_q4_mask`]),
+/// `$off_hi` the Q4_0 offset byte of the high lanes (8, or 8 * 16 = 128).
 macro_rules! canonical_kernels256 {
     ($m:ident, $feat:literal, $dot:path, $unpack:path, $hi:literal, $off_hi:literal) => {
         mod $m {

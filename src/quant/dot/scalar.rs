@@ -17,8 +17,8 @@
 //!
 //! and the result is `butterfly(acc)`. Here w_j is the weight's integer quant as its value
 //! formula uses it (q - 8 for Q4_0, q - 16 for Q5_0, q for Q4_1 / Q5_1, the byte for Q8_0,
-//! the table value for IQ4_NL) and a_j the activation's. The integer sums are exact in any order, so SIMD kernels may
-//! reduce them however is fastest; only the float steps are pinned.
+//! the table value for IQ4_NL) and a_j the activation's. The integer sums are exact in any
+//! order, so SIMD kernels may reduce them however is fastest; only the float steps are pinned.
 //!
 //! # The canonical order of the K-quants (Q2_K ... Q6_K and IQ4_XS against Q8_K)
 //! The same lanes and butterfly, one super-block of 256 elements where the formats above

@@ -1,7 +1,7 @@
 //! IQ4_XS: super-blocks of 256 weights in 8 sub-blocks of 32, 4-bit indices into the IQ4 table
-//! ([`super::iq4_nl::VALUES`], shared with IQ4_NL), a 6-bit scale per sub-block stored offset by 32, and an
-//! f16 super-block factor `d`; value = (d * (ls_j - 32)) * VALUES[q]. Dotted with Q8_K
-//! activations, like the K-quants.
+//! ([`super::iq4_nl::VALUES`], shared with IQ4_NL), a 6-bit scale per sub-block stored offset
+//! by 32, and an f16 super-block factor `d`; value = (d * (ls_j - 32)) * VALUES[q]. Dotted with
+//! Q8_K activations, like the K-quants.
 //!
 //! Layout (GGML's): `scales_l[j / 2]` holds the low 4 bits of ls_j (even j in the low nibble),
 //! bits 2j..2j + 2 of the little-endian `scales_h` its top 2 bits; sub-block j's indices are
