@@ -6,8 +6,9 @@
 //! takes Q6_K (Q8_0 when its rows are not whole super-blocks); the `_M` mixes give `attn_v`
 //! and `ffn_down` more bits in some layers; a type whose block does not divide a tensor's row
 //! length falls back to a 32-element type (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, Q2_K and
-//! Q3_K → Q4_0, IQ4_XS → IQ4_NL), and to F16 when even that does not divide. Layers are counted in llama.cpp's
-//! order (tensors sorted by layer, then by name), so the counters match its own.
+//! Q3_K → Q4_0, IQ4_XS → IQ4_NL), and to F16 when even that does not divide. Layers are
+//! counted in llama.cpp's order (tensors sorted by layer, then by name), so the counters match
+//! its own.
 
 use crate::quant::GgmlType;
 use crate::{Error, Result};
