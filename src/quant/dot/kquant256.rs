@@ -1,7 +1,7 @@
 //! The super-block kernels (the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS against Q8_K)
-//! in their canonical order (scalar.rs) with 256-bit integer dots, shared by the AVX2, AVX-VNNI and AVX-512 VNNI tables: they
-//! differ only in the i16 x i16 -> i32 multiply-accumulate (`vpmaddwd + vpaddd`, or one
-//! `vpdpwssd`).
+//! in their canonical order (scalar.rs) with 256-bit integer dots, shared by the AVX2, AVX-VNNI
+//! and AVX-512 VNNI tables: they differ only in the i16 x i16 -> i32 multiply-accumulate
+//! (`vpmaddwd + vpaddd`, or one `vpdpwssd`).
 //!
 //! Per super-block and tile cell the integer work leaves 8 i32 partial sums of `isum` (and
 //! of `msum` for Q4_K): unsigned quants times activation bytes with `vpmaddubsw` (pair sums
