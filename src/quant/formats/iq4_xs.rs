@@ -103,14 +103,15 @@ pub fn quantize(x: &[f32], out: &mut [u8]) {
             }
         }
         let (scales_h, scales_l) = pack_scales(&codes);
+        let mut qs = [0u8; QK_K / 2];
+        for (q, l) in qs.chunks_exact_mut(16).zip(l.chunks_exact(SUB)) {
+            q.copy_from_slice(&pack32(l));
+        }
         BlockIq4Xs {
             d: f16::from_f32(d),
             scales_h,
             scales_l,
-            qs: std::array::from_fn(|k| {
-                let (j, r) = (k / 16, k % 16);
-                pack32(&l[j * SUB..][..SUB])[r]
-            }),
+            qs,
         }
     });
 }
