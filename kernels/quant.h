@@ -240,10 +240,21 @@ __device__ __forceinline__ uint32_t rf_iq4_byte(uint32_t i) {
 }
 
 // Four indices (one per byte, each 0..15) -> the four table values, bytes in the same order:
-// a word of signed bytes for the 4-way dot products.
+// a word of signed bytes for the 4-way dot products. On NVIDIA two byte permutes (`prmt`: byte
+// n of the result = byte s[4n + 2 : 4n] of the 8 bytes {y, x}) look all four up in each half
+// of the table, and bit 3 of each index picks the half; elsewhere one shift per byte.
 __device__ __forceinline__ uint32_t rf_iq4_word(uint32_t idx) {
+#if defined(RF_PLATFORM_NVIDIA)
+    const uint32_t s = (idx & 0x7u) | ((idx >> 4) & 0x70u) | ((idx >> 8) & 0x700u) |
+                       ((idx >> 12) & 0x7000u);
+    const uint32_t lo = __byte_perm((uint32_t)RF_IQ4_LO, (uint32_t)(RF_IQ4_LO >> 32), s);
+    const uint32_t hi = __byte_perm((uint32_t)RF_IQ4_HI, (uint32_t)(RF_IQ4_HI >> 32), s);
+    const uint32_t high_half = ((idx >> 3) & 0x01010101u) * 0xFFu;
+    return (lo & ~high_half) | (hi & high_half);
+#else
     return rf_iq4_byte(idx & 0xF) | (rf_iq4_byte((idx >> 8) & 0xF) << 8) |
            (rf_iq4_byte((idx >> 16) & 0xF) << 16) | (rf_iq4_byte(idx >> 24) << 24);
+#endif  // RF_PLATFORM_NVIDIA
 }
 
 // Eight values scale * table[q] from the nibbles at bit `shift` of the 8 bytes of q (the
