@@ -91,6 +91,8 @@ fn main() {
         GgmlType::Q5_1,
         GgmlType::Q4K,
         GgmlType::Q6K,
+        GgmlType::Iq4Nl,
+        GgmlType::Iq4Xs,
         GgmlType::F16,
         GgmlType::F32,
     ] {

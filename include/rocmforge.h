@@ -729,7 +729,7 @@ void rocmforge_quantize_params_free(struct rocmforge_quantize_params *params);
 // Q3_K_M (Q3_K), Q3_K_L, Q4_K_S, Q4_K_M (Q4_K), Q5_K_S, Q5_K_M (Q5_K), Q6_K, Q4_0, Q4_1,
 // Q5_0, Q5_1, Q8_0, and F16, BF16, F32; or the llama_ftype number ("15").
 // Errors: ROCMFORGE_ERR_INVALID_ARGUMENT (unknown name, not UTF-8), _UNSUPPORTED (a llama.cpp
-// type this engine cannot write, such as IQ4_XS: the message names it), _NULL_POINTER.
+// type this engine cannot write, such as IQ3_S: the message names it), _NULL_POINTER.
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety

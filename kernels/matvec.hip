@@ -435,6 +435,46 @@ template <> struct KDot<RF_Q2_K> {
     }
 };
 
+// IQ4_XS: per sub-block j (plane j) the table values . a, times the signed scale ls_j - 32;
+// no mins.
+template <> struct KDot<RF_IQ4_XS> {
+    static constexpr bool has_min = false;
+    template <int N>
+    __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
+                                   const int8_t* const* xa, const int16_t* const*, int n,
+                                   int* isum, int*) {
+        const uint2 h = Fmt<RF_IQ4_XS>::head(w, nsb, S);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint4 Q = P[j];
+            const uint32_t qw[4] = {Q.x, Q.y, Q.z, Q.w};
+            uint32_t lo[4], hi[4];  // elements 4i.. and 16 + 4i.. as signed table values
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                lo[i] = rf_iq4_word(qw[i] & 0x0F0F0F0Fu);
+                hi[i] = rf_iq4_word((qw[i] >> 4) & 0x0F0F0F0Fu);
+            }
+            const int sc = Fmt<RF_IQ4_XS>::scale(h, j);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int4* x = (const int4*)(xa[t] + 32 * j);
+                    const int4 p0 = x[0], p1 = x[1];
+                    const int xv[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+                    int s = 0;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        s = rf_dp4a((int)lo[i], xv[i], s);
+                        s = rf_dp4a((int)hi[i], xv[4 + i], s);
+                    }
+                    isum[t] += sc * s;
+                }
+            }
+        }
+        return make_float2(rf_half_to_float(h.x & 0xFFFF), 0.0f);
+    }
+};
+
 // One super-block's planes in registers (tails are read where they are used). Loading them all
 // before any arithmetic keeps a lane's whole super-block in flight at once.
 template <int T> struct KPlanes {

@@ -190,3 +190,35 @@ template <> struct QGroup<RF_Q8_0> {
         return term(s, make_float2(d, 0.0f), xs, acc);
     }
 };
+// IQ4_NL: table[q] . x, the table values as signed bytes (rf_iq4_word); one fma as Q8_0's.
+template <> struct QGroup<RF_IQ4_NL> {
+    __device__ static float term(int s, float2 dm, float4 xs, float acc) {
+        return QGroup<RF_Q8_0>::term(s, dm, xs, acc);
+    }
+    __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
+        return make_float2(Fmt<RF_IQ4_NL>::scale(w, ng, G), 0.0f);
+    }
+    __device__ static void frag(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        const uint32_t q = ((const uint32_t*)w)[4 * G + t];
+        lo = rf_iq4_word(q & 0x0F0F0F0Fu);
+        hi = rf_iq4_word((q >> 4) & 0x0F0F0F0Fu);
+    }
+
+    uint4 q;
+    float d;
+    __device__ void load(const uint8_t* w, size_t ng, size_t G) {
+        q = Fmt<RF_IQ4_NL>::quants(w, G);
+        d = Fmt<RF_IQ4_NL>::scale(w, ng, G);
+    }
+    __device__ float acc(const int* x, float4 xs, float acc) const {
+        const uint32_t v[4] = {q.x, q.y, q.z, q.w};
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s = rf_dp4a((int)rf_iq4_word(v[i] & 0x0F0F0F0Fu), x[i], s);
+            s = rf_dp4a((int)rf_iq4_word((v[i] >> 4) & 0x0F0F0F0Fu), x[4 + i], s);
+        }
+        return term(s, make_float2(d, 0.0f), xs, acc);
+    }
+};

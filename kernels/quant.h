@@ -27,6 +27,8 @@
     X(Q4_K, 12, 256, 144, INT8) \
     X(Q5_K, 13, 256, 176, INT8) \
     X(Q6_K, 14, 256, 210, INT8) \
+    X(IQ4_NL, 20, 32, 18, INT8) \
+    X(IQ4_XS, 23, 256, 136, INT8) \
     X(BF16, 30, 1, 2, F32)
 
 // Type ids as in GGUF: RF_F32, RF_F16, RF_Q4_0, ...
@@ -43,7 +45,7 @@ template <int T> struct RfType;
 #define RF_TYPE_INFO(name, id, elems, bytes, matvec)                                    \
     template <> struct RfType<id> {                                                     \
         static_assert(32 % elems == 0 || elems == 256,                                  \
-                      #name ": a group of 32 is whole blocks, or a K-quant super-block"); \
+                      #name ": a group of 32 is whole blocks, or a super-block of 256"); \
         static constexpr int block_elems = elems, block_bytes = bytes;                  \
         static constexpr bool super_block = elems == 256;                               \
         static constexpr int group_bytes = super_block ? bytes : 32 / elems * bytes;    \
@@ -219,6 +221,67 @@ template <> struct Fmt<RF_Q5_1> {
             const int q = (w[2 * (j & 1) + i / 4] >> (8 * (i % 4))) & 0xFF;
             v[i] = (float)q * dm.x + dm.y;
         }
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
+
+// ---- IQ4: 4-bit indices into a fixed table of 16 signed levels (GGML's kvalues_iq4nl, the
+// CPU's formats/iq4_nl.rs VALUES), as bytes: entry k < 8 is byte k of RF_IQ4_LO, entry 8 + k
+// byte k of RF_IQ4_HI.
+#define RF_IQ4_LO 0xF6EADDCFBFAD9881ull
+#define RF_IQ4_HI 0x7159453526190D01ull
+
+// The table value of index i (0..15), as a signed byte in the low 8 bits.
+__device__ __forceinline__ uint32_t rf_iq4_byte(uint32_t i) {
+    return (uint32_t)(((i & 8) ? RF_IQ4_HI : RF_IQ4_LO) >> (8 * (i & 7))) & 0xFF;
+}
+
+// Four indices (one per byte, each 0..15) -> the four table values, bytes in the same order:
+// a word of signed bytes for the 4-way dot products. On NVIDIA two byte permutes (`prmt`: byte
+// n of the result = byte s[4n + 2 : 4n] of the 8 bytes {y, x}) look all four up in each half
+// of the table, and bit 3 of each index picks the half; elsewhere one shift per byte.
+__device__ __forceinline__ uint32_t rf_iq4_word(uint32_t idx) {
+#if defined(RF_PLATFORM_NVIDIA)
+    const uint32_t s = (idx & 0x7u) | ((idx >> 4) & 0x70u) | ((idx >> 8) & 0x700u) |
+                       ((idx >> 12) & 0x7000u);
+    const uint32_t lo = __byte_perm((uint32_t)RF_IQ4_LO, (uint32_t)(RF_IQ4_LO >> 32), s);
+    const uint32_t hi = __byte_perm((uint32_t)RF_IQ4_HI, (uint32_t)(RF_IQ4_HI >> 32), s);
+    const uint32_t high_half = ((idx >> 3) & 0x01010101u) * 0xFFu;
+    return (lo & ~high_half) | (hi & high_half);
+#else
+    return rf_iq4_byte(idx & 0xF) | (rf_iq4_byte((idx >> 8) & 0xF) << 8) |
+           (rf_iq4_byte((idx >> 16) & 0xF) << 16) | (rf_iq4_byte(idx >> 24) << 24);
+#endif  // RF_PLATFORM_NVIDIA
+}
+
+// Eight values scale * table[q] from the nibbles at bit `shift` of the 8 bytes of q (the
+// CPU's decode: the f32 scale times the table value).
+__device__ __forceinline__ void rf_iq4_load8(uint2 q, int shift, float scale, float* v) {
+    const uint32_t qw[2] = {q.x, q.y};
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const uint32_t idx = (qw[i / 4] >> (8 * (i % 4) + shift)) & 0xF;
+        v[i] = scale * (float)(int8_t)rf_iq4_byte(idx);
+    }
+}
+
+// IQ4_NL: value = d * table[q]; nibble order as Q4_0's (element j < 16 the low nibble of
+// qs[j], j + 16 its high one); scales part: f16 d.
+template <> struct Fmt<RF_IQ4_NL> {
+    static constexpr int qbytes = 16, sbytes = 2;
+    __device__ static uint4 quants(const uint8_t* base, size_t G) {
+        return ((const uint4*)base)[G];
+    }
+    __device__ static float scale(const uint8_t* base, size_t ng, size_t G) {
+        return rf_half_to_float(((const uint16_t*)(base + ng * qbytes))[G]);
+    }
+    // Elements 8 j .. 8 j + 8 of group G (j < 4).
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const uint2 q = ((const uint2*)base)[2 * G + (j & 1)];
+        rf_iq4_load8(q, (j >> 1) * 4, scale(base, ng, G), v);
     }
     __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
 #pragma unroll
@@ -446,6 +509,38 @@ struct __align__(16) RfQ8KHead {
     float pad[3];
 };
 static_assert(sizeof(RfQ8KHead) == 48, "RfQ8KHead: 48 bytes (context.rs sizes the buffer so)");
+
+// IQ4_XS: value = (d * (ls_j - 32)) * table[q]; 8 sub-blocks of 32, each one IQ4_NL block's
+// indices. The GGUF block is f16 d, u16 scales_h, 4 bytes scales_l, qs (128): planes 0..7 are
+// qs (plane p = sub-block p), the tail the 8 header bytes (ls_j: nibble j of scales_l, bits
+// 2j.. of scales_h above it).
+template <> struct Fmt<RF_IQ4_XS> {
+    static constexpr int planes = 8, tail = 8;
+    static constexpr int qbytes = 16 * planes, sbytes = tail;
+    __host__ __device__ static constexpr int plane_src(int p) { return 8 + 16 * p; }
+    static constexpr int tail_src = 0;
+    // The header of super-block S: x = d | scales_h << 16, y = scales_l.
+    __device__ static uint2 head(const uint8_t* base, size_t nsb, size_t S) {
+        return ((const uint2*)(base + nsb * qbytes))[S];
+    }
+    // The signed scale ls_j - 32 of sub-block j.
+    __device__ static int scale(uint2 h, int j) {
+        const int low = (h.y >> (4 * j)) & 0xF, high = (h.x >> (16 + 2 * j)) & 3;
+        return (low | (high << 4)) - 32;
+    }
+    __device__ static void load8(const uint8_t* base, size_t ng, size_t G, int j, float* v) {
+        const size_t nsb = ng / 8, S = G / 8;
+        const int sub = (int)(G % 8), l0 = 8 * j;
+        const uint2 h = head(base, nsb, S);
+        const float dl = rf_half_to_float(h.x & 0xFFFF) * (float)scale(h, sub);
+        const uint2 q = *(const uint2*)(rf_plane(base, nsb, S, sub) + l0 % 16);
+        rf_iq4_load8(q, 4 * (l0 / 16), dl, v);
+    }
+    __device__ static void load(const uint8_t* base, size_t ng, size_t G, float* v) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) load8(base, ng, G, j, v + 8 * j);
+    }
+};
 
 template <> struct Fmt<RF_F16> {
     static constexpr int qbytes = 64, sbytes = 0;

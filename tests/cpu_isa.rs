@@ -1,7 +1,7 @@
 //! `ROCMFORGE_CPU_ISA` forces one table of CPU kernels: every table this CPU runs gives the
 //! same bits for quantized weights as the scalar reference (prompt and decode logits of tiny
-//! Q4_0/Q4_1/Q8_0/Q5_0/Q5_1/Q4_K/Q6_K models, a tiny Q4_K_M-like mix, the real SmolLM2 Q4_1
-//! and, when `ROCMFORGE_SMOLLM2_Q4KM` names it, SmolLM2 requantized to Q4_K_M by
+//! Q4_0/Q4_1/Q8_0/Q5_0/Q5_1/Q4_K/Q6_K/IQ4_NL/IQ4_XS models, a tiny Q4_K_M-like mix, the real
+//! SmolLM2 Q4_1 and, when `ROCMFORGE_SMOLLM2_Q4KM` names it, SmolLM2 requantized to Q4_K_M by
 //! llama-quantize), and a table the CPU lacks or an unknown name is refused with a message
 //! naming the runnable ones.
 //!
@@ -49,7 +49,7 @@ fn smollm2_q4km() -> Option<std::path::PathBuf> {
 /// The tiny models: (digest name, weight type, the type of ffn_down if it differs). Rows of
 /// the K-quants are whole 256-element super-blocks (n_embd 256, n_ff 512); "q4_k_m" mixes
 /// Q4_K with a Q6_K ffn_down as llama.cpp's Q4_K_M does.
-const TINY: [(&str, GgmlType, Option<GgmlType>); 8] = [
+const TINY: [(&str, GgmlType, Option<GgmlType>); 10] = [
     ("q4_0", GgmlType::Q4_0, None),
     ("q4_1", GgmlType::Q4_1, None),
     ("q8_0", GgmlType::Q8_0, None),
@@ -58,6 +58,8 @@ const TINY: [(&str, GgmlType, Option<GgmlType>); 8] = [
     ("q4_k", GgmlType::Q4K, None),
     ("q6_k", GgmlType::Q6K, None),
     ("q4_k_m", GgmlType::Q4K, Some(GgmlType::Q6K)),
+    ("iq4_nl", GgmlType::Iq4Nl, None),
+    ("iq4_xs", GgmlType::Iq4Xs, None),
 ];
 
 fn is_child() -> bool {

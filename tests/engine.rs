@@ -249,7 +249,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
         Ok(_) => panic!("loaded an unsupported architecture"),
     }
     let spec = TinySpec {
-        override_type: Some(("blk.1.attn_k.weight", GgmlType::Iq4Xs)),
+        override_type: Some(("blk.1.attn_k.weight", GgmlType::Iq3S)),
         n_embd: 256,
         n_ff: 256,
         ..Default::default()
@@ -258,7 +258,7 @@ fn unsupported_architecture_and_tensor_types_are_named() {
         Err(e @ Error::UnsupportedTensorType { .. }) => {
             let msg = e.to_string();
             assert!(
-                msg.contains("IQ4_XS") && msg.contains("blk.1.attn_k.weight"),
+                msg.contains("IQ3_S") && msg.contains("blk.1.attn_k.weight"),
                 "{msg}"
             );
         }

@@ -486,7 +486,7 @@ fn a_feature_the_gpu_lacks_is_refused_at_upload() {
     }
 }
 
-/// Every type the CPU computes is one the GPU takes (the K-quants and Q5_0 / Q5_1 included),
+/// Every type the CPU computes is one the GPU takes (the K-quants, Q5_0 / Q5_1 and IQ4 included),
 /// so a model with such a matrix passes the GPU's check, decided before the device is touched
 /// (so this runs without a GPU too); each quantized type reaches the check through a tiny
 /// model's FFN down matrix.
@@ -498,6 +498,8 @@ fn every_cpu_weight_type_passes_the_gpu_check() {
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
+        GgmlType::Iq4Nl,
+        GgmlType::Iq4Xs,
     ] {
         let spec = common::tiny::TinySpec {
             override_type: Some(("blk.1.ffn_down.weight", ty)),

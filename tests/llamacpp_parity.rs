@@ -43,21 +43,31 @@ const BOUNDS: Bounds = Bounds {
 /// logits on `llama-quantize --allow-requantize SmolLM2-135M-Instruct.Q4_1.gguf OUT Q4_K_M`
 /// (tests/fixtures/README.md), and our quantizer writes that very file (its sha256 is checked
 /// against llama-quantize's by tests/quantize.rs). `ROCMFORGE_SMOLLM2_Q4KM` names a copy to
-/// use; else it is made once under the target directory (written to a temporary name and
-/// renamed, so test processes racing to make it each see a whole file).
+/// use.
 fn load_q4_k_m_model() -> Option<Model> {
-    let path = match std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM") {
+    load_requantized(
+        FileType::MostlyQ4KM,
+        std::env::var_os("ROCMFORGE_SMOLLM2_Q4KM"),
+    )
+}
+
+/// SmolLM2 requantized to `ftype` by our quantizer (llama-quantize's bytes, as for Q4_K_M):
+/// the file at `copy` if given, else made once under the target directory (written to a
+/// temporary name and renamed, so test processes racing to make it each see a whole file).
+fn load_requantized(ftype: FileType, copy: Option<std::ffi::OsString>) -> Option<Model> {
+    let path = match copy {
         Some(p) => std::path::PathBuf::from(p),
         None => {
             let source = common::model_path(common::SMOLLM2)?;
             let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join("SmolLM2-135M-Instruct.Q4_K_M.gguf");
+                .join(format!("SmolLM2-135M-Instruct.{}.gguf", ftype.name()));
             if !path.exists() {
                 let params = QuantizeParams {
                     allow_requantize: true,
-                    ..QuantizeParams::new(FileType::MostlyQ4KM)
+                    ..QuantizeParams::new(ftype)
                 };
-                quantize_model(&source, &path, params).expect("quantize SmolLM2 to Q4_K_M");
+                quantize_model(&source, &path, params)
+                    .unwrap_or_else(|e| panic!("quantize SmolLM2 to {ftype}: {e}"));
             }
             path
         }
@@ -128,6 +138,41 @@ fn q4_k_m_free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
         return;
     };
     check_free_running(&model, &teacher::load_fixtures("smollm2_q4_k_m", 3));
+}
+
+/// SmolLM2 in llama.cpp's IQ4_NL mix (IQ4_NL; Q5_K in the first eighth of the FFN down
+/// projections; Q8_0 output) and IQ4_XS mix (the same with IQ4_XS on the FFN down rows of
+/// 1536, IQ4_NL on the rows of 576): fixtures as Q4_K_M's (tests/fixtures/README.md).
+#[test]
+fn iq4_nl_teacher_forced_logits_match_llama_cpp() {
+    let Some(model) = load_requantized(FileType::MostlyIq4Nl, None) else {
+        return;
+    };
+    check_teacher_forced(&model, &teacher::load_fixtures("smollm2_iq4_nl", 3));
+}
+
+#[test]
+fn iq4_xs_teacher_forced_logits_match_llama_cpp() {
+    let Some(model) = load_requantized(FileType::MostlyIq4Xs, None) else {
+        return;
+    };
+    check_teacher_forced(&model, &teacher::load_fixtures("smollm2_iq4_xs", 3));
+}
+
+#[test]
+fn iq4_nl_free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
+    let Some(model) = load_requantized(FileType::MostlyIq4Nl, None) else {
+        return;
+    };
+    check_free_running(&model, &teacher::load_fixtures("smollm2_iq4_nl", 3));
+}
+
+#[test]
+fn iq4_xs_free_running_greedy_matches_llama_cpp_up_to_first_near_tie() {
+    let Some(model) = load_requantized(FileType::MostlyIq4Xs, None) else {
+        return;
+    };
+    check_free_running(&model, &teacher::load_fixtures("smollm2_iq4_xs", 3));
 }
 
 fn check_free_running(model: &Model, fixtures: &[Fixture]) {

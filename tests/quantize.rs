@@ -17,7 +17,7 @@ use std::process::Command;
 /// The mixes recorded in the fixtures, in their column order.
 const MIXES: &[&str] = &[
     "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_0",
-    "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "F32",
+    "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "F32", "IQ4_NL", "IQ4_XS",
 ];
 
 /// A model whose rows are whole 256-element super-blocks (so the mixes' own choices show, not
@@ -247,9 +247,10 @@ fn every_mix_writes_llama_quantizes_bytes() {
         std::fs::remove_file(&out).unwrap();
     }
     // SmolLM2 (requantized from Q4_1, rows of 576; Q4_K_M and Q8_0 are checked above): the
-    // low-bit mixes, whose fallbacks differ.
+    // low-bit mixes, whose fallbacks differ, and the IQ4 mixes (IQ4_XS falls back to IQ4_NL
+    // on rows of 576).
     if let Some(path) = common::model_path(common::SMOLLM2) {
-        for mix in ["Q2_K", "Q3_K_M"] {
+        for mix in ["Q2_K", "Q3_K_M", "IQ4_NL", "IQ4_XS"] {
             let out = dir.path(&format!("smollm2-{mix}.gguf"));
             quantize_model(&path, &out, params(mix, 2)).unwrap();
             if sha256(&out).unwrap() != llama_cpp_sha256("smollm2", mix) {
@@ -420,9 +421,9 @@ fn user_errors_are_clear_and_leave_no_file() {
         assert!(matches!(e, Error::Io { .. }), "{}: {e}", out.display());
     }
 
-    let e = FileType::parse("IQ4_XS").unwrap_err();
+    let e = FileType::parse("IQ3_S").unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
-    assert!(e.to_string().contains("IQ4_XS"), "{e}");
+    assert!(e.to_string().contains("IQ3_S"), "{e}");
     assert_eq!(dir.files(), ["junk.gguf", "q4.gguf", "tiny-f16.gguf"]);
 }
 
@@ -529,7 +530,7 @@ fn the_command_line_answers_help_usage_errors_and_quantizes() {
         &[][..],
         &["a.gguf", "b.gguf"],
         &["a.gguf", "b.gguf", "Q9_Z"],
-        &["a.gguf", "b.gguf", "IQ4_XS"],
+        &["a.gguf", "b.gguf", "IQ3_S"],
         &["--threads", "0", "a.gguf", "b.gguf", "Q8_0"],
         &["--bogus", "a.gguf", "b.gguf", "Q8_0"],
     ] {
@@ -539,10 +540,10 @@ fn the_command_line_answers_help_usage_errors_and_quantizes() {
         assert!(err.starts_with("rocmforge_quantize: "), "{args:?}: {err}");
     }
     let out = quantize_cli()
-        .args(["a.gguf", "b.gguf", "IQ4_XS"])
+        .args(["a.gguf", "b.gguf", "IQ3_S"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("IQ4_XS is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IQ3 types are not supported"));
 
     let dir = Scratch::new("cli");
     let input = tiny_file(&dir);

@@ -18,7 +18,7 @@ mkdir -p "$MODELS"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 list=()
 for shape in tiny llama3-mini smollm2-135m; do
-    for ty in q4_0 q4_1 q8_0 f16 f32 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k q4_k_m; do
+    for ty in q4_0 q4_1 q8_0 f16 f32 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k q4_k_m iq4_nl iq4_xs; do
         f="$MODELS/$shape-$ty.gguf"
         "$DIST/rocmforge_synth" --shape "$shape" --type "$ty" --vocab "$DIST/vocab-smollm2.gguf" --out "$f"
         list+=("$f")

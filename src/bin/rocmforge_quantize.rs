@@ -24,11 +24,11 @@ llama.cpp's llama-quantize does (same names, same mixes; OUT.gguf loads in llama
 
 TYPE (any case, or llama.cpp's file-type number):
   mixes:  Q2_K  Q3_K_S  Q3_K_M (Q3_K)  Q3_K_L  Q4_K_S  Q4_K_M (Q4_K)  Q5_K_S  Q5_K_M (Q5_K)  Q6_K
-          Q4_0  Q4_1  Q5_0  Q5_1  Q8_0   (norms and 1-D tensors stay as they are; the output
-          head gets Q6_K or Q8_0; rows that are not whole 256-blocks fall back to Q5_0/Q5_1/
-          Q8_0/Q4_0)
+          Q4_0  Q4_1  Q5_0  Q5_1  Q8_0  IQ4_NL  IQ4_XS   (norms and 1-D tensors stay as they
+          are; the output head gets Q6_K or Q8_0; rows that are not whole 256-blocks fall back
+          to Q5_0/Q5_1/Q8_0/Q4_0/IQ4_NL)
   plain:  F16  BF16  F32
-  not supported: IQ4_XS, IQ4_NL and the other IQ/TQ types
+  not supported: IQ1/IQ2/IQ3, TQ1_0/TQ2_0, MXFP4_MOE, Q2_K_S
 
 options:
   --threads N          threads quantizing rows (default: all cores; the output is the same)

@@ -4,12 +4,13 @@
 //! rocmforge_synth --shape SHAPE (--type TYPE | --mix MIX) --vocab VOCAB.gguf --out OUT.gguf
 //!                 [--seed N] [--layers N] [--threads N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | tiny16 | llama3-mini
-//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | f32: that
+//!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl |
+//!          iq4_xs | f16 | f32: that
 //!          type for every matrix, embedding and output included (llama-quantize's --pure);
 //!          a mix name such as q4_k_m is taken as --mix.
 //!   MIX:   a llama.cpp file type as llama-quantize names it (Q2_K, Q3_K_S, Q3_K_M, Q3_K_L,
-//!          Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16,
-//!          F32): each tensor gets the type llama-quantize would give it in a model of this
+//!          Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, IQ4_XS,
+//!          F16, BF16, F32): each tensor gets the type llama-quantize would give it in a model of this
 //!          shape, chosen by the quantizer's own rules (src/api/quantize/mix.rs), fallbacks for
 //!          rows that are not whole blocks included.
 //! rocmforge_synth --extract-vocab MODEL.gguf --out VOCAB.gguf [--pre NAME]
@@ -84,6 +85,8 @@ fn ggml_type(name: &str) -> Option<GgmlType> {
         "q4_k" => Some(GgmlType::Q4K),
         "q5_k" => Some(GgmlType::Q5K),
         "q6_k" => Some(GgmlType::Q6K),
+        "iq4_nl" => Some(GgmlType::Iq4Nl),
+        "iq4_xs" => Some(GgmlType::Iq4Xs),
         "f16" => Some(GgmlType::F16),
         "f32" => Some(GgmlType::F32),
         _ => None,

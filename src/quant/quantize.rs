@@ -70,6 +70,6 @@ mod tests {
     #[test]
     fn partial_blocks_and_unsupported_types_are_errors() {
         assert!(quantize_row(GgmlType::Q4_0, &[0.0; 31], &mut Vec::new()).is_err());
-        assert!(quantize_row(GgmlType::Iq4Xs, &[0.0; 256], &mut Vec::new()).is_err());
+        assert!(quantize_row(GgmlType::Iq3S, &[0.0; 256], &mut Vec::new()).is_err());
     }
 }

@@ -11,7 +11,7 @@
 
 use super::dot::{DotFn, DotKernels};
 use super::formats::{
-    float, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    float, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
 use super::GgmlType;
 use crate::{Error, Result};
@@ -226,6 +226,30 @@ pub static FORMATS: &[Format] = &[
         quantize_activation: None,
         reference_dot: Some(q6_k::reference_dot),
         cpu_dot: Some(&q6_k::SCALAR),
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
+    },
+    // The IQ4 types: IQ4_NL's 32-element blocks pair with Q8_0 as Q4_0's do, IQ4_XS's
+    // super-blocks with Q8_K as the K-quants'.
+    Format {
+        ty: GgmlType::Iq4Nl,
+        activation: Some(GgmlType::Q8_0),
+        dequantize: iq4_nl::dequantize,
+        quantize: Some(iq4_nl::quantize),
+        quantize_activation: None,
+        reference_dot: Some(iq4_nl::reference_dot),
+        cpu_dot: Some(&iq4_nl::SCALAR),
+        gpu_matvec: Some(GpuMatvec::Int8),
+        gpu_gemm: true,
+    },
+    Format {
+        ty: GgmlType::Iq4Xs,
+        activation: Some(GgmlType::Q8K),
+        dequantize: iq4_xs::dequantize,
+        quantize: Some(iq4_xs::quantize),
+        quantize_activation: None,
+        reference_dot: Some(iq4_xs::reference_dot),
+        cpu_dot: Some(&iq4_xs::SCALAR),
         gpu_matvec: Some(GpuMatvec::Int8),
         gpu_gemm: true,
     },

@@ -192,8 +192,8 @@ static void test_quantize(void) {
     rocmforge_quantize_params *p = NULL;
     OK(rocmforge_quantize_params_create(&p));
     EXPECT_STATUS(rocmforge_quantize_params_set_type(p, "Q9_Z"), ROCMFORGE_ERR_INVALID_ARGUMENT, "Q9_Z");
-    EXPECT_STATUS(rocmforge_quantize_params_set_type(p, "IQ4_XS"), ROCMFORGE_ERR_UNSUPPORTED,
-                  "IQ4_XS is not supported");
+    EXPECT_STATUS(rocmforge_quantize_params_set_type(p, "IQ3_S"), ROCMFORGE_ERR_UNSUPPORTED,
+                  "IQ3 types are not supported");
     EXPECT_STATUS(rocmforge_quantize_params_set_type(p, NULL), ROCMFORGE_ERR_NULL_POINTER, "type_name");
     EXPECT_STATUS(rocmforge_quantize_params_set_type(NULL, "Q8_0"), ROCMFORGE_ERR_NULL_POINTER, "params");
     EXPECT_STATUS(rocmforge_quantize_params_set_threads(p, -1), ROCMFORGE_ERR_INVALID_ARGUMENT, "threads");

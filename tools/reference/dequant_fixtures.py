@@ -29,6 +29,8 @@ TYPES = {
     "Q4_K": (2, [0, 2]),
     "Q5_K": (2, [0, 2]),
     "Q6_K": (2, [208]),
+    "IQ4_NL": (8, [0]),
+    "IQ4_XS": (2, [0]),
 }
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "dequant")

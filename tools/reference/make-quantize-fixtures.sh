@@ -17,7 +17,8 @@ ref=${ROCMFORGE_REF_DIR:-$here/.cache/ref}
 build=$(tools/reference/build-llama-cpp.sh)
 models=$(scripts/fetch-models.sh)
 smol=$(echo "$models" | grep 'SmolLM2-135M-Instruct.Q4_1.gguf$')
-mixes=(Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 F16 BF16 F32)
+mixes=(Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 F16 BF16 F32
+  IQ4_NL IQ4_XS)
 work=$ref/quantize
 mkdir -p "$work" tests/fixtures/quantize
 ROCMFORGE_TINY_OUT="$work" cargo test --quiet --test quantize -- --ignored write_reference_model

@@ -6,8 +6,9 @@
 //! takes Q6_K (Q8_0 when its rows are not whole super-blocks); the `_M` mixes give `attn_v`
 //! and `ffn_down` more bits in some layers; a type whose block does not divide a tensor's row
 //! length falls back to a 32-element type (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, Q2_K and
-//! Q3_K → Q4_0), and to F16 when even that does not divide. Layers are counted in llama.cpp's
-//! order (tensors sorted by layer, then by name), so the counters match its own.
+//! Q3_K → Q4_0, IQ4_XS → IQ4_NL), and to F16 when even that does not divide. Layers are
+//! counted in llama.cpp's order (tensors sorted by layer, then by name), so the counters match
+//! its own.
 
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -33,6 +34,8 @@ pub enum FileType {
     MostlyQ5KS = 16,
     MostlyQ5KM = 17,
     MostlyQ6K = 18,
+    MostlyIq4Nl = 25,
+    MostlyIq4Xs = 30,
     MostlyBf16 = 32,
 }
 
@@ -52,6 +55,8 @@ const FILE_TYPES: &[(FileType, &str, GgmlType)] = &[
     (FileType::MostlyQ5KM, "Q5_K_M", GgmlType::Q5K),
     (FileType::MostlyQ6K, "Q6_K", GgmlType::Q6K),
     (FileType::MostlyQ8_0, "Q8_0", GgmlType::Q8_0),
+    (FileType::MostlyIq4Nl, "IQ4_NL", GgmlType::Iq4Nl),
+    (FileType::MostlyIq4Xs, "IQ4_XS", GgmlType::Iq4Xs),
     (FileType::MostlyF16, "F16", GgmlType::F16),
     (FileType::MostlyBf16, "BF16", GgmlType::Bf16),
     (FileType::AllF32, "F32", GgmlType::F32),
@@ -66,8 +71,6 @@ const ALIASES: &[(&str, FileType)] = &[
 
 /// llama.cpp targets this engine cannot write, and why.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("IQ4_XS", "IQ4_XS is not supported by this engine yet"),
-    ("IQ4_NL", "IQ4_NL is not supported by this engine yet"),
     ("IQ3_M", "the IQ3 types are not supported by this engine"),
     ("IQ3_S", "the IQ3 types are not supported by this engine"),
     ("IQ3_XS", "the IQ3 types are not supported by this engine"),
@@ -102,7 +105,7 @@ impl FileType {
 
     /// Parses a target as llama-quantize does: a name in any case (`q4_k_m`, `Q4_K`), or the
     /// `llama_ftype` number. Unknown names are `InvalidArgument`; llama.cpp targets this engine
-    /// does not support (IQ4_XS, ...) are `Unsupported`, naming the type.
+    /// does not support (IQ3_S, ...) are `Unsupported`, naming the type.
     pub fn parse(name: &str) -> Result<FileType> {
         let upper = name.trim().to_ascii_uppercase();
         if let Some(e) = FILE_TYPES.iter().find(|e| e.1 == upper) {
@@ -413,7 +416,9 @@ impl<'a> TypeChooser<'a> {
                 ty = if facts.n_gqa >= 4 { T::Q4K } else { T::Q3K };
             } else if f == F::MostlyQ3KM {
                 ty = if i < 2 { T::Q5K } else { T::Q4K };
-            } else if f == F::MostlyQ3KL {
+            } else if f == F::MostlyQ3KL
+                || ((f == F::MostlyIq4Nl || f == F::MostlyIq4Xs) && facts.n_gqa >= 4)
+            {
                 ty = T::Q5K;
             } else if (f == F::MostlyQ4KM || f == F::MostlyQ5KM)
                 && use_more_bits(i, facts.n_attention_wv)
@@ -465,6 +470,9 @@ impl<'a> TypeChooser<'a> {
                 } else if use_more_bits(i, n) {
                     ty = T::Q6K;
                 }
+            } else if i < n / 8 && (f == F::MostlyIq4Nl || f == F::MostlyIq4Xs) {
+                // (llama.cpp: only without an importance matrix, which we never have)
+                ty = T::Q5K;
             } else if f == F::MostlyQ5KM && use_more_bits(i, n) {
                 ty = T::Q6K;
             } else if f == F::MostlyQ4KS && !falcon && i < n / 8 {
@@ -476,6 +484,7 @@ impl<'a> TypeChooser<'a> {
                 if facts.n_expert == 8 {
                     if matches!(f, F::MostlyQ2K | F::MostlyQ3KS | F::MostlyQ3KM)
                         || matches!(f, F::MostlyQ4KS | F::MostlyQ4KM)
+                        || matches!(f, F::MostlyIq4Nl | F::MostlyIq4Xs)
                     {
                         ty = T::Q5K;
                     }
@@ -512,6 +521,7 @@ pub fn fallback(cols: u64, ty: GgmlType) -> GgmlType {
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
+        GgmlType::Iq4Xs => GgmlType::Iq4Nl,
         other => other,
     };
     if cols.is_multiple_of(to.block_elems() as u64) {
@@ -543,9 +553,11 @@ mod tests {
         assert_eq!(FileType::parse("Q4_K").unwrap(), FileType::MostlyQ4KM);
         assert_eq!(FileType::parse("15").unwrap(), FileType::MostlyQ4KM);
         assert_eq!(FileType::parse("bf16").unwrap().id(), 32);
-        let e = FileType::parse("IQ4_XS").unwrap_err();
+        assert_eq!(FileType::parse("iq4_xs").unwrap().id(), 30);
+        assert_eq!(FileType::parse("25").unwrap(), FileType::MostlyIq4Nl);
+        let e = FileType::parse("IQ3_S").unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e}");
-        assert!(e.to_string().contains("IQ4_XS"), "{e}");
+        assert!(e.to_string().contains("IQ3_S"), "{e}");
         let e = FileType::parse("Q9_X").unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
         for f in FileType::all() {
@@ -600,6 +612,8 @@ mod tests {
         assert_eq!(fallback(100, GgmlType::Q4K), GgmlType::F16);
         assert_eq!(fallback(100, GgmlType::Q8_0), GgmlType::F16);
         assert_eq!(fallback(512, GgmlType::Q4K), GgmlType::Q4K);
+        assert_eq!(fallback(576, GgmlType::Iq4Xs), GgmlType::Iq4Nl);
+        assert_eq!(fallback(100, GgmlType::Iq4Xs), GgmlType::F16);
         // A tied embedding of 576 columns is the output head: Q8_0, not Q6_K's fallback.
         let facts = facts(30, true);
         let mut c = TypeChooser::new(FileType::MostlyQ4KM, false, &facts);

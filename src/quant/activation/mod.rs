@@ -143,16 +143,18 @@ mod tests {
         assert_eq!(activation_type(GgmlType::F16), Some(GgmlType::F16));
         assert_eq!(activation_type(GgmlType::Q5_0), Some(GgmlType::Q8_0));
         assert_eq!(activation_type(GgmlType::Q5_1), Some(GgmlType::Q8_1));
+        assert_eq!(activation_type(GgmlType::Iq4Nl), Some(GgmlType::Q8_0));
         for k in [
             GgmlType::Q2K,
             GgmlType::Q3K,
             GgmlType::Q4K,
             GgmlType::Q5K,
             GgmlType::Q6K,
+            GgmlType::Iq4Xs,
         ] {
             assert_eq!(activation_type(k), Some(GgmlType::Q8K), "{k}");
         }
-        assert_eq!(activation_type(GgmlType::Iq4Xs), None);
+        assert_eq!(activation_type(GgmlType::Iq3S), None);
     }
 
     #[test]

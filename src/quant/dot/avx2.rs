@@ -185,6 +185,23 @@ kquant_entries!(
     kvnni::q6_k,
     210
 );
+entries!(iq4_nl_one, iq4_nl_four, iq4_nl_rows4, plain::iq4_nl, 18, 34);
+entries!(
+    iq4_nl_one_vnni,
+    iq4_nl_four_vnni,
+    iq4_nl_rows4_vnni,
+    vnni::iq4_nl,
+    18,
+    34
+);
+kquant_entries!(iq4_xs_one, iq4_xs_four, iq4_xs_rows4, kplain::iq4_xs, 136);
+kquant_entries!(
+    iq4_xs_one_vnni,
+    iq4_xs_four_vnni,
+    iq4_xs_rows4_vnni,
+    kvnni::iq4_xs,
+    136
+);
 float_entries!(f32_one, f32_four, f32_rows4, float::f32k, 4);
 float_entries!(f16_one, f16_four, f16_rows4, float::f16k, 2);
 float_entries!(bf16_one, bf16_four, bf16_rows4, float::bf16k, 2);
@@ -308,6 +325,20 @@ pub(super) static KERNELS: &[DotKernels] = &[
     k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx2", Q5K),
     k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx2", Q2K),
     k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx2", Q3K),
+    k!(
+        iq4_nl_one,
+        iq4_nl_four,
+        iq4_nl_rows4,
+        "iq4_nl*q8_0 avx2",
+        Iq4Nl
+    ),
+    k!(
+        iq4_xs_one,
+        iq4_xs_four,
+        iq4_xs_rows4,
+        "iq4_xs*q8_k avx2",
+        Iq4Xs
+    ),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx2", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx2", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx2", F32),
@@ -384,5 +415,19 @@ pub(super) static VNNI_KERNELS: &[DotKernels] = &[
         q3_k_rows4_vnni,
         "q3_k*q8_k avxvnni",
         Q3K
+    ),
+    k!(
+        iq4_nl_one_vnni,
+        iq4_nl_four_vnni,
+        iq4_nl_rows4_vnni,
+        "iq4_nl*q8_0 avxvnni",
+        Iq4Nl
+    ),
+    k!(
+        iq4_xs_one_vnni,
+        iq4_xs_four_vnni,
+        iq4_xs_rows4_vnni,
+        "iq4_xs*q8_k avxvnni",
+        Iq4Xs
     ),
 ];

@@ -43,6 +43,7 @@ entries!(q4_1_one, q4_1_four, q4_1_rows4, vnni::q4_1, 20, 36);
 entries!(q8_0_one, q8_0_four, q8_0_rows4, vnni::q8_0, 34, 34);
 entries!(q5_0_one, q5_0_four, q5_0_rows4, vnni::q5_0, 22, 34);
 entries!(q5_1_one, q5_1_four, q5_1_rows4, vnni::q5_1, 24, 36);
+entries!(iq4_nl_one, iq4_nl_four, iq4_nl_rows4, vnni::iq4_nl, 18, 34);
 
 kquant_kernels256!(
     kvnni,
@@ -54,6 +55,7 @@ kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kvnni::q6_k, 210);
 kquant_entries!(q5_k_one, q5_k_four, q5_k_rows4, kvnni::q5_k, 176);
 kquant_entries!(q2_k_one, q2_k_four, q2_k_rows4, kvnni::q2_k, 84);
 kquant_entries!(q3_k_one, q3_k_four, q3_k_rows4, kvnni::q3_k, 110);
+kquant_entries!(iq4_xs_one, iq4_xs_four, iq4_xs_rows4, kvnni::iq4_xs, 136);
 
 /// Float kernels: 16 elements per load, two accumulators per row, scalar tail.
 macro_rules! float_kernel {
@@ -217,6 +219,20 @@ pub(super) static KERNELS: &[DotKernels] = &[
     k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx512", Q5K),
     k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx512", Q2K),
     k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx512", Q3K),
+    k!(
+        iq4_nl_one,
+        iq4_nl_four,
+        iq4_nl_rows4,
+        "iq4_nl*q8_0 avx512",
+        Iq4Nl
+    ),
+    k!(
+        iq4_xs_one,
+        iq4_xs_four,
+        iq4_xs_rows4,
+        "iq4_xs*q8_k avx512",
+        Iq4Xs
+    ),
     k!(f16_one, f16_four, f16_rows4, "f16*f16 avx512", F16),
     k!(bf16_one, bf16_four, bf16_rows4, "bf16*bf16 avx512", Bf16),
     k!(f32_one, f32_four, f32_rows4, "f32*f32 avx512", F32),

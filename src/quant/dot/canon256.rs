@@ -160,6 +160,24 @@ pub(super) unsafe fn unpack_q5(qs: *const u8, qh: *const u8) -> __m256i {
     _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
 }
 
+/// The IQ4 table (formats/iq4_nl.rs `VALUES`) in both 128-bit halves, for [`iq4_lookup`].
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn iq4_table() -> __m256i {
+    let v = crate::quant::formats::iq4_nl::VALUES;
+    // SAFETY: 16 readable bytes; loadu has no alignment needs.
+    let t = unsafe { _mm_loadu_si128(v.as_ptr().cast()) };
+    _mm256_broadcastsi128_si256(t)
+}
+
+/// 32 indices (0..=15, e.g. from [`unpack_q4_shift`]) -> their IQ4 table values as s8: one
+/// byte shuffle per 32 elements.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn iq4_lookup(idx: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(iq4_table(), idx)
+}
+
 /// Like [`unpack_q4_shift`] but without the shift: [lo(q), 16 * hi(q)]. The high half's dot
 /// products (i32 lanes 4..8) come out exactly 16x too large, which [`sum4`] undoes in the
 /// integer domain (`HI_SHIFT` = 4). Only for `vpdpbusd`: 16 * 15 * 127 would saturate
@@ -485,10 +503,10 @@ macro_rules! tile_kernel {
 }
 pub(super) use tile_kernel;
 
-/// Generates module `$m` with the three quantized tile kernels (`q4_0`, `q4_1`, `q8_0`) of
-/// one flavour: `$dot` the u8 x s8 primitive (with accumulator input), `$unpack` the nibble
-/// expansion, `$hi` its high-lane shift (0, or 4 for [`unpack_q4_mask`]), `$off_hi` the Q4_0
-/// offset byte of the high lanes (8, or 8 * 16 = 128).
+/// Generates module `$m` with the 32-element tile kernels (`q4_0`, `q4_1`, `q5_0`, `q5_1`,
+/// `q8_0`, `iq4_nl`) of one flavour: `$dot` the u8 x s8 primitive (with accumulator input),
+/// `$unpack` the nibble expansion, `$hi` its high-lane shift (0, or 4 for [`unpack_q4_mask`]),
+/// `$off_hi` the Q4_0 offset byte of the high lanes (8, or 8 * 16 = 128).
 macro_rules! canonical_kernels256 {
     ($m:ident, $feat:literal, $dot:path, $unpack:path, $hi:literal, $off_hi:literal) => {
         mod $m {
@@ -564,6 +582,27 @@ macro_rules! canonical_kernels256 {
                 },
                 offset_dot = |acc, a| { $dot(acc, _mm256_set1_epi8(16), a.0) },
                 idot = |acc, q, a| { $dot(acc, q, a.0) },
+            );
+
+            // IQ4_NL x Q8_0: the table values (s8, never 0) x a, as Q8_0's s8 x s8: |v| (u8)
+            // x (a with v's sign); |v| <= 127 and |a| <= 127 keep `vpmaddubsw` exact.
+            $crate::quant::dot::canon256::tile_kernel!(
+                iq4_nl,
+                $feat,
+                wb = 18,
+                ab = 34,
+                hi = 0,
+                offset_term = false,
+                wprep = |wp| -> __m256i {
+                    $crate::quant::dot::canon256::iq4_lookup(
+                        $crate::quant::dot::canon256::unpack_q4_shift(wp.add(2)),
+                    )
+                },
+                aprep = |ap| -> (__m256i, __m256i) {
+                    (_mm256_loadu_si256(ap.add(2).cast()), _mm256_setzero_si256())
+                },
+                offset_dot = |acc, _a| { acc },
+                idot = |acc, wq, a| { $dot(acc, _mm256_abs_epi8(wq), _mm256_sign_epi8(a.0, wq)) },
             );
 
             // Q8_0 x Q8_0: s8 x s8 as |w| (u8) x (a with w's sign).

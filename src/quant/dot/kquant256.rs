@@ -1,7 +1,7 @@
-//! The K-quant kernels (Q2_K, Q3_K, Q4_K, Q5_K and Q6_K against Q8_K) in their canonical order (scalar.rs)
-//! with 256-bit integer dots, shared by the AVX2, AVX-VNNI and AVX-512 VNNI tables: they
-//! differ only in the i16 x i16 -> i32 multiply-accumulate (`vpmaddwd + vpaddd`, or one
-//! `vpdpwssd`).
+//! The super-block kernels (the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS against Q8_K)
+//! in their canonical order (scalar.rs) with 256-bit integer dots, shared by the AVX2, AVX-VNNI
+//! and AVX-512 VNNI tables: they differ only in the i16 x i16 -> i32 multiply-accumulate
+//! (`vpmaddwd + vpaddd`, or one `vpdpwssd`).
 //!
 //! Per super-block and tile cell the integer work leaves 8 i32 partial sums of `isum` (and
 //! of `msum` for Q4_K): unsigned quants times activation bytes with `vpmaddubsw` (pair sums
@@ -411,6 +411,52 @@ macro_rules! q3k_cell {
 }
 pub(super) use q3k_cell;
 
+/// IQ4_XS's 8 signed sub-block scales (stored 6 bits - 32) from its `scales_h` (u16 at `p`)
+/// and `scales_l` (4 bytes at `p + 2`), layout in formats/iq4_xs.rs: as i16 [s0..s7] in both
+/// 128-bit halves.
+///
+/// # Safety
+/// `p..p + 6` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn iq4xs_scales(p: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 6 readable bytes.
+    let (h, l) = unsafe { (load_u16(p), p.add(2).cast::<u32>().read_unaligned() as u64) };
+    // Byte j of the stored scales: nibble j of `l` (even j low nibbles), bits 2j..2j + 2 of
+    // `h` above it.
+    let mut stored = 0u64;
+    for j in 0..8 {
+        let low = (l >> (4 * j)) & 0x0F;
+        let high = (h >> (2 * j)) & 3;
+        stored |= (low | (high << 4)) << (8 * j);
+    }
+    let s8 = _mm_sub_epi8(_mm_cvtsi64_si128(stored as i64), _mm_set1_epi8(32));
+    _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8))
+}
+
+/// One IQ4_XS super-block against one Q8_K block: the 8 i32 partial sums of
+/// `isum = Σ_j sc_j · Σ VALUES[q] · a` and no `msum`. Each 32-element sub-block's indices are
+/// 16 bytes (formats/iq4_nl.rs order), looked up with one byte shuffle; the s8 x s8 products
+/// go through `vpmaddubsw` as |v| x (a with v's sign) (pair sums <= 2 * 127 * 127).
+macro_rules! iq4xs_cell {
+    ($wp:expr, $ap:expr, $madd:path) => {{
+        use $crate::quant::dot::canon256::{iq4_lookup, unpack_q4_shift};
+        let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
+        let sc = iq4xs_scales(wp.add(2));
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..8 {
+            let v = iq4_lookup(unpack_q4_shift(wp.add(8 + 16 * j)));
+            let av = _mm256_loadu_si256(ap.add(Q8K_QS + 32 * j).cast());
+            let prod = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(av, v));
+            let j = j as i16;
+            let pick = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((2 * j) | ((2 * j + 1) << 8)));
+            acc = $madd(acc, prod, pick);
+        }
+        (acc, _mm256_setzero_si256())
+    }};
+}
+pub(super) use iq4xs_cell;
+
 /// Generates the tile kernel `$name::<RW, RA>` (1 x 1, 1 x 4 or 4 x 1 cells) of one K-quant
 /// against Q8_K: `$wb` its super-block bytes, `$d` / `$dmin` the offsets of its f16 factors
 /// (`$dmin` only with a min term), `$cell` its per-block integer macro.
@@ -480,12 +526,14 @@ macro_rules! kquant_tile {
 }
 pub(super) use kquant_tile;
 
-/// Generates module `$m` with the K-quant tile kernels (`q2_k` .. `q6_k`) of one flavour.
+/// Generates module `$m` with the super-block tile kernels (`q2_k` .. `q6_k`, `iq4_xs`) of
+/// one flavour.
 macro_rules! kquant_kernels256 {
     ($m:ident, $feat:literal, $madd:path) => {
         mod $m {
             use $crate::quant::dot::kquant256::{
-                kquant_tile, q2k_cell, q3k_cell, q45k_cell, q4k_cell, q5k_cell, q6k_cell,
+                iq4xs_cell, kquant_tile, q2k_cell, q3k_cell, q45k_cell, q4k_cell, q5k_cell,
+                q6k_cell,
             };
             kquant_tile!(
                 q2_k,
@@ -522,6 +570,15 @@ macro_rules! kquant_kernels256 {
                 d = 0,
                 dmin = Some(2),
                 cell = q5k_cell
+            );
+            kquant_tile!(
+                iq4_xs,
+                $feat,
+                $madd,
+                wb = 136,
+                d = 0,
+                dmin = None,
+                cell = iq4xs_cell
             );
             kquant_tile!(
                 q6_k,

@@ -16,8 +16,9 @@
 //! named by its registry row ([`crate::quant::registry::Format::cpu_dot`]): a type has CPU dot
 //! products exactly when its row has them. The ISA modules here add faster sets.
 //!
-//! Summation order: every quantized kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants
-//! Q2_K .. Q6_K; SIMD sets in canon256.rs, kquant256.rs, neon.rs), on every ISA and tile shape,
+//! Summation order: every quantized kernel (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and the
+//! super-block types Q2_K .. Q6_K, IQ4_XS; SIMD sets in canon256.rs, kquant256.rs, neon.rs), on
+//! every ISA and tile shape,
 //! returns exactly the bits of the canonical order defined in scalar.rs, which is also the
 //! order of the GPU mat-vec (32 lane accumulators, block b into lane b % 32, fused
 //! multiply-adds, butterfly at the end); the scalar kernels of the registry are that order

@@ -9,6 +9,8 @@
 //! (Q4_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
 //! integer dots times their integer scales, summed exactly in i32, then the scalar float
 //! steps of their canonical order.
+//! IQ4_NL / IQ4_XS look their indices up in the 16-byte table with one `tbl` per 16
+//! elements, then dot as Q4_0 / the K-quants do.
 //! Tested under qemu-aarch64 (see tests.rs).
 
 use super::scalar::{butterfly, LANES};
@@ -267,6 +269,79 @@ unsafe fn q4_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
     butterfly(acc)
 }
 
+/// 16 IQ4 index bytes at `p` -> the table values of (elements 0..16, elements 16..32) as s8,
+/// one table lookup (`tbl`) each.
+///
+/// # Safety
+/// 16 bytes readable at p.
+#[target_feature(enable = "neon")]
+#[inline]
+unsafe fn unpack_iq4(p: *const u8) -> (int8x16_t, int8x16_t) {
+    let table = crate::quant::formats::iq4_nl::VALUES;
+    // SAFETY: caller guarantees 16 readable bytes at p; the table is 16 bytes.
+    let (q, t) = unsafe { (vld1q_u8(p), vld1q_s8(table.as_ptr())) };
+    (
+        vqtbl1q_s8(t, vandq_u8(q, vdupq_n_u8(0x0F))),
+        vqtbl1q_s8(t, vshrq_n_u8::<4>(q)),
+    )
+}
+
+fn iq4_nl_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 32, 18, 34);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { iq4_nl_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn iq4_nl_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 32 {
+        // SAFETY: block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 18), a.add(i * 34));
+            let (x0, x1) = unpack_iq4(wp.add(2));
+            let (y0, y1) = load32(ap.add(2));
+            let isum = vaddvq_s32(vaddq_s32(dot16(x0, y0), dot16(x1, y1)));
+            let dd = h(rd(wp)) * h(rd(ap));
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
+        }
+    }
+    butterfly(acc)
+}
+
+fn iq4_xs_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 136, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { iq4_xs_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn iq4_xs_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    use crate::quant::formats::iq4_xs::scales;
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 136), a.add(i * 292));
+            let sc = scales(rd(wp.add(2)), &rd::<[u8; 4]>(wp.add(4)));
+            let mut iacc = vdupq_n_s32(0);
+            for (j, &s) in sc.iter().enumerate() {
+                let (x0, x1) = unpack_iq4(wp.add(8 + 16 * j));
+                let (y0, y1) = load32(ap.add(4 + 32 * j));
+                iacc = vmlaq_n_s32(iacc, vaddq_s32(dot16(x0, y0), dot16(x1, y1)), s);
+            }
+            let isum = vaddvq_s32(iacc);
+            let dd = h(rd(wp)) * rd::<f32>(ap);
+            acc[i % LANES] = (isum as f32).mul_add(dd, acc[i % LANES]);
+        }
+    }
+    butterfly(acc)
+}
+
 fn q6_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
     check_lengths(n, w, a, 256, 210, 292);
     // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
@@ -363,6 +438,8 @@ four!(q4_k_four, q4_k_one);
 four!(q5_0_four, q5_0_one);
 four!(q5_1_four, q5_1_one);
 four!(q6_k_four, q6_k_one);
+four!(iq4_nl_four, iq4_nl_one);
+four!(iq4_xs_four, iq4_xs_one);
 super::rows4_from_one!(q4_0_rows4, q4_0_one);
 super::rows4_from_one!(q4_1_rows4, q4_1_one);
 super::rows4_from_one!(q8_0_rows4, q8_0_one);
@@ -371,6 +448,8 @@ super::rows4_from_one!(q4_k_rows4, q4_k_one);
 super::rows4_from_one!(q5_0_rows4, q5_0_one);
 super::rows4_from_one!(q5_1_rows4, q5_1_one);
 super::rows4_from_one!(q6_k_rows4, q6_k_one);
+super::rows4_from_one!(iq4_nl_rows4, iq4_nl_one);
+super::rows4_from_one!(iq4_xs_rows4, iq4_xs_one);
 
 pub(super) static KERNELS: &[DotKernels] = &[
     DotKernels {
@@ -421,6 +500,20 @@ pub(super) static KERNELS: &[DotKernels] = &[
         rows4: q6_k_rows4,
         name: "q6_k*q8_k neon",
         weight: GgmlType::Q6K,
+    },
+    DotKernels {
+        one: iq4_nl_one,
+        four: iq4_nl_four,
+        rows4: iq4_nl_rows4,
+        name: "iq4_nl*q8_0 neon",
+        weight: GgmlType::Iq4Nl,
+    },
+    DotKernels {
+        one: iq4_xs_one,
+        four: iq4_xs_four,
+        rows4: iq4_xs_rows4,
+        name: "iq4_xs*q8_k neon",
+        weight: GgmlType::Iq4Xs,
     },
     DotKernels {
         one: f32_one,

@@ -3,7 +3,7 @@
 //! (SIMD, and the GPU mat-vec) reproduces bit for bit, and [`reference`], the f64 accuracy
 //! reference.
 //!
-//! # The canonical order (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+//! # The canonical order (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL)
 //! It is the order of the GPU mat-vec, where one 32-lane team computes a (weight row,
 //! activation row) dot: lane `L` takes blocks `L, L + 32, L + 64, ...` and the 32 lane sums
 //! are then combined by a butterfly. Per block `b`, in ascending order:
@@ -16,18 +16,19 @@
 //! ```
 //!
 //! and the result is `butterfly(acc)`. Here w_j is the weight's integer quant as its value
-//! formula uses it (q - 8 for Q4_0, q - 16 for Q5_0, q for Q4_1 / Q5_1, the byte for Q8_0)
-//! and a_j the activation's. The integer sums are exact in any order, so SIMD kernels may
-//! reduce them however is fastest; only the float steps are pinned.
+//! formula uses it (q - 8 for Q4_0, q - 16 for Q5_0, q for Q4_1 / Q5_1, the byte for Q8_0,
+//! the table value for IQ4_NL) and a_j the activation's. The integer sums are exact in any
+//! order, so SIMD kernels may reduce them however is fastest; only the float steps are pinned.
 //!
-//! # The canonical order of the K-quants (Q2_K ... Q6_K against Q8_K)
+//! # The canonical order of the K-quants (Q2_K ... Q6_K and IQ4_XS against Q8_K)
 //! The same lanes and butterfly, one super-block of 256 elements where the formats above
 //! have one block: super-block `b` goes to lane `L = b % 32`, in ascending order. Per
-//! super-block, with sub-blocks `j` (8 of 32 elements for Q4_K / Q5_K, 16 of 16 for Q2_K,
-//! Q3_K, Q6_K), their integer scales `sc_j` (Q3_K: the stored 6 bits - 32) and mins `m_j`,
-//! the weight quants `q` as the value formula uses them (0..=3 for Q2_K, -4..=3 for Q3_K,
-//! 0..=15 for Q4_K, 0..=31 for Q5_K, q - 32 for Q6_K), the activation quants `a` and group
-//! sums `bsum_j` (the Q8_K `bsums` covering sub-block j, summed):
+//! super-block, with sub-blocks `j` (8 of 32 elements for Q4_K / Q5_K / IQ4_XS, 16 of 16 for
+//! Q2_K, Q3_K, Q6_K), their integer scales `sc_j` (Q3_K, IQ4_XS: the stored 6 bits - 32) and
+//! mins `m_j`, the weight quants `q` as the value formula uses them (0..=3 for Q2_K, -4..=3
+//! for Q3_K, 0..=15 for Q4_K, 0..=31 for Q5_K, q - 32 for Q6_K, the table value for IQ4_XS),
+//! the activation quants `a` and group sums `bsum_j` (the Q8_K `bsums` covering sub-block j,
+//! summed):
 //!
 //! ```text
 //! isum   = exact i32: Σ_j sc_j · (Σ_{i in j} q_i · a_i)
@@ -39,12 +40,12 @@
 //! ```
 //!
 //! and the result is `butterfly(acc)`. Both integer parts fit i32 with room to spare (|isum|
-//! <= 2^27 for Q6_K, < 2^26 for Q5_K, less for the others), so any grouping of the integer
-//! work gives the same numbers: SIMD kernels may use unsigned-by-signed byte dots
-//! (`vpdpbusd`, `dp4a`), fold Q6_K's -32 (and Q3_K's -4) in through the group sums, and sum
-//! sub-blocks in any order. The float work is two multiplies and two FMAs per 256 elements
-//! (one and one without mins); `isum as f32` rounds only for |isum| > 2^24, alike on every
-//! backend.
+//! <= 2^27 for Q6_K, < 2^27 for IQ4_XS, < 2^26 for Q5_K, less for the others), so any
+//! grouping of the integer work gives the same numbers: SIMD kernels may use
+//! unsigned-by-signed byte dots (`vpdpbusd`, `dp4a`), fold Q6_K's -32 (and Q3_K's -4) in
+//! through the group sums, and sum sub-blocks in any order. The float work is two multiplies
+//! and two FMAs per 256 elements (one and one without mins); `isum as f32` rounds only for
+//! |isum| > 2^24, alike on every backend.
 
 use crate::quant::blocks::{read_block, Block};
 

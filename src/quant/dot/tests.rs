@@ -19,7 +19,7 @@ const REL_TOL: f64 = 1e-5;
 const LENGTHS: [usize; 5] = [32, 64, 576, 1536, 4096];
 
 /// The weight types with SIMD kernels on x86-64 (the others have the scalar set only).
-const HAVE_SIMD: [GgmlType; 13] = [
+const HAVE_SIMD: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Bf16,
@@ -33,6 +33,8 @@ const HAVE_SIMD: [GgmlType; 13] = [
     GgmlType::Q3K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Iq4Xs,
 ];
 
 struct Rng(u64);
@@ -62,6 +64,7 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
         GgmlType::Q2K => &[80, 82],
         GgmlType::Q3K => &[108],
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Iq4Nl | GgmlType::Iq4Xs => &[0],
         _ => panic!("{ty}: f16 fields unknown to the test"),
     }
 }
@@ -205,7 +208,7 @@ fn best_kernels_exist_for_every_weight_type_and_not_for_others() {
         assert_eq!(k.weight, ty);
         assert!(k.name.starts_with(&ty.name().to_lowercase()), "{}", k.name);
     }
-    assert!(kernels_for(GgmlType::Iq4Xs).is_none());
+    assert!(kernels_for(GgmlType::Iq3S).is_none());
     assert!(scalar_kernels_for(GgmlType::Q8_1).is_none());
 }
 

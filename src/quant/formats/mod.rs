@@ -5,6 +5,8 @@
 
 pub mod fit;
 pub mod float;
+pub mod iq4_nl;
+pub mod iq4_xs;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;

@@ -20,7 +20,7 @@ fn rows_are_unique_and_their_kernels_are_for_their_type() {
             );
         }
     }
-    assert!(format(GgmlType::Iq4Xs).is_none());
+    assert!(format(GgmlType::Iq3S).is_none());
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn every_row_round_trips_through_its_codec() {
 fn dequantize_rejects_short_rows_and_unsupported_types() {
     let mut out = [0f32; 32];
     assert!(dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut out).is_err());
-    assert!(dequantize_row(GgmlType::Iq4Xs, &[0u8; 1000], &mut out).is_err());
+    assert!(dequantize_row(GgmlType::Iq3S, &[0u8; 1000], &mut out).is_err());
     let mut odd = [0f32; 31];
     assert!(dequantize_row(GgmlType::Q8_0, &[0u8; 34], &mut odd).is_err());
 }
@@ -224,6 +224,16 @@ const DEQUANT_FIXTURES: &[(GgmlType, &[u8], &[u8])] = &[
         GgmlType::Q6K,
         include_bytes!("../../../tests/fixtures/dequant/q6_k.blocks"),
         include_bytes!("../../../tests/fixtures/dequant/q6_k.f32"),
+    ),
+    (
+        GgmlType::Iq4Nl,
+        include_bytes!("../../../tests/fixtures/dequant/iq4_nl.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/iq4_nl.f32"),
+    ),
+    (
+        GgmlType::Iq4Xs,
+        include_bytes!("../../../tests/fixtures/dequant/iq4_xs.blocks"),
+        include_bytes!("../../../tests/fixtures/dequant/iq4_xs.f32"),
     ),
 ];
 
