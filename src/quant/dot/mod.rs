@@ -74,6 +74,7 @@ mod avx512;
 mod canon256;
 #[cfg(any(target_arch = "x86_64", test))]
 mod f16_table;
+pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod kquant256;
 #[cfg(target_arch = "aarch64")]
