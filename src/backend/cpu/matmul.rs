@@ -8,8 +8,16 @@
 //! Work split: weight rows are divided among threads. Within a thread, rows go in blocks small
 //! enough to stay in L1 while groups of four tokens stream past them, so in prompt processing a
 //! weight block is read from memory once per token group instead of once per token.
+//!
+//! Steps of at least [`GEMM_MIN_TOKENS`] tokens take the tiled kernels of
+//! `crate::quant::dot::gemm` where the weight type has one: a panel of 16 (or 8) rows is
+//! unpacked once per token tile and every token of the tile passes it. Both paths give every
+//! product the canonical bits, so a token's results never depend on the step it came in.
 
 use super::threadpool::{ThreadPool, CHUNKS_PER_THREAD};
+use crate::quant::dot::gemm::{
+    act_meta, gemm_kernels_for, takes_activations, ActMeta, GemmArgs, GemmKernels,
+};
 use crate::quant::dot::{kernels_for, DotKernels};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
 use crate::{Error, Result};
@@ -25,6 +33,8 @@ pub struct PackedMatrix<'a> {
     pub cols: usize,
     pub row_bytes: usize,
     pub kernels: &'static DotKernels,
+    /// The tiled kernel for prompt steps, where the type has one on this CPU.
+    pub gemm: Option<&'static GemmKernels>,
 }
 
 impl<'a> PackedMatrix<'a> {
@@ -50,6 +60,7 @@ impl<'a> PackedMatrix<'a> {
             cols,
             row_bytes,
             kernels,
+            gemm: gemm_kernels_for(ty),
         })
     }
 
@@ -66,6 +77,10 @@ pub struct PackedActivations {
     row_bytes: usize,
     n_rows: usize,
     buf: Vec<u8>,
+    /// Per 32-element block of each row (n_rows, cols / 32), for the tiled kernels: filled
+    /// by `pack` for steps of at least [`GEMM_MIN_TOKENS`] rows whose type has them.
+    meta: Vec<ActMeta>,
+    has_meta: bool,
 }
 
 impl PackedActivations {
@@ -91,7 +106,15 @@ impl PackedActivations {
         self.row_bytes = row_bytes;
         self.n_rows = n_rows;
         self.buf.resize(n_rows * row_bytes, 0);
+        // Block metadata only where the tiled kernels may read it (never in decode).
+        let nb = cols / 32;
+        self.has_meta = n_rows >= GEMM_MIN_TOKENS
+            && cols.is_multiple_of(32)
+            && takes_activations(act_ty);
+        self.meta.resize(if self.has_meta { n_rows * nb } else { 0 }, ActMeta::default());
         let out = SharedMut::new(&mut self.buf);
+        let meta = SharedMut::new(&mut self.meta);
+        let has_meta = self.has_meta;
         let failed = std::sync::Mutex::new(None);
         pool.for_each_range(n_rows, &|rows| {
             for r in rows {
@@ -100,6 +123,10 @@ impl PackedActivations {
                 if let Err(e) = quantize_activations(act_ty, &x[r * cols..(r + 1) * cols], dst) {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
+                }
+                if has_meta {
+                    // SAFETY: as above, row r's metadata belongs to this thread alone.
+                    act_meta(act_ty, dst, unsafe { meta.slice(r * nb, nb) });
                 }
             }
         });
@@ -121,6 +148,10 @@ impl PackedActivations {
 
 /// Rows of weights processed together while token groups stream past (fits L1 for d<=4096).
 const ROW_BLOCK: usize = 8;
+
+/// Steps of this many tokens or more use the tiled kernels (where the weight type has one):
+/// unpacking a panel costs about what a few tokens' products cost with the row kernels.
+pub const GEMM_MIN_TOKENS: usize = 8;
 
 /// One product of a fused group: a weight and the buffer (n_tokens, w.rows) it writes.
 pub struct MatmulTarget<'w, 'o> {
@@ -157,17 +188,29 @@ pub fn matmul_fused(
     let weights: Vec<PackedMatrix<'_>> = targets.iter().map(|t| t.w).collect();
     let total_rows: usize = weights.iter().map(|w| w.rows).sum();
     // Chunks of whole 4-row tiles, claimed by the threads (see ThreadPool::run_chunks).
-    let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(4));
-    let chunk_rows = total_rows.div_ceil(n_chunks.max(1)).next_multiple_of(4);
+    // Prompt steps: whole 16-row panels of the tiled kernels.
+    let align = if acts.has_meta { 16 } else { 4 };
+    let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(align));
+    let chunk_rows = total_rows
+        .div_ceil(n_chunks.max(1))
+        .next_multiple_of(align);
     let n_chunks = total_rows.div_ceil(chunk_rows.max(1));
-    pool.run_chunks(n_chunks, &|| (), &|_, chunk| {
+    // Each thread's scratch for the tiled kernels: the unpacked panel and its results.
+    let scratch = || (Vec::<u8>::new(), Vec::<f32>::new());
+    pool.run_chunks(n_chunks, &scratch, &|scratch, chunk| {
         let mine = chunk * chunk_rows..((chunk + 1) * chunk_rows).min(total_rows);
         // Walk the weights, intersecting each one's global row range with ours.
         let mut first_row = 0;
         for (w, out) in weights.iter().zip(&outs) {
             let (lo, hi) = (mine.start.max(first_row), mine.end.min(first_row + w.rows));
             if lo < hi {
-                rows_times_tokens(w, acts, out, lo - first_row..hi - first_row, n_tokens);
+                let rows = lo - first_row..hi - first_row;
+                match w.gemm {
+                    Some(g) if acts.has_meta => {
+                        rows_times_tokens_tiled(w, g, acts, out, rows, scratch)
+                    }
+                    _ => rows_times_tokens(w, acts, out, rows, n_tokens),
+                }
             }
             first_row += w.rows;
         }
@@ -193,6 +236,48 @@ fn rows_times_tokens(
         let tile_end = (tile_start + tile).min(n_tokens);
         rows_times_token_tile(w, acts, out, rows.clone(), tile_start..tile_end);
         tile_start = tile_end;
+    }
+}
+
+/// [`rows_times_tokens`] by the tiled kernel `g`: per token tile, the rows in panels of
+/// `g.panel`, each unpacked once and passed by every token of the tile.
+fn rows_times_tokens_tiled(
+    w: &PackedMatrix<'_>,
+    g: &GemmKernels,
+    acts: &PackedActivations,
+    out: &SharedMut<f32>,
+    rows: std::ops::Range<usize>,
+    (panel_scratch, results): &mut (Vec<u8>, Vec<f32>),
+) {
+    let nb = acts.cols / 32;
+    let tile = (TOKEN_TILE_BYTES / acts.row_bytes.max(1)).max(4);
+    let mut t0 = 0;
+    while t0 < acts.n_rows {
+        let t1 = (t0 + tile).min(acts.n_rows);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let n_rows = g.panel.min(rows.end - r0);
+            let args = GemmArgs {
+                n: w.cols,
+                w: &w.data[r0 * w.row_bytes..],
+                row_bytes: w.row_bytes,
+                rows: n_rows,
+                acts: &acts.buf[t0 * acts.row_bytes..t1 * acts.row_bytes],
+                act_row_bytes: acts.row_bytes,
+                meta: &acts.meta[t0 * nb..t1 * nb],
+                n_tokens: t1 - t0,
+            };
+            results.resize((t1 - t0) * g.panel, 0.0);
+            (g.run)(&args, results, panel_scratch);
+            for t in t0..t1 {
+                // SAFETY: the calling thread owns output columns `rows` of this weight
+                // exclusively (row ranges of different threads are disjoint).
+                let dst = unsafe { out.slice(t * w.rows + r0, n_rows) };
+                dst.copy_from_slice(&results[(t - t0) * g.panel..][..n_rows]);
+            }
+            r0 += n_rows;
+        }
+        t0 = t1;
     }
 }
 

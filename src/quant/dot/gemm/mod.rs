@@ -55,6 +55,11 @@ fn act_layout(act: GgmlType) -> Option<(usize, usize)> {
     }
 }
 
+/// Whether the tiled kernels take activations of type `act` (so [`act_meta`] fills them).
+pub fn takes_activations(act: GgmlType) -> bool {
+    act_layout(act).is_some()
+}
+
 /// Fills `meta` (one entry per 32-element block) for an activation row of type `act`;
 /// returns false (and leaves `meta` alone) for activation types without tiled kernels.
 /// Panics if the row is shorter than `meta` implies.
