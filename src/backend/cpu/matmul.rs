@@ -108,10 +108,12 @@ impl PackedActivations {
         self.buf.resize(n_rows * row_bytes, 0);
         // Block metadata only where the tiled kernels may read it (never in decode).
         let nb = cols / 32;
-        self.has_meta = n_rows >= GEMM_MIN_TOKENS
-            && cols.is_multiple_of(32)
-            && takes_activations(act_ty);
-        self.meta.resize(if self.has_meta { n_rows * nb } else { 0 }, ActMeta::default());
+        self.has_meta =
+            n_rows >= GEMM_MIN_TOKENS && cols.is_multiple_of(32) && takes_activations(act_ty);
+        self.meta.resize(
+            if self.has_meta { n_rows * nb } else { 0 },
+            ActMeta::default(),
+        );
         let out = SharedMut::new(&mut self.buf);
         let meta = SharedMut::new(&mut self.meta);
         let has_meta = self.has_meta;
@@ -191,9 +193,7 @@ pub fn matmul_fused(
     // Prompt steps: whole 16-row panels of the tiled kernels.
     let align = if acts.has_meta { 16 } else { 4 };
     let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(align));
-    let chunk_rows = total_rows
-        .div_ceil(n_chunks.max(1))
-        .next_multiple_of(align);
+    let chunk_rows = total_rows.div_ceil(n_chunks.max(1)).next_multiple_of(align);
     let n_chunks = total_rows.div_ceil(chunk_rows.max(1));
     // Each thread's scratch for the tiled kernels: the unpacked panel and its results.
     let scratch = || (Vec::<u8>::new(), Vec::<f32>::new());

@@ -41,6 +41,43 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// `q = min(127, round_half_even(iscale * x))`, `d = 1 / iscale` (so `d` is negative when
 /// that element is positive); an all-zero block is all zeros.
 pub fn quantize_activations(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected just above.
+        unsafe { quantize_avx2(x, out) };
+        return;
+    }
+    quantize(x, out);
+}
+
+/// [`quantize`] compiled for AVX2 (which implies SSE4.1): the same operations, but
+/// `round_ties_even` becomes a `vroundps` instead of a call of libm's `rintf` per element
+/// (a tenth of a 128-token prompt step of a Q6_K file went into those calls).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(x: &[f32], out: &mut [u8]) {
+    quantize(x, out)
+}
+
+/// `y.round_ties_even()` for the values the quantizer rounds, without a libm call: adding and
+/// subtracting 1.5 * 2^23 rounds to an integer, ties to even, for |y| < 2^22; here |y| <= 127
+/// (plus an ulp), or y is NaN or infinite (a subnormal block maximum makes `iscale` infinite),
+/// which both ways pass through unchanged.
+#[inline(always)]
+fn round_small(y: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if y.abs() < 4_194_304.0 {
+        (y + MAGIC) - MAGIC
+    } else {
+        y.round_ties_even()
+    }
+}
+
+#[inline(always)]
+fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in x {
@@ -57,7 +94,7 @@ pub fn quantize_activations(x: &[f32], out: &mut [u8]) {
             };
         }
         let iscale = -127.0 / max;
-        let qs = x.map(|v| ((iscale * v).round_ties_even() as i32).min(127) as i8);
+        let qs = x.map(|v| (round_small(iscale * v) as i32).min(127) as i8);
         let bsums = std::array::from_fn(|g| {
             qs[g * GROUP..][..GROUP]
                 .iter()

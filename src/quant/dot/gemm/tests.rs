@@ -54,7 +54,10 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
     for ty in TILED {
         let kernels = available_gemm_kernels(ty);
         if cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2") {
-            assert!(!kernels.is_empty() || ty == GgmlType::Q8_0, "{ty}: no tiled kernel");
+            assert!(
+                !kernels.is_empty() || ty == GgmlType::Q8_0,
+                "{ty}: no tiled kernel"
+            );
         }
         let act = activation_type(ty).unwrap();
         let want = scalar_kernels_for(ty).unwrap().one;
@@ -62,17 +65,29 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
             // Panels of 1, an odd few, one short of full and full; blocks of one lane
             // round, a partial and whole ones, and more than one round.
             let heights = [1, 3, k.panel - 1, k.panel];
-            for (case, (nb, n_tokens)) in [(1, 13), (2, 1), (17, 9), (18, 5), (32, 12), (33, 3), (65, 11)]
-                .into_iter()
-                .enumerate()
+            for (case, (nb, n_tokens)) in [
+                (1, 13),
+                (2, 1),
+                (17, 9),
+                (18, 5),
+                (32, 12),
+                (33, 3),
+                (65, 11),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 let n = nb * 32;
                 let rows = heights[case % heights.len()];
-                let mut ws: Vec<Vec<u8>> = (0..rows).map(|_| edge_weight_row(ty, nb, &mut rng)).collect();
+                let mut ws: Vec<Vec<u8>> = (0..rows)
+                    .map(|_| edge_weight_row(ty, nb, &mut rng))
+                    .collect();
                 if case % 2 == 1 {
                     ws[0] = weight_row(ty, n, &mut rng); // an ordinary random row
                 }
-                let acts: Vec<Vec<u8>> = (0..n_tokens).map(|_| edge_act_row(act, nb, &mut rng)).collect();
+                let acts: Vec<Vec<u8>> = (0..n_tokens)
+                    .map(|_| edge_act_row(act, nb, &mut rng))
+                    .collect();
                 let got = run(k, n, &ws, &acts);
                 for (t, a) in acts.iter().enumerate() {
                     for (r, w) in ws.iter().enumerate() {
@@ -109,7 +124,8 @@ fn tiled_kernels_refuse_short_slices() {
             meta: &meta,
             n_tokens: 1,
         };
-        let r = std::panic::catch_unwind(|| (k.run)(&args, &mut vec![0.0; k.panel], &mut Vec::new()));
+        let r =
+            std::panic::catch_unwind(|| (k.run)(&args, &mut vec![0.0; k.panel], &mut Vec::new()));
         assert!(r.is_err(), "{} read a short row", k.name);
     }
 }
@@ -124,8 +140,22 @@ fn act_meta_sums_the_quants_and_reads_the_scales() {
     row.extend([1u8; 31]);
     let mut meta = [ActMeta::default()];
     assert!(act_meta(GgmlType::Q8_1, &row, &mut meta));
-    assert_eq!(meta[0], ActMeta { d: 0.5, s: 2.0, sum: 28 });
+    assert_eq!(
+        meta[0],
+        ActMeta {
+            d: 0.5,
+            s: 2.0,
+            sum: 28
+        }
+    );
     assert!(act_meta(GgmlType::Q8_0, &row[2..], &mut meta));
-    assert_eq!(meta[0], ActMeta { d: 2.0, s: 0.0, sum: 28 });
+    assert_eq!(
+        meta[0],
+        ActMeta {
+            d: 2.0,
+            s: 0.0,
+            sum: 28
+        }
+    );
     assert!(!act_meta(GgmlType::Q8K, &row, &mut meta));
 }

@@ -66,8 +66,7 @@ fn check(a: &GemmArgs<'_>, out: &[f32], panel: usize, f: Fmt) {
             && a.w.len() >= (a.rows - 1) * a.row_bytes + nb * f.wb
             && panel * a.row_bytes <= i32::MAX as usize
             && a.act_row_bytes >= nb * f.ab
-            && (a.n_tokens == 0
-                || a.acts.len() >= (a.n_tokens - 1) * a.act_row_bytes + nb * f.ab)
+            && (a.n_tokens == 0 || a.acts.len() >= (a.n_tokens - 1) * a.act_row_bytes + nb * f.ab)
             && a.meta.len() >= a.n_tokens * nb
             && out.len() >= a.n_tokens * panel,
         "gemm kernel: bad arguments (n={}, rows={}, tokens={})",
@@ -381,9 +380,10 @@ macro_rules! gemm8_module {
                             for k in 0..8 {
                                 let wk = _mm256_load_si256(pb.add(k * 32).cast());
                                 for (t, s) in s.iter_mut().enumerate() {
-                                    let ap = a.acts.as_ptr().add(
-                                        (t0 + t) * a.act_row_bytes + b * f.ab + f.aq + 4 * k,
-                                    );
+                                    let ap = a
+                                        .acts
+                                        .as_ptr()
+                                        .add((t0 + t) * a.act_row_bytes + b * f.ab + f.aq + 4 * k);
                                     let g = ap.cast::<i32>().read_unaligned();
                                     *s = $dot(*s, wk, _mm256_set1_epi32(g));
                                 }
