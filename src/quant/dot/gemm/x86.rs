@@ -216,17 +216,17 @@ unsafe fn tokens16<const F: usize, const T: usize>(
         // The butterfly over the lanes some block reached (see mod.rs on the others).
         let (mut live, mut m) = (used, 16);
         while m > 0 {
-            for i in 0..m.min(live.saturating_sub(m)) {
-                for t in 0..T {
-                    let x = _mm512_add_ps(lanes[i][t].assume_init(), lanes[i + m][t].assume_init());
-                    lanes[i][t].write(x);
+            let (lo, hi) = lanes.split_at_mut(m);
+            for (dst, src) in lo.iter_mut().zip(hi.iter()).take(live.saturating_sub(m)) {
+                for (x, y) in dst.iter_mut().zip(src) {
+                    x.write(_mm512_add_ps(x.assume_init(), y.assume_init()));
                 }
             }
             live = live.min(m);
             m /= 2;
         }
-        for t in 0..T {
-            _mm512_storeu_ps(out.add((t0 + t) * 16), lanes[0][t].assume_init());
+        for (t, v) in lanes[0].iter().enumerate() {
+            _mm512_storeu_ps(out.add((t0 + t) * 16), v.assume_init());
         }
     }
 }
@@ -405,20 +405,18 @@ macro_rules! gemm8_module {
                     }
                     let (mut live, mut m) = (used, 16);
                     while m > 0 {
-                        for i in 0..m.min(live.saturating_sub(m)) {
-                            for t in 0..T {
-                                let x = _mm256_add_ps(
-                                    lanes[i][t].assume_init(),
-                                    lanes[i + m][t].assume_init(),
-                                );
-                                lanes[i][t].write(x);
+                        let (lo, hi) = lanes.split_at_mut(m);
+                        let pairs = lo.iter_mut().zip(hi.iter());
+                        for (dst, src) in pairs.take(live.saturating_sub(m)) {
+                            for (x, y) in dst.iter_mut().zip(src) {
+                                x.write(_mm256_add_ps(x.assume_init(), y.assume_init()));
                             }
                         }
                         live = live.min(m);
                         m /= 2;
                     }
-                    for t in 0..T {
-                        _mm256_storeu_ps(out.add((t0 + t) * 8), lanes[0][t].assume_init());
+                    for (t, v) in lanes[0].iter().enumerate() {
+                        _mm256_storeu_ps(out.add((t0 + t) * 8), v.assume_init());
                     }
                 }
             }
