@@ -273,7 +273,16 @@ fn rows_times_tokens_tiled(
                 // SAFETY: the calling thread owns output columns `rows` of this weight
                 // exclusively (row ranges of different threads are disjoint).
                 let dst = unsafe { out.slice(t * w.rows + r0, n_rows) };
-                dst.copy_from_slice(&results[(t - t0) * g.panel..][..n_rows]);
+                let src = &results[(t - t0) * g.panel..][..n_rows];
+                // Whole panels as fixed-size copies (a few vector moves): a `memcpy` call
+                // per token and panel took 4 % of a prompt step.
+                match (
+                    <&mut [f32; 16]>::try_from(&mut *dst),
+                    <&[f32; 16]>::try_from(src),
+                ) {
+                    (Ok(d), Ok(s)) => *d = *s,
+                    _ => dst.copy_from_slice(src),
+                }
             }
             r0 += n_rows;
         }

@@ -62,18 +62,15 @@ unsafe fn quantize_avx2(x: &[f32], out: &mut [u8]) {
     quantize(x, out)
 }
 
-/// `y.round_ties_even()` for the values the quantizer rounds, without a libm call: adding and
-/// subtracting 1.5 * 2^23 rounds to an integer, ties to even, for |y| < 2^22; here |y| <= 127
-/// (plus an ulp), or y is NaN or infinite (a subnormal block maximum makes `iscale` infinite),
-/// which both ways pass through unchanged.
+/// `y.round_ties_even()` for the values the quantizer rounds, without a libm call and without
+/// a branch (so the block loop vectorizes): adding and subtracting 1.5 * 2^23 rounds to an
+/// integer, ties to even, for |y| < 2^22. Here |y| <= 127 (plus an ulp: |v| <= |max| and
+/// `iscale = -127 / max`), or `iscale` overflowed (a tiny block maximum) and y is infinite or
+/// NaN, which pass through both ways unchanged.
 #[inline(always)]
 fn round_small(y: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    if y.abs() < 4_194_304.0 {
-        (y + MAGIC) - MAGIC
-    } else {
-        y.round_ties_even()
-    }
+    (y + MAGIC) - MAGIC
 }
 
 #[inline(always)]
@@ -112,6 +109,21 @@ fn quantize(x: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_small_rounds_ties_to_even_like_libm() {
+        // Every quarter step over the range the quantizer rounds (ties included), a few
+        // in-between values, and the non-finite inputs of an overflowed `iscale`.
+        let mut ys: Vec<f32> = (-520..=520).map(|i| i as f32 * 0.25).collect();
+        ys.extend([0.49999997, -0.49999997, 126.50001, -127.00002, 1e-30, -0.0]);
+        ys.extend([f32::INFINITY, f32::NEG_INFINITY]);
+        for y in ys {
+            // Compared as the quantizer uses them: as i32 (-0.0 and +0.0 alike).
+            let (got, want) = (round_small(y), y.round_ties_even());
+            assert_eq!(got as i32, want as i32, "{y}: {got} vs {want}");
+        }
+        assert!(round_small(f32::NAN).is_nan());
+    }
     use crate::quant::blocks::read_block;
 
     #[test]
