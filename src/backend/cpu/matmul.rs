@@ -151,9 +151,11 @@ impl PackedActivations {
 /// Rows of weights processed together while token groups stream past (fits L1 for d<=4096).
 const ROW_BLOCK: usize = 8;
 
-/// Steps of this many tokens or more use the tiled kernels (where the weight type has one):
-/// unpacking a panel costs about what a few tokens' products cost with the row kernels.
-pub const GEMM_MIN_TOKENS: usize = 8;
+/// Steps of this many tokens or more use the tiled kernels (where the weight type has one).
+/// Measured on the Sapphire Rapids-class VM (SmolLM2 Q8_0, 1 thread, `rocmforge_bench -p`):
+/// with the tiled kernels pp4 / pp8 / pp16 ran at 109 / 213 / 197 tok/s, with the row
+/// kernels 51 / 99 / 139; pp2 was no faster (56 against 66), and decode keeps the row kernels.
+pub const GEMM_MIN_TOKENS: usize = 4;
 
 /// One product of a fused group: a weight and the buffer (n_tokens, w.rows) it writes.
 pub struct MatmulTarget<'w, 'o> {

@@ -143,7 +143,7 @@ fn print_machine(model: &Model) -> Result<(), String> {
         .iter()
         .filter_map(|&t| rocmforge::quant::kernels_for(t))
         .map(|k| format!("\"{}\"", k.name))
-        // The tiled kernels prompt steps of 8 tokens or more take, where a type has one.
+        // The tiled kernels that steps of 4 tokens or more take, where a type has one.
         .chain(
             types
                 .iter()
