@@ -392,6 +392,70 @@ impl<T> SharedMut<T> {
 mod tests {
     use super::*;
 
+    /// The tiled path (every step of GEMM_MIN_TOKENS tokens or more, Q4_0 here) over rows
+    /// that are not whole panels, split between threads, two products fused: the bits of the
+    /// one-row, one-token kernel.
+    #[test]
+    fn tiled_products_give_the_bits_of_one_product_at_a_time() {
+        let (cols, n_tokens) = (576, 9);
+        let ty = GgmlType::Q4_0;
+        let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut seed = 11u32;
+        let mut byte = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        // Random quants; scales set to small finite f16 values (0x1000 .. 0x13FF).
+        let mut weight = |rows: usize| -> Vec<u8> {
+            let mut data: Vec<u8> = (0..rows * row_bytes).map(|_| byte()).collect();
+            for block in data.chunks_exact_mut(18) {
+                block[1] = 0x10 | (block[1] & 0x03);
+            }
+            data
+        };
+        let (wa, wb) = (weight(37), weight(20));
+        let a = PackedMatrix::new(&wa, ty, 37, cols).unwrap();
+        let b = PackedMatrix::new(&wb, ty, 20, cols).unwrap();
+        assert!(
+            a.gemm.is_some()
+                || !cfg!(target_arch = "x86_64")
+                || !std::is_x86_feature_detected!("avx2")
+        );
+        let x: Vec<f32> = (0..n_tokens * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
+            .collect();
+        let pool = ThreadPool::new(2).unwrap();
+        let mut acts = PackedActivations::default();
+        acts.pack(&pool, ty, &x, n_tokens, cols).unwrap();
+        let (mut out_a, mut out_b) = (vec![f32::NAN; n_tokens * 37], vec![f32::NAN; n_tokens * 20]);
+        matmul_fused(
+            &pool,
+            &mut [
+                MatmulTarget {
+                    w: a,
+                    out: &mut out_a,
+                },
+                MatmulTarget {
+                    w: b,
+                    out: &mut out_b,
+                },
+            ],
+            &acts,
+        );
+        for (w, out) in [(&a, &out_a), (&b, &out_b)] {
+            for t in 0..n_tokens {
+                for r in 0..w.rows {
+                    let want = (w.kernels.one)(cols, w.row(r), acts.row(t));
+                    assert_eq!(
+                        out[t * w.rows + r].to_bits(),
+                        want.to_bits(),
+                        "token {t}, row {r}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Rows wide enough that a token tile holds only 28 tokens, and 70 tokens: three tiles,
     /// the last with 2 tokens left over from the groups of four. Every product must be the
     /// bits of the one-row, one-token kernel.
