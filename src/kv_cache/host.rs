@@ -169,11 +169,47 @@ fn row_f32<'a>(
     match layers {
         Layers::F32(l) => &l[layer][at..at + len],
         Layers::F16(l) => {
-            // F16C where the CPU has it (detected by `half` at run time); f16 -> f32 is exact,
-            // so every path gives the same bits.
-            l[layer][at..at + len].convert_to_f32_slice(&mut buf[..len]);
+            widen_f16(&l[layer][at..at + len], &mut buf[..len]);
             &buf[..len]
         }
+    }
+}
+
+/// `dst = f32(src)`, exact (every f16 is an f32), so every path gives the same bits. Attention
+/// widens each key and value row it reads (64-128 elements) with this: `half`'s slice
+/// conversion, which checks the CPU and calls a helper per 8 elements, took a fifth of a
+/// 512-token prompt step; an inline F16C loop costs one `vcvtph2ps` per 8.
+#[inline(always)]
+fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: F16C and AVX were detected just above.
+        unsafe { widen_f16c(src, dst) };
+        return;
+    }
+    src.convert_to_f32_slice(dst);
+}
+
+/// [`widen_f16`] with F16C: 8 elements per instruction, the tail one by one.
+///
+/// # Safety
+/// The CPU must support AVX and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{_mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: elements i..i + 8 lie inside both slices (i + 8 <= n).
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        i += 8;
+    }
+    for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = s.to_f32();
     }
 }
 

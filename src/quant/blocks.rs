@@ -76,8 +76,9 @@ pub(crate) fn decode_blocks<B: Block, const N: usize>(
 }
 
 /// Encodes `x`, `N` (= `B::ELEMS`) values at a time, into consecutive blocks of `out`. Stops
-/// at the end of the shorter of the two: callers check the lengths first.
-#[inline]
+/// at the end of the shorter of the two: callers check the lengths first. Always inlined, so
+/// a caller compiled for a wider ISA compiles `encode` for it too (see q8_k.rs).
+#[inline(always)]
 pub(crate) fn encode_blocks<B: Block, const N: usize>(
     x: &[f32],
     out: &mut [u8],

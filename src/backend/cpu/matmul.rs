@@ -8,8 +8,16 @@
 //! Work split: weight rows are divided among threads. Within a thread, rows go in blocks small
 //! enough to stay in L1 while groups of four tokens stream past them, so in prompt processing a
 //! weight block is read from memory once per token group instead of once per token.
+//!
+//! Steps of at least [`GEMM_MIN_TOKENS`] tokens take the tiled kernels of
+//! `crate::quant::dot::gemm` where the weight type has one: a panel of 16 (or 8) rows is
+//! unpacked once per token tile and every token of the tile passes it. Both paths give every
+//! product the canonical bits, so a token's results never depend on the step it came in.
 
 use super::threadpool::{ThreadPool, CHUNKS_PER_THREAD};
+use crate::quant::dot::gemm::{
+    act_meta, gemm_kernels_for, takes_activations, ActMeta, GemmArgs, GemmKernels,
+};
 use crate::quant::dot::{kernels_for, DotKernels};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
 use crate::{Error, Result};
@@ -25,6 +33,8 @@ pub struct PackedMatrix<'a> {
     pub cols: usize,
     pub row_bytes: usize,
     pub kernels: &'static DotKernels,
+    /// The tiled kernel for prompt steps, where the type has one on this CPU.
+    pub gemm: Option<&'static GemmKernels>,
 }
 
 impl<'a> PackedMatrix<'a> {
@@ -50,6 +60,7 @@ impl<'a> PackedMatrix<'a> {
             cols,
             row_bytes,
             kernels,
+            gemm: gemm_kernels_for(ty),
         })
     }
 
@@ -66,6 +77,10 @@ pub struct PackedActivations {
     row_bytes: usize,
     n_rows: usize,
     buf: Vec<u8>,
+    /// Per 32-element block of each row (n_rows, cols / 32), for the tiled kernels: filled
+    /// by `pack` for steps of at least [`GEMM_MIN_TOKENS`] rows whose type has them.
+    meta: Vec<ActMeta>,
+    has_meta: bool,
 }
 
 impl PackedActivations {
@@ -91,7 +106,17 @@ impl PackedActivations {
         self.row_bytes = row_bytes;
         self.n_rows = n_rows;
         self.buf.resize(n_rows * row_bytes, 0);
+        // Block metadata only where the tiled kernels may read it (never in decode).
+        let nb = cols / 32;
+        self.has_meta =
+            n_rows >= GEMM_MIN_TOKENS && cols.is_multiple_of(32) && takes_activations(act_ty);
+        self.meta.resize(
+            if self.has_meta { n_rows * nb } else { 0 },
+            ActMeta::default(),
+        );
         let out = SharedMut::new(&mut self.buf);
+        let meta = SharedMut::new(&mut self.meta);
+        let has_meta = self.has_meta;
         let failed = std::sync::Mutex::new(None);
         pool.for_each_range(n_rows, &|rows| {
             for r in rows {
@@ -100,6 +125,10 @@ impl PackedActivations {
                 if let Err(e) = quantize_activations(act_ty, &x[r * cols..(r + 1) * cols], dst) {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
+                }
+                if has_meta {
+                    // SAFETY: as above, row r's metadata belongs to this thread alone.
+                    act_meta(act_ty, dst, unsafe { meta.slice(r * nb, nb) });
                 }
             }
         });
@@ -121,6 +150,12 @@ impl PackedActivations {
 
 /// Rows of weights processed together while token groups stream past (fits L1 for d<=4096).
 const ROW_BLOCK: usize = 8;
+
+/// Steps of this many tokens or more use the tiled kernels (where the weight type has one).
+/// Measured on the Sapphire Rapids-class VM (SmolLM2 Q8_0, 1 thread, `rocmforge_bench -p`):
+/// with the tiled kernels pp4 / pp8 / pp16 ran at 109 / 213 / 197 tok/s, with the row
+/// kernels 51 / 99 / 139; pp2 was no faster (56 against 66), and decode keeps the row kernels.
+pub const GEMM_MIN_TOKENS: usize = 4;
 
 /// One product of a fused group: a weight and the buffer (n_tokens, w.rows) it writes.
 pub struct MatmulTarget<'w, 'o> {
@@ -157,17 +192,27 @@ pub fn matmul_fused(
     let weights: Vec<PackedMatrix<'_>> = targets.iter().map(|t| t.w).collect();
     let total_rows: usize = weights.iter().map(|w| w.rows).sum();
     // Chunks of whole 4-row tiles, claimed by the threads (see ThreadPool::run_chunks).
-    let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(4));
-    let chunk_rows = total_rows.div_ceil(n_chunks.max(1)).next_multiple_of(4);
+    // Prompt steps: whole 16-row panels of the tiled kernels.
+    let align = if acts.has_meta { 16 } else { 4 };
+    let n_chunks = (pool.n_threads() * CHUNKS_PER_THREAD).min(total_rows.div_ceil(align));
+    let chunk_rows = total_rows.div_ceil(n_chunks.max(1)).next_multiple_of(align);
     let n_chunks = total_rows.div_ceil(chunk_rows.max(1));
-    pool.run_chunks(n_chunks, &|| (), &|_, chunk| {
+    // Each thread's scratch for the tiled kernels: the unpacked panel and its results.
+    let scratch = || (Vec::<u8>::new(), Vec::<f32>::new());
+    pool.run_chunks(n_chunks, &scratch, &|scratch, chunk| {
         let mine = chunk * chunk_rows..((chunk + 1) * chunk_rows).min(total_rows);
         // Walk the weights, intersecting each one's global row range with ours.
         let mut first_row = 0;
         for (w, out) in weights.iter().zip(&outs) {
             let (lo, hi) = (mine.start.max(first_row), mine.end.min(first_row + w.rows));
             if lo < hi {
-                rows_times_tokens(w, acts, out, lo - first_row..hi - first_row, n_tokens);
+                let rows = lo - first_row..hi - first_row;
+                match w.gemm {
+                    Some(g) if acts.has_meta => {
+                        rows_times_tokens_tiled(w, g, acts, out, rows, scratch)
+                    }
+                    _ => rows_times_tokens(w, acts, out, rows, n_tokens),
+                }
             }
             first_row += w.rows;
         }
@@ -193,6 +238,57 @@ fn rows_times_tokens(
         let tile_end = (tile_start + tile).min(n_tokens);
         rows_times_token_tile(w, acts, out, rows.clone(), tile_start..tile_end);
         tile_start = tile_end;
+    }
+}
+
+/// [`rows_times_tokens`] by the tiled kernel `g`: per token tile, the rows in panels of
+/// `g.panel`, each unpacked once and passed by every token of the tile.
+fn rows_times_tokens_tiled(
+    w: &PackedMatrix<'_>,
+    g: &GemmKernels,
+    acts: &PackedActivations,
+    out: &SharedMut<f32>,
+    rows: std::ops::Range<usize>,
+    (panel_scratch, results): &mut (Vec<u8>, Vec<f32>),
+) {
+    let nb = acts.cols / 32;
+    let tile = (TOKEN_TILE_BYTES / acts.row_bytes.max(1)).max(4);
+    let mut t0 = 0;
+    while t0 < acts.n_rows {
+        let t1 = (t0 + tile).min(acts.n_rows);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let n_rows = g.panel.min(rows.end - r0);
+            let args = GemmArgs {
+                n: w.cols,
+                w: &w.data[r0 * w.row_bytes..],
+                row_bytes: w.row_bytes,
+                rows: n_rows,
+                acts: &acts.buf[t0 * acts.row_bytes..t1 * acts.row_bytes],
+                act_row_bytes: acts.row_bytes,
+                meta: &acts.meta[t0 * nb..t1 * nb],
+                n_tokens: t1 - t0,
+            };
+            results.resize((t1 - t0) * g.panel, 0.0);
+            (g.run)(&args, results, panel_scratch);
+            for t in t0..t1 {
+                // SAFETY: the calling thread owns output columns `rows` of this weight
+                // exclusively (row ranges of different threads are disjoint).
+                let dst = unsafe { out.slice(t * w.rows + r0, n_rows) };
+                let src = &results[(t - t0) * g.panel..][..n_rows];
+                // Whole panels as fixed-size copies (a few vector moves): a `memcpy` call
+                // per token and panel took 4 % of a prompt step.
+                match (
+                    <&mut [f32; 16]>::try_from(&mut *dst),
+                    <&[f32; 16]>::try_from(src),
+                ) {
+                    (Ok(d), Ok(s)) => *d = *s,
+                    _ => dst.copy_from_slice(src),
+                }
+            }
+            r0 += n_rows;
+        }
+        t0 = t1;
     }
 }
 
@@ -295,6 +391,70 @@ impl<T> SharedMut<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tiled path (every step of GEMM_MIN_TOKENS tokens or more, Q4_0 here) over rows
+    /// that are not whole panels, split between threads, two products fused: the bits of the
+    /// one-row, one-token kernel.
+    #[test]
+    fn tiled_products_give_the_bits_of_one_product_at_a_time() {
+        let (cols, n_tokens) = (576, 9);
+        let ty = GgmlType::Q4_0;
+        let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut seed = 11u32;
+        let mut byte = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        // Random quants; scales set to small finite f16 values (0x1000 .. 0x13FF).
+        let mut weight = |rows: usize| -> Vec<u8> {
+            let mut data: Vec<u8> = (0..rows * row_bytes).map(|_| byte()).collect();
+            for block in data.chunks_exact_mut(18) {
+                block[1] = 0x10 | (block[1] & 0x03);
+            }
+            data
+        };
+        let (wa, wb) = (weight(37), weight(20));
+        let a = PackedMatrix::new(&wa, ty, 37, cols).unwrap();
+        let b = PackedMatrix::new(&wb, ty, 20, cols).unwrap();
+        assert!(
+            a.gemm.is_some()
+                || !cfg!(target_arch = "x86_64")
+                || !std::is_x86_feature_detected!("avx2")
+        );
+        let x: Vec<f32> = (0..n_tokens * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
+            .collect();
+        let pool = ThreadPool::new(2).unwrap();
+        let mut acts = PackedActivations::default();
+        acts.pack(&pool, ty, &x, n_tokens, cols).unwrap();
+        let (mut out_a, mut out_b) = (vec![f32::NAN; n_tokens * 37], vec![f32::NAN; n_tokens * 20]);
+        matmul_fused(
+            &pool,
+            &mut [
+                MatmulTarget {
+                    w: a,
+                    out: &mut out_a,
+                },
+                MatmulTarget {
+                    w: b,
+                    out: &mut out_b,
+                },
+            ],
+            &acts,
+        );
+        for (w, out) in [(&a, &out_a), (&b, &out_b)] {
+            for t in 0..n_tokens {
+                for r in 0..w.rows {
+                    let want = (w.kernels.one)(cols, w.row(r), acts.row(t));
+                    assert_eq!(
+                        out[t * w.rows + r].to_bits(),
+                        want.to_bits(),
+                        "token {t}, row {r}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Rows wide enough that a token tile holds only 28 tokens, and 70 tokens: three tiles,
     /// the last with 2 tokens left over from the groups of four. Every product must be the

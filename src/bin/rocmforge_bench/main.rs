@@ -143,6 +143,13 @@ fn print_machine(model: &Model) -> Result<(), String> {
         .iter()
         .filter_map(|&t| rocmforge::quant::kernels_for(t))
         .map(|k| format!("\"{}\"", k.name))
+        // The tiled kernels that steps of 4 tokens or more take, where a type has one.
+        .chain(
+            types
+                .iter()
+                .filter_map(|&t| rocmforge::quant::dot::gemm::gemm_kernels_for(t))
+                .map(|k| format!("\"{}\"", k.name)),
+        )
         .collect();
     let isa = match isa_choice() {
         IsaChoice::Auto => "auto",

@@ -7,6 +7,10 @@
 //!   `vec_dot` speed and `rows4`/`four` 1.4-1.8x faster per row (benches/quant_dot.rs), so
 //!   the mat-vec loops should prefer them.
 //!
+//! Prompt steps (4 tokens or more) use the tiled kernels of [`gemm`] instead where the type has
+//! one: a panel of 16 (AVX-512) or 8 weight rows against many tokens, in the same canonical
+//! order, so a product's bits never depend on which kernel computed it.
+//!
 //! Each ISA module offers a table of [`DotKernels`]; [`kernels_for`] picks, once per process,
 //! the fastest one this CPU can run (order measured on Sapphire Rapids, see
 //! benches/quant_dot.rs). [`available_kernels`] lists every runnable variant so tests and the
@@ -75,6 +79,7 @@ mod avx512;
 mod canon256;
 #[cfg(any(target_arch = "x86_64", test))]
 mod f16_table;
+pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod kquant256;
 #[cfg(target_arch = "aarch64")]

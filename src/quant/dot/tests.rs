@@ -37,9 +37,9 @@ const HAVE_SIMD: [GgmlType; 15] = [
     GgmlType::Iq4Xs,
 ];
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -71,7 +71,7 @@ fn f16_fields(ty: GgmlType) -> &'static [usize] {
 
 /// A random packed weight row of `ty`: random quants and integer scales (all 256 byte
 /// values, so Q8_0 sees -128 too) and random finite f16 factors.
-fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn weight_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     let f16b = |v: f32| f16::from_f32(v).to_le_bytes();
     match ty {
@@ -105,7 +105,7 @@ fn lengths_for(ty: GgmlType, lengths: &[usize]) -> Vec<usize> {
 }
 
 /// A random activation row of `act`, produced by the reference quantizer / conversions.
-fn act_row(act: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn act_row(act: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
     let mut out = vec![0u8; act.row_bytes(n as u64).unwrap() as usize];
     let quantize = act.format().and_then(|f| f.quantize_activation).unwrap();
@@ -296,7 +296,7 @@ fn edge_scale(kind: u64, rng: &mut Rng) -> [u8; 2] {
 /// A weight row of a quantized `ty` whose blocks are a seeded mix of edge cases: random
 /// quants, all-zero values, extreme quants (nibbles 0/15, bytes +-127 and -128; for the
 /// K-quants all integer scales 0 or 63 too), and zero, subnormal, huge and ordinary factors.
-fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..nb {
         let scale_kind = rng.next() % 6;
@@ -324,7 +324,7 @@ fn edge_weight_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
 /// An activation row (Q8_0, Q8_1 or Q8_K blocks) of the same edge mix; quants stay in
 /// -127..=127 and Q8_K's group sums match its quants, as the quantizers guarantee. The Q8_1
 /// `s` field is an arbitrary scale: kernels use it as given.
-fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn edge_act_row(act: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..nb {
         let scale = edge_scale(rng.next() % 6, rng);

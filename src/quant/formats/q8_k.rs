@@ -41,6 +41,40 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 /// `q = min(127, round_half_even(iscale * x))`, `d = 1 / iscale` (so `d` is negative when
 /// that element is positive); an all-zero block is all zeros.
 pub fn quantize_activations(x: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected just above.
+        unsafe { quantize_avx2(x, out) };
+        return;
+    }
+    quantize(x, out);
+}
+
+/// [`quantize`] compiled for AVX2 (which implies SSE4.1): the same operations, but
+/// `round_ties_even` becomes a `vroundps` instead of a call of libm's `rintf` per element
+/// (a tenth of a 128-token prompt step of a Q6_K file went into those calls).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(x: &[f32], out: &mut [u8]) {
+    quantize(x, out)
+}
+
+/// `y.round_ties_even()` for the values the quantizer rounds, without a libm call and without
+/// a branch (so the block loop vectorizes): adding and subtracting 1.5 * 2^23 rounds to an
+/// integer, ties to even, for |y| < 2^22. Here |y| <= 127 (plus an ulp: |v| <= |max| and
+/// `iscale = -127 / max`), or `iscale` overflowed (a tiny block maximum) and y is infinite or
+/// NaN, which pass through both ways unchanged.
+#[inline(always)]
+fn round_small(y: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (y + MAGIC) - MAGIC
+}
+
+#[inline(always)]
+fn quantize(x: &[f32], out: &mut [u8]) {
     encode_blocks(x, out, |x: &[f32; QK_K]| {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
         for &v in x {
@@ -57,7 +91,7 @@ pub fn quantize_activations(x: &[f32], out: &mut [u8]) {
             };
         }
         let iscale = -127.0 / max;
-        let qs = x.map(|v| ((iscale * v).round_ties_even() as i32).min(127) as i8);
+        let qs = x.map(|v| (round_small(iscale * v) as i32).min(127) as i8);
         let bsums = std::array::from_fn(|g| {
             qs[g * GROUP..][..GROUP]
                 .iter()
@@ -75,6 +109,21 @@ pub fn quantize_activations(x: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_small_rounds_ties_to_even_like_libm() {
+        // Every quarter step over the range the quantizer rounds (ties included), a few
+        // in-between values, and the non-finite inputs of an overflowed `iscale`.
+        let mut ys: Vec<f32> = (-520..=520).map(|i| i as f32 * 0.25).collect();
+        ys.extend([0.49999997, -0.49999997, 126.50001, -127.00002, 1e-30, -0.0]);
+        ys.extend([f32::INFINITY, f32::NEG_INFINITY]);
+        for y in ys {
+            // Compared as the quantizer uses them: as i32 (-0.0 and +0.0 alike).
+            let (got, want) = (round_small(y), y.round_ties_even());
+            assert_eq!(got as i32, want as i32, "{y}: {got} vs {want}");
+        }
+        assert!(round_small(f32::NAN).is_nan());
+    }
     use crate::quant::blocks::read_block;
 
     #[test]

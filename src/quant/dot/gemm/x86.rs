@@ -1,0 +1,526 @@
+//! The tiled kernels of mod.rs on x86-64: 16-row panels in zmm registers (AVX-512 VNNI) and
+//! 8-row panels in ymm registers (AVX-VNNI `vpdpbusd`, or AVX2 `vpmaddubsw + vpmaddwd`).
+//!
+//! Panel scratch, per block `b` of the row (aligned to 64 bytes), `V` = the vector's bytes:
+//! `W[b][0..8]` (8 vectors: lane r = row r's unsigned quants of group k), then the rows'
+//! `f32(d)` and, for Q4_1 / Q5_1, their `f32(m)`: 10 vectors per block.
+
+use super::{ActMeta, GemmArgs, GemmKernels};
+use crate::quant::dot::Isa;
+use crate::quant::GgmlType;
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// How a 32-element weight format is unpacked into unsigned bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 16 bytes of nibbles at `qs`: element j the low nibble of byte j, j + 16 the high one.
+    Q4,
+    /// Q4's nibbles plus bit 4 of element j in bit j of the u32 at `qh`.
+    Q5,
+    /// 32 signed bytes at `qs`, made unsigned by adding 128.
+    Q8,
+}
+
+/// One weight format: block bytes, where its quants are, the offset that makes them
+/// unsigned (subtracted again as `offset * sum(a)`), whether it has the `m * s` term, and
+/// its activation blocks' bytes and quant offset.
+#[derive(Clone, Copy)]
+struct Fmt {
+    wb: usize,
+    qs: usize,
+    qh: usize,
+    kind: Kind,
+    offset: i32,
+    has_m: bool,
+    ab: usize,
+    aq: usize,
+}
+
+const Q4_0: usize = 0;
+const Q4_1: usize = 1;
+const Q5_0: usize = 2;
+const Q5_1: usize = 3;
+const Q8_0: usize = 4;
+
+#[rustfmt::skip]
+const FMTS: [Fmt; 5] = [
+    Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Q4, offset: 8, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 20, qs: 4, qh: 0, kind: Kind::Q4, offset: 0, has_m: true, ab: 36, aq: 4 },
+    Fmt { wb: 22, qs: 6, qh: 2, kind: Kind::Q5, offset: 16, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 24, qs: 8, qh: 4, kind: Kind::Q5, offset: 0, has_m: true, ab: 36, aq: 4 },
+    Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 128, has_m: false, ab: 34, aq: 2 },
+];
+
+/// Vectors of panel scratch per block.
+const VECS_PER_BLOCK: usize = 10;
+
+/// Panics unless the arguments describe readable rows and a large enough `out` (the one
+/// check before the unchecked loads).
+fn check(a: &GemmArgs<'_>, out: &[f32], panel: usize, f: Fmt) {
+    let nb = a.n / 32;
+    assert!(
+        a.n.is_multiple_of(32)
+            && (1..=panel).contains(&a.rows)
+            && a.row_bytes >= nb * f.wb
+            && a.w.len() >= (a.rows - 1) * a.row_bytes + nb * f.wb
+            && panel * a.row_bytes <= i32::MAX as usize
+            && a.act_row_bytes >= nb * f.ab
+            && (a.n_tokens == 0 || a.acts.len() >= (a.n_tokens - 1) * a.act_row_bytes + nb * f.ab)
+            && a.meta.len() >= a.n_tokens * nb
+            && out.len() >= a.n_tokens * panel,
+        "gemm kernel: bad arguments (n={}, rows={}, tokens={})",
+        a.n,
+        a.rows,
+        a.n_tokens
+    );
+}
+
+/// The 64-byte-aligned panel scratch of `nb` blocks of `vec` bytes per vector, in `scratch`.
+fn panel_buf(scratch: &mut Vec<u8>, nb: usize, vec: usize) -> *mut u8 {
+    scratch.resize(nb * VECS_PER_BLOCK * vec + 64, 0);
+    let p = scratch.as_mut_ptr();
+    p.wrapping_add(p.align_offset(64))
+}
+
+/// Byte offsets of the panel's rows from row 0 (rows past `rows` repeat the last one, so
+/// every gather reads inside the matrix; their lanes are never written out).
+fn row_offsets<const P: usize>(rows: usize, row_bytes: usize) -> [i32; P] {
+    std::array::from_fn(|r| (r.min(rows - 1) * row_bytes) as i32)
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX-512: 16-row panels.
+
+/// Unpacks the panel's rows into `panel` (see the module docs).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI; `check` passed for `a`; `panel` holds nb * 10 aligned zmm.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
+    let f = FMTS[F];
+    let offs = row_offsets::<16>(a.rows, a.row_bytes);
+    // SAFETY: every gather reads 4 bytes inside block b of a row the caller checked; the
+    // stores stay inside the panel scratch the caller sized.
+    unsafe {
+        let idx = _mm512_loadu_si512(offs.as_ptr().cast());
+        let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+        let gather = |p: *const u8| _mm512_i32gather_epi32::<1>(idx, p.cast());
+        for b in 0..a.n / 32 {
+            let blk = a.w.as_ptr().add(b * f.wb);
+            let dst = panel.add(b * VECS_PER_BLOCK * 64);
+            let store = |i: usize, v: __m512i| _mm512_store_si512(dst.add(i * 64).cast(), v);
+            let head = gather(blk);
+            let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head));
+            store(8, _mm512_castps_si512(d));
+            if f.has_m {
+                let m = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(head)));
+                store(9, _mm512_castps_si512(m));
+            }
+            match f.kind {
+                Kind::Q8 => {
+                    for k in 0..8 {
+                        let q = gather(blk.add(f.qs + 4 * k));
+                        store(k, _mm512_xor_si512(q, _mm512_set1_epi8(-128)));
+                    }
+                }
+                Kind::Q4 | Kind::Q5 => {
+                    let qh = if f.kind == Kind::Q5 {
+                        gather(blk.add(f.qh))
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    // Bits 4k..4k + 4 of qh -> bit 4 of bytes 0..4: the multiply places
+                    // bit i at 8i (i + 7i) with no carries (the 4-bit copies don't overlap).
+                    let high = |k: usize| {
+                        let bits = _mm512_and_si512(
+                            _mm512_srlv_epi32(qh, _mm512_set1_epi32(4 * k as i32)),
+                            _mm512_set1_epi32(0xF),
+                        );
+                        let spread = _mm512_and_si512(
+                            _mm512_mullo_epi32(bits, _mm512_set1_epi32(0x0020_4081)),
+                            _mm512_set1_epi32(0x0101_0101),
+                        );
+                        _mm512_slli_epi32::<4>(spread)
+                    };
+                    for k in 0..4 {
+                        let q = gather(blk.add(f.qs + 4 * k));
+                        let mut lo = _mm512_and_si512(q, nib);
+                        let mut hi = _mm512_and_si512(_mm512_srli_epi32::<4>(q), nib);
+                        if f.kind == Kind::Q5 {
+                            lo = _mm512_or_si512(lo, high(k));
+                            hi = _mm512_or_si512(hi, high(k + 4));
+                        }
+                        store(k, lo);
+                        store(k + 4, hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` against the unpacked panel: `out[t * 16 + r]`.
+///
+/// # Safety
+/// As [`pack16`], after it filled `panel`; `t0 + T <= a.n_tokens`; n >= 32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tokens16<const F: usize, const T: usize>(
+    a: &GemmArgs<'_>,
+    panel: *const u8,
+    t0: usize,
+    out: *mut f32,
+) {
+    let f = FMTS[F];
+    let nb = a.n / 32;
+    let used = nb.min(32);
+    // lanes[L][t]: canonical lane accumulator L of token t0 + t, one row per vector lane.
+    let mut lanes = [[MaybeUninit::<__m512>::uninit(); T]; 32];
+    // SAFETY: panel reads are inside the nb blocks `pack16` wrote; activation and meta reads
+    // are inside the rows of tokens < n_tokens that `check` verified; out has n_tokens * 16.
+    unsafe {
+        for (l, lane) in lanes.iter_mut().enumerate().take(used) {
+            let mut acc = [_mm512_setzero_ps(); T];
+            let mut b = l;
+            while b < nb {
+                let pb = panel.add(b * VECS_PER_BLOCK * 64);
+                let w: [__m512i; 8] =
+                    std::array::from_fn(|k| _mm512_load_si512(pb.add(k * 64).cast()));
+                let wd = _mm512_load_ps(pb.add(8 * 64).cast());
+                let wm = if f.has_m {
+                    _mm512_load_ps(pb.add(9 * 64).cast())
+                } else {
+                    _mm512_setzero_ps()
+                };
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let tok = t0 + t;
+                    let m: ActMeta = *a.meta.get_unchecked(tok * nb + b);
+                    let ap = a.acts.as_ptr().add(tok * a.act_row_bytes + b * f.ab + f.aq);
+                    let mut s = _mm512_set1_epi32(-(f.offset * m.sum));
+                    for (k, &wk) in w.iter().enumerate() {
+                        let g = ap.add(4 * k).cast::<i32>().read_unaligned();
+                        s = _mm512_dpbusd_epi32(s, wk, _mm512_set1_epi32(g));
+                    }
+                    let dd = _mm512_mul_ps(wd, _mm512_set1_ps(m.d));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, *acc);
+                    if f.has_m {
+                        *acc = _mm512_fmadd_ps(wm, _mm512_set1_ps(m.s), *acc);
+                    }
+                }
+                b += 32;
+            }
+            for (dst, v) in lane.iter_mut().zip(acc) {
+                dst.write(v);
+            }
+        }
+        // The butterfly over the lanes some block reached (see mod.rs on the others).
+        let (mut live, mut m) = (used, 16);
+        while m > 0 {
+            let (lo, hi) = lanes.split_at_mut(m);
+            for (dst, src) in lo.iter_mut().zip(hi.iter()).take(live.saturating_sub(m)) {
+                for (x, y) in dst.iter_mut().zip(src) {
+                    x.write(_mm512_add_ps(x.assume_init(), y.assume_init()));
+                }
+            }
+            live = live.min(m);
+            m /= 2;
+        }
+        for (t, v) in lanes[0].iter().enumerate() {
+            _mm512_storeu_ps(out.add((t0 + t) * 16), v.assume_init());
+        }
+    }
+}
+
+/// The whole product of [`GemmArgs`] with 16-row panels.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI; `check` passed.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm16<const F: usize>(a: &GemmArgs<'_>, out: &mut [f32], scratch: &mut Vec<u8>) {
+    let nb = a.n / 32;
+    if nb == 0 {
+        out[..a.n_tokens * 16].fill(0.0); // the butterfly of 32 zero lanes
+        return;
+    }
+    let panel = panel_buf(scratch, nb, 64);
+    let o = out.as_mut_ptr();
+    // SAFETY: the caller's contract; token groups stay below n_tokens.
+    unsafe {
+        pack16::<F>(a, panel);
+        let mut t = 0;
+        while t + 8 <= a.n_tokens {
+            tokens16::<F, 8>(a, panel, t, o);
+            t += 8;
+        }
+        if t + 4 <= a.n_tokens {
+            tokens16::<F, 4>(a, panel, t, o);
+            t += 4;
+        }
+        while t < a.n_tokens {
+            tokens16::<F, 1>(a, panel, t, o);
+            t += 1;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 256-bit: 8-row panels, the u8 x s8 dot given per table.
+
+/// Generates module `$m` with `gemm8::<F>` for the dot primitive `$dot` (accumulate the 4
+/// u8 x s8 products of each dword into its i32 lane).
+macro_rules! gemm8_module {
+    ($m:ident, $feat:literal, $dot:path) => {
+        mod $m {
+            use super::*;
+
+            /// 8 gathered f16 pairs' low halves (or high halves, `HIGH`) -> 8 f32.
+            #[target_feature(enable = $feat)]
+            fn f16_lanes<const HIGH: bool>(g: __m256i) -> __m256 {
+                let v = if HIGH {
+                    _mm256_srli_epi32::<16>(g)
+                } else {
+                    _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF))
+                };
+                // [v0..v3, v0..v3 | v4..v7, v4..v7] as u16 -> [v0..v7] in the low 128 bits.
+                let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
+                _mm256_cvtph_ps(_mm256_castsi256_si128(p))
+            }
+
+            /// # Safety
+            /// The CPU has `$feat`; `check` passed for `a`; `panel` holds nb * 10 aligned ymm.
+            #[target_feature(enable = $feat)]
+            unsafe fn pack8<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
+                let f = FMTS[F];
+                let offs = row_offsets::<8>(a.rows, a.row_bytes);
+                // SAFETY: as in pack16: gathers inside checked blocks, stores inside the
+                // panel scratch.
+                unsafe {
+                    let idx = _mm256_loadu_si256(offs.as_ptr().cast());
+                    let nib = _mm256_set1_epi32(0x0F0F_0F0F);
+                    let gather = |p: *const u8| _mm256_i32gather_epi32::<1>(p.cast(), idx);
+                    for b in 0..a.n / 32 {
+                        let blk = a.w.as_ptr().add(b * f.wb);
+                        let dst = panel.add(b * VECS_PER_BLOCK * 32);
+                        let store =
+                            |i: usize, v: __m256i| _mm256_store_si256(dst.add(i * 32).cast(), v);
+                        let head = gather(blk);
+                        store(8, _mm256_castps_si256(f16_lanes::<false>(head)));
+                        if f.has_m {
+                            store(9, _mm256_castps_si256(f16_lanes::<true>(head)));
+                        }
+                        match f.kind {
+                            Kind::Q8 => {
+                                for k in 0..8 {
+                                    let q = gather(blk.add(f.qs + 4 * k));
+                                    store(k, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+                                }
+                            }
+                            Kind::Q4 | Kind::Q5 => {
+                                let qh = if f.kind == Kind::Q5 {
+                                    gather(blk.add(f.qh))
+                                } else {
+                                    _mm256_setzero_si256()
+                                };
+                                // As in pack16.
+                                let high = |k: usize| {
+                                    let bits = _mm256_and_si256(
+                                        _mm256_srlv_epi32(qh, _mm256_set1_epi32(4 * k as i32)),
+                                        _mm256_set1_epi32(0xF),
+                                    );
+                                    let spread = _mm256_and_si256(
+                                        _mm256_mullo_epi32(bits, _mm256_set1_epi32(0x0020_4081)),
+                                        _mm256_set1_epi32(0x0101_0101),
+                                    );
+                                    _mm256_slli_epi32::<4>(spread)
+                                };
+                                for k in 0..4 {
+                                    let q = gather(blk.add(f.qs + 4 * k));
+                                    let mut lo = _mm256_and_si256(q, nib);
+                                    let mut hi = _mm256_and_si256(_mm256_srli_epi32::<4>(q), nib);
+                                    if f.kind == Kind::Q5 {
+                                        lo = _mm256_or_si256(lo, high(k));
+                                        hi = _mm256_or_si256(hi, high(k + 4));
+                                    }
+                                    store(k, lo);
+                                    store(k + 4, hi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Tokens `t0..t0 + T` against the unpacked panel: `out[t * 8 + r]`.
+            ///
+            /// # Safety
+            /// As [`pack8`], after it filled `panel`; `t0 + T <= a.n_tokens`; n >= 32.
+            #[target_feature(enable = $feat)]
+            unsafe fn tokens8<const F: usize, const T: usize>(
+                a: &GemmArgs<'_>,
+                panel: *const u8,
+                t0: usize,
+                out: *mut f32,
+            ) {
+                let f = FMTS[F];
+                let nb = a.n / 32;
+                let used = nb.min(32);
+                let mut lanes = [[MaybeUninit::<__m256>::uninit(); T]; 32];
+                // SAFETY: as in tokens16.
+                unsafe {
+                    for (l, lane) in lanes.iter_mut().enumerate().take(used) {
+                        let mut acc = [_mm256_setzero_ps(); T];
+                        let mut b = l;
+                        while b < nb {
+                            let pb = panel.add(b * VECS_PER_BLOCK * 32);
+                            let wd = _mm256_load_ps(pb.add(8 * 32).cast());
+                            let mut s: [__m256i; T] = std::array::from_fn(|t| {
+                                let m = a.meta.get_unchecked((t0 + t) * nb + b);
+                                _mm256_set1_epi32(-(f.offset * m.sum))
+                            });
+                            for k in 0..8 {
+                                let wk = _mm256_load_si256(pb.add(k * 32).cast());
+                                for (t, s) in s.iter_mut().enumerate() {
+                                    let ap = a
+                                        .acts
+                                        .as_ptr()
+                                        .add((t0 + t) * a.act_row_bytes + b * f.ab + f.aq + 4 * k);
+                                    let g = ap.cast::<i32>().read_unaligned();
+                                    *s = $dot(*s, wk, _mm256_set1_epi32(g));
+                                }
+                            }
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let m: ActMeta = *a.meta.get_unchecked((t0 + t) * nb + b);
+                                let dd = _mm256_mul_ps(wd, _mm256_set1_ps(m.d));
+                                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), dd, *acc);
+                                if f.has_m {
+                                    let wm = _mm256_load_ps(pb.add(9 * 32).cast());
+                                    *acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(m.s), *acc);
+                                }
+                            }
+                            b += 32;
+                        }
+                        for (dst, v) in lane.iter_mut().zip(acc) {
+                            dst.write(v);
+                        }
+                    }
+                    let (mut live, mut m) = (used, 16);
+                    while m > 0 {
+                        let (lo, hi) = lanes.split_at_mut(m);
+                        let pairs = lo.iter_mut().zip(hi.iter());
+                        for (dst, src) in pairs.take(live.saturating_sub(m)) {
+                            for (x, y) in dst.iter_mut().zip(src) {
+                                x.write(_mm256_add_ps(x.assume_init(), y.assume_init()));
+                            }
+                        }
+                        live = live.min(m);
+                        m /= 2;
+                    }
+                    for (t, v) in lanes[0].iter().enumerate() {
+                        _mm256_storeu_ps(out.add((t0 + t) * 8), v.assume_init());
+                    }
+                }
+            }
+
+            /// # Safety
+            /// The CPU has `$feat`; `check` passed.
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn gemm8<const F: usize>(
+                a: &GemmArgs<'_>,
+                out: &mut [f32],
+                scratch: &mut Vec<u8>,
+            ) {
+                let nb = a.n / 32;
+                if nb == 0 {
+                    out[..a.n_tokens * 8].fill(0.0);
+                    return;
+                }
+                let panel = panel_buf(scratch, nb, 32);
+                let o = out.as_mut_ptr();
+                // SAFETY: the caller's contract; token groups stay below n_tokens.
+                unsafe {
+                    pack8::<F>(a, panel);
+                    let mut t = 0;
+                    while t + 4 <= a.n_tokens {
+                        tokens8::<F, 4>(a, panel, t, o);
+                        t += 4;
+                    }
+                    while t < a.n_tokens {
+                        tokens8::<F, 1>(a, panel, t, o);
+                        t += 1;
+                    }
+                }
+            }
+        }
+    };
+}
+
+gemm8_module!(
+    vnni256,
+    "avx2,fma,f16c,avxvnni",
+    crate::quant::dot::canon256::dot_avxvnni
+);
+// `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15),
+// not for Q8_0's offset bytes (up to 255), which keeps the row kernels on this table.
+gemm8_module!(
+    avx2_256,
+    "avx2,fma,f16c",
+    crate::quant::dot::canon256::dot_maddubs
+);
+
+/// Safe [`super::GemmFn`] entry points: the argument check, then the kernel.
+macro_rules! entry {
+    ($name:ident, $($kernel:ident)::+, $f:expr, $panel:expr) => {
+        fn $name(a: &GemmArgs<'_>, out: &mut [f32], scratch: &mut Vec<u8>) {
+            check(a, out, $panel, FMTS[$f]);
+            // SAFETY: checked above; the table holding this entry is only handed out when
+            // the CPU has the kernel's features (see gemm_kernels_on).
+            unsafe { $($kernel)::+::<{ $f }>(a, out, scratch) }
+        }
+    };
+}
+
+entry!(q4_0_16, gemm16, Q4_0, 16);
+entry!(q4_1_16, gemm16, Q4_1, 16);
+entry!(q5_0_16, gemm16, Q5_0, 16);
+entry!(q5_1_16, gemm16, Q5_1, 16);
+entry!(q8_0_16, gemm16, Q8_0, 16);
+entry!(q4_0_vnni8, vnni256::gemm8, Q4_0, 8);
+entry!(q4_1_vnni8, vnni256::gemm8, Q4_1, 8);
+entry!(q5_0_vnni8, vnni256::gemm8, Q5_0, 8);
+entry!(q5_1_vnni8, vnni256::gemm8, Q5_1, 8);
+entry!(q8_0_vnni8, vnni256::gemm8, Q8_0, 8);
+entry!(q4_0_avx2_8, avx2_256::gemm8, Q4_0, 8);
+entry!(q4_1_avx2_8, avx2_256::gemm8, Q4_1, 8);
+entry!(q5_0_avx2_8, avx2_256::gemm8, Q5_0, 8);
+entry!(q5_1_avx2_8, avx2_256::gemm8, Q5_1, 8);
+
+macro_rules! k {
+    ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
+        GemmKernels {
+            run: $run,
+            panel: $panel,
+            name: $name,
+            weight: GgmlType::$ty,
+            isa: Isa::$isa,
+        }
+    };
+}
+
+/// Every tiled kernel, fastest first per type (AVX-512's 16-row panels do twice the work
+/// per instruction of the 8-row ones).
+pub(super) static KERNELS: &[GemmKernels] = &[
+    k!(q4_0_16, 16, "q4_0*q8_0 gemm16 avx512", Q4_0, Avx512),
+    k!(q4_1_16, 16, "q4_1*q8_1 gemm16 avx512", Q4_1, Avx512),
+    k!(q5_0_16, 16, "q5_0*q8_0 gemm16 avx512", Q5_0, Avx512),
+    k!(q5_1_16, 16, "q5_1*q8_1 gemm16 avx512", Q5_1, Avx512),
+    k!(q8_0_16, 16, "q8_0*q8_0 gemm16 avx512", Q8_0, Avx512),
+    k!(q4_0_vnni8, 8, "q4_0*q8_0 gemm8 avxvnni", Q4_0, AvxVnni),
+    k!(q4_1_vnni8, 8, "q4_1*q8_1 gemm8 avxvnni", Q4_1, AvxVnni),
+    k!(q5_0_vnni8, 8, "q5_0*q8_0 gemm8 avxvnni", Q5_0, AvxVnni),
+    k!(q5_1_vnni8, 8, "q5_1*q8_1 gemm8 avxvnni", Q5_1, AvxVnni),
+    k!(q8_0_vnni8, 8, "q8_0*q8_0 gemm8 avxvnni", Q8_0, AvxVnni),
+    k!(q4_0_avx2_8, 8, "q4_0*q8_0 gemm8 avx2", Q4_0, Avx2),
+    k!(q4_1_avx2_8, 8, "q4_1*q8_1 gemm8 avx2", Q4_1, Avx2),
+    k!(q5_0_avx2_8, 8, "q5_0*q8_0 gemm8 avx2", Q5_0, Avx2),
+    k!(q5_1_avx2_8, 8, "q5_1*q8_1 gemm8 avx2", Q5_1, Avx2),
+];
