@@ -142,7 +142,7 @@ __global__ void quantize_q8k_kernel(const float* x, int d, int n_sb, int8_t* q,
     const int sb = blockIdx.x * Q8K_TEAMS + threadIdx.x / 32;
     const bool live = sb < n_sb;
     const int per_row = d / 256;
-    const size_t base = live ? (size_t)(sb / per_row) * d + (size_t)(sb % per_row) * 256 : 0;
+    const size_t base = live ? (size_t)(sb / per_row) * d + (size_t)(sb % per_row) * 256 : 0;  // x
     float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     // Launched overlapped: its launch hides behind the previous kernel, and the mat-vec after
     // it starts loading weights while it runs.
@@ -192,7 +192,12 @@ __global__ void quantize_q8k_kernel(const float* x, int d, int n_sb, int8_t* q,
                ((uint32_t)(qi[2] & 0xFF) << 16) | ((uint32_t)(qi[3] & 0xFF) << 24);
     packed.y = (uint32_t)(qi[4] & 0xFF) | ((uint32_t)(qi[5] & 0xFF) << 8) |
                ((uint32_t)(qi[6] & 0xFF) << 16) | ((uint32_t)(qi[7] & 0xFF) << 24);
-    *(uint2*)(q + base + 8 * lane) = packed;
+    // Chunk k (16 quants) of super-block S of a row lies at k * per_row + S (16-byte units):
+    // lane S of the mat-vec reading chunk k of its super-block then loads next to its
+    // neighbours (kernels/quant.h, rf_q8k_chunk).
+    const size_t row = (size_t)(sb / per_row) * d;
+    const size_t chunk = (size_t)(lane / 2) * per_row + (size_t)(sb % per_row);
+    *(uint2*)(q + row + chunk * 16 + 8 * (lane % 2)) = packed;
     RfQ8KHead* h = heads + sb;
     if (lane % 2 == 0) h->bsums[lane / 2] = (int16_t)sum;
     if (lane == 0) h->d = amax == 0.0f ? 0.0f : 1.0f / iscale;

@@ -226,7 +226,7 @@ template <> struct KDot<RF_Q4_K> {
     static constexpr bool has_min = true;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const* bs, int n,
                                    int* isum, int* msum) {
         const uint4 h = P[8];
         const uint32_t sp[3] = {h.y, h.z, h.w};
@@ -239,8 +239,10 @@ template <> struct KDot<RF_Q4_K> {
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 if (t < n) {
-                    const int4* x0 = (const int4*)(xa[t] + 64 * c);
-                    const int4 p0 = x0[0], p1 = x0[1], p2 = x0[2], p3 = x0[3];
+                    const int4 p0 = rf_q8k_chunk(xa[t], xs, 4 * c);
+                    const int4 p1 = rf_q8k_chunk(xa[t], xs, 4 * c + 1);
+                    const int4 p2 = rf_q8k_chunk(xa[t], xs, 4 * c + 2);
+                    const int4 p3 = rf_q8k_chunk(xa[t], xs, 4 * c + 3);
                     const int xl[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
                     const int xh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
                     int lo = 0, hi = 0;
@@ -250,8 +252,10 @@ template <> struct KDot<RF_Q4_K> {
                         hi = rf_dp4a((int)((q[i] >> 4) & 0x0F0F0F0Fu), xh[i], hi);
                     }
                     isum[t] += sm0.x * lo + sm1.x * hi;
-                    msum[t] += sm0.y * (bs[t][4 * c] + bs[t][4 * c + 1]) +
-                               sm1.y * (bs[t][4 * c + 2] + bs[t][4 * c + 3]);
+                    // the 4 group sums of sub-blocks 2c, 2c + 1 in one 8-byte load
+                    const int2 b = *(const int2*)(bs[t] + 4 * c);
+                    msum[t] += sm0.y * ((int)(int16_t)(b.x & 0xFFFF) + (b.x >> 16)) +
+                               sm1.y * ((int)(int16_t)(b.y & 0xFFFF) + (b.y >> 16));
                 }
             }
         }
@@ -263,7 +267,7 @@ template <> struct KDot<RF_Q6_K> {
     static constexpr bool has_min = false;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const* bs, int n,
                                    int* isum, int*) {
         const uint4 scv = P[12];
         const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
@@ -291,7 +295,7 @@ template <> struct KDot<RF_Q6_K> {
 #pragma unroll
                         for (int k = 0; k < 4; k++) {
                             const int j = 8 * h + 2 * k + u;
-                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            const int4 x = rf_q8k_chunk(xa[t], xs, j);
                             int s = rf_dp4a((int)q[k][0], x.x, 0);
                             s = rf_dp4a((int)q[k][1], x.y, s);
                             s = rf_dp4a((int)q[k][2], x.z, s);
@@ -312,7 +316,7 @@ template <> struct KDot<RF_Q5_K> {
     static constexpr bool has_min = true;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const* bs, int n,
                                    int* isum, int* msum) {
         const uint4 h = P[10];
         const uint32_t sp[3] = {h.y, h.z, h.w};
@@ -334,8 +338,10 @@ template <> struct KDot<RF_Q5_K> {
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 if (t < n) {
-                    const int4* x0 = (const int4*)(xa[t] + 64 * c);
-                    const int4 p0 = x0[0], p1 = x0[1], p2 = x0[2], p3 = x0[3];
+                    const int4 p0 = rf_q8k_chunk(xa[t], xs, 4 * c);
+                    const int4 p1 = rf_q8k_chunk(xa[t], xs, 4 * c + 1);
+                    const int4 p2 = rf_q8k_chunk(xa[t], xs, 4 * c + 2);
+                    const int4 p3 = rf_q8k_chunk(xa[t], xs, 4 * c + 3);
                     const int xl[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
                     const int xh[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
                     int dl = 0, dh = 0;
@@ -345,8 +351,10 @@ template <> struct KDot<RF_Q5_K> {
                         dh = rf_dp4a((int)hi[i], xh[i], dh);
                     }
                     isum[t] += sm0.x * dl + sm1.x * dh;
-                    msum[t] += sm0.y * (bs[t][4 * c] + bs[t][4 * c + 1]) +
-                               sm1.y * (bs[t][4 * c + 2] + bs[t][4 * c + 3]);
+                    // the 4 group sums of sub-blocks 2c, 2c + 1 in one 8-byte load
+                    const int2 b = *(const int2*)(bs[t] + 4 * c);
+                    msum[t] += sm0.y * ((int)(int16_t)(b.x & 0xFFFF) + (b.x >> 16)) +
+                               sm1.y * ((int)(int16_t)(b.y & 0xFFFF) + (b.y >> 16));
                 }
             }
         }
@@ -359,7 +367,7 @@ template <> struct KDot<RF_Q3_K> {
     static constexpr bool has_min = false;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const* bs, int n,
                                    int* isum, int*) {
         uint32_t sp[3];
         const float d = Fmt<RF_Q3_K>::scales(w, nsb, S, sp);
@@ -383,7 +391,7 @@ template <> struct KDot<RF_Q3_K> {
 #pragma unroll
                     for (int t = 0; t < N; t++) {
                         if (t < n) {
-                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            const int4 x = rf_q8k_chunk(xa[t], xs, j);
                             int s = rf_dp4a((int)q[0], x.x, 0);
                             s = rf_dp4a((int)q[1], x.y, s);
                             s = rf_dp4a((int)q[2], x.z, s);
@@ -402,7 +410,7 @@ template <> struct KDot<RF_Q2_K> {
     static constexpr bool has_min = true;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const* bs, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const* bs, int n,
                                    int* isum, int* msum) {
         const uint4 scv = P[0];
         const uint32_t scw[4] = {scv.x, scv.y, scv.z, scv.w};
@@ -419,7 +427,7 @@ template <> struct KDot<RF_Q2_K> {
 #pragma unroll
                     for (int t = 0; t < N; t++) {
                         if (t < n) {
-                            const int4 x = *(const int4*)(xa[t] + 16 * j);
+                            const int4 x = rf_q8k_chunk(xa[t], xs, j);
                             int s = rf_dp4a((int)((qw[0] >> (2 * k)) & 0x03030303u), x.x, 0);
                             s = rf_dp4a((int)((qw[1] >> (2 * k)) & 0x03030303u), x.y, s);
                             s = rf_dp4a((int)((qw[2] >> (2 * k)) & 0x03030303u), x.z, s);
@@ -441,7 +449,7 @@ template <> struct KDot<RF_IQ4_XS> {
     static constexpr bool has_min = false;
     template <int N>
     __device__ static float2 parts(const uint4* P, const uint8_t* w, size_t nsb, size_t S,
-                                   const int8_t* const* xa, const int16_t* const*, int n,
+                                   const int8_t* const* xa, int xs, const int16_t* const*, int n,
                                    int* isum, int*) {
         const uint2 h = Fmt<RF_IQ4_XS>::head(w, nsb, S);
 #pragma unroll
@@ -458,8 +466,8 @@ template <> struct KDot<RF_IQ4_XS> {
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 if (t < n) {
-                    const int4* x = (const int4*)(xa[t] + 32 * j);
-                    const int4 p0 = x[0], p1 = x[1];
+                    const int4 p0 = rf_q8k_chunk(xa[t], xs, 2 * j);
+                    const int4 p1 = rf_q8k_chunk(xa[t], xs, 2 * j + 1);
                     const int xv[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
                     int s = 0;
 #pragma unroll
@@ -495,8 +503,11 @@ template <int T> struct KPlanes {
 // 32 per row with the early load 944-968 / 943-946; at most 64 registers (4 blocks per SM)
 // 968-994 / 870-872; a team taking 2 or 4 row pairs with the next pair's planes in flight
 // 762-869 / 786-825 (136-157 registers); the next super-block in flight on wide rows 979-984
-// / 918-944. So the K-quant mat-vec is held by something none of these moves (it reaches
-// 0.28-0.36 of the copy bandwidth, the blocks-of-32 types about 0.5).
+// / 918-944. What held it was the activations: each lane read its super-block's 256 quants
+// and 16 group sums on its own, so every 16-byte load of a team touched 32 cache lines (about
+// 700 L1 sectors per team and super-block against 144 for the weights). With the quants
+// stored chunk-major (rf_quantize_q8k, RfQ8KHead's comment) and the group sums read 8 bytes at
+// a time: Q4_K_M 1,470 tok/s, 0.42 of the copy bandwidth.
 template <int T, int N, bool ROPE, int LPR>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
@@ -524,13 +535,13 @@ __global__ void __launch_bounds__(RF_BLOCK)
             int isum[N], msum[N];
 #pragma unroll
             for (int t = 0; t < N; t++) {
-                xa[t] = xq + (size_t)t * cols + (size_t)sb * 256;
+                xa[t] = xq + (size_t)t * cols + (size_t)sb * 16;  // chunk 0 (see RfQ8KHead)
                 bs[t] = xh[(size_t)t * nsb + sb].bsums;
                 isum[t] = 0;
                 msum[t] = 0;
             }
-            const float2 dm = KDot<T>::template parts<N>(cur.p, w, nsb_total, first + sb, xa, bs,
-                                                         n, isum, msum);
+            const float2 dm = KDot<T>::template parts<N>(cur.p, w, nsb_total, first + sb, xa,
+                                                         nsb * 16, bs, n, isum, msum);
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 if (t < n) {

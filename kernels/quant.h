@@ -503,12 +503,22 @@ template <> struct Fmt<RF_Q2_K> {
 // Q8_K activations on the device (the K-quants' mat-vec input), beside the int8 quants
 // (n, cols): one header per (token, super-block), as the CPU's BlockQ8K holds them: f32 d
 // and the 16 sums of 16 quants. 48 bytes so that each is three 16-byte loads.
+// The quants of a token's row are stored chunk-major: its 16 quants k * 16 .. k * 16 + 16 of
+// super-block S at byte (k * nsb + S) * 16 of the row (nsb super-blocks per row), as the
+// weights' planes are, so that the 32 lanes of a team reading chunk k of their super-blocks
+// S, S + 1, ... read 512 contiguous bytes (one super-block's 256 contiguous bytes per lane made
+// every such load touch 32 cache lines).
 struct __align__(16) RfQ8KHead {
     int16_t bsums[16];
     float d;
     float pad[3];
 };
 static_assert(sizeof(RfQ8KHead) == 48, "RfQ8KHead: 48 bytes (context.rs sizes the buffer so)");
+
+// Chunk k (16 quants) of the super-block whose chunk 0 is at `xa`, `xs` bytes between chunks.
+__device__ __forceinline__ int4 rf_q8k_chunk(const int8_t* xa, int xs, int k) {
+    return *(const int4*)(xa + (size_t)k * xs);
+}
 
 // IQ4_XS: value = (d * (ls_j - 32)) * table[q]; 8 sub-blocks of 32, each one IQ4_NL block's
 // indices. The GGUF block is f16 d, u16 scales_h, 4 bytes scales_l, qs (128): planes 0..7 are
