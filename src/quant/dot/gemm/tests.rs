@@ -53,7 +53,8 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
     let mut rng = Rng(0x6E33);
     for ty in TILED {
         let kernels = available_gemm_kernels(ty);
-        if cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2") {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
             assert!(
                 !kernels.is_empty() || ty == GgmlType::Q8_0,
                 "{ty}: no tiled kernel"
