@@ -227,8 +227,9 @@ fn unknown_architectures_list_the_supported_ones() {
     }
 }
 
-#[test]
-fn fused_tensors_split_by_rows_into_the_separate_weights() {
+/// The fused tensors of every layer (Q|K|V in `attn_qkv`, gate|up in a double `ffn_up`) to
+/// add, and the separate ones they replace.
+fn fused_layout() -> (Vec<(String, Vec<u64>)>, Vec<String>) {
     let (d, kvd, ff) = (D as u64, (D / N_HEAD * N_HEAD_KV) as u64, FF as u64);
     let mut extra = Vec::new();
     let mut skip = Vec::new();
@@ -239,6 +240,12 @@ fn fused_tensors_split_by_rows_into_the_separate_weights() {
             skip.push(format!("blk.{i}.{t}.weight"));
         }
     }
+    (extra, skip)
+}
+
+#[test]
+fn fused_tensors_split_by_rows_into_the_separate_weights() {
+    let (extra, skip) = fused_layout();
     let extra: Vec<(&str, Vec<u64>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
     let gguf = file("llama", &[], &extra, &skip);
@@ -423,24 +430,10 @@ fn the_supported_families_are_llama_qwen_gemma3_and_phi3() {
 /// A phi3 file as its conversions write it: Q|K|V and gate|up fused, RoPE factors for short
 /// and long contexts, an attention factor, a sliding window that llama.cpp does not apply.
 fn phi3(orig_ctx: Option<u32>) -> GgufFile {
-    let (d, kvd, ff, half) = (
-        D as u64,
-        (D / N_HEAD * N_HEAD_KV) as u64,
-        FF as u64,
-        (D / N_HEAD / 2) as u64,
-    );
-    let mut extra = vec![
-        ("rope_factors_short.weight".to_string(), vec![half]),
-        ("rope_factors_long.weight".to_string(), vec![half]),
-    ];
-    let mut skip = Vec::new();
-    for i in 0..N_LAYER {
-        extra.push((format!("blk.{i}.attn_qkv.weight"), vec![d, d + 2 * kvd]));
-        extra.push((format!("blk.{i}.ffn_up.weight"), vec![d, 2 * ff]));
-        for t in ["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"] {
-            skip.push(format!("blk.{i}.{t}.weight"));
-        }
-    }
+    let half = (D / N_HEAD / 2) as u64;
+    let (mut extra, skip) = fused_layout();
+    extra.push(("rope_factors_short.weight".to_string(), vec![half]));
+    extra.push(("rope_factors_long.weight".to_string(), vec![half]));
     let extra: Vec<(&str, Vec<u64>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
     let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
     let mut keys = vec![
