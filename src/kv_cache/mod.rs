@@ -212,6 +212,9 @@ impl Cells {
         if let Some(stride) = self.seq_stride {
             return self.allocate_in_regions(stride, tokens);
         }
+        if self.window.is_some() {
+            return self.allocate_ring(tokens);
+        }
         let n = tokens.len();
         let n_ctx = self.cells.len();
         let mut found = Vec::with_capacity(n);
@@ -239,6 +242,47 @@ impl Cells {
         if let Some(&last) = found.last() {
             self.search_from = (last + 1) % n_ctx;
         }
+        Ok(found)
+    }
+
+    /// A ring without regions: position `p` goes to cell `p % n_cells` when that is free (it
+    /// always is for a lone sequence, the ring holding a window plus a step), else to the
+    /// next free cell. Keeping positions where a lone sequence's own ring region would put
+    /// them gives the same attention chunks, so the same bits, as the full table
+    /// (see `rotate_to_oldest_chunk` in the CPU backend), also after a state restore.
+    fn allocate_ring(&mut self, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
+        let n_cells = self.cells.len();
+        let mut found: Vec<usize> = Vec::with_capacity(tokens.len());
+        let mut next = self.search_from;
+        for &(pos, seq) in tokens {
+            let preferred = pos as usize % n_cells;
+            let free = |c: usize, found: &[usize]| self.cells[c].pos < 0 && !found.contains(&c);
+            let cell = if free(preferred, &found) {
+                Some(preferred)
+            } else {
+                let c = (0..n_cells)
+                    .map(|k| (next + k) % n_cells)
+                    .find(|&c| free(c, &found));
+                if let Some(c) = c {
+                    next = (c + 1) % n_cells;
+                }
+                c
+            };
+            let Some(cell) = cell else {
+                return Err(Error::ContextFull(format!(
+                    "position {pos} of sequence {seq} finds no free cell in the sliding-window \
+                     ring of {n_cells}"
+                )));
+            };
+            found.push(cell);
+        }
+        for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
+            self.cells[cell] = Cell {
+                pos,
+                seqs: 1u64 << seq,
+            };
+        }
+        self.search_from = next;
         Ok(found)
     }
 

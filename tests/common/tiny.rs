@@ -40,6 +40,11 @@ pub struct TinySpec {
     pub rope_factors_orig_ctx: Option<u32>,
     /// `rope.scaling.attn_factor`.
     pub rope_attn_factor: Option<f32>,
+    /// `attention.sliding_window` and `attention.sliding_window_pattern` (a period: every
+    /// p-th layer global), for architectures that read them (gemma3).
+    pub sliding_window: Option<(u32, u32)>,
+    /// Post-attention and post-FFN norm weights of about this scale around 1 (gemma3).
+    pub post_norm_scale: Option<f32>,
 }
 
 impl Default for TinySpec {
@@ -62,6 +67,8 @@ impl Default for TinySpec {
             fused: false,
             rope_factors_orig_ctx: None,
             rope_attn_factor: None,
+            sliding_window: None,
+            post_norm_scale: None,
         }
     }
 }
@@ -173,6 +180,11 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             format!("{arch}.rope.scaling.attn_factor"),
             Value::F32(f),
         );
+    }
+    if let Some((window, pattern)) = spec.sliding_window {
+        let key = |k: &str| format!("{arch}.attention.{k}");
+        kv(&mut w, key("sliding_window"), Value::U32(window));
+        kv(&mut w, key("sliding_window_pattern"), Value::U32(pattern));
     }
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
     let mut types = vec![2i32, 3, 3];
@@ -313,6 +325,15 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             tensor(&mut w, name("attn_q_norm"), &[hd], GgmlType::F32, s, 1.0);
             tensor(&mut w, name("attn_k_norm"), &[hd], GgmlType::F32, s, 1.0);
+        }
+    }
+    if let Some(s) = spec.post_norm_scale {
+        let d = spec.n_embd as u64;
+        for i in 0..spec.n_layer {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            for t in ["post_attention_norm", "post_ffw_norm"] {
+                tensor(&mut w, name(t), &[d], GgmlType::F32, s, 1.0);
+            }
         }
     }
     w.to_bytes()

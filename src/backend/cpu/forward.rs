@@ -369,13 +369,33 @@ fn windowed_cells(
                     }
                     None => (table, cells),
                 };
-                (cells.iter().copied())
+                let mut list: Vec<usize> = (cells.iter().copied())
                     .filter(|&c| pos - (from.cell(c).0 as i64) < win as i64)
-                    .collect()
+                    .collect();
+                if table.ring().is_some() {
+                    rotate_to_oldest_chunk(from, &mut list);
+                }
+                list
             })
             .collect();
         out.push((win, lists));
     }
+}
+
+/// Rotates `list` (ring cells, ascending) to start at the attention chunk that holds its
+/// oldest position, so the chunks are summed oldest first, as the full table sums them: a
+/// ring whose cells are whole chunks per sequence keeps position `p` at cell `p % share`
+/// (plus its region), so in this order each chunk holds the positions the full table's chunk
+/// would, and the result has the full table's bits. Backends that attend over the ring sum
+/// chunks in this order: ascending from the oldest position's chunk, wrapping around.
+fn rotate_to_oldest_chunk(ring: &Cells, list: &mut [usize]) {
+    use crate::backend::numerics::ATTENTION_CHUNK;
+    let Some(&oldest) = list.iter().min_by_key(|&&c| ring.cell(c).0) else {
+        return;
+    };
+    let start = oldest / ATTENTION_CHUNK;
+    let at = list.partition_point(|&c| c / ATTENTION_CHUNK < start);
+    list.rotate_left(at);
 }
 
 /// The weight the layer's description names (the loader provides exactly those; a model
