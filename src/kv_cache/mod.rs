@@ -604,12 +604,18 @@ pub struct RegionCopy {
 /// `n_ctx` cells, `n_seq_max` sequences and steps of at most `n_batch` tokens; None when a ring
 /// would save nothing (every layer then uses the full table, the window a position mask).
 ///
-/// Each sequence gets `window + n_batch` cells rounded up to whole attention chunks of
-/// `chunk` cells: a sequence keeps `window` positions between steps and may take a whole
-/// step's tokens (a prompt chunk, in the scheduler too), and a share of whole chunks lets a
-/// sequence in its own region of the ring compute the same bits whatever its neighbours do
-/// (as the full table's regions). llama.cpp sizes its ring `window * n_seq + n_ubatch`
-/// (shared by the sequences); ours costs `n_batch * (n_seq - 1)` cells more for that isolation.
+/// Each sequence gets a share of whole attention chunks (`chunk` cells), enough for:
+/// - `window + n_batch` cells: a sequence keeps `window` positions between steps and may take
+///   a whole step's tokens (a prompt chunk, in the scheduler too);
+/// - the chunks one token's window touches in the full table (`ceil((window - 1) / chunk) +
+///   1`), each landing in a ring chunk of its own: position `p` at cell `p % share`, so a
+///   window's chunks hold the positions the full table's would, and attention summed from
+///   the oldest chunk has the full table's bits.
+///
+/// Whole chunks per sequence also let a sequence in its own region of the ring compute the
+/// same bits whatever its neighbours do, as the full table's regions. llama.cpp sizes its ring
+/// `window * n_seq + n_ubatch` rounded to 256 (shared by the sequences); ours costs up to
+/// `n_batch * (n_seq - 1)` cells more for that isolation.
 pub fn ring_cells(
     window: usize,
     n_ctx: usize,
@@ -617,9 +623,9 @@ pub fn ring_cells(
     n_batch: usize,
     chunk: usize,
 ) -> Option<usize> {
-    let share = (window.checked_add(n_batch)?)
-        .div_ceil(chunk)
-        .checked_mul(chunk)?;
+    let held = (window.checked_add(n_batch)?).div_ceil(chunk);
+    let touched = window.saturating_sub(1).div_ceil(chunk) + 1;
+    let share = held.max(touched).checked_mul(chunk)?;
     let cells = share.checked_mul(n_seq_max)?;
     (cells < n_ctx).then_some(cells)
 }
@@ -822,6 +828,9 @@ mod tests {
     #[test]
     fn the_ring_is_sized_per_sequence_in_whole_chunks_and_only_when_smaller() {
         assert_eq!(ring_cells(512, 8192, 1, 512, 256), Some(1024));
+        // A window of 16 can touch two chunks of the full table: two chunks, not one.
+        assert_eq!(ring_cells(16, 8192, 1, 16, 256), Some(512));
+        assert_eq!(ring_cells(512, 8192, 1, 1, 256), Some(768));
         assert_eq!(ring_cells(512, 8192, 2, 100, 256), Some(2 * 768));
         assert_eq!(ring_cells(512, 1024, 1, 512, 256), None);
         assert_eq!(ring_cells(4096, 8192, 4, 512, 256), None);
