@@ -451,6 +451,19 @@ rocmforge_status rocmforge_kv_seq_keep(struct rocmforge_context *ctx, int32_t se
 // `ctx` NULL or live; `out` writable.
 rocmforge_status rocmforge_kv_seq_pos_max(struct rocmforge_context *ctx, int32_t seq, int32_t *out);
 
+// The smallest position of sequence `seq` that every layer still holds into `*out` (-1 when
+// the sequence is empty). Without sliding-window layers that is its first position; with
+// them (Gemma 3) the oldest position their ring kept, llama.cpp's `seq_pos_min`: after
+// removing a tail with rocmforge_kv_seq_remove, the sequence can continue at position `p`
+// only if `p == 0` or `*out <= max(0, p - window + 1)`; otherwise evaluating at `p` fails
+// with ROCMFORGE_ERR_INVALID_ARGUMENT, and the caller removes the sequence and evaluates it
+// again. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
+//
+// # Safety
+// `ctx` NULL or live; `out` writable.
+rocmforge_status rocmforge_kv_seq_pos_min(struct rocmforge_context *ctx, int32_t seq, int32_t *out);
+
 // Sets (or with a NULL callback, removes) the process-wide log callback, used for messages
 // not tied to a context (model loading, backend selection, context creation) and for
 // contexts without their own. The default is silence.
@@ -696,6 +709,18 @@ rocmforge_status rocmforge_context_params_set_n_seq_max(struct rocmforge_context
 // `params` must be NULL or a live object from rocmforge_context_params_create.
 rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context_params *params,
                                                         uint32_t value);
+
+// Sliding-window layers (Gemma 3's) keep a cell for every token, as global layers do, when
+// `value` is true; by default (false) they keep only a ring of their window plus one batch
+// per sequence, which takes far less memory at long contexts and computes the same logits,
+// but cannot take a sequence back past what the ring still holds (see
+// rocmforge_kv_seq_pos_min). Models without such layers are not affected.
+// Thread-safety: one thread at a time per params object.
+//
+// # Safety
+// `params` must be NULL or a live object from rocmforge_context_params_create.
+rocmforge_status rocmforge_context_params_set_swa_full(struct rocmforge_context_params *params,
+                                                       bool value);
 
 // How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
 // ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved

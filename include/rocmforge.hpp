@@ -450,6 +450,11 @@ public:
         detail::check(rocmforge_context_params_set_cache_type(get(), value));
         return *this;
     }
+    /// Sliding-window layers keep every cell (true) instead of a ring of their window.
+    ContextParams &swa_full(bool value) {
+        detail::check(rocmforge_context_params_set_swa_full(get(), value));
+        return *this;
+    }
 
     rocmforge_context_params *get() const noexcept { return handle_.get(); }
 
@@ -750,6 +755,13 @@ public:
     std::int32_t kv_seq_pos_max(std::int32_t seq) {
         std::int32_t out = 0;
         detail::check(rocmforge_kv_seq_pos_max(get(), seq, &out));
+        return out;
+    }
+    /// The smallest position of `seq` every layer still holds (-1 when empty): with
+    /// sliding-window layers, the oldest their ring kept.
+    std::int32_t kv_seq_pos_min(std::int32_t seq) {
+        std::int32_t out = 0;
+        detail::check(rocmforge_kv_seq_pos_min(get(), seq, &out));
         return out;
     }
 

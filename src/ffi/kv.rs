@@ -102,3 +102,29 @@ pub unsafe extern "C" fn rocmforge_kv_seq_pos_max(
         Ok(())
     })
 }
+
+/// The smallest position of sequence `seq` that every layer still holds into `*out` (-1 when
+/// the sequence is empty). Without sliding-window layers that is its first position; with
+/// them (Gemma 3) the oldest position their ring kept, llama.cpp's `seq_pos_min`: after
+/// removing a tail with rocmforge_kv_seq_remove, the sequence can continue at position `p`
+/// only if `p == 0` or `*out <= max(0, p - window + 1)`; otherwise evaluating at `p` fails
+/// with ROCMFORGE_ERR_INVALID_ARGUMENT, and the caller removes the sequence and evaluates it
+/// again. Errors: ROCMFORGE_ERR_INVALID_SEQUENCE.
+/// Thread-safety: one thread at a time per context (others: ROCMFORGE_ERR_BUSY).
+///
+/// # Safety
+/// `ctx` NULL or live; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_kv_seq_pos_min(
+    ctx: *mut rocmforge_context,
+    seq: i32,
+    out: *mut i32,
+) -> rocmforge_status {
+    with_context(ctx, |h, inner| {
+        let seq = h.seq_id(seq)?;
+        let out = out_ptr(out, "out")?;
+        // SAFETY: out checked non-NULL.
+        unsafe { write_out(out, inner.ctx.kv_seq_pos_min(seq).unwrap_or(-1)) };
+        Ok(())
+    })
+}

@@ -284,6 +284,26 @@ pub unsafe extern "C" fn rocmforge_context_params_set_n_threads(
     set_size(params, "n_threads", value, 0..=1024, |p| &mut p.n_threads)
 }
 
+/// Sliding-window layers (Gemma 3's) keep a cell for every token, as global layers do, when
+/// `value` is true; by default (false) they keep only a ring of their window plus one batch
+/// per sequence, which takes far less memory at long contexts and computes the same logits,
+/// but cannot take a sequence back past what the ring still holds (see
+/// rocmforge_kv_seq_pos_min). Models without such layers are not affected.
+/// Thread-safety: one thread at a time per params object.
+///
+/// # Safety
+/// `params` must be NULL or a live object from rocmforge_context_params_create.
+#[no_mangle]
+pub unsafe extern "C" fn rocmforge_context_params_set_swa_full(
+    params: *mut rocmforge_context_params,
+    value: bool,
+) -> rocmforge_status {
+    set(params, |p| {
+        p.params.swa_full = value;
+        Ok(())
+    })
+}
+
 /// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
 /// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
 /// from a context restores only into a context with the same cache type.

@@ -504,7 +504,7 @@ mod tests {
             let mut v: Vec<(i32, u64, Vec<f32>)> = (ring.of_seq(None).into_iter())
                 .map(|c| (ring.cell(c).0, ring.cell(c).1, kv.read_cells(&[c], true)))
                 .collect();
-            v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            v.sort_by_key(|a| (a.0, a.1));
             v
         };
         assert_eq!(contents(&other, &okv), contents(&cells, &kv));

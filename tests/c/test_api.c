@@ -312,6 +312,10 @@ static void test_metadata(void) {
                   "cache type");
     OK(rocmforge_estimate_memory(model_path, cp, &est32));
     EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    /* SmolLM2 has no sliding-window layers: swa_full changes nothing. */
+    OK(rocmforge_context_params_set_swa_full(cp, true));
+    OK(rocmforge_estimate_memory(model_path, cp, &est32));
+    EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
     rocmforge_context_params_free(cp);
     EXPECT(est.compute_bytes > 0);
     EXPECT(est.total_bytes == est.weights_bytes + est.kv_cache_bytes + est.compute_bytes);
@@ -462,8 +466,12 @@ static void test_context_errors(void) {
     OK(rocmforge_kv_seq_remove(ctx, 1, 2, -1));
     OK(rocmforge_kv_seq_pos_max(ctx, 1, &pos));
     EXPECT(pos == 1);
+    OK(rocmforge_kv_seq_pos_min(ctx, 1, &pos));
+    EXPECT(pos == 0); /* no sliding window: the first position */
     OK(rocmforge_kv_seq_keep(ctx, 1));
     OK(rocmforge_kv_seq_pos_max(ctx, 0, &pos));
+    EXPECT(pos == -1);
+    OK(rocmforge_kv_seq_pos_min(ctx, 0, &pos));
     EXPECT(pos == -1);
     EXPECT_STATUS(rocmforge_kv_seq_copy(ctx, 0, 5, 0, -1), ROCMFORGE_ERR_INVALID_SEQUENCE, "sequence id 5");
     EXPECT_STATUS(rocmforge_kv_seq_remove(ctx, 9, 0, -1), ROCMFORGE_ERR_INVALID_SEQUENCE, "sequence id 9");
