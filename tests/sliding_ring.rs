@@ -9,6 +9,7 @@ use common::tiny::{build, TinySpec};
 use rocmforge::api::MemoryEstimate;
 use rocmforge::batch::Batch;
 use rocmforge::kv_cache::KvType;
+use rocmforge::scheduler::{Event, Request, Scheduler, SchedulerConfig};
 use rocmforge::{Context, ContextParams, Model, ModelParams};
 
 const WINDOW: u32 = 16;
@@ -330,4 +331,74 @@ fn gemma3_270m_keeps_global_layers_plus_windows() {
         est.kv_cache_bytes,
         full_est.kv_cache_bytes
     );
+}
+
+/// Greedy tokens of `prompt` in a plain context (ties to the lower id, as the sampler).
+fn alone(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut ctx = context(model, 1, false);
+    ctx.eval(prompt, 0).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let l = ctx.last_logits().unwrap();
+        let best = (0..l.len())
+            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+            .unwrap() as u32;
+        out.push(best);
+        ctx.eval(&[best], 0).unwrap();
+    }
+    out
+}
+
+/// The tokens and cached-prompt count of one scheduled request.
+fn scheduled(sched: &Scheduler, prompt: &[u32], n: usize) -> (Vec<u32>, usize) {
+    let rx = sched.submit_channel(Request {
+        ignore_eos: true,
+        ..Request::greedy(prompt.to_vec(), n)
+    });
+    let mut ids = Vec::new();
+    for ev in rx.unwrap() {
+        match ev {
+            Event::Token { id, .. } => ids.push(id),
+            Event::Done { usage, .. } => return (ids, usage.cached_tokens),
+            Event::Error(e) => panic!("request failed: {e}"),
+        }
+    }
+    panic!("no Done")
+}
+
+#[test]
+fn the_scheduler_reuses_a_prefix_only_while_the_ring_holds_its_window() {
+    let model = tiny_gemma();
+    let sched = Scheduler::new(
+        &model,
+        SchedulerConfig {
+            n_ctx: 4096,
+            n_seq: 2,
+            n_batch: 16,
+            n_threads: 2,
+            isolated: true,
+            ..SchedulerConfig::default()
+        },
+    )
+    .unwrap();
+    let first = prompt(300);
+    let (ids, cached) = scheduled(&sched, &first, 30);
+    assert_eq!(
+        (ids.as_slice(), cached),
+        (alone(&model, &first, 30).as_slice(), 0)
+    );
+    // The idle sequence holds 329 positions; its ring only the last 16. A prompt that shares
+    // 250 of them would need the window before 250: it is computed again.
+    let mut branch = first[..250].to_vec();
+    branch.extend(prompt(20).iter().map(|t| t + 1));
+    let (ids, cached) = scheduled(&sched, &branch, 20);
+    assert_eq!(cached, 0, "the window before position 250 left the ring");
+    assert_eq!(ids, alone(&model, &branch, 20));
+    // A prompt that continues the whole of what a sequence holds reuses it.
+    let mut longer = branch.clone();
+    longer.extend_from_slice(&ids[..19]);
+    longer.extend_from_slice(&[40, 41, 42]);
+    let (more, cached) = scheduled(&sched, &longer, 10);
+    assert!(cached >= branch.len(), "{cached}");
+    assert_eq!(more, alone(&model, &longer, 10));
 }

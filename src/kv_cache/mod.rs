@@ -411,8 +411,9 @@ impl Cells {
     /// Whether a token of `seq` at `pos` would find in the ring every position of its window
     /// that the global table holds (always true without a ring). False once a sequence edit
     /// went back past what the ring kept (a tail removed after the ring moved on): the caller
-    /// must then evaluate that sequence again from [`Self::seq_pos_min`] of the ring's
-    /// view, as llama.cpp's server does, rather than attend to a shorter window.
+    /// must then evaluate that sequence again (the ring holds it from
+    /// [`Self::attendable_from`] on), as llama.cpp's server does; [`Self::place`] refuses
+    /// such a batch rather than attend to a shorter window than the model's.
     pub fn window_intact(&self, seq: u32, pos: i32) -> bool {
         let Some(ring) = &self.ring else { return true };
         let Some(window) = ring.window else {
