@@ -442,6 +442,31 @@ impl Cells {
         }
     }
 
+    /// On a ring: the cells a token of `seq` at `pos` attends to in a layer whose window is
+    /// `window` (at most the ring's), in the order attention sums them: ascending, rotated to
+    /// start at the attention chunk (`chunk` cells) holding the oldest of them. A lone
+    /// sequence keeps position `p` at cell `p % share` (plus its region), so in this order
+    /// each chunk holds the positions the full table's chunk would, summed oldest chunk first
+    /// as the full table sums them: the ring gets the full table's bits. Every backend that
+    /// attends over the ring takes the cells (or at least the first chunk) from here.
+    pub fn window_cells(
+        &self,
+        seq: u32,
+        pos: i32,
+        window: usize,
+        chunk: usize,
+        out: &mut Vec<usize>,
+    ) {
+        self.visible_cells(seq, pos, out);
+        out.retain(|&c| i64::from(pos) - i64::from(self.cells[c].pos) < window as i64);
+        let Some(&oldest) = out.iter().min_by_key(|&&c| self.cells[c].pos) else {
+            return;
+        };
+        let start = oldest / chunk;
+        let at = out.partition_point(|&c| c / chunk < start);
+        out.rotate_left(at);
+    }
+
     /// (position, sequence mask) of `cell`; position -1 when it is free.
     pub fn cell(&self, cell: usize) -> (i32, u64) {
         (self.cells[cell].pos, self.cells[cell].seqs)
@@ -824,6 +849,25 @@ mod tests {
         // A prefix the ring moved past cannot be copied.
         kv.seq_remove(Some(0), 0, -1);
         assert!(kv.region_copy_cells(1, 0, 3).is_err());
+    }
+
+    #[test]
+    fn window_cells_come_oldest_chunk_first() {
+        // Ring of 8 cells in chunks of 4, window 3: positions 0..=9 one step each.
+        let mut kv = Cells::with_ring(16, 1, 8, 3).unwrap();
+        for p in 0..10 {
+            step(&mut kv, &[(p, 0)]);
+        }
+        let ring = kv.ring().unwrap();
+        let mut v = Vec::new();
+        // Positions 7, 8, 9 at cells 7, 0, 1: chunk 1 (position 7) first, then chunk 0.
+        ring.window_cells(0, 9, 3, 4, &mut v);
+        assert_eq!(v, [7, 0, 1]);
+        // A narrower layer window: positions 8 and 9 only, both in chunk 0.
+        ring.window_cells(0, 9, 2, 4, &mut v);
+        assert_eq!(v, [0, 1]);
+        ring.window_cells(0, 6, 3, 4, &mut v);
+        assert!(v.is_empty(), "positions 4..=6 left the ring");
     }
 
     #[test]

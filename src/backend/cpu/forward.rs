@@ -343,9 +343,9 @@ impl Run<'_> {
 }
 
 /// For each distinct window of the model's layers, each token's visible cells at most
-/// `window - 1` positions before its own: cells of the ring when the table has one (the
-/// windowed layers' keys and values live there), else of `visible` (each token's visible
-/// cells of the full table).
+/// `window - 1` positions before its own: cells of the ring in the order to sum them
+/// ([`Cells::window_cells`]) when the table has one (the windowed layers' keys and values
+/// live there), else of `visible` (each token's visible cells of the full table).
 fn windowed_cells(
     hp: &Hparams,
     table: &Cells,
@@ -353,49 +353,30 @@ fn windowed_cells(
     visible: &[Vec<usize>],
     out: &mut Vec<(usize, Vec<Vec<usize>>)>,
 ) {
+    use crate::backend::numerics::ATTENTION_CHUNK;
     out.clear();
-    let mut ring_visible = Vec::new();
     for win in hp.layers.iter().filter_map(|l| l.window) {
         if out.iter().any(|(w, _)| *w == win) {
             continue;
         }
         let lists = (visible.iter().enumerate())
-            .map(|(t, cells)| {
-                let pos = batch.pos[t] as i64;
-                let (from, cells) = match table.ring() {
-                    Some(ring) => {
-                        ring.visible_cells(batch.seq[t], batch.pos[t], &mut ring_visible);
-                        (ring, &ring_visible)
-                    }
-                    None => (table, cells),
-                };
-                let mut list: Vec<usize> = (cells.iter().copied())
-                    .filter(|&c| pos - (from.cell(c).0 as i64) < win as i64)
-                    .collect();
-                if table.ring().is_some() {
-                    rotate_to_oldest_chunk(from, &mut list);
+            .map(|(t, cells)| match table.ring() {
+                Some(ring) => {
+                    let mut list = Vec::new();
+                    let (seq, pos) = (batch.seq[t], batch.pos[t]);
+                    ring.window_cells(seq, pos, win, ATTENTION_CHUNK, &mut list);
+                    list
                 }
-                list
+                None => {
+                    let pos = batch.pos[t] as i64;
+                    (cells.iter().copied())
+                        .filter(|&c| pos - (table.cell(c).0 as i64) < win as i64)
+                        .collect()
+                }
             })
             .collect();
         out.push((win, lists));
     }
-}
-
-/// Rotates `list` (ring cells, ascending) to start at the attention chunk that holds its
-/// oldest position, so the chunks are summed oldest first, as the full table sums them: a
-/// ring whose cells are whole chunks per sequence keeps position `p` at cell `p % share`
-/// (plus its region), so in this order each chunk holds the positions the full table's chunk
-/// would, and the result has the full table's bits. Backends that attend over the ring sum
-/// chunks in this order: ascending from the oldest position's chunk, wrapping around.
-fn rotate_to_oldest_chunk(ring: &Cells, list: &mut [usize]) {
-    use crate::backend::numerics::ATTENTION_CHUNK;
-    let Some(&oldest) = list.iter().min_by_key(|&&c| ring.cell(c).0) else {
-        return;
-    };
-    let start = oldest / ATTENTION_CHUNK;
-    let at = list.partition_point(|&c| c / ATTENTION_CHUNK < start);
-    list.rotate_left(at);
 }
 
 /// The weight the layer's description names (the loader provides exactly those; a model
