@@ -49,8 +49,8 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                      const int32_t* cell_pos, const uint64_t* cell_seqs,
                      const int32_t* n_cells_dev, const int32_t* tok_pos, const int32_t* tok_seq,
                      const int32_t* tok_lo, const int32_t* tok_hi, int n_head, int n_head_kv,
-                     int n_ctx, float* part, int32_t* counters, float* out, int8_t* q8,
-                     float4* q8_scales) {
+                     int n_ctx, int window, float scale, float* part, int32_t* counters,
+                     float* out, int8_t* q8, float4* q8_scales) {
     constexpr int GROUPS = AttShape<HD>::groups, THREADS = GROUPS * 32;
     constexpr int PER_LANE = HD / 32;     // key elements per lane
     constexpr int SLICE = HD / GROUPS;    // output elements per group (4 or 8)
@@ -68,7 +68,6 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     const int lane = threadIdx.x % 32, grp = threadIdx.x / 32;
     const int kv_dim = n_head_kv * HD;
     const int kv_off = (h / (n_head / n_head_kv)) * HD;
-    const float scale = 1.0f / sqrtf((float)HD);
     const int max_chunks = (n_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
     // (token, head)'s chunk results: (max_chunks, 2 + HD) floats, m_j, l_j, o_j.
     float* th_part = part + ((size_t)t * n_head + h) * max_chunks * (2 + HD);
@@ -110,7 +109,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
             for (int b = 0; b < ATT_CELLS; b++) {
                 const int c = c0 + b;
                 vis[b] = c < c_hi && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
-                         cell_pos[c] <= pos;
+                         cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
                 const T* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
@@ -238,12 +237,12 @@ static void launch_attention(dim3 grid, hipStream_t st, const float* q, int ld_q
                              const uint64_t* cell_seqs, const int32_t* n_cells,
                              const int32_t* tok_pos, const int32_t* tok_seq,
                              const int32_t* tok_lo, const int32_t* tok_hi, int n_head,
-                             int n_head_kv, int n_ctx, float* part, int32_t* counters,
-                             float* out, int8_t* q8, float4* q8_scales) {
+                             int n_head_kv, int n_ctx, int window, float scale, float* part,
+                             int32_t* counters, float* out, int8_t* q8, float4* q8_scales) {
     RF_LAUNCH_OVERLAPPED((attention_kernel<HD, T>), grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
                          ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                         tok_lo, tok_hi, n_head, n_head_kv, n_ctx, part, counters, out, q8,
-                         q8_scales);
+                         tok_lo, tok_hi, n_head, n_head_kv, n_ctx, window, scale, part, counters,
+                         out, q8, q8_scales);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
@@ -251,9 +250,11 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
                             const int32_t* n_cells, const int32_t* tok_pos,
                             const int32_t* tok_seq, const int32_t* tok_lo,
                             const int32_t* tok_hi, int n, int n_head, int n_head_kv,
-                            int head_dim, int n_ctx, int splits, float* part, int32_t* counters,
-                            float* out, int8_t* q8, void* q8_scales, void* stream) {
+                            int head_dim, int n_ctx, int window, float scale, int splits,
+                            float* part, int32_t* counters, float* out, int8_t* q8,
+                            void* q8_scales, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
+        window < 0 ||
         splits < 1 || splits > ATT_MAX_SPLIT || (kv_type != RF_KV_F32 && kv_type != RF_KV_F16))
         return RF_ERR_SHAPE;
     const dim3 grid(n_head, n, splits);
@@ -265,12 +266,12 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
             launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_f16*)k_cache,              \
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
                                  tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
-                                 n_ctx, part, counters, out, q8, qs);                        \
+                                 n_ctx, window, scale, part, counters, out, q8, qs);                        \
         else                                                                                \
             launch_attention<HD>(grid, st, q, ld_q, (const float*)k_cache,                  \
                                  (const float*)v_cache, cell_pos, cell_seqs, n_cells,       \
                                  tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
-                                 n_ctx, part, counters, out, q8, qs);                        \
+                                 n_ctx, window, scale, part, counters, out, q8, qs);                        \
         break;
     switch (head_dim) {
         RF_ATT_CASE(32)

@@ -72,7 +72,8 @@ impl Cpu {
 
 /// A GPU context of N_CTX cells (the default cache type, as the CPU's) with its cell table.
 fn gpu_engine(gm: &Arc<GpuModel>, n_seq_max: usize) -> Engine<GpuContext> {
-    let exec = GpuContext::new(Arc::clone(gm), N_CTX, KvType::default()).expect("GPU context");
+    let exec =
+        GpuContext::new(Arc::clone(gm), N_CTX, N_CTX, KvType::default()).expect("GPU context");
     Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells")
 }
 
@@ -396,6 +397,102 @@ fn gpu_matches_cpu_on_listed_models() {
     );
 }
 
+/// Every family's departures from llama on the GPU, through the same checks as the listed
+/// models: synthetic files of each family (widths the GPU takes, every matrix Q8_0 or Q4_0, so
+/// decode must reproduce the CPU's bits and steps of many tokens the mat-vec's): Q/K/V and
+/// output biases, QK-norm, NEOX RoPE, fused tensors with Phi-3's long and short RoPE factors
+/// and attention factor, and Gemma 3's GeGLU, post-norms, embedding scale, soft-capped logits,
+/// windowed layers (a window of 16, shorter than the prompt) with their own RoPE base.
+#[test]
+fn families_decode_on_the_gpu_as_on_the_cpu() {
+    if devices().map_or(true, |d| d.is_empty()) {
+        assert!(
+            std::env::var_os("ROCMFORGE_EXPECT_GPU").is_none(),
+            "a GPU was expected"
+        );
+        eprintln!("no GPU: skipped");
+        return;
+    }
+    let base = |arch, weight_type| common::tiny::TinySpec {
+        arch,
+        n_layer: 3,
+        n_embd: 256,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 512,
+        weight_type,
+        ..Default::default()
+    };
+    let phi3 = |orig_ctx| common::tiny::TinySpec {
+        fused: true,
+        rope_factors_orig_ctx: Some(orig_ctx),
+        rope_attn_factor: Some(1.19),
+        ..base("phi3", GgmlType::Q8_0)
+    };
+    let specs = [
+        (
+            "llama-biases-q8_0",
+            common::tiny::TinySpec {
+                bias_scale: Some(0.5),
+                ..base("llama", GgmlType::Q8_0)
+            },
+        ),
+        (
+            "qwen2-q8_0",
+            common::tiny::TinySpec {
+                qkv_bias_scale: Some(0.5),
+                ..base("qwen2", GgmlType::Q8_0)
+            },
+        ),
+        (
+            "qwen2-q4_0-tied",
+            common::tiny::TinySpec {
+                qkv_bias_scale: Some(0.5),
+                omit_tensor: Some("output.weight"),
+                ..base("qwen2", GgmlType::Q4_0)
+            },
+        ),
+        (
+            "qwen3-q4_0",
+            common::tiny::TinySpec {
+                qk_norm_scale: Some(0.5),
+                head_dim: Some(96),
+                ..base("qwen3", GgmlType::Q4_0)
+            },
+        ),
+        // N_CTX cells per sequence: past an original length of 128 (long factors), within 512.
+        ("phi3-long-q8_0", phi3(128)),
+        ("phi3-short-q8_0", phi3(512)),
+        (
+            "gemma3-q8_0",
+            common::tiny::TinySpec {
+                qk_norm_scale: Some(0.5),
+                post_norm_scale: Some(0.3),
+                sliding_window: Some((16, 3)),
+                rope_base_swa: Some(1000.0),
+                final_logit_softcap: Some(30.0),
+                ..base("gemma3", GgmlType::Q8_0)
+            },
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, spec) in specs {
+        let path =
+            std::env::temp_dir().join(format!("rf-family-{name}-{}.gguf", std::process::id()));
+        std::fs::write(&path, common::tiny::build_bytes(&spec)).expect("write model");
+        let (report, ok) = parity(&path);
+        let _ = std::fs::remove_file(&path);
+        if !ok {
+            failed.push(report);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "GPU and CPU differ on:\n{}",
+        failed.join("\n")
+    );
+}
+
 #[test]
 fn devices_are_listed_when_a_gpu_is_expected() {
     let list = devices().expect("device enumeration never fails on a missing GPU");
@@ -454,7 +551,7 @@ fn out_of_memory_is_an_error_not_an_abort() {
     let gm = Arc::new(GpuModel::upload(&model, 0, &mut |_, _| Ok(())).expect("upload"));
     // A KV cache of 2^30 f32 cells per layer is far beyond any GPU's memory (2^28 f16 cells of
     // a small model fit an H200's 141 GB).
-    match GpuContext::new(gm, 1 << 30, KvType::F32) {
+    match GpuContext::new(gm, 1 << 30, 1 << 30, KvType::F32) {
         Err(rocmforge::Error::OutOfMemory(msg)) => println!("out of memory reported: {msg}"),
         Err(e) => panic!("expected OutOfMemory, got {e}"),
         Ok(_) => panic!("a 2^30-cell f32 KV cache cannot fit"),
@@ -474,15 +571,15 @@ fn a_feature_the_gpu_lacks_is_refused_at_upload() {
     };
     let mut model =
         LoadedModel::new(GgufFile::open(Path::new(&path)).expect("open")).expect("load");
-    model.hparams.rope_style = rocmforge::model::RopeStyle::Neox;
+    model.hparams.attn_logit_softcap = Some(50.0);
     match GpuModel::upload(&model, 0, &mut |_, _| Ok(())) {
         Err(e @ rocmforge::Error::UnsupportedFeature { .. }) => assert!(
             e.to_string()
-                .contains("uses NEOX-style RoPE, which the GPU backend"),
+                .contains("uses attention logit soft-capping, which the GPU backend"),
             "{e}"
         ),
         Err(e) => panic!("expected UnsupportedFeature, got {e}"),
-        Ok(_) => panic!("a NEOX-RoPE model was uploaded to a backend that does not run it"),
+        Ok(_) => panic!("a soft-capped attention was uploaded to a backend that does not run it"),
     }
 }
 

@@ -111,7 +111,12 @@ impl Context {
 
     fn executor(model: &Model, params: &ContextParams) -> Result<Box<dyn Executor>> {
         if let Some(weights) = model.gpu() {
-            return gpu::new_context(weights, params.n_ctx, params.cache_type);
+            return gpu::new_context(
+                weights,
+                params.n_ctx,
+                n_ctx_seq(params.n_ctx, params.n_seq_max),
+                params.cache_type,
+            );
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
         // itself is then allocated lazily (pages arrive as cells are used).

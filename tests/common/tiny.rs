@@ -40,6 +40,15 @@ pub struct TinySpec {
     pub rope_factors_orig_ctx: Option<u32>,
     /// `rope.scaling.attn_factor`.
     pub rope_attn_factor: Option<f32>,
+    /// Adds `post_attention_norm` and `post_ffw_norm` weights to every layer (Gemma 3): 1 ± this.
+    pub post_norm_scale: Option<f32>,
+    /// `attention.sliding_window` and `attention.sliding_window_pattern` (a period: every
+    /// period-th layer global), as Gemma 3 files have them.
+    pub sliding_window: Option<(u32, u32)>,
+    /// `rope.freq_base_swa`: the windowed layers' RoPE base (Gemma 3).
+    pub rope_base_swa: Option<f32>,
+    /// `final_logit_softcapping`.
+    pub final_logit_softcap: Option<f32>,
 }
 
 impl Default for TinySpec {
@@ -62,6 +71,10 @@ impl Default for TinySpec {
             fused: false,
             rope_factors_orig_ctx: None,
             rope_attn_factor: None,
+            post_norm_scale: None,
+            sliding_window: None,
+            rope_base_swa: None,
+            final_logit_softcap: None,
         }
     }
 }
@@ -172,6 +185,32 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             &mut w,
             format!("{arch}.rope.scaling.attn_factor"),
             Value::F32(f),
+        );
+    }
+    if let Some((window, period)) = spec.sliding_window {
+        kv(
+            &mut w,
+            format!("{arch}.attention.sliding_window"),
+            Value::U32(window),
+        );
+        kv(
+            &mut w,
+            format!("{arch}.attention.sliding_window_pattern"),
+            Value::U32(period),
+        );
+    }
+    if let Some(base) = spec.rope_base_swa {
+        kv(
+            &mut w,
+            format!("{arch}.rope.freq_base_swa"),
+            Value::F32(base),
+        );
+    }
+    if let Some(cap) = spec.final_logit_softcap {
+        kv(
+            &mut w,
+            format!("{arch}.final_logit_softcapping"),
+            Value::F32(cap),
         );
     }
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
@@ -313,6 +352,20 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             tensor(&mut w, name("attn_q_norm"), &[hd], GgmlType::F32, s, 1.0);
             tensor(&mut w, name("attn_k_norm"), &[hd], GgmlType::F32, s, 1.0);
+        }
+    }
+    if let Some(s) = spec.post_norm_scale {
+        for i in 0..spec.n_layer {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            tensor(
+                &mut w,
+                name("post_attention_norm"),
+                &[d],
+                GgmlType::F32,
+                s,
+                1.0,
+            );
+            tensor(&mut w, name("post_ffw_norm"), &[d], GgmlType::F32, s, 1.0);
         }
     }
     w.to_bytes()

@@ -109,8 +109,12 @@ struct Scratch {
     dequant_elems: usize,
     /// tokens | positions | cells | sequences | logit rows: (5, step) i32, then the cell count
     meta: DeviceBuffer,
-    /// Each token's RoPE rotations, (sin, cos) per pair: (MAX_STEP_TOKENS, head_dim / 2)
+    /// Each token's RoPE rotations, (sin, cos) per pair, one table per RoPE of the model:
+    /// (n_ropes, MAX_STEP_TOKENS, head_dim / 2)
     rope: DeviceBuffer,
+    /// A block's output before its residual add, when the layer transforms it first (output
+    /// bias, post-norms): (step, n_embd) f32; empty for models without such layers
+    proj: DeviceBuffer,
 }
 
 pub struct GpuContext {
@@ -145,6 +149,9 @@ pub struct GpuContext {
     stream: Stream,
     /// Cells in the cache.
     n_ctx: usize,
+    /// Per RoPE of the model, its frequencies for this context's cells per sequence
+    /// (`GpuModel::rope_tables`).
+    rope_inv_freq: Vec<Vec<f32>>,
     /// The device's cell table (`cell_pos`, `cell_seqs`) is stale: re-upload it from the
     /// context's [`Cells`] at the next step. Forward steps keep it current themselves (the
     /// kernels that store keys and values also record their cells).
@@ -159,7 +166,7 @@ pub struct GpuContext {
     cell_seqs: DeviceBuffer,
     s: Scratch,
     /// Page-locked staging for each step's uploads: metadata (META_INTS i32), then RoPE
-    /// rotations (MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
+    /// rotations (n_ropes, MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
     /// stream sync, so the next step may overwrite it.
     staging: PinnedBuffer,
     /// Page-locked landing place of the logits: (up to PINNED_LOGIT_ROWS, n_vocab) f32
@@ -174,7 +181,14 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    pub fn new(model: Arc<GpuModel>, n_ctx: usize, kv_type: KvType) -> Result<GpuContext> {
+    /// A context of `n_ctx` cells, `n_ctx_seq` of them per sequence (which picks RoPE factors
+    /// as the CPU backend does), its keys and values stored as `kv_type`.
+    pub fn new(
+        model: Arc<GpuModel>,
+        n_ctx: usize,
+        n_ctx_seq: usize,
+        kv_type: KvType,
+    ) -> Result<GpuContext> {
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
@@ -201,6 +215,11 @@ impl GpuContext {
             )?);
         }
         let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
+        let rope_inv_freq = model.rope_tables(n_ctx_seq).to_vec();
+        let n_ropes = rope_inv_freq.len();
+        let rope_table_bytes = MAX_STEP_TOKENS * hp.head_dim * f;
+        let transformed_residual =
+            (hp.layers.iter()).any(|l| l.out_bias || l.post_attn_norm || l.post_ffn_norm);
         let att_token_bytes = hp.n_head * n_ctx.div_ceil(ATTENTION_CHUNK) * (2 + hp.head_dim) * f;
         let att_tokens =
             (ATTENTION_PART_BYTES / att_token_bytes).clamp(MATVEC_MAX_TOKENS, ATTENTION_MAX_TOKENS);
@@ -229,10 +248,18 @@ impl GpuContext {
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
-            rope: DeviceBuffer::new(MAX_STEP_TOKENS * hp.head_dim * 4, "RoPE rotations")?,
+            rope: DeviceBuffer::new(n_ropes * rope_table_bytes, "RoPE rotations")?,
+            proj: DeviceBuffer::new(
+                if transformed_residual {
+                    step * d * f
+                } else {
+                    0
+                },
+                "block outputs",
+            )?,
         };
         let staging = PinnedBuffer::new(
-            META_INTS * 4 + MAX_STEP_TOKENS * hp.head_dim * 4,
+            META_INTS * 4 + n_ropes * rope_table_bytes,
             "batch metadata staging",
         )?;
         let logit_rows = (PINNED_LOGIT_BYTES / (hp.n_vocab * 4)).clamp(1, PINNED_LOGIT_ROWS);
@@ -257,6 +284,7 @@ impl GpuContext {
             blas,
             stream,
             n_ctx,
+            rope_inv_freq,
             cells_dirty: true,
             kv_type,
             k_cache,
@@ -394,17 +422,23 @@ impl GpuContext {
             dst.copy_from_slice(&v.to_ne_bytes());
         }
         // RoPE rotations by the CPU backend's own function: the GPU applies the same bits.
+        // Table r of the model's RoPEs starts at r * rope_table_floats (MAX_STEP_TOKENS rows).
+        let half = self.model.hparams.head_dim / 2;
+        let rope_table_floats = MAX_STEP_TOKENS * 2 * half;
         self.host_rope.clear();
-        for t in range.clone() {
-            // Attention factor 1: the GPU refuses others (Feature::RopeAttnFactor).
-            rope_table(
-                batch.pos[t] as f32,
-                &self.model.rope_inv_freq,
-                1.0,
-                &mut self.host_rope_pair,
-            );
-            self.host_rope
-                .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
+        for (r, inv_freq) in self.rope_inv_freq.iter().enumerate() {
+            self.host_rope.resize(r * rope_table_floats, 0.0);
+            let factor = self.model.hparams.ropes[r].attn_factor;
+            for t in range.clone() {
+                rope_table(
+                    batch.pos[t] as f32,
+                    inv_freq,
+                    factor,
+                    &mut self.host_rope_pair,
+                );
+                self.host_rope
+                    .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
+            }
         }
         for (dst, v) in rope_bytes.chunks_exact_mut(4).zip(&self.host_rope) {
             dst.copy_from_slice(&v.to_ne_bytes());
