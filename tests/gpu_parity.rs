@@ -483,7 +483,8 @@ fn families_decode_on_the_gpu_as_on_the_cpu() {
             common::tiny::TinySpec {
                 qk_norm_scale: Some(0.5),
                 post_norm_scale: Some(0.3),
-                sliding_window: Some((16, 3)),
+                sliding_window: Some(16),
+                sliding_window_pattern: Some(3),
                 rope_base_swa: Some(1000.0),
                 final_logit_softcap: Some(30.0),
                 ..base("gemma3", GgmlType::Q8_0)

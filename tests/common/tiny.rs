@@ -42,9 +42,11 @@ pub struct TinySpec {
     pub rope_attn_factor: Option<f32>,
     /// Adds `post_attention_norm` and `post_ffw_norm` weights to every layer (Gemma 3): 1 ± this.
     pub post_norm_scale: Option<f32>,
-    /// `attention.sliding_window` and `attention.sliding_window_pattern` (a period: every
-    /// period-th layer global), as Gemma 3 files have them.
-    pub sliding_window: Option<(u32, u32)>,
+    /// `attention.sliding_window`, as Gemma 3 and Mistral v0.1 files have it.
+    pub sliding_window: Option<u32>,
+    /// `attention.sliding_window_pattern`: a period (every period-th layer global), as Gemma 3
+    /// files have it.
+    pub sliding_window_pattern: Option<u32>,
     /// `rope.freq_base_swa`: the windowed layers' RoPE base (Gemma 3).
     pub rope_base_swa: Option<f32>,
     /// `final_logit_softcapping`.
@@ -73,6 +75,7 @@ impl Default for TinySpec {
             rope_attn_factor: None,
             post_norm_scale: None,
             sliding_window: None,
+            sliding_window_pattern: None,
             rope_base_swa: None,
             final_logit_softcap: None,
         }
@@ -187,12 +190,14 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             Value::F32(f),
         );
     }
-    if let Some((window, period)) = spec.sliding_window {
+    if let Some(window) = spec.sliding_window {
         kv(
             &mut w,
             format!("{arch}.attention.sliding_window"),
             Value::U32(window),
         );
+    }
+    if let Some(period) = spec.sliding_window_pattern {
         kv(
             &mut w,
             format!("{arch}.attention.sliding_window_pattern"),
