@@ -365,6 +365,7 @@ fn ctx_typed(model: &Model, cache_type: KvType) -> Context {
         n_seq_max: 2,
         n_threads: 2,
         cache_type,
+        swa_full: false,
     };
     Context::new(model, params).unwrap()
 }
@@ -391,6 +392,7 @@ fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
             96,
             1,
             cache_type,
+            None,
         )
         .unwrap();
         assert_eq!(est.kv_cache_bytes, exec.kv().bytes(), "{cache_type}");

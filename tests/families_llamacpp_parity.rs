@@ -175,6 +175,7 @@ fn context_params(n_ctx: usize) -> ContextParams {
         n_seq_max: 1,
         n_threads: 2,
         cache_type: KvType::F32,
+        swa_full: false,
     }
 }
 

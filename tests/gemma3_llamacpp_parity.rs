@@ -52,6 +52,7 @@ fn context(model: &Model, cache_type: KvType) -> Context {
         n_seq_max: 1,
         n_threads: 2,
         cache_type,
+        swa_full: false,
     };
     Context::new(model, params).unwrap()
 }

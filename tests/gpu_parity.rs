@@ -53,8 +53,15 @@ struct Cpu {
 
 impl Cpu {
     fn new(model: &Arc<LoadedModel>, n_seq_max: usize, threads: usize) -> Cpu {
-        let exec = CpuContext::new(Arc::clone(model), N_CTX, N_CTX, threads, KvType::default())
-            .expect("CPU context");
+        let exec = CpuContext::new(
+            Arc::clone(model),
+            N_CTX,
+            N_CTX,
+            threads,
+            KvType::default(),
+            None,
+        )
+        .expect("CPU context");
         Cpu {
             engine: Engine::new(Box::new(exec), N_CTX, n_seq_max).expect("cells"),
             n_vocab: model.hparams.n_vocab,

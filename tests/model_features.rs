@@ -24,8 +24,8 @@ fn loaded(spec: &TinySpec) -> LoadedModel {
 /// `tokens.len()`, else in batches of `steps` tokens.
 fn logits(model: LoadedModel, tokens: &[u32], steps: usize) -> Vec<f32> {
     let n_vocab = model.hparams.n_vocab;
-    let exec =
-        CpuContext::new(Arc::new(model), N_CTX, N_CTX, 2, KvType::default()).expect("CPU context");
+    let exec = CpuContext::new(Arc::new(model), N_CTX, N_CTX, 2, KvType::default(), None)
+        .expect("CPU context");
     let mut engine = Engine::new(Box::new(exec), N_CTX, 1).expect("cells");
     let mut all = Vec::new();
     for (k, chunk) in tokens.chunks(steps).enumerate() {
@@ -211,7 +211,7 @@ fn gemma_style_layers_run_and_agree_between_batch_and_steps() {
 fn a_feature_the_cpu_lacks_refuses_the_context() {
     let mut m = loaded(&TinySpec::default());
     m.hparams.attn_logit_softcap = Some(50.0);
-    let e = CpuContext::new(Arc::new(m), N_CTX, N_CTX, 1, KvType::default())
+    let e = CpuContext::new(Arc::new(m), N_CTX, N_CTX, 1, KvType::default(), None)
         .err()
         .expect("refused");
     assert!(matches!(e, Error::UnsupportedFeature { .. }), "{e:?}");
@@ -227,8 +227,8 @@ fn a_layer_described_with_a_tensor_it_lacks_is_an_error_not_skipped() {
     let mut m = loaded(&TinySpec::default());
     m.hparams.layers[1].qk_norm = true;
     let n_vocab = m.hparams.n_vocab;
-    let exec =
-        CpuContext::new(Arc::new(m), N_CTX, N_CTX, 1, KvType::default()).expect("CPU context");
+    let exec = CpuContext::new(Arc::new(m), N_CTX, N_CTX, 1, KvType::default(), None)
+        .expect("CPU context");
     let mut engine = Engine::new(Box::new(exec), N_CTX, 1).expect("cells");
     let e = engine
         .decode(

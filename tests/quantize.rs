@@ -461,6 +461,7 @@ fn prompt_logits(model: &Model) -> Vec<f32> {
         n_seq_max: 1,
         n_threads: 2,
         cache_type: rocmforge::kv_cache::KvType::F32,
+        swa_full: false,
     };
     let mut ctx = Context::new(model, params).unwrap();
     let prompt = model

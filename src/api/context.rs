@@ -1,6 +1,6 @@
 //! A context: KV cache, worker threads and buffers for evaluating batches with one model.
 
-use super::memory::{check_host_fits, MemoryEstimate};
+use super::memory::{check_host_fits, MemoryEstimate, RingPlan};
 use super::Model;
 use crate::backend::cpu::CpuContext;
 use crate::backend::{gpu, Engine, Executor};
@@ -24,6 +24,9 @@ pub struct ContextParams {
     pub n_threads: usize,
     /// How the KV cache stores keys and values (f16 by default, as llama.cpp).
     pub cache_type: KvType,
+    /// Sliding-window layers keep a cell for every token, as global layers do (llama.cpp's
+    /// `swa_full`), instead of a ring of their window ([`crate::kv_cache::Cells::ring`]).
+    pub swa_full: bool,
 }
 
 impl Default for ContextParams {
@@ -34,6 +37,7 @@ impl Default for ContextParams {
             n_seq_max: 1,
             n_threads: 0,
             cache_type: KvType::default(),
+            swa_full: false,
         }
     }
 }
@@ -96,8 +100,17 @@ impl Context {
                 params.n_threads
             )));
         }
-        let exec = Self::executor(model, &params)?;
-        let engine = Engine::new(exec, params.n_ctx, params.n_seq_max)?;
+        // The GPU keeps no ring yet (it refuses sliding-window models); the CPU does.
+        let ring = match model.gpu() {
+            Some(_) => None,
+            None => RingPlan::new(hp, params.n_ctx, &params),
+        };
+        let exec = Self::executor(model, &params, ring)?;
+        let cells = match ring {
+            Some(r) => Cells::with_ring(params.n_ctx, params.n_seq_max, r.cells, r.window)?,
+            None => Cells::new(params.n_ctx, params.n_seq_max)?,
+        };
+        let engine = Engine::with_cells(exec, cells)?;
         Ok(Context {
             model: model.clone(),
             params,
@@ -109,7 +122,11 @@ impl Context {
         })
     }
 
-    fn executor(model: &Model, params: &ContextParams) -> Result<Box<dyn Executor>> {
+    fn executor(
+        model: &Model,
+        params: &ContextParams,
+        ring: Option<RingPlan>,
+    ) -> Result<Box<dyn Executor>> {
         if let Some(weights) = model.gpu() {
             return gpu::new_context(
                 weights,
@@ -136,6 +153,7 @@ impl Context {
             n_ctx_seq(params.n_ctx, params.n_seq_max),
             params.n_threads,
             params.cache_type,
+            ring.map(|r| r.cells),
         )?))
     }
 
@@ -150,11 +168,21 @@ impl Context {
 
     fn geometry(&self) -> Geometry {
         let hp = self.model.hparams();
+        let n_ring_layer = match self.cells().ring() {
+            Some(_) => hp.layers.iter().filter(|l| l.window.is_some()).count(),
+            None => 0,
+        };
         Geometry {
-            n_layer: hp.n_layer,
+            n_layer: hp.n_layer - n_ring_layer,
+            n_ring_layer,
             kv_dim: hp.kv_dim(),
             kv_type: self.params.cache_type,
         }
+    }
+
+    /// Cells of the ring a save of `seq` (None: every sequence) holds.
+    fn ring_of_seq(&self, seq: Option<u32>) -> Vec<usize> {
+        self.cells().ring().map_or(Vec::new(), |r| r.of_seq(seq))
     }
 
     /// The cache serialised (`kv_cache::state`): cells from the table, keys and values read
@@ -163,12 +191,20 @@ impl Context {
     fn kv_state(&self, seq: Option<u32>) -> Result<Vec<u8>> {
         let which = self.cells().of_seq(seq);
         let data = self.engine.read_cells(&which)?;
-        Ok(state::save(
+        let ring = self.ring_of_seq(seq);
+        let ring_data = self.engine.read_ring_cells(&ring)?;
+        Ok(state::save_with_ring(
             self.cells(),
-            &which,
             seq,
             self.geometry(),
-            &data,
+            state::Part {
+                cells: &which,
+                data: &data,
+            },
+            state::Part {
+                cells: &ring,
+                data: &ring_data,
+            },
         ))
     }
 
@@ -279,8 +315,8 @@ impl Context {
     /// `dst`'s own region (keys and values copied, not shared), where they have the bits `dst`
     /// would compute for the same tokens itself. `dst` must hold none of those positions.
     pub fn kv_seq_copy_into_region(&mut self, src: u32, dst: u32, n: usize) -> Result<()> {
-        let (from, to) = self.cells().region_copy_cells(src, dst, n)?;
-        self.engine.copy_cells(dst, &from, &to)
+        let copy = self.cells().region_copy_cells(src, dst, n)?;
+        self.engine.copy_cells(dst, &copy)
     }
 
     pub fn kv_seq_keep(&mut self, seq: u32) -> Result<()> {
@@ -307,6 +343,24 @@ impl Context {
     pub fn kv_seq_pos_max(&self, seq: u32) -> Option<i32> {
         self.cells().seq_pos_max(seq)
     }
+
+    /// Smallest position of `seq` every layer still holds (with a sliding-window ring, the
+    /// oldest the ring kept; llama.cpp's `seq_pos_min`).
+    pub fn kv_seq_pos_min(&self, seq: u32) -> Option<i32> {
+        self.cells().attendable_from(seq)
+    }
+
+    /// Whether `seq` can continue at `pos` (after removing its positions from `pos` on): with
+    /// a sliding-window ring, false when the ring no longer holds the window before `pos`;
+    /// the sequence must then be evaluated again (see [`Cells::window_intact`]).
+    pub fn kv_seq_can_continue_at(&self, seq: u32, pos: i32) -> bool {
+        self.cells().window_intact(seq, pos)
+    }
+
+    /// Bytes of keys and values this context allocated (the CPU's arrays; None on a GPU).
+    pub fn kv_bytes(&self) -> Option<u64> {
+        self.engine.executor().kv_bytes()
+    }
 }
 
 fn human(n: u64) -> String {
@@ -321,8 +375,9 @@ impl Context {
     /// Bytes [`Self::state_save`] will produce.
     pub fn state_size(&self, seq: Option<u32>) -> usize {
         let n_cells = self.cells().of_seq(seq).len();
+        let n_ring = self.ring_of_seq(seq).len();
         4 + self.saved_logits(seq).len() * 4
-            + self.geometry().state_size(n_cells)
+            + self.geometry().state_size(n_cells, n_ring)
             + STATE_CHECKSUM_BYTES
     }
 
@@ -330,7 +385,10 @@ impl Context {
     /// state files stop there, so a hostile path (a device, a huge file) cannot exhaust memory.
     pub fn state_size_max(&self) -> usize {
         let n_vocab = self.model.hparams().n_vocab;
-        4 + n_vocab * 4 + self.geometry().state_size(self.params.n_ctx) + STATE_CHECKSUM_BYTES
+        let n_ring = self.cells().ring().map_or(0, Cells::n_ctx);
+        4 + n_vocab * 4
+            + self.geometry().state_size(self.params.n_ctx, n_ring)
+            + STATE_CHECKSUM_BYTES
     }
 
     /// The last logits travel with a whole-context save, so generation can resume right after

@@ -29,8 +29,17 @@ impl MemoryEstimate {
             params.n_ctx
         };
         let n_batch = params.n_batch.min(n_ctx) as u64;
-        let kv_cache_bytes =
-            HostKv::bytes_needed(hp.n_layer, n_ctx, hp.kv_dim(), params.cache_type);
+        // Global layers hold every cell; with a ring, the sliding-window layers its cells.
+        let ring = RingPlan::new(hp, n_ctx, params);
+        let (n_ring_layer, n_ring) = ring.map_or((0, 0), |r| (r.n_layer, r.cells));
+        let kv_cache_bytes = HostKv::bytes_needed(
+            hp.n_layer - n_ring_layer,
+            n_ctx,
+            n_ring_layer,
+            n_ring,
+            hp.kv_dim(),
+            params.cache_type,
+        );
         let per_token = 3 * hp.n_embd + 2 * hp.q_dim() + 2 * hp.kv_dim() + 2 * hp.n_ff + hp.n_vocab;
         // Attention scores and the visible-cell list, per token.
         let scores = n_ctx as u64 * 8;
@@ -56,6 +65,38 @@ impl MemoryEstimate {
     /// The context's own share: cache plus working buffers (the weights are already loaded).
     pub fn context_bytes(&self) -> u64 {
         self.kv_cache_bytes.saturating_add(self.compute_bytes)
+    }
+}
+
+/// The ring of a context's sliding-window layers ([`crate::kv_cache::Cells::with_ring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingPlan {
+    /// Cells of the ring ([`crate::kv_cache::ring_cells`]).
+    pub cells: usize,
+    /// The largest window of the model's layers: the positions each sequence keeps.
+    pub window: usize,
+    /// Layers with a window, whose keys and values live in the ring.
+    pub n_layer: usize,
+}
+
+impl RingPlan {
+    /// The ring a context of `n_ctx` cells with `params` gets: None for a model without
+    /// sliding-window layers, with `swa_full`, or when a ring would not be smaller than the
+    /// full table.
+    pub fn new(hp: &Hparams, n_ctx: usize, params: &ContextParams) -> Option<RingPlan> {
+        let window = hp.layers.iter().filter_map(|l| l.window).max()?;
+        if params.swa_full {
+            return None;
+        }
+        let n_batch = params.n_batch.clamp(1, n_ctx.max(1));
+        let chunk = crate::backend::numerics::ATTENTION_CHUNK;
+        let cells =
+            crate::kv_cache::ring_cells(window, n_ctx, params.n_seq_max.max(1), n_batch, chunk)?;
+        Some(RingPlan {
+            cells,
+            window,
+            n_layer: hp.layers.iter().filter(|l| l.window.is_some()).count(),
+        })
     }
 }
 

@@ -46,4 +46,33 @@ pub trait Executor: Send {
 
     /// Writes `data` in [`Self::read_cells`]'s layout into `cells`.
     fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()>;
+
+    /// Bytes of keys and values this context allocated, where the backend counts them (the
+    /// CPU does; a device's buffers are not counted here).
+    fn kv_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// [`Self::read_cells`] for cells of the sliding-window layers' ring ([`Cells::ring`]):
+    /// (cells, windowed layers, keys | values, kv_dim). A backend that keeps no ring has none
+    /// to read (its contexts are created without one).
+    fn read_ring_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        no_ring(cells).map(|()| Vec::new())
+    }
+
+    /// Writes `data` in [`Self::read_ring_cells`]'s layout into ring cells `cells`.
+    fn write_ring_cells(&mut self, cells: &[usize], _data: &[f32]) -> Result<()> {
+        no_ring(cells)
+    }
+}
+
+/// What a backend without a sliding-window ring answers when asked for ring cells.
+fn no_ring(cells: &[usize]) -> Result<()> {
+    if cells.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::Error::Unsupported(
+            "this backend keeps no sliding-window ring".into(),
+        ))
+    }
 }

@@ -1,12 +1,13 @@
-//! The CPU backend's keys and values: per layer, one (n_ctx, kv_dim) array each in the
-//! context's [`KvType`], indexed by the cells of [`super::Cells`].
+//! The CPU backend's keys and values: per layer, one (cells, kv_dim) array each in the
+//! context's [`KvType`], indexed by the cells of [`super::Cells`]: n_ctx cells for a global
+//! layer, the ring's cells for a sliding-window layer of a model with a ring.
 
 use super::KvType;
 use crate::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-/// Per layer: (n_ctx, kv_dim) elements of one type.
+/// Per layer: (its table's cells, kv_dim) elements of one type.
 enum Layers {
     F32(Vec<Vec<f32>>),
     F16(Vec<Vec<f16>>),
@@ -15,6 +16,9 @@ enum Layers {
 pub struct HostKv {
     n_layer: usize,
     n_ctx: usize,
+    /// Per layer: whether it lives in the ring (of `n_ring` cells) rather than the full table.
+    in_ring: Vec<bool>,
+    n_ring: usize,
     /// Width of one token's keys (or values) in a layer: n_head_kv * head_dim.
     kv_dim: usize,
     keys: Layers,
@@ -24,24 +28,41 @@ pub struct HostKv {
 impl HostKv {
     /// Zeroed storage, allocated lazily by the system (see `zeroed`), fallibly.
     pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, kv_type: KvType) -> Result<HostKv> {
-        let per_layer = n_ctx
-            .checked_mul(kv_dim)
-            .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {n_ctx} x {kv_dim}")))?;
-        let oom = |what: &str| {
+        Self::with_ring(&vec![false; n_layer], n_ctx, 0, kv_dim, kv_type)
+    }
+
+    /// Storage for one layer per entry of `in_ring`: `n_ring` cells for those in the ring,
+    /// `n_ctx` for the others.
+    pub fn with_ring(
+        in_ring: &[bool],
+        n_ctx: usize,
+        n_ring: usize,
+        kv_dim: usize,
+        kv_type: KvType,
+    ) -> Result<HostKv> {
+        let n_layer = in_ring.len();
+        let elems = |rows: usize| {
+            rows.checked_mul(kv_dim)
+                .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {rows} x {kv_dim}")))
+        };
+        let sizes: Vec<usize> = (in_ring.iter())
+            .map(|&r| elems(if r { n_ring } else { n_ctx }))
+            .collect::<Result<_>>()?;
+        let oom = |what: &str, n: usize| {
             Error::OutOfMemory(format!(
-                "KV cache {what}: {n_layer} layers x {per_layer} {kv_type} elements"
+                "KV cache {what}: a layer of {n} {kv_type} elements ({n_layer} layers)"
             ))
         };
         let alloc = |what: &str| -> Result<Layers> {
             Ok(match kv_type {
                 KvType::F32 => Layers::F32(
-                    (0..n_layer)
-                        .map(|_| zeroed::<f32>(per_layer).ok_or_else(|| oom(what)))
+                    (sizes.iter())
+                        .map(|&n| zeroed::<f32>(n).ok_or_else(|| oom(what, n)))
                         .collect::<Result<_>>()?,
                 ),
                 KvType::F16 => Layers::F16(
-                    (0..n_layer)
-                        .map(|_| zeroed::<f16>(per_layer).ok_or_else(|| oom(what)))
+                    (sizes.iter())
+                        .map(|&n| zeroed::<f16>(n).ok_or_else(|| oom(what, n)))
                         .collect::<Result<_>>()?,
                 ),
             })
@@ -49,20 +70,46 @@ impl HostKv {
         Ok(HostKv {
             n_layer,
             n_ctx,
+            in_ring: in_ring.to_vec(),
+            n_ring,
             kv_dim,
             keys: alloc("keys")?,
             values: alloc("values")?,
         })
     }
 
-    /// Bytes a cache of this shape needs (for memory estimates before allocating).
-    pub fn bytes_needed(n_layer: usize, n_ctx: usize, kv_dim: usize, kv_type: KvType) -> u64 {
-        2 * n_layer as u64 * n_ctx as u64 * kv_dim as u64 * kv_type.elem_bytes() as u64
+    /// Bytes a cache of this shape needs (for memory estimates before allocating):
+    /// `n_layer` layers of `n_ctx` cells and `n_ring_layer` of `n_ring` cells.
+    pub fn bytes_needed(
+        n_layer: usize,
+        n_ctx: usize,
+        n_ring_layer: usize,
+        n_ring: usize,
+        kv_dim: usize,
+        kv_type: KvType,
+    ) -> u64 {
+        let cells = n_layer as u64 * n_ctx as u64 + n_ring_layer as u64 * n_ring as u64;
+        2 * cells * kv_dim as u64 * kv_type.elem_bytes() as u64
     }
 
-    /// Bytes this cache holds (allocated, if not yet touched).
+    /// Bytes this cache holds (allocated, if not yet touched): the sum of its arrays' sizes.
     pub fn bytes(&self) -> u64 {
-        Self::bytes_needed(self.n_layer, self.n_ctx, self.kv_dim, self.kv_type())
+        // Values are shaped as the keys.
+        let key_elems: usize = match &self.keys {
+            Layers::F32(k) => k.iter().map(Vec::len).sum(),
+            Layers::F16(k) => k.iter().map(Vec::len).sum(),
+        };
+        2 * key_elems as u64 * self.kv_type().elem_bytes() as u64
+    }
+
+    /// Layers kept in the ring.
+    pub fn n_ring_layer(&self) -> usize {
+        self.in_ring.iter().filter(|&&r| r).count()
+    }
+
+    /// Cells of the ring (0 without one).
+    pub fn n_ring(&self) -> usize {
+        self.n_ring
     }
 
     pub fn kv_type(&self) -> KvType {
@@ -131,13 +178,17 @@ impl HostKv {
         store_row(&mut self.values, layer, at, value);
     }
 
-    /// Keys and values of `cells` in the state layout: (cells, n_layer, keys | values, kv_dim),
-    /// widened to f32 (exactly: each is a value of the cache's type).
-    pub fn read_cells(&self, cells: &[usize]) -> Vec<f32> {
+    /// Keys and values of `cells` of the full table in the state layout: (cells, global
+    /// layers, keys | values, kv_dim), widened to f32 (exactly: each is a value of the cache's
+    /// type). With `ring`, of the ring's cells and layers.
+    pub fn read_cells(&self, cells: &[usize], ring: bool) -> Vec<f32> {
         let d = self.kv_dim;
-        let mut out = vec![0.0; cells.len() * self.n_layer * 2 * d];
-        for (&c, cell_out) in cells.iter().zip(out.chunks_exact_mut(self.n_layer * 2 * d)) {
-            for (layer, kv) in cell_out.chunks_exact_mut(2 * d).enumerate() {
+        let layers = self.layers_of(ring);
+        let mut out = vec![0.0; cells.len() * layers.len() * 2 * d];
+        for (&c, cell_out) in
+            (cells.iter()).zip(out.chunks_exact_mut((layers.len() * 2 * d).max(1)))
+        {
+            for (&layer, kv) in layers.iter().zip(cell_out.chunks_exact_mut(2 * d)) {
                 let (k, v) = kv.split_at_mut(d);
                 copy_out(&self.keys, layer, c * d, k);
                 copy_out(&self.values, layer, c * d, v);
@@ -146,15 +197,26 @@ impl HostKv {
         out
     }
 
-    /// Writes `data` in [`Self::read_cells`]'s layout into `cells`.
-    pub fn write_cells(&mut self, cells: &[usize], data: &[f32]) {
+    /// Writes `data` in [`Self::read_cells`]'s layout into `cells` (of the ring with `ring`).
+    pub fn write_cells(&mut self, cells: &[usize], data: &[f32], ring: bool) {
         let d = self.kv_dim;
-        debug_assert_eq!(data.len(), cells.len() * self.n_layer * 2 * d);
-        for (&c, cell_data) in cells.iter().zip(data.chunks_exact(self.n_layer * 2 * d)) {
-            for (layer, kv) in cell_data.chunks_exact(2 * d).enumerate() {
+        let layers = self.layers_of(ring);
+        debug_assert_eq!(data.len(), cells.len() * layers.len() * 2 * d);
+        for (&c, cell_data) in cells
+            .iter()
+            .zip(data.chunks_exact((layers.len() * 2 * d).max(1)))
+        {
+            for (&layer, kv) in layers.iter().zip(cell_data.chunks_exact(2 * d)) {
                 self.store(layer, c, &kv[..d], &kv[d..]);
             }
         }
+    }
+
+    /// The layers of the ring (`ring`) or of the full table, ascending.
+    fn layers_of(&self, ring: bool) -> Vec<usize> {
+        (0..self.n_layer)
+            .filter(|&l| self.in_ring[l] == ring)
+            .collect()
     }
 }
 
@@ -281,9 +343,9 @@ mod tests {
         assert_ne!(got[3], -0.1);
         assert_eq!(kv.value(0, 1), vec![0.5; 4]);
         // A state round trip of already-rounded values changes nothing.
-        let saved = kv.read_cells(&[1]);
+        let saved = kv.read_cells(&[1], false);
         let mut other = HostKv::new(1, 2, 4, KvType::F16).unwrap();
-        other.write_cells(&[0], &saved);
+        other.write_cells(&[0], &saved, false);
         assert_eq!(other.key(0, 0), got);
         assert_eq!(kv.bytes(), 2 * 2 * 4 * 2);
     }
@@ -295,5 +357,29 @@ mod tests {
         assert_eq!(kv.key(1, 2), vec![-0.1, 3.0]);
         assert_eq!(kv.value(1, 2), vec![1e-30, 7.5]);
         assert_eq!(kv.bytes(), 2 * 2 * 3 * 2 * 4);
+    }
+
+    #[test]
+    fn ring_layers_hold_the_ring_s_cells_and_move_apart_from_the_others() {
+        // Layers 0 and 2 global (5 cells), layer 1 in a ring of 2.
+        let mut kv = HostKv::with_ring(&[false, true, false], 5, 2, 2, KvType::F32).unwrap();
+        assert_eq!(kv.bytes(), 2 * (5 + 2 + 5) * 2 * 4);
+        assert_eq!(kv.bytes(), HostKv::bytes_needed(2, 5, 1, 2, 2, KvType::F32));
+        assert_eq!(kv.n_ring_layer(), 1);
+        kv.store(0, 4, &[1.0, 2.0], &[3.0, 4.0]);
+        kv.store(2, 4, &[5.0, 6.0], &[7.0, 8.0]);
+        kv.store(1, 1, &[9.0, 10.0], &[11.0, 12.0]);
+        assert_eq!(
+            kv.read_cells(&[4], false),
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+        );
+        assert_eq!(kv.read_cells(&[1], true), [9.0, 10.0, 11.0, 12.0]);
+        kv.write_cells(&[0], &[-1.0, -2.0, -3.0, -4.0], true);
+        assert_eq!(kv.key(1, 0), [-1.0, -2.0]);
+        assert_eq!(
+            kv.key(0, 0),
+            [0.0, 0.0],
+            "the global layers' cell 0 is untouched"
+        );
     }
 }

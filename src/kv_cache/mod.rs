@@ -9,6 +9,13 @@
 //! the same for every backend; the keys and values live with the backend that computes them
 //! ([`HostKv`] for the CPU, device buffers for the GPU), stored as the context's [`KvType`].
 //! [`state`] serialises both in one format.
+//!
+//! Sliding-window layers (Gemma 3: five of every six) need only the last `window` positions of
+//! each sequence, so a model with such layers gets a second, smaller table for them, the ring
+//! ([`Cells::ring`], llama.cpp's iSWA cache): every token takes a cell in both tables, and once
+//! a step is done the ring's cells that fell out of every sequence's window are freed
+//! ([`Cells::finish_step`]). Global layers keep the full table. Which ring cell a token gets
+//! is decided here alone, so every backend attends over the same cell indices.
 
 mod host;
 mod kv_type;
@@ -45,8 +52,16 @@ pub struct Cells {
     /// Where the next search for free cells starts (keeps allocation O(n) amortised).
     search_from: usize,
     /// When set, sequence `s` keeps position `p` in cell `s * stride + p` (see
-    /// [`Self::set_seq_regions`]).
+    /// [`Self::set_seq_regions`]); in a ring, cell `s * stride + p % stride`.
     seq_stride: Option<usize>,
+    /// On a ring: the window its layers need (the largest of the model's windows): a sequence
+    /// whose last position is `m` keeps the cells of positions `m - window + 1 ..= m`.
+    window: Option<usize>,
+    /// The ring of the windowed layers (None: every layer uses this table).
+    ring: Option<Box<Cells>>,
+    /// On a ring: its cells for the tokens of the step in flight, in batch order (from
+    /// [`Self::place`] to [`Self::finish_step`] or [`Self::rollback`]).
+    step: Vec<usize>,
 }
 
 impl Cells {
@@ -62,7 +77,48 @@ impl Cells {
             cells: vec![FREE; n_ctx],
             search_from: 0,
             seq_stride: None,
+            window: None,
+            ring: None,
+            step: Vec::new(),
         })
+    }
+
+    /// [`Self::new`] with a ring of `ring_cells` cells for layers whose window is at most
+    /// `window` (see [`ring_cells`] for its size). The ring needs room, per sequence, for a
+    /// window plus one step's tokens; that is the caller's sizing to get right, and a step that
+    /// finds no free ring cell fails with ContextFull like a full table.
+    pub fn with_ring(
+        n_ctx: usize,
+        n_seq_max: usize,
+        ring_cells: usize,
+        window: usize,
+    ) -> Result<Cells> {
+        if window == 0 || ring_cells == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "a ring of {ring_cells} cells for a window of {window}"
+            )));
+        }
+        let mut ring = Cells::new(ring_cells, n_seq_max)?;
+        ring.window = Some(window);
+        let mut cells = Cells::new(n_ctx, n_seq_max)?;
+        cells.ring = Some(Box::new(ring));
+        Ok(cells)
+    }
+
+    /// The windowed layers' table, when the model has one (see the module documentation).
+    pub fn ring(&self) -> Option<&Cells> {
+        self.ring.as_deref()
+    }
+
+    /// On a ring: the window it keeps per sequence.
+    pub fn window(&self) -> Option<usize> {
+        self.window
+    }
+
+    /// On a ring: its cells for the tokens of the step in flight, in batch order (the global
+    /// table's are those [`Self::place`] returned).
+    pub fn step_cells(&self) -> &[usize] {
+        &self.step
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -105,21 +161,42 @@ impl Cells {
                 )));
             }
         }
+        if let Some(ring) = &mut self.ring {
+            // Each sequence gets an equal share of the ring (sized as whole attention chunks
+            // per sequence by `ring_cells`), a ring of its own inside it.
+            let share = ring.cells.len() / ring.n_seq_max;
+            ring.set_seq_regions(stride.map(|_| share))?;
+        }
         self.seq_stride = stride;
         Ok(())
+    }
+
+    /// With regions, the cell of position `pos` of `seq`: its region's cell `pos` (a ring:
+    /// `pos % stride`), or None past a (non-ring) region.
+    fn region_cell(&self, stride: usize, pos: i32, seq: u32) -> Option<usize> {
+        let p = pos as usize;
+        match self.window {
+            Some(_) => Some(seq as usize * stride + p % stride),
+            None => (p < stride).then_some(seq as usize * stride + p),
+        }
     }
 
     /// Cells of sequence regions ([`Self::set_seq_regions`]): the region's cell for each token.
     fn allocate_in_regions(&mut self, stride: usize, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
         let mut found = Vec::with_capacity(tokens.len());
         for &(pos, seq) in tokens {
-            let cell = seq as usize * stride + pos as usize;
-            if pos as usize >= stride || self.cells[cell].pos >= 0 || found.contains(&cell) {
-                return Err(Error::ContextFull(format!(
-                    "position {pos} of sequence {seq} has no free cell in its region of {stride}"
-                )));
+            let cell = self.region_cell(stride, pos, seq);
+            match cell {
+                Some(cell) if self.cells[cell].pos < 0 && !found.contains(&cell) => {
+                    found.push(cell)
+                }
+                _ => {
+                    return Err(Error::ContextFull(format!(
+                        "position {pos} of sequence {seq} has no free cell in its region of \
+                         {stride}"
+                    )))
+                }
             }
-            found.push(cell);
         }
         for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
             self.cells[cell] = Cell {
@@ -134,6 +211,9 @@ impl Cells {
     pub fn allocate(&mut self, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
         if let Some(stride) = self.seq_stride {
             return self.allocate_in_regions(stride, tokens);
+        }
+        if self.window.is_some() {
+            return self.allocate_ring(tokens);
         }
         let n = tokens.len();
         let n_ctx = self.cells.len();
@@ -165,16 +245,53 @@ impl Cells {
         Ok(found)
     }
 
-    /// With sequence regions: the cells holding positions `0..n` of `src` and the cells of
-    /// `dst`'s region at the same offsets, for a physical copy of the prefix ([`Self::claim`]
-    /// after the keys and values are written). The copy has the bits `dst` would compute for
-    /// those tokens in its own region, as regions are whole attention chunks apart.
-    pub fn region_copy_cells(
-        &self,
-        src: u32,
-        dst: u32,
-        n: usize,
-    ) -> Result<(Vec<usize>, Vec<usize>)> {
+    /// A ring without regions: position `p` goes to cell `p % n_cells` when that is free (it
+    /// always is for a lone sequence, the ring holding a window plus a step), else to the
+    /// next free cell. Keeping positions where a lone sequence's own ring region would put
+    /// them gives the same attention chunks, so the same bits, as the full table
+    /// (see `rotate_to_oldest_chunk` in the CPU backend), also after a state restore.
+    fn allocate_ring(&mut self, tokens: &[(i32, u32)]) -> Result<Vec<usize>> {
+        let n_cells = self.cells.len();
+        let mut found: Vec<usize> = Vec::with_capacity(tokens.len());
+        let mut next = self.search_from;
+        for &(pos, seq) in tokens {
+            let preferred = pos as usize % n_cells;
+            let free = |c: usize, found: &[usize]| self.cells[c].pos < 0 && !found.contains(&c);
+            let cell = if free(preferred, &found) {
+                Some(preferred)
+            } else {
+                let c = (0..n_cells)
+                    .map(|k| (next + k) % n_cells)
+                    .find(|&c| free(c, &found));
+                if let Some(c) = c {
+                    next = (c + 1) % n_cells;
+                }
+                c
+            };
+            let Some(cell) = cell else {
+                return Err(Error::ContextFull(format!(
+                    "position {pos} of sequence {seq} finds no free cell in the sliding-window \
+                     ring of {n_cells}"
+                )));
+            };
+            found.push(cell);
+        }
+        for (&cell, &(pos, seq)) in found.iter().zip(tokens) {
+            self.cells[cell] = Cell {
+                pos,
+                seqs: 1u64 << seq,
+            };
+        }
+        self.search_from = next;
+        Ok(found)
+    }
+
+    /// With sequence regions: the cells holding positions `first..n` of `src` and the cells of
+    /// `dst`'s region for the same positions, for a physical copy of the prefix
+    /// ([`Self::claim`] after the keys and values are written). `first` is 0, or on a ring the
+    /// oldest position a token at `n` still attends to. The copy has the bits `dst` would
+    /// compute for those tokens in its own region, as regions are whole attention chunks apart.
+    pub fn region_copy_cells(&self, src: u32, dst: u32, n: usize) -> Result<RegionCopy> {
         let Some(stride) = self.seq_stride else {
             return Err(Error::InvalidArgument(
                 "a copy between sequence regions needs sequence regions".into(),
@@ -182,17 +299,26 @@ impl Cells {
         };
         self.check_seq(src)?;
         self.check_seq(dst)?;
-        if src == dst || n > stride {
+        let first = self.window.map_or(0, |w| (n + 1).saturating_sub(w));
+        if src == dst || (self.window.is_none() && n > stride) || n > MAX_POSITION as usize {
             return Err(Error::InvalidArgument(format!(
                 "cannot copy {n} positions from sequence {src} to {dst} (regions of {stride})"
             )));
         }
-        let (mut from, mut to) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for p in 0..n {
-            let (a, b) = (src as usize * stride + p, dst as usize * stride + p);
+        let (mut from, mut to) = (Vec::with_capacity(n - first), Vec::with_capacity(n - first));
+        for p in first..n {
+            let (a, b) = (
+                src as usize * stride + p % stride,
+                dst as usize * stride + p % stride,
+            );
             if self.cells[a].pos != p as i32 || self.cells[a].seqs & (1u64 << src) == 0 {
                 return Err(Error::InvalidArgument(format!(
-                    "sequence {src} holds no position {p} to copy"
+                    "sequence {src} holds no position {p} to copy{}",
+                    if self.window.is_some() {
+                        " (it left the window ring)"
+                    } else {
+                        ""
+                    }
                 )));
             }
             if self.cells[b].pos >= 0 {
@@ -203,17 +329,29 @@ impl Cells {
             from.push(a);
             to.push(b);
         }
-        Ok((from, to))
+        let ring = match &self.ring {
+            Some(r) => Some(Box::new(r.region_copy_cells(src, dst, n)?)),
+            None => None,
+        };
+        Ok(RegionCopy {
+            from,
+            to,
+            first: first as i32,
+            ring,
+        })
     }
 
-    /// Gives `cells` to `seq` as its positions `0, 1, ...` (the targets of
-    /// [`Self::region_copy_cells`], once their keys and values are written).
-    pub fn claim(&mut self, seq: u32, cells: &[usize]) {
-        for (p, &c) in cells.iter().enumerate() {
+    /// Gives `copy.to` to `seq` as its positions `copy.first, ...` (the targets of
+    /// [`Self::region_copy_cells`], once their keys and values are written), in the ring too.
+    pub fn claim(&mut self, seq: u32, copy: &RegionCopy) {
+        for (p, &c) in (copy.first..).zip(&copy.to) {
             self.cells[c] = Cell {
-                pos: p as i32,
+                pos: p,
                 seqs: 1u64 << seq,
             };
+        }
+        if let (Some(ring), Some(rc)) = (&mut self.ring, &copy.ring) {
+            ring.claim(seq, rc);
         }
     }
 
@@ -222,6 +360,74 @@ impl Cells {
         for &c in cells {
             self.cells[c] = FREE;
         }
+    }
+
+    /// Undoes [`Self::place`]: frees `placed` and the ring's cells of the step.
+    pub fn rollback(&mut self, placed: &[usize]) {
+        self.release(placed);
+        if let Some(ring) = &mut self.ring {
+            let step = std::mem::take(&mut ring.step);
+            ring.release(&step);
+        }
+    }
+
+    /// Ends a step that succeeded: the ring drops, from each sequence, the cells out of its
+    /// window (positions `<= last - window`). Not before the step is done: its first tokens
+    /// still attend to cells that its last token no longer needs.
+    pub fn finish_step(&mut self) {
+        if let Some(ring) = &mut self.ring {
+            ring.step.clear();
+            ring.prune();
+        }
+    }
+
+    /// On a ring: removes every cell's sequences for which it is out of the window.
+    fn prune(&mut self) {
+        let Some(window) = self.window else { return };
+        let mut last = [i32::MIN; MAX_SEQUENCES];
+        for c in self.cells.iter().filter(|c| c.pos >= 0) {
+            let mut m = c.seqs;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                last[s] = last[s].max(c.pos);
+                m &= m - 1;
+            }
+        }
+        for c in self.cells.iter_mut().filter(|c| c.pos >= 0) {
+            let mut m = c.seqs;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                if i64::from(c.pos) <= i64::from(last[s]) - window as i64 {
+                    c.seqs &= !(1u64 << s);
+                }
+                m &= m - 1;
+            }
+            if c.seqs == 0 {
+                *c = FREE;
+            }
+        }
+    }
+
+    /// Whether a token of `seq` at `pos` would find in the ring every position of its window
+    /// that the global table holds (always true without a ring). False once a sequence edit
+    /// went back past what the ring kept (a tail removed after the ring moved on): the caller
+    /// must then evaluate that sequence again from [`Self::seq_pos_min`] of the ring's
+    /// view, as llama.cpp's server does, rather than attend to a shorter window.
+    pub fn window_intact(&self, seq: u32, pos: i32) -> bool {
+        let Some(ring) = &self.ring else { return true };
+        let Some(window) = ring.window else {
+            return true;
+        };
+        let lo = (i64::from(pos) - window as i64 + 1).max(0);
+        let bit = 1u64 << seq;
+        let count = |t: &Cells| {
+            (t.cells.iter())
+                .filter(|c| {
+                    c.seqs & bit != 0 && i64::from(c.pos) >= lo && c.pos < pos && c.pos >= 0
+                })
+                .count()
+        };
+        count(ring) == count(self)
     }
 
     /// Cells a token of `seq` at `pos` attends to, in cell order.
@@ -266,7 +472,44 @@ impl Cells {
         let placed: Vec<(i32, u32)> = (batch.pos.iter().copied())
             .zip(batch.seq.iter().copied())
             .collect();
-        self.allocate(&placed)
+        if self.ring.is_some() {
+            let mut first = [i32::MAX; MAX_SEQUENCES];
+            for &(pos, seq) in &placed {
+                first[seq as usize] = first[seq as usize].min(pos);
+            }
+            for (seq, &pos) in first.iter().enumerate() {
+                if pos != i32::MAX && !self.window_intact(seq as u32, pos) {
+                    return Err(Error::InvalidArgument(format!(
+                        "sequence {seq} at position {pos}: the sliding-window cache no longer \
+                         holds the window before it (a tail was removed after the window moved \
+                         past it); remove the sequence from position {} on and evaluate it again",
+                        self.attendable_from(seq as u32).unwrap_or(0)
+                    )));
+                }
+            }
+        }
+        let cells = self.allocate(&placed)?;
+        if let Some(ring) = &mut self.ring {
+            match ring.allocate(&placed) {
+                Ok(r) => ring.step = r,
+                Err(e) => {
+                    self.release(&cells);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(cells)
+    }
+
+    /// The smallest position of `seq` every layer still holds: in a model with a ring, the
+    /// oldest position the ring kept (llama.cpp's `seq_pos_min` of an iSWA cache). A caller
+    /// that removed a sequence's tail can continue at `p` only when the window before `p`
+    /// is there ([`Self::window_intact`]).
+    pub fn attendable_from(&self, seq: u32) -> Option<i32> {
+        match &self.ring {
+            Some(r) => r.seq_pos_min(seq),
+            None => self.seq_pos_min(seq),
+        }
     }
 
     /// Largest position held for `seq`, if any.
@@ -293,6 +536,10 @@ impl Cells {
     pub fn clear(&mut self) {
         self.cells.fill(FREE);
         self.search_from = 0;
+        self.step.clear();
+        if let Some(r) = &mut self.ring {
+            r.clear();
+        }
     }
 
     /// Removes positions `p0..p1` (p1 < 0: to the end) from `seq`, or from every sequence when
@@ -308,6 +555,9 @@ impl Cells {
                 }
             }
         }
+        if let Some(r) = &mut self.ring {
+            r.seq_remove(seq, p0, p1);
+        }
     }
 
     /// Makes positions `p0..p1` of `src` also belong to `dst` (shared cells, no copy).
@@ -318,6 +568,9 @@ impl Cells {
             if c.seqs & s != 0 && c.pos >= p0.max(0) && c.pos < p1 {
                 c.seqs |= d;
             }
+        }
+        if let Some(r) = &mut self.ring {
+            r.seq_copy(src, dst, p0, p1);
         }
     }
 
@@ -330,7 +583,51 @@ impl Cells {
                 *c = FREE;
             }
         }
+        if let Some(r) = &mut self.ring {
+            r.seq_keep(seq);
+        }
     }
+}
+
+/// A planned copy between sequence regions ([`Cells::region_copy_cells`]): cells `from` of the
+/// source hold positions `first..` and go to cells `to` of the target; `ring`, the same for
+/// the windowed layers' table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionCopy {
+    pub from: Vec<usize>,
+    pub to: Vec<usize>,
+    pub first: i32,
+    pub ring: Option<Box<RegionCopy>>,
+}
+
+/// Cells of the ring for layers with windows of at most `window` tokens, in a context of
+/// `n_ctx` cells, `n_seq_max` sequences and steps of at most `n_batch` tokens; None when a ring
+/// would save nothing (every layer then uses the full table, the window a position mask).
+///
+/// Each sequence gets a share of whole attention chunks (`chunk` cells), enough for:
+/// - `window + n_batch` cells: a sequence keeps `window` positions between steps and may take
+///   a whole step's tokens (a prompt chunk, in the scheduler too);
+/// - the chunks one token's window touches in the full table (`ceil((window - 1) / chunk) +
+///   1`), each landing in a ring chunk of its own: position `p` at cell `p % share`, so a
+///   window's chunks hold the positions the full table's would, and attention summed from
+///   the oldest chunk has the full table's bits.
+///
+/// Whole chunks per sequence also let a sequence in its own region of the ring compute the
+/// same bits whatever its neighbours do, as the full table's regions. llama.cpp sizes its ring
+/// `window * n_seq + n_ubatch` rounded to 256 (shared by the sequences); ours costs up to
+/// `n_batch * (n_seq - 1)` cells more for that isolation.
+pub fn ring_cells(
+    window: usize,
+    n_ctx: usize,
+    n_seq_max: usize,
+    n_batch: usize,
+    chunk: usize,
+) -> Option<usize> {
+    let held = (window.checked_add(n_batch)?).div_ceil(chunk);
+    let touched = window.saturating_sub(1).div_ceil(chunk) + 1;
+    let share = held.max(touched).checked_mul(chunk)?;
+    let cells = share.checked_mul(n_seq_max)?;
+    (cells < n_ctx).then_some(cells)
 }
 
 #[cfg(test)]
@@ -362,9 +659,10 @@ mod tests {
         let mut kv = Cells::new(12, 3).unwrap();
         kv.set_seq_regions(Some(4)).unwrap();
         kv.allocate(&[(0, 0), (1, 0), (2, 0), (0, 2)]).unwrap();
+        let copy = kv.region_copy_cells(0, 1, 2).unwrap();
         assert_eq!(
-            kv.region_copy_cells(0, 1, 2).unwrap(),
-            (vec![0, 1], vec![4, 5])
+            (copy.from, copy.to, copy.first),
+            (vec![0, 1], vec![4, 5], 0)
         );
         // The source lacks position 3; the target's position 0 is taken; the same sequence;
         // longer than a region; no such sequence.
@@ -373,8 +671,8 @@ mod tests {
         assert!(kv.region_copy_cells(0, 0, 1).is_err());
         assert!(kv.region_copy_cells(0, 1, 5).is_err());
         assert!(kv.region_copy_cells(0, 3, 1).is_err());
-        let (_, to) = kv.region_copy_cells(0, 1, 3).unwrap();
-        kv.claim(1, &to);
+        let copy = kv.region_copy_cells(0, 1, 3).unwrap();
+        kv.claim(1, &copy);
         let mut v = Vec::new();
         kv.visible_cells(1, 9, &mut v);
         assert_eq!(v, [4, 5, 6]);
@@ -417,6 +715,125 @@ mod tests {
         kv.seq_keep(1);
         assert_eq!(kv.used(), 1);
         assert_eq!(kv.seq_pos_max(0), None);
+    }
+
+    /// Places tokens as a step does (both tables) and ends the step.
+    fn step(kv: &mut Cells, tokens: &[(i32, u32)]) -> (Vec<usize>, Vec<usize>) {
+        let global = kv.allocate(tokens).unwrap();
+        let ring = kv.ring.as_mut().unwrap().allocate(tokens).unwrap();
+        kv.finish_step();
+        (global, ring)
+    }
+
+    fn ring_visible(kv: &Cells, seq: u32, pos: i32) -> Vec<i32> {
+        let mut v = Vec::new();
+        let ring = kv.ring().unwrap();
+        ring.visible_cells(seq, pos, &mut v);
+        let mut p: Vec<i32> = v.iter().map(|&c| ring.cell(c).0).collect();
+        p.sort_unstable();
+        p
+    }
+
+    #[test]
+    fn the_ring_keeps_each_sequence_s_window_and_frees_the_rest_after_the_step() {
+        // Window 3, ring of 6 cells, 2 sequences.
+        let mut kv = Cells::with_ring(16, 2, 6, 3).unwrap();
+        let (_, r) = step(&mut kv, &[(0, 0), (1, 0), (2, 0), (3, 0), (4, 0)]);
+        // All five were in the step (its first tokens attend to the oldest); after it only
+        // positions 2..=4 stay.
+        assert_eq!(r, [0, 1, 2, 3, 4]);
+        assert_eq!(ring_visible(&kv, 0, 9), [2, 3, 4]);
+        assert_eq!(kv.used(), 5, "the global table keeps every position");
+        // Freed cells are reused: position 5 and 6 wrap around.
+        let (_, r) = step(&mut kv, &[(5, 0), (6, 0)]);
+        assert_eq!(r, [5, 0]);
+        assert_eq!(ring_visible(&kv, 0, 9), [4, 5, 6]);
+        // A shared cell stays while one of its sequences still needs it.
+        kv.seq_copy(0, 1, 0, -1);
+        step(&mut kv, &[(7, 0), (8, 0), (9, 0)]);
+        assert_eq!(ring_visible(&kv, 0, 99), [7, 8, 9]);
+        assert_eq!(ring_visible(&kv, 1, 99), [4, 5, 6]);
+        kv.seq_keep(0);
+        assert_eq!(kv.ring().unwrap().used(), 3);
+        kv.clear();
+        assert_eq!(kv.ring().unwrap().used(), 0);
+        // A full ring fails the step whole, the global table's cells included.
+        let mut kv = Cells::with_ring(16, 1, 4, 3).unwrap();
+        let batch = crate::batch::Batch::for_sequence(&[1; 5], 0, 0);
+        assert!(matches!(kv.place(&batch, 8), Err(Error::ContextFull(_))));
+        assert_eq!((kv.used(), kv.ring().unwrap().used()), (0, 0));
+        let placed = kv
+            .place(&crate::batch::Batch::for_sequence(&[1; 4], 0, 0), 8)
+            .unwrap();
+        assert_eq!(
+            kv.step_cells(),
+            &[] as &[usize],
+            "the step's cells are the ring's"
+        );
+        assert_eq!(kv.ring().unwrap().step_cells(), [0, 1, 2, 3]);
+        kv.rollback(&placed);
+        assert_eq!((kv.used(), kv.ring().unwrap().used()), (0, 0));
+    }
+
+    #[test]
+    fn a_tail_removed_behind_the_ring_is_refused_until_evaluated_again() {
+        let mut kv = Cells::with_ring(32, 1, 16, 3).unwrap();
+        let batch = crate::batch::Batch::for_sequence(&[1; 10], 0, 0);
+        kv.place(&batch, 8).unwrap();
+        kv.finish_step();
+        assert_eq!(kv.attendable_from(0), Some(7));
+        assert_eq!(kv.seq_pos_min(0), Some(0));
+        // Continuing at 10 or 9 is fine; at 8 the ring lacks position 6.
+        assert!(kv.window_intact(0, 10) && kv.window_intact(0, 9));
+        assert!(!kv.window_intact(0, 8));
+        assert!(kv.window_intact(0, 0), "position 0 needs nothing before it");
+        kv.seq_remove(Some(0), 8, -1);
+        let e = kv
+            .place(&crate::batch::Batch::for_sequence(&[1], 8, 0), 8)
+            .unwrap_err();
+        assert!(e.to_string().contains("evaluate it again"), "{e}");
+        // Removing the whole sequence and evaluating again works.
+        kv.seq_remove(Some(0), 0, -1);
+        kv.place(&crate::batch::Batch::for_sequence(&[1; 9], 0, 0), 8)
+            .unwrap();
+    }
+
+    #[test]
+    fn ring_regions_wrap_each_sequence_in_its_share_and_copy_the_window() {
+        // Two sequences, window 3, ring shares of 5 cells (a window and two tokens).
+        let mut kv = Cells::with_ring(32, 2, 10, 3).unwrap();
+        kv.set_seq_regions(Some(16)).unwrap();
+        let (g, r) = step(&mut kv, &[(0, 1), (1, 1), (2, 1)]);
+        assert_eq!((g, r), (vec![16, 17, 18], vec![5, 6, 7]));
+        step(&mut kv, &[(3, 1), (4, 1)]);
+        let (_, r) = step(&mut kv, &[(5, 1), (6, 1)]);
+        assert_eq!(r, [5, 6], "position 5 of sequence 1: 5 + 5 % 5");
+        assert_eq!(ring_visible(&kv, 1, 9), [4, 5, 6]);
+        // A copy of 7 positions: the ring copies the two a token at 7 still sees.
+        let copy = kv.region_copy_cells(1, 0, 7).unwrap();
+        assert_eq!((copy.from.len(), copy.to[0], copy.first), (7, 0, 0));
+        let ring = copy.ring.as_deref().unwrap();
+        assert_eq!(
+            (&ring.from, &ring.to, ring.first),
+            (&vec![5, 6], &vec![0, 1], 5)
+        );
+        kv.claim(0, &copy);
+        assert_eq!(ring_visible(&kv, 0, 9), [5, 6]);
+        assert!(kv.window_intact(0, 7));
+        // A prefix the ring moved past cannot be copied.
+        kv.seq_remove(Some(0), 0, -1);
+        assert!(kv.region_copy_cells(1, 0, 3).is_err());
+    }
+
+    #[test]
+    fn the_ring_is_sized_per_sequence_in_whole_chunks_and_only_when_smaller() {
+        assert_eq!(ring_cells(512, 8192, 1, 512, 256), Some(1024));
+        // A window of 16 can touch two chunks of the full table: two chunks, not one.
+        assert_eq!(ring_cells(16, 8192, 1, 16, 256), Some(512));
+        assert_eq!(ring_cells(512, 8192, 1, 1, 256), Some(768));
+        assert_eq!(ring_cells(512, 8192, 2, 100, 256), Some(2 * 768));
+        assert_eq!(ring_cells(512, 1024, 1, 512, 256), None);
+        assert_eq!(ring_cells(4096, 8192, 4, 512, 256), None);
     }
 
     #[test]

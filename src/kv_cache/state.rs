@@ -4,46 +4,74 @@
 //!
 //! Layout (little-endian): magic "RFKV", format version u32, n_layer u32, kv_dim u32, cache
 //! type u32 ([`KvType::id`]), n_cells u32, then per cell: pos i32, sequence mask u64, and for
-//! each layer the keys then the values, kv_dim elements each in the cache's type (f32, or f16
-//! bits). A restored blob must match the cache's n_layer, kv_dim and type: a state saved with
-//! another cache type is refused rather than converted, so a restore always gives back the
-//! very bits that were saved (version 1, before the cache type was recorded, held f32s).
+//! each of the n_layer layers the keys then the values, kv_dim elements each in the cache's
+//! type (f32, or f16 bits). Version 3 follows with the ring of the sliding-window layers
+//! ([`Cells::ring`]): n_ring_layer u32, n_ring_cells u32 and the ring's cells in the same
+//! layout with n_ring_layer layers (0 and 0 for a model without a ring; with one, n_layer
+//! counts the global layers only). A restored blob must match the cache's layer counts,
+//! kv_dim and type: a state saved with another cache type is refused rather than converted,
+//! so a restore always gives back the very bits that were saved. Version 2 (no ring part)
+//! still restores into a cache without a ring; version 1, before the cache type was
+//! recorded, held f32s and is refused.
 
 use super::{Cell, Cells, KvType, MAX_POSITION};
 use crate::{Error, Result};
 use half::f16;
 
 const MAGIC: &[u8; 4] = b"RFKV";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The last version without the ring part.
+const VERSION_NO_RING: u32 = 2;
 const HEADER: usize = 24;
+/// n_ring_layer and n_ring_cells.
+const RING_HEADER: usize = 8;
 
 /// The geometry of a cache's keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
+    /// Layers whose keys and values live in the full table.
     pub n_layer: usize,
+    /// Layers whose keys and values live in the ring (0 without one).
+    pub n_ring_layer: usize,
     pub kv_dim: usize,
     pub kv_type: KvType,
 }
 
 impl Geometry {
-    /// Elements of one cell: every layer's keys then values.
+    /// Elements of one cell of the full table: every layer's keys then values.
     pub fn floats_per_cell(&self) -> usize {
         self.n_layer * 2 * self.kv_dim
     }
 
-    fn cell_bytes(&self) -> usize {
-        12 + self.floats_per_cell() * self.kv_type.elem_bytes()
+    /// Elements of one ring cell.
+    pub fn floats_per_ring_cell(&self) -> usize {
+        self.n_ring_layer * 2 * self.kv_dim
     }
 
-    /// Bytes a save of `n_cells` cells takes.
-    pub fn state_size(&self, n_cells: usize) -> usize {
-        HEADER + n_cells * self.cell_bytes()
+    fn cell_bytes(&self, layers: usize) -> usize {
+        12 + layers * 2 * self.kv_dim * self.kv_type.elem_bytes()
+    }
+
+    /// Bytes a save of `n_cells` cells of the full table and `n_ring_cells` of the ring takes.
+    pub fn state_size(&self, n_cells: usize, n_ring_cells: usize) -> usize {
+        HEADER
+            + n_cells * self.cell_bytes(self.n_layer)
+            + RING_HEADER
+            + n_ring_cells * self.cell_bytes(self.n_ring_layer)
     }
 }
 
+/// One table's part of a save: which cells, and their keys and values in the per-cell layout
+/// (cells, layers, keys | values, kv_dim).
+#[derive(Clone, Copy)]
+pub struct Part<'a> {
+    pub cells: &'a [usize],
+    pub data: &'a [f32],
+}
+
 /// Serialises `cells` (from [`Cells::of_seq`]) with their keys and values `data` in the
-/// per-cell layout (cells, n_layer, keys | values, kv_dim). With `seq` Some, every cell is saved
-/// as belonging to that sequence alone.
+/// per-cell layout (cells, n_layer, keys | values, kv_dim), for a cache without a ring. With
+/// `seq` Some, every cell is saved as belonging to that sequence alone.
 pub fn save(
     table: &Cells,
     cells: &[usize],
@@ -51,26 +79,57 @@ pub fn save(
     g: Geometry,
     data: &[f32],
 ) -> Vec<u8> {
-    debug_assert_eq!(data.len(), cells.len() * g.floats_per_cell());
-    let mut out = Vec::with_capacity(g.state_size(cells.len()));
+    let empty = Part {
+        cells: &[],
+        data: &[],
+    };
+    save_with_ring(table, seq, g, Part { cells, data }, empty)
+}
+
+/// [`save`] of the full table's `global` cells and the ring's `ring` cells.
+pub fn save_with_ring(
+    table: &Cells,
+    seq: Option<u32>,
+    g: Geometry,
+    global: Part,
+    ring: Part,
+) -> Vec<u8> {
+    debug_assert_eq!(global.data.len(), global.cells.len() * g.floats_per_cell());
+    debug_assert_eq!(ring.data.len(), ring.cells.len() * g.floats_per_ring_cell());
+    let mut out = Vec::with_capacity(g.state_size(global.cells.len(), ring.cells.len()));
     out.extend_from_slice(MAGIC);
     for v in [
         VERSION,
         g.n_layer as u32,
         g.kv_dim as u32,
         g.kv_type.id(),
-        cells.len() as u32,
+        global.cells.len() as u32,
     ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    for (&c, floats) in cells
-        .iter()
-        .zip(data.chunks_exact(g.floats_per_cell().max(1)))
-    {
+    write_cells(&mut out, table, seq, g, global, g.floats_per_cell());
+    out.extend_from_slice(&(g.n_ring_layer as u32).to_le_bytes());
+    out.extend_from_slice(&(ring.cells.len() as u32).to_le_bytes());
+    if let Some(r) = table.ring() {
+        write_cells(&mut out, r, seq, g, ring, g.floats_per_ring_cell());
+    }
+    out
+}
+
+fn write_cells(
+    out: &mut Vec<u8>,
+    table: &Cells,
+    seq: Option<u32>,
+    g: Geometry,
+    part: Part,
+    per_cell: usize,
+) {
+    for (k, &c) in part.cells.iter().enumerate() {
         let (pos, seqs) = table.cell(c);
         let seqs = seq.map_or(seqs, |s| 1u64 << s);
         out.extend_from_slice(&pos.to_le_bytes());
         out.extend_from_slice(&seqs.to_le_bytes());
+        let floats = &part.data[k * per_cell..(k + 1) * per_cell];
         // The values were read from a cache of this type, so narrowing them is exact.
         match g.kv_type {
             KvType::F32 => floats
@@ -81,22 +140,22 @@ pub fn save(
                 .for_each(|&x| out.extend_from_slice(&f16::from_f32(x).to_le_bytes())),
         }
     }
-    out
 }
 
 /// A checked restore, not yet applied: which cells receive which saved cells, and their keys and
-/// values in the per-cell layout.
+/// values in the per-cell layout; `ring`, the same for the ring.
 pub struct Restore {
     pub targets: Vec<usize>,
     saved: Vec<Cell>,
     pub data: Vec<f32>,
     seq: Option<u32>,
+    pub ring: Option<Box<Restore>>,
 }
 
 /// Parses `bytes` and checks them against this table and geometry. With `seq` None the whole
 /// cache is to be replaced; with `Some(dst)` the saved cells become sequence `dst`, whose
 /// previous cells are dropped. Nothing changes here: apply with [`Cells::apply_restore`] once
-/// the keys and values were written into `targets`.
+/// the keys and values were written into `targets` (and the ring's).
 pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) -> Result<Restore> {
     let bad = |why: &str| Error::InvalidArgument(format!("invalid KV state: {why}"));
     if bytes.len() < HEADER || &bytes[..4] != MAGIC {
@@ -104,10 +163,15 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
     }
     let u32_at =
         |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
-    if u32_at(4) != VERSION {
+    let version = u32_at(4);
+    if version != VERSION && !(version == VERSION_NO_RING && g.n_ring_layer == 0) {
         return Err(bad(&format!(
-            "format version {} (expected {VERSION})",
-            u32_at(4)
+            "format version {version} (expected {VERSION}{})",
+            if g.n_ring_layer == 0 {
+                " or 2"
+            } else {
+                ": this model keeps a sliding-window ring"
+            }
         )));
     }
     let (n_layer, kv_dim, n_cells) = (u32_at(8) as usize, u32_at(12) as usize, u32_at(20) as usize);
@@ -127,19 +191,73 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
             g.kv_type
         )));
     }
-    let cell_bytes = g.cell_bytes();
-    if (bytes.len() - HEADER) / cell_bytes != n_cells
-        || !(bytes.len() - HEADER).is_multiple_of(cell_bytes)
-    {
-        return Err(bad("length does not match its cell count"));
-    }
     if let Some(dst) = seq {
         table.check_seq(dst)?;
     }
+    let global_end = (n_cells as u64)
+        .checked_mul(g.cell_bytes(g.n_layer) as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .and_then(|b| b.checked_add(HEADER))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| bad("length does not match its cell count"))?;
+    let mut plan = plan_part(
+        table,
+        &bytes[HEADER..global_end],
+        n_cells,
+        g.n_layer,
+        seq,
+        g,
+    )?;
+    let rest = &bytes[global_end..];
+    if version == VERSION_NO_RING {
+        if !rest.is_empty() {
+            return Err(bad("length does not match its cell count"));
+        }
+        return Ok(plan);
+    }
+    if rest.len() < RING_HEADER {
+        return Err(bad("truncated before its ring part"));
+    }
+    let ring_u32 = |o: usize| u32::from_le_bytes([rest[o], rest[o + 1], rest[o + 2], rest[o + 3]]);
+    let (n_ring_layer, n_ring_cells) = (ring_u32(0) as usize, ring_u32(4) as usize);
+    if n_ring_layer != g.n_ring_layer {
+        return Err(bad(&format!(
+            "saved with {n_ring_layer} sliding-window layers in a ring, this cache keeps {}",
+            g.n_ring_layer
+        )));
+    }
+    let ring_bytes = &rest[RING_HEADER..];
+    let ring_cell_bytes = g.cell_bytes(g.n_ring_layer) as u64;
+    if ring_bytes.len() as u64 != n_ring_cells as u64 * ring_cell_bytes {
+        return Err(bad("length does not match its ring's cell count"));
+    }
+    match table.ring() {
+        Some(ring) => {
+            let r = plan_part(ring, ring_bytes, n_ring_cells, g.n_ring_layer, seq, g)?;
+            plan.ring = Some(Box::new(r));
+        }
+        None if n_ring_cells == 0 => {}
+        None => return Err(bad("ring cells for a cache without a ring")),
+    }
+    Ok(plan)
+}
+
+/// The restore of one table's section: `n_cells` cells of `layers` layers in `bytes`.
+fn plan_part(
+    table: &Cells,
+    bytes: &[u8],
+    n_cells: usize,
+    layers: usize,
+    seq: Option<u32>,
+    g: Geometry,
+) -> Result<Restore> {
+    let bad = |why: &str| Error::InvalidArgument(format!("invalid KV state: {why}"));
+    let cell_bytes = g.cell_bytes(layers);
+    debug_assert_eq!(bytes.len(), n_cells * cell_bytes);
     let mut saved = Vec::with_capacity(n_cells);
-    let mut data = Vec::with_capacity(n_cells * g.floats_per_cell());
+    let mut data = Vec::with_capacity(n_cells * layers * 2 * g.kv_dim);
     for k in 0..n_cells {
-        let o = HEADER + k * cell_bytes;
+        let o = k * cell_bytes;
         let pos = i32::from_le_bytes(bytes[o..o + 4].try_into().map_err(|_| bad("cell"))?);
         let seqs = u64::from_le_bytes(bytes[o + 4..o + 12].try_into().map_err(|_| bad("cell"))?);
         let seqs = seq.map_or(seqs, |dst| 1u64 << dst);
@@ -169,6 +287,9 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
     }
     let targets = match table.seq_stride {
         Some(stride) => region_targets(table, &saved, seq, stride)?,
+        None if table.window.is_some() && ring_targets(table, &saved, seq).is_some() => {
+            ring_targets(table, &saved, seq).unwrap_or_default()
+        }
         None => {
             // Every cell for a whole restore, else the free cells plus those only `dst` holds
             // (they are dropped first).
@@ -182,8 +303,13 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
                 .collect();
             if targets.len() < n_cells {
                 return Err(Error::ContextFull(format!(
-                    "state holds {n_cells} cells, only {} are available",
-                    targets.len()
+                    "state holds {n_cells} cells, only {} are available{}",
+                    targets.len(),
+                    if table.window.is_some() {
+                        " in the sliding-window ring"
+                    } else {
+                        ""
+                    }
                 )));
             }
             targets
@@ -194,14 +320,34 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
         saved,
         data,
         seq,
+        ring: None,
     })
 }
 
+/// In a ring without regions, each cell where [`Cells::allocate`] would have put it (position
+/// `p` at cell `p % n_cells`), so a restored lone sequence continues with the bits it had;
+/// None when two cells want one place or a place is held by another sequence.
+fn ring_targets(table: &Cells, saved: &[Cell], seq: Option<u32>) -> Option<Vec<usize>> {
+    let n = table.cells.len();
+    let mut taken = std::collections::HashSet::new();
+    (saved.iter())
+        .map(|c| {
+            let cell = c.pos as usize % n;
+            let held = table.cells[cell];
+            let usable = match seq {
+                None => true,
+                Some(dst) => held.pos < 0 || held.seqs == 1u64 << dst,
+            };
+            (usable && taken.insert(cell)).then_some(cell)
+        })
+        .collect()
+}
+
 /// With sequence regions ([`Cells::set_seq_regions`]) a restored cell goes where its sequence
-/// would have computed it: position `p` of sequence `s` to cell `s * stride + p`, so the
-/// restored sequence continues with the bits it had (attention sums by cell chunks). A cell
-/// shared by several sequences has no such place and is refused, as is a position past the
-/// region or (into `dst`) a cell another sequence holds.
+/// would have computed it: position `p` of sequence `s` to cell `s * stride + p` (in a ring,
+/// `p % stride`), so the restored sequence continues with the bits it had (attention sums by
+/// cell chunks). A cell shared by several sequences has no such place and is refused, as is a
+/// position past the region or (into `dst`) a cell another sequence holds.
 fn region_targets(
     table: &Cells,
     saved: &[Cell],
@@ -218,14 +364,14 @@ fn region_targets(
                 c.seqs
             )));
         }
-        let s = c.seqs.trailing_zeros() as usize;
-        let cell = s * stride + c.pos as usize;
-        if c.pos as usize >= stride || !taken.insert(cell) {
+        let s = c.seqs.trailing_zeros();
+        let cell = table.region_cell(stride, c.pos, s);
+        let Some(cell) = cell.filter(|&cell| taken.insert(cell)) else {
             return Err(Error::ContextFull(format!(
                 "position {} of sequence {s} does not fit its region of {stride} cells",
                 c.pos
             )));
-        }
+        };
         if let Some(dst) = seq {
             let held = table.cells[cell];
             if held.pos >= 0 && held.seqs != 1u64 << dst {
@@ -247,8 +393,15 @@ impl Cells {
             None => self.clear(),
             Some(dst) => self.seq_remove(Some(dst), 0, -1),
         }
+        self.apply_part(plan);
+    }
+
+    fn apply_part(&mut self, plan: &Restore) {
         for (&cell, &saved) in plan.targets.iter().zip(&plan.saved) {
             self.cells[cell] = saved;
+        }
+        if let (Some(ring), Some(rp)) = (&mut self.ring, &plan.ring) {
+            ring.apply_part(rp);
         }
     }
 }
@@ -260,6 +413,7 @@ mod tests {
 
     const G: Geometry = Geometry {
         n_layer: 2,
+        n_ring_layer: 0,
         kv_dim: 3,
         kv_type: KvType::F32,
     };
@@ -287,17 +441,114 @@ mod tests {
         filled_with(KvType::F32)
     }
 
+    /// The geometry of `kv`.
+    fn geometry_of(kv: &HostKv) -> Geometry {
+        Geometry {
+            n_layer: kv.n_layer() - kv.n_ring_layer(),
+            n_ring_layer: kv.n_ring_layer(),
+            kv_dim: kv.kv_dim(),
+            kv_type: kv.kv_type(),
+        }
+    }
+
     fn save_of(cells: &Cells, kv: &HostKv, seq: Option<u32>) -> Vec<u8> {
         let which = cells.of_seq(seq);
-        let g = geometry(kv.kv_type());
-        save(cells, &which, seq, g, &kv.read_cells(&which))
+        let ring = cells.ring().map_or(Vec::new(), |r| r.of_seq(seq));
+        let (data, ring_data) = (kv.read_cells(&which, false), kv.read_cells(&ring, true));
+        let part = |cells, data| Part { cells, data };
+        let (global, ring) = (part(&which, &data), part(&ring, &ring_data));
+        save_with_ring(cells, seq, geometry_of(kv), global, ring)
     }
 
     fn restore(cells: &mut Cells, kv: &mut HostKv, blob: &[u8], seq: Option<u32>) -> Result<()> {
-        let plan = plan_restore(cells, blob, seq, geometry(kv.kv_type()))?;
-        kv.write_cells(&plan.targets, &plan.data);
+        let plan = plan_restore(cells, blob, seq, geometry_of(kv))?;
+        kv.write_cells(&plan.targets, &plan.data, false);
+        if let Some(r) = &plan.ring {
+            kv.write_cells(&r.targets, &r.data, true);
+        }
         cells.apply_restore(&plan);
         Ok(())
+    }
+
+    #[test]
+    fn a_ring_round_trips_apart_from_the_global_layers() {
+        // Layer 0 global (16 cells), layer 1 in a ring of 4 cells keeping windows of 2.
+        let fresh = || {
+            let cells = Cells::with_ring(16, 2, 4, 2).unwrap();
+            let kv = HostKv::with_ring(&[false, true], 16, 4, 3, KvType::F16).unwrap();
+            (cells, kv)
+        };
+        let (mut cells, mut kv) = fresh();
+        let tokens = [(0, 0), (1, 0), (2, 0), (0, 1)];
+        let global = cells.allocate(&tokens).unwrap();
+        let ring = cells.ring.as_mut().unwrap().allocate(&tokens).unwrap();
+        for (n, (&g, &r)) in global.iter().zip(&ring).enumerate() {
+            kv.store(0, g, &[n as f32; 3], &[0.5; 3]);
+            kv.store(1, r, &[-(n as f32); 3], &[0.25; 3]);
+        }
+        cells.finish_step();
+        assert_eq!(
+            cells.ring().unwrap().used(),
+            3,
+            "position 0 of sequence 0 left"
+        );
+        let blob = save_of(&cells, &kv, None);
+        let g = geometry_of(&kv);
+        assert_eq!(blob.len(), g.state_size(4, 3));
+        let (mut other, mut okv) = fresh();
+        restore(&mut other, &mut okv, &blob, None).unwrap();
+        // Two sequences wanted ring cell 0 (position 0 of each), so the cells may lie in
+        // another order: compare what each holds.
+        let contents = |cells: &Cells, kv: &HostKv| {
+            let ring = cells.ring().unwrap();
+            let mut v: Vec<(i32, u64, Vec<f32>)> = (ring.of_seq(None).into_iter())
+                .map(|c| (ring.cell(c).0, ring.cell(c).1, kv.read_cells(&[c], true)))
+                .collect();
+            v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            v
+        };
+        assert_eq!(contents(&other, &okv), contents(&cells, &kv));
+        assert_eq!(other.attendable_from(0), Some(1));
+        // One sequence into another id, in both tables.
+        let one = save_of(&cells, &kv, Some(0));
+        restore(&mut other, &mut okv, &one, Some(1)).unwrap();
+        assert_eq!(other.ring().unwrap().seq_pos_max(1), Some(2));
+        assert_eq!(other.seq_pos_min(1), Some(0));
+        // A cache without a ring (or with another) refuses it, and a ring refuses version 2.
+        let e = plan_restore(
+            &Cells::new(16, 2).unwrap(),
+            &blob,
+            None,
+            Geometry {
+                n_ring_layer: 0,
+                ..g
+            },
+        );
+        assert!(e.is_err());
+        let mut v2 = blob.clone();
+        v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let e = plan_restore(&other, &v2, None, g)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sliding-window ring"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_state_restores_into_a_cache_without_a_ring() {
+        let (cells, kv) = filled();
+        let blob = save_of(&cells, &kv, None);
+        // Version 2 was version 3 without the ring part.
+        let mut v2 = blob[..blob.len() - RING_HEADER].to_vec();
+        v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let (mut other, mut okv) = (
+            Cells::new(8, 4).unwrap(),
+            HostKv::new(2, 8, 3, KvType::F32).unwrap(),
+        );
+        restore(&mut other, &mut okv, &v2, None).unwrap();
+        assert_eq!(save_of(&other, &okv, None), blob);
+        // Version 3 without its ring part is truncated.
+        assert!(plan_restore(&other, &blob[..blob.len() - 1], None, G).is_err());
     }
 
     #[test]
@@ -305,8 +556,11 @@ mod tests {
         for kv_type in KvType::ALL {
             let (cells, kv) = filled_with(kv_type);
             let blob = save_of(&cells, &kv, None);
-            assert_eq!(blob.len(), geometry(kv_type).state_size(3));
-            assert_eq!(blob.len(), HEADER + 3 * (12 + 12 * kv_type.elem_bytes()));
+            assert_eq!(blob.len(), geometry(kv_type).state_size(3, 0));
+            assert_eq!(
+                blob.len(),
+                HEADER + 3 * (12 + 12 * kv_type.elem_bytes()) + RING_HEADER
+            );
             let (mut other, mut okv) = (
                 Cells::new(8, 4).unwrap(),
                 HostKv::new(2, 8, 3, kv_type).unwrap(),

@@ -255,6 +255,7 @@ impl Scheduler {
                 n_seq_max: config.n_seq,
                 n_threads: config.n_threads,
                 cache_type: config.cache_type,
+                swa_full: false,
             },
         )?;
         let mut ctx = ctx;

@@ -230,6 +230,13 @@ impl Worker {
             // Isolated sequences share no cells: an idle sequence is taken over, a running
             // one's prefix copied into the new sequence's region (below).
             let l = common_prefix(&s.kv_tokens, &job.tokens).min(cap);
+            // A sliding-window ring that moved past the prefix's end no longer holds the
+            // window its next token needs: that prefix must be computed again.
+            let l = if self.ctx.kv_seq_can_continue_at(i as u32, l as i32) {
+                l
+            } else {
+                0
+            };
             if l > 0 && source.is_none_or(|(_, best)| l > best) {
                 source = Some((i, l));
             }

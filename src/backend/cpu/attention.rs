@@ -29,7 +29,8 @@ pub struct AttentionShape {
 /// `out[t, h] = softmax(q[t, h] . K[visible(t)] * scale) . V[visible(t)]` for each token `t`
 /// and query head `h`; query head h reads KV head `h / (n_head / n_head_kv)`.
 /// `q`, `out`: (n_tokens, n_head * head_dim); `visible[t]`: the cache cells token t attends
-/// to, ascending.
+/// to, ascending, or (a sliding-window ring) ascending rotated to start at a chunk boundary:
+/// chunks are combined in list order.
 ///
 /// Sums follow the canonical order of [`numerics`] with the cache cell index as the element
 /// index: cell `c` adds into partial `c % 32` (the softmax denominator, and each output

@@ -51,18 +51,23 @@ pub struct CpuContext {
 
 impl CpuContext {
     /// Keys and values for `n_ctx` cells stored as `kv_type`, computed on `n_threads` threads;
-    /// `n_ctx_seq` cells per sequence.
+    /// `n_ctx_seq` cells per sequence. With `ring` (the cells of [`Cells::ring`]), the
+    /// sliding-window layers keep only that many cells.
     pub fn new(
         model: Arc<LoadedModel>,
         n_ctx: usize,
         n_ctx_seq: usize,
         n_threads: usize,
         kv_type: KvType,
+        ring: Option<usize>,
     ) -> Result<CpuContext> {
         let hp = &model.hparams;
         hp.check_backend("CPU", RUNS)?;
         crate::quant::dot::check_isa_choice()?;
-        let kv = HostKv::new(hp.n_layer, n_ctx, hp.kv_dim(), kv_type)?;
+        let in_ring: Vec<bool> = (hp.layers.iter())
+            .map(|l| ring.is_some() && l.window.is_some())
+            .collect();
+        let kv = HostKv::with_ring(&in_ring, n_ctx, ring.unwrap_or(0), hp.kv_dim(), kv_type)?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
         Ok(CpuContext {
@@ -107,11 +112,24 @@ impl Executor for CpuContext {
     fn cells_changed(&mut self) {}
 
     fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
-        Ok(self.kv.read_cells(cells))
+        Ok(self.kv.read_cells(cells, false))
     }
 
     fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
-        self.kv.write_cells(cells, data);
+        self.kv.write_cells(cells, data, false);
+        Ok(())
+    }
+
+    fn kv_bytes(&self) -> Option<u64> {
+        Some(self.kv.bytes())
+    }
+
+    fn read_ring_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.kv.read_cells(cells, true))
+    }
+
+    fn write_ring_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+        self.kv.write_cells(cells, data, true);
         Ok(())
     }
 }
@@ -150,6 +168,8 @@ impl Run<'_> {
             s,
         } = self;
         let cells = new_cells;
+        // With a ring, the sliding-window layers' cells for this step's tokens.
+        let ring_cells = table.ring().map(Cells::step_cells);
         let hp = &model.hparams;
         let w = &model.weights;
         let n = batch.len();
@@ -216,7 +236,11 @@ impl Run<'_> {
                 rms_norm_heads_in_place(&mut s.k[..n * kv_dim], kn, hp.rms_eps);
             }
             let rot = &s.rope[spec.rope];
-            for (t, &cell) in cells.iter().enumerate() {
+            let layer_cells = match (spec.window, ring_cells) {
+                (Some(_), Some(ring)) => ring,
+                _ => cells,
+            };
+            for (t, &cell) in layer_cells.iter().enumerate() {
                 rope(&mut s.q[t * q_dim..(t + 1) * q_dim], hp.head_dim, &rot[t]);
                 rope(&mut s.k[t * kv_dim..(t + 1) * kv_dim], hp.head_dim, &rot[t]);
                 kv.store(
@@ -318,8 +342,10 @@ impl Run<'_> {
     }
 }
 
-/// For each distinct window of the model's layers, the cells of `visible` (each token's
-/// visible cells) at most `window - 1` positions before the token's own.
+/// For each distinct window of the model's layers, each token's visible cells at most
+/// `window - 1` positions before its own: cells of the ring when the table has one (the
+/// windowed layers' keys and values live there), else of `visible` (each token's visible
+/// cells of the full table).
 fn windowed_cells(
     hp: &Hparams,
     table: &Cells,
@@ -328,6 +354,7 @@ fn windowed_cells(
     out: &mut Vec<(usize, Vec<Vec<usize>>)>,
 ) {
     out.clear();
+    let mut ring_visible = Vec::new();
     for win in hp.layers.iter().filter_map(|l| l.window) {
         if out.iter().any(|(w, _)| *w == win) {
             continue;
@@ -335,13 +362,40 @@ fn windowed_cells(
         let lists = (visible.iter().enumerate())
             .map(|(t, cells)| {
                 let pos = batch.pos[t] as i64;
-                (cells.iter().copied())
-                    .filter(|&c| pos - (table.cell(c).0 as i64) < win as i64)
-                    .collect()
+                let (from, cells) = match table.ring() {
+                    Some(ring) => {
+                        ring.visible_cells(batch.seq[t], batch.pos[t], &mut ring_visible);
+                        (ring, &ring_visible)
+                    }
+                    None => (table, cells),
+                };
+                let mut list: Vec<usize> = (cells.iter().copied())
+                    .filter(|&c| pos - (from.cell(c).0 as i64) < win as i64)
+                    .collect();
+                if table.ring().is_some() {
+                    rotate_to_oldest_chunk(from, &mut list);
+                }
+                list
             })
             .collect();
         out.push((win, lists));
     }
+}
+
+/// Rotates `list` (ring cells, ascending) to start at the attention chunk that holds its
+/// oldest position, so the chunks are summed oldest first, as the full table sums them: a
+/// ring whose cells are whole chunks per sequence keeps position `p` at cell `p % share`
+/// (plus its region), so in this order each chunk holds the positions the full table's chunk
+/// would, and the result has the full table's bits. Backends that attend over the ring sum
+/// chunks in this order: ascending from the oldest position's chunk, wrapping around.
+fn rotate_to_oldest_chunk(ring: &Cells, list: &mut [usize]) {
+    use crate::backend::numerics::ATTENTION_CHUNK;
+    let Some(&oldest) = list.iter().min_by_key(|&&c| ring.cell(c).0) else {
+        return;
+    };
+    let start = oldest / ATTENTION_CHUNK;
+    let at = list.partition_point(|&c| c / ATTENTION_CHUNK < start);
+    list.rotate_left(at);
 }
 
 /// The weight the layer's description names (the loader provides exactly those; a model
