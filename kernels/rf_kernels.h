@@ -134,12 +134,14 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // floats of scratch, `counters` (n, n_head) int32 zeros (left zero). hd: a multiple of 32, at
 // most 256. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also
 // write the output quantized as rf_act would. The caches hold elements of `kv_type`
-// (kv_cache.h), widened to f32 as they are read.
+// (kv_cache.h), widened to f32 as they are read. tok_first (nullable, n): the chunk each
+// token's join starts at, wrapping within [tok_lo, tok_hi)'s chunks (a sliding-window ring's
+// oldest position); null: ascending.
 #define RF_ATTENTION_MAX_TOKENS 64
 int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache, int kv_type,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, const int32_t* tok_lo,
-                 const int32_t* tok_hi, int n, int n_head,
+                 const int32_t* tok_hi, const int32_t* tok_first, int n, int n_head,
                  int n_head_kv, int head_dim, int n_ctx, int window, float scale, int splits,
                  float* part,
                  int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);

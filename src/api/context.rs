@@ -100,11 +100,8 @@ impl Context {
                 params.n_threads
             )));
         }
-        // The GPU keeps no ring yet (it refuses sliding-window models); the CPU does.
-        let ring = match model.gpu() {
-            Some(_) => None,
-            None => RingPlan::new(hp, params.n_ctx, &params),
-        };
+        // Both backends keep the windowed layers' keys and values in the ring.
+        let ring = RingPlan::new(hp, params.n_ctx, &params);
         let exec = Self::executor(model, &params, ring)?;
         let cells = match ring {
             Some(r) => Cells::with_ring(params.n_ctx, params.n_seq_max, r.cells, r.window)?,
@@ -133,6 +130,7 @@ impl Context {
                 params.n_ctx,
                 n_ctx_seq(params.n_ctx, params.n_seq_max),
                 params.cache_type,
+                ring.map(|r| r.cells),
             );
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
@@ -357,7 +355,7 @@ impl Context {
         self.cells().window_intact(seq, pos)
     }
 
-    /// Bytes of keys and values this context allocated (the CPU's arrays; None on a GPU).
+    /// Bytes of keys and values this context allocated (host arrays or device buffers).
     pub fn kv_bytes(&self) -> Option<u64> {
         self.engine.executor().kv_bytes()
     }

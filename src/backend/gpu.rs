@@ -132,12 +132,14 @@ pub fn upload(
 }
 
 /// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells
-/// (`n_ctx_seq` per sequence, which picks RoPE factors) stored as `kv_type`.
+/// (`n_ctx_seq` per sequence, which picks RoPE factors) stored as `kv_type`; with `ring` (the
+/// cells of the table's sliding-window ring), the windowed layers keep only that many.
 pub fn new_context(
     model: &Arc<GpuModel>,
     n_ctx: usize,
     n_ctx_seq: usize,
     kv_type: KvType,
+    ring: Option<usize>,
 ) -> Result<Box<dyn Executor>> {
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
@@ -145,10 +147,11 @@ pub fn new_context(
         n_ctx,
         n_ctx_seq,
         kv_type,
+        ring,
     )?));
     #[cfg(not(any(feature = "rocm", feature = "cuda")))]
     {
-        let _ = (n_ctx, n_ctx_seq, kv_type);
+        let _ = (n_ctx, n_ctx_seq, kv_type, ring);
         match **model {}
     }
 }

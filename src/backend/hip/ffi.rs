@@ -247,6 +247,7 @@ extern "C" {
         tok_seq: *const i32,
         tok_lo: *const i32,
         tok_hi: *const i32,
+        tok_first: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,

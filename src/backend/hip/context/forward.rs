@@ -8,7 +8,8 @@
 
 use super::{
     GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS, META_CELL, META_CELL_HI, META_CELL_LO,
-    META_N_CELLS, META_POS, META_ROWS, META_SEQ, META_TOKENS,
+    META_N_CELLS, META_POS, META_RING_CELL, META_RING_FIRST, META_RING_HI, META_RING_LO, META_ROWS,
+    META_SEQ, META_TOKENS,
 };
 use crate::backend::hip::device::check;
 use crate::backend::hip::device::DeviceBuffer;
@@ -86,15 +87,38 @@ impl GpuContext {
             let spec = &layer.spec;
             // This layer's RoPE table (one per RoPE of the model, MAX_STEP_TOKENS rows each).
             let rot = self.s.rope.at::<f32>(spec.rope * m * hp.head_dim);
+            // The layer's cell table: the sliding-window ring's for windowed layers of a
+            // context with one (its own cells, ranges, count, and the chunk each token's
+            // window starts in), else the full table's.
+            let t = match (&self.ring, self.in_ring[il]) {
+                (Some((_, pos, seqs)), true) => LayerCells {
+                    tok_cell: meta(META_RING_CELL),
+                    cell_pos: pos.at(0),
+                    cell_seqs: seqs.at(0),
+                    n_cells: meta(META_N_CELLS).wrapping_add(1),
+                    tok_lo: meta(META_RING_LO),
+                    tok_hi: meta(META_RING_HI),
+                    tok_first: meta(META_RING_FIRST),
+                },
+                _ => LayerCells {
+                    tok_cell: meta(META_CELL),
+                    cell_pos: self.cell_pos.at(0),
+                    cell_seqs: self.cell_seqs.at(0),
+                    n_cells: meta(META_N_CELLS),
+                    tok_lo: meta(META_CELL_LO),
+                    tok_hi: meta(META_CELL_HI),
+                    tok_first: null,
+                },
+            };
             let rope_kv = ffi::RopeKv {
                 rot,
                 tok_pos: meta(META_POS),
-                tok_cell: meta(META_CELL),
+                tok_cell: t.tok_cell,
                 tok_seq: meta(META_SEQ),
                 k_cache: self.k_cache[il].ptr(),
                 v_cache: self.v_cache[il].ptr(),
-                cell_pos: self.cell_pos.at(0),
-                cell_seqs: self.cell_seqs.at(0),
+                cell_pos: t.cell_pos,
+                cell_seqs: t.cell_seqs,
                 q_dim: q_dim as i32,
                 kv_dim: kv_dim as i32,
                 head_dim: hp.head_dim as i32,
@@ -186,13 +210,13 @@ impl GpuContext {
                         self.k_cache[il].ptr(),
                         self.v_cache[il].ptr(),
                         ffi::kv_type_id(self.kv_type),
-                        self.cell_pos.at(0),
-                        self.cell_seqs.at(0),
-                        meta(META_N_CELLS),
+                        t.cell_pos,
+                        t.cell_seqs,
+                        t.n_cells,
                         meta(META_POS),
                         meta(META_SEQ),
-                        meta(META_CELL_LO),
-                        meta(META_CELL_HI),
+                        t.tok_lo,
+                        t.tok_hi,
                         n as i32,
                         hp.n_head as i32,
                         hp.n_head_kv as i32,
@@ -216,13 +240,18 @@ impl GpuContext {
                             self.k_cache[il].ptr(),
                             self.v_cache[il].ptr(),
                             ffi::kv_type_id(self.kv_type),
-                            self.cell_pos.at(0),
-                            self.cell_seqs.at(0),
-                            meta(META_N_CELLS),
+                            t.cell_pos,
+                            t.cell_seqs,
+                            t.n_cells,
                             meta(META_POS).wrapping_add(t0),
                             meta(META_SEQ).wrapping_add(t0),
-                            meta(META_CELL_LO).wrapping_add(t0),
-                            meta(META_CELL_HI).wrapping_add(t0),
+                            t.tok_lo.wrapping_add(t0),
+                            t.tok_hi.wrapping_add(t0),
+                            if t.tok_first.is_null() {
+                                null
+                            } else {
+                                t.tok_first.wrapping_add(t0)
+                            },
                             nt as i32,
                             hp.n_head as i32,
                             hp.n_head_kv as i32,
@@ -575,4 +604,18 @@ fn reads_q8k(p: &Projection) -> bool {
     p.parts
         .iter()
         .any(|m| m.ty.format().is_some_and(reads_q8k_format))
+}
+
+/// Where one layer's tokens store and find their keys and values: the full table, or the
+/// sliding-window ring (device pointers; the per-token arrays are the step's metadata).
+struct LayerCells {
+    tok_cell: *const i32,
+    cell_pos: *mut i32,
+    cell_seqs: *mut u64,
+    n_cells: *const i32,
+    tok_lo: *const i32,
+    tok_hi: *const i32,
+    /// Per token, the attention chunk its window's oldest position lies in (ring only: the
+    /// chunks are joined from there, wrapping); null joins them in cell order.
+    tok_first: *const i32,
 }
