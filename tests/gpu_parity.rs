@@ -853,12 +853,14 @@ fn long_context_decode_attention_matches_cpu() {
     }
 }
 
-/// Models with sliding-window layers decode with the CPU's bits far past their window, the
-/// windowed layers' keys and values in the ring on both backends (`Cells::ring`): two
-/// sequences fed together, 4 tokens each per step, then greedy steps of both; every logit of
-/// every step bit-identical. A synthetic gemma3 file (window 16, ring of a few chunks) always,
-/// and the real model of `ROCMFORGE_GPU_WINDOWED_MODEL` (Gemma 3 270M: windows of 512 on five
-/// layers of six) when given.
+/// Models with sliding-window layers decode with the CPU's bits far past their window: one
+/// sequence with the GPU's default full tables against the CPU's ring (`Cells::ring`, which
+/// keeps the full table's bits), then two sequences fed together with the ring on both
+/// backends (`ROCMFORGE_GPU_RING=1`, set here for those contexts: run this binary with one
+/// test thread, as scripts/gpu/parity.sh does); 4 tokens per sequence per step, then greedy
+/// steps; every logit of every step bit-identical. A synthetic gemma3 file (window 16, ring of
+/// a few chunks) always, and the real model of `ROCMFORGE_GPU_WINDOWED_MODEL` (Gemma 3 270M:
+/// windows of 512 on five layers of six) when given.
 #[test]
 fn windowed_models_decode_past_their_window_as_on_the_cpu() {
     if devices().map_or(true, |d| d.is_empty()) {
@@ -882,17 +884,23 @@ fn windowed_models_decode_past_their_window_as_on_the_cpu() {
         ..Default::default()
     };
     std::fs::write(&tiny, common::tiny::build_bytes(&spec)).expect("write model");
-    windowed_decode_matches(tiny.to_str().expect("path"), 1024, 600);
-    let _ = std::fs::remove_file(&tiny);
+    let mut models = vec![(tiny.to_str().expect("path").to_string(), 1024, 600)];
     match std::env::var("ROCMFORGE_GPU_WINDOWED_MODEL") {
-        Ok(path) => windowed_decode_matches(&path, 2048, 1100),
+        Ok(path) => models.push((path, 2048, 1100)),
         Err(_) => eprintln!("ROCMFORGE_GPU_WINDOWED_MODEL not set: the real model skipped"),
     }
+    for (path, n_ctx, prompt_len) in &models {
+        windowed_decode_matches(path, *n_ctx, *prompt_len, 1);
+        std::env::set_var("ROCMFORGE_GPU_RING", "1");
+        windowed_decode_matches(path, *n_ctx, *prompt_len, 2);
+        std::env::remove_var("ROCMFORGE_GPU_RING");
+    }
+    let _ = std::fs::remove_file(&tiny);
 }
 
-/// See [`windowed_models_decode_past_their_window_as_on_the_cpu`]: `prompt_len` tokens per
-/// sequence in a context of `n_ctx` cells.
-fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize) {
+/// See [`windowed_models_decode_past_their_window_as_on_the_cpu`]: `prompt_len` tokens for
+/// each of `n_seq` sequences in a context of `n_ctx` cells.
+fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize, n_seq: usize) {
     use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
     let load = |backend| {
         let params = ModelParams {
@@ -913,13 +921,19 @@ fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize) {
     let params = ContextParams {
         n_ctx,
         n_batch: 8,
-        n_seq_max: 2,
+        n_seq_max: n_seq,
         ..ContextParams::default()
     };
     let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
     let mut c = Context::new(&cpu, params).expect("CPU context");
+    assert!(
+        c.cells().ring().is_some(),
+        "{path}: the CPU context has no ring"
+    );
+    let gpu_ring = std::env::var("ROCMFORGE_GPU_RING").is_ok_and(|v| v == "1");
+    assert_eq!(g.cells().ring().is_some(), gpu_ring, "{path}: GPU ring");
     let n_vocab = gpu.hparams().n_vocab as u32;
-    let prompts: Vec<Vec<u32>> = (0..2u32)
+    let prompts: Vec<Vec<u32>> = (0..n_seq as u32)
         .map(|s| {
             (0..prompt_len as u32)
                 .map(|i| (i * 7919 + 13 + s * 104_729) % n_vocab)
@@ -946,7 +960,7 @@ fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize) {
         c.decode(&b).expect("CPU prompt step");
         compare(&g, &c, b.len());
     }
-    let mut next: Vec<u32> = (0..2)
+    let mut next: Vec<u32> = (0..n_seq)
         .map(|s| argmax(c.logits((s + 1) * 4 - 1).expect("logits")))
         .collect();
     for k in 0..24 {
@@ -956,13 +970,13 @@ fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize) {
         }
         g.decode(&b).expect("GPU decode");
         c.decode(&b).expect("CPU decode");
-        compare(&g, &c, 2);
-        next = (0..2)
+        compare(&g, &c, n_seq);
+        next = (0..n_seq)
             .map(|s| argmax(c.logits(s).expect("logits")))
             .collect();
     }
     println!(
-        "{{\"windowed_model\":\"{path}\",\"window\":{window},\"n_ctx\":{n_ctx},\"ring_cells\":{:?},\"steps\":{steps},\"differing\":{differing},\"gpu_kv_bytes\":{:?},\"cpu_kv_bytes\":{:?}}}",
+        "{{\"windowed_model\":\"{path}\",\"sequences\":{n_seq},\"window\":{window},\"n_ctx\":{n_ctx},\"gpu_ring_cells\":{:?},\"steps\":{steps},\"differing\":{differing},\"gpu_kv_bytes\":{:?},\"cpu_kv_bytes\":{:?}}}",
         g.cells().ring().map(|r| r.n_ctx()),
         g.kv_bytes(),
         c.kv_bytes()
