@@ -49,26 +49,10 @@ pub fn wave_check(device: usize) -> Result<WaveCheck> {
     }
 }
 
-/// What the GPU backend runs beyond plain llama ([`Feature`]), each with its kernels and decode
-/// bit-identical to the CPU backend; a model that uses any other feature is refused at upload
-/// (`Hparams::check_backend`). The CPU's list (`cpu::forward::RUNS`) is the same: attention
-/// logit soft-capping runs on neither.
-pub const RUNS: &[Feature] = &[
-    Feature::NeoxRope,
-    Feature::PerLayerRope,
-    Feature::GeGlu,
-    Feature::QkvBias,
-    Feature::OutputBias,
-    Feature::QkNorm,
-    Feature::PostAttentionNorm,
-    Feature::PostFfnNorm,
-    Feature::EmbeddingScale,
-    Feature::SlidingWindow,
-    Feature::FinalLogitSoftcap,
-    Feature::AttentionScale,
-    Feature::ContextRopeFactors,
-    Feature::RopeAttnFactor,
-];
+/// What the GPU backend runs beyond plain llama ([`Feature`]): the families' features, each
+/// with its kernels and decode bit-identical to the CPU backend; a model that uses any other
+/// feature is refused at upload (`Hparams::check_backend`).
+pub const RUNS: &[Feature] = super::FAMILY_FEATURES;
 
 /// Whether this library was built with a GPU backend (features `rocm` or `cuda`).
 pub fn built_in() -> bool {

@@ -14,9 +14,30 @@ pub mod hip;
 
 pub use engine::Engine;
 
+/// What both backends run beyond plain llama ([`Feature`]), decode bit-identical between them:
+/// each backend's `RUNS` list (a model using anything else is refused at load). Missing:
+/// attention logit soft-capping.
+pub const FAMILY_FEATURES: &[Feature] = &[
+    Feature::NeoxRope,
+    Feature::PerLayerRope,
+    Feature::GeGlu,
+    Feature::QkvBias,
+    Feature::OutputBias,
+    Feature::QkNorm,
+    Feature::PostAttentionNorm,
+    Feature::PostFfnNorm,
+    Feature::EmbeddingScale,
+    Feature::SlidingWindow,
+    Feature::FinalLogitSoftcap,
+    Feature::AttentionScale,
+    Feature::ContextRopeFactors,
+    Feature::RopeAttnFactor,
+];
+
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
 use crate::kv_cache::Cells;
+use crate::model::Feature;
 use crate::Result;
 
 /// One context's compute: its keys and values, buffers and the forward pass. `api::Context`
