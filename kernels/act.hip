@@ -1,4 +1,4 @@
-// Activation transforms that feed a matrix product: RMSNorm, plain copy or SwiGLU, fused with
+// Activation transforms that feed a matrix product: RMSNorm, plain copy, SwiGLU or GeGLU, fused with
 // the conversions the next product needs (f32, f16 for BLAS, int8 groups of 32 for the
 // quantized mat-vec).
 //
@@ -43,7 +43,8 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
     rf_release_next();
     const int r = blockIdx.x;
     const int src_row = row_map ? row_map[r] : r;
-    const float* x = in + (size_t)src_row * (mode == RF_ACT_SWIGLU ? 2 * d : d);
+    const bool gated = mode == RF_ACT_SWIGLU || mode == RF_ACT_GEGLU;
+    const float* x = in + (size_t)src_row * (gated ? 2 * d : d);
     float scale = 1.0f;
     bool staged = false;
     if (mode == RF_ACT_RMSNORM) {
@@ -75,10 +76,14 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
             v[2] = a.z * scale * g.z; v[3] = a.w * scale * g.w;
         } else if (mode == RF_ACT_COPY) {
             v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-        } else {
+        } else if (mode == RF_ACT_SWIGLU) {
             const float4 u = *(const float4*)(x + d + e);
             v[0] = rf_silu(a.x) * u.x; v[1] = rf_silu(a.y) * u.y;
             v[2] = rf_silu(a.z) * u.z; v[3] = rf_silu(a.w) * u.w;
+        } else {
+            const float4 u = *(const float4*)(x + d + e);
+            v[0] = rf_gelu(a.x) * u.x; v[1] = rf_gelu(a.y) * u.y;
+            v[2] = rf_gelu(a.z) * u.z; v[3] = rf_gelu(a.w) * u.w;
         }
     }
     const size_t o = (size_t)r * d + e;
@@ -120,11 +125,67 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
 extern "C" int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
                       const int32_t* row_map, float* out_f32, void* out_f16, int f16_from_q8,
                       int8_t* q8, void* q8_scales, void* stream) {
-    if (d % 32 != 0 || n <= 0 || mode < 0 || mode > 2) return RF_ERR_SHAPE;
+    if (d % 32 != 0 || n <= 0 || mode < 0 || mode > RF_ACT_GEGLU) return RF_ERR_SHAPE;
     const dim3 grid(n, (d + ACT_PER_BLOCK - 1) / ACT_PER_BLOCK);
     RF_LAUNCH_OVERLAPPED(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
                        eps, d, row_map, out_f32, (__half*)out_f16, f16_from_q8, q8,
                        (float4*)q8_scales);
+    return (int)hipGetLastError();
+}
+
+// ---- The residual add of a block whose output is transformed first (Gemma's post-norms, an
+// attention output bias), as the CPU's forward pass: y = proj (+ bias), then, with a norm,
+// y = RMSNorm(y) * w (the row's sum of squares in canonical order), then x += y. One block
+// per row: the row is staged in shared memory, the first 32 threads hold the partials.
+__global__ void residual_kernel(float* x, const float* proj, const float* bias, const float* w,
+                                float eps, int d) {
+    __shared__ float row_scale;
+    __shared__ __align__(16) float stage[ACT_STAGE_MAX];
+    rf_wait_previous();
+    rf_release_next();
+    const size_t r = blockIdx.x;
+    const float* p = proj + r * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) stage[i] = bias ? p[i] + bias[i] : p[i];
+    __syncthreads();
+    float scale = 1.0f;
+    if (w) {
+        if (threadIdx.x < RF_LANES) {
+            float ss = 0.0f;
+            for (int i = threadIdx.x; i < d; i += RF_LANES) ss = ss + stage[i] * stage[i];
+            ss = rf_butterfly32(ss);
+            if (threadIdx.x == 0) row_scale = 1.0f / sqrtf(ss / (float)d + eps);
+        }
+        __syncthreads();
+        scale = row_scale;
+    }
+    float* xr = x + r * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        xr[i] = xr[i] + (w ? stage[i] * scale * w[i] : stage[i]);
+}
+
+extern "C" int rf_residual(float* x, const float* proj, const float* bias, const float* w,
+                           float eps, int d, int n, void* stream) {
+    if (d <= 0 || d > ACT_STAGE_MAX || n <= 0) return RF_ERR_SHAPE;
+    RF_LAUNCH_OVERLAPPED(residual_kernel, dim3(n), dim3(RF_BLOCK), 0, (hipStream_t)stream, x,
+                         proj, bias, w, eps, d);
+    return (int)hipGetLastError();
+}
+
+// Logit soft-capping as the CPU's ops::softcap_in_place: x = cap * tanh(x / cap).
+__global__ void softcap_kernel(float* x, size_t count, float cap) {
+    rf_wait_previous();
+    rf_release_next();
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] = cap * rf_tanh(x[i] / cap);
+}
+
+extern "C" int rf_softcap(float* x, size_t count, float cap, void* stream) {
+    if (count == 0 || !(cap > 0.0f)) return RF_ERR_SHAPE;
+    const size_t blocks = (count + RF_BLOCK - 1) / RF_BLOCK;
+    const unsigned grid = (unsigned)(blocks < 4096 ? blocks : 4096);
+    RF_LAUNCH_OVERLAPPED(softcap_kernel, dim3(grid), dim3(RF_BLOCK), 0, (hipStream_t)stream, x,
+                         count, cap);
     return (int)hipGetLastError();
 }
 

@@ -48,9 +48,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     attention_kernel(const float* q, int ld_q, const T* k_cache, const T* v_cache,
                      const int32_t* cell_pos, const uint64_t* cell_seqs,
                      const int32_t* n_cells_dev, const int32_t* tok_pos, const int32_t* tok_seq,
-                     const int32_t* tok_lo, const int32_t* tok_hi, int n_head, int n_head_kv,
-                     int n_ctx, float* part, int32_t* counters, float* out, int8_t* q8,
-                     float4* q8_scales) {
+                     const int32_t* tok_lo, const int32_t* tok_hi, const int32_t* tok_first,
+                     int n_head, int n_head_kv, int n_ctx, int window, float scale, float* part,
+                     int32_t* counters,
+                     float* out, int8_t* q8, float4* q8_scales) {
     constexpr int GROUPS = AttShape<HD>::groups, THREADS = GROUPS * 32;
     constexpr int PER_LANE = HD / 32;     // key elements per lane
     constexpr int SLICE = HD / GROUPS;    // output elements per group (4 or 8)
@@ -68,7 +69,6 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     const int lane = threadIdx.x % 32, grp = threadIdx.x / 32;
     const int kv_dim = n_head_kv * HD;
     const int kv_off = (h / (n_head / n_head_kv)) * HD;
-    const float scale = 1.0f / sqrtf((float)HD);
     const int max_chunks = (n_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
     // (token, head)'s chunk results: (max_chunks, 2 + HD) floats, m_j, l_j, o_j.
     float* th_part = part + ((size_t)t * n_head + h) * max_chunks * (2 + HD);
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
             for (int b = 0; b < ATT_CELLS; b++) {
                 const int c = c0 + b;
                 vis[b] = c < c_hi && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
-                         cell_pos[c] <= pos;
+                         cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
                 const T* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
@@ -215,12 +215,15 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     __threadfence();
     if (threadIdx.x == 0) counters[t * n_head + h] = 0;  // ready for the next layer / pass
     if (threadIdx.x >= HD) return;
-    // The last block joins the chunks, ascending, as the CPU does.
+    // The last block joins the chunks as the CPU does: ascending, or, in a sliding-window
+    // ring, ascending from the chunk of the window's oldest position and wrapping around.
     float big = -INFINITY;
     for (int j = j_lo; j < j_hi; j++)
         big = fmaxf(big, rf_load_coherent(th_part + (size_t)j * (2 + HD)));
+    const int j_first = tok_first ? min(max(tok_first[t], j_lo), j_hi - 1) : j_lo;
     float total = 0.0f, o = 0.0f;
-    for (int j = j_lo; j < j_hi; j++) {
+    for (int k = 0; k < n_chunks; k++) {
+        const int j = j_first + k < j_hi ? j_first + k : j_first + k - n_chunks;
         const float* pj = th_part + (size_t)j * (2 + HD);
         const float m = rf_load_coherent(pj);
         if (m == -INFINITY) continue;  // no visible cell in the chunk
@@ -237,23 +240,27 @@ static void launch_attention(dim3 grid, hipStream_t st, const float* q, int ld_q
                              const T* k_cache, const T* v_cache, const int32_t* cell_pos,
                              const uint64_t* cell_seqs, const int32_t* n_cells,
                              const int32_t* tok_pos, const int32_t* tok_seq,
-                             const int32_t* tok_lo, const int32_t* tok_hi, int n_head,
-                             int n_head_kv, int n_ctx, float* part, int32_t* counters,
-                             float* out, int8_t* q8, float4* q8_scales) {
+                             const int32_t* tok_lo, const int32_t* tok_hi,
+                             const int32_t* tok_first, int n_head, int n_head_kv, int n_ctx,
+                             int window, float scale, float* part, int32_t* counters, float* out,
+                             int8_t* q8, float4* q8_scales) {
     RF_LAUNCH_OVERLAPPED((attention_kernel<HD, T>), grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
                          ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
-                         tok_lo, tok_hi, n_head, n_head_kv, n_ctx, part, counters, out, q8,
-                         q8_scales);
+                         tok_lo, tok_hi, tok_first, n_head, n_head_kv, n_ctx, window, scale, part,
+                         counters, out, q8, q8_scales);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
                             int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                             const int32_t* n_cells, const int32_t* tok_pos,
                             const int32_t* tok_seq, const int32_t* tok_lo,
-                            const int32_t* tok_hi, int n, int n_head, int n_head_kv,
-                            int head_dim, int n_ctx, int splits, float* part, int32_t* counters,
-                            float* out, int8_t* q8, void* q8_scales, void* stream) {
+                            const int32_t* tok_hi, const int32_t* tok_first, int n, int n_head,
+                            int n_head_kv,
+                            int head_dim, int n_ctx, int window, float scale, int splits,
+                            float* part, int32_t* counters, float* out, int8_t* q8,
+                            void* q8_scales, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
+        window < 0 ||
         splits < 1 || splits > ATT_MAX_SPLIT || (kv_type != RF_KV_F32 && kv_type != RF_KV_F16))
         return RF_ERR_SHAPE;
     const dim3 grid(n_head, n, splits);
@@ -264,13 +271,15 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
         if (kv_type == RF_KV_F16)                                                           \
             launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_f16*)k_cache,              \
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
-                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
-                                 n_ctx, part, counters, out, q8, qs);                        \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
+                                 n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
+                                 qs);                                                        \
         else                                                                                \
             launch_attention<HD>(grid, st, q, ld_q, (const float*)k_cache,                  \
                                  (const float*)v_cache, cell_pos, cell_seqs, n_cells,       \
-                                 tok_pos, tok_seq, tok_lo, tok_hi, n_head, n_head_kv,       \
-                                 n_ctx, part, counters, out, q8, qs);                        \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
+                                 n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
+                                 qs);                                                        \
         break;
     switch (head_dim) {
         RF_ATT_CASE(32)

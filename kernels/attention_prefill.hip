@@ -22,7 +22,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
                                          const int32_t* tok_pos, const int32_t* tok_seq,
                                          const int32_t* tok_lo, const int32_t* tok_hi, int n,
                                          int n_head, int n_head_kv, int head_dim,
-                                         int tokens_per_block, float* out) {
+                                         int window, float scale, int tokens_per_block,
+                                         float* out) {
     // +4: lane c reads row c with 16-byte loads, and the 8 lanes of a load phase hit
     // distinct banks.
     __shared__ __align__(16) float sk[PF_CHUNK][PF_MAX_HD + 4];
@@ -35,7 +36,6 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
     const int n_rows = min(tokens_per_block, n - t0) * group;
     const int lane = threadIdx.x % 32, team = threadIdx.x / 32, n_teams = blockDim.x / 32;
     const int kv_dim = n_head_kv * head_dim, q_dim = n_head * head_dim;
-    const float scale = 1.0f / sqrtf((float)head_dim);
     const int n_cells = *n_cells_dev;
 
     // Query row r: token t0 + r / group, head kvh * group + r % group.
@@ -46,10 +46,12 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
     }
     // The tile's tokens see only cells in the union of their ranges [tok_lo, tok_hi): the
     // chunks outside it hold no visible cell and would change nothing (skipped alike below).
-    int max_pos = -1, lo = n_cells, hi = 0;
+    // A row at p sees positions (p - window, p]: the tile, (min_pos - window, max_pos].
+    int max_pos = -1, min_pos = 0x7fffffff, lo = n_cells, hi = 0;
     for (int r = 0; r < n_rows; r += group) {
         const int t = t0 + r / group;
         max_pos = max(max_pos, tok_pos[t]);
+        min_pos = min(min_pos, tok_pos[t]);
         lo = min(lo, tok_lo[t]);
         hi = max(hi, tok_hi[t]);
     }
@@ -84,7 +86,9 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
             if (cell < n_cells) {
                 kv = rf_kv_get(k_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
                 vv = rf_kv_get(v_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
-                if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos) s_any = 1;
+                if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos &&
+                    (window == 0 || min_pos - cell_pos[cell] < window))
+                    s_any = 1;
             }
             sk[c][e] = kv;
             sv[c][e] = vv;
@@ -113,7 +117,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
             const int r = team + k * n_teams;
             const float* sk4 = k == 0 ? s0 : s1;
             float s = (sk4[0] + sk4[1]) + (sk4[2] + sk4[3]);
-            const bool vis = r < n_rows && cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0;
+            const bool vis = r < n_rows && cp >= 0 && cp <= pos[k] && (cs & bit[k]) != 0 &&
+                             (window == 0 || pos[k] - cp < window);
             s = vis ? s : -INFINITY;
             const float cmax = rf_group32_max(s);
             live[k] = cmax != -INFINITY;  // uniform per team
@@ -161,9 +166,10 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cach
                                     const uint64_t* cell_seqs, const int32_t* n_cells,
                                     const int32_t* tok_pos, const int32_t* tok_seq,
                                     const int32_t* tok_lo, const int32_t* tok_hi, int n,
-                                    int n_head, int n_head_kv, int head_dim, float* out,
-                                    void* stream) {
-    if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0)
+                                    int n_head, int n_head_kv, int head_dim, int window,
+                                    float scale, float* out, void* stream) {
+    if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0 ||
+        window < 0)
         return RF_ERR_SHAPE;
     const int group = n_head / n_head_kv;
     if (group > PF_ROWS) return RF_ERR_SHAPE;
@@ -175,13 +181,13 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cach
             hipLaunchKernelGGL(attention_prefill_kernel<float>, grid, dim3(PF_THREADS), 0, st, q,
                                ld_q, (const float*)k_cache, (const float*)v_cache, cell_pos,
                                cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n, n_head,
-                               n_head_kv, head_dim, tokens_per_block, out);
+                               n_head_kv, head_dim, window, scale, tokens_per_block, out);
             break;
         case RF_KV_F16:
             hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_f16>, grid, dim3(PF_THREADS), 0, st,
                                q, ld_q, (const rf_kv_f16*)k_cache, (const rf_kv_f16*)v_cache,
                                cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n,
-                               n_head, n_head_kv, head_dim, tokens_per_block, out);
+                               n_head, n_head_kv, head_dim, window, scale, tokens_per_block, out);
             break;
         default: return RF_ERR_SHAPE;  // an unknown cache type
     }

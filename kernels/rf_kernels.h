@@ -14,6 +14,7 @@
 #define RF_ACT_RMSNORM 0
 #define RF_ACT_COPY 1
 #define RF_ACT_SWIGLU 2
+#define RF_ACT_GEGLU 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,12 +58,13 @@ int rf_wave_check(int* host_result);
 int rf_measure_copy(void* dst, const void* src, size_t bytes, int iters, void* stream, float* ms);
 
 // ---- embed.hip: out(n, cols) = rows `tokens[i]` of table(rows, cols) as f32.
+// Each value is multiplied by `scale` (1: unchanged; Gemma scales by sqrt(cols)).
 int rf_embed(int ty, const void* table, int rows, int cols, const int32_t* tokens, int n,
-             float* out, void* stream);
+             float scale, float* out, void* stream);
 
 // ---- act.hip: per row r of n: in(src_row(r), d) -> transform -> optional outputs.
-// RMSNORM: x * rsqrt(mean(x^2) + eps) * w; COPY: x; SWIGLU: in has rows of 2*d (gate | up),
-// result silu(gate) * up. `row_map` (nullable) picks source rows. Outputs (each nullable):
+// RMSNORM: x * rsqrt(mean(x^2) + eps) * w; COPY: x; SWIGLU / GEGLU: in has rows of 2*d
+// (gate | up), result silu(gate) * up / gelu(gate) * up (tanh approximation). `row_map` (nullable) picks source rows. Outputs (each nullable):
 // out_f32 (n, d), out_f16 (n, d), q8 values (n, d) int8 with q8 scales (n, d/32) float4
 // (f16-rounded scale, sum of the 32 quantized values, f16(scale * sum), 0).
 // f16_from_q8: out_f16 holds the int8-rounded values (what quantized weights are dotted with).
@@ -122,9 +124,9 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
                const int32_t* tok_cell, const int32_t* tok_seq, void* k_cache, void* v_cache,
                int kv_type, int32_t* cell_pos, uint64_t* cell_seqs, void* stream);
 
-// ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T / sqrt(hd)) . V over the cells
+// ---- attention.hip: out(n, n_head*hd) = softmax(q . K^T * scale) . V over the cells
 // [0, *n_cells) visible to each token (cell holds the token's sequence at a position not after
-// its own); n_cells lives in device memory so captured graphs stay valid. tok_lo / tok_hi
+// its own, and with window > 0 less than `window` positions before it); n_cells lives in device memory so captured graphs stay valid. tok_lo / tok_hi
 // (n): a range of cells holding every cell visible to the token (the host's per-sequence
 // bounds), the only chunks scanned. Rows of q are `ld_q` floats apart; n <=
 // RF_ATTENTION_MAX_TOKENS. The softmax is split over chunks of 256 cells, `splits` (1..32)
@@ -132,13 +134,16 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // floats of scratch, `counters` (n, n_head) int32 zeros (left zero). hd: a multiple of 32, at
 // most 256. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also
 // write the output quantized as rf_act would. The caches hold elements of `kv_type`
-// (kv_cache.h), widened to f32 as they are read.
+// (kv_cache.h), widened to f32 as they are read. tok_first (nullable, n): the chunk each
+// token's join starts at, wrapping within [tok_lo, tok_hi)'s chunks (a sliding-window ring's
+// oldest position); null: ascending.
 #define RF_ATTENTION_MAX_TOKENS 64
 int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache, int kv_type,
                  const int32_t* cell_pos, const uint64_t* cell_seqs, const int32_t* n_cells,
                  const int32_t* tok_pos, const int32_t* tok_seq, const int32_t* tok_lo,
-                 const int32_t* tok_hi, int n, int n_head,
-                 int n_head_kv, int head_dim, int n_ctx, int splits, float* part,
+                 const int32_t* tok_hi, const int32_t* tok_first, int n, int n_head,
+                 int n_head_kv, int head_dim, int n_ctx, int window, float scale, int splits,
+                 float* part,
                  int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
@@ -147,7 +152,8 @@ int rf_attention_prefill(const float* q, int ld_q, const void* k_cache, const vo
                          int kv_type, const int32_t* cell_pos, const uint64_t* cell_seqs,
                          const int32_t* n_cells, const int32_t* tok_pos, const int32_t* tok_seq,
                          const int32_t* tok_lo, const int32_t* tok_hi, int n, int n_head,
-                         int n_head_kv, int head_dim, float* out, void* stream);
+                         int n_head_kv, int head_dim, int window, float scale, float* out,
+                         void* stream);
 
 // ---- blas (cuBLAS / rocBLAS, opened at run time): y(n, rows) (+)= x(n, cols) . W^T with f16
 // inputs, f32 output. rf_blas_create answers RF_ERR_NO_BLAS when the library cannot be opened;

@@ -1,4 +1,4 @@
-//! Agreement with llama.cpp on the `qwen2`, `qwen3` and `phi3` families, judged by teacher forcing on
+//! Agreement with llama.cpp on the `qwen2`, `qwen3` and `phi3` families and windowed Mistral files, judged by teacher forcing on
 //! small synthetic models: no real Qwen weights are needed (or downloaded).
 //!
 //! Each model is a [`TinySpec`] (tests/common/tiny.rs): deterministic random weights, so the
@@ -70,6 +70,15 @@ fn models() -> Vec<(&'static str, TinySpec)> {
         ("phi3_f32_long", phi3(GgmlType::F32)),
         ("phi3_f32_short", phi3(GgmlType::F32)),
         ("phi3_q8_0_long", phi3(GgmlType::Q8_0)),
+        // Mistral v0.1's files are `llama` ones declaring a sliding window (here 4 positions,
+        // far shorter than the prompt), which llama.cpp does not apply to this architecture.
+        (
+            "mistral_f32_windowed",
+            TinySpec {
+                sliding_window: Some(4),
+                ..Default::default()
+            },
+        ),
     ]
 }
 
@@ -122,6 +131,7 @@ fn the_reference_models_are_what_they_claim() {
                 Feature::ContextRopeFactors,
                 Feature::RopeAttnFactor,
             ],
+            "llama" => &[],
             _ => &[Feature::NeoxRope, Feature::QkNorm],
         };
         assert_eq!(hp.features(), expected, "{name}");

@@ -51,7 +51,7 @@ fn gpu_pp512_tg128() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let n_ctx = (depth + 256).max(1024);
-    let exec = GpuContext::new(Arc::clone(&gm), n_ctx, cache_type()).expect("context");
+    let exec = GpuContext::new(Arc::clone(&gm), n_ctx, n_ctx, cache_type(), None).expect("context");
     let mut ctx = Engine::new(Box::new(exec), n_ctx, 1).expect("cells");
     let vocab = model.hparams.n_vocab;
     let cancel = CancelFlag::new();
@@ -178,7 +178,8 @@ fn gpu_batched() {
     let mut logits = Vec::new();
     for &n in &npl {
         let n_ctx = n * stride;
-        let exec = GpuContext::new(Arc::clone(&gm), n_ctx, cache_type()).expect("context");
+        let exec =
+            GpuContext::new(Arc::clone(&gm), n_ctx, n_ctx, cache_type(), None).expect("context");
         let mut ctx = Engine::new(Box::new(exec), n_ctx, n).expect("cells");
         ctx.edit_cells(|c| c.set_seq_regions(Some(stride)).expect("regions"));
         let mut best = (f64::MAX, f64::MAX);

@@ -21,7 +21,8 @@ fn tiny_gemma() -> Model {
         n_layer: 4,
         qk_norm_scale: Some(0.3),
         post_norm_scale: Some(0.2),
-        sliding_window: Some((WINDOW, 2)),
+        sliding_window: Some(WINDOW),
+        sliding_window_pattern: Some(2),
         ..TinySpec::default()
     }))
     .expect("tiny gemma3")
@@ -102,7 +103,8 @@ fn greedy_plain(_model: &Model, p: &[u32], steps: usize) -> Vec<f32> {
         n_layer: 4,
         qk_norm_scale: Some(0.3),
         post_norm_scale: Some(0.2),
-        sliding_window: Some((4096, 2)),
+        sliding_window: Some(4096),
+        sliding_window_pattern: Some(2),
         ..TinySpec::default()
     }))
     .unwrap();

@@ -100,11 +100,15 @@ impl Context {
                 params.n_threads
             )));
         }
-        // The GPU keeps no ring yet (it refuses sliding-window models); the CPU does.
-        let ring = match model.gpu() {
-            Some(_) => None,
-            None => RingPlan::new(hp, params.n_ctx, &params),
-        };
+        // The CPU keeps the windowed layers' keys and values in the ring. The GPU's ring path
+        // (the wrapped chunk join of kernels/attention.hip and the ring's device tables) is
+        // compile-checked but has not yet run on a GPU, so a GPU context keeps full tables for
+        // every layer unless ROCMFORGE_GPU_RING=1 asks for the ring (for checking it there).
+        // A lone sequence gets the same bits either way: the ring keeps the full table's.
+        if model.gpu().is_some() && std::env::var("ROCMFORGE_GPU_RING").map_or(true, |v| v != "1") {
+            params.swa_full = true;
+        }
+        let ring = RingPlan::new(hp, params.n_ctx, &params);
         let exec = Self::executor(model, &params, ring)?;
         let cells = match ring {
             Some(r) => Cells::with_ring(params.n_ctx, params.n_seq_max, r.cells, r.window)?,
@@ -128,7 +132,13 @@ impl Context {
         ring: Option<RingPlan>,
     ) -> Result<Box<dyn Executor>> {
         if let Some(weights) = model.gpu() {
-            return gpu::new_context(weights, params.n_ctx, params.cache_type);
+            return gpu::new_context(
+                weights,
+                params.n_ctx,
+                n_ctx_seq(params.n_ctx, params.n_seq_max),
+                params.cache_type,
+                ring.map(|r| r.cells),
+            );
         }
         // Refused before anything is allocated when the host cannot hold it filled; the cache
         // itself is then allocated lazily (pages arrive as cells are used).
@@ -352,7 +362,7 @@ impl Context {
         self.cells().window_intact(seq, pos)
     }
 
-    /// Bytes of keys and values this context allocated (the CPU's arrays; None on a GPU).
+    /// Bytes of keys and values this context allocated (host arrays or device buffers).
     pub fn kv_bytes(&self) -> Option<u64> {
         self.engine.executor().kv_bytes()
     }

@@ -58,7 +58,7 @@ impl<E: Executor + ?Sized> Engine<E> {
         } else if self.cells.ring().is_some() {
             // The ring's cells that left every window are free for the next step.
             self.cells.finish_step();
-            self.exec.cells_changed();
+            self.exec.ring_advanced();
         }
         result
     }

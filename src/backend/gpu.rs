@@ -49,10 +49,10 @@ pub fn wave_check(device: usize) -> Result<WaveCheck> {
     }
 }
 
-/// What the GPU backend runs beyond plain llama ([`Feature`]): nothing yet. A model that uses
-/// any other feature is refused at upload (`Hparams::check_backend`); a feature joins this
-/// list with its kernels, keeping decode bit-identical to the CPU backend.
-pub const RUNS: &[Feature] = &[];
+/// What the GPU backend runs beyond plain llama ([`Feature`]): the families' features, each
+/// with its kernels and decode bit-identical to the CPU backend; a model that uses any other
+/// feature is refused at upload (`Hparams::check_backend`).
+pub const RUNS: &[Feature] = super::FAMILY_FEATURES;
 
 /// Whether this library was built with a GPU backend (features `rocm` or `cuda`).
 pub fn built_in() -> bool {
@@ -116,21 +116,26 @@ pub fn upload(
 }
 
 /// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells
-/// stored as `kv_type`.
+/// (`n_ctx_seq` per sequence, which picks RoPE factors) stored as `kv_type`; with `ring` (the
+/// cells of the table's sliding-window ring), the windowed layers keep only that many.
 pub fn new_context(
     model: &Arc<GpuModel>,
     n_ctx: usize,
+    n_ctx_seq: usize,
     kv_type: KvType,
+    ring: Option<usize>,
 ) -> Result<Box<dyn Executor>> {
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
         Arc::clone(model),
         n_ctx,
+        n_ctx_seq,
         kv_type,
+        ring,
     )?));
     #[cfg(not(any(feature = "rocm", feature = "cuda")))]
     {
-        let _ = (n_ctx, kv_type);
+        let _ = (n_ctx, n_ctx_seq, kv_type, ring);
         match **model {}
     }
 }

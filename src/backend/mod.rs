@@ -14,9 +14,30 @@ pub mod hip;
 
 pub use engine::Engine;
 
+/// What both backends run beyond plain llama ([`Feature`]), decode bit-identical between them:
+/// each backend's `RUNS` list (a model using anything else is refused at load). Missing:
+/// attention logit soft-capping.
+pub const FAMILY_FEATURES: &[Feature] = &[
+    Feature::NeoxRope,
+    Feature::PerLayerRope,
+    Feature::GeGlu,
+    Feature::QkvBias,
+    Feature::OutputBias,
+    Feature::QkNorm,
+    Feature::PostAttentionNorm,
+    Feature::PostFfnNorm,
+    Feature::EmbeddingScale,
+    Feature::SlidingWindow,
+    Feature::FinalLogitSoftcap,
+    Feature::AttentionScale,
+    Feature::ContextRopeFactors,
+    Feature::RopeAttnFactor,
+];
+
 use crate::batch::Batch;
 use crate::cancel::CancelFlag;
 use crate::kv_cache::Cells;
+use crate::model::Feature;
 use crate::Result;
 
 /// One context's compute: its keys and values, buffers and the forward pass. `api::Context`
@@ -40,6 +61,14 @@ pub trait Executor: Send {
     /// The cell table changed other than by `forward` (sequence edits, a rollback, a restore).
     fn cells_changed(&mut self);
 
+    /// A step's end freed the sliding-window ring's cells that left every window
+    /// ([`Cells::finish_step`]), and nothing else changed. A backend whose attention masks
+    /// cells by the window needs nothing new (a freed cell's old position is out of every
+    /// window that could see it); the default treats it as any change.
+    fn ring_advanced(&mut self) {
+        self.cells_changed();
+    }
+
     /// Keys and values of `cells`: (cells, n_layer, keys | values, kv_dim) f32, the state
     /// format's per-cell layout. Only these cells move (from the device, on a GPU).
     fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>>;
@@ -47,8 +76,8 @@ pub trait Executor: Send {
     /// Writes `data` in [`Self::read_cells`]'s layout into `cells`.
     fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()>;
 
-    /// Bytes of keys and values this context allocated, where the backend counts them (the
-    /// CPU does; a device's buffers are not counted here).
+    /// Bytes of keys and values this context allocated (host arrays or device buffers), where
+    /// the backend counts them.
     fn kv_bytes(&self) -> Option<u64> {
         None
     }

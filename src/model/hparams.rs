@@ -99,6 +99,16 @@ impl Hparams {
         self.n_head * self.head_dim
     }
 
+    /// Whether a context with `n_ctx_seq` cells per sequence rotates with a
+    /// [`FreqFactors::ByContext`] RoPE's long factors (past its original context length), as
+    /// llama.cpp chooses them; the same choice for every backend.
+    pub fn long_rope_factors(&self, n_ctx_seq: usize) -> bool {
+        (self.ropes.iter()).any(|r| match r.freq_factors {
+            FreqFactors::ByContext { n_ctx_orig } => n_ctx_seq > n_ctx_orig,
+            _ => false,
+        })
+    }
+
     /// Invariants a family's `describe` must keep, checked on every file (they are untrusted).
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidModel(what));

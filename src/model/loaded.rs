@@ -50,11 +50,7 @@ impl LoadedModel {
     /// The RoPE tables of a context with `n_ctx_seq` cells per sequence: the long factors'
     /// beyond a RoPE's original context length, as llama.cpp chooses them.
     pub fn rope_tables(&self, n_ctx_seq: usize) -> &[Vec<f32>] {
-        let long = (self.hparams.ropes.iter()).any(|r| match r.freq_factors {
-            FreqFactors::ByContext { n_ctx_orig } => n_ctx_seq > n_ctx_orig,
-            _ => false,
-        });
-        if long {
+        if self.hparams.long_rope_factors(n_ctx_seq) {
             &self.rope_inv_freq_long
         } else {
             &self.rope_inv_freq

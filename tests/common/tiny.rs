@@ -40,11 +40,17 @@ pub struct TinySpec {
     pub rope_factors_orig_ctx: Option<u32>,
     /// `rope.scaling.attn_factor`.
     pub rope_attn_factor: Option<f32>,
-    /// `attention.sliding_window` and `attention.sliding_window_pattern` (a period: every
-    /// p-th layer global), for architectures that read them (gemma3).
-    pub sliding_window: Option<(u32, u32)>,
-    /// Post-attention and post-FFN norm weights of about this scale around 1 (gemma3).
+    /// Adds `post_attention_norm` and `post_ffw_norm` weights to every layer (Gemma 3): 1 ± this.
     pub post_norm_scale: Option<f32>,
+    /// `attention.sliding_window`, as Gemma 3 and Mistral v0.1 files have it.
+    pub sliding_window: Option<u32>,
+    /// `attention.sliding_window_pattern`: a period (every period-th layer global), as Gemma 3
+    /// files have it.
+    pub sliding_window_pattern: Option<u32>,
+    /// `rope.freq_base_swa`: the windowed layers' RoPE base (Gemma 3).
+    pub rope_base_swa: Option<f32>,
+    /// `final_logit_softcapping`.
+    pub final_logit_softcap: Option<f32>,
 }
 
 impl Default for TinySpec {
@@ -67,8 +73,11 @@ impl Default for TinySpec {
             fused: false,
             rope_factors_orig_ctx: None,
             rope_attn_factor: None,
-            sliding_window: None,
             post_norm_scale: None,
+            sliding_window: None,
+            sliding_window_pattern: None,
+            rope_base_swa: None,
+            final_logit_softcap: None,
         }
     }
 }
@@ -181,10 +190,33 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
             Value::F32(f),
         );
     }
-    if let Some((window, pattern)) = spec.sliding_window {
-        let key = |k: &str| format!("{arch}.attention.{k}");
-        kv(&mut w, key("sliding_window"), Value::U32(window));
-        kv(&mut w, key("sliding_window_pattern"), Value::U32(pattern));
+    if let Some(window) = spec.sliding_window {
+        kv(
+            &mut w,
+            format!("{arch}.attention.sliding_window"),
+            Value::U32(window),
+        );
+    }
+    if let Some(period) = spec.sliding_window_pattern {
+        kv(
+            &mut w,
+            format!("{arch}.attention.sliding_window_pattern"),
+            Value::U32(period),
+        );
+    }
+    if let Some(base) = spec.rope_base_swa {
+        kv(
+            &mut w,
+            format!("{arch}.rope.freq_base_swa"),
+            Value::F32(base),
+        );
+    }
+    if let Some(cap) = spec.final_logit_softcap {
+        kv(
+            &mut w,
+            format!("{arch}.final_logit_softcapping"),
+            Value::F32(cap),
+        );
     }
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
     let mut types = vec![2i32, 3, 3];
@@ -328,12 +360,17 @@ pub fn build_bytes(spec: &TinySpec) -> Vec<u8> {
         }
     }
     if let Some(s) = spec.post_norm_scale {
-        let d = spec.n_embd as u64;
         for i in 0..spec.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
-            for t in ["post_attention_norm", "post_ffw_norm"] {
-                tensor(&mut w, name(t), &[d], GgmlType::F32, s, 1.0);
-            }
+            tensor(
+                &mut w,
+                name("post_attention_norm"),
+                &[d],
+                GgmlType::F32,
+                s,
+                1.0,
+            );
+            tensor(&mut w, name("post_ffw_norm"), &[d], GgmlType::F32, s, 1.0);
         }
     }
     w.to_bytes()

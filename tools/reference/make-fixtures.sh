@@ -51,12 +51,13 @@ for p in $fx/prompts/*.txt; do
   "$dump" logits "$smol" "$p" $fx/smollm2/"$name".json --n-gen 64 --threads "$threads" --fa off --kv f32
 done
 
-# Small synthetic qwen2/qwen3/phi3 models (random weights, biases, QK-norm weights, fused
-# tensors, RoPE factors; F32, Q8_0, Q4_0), written by the test that rebuilds them in memory to compare.
+# Small synthetic qwen2/qwen3/phi3 models and a windowed Mistral one (random weights, biases,
+# QK-norm weights, fused tensors, RoPE factors, a declared window; F32, Q8_0, Q4_0), written by the test that rebuilds them in memory to compare.
 ROCMFORGE_TINY_OUT="$ref/qwen" cargo test --quiet --test families_llamacpp_parity -- \
   --ignored write_reference_models
 mkdir -p $fx/families
-for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0 phi3_f32_long phi3_f32_short phi3_q8_0_long; do
+for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0 phi3_f32_long phi3_f32_short phi3_q8_0_long \
+    mistral_f32_windowed; do
   # phi3: a context longer than the file's original 256 (the long RoPE factors), and one as
   # long ("_short": the short factors).
   n_ctx=256; case $m in phi3*_long) n_ctx=512 ;; esac

@@ -20,24 +20,9 @@ use crate::quant::activation_type;
 use crate::Result;
 use std::sync::Arc;
 
-/// What this backend runs beyond plain llama ([`Feature`]); a model that uses anything else
-/// is refused at load ([`Hparams::check_backend`]). Missing: attention logit soft-capping.
-pub const RUNS: &[Feature] = &[
-    Feature::NeoxRope,
-    Feature::PerLayerRope,
-    Feature::GeGlu,
-    Feature::QkvBias,
-    Feature::OutputBias,
-    Feature::QkNorm,
-    Feature::PostAttentionNorm,
-    Feature::PostFfnNorm,
-    Feature::EmbeddingScale,
-    Feature::SlidingWindow,
-    Feature::FinalLogitSoftcap,
-    Feature::AttentionScale,
-    Feature::ContextRopeFactors,
-    Feature::RopeAttnFactor,
-];
+/// What this backend runs beyond plain llama ([`Feature`]): the families' features, as the
+/// GPU; a model that uses anything else is refused at load ([`Hparams::check_backend`]).
+pub const RUNS: &[Feature] = crate::backend::FAMILY_FEATURES;
 
 /// A CPU context: keys and values in host memory, worker threads and per-batch buffers.
 pub struct CpuContext {

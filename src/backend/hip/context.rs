@@ -32,11 +32,15 @@ const DEQUANT_MAX_ELEMS: usize = 64 << 20;
 /// Room for the quantized mat-mat's subtree sums (32 MiB): enough to split the products of
 /// short matrices (up to 4,096 rows at 512 tokens in 4 parts) over more blocks.
 const MATMUL_PART_FLOATS: usize = 8 << 20;
-/// Batch metadata: seven arrays of MAX_STEP_TOKENS ints (see `META_*`), then the cell count.
-const META_INTS: usize = 7 * MAX_STEP_TOKENS + 1;
+/// Batch metadata: twelve arrays of MAX_STEP_TOKENS ints (see `META_*`; the eighth holds the
+/// cell counts).
+const META_INTS: usize = 12 * MAX_STEP_TOKENS;
 /// Where each array of the metadata starts, in units of MAX_STEP_TOKENS ints: token ids,
 /// positions, cells, sequences, logit rows, and each token's range of cells [lo, hi) holding
-/// every cell it can see (its sequence's lowest and highest cell + 1); then the cell count.
+/// every cell it can see (its sequence's lowest and highest cell + 1); then the cell counts
+/// (the table's, then the ring's); then, for the sliding-window ring when the context has one,
+/// each token's ring cell, range of ring cells, and the attention chunk its window's oldest
+/// position lies in (the chunks are joined from there, wrapping, as the CPU joins them).
 pub(super) const META_TOKENS: usize = 0;
 pub(super) const META_POS: usize = 1;
 pub(super) const META_CELL: usize = 2;
@@ -45,6 +49,10 @@ pub(super) const META_ROWS: usize = 4;
 pub(super) const META_CELL_LO: usize = 5;
 pub(super) const META_CELL_HI: usize = 6;
 pub(super) const META_N_CELLS: usize = 7;
+pub(super) const META_RING_CELL: usize = 8;
+pub(super) const META_RING_LO: usize = 9;
+pub(super) const META_RING_HI: usize = 10;
+pub(super) const META_RING_FIRST: usize = 11;
 /// Most tokens per launch of the split decode attention, whose chunk scratch is sized for
 /// them: up to 64, fewer for long contexts (ATTENTION_PART_BYTES), never fewer than the
 /// mat-vec's batches.
@@ -109,8 +117,12 @@ struct Scratch {
     dequant_elems: usize,
     /// tokens | positions | cells | sequences | logit rows: (5, step) i32, then the cell count
     meta: DeviceBuffer,
-    /// Each token's RoPE rotations, (sin, cos) per pair: (MAX_STEP_TOKENS, head_dim / 2)
+    /// Each token's RoPE rotations, (sin, cos) per pair, one table per RoPE of the model:
+    /// (n_ropes, MAX_STEP_TOKENS, head_dim / 2)
     rope: DeviceBuffer,
+    /// A block's output before its residual add, when the layer transforms it first (output
+    /// bias, post-norms): (step, n_embd) f32; empty for models without such layers
+    proj: DeviceBuffer,
 }
 
 pub struct GpuContext {
@@ -145,21 +157,28 @@ pub struct GpuContext {
     stream: Stream,
     /// Cells in the cache.
     n_ctx: usize,
+    /// Per RoPE of the model, its frequencies for this context's cells per sequence
+    /// (`GpuModel::rope_tables`).
+    rope_inv_freq: Vec<Vec<f32>>,
     /// The device's cell table (`cell_pos`, `cell_seqs`) is stale: re-upload it from the
     /// context's [`Cells`] at the next step. Forward steps keep it current themselves (the
     /// kernels that store keys and values also record their cells).
     cells_dirty: bool,
     /// How keys and values are stored (rounded when written, as the CPU's cache rounds them).
     kv_type: KvType,
-    /// Per layer: (n_ctx, kv_dim) elements of `kv_type`
+    /// Per layer: whether its keys and values live in the sliding-window ring.
+    in_ring: Vec<bool>,
+    /// Per layer: (n_ctx, or the ring's cells, kv_dim) elements of `kv_type`
     k_cache: Vec<DeviceBuffer>,
     v_cache: Vec<DeviceBuffer>,
     /// (n_ctx) i32 and (n_ctx) u64
     cell_pos: DeviceBuffer,
     cell_seqs: DeviceBuffer,
+    /// The ring's table, the same way, when the context has one: (cells, i32 and u64 arrays).
+    ring: Option<(usize, DeviceBuffer, DeviceBuffer)>,
     s: Scratch,
     /// Page-locked staging for each step's uploads: metadata (META_INTS i32), then RoPE
-    /// rotations (MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
+    /// rotations (n_ropes, MAX_STEP_TOKENS, head_dim / 2) (sin, cos) f32 pairs. Every step ends with a
     /// stream sync, so the next step may overwrite it.
     staging: PinnedBuffer,
     /// Page-locked landing place of the logits: (up to PINNED_LOGIT_ROWS, n_vocab) f32
@@ -169,12 +188,19 @@ pub struct GpuContext {
     /// Staging for `s.rope`: the rotations of one step, computed on the host.
     host_rope: Vec<f32>,
     host_rope_pair: Vec<(f32, f32)>,
-    host_cell_pos: Vec<i32>,
-    host_cell_seqs: Vec<u64>,
 }
 
 impl GpuContext {
-    pub fn new(model: Arc<GpuModel>, n_ctx: usize, kv_type: KvType) -> Result<GpuContext> {
+    /// A context of `n_ctx` cells, `n_ctx_seq` of them per sequence (which picks RoPE factors
+    /// as the CPU backend does), its keys and values stored as `kv_type`. With `ring` (the
+    /// cells of [`Cells::ring`]), the sliding-window layers keep only that many cells.
+    pub fn new(
+        model: Arc<GpuModel>,
+        n_ctx: usize,
+        n_ctx_seq: usize,
+        kv_type: KvType,
+        ring: Option<usize>,
+    ) -> Result<GpuContext> {
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
@@ -186,21 +212,28 @@ impl GpuContext {
         let step = MAX_STEP_TOKENS;
         let (d, q, kvd, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
         let width = d.max(ff).max(q);
+        if ring.is_some_and(|r| r == 0 || r > n_ctx) {
+            return Err(Error::InvalidArgument(format!(
+                "a sliding-window ring of {ring:?} cells in a context of {n_ctx}"
+            )));
+        }
+        let in_ring: Vec<bool> = (hp.layers.iter())
+            .map(|l| ring.is_some() && l.window.is_some())
+            .collect();
         let mut k_cache = Vec::with_capacity(hp.n_layer);
         let mut v_cache = Vec::with_capacity(hp.n_layer);
-        for _ in 0..hp.n_layer {
-            k_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * kv_type.elem_bytes(),
-                "KV cache keys",
-                &stream,
-            )?);
-            v_cache.push(DeviceBuffer::zeroed(
-                n_ctx * kvd * kv_type.elem_bytes(),
-                "KV cache values",
-                &stream,
-            )?);
+        for &r in &in_ring {
+            let cells = if r { ring.unwrap_or(n_ctx) } else { n_ctx };
+            let bytes = cells * kvd * kv_type.elem_bytes();
+            k_cache.push(DeviceBuffer::zeroed(bytes, "KV cache keys", &stream)?);
+            v_cache.push(DeviceBuffer::zeroed(bytes, "KV cache values", &stream)?);
         }
         let dequant_elems = model.max_matrix_elems.min(DEQUANT_MAX_ELEMS);
+        let rope_inv_freq = model.rope_tables(n_ctx_seq).to_vec();
+        let n_ropes = rope_inv_freq.len();
+        let rope_table_bytes = MAX_STEP_TOKENS * hp.head_dim * f;
+        let transformed_residual =
+            (hp.layers.iter()).any(|l| l.out_bias || l.post_attn_norm || l.post_ffn_norm);
         let att_token_bytes = hp.n_head * n_ctx.div_ceil(ATTENTION_CHUNK) * (2 + hp.head_dim) * f;
         let att_tokens =
             (ATTENTION_PART_BYTES / att_token_bytes).clamp(MATVEC_MAX_TOKENS, ATTENTION_MAX_TOKENS);
@@ -229,16 +262,32 @@ impl GpuContext {
             dequant: DeviceBuffer::new(dequant_elems * 2, "dequantized weights")?,
             dequant_elems,
             meta: DeviceBuffer::new(META_INTS * 4, "batch metadata")?,
-            rope: DeviceBuffer::new(MAX_STEP_TOKENS * hp.head_dim * 4, "RoPE rotations")?,
+            rope: DeviceBuffer::new(n_ropes * rope_table_bytes, "RoPE rotations")?,
+            proj: DeviceBuffer::new(
+                if transformed_residual {
+                    step * d * f
+                } else {
+                    0
+                },
+                "block outputs",
+            )?,
         };
         let staging = PinnedBuffer::new(
-            META_INTS * 4 + MAX_STEP_TOKENS * hp.head_dim * 4,
+            META_INTS * 4 + n_ropes * rope_table_bytes,
             "batch metadata staging",
         )?;
         let logit_rows = (PINNED_LOGIT_BYTES / (hp.n_vocab * 4)).clamp(1, PINNED_LOGIT_ROWS);
         let logit_staging = PinnedBuffer::new(logit_rows * hp.n_vocab * 4, "logits")?;
         let cell_pos = DeviceBuffer::new(n_ctx * 4, "cell positions")?;
         let cell_seqs = DeviceBuffer::new(n_ctx * 8, "cell sequences")?;
+        let ring = match ring {
+            Some(r) => Some((
+                r,
+                DeviceBuffer::new(r * 4, "ring cell positions")?,
+                DeviceBuffer::new(r * 8, "ring cell sequences")?,
+            )),
+            None => None,
+        };
         stream.sync("creating the GPU context")?;
         Ok(GpuContext {
             model,
@@ -257,20 +306,21 @@ impl GpuContext {
             blas,
             stream,
             n_ctx,
+            rope_inv_freq,
             cells_dirty: true,
             kv_type,
+            in_ring,
             k_cache,
             v_cache,
             cell_pos,
             cell_seqs,
+            ring,
             s,
             staging,
             logit_staging,
             host_meta: Vec::new(),
             host_rope: Vec::new(),
             host_rope_pair: Vec::new(),
-            host_cell_pos: Vec::new(),
-            host_cell_seqs: Vec::new(),
         })
     }
 
@@ -350,21 +400,34 @@ impl GpuContext {
         let n = range.len();
         let n_vocab = self.model.hparams.n_vocab;
 
-        // Batch metadata (META_*), each array `step` long, then the number of cache cells.
+        // Batch metadata (META_*), each array `step` long, and the numbers of cache cells.
         let m = MAX_STEP_TOKENS;
         let n_cells = table.extent().max(1);
-        // Each sequence's lowest and highest cell: a token sees no cell outside them.
-        let (mut seq_lo, mut seq_hi) = ([usize::MAX; MAX_SEQUENCES], [0usize; MAX_SEQUENCES]);
-        for c in 0..n_cells {
-            let (pos, mut seqs) = table.cell(c);
-            if pos < 0 {
-                continue;
+        let (seq_lo, seq_hi) = seq_bounds(table, n_cells);
+        // The same for the ring, and each sequence's ring cells by position.
+        let ring = table.ring().filter(|_| self.ring.is_some());
+        let ring_n_cells = ring.map_or(1, |r| r.extent().max(1));
+        let (ring_lo, ring_hi) = match ring {
+            Some(r) => seq_bounds(r, ring_n_cells),
+            None => ([usize::MAX; MAX_SEQUENCES], [0; MAX_SEQUENCES]),
+        };
+        let mut ring_by_pos: Vec<Vec<(i32, usize)>> = vec![Vec::new(); MAX_SEQUENCES];
+        if let Some(r) = ring {
+            let mut wanted = 0u64;
+            for t in range.clone() {
+                wanted |= 1u64 << batch.seq[t];
             }
-            while seqs != 0 {
-                let s = seqs.trailing_zeros() as usize;
-                seqs &= seqs - 1;
-                seq_lo[s] = seq_lo[s].min(c);
-                seq_hi[s] = c + 1;
+            for c in 0..ring_n_cells {
+                let (pos, seqs) = r.cell(c);
+                let mut mine = seqs & wanted;
+                while pos >= 0 && mine != 0 {
+                    let s = mine.trailing_zeros() as usize;
+                    mine &= mine - 1;
+                    ring_by_pos[s].push((pos, c));
+                }
+            }
+            for list in &mut ring_by_pos {
+                list.sort_unstable();
             }
         }
         let mut seq_tokens = [0usize; MAX_SEQUENCES];
@@ -382,11 +445,26 @@ impl GpuContext {
             self.host_meta[META_CELL_HI * m + i] = hi as i32;
             seq_tokens[seq] += 1;
             widest = widest.max(hi.div_ceil(ATTENTION_CHUNK) - lo / ATTENTION_CHUNK);
+            if let Some(r) = ring {
+                let cell = r.step_cells()[t];
+                let (lo, hi) = (ring_lo[seq].min(cell), ring_hi[seq].max(cell + 1));
+                // The oldest position of the token's window the ring holds, and its chunk.
+                let oldest = i64::from(batch.pos[t]) - r.window().unwrap_or(1) as i64 + 1;
+                let list = &ring_by_pos[seq];
+                let at = list.partition_point(|&(p, _)| i64::from(p) < oldest);
+                let first = list.get(at).map_or(cell, |&(_, c)| c) / ATTENTION_CHUNK;
+                self.host_meta[META_RING_CELL * m + i] = cell as i32;
+                self.host_meta[META_RING_LO * m + i] = lo as i32;
+                self.host_meta[META_RING_HI * m + i] = hi as i32;
+                self.host_meta[META_RING_FIRST * m + i] = first as i32;
+                widest = widest.max(hi.div_ceil(ATTENTION_CHUNK) - lo / ATTENTION_CHUNK);
+            }
         }
         for (k, &t) in rows.iter().enumerate() {
             self.host_meta[META_ROWS * m + k] = (t - range.start) as i32;
         }
         self.host_meta[META_N_CELLS * m] = n_cells as i32;
+        self.host_meta[META_N_CELLS * m + 1] = ring_n_cells as i32;
         self.att_splits = widest.clamp(1, ATTENTION_MAX_SPLIT);
         self.att_tiled = seq_tokens.iter().any(|&k| k > MATVEC_MAX_TOKENS);
         let (meta_bytes, rope_bytes) = self.staging.as_mut_slice().split_at_mut(META_INTS * 4);
@@ -394,17 +472,23 @@ impl GpuContext {
             dst.copy_from_slice(&v.to_ne_bytes());
         }
         // RoPE rotations by the CPU backend's own function: the GPU applies the same bits.
+        // Table r of the model's RoPEs starts at r * rope_table_floats (MAX_STEP_TOKENS rows).
+        let half = self.model.hparams.head_dim / 2;
+        let rope_table_floats = MAX_STEP_TOKENS * 2 * half;
         self.host_rope.clear();
-        for t in range.clone() {
-            // Attention factor 1: the GPU refuses others (Feature::RopeAttnFactor).
-            rope_table(
-                batch.pos[t] as f32,
-                &self.model.rope_inv_freq,
-                1.0,
-                &mut self.host_rope_pair,
-            );
-            self.host_rope
-                .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
+        for (r, inv_freq) in self.rope_inv_freq.iter().enumerate() {
+            self.host_rope.resize(r * rope_table_floats, 0.0);
+            let factor = self.model.hparams.ropes[r].attn_factor;
+            for t in range.clone() {
+                rope_table(
+                    batch.pos[t] as f32,
+                    inv_freq,
+                    factor,
+                    &mut self.host_rope_pair,
+                );
+                self.host_rope
+                    .extend(self.host_rope_pair.iter().flat_map(|&(s, c)| [s, c]));
+            }
         }
         for (dst, v) in rope_bytes.chunks_exact_mut(4).zip(&self.host_rope) {
             dst.copy_from_slice(&v.to_ne_bytes());
@@ -420,23 +504,18 @@ impl GpuContext {
             "RoPE rotations",
         )?;
         if self.cells_dirty {
-            self.host_cell_pos = (0..self.n_ctx).map(|c| table.cell(c).0).collect();
-            self.host_cell_seqs = (0..self.n_ctx).map(|c| table.cell(c).1).collect();
-            let pos: Vec<u8> = self
-                .host_cell_pos
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            let seqs: Vec<u8> = self
-                .host_cell_seqs
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            self.cell_pos
-                .upload(0, &pos, &self.stream, "cell positions")?;
-            self.cell_seqs
-                .upload(0, &seqs, &self.stream, "cell sequences")?;
-            self.stream.sync("uploading cell table")?;
+            let tables = [
+                Some((table, self.n_ctx, &self.cell_pos, &self.cell_seqs)),
+                (ring.zip(self.ring.as_ref())).map(|(r, (n, pos, seqs))| (r, *n, pos, seqs)),
+            ];
+            for (t, n, pos_buf, seqs_buf) in tables.into_iter().flatten() {
+                let pos: Vec<u8> = (0..n).flat_map(|c| t.cell(c).0.to_le_bytes()).collect();
+                let seqs: Vec<u8> = (0..n).flat_map(|c| t.cell(c).1.to_le_bytes()).collect();
+                pos_buf.upload(0, &pos, &self.stream, "cell positions")?;
+                seqs_buf.upload(0, &seqs, &self.stream, "cell sequences")?;
+                // The host bytes must outlive the asynchronous copies.
+                self.stream.sync("uploading cell table")?;
+            }
             self.cells_dirty = false;
         }
 
@@ -517,6 +596,25 @@ impl GpuContext {
     }
 }
 
+/// Each sequence's lowest and highest cell + 1 among the first `n_cells` of `table`: a token
+/// sees no cell outside them.
+fn seq_bounds(table: &Cells, n_cells: usize) -> ([usize; MAX_SEQUENCES], [usize; MAX_SEQUENCES]) {
+    let (mut lo, mut hi) = ([usize::MAX; MAX_SEQUENCES], [0usize; MAX_SEQUENCES]);
+    for c in 0..n_cells {
+        let (pos, mut seqs) = table.cell(c);
+        if pos < 0 {
+            continue;
+        }
+        while seqs != 0 {
+            let s = seqs.trailing_zeros() as usize;
+            seqs &= seqs - 1;
+            lo[s] = lo[s].min(c);
+            hi[s] = c + 1;
+        }
+    }
+    (lo, hi)
+}
+
 /// A positive integer from the environment (tuning knobs).
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok()?.parse().ok().filter(|&v| v > 0)
@@ -570,17 +668,55 @@ impl crate::backend::Executor for GpuContext {
         self.cells_dirty = true;
     }
 
-    /// Downloads only `cells`: per layer one copy per run of consecutive cells, widened to
-    /// f32 (exactly).
+    /// Nothing to upload: the attention kernels mask cells by the window, and a freed ring
+    /// cell's old position is out of every window that could see it until a step stores a
+    /// token there (which records the cell's new position on the device itself).
+    fn ring_advanced(&mut self) {}
+
     fn read_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        self.read_layers(cells, false)
+    }
+
+    fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+        self.write_layers(cells, data, false)
+    }
+
+    fn kv_bytes(&self) -> Option<u64> {
+        let bufs = self.k_cache.iter().chain(&self.v_cache);
+        Some(bufs.map(|b| b.len_bytes() as u64).sum())
+    }
+
+    fn read_ring_cells(&self, cells: &[usize]) -> Result<Vec<f32>> {
+        self.read_layers(cells, true)
+    }
+
+    fn write_ring_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+        self.write_layers(cells, data, true)
+    }
+}
+
+impl GpuContext {
+    /// The layers whose keys and values live in the ring (`ring`) or in the full table.
+    fn layers_of(&self, ring: bool) -> Vec<usize> {
+        (0..self.in_ring.len())
+            .filter(|&il| self.in_ring[il] == ring)
+            .collect()
+    }
+
+    /// Downloads only `cells` of the layers in the ring (`ring`) or in the full table: per
+    /// layer one copy per run of consecutive cells, widened to f32 (exactly); the layout of
+    /// [`crate::backend::Executor::read_cells`] over those layers.
+    fn read_layers(&self, cells: &[usize], ring: bool) -> Result<Vec<f32>> {
         set_device(self.model.device)?;
         let kv_dim = self.model.hparams.kv_dim();
-        let per_cell = self.k_cache.len() * 2 * kv_dim;
+        let layers = self.layers_of(ring);
+        let per_cell = layers.len() * 2 * kv_dim;
         let eb = self.kv_type.elem_bytes();
         let mut out = vec![0f32; cells.len() * per_cell];
         let mut rows = Vec::new();
         for (first, at, len) in runs(cells) {
-            for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+            for (il, &layer) in layers.iter().enumerate() {
+                let (kb, vb) = (&self.k_cache[layer], &self.v_cache[layer]);
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
                     rows.resize(len * kv_dim * eb, 0u8);
                     let what = "reading cached keys and values";
@@ -595,11 +731,13 @@ impl crate::backend::Executor for GpuContext {
         Ok(out)
     }
 
-    /// Uploads `data` into `cells`, a run of consecutive cells per copy and layer.
-    fn write_cells(&mut self, cells: &[usize], data: &[f32]) -> Result<()> {
+    /// Uploads `data` ([`Self::read_layers`]'s layout) into `cells` of the layers in the ring
+    /// (`ring`) or in the full table, a run of consecutive cells per copy and layer.
+    fn write_layers(&mut self, cells: &[usize], data: &[f32], ring: bool) -> Result<()> {
         set_device(self.model.device)?;
         let kv_dim = self.model.hparams.kv_dim();
-        let per_cell = self.k_cache.len() * 2 * kv_dim;
+        let layers = self.layers_of(ring);
+        let per_cell = layers.len() * 2 * kv_dim;
         if data.len() != cells.len() * per_cell {
             return Err(Error::InvalidArgument(format!(
                 "{} floats for {} cells of {per_cell}",
@@ -611,7 +749,8 @@ impl crate::backend::Executor for GpuContext {
         let eb = self.kv_type.elem_bytes();
         let mut staged: Vec<Vec<u8>> = Vec::new();
         for (first, at, len) in runs(cells) {
-            for (il, (kb, vb)) in self.k_cache.iter().zip(&self.v_cache).enumerate() {
+            for (il, &layer) in layers.iter().enumerate() {
+                let (kb, vb) = (&self.k_cache[layer], &self.v_cache[layer]);
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
                     let mut rows = Vec::with_capacity(len * kv_dim * eb);
                     for k in 0..len {

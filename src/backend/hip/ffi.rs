@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_int, c_void};
 pub const ACT_RMSNORM: c_int = 0;
 pub const ACT_COPY: c_int = 1;
 pub const ACT_SWIGLU: c_int = 2;
+pub const ACT_GEGLU: c_int = 3;
 
 /// HIP's and CUDA's "no device" and "no/old driver" codes: enumeration then finds no GPU.
 pub const ERR_NO_DEVICE: c_int = 100;
@@ -100,6 +101,7 @@ extern "C" {
         cols: c_int,
         tokens: *const i32,
         n: c_int,
+        scale: f32,
         out: *mut f32,
         s: *mut c_void,
     ) -> c_int;
@@ -118,6 +120,17 @@ extern "C" {
         q8_scales: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
+    pub fn rf_residual(
+        x: *mut f32,
+        proj: *const f32,
+        bias: *const f32,
+        w: *const f32,
+        eps: f32,
+        d: c_int,
+        n: c_int,
+        s: *mut c_void,
+    ) -> c_int;
+    pub fn rf_softcap(x: *mut f32, count: usize, cap: f32, s: *mut c_void) -> c_int;
     pub fn rf_quantize_q8k(
         x: *const f32,
         d: c_int,
@@ -198,6 +211,29 @@ extern "C" {
         cell_seqs: *mut u64,
         s: *mut c_void,
     ) -> c_int;
+    pub fn rf_qkv_post(
+        qkv: *mut f32,
+        ld: c_int,
+        n: c_int,
+        n_head: c_int,
+        n_head_kv: c_int,
+        head_dim: c_int,
+        bias: *const f32,
+        q_norm: *const f32,
+        k_norm: *const f32,
+        eps: f32,
+        neox: c_int,
+        rot: *const f32,
+        tok_pos: *const i32,
+        tok_cell: *const i32,
+        tok_seq: *const i32,
+        k_cache: *mut c_void,
+        v_cache: *mut c_void,
+        kv_type: c_int,
+        cell_pos: *mut i32,
+        cell_seqs: *mut u64,
+        s: *mut c_void,
+    ) -> c_int;
     pub fn rf_attention(
         q: *const f32,
         ld_q: c_int,
@@ -211,11 +247,14 @@ extern "C" {
         tok_seq: *const i32,
         tok_lo: *const i32,
         tok_hi: *const i32,
+        tok_first: *const i32,
         n: c_int,
         n_head: c_int,
         n_head_kv: c_int,
         head_dim: c_int,
         n_ctx: c_int,
+        window: c_int,
+        scale: f32,
         splits: c_int,
         part: *mut f32,
         counters: *mut i32,
@@ -241,6 +280,8 @@ extern "C" {
         n_head: c_int,
         n_head_kv: c_int,
         head_dim: c_int,
+        window: c_int,
+        scale: f32,
         out: *mut f32,
         s: *mut c_void,
     ) -> c_int;

@@ -5,7 +5,7 @@
 
 use super::device::{check, set_device, DeviceBuffer, Stream};
 use super::ffi;
-use crate::model::{Hparams, LayerSpec, LoadedModel, WeightRef};
+use crate::model::{Hparams, LayerSpec, LoadedModel, RopeStyle, WeightRef};
 use crate::quant::{Format, GgmlType};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -28,18 +28,38 @@ pub struct Projection {
 }
 
 pub struct GpuLayer {
+    /// What the layer does beyond plain llama (biases, norms, its RoPE, its window).
+    pub spec: LayerSpec,
     /// (n_embd) f32
     pub attn_norm: DeviceBuffer,
     /// Q | K | V: (q_dim + 2 kv_dim, n_embd)
     pub qkv: Projection,
+    /// Q | K | V biases, (q_dim + 2 kv_dim) f32, when the spec has them.
+    pub qkv_bias: Option<DeviceBuffer>,
+    /// QK-norm weights, (head_dim) f32 each, when the spec has them.
+    pub q_norm: Option<DeviceBuffer>,
+    pub k_norm: Option<DeviceBuffer>,
     /// (n_embd, q_dim)
     pub wo: Projection,
+    /// (n_embd) f32 each, when the spec has them.
+    pub out_bias: Option<DeviceBuffer>,
+    pub post_attn_norm: Option<DeviceBuffer>,
     /// (n_embd) f32
     pub ffn_norm: DeviceBuffer,
     /// gate | up: (2 n_ff, n_embd)
     pub gate_up: Projection,
     /// (n_embd, n_ff)
     pub down: Projection,
+    /// (n_embd) f32, when the spec has it.
+    pub post_ffn_norm: Option<DeviceBuffer>,
+}
+
+impl GpuLayer {
+    /// Whether the Q|K|V results need more than RoPE before the cache (rf_qkv_post), which
+    /// the mat-vec's fused epilogue does not do.
+    pub fn qkv_post(&self, hp: &Hparams) -> bool {
+        self.qkv_bias.is_some() || self.q_norm.is_some() || hp.rope_style == RopeStyle::Neox
+    }
 }
 
 pub struct GpuModel {
@@ -52,10 +72,12 @@ pub struct GpuModel {
     pub output_norm: DeviceBuffer,
     /// (n_vocab, n_embd); the embedding's buffer when tied.
     pub output: Projection,
-    /// (head_dim / 2) f32
-    /// RoPE frequencies (head_dim / 2), kept on the host: each batch's rotations are computed
-    /// there, by the CPU backend's own function, and uploaded with it.
-    pub rope_inv_freq: Vec<f32>,
+    /// Per RoPE of the model (`Hparams::ropes`), its frequencies (head_dim / 2), kept on the
+    /// host: each batch's rotations are computed there, by the CPU backend's own function, and
+    /// uploaded with it. `_long`: for contexts past a RoPE's original length
+    /// ([`LoadedModel::rope_tables`]).
+    pub rope_inv_freq: Vec<Vec<f32>>,
+    pub rope_inv_freq_long: Vec<Vec<f32>>,
     /// Largest rows x cols over all matrices (sizes the prefill dequantization buffer).
     pub max_matrix_elems: usize,
     pub bytes: u64,
@@ -120,15 +142,54 @@ impl GpuModel {
         };
         let token_embd = up.matrix(&w.token_embd, 0)?;
         let mut layers = Vec::with_capacity(w.layers.len());
-        for (l, spec) in w.layers.iter().zip(&hp.layers) {
-            plain_layer(spec)?;
+        for (il, (l, spec)) in w.layers.iter().zip(&hp.layers).enumerate() {
+            // Each optional tensor is uploaded exactly when the description asks for it: a
+            // model edited in code without its weights is an error, as on the CPU.
+            let missing = |what: &str| {
+                Error::InvalidModel(format!("layer {il} is described with a {what} it lacks"))
+            };
+            let qkv_bias = match (&l.qkv_bias, spec.qkv_bias) {
+                (Some(b), true) => {
+                    let joined: Vec<f32> =
+                        [&b.q, &b.k, &b.v].into_iter().flatten().copied().collect();
+                    Some(up.vector(&joined, "Q/K/V biases")?)
+                }
+                (None, true) => return Err(missing("Q/K/V biases")),
+                (_, false) => None,
+            };
+            let (q_norm, k_norm) = match (&l.q_norm, &l.k_norm, spec.qk_norm) {
+                (Some(q), Some(k), true) => {
+                    (Some(up.vector(q, "Q norm")?), Some(up.vector(k, "K norm")?))
+                }
+                (_, _, true) => return Err(missing("QK-norm")),
+                (_, _, false) => (None, None),
+            };
+            let mut optional = |v: &Option<Vec<f32>>, wanted: bool, what: &str| match (v, wanted) {
+                (Some(v), true) => up.vector(v, what).map(Some),
+                (None, true) => Err(missing(what)),
+                (_, false) => Ok(None),
+            };
+            let out_bias = optional(&l.out_bias, spec.out_bias, "output bias")?;
+            let post_attn_norm = optional(
+                &l.post_attn_norm,
+                spec.post_attn_norm,
+                "post-attention norm",
+            )?;
+            let post_ffn_norm = optional(&l.post_ffn_norm, spec.post_ffn_norm, "post-FFN norm")?;
             layers.push(GpuLayer {
+                spec: *spec,
                 attn_norm: up.vector(&l.attn_norm, "attn_norm")?,
                 qkv: up.projection(&[&l.wq, &l.wk, &l.wv])?,
+                qkv_bias,
+                q_norm,
+                k_norm,
                 wo: up.projection(&[&l.wo])?,
+                out_bias,
+                post_attn_norm,
                 ffn_norm: up.vector(&l.ffn_norm, "ffn_norm")?,
                 gate_up: up.projection(&[&l.gate, &l.up])?,
                 down: up.projection(&[&l.down])?,
+                post_ffn_norm,
             });
         }
         let tied = w.output.info.name == w.token_embd.info.name;
@@ -148,8 +209,6 @@ impl GpuModel {
             up.projection(&[&w.output])?
         };
         let output_norm = up.vector(&w.output_norm, "output_norm")?;
-        // One RoPE for every layer (several are refused above).
-        let rope_inv_freq = model.rope_inv_freq[0].clone();
         stream.sync("uploading weights")?;
         let bytes = up.done;
         let mut max_matrix_elems = token_embd.rows * token_embd.cols;
@@ -167,10 +226,21 @@ impl GpuModel {
             layers,
             output_norm,
             output,
-            rope_inv_freq,
+            rope_inv_freq: model.rope_inv_freq.clone(),
+            rope_inv_freq_long: model.rope_inv_freq_long.clone(),
             max_matrix_elems,
             bytes,
         })
+    }
+
+    /// The RoPE frequencies of a context with `n_ctx_seq` cells per sequence (the choice of
+    /// [`LoadedModel::rope_tables`]).
+    pub fn rope_tables(&self, n_ctx_seq: usize) -> &[Vec<f32>] {
+        if self.hparams.long_rope_factors(n_ctx_seq) {
+            &self.rope_inv_freq_long
+        } else {
+            &self.rope_inv_freq
+        }
     }
 
     /// Weight bytes read per decoded token (every matrix once, the embedding row aside).
@@ -191,26 +261,6 @@ impl GpuModel {
             .iter()
             .map(|m| m.buf.len_bytes() as u64)
             .sum::<u64>()
-    }
-}
-
-/// Checks that a layer is the plain llama layer this backend's forward pass runs. Every field of
-/// the description is named (no `..`), so a new one must be handled here; `check_backend`
-/// has already refused any model with a feature this backend lacks.
-fn plain_layer(spec: &LayerSpec) -> Result<()> {
-    match *spec {
-        LayerSpec {
-            rope: 0,
-            window: None,
-            qkv_bias: false,
-            out_bias: false,
-            qk_norm: false,
-            post_attn_norm: false,
-            post_ffn_norm: false,
-        } => Ok(()),
-        _ => Err(Error::InvalidModel(format!(
-            "layer {spec:?} is not one the GPU forward pass runs"
-        ))),
     }
 }
 

@@ -2,8 +2,10 @@
 //! (pp: N random tokens in one batch on an empty cache; tg: N tokens one at a time from an
 //! empty cache), printed as one JSON object per (threads, test) line.
 //!
-//! rocmforge_bench -m MODEL [-p 128[,512..]] [-n 64[,128..]] [-t 1,2] [-r 3]
-//! (lists as llama-bench takes them; 0 skips the test)
+//! rocmforge_bench -m MODEL [-p 128[,512..]] [-n 64[,128..]] [-t 1,2] [-r 3] [-d 0[,4096..]]
+//! (lists as llama-bench takes them; 0 skips the test). `-d D`, as llama-bench's: each test
+//! runs after D tokens already in the cache (filled once in batches of 512, then restored
+//! from a saved state before every repetition), named e.g. `tg128@d4096`.
 //!
 //! The first line says where it ran: the CPU model, its SIMD flags, the ISA choice
 //! (`ROCMFORGE_CPU_ISA`, e.g. `avx2` to measure the AVX2 table on an AVX-512 machine) and the
@@ -24,6 +26,7 @@ struct Args {
     n_gen: Vec<usize>,
     threads: Vec<usize>,
     reps: usize,
+    depths: Vec<usize>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -33,6 +36,7 @@ fn parse() -> Result<Args, String> {
         n_gen: vec![64],
         threads: vec![1, 2],
         reps: 3,
+        depths: vec![0],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,12 +48,15 @@ fn parse() -> Result<Args, String> {
             "-n" => a.n_gen = v.split(',').map(n).collect::<Result<_, _>>()?,
             "-r" => a.reps = n(&v)?.max(1),
             "-t" => a.threads = v.split(',').map(n).collect::<Result<_, _>>()?,
+            "-d" => a.depths = v.split(',').map(n).collect::<Result<_, _>>()?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.model.is_empty() {
         return Err(
-            "usage: rocmforge_bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-t 1,2] [-r REPS]".into(),
+            "usage: rocmforge_bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-t 1,2] [-r REPS] \
+             [-d DEPTH[,DEPTH..]]"
+                .into(),
         );
     }
     Ok(a)
@@ -70,50 +77,88 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 
 fn run(a: Args) -> Result<(), String> {
     let model = Model::load(&a.model, ModelParams::default()).map_err(|e| e.to_string())?;
-    let n_vocab = model.hparams().n_vocab;
     print_machine(&model)?;
     tokenizer_rate(&model);
+    for &t in &a.threads {
+        for &depth in &a.depths {
+            bench_at_depth(&model, &a, t, depth)?;
+        }
+    }
+    Ok(())
+}
+
+/// Batches that fill the cache before a test at depth.
+const FILL_BATCH: usize = 512;
+
+/// Every test of `a` on `threads` threads after `depth` tokens in the cache.
+fn bench_at_depth(model: &Model, a: &Args, threads: usize, depth: usize) -> Result<(), String> {
+    let n_vocab = model.hparams().n_vocab;
     let max_prompt = a.n_prompt.iter().copied().max().unwrap_or(0);
     let max_gen = a.n_gen.iter().copied().max().unwrap_or(0);
-    for &t in &a.threads {
-        let params = ContextParams {
-            n_ctx: (max_prompt + max_gen + 16).max(256),
-            n_batch: max_prompt.max(1),
-            n_seq_max: 1,
-            n_threads: t,
-            ..Default::default()
-        };
-        let mut ctx = Context::new(&model, params).map_err(|e| e.to_string())?;
-        for &n_prompt in a.n_prompt.iter().filter(|&&n| n > 0) {
-            let prompt = tokens(n_prompt, n_vocab);
-            let batch = Batch::for_sequence(&prompt, 0, 0);
-            ctx.kv_clear();
-            ctx.decode(&batch).map_err(|e| e.to_string())?; // warm-up
-            let mut rates = Vec::new();
-            for _ in 0..a.reps {
-                ctx.kv_clear();
-                let start = Instant::now();
-                ctx.decode(&batch).map_err(|e| e.to_string())?;
-                rates.push(n_prompt as f64 / start.elapsed().as_secs_f64());
-            }
-            print_result(t, "pp", n_prompt, &rates);
+    let n_ctx = (depth + max_prompt + max_gen + 16).max(256);
+    let fill = if depth > 0 { FILL_BATCH } else { 1 };
+    let params = ContextParams {
+        n_ctx,
+        n_batch: max_prompt.max(fill).min(n_ctx),
+        n_seq_max: 1,
+        n_threads: threads,
+        ..Default::default()
+    };
+    let mut ctx = Context::new(model, params).map_err(|e| e.to_string())?;
+    // The cache at depth, saved once: each repetition starts from it.
+    let filled = if depth > 0 {
+        let toks = tokens(depth, n_vocab);
+        for (k, chunk) in toks.chunks(FILL_BATCH).enumerate() {
+            let batch = Batch::for_sequence(chunk, (k * FILL_BATCH) as i32, 0);
+            ctx.decode(&batch).map_err(|e| e.to_string())?;
         }
-        for &n_gen in a.n_gen.iter().filter(|&&n| n > 0) {
-            let gen = tokens(n_gen, n_vocab);
-            let mut rates = Vec::new();
-            for rep in 0..=a.reps {
+        Some(ctx.state_save(None).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let reset = |ctx: &mut Context| -> Result<(), String> {
+        match &filled {
+            Some(state) => ctx.state_restore(state, None).map_err(|e| e.to_string()),
+            None => {
                 ctx.kv_clear();
-                let start = Instant::now();
-                for (i, &tok) in gen.iter().enumerate() {
-                    ctx.decode(&Batch::for_sequence(&[tok], i as i32, 0))
-                        .map_err(|e| e.to_string())?;
-                }
-                if rep > 0 {
-                    rates.push(n_gen as f64 / start.elapsed().as_secs_f64());
-                }
+                Ok(())
             }
-            print_result(t, "tg", n_gen, &rates);
         }
+    };
+    let name = |test: &str, n: usize| match depth {
+        0 => format!("{test}{n}"),
+        d => format!("{test}{n}@d{d}"),
+    };
+    let at = depth as i32;
+    for &n_prompt in a.n_prompt.iter().filter(|&&n| n > 0) {
+        let prompt = tokens(n_prompt, n_vocab);
+        let batch = Batch::for_sequence(&prompt, at, 0);
+        reset(&mut ctx)?;
+        ctx.decode(&batch).map_err(|e| e.to_string())?; // warm-up
+        let mut rates = Vec::new();
+        for _ in 0..a.reps {
+            reset(&mut ctx)?;
+            let start = Instant::now();
+            ctx.decode(&batch).map_err(|e| e.to_string())?;
+            rates.push(n_prompt as f64 / start.elapsed().as_secs_f64());
+        }
+        print_result(threads, &name("pp", n_prompt), &rates);
+    }
+    for &n_gen in a.n_gen.iter().filter(|&&n| n > 0) {
+        let gen = tokens(n_gen, n_vocab);
+        let mut rates = Vec::new();
+        for rep in 0..=a.reps {
+            reset(&mut ctx)?;
+            let start = Instant::now();
+            for (i, &tok) in gen.iter().enumerate() {
+                ctx.decode(&Batch::for_sequence(&[tok], at + i as i32, 0))
+                    .map_err(|e| e.to_string())?;
+            }
+            if rep > 0 {
+                rates.push(n_gen as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+        print_result(threads, &name("tg", n_gen), &rates);
     }
     Ok(())
 }
@@ -190,11 +235,11 @@ fn tokenizer_rate(model: &Model) {
     );
 }
 
-fn print_result(threads: usize, test: &str, n: usize, rates: &[f64]) {
+fn print_result(threads: usize, test: &str, rates: &[f64]) {
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
     let var = rates.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / rates.len() as f64;
     println!(
-        "{{\"engine\":\"rocmforge\",\"threads\":{threads},\"test\":\"{test}{n}\",\"tokens_per_second\":{mean:.2},\"stddev\":{:.2}}}",
+        "{{\"engine\":\"rocmforge\",\"threads\":{threads},\"test\":\"{test}\",\"tokens_per_second\":{mean:.2},\"stddev\":{:.2}}}",
         var.sqrt()
     );
 }

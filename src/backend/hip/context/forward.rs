@@ -8,12 +8,15 @@
 
 use super::{
     GpuContext, MATVEC_MAX_TOKENS, MAX_STEP_TOKENS, META_CELL, META_CELL_HI, META_CELL_LO,
-    META_N_CELLS, META_POS, META_ROWS, META_SEQ, META_TOKENS,
+    META_N_CELLS, META_POS, META_RING_CELL, META_RING_FIRST, META_RING_HI, META_RING_LO, META_ROWS,
+    META_SEQ, META_TOKENS,
 };
 use crate::backend::hip::device::check;
+use crate::backend::hip::device::DeviceBuffer;
 use crate::backend::hip::ffi;
 use crate::backend::hip::model::{GpuMatrix, Projection};
 use crate::cancel::CancelFlag;
+use crate::model::{Activation, RopeStyle};
 use crate::quant::{Format, GgmlType};
 use crate::Result;
 use std::ffi::c_void;
@@ -35,6 +38,17 @@ impl GpuContext {
         let m = MAX_STEP_TOKENS;
         let meta = |k: usize| self.s.meta.at::<i32>(k * m);
         let null = std::ptr::null::<i32>();
+        let nullf = std::ptr::null::<f32>();
+        // As the CPU's attention shape has it.
+        let att_scale = hp
+            .attn_scale
+            .unwrap_or_else(|| 1.0 / (hp.head_dim as f32).sqrt());
+        let ffn_act = match hp.activation {
+            Activation::SwiGlu => ffi::ACT_SWIGLU,
+            Activation::GeGlu => ffi::ACT_GEGLU,
+        };
+        let opt =
+            |b: &Option<DeviceBuffer>| b.as_ref().map_or(nullf, |b| b.at::<f32>(0) as *const f32);
 
         // SAFETY (all kernel calls below): every pointer is a live device buffer sized for
         // MAX_STEP_TOKENS rows of the widths passed; kernels run in order on `st`.
@@ -47,6 +61,7 @@ impl GpuContext {
                     d as i32,
                     meta(META_TOKENS),
                     n as i32,
+                    hp.embd_scale.unwrap_or(1.0),
                     self.s.x.at(0),
                     st,
                 )
@@ -69,23 +84,81 @@ impl GpuContext {
                 &layer.qkv,
             )?;
             let qkv = self.s.qkv.at::<f32>(0);
+            let spec = &layer.spec;
+            // This layer's RoPE table (one per RoPE of the model, MAX_STEP_TOKENS rows each).
+            let rot = self.s.rope.at::<f32>(spec.rope * m * hp.head_dim);
+            // The layer's cell table: the sliding-window ring's for windowed layers of a
+            // context with one (its own cells, ranges, count, and the chunk each token's
+            // window starts in), else the full table's.
+            let t = match (&self.ring, self.in_ring[il]) {
+                (Some((_, pos, seqs)), true) => LayerCells {
+                    tok_cell: meta(META_RING_CELL),
+                    cell_pos: pos.at(0),
+                    cell_seqs: seqs.at(0),
+                    n_cells: meta(META_N_CELLS).wrapping_add(1),
+                    tok_lo: meta(META_RING_LO),
+                    tok_hi: meta(META_RING_HI),
+                    tok_first: meta(META_RING_FIRST),
+                },
+                _ => LayerCells {
+                    tok_cell: meta(META_CELL),
+                    cell_pos: self.cell_pos.at(0),
+                    cell_seqs: self.cell_seqs.at(0),
+                    n_cells: meta(META_N_CELLS),
+                    tok_lo: meta(META_CELL_LO),
+                    tok_hi: meta(META_CELL_HI),
+                    tok_first: null,
+                },
+            };
             let rope_kv = ffi::RopeKv {
-                rot: self.s.rope.at(0),
+                rot,
                 tok_pos: meta(META_POS),
-                tok_cell: meta(META_CELL),
+                tok_cell: t.tok_cell,
                 tok_seq: meta(META_SEQ),
                 k_cache: self.k_cache[il].ptr(),
                 v_cache: self.v_cache[il].ptr(),
-                cell_pos: self.cell_pos.at(0),
-                cell_seqs: self.cell_seqs.at(0),
+                cell_pos: t.cell_pos,
+                cell_seqs: t.cell_seqs,
                 q_dim: q_dim as i32,
                 kv_dim: kv_dim as i32,
                 head_dim: hp.head_dim as i32,
                 out_offset: 0,
                 kv_type: ffi::kv_type_id(self.kv_type),
             };
-            // The mat-vec rotates and stores its results itself (not the mat-mat).
-            if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n)) {
+            if layer.qkv_post(hp) {
+                // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own.
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
+                check(
+                    unsafe {
+                        ffi::rf_qkv_post(
+                            qkv,
+                            qkv_w as i32,
+                            n as i32,
+                            hp.n_head as i32,
+                            hp.n_head_kv as i32,
+                            hp.head_dim as i32,
+                            opt(&layer.qkv_bias),
+                            opt(&layer.q_norm),
+                            opt(&layer.k_norm),
+                            hp.rms_eps,
+                            (hp.rope_style == RopeStyle::Neox) as i32,
+                            rope_kv.rot,
+                            rope_kv.tok_pos,
+                            rope_kv.tok_cell,
+                            rope_kv.tok_seq,
+                            rope_kv.k_cache,
+                            rope_kv.v_cache,
+                            rope_kv.kv_type,
+                            rope_kv.cell_pos,
+                            rope_kv.cell_seqs,
+                            st,
+                        )
+                    },
+                    "Q/K/V biases, norms, RoPE and KV write",
+                )?;
+            } else if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n))
+            {
+                // The mat-vec rotates and stores its results itself (not the mat-mat).
                 self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
             } else {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
@@ -128,6 +201,7 @@ impl GpuContext {
             // (Not for Q8_K inputs: those are quantized from the f32 copy, by rf_act's pass.)
             let fuse_q8 =
                 !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo) && !reads_q8k(&layer.wo);
+            let window = spec.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
             let code = if tiled {
                 unsafe {
                     ffi::rf_attention_prefill(
@@ -136,17 +210,19 @@ impl GpuContext {
                         self.k_cache[il].ptr(),
                         self.v_cache[il].ptr(),
                         ffi::kv_type_id(self.kv_type),
-                        self.cell_pos.at(0),
-                        self.cell_seqs.at(0),
-                        meta(META_N_CELLS),
+                        t.cell_pos,
+                        t.cell_seqs,
+                        t.n_cells,
                         meta(META_POS),
                         meta(META_SEQ),
-                        meta(META_CELL_LO),
-                        meta(META_CELL_HI),
+                        t.tok_lo,
+                        t.tok_hi,
                         n as i32,
                         hp.n_head as i32,
                         hp.n_head_kv as i32,
                         hp.head_dim as i32,
+                        window,
+                        att_scale,
                         self.s.attn.at(0),
                         st,
                     )
@@ -164,18 +240,25 @@ impl GpuContext {
                             self.k_cache[il].ptr(),
                             self.v_cache[il].ptr(),
                             ffi::kv_type_id(self.kv_type),
-                            self.cell_pos.at(0),
-                            self.cell_seqs.at(0),
-                            meta(META_N_CELLS),
+                            t.cell_pos,
+                            t.cell_seqs,
+                            t.n_cells,
                             meta(META_POS).wrapping_add(t0),
                             meta(META_SEQ).wrapping_add(t0),
-                            meta(META_CELL_LO).wrapping_add(t0),
-                            meta(META_CELL_HI).wrapping_add(t0),
+                            t.tok_lo.wrapping_add(t0),
+                            t.tok_hi.wrapping_add(t0),
+                            if t.tok_first.is_null() {
+                                null
+                            } else {
+                                t.tok_first.wrapping_add(t0)
+                            },
                             nt as i32,
                             hp.n_head as i32,
                             hp.n_head_kv as i32,
                             hp.head_dim as i32,
                             self.n_ctx as i32,
+                            window,
+                            att_scale,
                             self.att_splits as i32,
                             self.s.att_part.at(0),
                             self.s.att_counters.at(0),
@@ -211,7 +294,7 @@ impl GpuContext {
                     &layer.wo,
                 )?;
             }
-            self.project(&layer.wo, n, x, d, true, None)?;
+            self.residual(&layer.wo, n, &layer.out_bias, &layer.post_attn_norm)?;
             self.act(
                 ffi::ACT_RMSNORM,
                 x,
@@ -224,17 +307,8 @@ impl GpuContext {
             )?;
             self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false, None)?;
             let gu = self.s.gate_up.at::<f32>(0);
-            self.act(
-                ffi::ACT_SWIGLU,
-                gu,
-                std::ptr::null(),
-                0.0,
-                ff,
-                n,
-                null,
-                &layer.down,
-            )?;
-            self.project(&layer.down, n, x, d, true, None)?;
+            self.act(ffn_act, gu, std::ptr::null(), 0.0, ff, n, null, &layer.down)?;
+            self.residual(&layer.down, n, &None, &layer.post_ffn_norm)?;
         }
         if n_out > 0 {
             let x = self.s.x.at::<f32>(0);
@@ -256,8 +330,55 @@ impl GpuContext {
                 false,
                 None,
             )?;
+            if let Some(cap) = hp.final_logit_softcap {
+                // SAFETY: the logits buffer holds n_out rows of n_vocab floats.
+                check(
+                    unsafe { ffi::rf_softcap(self.s.logits.at(0), n_out * hp.n_vocab, cap, st) },
+                    "logit soft-capping",
+                )?;
+            }
         }
         Ok(())
+    }
+
+    /// The residual add of a block's output product `p` (its input prepared): straight into
+    /// the residual stream, or, with an output bias or a post-norm, into `proj` first and
+    /// added by rf_residual as the CPU does (bias, then the norm, then the add).
+    fn residual(
+        &self,
+        p: &Projection,
+        n: usize,
+        bias: &Option<DeviceBuffer>,
+        norm: &Option<DeviceBuffer>,
+    ) -> Result<()> {
+        let x = self.s.x.at::<f32>(0);
+        let d = self.model.hparams.n_embd;
+        if bias.is_none() && norm.is_none() {
+            return self.project(p, n, x, d, true, None);
+        }
+        let proj = self.s.proj.at::<f32>(0);
+        self.project(p, n, proj, d, false, None)?;
+        let ptr = |b: &Option<DeviceBuffer>| {
+            b.as_ref()
+                .map_or(std::ptr::null(), |b| b.at::<f32>(0) as *const f32)
+        };
+        // SAFETY: x and proj hold n rows of n_embd floats (proj is allocated for models with
+        // such layers); bias and norm (nullable) n_embd floats.
+        check(
+            unsafe {
+                ffi::rf_residual(
+                    x,
+                    proj,
+                    ptr(bias),
+                    ptr(norm),
+                    self.model.hparams.rms_eps,
+                    d as i32,
+                    n as i32,
+                    self.stream.raw(),
+                )
+            },
+            "residual add",
+        )
     }
 
     /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
@@ -483,4 +604,18 @@ fn reads_q8k(p: &Projection) -> bool {
     p.parts
         .iter()
         .any(|m| m.ty.format().is_some_and(reads_q8k_format))
+}
+
+/// Where one layer's tokens store and find their keys and values: the full table, or the
+/// sliding-window ring (device pointers; the per-token arrays are the step's metadata).
+struct LayerCells {
+    tok_cell: *const i32,
+    cell_pos: *mut i32,
+    cell_seqs: *mut u64,
+    n_cells: *const i32,
+    tok_lo: *const i32,
+    tok_hi: *const i32,
+    /// Per token, the attention chunk its window's oldest position lies in (ring only: the
+    /// chunks are joined from there, wrapping); null joins them in cell order.
+    tok_first: *const i32,
 }
