@@ -239,7 +239,10 @@ impl Context {
     }
 
     /// Appends `tokens` to sequence `seq` (after its last position), in chunks of `n_batch`,
-    /// keeping the logits of the last token. On error the sequence is as it was before.
+    /// keeping the logits of the last token. On error the sequence holds the positions it
+    /// held before; with a sliding-window ring, chunks that succeeded may have moved its
+    /// window on, so it may no longer continue ([`Self::kv_seq_can_continue_at`]), as with
+    /// llama.cpp's ring.
     pub fn eval(&mut self, tokens: &[u32], seq: u32) -> Result<()> {
         self.cells().check_seq(seq)?;
         if tokens.is_empty() {

@@ -402,10 +402,15 @@ fn chat(
             .map_err(|e| e.to_string())?;
         let prompt = tok.encode(&text, false, true);
         // At least the last prompt token is evaluated, for its logits.
-        let keep = (cached.iter().zip(&prompt))
+        let mut keep = (cached.iter().zip(&prompt))
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len().saturating_sub(1));
+        // A sliding-window ring (Gemma 3) keeps only the window before the last position:
+        // going back further means evaluating the conversation again.
+        if !ctx.kv_seq_can_continue_at(0, keep as i32) {
+            keep = 0;
+        }
         ctx.kv_seq_remove(Some(0), keep as i32, -1)
             .map_err(|e| e.to_string())?;
         cached.truncate(keep);
