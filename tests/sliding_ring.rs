@@ -404,3 +404,67 @@ fn the_scheduler_reuses_a_prefix_only_while_the_ring_holds_its_window() {
     assert!(cached >= branch.len(), "{cached}");
     assert_eq!(more, alone(&model, &longer, 10));
 }
+
+/// Random edits and steps on two sequences, with the ring and with full tables: whenever the
+/// ring context accepts a step, its logits match the full tables' (cell layouts may differ
+/// after edits, so to rounding); it refuses exactly when the ring lacks the window.
+#[test]
+fn random_edits_keep_the_ring_consistent_with_full_tables() {
+    let model = tiny_gemma();
+    let (mut ring, mut full) = (context(&model, 2, false), context(&model, 2, true));
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let (mut refused, mut compared) = (0, 0);
+    for _ in 0..300 {
+        let seq = next(2) as u32;
+        match next(10) {
+            0 => {
+                // Remove a tail of up to 40 positions from both.
+                let end = full.kv_seq_pos_max(seq).map_or(0, |p| p + 1);
+                let from = (end - next(40) as i32).max(0);
+                ring.kv_seq_remove(Some(seq), from, -1).unwrap();
+                full.kv_seq_remove(Some(seq), from, -1).unwrap();
+            }
+            1 => {
+                ring.kv_seq_copy(seq, 1 - seq, 0, -1).unwrap();
+                full.kv_seq_copy(seq, 1 - seq, 0, -1).unwrap();
+            }
+            2 => {
+                ring.kv_seq_keep(seq).unwrap();
+                full.kv_seq_keep(seq).unwrap();
+            }
+            _ => {
+                let n = 1 + next(20) as usize;
+                let tokens: Vec<u32> = (0..n).map(|_| 3 + next(250) as u32).collect();
+                let start = full.kv_seq_pos_max(seq).map_or(0, |p| p + 1);
+                let can = ring.kv_seq_can_continue_at(seq, start);
+                match ring.eval(&tokens, seq) {
+                    Ok(()) => {
+                        assert!(can, "accepted a step the window check refused");
+                        full.eval(&tokens, seq).unwrap();
+                        let d = max_diff(ring.last_logits().unwrap(), full.last_logits().unwrap());
+                        assert!(d < 1e-3, "logits differ by {d}");
+                        compared += 1;
+                    }
+                    Err(e) => {
+                        assert!(!can, "refused a step the window check allowed: {e}");
+                        // Evaluate the sequence again from scratch, on both.
+                        ring.kv_seq_remove(Some(seq), 0, -1).unwrap();
+                        full.kv_seq_remove(Some(seq), 0, -1).unwrap();
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(ring.cells().ring().unwrap().used() <= 2 * (WINDOW as usize + 20));
+    }
+    assert!(
+        refused > 0 && compared > 100,
+        "refused {refused}, compared {compared}"
+    );
+}
