@@ -298,6 +298,16 @@ func (c *Context) KVSeqPosMax(seq int32) (int32, error) {
 	return int32(out), err
 }
 
+// KVSeqPosMin is the smallest position of sequence seq every layer still holds (-1 when it is
+// empty): with sliding-window layers (Gemma 3), the oldest their ring kept.
+func (c *Context) KVSeqPosMin(seq int32) (int32, error) {
+	var out C.int32_t
+	err := c.call("rocmforge_kv_seq_pos_min", func() C.int {
+		return C.int(C.rocmforge_kv_seq_pos_min(c.ptr, C.int32_t(seq), &out))
+	})
+	return int32(out), err
+}
+
 // StateSave returns the state of the whole context (seq -1: KV cache and last logits) or of
 // one sequence, with a CRC-32 trailer.
 func (c *Context) StateSave(seq int32) ([]byte, error) {

@@ -212,6 +212,10 @@ func TestCancelThroughContextContext(t *testing.T) {
 	if pos, err := c.KVSeqPosMax(0); err != nil || pos != int32(len(first)-1) {
 		t.Fatalf("KV cache changed by a cancelled eval: pos max %d, %v", pos, err)
 	}
+	// No sliding window: every layer holds the sequence from its first position.
+	if pos, err := c.KVSeqPosMin(0); err != nil || pos != 0 {
+		t.Fatalf("pos min %d, %v", pos, err)
+	}
 
 	// The context goes on as if the cancelled call had not happened.
 	if err := c.Eval(context.Background(), long[:8], 0); err != nil {

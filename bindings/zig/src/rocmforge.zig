@@ -577,6 +577,13 @@ pub const Context = struct {
         try check(c.rocmforge_kv_seq_pos_max(self.handle, seq, &out));
         return out;
     }
+    /// The smallest position of `seq` every layer still holds, -1 when empty: with
+    /// sliding-window layers (Gemma 3), the oldest their ring kept.
+    pub fn kvSeqPosMin(self: Context, seq: i32) Error!i32 {
+        var out: i32 = 0;
+        try check(c.rocmforge_kv_seq_pos_min(self.handle, seq, &out));
+        return out;
+    }
 
     /// The state of the whole context (`seq` = -1) or one sequence, from `gpa`.
     pub fn stateSave(self: Context, gpa: std.mem.Allocator, seq: i32) (Error || std.mem.Allocator.Error)![]u8 {

@@ -99,6 +99,8 @@ test "cancel: a pending request cancels the next eval, one from another thread t
     try testing.expectEqual(@as(i32, 2), try ctx.kvSeqPosMax(0));
     try ctx.eval(&.{4}, 0); // one request cancels one call
     try testing.expectEqual(@as(i32, 3), try ctx.kvSeqPosMax(0));
+    // No sliding window: every layer holds the sequence from its first position.
+    try testing.expectEqual(@as(i32, 0), try ctx.kvSeqPosMin(0));
 
     const sentence = "The quick brown fox jumps over the lazy dog. ";
     var long_text: [40 * sentence.len]u8 = undefined;
