@@ -217,6 +217,15 @@ impl GpuContext {
                 "a sliding-window ring of {ring:?} cells in a context of {n_ctx}"
             )));
         }
+        let mut windows = hp.layers.iter().filter_map(|l| l.window);
+        let first_window = windows.next();
+        if ring.is_some() && windows.any(|w| Some(w) != first_window) {
+            // The chunk order of a ring layer's sums depends on its window, and the step's
+            // metadata carries one order per token.
+            return Err(Error::Unsupported(
+                "a sliding-window ring on the GPU for layers with different windows".into(),
+            ));
+        }
         let in_ring: Vec<bool> = (hp.layers.iter())
             .map(|l| ring.is_some() && l.window.is_some())
             .collect();
@@ -404,32 +413,14 @@ impl GpuContext {
         let m = MAX_STEP_TOKENS;
         let n_cells = table.extent().max(1);
         let (seq_lo, seq_hi) = seq_bounds(table, n_cells);
-        // The same for the ring, and each sequence's ring cells by position.
+        // The same for the ring.
         let ring = table.ring().filter(|_| self.ring.is_some());
         let ring_n_cells = ring.map_or(1, |r| r.extent().max(1));
         let (ring_lo, ring_hi) = match ring {
             Some(r) => seq_bounds(r, ring_n_cells),
             None => ([usize::MAX; MAX_SEQUENCES], [0; MAX_SEQUENCES]),
         };
-        let mut ring_by_pos: Vec<Vec<(i32, usize)>> = vec![Vec::new(); MAX_SEQUENCES];
-        if let Some(r) = ring {
-            let mut wanted = 0u64;
-            for t in range.clone() {
-                wanted |= 1u64 << batch.seq[t];
-            }
-            for c in 0..ring_n_cells {
-                let (pos, seqs) = r.cell(c);
-                let mut mine = seqs & wanted;
-                while pos >= 0 && mine != 0 {
-                    let s = mine.trailing_zeros() as usize;
-                    mine &= mine - 1;
-                    ring_by_pos[s].push((pos, c));
-                }
-            }
-            for list in &mut ring_by_pos {
-                list.sort_unstable();
-            }
-        }
+        let mut window_cells = Vec::new();
         let mut seq_tokens = [0usize; MAX_SEQUENCES];
         let mut widest = 1;
         self.host_meta.clear();
@@ -448,11 +439,18 @@ impl GpuContext {
             if let Some(r) = ring {
                 let cell = r.step_cells()[t];
                 let (lo, hi) = (ring_lo[seq].min(cell), ring_hi[seq].max(cell + 1));
-                // The oldest position of the token's window the ring holds, and its chunk.
-                let oldest = i64::from(batch.pos[t]) - r.window().unwrap_or(1) as i64 + 1;
-                let list = &ring_by_pos[seq];
-                let at = list.partition_point(|&(p, _)| i64::from(p) < oldest);
-                let first = list.get(at).map_or(cell, |&(_, c)| c) / ATTENTION_CHUNK;
+                // The chunk the token's sums start at, in the ring's own order (the chunk of
+                // the window's oldest position first); one for all layers, the model's windows
+                // being one size (checked when the context is made).
+                let window = r.window().unwrap_or(1);
+                r.window_cells(
+                    batch.seq[t],
+                    batch.pos[t],
+                    window,
+                    ATTENTION_CHUNK,
+                    &mut window_cells,
+                );
+                let first = window_cells.first().map_or(cell, |&c| c) / ATTENTION_CHUNK;
                 self.host_meta[META_RING_CELL * m + i] = cell as i32;
                 self.host_meta[META_RING_LO * m + i] = lo as i32;
                 self.host_meta[META_RING_HI * m + i] = hi as i32;
