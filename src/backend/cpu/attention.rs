@@ -52,15 +52,16 @@ pub fn attention(
     } = shape;
     let q_dim = n_head * head_dim;
     let group = n_head / n_head_kv;
-    // Query heads per task: in prompt steps all heads of a KV head's group, so each key and
-    // value row is read (and widened) once for the group instead of once per head; in decode
-    // one head per task, so that a few KV heads still spread over every thread. Each head's
-    // arithmetic is the same either way.
-    let heads = if visible.len() * n_head_kv >= 4 * pool.n_threads() {
-        group
-    } else {
-        1
-    };
+    // Prompt steps: tasks of a tile of tokens and one KV head's group of query heads, so each
+    // key and value row is read (and widened) once for the tile; in decode one head per task,
+    // so that a few KV heads still spread over every thread. Each head's arithmetic is the
+    // same either way.
+    let prompt = visible.len() * n_head_kv >= 4 * pool.n_threads();
+    if prompt {
+        attention_tiled(pool, kv, layer, shape, q, visible, out);
+        return;
+    }
+    let heads = 1;
     let tasks_per_token = n_head / heads;
     let n_tasks = visible.len() * tasks_per_token;
     let out = SharedMut::new(out);
@@ -102,6 +103,337 @@ pub fn attention(
             attend(&task, scores, partial_out, row, dst, numerics::dot);
         }
     });
+}
+
+/// Tokens per task of the prompt path: their query rows share each key and value row read.
+const TOKEN_TILE: usize = 8;
+
+/// Consecutive tokens whose visible cells each extend the previous token's (the tokens of one
+/// sequence under a causal mask), cut into tiles of at most [`TOKEN_TILE`]: the last token's
+/// list holds every other token's as a prefix.
+fn prompt_tiles(visible: &[Vec<usize>]) -> Vec<std::ops::Range<usize>> {
+    let mut tiles = Vec::new();
+    let mut t0 = 0;
+    for t in 1..=visible.len() {
+        let extends =
+            t < visible.len() && t - t0 < TOKEN_TILE && visible[t].starts_with(&visible[t - 1]);
+        if !extends {
+            tiles.push(t0..t);
+            t0 = t;
+        }
+    }
+    tiles
+}
+
+/// [`attention`] for prompt steps: one task per (token tile, KV head), every query row of the
+/// tile (its tokens x the KV head's query heads) computed exactly as [`attend`] computes it
+/// alone, the key and value rows read once for all of them.
+fn attention_tiled(
+    pool: &ThreadPool,
+    kv: &HostKv,
+    layer: usize,
+    shape: AttentionShape,
+    q: &[f32],
+    visible: &[Vec<usize>],
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        n_head,
+        n_head_kv,
+        head_dim,
+        scale,
+    } = shape;
+    let q_dim = n_head * head_dim;
+    let heads = n_head / n_head_kv;
+    let tiles = prompt_tiles(visible);
+    let n_tasks = tiles.len() * n_head_kv;
+    let out = SharedMut::new(out);
+    let avx2 = avx2_detected();
+    let scratch = TileScratch::default;
+    // The last tiles first (they see the most cells), as in `attention`.
+    pool.run_chunks(n_tasks, &scratch, &|scratch, chunk| {
+        let task = n_tasks - 1 - chunk;
+        let (tile, kvh) = (&tiles[task / n_head_kv], task % n_head_kv);
+        let task = TileTask {
+            kv,
+            layer,
+            q,
+            q_dim,
+            tokens: tile.clone(),
+            h0: kvh * heads,
+            heads,
+            visible,
+            kv_off: kvh * head_dim,
+            head_dim,
+            scale,
+        };
+        if avx2 {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { attend_tile_avx2(&task, scratch) };
+        } else {
+            attend_tile(&task, scratch, numerics::dot);
+        }
+        let width = heads * head_dim;
+        for (i, t) in tile.clone().enumerate() {
+            // SAFETY: the heads of KV head `kvh` of token t belong to this task alone.
+            let dst = unsafe { out.slice(t * q_dim + task.h0 * head_dim, width) };
+            dst.copy_from_slice(&scratch.out[i * width..][..width]);
+        }
+    });
+}
+
+/// One prompt task: tokens `tokens` (each one's visible cells a prefix of the last one's) and
+/// query heads `h0..h0 + heads`, all of KV head `kv_off / head_dim`. Query row
+/// `r = (t - tokens.start) * heads + g` is token t, head h0 + g.
+struct TileTask<'a> {
+    kv: &'a HostKv,
+    layer: usize,
+    /// (n_tokens, q_dim)
+    q: &'a [f32],
+    q_dim: usize,
+    tokens: std::ops::Range<usize>,
+    h0: usize,
+    heads: usize,
+    visible: &'a [Vec<usize>],
+    kv_off: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+/// Per-thread scratch of the prompt path.
+#[derive(Default)]
+struct TileScratch {
+    /// (rows, cells of the last token): scores, then their exponentials.
+    scores: Vec<f32>,
+    /// (rows): max score, running total, chunk max.
+    max: Vec<f32>,
+    total: Vec<f32>,
+    chunk_max: Vec<f32>,
+    /// (rows, 6, head_dim): per row the pending sums of the butterfly, one per level (level
+    /// 5 holds the finished chunk sum); `pending[r]` bit l says level l holds one.
+    levels: Vec<f32>,
+    pending: Vec<u8>,
+    /// (CHUNK / LANES, head_dim): the value rows of one partial index in a chunk, widened.
+    values: Vec<f32>,
+    cells_of_lane: Vec<usize>,
+    /// (head_dim): a key row widened, and one partial sum being built.
+    row: Vec<f32>,
+    acc: Vec<f32>,
+    /// (rows, head_dim): the outputs.
+    out: Vec<f32>,
+}
+
+/// [`attend_tile`] compiled for AVX2 (same operations, same bits; see [`attend_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
+    if task.head_dim.is_multiple_of(LANES) {
+        // SAFETY (closure): this function runs only where AVX2 was detected.
+        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
+        attend_tile(task, scratch, dot)
+    } else {
+        attend_tile(task, scratch, numerics::dot)
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
+    attend_tile(task, scratch, numerics::dot)
+}
+
+/// The 5-bit reversal of `s`: the partial index whose sum is the s-th leaf of the butterfly
+/// (partials 0, 16, 8, 24, 4, ...: `butterfly32` adds partial k + 16 into k first, then k + 8
+/// into k, and so on, so leaves in this order combine as a binary counter carries).
+fn leaf(s: usize) -> usize {
+    (s as u32).reverse_bits() as usize >> (u32::BITS - 5)
+}
+
+/// Every query row of `task` into `scratch.out` (rows, head_dim), each with the bits
+/// [`attend`] gives it alone. Scores: each key row is read once and dotted with every row
+/// whose token sees it. Weighted values: instead of 32 partial rows per query row, the cells
+/// of one partial index `k` (cells c with c % 32 == k, ascending) are summed into one row and
+/// then merged at once into the butterfly, leaves in [`leaf`] order: the same additions in
+/// the same order as `weighted_values` and its butterfly (a partial no cell feeds is skipped
+/// there and here alike), with each value row read once per chunk for all query rows.
+#[inline(always)]
+fn attend_tile(task: &TileTask, s: &mut TileScratch, dot: impl Fn(&[f32], &[f32]) -> f32) {
+    let TileTask {
+        kv,
+        layer,
+        q,
+        q_dim,
+        ref tokens,
+        h0,
+        heads,
+        visible,
+        kv_off,
+        head_dim: hd,
+        scale,
+    } = *task;
+    let TileScratch {
+        scores,
+        max,
+        total,
+        chunk_max,
+        levels,
+        pending,
+        values,
+        cells_of_lane,
+        row,
+        acc,
+        out,
+    } = s;
+    let t0 = tokens.start;
+    let n_tok = tokens.len();
+    let rows = n_tok * heads;
+    let cells = &visible[tokens.end - 1][..];
+    let n = cells.len();
+    // Cells seen by row r: the first len(r) of `cells`.
+    let len = |r: usize| visible[t0 + r / heads].len();
+    row.resize(hd, 0.0);
+    acc.resize(hd, 0.0);
+    scores.clear();
+    scores.resize(rows * n, 0.0);
+    for (i, &c) in cells.iter().enumerate() {
+        let k = kv.key_f32(layer, c, kv_off, hd, row);
+        for tt in 0..n_tok {
+            if visible[t0 + tt].len() <= i {
+                continue;
+            }
+            for g in 0..heads {
+                let q_row = &q[(t0 + tt) * q_dim + (h0 + g) * hd..][..hd];
+                scores[(tt * heads + g) * n + i] = dot(q_row, k) * scale;
+            }
+        }
+    }
+    max.clear();
+    total.clear();
+    chunk_max.clear();
+    for r in 0..rows {
+        max.push(
+            scores[r * n..][..len(r)]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max),
+        );
+        total.push(0.0);
+        chunk_max.push(0.0);
+    }
+    out.clear();
+    out.resize(rows * hd, 0.0);
+    levels.resize(rows * 6 * hd, 0.0);
+    pending.clear();
+    pending.resize(rows, 0);
+    values.resize(CHUNK / LANES * hd, 0.0);
+    let mut i0 = 0;
+    while i0 < n {
+        let chunk = cells[i0] / CHUNK;
+        let mut i1 = i0 + 1;
+        while i1 < n && cells[i1] / CHUNK == chunk {
+            i1 += 1;
+        }
+        // Rows that see a cell of this chunk see cells[i0..min(i1, len)].
+        for r in 0..rows {
+            let end = i1.min(len(r));
+            if end <= i0 {
+                continue;
+            }
+            let chunk_scores = &mut scores[r * n + i0..r * n + end];
+            chunk_max[r] = chunk_scores
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+            for x in chunk_scores.iter_mut() {
+                *x = numerics::exp(*x - chunk_max[r]);
+            }
+            pending[r] = 0;
+        }
+        for leaf_index in 0..LANES {
+            let lane = leaf(leaf_index);
+            // This partial's cells in the chunk, ascending, their value rows widened once.
+            cells_of_lane.clear();
+            for (i, &c) in cells.iter().enumerate().take(i1).skip(i0) {
+                if c % LANES == lane {
+                    let v = kv.value_f32(layer, c, kv_off, hd, row);
+                    let j = cells_of_lane.len();
+                    values[j * hd..][..hd].copy_from_slice(v);
+                    cells_of_lane.push(i);
+                }
+            }
+            for r in 0..rows {
+                let nr = len(r);
+                if i1.min(nr) <= i0 {
+                    continue;
+                }
+                // The partial's sum over the row's cells: +0.0, then each e * v added.
+                let mut fed = false;
+                for (j, &i) in cells_of_lane.iter().enumerate() {
+                    if i >= nr {
+                        break;
+                    }
+                    if !fed {
+                        acc.fill(0.0);
+                        fed = true;
+                    }
+                    let e = scores[r * n + i];
+                    for (a, &x) in acc.iter_mut().zip(&values[j * hd..][..hd]) {
+                        *a += e * x;
+                    }
+                }
+                // Carry through the butterfly's levels: at level l, a pending sum (partial
+                // k) and this one (partial k + 2^(4 - l)) add, an absent one is skipped.
+                let mut level = 0;
+                while (leaf_index >> level) & 1 == 1 {
+                    let bit = 1u8 << level;
+                    if pending[r] & bit != 0 {
+                        let held = &levels[(r * 6 + level) * hd..][..hd];
+                        if fed {
+                            for (a, &h) in acc.iter_mut().zip(held) {
+                                *a = h + *a;
+                            }
+                        } else {
+                            acc.copy_from_slice(held);
+                            fed = true;
+                        }
+                        pending[r] &= !bit;
+                    }
+                    level += 1;
+                }
+                if fed {
+                    levels[(r * 6 + level) * hd..][..hd].copy_from_slice(acc);
+                    pending[r] |= 1 << level;
+                }
+            }
+        }
+        for r in 0..rows {
+            let end = i1.min(len(r));
+            if end <= i0 {
+                continue;
+            }
+            let mut sums = [0.0f32; LANES];
+            for (&c, &e) in cells[i0..end].iter().zip(&scores[r * n + i0..r * n + end]) {
+                sums[c % LANES] += e;
+            }
+            let chunk_sum = butterfly32(sums);
+            let w = numerics::exp(chunk_max[r] - max[r]);
+            total[r] += chunk_sum * w;
+            // Level 5 holds the chunk's weighted values (a row that sees a cell of the chunk
+            // feeds at least one partial).
+            let partial = &levels[(r * 6 + 5) * hd..][..hd];
+            for (o, &x) in out[r * hd..][..hd].iter_mut().zip(partial) {
+                *o += x * w;
+            }
+        }
+        i0 = i1;
+    }
+    for r in 0..rows {
+        let inv = 1.0 / total[r];
+        for o in out[r * hd..][..hd].iter_mut() {
+            *o *= inv;
+        }
+    }
 }
 
 /// One token's attention for `heads` consecutive query heads of one KV head.
@@ -418,13 +750,45 @@ mod tests {
     #[test]
     fn attention_follows_the_canonical_order_bit_for_bit() {
         for kv_type in KvType::ALL {
-            canonical_order_with(kv_type);
+            canonical_order_with(kv_type, None);
         }
     }
 
+    /// Prompt steps in tiles of tokens: tokens whose visible cells extend the previous
+    /// token's (causal prompts, with gaps in the cells) share key and value reads; tiles cut
+    /// where a token's list does not extend the last one's (a second sequence), lengths
+    /// ending inside and at the edges of chunks and of the 32 partials. Each token's output
+    /// must keep the bits of the definition.
+    #[test]
+    fn tiled_prompt_attention_keeps_each_tokens_bits() {
+        let seen: Vec<usize> = (0..700).filter(|c| c % 7 != 3).collect();
+        let lens = [
+            1, 2, 30, 31, 32, 33, 219, 220, 221, 250, 400, 401, 402, 403, 500, 599,
+        ];
+        let mut visible: Vec<Vec<usize>> = lens.iter().map(|&l| seen[..l].to_vec()).collect();
+        // A second sequence, then the first again: both cut the tiles.
+        visible.extend((0..5).map(|l| (300..301 + 40 * l).collect::<Vec<usize>>()));
+        visible.extend((0..3).map(|l| seen[..10 + l].to_vec()));
+        assert!(prompt_tiles(&visible).iter().any(|t| t.len() == TOKEN_TILE));
+        for kv_type in KvType::ALL {
+            canonical_order_with(kv_type, Some(visible.clone()));
+        }
+    }
+
+    #[test]
+    fn prompt_tiles_follow_the_prefix_chains() {
+        let v = |r: std::ops::Range<usize>| r.collect::<Vec<usize>>();
+        let visible = vec![v(0..1), v(0..2), v(5..6), v(5..8), v(0..3), v(0..3)];
+        assert_eq!(prompt_tiles(&visible), vec![0..2, 2..4, 4..6]);
+        let long: Vec<Vec<usize>> = (1..20).map(|l| v(0..l)).collect();
+        assert_eq!(prompt_tiles(&long), vec![0..8, 8..16, 16..19]);
+        assert!(prompt_tiles(&[]).is_empty());
+    }
+
     /// The reference reads the cache widened to f32, so this also checks that a narrow cache
-    /// changes only the stored values, never the arithmetic.
-    fn canonical_order_with(kv_type: KvType) {
+    /// changes only the stored values, never the arithmetic. `visible`: the tokens' cells
+    /// (a default mix when None).
+    fn canonical_order_with(kv_type: KvType, visible: Option<Vec<Vec<usize>>>) {
         let shape = AttentionShape {
             n_head: 6,
             n_head_kv: 2,
@@ -450,21 +814,24 @@ mod tests {
         // Visible sets with gaps, fewer and more cells than the 32 partials, cells whose
         // partial index repeats, sets over one, two and three chunks, one with an empty chunk
         // in the middle and one across a chunk boundary.
-        let visible: Vec<Vec<usize>> = vec![
-            vec![0],
-            (0..20).collect(),
-            (0..n_ctx).filter(|c| c % 3 != 1).collect(),
-            (5..n_ctx).step_by(7).collect(),
-            vec![31, 32, 63, 64, 95],
-            (0..10).chain(600..610).collect(),
-            (250..270).collect(),
-        ];
+        let visible: Vec<Vec<usize>> = visible.unwrap_or_else(|| {
+            vec![
+                vec![0],
+                (0..20).collect(),
+                (0..n_ctx).filter(|c| c % 3 != 1).collect(),
+                (5..n_ctx).step_by(7).collect(),
+                vec![31, 32, 63, 64, 95],
+                (0..10).chain(600..610).collect(),
+                (250..270).collect(),
+            ]
+        });
         // Large queries: scores spread over several units, so the weights span many magnitudes.
         let q: Vec<f32> = (0..visible.len() * shape.n_head * shape.head_dim)
             .map(|_| rnd() * 3.0)
             .collect();
         let want = reference(&kv, shape, &q, &visible);
-        for threads in [1, 2, 3] {
+        // 4 threads: too few tasks for the prompt path, so the decode path runs too.
+        for threads in [1, 2, 3, 4] {
             let pool = ThreadPool::new(threads).unwrap();
             let mut got = vec![f32::NAN; want.len()];
             attention(&pool, &kv, 0, shape, &q, &visible, &mut got);
