@@ -299,6 +299,25 @@ unsafe fn exp_shifted_avx2(xs: &mut [f32], sub: f32) {
     exp_shifted(chunks.into_remainder(), sub);
 }
 
+/// `acc[d] = Σ_j es[j] * values[j * 8S + d]` for a row of 8S elements, cells in order, each
+/// sum from +0.0 (one rounded multiply and one add per term): the row's S vectors of 8 stay
+/// in registers while the cells pass.
+#[inline(always)]
+fn weighted_sum<const S: usize>(es: &[f32], values: &[f32], acc: &mut [f32]) {
+    let hd = 8 * S;
+    let mut sum = [[0.0f32; 8]; S];
+    for (&e, v) in es.iter().zip(values.chunks_exact(hd)) {
+        for (s8, v8) in sum.iter_mut().zip(v.chunks_exact(8)) {
+            for (s, &x) in s8.iter_mut().zip(v8) {
+                *s += e * x;
+            }
+        }
+    }
+    for (a8, s8) in acc.chunks_exact_mut(8).zip(&sum) {
+        a8.copy_from_slice(s8);
+    }
+}
+
 /// The 5-bit reversal of `s`: the partial index whose sum is the s-th leaf of the butterfly
 /// (partials 0, 16, 8, 24, 4, ...: `butterfly32` adds partial k + 16 into k first, then k + 8
 /// into k, and so on, so leaves in this order combine as a binary counter carries).
@@ -436,23 +455,18 @@ fn attend_tile(
                         *e = scores[r * n + i];
                     }
                     let es = &es[..m];
-                    let whole = hd / 8 * 8;
-                    for (seg, a) in acc[..whole].chunks_exact_mut(8).enumerate() {
-                        let mut sum = [0.0f32; 8];
-                        for (j, &e) in es.iter().enumerate() {
-                            let v = &values[j * hd + 8 * seg..][..8];
-                            for (s, &x) in sum.iter_mut().zip(v) {
-                                *s += e * x;
+                    match hd {
+                        64 => weighted_sum::<8>(es, values, acc),
+                        128 => weighted_sum::<16>(es, values, acc),
+                        _ => {
+                            for (d, a) in acc.iter_mut().enumerate() {
+                                let mut sum = 0.0f32;
+                                for (j, &e) in es.iter().enumerate() {
+                                    sum += e * values[j * hd + d];
+                                }
+                                *a = sum;
                             }
                         }
-                        a.copy_from_slice(&sum);
-                    }
-                    for (d, a) in acc.iter_mut().enumerate().skip(whole) {
-                        let mut sum = 0.0f32;
-                        for (j, &e) in es.iter().enumerate() {
-                            sum += e * values[j * hd + d];
-                        }
-                        *a = sum;
                     }
                 }
                 // Carry through the butterfly's levels: at level l, a pending sum (partial
