@@ -215,7 +215,8 @@ struct TileScratch {
     pending: Vec<u8>,
     /// (CHUNK / LANES, head_dim): the value rows of one partial index in a chunk, widened.
     values: Vec<f32>,
-    cells_of_lane: Vec<usize>,
+    /// (LANES, CHUNK / LANES): the chunk's cell indices by partial index.
+    by_lane: Vec<usize>,
     /// (head_dim): a key row widened, and one partial sum being built.
     row: Vec<f32>,
     acc: Vec<f32>,
@@ -373,7 +374,7 @@ fn attend_tile(
         levels,
         pending,
         values,
-        cells_of_lane,
+        by_lane,
         row,
         acc,
         out,
@@ -420,6 +421,7 @@ fn attend_tile(
     pending.clear();
     pending.resize(rows, 0);
     values.resize(CHUNK / LANES * hd, 0.0);
+    by_lane.resize(CHUNK, 0);
     let mut i0 = 0;
     while i0 < n {
         let chunk = cells[i0] / CHUNK;
@@ -441,17 +443,21 @@ fn attend_tile(
             exp_shifted(chunk_scores, chunk_max[r]);
             pending[r] = 0;
         }
+        // The chunk's cells by partial index, ascending (at most CHUNK / LANES each: the
+        // cells are distinct and inside one chunk).
+        let mut fill = [0usize; LANES];
+        for (i, &c) in cells.iter().enumerate().take(i1).skip(i0) {
+            let k = c % LANES;
+            by_lane[k * (CHUNK / LANES) + fill[k]] = i;
+            fill[k] += 1;
+        }
         for leaf_index in 0..LANES {
             let lane = leaf(leaf_index);
-            // This partial's cells in the chunk, ascending, their value rows widened once.
-            cells_of_lane.clear();
-            for (i, &c) in cells.iter().enumerate().take(i1).skip(i0) {
-                if c % LANES == lane {
-                    let v = kv.value_f32(layer, c, kv_off, hd, row);
-                    let j = cells_of_lane.len();
-                    copy_row(&mut values[j * hd..][..hd], v);
-                    cells_of_lane.push(i);
-                }
+            // This partial's cells, their value rows widened once.
+            let cells_of_lane = &by_lane[lane * (CHUNK / LANES)..][..fill[lane]];
+            for (j, &i) in cells_of_lane.iter().enumerate() {
+                let v = kv.value_f32(layer, cells[i], kv_off, hd, row);
+                copy_row(&mut values[j * hd..][..hd], v);
             }
             for r in 0..rows {
                 let nr = len(r);
