@@ -148,7 +148,7 @@ fn attention_tiled(
     let tiles = prompt_tiles(visible);
     let n_tasks = tiles.len() * n_head_kv;
     let out = SharedMut::new(out);
-    let avx2 = avx2_detected();
+    let (avx512, avx2) = (avx512_detected(), avx2_detected());
     let scratch = TileScratch::default;
     // The last tiles first (they see the most cells), as in `attention`.
     pool.run_chunks(n_tasks, &scratch, &|scratch, chunk| {
@@ -167,7 +167,10 @@ fn attention_tiled(
             head_dim,
             scale,
         };
-        if avx2 {
+        if avx512 {
+            // SAFETY: AVX-512 F, AVX2 and FMA were detected at run time.
+            unsafe { attend_tile_avx512(&task, scratch) };
+        } else if avx2 {
             // SAFETY: AVX2 and FMA were detected at run time.
             unsafe { attend_tile_avx2(&task, scratch) };
         } else {
@@ -244,6 +247,60 @@ unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
     attend_tile(task, scratch, numerics::dot, exp_shifted)
+}
+
+/// [`attend_tile`] with the score dots in zmm registers ([`dot32_avx512`]; same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
+    // SAFETY (closure): this function runs only where AVX2 was detected.
+    let exp = |x: &mut [f32], sub: f32| unsafe { exp_shifted_avx2(x, sub) };
+    if task.head_dim.is_multiple_of(LANES) {
+        // SAFETY (closure): this function runs only where AVX-512 F was detected.
+        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx512(q, k) };
+        attend_tile(task, scratch, dot, exp)
+    } else {
+        attend_tile(task, scratch, numerics::dot, exp)
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
+    attend_tile(task, scratch, numerics::dot, exp_shifted)
+}
+
+/// [`dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
+/// first step (m = 16) is one vector add and the rest is [`dot32_avx2`]'s.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2; `q.len() == k.len()`, a multiple of 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dot32_avx512(q: &[f32], k: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(q.len() == k.len() && q.len().is_multiple_of(LANES));
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: chunks of 32 elements: 16j..16j + 16 is inside both.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(qc.as_ptr().add(16 * j)),
+                    _mm512_loadu_ps(kc.as_ptr().add(16 * j)),
+                )
+            };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+        }
+    }
+    let v16 = _mm512_add_ps(acc[0], acc[1]);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+    let v8 = _mm256_add_ps(_mm512_castps512_ps256(v16), hi);
+    let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8));
+    let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    _mm_cvtss_f32(_mm_add_ss(v2, _mm_movehdup_ps(v2)))
 }
 
 /// `x[i] = numerics::exp(x[i] - sub)` for every element.
@@ -565,6 +622,17 @@ fn avx2_detected() -> bool {
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_detected() -> bool {
+    false
+}
+
+/// AVX-512 F besides AVX2 and FMA, where the ISA choice allows the AVX-512 table.
+#[cfg(target_arch = "x86_64")]
+fn avx512_detected() -> bool {
+    use crate::quant::dot::{isa_choice, Isa};
+    avx2_detected() && isa_choice().allows(Isa::Avx512) && is_x86_feature_detected!("avx512f")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_detected() -> bool {
     false
 }
 
@@ -915,6 +983,31 @@ mod tests {
             for (g, &v) in got.iter().zip(&x) {
                 let want = numerics::exp(v - sub);
                 assert_eq!(g.to_bits(), want.to_bits(), "exp({v} - {sub})");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_dots_have_the_bits_of_the_canonical_one() {
+        let mut seed = 5u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 10f32.powi((seed % 7) as i32 - 3)
+        };
+        for len in [32, 64, 128, 96] {
+            for _ in 0..200 {
+                let q: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                let k: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                let want = numerics::dot(&q, &k).to_bits();
+                if avx2_detected() {
+                    // SAFETY: AVX2 and FMA detected.
+                    assert_eq!(unsafe { dot32_avx2(&q, &k) }.to_bits(), want);
+                }
+                if avx512_detected() {
+                    // SAFETY: AVX-512 F, AVX2 and FMA detected.
+                    assert_eq!(unsafe { dot32_avx512(&q, &k) }.to_bits(), want);
+                }
             }
         }
     }
