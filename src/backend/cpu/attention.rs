@@ -174,7 +174,7 @@ fn attention_tiled(
             // SAFETY: AVX2 and FMA were detected at run time.
             unsafe { attend_tile_avx2(&task, scratch) };
         } else {
-            attend_tile(&task, scratch, numerics::dot, exp_shifted);
+            attend_tile(&task, scratch, dots_by(numerics::dot), exp_shifted);
         }
         let width = heads * head_dim;
         for (i, t) in tile.clone().enumerate() {
@@ -220,6 +220,9 @@ struct TileScratch {
     values: Vec<f32>,
     /// (LANES, CHUNK / LANES): the chunk's cell indices by partial index.
     by_lane: Vec<usize>,
+    /// (rows, head_dim): the query rows; (rows): their dots with one key row.
+    q_rows: Vec<f32>,
+    dot_out: Vec<f32>,
     /// (head_dim): a key row widened, and one partial sum being built.
     row: Vec<f32>,
     acc: Vec<f32>,
@@ -239,14 +242,25 @@ unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
     if task.head_dim.is_multiple_of(LANES) {
         // SAFETY (closure): as above.
         let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
-        attend_tile(task, scratch, dot, exp)
+        attend_tile(task, scratch, dots_by(dot), exp)
     } else {
-        attend_tile(task, scratch, numerics::dot, exp)
+        attend_tile(task, scratch, dots_by(numerics::dot), exp)
     }
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
-    attend_tile(task, scratch, numerics::dot, exp_shifted)
+    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+}
+
+/// The dots of consecutive query rows (`qs`: rows of `k.len()`) with `k` into `out`, one
+/// `dot` each.
+#[inline(always)]
+fn dots_by(dot: impl Fn(&[f32], &[f32]) -> f32) -> impl Fn(&[f32], &[f32], &mut [f32]) {
+    move |qs, k, out| {
+        for (o, q) in out.iter_mut().zip(qs.chunks_exact(k.len())) {
+            *o = dot(q, k);
+        }
+    }
 }
 
 /// [`attend_tile`] with the score dots in zmm registers ([`dot32_avx512`]; same bits).
@@ -260,15 +274,84 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
     let exp = |x: &mut [f32], sub: f32| unsafe { exp_shifted_avx2(x, sub) };
     if task.head_dim.is_multiple_of(LANES) {
         // SAFETY (closure): this function runs only where AVX-512 F was detected.
-        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx512(q, k) };
-        attend_tile(task, scratch, dot, exp)
+        let dots = |qs: &[f32], k: &[f32], out: &mut [f32]| unsafe { dots8_avx512(qs, k, out) };
+        attend_tile(task, scratch, dots, exp)
     } else {
-        attend_tile(task, scratch, numerics::dot, exp)
+        attend_tile(task, scratch, dots_by(numerics::dot), exp)
     }
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
-    attend_tile(task, scratch, numerics::dot, exp_shifted)
+    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+}
+
+/// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
+/// into `out`, 8 rows at a time: each row's butterfly down to 8 lanes, then the last three
+/// steps (m = 4, 2, 1) of 8 rows at once through shuffles that pair the same lanes, so each
+/// row's sums are [`dot32_avx512`]'s. The one-row tail was a dependency chain per dot.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hd = k.len();
+    let mut groups = qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8));
+    for (q8, o8) in &mut groups {
+        let v8: [__m256; 8] = std::array::from_fn(|j| {
+            let q = &q8[j * hd..][..hd];
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
+                for (h, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
+                            _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
+                        )
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+                }
+            }
+            let v16 = _mm512_add_ps(acc[0], acc[1]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+            _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+        });
+        // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the row pairs (0, 1), (2, 3), ...
+        let v4: [__m256; 4] = std::array::from_fn(|p| {
+            let (a, b) = (v8[2 * p], v8[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        });
+        // m = 2: lanes i + (i + 2) of rows (0, 2) and (1, 3) ... -> [r0 r0 r2 r2 | r1 r1 r3 r3]
+        let v2: [__m256; 2] = std::array::from_fn(|p| {
+            let (a, b) = (v4[2 * p], v4[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // m = 1: lane 0 + lane 1 -> [r0 r2 r4 r6 | r1 r3 r5 r7].
+        let v1 = _mm256_add_ps(
+            _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
+            _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
+        );
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
+        for (j, o) in o8.iter_mut().enumerate() {
+            *o = lanes[(j % 2) * 4 + j / 2];
+        }
+    }
+    let done = out.len() / 8 * 8;
+    for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
+        // SAFETY: the CPU features of this function.
+        *o = unsafe { dot32_avx512(q, k) };
+    }
 }
 
 /// [`dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
@@ -407,7 +490,7 @@ fn leaf(s: usize) -> usize {
 fn attend_tile(
     task: &TileTask,
     s: &mut TileScratch,
-    dot: impl Fn(&[f32], &[f32]) -> f32,
+    dots: impl Fn(&[f32], &[f32], &mut [f32]),
     exp_shifted: impl Fn(&mut [f32], f32),
 ) {
     let TileTask {
@@ -432,6 +515,8 @@ fn attend_tile(
         pending,
         values,
         by_lane,
+        q_rows,
+        dot_out,
         row,
         acc,
         out,
@@ -447,16 +532,22 @@ fn attend_tile(
     acc.resize(hd, 0.0);
     scores.clear();
     scores.resize(rows * n, 0.0);
+    // The tile's query rows, contiguous: (rows, hd).
+    q_rows.clear();
+    for t in tokens.clone() {
+        q_rows.extend_from_slice(&q[t * q_dim + h0 * hd..][..heads * hd]);
+    }
+    dot_out.resize(rows, 0.0);
+    let mut first = 0; // the first token that sees cell i (lists grow along the tile)
     for (i, &c) in cells.iter().enumerate() {
+        while visible[t0 + first].len() <= i {
+            first += 1;
+        }
         let k = kv.key_f32(layer, c, kv_off, hd, row);
-        for tt in 0..n_tok {
-            if visible[t0 + tt].len() <= i {
-                continue;
-            }
-            for g in 0..heads {
-                let q_row = &q[(t0 + tt) * q_dim + (h0 + g) * hd..][..hd];
-                scores[(tt * heads + g) * n + i] = dot(q_row, k) * scale;
-            }
+        let r0 = first * heads;
+        dots(&q_rows[r0 * hd..], k, &mut dot_out[r0..]);
+        for (r, &d) in dot_out.iter().enumerate().skip(r0) {
+            scores[r * n + i] = d * scale;
         }
     }
     max.clear();
@@ -1007,6 +1098,20 @@ mod tests {
                 if avx512_detected() {
                     // SAFETY: AVX-512 F, AVX2 and FMA detected.
                     assert_eq!(unsafe { dot32_avx512(&q, &k) }.to_bits(), want);
+                }
+            }
+            // Rows of 8 at once and a tail: row j with k gives the single dot's bits.
+            for rows in [1, 7, 8, 9, 17, 24] {
+                let qs: Vec<f32> = (0..rows * len).map(|_| rnd()).collect();
+                let k: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                if avx512_detected() {
+                    let mut out = vec![f32::NAN; rows];
+                    // SAFETY: AVX-512 F, AVX2 and FMA detected.
+                    unsafe { dots8_avx512(&qs, &k, &mut out) };
+                    for (j, o) in out.iter().enumerate() {
+                        let want = numerics::dot(&qs[j * len..][..len], &k);
+                        assert_eq!(o.to_bits(), want.to_bits(), "{rows} rows, row {j}");
+                    }
                 }
             }
         }
