@@ -440,19 +440,11 @@ unsafe fn exp_shifted_avx2(xs: &mut [f32], sub: f32) {
     exp_shifted(chunks.into_remainder(), sub);
 }
 
-/// Leaf `leaf_index` of one query row's butterfly (see [`attend_tile`]), for rows of 8S
-/// elements: the partial's sum `Σ_j es[j] * values[j]` (from +0.0, one rounded multiply and
-/// one add per term, cells in order), then carried through the levels: at level l a pending
-/// sum (the lower partial) and this one add, an absent one is skipped. `levels`: (6, 8S) of
-/// this row, `pending` its bits. The row's S vectors of 8 stay in registers throughout.
+/// `acc[d] = Σ_j es[j] * values[j * 8S + d]` for a row of 8S elements, cells in order, each
+/// sum from +0.0 (one rounded multiply and one add per term): the row's S vectors of 8 stay
+/// in registers while the cells pass.
 #[inline(always)]
-fn merge_leaf<const S: usize>(
-    es: &[f32],
-    values: &[f32],
-    levels: &mut [f32],
-    pending: &mut u8,
-    leaf_index: usize,
-) {
+fn weighted_sum<const S: usize>(es: &[f32], values: &[f32], acc: &mut [f32]) {
     let hd = 8 * S;
     let mut sum = [[0.0f32; 8]; S];
     for (&e, v) in es.iter().zip(values.chunks_exact(hd)) {
@@ -462,64 +454,8 @@ fn merge_leaf<const S: usize>(
             }
         }
     }
-    let mut fed = !es.is_empty();
-    let mut level = 0;
-    while (leaf_index >> level) & 1 == 1 {
-        let bit = 1u8 << level;
-        if *pending & bit != 0 {
-            let held = &levels[level * hd..][..hd];
-            for (s8, h8) in sum.iter_mut().zip(held.chunks_exact(8)) {
-                for (s, &h) in s8.iter_mut().zip(h8) {
-                    *s = if fed { h + *s } else { h };
-                }
-            }
-            fed = true;
-            *pending &= !bit;
-        }
-        level += 1;
-    }
-    if fed {
-        for (d8, s8) in levels[level * hd..][..hd].chunks_exact_mut(8).zip(&sum) {
-            d8.copy_from_slice(s8);
-        }
-        *pending |= 1 << level;
-    }
-}
-
-/// [`merge_leaf`] for any row length, through the scratch row `acc`.
-fn merge_leaf_any(
-    es: &[f32],
-    values: &[f32],
-    acc: &mut [f32],
-    levels: &mut [f32],
-    pending: &mut u8,
-    leaf_index: usize,
-) {
-    let hd = acc.len();
-    for (d, a) in acc.iter_mut().enumerate() {
-        let mut sum = 0.0f32;
-        for (j, &e) in es.iter().enumerate() {
-            sum += e * values[j * hd + d];
-        }
-        *a = sum;
-    }
-    let mut fed = !es.is_empty();
-    let mut level = 0;
-    while (leaf_index >> level) & 1 == 1 {
-        let bit = 1u8 << level;
-        if *pending & bit != 0 {
-            let held = &levels[level * hd..][..hd];
-            for (a, &h) in acc.iter_mut().zip(held) {
-                *a = if fed { h + *a } else { h };
-            }
-            fed = true;
-            *pending &= !bit;
-        }
-        level += 1;
-    }
-    if fed {
-        levels[level * hd..][..hd].copy_from_slice(acc);
-        *pending |= 1 << level;
+    for (a8, s8) in acc.chunks_exact_mut(8).zip(&sum) {
+        *<&mut [f32; 8]>::try_from(a8).expect("chunks of 8") = *s8;
     }
 }
 
@@ -676,19 +612,52 @@ fn attend_tile(
                 if i1.min(nr) <= i0 {
                     continue;
                 }
-                // The partial's cells that row r sees: the first m.
+                // The partial's sum over the row's first m cells: +0.0, then each e * v
+                // added, 8 elements at a time held in registers across the cells.
                 let m = cells_of_lane.iter().take_while(|&&i| i < nr).count();
-                let mut es = [0.0f32; CHUNK / LANES];
-                for (e, &i) in es.iter_mut().zip(&cells_of_lane[..m]) {
-                    *e = scores[r * n + i];
+                let mut fed = m > 0;
+                if fed {
+                    let mut es = [0.0f32; CHUNK / LANES];
+                    for (e, &i) in es.iter_mut().zip(cells_of_lane.iter()) {
+                        *e = scores[r * n + i];
+                    }
+                    let es = &es[..m];
+                    match hd {
+                        64 => weighted_sum::<8>(es, values, acc),
+                        128 => weighted_sum::<16>(es, values, acc),
+                        _ => {
+                            for (d, a) in acc.iter_mut().enumerate() {
+                                let mut sum = 0.0f32;
+                                for (j, &e) in es.iter().enumerate() {
+                                    sum += e * values[j * hd + d];
+                                }
+                                *a = sum;
+                            }
+                        }
+                    }
                 }
-                let (es, row_levels) = (&es[..m], &mut levels[r * 6 * hd..][..6 * hd]);
-                let p = &mut pending[r];
-                match hd {
-                    64 => merge_leaf::<8>(es, values, row_levels, p, leaf_index),
-                    128 => merge_leaf::<16>(es, values, row_levels, p, leaf_index),
-                    256 => merge_leaf::<32>(es, values, row_levels, p, leaf_index),
-                    _ => merge_leaf_any(es, values, acc, row_levels, p, leaf_index),
+                // Carry through the butterfly's levels: at level l, a pending sum (partial
+                // k) and this one (partial k + 2^(4 - l)) add, an absent one is skipped.
+                let mut level = 0;
+                while (leaf_index >> level) & 1 == 1 {
+                    let bit = 1u8 << level;
+                    if pending[r] & bit != 0 {
+                        let held = &levels[(r * 6 + level) * hd..][..hd];
+                        if fed {
+                            for (a, &h) in acc.iter_mut().zip(held) {
+                                *a = h + *a;
+                            }
+                        } else {
+                            copy_row(acc, held);
+                            fed = true;
+                        }
+                        pending[r] &= !bit;
+                    }
+                    level += 1;
+                }
+                if fed {
+                    copy_row(&mut levels[(r * 6 + level) * hd..][..hd], acc);
+                    pending[r] |= 1 << level;
                 }
             }
         }
