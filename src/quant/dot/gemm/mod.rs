@@ -18,6 +18,10 @@
 //!   `acc[b % 32] = fma(isum as f32, dd, acc[b % 32])` (and Q4_1 / Q5_1's
 //!   `fma(m_w, s_a, acc)`), and the butterfly of the 32 lane accumulators at the end.
 //!
+//! The K-quants Q4_K, Q5_K and Q6_K (kquant.rs) take the same scheme per sub-block, with each
+//! sub-block's sum multiplied by its row's scale lane-wise and the Q8_K activations' terms in
+//! [`KMeta`].
+//!
 //! Integer sums are exact in any grouping, so only the float steps matter, and they are the
 //! scalar definition's, one lane per output. Lanes of the 32 accumulators that no block
 //! reaches (rows of fewer than 32 blocks) are +0.0 in the definition; the butterfly here skips
