@@ -128,9 +128,8 @@ struct TileScratch {
     /// (rows, head_dim): the query rows; (rows): their dots with one key row.
     q_rows: Vec<f32>,
     dot_out: Vec<f32>,
-    /// (head_dim): a key row widened, and one partial sum being built.
+    /// (head_dim): a key or value row widened.
     row: Vec<f32>,
-    acc: Vec<f32>,
     /// (rows, head_dim): the outputs.
     out: Vec<f32>,
 }
@@ -423,7 +422,6 @@ fn attend_tile(
         q_rows,
         dot_out,
         row,
-        acc,
         out,
     } = s;
     let t0 = tokens.start;
@@ -434,7 +432,6 @@ fn attend_tile(
     // Cells seen by row r: the first len(r) of `cells`.
     let len = |r: usize| visible[t0 + r / heads].len();
     row.resize(hd, 0.0);
-    acc.resize(hd, 0.0);
     scores.clear();
     scores.resize(rows * n, 0.0);
     // The tile's query rows, contiguous: (rows, hd).
@@ -517,6 +514,11 @@ fn attend_tile(
                 if i1.min(nr) <= i0 {
                     continue;
                 }
+                // This leaf ends at level `top` (a carry per trailing one bit): its sum is
+                // built in that level's row directly, the lower levels held in `below`.
+                let top = leaf_index.trailing_ones() as usize;
+                let (below, rest) = levels[r * 6 * hd..][..6 * hd].split_at_mut(top * hd);
+                let dst = &mut rest[..hd];
                 // The partial's sum over the row's first m cells: +0.0, then each e * v
                 // added, 8 elements at a time held in registers across the cells.
                 let m = cells_of_lane.iter().take_while(|&&i| i < nr).count();
@@ -528,10 +530,10 @@ fn attend_tile(
                     }
                     let es = &es[..m];
                     match hd {
-                        64 => weighted_sum::<8>(es, values, acc),
-                        128 => weighted_sum::<16>(es, values, acc),
+                        64 => weighted_sum::<8>(es, values, dst),
+                        128 => weighted_sum::<16>(es, values, dst),
                         _ => {
-                            for (d, a) in acc.iter_mut().enumerate() {
+                            for (d, a) in dst.iter_mut().enumerate() {
                                 let mut sum = 0.0f32;
                                 for (j, &e) in es.iter().enumerate() {
                                     sum += e * values[j * hd + d];
@@ -543,26 +545,23 @@ fn attend_tile(
                 }
                 // Carry through the butterfly's levels: at level l, a pending sum (partial
                 // k) and this one (partial k + 2^(4 - l)) add, an absent one is skipped.
-                let mut level = 0;
-                while (leaf_index >> level) & 1 == 1 {
+                for level in 0..top {
                     let bit = 1u8 << level;
                     if pending[r] & bit != 0 {
-                        let held = &levels[(r * 6 + level) * hd..][..hd];
+                        let held = &below[level * hd..][..hd];
                         if fed {
-                            for (a, &h) in acc.iter_mut().zip(held) {
+                            for (a, &h) in dst.iter_mut().zip(held) {
                                 *a += h; // held + this: IEEE addition commutes
                             }
                         } else {
-                            copy_row(acc, held);
+                            copy_row(dst, held);
                             fed = true;
                         }
                         pending[r] &= !bit;
                     }
-                    level += 1;
                 }
                 if fed {
-                    copy_row(&mut levels[(r * 6 + level) * hd..][..hd], acc);
-                    pending[r] |= 1 << level;
+                    pending[r] |= 1 << top;
                 }
             }
         }
