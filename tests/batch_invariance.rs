@@ -55,6 +55,21 @@ fn thirty_two_sequences_in_mixed_batches_match_each_alone_tiny() {
     }
 }
 
+/// The K-quants' tiled prompt kernels: a tiny model in llama.cpp's Q4_K_M mix (Q4_K, a Q6_K
+/// ffn_down; rows of whole 256-element super-blocks).
+#[test]
+fn thirty_two_sequences_in_mixed_batches_match_each_alone_tiny_q4_k_m() {
+    let spec = TinySpec {
+        weight_type: GgmlType::Q4K,
+        n_embd: 256,
+        n_ff: 512,
+        override_type: Some(("blk.1.ffn_down.weight", GgmlType::Q6K)),
+        ..Default::default()
+    };
+    let model = Model::from_gguf(build(&spec)).expect("tiny model");
+    check(&model, 40, 12, "q4_k_m");
+}
+
 /// The same on the real SmolLM2 (Q4_1, 30 layers of 576), shorter to stay fast: prompts of
 /// up to 12 tokens and 4 generated each.
 #[test]

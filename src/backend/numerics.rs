@@ -58,16 +58,16 @@ pub fn sum_squares(x: &[f32]) -> f32 {
 
 // exp: Cody-Waite reduction to r in [-ln2/2, ln2/2], a degree-7 Taylor polynomial, and a
 // scale by 2^n built from bits. Only correctly rounded + - * on f32: the GPU gets the same bits.
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that n * LN2_HI is exact for |n| <= 2^9 (LN2_HI has 15 significant bits).
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 /// 1.5 * 2^23: adding and subtracting it rounds to the nearest integer (ties to even).
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 /// Inputs are clamped here so that 2^n stays a normal float; e^-87 and e^88 are as far as
 /// the callers' results can tell (softmax of a shifted row, SiLU).
-const EXP_MIN: f32 = -87.0;
-const EXP_MAX: f32 = 88.0;
+pub(crate) const EXP_MIN: f32 = -87.0;
+pub(crate) const EXP_MAX: f32 = 88.0;
 
 /// e^x to about 2 ulp, the same bits on CPU and GPU. NaN maps to e^-87.
 #[inline(always)]

@@ -13,6 +13,9 @@ use super::threadpool::ThreadPool;
 use crate::backend::numerics::{self, butterfly32, LANES};
 use crate::kv_cache::HostKv;
 
+mod prompt;
+use prompt::attention_tiled;
+
 /// Cache cells per chunk of the split softmax.
 pub use crate::backend::numerics::ATTENTION_CHUNK as CHUNK;
 
@@ -53,15 +56,16 @@ pub fn attention(
     } = shape;
     let q_dim = n_head * head_dim;
     let group = n_head / n_head_kv;
-    // Query heads per task: in prompt steps all heads of a KV head's group, so each key and
-    // value row is read (and widened) once for the group instead of once per head; in decode
-    // one head per task, so that a few KV heads still spread over every thread. Each head's
-    // arithmetic is the same either way.
-    let heads = if visible.len() * n_head_kv >= 4 * pool.n_threads() {
-        group
-    } else {
-        1
-    };
+    // Prompt steps: tasks of a tile of tokens and one KV head's group of query heads, so each
+    // key and value row is read (and widened) once for the tile; in decode one head per task,
+    // so that a few KV heads still spread over every thread. Each head's arithmetic is the
+    // same either way.
+    let prompt = visible.len() * n_head_kv >= 4 * pool.n_threads();
+    if prompt {
+        attention_tiled(pool, kv, layer, shape, q, visible, out);
+        return;
+    }
+    let heads = 1;
     let tasks_per_token = n_head / heads;
     let n_tasks = visible.len() * tasks_per_token;
     let out = SharedMut::new(out);
@@ -128,6 +132,17 @@ fn avx2_detected() -> bool {
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn avx2_detected() -> bool {
+    false
+}
+
+/// AVX-512 F besides AVX2 and FMA, where the ISA choice allows the AVX-512 table.
+#[cfg(target_arch = "x86_64")]
+fn avx512_detected() -> bool {
+    use crate::quant::dot::{isa_choice, Isa};
+    avx2_detected() && isa_choice().allows(Isa::Avx512) && is_x86_feature_detected!("avx512f")
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_detected() -> bool {
     false
 }
 
@@ -359,6 +374,9 @@ fn weighted_values(
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_arch = "x86_64")]
+    use super::prompt::{dot32_avx512, dots8_avx512, exp_shifted_avx2};
+    use super::prompt::{prompt_tiles, TOKEN_TILE};
     use super::*;
     use crate::kv_cache::KvType;
 
@@ -419,17 +437,129 @@ mod tests {
     #[test]
     fn attention_follows_the_canonical_order_bit_for_bit() {
         for kv_type in KvType::ALL {
-            canonical_order_with(kv_type);
+            canonical_order_with(kv_type, None, 64);
         }
     }
 
+    /// Prompt steps in tiles of tokens: tokens whose visible cells extend the previous
+    /// token's (causal prompts, with gaps in the cells) share key and value reads; tiles cut
+    /// where a token's list does not extend the last one's (a second sequence), lengths
+    /// ending inside and at the edges of chunks and of the 32 partials. Each token's output
+    /// must keep the bits of the definition.
+    #[test]
+    fn tiled_prompt_attention_keeps_each_tokens_bits() {
+        let seen: Vec<usize> = (0..700).filter(|c| c % 7 != 3).collect();
+        let lens = [
+            1, 2, 30, 31, 32, 33, 219, 220, 221, 250, 400, 401, 402, 403, 500, 599,
+        ];
+        let mut visible: Vec<Vec<usize>> = lens.iter().map(|&l| seen[..l].to_vec()).collect();
+        // A second sequence, then the first again: both cut the tiles.
+        visible.extend((0..5).map(|l| (300..301 + 40 * l).collect::<Vec<usize>>()));
+        visible.extend((0..3).map(|l| seen[..10 + l].to_vec()));
+        assert!(prompt_tiles(&visible).iter().any(|t| t.len() == TOKEN_TILE));
+        for kv_type in KvType::ALL {
+            canonical_order_with(kv_type, Some(visible.clone()), 64);
+        }
+        // Rows of other lengths: 128 (its own register path), 40 (the general one).
+        canonical_order_with(KvType::ALL[0], Some(visible.clone()), 128);
+        canonical_order_with(KvType::ALL[0], Some(visible), 40);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_has_the_bits_of_the_scalar_one() {
+        if !avx2_detected() {
+            return;
+        }
+        let mut x: Vec<f32> = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -87.0,
+            -87.5,
+            88.0,
+            88.5,
+            1e-30,
+            -1e-30,
+            f32::MAX,
+            f32::MIN,
+        ];
+        let mut seed = 99u32;
+        x.extend((0..4000).map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            f32::from_bits(seed) // every exponent, sign and NaN payload
+        }));
+        x.extend((0..4001).map(|i| (i as f32 - 3000.0) * 0.037));
+        for sub in [0.0, 1.5, -3.25, 40.0] {
+            let mut got = x.clone();
+            // SAFETY: AVX2 was detected above.
+            unsafe { exp_shifted_avx2(&mut got, sub) };
+            for (g, &v) in got.iter().zip(&x) {
+                let want = numerics::exp(v - sub);
+                assert_eq!(g.to_bits(), want.to_bits(), "exp({v} - {sub})");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_dots_have_the_bits_of_the_canonical_one() {
+        let mut seed = 5u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 10f32.powi((seed % 7) as i32 - 3)
+        };
+        for len in [32, 64, 128, 96] {
+            for _ in 0..200 {
+                let q: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                let k: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                let want = numerics::dot(&q, &k).to_bits();
+                if avx2_detected() {
+                    // SAFETY: AVX2 and FMA detected.
+                    assert_eq!(unsafe { dot32_avx2(&q, &k) }.to_bits(), want);
+                }
+                if avx512_detected() {
+                    // SAFETY: AVX-512 F, AVX2 and FMA detected.
+                    assert_eq!(unsafe { dot32_avx512(&q, &k) }.to_bits(), want);
+                }
+            }
+            // Rows of 8 at once and a tail: row j with k gives the single dot's bits.
+            for rows in [1, 7, 8, 9, 17, 24] {
+                let qs: Vec<f32> = (0..rows * len).map(|_| rnd()).collect();
+                let k: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                if avx512_detected() {
+                    let mut out = vec![f32::NAN; rows];
+                    // SAFETY: AVX-512 F, AVX2 and FMA detected.
+                    unsafe { dots8_avx512(&qs, &k, &mut out) };
+                    for (j, o) in out.iter().enumerate() {
+                        let want = numerics::dot(&qs[j * len..][..len], &k);
+                        assert_eq!(o.to_bits(), want.to_bits(), "{rows} rows, row {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_tiles_follow_the_prefix_chains() {
+        let v = |r: std::ops::Range<usize>| r.collect::<Vec<usize>>();
+        let visible = vec![v(0..1), v(0..2), v(5..6), v(5..8), v(0..3), v(0..3)];
+        assert_eq!(prompt_tiles(&visible), vec![0..2, 2..4, 4..6]);
+        let long: Vec<Vec<usize>> = (1..20).map(|l| v(0..l)).collect();
+        assert_eq!(prompt_tiles(&long), vec![0..8, 8..16, 16..19]);
+        assert!(prompt_tiles(&[]).is_empty());
+    }
+
     /// The reference reads the cache widened to f32, so this also checks that a narrow cache
-    /// changes only the stored values, never the arithmetic.
-    fn canonical_order_with(kv_type: KvType) {
+    /// changes only the stored values, never the arithmetic. `visible`: the tokens' cells
+    /// (a default mix when None).
+    fn canonical_order_with(kv_type: KvType, visible: Option<Vec<Vec<usize>>>, head_dim: usize) {
         let shape = AttentionShape {
             n_head: 6,
             n_head_kv: 2,
-            head_dim: 64,
+            head_dim,
             scale: 0.125,
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
@@ -451,21 +581,24 @@ mod tests {
         // Visible sets with gaps, fewer and more cells than the 32 partials, cells whose
         // partial index repeats, sets over one, two and three chunks, one with an empty chunk
         // in the middle and one across a chunk boundary.
-        let visible: Vec<Vec<usize>> = vec![
-            vec![0],
-            (0..20).collect(),
-            (0..n_ctx).filter(|c| c % 3 != 1).collect(),
-            (5..n_ctx).step_by(7).collect(),
-            vec![31, 32, 63, 64, 95],
-            (0..10).chain(600..610).collect(),
-            (250..270).collect(),
-        ];
+        let visible: Vec<Vec<usize>> = visible.unwrap_or_else(|| {
+            vec![
+                vec![0],
+                (0..20).collect(),
+                (0..n_ctx).filter(|c| c % 3 != 1).collect(),
+                (5..n_ctx).step_by(7).collect(),
+                vec![31, 32, 63, 64, 95],
+                (0..10).chain(600..610).collect(),
+                (250..270).collect(),
+            ]
+        });
         // Large queries: scores spread over several units, so the weights span many magnitudes.
         let q: Vec<f32> = (0..visible.len() * shape.n_head * shape.head_dim)
             .map(|_| rnd() * 3.0)
             .collect();
         let want = reference(&kv, shape, &q, &visible);
-        for threads in [1, 2, 3] {
+        // 4 threads: too few tasks for the prompt path, so the decode path runs too.
+        for threads in [1, 2, 3, 4] {
             let pool = ThreadPool::new(threads).unwrap();
             let mut got = vec![f32::NAN; want.len()];
             attention(&pool, &kv, 0, shape, &q, &visible, &mut got);

@@ -16,7 +16,8 @@
 
 use super::threadpool::{ThreadPool, CHUNKS_PER_THREAD};
 use crate::quant::dot::gemm::{
-    act_meta, gemm_kernels_for, takes_activations, ActMeta, GemmArgs, GemmKernels,
+    act_meta, act_meta_k, gemm_kernels_for, takes_activations, takes_activations_k, ActMeta,
+    GemmArgs, GemmKernels, KMeta,
 };
 use crate::quant::dot::{kernels_for, DotKernels};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
@@ -80,6 +81,8 @@ pub struct PackedActivations {
     /// Per 32-element block of each row (n_rows, cols / 32), for the tiled kernels: filled
     /// by `pack` for steps of at least [`GEMM_MIN_TOKENS`] rows whose type has them.
     meta: Vec<ActMeta>,
+    /// The same per 256-element super-block (n_rows, cols / 256), for Q8_K rows.
+    kmeta: Vec<KMeta>,
     has_meta: bool,
 }
 
@@ -108,15 +111,18 @@ impl PackedActivations {
         self.buf.resize(n_rows * row_bytes, 0);
         // Block metadata only where the tiled kernels may read it (never in decode).
         let nb = cols / 32;
-        self.has_meta =
-            n_rows >= GEMM_MIN_TOKENS && cols.is_multiple_of(32) && takes_activations(act_ty);
-        self.meta.resize(
-            if self.has_meta { n_rows * nb } else { 0 },
-            ActMeta::default(),
-        );
+        let nsb = cols / 256;
+        let prompt = n_rows >= GEMM_MIN_TOKENS;
+        let blocks32 = prompt && cols.is_multiple_of(32) && takes_activations(act_ty);
+        let blocks256 = prompt && cols.is_multiple_of(256) && takes_activations_k(act_ty);
+        self.has_meta = blocks32 || blocks256;
+        self.meta
+            .resize(if blocks32 { n_rows * nb } else { 0 }, ActMeta::default());
+        self.kmeta
+            .resize(if blocks256 { n_rows * nsb } else { 0 }, KMeta::default());
         let out = SharedMut::new(&mut self.buf);
         let meta = SharedMut::new(&mut self.meta);
-        let has_meta = self.has_meta;
+        let kmeta = SharedMut::new(&mut self.kmeta);
         let failed = std::sync::Mutex::new(None);
         pool.for_each_range(n_rows, &|rows| {
             for r in rows {
@@ -126,9 +132,13 @@ impl PackedActivations {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
                 }
-                if has_meta {
+                if blocks32 {
                     // SAFETY: as above, row r's metadata belongs to this thread alone.
                     act_meta(act_ty, dst, unsafe { meta.slice(r * nb, nb) });
+                }
+                if blocks256 {
+                    // SAFETY: as above.
+                    act_meta_k(act_ty, dst, unsafe { kmeta.slice(r * nsb, nsb) });
                 }
             }
         });
@@ -251,7 +261,12 @@ fn rows_times_tokens_tiled(
     rows: std::ops::Range<usize>,
     (panel_scratch, results): &mut (Vec<u8>, Vec<f32>),
 ) {
-    let nb = acts.cols / 32;
+    // Per-token metadata of the kernel's kind: per 32-element block or per super-block.
+    let (nb, nsb) = if acts.kmeta.is_empty() {
+        (acts.cols / 32, 0)
+    } else {
+        (0, acts.cols / 256)
+    };
     let tile = (TOKEN_TILE_BYTES / acts.row_bytes.max(1)).max(4);
     let mut t0 = 0;
     while t0 < acts.n_rows {
@@ -267,6 +282,7 @@ fn rows_times_tokens_tiled(
                 acts: &acts.buf[t0 * acts.row_bytes..t1 * acts.row_bytes],
                 act_row_bytes: acts.row_bytes,
                 meta: &acts.meta[t0 * nb..t1 * nb],
+                kmeta: &acts.kmeta[t0 * nsb..t1 * nsb],
                 n_tokens: t1 - t0,
             };
             results.resize((t1 - t0) * g.panel, 0.0);

@@ -18,6 +18,10 @@
 //!   `acc[b % 32] = fma(isum as f32, dd, acc[b % 32])` (and Q4_1 / Q5_1's
 //!   `fma(m_w, s_a, acc)`), and the butterfly of the 32 lane accumulators at the end.
 //!
+//! The K-quants Q4_K, Q5_K and Q6_K (kquant.rs) take the same scheme per sub-block, with each
+//! sub-block's sum multiplied by its row's scale lane-wise and the Q8_K activations' terms in
+//! [`KMeta`].
+//!
 //! Integer sums are exact in any grouping, so only the float steps matter, and they are the
 //! scalar definition's, one lane per output. Lanes of the 32 accumulators that no block
 //! reaches (rows of fewer than 32 blocks) are +0.0 in the definition; the butterfly here skips
@@ -26,6 +30,8 @@
 //! 2^-48 in magnitude, so a fused multiply-add onto it rounds to -0.0 only from an exact
 //! -0.0 + +0.0, which is +0.0).
 
+#[cfg(target_arch = "x86_64")]
+mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -46,6 +52,42 @@ pub struct ActMeta {
     pub sum: i32,
 }
 
+/// Per Q8_K super-block of an activation row, what the tiled K-quant kernels read besides the
+/// quants (built by [`act_meta_k`] once per activation row): integer terms of the canonical
+/// `isum` / `msum` that depend only on the activation, laid out for broadcast loads.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct KMeta {
+    /// `a.d`.
+    pub d: f32,
+    /// `-32 * bsums[g]` per group of 16: the start of Q6_K's group sums, which then take the
+    /// quants unsigned (q + 32) and still sum exactly `Σ (q - 32) a`.
+    pub q6_start: [i32; 16],
+    /// The 32-element sub-block sums `B_j = bsums[2j] + bsums[2j + 1]` as i16 pairs
+    /// `B_2p | B_2p+1 << 16` (|B_j| <= 32 * 127 fits i16): the multiplicands of the Q4_K / Q5_K
+    /// `msum = Σ m_j B_j`.
+    pub pairs: [i32; 4],
+}
+
+/// Fills `meta` (one entry per 256-element super-block) for a Q8_K activation row; returns
+/// false for other activation types. Panics if the row is shorter than `meta` implies.
+pub fn act_meta_k(act: GgmlType, row: &[u8], meta: &mut [KMeta]) -> bool {
+    if act != GgmlType::Q8K {
+        return false;
+    }
+    assert!(row.len() / 292 >= meta.len(), "act_meta_k: row too short");
+    for (m, block) in meta.iter_mut().zip(row.chunks_exact(292)) {
+        let bsum = |g: usize| i16::from_le_bytes([block[260 + 2 * g], block[261 + 2 * g]]) as i32;
+        let sub = |j: usize| (bsum(2 * j) + bsum(2 * j + 1)) & 0xFFFF;
+        *m = KMeta {
+            d: f32::from_le_bytes([block[0], block[1], block[2], block[3]]),
+            q6_start: std::array::from_fn(|g| -32 * bsum(g)),
+            pairs: std::array::from_fn(|p| sub(2 * p) | (sub(2 * p + 1) << 16)),
+        };
+    }
+    true
+}
+
 /// The activation formats the tiled kernels take (block bytes, offset of the quants).
 fn act_layout(act: GgmlType) -> Option<(usize, usize)> {
     match act {
@@ -58,6 +100,12 @@ fn act_layout(act: GgmlType) -> Option<(usize, usize)> {
 /// Whether the tiled kernels take activations of type `act` (so [`act_meta`] fills them).
 pub fn takes_activations(act: GgmlType) -> bool {
     act_layout(act).is_some()
+}
+
+/// Whether the tiled K-quant kernels take activations of type `act` (so [`act_meta_k`] fills
+/// them).
+pub fn takes_activations_k(act: GgmlType) -> bool {
+    act == GgmlType::Q8K
 }
 
 /// Fills `meta` (one entry per 32-element block) for an activation row of type `act`;
@@ -81,7 +129,8 @@ pub fn act_meta(act: GgmlType, row: &[u8], meta: &mut [ActMeta]) -> bool {
 
 /// One tiled product: weight rows `w[r * row_bytes..]` for `r < rows` (`rows` <= the
 /// kernel's panel height, each `n` elements) against `n_tokens` activation rows
-/// `acts[t * act_row_bytes..]` with their [`ActMeta`] `meta[t * n / 32..]`.
+/// `acts[t * act_row_bytes..]` with their [`ActMeta`] `meta[t * n / 32..]` (32-element
+/// formats) or their [`KMeta`] `kmeta[t * n / 256..]` (the K-quants; the other one empty).
 pub struct GemmArgs<'a> {
     pub n: usize,
     pub w: &'a [u8],
@@ -90,6 +139,7 @@ pub struct GemmArgs<'a> {
     pub acts: &'a [u8],
     pub act_row_bytes: usize,
     pub meta: &'a [ActMeta],
+    pub kmeta: &'a [KMeta],
     pub n_tokens: usize,
 }
 
@@ -117,11 +167,10 @@ pub fn available_gemm_kernels(weight: GgmlType) -> Vec<&'static GemmKernels> {
 
 fn gemm_kernels_on(weight: GgmlType, allow: impl Fn(Isa) -> bool) -> Vec<&'static GemmKernels> {
     #[cfg(target_arch = "x86_64")]
-    let all: &[GemmKernels] = x86::KERNELS;
+    let all = x86::KERNELS.iter().chain(kquant::KERNELS);
     #[cfg(not(target_arch = "x86_64"))]
-    let all: &[GemmKernels] = &[];
-    all.iter()
-        .filter(|k| k.weight == weight && allow(k.isa) && k.isa.runnable())
+    let all = std::iter::empty::<&'static GemmKernels>();
+    all.filter(|k| k.weight == weight && allow(k.isa) && k.isa.runnable())
         .collect()
 }
 

@@ -9,26 +9,37 @@ use crate::quant::dot::tests::{edge_act_row, edge_weight_row, weight_row, Rng};
 
 /// The weight types that have tiled kernels on x86-64 with AVX2 (every one of them has the
 /// AVX-VNNI or AVX-512 version too, where the CPU has those).
-const TILED: [GgmlType; 5] = [
+const TILED: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
 ];
 
 /// Runs `k` on `rows` weight rows and `acts` (each token's packed row) and returns
 /// out[t][r], checking the lanes past `rows` were left for the caller to ignore.
 fn run(k: &GemmKernels, n: usize, ws: &[Vec<u8>], acts: &[Vec<u8>]) -> Vec<Vec<f32>> {
     let act = activation_type(k.weight).unwrap();
-    let nb = n / 32;
+    let (nb, nsb) = if act == GgmlType::Q8K {
+        (0, n / 256)
+    } else {
+        (n / 32, 0)
+    };
     let row_bytes = k.weight.row_bytes(n as u64).unwrap() as usize;
     let w: Vec<u8> = ws.concat();
     let a: Vec<u8> = acts.concat();
     let act_row_bytes = act.row_bytes(n as u64).unwrap() as usize;
     let mut meta = vec![ActMeta::default(); acts.len() * nb];
+    let mut kmeta = vec![KMeta::default(); acts.len() * nsb];
     for (t, row) in acts.iter().enumerate() {
-        assert!(act_meta(act, row, &mut meta[t * nb..(t + 1) * nb]));
+        assert!(
+            act_meta(act, row, &mut meta[t * nb..(t + 1) * nb])
+                || act_meta_k(act, row, &mut kmeta[t * nsb..(t + 1) * nsb])
+        );
     }
     let args = GemmArgs {
         n,
@@ -38,6 +49,7 @@ fn run(k: &GemmKernels, n: usize, ws: &[Vec<u8>], acts: &[Vec<u8>]) -> Vec<Vec<f
         acts: &a,
         act_row_bytes,
         meta: &meta,
+        kmeta: &kmeta,
         n_tokens: acts.len(),
     };
     let mut out = vec![f32::NAN; acts.len() * k.panel];
@@ -78,7 +90,7 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
             .into_iter()
             .enumerate()
             {
-                let n = nb * 32;
+                let n = nb * ty.block_elems();
                 let rows = heights[case % heights.len()];
                 let mut ws: Vec<Vec<u8>> = (0..rows)
                     .map(|_| edge_weight_row(ty, nb, &mut rng))
@@ -110,19 +122,22 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
 #[test]
 fn tiled_kernels_refuse_short_slices() {
     for k in TILED.into_iter().flat_map(available_gemm_kernels) {
-        let row_bytes = k.weight.row_bytes(64).unwrap() as usize;
+        let n = 2 * k.weight.block_elems();
+        let row_bytes = k.weight.row_bytes(n as u64).unwrap() as usize;
         let act = activation_type(k.weight).unwrap();
-        let arb = act.row_bytes(64).unwrap() as usize;
+        let arb = act.row_bytes(n as u64).unwrap() as usize;
         let (w, a) = (vec![0u8; 2 * row_bytes], vec![0u8; arb]);
         let meta = [ActMeta::default(); 2];
+        let kmeta = [KMeta::default(); 2];
         let args = GemmArgs {
-            n: 64,
+            n,
             w: &w[..2 * row_bytes - 1], // the second row is one byte short
             row_bytes,
             rows: 2,
             acts: &a,
             act_row_bytes: arb,
             meta: &meta,
+            kmeta: &kmeta,
             n_tokens: 1,
         };
         let r =

@@ -1,0 +1,595 @@
+//! Prompt attention (steps of many tokens): one task per tile of tokens and KV head, each key
+//! and value row read once for every query row of the tile, each row's arithmetic exactly
+//! the one [`super::attention`] defines (the same bits as the token alone).
+
+#[cfg(target_arch = "x86_64")]
+use super::dot32_avx2;
+use super::{avx2_detected, avx512_detected, AttentionShape, CHUNK};
+use crate::backend::cpu::matmul::SharedMut;
+use crate::backend::cpu::threadpool::ThreadPool;
+use crate::backend::numerics::{self, butterfly32, LANES};
+use crate::kv_cache::HostKv;
+
+/// Tokens per task of the prompt path: their query rows share each key and value row read.
+pub(super) const TOKEN_TILE: usize = 8;
+
+/// Consecutive tokens whose visible cells each extend the previous token's (the tokens of one
+/// sequence under a causal mask), cut into tiles of at most [`TOKEN_TILE`]: the last token's
+/// list holds every other token's as a prefix.
+pub(super) fn prompt_tiles(visible: &[Vec<usize>]) -> Vec<std::ops::Range<usize>> {
+    let mut tiles = Vec::new();
+    let mut t0 = 0;
+    for t in 1..=visible.len() {
+        let extends =
+            t < visible.len() && t - t0 < TOKEN_TILE && visible[t].starts_with(&visible[t - 1]);
+        if !extends {
+            tiles.push(t0..t);
+            t0 = t;
+        }
+    }
+    tiles
+}
+
+/// [`super::attention`] for prompt steps: one task per (token tile, KV head), every query row of the
+/// tile (its tokens x the KV head's query heads) computed exactly as [`super::attend`] computes it
+/// alone, the key and value rows read once for all of them.
+pub(super) fn attention_tiled(
+    pool: &ThreadPool,
+    kv: &HostKv,
+    layer: usize,
+    shape: AttentionShape,
+    q: &[f32],
+    visible: &[Vec<usize>],
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        n_head,
+        n_head_kv,
+        head_dim,
+        scale,
+    } = shape;
+    let q_dim = n_head * head_dim;
+    let heads = n_head / n_head_kv;
+    let tiles = prompt_tiles(visible);
+    let n_tasks = tiles.len() * n_head_kv;
+    let out = SharedMut::new(out);
+    let (avx512, avx2) = (avx512_detected(), avx2_detected());
+    let scratch = TileScratch::default;
+    // The last tiles first (they see the most cells), as in `attention`.
+    pool.run_chunks(n_tasks, &scratch, &|scratch, chunk| {
+        let task = n_tasks - 1 - chunk;
+        let (tile, kvh) = (&tiles[task / n_head_kv], task % n_head_kv);
+        let task = TileTask {
+            kv,
+            layer,
+            q,
+            q_dim,
+            tokens: tile.clone(),
+            h0: kvh * heads,
+            heads,
+            visible,
+            kv_off: kvh * head_dim,
+            head_dim,
+            scale,
+        };
+        if avx512 {
+            // SAFETY: AVX-512 F, AVX2 and FMA were detected at run time.
+            unsafe { attend_tile_avx512(&task, scratch) };
+        } else if avx2 {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { attend_tile_avx2(&task, scratch) };
+        } else {
+            attend_tile(&task, scratch, dots_by(numerics::dot), exp_shifted);
+        }
+        let width = heads * head_dim;
+        for (i, t) in tile.clone().enumerate() {
+            // SAFETY: the heads of KV head `kvh` of token t belong to this task alone.
+            let dst = unsafe { out.slice(t * q_dim + task.h0 * head_dim, width) };
+            dst.copy_from_slice(&scratch.out[i * width..][..width]);
+        }
+    });
+}
+
+/// One prompt task: tokens `tokens` (each one's visible cells a prefix of the last one's) and
+/// query heads `h0..h0 + heads`, all of KV head `kv_off / head_dim`. Query row
+/// `r = (t - tokens.start) * heads + g` is token t, head h0 + g.
+struct TileTask<'a> {
+    kv: &'a HostKv,
+    layer: usize,
+    /// (n_tokens, q_dim)
+    q: &'a [f32],
+    q_dim: usize,
+    tokens: std::ops::Range<usize>,
+    h0: usize,
+    heads: usize,
+    visible: &'a [Vec<usize>],
+    kv_off: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+/// Per-thread scratch of the prompt path.
+#[derive(Default)]
+struct TileScratch {
+    /// (rows, cells of the last token): scores, then their exponentials.
+    scores: Vec<f32>,
+    /// (rows): max score, running total, chunk max.
+    max: Vec<f32>,
+    total: Vec<f32>,
+    chunk_max: Vec<f32>,
+    /// (rows, 6, head_dim): per row the pending sums of the butterfly, one per level (level
+    /// 5 holds the finished chunk sum); `pending[r]` bit l says level l holds one.
+    levels: Vec<f32>,
+    pending: Vec<u8>,
+    /// (CHUNK / LANES, head_dim): the value rows of one partial index in a chunk, widened.
+    values: Vec<f32>,
+    /// (LANES, CHUNK / LANES): the chunk's cell indices by partial index.
+    by_lane: Vec<usize>,
+    /// (rows, head_dim): the query rows; (rows): their dots with one key row.
+    q_rows: Vec<f32>,
+    dot_out: Vec<f32>,
+    /// (head_dim): a key or value row widened.
+    row: Vec<f32>,
+    /// (rows, head_dim): the outputs.
+    out: Vec<f32>,
+}
+
+/// [`attend_tile`] compiled for AVX2 (same operations, same bits; see [`super::attend_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
+    // SAFETY (closure): this function runs only where AVX2 was detected.
+    let exp = |x: &mut [f32], sub: f32| unsafe { exp_shifted_avx2(x, sub) };
+    if task.head_dim.is_multiple_of(LANES) {
+        // SAFETY (closure): as above.
+        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
+        attend_tile(task, scratch, dots_by(dot), exp)
+    } else {
+        attend_tile(task, scratch, dots_by(numerics::dot), exp)
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
+    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+}
+
+/// The dots of consecutive query rows (`qs`: rows of `k.len()`) with `k` into `out`, one
+/// `dot` each.
+#[inline(always)]
+fn dots_by(dot: impl Fn(&[f32], &[f32]) -> f32) -> impl Fn(&[f32], &[f32], &mut [f32]) {
+    move |qs, k, out| {
+        for (o, q) in out.iter_mut().zip(qs.chunks_exact(k.len())) {
+            *o = dot(q, k);
+        }
+    }
+}
+
+/// [`attend_tile`] with the score dots in zmm registers ([`dot32_avx512`]; same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
+    // SAFETY (closure): this function runs only where AVX2 was detected.
+    let exp = |x: &mut [f32], sub: f32| unsafe { exp_shifted_avx2(x, sub) };
+    if task.head_dim.is_multiple_of(LANES) {
+        // SAFETY (closure): this function runs only where AVX-512 F was detected.
+        let dots = |qs: &[f32], k: &[f32], out: &mut [f32]| unsafe { dots8_avx512(qs, k, out) };
+        attend_tile(task, scratch, dots, exp)
+    } else {
+        attend_tile(task, scratch, dots_by(numerics::dot), exp)
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
+    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+}
+
+/// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
+/// into `out`, 8 rows at a time: each row's butterfly down to 8 lanes, then the last three
+/// steps (m = 4, 2, 1) of 8 rows at once through shuffles that pair the same lanes, so each
+/// row's sums are [`dot32_avx512`]'s. The one-row tail was a dependency chain per dot.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hd = k.len();
+    let mut groups = qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8));
+    for (q8, o8) in &mut groups {
+        let v8: [__m256; 8] = std::array::from_fn(|j| {
+            let q = &q8[j * hd..][..hd];
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
+                for (h, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
+                            _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
+                        )
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+                }
+            }
+            let v16 = _mm512_add_ps(acc[0], acc[1]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+            _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+        });
+        // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the row pairs (0, 1), (2, 3), ...
+        let v4: [__m256; 4] = std::array::from_fn(|p| {
+            let (a, b) = (v8[2 * p], v8[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        });
+        // m = 2: lanes i + (i + 2) of rows (0, 2) and (1, 3) ... -> [r0 r0 r2 r2 | r1 r1 r3 r3]
+        let v2: [__m256; 2] = std::array::from_fn(|p| {
+            let (a, b) = (v4[2 * p], v4[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // m = 1: lane 0 + lane 1 -> [r0 r2 r4 r6 | r1 r3 r5 r7].
+        let v1 = _mm256_add_ps(
+            _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
+            _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
+        );
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
+        for (j, o) in o8.iter_mut().enumerate() {
+            *o = lanes[(j % 2) * 4 + j / 2];
+        }
+    }
+    let done = out.len() / 8 * 8;
+    for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
+        // SAFETY: the CPU features of this function.
+        *o = unsafe { dot32_avx512(q, k) };
+    }
+}
+
+/// [`super::dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
+/// first step (m = 16) is one vector add and the rest is [`super::dot32_avx2`]'s.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2; `q.len() == k.len()`, a multiple of 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(super) unsafe fn dot32_avx512(q: &[f32], k: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(q.len() == k.len() && q.len().is_multiple_of(LANES));
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: chunks of 32 elements: 16j..16j + 16 is inside both.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(qc.as_ptr().add(16 * j)),
+                    _mm512_loadu_ps(kc.as_ptr().add(16 * j)),
+                )
+            };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+        }
+    }
+    let v16 = _mm512_add_ps(acc[0], acc[1]);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+    let v8 = _mm256_add_ps(_mm512_castps512_ps256(v16), hi);
+    let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8));
+    let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    _mm_cvtss_f32(_mm_add_ss(v2, _mm_movehdup_ps(v2)))
+}
+
+/// `x[i] = numerics::exp(x[i] - sub)` for every element.
+#[inline(always)]
+fn exp_shifted(xs: &mut [f32], sub: f32) {
+    for x in xs {
+        *x = numerics::exp(*x - sub);
+    }
+}
+
+/// [`exp_shifted`] 8 elements at a time: the operations of `numerics::exp` in its order
+/// (separate multiplies and adds, never fused), so the same bits. The scalar loop was a
+/// fifth of prompt attention.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn exp_shifted_avx2(xs: &mut [f32], sub: f32) {
+    use numerics::{EXP_MAX, EXP_MIN, LN2_HI, LN2_LO, LOG2_E, ROUND_MAGIC};
+    use std::arch::x86_64::*;
+    let c = _mm256_set1_ps;
+    let mut chunks = xs.chunks_exact_mut(8);
+    for x8 in &mut chunks {
+        // SAFETY: 8 floats at x8.
+        let x = _mm256_sub_ps(unsafe { _mm256_loadu_ps(x8.as_ptr()) }, c(sub));
+        // `f32::max(x, EXP_MIN)` is EXP_MIN for a NaN x, as `maxps` gives its second operand.
+        let x = _mm256_min_ps(_mm256_max_ps(x, c(EXP_MIN)), c(EXP_MAX));
+        let magic = c(ROUND_MAGIC);
+        let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, c(LOG2_E)), magic), magic);
+        let r = _mm256_sub_ps(
+            _mm256_sub_ps(x, _mm256_mul_ps(n, c(LN2_HI))),
+            _mm256_mul_ps(n, c(LN2_LO)),
+        );
+        let mut p = c(1.0 / 5040.0);
+        for k in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = _mm256_add_ps(_mm256_mul_ps(p, r), c(k));
+        }
+        // n is a whole number in -126..=127, so truncation is `as i32`.
+        let bits = _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits));
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(x8.as_mut_ptr(), _mm256_mul_ps(p, scale)) };
+    }
+    exp_shifted(chunks.into_remainder(), sub);
+}
+
+/// `acc[d] = Σ_j es[j] * values[j * 8S + d]` for a row of 8S elements, cells in order, each
+/// sum from +0.0 (one rounded multiply and one add per term): the row's S vectors of 8 stay
+/// in registers while the cells pass.
+#[inline(always)]
+fn weighted_sum<const S: usize>(es: &[f32], values: &[f32], acc: &mut [f32]) {
+    let hd = 8 * S;
+    let mut sum = [[0.0f32; 8]; S];
+    for (&e, v) in es.iter().zip(values.chunks_exact(hd)) {
+        for (s8, v8) in sum.iter_mut().zip(v.chunks_exact(8)) {
+            for (s, &x) in s8.iter_mut().zip(v8) {
+                *s += e * x;
+            }
+        }
+    }
+    for (a8, s8) in acc.chunks_exact_mut(8).zip(&sum) {
+        *<&mut [f32; 8]>::try_from(a8).expect("chunks of 8") = *s8;
+    }
+}
+
+/// `dst = src` for rows of equal length; the usual head sizes as fixed-size copies (a few
+/// vector moves: the `memmove` calls took 6 % of a prompt step).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; 64]>::try_from(&mut *dst),
+        <&[f32; 64]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The 5-bit reversal of `s`: the partial index whose sum is the s-th leaf of the butterfly
+/// (partials 0, 16, 8, 24, 4, ...: `butterfly32` adds partial k + 16 into k first, then k + 8
+/// into k, and so on, so leaves in this order combine as a binary counter carries).
+fn leaf(s: usize) -> usize {
+    (s as u32).reverse_bits() as usize >> (u32::BITS - 5)
+}
+
+/// Every query row of `task` into `scratch.out` (rows, head_dim), each with the bits
+/// [`super::attend`] gives it alone. Scores: each key row is read once and dotted with every row
+/// whose token sees it. Weighted values: instead of 32 partial rows per query row, the cells
+/// of one partial index `k` (cells c with c % 32 == k, ascending) are summed into one row and
+/// then merged at once into the butterfly, leaves in [`leaf`] order: the same additions in
+/// the same order as `weighted_values` and its butterfly (a partial no cell feeds is skipped
+/// there and here alike), with each value row read once per chunk for all query rows.
+#[inline(always)]
+fn attend_tile(
+    task: &TileTask,
+    s: &mut TileScratch,
+    dots: impl Fn(&[f32], &[f32], &mut [f32]),
+    exp_shifted: impl Fn(&mut [f32], f32),
+) {
+    let TileTask {
+        kv,
+        layer,
+        q,
+        q_dim,
+        ref tokens,
+        h0,
+        heads,
+        visible,
+        kv_off,
+        head_dim: hd,
+        scale,
+    } = *task;
+    let TileScratch {
+        scores,
+        max,
+        total,
+        chunk_max,
+        levels,
+        pending,
+        values,
+        by_lane,
+        q_rows,
+        dot_out,
+        row,
+        out,
+    } = s;
+    let t0 = tokens.start;
+    let n_tok = tokens.len();
+    let rows = n_tok * heads;
+    let cells = &visible[tokens.end - 1][..];
+    let n = cells.len();
+    // Cells seen by row r: the first len(r) of `cells`.
+    let len = |r: usize| visible[t0 + r / heads].len();
+    row.resize(hd, 0.0);
+    scores.clear();
+    scores.resize(rows * n, 0.0);
+    // The tile's query rows, contiguous: (rows, hd).
+    q_rows.clear();
+    for t in tokens.clone() {
+        q_rows.extend_from_slice(&q[t * q_dim + h0 * hd..][..heads * hd]);
+    }
+    dot_out.resize(rows, 0.0);
+    let mut first = 0; // the first token that sees cell i (lists grow along the tile)
+    for (i, &c) in cells.iter().enumerate() {
+        while visible[t0 + first].len() <= i {
+            first += 1;
+        }
+        let k = kv.key_f32(layer, c, kv_off, hd, row);
+        let r0 = first * heads;
+        dots(&q_rows[r0 * hd..], k, &mut dot_out[r0..]);
+        for (r, &d) in dot_out.iter().enumerate().skip(r0) {
+            scores[r * n + i] = d * scale;
+        }
+    }
+    max.clear();
+    total.clear();
+    chunk_max.clear();
+    for r in 0..rows {
+        max.push(
+            scores[r * n..][..len(r)]
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max),
+        );
+        total.push(0.0);
+        chunk_max.push(0.0);
+    }
+    out.clear();
+    out.resize(rows * hd, 0.0);
+    levels.resize(rows * 6 * hd, 0.0);
+    pending.clear();
+    pending.resize(rows, 0);
+    values.resize(CHUNK / LANES * hd, 0.0);
+    by_lane.resize(CHUNK, 0);
+    let mut i0 = 0;
+    while i0 < n {
+        let chunk = cells[i0] / CHUNK;
+        let mut i1 = i0 + 1;
+        while i1 < n && cells[i1] / CHUNK == chunk {
+            i1 += 1;
+        }
+        // Rows that see a cell of this chunk see cells[i0..min(i1, len)].
+        for r in 0..rows {
+            let end = i1.min(len(r));
+            if end <= i0 {
+                continue;
+            }
+            let chunk_scores = &mut scores[r * n + i0..r * n + end];
+            chunk_max[r] = chunk_scores
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+            exp_shifted(chunk_scores, chunk_max[r]);
+            pending[r] = 0;
+        }
+        // The chunk's cells by partial index, ascending (at most CHUNK / LANES each: the
+        // cells are distinct and inside one chunk).
+        let mut fill = [0usize; LANES];
+        for (i, &c) in cells.iter().enumerate().take(i1).skip(i0) {
+            let k = c % LANES;
+            by_lane[k * (CHUNK / LANES) + fill[k]] = i;
+            fill[k] += 1;
+        }
+        for leaf_index in 0..LANES {
+            let lane = leaf(leaf_index);
+            // This partial's cells, their value rows widened once.
+            let cells_of_lane = &by_lane[lane * (CHUNK / LANES)..][..fill[lane]];
+            for (j, &i) in cells_of_lane.iter().enumerate() {
+                let v = kv.value_f32(layer, cells[i], kv_off, hd, row);
+                copy_row(&mut values[j * hd..][..hd], v);
+            }
+            for r in 0..rows {
+                let nr = len(r);
+                if i1.min(nr) <= i0 {
+                    continue;
+                }
+                // This leaf ends at level `top` (a carry per trailing one bit): its sum is
+                // built in that level's row directly, the lower levels held in `below`.
+                let top = leaf_index.trailing_ones() as usize;
+                let (below, rest) = levels[r * 6 * hd..][..6 * hd].split_at_mut(top * hd);
+                let dst = &mut rest[..hd];
+                // The partial's sum over the row's first m cells: +0.0, then each e * v
+                // added, 8 elements at a time held in registers across the cells.
+                let m = cells_of_lane.iter().take_while(|&&i| i < nr).count();
+                let mut fed = m > 0;
+                if fed {
+                    let mut es = [0.0f32; CHUNK / LANES];
+                    for (e, &i) in es.iter_mut().zip(cells_of_lane.iter()) {
+                        *e = scores[r * n + i];
+                    }
+                    let es = &es[..m];
+                    match hd {
+                        64 => weighted_sum::<8>(es, values, dst),
+                        128 => weighted_sum::<16>(es, values, dst),
+                        _ => {
+                            for (d, a) in dst.iter_mut().enumerate() {
+                                let mut sum = 0.0f32;
+                                for (j, &e) in es.iter().enumerate() {
+                                    sum += e * values[j * hd + d];
+                                }
+                                *a = sum;
+                            }
+                        }
+                    }
+                }
+                // Carry through the butterfly's levels: at level l, a pending sum (partial
+                // k) and this one (partial k + 2^(4 - l)) add, an absent one is skipped.
+                for level in 0..top {
+                    let bit = 1u8 << level;
+                    if pending[r] & bit != 0 {
+                        let held = &below[level * hd..][..hd];
+                        if fed {
+                            for (a, &h) in dst.iter_mut().zip(held) {
+                                *a += h; // held + this: IEEE addition commutes
+                            }
+                        } else {
+                            copy_row(dst, held);
+                            fed = true;
+                        }
+                        pending[r] &= !bit;
+                    }
+                }
+                if fed {
+                    pending[r] |= 1 << top;
+                }
+            }
+        }
+        for r in 0..rows {
+            let end = i1.min(len(r));
+            if end <= i0 {
+                continue;
+            }
+            let mut sums = [0.0f32; LANES];
+            for (&c, &e) in cells[i0..end].iter().zip(&scores[r * n + i0..r * n + end]) {
+                sums[c % LANES] += e;
+            }
+            let chunk_sum = butterfly32(sums);
+            let w = numerics::exp(chunk_max[r] - max[r]);
+            total[r] += chunk_sum * w;
+            // Level 5 holds the chunk's weighted values (a row that sees a cell of the chunk
+            // feeds at least one partial).
+            let partial = &levels[(r * 6 + 5) * hd..][..hd];
+            for (o, &x) in out[r * hd..][..hd].iter_mut().zip(partial) {
+                *o += x * w;
+            }
+        }
+        i0 = i1;
+    }
+    for r in 0..rows {
+        let inv = 1.0 / total[r];
+        for o in out[r * hd..][..hd].iter_mut() {
+            *o *= inv;
+        }
+    }
+}
