@@ -38,6 +38,31 @@ use rocmforge::{Batch, Context, ContextParams, Model};
 /// logits by whole units: the test below).
 const TOLERANCE: f32 = 0.02;
 const MEAN_TOLERANCE: f64 = 0.005;
+
+/// The tolerances (max, mean |Δlogit| over top-5) of the GPU-width files
+/// (`common::tiny::gpu_family_specs`): 3 layers of 256 with quantized matrices, where a sum
+/// taken in another order flips an activation's int8 rounding now and then and the flip
+/// travels (the 2-layer files above have sums too short to reorder). Each bound is llama.cpp's
+/// own spread on that file between its settings: the smaller of flash attention on and an f16
+/// cache against the reference run (`dump_logits vary FILE prompt.txt OUT --n-gen 24 --threads 1
+/// --fa off --kv f32 --n-ctx 256`, b11312). Measured against them: ours 0.150 / 0.029, 0.262 /
+/// 0.036, 1.590 / 0.106, 0.251 / 0.096, 0.307 / 0.064, 0.345 / 0.096, 0.059 / 0.028.
+const GPU_WIDTH_TOLERANCE: [(&str, f32, f64); 7] = [
+    ("gpu_llama_biases_q8_0", 1.223, 0.320),
+    ("gpu_qwen2_q8_0", 0.909, 0.315),
+    ("gpu_qwen2_q4_0_tied", 2.907, 0.653),
+    ("gpu_qwen3_q4_0", 0.345, 0.156),
+    ("gpu_phi3_long_q8_0", 1.414, 0.364),
+    ("gpu_phi3_short_q8_0", 1.269, 0.368),
+    ("gpu_gemma3_q8_0", 0.060, 0.031),
+];
+
+/// (max, mean) |Δlogit| allowed for fixture `name`.
+fn tolerance(name: &str) -> (f32, f64) {
+    (GPU_WIDTH_TOLERANCE.iter())
+        .find(|(n, _, _)| *n == name)
+        .map_or((TOLERANCE, MEAN_TOLERANCE), |&(_, max, mean)| (max, mean))
+}
 const NEAR_TIE: f32 = 0.5;
 
 /// The models llama.cpp was run on: (fixture name, spec).
@@ -80,6 +105,11 @@ fn models() -> Vec<(&'static str, TinySpec)> {
             },
         ),
     ]
+    .into_iter()
+    // The files tests/gpu_parity.rs runs on the GPU (bit-identical to the CPU on decode): so
+    // the GPU's agreement with llama.cpp is shown on the very files llama.cpp read.
+    .chain(common::tiny::gpu_family_specs())
+    .collect()
 }
 
 /// A phi3 file: fused Q|K|V and gate|up, short and long RoPE factors, an attention factor.
@@ -120,7 +150,8 @@ fn write_reference_models() {
 
 #[test]
 fn the_reference_models_are_what_they_claim() {
-    for (name, spec) in models() {
+    // (The GPU-width files are described by tests/common/tiny.rs and checked by loading.)
+    for (name, spec) in models().into_iter().filter(|(n, _)| !n.starts_with("gpu_")) {
         let model = Model::from_gguf(build(&spec)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let hp = model.hparams();
         assert_eq!(hp.arch.name(), spec.arch, "{name}");
@@ -235,7 +266,7 @@ fn agreement(name: &str, spec: &TinySpec) -> Agreement {
         for &(id, logit) in &top[..5] {
             let delta = (logits[id as usize] - logit).abs();
             pos_delta = pos_delta.max(delta);
-            if delta > TOLERANCE {
+            if delta > tolerance(name).0 {
                 a.failures.push(format!(
                     "{name} pos {i}: logit of token {id} is {} vs llama.cpp {logit} (Δ {delta:.4})",
                     logits[id as usize]
@@ -246,9 +277,10 @@ fn agreement(name: &str, spec: &TinySpec) -> Agreement {
         sum_delta += pos_delta as f64;
     }
     a.mean_delta = sum_delta / a.positions as f64;
-    if a.mean_delta > MEAN_TOLERANCE {
+    let mean_tolerance = tolerance(name).1;
+    if a.mean_delta > mean_tolerance {
         a.failures.push(format!(
-            "{name}: mean |Δlogit| over top-5 {:.4} > {MEAN_TOLERANCE}",
+            "{name}: mean |Δlogit| over top-5 {:.4} > {mean_tolerance}",
             a.mean_delta
         ));
     }

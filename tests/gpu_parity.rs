@@ -432,58 +432,7 @@ fn families_decode_on_the_gpu_as_on_the_cpu() {
         eprintln!("no GPU: skipped");
         return;
     }
-    let base = gpu_tiny;
-    let phi3 = |orig_ctx| common::tiny::TinySpec {
-        fused: true,
-        rope_factors_orig_ctx: Some(orig_ctx),
-        rope_attn_factor: Some(1.19),
-        ..base("phi3", GgmlType::Q8_0)
-    };
-    let specs = [
-        // Biases of ±0.2: with ±0.5 this random model's f16 BLAS prefill lands 0.073 from the
-        // exact weights' logits against the CPU's 0.050, past the 25 % slack (decode and the
-        // wide steps were bit-identical).
-        (
-            "llama-biases-q8_0",
-            common::tiny::TinySpec {
-                bias_scale: Some(0.2),
-                ..base("llama", GgmlType::Q8_0)
-            },
-        ),
-        (
-            "qwen2-q8_0",
-            common::tiny::TinySpec {
-                qkv_bias_scale: Some(0.5),
-                ..base("qwen2", GgmlType::Q8_0)
-            },
-        ),
-        (
-            "qwen2-q4_0-tied",
-            common::tiny::TinySpec {
-                qkv_bias_scale: Some(0.5),
-                omit_tensor: Some("output.weight"),
-                ..base("qwen2", GgmlType::Q4_0)
-            },
-        ),
-        (
-            "qwen3-q4_0",
-            common::tiny::TinySpec {
-                qk_norm_scale: Some(0.5),
-                head_dim: Some(96),
-                ..base("qwen3", GgmlType::Q4_0)
-            },
-        ),
-        // N_CTX cells per sequence: past an original length of 128 (long factors), within 512.
-        ("phi3-long-q8_0", phi3(128)),
-        ("phi3-short-q8_0", phi3(512)),
-        (
-            "gemma3-q8_0",
-            common::tiny::TinySpec {
-                final_logit_softcap: Some(30.0),
-                ..gemma3_tiny()
-            },
-        ),
-    ];
+    let specs = common::tiny::gpu_family_specs();
     let mut failed = Vec::new();
     for (name, spec) in specs {
         let path =
@@ -839,34 +788,6 @@ fn long_context_decode_attention_matches_cpu() {
     }
 }
 
-/// A small model of `arch` in widths the GPU takes (3 layers of 256, 4 query and 2 KV heads of
-/// 64, n_ff 512), every matrix `weight_type`.
-fn gpu_tiny(arch: &'static str, weight_type: GgmlType) -> common::tiny::TinySpec {
-    common::tiny::TinySpec {
-        arch,
-        n_layer: 3,
-        n_embd: 256,
-        n_head: 4,
-        n_head_kv: 2,
-        n_ff: 512,
-        weight_type,
-        ..Default::default()
-    }
-}
-
-/// [`gpu_tiny`] as Gemma 3, Q8_0: QK-norm, post-norms, a window of 16 on two layers of three
-/// with a RoPE base of its own.
-fn gemma3_tiny() -> common::tiny::TinySpec {
-    common::tiny::TinySpec {
-        qk_norm_scale: Some(0.5),
-        post_norm_scale: Some(0.3),
-        sliding_window: Some(16),
-        sliding_window_pattern: Some(3),
-        rope_base_swa: Some(1000.0),
-        ..gpu_tiny("gemma3", GgmlType::Q8_0)
-    }
-}
-
 /// Models with sliding-window layers decode with the CPU's bits far past their window: one
 /// sequence with the GPU's default full tables against the CPU's ring (`Cells::ring`, which
 /// keeps the full table's bits), then two sequences fed together with the ring on both
@@ -882,7 +803,11 @@ fn windowed_models_decode_past_their_window_as_on_the_cpu() {
         return;
     }
     let tiny = std::env::temp_dir().join(format!("rf-gemma3-ring-{}.gguf", std::process::id()));
-    std::fs::write(&tiny, common::tiny::build_bytes(&gemma3_tiny())).expect("write model");
+    std::fs::write(
+        &tiny,
+        common::tiny::build_bytes(&common::tiny::gemma3_gpu_tiny()),
+    )
+    .expect("write model");
     let mut models = vec![(tiny.to_str().expect("path").to_string(), 1024, 600)];
     match std::env::var("ROCMFORGE_GPU_WINDOWED_MODEL") {
         Ok(path) => models.push((path, 2048, 1100)),

@@ -57,7 +57,8 @@ ROCMFORGE_TINY_OUT="$ref/qwen" cargo test --quiet --test families_llamacpp_parit
   --ignored write_reference_models
 mkdir -p $fx/families
 for m in qwen2_f32 qwen2_q8_0_tied qwen3_f32 qwen3_q4_0 phi3_f32_long phi3_f32_short phi3_q8_0_long \
-    mistral_f32_windowed; do
+    mistral_f32_windowed gpu_llama_biases_q8_0 gpu_qwen2_q8_0 gpu_qwen2_q4_0_tied gpu_qwen3_q4_0 \
+    gpu_phi3_long_q8_0 gpu_phi3_short_q8_0 gpu_gemma3_q8_0; do
   # phi3: a context longer than the file's original 256 (the long RoPE factors), and one as
   # long ("_short": the short factors).
   n_ctx=256; case $m in phi3*_long) n_ctx=512 ;; esac
