@@ -9,13 +9,19 @@
 # submitted together, then NTG steps of one token per sequence; each sequence its own cache
 # region on our side, llama.cpp's default per-sequence streams on its side), into
 # $OUT_DIR/batched.rocmforge.jsonl and batched.llama_cpp.jsonl, with ratios per B.
-# Env: NPL (default 1,8,32,64), NPP (128), NTG (64), SKIP_BATCHED=1 to leave it out.
-# Usage: [SKIP_LLAMA=1] scripts/gpu/bench.sh [type ...]   (default: q4_0 q8_0)
+# Env: NPL (default 1,8,32,64), NPP (128), NTG (64), SKIP_BATCHED=1 to leave it out;
+# SHAPE (default llama3-8b; e.g. qwen2.5-7b, a qwen2 file with Q/K/V biases) and VOCAB (default
+# $DIST/vocab-smollm2.gguf; for qwen2 shapes a Qwen2 vocabulary such as
+# .cache/models/ggml-vocab-qwen2.gguf) of the synthetic model.
+# Usage: [SKIP_LLAMA=1] scripts/gpu/bench.sh [type or mix ...]   (default: q4_0 q8_0; q4_k_m is
+# llama.cpp's Q4_K_M mix)
 set -uo pipefail
 DIST=${DIST:-dist/gpu}
 LLAMA=${LLAMA:-dist/llamacpp}
 OUT_DIR=${OUT_DIR:-${OUT:-/tmp}}
 BUILD=/tmp/llama-build
+SHAPE=${SHAPE:-llama3-8b}
+VOCAB=${VOCAB:-$DIST/vocab-smollm2.gguf}
 types=("$@")
 [ ${#types[@]} -eq 0 ] && types=(q4_0 q8_0)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -33,16 +39,16 @@ if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ]; then
     build_pid=$!
 fi
 for ty in "${types[@]}"; do
-    [ -f "/tmp/l3-$ty.gguf" ] || "$DIST/rocmforge_synth" --shape llama3-8b --type "$ty" \
-        --vocab "$DIST/vocab-smollm2.gguf" --out "/tmp/l3-$ty.gguf"
+    [ -f "/tmp/$SHAPE-$ty.gguf" ] || "$DIST/rocmforge_synth" --shape "$SHAPE" --type "$ty" \
+        --vocab "$VOCAB" --out "/tmp/$SHAPE-$ty.gguf" --threads "$(nproc)"
 done
 [ -n "${build_pid:-}" ] && { wait "$build_pid" || echo "llama.cpp build failed (see llama-build.log)"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 for ty in "${types[@]}"; do
-    ROCMFORGE_BENCH_MODEL="/tmp/l3-$ty.gguf" "$DIST/gpu_bench" --ignored --nocapture 2>&1 \
+    ROCMFORGE_BENCH_MODEL="/tmp/$SHAPE-$ty.gguf" "$DIST/gpu_bench" --ignored --nocapture 2>&1 \
         | grep '^{' | tee -a "$OUT_DIR/bench.jsonl"
     if [ -x "$BUILD/bin/llama-bench" ]; then
-        "$BUILD/bin/llama-bench" -m "/tmp/l3-$ty.gguf" -ngl 99 -p 512 -n 128 -r 3 -o jsonl \
+        "$BUILD/bin/llama-bench" -m "/tmp/$SHAPE-$ty.gguf" -ngl 99 -p 512 -n 128 -r 3 -o jsonl \
             2>>"$OUT_DIR/llama-bench.err" | tee -a "$OUT_DIR/llama-bench.jsonl"
     fi
 done
@@ -53,7 +59,7 @@ npl=${NPL:-1,8,32,64} npp=${NPP:-128} ntg=${NTG:-64}
 max_pl=$(tr , '\n' <<<"$npl" | sort -n | tail -1)
 n_ctx=$(( max_pl * ((npp + ntg + 255) / 256 * 256) ))
 for ty in "${types[@]}"; do
-    m=/tmp/l3-$ty.gguf
+    m=/tmp/$SHAPE-$ty.gguf
     # llama.cpp first, then ours (the GPU's clocks settle during the first).
     if [ -x "$BUILD/bin/llama-batched-bench" ]; then
         "$BUILD/bin/llama-batched-bench" -m "$m" -ngl 99 -c "$n_ctx" -npp "$npp" -ntg "$ntg" \

@@ -3,7 +3,10 @@
 //!
 //! rocmforge_synth --shape SHAPE (--type TYPE | --mix MIX) --vocab VOCAB.gguf --out OUT.gguf
 //!                 [--seed N] [--layers N] [--threads N]
-//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | tiny16 | llama3-mini
+//!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | tiny16 | llama3-mini (architecture
+//!          `llama`) | qwen2.5-7b | qwen2-mini (architecture `qwen2`: Q/K/V biases, NEOX
+//!          RoPE; give them a Qwen2 vocabulary, e.g. one extracted from
+//!          .cache/models/ggml-vocab-qwen2.gguf)
 //!   TYPE:  q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | q2_k | q3_k | q4_k | q5_k | q6_k | iq4_nl |
 //!          iq4_xs | f16 | f32: that
 //!          type for every matrix, embedding and output included (llama-quantize's --pure);
@@ -37,6 +40,8 @@ use std::process::ExitCode;
 const WEIGHT_STD: f32 = 0.02;
 
 struct Shape {
+    /// `general.architecture`: `llama`, or `qwen2` (with Q/K/V biases).
+    arch: &'static str,
     n_layer: usize,
     n_embd: usize,
     n_ff: usize,
@@ -49,6 +54,7 @@ struct Shape {
 
 fn shape(name: &str) -> Option<Shape> {
     let s = |n_layer, n_embd, n_ff, n_head, n_head_kv, rope_base, n_ctx_train, tied_output| Shape {
+        arch: "llama",
         n_layer,
         n_embd,
         n_ff,
@@ -68,6 +74,15 @@ fn shape(name: &str) -> Option<Shape> {
         "tiny16" => Some(s(16, 256, 512, 4, 1, 10000.0, 2048, false)),
         // Llama 3's head size (128) and grouping (4 query heads per KV head), small
         "llama3-mini" => Some(s(2, 1024, 2048, 8, 2, 500000.0, 8192, false)),
+        "qwen2.5-7b" => Some(Shape {
+            arch: "qwen2",
+            ..s(28, 3584, 18944, 28, 4, 1_000_000.0, 32768, false)
+        }),
+        // Qwen2.5-7B's head size (128) and grouping (7 query heads per KV head), small.
+        "qwen2-mini" => Some(Shape {
+            arch: "qwen2",
+            ..s(2, 896, 2048, 7, 1, 1_000_000.0, 32768, false)
+        }),
         _ => None,
     }
 }
@@ -161,7 +176,7 @@ impl Recipe {
     }
 }
 
-/// One tensor of the file: a matrix of noise, or a norm of ones.
+/// One tensor of the file: a matrix of noise, or a vector of ones (norms, and Q/K/V biases).
 struct Tensor {
     name: String,
     /// GGML order: dims[0] is the row length.
@@ -257,54 +272,63 @@ fn synthesize(
     let kv = |w: &mut GgufWriter, k: &str, v: Value| {
         w.add_kv(k, v).map(|_| ()).map_err(|e| e.to_string())
     };
-    kv(
-        &mut w,
-        "general.architecture",
-        Value::String("llama".into()),
-    )?;
+    let arch = sh.arch;
+    kv(&mut w, "general.architecture", Value::String(arch.into()))?;
     kv(
         &mut w,
         "general.name",
         Value::String(format!("synthetic {shape_name} {ty_name}")),
     )?;
-    kv(&mut w, "llama.block_count", Value::U32(sh.n_layer as u32))?;
     kv(
         &mut w,
-        "llama.context_length",
+        &format!("{arch}.block_count"),
+        Value::U32(sh.n_layer as u32),
+    )?;
+    kv(
+        &mut w,
+        &format!("{arch}.context_length"),
         Value::U32(sh.n_ctx_train as u32),
     )?;
     kv(
         &mut w,
-        "llama.embedding_length",
+        &format!("{arch}.embedding_length"),
         Value::U32(sh.n_embd as u32),
     )?;
     kv(
         &mut w,
-        "llama.feed_forward_length",
+        &format!("{arch}.feed_forward_length"),
         Value::U32(sh.n_ff as u32),
     )?;
     kv(
         &mut w,
-        "llama.attention.head_count",
+        &format!("{arch}.attention.head_count"),
         Value::U32(sh.n_head as u32),
     )?;
     kv(
         &mut w,
-        "llama.attention.head_count_kv",
+        &format!("{arch}.attention.head_count_kv"),
         Value::U32(sh.n_head_kv as u32),
     )?;
-    kv(&mut w, "llama.rope.freq_base", Value::F32(sh.rope_base))?;
     kv(
         &mut w,
-        "llama.rope.dimension_count",
+        &format!("{arch}.rope.freq_base"),
+        Value::F32(sh.rope_base),
+    )?;
+    kv(
+        &mut w,
+        &format!("{arch}.rope.dimension_count"),
         Value::U32(head_dim as u32),
     )?;
     kv(
         &mut w,
-        "llama.attention.layer_norm_rms_epsilon",
+        &format!("{arch}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     )?;
-    kv(&mut w, "llama.vocab_size", Value::U32(n_vocab as u32))?;
+    kv(
+        &mut w,
+        &format!("{arch}.vocab_size"),
+        Value::U32(n_vocab as u32),
+    )?;
     for (k, v) in tokenizer_kvs(&vocab) {
         kv(&mut w, &k, v)?;
     }
@@ -325,11 +349,12 @@ fn synthesize(
         dims: vec![cols as u64, rows as u64],
         matrix: true,
     };
-    let norm = |name: String| Tensor {
+    let vector = |name: String, n: usize| Tensor {
         name,
-        dims: vec![d as u64],
+        dims: vec![n as u64],
         matrix: false,
     };
+    let norm = |name: String| vector(name, d);
     let mut tensors = vec![matrix("token_embd.weight".into(), n_vocab, d)];
     for i in 0..sh.n_layer {
         let name = |s: &str| format!("blk.{i}.{s}.weight");
@@ -344,6 +369,14 @@ fn synthesize(
             matrix(name("ffn_up"), ff, d),
             matrix(name("ffn_down"), d, ff),
         ]);
+        if sh.arch == "qwen2" {
+            let bias = |s: &str| format!("blk.{i}.{s}.bias");
+            tensors.extend([
+                vector(bias("attn_q"), q),
+                vector(bias("attn_k"), kvd),
+                vector(bias("attn_v"), kvd),
+            ]);
+        }
     }
     tensors.push(norm("output_norm.weight".into()));
     if !sh.tied_output {
@@ -354,7 +387,7 @@ fn synthesize(
         .map(|t| (t.name.as_str(), t.dims.as_slice(), GgmlType::F32))
         .collect();
     let facts = ModelFacts::new(
-        "llama",
+        arch,
         sh.n_layer,
         sh.n_head as u64,
         sh.n_head_kv as u64,
