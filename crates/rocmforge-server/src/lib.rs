@@ -318,15 +318,17 @@ async fn serve(args: Args) -> Result<(), String> {
             isolated: true,
         };
         let scheduler = Scheduler::new(&model, config).map_err(|e| e.to_string())?;
-        eprintln!(
-            "rocmforge-server: model loaded ({} sequences of {} tokens)",
-            a.parallel,
-            scheduler.seq_capacity()
-        );
+        let capacity = scheduler.seq_capacity();
         let _ = loader.engine.set(Engine {
             model,
             scheduler: Arc::new(scheduler),
         });
+        // Said once /health answers ready (before, a client reading this line could still
+        // be told "loading").
+        eprintln!(
+            "rocmforge-server: model loaded ({} sequences of {capacity} tokens)",
+            a.parallel
+        );
         Ok::<(), String>(())
     });
     // A model that cannot be loaded ends the process: an orchestrator sees it exit.
