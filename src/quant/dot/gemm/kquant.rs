@@ -23,6 +23,7 @@
 //! (group k = elements 4k..4k + 4), 16 of i32 scales (8 used by Q4_K / Q5_K), 4 of i16 min
 //! pairs, then f32(d) and f32(dmin).
 
+use super::x86::row_offsets;
 use super::{GemmArgs, GemmKernels};
 use crate::quant::dot::Isa;
 use crate::quant::GgmlType;
@@ -67,15 +68,7 @@ fn check(a: &GemmArgs<'_>, out: &[f32], panel: usize, wb: usize) {
 
 /// The 64-byte-aligned panel scratch of `nsb` super-blocks of `vec`-byte vectors.
 fn panel_buf(scratch: &mut Vec<u8>, nsb: usize, vec: usize) -> *mut u8 {
-    scratch.resize(nsb * VECS * vec + 64, 0);
-    let p = scratch.as_mut_ptr();
-    p.wrapping_add(p.align_offset(64))
-}
-
-/// Byte offsets of the panel's rows from row 0 (rows past `rows` repeat the last one, so
-/// every gather reads inside the matrix; their lanes are never written out).
-fn row_offsets<const P: usize>(rows: usize, row_bytes: usize) -> [i32; P] {
-    std::array::from_fn(|r| (r.min(rows - 1) * row_bytes) as i32)
+    super::x86::aligned_panel(scratch, nsb * VECS * vec)
 }
 
 /// Defines a vector operation `$name` compiled for `$feat` (inlined into the kernels).

@@ -78,14 +78,19 @@ fn check(a: &GemmArgs<'_>, out: &[f32], panel: usize, f: Fmt) {
 
 /// The 64-byte-aligned panel scratch of `nb` blocks of `vec` bytes per vector, in `scratch`.
 fn panel_buf(scratch: &mut Vec<u8>, nb: usize, vec: usize) -> *mut u8 {
-    scratch.resize(nb * VECS_PER_BLOCK * vec + 64, 0);
+    aligned_panel(scratch, nb * VECS_PER_BLOCK * vec)
+}
+
+/// `bytes` of 64-byte-aligned panel scratch in `scratch` (the K-quant kernels' too).
+pub(super) fn aligned_panel(scratch: &mut Vec<u8>, bytes: usize) -> *mut u8 {
+    scratch.resize(bytes + 64, 0);
     let p = scratch.as_mut_ptr();
     p.wrapping_add(p.align_offset(64))
 }
 
 /// Byte offsets of the panel's rows from row 0 (rows past `rows` repeat the last one, so
 /// every gather reads inside the matrix; their lanes are never written out).
-fn row_offsets<const P: usize>(rows: usize, row_bytes: usize) -> [i32; P] {
+pub(super) fn row_offsets<const P: usize>(rows: usize, row_bytes: usize) -> [i32; P] {
     std::array::from_fn(|r| (r.min(rows - 1) * row_bytes) as i32)
 }
 
