@@ -20,6 +20,12 @@ enum Kind {
     Q5,
     /// 32 signed bytes at `qs`, made unsigned by adding 128.
     Q8,
+    /// 32 signed bytes at `qs`, kept signed: for `vpmaddubsw`, whose i16 pair sums would
+    /// saturate on Q8's offset bytes (up to 2 * 255 * 127). The dot takes |w| as the
+    /// unsigned operand and the activation with w's sign as the signed one (`vpsignb`):
+    /// pair sums up to 2 * 128 * 127 = 32512, exact (activation quants are in -127..=127;
+    /// |-128| = 128 is still a valid unsigned byte).
+    Q8Signed,
 }
 
 /// One weight format: block bytes, where its quants are, the offset that makes them
@@ -42,14 +48,17 @@ const Q4_1: usize = 1;
 const Q5_0: usize = 2;
 const Q5_1: usize = 3;
 const Q8_0: usize = 4;
+/// Q8_0 for the AVX2 8-row panels (see [`Kind::Q8Signed`]).
+const Q8_0_SIGNED: usize = 5;
 
 #[rustfmt::skip]
-const FMTS: [Fmt; 5] = [
+const FMTS: [Fmt; 6] = [
     Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Q4, offset: 8, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 20, qs: 4, qh: 0, kind: Kind::Q4, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 22, qs: 6, qh: 2, kind: Kind::Q5, offset: 16, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 24, qs: 8, qh: 4, kind: Kind::Q5, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 128, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8Signed, offset: 0, has_m: false, ab: 34, aq: 2 },
 ];
 
 /// Vectors of panel scratch per block.
@@ -123,10 +132,11 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                 store(9, _mm512_castps_si512(m));
             }
             match f.kind {
-                Kind::Q8 => {
+                Kind::Q8 | Kind::Q8Signed => {
+                    let offset = if f.kind == Kind::Q8 { -128 } else { 0 };
                     for k in 0..8 {
                         let q = gather(blk.add(f.qs + 4 * k));
-                        store(k, _mm512_xor_si512(q, _mm512_set1_epi8(-128)));
+                        store(k, _mm512_xor_si512(q, _mm512_set1_epi8(offset)));
                     }
                 }
                 Kind::Q4 | Kind::Q5 => {
@@ -314,10 +324,11 @@ macro_rules! gemm8_module {
                             store(9, _mm256_castps_si256(f16_lanes::<true>(head)));
                         }
                         match f.kind {
-                            Kind::Q8 => {
+                            Kind::Q8 | Kind::Q8Signed => {
+                                let offset = if f.kind == Kind::Q8 { -128 } else { 0 };
                                 for k in 0..8 {
                                     let q = gather(blk.add(f.qs + 4 * k));
-                                    store(k, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
+                                    store(k, _mm256_xor_si256(q, _mm256_set1_epi8(offset)));
                                 }
                             }
                             Kind::Q4 | Kind::Q5 => {
@@ -382,15 +393,18 @@ macro_rules! gemm8_module {
                                 let m = a.meta.get_unchecked((t0 + t) * nb + b);
                                 _mm256_set1_epi32(-(f.offset * m.sum))
                             });
+                            let signed = f.kind == Kind::Q8Signed;
                             for k in 0..8 {
                                 let wk = _mm256_load_si256(pb.add(k * 32).cast());
+                                let wu = if signed { _mm256_abs_epi8(wk) } else { wk };
                                 for (t, s) in s.iter_mut().enumerate() {
                                     let ap = a
                                         .acts
                                         .as_ptr()
                                         .add((t0 + t) * a.act_row_bytes + b * f.ab + f.aq + 4 * k);
-                                    let g = ap.cast::<i32>().read_unaligned();
-                                    *s = $dot(*s, wk, _mm256_set1_epi32(g));
+                                    let g = _mm256_set1_epi32(ap.cast::<i32>().read_unaligned());
+                                    let g = if signed { _mm256_sign_epi8(g, wk) } else { g };
+                                    *s = $dot(*s, wu, g);
                                 }
                             }
                             for (t, acc) in acc.iter_mut().enumerate() {
@@ -464,8 +478,8 @@ gemm8_module!(
     "avx2,fma,f16c,avxvnni",
     crate::quant::dot::canon256::dot_avxvnni
 );
-// `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15),
-// not for Q8_0's offset bytes (up to 255), which keeps the row kernels on this table.
+// `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15);
+// Q8_0 runs as `Q8_0_SIGNED` here (see `Kind::Q8Signed`).
 gemm8_module!(
     avx2_256,
     "avx2,fma,f16c",
@@ -498,6 +512,7 @@ entry!(q4_0_avx2_8, avx2_256::gemm8, Q4_0, 8);
 entry!(q4_1_avx2_8, avx2_256::gemm8, Q4_1, 8);
 entry!(q5_0_avx2_8, avx2_256::gemm8, Q5_0, 8);
 entry!(q5_1_avx2_8, avx2_256::gemm8, Q5_1, 8);
+entry!(q8_0_avx2_8, avx2_256::gemm8, Q8_0_SIGNED, 8);
 
 macro_rules! k {
     ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
@@ -528,4 +543,5 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q4_1_avx2_8, 8, "q4_1*q8_1 gemm8 avx2", Q4_1, Avx2),
     k!(q5_0_avx2_8, 8, "q5_0*q8_0 gemm8 avx2", Q5_0, Avx2),
     k!(q5_1_avx2_8, 8, "q5_1*q8_1 gemm8 avx2", Q5_1, Avx2),
+    k!(q8_0_avx2_8, 8, "q8_0*q8_0 gemm8 avx2", Q8_0, Avx2),
 ];
