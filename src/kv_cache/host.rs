@@ -158,6 +158,37 @@ impl HostKv {
         row_f32(&self.values, layer, cell * self.kv_dim + off, len, buf)
     }
 
+    /// Asks the CPU to start loading the keys (into L1) and values (into L2) of `cell` in
+    /// `layer`, elements `off..off + len`, for a read a little later. Attention over a long
+    /// cache reads one KV head's rows at a stride of kv_dim elements, which the hardware
+    /// prefetchers followed poorly: the loads of the rows were half of decode time at 4,096
+    /// cells. A hint only: no effect on any value.
+    #[inline(always)]
+    pub fn prefetch(&self, layer: usize, cell: usize, off: usize, len: usize) {
+        let at = cell * self.kv_dim + off;
+        let rows = |l: &Layers| -> (*const u8, usize) {
+            match l {
+                Layers::F32(v) => (v[layer][at..at + len].as_ptr().cast(), 4 * len),
+                Layers::F16(v) => (v[layer][at..at + len].as_ptr().cast(), 2 * len),
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+            let (k, bytes) = rows(&self.keys);
+            let (v, _) = rows(&self.values);
+            for line in (0..bytes).step_by(64) {
+                // SAFETY: prefetches never fault; the addresses lie inside the rows anyway.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(line).cast());
+                    _mm_prefetch::<_MM_HINT_T1>(v.wrapping_add(line).cast());
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = rows;
+    }
+
     /// Keys of `cell` in `layer` as f32: (kv_dim).
     pub fn key(&self, layer: usize, cell: usize) -> Vec<f32> {
         let mut buf = vec![0.0; self.kv_dim];

@@ -10,7 +10,8 @@
 
 use super::matmul::SharedMut;
 use super::threadpool::ThreadPool;
-use crate::backend::numerics::{self, butterfly32, LANES};
+#[cfg(target_arch = "x86_64")]
+use crate::backend::numerics::LANES;
 use crate::kv_cache::HostKv;
 
 mod prompt;
@@ -49,81 +50,142 @@ pub fn attention(
     out: &mut [f32],
 ) {
     let AttentionShape {
+        n_head_kv,
+        head_dim,
+        ..
+    } = shape;
+    // Prompt steps: tasks of a tile of tokens and one KV head's group of query heads, so each
+    // key and value row is read (and widened) once for the tile; otherwise (decode) tasks of
+    // spans of chunks of one token's cells (`attention_split`). Each head's arithmetic is the
+    // same either way.
+    // Tiles up to head size 256, where they were measured (SmolLM2's 64: Q6_K pp512 1 thread
+    // 290 -> 408 tok/s; Gemma 3 270M's 256: pp512 2 threads 657 -> 866 tok/s). At 256 they
+    // had lost to one token per task until the weighted sums of values had a vector path for
+    // that width (2026-12-05).
+    let prompt = visible.len() * n_head_kv >= 4 * pool.n_threads() && head_dim <= 256;
+    if prompt {
+        attention_tiled(pool, kv, layer, shape, q, visible, out);
+        return;
+    }
+    attention_split(pool, kv, layer, shape, q, visible, out);
+}
+
+/// Decode steps (and prompts of heads too large for the tiles): one task per (token, KV
+/// head, span of whole chunks of the token's cells), each computing its chunks' `m_j`, `l_j`
+/// and `o_j` for the KV head's query heads at once (each key and value row read once for
+/// all of them, [`prompt::TileIsa`]); then one task per (token, KV head) joins the chunks in
+/// list order ([`prompt::combine`]). The chunks are the softmax's units, so splitting at
+/// their edges leaves every sum as the definition orders it, and a long cache spreads over
+/// every thread however few KV heads the model has.
+fn attention_split(
+    pool: &ThreadPool,
+    kv: &HostKv,
+    layer: usize,
+    shape: AttentionShape,
+    q: &[f32],
+    visible: &[Vec<usize>],
+    out: &mut [f32],
+) {
+    let AttentionShape {
         n_head,
         n_head_kv,
         head_dim,
         scale,
     } = shape;
     let q_dim = n_head * head_dim;
-    let group = n_head / n_head_kv;
-    // Prompt steps: tasks of a tile of tokens and one KV head's group of query heads, so each
-    // key and value row is read (and widened) once for the tile; in decode one head per task,
-    // so that a few KV heads still spread over every thread. Each head's arithmetic is the
-    // same either way.
-    // Up to head size 128, where it was measured (SmolLM2's 64: Q6_K pp512 1 thread 290 -> 408
-    // tok/s with the tiled kernels). At Gemma 3's 256 (4 query heads per KV head) a tile's
-    // per-row carries no longer stay in cache and the tiles lost to one token per task: 270M
-    // pp512 on 2 threads 387 vs 616 tok/s, attention 69 % of the step.
-    let prompt = visible.len() * n_head_kv >= 4 * pool.n_threads() && head_dim <= 128;
-    if prompt {
-        attention_tiled(pool, kv, layer, shape, q, visible, out);
-        return;
+    let heads = n_head / n_head_kv;
+    // starts[t]: the list index where each chunk of token t's cells begins, then the end.
+    let starts: Vec<Vec<usize>> = visible
+        .iter()
+        .map(|cells| {
+            let mut s: Vec<usize> = (0..cells.len())
+                .filter(|&i| i == 0 || cells[i] / CHUNK != cells[i - 1] / CHUNK)
+                .collect();
+            s.push(cells.len());
+            s
+        })
+        .collect();
+    // chunk_base[t]: token t's first chunk in the (chunk, KV head, head) result arrays.
+    let mut chunk_base = Vec::with_capacity(visible.len() + 1);
+    chunk_base.push(0usize);
+    for s in &starts {
+        chunk_base.push(chunk_base.last().unwrap() + s.len() - 1);
     }
-    let heads = 1;
-    let tasks_per_token = n_head / heads;
-    let n_tasks = visible.len() * tasks_per_token;
+    let n_chunks = *chunk_base.last().unwrap();
+    // Spans of `span` chunks: about 4 tasks per thread overall (a few per thread even out
+    // their ends), never less than a chunk.
+    let want = (4 * pool.n_threads()).div_ceil((visible.len() * n_head_kv).max(1));
+    let max_chunks = starts.iter().map(|s| s.len() - 1).max().unwrap_or(0);
+    let span = max_chunks.div_ceil(want).max(1);
+    // tasks: (token, first chunk of the span), for every KV head.
+    let spans: Vec<(usize, usize)> = starts
+        .iter()
+        .enumerate()
+        .flat_map(|(t, s)| (0..s.len() - 1).step_by(span).map(move |j| (t, j)))
+        .collect();
+    let entries = n_chunks * n_head_kv * heads;
+    let mut stats = vec![prompt::ChunkStat::default(); entries];
+    let mut partials = vec![0.0f32; entries * head_dim];
+    {
+        let (stats_out, partials_out) = (SharedMut::new(&mut stats), SharedMut::new(&mut partials));
+        let isa = prompt::TileIsa::detect();
+        let n_tasks = spans.len() * n_head_kv;
+        pool.run_chunks(n_tasks, &prompt::TileScratch::default, &|scratch, task| {
+            let ((t, j0), kvh) = (spans[task / n_head_kv], task % n_head_kv);
+            let s = &starts[t];
+            let j1 = (j0 + span).min(s.len() - 1);
+            let cells = &visible[t][s[j0]..s[j1]];
+            let lens = [cells.len()];
+            let tile = prompt::TileTask {
+                kv,
+                layer,
+                q,
+                q_dim,
+                tokens: t..t + 1,
+                h0: kvh * heads,
+                heads,
+                cells,
+                lens: &lens,
+                kv_off: kvh * head_dim,
+                head_dim,
+                scale,
+            };
+            isa.run(&tile, scratch);
+            // Chunk j of token t, KV head kvh: entries (base + j) * n_head_kv + kvh, one per
+            // query head of the group.
+            for (jj, j) in (j0..j1).enumerate() {
+                let at = ((chunk_base[t] + j) * n_head_kv + kvh) * heads;
+                // SAFETY: chunk j of token t and KV head kvh belong to this task alone.
+                let (st, pa) = unsafe {
+                    (
+                        stats_out.slice(at, heads),
+                        partials_out.slice(at * head_dim, heads * head_dim),
+                    )
+                };
+                st.copy_from_slice(&scratch.stats[jj * heads..][..heads]);
+                pa.copy_from_slice(&scratch.partials[jj * heads * head_dim..][..heads * head_dim]);
+            }
+        });
+    }
     let out = SharedMut::new(out);
-    let avx2 = avx2_detected();
-    // One chunk per (token, heads) task, claimed by the threads (ThreadPool::run_chunks), the
-    // last tokens first: under a causal mask they see the most cells, so taking them first
-    // leaves the small tasks to even out the threads' ends. Each thread's scratch: the
-    // scores and the softmax state of each head, (heads, LANES, head_dim) per-partial
-    // weighted sums of values, and one key or value row widened to f32 (for caches stored
-    // narrower).
-    let scratch = || {
-        (
-            (Vec::<f32>::new(), vec![0.0f32; 3 * heads]),
-            vec![0.0f32; heads * LANES * head_dim],
-            vec![0.0f32; head_dim],
-        )
-    };
-    pool.run_chunks(n_tasks, &scratch, &|(scores, partial_out, row), chunk| {
-        let task = n_tasks - 1 - chunk;
-        let (t, h) = (task / tasks_per_token, task % tasks_per_token * heads);
-        let kv_off = (h / group) * head_dim;
-        let task = Task {
-            kv,
-            layer,
-            q_rows: &q[t * q_dim + h * head_dim..][..heads * head_dim],
-            heads,
-            cells: &visible[t],
-            kv_off,
-            head_dim,
-            scale,
-        };
-        // SAFETY: task (t, h) is claimed by exactly one thread, and so are its heads' output
-        // slices.
-        let dst = unsafe { out.slice(t * q_dim + h * head_dim, heads * head_dim) };
-        if avx2 {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe { attend_avx2(&task, scores, partial_out, row, dst) };
-        } else {
-            attend(&task, scores, partial_out, row, dst, numerics::dot);
+    let n_tasks = visible.len() * n_head_kv;
+    pool.run_chunks(n_tasks, &|| (), &|_, task| {
+        let (t, kvh) = (task / n_head_kv, task % n_head_kv);
+        let chunks = chunk_base[t]..chunk_base[t + 1];
+        for g in 0..heads {
+            let entry = move |j: usize| (j * n_head_kv + kvh) * heads + g;
+            let h = kvh * heads + g;
+            // SAFETY: head h of token t belongs to this task alone.
+            let dst = unsafe { out.slice(t * q_dim + h * head_dim, head_dim) };
+            prompt::combine(
+                chunks.clone().map(|j| stats[entry(j)]),
+                chunks
+                    .clone()
+                    .map(|j| &partials[entry(j) * head_dim..][..head_dim]),
+                dst,
+            );
         }
     });
-}
-
-/// One token's attention for `heads` consecutive query heads of one KV head.
-struct Task<'a> {
-    kv: &'a HostKv,
-    layer: usize,
-    /// (heads, head_dim)
-    q_rows: &'a [f32],
-    heads: usize,
-    cells: &'a [usize],
-    kv_off: usize,
-    head_dim: usize,
-    scale: f32,
 }
 
 /// AVX2 + FMA, unless `ROCMFORGE_CPU_ISA=scalar` asks for the reference code everywhere.
@@ -148,29 +210,6 @@ fn avx512_detected() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn avx512_detected() -> bool {
     false
-}
-
-/// [`attend`] compiled for AVX2: the same operations in the same order (Rust never fuses a
-/// multiply and an add), on wider vectors, so the same bits.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(
-    task: &Task,
-    scores: &mut (Vec<f32>, Vec<f32>),
-    partial_out: &mut [f32],
-    row: &mut [f32],
-    out: &mut [f32],
-) {
-    if task.head_dim.is_multiple_of(LANES) {
-        // SAFETY (closure): this function runs only where AVX2 was detected.
-        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
-        attend(task, scores, partial_out, row, out, dot)
-    } else {
-        attend(task, scores, partial_out, row, out, numerics::dot)
-    }
 }
 
 /// `numerics::dot(q, k)` for rows of a multiple of 32 elements, written out for AVX2: the
@@ -205,183 +244,13 @@ unsafe fn dot32_avx2(q: &[f32], k: &[f32]) -> f32 {
     let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
     _mm_cvtss_f32(_mm_add_ss(v2, _mm_movehdup_ps(v2)))
 }
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn attend_avx2(
-    task: &Task,
-    scores: &mut (Vec<f32>, Vec<f32>),
-    partial_out: &mut [f32],
-    row: &mut [f32],
-    out: &mut [f32],
-) {
-    attend(task, scores, partial_out, row, out, numerics::dot)
-}
-
-/// Softmax-weighted values of one token's `heads` query heads into `out` (heads, head_dim),
-/// chunk by chunk as the module documentation defines, each head exactly as if alone; the
-/// heads share the reads of each key and value row. `scores`: scratch (the heads' scores,
-/// and per head its max, running total and current chunk max); `partial_out`: (heads, LANES,
-/// head_dim) scratch; `row`: (head_dim) scratch. Keys and values are read widened to f32 from
-/// the cache's type, so the arithmetic is the same for every cache type; only the stored
-/// values differ. `dot` is [`numerics::dot`] or a copy of it with the same bits.
-#[inline(always)]
-fn attend(
-    task: &Task,
-    (scores, state): &mut (Vec<f32>, Vec<f32>),
-    partial_out: &mut [f32],
-    row: &mut [f32],
-    out: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-) {
-    let Task {
-        kv,
-        layer,
-        q_rows,
-        heads,
-        cells,
-        kv_off,
-        head_dim,
-        scale,
-    } = *task;
-    let n = cells.len();
-    // Plain loops, not iterator chains: this must inline into the AVX2 copy of the function.
-    // scores: (heads, n); state: (3, heads) = max, total, chunk max.
-    scores.clear();
-    scores.resize(heads * n, 0.0);
-    for (i, &c) in cells.iter().enumerate() {
-        let k = kv.key_f32(layer, c, kv_off, head_dim, row);
-        for g in 0..heads {
-            scores[g * n + i] = dot(&q_rows[g * head_dim..][..head_dim], k) * scale;
-        }
-    }
-    let (max, rest) = state.split_at_mut(heads);
-    let (total, chunk_max) = rest.split_at_mut(heads);
-    for g in 0..heads {
-        max[g] = scores[g * n..][..n]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        total[g] = 0.0;
-    }
-    out.fill(0.0);
-    let mut i0 = 0;
-    while i0 < n {
-        let chunk = cells[i0] / CHUNK;
-        let mut i1 = i0 + 1;
-        while i1 < n && cells[i1] / CHUNK == chunk {
-            i1 += 1;
-        }
-        for g in 0..heads {
-            let chunk_scores = &mut scores[g * n + i0..g * n + i1];
-            chunk_max[g] = chunk_scores
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max);
-            for s in chunk_scores.iter_mut() {
-                *s = numerics::exp(*s - chunk_max[g]);
-            }
-        }
-        weighted_values(task, i0..i1, scores, partial_out, row);
-        for g in 0..heads {
-            let mut sums = [0.0f32; LANES];
-            for (&c, &e) in cells[i0..i1].iter().zip(&scores[g * n + i0..g * n + i1]) {
-                sums[c % LANES] += e;
-            }
-            let chunk_sum = butterfly32(sums);
-            let w = numerics::exp(chunk_max[g] - max[g]);
-            total[g] += chunk_sum * w;
-            let partial = &partial_out[g * LANES * head_dim..][..head_dim];
-            for (o, &x) in out[g * head_dim..][..head_dim].iter_mut().zip(partial) {
-                *o += x * w;
-            }
-        }
-        i0 = i1;
-    }
-    for g in 0..heads {
-        let inv = 1.0 / total[g];
-        for o in out[g * head_dim..][..head_dim].iter_mut() {
-            *o *= inv;
-        }
-    }
-}
-
-/// For each head g, `sum e_c v_c` over cells `range` (weights `scores[g * cells.len() + i]`)
-/// into `partial_out[g * LANES * head_dim..][..head_dim]`: cell c into partial row c % 32,
-/// cells ascending, then the rows joined in butterfly order. `row`: (head_dim) scratch.
-#[inline(always)]
-fn weighted_values(
-    task: &Task,
-    range: std::ops::Range<usize>,
-    scores: &[f32],
-    partial_out: &mut [f32],
-    row: &mut [f32],
-) {
-    let Task {
-        kv,
-        layer,
-        heads,
-        cells,
-        kv_off,
-        head_dim,
-        ..
-    } = *task;
-    let n = cells.len();
-    // Only the partials some cell feeds are written; the others are zero.
-    let mut touched = 0u32;
-    for i in range {
-        let c = cells[i];
-        let k = c % LANES;
-        let fresh = touched & (1 << k) == 0;
-        touched |= 1 << k;
-        let v = kv.value_f32(layer, c, kv_off, head_dim, row);
-        for g in 0..heads {
-            let e = scores[g * n + i];
-            let acc = &mut partial_out[(g * LANES + k) * head_dim..][..head_dim];
-            if fresh {
-                acc.fill(0.0);
-            }
-            for (a, &x) in acc.iter_mut().zip(v) {
-                *a += e * x;
-            }
-        }
-    }
-    // The butterfly over the partials, element-wise, one row of head_dim at a time:
-    // row k += row k + m for m = 16 .. 1 (the order of numerics::butterfly32). A row no
-    // cell fed is zero, and adding zero changes nothing (no partial is ever -0.0), so
-    // such rows are skipped rather than cleared.
-    for g in 0..heads {
-        let partial_out = &mut partial_out[g * LANES * head_dim..][..LANES * head_dim];
-        let mut touched = touched;
-        let mut m = LANES / 2;
-        while m > 0 {
-            for k in 0..m {
-                if touched & (1 << (k + m)) == 0 {
-                    continue;
-                }
-                let (lo, hi) = partial_out.split_at_mut((k + m) * head_dim);
-                let (dst, src) = (&mut lo[k * head_dim..][..head_dim], &hi[..head_dim]);
-                if touched & (1 << k) == 0 {
-                    dst.copy_from_slice(src);
-                    touched |= 1 << k;
-                } else {
-                    for (a, &b) in dst.iter_mut().zip(src) {
-                        *a += b;
-                    }
-                }
-            }
-            m /= 2;
-        }
-        if touched & 1 == 0 {
-            partial_out[..head_dim].fill(0.0);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "x86_64")]
     use super::prompt::{dot32_avx512, dots8_avx512, exp_shifted_avx2};
     use super::prompt::{prompt_tiles, TOKEN_TILE};
     use super::*;
+    use crate::backend::numerics::{self, butterfly32, LANES};
     use crate::kv_cache::KvType;
 
     /// The canonical definition written out plainly, element by element.
@@ -406,13 +275,13 @@ mod tests {
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut total = 0.0f32;
                 let mut acc = vec![0.0f32; hd];
-                for chunk in 0..=cells.last().map_or(0, |&c| c / CHUNK) {
+                // Chunks in list order (a ring's list starts at a chunk boundary, rotated).
+                let mut order: Vec<usize> = cells.iter().map(|&c| c / CHUNK).collect();
+                order.dedup();
+                for chunk in order {
                     let idx: Vec<usize> = (0..cells.len())
                         .filter(|&i| cells[i] / CHUNK == chunk)
                         .collect();
-                    if idx.is_empty() {
-                        continue;
-                    }
                     let m = idx.iter().map(|&i| s[i]).fold(f32::NEG_INFINITY, f32::max);
                     let e: Vec<f32> = idx.iter().map(|&i| numerics::exp(s[i] - m)).collect();
                     let mut sums = [0.0f32; LANES];
@@ -464,8 +333,11 @@ mod tests {
         for kv_type in KvType::ALL {
             canonical_order_with(kv_type, Some(visible.clone()), 64);
         }
-        // Rows of other lengths: 128 (its own register path), 40 (the general one).
+        // Rows of other lengths: 128 (its own register path), 256 and 96 (slices of 64 and
+        // 32 in the weighted values), 40 (the general one).
         canonical_order_with(KvType::ALL[0], Some(visible.clone()), 128);
+        canonical_order_with(KvType::ALL[0], Some(visible.clone()), 256);
+        canonical_order_with(KvType::ALL[0], Some(visible.clone()), 96);
         canonical_order_with(KvType::ALL[0], Some(visible), 40);
     }
 
@@ -594,6 +466,8 @@ mod tests {
                 vec![31, 32, 63, 64, 95],
                 (0..10).chain(600..610).collect(),
                 (250..270).collect(),
+                // A ring's rotated list: chunk 2, then chunks 0 and 1.
+                (512..690).chain(3..500).collect(),
             ]
         });
         // Large queries: scores spread over several units, so the weights span many magnitudes.
@@ -601,17 +475,27 @@ mod tests {
             .map(|_| rnd() * 3.0)
             .collect();
         let want = reference(&kv, shape, &q, &visible);
-        // 4 threads: too few tasks for the prompt path, so the decode path runs too.
-        for threads in [1, 2, 3, 4] {
+        // Both paths on every list (whichever `attention` picks): the prompt tiles, and the
+        // spans of chunks, of one chunk (many threads) up to the whole list (one thread).
+        type Path =
+            fn(&ThreadPool, &HostKv, usize, AttentionShape, &[f32], &[Vec<usize>], &mut [f32]);
+        let paths: [(&str, Path); 3] = [
+            ("attention", attention),
+            ("tiled", attention_tiled),
+            ("split", attention_split),
+        ];
+        for threads in [1, 2, 3, 4, 16] {
             let pool = ThreadPool::new(threads).unwrap();
-            let mut got = vec![f32::NAN; want.len()];
-            attention(&pool, &kv, 0, shape, &q, &visible, &mut got);
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    a.to_bits(),
-                    b.to_bits(),
-                    "element {i} with {threads} threads, {kv_type} cache"
-                );
+            for (name, path) in paths {
+                let mut got = vec![f32::NAN; want.len()];
+                path(&pool, &kv, 0, shape, &q, &visible, &mut got);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{name}: element {i} with {threads} threads, {kv_type} cache"
+                    );
+                }
             }
         }
     }

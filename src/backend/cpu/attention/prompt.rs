@@ -13,6 +13,10 @@ use crate::kv_cache::HostKv;
 /// Tokens per task of the prompt path: their query rows share each key and value row read.
 pub(super) const TOKEN_TILE: usize = 8;
 
+/// How many cells ahead of the key row being read the next rows are prefetched (keys into L1,
+/// values into L2 for the chunk's weighted sums after the scores).
+const PREFETCH_AHEAD: usize = 8;
+
 /// Consecutive tokens whose visible cells each extend the previous token's (the tokens of one
 /// sequence under a causal mask), cut into tiles of at most [`TOKEN_TILE`]: the last token's
 /// list holds every other token's as a prefix.
@@ -53,12 +57,16 @@ pub(super) fn attention_tiled(
     let tiles = prompt_tiles(visible);
     let n_tasks = tiles.len() * n_head_kv;
     let out = SharedMut::new(out);
-    let (avx512, avx2) = (avx512_detected(), avx2_detected());
+    let isa = TileIsa::detect();
     let scratch = TileScratch::default;
     // The last tiles first (they see the most cells), as in `attention`.
     pool.run_chunks(n_tasks, &scratch, &|scratch, chunk| {
         let task = n_tasks - 1 - chunk;
         let (tile, kvh) = (&tiles[task / n_head_kv], task % n_head_kv);
+        let mut lens = [0usize; TOKEN_TILE];
+        for (len, t) in lens.iter_mut().zip(tile.clone()) {
+            *len = visible[t].len();
+        }
         let task = TileTask {
             kv,
             layer,
@@ -67,55 +75,133 @@ pub(super) fn attention_tiled(
             tokens: tile.clone(),
             h0: kvh * heads,
             heads,
-            visible,
+            cells: &visible[tile.end - 1],
+            lens: &lens[..tile.len()],
             kv_off: kvh * head_dim,
             head_dim,
             scale,
         };
-        if avx512 {
-            // SAFETY: AVX-512 F, AVX2 and FMA were detected at run time.
-            unsafe { attend_tile_avx512(&task, scratch) };
-        } else if avx2 {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe { attend_tile_avx2(&task, scratch) };
-        } else {
-            attend_tile(&task, scratch, dots_by(numerics::dot), exp_shifted);
-        }
+        isa.run(&task, scratch);
+        let rows = tile.len() * heads;
+        let n_chunks = scratch.stats.len() / rows.max(1);
         let width = heads * head_dim;
         for (i, t) in tile.clone().enumerate() {
             // SAFETY: the heads of KV head `kvh` of token t belong to this task alone.
             let dst = unsafe { out.slice(t * q_dim + task.h0 * head_dim, width) };
-            dst.copy_from_slice(&scratch.out[i * width..][..width]);
+            for (g, o) in dst.chunks_exact_mut(head_dim).enumerate() {
+                let r = i * heads + g;
+                let stats = (0..n_chunks).map(|j| scratch.stats[j * rows + r]);
+                let partials = (0..n_chunks)
+                    .map(|j| &scratch.partials[(j * rows + r) * head_dim..][..head_dim]);
+                combine(stats, partials, o);
+            }
         }
     });
 }
 
-/// One prompt task: tokens `tokens` (each one's visible cells a prefix of the last one's) and
-/// query heads `h0..h0 + heads`, all of KV head `kv_off / head_dim`. Query row
-/// `r = (t - tokens.start) * heads + g` is token t, head h0 + g.
-struct TileTask<'a> {
-    kv: &'a HostKv,
-    layer: usize,
-    /// (n_tokens, q_dim)
-    q: &'a [f32],
-    q_dim: usize,
-    tokens: std::ops::Range<usize>,
-    h0: usize,
-    heads: usize,
-    visible: &'a [Vec<usize>],
-    kv_off: usize,
-    head_dim: usize,
-    scale: f32,
+/// What one query row took from one chunk of the split softmax: whether it sees a cell of
+/// the chunk, the chunk's largest score `m_j` and the sum `l_j` of its exponentials (the
+/// weighted values `o_j` are kept beside, in [`TileScratch::partials`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ChunkStat {
+    pub seen: bool,
+    pub max: f32,
+    pub sum: f32,
 }
 
-/// Per-thread scratch of the prompt path.
+/// One query row's output from its chunks in list order (the module documentation of
+/// [`super`]): `M` the largest chunk max (= the largest score: `max` is exact), then per
+/// chunk `w = exp(m_j - M)`, `L += l_j * w`, `O += o_j * w`, and `O * (1 / L)` into `out`.
+pub(super) fn combine<'a>(
+    stats: impl Iterator<Item = ChunkStat> + Clone,
+    partials: impl Iterator<Item = &'a [f32]>,
+    out: &mut [f32],
+) {
+    let max = stats
+        .clone()
+        .filter(|c| c.seen)
+        .fold(f32::NEG_INFINITY, |m, c| m.max(c.max));
+    let mut total = 0.0f32;
+    out.fill(0.0);
+    for (c, partial) in stats.zip(partials) {
+        if !c.seen {
+            continue;
+        }
+        let w = numerics::exp(c.max - max);
+        total += c.sum * w;
+        for (o, &x) in out.iter_mut().zip(partial) {
+            *o += x * w;
+        }
+    }
+    let inv = 1.0 / total;
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// Which copy of [`attend_tile`] this CPU runs (and the ISA choice allows).
+#[derive(Clone, Copy)]
+pub(super) enum TileIsa {
+    Avx512,
+    Avx2,
+    Scalar,
+}
+
+impl TileIsa {
+    pub(super) fn detect() -> TileIsa {
+        if avx512_detected() {
+            TileIsa::Avx512
+        } else if avx2_detected() {
+            TileIsa::Avx2
+        } else {
+            TileIsa::Scalar
+        }
+    }
+
+    /// [`attend_tile`] of `task` into `scratch.stats` / `scratch.partials`.
+    pub(super) fn run(self, task: &TileTask, scratch: &mut TileScratch) {
+        match self {
+            // SAFETY: AVX-512 F, AVX2 and FMA were detected at run time.
+            TileIsa::Avx512 => unsafe { attend_tile_avx512(task, scratch) },
+            // SAFETY: AVX2 and FMA were detected at run time.
+            TileIsa::Avx2 => unsafe { attend_tile_avx2(task, scratch) },
+            TileIsa::Scalar => attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted),
+        }
+    }
+}
+
+/// One task: tokens `tokens` and query heads `h0..h0 + heads`, all of KV head
+/// `kv_off / head_dim`, over `cells` (in list order), of which token `tokens.start + i` sees
+/// the first `lens[i]` (a prompt tile: each token's visible cells a prefix of the last one's;
+/// a decode span: one token and a run of whole chunks of its cells). Query row
+/// `r = (t - tokens.start) * heads + g` is token t, head h0 + g.
+pub(super) struct TileTask<'a> {
+    pub kv: &'a HostKv,
+    pub layer: usize,
+    /// (n_tokens, q_dim)
+    pub q: &'a [f32],
+    pub q_dim: usize,
+    pub tokens: std::ops::Range<usize>,
+    pub h0: usize,
+    pub heads: usize,
+    pub cells: &'a [usize],
+    /// (tokens.len()), non-decreasing.
+    pub lens: &'a [usize],
+    pub kv_off: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// Per-thread scratch of [`attend_tile`], and its results.
 #[derive(Default)]
-struct TileScratch {
+pub(super) struct TileScratch {
+    /// (n_chunks, rows): what each row took from each chunk of the task's cells, in order.
+    pub stats: Vec<ChunkStat>,
+    /// (n_chunks, rows, head_dim): the chunks' weighted values `o_j` (zeros where unseen).
+    pub partials: Vec<f32>,
     /// (rows, cells of the last token): scores, then their exponentials.
     scores: Vec<f32>,
-    /// (rows): max score, running total, chunk max.
-    max: Vec<f32>,
-    total: Vec<f32>,
+    /// (rows): the current chunk's max score.
     chunk_max: Vec<f32>,
     /// (rows, 6, head_dim): per row the pending sums of the butterfly, one per level (level
     /// 5 holds the finished chunk sum); `pending[r]` bit l says level l holds one.
@@ -130,8 +216,6 @@ struct TileScratch {
     dot_out: Vec<f32>,
     /// (head_dim): a key or value row widened.
     row: Vec<f32>,
-    /// (rows, head_dim): the outputs.
-    out: Vec<f32>,
 }
 
 /// [`attend_tile`] compiled for AVX2 (same operations, same bits; see [`super::attend_avx2`]).
@@ -344,14 +428,15 @@ pub(super) unsafe fn exp_shifted_avx2(xs: &mut [f32], sub: f32) {
     exp_shifted(chunks.into_remainder(), sub);
 }
 
-/// `acc[d] = Σ_j es[j] * values[j * 8S + d]` for a row of 8S elements, cells in order, each
-/// sum from +0.0 (one rounded multiply and one add per term): the row's S vectors of 8 stay
-/// in registers while the cells pass.
+/// `acc[d] = Σ_j es[j] * values[j * stride + d]` for 8S elements, cells in order, each sum
+/// from +0.0 (one rounded multiply and one add per term): the S vectors of 8 stay in
+/// registers while the cells pass. Rows wider than 128 go through it in slices of 64.
 #[inline(always)]
-fn weighted_sum<const S: usize>(es: &[f32], values: &[f32], acc: &mut [f32]) {
-    let hd = 8 * S;
+fn weighted_sum<const S: usize>(es: &[f32], values: &[f32], stride: usize, acc: &mut [f32]) {
+    let width = 8 * S;
     let mut sum = [[0.0f32; 8]; S];
-    for (&e, v) in es.iter().zip(values.chunks_exact(hd)) {
+    for (j, &e) in es.iter().enumerate() {
+        let v = &values[j * stride..][..width];
         for (s8, v8) in sum.iter_mut().zip(v.chunks_exact(8)) {
             for (s, &x) in s8.iter_mut().zip(v8) {
                 *s += e * x;
@@ -383,9 +468,10 @@ fn leaf(s: usize) -> usize {
     (s as u32).reverse_bits() as usize >> (u32::BITS - 5)
 }
 
-/// Every query row of `task` into `scratch.out` (rows, head_dim), each with the bits
-/// [`super::attend`] gives it alone. Scores: each key row is read once and dotted with every row
-/// whose token sees it. Weighted values: instead of 32 partial rows per query row, the cells
+/// Every query row of `task`, chunk by chunk, into `scratch.stats` and `scratch.partials`,
+/// each with the bits the canonical order gives it alone (the module documentation of
+/// [`super`]; [`combine`] finishes a row). Scores: each key row is read once and dotted with
+/// every row whose token sees it. Weighted values: instead of 32 partial rows per query row, the cells
 /// of one partial index `k` (cells c with c % 32 == k, ascending) are summed into one row and
 /// then merged at once into the butterfly, leaves in [`leaf`] order: the same additions in
 /// the same order as `weighted_values` and its butterfly (a partial no cell feeds is skipped
@@ -405,15 +491,16 @@ fn attend_tile(
         ref tokens,
         h0,
         heads,
-        visible,
+        cells,
+        lens,
         kv_off,
         head_dim: hd,
         scale,
     } = *task;
     let TileScratch {
+        stats,
+        partials,
         scores,
-        max,
-        total,
         chunk_max,
         levels,
         pending,
@@ -422,15 +509,12 @@ fn attend_tile(
         q_rows,
         dot_out,
         row,
-        out,
     } = s;
-    let t0 = tokens.start;
     let n_tok = tokens.len();
     let rows = n_tok * heads;
-    let cells = &visible[tokens.end - 1][..];
     let n = cells.len();
     // Cells seen by row r: the first len(r) of `cells`.
-    let len = |r: usize| visible[t0 + r / heads].len();
+    let len = |r: usize| lens[r / heads];
     row.resize(hd, 0.0);
     scores.clear();
     scores.resize(rows * n, 0.0);
@@ -442,8 +526,11 @@ fn attend_tile(
     dot_out.resize(rows, 0.0);
     let mut first = 0; // the first token that sees cell i (lists grow along the tile)
     for (i, &c) in cells.iter().enumerate() {
-        while visible[t0 + first].len() <= i {
+        while lens[first] <= i {
             first += 1;
+        }
+        if let Some(&ahead) = cells.get(i + PREFETCH_AHEAD) {
+            kv.prefetch(layer, ahead, kv_off, hd);
         }
         let k = kv.key_f32(layer, c, kv_off, hd, row);
         let r0 = first * heads;
@@ -452,21 +539,10 @@ fn attend_tile(
             scores[r * n + i] = d * scale;
         }
     }
-    max.clear();
-    total.clear();
     chunk_max.clear();
-    for r in 0..rows {
-        max.push(
-            scores[r * n..][..len(r)]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max),
-        );
-        total.push(0.0);
-        chunk_max.push(0.0);
-    }
-    out.clear();
-    out.resize(rows * hd, 0.0);
+    chunk_max.resize(rows, 0.0);
+    stats.clear();
+    partials.clear();
     levels.resize(rows * 6 * hd, 0.0);
     pending.clear();
     pending.resize(rows, 0);
@@ -530,8 +606,20 @@ fn attend_tile(
                     }
                     let es = &es[..m];
                     match hd {
-                        64 => weighted_sum::<8>(es, values, dst),
-                        128 => weighted_sum::<16>(es, values, dst),
+                        64 => weighted_sum::<8>(es, values, hd, dst),
+                        128 => weighted_sum::<16>(es, values, hd, dst),
+                        // Other widths in slices (Gemma 3's 256, Phi-3's 96): the scalar loop
+                        // below made prompt attention at 256 2x slower than one head per task.
+                        _ if hd.is_multiple_of(64) => {
+                            for (b, d64) in dst.chunks_exact_mut(64).enumerate() {
+                                weighted_sum::<8>(es, &values[64 * b..], hd, d64);
+                            }
+                        }
+                        _ if hd.is_multiple_of(32) => {
+                            for (b, d32) in dst.chunks_exact_mut(32).enumerate() {
+                                weighted_sum::<4>(es, &values[32 * b..], hd, d32);
+                            }
+                        }
                         _ => {
                             for (d, a) in dst.iter_mut().enumerate() {
                                 let mut sum = 0.0f32;
@@ -568,28 +656,23 @@ fn attend_tile(
         for r in 0..rows {
             let end = i1.min(len(r));
             if end <= i0 {
+                stats.push(ChunkStat::default());
+                partials.resize(partials.len() + hd, 0.0);
                 continue;
             }
             let mut sums = [0.0f32; LANES];
             for (&c, &e) in cells[i0..end].iter().zip(&scores[r * n + i0..r * n + end]) {
                 sums[c % LANES] += e;
             }
-            let chunk_sum = butterfly32(sums);
-            let w = numerics::exp(chunk_max[r] - max[r]);
-            total[r] += chunk_sum * w;
+            stats.push(ChunkStat {
+                seen: true,
+                max: chunk_max[r],
+                sum: butterfly32(sums),
+            });
             // Level 5 holds the chunk's weighted values (a row that sees a cell of the chunk
             // feeds at least one partial).
-            let partial = &levels[(r * 6 + 5) * hd..][..hd];
-            for (o, &x) in out[r * hd..][..hd].iter_mut().zip(partial) {
-                *o += x * w;
-            }
+            partials.extend_from_slice(&levels[(r * 6 + 5) * hd..][..hd]);
         }
         i0 = i1;
-    }
-    for r in 0..rows {
-        let inv = 1.0 / total[r];
-        for o in out[r * hd..][..hd].iter_mut() {
-            *o *= inv;
-        }
     }
 }
