@@ -7,9 +7,9 @@ use crate::quant::activation::activation_type;
 use crate::quant::dot::scalar_kernels_for;
 use crate::quant::dot::tests::{edge_act_row, edge_weight_row, weight_row, Rng};
 
-/// The weight types that have tiled kernels on x86-64 with AVX2 (every one of them has the
-/// AVX-VNNI or AVX-512 version too, where the CPU has those).
-const TILED: [GgmlType; 8] = [
+/// The weight types that have tiled kernels on x86-64: with AVX2 all but [`NEEDS_VNNI`], with
+/// AVX-VNNI or AVX-512 VNNI every one.
+const TILED: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -18,7 +18,13 @@ const TILED: [GgmlType; 8] = [
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Iq4Xs,
 ];
+
+/// The types whose tiled kernels need `vpdpbusd`: their unsigned bytes (Q8_0's up to 255, the
+/// IQ4 table's up to 241) would saturate `vpmaddubsw`'s pair sums on the AVX2 table.
+const NEEDS_VNNI: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Iq4Nl, GgmlType::Iq4Xs];
 
 /// Runs `k` on `rows` weight rows and `acts` (each token's packed row) and returns
 /// out[t][r], checking the lanes past `rows` were left for the caller to ignore.
@@ -67,8 +73,10 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
         let kernels = available_gemm_kernels(ty);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
+            use crate::quant::dot::Isa;
+            let vnni = Isa::AvxVnni.runnable() || Isa::Avx512.runnable();
             assert!(
-                !kernels.is_empty() || ty == GgmlType::Q8_0,
+                !kernels.is_empty() || (NEEDS_VNNI.contains(&ty) && !vnni),
                 "{ty}: no tiled kernel"
             );
         }

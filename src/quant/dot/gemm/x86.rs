@@ -4,6 +4,10 @@
 //! Panel scratch, per block `b` of the row (aligned to 64 bytes), `V` = the vector's bytes:
 //! `W[b][0..8]` (8 vectors: lane r = row r's unsigned quants of group k), then the rows'
 //! `f32(d)` and, for Q4_1 / Q5_1, their `f32(m)`: 10 vectors per block.
+//!
+//! IQ4_NL is Q4_0's layout with a non-linear value map: its unpacked byte is the table value
+//! plus 128 ([`IQ4_U8`], one byte shuffle per vector of nibbles), so it sums against the
+//! activations like Q8_0's offset bytes, starting at `-128 * sum(a)`.
 
 use super::{ActMeta, GemmArgs, GemmKernels};
 use crate::quant::dot::Isa;
@@ -20,6 +24,24 @@ enum Kind {
     Q5,
     /// 32 signed bytes at `qs`, made unsigned by adding 128.
     Q8,
+    /// Q4's nibbles as indices into the IQ4 table, made unsigned by adding 128 ([`IQ4_U8`]).
+    Iq4,
+}
+
+/// The IQ4 table (formats/iq4_nl.rs `VALUES`, -127..=113) plus 128, as unsigned bytes (1..=241)
+/// in 4 little-endian i32: the byte-shuffle table of IQ4_NL here and of IQ4_XS in kquant.rs,
+/// whose offset `128 * Σ a` the kernels subtract exactly.
+pub(super) const IQ4_U8: [i32; 4] = iq4_u8();
+
+const fn iq4_u8() -> [i32; 4] {
+    let v = crate::quant::formats::iq4_nl::VALUES;
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 16 {
+        out[i / 4] |= ((v[i] as i32 + 128) as u32) << (8 * (i % 4));
+        i += 1;
+    }
+    [out[0] as i32, out[1] as i32, out[2] as i32, out[3] as i32]
 }
 
 /// One weight format: block bytes, where its quants are, the offset that makes them
@@ -42,14 +64,16 @@ const Q4_1: usize = 1;
 const Q5_0: usize = 2;
 const Q5_1: usize = 3;
 const Q8_0: usize = 4;
+const IQ4_NL: usize = 5;
 
 #[rustfmt::skip]
-const FMTS: [Fmt; 5] = [
+const FMTS: [Fmt; 6] = [
     Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Q4, offset: 8, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 20, qs: 4, qh: 0, kind: Kind::Q4, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 22, qs: 6, qh: 2, kind: Kind::Q5, offset: 16, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 24, qs: 8, qh: 4, kind: Kind::Q5, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 128, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Iq4, offset: 128, has_m: false, ab: 34, aq: 2 },
 ];
 
 /// Vectors of panel scratch per block.
@@ -110,6 +134,8 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
     unsafe {
         let idx = _mm512_loadu_si512(offs.as_ptr().cast());
         let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+        let [t0, t1, t2, t3] = IQ4_U8;
+        let lut = _mm512_broadcast_i32x4(_mm_setr_epi32(t0, t1, t2, t3));
         let gather = |p: *const u8| _mm512_i32gather_epi32::<1>(idx, p.cast());
         for b in 0..a.n / 32 {
             let blk = a.w.as_ptr().add(b * f.wb);
@@ -129,7 +155,7 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                         store(k, _mm512_xor_si512(q, _mm512_set1_epi8(-128)));
                     }
                 }
-                Kind::Q4 | Kind::Q5 => {
+                Kind::Q4 | Kind::Q5 | Kind::Iq4 => {
                     let qh = if f.kind == Kind::Q5 {
                         gather(blk.add(f.qh))
                     } else {
@@ -155,6 +181,11 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                         if f.kind == Kind::Q5 {
                             lo = _mm512_or_si512(lo, high(k));
                             hi = _mm512_or_si512(hi, high(k + 4));
+                        }
+                        if f.kind == Kind::Iq4 {
+                            // Nibbles 0..=15 index the table in every 128-bit lane.
+                            lo = _mm512_shuffle_epi8(lut, lo);
+                            hi = _mm512_shuffle_epi8(lut, hi);
                         }
                         store(k, lo);
                         store(k + 4, hi);
@@ -302,6 +333,8 @@ macro_rules! gemm8_module {
                 unsafe {
                     let idx = _mm256_loadu_si256(offs.as_ptr().cast());
                     let nib = _mm256_set1_epi32(0x0F0F_0F0F);
+                    let [t0, t1, t2, t3] = IQ4_U8;
+                    let lut = _mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3);
                     let gather = |p: *const u8| _mm256_i32gather_epi32::<1>(p.cast(), idx);
                     for b in 0..a.n / 32 {
                         let blk = a.w.as_ptr().add(b * f.wb);
@@ -320,7 +353,7 @@ macro_rules! gemm8_module {
                                     store(k, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
                                 }
                             }
-                            Kind::Q4 | Kind::Q5 => {
+                            Kind::Q4 | Kind::Q5 | Kind::Iq4 => {
                                 let qh = if f.kind == Kind::Q5 {
                                     gather(blk.add(f.qh))
                                 } else {
@@ -345,6 +378,10 @@ macro_rules! gemm8_module {
                                     if f.kind == Kind::Q5 {
                                         lo = _mm256_or_si256(lo, high(k));
                                         hi = _mm256_or_si256(hi, high(k + 4));
+                                    }
+                                    if f.kind == Kind::Iq4 {
+                                        lo = _mm256_shuffle_epi8(lut, lo);
+                                        hi = _mm256_shuffle_epi8(lut, hi);
                                     }
                                     store(k, lo);
                                     store(k + 4, hi);
@@ -465,7 +502,8 @@ gemm8_module!(
     crate::quant::dot::canon256::dot_avxvnni
 );
 // `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15),
-// not for Q8_0's offset bytes (up to 255), which keeps the row kernels on this table.
+// not for the offset bytes of Q8_0 (up to 255) and IQ4_NL (up to 241), which keeps those two
+// types on the row kernels on this table.
 gemm8_module!(
     avx2_256,
     "avx2,fma,f16c",
@@ -489,11 +527,13 @@ entry!(q4_1_16, gemm16, Q4_1, 16);
 entry!(q5_0_16, gemm16, Q5_0, 16);
 entry!(q5_1_16, gemm16, Q5_1, 16);
 entry!(q8_0_16, gemm16, Q8_0, 16);
+entry!(iq4_nl_16, gemm16, IQ4_NL, 16);
 entry!(q4_0_vnni8, vnni256::gemm8, Q4_0, 8);
 entry!(q4_1_vnni8, vnni256::gemm8, Q4_1, 8);
 entry!(q5_0_vnni8, vnni256::gemm8, Q5_0, 8);
 entry!(q5_1_vnni8, vnni256::gemm8, Q5_1, 8);
 entry!(q8_0_vnni8, vnni256::gemm8, Q8_0, 8);
+entry!(iq4_nl_vnni8, vnni256::gemm8, IQ4_NL, 8);
 entry!(q4_0_avx2_8, avx2_256::gemm8, Q4_0, 8);
 entry!(q4_1_avx2_8, avx2_256::gemm8, Q4_1, 8);
 entry!(q5_0_avx2_8, avx2_256::gemm8, Q5_0, 8);
@@ -519,11 +559,13 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q5_0_16, 16, "q5_0*q8_0 gemm16 avx512", Q5_0, Avx512),
     k!(q5_1_16, 16, "q5_1*q8_1 gemm16 avx512", Q5_1, Avx512),
     k!(q8_0_16, 16, "q8_0*q8_0 gemm16 avx512", Q8_0, Avx512),
+    k!(iq4_nl_16, 16, "iq4_nl*q8_0 gemm16 avx512", Iq4Nl, Avx512),
     k!(q4_0_vnni8, 8, "q4_0*q8_0 gemm8 avxvnni", Q4_0, AvxVnni),
     k!(q4_1_vnni8, 8, "q4_1*q8_1 gemm8 avxvnni", Q4_1, AvxVnni),
     k!(q5_0_vnni8, 8, "q5_0*q8_0 gemm8 avxvnni", Q5_0, AvxVnni),
     k!(q5_1_vnni8, 8, "q5_1*q8_1 gemm8 avxvnni", Q5_1, AvxVnni),
     k!(q8_0_vnni8, 8, "q8_0*q8_0 gemm8 avxvnni", Q8_0, AvxVnni),
+    k!(iq4_nl_vnni8, 8, "iq4_nl*q8_0 gemm8 avxvnni", Iq4Nl, AvxVnni),
     k!(q4_0_avx2_8, 8, "q4_0*q8_0 gemm8 avx2", Q4_0, Avx2),
     k!(q4_1_avx2_8, 8, "q4_1*q8_1 gemm8 avx2", Q4_1, Avx2),
     k!(q5_0_avx2_8, 8, "q5_0*q8_0 gemm8 avx2", Q5_0, Avx2),
