@@ -1,6 +1,6 @@
 //! Tiled kernels of the K-quants Q4_K, Q5_K, Q6_K and of IQ4_XS against Q8_K (prompt steps),
 //! in the canonical super-block order of scalar.rs: 16-row panels in zmm (AVX-512 VNNI) and
-//! 8-row panels in ymm (AVX-VNNI, or AVX2 `vpmaddubsw + vpmaddwd` for the K-quants).
+//! 8-row panels in ymm (AVX-VNNI, or AVX2 `vpmaddubsw + vpmaddwd`).
 //!
 //! As in x86.rs, vector lane `r` is weight row `r` of the panel, so no integer sum needs a
 //! horizontal reduction. Per super-block and token, lane-wise:
@@ -14,7 +14,9 @@
 //!   panel), so `Σ_j sc_j · s_j` is too large by `128 · Σ_j sc_j · B_j`, which `vpdpwssd` of
 //!   the rows' (sc_2p, sc_2p+1) i16 pairs against [`KMeta::pairs`] gives and the kernel
 //!   subtracts (all of it i32 arithmetic, exact: the true `isum` fits, and the wrapping adds
-//!   and low-half multiplies are exact modulo 2^32);
+//!   and low-half multiplies are exact modulo 2^32). On the AVX2 table, whose `vpmaddubsw`
+//!   would saturate on those bytes, the panel holds the signed table values instead and the
+//!   dot is `x86::dot_sign` (|v| times a with v's sign), with no offset to remove;
 //! - then the canonical float steps: `dd = f32(d) * a.d`, `acc[b % 32] = fma(isum as f32, dd,
 //!   acc[b % 32])`, and with mins `dm = f32(dmin) * a.d`, `acc = fma(-(msum as f32), dm, acc)`;
 //!   the butterfly of the 32 lane accumulators at the end.
@@ -89,6 +91,8 @@ macro_rules! vop {
 /// Vector operations of the 16-lane (zmm) kernels, under the names the generic body uses.
 mod ops512 {
     use std::arch::x86_64::*;
+    /// Whether IQ4_XS's panel holds signed table values (no: the +128 offset bytes).
+    pub const SIGNED: bool = false;
     pub type I = __m512i;
     pub type F = __m512;
     pub const LANES: usize = 16;
@@ -168,12 +172,14 @@ mod ops512 {
 }
 
 /// Vector operations of the 8-lane (ymm) kernels for the features `$feat`, with `$dpbusd` /
-/// `$dpwssd` the u8 x s8 and i16 x i16 dot-accumulates.
+/// `$dpwssd` the u8 x s8 and i16 x i16 dot-accumulates and `$signed` whether IQ4_XS's panel
+/// holds the signed table values (for a `$dpbusd` that takes signed weights).
 macro_rules! ops256 {
-    ($m:ident, $feat:literal, dpbusd($c:ident, $u:ident, $s:ident) $dpbusd:block,
+    ($m:ident, $feat:literal, signed: $signed:literal, dpbusd($c:ident, $u:ident, $s:ident) $dpbusd:block,
      dpwssd($c2:ident, $x:ident, $y:ident) $dpwssd:block) => {
         mod $m {
             use std::arch::x86_64::*;
+            pub const SIGNED: bool = $signed;
             pub type I = __m256i;
             pub type F = __m256;
             pub const LANES: usize = 8;
@@ -188,9 +194,11 @@ macro_rules! ops256 {
             vop!($feat, sra(x: I, n: u32) -> I { _mm256_sra_epi32(x, _mm_cvtsi32_si128(n as i32)) });
             vop!($feat, add(x: I, y: I) -> I { _mm256_add_epi32(x, y) });
             vop!($feat, sub(x: I, y: I) -> I { _mm256_sub_epi32(x, y) });
-            // Bytes 0..=15 -> the IQ4 table value + 128 (`x86::IQ4_U8`), per 128-bit half.
+            // Bytes 0..=15 -> the IQ4 table value + 128 (`x86::IQ4_U8`), or the signed value
+            // (`SIGNED`), per 128-bit half.
             vop!($feat, iq4_lookup(x: I) -> I {
-                let [t0, t1, t2, t3] = crate::quant::dot::gemm::x86::IQ4_U8;
+                use crate::quant::dot::gemm::x86::{IQ4_S8, IQ4_U8};
+                let [t0, t1, t2, t3] = if SIGNED { IQ4_S8 } else { IQ4_U8 };
                 _mm256_shuffle_epi8(_mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3), x)
             });
             vop!($feat, mullo(x: I, y: I) -> I { _mm256_mullo_epi32(x, y) });
@@ -259,18 +267,27 @@ macro_rules! ops256 {
 ops256!(
     ops_vnni256,
     "avx2,fma,f16c,avxvnni",
+    signed: false,
     dpbusd(acc, u, s) { _mm256_dpbusd_avx_epi32(acc, u, s) },
     dpwssd(acc, x, y) { _mm256_dpwssd_avx_epi32(acc, x, y) }
 );
 // `vpmaddubsw` saturates its i16 pair sums, but never for the K-quants: quants <= 63 against
 // bytes >= -128 sum to at most 2 * 63 * 128 per pair. IQ4_XS's offset table bytes (up to 241)
-// could, so it has no kernel on this table (its prompts take the row kernels there).
+// could, so it takes `ops_avx2s_256`: the signed values and `x86::dot_sign`.
 ops256!(
     ops_avx2_256,
     "avx2,fma,f16c",
+    signed: false,
     dpbusd(acc, u, s) {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
     },
+    dpwssd(acc, x, y) { _mm256_add_epi32(acc, _mm256_madd_epi16(x, y)) }
+);
+ops256!(
+    ops_avx2s_256,
+    "avx2,fma,f16c",
+    signed: true,
+    dpbusd(acc, w, a) { crate::quant::dot::gemm::x86::dot_sign(acc, w, a) },
     dpwssd(acc, x, y) { _mm256_add_epi32(acc, _mm256_madd_epi16(x, y)) }
 );
 
@@ -448,13 +465,15 @@ macro_rules! kgemm_module {
                                 }
                                 // Q4_K / Q5_K: the mins' msum; IQ4_XS: Σ_j sc_j · B_j, whose
                                 // 128 times the offset quants added to isum (module docs).
-                                for p in 0..4 {
-                                    let mp = w(MP + p);
-                                    for (t, msum) in msum.iter_mut().enumerate() {
-                                        *msum = dpwssd(*msum, mp, set1(meta(t).pairs[p]));
+                                if K != IQ4XS || !SIGNED {
+                                    for p in 0..4 {
+                                        let mp = w(MP + p);
+                                        for (t, msum) in msum.iter_mut().enumerate() {
+                                            *msum = dpwssd(*msum, mp, set1(meta(t).pairs[p]));
+                                        }
                                     }
                                 }
-                                if K == IQ4XS {
+                                if K == IQ4XS && !SIGNED {
                                     for (isum, msum) in isum.iter_mut().zip(&msum) {
                                         *isum = sub(*isum, sll(*msum, 7));
                                     }
@@ -537,6 +556,7 @@ kgemm_module!(
 );
 kgemm_module!(kvnni256, "avx2,fma,f16c,avxvnni", ops_vnni256, 4);
 kgemm_module!(kavx2_256, "avx2,fma,f16c", ops_avx2_256, 4);
+kgemm_module!(kavx2s_256, "avx2,fma,f16c", ops_avx2s_256, 4);
 
 /// Safe [`super::GemmFn`] entry points: the argument check, then the kernel.
 macro_rules! entry {
@@ -561,6 +581,7 @@ entry!(iq4xs_vnni8, kvnni256, IQ4XS, 8);
 entry!(q4k_avx2_8, kavx2_256, Q4K, 8);
 entry!(q5k_avx2_8, kavx2_256, Q5K, 8);
 entry!(q6k_avx2_8, kavx2_256, Q6K, 8);
+entry!(iq4xs_avx2_8, kavx2s_256, IQ4XS, 8);
 
 macro_rules! k {
     ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
@@ -587,4 +608,5 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q4k_avx2_8, 8, "q4_k*q8_k gemm8 avx2", Q4K, Avx2),
     k!(q5k_avx2_8, 8, "q5_k*q8_k gemm8 avx2", Q5K, Avx2),
     k!(q6k_avx2_8, 8, "q6_k*q8_k gemm8 avx2", Q6K, Avx2),
+    k!(iq4xs_avx2_8, 8, "iq4_xs*q8_k gemm8 avx2", Iq4Xs, Avx2),
 ];

@@ -7,8 +7,9 @@ use crate::quant::activation::activation_type;
 use crate::quant::dot::scalar_kernels_for;
 use crate::quant::dot::tests::{edge_act_row, edge_weight_row, weight_row, Rng};
 
-/// The weight types that have tiled kernels on x86-64: with AVX2 all but [`NEEDS_VNNI`], with
-/// AVX-VNNI or AVX-512 VNNI every one.
+/// The weight types that have tiled kernels on x86-64: with AVX2 all but Q8_0 (whose offset
+/// bytes, up to 255, would saturate `vpmaddubsw`'s pair sums), with AVX-VNNI or AVX-512 VNNI
+/// every one.
 const TILED: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
@@ -21,10 +22,6 @@ const TILED: [GgmlType; 10] = [
     GgmlType::Iq4Nl,
     GgmlType::Iq4Xs,
 ];
-
-/// The types whose tiled kernels need `vpdpbusd`: their unsigned bytes (Q8_0's up to 255, the
-/// IQ4 table's up to 241) would saturate `vpmaddubsw`'s pair sums on the AVX2 table.
-const NEEDS_VNNI: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Iq4Nl, GgmlType::Iq4Xs];
 
 /// Runs `k` on `rows` weight rows and `acts` (each token's packed row) and returns
 /// out[t][r], checking the lanes past `rows` were left for the caller to ignore.
@@ -76,7 +73,7 @@ fn tiled_kernels_are_bit_identical_to_the_canonical_order() {
             use crate::quant::dot::Isa;
             let vnni = Isa::AvxVnni.runnable() || Isa::Avx512.runnable();
             assert!(
-                !kernels.is_empty() || (NEEDS_VNNI.contains(&ty) && !vnni),
+                !kernels.is_empty() || (ty == GgmlType::Q8_0 && !vnni),
                 "{ty}: no tiled kernel"
             );
         }
@@ -182,4 +179,16 @@ fn act_meta_sums_the_quants_and_reads_the_scales() {
         }
     );
     assert!(!act_meta(GgmlType::Q8K, &row, &mut meta));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn iq4_shuffle_tables_hold_the_values_and_their_offset_bytes() {
+    use crate::quant::formats::iq4_nl::VALUES;
+    let bytes = |t: [i32; 4]| -> Vec<u8> { t.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let (unsigned, signed) = (bytes(x86::IQ4_U8), bytes(x86::IQ4_S8));
+    for (i, &v) in VALUES.iter().enumerate() {
+        assert_eq!(unsigned[i] as i32, v as i32 + 128, "offset byte {i}");
+        assert_eq!(signed[i] as i8, v, "signed byte {i}");
+    }
 }

@@ -7,7 +7,9 @@
 //!
 //! IQ4_NL is Q4_0's layout with a non-linear value map: its unpacked byte is the table value
 //! plus 128 ([`IQ4_U8`], one byte shuffle per vector of nibbles), so it sums against the
-//! activations like Q8_0's offset bytes, starting at `-128 * sum(a)`.
+//! activations like Q8_0's offset bytes, starting at `-128 * sum(a)`. On the AVX2 table, where
+//! `vpmaddubsw` would saturate on those bytes, the panel holds the signed table values
+//! ([`IQ4_S8`]) instead and the dot is [`dot_sign`].
 
 use super::{ActMeta, GemmArgs, GemmKernels};
 use crate::quant::dot::Isa;
@@ -24,24 +26,38 @@ enum Kind {
     Q5,
     /// 32 signed bytes at `qs`, made unsigned by adding 128.
     Q8,
-    /// Q4's nibbles as indices into the IQ4 table, made unsigned by adding 128 ([`IQ4_U8`]).
+    /// Q4's nibbles as indices into the IQ4 table, made unsigned by adding 128 ([`IQ4_U8`]),
+    /// or left signed ([`IQ4_S8`]) where the format's offset is 0 (the AVX2 table).
     Iq4,
 }
 
 /// The IQ4 table (formats/iq4_nl.rs `VALUES`, -127..=113) plus 128, as unsigned bytes (1..=241)
 /// in 4 little-endian i32: the byte-shuffle table of IQ4_NL here and of IQ4_XS in kquant.rs,
 /// whose offset `128 * Σ a` the kernels subtract exactly.
-pub(super) const IQ4_U8: [i32; 4] = iq4_u8();
+pub(super) const IQ4_U8: [i32; 4] = iq4_table(128);
+/// The IQ4 table as signed bytes, packed the same way: the AVX2 table's (see [`dot_sign`]).
+pub(super) const IQ4_S8: [i32; 4] = iq4_table(0);
 
-const fn iq4_u8() -> [i32; 4] {
+const fn iq4_table(bias: i32) -> [i32; 4] {
     let v = crate::quant::formats::iq4_nl::VALUES;
     let mut out = [0u32; 4];
     let mut i = 0;
     while i < 16 {
-        out[i / 4] |= ((v[i] as i32 + 128) as u32) << (8 * (i % 4));
+        out[i / 4] |= (((v[i] as i32 + bias) as u8) as u32) << (8 * (i % 4));
         i += 1;
     }
     [out[0] as i32, out[1] as i32, out[2] as i32, out[3] as i32]
+}
+
+/// `acc + sum(w x a over groups of 4)` for signed weight bytes on the AVX2 table: `vpmaddubsw`
+/// of |w| (<= 127 for the IQ4 table) against `a` with w's sign. The activation quantizers keep
+/// |a| <= 127, so `sign(a, w)` is exact and the i16 pair sums (<= 2 * 127 * 127) never saturate
+/// (the row kernels rely on the same bound).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn dot_sign(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
 }
 
 /// One weight format: block bytes, where its quants are, the offset that makes them
@@ -65,15 +81,18 @@ const Q5_0: usize = 2;
 const Q5_1: usize = 3;
 const Q8_0: usize = 4;
 const IQ4_NL: usize = 5;
+/// IQ4_NL with signed values, for [`dot_sign`].
+const IQ4_NL_SIGNED: usize = 6;
 
 #[rustfmt::skip]
-const FMTS: [Fmt; 6] = [
+const FMTS: [Fmt; 7] = [
     Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Q4, offset: 8, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 20, qs: 4, qh: 0, kind: Kind::Q4, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 22, qs: 6, qh: 2, kind: Kind::Q5, offset: 16, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 24, qs: 8, qh: 4, kind: Kind::Q5, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 128, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Iq4, offset: 128, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Iq4, offset: 0, has_m: false, ab: 34, aq: 2 },
 ];
 
 /// Vectors of panel scratch per block.
@@ -333,7 +352,7 @@ macro_rules! gemm8_module {
                 unsafe {
                     let idx = _mm256_loadu_si256(offs.as_ptr().cast());
                     let nib = _mm256_set1_epi32(0x0F0F_0F0F);
-                    let [t0, t1, t2, t3] = IQ4_U8;
+                    let [t0, t1, t2, t3] = if f.offset == 0 { IQ4_S8 } else { IQ4_U8 };
                     let lut = _mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3);
                     let gather = |p: *const u8| _mm256_i32gather_epi32::<1>(p.cast(), idx);
                     for b in 0..a.n / 32 {
@@ -502,13 +521,14 @@ gemm8_module!(
     crate::quant::dot::canon256::dot_avxvnni
 );
 // `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15),
-// not for the offset bytes of Q8_0 (up to 255) and IQ4_NL (up to 241), which keeps those two
-// types on the row kernels on this table.
+// not for the offset bytes of Q8_0 (up to 255), which keeps the row kernels on this table,
+// nor for IQ4_NL's (up to 241), which takes the signed values and `dot_sign` instead.
 gemm8_module!(
     avx2_256,
     "avx2,fma,f16c",
     crate::quant::dot::canon256::dot_maddubs
 );
+gemm8_module!(avx2_sign256, "avx2,fma,f16c", super::dot_sign);
 
 /// Safe [`super::GemmFn`] entry points: the argument check, then the kernel.
 macro_rules! entry {
@@ -538,6 +558,7 @@ entry!(q4_0_avx2_8, avx2_256::gemm8, Q4_0, 8);
 entry!(q4_1_avx2_8, avx2_256::gemm8, Q4_1, 8);
 entry!(q5_0_avx2_8, avx2_256::gemm8, Q5_0, 8);
 entry!(q5_1_avx2_8, avx2_256::gemm8, Q5_1, 8);
+entry!(iq4_nl_avx2_8, avx2_sign256::gemm8, IQ4_NL_SIGNED, 8);
 
 macro_rules! k {
     ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
@@ -570,4 +591,5 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q4_1_avx2_8, 8, "q4_1*q8_1 gemm8 avx2", Q4_1, Avx2),
     k!(q5_0_avx2_8, 8, "q5_0*q8_0 gemm8 avx2", Q5_0, Avx2),
     k!(q5_1_avx2_8, 8, "q5_1*q8_1 gemm8 avx2", Q5_1, Avx2),
+    k!(iq4_nl_avx2_8, 8, "iq4_nl*q8_0 gemm8 avx2", Iq4Nl, Avx2),
 ];
