@@ -7,7 +7,8 @@
 # Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K) the same model requantized by llama.cpp's llama-quantize into
 # target/bench/ (same source weights, so the rows differ only in the tensor types; in
 # Q4_K_M and Q6_K the tensors whose 576-element rows are not whole 256-element super-blocks
-# get llama.cpp's fallbacks, Q5_0 / Q8_0).
+# get llama.cpp's fallbacks, Q5_0 / Q8_0; any llama-quantize type name works, e.g.
+# QUANTS=IQ4_NL,IQ4_XS, where IQ4_XS falls back to IQ4_NL on those tensors).
 # Env: PP (default 128,512), TG (default 64,128), REPS (default 5), THREADS (default 1,2),
 #      QUANTS (default Q4_1,Q8_0,Q4_0,Q4_K_M,Q6_K), ISA (ROCMFORGE_CPU_ISA for our side,
 #      default auto),

@@ -44,7 +44,7 @@ fn check(model: &Model, max_prompt: usize, n_gen: usize, what: &str) {
 
 #[test]
 fn thirty_two_sequences_in_mixed_batches_match_each_alone_tiny() {
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Iq4Nl] {
         let spec = TinySpec {
             weight_type: ty,
             ..Default::default()
@@ -68,6 +68,20 @@ fn thirty_two_sequences_in_mixed_batches_match_each_alone_tiny_q4_k_m() {
     };
     let model = Model::from_gguf(build(&spec)).expect("tiny model");
     check(&model, 40, 12, "q4_k_m");
+}
+
+/// IQ4_XS's tiled prompt kernels (Q8_K activations like the K-quants; rows of whole
+/// 256-element super-blocks).
+#[test]
+fn thirty_two_sequences_in_mixed_batches_match_each_alone_tiny_iq4_xs() {
+    let spec = TinySpec {
+        weight_type: GgmlType::Iq4Xs,
+        n_embd: 256,
+        n_ff: 512,
+        ..Default::default()
+    };
+    let model = Model::from_gguf(build(&spec)).expect("tiny model");
+    check(&model, 40, 12, "iq4_xs");
 }
 
 /// The same on the real SmolLM2 (Q4_1, 30 layers of 576), shorter to stay fast: prompts of

@@ -1,6 +1,6 @@
-//! Tiled kernels of the K-quants Q4_K, Q5_K and Q6_K against Q8_K (prompt steps), in the
-//! canonical super-block order of scalar.rs: 16-row panels in zmm (AVX-512 VNNI) and 8-row
-//! panels in ymm (AVX-VNNI, or AVX2 `vpmaddubsw + vpmaddwd`).
+//! Tiled kernels of the K-quants Q4_K, Q5_K, Q6_K and of IQ4_XS against Q8_K (prompt steps),
+//! in the canonical super-block order of scalar.rs: 16-row panels in zmm (AVX-512 VNNI) and
+//! 8-row panels in ymm (AVX-VNNI, or AVX2 `vpmaddubsw + vpmaddwd`).
 //!
 //! As in x86.rs, vector lane `r` is weight row `r` of the panel, so no integer sum needs a
 //! horizontal reduction. Per super-block and token, lane-wise:
@@ -10,6 +10,13 @@
 //! - `isum += s_j · sc_j` (`vpmulld` by the row's scale), exact in i32 (|isum| <= 2^27);
 //! - Q4_K / Q5_K: `msum = Σ_j m_j · B_j` by `vpdpwssd` of the rows' (m_2p, m_2p+1) i16 pairs
 //!   against the token's sub-block sums ([`KMeta::pairs`]);
+//! - IQ4_XS: its quants are the IQ4 table values plus 128 (`x86::IQ4_U8`, looked up once per
+//!   panel), so `Σ_j sc_j · s_j` is too large by `128 · Σ_j sc_j · B_j`, which `vpdpwssd` of
+//!   the rows' (sc_2p, sc_2p+1) i16 pairs against [`KMeta::pairs`] gives and the kernel
+//!   subtracts (all of it i32 arithmetic, exact: the true `isum` fits, and the wrapping adds
+//!   and low-half multiplies are exact modulo 2^32). On the AVX2 table, whose `vpmaddubsw`
+//!   would saturate on those bytes, the panel holds the signed table values instead and the
+//!   dot is `x86::dot_sign` (|v| times a with v's sign), with no offset to remove;
 //! - then the canonical float steps: `dd = f32(d) * a.d`, `acc[b % 32] = fma(isum as f32, dd,
 //!   acc[b % 32])`, and with mins `dm = f32(dmin) * a.d`, `acc = fma(-(msum as f32), dm, acc)`;
 //!   the butterfly of the 32 lane accumulators at the end.
@@ -20,8 +27,8 @@
 //! least the smallest subnormal, so an accumulator is still never -0.0).
 //!
 //! Panel scratch per super-block (aligned vectors, lane = row): 64 vectors of quant groups
-//! (group k = elements 4k..4k + 4), 16 of i32 scales (8 used by Q4_K / Q5_K), 4 of i16 min
-//! pairs, then f32(d) and f32(dmin).
+//! (group k = elements 4k..4k + 4), 16 of i32 scales (8 used by Q4_K / Q5_K / IQ4_XS), 4 of
+//! i16 min pairs (IQ4_XS: scale pairs), then f32(d) and f32(dmin).
 
 use super::x86::row_offsets;
 use super::{GemmArgs, GemmKernels};
@@ -31,9 +38,10 @@ use crate::quant::GgmlType;
 const Q4K: usize = 0;
 const Q5K: usize = 1;
 const Q6K: usize = 2;
+const IQ4XS: usize = 3;
 
 /// Super-block bytes per format.
-const WB: [usize; 3] = [144, 176, 210];
+const WB: [usize; 4] = [144, 176, 210, 136];
 /// Q8_K block bytes and the offset of its quants.
 const AB: usize = 292;
 const AQ: usize = 4;
@@ -83,6 +91,8 @@ macro_rules! vop {
 /// Vector operations of the 16-lane (zmm) kernels, under the names the generic body uses.
 mod ops512 {
     use std::arch::x86_64::*;
+    /// Whether IQ4_XS's panel holds signed table values (no: the +128 offset bytes).
+    pub const SIGNED: bool = false;
     pub type I = __m512i;
     pub type F = __m512;
     pub const LANES: usize = 16;
@@ -101,6 +111,11 @@ mod ops512 {
     op!(sll(x: I, n: u32) -> I { _mm512_sll_epi32(x, _mm_cvtsi32_si128(n as i32)) });
     op!(sra(x: I, n: u32) -> I { _mm512_sra_epi32(x, _mm_cvtsi32_si128(n as i32)) });
     op!(add(x: I, y: I) -> I { _mm512_add_epi32(x, y) });
+    op!(sub(x: I, y: I) -> I { _mm512_sub_epi32(x, y) });
+    op!(iq4_lookup(x: I) -> I {
+        let [t0, t1, t2, t3] = crate::quant::dot::gemm::x86::IQ4_U8;
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_setr_epi32(t0, t1, t2, t3)), x)
+    });
     op!(mullo(x: I, y: I) -> I { _mm512_mullo_epi32(x, y) });
     op!(dpbusd(acc: I, u: I, s: I) -> I { _mm512_dpbusd_epi32(acc, u, s) });
     op!(dpwssd(acc: I, x: I, y: I) -> I { _mm512_dpwssd_epi32(acc, x, y) });
@@ -157,12 +172,14 @@ mod ops512 {
 }
 
 /// Vector operations of the 8-lane (ymm) kernels for the features `$feat`, with `$dpbusd` /
-/// `$dpwssd` the u8 x s8 and i16 x i16 dot-accumulates.
+/// `$dpwssd` the u8 x s8 and i16 x i16 dot-accumulates and `$signed` whether IQ4_XS's panel
+/// holds the signed table values (for a `$dpbusd` that takes signed weights).
 macro_rules! ops256 {
-    ($m:ident, $feat:literal, dpbusd($c:ident, $u:ident, $s:ident) $dpbusd:block,
+    ($m:ident, $feat:literal, signed: $signed:literal, dpbusd($c:ident, $u:ident, $s:ident) $dpbusd:block,
      dpwssd($c2:ident, $x:ident, $y:ident) $dpwssd:block) => {
         mod $m {
             use std::arch::x86_64::*;
+            pub const SIGNED: bool = $signed;
             pub type I = __m256i;
             pub type F = __m256;
             pub const LANES: usize = 8;
@@ -176,6 +193,14 @@ macro_rules! ops256 {
             vop!($feat, sll(x: I, n: u32) -> I { _mm256_sll_epi32(x, _mm_cvtsi32_si128(n as i32)) });
             vop!($feat, sra(x: I, n: u32) -> I { _mm256_sra_epi32(x, _mm_cvtsi32_si128(n as i32)) });
             vop!($feat, add(x: I, y: I) -> I { _mm256_add_epi32(x, y) });
+            vop!($feat, sub(x: I, y: I) -> I { _mm256_sub_epi32(x, y) });
+            // Bytes 0..=15 -> the IQ4 table value + 128 (`x86::IQ4_U8`), or the signed value
+            // (`SIGNED`), per 128-bit half.
+            vop!($feat, iq4_lookup(x: I) -> I {
+                use crate::quant::dot::gemm::x86::{IQ4_S8, IQ4_U8};
+                let [t0, t1, t2, t3] = if SIGNED { IQ4_S8 } else { IQ4_U8 };
+                _mm256_shuffle_epi8(_mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3), x)
+            });
             vop!($feat, mullo(x: I, y: I) -> I { _mm256_mullo_epi32(x, y) });
             vop!($feat, dpbusd($c: I, $u: I, $s: I) -> I $dpbusd);
             vop!($feat, dpwssd($c2: I, $x: I, $y: I) -> I $dpwssd);
@@ -242,17 +267,27 @@ macro_rules! ops256 {
 ops256!(
     ops_vnni256,
     "avx2,fma,f16c,avxvnni",
+    signed: false,
     dpbusd(acc, u, s) { _mm256_dpbusd_avx_epi32(acc, u, s) },
     dpwssd(acc, x, y) { _mm256_dpwssd_avx_epi32(acc, x, y) }
 );
-// `vpmaddubsw` saturates its i16 pair sums, but never here: quants <= 63 against bytes >= -128
-// sum to at most 2 * 63 * 128 per pair.
+// `vpmaddubsw` saturates its i16 pair sums, but never for the K-quants: quants <= 63 against
+// bytes >= -128 sum to at most 2 * 63 * 128 per pair. IQ4_XS's offset table bytes (up to 241)
+// could, so it takes `ops_avx2s_256`: the signed values and `x86::dot_sign`.
 ops256!(
     ops_avx2_256,
     "avx2,fma,f16c",
+    signed: false,
     dpbusd(acc, u, s) {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
     },
+    dpwssd(acc, x, y) { _mm256_add_epi32(acc, _mm256_madd_epi16(x, y)) }
+);
+ops256!(
+    ops_avx2s_256,
+    "avx2,fma,f16c",
+    signed: true,
+    dpbusd(acc, w, a) { crate::quant::dot::gemm::x86::dot_sign(acc, w, a) },
     dpwssd(acc, x, y) { _mm256_add_epi32(acc, _mm256_madd_epi16(x, y)) }
 );
 
@@ -262,7 +297,7 @@ macro_rules! kgemm_module {
     ($m:ident, $feat:literal, $ops:ident, $tile:literal) => {
         mod $m {
             use super::$ops::*;
-            use super::{GemmArgs, AB, AQ, D, DMIN, MP, Q5K, Q6K, SC, VECS, WB};
+            use super::{GemmArgs, AB, AQ, D, DMIN, IQ4XS, MP, Q5K, Q6K, SC, VECS, WB};
             use std::mem::MaybeUninit;
 
             /// Unpacks the panel's rows into `panel` (module docs of kquant.rs).
@@ -307,6 +342,32 @@ macro_rules! kgemm_module {
                             }
                             // d is the last 2 bytes: read the 4 ending there.
                             st(D, f16lo(srl(g(206), 16)));
+                        } else if K == IQ4XS {
+                            // Sub-block j's 32 indices are qs[16 j..16 j + 16] (qs at byte 8)
+                            // as one IQ4_NL block's: element e < 16 the low nibble of byte e,
+                            // e + 16 the high nibble.
+                            for k in 0..64 {
+                                let (j, e) = (k / 8, 4 * (k % 8));
+                                let x = g(8 + 16 * j + e % 16);
+                                let q = and(srl(x, if e >= 16 { 4 } else { 0 }), nib);
+                                st(k, iq4_lookup(q));
+                            }
+                            // head = d | scales_h << 16; scales_l's nibble j is bits 4j..4j + 4
+                            // of its 4 bytes; ls_j = that | (bits 2j..2j + 2 of scales_h) << 4.
+                            let (head, sl) = (g(0), g(4));
+                            let sc: [I; 8] = std::array::from_fn(|j| {
+                                let low = and(srl(sl, 4 * j as u32), set1(0xF));
+                                let high = and(srl(head, 16 + 2 * j as u32), set1(3));
+                                add(or(low, sll(high, 4)), set1(-32))
+                            });
+                            for (j, &s) in sc.iter().enumerate() {
+                                st(SC + j, s);
+                            }
+                            for p in 0..4 {
+                                let lo16 = and(sc[2 * p], set1(0xFFFF));
+                                st(MP + p, or(lo16, sll(sc[2 * p + 1], 16)));
+                            }
+                            st(D, f16lo(head));
                         } else {
                             // Element 64 c + e: the low nibble of qs[32 c + e] for e < 32, the
                             // high nibble of qs[32 c + e - 32] else; Q5_K's fifth bit is bit j
@@ -402,10 +463,19 @@ macro_rules! kgemm_module {
                                         *isum = add(*isum, mullo(s, sc));
                                     }
                                 }
-                                for p in 0..4 {
-                                    let mp = w(MP + p);
-                                    for (t, msum) in msum.iter_mut().enumerate() {
-                                        *msum = dpwssd(*msum, mp, set1(meta(t).pairs[p]));
+                                // Q4_K / Q5_K: the mins' msum; IQ4_XS: Σ_j sc_j · B_j, whose
+                                // 128 times the offset quants added to isum (module docs).
+                                if K != IQ4XS || !SIGNED {
+                                    for p in 0..4 {
+                                        let mp = w(MP + p);
+                                        for (t, msum) in msum.iter_mut().enumerate() {
+                                            *msum = dpwssd(*msum, mp, set1(meta(t).pairs[p]));
+                                        }
+                                    }
+                                }
+                                if K == IQ4XS && !SIGNED {
+                                    for (isum, msum) in isum.iter_mut().zip(&msum) {
+                                        *isum = sub(*isum, sll(*msum, 7));
                                     }
                                 }
                             }
@@ -413,7 +483,7 @@ macro_rules! kgemm_module {
                             for (t, acc) in acc.iter_mut().enumerate() {
                                 let ad = set1f(meta(t).d);
                                 *acc = fmadd(cvt(isum[t]), mulf(wd, ad), *acc);
-                                if K != Q6K {
+                                if K != Q6K && K != IQ4XS {
                                     let dm = mulf(as_f(w(DMIN)), ad);
                                     *acc = fmadd(negf(cvt(msum[t])), dm, *acc);
                                 }
@@ -486,6 +556,7 @@ kgemm_module!(
 );
 kgemm_module!(kvnni256, "avx2,fma,f16c,avxvnni", ops_vnni256, 4);
 kgemm_module!(kavx2_256, "avx2,fma,f16c", ops_avx2_256, 4);
+kgemm_module!(kavx2s_256, "avx2,fma,f16c", ops_avx2s_256, 4);
 
 /// Safe [`super::GemmFn`] entry points: the argument check, then the kernel.
 macro_rules! entry {
@@ -502,12 +573,15 @@ macro_rules! entry {
 entry!(q4k_16, k512, Q4K, 16);
 entry!(q5k_16, k512, Q5K, 16);
 entry!(q6k_16, k512, Q6K, 16);
+entry!(iq4xs_16, k512, IQ4XS, 16);
 entry!(q4k_vnni8, kvnni256, Q4K, 8);
 entry!(q5k_vnni8, kvnni256, Q5K, 8);
 entry!(q6k_vnni8, kvnni256, Q6K, 8);
+entry!(iq4xs_vnni8, kvnni256, IQ4XS, 8);
 entry!(q4k_avx2_8, kavx2_256, Q4K, 8);
 entry!(q5k_avx2_8, kavx2_256, Q5K, 8);
 entry!(q6k_avx2_8, kavx2_256, Q6K, 8);
+entry!(iq4xs_avx2_8, kavx2s_256, IQ4XS, 8);
 
 macro_rules! k {
     ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
@@ -526,10 +600,13 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q4k_16, 16, "q4_k*q8_k gemm16 avx512", Q4K, Avx512),
     k!(q5k_16, 16, "q5_k*q8_k gemm16 avx512", Q5K, Avx512),
     k!(q6k_16, 16, "q6_k*q8_k gemm16 avx512", Q6K, Avx512),
+    k!(iq4xs_16, 16, "iq4_xs*q8_k gemm16 avx512", Iq4Xs, Avx512),
     k!(q4k_vnni8, 8, "q4_k*q8_k gemm8 avxvnni", Q4K, AvxVnni),
     k!(q5k_vnni8, 8, "q5_k*q8_k gemm8 avxvnni", Q5K, AvxVnni),
     k!(q6k_vnni8, 8, "q6_k*q8_k gemm8 avxvnni", Q6K, AvxVnni),
+    k!(iq4xs_vnni8, 8, "iq4_xs*q8_k gemm8 avxvnni", Iq4Xs, AvxVnni),
     k!(q4k_avx2_8, 8, "q4_k*q8_k gemm8 avx2", Q4K, Avx2),
     k!(q5k_avx2_8, 8, "q5_k*q8_k gemm8 avx2", Q5K, Avx2),
     k!(q6k_avx2_8, 8, "q6_k*q8_k gemm8 avx2", Q6K, Avx2),
+    k!(iq4xs_avx2_8, 8, "iq4_xs*q8_k gemm8 avx2", Iq4Xs, Avx2),
 ];

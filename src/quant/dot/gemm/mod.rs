@@ -12,15 +12,15 @@
 //! - for a token, `vpdpbusd(s, W[b][k], broadcast(a's group k))` over the 8 groups leaves
 //!   in lane `r` the exact integer sum of block `b` of row `r`: no horizontal reduction;
 //! - the signed formats are made unsigned by an offset (Q4_0: q = w + 8, Q5_0: w + 16, Q8_0:
-//!   w + 128), whose contribution `offset * sum(a)` is an exact integer per activation block
+//!   w + 128, IQ4_NL: its table value + 128, looked up once per panel), whose contribution `offset * sum(a)` is an exact integer per activation block
 //!   ([`ActMeta::sum`]), subtracted as the dot's starting value;
 //! - then, per block, exactly the canonical float steps, lane-wise: `dd = d_w * d_a`,
 //!   `acc[b % 32] = fma(isum as f32, dd, acc[b % 32])` (and Q4_1 / Q5_1's
 //!   `fma(m_w, s_a, acc)`), and the butterfly of the 32 lane accumulators at the end.
 //!
-//! The K-quants Q4_K, Q5_K and Q6_K (kquant.rs) take the same scheme per sub-block, with each
-//! sub-block's sum multiplied by its row's scale lane-wise and the Q8_K activations' terms in
-//! [`KMeta`].
+//! The K-quants Q4_K, Q5_K, Q6_K and IQ4_XS (kquant.rs) take the same scheme per sub-block,
+//! with each sub-block's sum multiplied by its row's scale lane-wise and the Q8_K activations'
+//! terms in [`KMeta`].
 //!
 //! Integer sums are exact in any grouping, so only the float steps matter, and they are the
 //! scalar definition's, one lane per output. Lanes of the 32 accumulators that no block
@@ -65,7 +65,7 @@ pub struct KMeta {
     pub q6_start: [i32; 16],
     /// The 32-element sub-block sums `B_j = bsums[2j] + bsums[2j + 1]` as i16 pairs
     /// `B_2p | B_2p+1 << 16` (|B_j| <= 32 * 127 fits i16): the multiplicands of the Q4_K / Q5_K
-    /// `msum = Σ m_j B_j`.
+    /// `msum = Σ m_j B_j` and of IQ4_XS's offset term `128 Σ sc_j B_j`.
     pub pairs: [i32; 4],
 }
 

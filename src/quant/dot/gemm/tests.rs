@@ -9,7 +9,7 @@ use crate::quant::dot::tests::{edge_act_row, edge_weight_row, weight_row, Rng};
 
 /// The weight types that have tiled kernels on x86-64 with AVX2 (every one of them has the
 /// AVX-VNNI and AVX-512 versions too, where the CPU has those).
-const TILED: [GgmlType; 8] = [
+const TILED: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -18,6 +18,8 @@ const TILED: [GgmlType; 8] = [
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Iq4Xs,
 ];
 
 /// Runs `k` on `rows` weight rows and `acts` (each token's packed row) and returns
@@ -171,4 +173,16 @@ fn act_meta_sums_the_quants_and_reads_the_scales() {
         }
     );
     assert!(!act_meta(GgmlType::Q8K, &row, &mut meta));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn iq4_shuffle_tables_hold_the_values_and_their_offset_bytes() {
+    use crate::quant::formats::iq4_nl::VALUES;
+    let bytes = |t: [i32; 4]| -> Vec<u8> { t.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let (unsigned, signed) = (bytes(x86::IQ4_U8), bytes(x86::IQ4_S8));
+    for (i, &v) in VALUES.iter().enumerate() {
+        assert_eq!(unsigned[i] as i32, v as i32 + 128, "offset byte {i}");
+        assert_eq!(signed[i] as i8, v, "signed byte {i}");
+    }
 }

@@ -4,6 +4,12 @@
 //! Panel scratch, per block `b` of the row (aligned to 64 bytes), `V` = the vector's bytes:
 //! `W[b][0..8]` (8 vectors: lane r = row r's unsigned quants of group k), then the rows'
 //! `f32(d)` and, for Q4_1 / Q5_1, their `f32(m)`: 10 vectors per block.
+//!
+//! IQ4_NL is Q4_0's layout with a non-linear value map: its unpacked byte is the table value
+//! plus 128 ([`IQ4_U8`], one byte shuffle per vector of nibbles), so it sums against the
+//! activations like Q8_0's offset bytes, starting at `-128 * sum(a)`. On the AVX2 table, where
+//! `vpmaddubsw` would saturate on those bytes, the panel holds the signed table values
+//! ([`IQ4_S8`]) instead and the dot is [`dot_sign`].
 
 use super::{ActMeta, GemmArgs, GemmKernels};
 use crate::quant::dot::Isa;
@@ -18,14 +24,42 @@ enum Kind {
     Q4,
     /// Q4's nibbles plus bit 4 of element j in bit j of the u32 at `qh`.
     Q5,
-    /// 32 signed bytes at `qs`, made unsigned by adding 128.
+    /// 32 signed bytes at `qs`, made unsigned by adding 128 (the format's offset), or left
+    /// signed where the offset is 0 (the AVX2 table's [`dot_sign`]).
     Q8,
-    /// 32 signed bytes at `qs`, kept signed: for `vpmaddubsw`, whose i16 pair sums would
-    /// saturate on Q8's offset bytes (up to 2 * 255 * 127). The dot takes |w| as the
-    /// unsigned operand and the activation with w's sign as the signed one (`vpsignb`):
-    /// pair sums up to 2 * 128 * 127 = 32512, exact (activation quants are in -127..=127;
-    /// |-128| = 128 is still a valid unsigned byte).
-    Q8Signed,
+    /// Q4's nibbles as indices into the IQ4 table, made unsigned by adding 128 ([`IQ4_U8`]),
+    /// or left signed ([`IQ4_S8`]) where the format's offset is 0 (the AVX2 table).
+    Iq4,
+}
+
+/// The IQ4 table (formats/iq4_nl.rs `VALUES`, -127..=113) plus 128, as unsigned bytes (1..=241)
+/// in 4 little-endian i32: the byte-shuffle table of IQ4_NL here and of IQ4_XS in kquant.rs,
+/// whose offset `128 * Σ a` the kernels subtract exactly.
+pub(super) const IQ4_U8: [i32; 4] = iq4_table(128);
+/// The IQ4 table as signed bytes, packed the same way: the AVX2 table's (see [`dot_sign`]).
+pub(super) const IQ4_S8: [i32; 4] = iq4_table(0);
+
+const fn iq4_table(bias: i32) -> [i32; 4] {
+    let v = crate::quant::formats::iq4_nl::VALUES;
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 16 {
+        out[i / 4] |= (((v[i] as i32 + bias) as u8) as u32) << (8 * (i % 4));
+        i += 1;
+    }
+    [out[0] as i32, out[1] as i32, out[2] as i32, out[3] as i32]
+}
+
+/// `acc + sum(w x a over groups of 4)` for signed weight bytes on the AVX2 table: `vpmaddubsw`
+/// of |w| (<= 127 for the IQ4 table, <= 128 for Q8_0, where |-128| = 128 is still a valid
+/// unsigned byte) against `a` with w's sign. The activation quantizers keep |a| <= 127, so
+/// `sign(a, w)` is exact and the i16 pair sums (<= 2 * 128 * 127 = 32512) never saturate (the
+/// row kernels rely on the same bound).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn dot_sign(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a, w));
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
 }
 
 /// One weight format: block bytes, where its quants are, the offset that makes them
@@ -48,17 +82,22 @@ const Q4_1: usize = 1;
 const Q5_0: usize = 2;
 const Q5_1: usize = 3;
 const Q8_0: usize = 4;
-/// Q8_0 for the AVX2 8-row panels (see [`Kind::Q8Signed`]).
-const Q8_0_SIGNED: usize = 5;
+const IQ4_NL: usize = 5;
+/// IQ4_NL with signed values, for [`dot_sign`].
+const IQ4_NL_SIGNED: usize = 6;
+/// Q8_0 with signed quants, for [`dot_sign`].
+const Q8_0_SIGNED: usize = 7;
 
 #[rustfmt::skip]
-const FMTS: [Fmt; 6] = [
+const FMTS: [Fmt; 8] = [
     Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Q4, offset: 8, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 20, qs: 4, qh: 0, kind: Kind::Q4, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 22, qs: 6, qh: 2, kind: Kind::Q5, offset: 16, has_m: false, ab: 34, aq: 2 },
     Fmt { wb: 24, qs: 8, qh: 4, kind: Kind::Q5, offset: 0, has_m: true, ab: 36, aq: 4 },
     Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 128, has_m: false, ab: 34, aq: 2 },
-    Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8Signed, offset: 0, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Iq4, offset: 128, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 18, qs: 2, qh: 0, kind: Kind::Iq4, offset: 0, has_m: false, ab: 34, aq: 2 },
+    Fmt { wb: 34, qs: 2, qh: 0, kind: Kind::Q8, offset: 0, has_m: false, ab: 34, aq: 2 },
 ];
 
 /// Vectors of panel scratch per block.
@@ -119,6 +158,8 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
     unsafe {
         let idx = _mm512_loadu_si512(offs.as_ptr().cast());
         let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+        let [t0, t1, t2, t3] = IQ4_U8;
+        let lut = _mm512_broadcast_i32x4(_mm_setr_epi32(t0, t1, t2, t3));
         let gather = |p: *const u8| _mm512_i32gather_epi32::<1>(idx, p.cast());
         for b in 0..a.n / 32 {
             let blk = a.w.as_ptr().add(b * f.wb);
@@ -132,14 +173,14 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                 store(9, _mm512_castps_si512(m));
             }
             match f.kind {
-                Kind::Q8 | Kind::Q8Signed => {
-                    let offset = if f.kind == Kind::Q8 { -128 } else { 0 };
+                Kind::Q8 => {
+                    let flip = _mm512_set1_epi8(if f.offset == 128 { -128 } else { 0 });
                     for k in 0..8 {
                         let q = gather(blk.add(f.qs + 4 * k));
-                        store(k, _mm512_xor_si512(q, _mm512_set1_epi8(offset)));
+                        store(k, _mm512_xor_si512(q, flip));
                     }
                 }
-                Kind::Q4 | Kind::Q5 => {
+                Kind::Q4 | Kind::Q5 | Kind::Iq4 => {
                     let qh = if f.kind == Kind::Q5 {
                         gather(blk.add(f.qh))
                     } else {
@@ -165,6 +206,11 @@ unsafe fn pack16<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                         if f.kind == Kind::Q5 {
                             lo = _mm512_or_si512(lo, high(k));
                             hi = _mm512_or_si512(hi, high(k + 4));
+                        }
+                        if f.kind == Kind::Iq4 {
+                            // Nibbles 0..=15 index the table in every 128-bit lane.
+                            lo = _mm512_shuffle_epi8(lut, lo);
+                            hi = _mm512_shuffle_epi8(lut, hi);
                         }
                         store(k, lo);
                         store(k + 4, hi);
@@ -312,6 +358,8 @@ macro_rules! gemm8_module {
                 unsafe {
                     let idx = _mm256_loadu_si256(offs.as_ptr().cast());
                     let nib = _mm256_set1_epi32(0x0F0F_0F0F);
+                    let [t0, t1, t2, t3] = if f.offset == 0 { IQ4_S8 } else { IQ4_U8 };
+                    let lut = _mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3);
                     let gather = |p: *const u8| _mm256_i32gather_epi32::<1>(p.cast(), idx);
                     for b in 0..a.n / 32 {
                         let blk = a.w.as_ptr().add(b * f.wb);
@@ -324,14 +372,14 @@ macro_rules! gemm8_module {
                             store(9, _mm256_castps_si256(f16_lanes::<true>(head)));
                         }
                         match f.kind {
-                            Kind::Q8 | Kind::Q8Signed => {
-                                let offset = if f.kind == Kind::Q8 { -128 } else { 0 };
+                            Kind::Q8 => {
+                                let flip = _mm256_set1_epi8(if f.offset == 128 { -128 } else { 0 });
                                 for k in 0..8 {
                                     let q = gather(blk.add(f.qs + 4 * k));
-                                    store(k, _mm256_xor_si256(q, _mm256_set1_epi8(offset)));
+                                    store(k, _mm256_xor_si256(q, flip));
                                 }
                             }
-                            Kind::Q4 | Kind::Q5 => {
+                            Kind::Q4 | Kind::Q5 | Kind::Iq4 => {
                                 let qh = if f.kind == Kind::Q5 {
                                     gather(blk.add(f.qh))
                                 } else {
@@ -356,6 +404,10 @@ macro_rules! gemm8_module {
                                     if f.kind == Kind::Q5 {
                                         lo = _mm256_or_si256(lo, high(k));
                                         hi = _mm256_or_si256(hi, high(k + 4));
+                                    }
+                                    if f.kind == Kind::Iq4 {
+                                        lo = _mm256_shuffle_epi8(lut, lo);
+                                        hi = _mm256_shuffle_epi8(lut, hi);
                                     }
                                     store(k, lo);
                                     store(k + 4, hi);
@@ -393,18 +445,15 @@ macro_rules! gemm8_module {
                                 let m = a.meta.get_unchecked((t0 + t) * nb + b);
                                 _mm256_set1_epi32(-(f.offset * m.sum))
                             });
-                            let signed = f.kind == Kind::Q8Signed;
                             for k in 0..8 {
                                 let wk = _mm256_load_si256(pb.add(k * 32).cast());
-                                let wu = if signed { _mm256_abs_epi8(wk) } else { wk };
                                 for (t, s) in s.iter_mut().enumerate() {
                                     let ap = a
                                         .acts
                                         .as_ptr()
                                         .add((t0 + t) * a.act_row_bytes + b * f.ab + f.aq + 4 * k);
-                                    let g = _mm256_set1_epi32(ap.cast::<i32>().read_unaligned());
-                                    let g = if signed { _mm256_sign_epi8(g, wk) } else { g };
-                                    *s = $dot(*s, wu, g);
+                                    let g = ap.cast::<i32>().read_unaligned();
+                                    *s = $dot(*s, wk, _mm256_set1_epi32(g));
                                 }
                             }
                             for (t, acc) in acc.iter_mut().enumerate() {
@@ -478,13 +527,15 @@ gemm8_module!(
     "avx2,fma,f16c,avxvnni",
     crate::quant::dot::canon256::dot_avxvnni
 );
-// `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15);
-// Q8_0 runs as `Q8_0_SIGNED` here (see `Kind::Q8Signed`).
+// `vpmaddubsw` saturates its i16 pair sums: exact for Q4/Q5 quants (2 * 31 * 128 < 2^15),
+// not for the offset bytes of Q8_0 (up to 255) or IQ4_NL (up to 241), which take their signed
+// values and `dot_sign` instead.
 gemm8_module!(
     avx2_256,
     "avx2,fma,f16c",
     crate::quant::dot::canon256::dot_maddubs
 );
+gemm8_module!(avx2_sign256, "avx2,fma,f16c", super::dot_sign);
 
 /// Safe [`super::GemmFn`] entry points: the argument check, then the kernel.
 macro_rules! entry {
@@ -503,16 +554,19 @@ entry!(q4_1_16, gemm16, Q4_1, 16);
 entry!(q5_0_16, gemm16, Q5_0, 16);
 entry!(q5_1_16, gemm16, Q5_1, 16);
 entry!(q8_0_16, gemm16, Q8_0, 16);
+entry!(iq4_nl_16, gemm16, IQ4_NL, 16);
 entry!(q4_0_vnni8, vnni256::gemm8, Q4_0, 8);
 entry!(q4_1_vnni8, vnni256::gemm8, Q4_1, 8);
 entry!(q5_0_vnni8, vnni256::gemm8, Q5_0, 8);
 entry!(q5_1_vnni8, vnni256::gemm8, Q5_1, 8);
 entry!(q8_0_vnni8, vnni256::gemm8, Q8_0, 8);
+entry!(iq4_nl_vnni8, vnni256::gemm8, IQ4_NL, 8);
 entry!(q4_0_avx2_8, avx2_256::gemm8, Q4_0, 8);
 entry!(q4_1_avx2_8, avx2_256::gemm8, Q4_1, 8);
 entry!(q5_0_avx2_8, avx2_256::gemm8, Q5_0, 8);
 entry!(q5_1_avx2_8, avx2_256::gemm8, Q5_1, 8);
-entry!(q8_0_avx2_8, avx2_256::gemm8, Q8_0_SIGNED, 8);
+entry!(iq4_nl_avx2_8, avx2_sign256::gemm8, IQ4_NL_SIGNED, 8);
+entry!(q8_0_avx2_8, avx2_sign256::gemm8, Q8_0_SIGNED, 8);
 
 macro_rules! k {
     ($run:ident, $panel:expr, $name:literal, $ty:ident, $isa:ident) => {
@@ -534,14 +588,17 @@ pub(super) static KERNELS: &[GemmKernels] = &[
     k!(q5_0_16, 16, "q5_0*q8_0 gemm16 avx512", Q5_0, Avx512),
     k!(q5_1_16, 16, "q5_1*q8_1 gemm16 avx512", Q5_1, Avx512),
     k!(q8_0_16, 16, "q8_0*q8_0 gemm16 avx512", Q8_0, Avx512),
+    k!(iq4_nl_16, 16, "iq4_nl*q8_0 gemm16 avx512", Iq4Nl, Avx512),
     k!(q4_0_vnni8, 8, "q4_0*q8_0 gemm8 avxvnni", Q4_0, AvxVnni),
     k!(q4_1_vnni8, 8, "q4_1*q8_1 gemm8 avxvnni", Q4_1, AvxVnni),
     k!(q5_0_vnni8, 8, "q5_0*q8_0 gemm8 avxvnni", Q5_0, AvxVnni),
     k!(q5_1_vnni8, 8, "q5_1*q8_1 gemm8 avxvnni", Q5_1, AvxVnni),
     k!(q8_0_vnni8, 8, "q8_0*q8_0 gemm8 avxvnni", Q8_0, AvxVnni),
+    k!(iq4_nl_vnni8, 8, "iq4_nl*q8_0 gemm8 avxvnni", Iq4Nl, AvxVnni),
     k!(q4_0_avx2_8, 8, "q4_0*q8_0 gemm8 avx2", Q4_0, Avx2),
     k!(q4_1_avx2_8, 8, "q4_1*q8_1 gemm8 avx2", Q4_1, Avx2),
     k!(q5_0_avx2_8, 8, "q5_0*q8_0 gemm8 avx2", Q5_0, Avx2),
     k!(q5_1_avx2_8, 8, "q5_1*q8_1 gemm8 avx2", Q5_1, Avx2),
+    k!(iq4_nl_avx2_8, 8, "iq4_nl*q8_0 gemm8 avx2", Iq4Nl, Avx2),
     k!(q8_0_avx2_8, 8, "q8_0*q8_0 gemm8 avx2", Q8_0, Avx2),
 ];
