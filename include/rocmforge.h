@@ -63,6 +63,13 @@
 // the cache memory of f32; the same on the CPU and the GPU.
 #define ROCMFORGE_CACHE_TYPE_F16 1
 
+// q8_0 (llama.cpp's `-ctk q8_0 -ctv q8_0`): each token's keys and values as blocks of 32 8-bit
+// integers and one f16 scale, 34 bytes per 32 elements (a little over half of f16's memory),
+// quantized as llama.cpp's CPU does. CPU backend only (a GPU context with it is
+// ROCMFORGE_ERR_UNSUPPORTED), and only for models whose head size is a multiple of 32 (else
+// context creation answers ROCMFORGE_ERR_UNSUPPORTED).
+#define ROCMFORGE_CACHE_TYPE_Q8_0 8
+
 // Seed value asking rocmforge_sampler_add_dist for a seed from OS entropy.
 #define ROCMFORGE_SEED_RANDOM UINT64_MAX
 
@@ -722,9 +729,10 @@ rocmforge_status rocmforge_context_params_set_n_threads(struct rocmforge_context
 rocmforge_status rocmforge_context_params_set_swa_full(struct rocmforge_context_params *params,
                                                        bool value);
 
-// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
-// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
-// from a context restores only into a context with the same cache type.
+// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default),
+// ROCMFORGE_CACHE_TYPE_F32 or ROCMFORGE_CACHE_TYPE_Q8_0 (other values:
+// ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved from a context restores only into a context
+// with the same cache type.
 // Thread-safety: one thread at a time per params object.
 //
 // # Safety

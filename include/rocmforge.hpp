@@ -445,7 +445,7 @@ public:
         detail::check(rocmforge_context_params_set_n_threads(get(), value));
         return *this;
     }
-    /// ROCMFORGE_CACHE_TYPE_F16 (default) or ROCMFORGE_CACHE_TYPE_F32.
+    /// ROCMFORGE_CACHE_TYPE_F16 (default), ROCMFORGE_CACHE_TYPE_F32 or ROCMFORGE_CACHE_TYPE_Q8_0.
     ContextParams &cache_type(std::int32_t value) {
         detail::check(rocmforge_context_params_set_cache_type(get(), value));
         return *this;

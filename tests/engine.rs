@@ -374,8 +374,14 @@ fn ctx_typed(model: &Model, cache_type: KvType) -> Context {
 fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
     use rocmforge::api::MemoryEstimate;
     use rocmforge::backend::cpu::CpuContext;
-    let spec = TinySpec::default();
+    // Heads of 32, one q8_0 block each (the default tiny model's 16 cannot use q8_0).
+    let spec = TinySpec {
+        n_head: 2,
+        n_head_kv: 1,
+        ..TinySpec::default()
+    };
     let m = model(&spec);
+    assert_eq!(m.hparams().head_dim, 32);
     let hp = m.hparams().clone();
     let mut last = Vec::new();
     for cache_type in KvType::ALL {
@@ -396,10 +402,12 @@ fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
         )
         .unwrap();
         assert_eq!(est.kv_cache_bytes, exec.kv().bytes(), "{cache_type}");
-        assert_eq!(
-            est.kv_cache_bytes,
-            (2 * hp.n_layer * 96 * hp.kv_dim() * cache_type.elem_bytes()) as u64
-        );
+        let row_bytes = match cache_type {
+            KvType::F32 => 4 * hp.kv_dim(),
+            KvType::F16 => 2 * hp.kv_dim(),
+            KvType::Q8_0 => hp.kv_dim() / 32 * 34,
+        };
+        assert_eq!(est.kv_cache_bytes, (2 * hp.n_layer * 96 * row_bytes) as u64);
 
         // Save after the prompt, continue; a restored context continues with the same bits.
         let mut a = ctx_typed(&m, cache_type);
@@ -427,9 +435,35 @@ fn each_cache_type_estimates_its_allocation_and_restores_its_own_states() {
         d.eval(&PROMPT, 0).unwrap();
         last.push(want);
     }
-    // The f16 cache rounds keys and values: close to the f32 cache's logits, not the same.
-    let (f32_logits, f16_logits) = (&last[0], &last[1]);
+    // The f16 cache rounds keys and values: close to the f32 cache's logits, not the same;
+    // q8_0 rounds them more coarsely (8 bits against 11), further off but still close.
+    let (f32_logits, f16_logits, q8_logits) = (&last[0], &last[1], &last[2]);
     assert_ne!(f32_logits, f16_logits);
     let scale = f32_logits.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    assert!(max_diff(f32_logits, f16_logits) < 0.01 * scale);
+    let (d16, d8) = (
+        max_diff(f32_logits, f16_logits),
+        max_diff(f32_logits, q8_logits),
+    );
+    assert!(d16 < 0.01 * scale, "{d16} {scale}");
+    assert!(d8 > d16 && d8 < 0.05 * scale, "{d8} {d16} {scale}");
+}
+
+/// A q8_0 cache needs heads of whole 32-element blocks: the default tiny model's 16 is refused
+/// at context creation, naming the head size, and f16 works for it.
+#[test]
+fn a_q8_0_cache_is_refused_for_heads_that_are_not_whole_blocks() {
+    let m = model(&TinySpec::default());
+    assert_eq!(m.hparams().head_dim, 16);
+    let params = ContextParams {
+        n_ctx: 64,
+        cache_type: KvType::Q8_0,
+        ..ContextParams::default()
+    };
+    let e = Context::new(&m, params).err().expect("refused");
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    assert!(
+        e.to_string().contains("16") && e.to_string().contains("q8_0"),
+        "{e}"
+    );
+    ctx_typed(&m, KvType::F16).eval(&PROMPT, 0).unwrap();
 }

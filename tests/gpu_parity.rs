@@ -713,7 +713,8 @@ fn decode_is_bit_identical_to_cpu_with_each_cache_type() {
     let n_vocab = gpu.hparams().n_vocab as u32;
     let prompt: Vec<u32> = (0..20u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
     let mut state_sizes = Vec::new();
-    for cache_type in KvType::ALL {
+    // q8_0 has no GPU kernels: a GPU context refuses it (checked below).
+    for cache_type in [KvType::F32, KvType::F16] {
         let params = ContextParams {
             n_ctx: 512,
             n_batch: 8,
@@ -751,6 +752,16 @@ fn decode_is_bit_identical_to_cpu_with_each_cache_type() {
     }
     // The f16 cache's state carries half the bytes per element.
     assert!(state_sizes[1] < state_sizes[0], "{state_sizes:?}");
+    let params = ContextParams {
+        n_ctx: 512,
+        cache_type: KvType::Q8_0,
+        ..ContextParams::default()
+    };
+    let e = Context::new(&gpu, params)
+        .err()
+        .expect("a q8_0 cache on the GPU is refused");
+    assert!(matches!(e, rocmforge::Error::Unsupported(_)), "{e}");
+    assert!(e.to_string().contains("CPU backend only"), "{e}");
 }
 
 /// Long contexts: past about 8k cells (head_dim 128) the decode attention keeps its scores in

@@ -115,6 +115,20 @@ pub fn upload(
     }
 }
 
+/// Whether a GPU context can store its keys and values as `kv_type`: f32 and f16 have kernels
+/// (the fused RoPE / KV write, attention's widening) that reproduce the CPU's bits; q8_0 has
+/// none yet, so it is refused at creation rather than computed some other way.
+pub fn check_kv_type(kv_type: KvType) -> Result<()> {
+    match kv_type {
+        KvType::F32 | KvType::F16 => Ok(()),
+        KvType::Q8_0 => Err(Error::Unsupported(
+            "the q8_0 KV cache runs on the CPU backend only (use f16 or f32 on the GPU, or \
+             the CPU backend)"
+                .into(),
+        )),
+    }
+}
+
 /// A context on the GPU that holds `model`, with keys and values for `n_ctx` cache cells
 /// (`n_ctx_seq` per sequence, which picks RoPE factors) stored as `kv_type`; with `ring` (the
 /// cells of the table's sliding-window ring), the windowed layers keep only that many.
@@ -125,6 +139,7 @@ pub fn new_context(
     kv_type: KvType,
     ring: Option<usize>,
 ) -> Result<Box<dyn Executor>> {
+    check_kv_type(kv_type)?;
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
         Arc::clone(model),
@@ -137,5 +152,23 @@ pub fn new_context(
     {
         let _ = (n_ctx, n_ctx_seq, kv_type, ring);
         match **model {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_cache_types_with_gpu_kernels_are_accepted() {
+        check_kv_type(KvType::F32).unwrap();
+        check_kv_type(KvType::F16).unwrap();
+        let e = check_kv_type(KvType::Q8_0).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("q8_0 KV cache runs on the CPU backend only"),
+            "{e}"
+        );
     }
 }

@@ -18,6 +18,12 @@ pub const ROCMFORGE_CACHE_TYPE_F32: i32 = 0;
 /// f16 (the default): keys and values rounded to nearest-even half precision when written, half
 /// the cache memory of f32; the same on the CPU and the GPU.
 pub const ROCMFORGE_CACHE_TYPE_F16: i32 = 1;
+/// q8_0 (llama.cpp's `-ctk q8_0 -ctv q8_0`): each token's keys and values as blocks of 32 8-bit
+/// integers and one f16 scale, 34 bytes per 32 elements (a little over half of f16's memory),
+/// quantized as llama.cpp's CPU does. CPU backend only (a GPU context with it is
+/// ROCMFORGE_ERR_UNSUPPORTED), and only for models whose head size is a multiple of 32 (else
+/// context creation answers ROCMFORGE_ERR_UNSUPPORTED).
+pub const ROCMFORGE_CACHE_TYPE_Q8_0: i32 = 8;
 
 /// Called during model loading with the fraction done (0..1); return false to cancel the load
 /// (which then fails with ROCMFORGE_ERR_CANCELLED). Runs on the loading thread.
@@ -304,9 +310,10 @@ pub unsafe extern "C" fn rocmforge_context_params_set_swa_full(
     })
 }
 
-/// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default) or
-/// ROCMFORGE_CACHE_TYPE_F32 (other values: ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved
-/// from a context restores only into a context with the same cache type.
+/// How the KV cache stores keys and values: ROCMFORGE_CACHE_TYPE_F16 (the default),
+/// ROCMFORGE_CACHE_TYPE_F32 or ROCMFORGE_CACHE_TYPE_Q8_0 (other values:
+/// ROCMFORGE_ERR_INVALID_ARGUMENT). A state saved from a context restores only into a context
+/// with the same cache type.
 /// Thread-safety: one thread at a time per params object.
 ///
 /// # Safety
@@ -320,7 +327,11 @@ pub unsafe extern "C" fn rocmforge_context_params_set_cache_type(
         let t = u32::try_from(cache_type)
             .ok()
             .and_then(crate::kv_cache::KvType::from_id)
-            .ok_or_else(|| invalid(format!("unknown KV cache type {cache_type} (0 f32, 1 f16)")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "unknown KV cache type {cache_type} (0 f32, 1 f16, 8 q8_0)"
+                ))
+            })?;
         p.params.cache_type = t;
         Ok(())
     })

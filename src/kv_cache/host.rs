@@ -1,17 +1,25 @@
 //! The CPU backend's keys and values: per layer, one (cells, kv_dim) array each in the
 //! context's [`KvType`], indexed by the cells of [`super::Cells`]: n_ctx cells for a global
-//! layer, the ring's cells for a sliding-window layer of a model with a ring.
+//! layer, the ring's cells for a sliding-window layer of a model with a ring. A q8_0 cache
+//! holds each (cell, layer) row as kv_dim / 32 blocks of 34 bytes ([`KvType::Q8_0`]).
 
 use super::KvType;
+use crate::quant::formats::q8_0;
 use crate::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-/// Per layer: (its table's cells, kv_dim) elements of one type.
+/// Per layer: (its table's cells, kv_dim) elements of one type; for q8_0, (its table's cells,
+/// kv_dim / 32 blocks of 34 bytes).
 enum Layers {
     F32(Vec<Vec<f32>>),
     F16(Vec<Vec<f16>>),
+    Q8_0(Vec<Vec<u8>>),
 }
+
+/// Elements of a q8_0 block, and its bytes: f16 scale, 32 x i8.
+const Q8_BLOCK: usize = 32;
+const Q8_BLOCK_BYTES: usize = 34;
 
 pub struct HostKv {
     n_layer: usize,
@@ -41,16 +49,30 @@ impl HostKv {
         kv_type: KvType,
     ) -> Result<HostKv> {
         let n_layer = in_ring.len();
+        // What one row holds: kv_dim elements, or for q8_0 its blocks' bytes.
+        let row_units = match kv_type {
+            KvType::F32 | KvType::F16 => kv_dim,
+            KvType::Q8_0 => kv_type.row_bytes(kv_dim).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "a q8_0 KV cache needs rows of whole 32-element blocks, not {kv_dim} elements"
+                ))
+            })?,
+        };
         let elems = |rows: usize| {
-            rows.checked_mul(kv_dim)
+            rows.checked_mul(row_units)
                 .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {rows} x {kv_dim}")))
         };
         let sizes: Vec<usize> = (in_ring.iter())
             .map(|&r| elems(if r { n_ring } else { n_ctx }))
             .collect::<Result<_>>()?;
+        let unit = match kv_type {
+            KvType::Q8_0 => "bytes of q8_0 blocks",
+            KvType::F32 => "f32 elements",
+            KvType::F16 => "f16 elements",
+        };
         let oom = |what: &str, n: usize| {
             Error::OutOfMemory(format!(
-                "KV cache {what}: a layer of {n} {kv_type} elements ({n_layer} layers)"
+                "KV cache {what}: a layer of {n} {unit} ({n_layer} layers)"
             ))
         };
         let alloc = |what: &str| -> Result<Layers> {
@@ -63,6 +85,12 @@ impl HostKv {
                 KvType::F16 => Layers::F16(
                     (sizes.iter())
                         .map(|&n| zeroed::<f16>(n).ok_or_else(|| oom(what, n)))
+                        .collect::<Result<_>>()?,
+                ),
+                // All-zero blocks: scale 0, quants 0, so an unwritten row reads as zeros.
+                KvType::Q8_0 => Layers::Q8_0(
+                    (sizes.iter())
+                        .map(|&n| zeroed::<u8>(n).ok_or_else(|| oom(what, n)))
                         .collect::<Result<_>>()?,
                 ),
             })
@@ -89,17 +117,23 @@ impl HostKv {
         kv_type: KvType,
     ) -> u64 {
         let cells = n_layer as u64 * n_ctx as u64 + n_ring_layer as u64 * n_ring as u64;
-        2 * cells * kv_dim as u64 * kv_type.elem_bytes() as u64
+        // A q8_0 row of a kv_dim that is not whole blocks cannot be allocated at all; count it
+        // as if rounded up (context creation refuses it with a clear error).
+        let row = kv_type
+            .row_bytes(kv_dim)
+            .unwrap_or(kv_dim.div_ceil(Q8_BLOCK) * Q8_BLOCK_BYTES);
+        2 * cells * row as u64
     }
 
     /// Bytes this cache holds (allocated, if not yet touched): the sum of its arrays' sizes.
     pub fn bytes(&self) -> u64 {
         // Values are shaped as the keys.
-        let key_elems: usize = match &self.keys {
-            Layers::F32(k) => k.iter().map(Vec::len).sum(),
-            Layers::F16(k) => k.iter().map(Vec::len).sum(),
+        let key_bytes: usize = match &self.keys {
+            Layers::F32(k) => k.iter().map(|l| 4 * l.len()).sum(),
+            Layers::F16(k) => k.iter().map(|l| 2 * l.len()).sum(),
+            Layers::Q8_0(k) => k.iter().map(Vec::len).sum(),
         };
-        2 * key_elems as u64 * self.kv_type().elem_bytes() as u64
+        2 * key_bytes as u64
     }
 
     /// Layers kept in the ring.
@@ -116,6 +150,7 @@ impl HostKv {
         match self.keys {
             Layers::F32(_) => KvType::F32,
             Layers::F16(_) => KvType::F16,
+            Layers::Q8_0(_) => KvType::Q8_0,
         }
     }
 
@@ -132,7 +167,8 @@ impl HostKv {
     }
 
     /// Keys of `cell` in `layer`, elements `off..off + len`, as f32: borrowed from an f32 cache,
-    /// widened (exactly) into `buf` from an f16 one. `buf` holds at least `len` floats.
+    /// widened (exactly) into `buf` from an f16 or q8_0 one. `buf` holds at least `len` floats;
+    /// for q8_0, `off` and `len` are multiples of 32 (heads are whole blocks).
     #[inline(always)]
     pub fn key_f32<'a>(
         &'a self,
@@ -142,7 +178,7 @@ impl HostKv {
         len: usize,
         buf: &'a mut [f32],
     ) -> &'a [f32] {
-        row_f32(&self.keys, layer, cell * self.kv_dim + off, len, buf)
+        row_f32(&self.keys, layer, cell, self.kv_dim, off, len, buf)
     }
 
     /// Values of `cell` in `layer`, as [`Self::key_f32`] reads keys.
@@ -155,7 +191,7 @@ impl HostKv {
         len: usize,
         buf: &'a mut [f32],
     ) -> &'a [f32] {
-        row_f32(&self.values, layer, cell * self.kv_dim + off, len, buf)
+        row_f32(&self.values, layer, cell, self.kv_dim, off, len, buf)
     }
 
     /// Asks the CPU to start loading the keys (into L1) and values (into L2) of `cell` in
@@ -204,9 +240,8 @@ impl HostKv {
 
     /// Writes one token's keys and values for `layer`, rounded to the cache's type.
     pub fn store(&mut self, layer: usize, cell: usize, key: &[f32], value: &[f32]) {
-        let at = cell * self.kv_dim;
-        store_row(&mut self.keys, layer, at, key);
-        store_row(&mut self.values, layer, at, value);
+        store_row(&mut self.keys, layer, cell, self.kv_dim, key);
+        store_row(&mut self.values, layer, cell, self.kv_dim, value);
     }
 
     /// Keys and values of `cells` of the full table in the state layout: (cells, global
@@ -221,8 +256,8 @@ impl HostKv {
         {
             for (&layer, kv) in layers.iter().zip(cell_out.chunks_exact_mut(2 * d)) {
                 let (k, v) = kv.split_at_mut(d);
-                copy_out(&self.keys, layer, c * d, k);
-                copy_out(&self.values, layer, c * d, v);
+                copy_out(&self.keys, layer, c, d, k);
+                copy_out(&self.values, layer, c, d, v);
             }
         }
         out
@@ -251,18 +286,32 @@ impl HostKv {
     }
 }
 
+/// Elements `off..off + len` of `cell`'s row (of `kv_dim` elements) in `layer`, as f32.
 #[inline(always)]
 fn row_f32<'a>(
     layers: &'a Layers,
     layer: usize,
-    at: usize,
+    cell: usize,
+    kv_dim: usize,
+    off: usize,
     len: usize,
     buf: &'a mut [f32],
 ) -> &'a [f32] {
+    let at = cell * kv_dim + off;
     match layers {
         Layers::F32(l) => &l[layer][at..at + len],
         Layers::F16(l) => {
             widen_f16(&l[layer][at..at + len], &mut buf[..len]);
+            &buf[..len]
+        }
+        Layers::Q8_0(l) => {
+            debug_assert!(off.is_multiple_of(Q8_BLOCK) && len.is_multiple_of(Q8_BLOCK));
+            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
+            let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
+            widen_q8_0(
+                &l[layer][start..start + len / Q8_BLOCK * Q8_BLOCK_BYTES],
+                &mut buf[..len],
+            );
             &buf[..len]
         }
     }
@@ -306,19 +355,122 @@ unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
     }
 }
 
-fn copy_out(layers: &Layers, layer: usize, at: usize, out: &mut [f32]) {
-    match layers {
-        Layers::F32(l) => out.copy_from_slice(&l[layer][at..at + out.len()]),
-        Layers::F16(l) => l[layer][at..at + out.len()].convert_to_f32_slice(out),
+/// `dst = d * q` per q8_0 block of `src` (whole blocks, `dst.len()` = 32 per block), exact:
+/// an f16 scale (11 significant bits) times an integer of at most 8 bits fits f32's 24, so
+/// every path gives the same bits as the reference decoder ([`q8_0::dequantize`]), and a GPU
+/// widening the same way reproduces them.
+#[inline(always)]
+fn widen_q8_0(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX-512F and F16C were detected just above.
+            unsafe { widen_q8_0_avx512(src, dst) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: AVX2 and F16C were detected just above.
+            unsafe { widen_q8_0_avx2(src, dst) };
+            return;
+        }
+    }
+    q8_0::dequantize(src, dst);
+}
+
+/// The f32 value of the f16 scale at the start of a q8_0 block (`blk` holds at least 2 bytes).
+///
+/// # Safety
+/// The CPU must support F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c")]
+unsafe fn block_scale(blk: &[u8]) -> f32 {
+    use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
+    let bits = u16::from_le_bytes([blk[0], blk[1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// [`widen_q8_0`] with AVX-512: per block, two sign extensions of 16 quants to i32, two
+/// conversions to f32, two products with the broadcast scale.
+///
+/// # Safety
+/// The CPU must support AVX-512F and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn widen_q8_0_avx512(src: &[u8], dst: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
+        _mm_loadu_si128,
+    };
+    for (blk, out) in (src.chunks_exact(Q8_BLOCK_BYTES)).zip(dst.chunks_exact_mut(Q8_BLOCK)) {
+        // SAFETY: F16C is enabled on this function; blk has 34 bytes.
+        let d = _mm512_set1_ps(unsafe { block_scale(blk) });
+        for half in 0..2 {
+            // SAFETY: bytes 2 + 16 * half .. + 16 lie inside the 34-byte block, and
+            // out[16 * half..][..16] inside its 32 floats.
+            unsafe {
+                let q = _mm_loadu_si128(blk.as_ptr().add(2 + 16 * half).cast());
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+                _mm512_storeu_ps(out.as_mut_ptr().add(16 * half), _mm512_mul_ps(f, d));
+            }
+        }
     }
 }
 
-/// Rounds `row` to the cache's type at elements `at..` of `layer`: f16 by round-to-nearest-
-/// even, as the GPU's `__float2half` (kernels/kv_cache.h), so both backends cache the same bits.
-fn store_row(layers: &mut Layers, layer: usize, at: usize, row: &[f32]) {
+/// [`widen_q8_0`] with AVX2: 8 quants per sign extension, conversion and product.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_q8_0_avx2(src: &[u8], dst: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps,
+        _mm_loadl_epi64,
+    };
+    for (blk, out) in (src.chunks_exact(Q8_BLOCK_BYTES)).zip(dst.chunks_exact_mut(Q8_BLOCK)) {
+        // SAFETY: F16C is enabled on this function; blk has 34 bytes.
+        let d = _mm256_set1_ps(unsafe { block_scale(blk) });
+        for k in 0..4 {
+            // SAFETY: bytes 2 + 8k .. + 8 lie inside the 34-byte block, and out[8k..][..8]
+            // inside its 32 floats.
+            unsafe {
+                let q = _mm_loadl_epi64(blk.as_ptr().add(2 + 8 * k).cast());
+                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), _mm256_mul_ps(f, d));
+            }
+        }
+    }
+}
+
+/// `cell`'s row (of `kv_dim` elements) in `layer`, widened to f32 into `out` (`kv_dim` long).
+fn copy_out(layers: &Layers, layer: usize, cell: usize, kv_dim: usize, out: &mut [f32]) {
+    let at = cell * kv_dim;
+    match layers {
+        Layers::F32(l) => out.copy_from_slice(&l[layer][at..at + out.len()]),
+        Layers::F16(l) => l[layer][at..at + out.len()].convert_to_f32_slice(out),
+        Layers::Q8_0(l) => {
+            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
+            KvType::Q8_0.decode_row(&l[layer][cell * row..][..row], out);
+        }
+    }
+}
+
+/// Rounds `row` (of `kv_dim` elements) to the cache's type as `cell`'s row in `layer`: f16 by
+/// round-to-nearest-even, as the GPU's `__float2half` (kernels/kv_cache.h), so both backends
+/// cache the same bits; q8_0 by [`KvType::encode_row`], llama.cpp's CPU rule.
+fn store_row(layers: &mut Layers, layer: usize, cell: usize, kv_dim: usize, row: &[f32]) {
+    let at = cell * kv_dim;
     match layers {
         Layers::F32(l) => l[layer][at..at + row.len()].copy_from_slice(row),
         Layers::F16(l) => l[layer][at..at + row.len()].convert_from_f32_slice(row),
+        Layers::Q8_0(l) => {
+            let bytes = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
+            KvType::Q8_0.encode_row(row, &mut l[layer][cell * bytes..][..bytes]);
+        }
     }
 }
 
@@ -331,6 +483,8 @@ unsafe trait ZeroBits: Copy {}
 unsafe impl ZeroBits for f32 {}
 // SAFETY: f16 is a transparent u16; 0x0000 is the f16 value +0.0.
 unsafe impl ZeroBits for f16 {}
+// SAFETY: a byte; 0 is a valid u8 (and an all-zero q8_0 block is scale 0, quants 0).
+unsafe impl ZeroBits for u8 {}
 
 /// `n` zero elements, or `None` when the allocation fails. Zeroed memory from the allocator: a
 /// large buffer comes as fresh pages the kernel zero-fills on first touch, so a big cache costs
@@ -340,7 +494,7 @@ fn zeroed<T: ZeroBits>(n: usize) -> Option<Vec<T>> {
         return Some(Vec::new());
     }
     let layout = std::alloc::Layout::array::<T>(n).ok()?;
-    // SAFETY: the layout has a non-zero size (n > 0 and T is not zero-sized: f32 or f16).
+    // SAFETY: the layout has a non-zero size (n > 0 and T is not zero-sized: f32, f16, u8).
     let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if p.is_null() {
         return None;
@@ -379,6 +533,98 @@ mod tests {
         other.write_cells(&[0], &saved, false);
         assert_eq!(other.key(0, 0), got);
         assert_eq!(kv.bytes(), 2 * 2 * 4 * 2);
+    }
+
+    /// Pseudo-random floats in (-scale, scale).
+    fn floats(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q8_0_cache_holds_blocks_and_reads_heads_back_as_d_times_q() {
+        // Two heads of 64: kv_dim 128, four blocks a row.
+        let (n_ctx, kv_dim) = (5, 128);
+        let mut kv = HostKv::with_ring(&[false, true], n_ctx, 3, kv_dim, KvType::Q8_0).unwrap();
+        assert_eq!(kv.kv_type(), KvType::Q8_0);
+        assert_eq!(kv.bytes(), 2 * (5 + 3) * 4 * 34);
+        assert_eq!(
+            kv.bytes(),
+            HostKv::bytes_needed(1, n_ctx, 1, 3, kv_dim, KvType::Q8_0)
+        );
+        let (k, v) = (floats(1, kv_dim, 3.0), floats(2, kv_dim, 0.01));
+        kv.store(0, 4, &k, &v);
+        let mut want_k = vec![0u8; 4 * 34];
+        KvType::Q8_0.encode_row(&k, &mut want_k);
+        let mut want = vec![0f32; kv_dim];
+        KvType::Q8_0.decode_row(&want_k, &mut want);
+        assert_eq!(kv.key(0, 4), want);
+        assert_ne!(kv.key(0, 4), k, "quantized, not exact");
+        let max_err = (k.iter().zip(&want)).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // Half a quantum, plus the f16 rounding of the scale (at most 127 quanta x 2^-11).
+        assert!(max_err <= 3.0 / 127.0 * 0.57, "{max_err}");
+        // The second head, as attention reads it.
+        let mut buf = vec![0f32; 64];
+        assert_eq!(kv.key_f32(0, 4, 64, 64, &mut buf), &want[64..]);
+        assert_eq!(
+            kv.value(0, 3),
+            vec![0.0; kv_dim],
+            "unwritten rows read as zeros"
+        );
+        // A copy through f32 (seq_cp, state save/restore) keeps the values.
+        let saved = kv.read_cells(&[4], false);
+        kv.write_cells(&[1], &saved, false);
+        assert_eq!(kv.key(0, 1), want);
+        assert_eq!(kv.value(0, 1), kv.value(0, 4));
+        assert!(
+            HostKv::new(1, 2, 40, KvType::Q8_0).is_err(),
+            "40 is not whole blocks"
+        );
+    }
+
+    /// The SIMD widenings give the reference decoder's bits, over scales of every magnitude
+    /// (subnormal f16 ones too), quants of -128 and 127 and an odd number of blocks.
+    #[test]
+    fn every_q8_0_widening_has_the_reference_bits() {
+        let n = 7 * 32;
+        let mut bytes = Vec::new();
+        for (b, x) in floats(3, 7 * 33, 1.0).chunks_exact(33).enumerate() {
+            let d = f16::from_f32(x[0].abs() * 10f32.powi(b as i32 * 2 - 8));
+            bytes.extend(d.to_le_bytes());
+            bytes.extend(x[1..].iter().map(|v| (v * 127.0) as i8 as u8));
+        }
+        bytes[2] = 0x80; // -128
+        bytes[3] = 0x7F;
+        bytes[34] = 0x01; // a subnormal scale
+        bytes[35] = 0x00;
+        let mut want = vec![0f32; n];
+        q8_0::dequantize(&bytes, &mut want);
+        let mut got = vec![f32::NAN; n];
+        widen_q8_0(&bytes, &mut got);
+        assert_eq!(got, want);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("f16c") {
+                let mut got = vec![f32::NAN; n];
+                // SAFETY: AVX2 and F16C were detected just above.
+                unsafe { widen_q8_0_avx2(&bytes, &mut got) };
+                assert_eq!(got, want, "avx2");
+            }
+            if has!("avx512f") && has!("f16c") {
+                let mut got = vec![f32::NAN; n];
+                // SAFETY: AVX-512F and F16C were detected just above.
+                unsafe { widen_q8_0_avx512(&bytes, &mut got) };
+                assert_eq!(got, want, "avx512");
+            }
+        }
     }
 
     #[test]

@@ -4,22 +4,27 @@
 //!
 //! Layout (little-endian): magic "RFKV", format version u32, n_layer u32, kv_dim u32, cache
 //! type u32 ([`KvType::id`]), n_cells u32, then per cell: pos i32, sequence mask u64, and for
-//! each of the n_layer layers the keys then the values, kv_dim elements each in the cache's
-//! type (f32, or f16 bits). Version 3 follows with the ring of the sliding-window layers
+//! each of the n_layer layers the keys then the values, one row of kv_dim elements each in the
+//! cache's type ([`KvType::row_bytes`]: f32, f16 bits, or for q8_0 kv_dim / 32 blocks of an
+//! f16 scale and 32 i8). Versions 3 and 4 follow with the ring of the sliding-window layers
 //! ([`Cells::ring`]): n_ring_layer u32, n_ring_cells u32 and the ring's cells in the same
 //! layout with n_ring_layer layers (0 and 0 for a model without a ring; with one, n_layer
 //! counts the global layers only). A restored blob must match the cache's layer counts,
 //! kv_dim and type: a state saved with another cache type is refused rather than converted,
-//! so a restore always gives back the very bits that were saved. Version 2 (no ring part)
-//! still restores into a cache without a ring; version 1, before the cache type was
-//! recorded, held f32s and is refused.
+//! so a restore always gives back the very values that were saved (the bits too: a q8_0 row
+//! quantized again from its widened values is the same row, see [`KvType::encode_row`]).
+//! Version 4 added the q8_0 type, whose rows are block-sized rather than element-sized; f32
+//! and f16 states are laid out as in version 3, which still restores, as version 2 (no ring
+//! part) does into a cache without a ring; version 1, before the cache type was recorded,
+//! held f32s and is refused.
 
 use super::{Cell, Cells, KvType, MAX_POSITION};
 use crate::{Error, Result};
-use half::f16;
 
 const MAGIC: &[u8; 4] = b"RFKV";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The last version without q8_0 rows (otherwise the same layout).
+const VERSION_NO_Q8: u32 = 3;
 /// The last version without the ring part.
 const VERSION_NO_RING: u32 = 2;
 const HEADER: usize = 24;
@@ -48,8 +53,16 @@ impl Geometry {
         self.n_ring_layer * 2 * self.kv_dim
     }
 
+    /// Bytes of one stored row of kv_dim elements. A q8_0 cache of a kv_dim that is not whole
+    /// blocks is never created (context creation refuses it); counted as if rounded up.
+    fn row_bytes(&self) -> usize {
+        self.kv_type
+            .row_bytes(self.kv_dim)
+            .unwrap_or(self.kv_dim.div_ceil(32) * 34)
+    }
+
     fn cell_bytes(&self, layers: usize) -> usize {
-        12 + layers * 2 * self.kv_dim * self.kv_type.elem_bytes()
+        12 + layers * 2 * self.row_bytes()
     }
 
     /// Bytes a save of `n_cells` cells of the full table and `n_ring_cells` of the ring takes.
@@ -131,13 +144,11 @@ fn write_cells(
         out.extend_from_slice(&seqs.to_le_bytes());
         let floats = &part.data[k * per_cell..(k + 1) * per_cell];
         // The values were read from a cache of this type, so narrowing them is exact.
-        match g.kv_type {
-            KvType::F32 => floats
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            KvType::F16 => floats
-                .iter()
-                .for_each(|&x| out.extend_from_slice(&f16::from_f32(x).to_le_bytes())),
+        let row_bytes = g.row_bytes();
+        for row in floats.chunks_exact(g.kv_dim.max(1)) {
+            let at = out.len();
+            out.resize(at + row_bytes, 0);
+            g.kv_type.encode_row(row, &mut out[at..]);
         }
     }
 }
@@ -164,13 +175,16 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
     let u32_at =
         |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let version = u32_at(4);
-    if version != VERSION && !(version == VERSION_NO_RING && g.n_ring_layer == 0) {
+    let known = version == VERSION
+        || version == VERSION_NO_Q8
+        || (version == VERSION_NO_RING && g.n_ring_layer == 0);
+    if !known {
         return Err(bad(&format!(
-            "format version {version} (expected {VERSION}{})",
+            "format version {version} (expected {VERSION} or {VERSION_NO_Q8}{})",
             if g.n_ring_layer == 0 {
                 " or 2"
             } else {
-                ": this model keeps a sliding-window ring"
+                "; 2 has no ring part and this model keeps a sliding-window ring"
             }
         )));
     }
@@ -182,6 +196,11 @@ pub fn plan_restore(table: &Cells, bytes: &[u8], seq: Option<u32>, g: Geometry) 
         )));
     }
     let saved_type = u32_at(16);
+    if version < VERSION && saved_type == KvType::Q8_0.id() {
+        return Err(bad(&format!(
+            "format version {version} cannot hold a q8_0 cache (version {VERSION} added it)"
+        )));
+    }
     if saved_type != g.kv_type.id() {
         let name = KvType::from_id(saved_type)
             .map_or(format!("unknown ({saved_type})"), |t| t.name().to_string());
@@ -271,18 +290,11 @@ fn plan_part(
             )));
         }
         saved.push(Cell { pos, seqs });
-        let elems = &bytes[o + 12..o + cell_bytes];
-        match g.kv_type {
-            KvType::F32 => data.extend(
-                elems
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-            KvType::F16 => data.extend(
-                elems
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
+        let rows = &bytes[o + 12..o + cell_bytes];
+        for row in rows.chunks_exact(g.row_bytes().max(1)) {
+            let at = data.len();
+            data.resize(at + g.kv_dim, 0.0);
+            g.kv_type.decode_row(row, &mut data[at..]);
         }
     }
     let targets = match table.seq_stride {
@@ -552,15 +564,13 @@ mod tests {
     }
 
     #[test]
-    fn whole_state_round_trips_with_each_cache_type() {
-        for kv_type in KvType::ALL {
+    fn whole_state_round_trips_with_each_element_cache_type() {
+        for kv_type in [KvType::F32, KvType::F16] {
             let (cells, kv) = filled_with(kv_type);
             let blob = save_of(&cells, &kv, None);
             assert_eq!(blob.len(), geometry(kv_type).state_size(3, 0));
-            assert_eq!(
-                blob.len(),
-                HEADER + 3 * (12 + 12 * kv_type.elem_bytes()) + RING_HEADER
-            );
+            let row = kv_type.row_bytes(3).unwrap();
+            assert_eq!(blob.len(), HEADER + 3 * (12 + 4 * row) + RING_HEADER);
             let (mut other, mut okv) = (
                 Cells::new(8, 4).unwrap(),
                 HostKv::new(2, 8, 3, kv_type).unwrap(),
@@ -583,6 +593,85 @@ mod tests {
             f16_kv.key(0, 1)[2],
             "1.1 rounds in f16"
         );
+    }
+
+    /// A q8_0 cache (rows of whole blocks: kv_dim 64) saves its blocks, 34 bytes per 32
+    /// elements, and a restore gives back the same bytes and values; a version 3 blob (the
+    /// layout before q8_0) cannot claim the type, while an f16 one still restores.
+    #[test]
+    fn a_q8_0_state_holds_its_blocks_and_round_trips() {
+        let g = Geometry {
+            kv_dim: 64,
+            kv_type: KvType::Q8_0,
+            ..G
+        };
+        let fresh = || {
+            (
+                Cells::new(8, 2).unwrap(),
+                HostKv::new(2, 8, 64, KvType::Q8_0).unwrap(),
+            )
+        };
+        let (mut cells, mut kv) = fresh();
+        let placed = cells.allocate(&[(0, 0), (1, 0), (0, 1)]).unwrap();
+        for (n, &c) in placed.iter().enumerate() {
+            for layer in 0..2 {
+                let k: Vec<f32> = (0..64)
+                    .map(|i| (i as f32 - 20.0) * 0.37 + n as f32)
+                    .collect();
+                let v: Vec<f32> = (0..64)
+                    .map(|i| ((i * 7 + layer) % 13) as f32 * 1e-3)
+                    .collect();
+                kv.store(layer, c, &k, &v);
+            }
+        }
+        let blob = save_of(&cells, &kv, None);
+        assert_eq!(blob.len(), HEADER + 3 * (12 + 4 * 2 * 34) + RING_HEADER);
+        assert_eq!(blob.len(), g.state_size(3, 0));
+        assert_eq!(&blob[4..8], &4u32.to_le_bytes());
+        // The first cell's first row: layer 0's keys as the cache quantized them.
+        let mut row = vec![0u8; 2 * 34];
+        KvType::Q8_0.encode_row(&kv.key(0, cells.of_seq(None)[0]), &mut row);
+        assert_eq!(&blob[HEADER + 12..][..68], &row[..]);
+        let (mut other, mut okv) = fresh();
+        restore(&mut other, &mut okv, &blob, None).unwrap();
+        for &c in &placed {
+            for layer in 0..2 {
+                assert_eq!(okv.key(layer, c), kv.key(layer, c));
+                assert_eq!(okv.value(layer, c), kv.value(layer, c));
+            }
+        }
+        assert_eq!(save_of(&other, &okv, None), blob);
+        let mut v3 = blob.clone();
+        v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+        let e = plan_restore(&other, &v3, None, g)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("version 3") && e.contains("q8_0"), "{e}");
+        // Into an f16 cache: refused by type, naming both.
+        let e = plan_restore(
+            &other,
+            &blob,
+            None,
+            Geometry {
+                kv_type: KvType::F16,
+                ..g
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("type q8_0") && e.contains("is f16"), "{e}");
+        let (f16_cells, f16_kv) = filled_with(KvType::F16);
+        let mut f16_v3 = save_of(&f16_cells, &f16_kv, None);
+        f16_v3[4..8].copy_from_slice(&3u32.to_le_bytes());
+        plan_restore(
+            &Cells::new(8, 4).unwrap(),
+            &f16_v3,
+            None,
+            geometry(KvType::F16),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn extreme_context_and_model_parameters_are_refused_or_work() {
         "device -1" => rocmforge_model_params_set_device(mp, -1);
         "cache_type -1" => rocmforge_context_params_set_cache_type(p, -1);
         "cache_type 2" => rocmforge_context_params_set_cache_type(p, 2);
+        "cache_type 7 (q5_1, no cache of it)" => rocmforge_context_params_set_cache_type(p, 7);
         "cache_type INT_MAX" => rocmforge_context_params_set_cache_type(p, i32::MAX);
     );
     expect!(e, ROCMFORGE_ERR_NULL_POINTER;
@@ -244,6 +245,7 @@ fn extreme_context_and_model_parameters_are_refused_or_work() {
         "n_ctx 0 (the model's)" => rocmforge_context_params_set_n_ctx(p, 0);
         "cache_type f32" => rocmforge_context_params_set_cache_type(p, ROCMFORGE_CACHE_TYPE_F32);
         "cache_type f16" => rocmforge_context_params_set_cache_type(p, ROCMFORGE_CACHE_TYPE_F16);
+        "cache_type q8_0" => rocmforge_context_params_set_cache_type(p, ROCMFORGE_CACHE_TYPE_Q8_0);
     );
     // SAFETY: both objects from the create calls above, freed once.
     unsafe {

@@ -316,6 +316,10 @@ static void test_metadata(void) {
     OK(rocmforge_context_params_set_swa_full(cp, true));
     OK(rocmforge_estimate_memory(model_path, cp, &est32));
     EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 192 * 4);
+    /* q8_0: 34 bytes per 32 elements (kv_dim 192 = 6 blocks of 34). */
+    OK(rocmforge_context_params_set_cache_type(cp, ROCMFORGE_CACHE_TYPE_Q8_0));
+    OK(rocmforge_estimate_memory(model_path, cp, &est32));
+    EXPECT(est32.kv_cache_bytes == 2ull * 30 * 1024 * 6 * 34);
     rocmforge_context_params_free(cp);
     EXPECT(est.compute_bytes > 0);
     EXPECT(est.total_bytes == est.weights_bytes + est.kv_cache_bytes + est.compute_bytes);

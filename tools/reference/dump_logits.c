@@ -16,7 +16,8 @@
 //       CORPUS_JSON is a JSON array of strings. Loads the vocabulary only and writes
 //       [{text, ids_plain, ids_special, ids_add_special}] (see tests/fixtures/README.md).
 //
-// Options: --n-gen N (64) --threads N (2) --fa on|off|auto (off) --kv f32|f16 (f32)
+// Options: --n-gen N (64) --threads N (2) --fa on|off|auto (off) --kv f32|f16|q8_0 (f32; q8_0
+//          needs --fa on)
 //          --n-ctx N (1024, also n_batch and n_ubatch) --top K (10)
 
 #include "llama.h"
@@ -221,7 +222,9 @@ typedef struct {
     int n_ubatch;
 } settings_t;
 
-static const char *kv_name(enum ggml_type t) { return t == GGML_TYPE_F32 ? "f32" : t == GGML_TYPE_F16 ? "f16" : "other"; }
+static const char *kv_name(enum ggml_type t) {
+    return t == GGML_TYPE_F32 ? "f32" : t == GGML_TYPE_F16 ? "f16" : t == GGML_TYPE_Q8_0 ? "q8_0" : "other";
+}
 static const char *fa_name(enum llama_flash_attn_type t) {
     return t == LLAMA_FLASH_ATTN_TYPE_ENABLED ? "on" : t == LLAMA_FLASH_ATTN_TYPE_DISABLED ? "off" : "auto";
 }
@@ -364,7 +367,9 @@ static void parse_opts(int argc, char **argv, int first, opts_t *o) {
         } else if (!strcmp(a, "--kv")) {
             if (!strcmp(v, "f32")) o->s.kv = GGML_TYPE_F32;
             else if (!strcmp(v, "f16")) o->s.kv = GGML_TYPE_F16;
-            else die("--kv f32|f16");
+            // llama.cpp quantizes the V cache only with flash attention on.
+            else if (!strcmp(v, "q8_0")) o->s.kv = GGML_TYPE_Q8_0;
+            else die("--kv f32|f16|q8_0");
         } else die("unknown option %s", a);
     }
     if (o->n_gen < 0 || o->top < 1 || o->s.n_threads < 1 || o->s.n_ctx < 16) die("bad option value");

@@ -7,7 +7,8 @@
 #   3. teacher-forcing logits for each prompt in tests/fixtures/prompts/,
 #   4. teacher-forcing logits of the small synthetic qwen2/qwen3 models of
 #      tests/families_llamacpp_parity.rs -> tests/fixtures/families/,
-#   5. llama.cpp's own logit variation across its settings -> llama_cpp_self_variation.json.
+#   5. llama.cpp's own logit variation across its settings -> llama_cpp_self_variation.json,
+#      and around its q8_0-cache settings -> llama_cpp_kv_q8_0_self_variation.json.
 # Usage: tools/reference/make-fixtures.sh [--no-vary]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,6 +51,12 @@ for p in $fx/prompts/*.txt; do
   name=$(basename "$p" .txt)
   "$dump" logits "$smol" "$p" $fx/smollm2/"$name".json --n-gen 64 --threads "$threads" --fa off --kv f32
 done
+# The 8-bit KV cache (llama.cpp's -ctk q8_0 -ctv q8_0; a quantized V cache needs flash attention).
+mkdir -p $fx/smollm2_kv_q8_0
+for name in prose code_python chat; do
+  "$dump" logits "$smol" $fx/prompts/$name.txt $fx/smollm2_kv_q8_0/$name.json --n-gen 64 \
+    --threads "$threads" --fa on --kv q8_0
+done
 
 # Small synthetic qwen2/qwen3/phi3 models and a windowed Mistral one (random weights, biases,
 # QK-norm weights, fused tensors, RoPE factors, a declared window; F32, Q8_0, Q4_0), written by the test that rebuilds them in memory to compare.
@@ -74,3 +81,12 @@ for p in $fx/prompts/*.txt; do
 done
 python3 tools/reference/summarize_variation.py "$ref"/vary/*.json > $fx/llama_cpp_self_variation.json
 echo "wrote $fx/llama_cpp_self_variation.json" >&2
+# The same variations around the q8_0 cache (base: flash attention on, q8_0 keys and values).
+mkdir -p "$ref/vary_kv_q8_0"
+for name in prose code_python chat; do
+  "$dump" vary "$smol" $fx/prompts/$name.txt "$ref/vary_kv_q8_0/$name.json" --n-gen 64 \
+    --threads "$threads" --fa on --kv q8_0
+done
+python3 tools/reference/summarize_variation.py "$ref"/vary_kv_q8_0/*.json \
+  > $fx/llama_cpp_kv_q8_0_self_variation.json
+echo "wrote $fx/llama_cpp_kv_q8_0_self_variation.json" >&2

@@ -54,7 +54,7 @@ pub struct Args {
     /// Compute threads (0: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// KV cache type: f16 (default, as llama.cpp) or f32.
+    /// KV cache type: f16 (default, as llama.cpp), f32, or q8_0 (CPU backend only).
     #[arg(long, default_value = "f16", value_parser = parse_cache_type)]
     cache_type: KvType,
     /// Requests that may wait; more are answered 429.
@@ -371,7 +371,7 @@ async fn serve(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// `--cache-type`: a KV cache type name ("f16", "f32").
+/// `--cache-type`: a KV cache type name ("f16", "f32", "q8_0").
 fn parse_cache_type(s: &str) -> Result<KvType, String> {
     s.parse().map_err(|e: rocmforge::Error| e.to_string())
 }

@@ -49,6 +49,7 @@ impl CpuContext {
         let hp = &model.hparams;
         hp.check_backend("CPU", RUNS)?;
         crate::quant::dot::check_isa_choice()?;
+        kv_type.check_head_dim(hp.head_dim)?;
         let in_ring: Vec<bool> = (hp.layers.iter())
             .map(|l| ring.is_some() && l.window.is_some())
             .collect();

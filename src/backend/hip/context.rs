@@ -201,6 +201,7 @@ impl GpuContext {
         kv_type: KvType,
         ring: Option<usize>,
     ) -> Result<GpuContext> {
+        crate::backend::gpu::check_kv_type(kv_type)?;
         set_device(model.device)?;
         let hp = &model.hparams;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
@@ -233,7 +234,11 @@ impl GpuContext {
         let mut v_cache = Vec::with_capacity(hp.n_layer);
         for &r in &in_ring {
             let cells = if r { ring.unwrap_or(n_ctx) } else { n_ctx };
-            let bytes = cells * kvd * kv_type.elem_bytes();
+            // f32 and f16 only (check_kv_type above): rows of whole elements.
+            let row = kv_type.row_bytes(kvd).ok_or_else(|| {
+                Error::Unsupported(format!("a {kv_type} KV cache with rows of {kvd}"))
+            })?;
+            let bytes = cells * row;
             k_cache.push(DeviceBuffer::zeroed(bytes, "KV cache keys", &stream)?);
             v_cache.push(DeviceBuffer::zeroed(bytes, "KV cache values", &stream)?);
         }
@@ -694,6 +699,13 @@ impl crate::backend::Executor for GpuContext {
 }
 
 impl GpuContext {
+    /// Bytes of one cached row (kv_dim elements of the cache's type; f32 and f16 only, so
+    /// always whole, see `new`).
+    fn row_bytes(&self) -> usize {
+        let kv_dim = self.model.hparams.kv_dim();
+        self.kv_type.row_bytes(kv_dim).unwrap_or(0)
+    }
+
     /// The layers whose keys and values live in the ring (`ring`) or in the full table.
     fn layers_of(&self, ring: bool) -> Vec<usize> {
         (0..self.in_ring.len())
@@ -709,19 +721,20 @@ impl GpuContext {
         let kv_dim = self.model.hparams.kv_dim();
         let layers = self.layers_of(ring);
         let per_cell = layers.len() * 2 * kv_dim;
-        let eb = self.kv_type.elem_bytes();
+        let rb = self.row_bytes();
         let mut out = vec![0f32; cells.len() * per_cell];
         let mut rows = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, &layer) in layers.iter().enumerate() {
                 let (kb, vb) = (&self.k_cache[layer], &self.v_cache[layer]);
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    rows.resize(len * kv_dim * eb, 0u8);
+                    rows.resize(len * rb, 0u8);
                     let what = "reading cached keys and values";
-                    buf.download_from(first * kv_dim * eb, &mut rows, &self.stream, what)?;
-                    for (k, row) in rows.chunks_exact(kv_dim * eb).enumerate() {
+                    buf.download_from(first * rb, &mut rows, &self.stream, what)?;
+                    for (k, row) in rows.chunks_exact(rb.max(1)).enumerate() {
                         let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                        widen(self.kv_type, row, &mut out[o..o + kv_dim]);
+                        // Exact widening, as the kernels read the cache.
+                        self.kv_type.decode_row(row, &mut out[o..o + kv_dim]);
                     }
                 }
             }
@@ -744,19 +757,20 @@ impl GpuContext {
             )));
         }
         // Staged per (run, layer, half); all copies are queued, then waited for once.
-        let eb = self.kv_type.elem_bytes();
+        let rb = self.row_bytes();
         let mut staged: Vec<Vec<u8>> = Vec::new();
         for (first, at, len) in runs(cells) {
             for (il, &layer) in layers.iter().enumerate() {
                 let (kb, vb) = (&self.k_cache[layer], &self.v_cache[layer]);
                 for (half, buf) in [kb, vb].into_iter().enumerate() {
-                    let mut rows = Vec::with_capacity(len * kv_dim * eb);
-                    for k in 0..len {
+                    let mut rows = vec![0u8; len * rb];
+                    for (k, row) in rows.chunks_exact_mut(rb.max(1)).enumerate() {
                         let o = (at + k) * per_cell + (il * 2 + half) * kv_dim;
-                        narrow(self.kv_type, &data[o..o + kv_dim], &mut rows);
+                        // Rounded as the kernels store them (round-to-nearest-even for f16).
+                        self.kv_type.encode_row(&data[o..o + kv_dim], row);
                     }
                     buf.upload(
-                        first * kv_dim * eb,
+                        first * rb,
                         &rows,
                         &self.stream,
                         "writing cached keys and values",
@@ -769,34 +783,5 @@ impl GpuContext {
         drop(staged);
         self.cells_dirty = true;
         Ok(())
-    }
-}
-
-/// Cache elements of `kv_type` (little-endian bytes, as the device holds them) into f32s.
-fn widen(kv_type: KvType, bytes: &[u8], out: &mut [f32]) {
-    match kv_type {
-        KvType::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        KvType::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-    }
-}
-
-/// f32s rounded to `kv_type` (round-to-nearest-even, as the kernels store them), appended to
-/// `out` as the device's bytes.
-fn narrow(kv_type: KvType, values: &[f32], out: &mut Vec<u8>) {
-    match kv_type {
-        KvType::F32 => values
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        KvType::F16 => values
-            .iter()
-            .for_each(|&x| out.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())),
     }
 }

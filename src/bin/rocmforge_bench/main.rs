@@ -3,9 +3,11 @@
 //! empty cache), printed as one JSON object per (threads, test) line.
 //!
 //! rocmforge_bench -m MODEL [-p 128[,512..]] [-n 64[,128..]] [-t 1,2] [-r 3] [-d 0[,4096..]]
+//!                 [-ctk f16|f32|q8_0]
 //! (lists as llama-bench takes them; 0 skips the test). `-d D`, as llama-bench's: each test
 //! runs after D tokens already in the cache (filled once in batches of 512, then restored
-//! from a saved state before every repetition), named e.g. `tg128@d4096`.
+//! from a saved state before every repetition), named e.g. `tg128@d4096`. `-ctk T`: the KV
+//! cache type of keys and values both (llama-bench's `-ctk T -ctv T`; f16 by default).
 //!
 //! The first line says where it ran: the CPU model, its SIMD flags, the ISA choice
 //! (`ROCMFORGE_CPU_ISA`, e.g. `avx2` to measure the AVX2 table on an AVX-512 machine) and the
@@ -16,6 +18,7 @@
 
 mod batched;
 
+use rocmforge::kv_cache::KvType;
 use rocmforge::{Batch, Context, ContextParams, Model, ModelParams};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,6 +30,7 @@ struct Args {
     threads: Vec<usize>,
     reps: usize,
     depths: Vec<usize>,
+    cache_type: KvType,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +41,7 @@ fn parse() -> Result<Args, String> {
         threads: vec![1, 2],
         reps: 3,
         depths: vec![0],
+        cache_type: KvType::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,13 +54,16 @@ fn parse() -> Result<Args, String> {
             "-r" => a.reps = n(&v)?.max(1),
             "-t" => a.threads = v.split(',').map(n).collect::<Result<_, _>>()?,
             "-d" => a.depths = v.split(',').map(n).collect::<Result<_, _>>()?,
+            "-ctk" | "--cache-type" => {
+                a.cache_type = v.parse().map_err(|e| format!("{flag}: {e}"))?;
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.model.is_empty() {
         return Err(
             "usage: rocmforge_bench -m MODEL [-p N[,N..]] [-n N[,N..]] [-t 1,2] [-r REPS] \
-             [-d DEPTH[,DEPTH..]]"
+             [-d DEPTH[,DEPTH..]] [-ctk f16|f32|q8_0]"
                 .into(),
         );
     }
@@ -102,6 +110,7 @@ fn bench_at_depth(model: &Model, a: &Args, threads: usize, depth: usize) -> Resu
         n_batch: max_prompt.max(fill).min(n_ctx),
         n_seq_max: 1,
         n_threads: threads,
+        cache_type: a.cache_type,
         ..Default::default()
     };
     let mut ctx = Context::new(model, params).map_err(|e| e.to_string())?;
@@ -142,7 +151,7 @@ fn bench_at_depth(model: &Model, a: &Args, threads: usize, depth: usize) -> Resu
             ctx.decode(&batch).map_err(|e| e.to_string())?;
             rates.push(n_prompt as f64 / start.elapsed().as_secs_f64());
         }
-        print_result(threads, &name("pp", n_prompt), &rates);
+        print_result(threads, a.cache_type, &name("pp", n_prompt), &rates);
     }
     for &n_gen in a.n_gen.iter().filter(|&&n| n > 0) {
         let gen = tokens(n_gen, n_vocab);
@@ -158,7 +167,7 @@ fn bench_at_depth(model: &Model, a: &Args, threads: usize, depth: usize) -> Resu
                 rates.push(n_gen as f64 / start.elapsed().as_secs_f64());
             }
         }
-        print_result(threads, &name("tg", n_gen), &rates);
+        print_result(threads, a.cache_type, &name("tg", n_gen), &rates);
     }
     Ok(())
 }
@@ -235,11 +244,11 @@ fn tokenizer_rate(model: &Model) {
     );
 }
 
-fn print_result(threads: usize, test: &str, rates: &[f64]) {
+fn print_result(threads: usize, cache_type: KvType, test: &str, rates: &[f64]) {
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
     let var = rates.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / rates.len() as f64;
     println!(
-        "{{\"engine\":\"rocmforge\",\"threads\":{threads},\"test\":\"{test}\",\"tokens_per_second\":{mean:.2},\"stddev\":{:.2}}}",
+        "{{\"engine\":\"rocmforge\",\"threads\":{threads},\"type_kv\":\"{cache_type}\",\"test\":\"{test}\",\"tokens_per_second\":{mean:.2},\"stddev\":{:.2}}}",
         var.sqrt()
     );
 }

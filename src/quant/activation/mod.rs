@@ -53,6 +53,13 @@ pub fn quantize_activations(act_ty: GgmlType, x: &[f32], out: &mut [u8]) -> Resu
     Ok(())
 }
 
+/// The fastest Q8_0 quantizer of this CPU (bit-identical to the registry's reference
+/// [`q8_0::quantize_activations`]): whole 32-blocks of `x` into `out`, lengths checked by the
+/// caller. The q8_0 KV cache writes its rows with it, as llama.cpp's CPU does.
+pub fn q8_0_quantizer() -> QuantizeFn {
+    quantizers().q8_0
+}
+
 /// A set of Q8 activation quantizers for one ISA.
 #[derive(Clone, Copy)]
 pub struct Quantizers {

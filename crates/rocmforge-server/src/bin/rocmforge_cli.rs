@@ -3,7 +3,7 @@
 //!
 //! rocmforge_cli [-m MODEL.gguf] [-p PROMPT] [-n N_PREDICT] [-t THREADS] [--temp T] [--seed S]
 //!               [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--ctx N]
-//!               [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32]
+//!               [--backend auto|cpu|gpu] [--device I] [--cache-type f16|f32|q8_0]
 //! rocmforge_cli chat [same options]
 //! rocmforge_cli serve [-m MODEL] [--port 8080] [server options]   (also: rocmforge_cli --port 8080)
 //!
@@ -96,7 +96,7 @@ struct RunArgs {
     /// GPU index.
     #[arg(long, value_name = "I", default_value = "0", value_parser = whole::<usize>(0, 1023))]
     device: usize,
-    /// KV cache type (f16 as llama.cpp, or f32).
+    /// KV cache type (f16 as llama.cpp, f32, or q8_0 on the CPU backend).
     #[arg(long, value_name = "TYPE", value_parser = cache_type)]
     cache_type: Option<KvType>,
 }
