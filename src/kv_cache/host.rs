@@ -206,6 +206,12 @@ impl HostKv {
             match l {
                 Layers::F32(v) => (v[layer][at..at + len].as_ptr().cast(), 4 * len),
                 Layers::F16(v) => (v[layer][at..at + len].as_ptr().cast(), 2 * len),
+                Layers::Q8_0(v) => {
+                    let row = self.kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
+                    let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
+                    let bytes = len / Q8_BLOCK * Q8_BLOCK_BYTES;
+                    (v[layer][start..start + bytes].as_ptr(), bytes)
+                }
             }
         };
         #[cfg(target_arch = "x86_64")]
