@@ -512,6 +512,7 @@ fn zeroed<T: ZeroBits>(n: usize) -> Option<Vec<T>> {
 
 #[cfg(test)]
 mod tests {
+    use crate::kv_cache::kv_type::tests::floats;
     use super::*;
 
     #[test]
@@ -539,19 +540,6 @@ mod tests {
         other.write_cells(&[0], &saved, false);
         assert_eq!(other.key(0, 0), got);
         assert_eq!(kv.bytes(), 2 * 2 * 4 * 2);
-    }
-
-    /// Pseudo-random floats in (-scale, scale).
-    fn floats(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-            })
-            .collect()
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl std::str::FromStr for KvType {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -171,8 +171,8 @@ mod tests {
         KvType::F16.check_head_dim(80).unwrap();
     }
 
-    /// Pseudo-random floats in (-scale, scale).
-    fn floats(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    /// Pseudo-random floats in (-scale, scale) (the kv_cache tests' data).
+    pub(in crate::kv_cache) fn floats(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
