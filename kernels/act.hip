@@ -29,9 +29,82 @@ __device__ __forceinline__ float group8_sum(float v) {
     return v;
 }
 
+// Q8_K activations for the K-quants' mat-vec, bit for bit the CPU's q8_k quantizer (and
+// llama.cpp's quantize_row_q8_K_ref): per super-block of 256, the element of largest
+// magnitude (the first on ties) maps to -127, iscale = -127 / max,
+// q = min(127, round-half-even(iscale * x)), d = 1 / iscale; an all-zero block is zeros; the
+// sums of each group of 16 quants. Quants (n, d) int8, chunk k (16 quants) of super-block S
+// of a row at k * per_row + S (16-byte units): lane S of the mat-vec reading chunk k of its
+// super-block then loads next to its neighbours (kernels/quant.h, rf_q8k_chunk); headers
+// (n, d / 256) RfQ8KHead. Here 64 consecutive threads of the block hold a super-block, 4
+// elements each (v); every thread of the block calls it (it has block barriers); `live`: this
+// thread's elements exist. It was a kernel of its own after each transform until it was
+// fused: a launch fewer per transform (113 per token of a 28-layer model), each about 2.5 us
+// of the H200's serialised kernel time.
+__device__ __forceinline__ void act_store_q8k(const float* v, bool live, int r, int e, int d,
+                                              int8_t* qk, RfQ8KHead* qkh) {
+    __shared__ float part_amax[RF_BLOCK / 32], part_max[RF_BLOCK / 32];
+    __shared__ int part_idx[RF_BLOCK / 32];
+    const int i = (e % 256) / 4;  // this thread's 4 elements within the super-block
+    float amax = 0.0f, max = 0.0f;
+    int idx = 256;
+    if (live) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (fabsf(v[j]) > amax) {
+                amax = fabsf(v[j]);
+                max = v[j];
+                idx = 4 * i + j;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) {
+        const float oa = rf_shfl_xor(amax, m), ov = rf_shfl_xor(max, m);
+        const int oi = __float_as_int(rf_shfl_xor(__int_as_float(idx), m));
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            max = ov;
+            idx = oi;
+        }
+    }
+    const int group = threadIdx.x / 32;  // a super-block is groups 2k and 2k + 1
+    if (threadIdx.x % 32 == 0) {
+        part_amax[group] = amax;
+        part_max[group] = max;
+        part_idx[group] = idx;
+    }
+    __syncthreads();
+    const int other = group ^ 1;
+    if (part_amax[other] > amax || (part_amax[other] == amax && part_idx[other] < idx)) {
+        amax = part_amax[other];
+        max = part_max[other];
+    }
+    __syncthreads();  // the slots are free for the next call
+    const float iscale = amax == 0.0f ? 0.0f : -127.0f / max;
+    int q[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) q[j] = amax == 0.0f ? 0 : (int)fminf(rintf(iscale * v[j]), 127.0f);
+    int sum = q[0] + q[1] + q[2] + q[3];
+    // group g of 16 elements = threads 4g .. 4g + 3 of the super-block
+    sum += __float_as_int(rf_shfl_xor(__int_as_float(sum), 1));
+    sum += __float_as_int(rf_shfl_xor(__int_as_float(sum), 2));
+    if (!live) return;
+    const int per_row = d / 256, sb = e / 256, g = i / 4;
+    // Chunk g (16 quants) of super-block sb of row r at (g * per_row + sb) 16-byte units.
+    char4 c;
+    c.x = (signed char)q[0]; c.y = (signed char)q[1];
+    c.z = (signed char)q[2]; c.w = (signed char)q[3];
+    *(char4*)(qk + (size_t)r * d + ((size_t)g * per_row + sb) * 16 + (i % 4) * 4) = c;
+    RfQ8KHead* h = qkh + (size_t)r * per_row + sb;
+    if (i % 4 == 0) h->bsums[g] = (int16_t)sum;
+    if (i == 0) h->d = amax == 0.0f ? 0.0f : 1.0f / iscale;
+}
+
 __global__ void act_kernel(int mode, const float* in, const float* w, float eps, int d,
                            const int32_t* row_map, float* out_f32, __half* out_f16,
-                           int f16_from_q8, int8_t* q8, float4* q8_scales) {
+                           int f16_from_q8, int8_t* q8, float4* q8_scales, int8_t* qk,
+                           RfQ8KHead* qkh) {
     __shared__ float row_scale;
     __shared__ __align__(16) float stage[ACT_STAGE_MAX];
     const int e = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
@@ -120,16 +193,18 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
             *(__half2*)(out_f16 + o + 2) = __floats2half2_rn(qv[2] * qd16, qv[3] * qd16);
         }
     }
+    if (qk) act_store_q8k(v, live, r, e, d, qk, qkh);  // uniform: a kernel argument
 }
 
 extern "C" int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
                       const int32_t* row_map, float* out_f32, void* out_f16, int f16_from_q8,
-                      int8_t* q8, void* q8_scales, void* stream) {
+                      int8_t* q8, void* q8_scales, int8_t* qk, void* qk_heads, void* stream) {
     if (d % 32 != 0 || n <= 0 || mode < 0 || mode > RF_ACT_GEGLU) return RF_ERR_SHAPE;
+    if (qk && (d % 256 != 0 || !qk_heads)) return RF_ERR_SHAPE;
     const dim3 grid(n, (d + ACT_PER_BLOCK - 1) / ACT_PER_BLOCK);
     RF_LAUNCH_OVERLAPPED(act_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, mode, in, w,
                        eps, d, row_map, out_f32, (__half*)out_f16, f16_from_q8, q8,
-                       (float4*)q8_scales);
+                       (float4*)q8_scales, qk, (RfQ8KHead*)qk_heads);
     return (int)hipGetLastError();
 }
 
@@ -186,90 +261,5 @@ extern "C" int rf_softcap(float* x, size_t count, float cap, void* stream) {
     const unsigned grid = (unsigned)(blocks < 4096 ? blocks : 4096);
     RF_LAUNCH_OVERLAPPED(softcap_kernel, dim3(grid), dim3(RF_BLOCK), 0, (hipStream_t)stream, x,
                          count, cap);
-    return (int)hipGetLastError();
-}
-
-// ---- Q8_K activations for the K-quants' mat-vec, bit for bit the CPU's q8_k quantizer (and
-// llama.cpp's quantize_row_q8_K_ref): per super-block of 256, the element of largest
-// magnitude (the first on ties) maps to -127, iscale = -127 / max,
-// q = min(127, round-half-even(iscale * x)), d = 1 / iscale; an all-zero block is zeros.
-// One 32-lane team per super-block, lane L holding elements 8 L .. 8 L + 8; quants (n, d)
-// int8, headers (n, d / 256) RfQ8KHead.
-#define Q8K_TEAMS (RF_BLOCK / 32)
-
-__global__ void quantize_q8k_kernel(const float* x, int d, int n_sb, int8_t* q,
-                                    RfQ8KHead* heads) {
-    const int lane = threadIdx.x % 32;
-    const int sb = blockIdx.x * Q8K_TEAMS + threadIdx.x / 32;
-    const bool live = sb < n_sb;
-    const int per_row = d / 256;
-    const size_t base = live ? (size_t)(sb / per_row) * d + (size_t)(sb % per_row) * 256 : 0;  // x
-    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    // Launched overlapped: its launch hides behind the previous kernel, and the mat-vec after
-    // it starts loading weights while it runs.
-    rf_wait_previous();
-    rf_release_next();
-    if (live) {
-        const float4 a = *(const float4*)(x + base + 8 * lane);
-        const float4 b = *(const float4*)(x + base + 8 * lane + 4);
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-    }
-    // (magnitude, index, value) of the first largest element: strictly larger wins, equal
-    // magnitudes go to the lower index, so every order of comparison picks the CPU's element.
-    float amax = 0.0f, max = 0.0f;
-    int idx = 256;
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        if (fabsf(v[i]) > amax) {
-            amax = fabsf(v[i]);
-            max = v[i];
-            idx = 8 * lane + i;
-        }
-    }
-#pragma unroll
-    for (int m = 16; m > 0; m >>= 1) {
-        const float oa = rf_shfl_xor(amax, m), ov = rf_shfl_xor(max, m);
-        const int oi = __float_as_int(rf_shfl_xor(__int_as_float(idx), m));
-        if (oa > amax || (oa == amax && oi < idx)) {
-            amax = oa;
-            max = ov;
-            idx = oi;
-        }
-    }
-    const float iscale = amax == 0.0f ? 0.0f : -127.0f / max;
-    int qi[8];
-    int sum = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        qi[i] = amax == 0.0f ? 0 : (int)fminf(rintf(iscale * v[i]), 127.0f);
-        sum += qi[i];
-    }
-    // group g of 16 = lanes 2g, 2g + 1
-    sum += __float_as_int(rf_shfl_xor(__int_as_float(sum), 1));
-    if (!live) return;
-    uint2 packed;
-    packed.x = (uint32_t)(qi[0] & 0xFF) | ((uint32_t)(qi[1] & 0xFF) << 8) |
-               ((uint32_t)(qi[2] & 0xFF) << 16) | ((uint32_t)(qi[3] & 0xFF) << 24);
-    packed.y = (uint32_t)(qi[4] & 0xFF) | ((uint32_t)(qi[5] & 0xFF) << 8) |
-               ((uint32_t)(qi[6] & 0xFF) << 16) | ((uint32_t)(qi[7] & 0xFF) << 24);
-    // Chunk k (16 quants) of super-block S of a row lies at k * per_row + S (16-byte units):
-    // lane S of the mat-vec reading chunk k of its super-block then loads next to its
-    // neighbours (kernels/quant.h, rf_q8k_chunk).
-    const size_t row = (size_t)(sb / per_row) * d;
-    const size_t chunk = (size_t)(lane / 2) * per_row + (size_t)(sb % per_row);
-    *(uint2*)(q + row + chunk * 16 + 8 * (lane % 2)) = packed;
-    RfQ8KHead* h = heads + sb;
-    if (lane % 2 == 0) h->bsums[lane / 2] = (int16_t)sum;
-    if (lane == 0) h->d = amax == 0.0f ? 0.0f : 1.0f / iscale;
-}
-
-extern "C" int rf_quantize_q8k(const float* x, int d, int n, int8_t* q, void* heads,
-                               void* stream) {
-    if (d % 256 != 0 || n <= 0) return RF_ERR_SHAPE;
-    const int n_sb = n * (d / 256);
-    const dim3 grid((n_sb + Q8K_TEAMS - 1) / Q8K_TEAMS);
-    RF_LAUNCH_OVERLAPPED(quantize_q8k_kernel, grid, dim3(RF_BLOCK), 0, (hipStream_t)stream, x,
-                         d, n_sb, q, (RfQ8KHead*)heads);
     return (int)hipGetLastError();
 }

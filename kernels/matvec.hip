@@ -506,7 +506,7 @@ template <int T> struct KPlanes {
 // / 918-944. What held it was the activations: each lane read its super-block's 256 quants
 // and 16 group sums on its own, so every 16-byte load of a team touched 32 cache lines (about
 // 700 L1 sectors per team and super-block against 144 for the weights). With the quants
-// stored chunk-major (rf_quantize_q8k, RfQ8KHead's comment) and the group sums read 8 bytes at
+// stored chunk-major (act.hip's act_store_q8k, RfQ8KHead's comment) and the group sums read 8 bytes at
 // a time: Q4_K_M 1,470 tok/s, 0.42 of the copy bandwidth.
 template <int T, int N, bool ROPE, int LPR>
 __global__ void __launch_bounds__(RF_BLOCK)

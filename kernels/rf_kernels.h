@@ -68,9 +68,13 @@ int rf_embed(int ty, const void* table, int rows, int cols, const int32_t* token
 // out_f32 (n, d), out_f16 (n, d), q8 values (n, d) int8 with q8 scales (n, d/32) float4
 // (f16-rounded scale, sum of the 32 quantized values, f16(scale * sum), 0).
 // f16_from_q8: out_f16 holds the int8-rounded values (what quantized weights are dotted with).
+// qk / qk_heads (nullable together; d a multiple of 256): also the output's Q8_K activations,
+// bit for bit the CPU's: quants (n, d) int8 and headers (n, d / 256) of kernels/quant.h's
+// RfQ8KHead (48 bytes: 16 i16 group sums, f32 d), which the K-quants' mat-vec reads
+// (rf_matvec's xq and xq_scales).
 int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
            const int32_t* row_map, float* out_f32, void* out_f16, int f16_from_q8, int8_t* q8,
-           void* q8_scales, void* stream);
+           void* q8_scales, int8_t* qk, void* qk_heads, void* stream);
 
 // ---- matvec.hip: y(n, rows) (+)= x(n, cols) . W^T for n <= 8 tokens; y rows ldy apart. Quantized weights read
 // the q8 activations (bit-identical to the CPU's dot products), float weights the f32 ones.
@@ -79,10 +83,6 @@ int rf_act(int mode, const float* in, const float* w, float eps, int d, int n,
 // launch computes its rows [out_offset, out_offset + rows); the results then go where
 // rf_rope_kv would put them (rotated queries into y, rotated keys and the values into the
 // cache cells of the batch's tokens, and the cells' bookkeeping), saving that kernel.
-// Q8_K activations of x (n, d), d a multiple of 256, bit for bit the CPU's: quants q (n, d)
-// int8 and headers (n, d / 256) of kernels/quant.h's RfQ8KHead (48 bytes: 16 i16 group sums,
-// f32 d). The K-quants' mat-vec reads them (rf_matvec's xq and xq_scales).
-int rf_quantize_q8k(const float* x, int d, int n, int8_t* q, void* heads, void* stream);
 
 typedef struct RfRopeKv {
     const float* rot;         // (n, head_dim / 2) (sin, cos) pairs

@@ -800,13 +800,12 @@ fn long_context_decode_attention_matches_cpu() {
 }
 
 /// Models with sliding-window layers decode with the CPU's bits far past their window: one
-/// sequence with the GPU's default full tables against the CPU's ring (`Cells::ring`, which
-/// keeps the full table's bits), then two sequences fed together with the ring on both
-/// backends (`ROCMFORGE_GPU_RING=1`, set here for those contexts: run this binary with one
-/// test thread, as scripts/gpu/parity.sh does); 4 tokens per sequence per step, then greedy
-/// steps; every logit of every step bit-identical. A synthetic gemma3 file (window 16, ring of
-/// a few chunks) always, and the real model of `ROCMFORGE_GPU_WINDOWED_MODEL` (Gemma 3 270M:
-/// windows of 512 on five layers of six) when given.
+/// sequence with the GPU's full tables (`swa_full`) against the CPU's ring (`Cells::ring`,
+/// which keeps the full table's bits), then one and two sequences with the ring on both
+/// backends; 4 tokens per sequence per step, then greedy steps; every logit of every step
+/// bit-identical. A synthetic gemma3 file (window 16, ring of a few chunks) always, and the
+/// real model of `ROCMFORGE_GPU_WINDOWED_MODEL` (Gemma 3 270M: windows of 512 on five layers
+/// of six) when given.
 #[test]
 fn windowed_models_decode_past_their_window_as_on_the_cpu() {
     if devices().map_or(true, |d| d.is_empty()) {
@@ -825,17 +824,25 @@ fn windowed_models_decode_past_their_window_as_on_the_cpu() {
         Err(_) => eprintln!("ROCMFORGE_GPU_WINDOWED_MODEL not set: the real model skipped"),
     }
     for (path, n_ctx, prompt_len) in &models {
-        windowed_decode_matches(path, *n_ctx, *prompt_len, 1);
-        std::env::set_var("ROCMFORGE_GPU_RING", "1");
-        windowed_decode_matches(path, *n_ctx, *prompt_len, 2);
-        std::env::remove_var("ROCMFORGE_GPU_RING");
+        windowed_decode_matches(path, *n_ctx, *prompt_len, 1, true);
+        windowed_decode_matches(path, *n_ctx, *prompt_len, 1, false);
+        // Twice the cells for two sequences: a ring is only made when it is smaller than the
+        // full table (two sequences' shares of 512 cells each would fill 1,024).
+        windowed_decode_matches(path, 2 * n_ctx, *prompt_len, 2, false);
     }
     let _ = std::fs::remove_file(&tiny);
 }
 
 /// See [`windowed_models_decode_past_their_window_as_on_the_cpu`]: `prompt_len` tokens for
-/// each of `n_seq` sequences in a context of `n_ctx` cells.
-fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize, n_seq: usize) {
+/// each of `n_seq` sequences in a context of `n_ctx` cells; `gpu_full_tables`: the GPU
+/// context keeps every cell of its windowed layers (`swa_full`), the CPU's its ring.
+fn windowed_decode_matches(
+    path: &str,
+    n_ctx: usize,
+    prompt_len: usize,
+    n_seq: usize,
+    gpu_full_tables: bool,
+) {
     use rocmforge::{Backend, Context, ContextParams, Model, ModelParams};
     let load = |backend| {
         let params = ModelParams {
@@ -859,14 +866,21 @@ fn windowed_decode_matches(path: &str, n_ctx: usize, prompt_len: usize, n_seq: u
         n_seq_max: n_seq,
         ..ContextParams::default()
     };
-    let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
+    let gpu_params = ContextParams {
+        swa_full: gpu_full_tables,
+        ..params.clone()
+    };
+    let mut g = Context::new(&gpu, gpu_params).expect("GPU context");
     let mut c = Context::new(&cpu, params).expect("CPU context");
     assert!(
         c.cells().ring().is_some(),
         "{path}: the CPU context has no ring"
     );
-    let gpu_ring = std::env::var("ROCMFORGE_GPU_RING").is_ok_and(|v| v == "1");
-    assert_eq!(g.cells().ring().is_some(), gpu_ring, "{path}: GPU ring");
+    assert_eq!(
+        g.cells().ring().is_some(),
+        !gpu_full_tables,
+        "{path}: GPU ring"
+    );
     let n_vocab = gpu.hparams().n_vocab as u32;
     let prompts: Vec<Vec<u32>> = (0..n_seq as u32)
         .map(|s| {

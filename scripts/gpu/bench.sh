@@ -45,7 +45,7 @@ done
 [ -n "${build_pid:-}" ] && { wait "$build_pid" || echo "llama.cpp build failed (see llama-build.log)"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 for ty in "${types[@]}"; do
-    ROCMFORGE_BENCH_MODEL="/tmp/$SHAPE-$ty.gguf" "$DIST/gpu_bench" --ignored --nocapture 2>&1 \
+    ROCMFORGE_BENCH_MODEL="/tmp/$SHAPE-$ty.gguf" "$DIST/gpu_bench" --ignored --nocapture --test-threads=1 --exact gpu_pp512_tg128 2>&1 \
         | grep '^{' | tee -a "$OUT_DIR/bench.jsonl"
     if [ -x "$BUILD/bin/llama-bench" ]; then
         "$BUILD/bin/llama-bench" -m "/tmp/$SHAPE-$ty.gguf" -ngl 99 -p 512 -n 128 -r 3 -o jsonl \

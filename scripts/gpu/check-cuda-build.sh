@@ -20,4 +20,4 @@ echo "cuda feature build OK: $(stat -c %s "$so") bytes, needs only: $(grep -o 'S
 # CUDA driver: the static runtime reports no usable device, GPU answers BACKEND_UNAVAILABLE with
 # its reason, AUTO runs on the CPU. (Valgrind runs on the default build only.)
 CARGO_TARGET_DIR=target/cuda cargo nextest run --features cuda --no-fail-fast --test ffi_c \
-    --test gpu_runtime -E 'not test(valgrind)'
+    --test gpu_runtime --lib -E 'not test(valgrind) and (not kind(lib) or test(/^backend::hip::/))'

@@ -5,8 +5,8 @@
 # synthetic models to $MODELS and the report to $OUT_DIR/parity.jsonl.
 # Extra real models may be appended with EXTRA_MODELS=a.gguf,b.gguf.
 # ROCMFORGE_GPU_WINDOWED_MODEL=gemma-3-270m-q4_k_m.gguf (passed through) adds a real model with
-# sliding-window layers to the windowed test: past its window, with the GPU's full tables and
-# with the GPU's ring (ROCMFORGE_GPU_RING=1, which the test sets for its ring contexts).
+# sliding-window layers to the windowed test: past its window, with the GPU's full tables
+# (swa_full) and with its ring, one and two sequences.
 # WAVE64=1: the wave-64 emulation build instead (default DIST dist/gpu-wave64, made by
 # `WAVE64=1 scripts/gpu/build-dist.sh`), whose kernels must report 64-lane waves.
 set -euo pipefail

@@ -19,7 +19,7 @@ for ty in "${types[@]}"; do
     ROCMFORGE_BENCH_REPS=0 ROCMFORGE_BENCH_MODEL="/tmp/l3-$ty.gguf" \
         "$NCU" --cache-control none --clock-control none --graph-profiling node \
         --metrics gpu__time_duration.sum --launch-skip "${SKIP:-4000}" --launch-count "${COUNT:-700}" \
-        --csv --page raw --print-units base "$DIST/gpu_bench" --ignored --nocapture \
+        --csv --page raw --print-units base "$DIST/gpu_bench" --ignored --nocapture --exact gpu_pp512_tg128 \
         > "$OUT_DIR/profile-$ty.csv" 2> "$OUT_DIR/profile-$ty.err"
     python3 "$(dirname "$0")/profile_summary.py" "$OUT_DIR/profile-$ty.csv"
 done

@@ -100,14 +100,6 @@ impl Context {
                 params.n_threads
             )));
         }
-        // The CPU keeps the windowed layers' keys and values in the ring. The GPU's ring path
-        // (the wrapped chunk join of kernels/attention.hip and the ring's device tables) is
-        // compile-checked but has not yet run on a GPU, so a GPU context keeps full tables for
-        // every layer unless ROCMFORGE_GPU_RING=1 asks for the ring (for checking it there).
-        // A lone sequence gets the same bits either way: the ring keeps the full table's.
-        if model.gpu().is_some() && std::env::var("ROCMFORGE_GPU_RING").map_or(true, |v| v != "1") {
-            params.swa_full = true;
-        }
         let ring = RingPlan::new(hp, params.n_ctx, &params);
         let exec = Self::executor(model, &params, ring)?;
         let cells = match ring {

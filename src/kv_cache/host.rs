@@ -512,8 +512,8 @@ fn zeroed<T: ZeroBits>(n: usize) -> Option<Vec<T>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::kv_cache::kv_type::tests::floats;
     use super::*;
+    use crate::kv_cache::kv_type::tests::floats;
 
     #[test]
     fn f16_cache_rounds_to_nearest_even_and_reads_back_exactly() {

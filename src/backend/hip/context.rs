@@ -91,7 +91,7 @@ struct Scratch {
     xq: DeviceBuffer,
     xs: DeviceBuffer,
     /// The same as Q8_K super-blocks for the K-quants: (8, width) i8 and (8, width / 256)
-    /// headers of ffi::Q8K_HEAD_BYTES (see rf_quantize_q8k)
+    /// headers of ffi::Q8K_HEAD_BYTES (see rf_act)
     xk: DeviceBuffer,
     xkh: DeviceBuffer,
     /// The same as f16 for BLAS: (step, width)

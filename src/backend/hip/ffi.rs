@@ -121,6 +121,8 @@ extern "C" {
         f16_from_q8: c_int,
         q8: *mut i8,
         q8_scales: *mut c_void,
+        qk: *mut i8,
+        qk_heads: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_residual(
@@ -134,14 +136,6 @@ extern "C" {
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_softcap(x: *mut f32, count: usize, cap: f32, s: *mut c_void) -> c_int;
-    pub fn rf_quantize_q8k(
-        x: *const f32,
-        d: c_int,
-        n: c_int,
-        q: *mut i8,
-        heads: *mut c_void,
-        s: *mut c_void,
-    ) -> c_int;
     pub fn rf_matvec(
         ty: c_int,
         w: *const c_void,

@@ -401,8 +401,10 @@ impl GpuContext {
         let int8 = small || next.parts.iter().any(|m| self.matmul_q(m, n));
         let f16 = !small && next.parts.iter().any(|m| !self.matmul_q(m, n));
         let null = std::ptr::null_mut::<c_void>();
+        // Q8_K activations for K-quant mat-vecs, written by the same kernel.
+        let q8k = small && reads_q8k(next);
         // SAFETY: scratch buffers hold MAX_STEP_TOKENS rows of the widest activation (f32, f16,
-        // int8 and its scales).
+        // int8 and its scales); xk / xkh MATVEC_MAX_TOKENS rows of it and their headers.
         let code = unsafe {
             ffi::rf_act(
                 mode,
@@ -421,26 +423,16 @@ impl GpuContext {
                     std::ptr::null_mut()
                 },
                 if int8 { self.s.xs.ptr() } else { null },
+                if q8k {
+                    self.s.xk.at(0)
+                } else {
+                    std::ptr::null_mut()
+                },
+                if q8k { self.s.xkh.ptr() } else { null },
                 self.stream.raw(),
             )
         };
-        check(code, "activation transform")?;
-        if small && reads_q8k(next) {
-            // SAFETY: xf holds the n rows of width d just written; xk / xkh hold
-            // MATVEC_MAX_TOKENS rows of the widest activation and their headers.
-            let code = unsafe {
-                ffi::rf_quantize_q8k(
-                    self.s.xf.at(0),
-                    d as i32,
-                    n as i32,
-                    self.s.xk.at(0),
-                    self.s.xkh.ptr(),
-                    self.stream.raw(),
-                )
-            };
-            check(code, "Q8_K activation quantization")?;
-        }
-        Ok(())
+        check(code, "activation transform")
     }
 
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
@@ -521,10 +513,7 @@ impl GpuContext {
                 check(code, "quantized matrix product")?;
                 continue;
             }
-            let chunk_rows = (self.s.dequant_elems / mtx.cols).max(1);
-            let mut r0 = 0;
-            while r0 < mtx.rows {
-                let nr = chunk_rows.min(mtx.rows - r0);
+            for (r0, nr) in dequant_pieces(mtx.rows, mtx.cols, self.s.dequant_elems) {
                 // SAFETY: nr x cols halves fit the dequantization buffer; y rows hold ldy floats.
                 unsafe {
                     check(
@@ -555,7 +544,6 @@ impl GpuContext {
                         "matrix product (BLAS)",
                     )?;
                 }
-                r0 += nr;
             }
         }
         Ok(())
@@ -588,6 +576,38 @@ impl GpuContext {
 }
 
 /// Whether the product reads int8 activations (any quantized part).
+/// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
+const DEQUANT_PIECE_ALIGN: usize = 256;
+
+/// The (first row, rows) pieces a matrix of `rows` x `cols` is dequantized and multiplied in
+/// through a buffer of `budget` elements: the whole matrix when it fits, else as few pieces as
+/// fit, of one size rounded up to a multiple of 256 rows, so each piece's output starts 1 KiB
+/// aligned and BLAS can take its vectorised kernels. Cut greedily (18,724 + 220 rows for
+/// Qwen2.5-7B's 18,944 x 3,584 FFN matrices, 3,542 + 42 for its down projection), cuBLAS ran
+/// every piece on 2-element-aligned Ampere kernels on the H200: 26.5 of a 512-token prompt's
+/// 51.6 ms.
+fn dequant_pieces(rows: usize, cols: usize, budget: usize) -> Vec<(usize, usize)> {
+    let fit = (budget / cols.max(1)).max(1);
+    if rows <= fit {
+        return vec![(0, rows)];
+    }
+    let align = if fit >= DEQUANT_PIECE_ALIGN {
+        DEQUANT_PIECE_ALIGN
+    } else {
+        1
+    };
+    let max_rows = fit / align * align;
+    let per = rows
+        .div_ceil(rows.div_ceil(max_rows))
+        .div_ceil(align)
+        .saturating_mul(align)
+        .min(max_rows);
+    (0..rows)
+        .step_by(per)
+        .map(|r0| (r0, per.min(rows - r0)))
+        .collect()
+}
+
 fn quantized(p: &Projection) -> bool {
     p.parts
         .iter()
@@ -618,4 +638,50 @@ struct LayerCells {
     /// Per token, the attention chunk its window's oldest position lies in (ring only: the
     /// chunks are joined from there, wrapping); null joins them in cell order.
     tok_first: *const i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dequant_pieces;
+
+    const BUDGET: usize = 64 << 20;
+
+    #[test]
+    fn dequant_pieces_are_even_and_256_row_aligned() {
+        // Qwen2.5-7B's FFN matrices, as the H200 run cut them.
+        assert_eq!(
+            dequant_pieces(18944, 3584, BUDGET),
+            [(0, 9472), (9472, 9472)]
+        );
+        assert_eq!(
+            dequant_pieces(3584, 18944, BUDGET),
+            [(0, 1792), (1792, 1792)]
+        );
+        // A matrix that fits is one piece, whatever its row count.
+        assert_eq!(dequant_pieces(14336, 4096, BUDGET), [(0, 14336)]);
+        assert_eq!(dequant_pieces(1001, 3, BUDGET), [(0, 1001)]);
+        for (rows, cols, budget) in [
+            (152_064, 3584, BUDGET),
+            (100_003, 4096, BUDGET),
+            (5000, 777, 777 * 300),
+            (1000, 64, 64 * 100),
+            (7, 10, 15),
+        ] {
+            let pieces = dequant_pieces(rows, cols, budget);
+            let fit = (budget / cols).max(1);
+            let mut next = 0;
+            for &(r0, nr) in &pieces {
+                assert_eq!(r0, next, "{rows}x{cols}: pieces are contiguous");
+                assert!(nr >= 1 && nr <= fit, "{rows}x{cols}: {nr} rows fit {fit}");
+                if fit >= 256 {
+                    assert_eq!(r0 % 256, 0, "{rows}x{cols}: piece at row {r0}");
+                }
+                next = r0 + nr;
+            }
+            assert_eq!(next, rows, "{rows}x{cols}: every row once");
+            // As few pieces as the aligned size allows.
+            let max_rows = if fit >= 256 { fit / 256 * 256 } else { fit };
+            assert_eq!(pieces.len(), rows.div_ceil(max_rows), "{rows}x{cols}");
+        }
+    }
 }
