@@ -575,7 +575,6 @@ impl GpuContext {
     }
 }
 
-/// Whether the product reads int8 activations (any quantized part).
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
 
@@ -608,6 +607,7 @@ fn dequant_pieces(rows: usize, cols: usize, budget: usize) -> Vec<(usize, usize)
         .collect()
 }
 
+/// Whether the product reads int8 activations (any quantized part).
 fn quantized(p: &Projection) -> bool {
     p.parts
         .iter()
