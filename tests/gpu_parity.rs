@@ -931,6 +931,41 @@ fn windowed_decode_matches(
         c.kv_bytes()
     );
     assert_eq!(differing, 0, "{path}: GPU and CPU logits differ");
+    if gpu_full_tables {
+        return;
+    }
+    // The ring's state moves: the GPU context's saved state, restored into a new GPU context
+    // and into a CPU context, continues with the saver's bits.
+    let state = g.state_save(None).expect("GPU state save");
+    let mut step = Batch::new();
+    for (s, &t) in next.iter().enumerate() {
+        step.push(t, (prompt_len + 24) as i32, s as u32, true);
+    }
+    let bits = |ctx: &Context| -> Vec<u32> {
+        (0..n_seq)
+            .flat_map(|s| ctx.logits(s).expect("logits").to_vec())
+            .map(f32::to_bits)
+            .collect()
+    };
+    g.decode(&step).expect("GPU decode");
+    let want = bits(&g);
+    let params = ContextParams {
+        n_ctx,
+        n_batch: 8,
+        n_seq_max: n_seq,
+        ..ContextParams::default()
+    };
+    for (name, model) in [("GPU", &gpu), ("CPU", &cpu)] {
+        let mut r = Context::new(model, params.clone()).expect("context");
+        r.state_restore(&state, None)
+            .expect("restore the GPU's state");
+        r.decode(&step).expect("decode after restore");
+        assert_eq!(
+            bits(&r),
+            want,
+            "{path}: GPU state -> {name}, {n_seq} sequences"
+        );
+    }
 }
 
 /// Load progress with the GPU backend never goes backwards (the file pass, then the upload),
