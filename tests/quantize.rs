@@ -714,4 +714,64 @@ fn synth_writes_llama_quantizes_types_for_every_mix() {
         };
         assert_eq!(t.ty, want, "{}", t.name);
     }
+    // --distinct-rows N: each matrix's first N rows are the full file's, and row r repeats
+    // row r mod N.
+    let repeated = dir.path("synth-q4_k-distinct.gguf");
+    let run = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
+        .args([
+            "--shape",
+            "tiny16",
+            "--type",
+            "q4_k",
+            "--distinct-rows",
+            "3",
+        ])
+        .args(["--vocab".as_ref(), vocab.as_os_str(), "--out".as_ref()])
+        .arg(&repeated)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let rep = GgufFile::open(&repeated).unwrap();
+    let mut matrices = 0;
+    for (t, r) in file.tensors().iter().zip(rep.tensors()) {
+        assert_eq!((&t.name, &t.dims, t.ty), (&r.name, &r.dims, r.ty));
+        let (full, part) = (file.tensor_data(t), rep.tensor_data(r));
+        if t.dims.len() == 1 {
+            assert_eq!(full, part, "{}", t.name);
+            continue;
+        }
+        matrices += 1;
+        let row = full.len() / t.dims[1] as usize;
+        assert_eq!(
+            part[..3 * row],
+            full[..3 * row],
+            "{}: the first 3 rows",
+            t.name
+        );
+        for (i, chunk) in part.chunks(row).enumerate() {
+            assert_eq!(chunk, &part[(i % 3) * row..][..row], "{}: row {i}", t.name);
+        }
+        assert_ne!(
+            full[3 * row..4 * row],
+            full[..row],
+            "{}: rows differ",
+            t.name
+        );
+    }
+    assert!(matrices > 0);
+    let bad = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
+        .args([
+            "--shape",
+            "tiny16",
+            "--type",
+            "q4_k",
+            "--distinct-rows",
+            "0",
+        ])
+        .args(["--vocab".as_ref(), vocab.as_os_str(), "--out".as_ref()])
+        .arg(&repeated)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --distinct-rows '0'"));
 }

@@ -13,7 +13,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 NCU=${NCU:-/usr/local/cuda/bin/ncu}
 for ty in "${types[@]}"; do
     [ -f "/tmp/l3-$ty.gguf" ] || "$DIST/rocmforge_synth" --shape llama3-8b --type "$ty" \
-        --vocab "$DIST/vocab-smollm2.gguf" --out "/tmp/l3-$ty.gguf"
+        --vocab "$DIST/vocab-smollm2.gguf" --out "/tmp/l3-$ty.gguf" --distinct-rows 256
     # One prefill and 16 decode tokens run before the replay; skipping the first 4000
     # kernels lands in the decode tokens.
     ROCMFORGE_BENCH_REPS=0 ROCMFORGE_BENCH_MODEL="/tmp/l3-$ty.gguf" \

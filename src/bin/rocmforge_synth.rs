@@ -2,7 +2,7 @@
 //! benchmarks on machines where only small files can be carried.
 //!
 //! rocmforge_synth --shape SHAPE (--type TYPE | --mix MIX) --vocab VOCAB.gguf --out OUT.gguf
-//!                 [--seed N] [--layers N] [--threads N]
+//!                 [--seed N] [--layers N] [--threads N] [--distinct-rows N]
 //!   SHAPE: llama3-8b | llama2-7b | smollm2-135m | tiny | tiny16 | llama3-mini (architecture
 //!          `llama`) | qwen2.5-7b | qwen2-mini (architecture `qwen2`: Q/K/V biases, NEOX
 //!          RoPE; give them a Qwen2 vocabulary, e.g. one extracted from
@@ -28,6 +28,12 @@
 //! quantizer of the tensor's type (the formats of src/quant/formats); norms are 1. Rows are
 //! generated from a seed and their index, on all cores (`--threads`), so the same arguments
 //! always write the same file whatever the thread count.
+//!
+//! `--distinct-rows N`: each matrix quantizes only its first N rows and repeats them (row r is
+//! row r mod N), for benchmark files of 7B-8B shapes: the K-quant quantizers take about 100 ns
+//! an element, so a Qwen2.5-7B Q4_K_M file took more than 3 minutes of 8 cores of the GPU
+//! machine, against seconds so. Speed does not depend on the values; the logits repeat too
+//! (ties), so such files are for timing, not for comparing greedy text.
 
 use rocmforge::api::quantize::mix::{self, ModelFacts};
 use rocmforge::api::FileType;
@@ -186,6 +192,7 @@ struct Tensor {
 
 /// Adds a matrix of noise as `ty`: each chunk's rows are split over `threads` threads, each row
 /// made from (seed, id, row) alone, so the bytes do not depend on the thread count.
+/// `distinct`: the rows quantized before they repeat (None: every row its own).
 fn add_matrix(
     w: &mut GgufWriter,
     t: &Tensor,
@@ -193,6 +200,7 @@ fn add_matrix(
     seed: u64,
     id: u64,
     threads: usize,
+    distinct: Option<u64>,
 ) -> Result<(), String> {
     let cols = t.dims[0] as usize;
     let row_bytes = ty
@@ -201,7 +209,8 @@ fn add_matrix(
         as usize;
     let encode = (ty.format().and_then(|f| f.quantize))
         .ok_or_else(|| format!("{}: no quantizer writes {ty}", t.name))?;
-    w.add_tensor_generated(&t.name, &t.dims, ty, move |row0, buf| {
+    // Rows first..first + out.len() / row_bytes, each made from (seed, id, row) alone.
+    let make_rows = move |first: u64, buf: &mut [u8]| {
         let rows = buf.len() / row_bytes;
         let per_thread = rows.div_ceil(threads.max(1)).max(1);
         std::thread::scope(|s| {
@@ -209,7 +218,7 @@ fn add_matrix(
                 s.spawn(move || {
                     // (cols,) one row in f32
                     let mut x = vec![0f32; cols];
-                    let first = row0 + (i * per_thread) as u64;
+                    let first = first + (i * per_thread) as u64;
                     for (r, out) in part.chunks_mut(row_bytes).enumerate() {
                         noise_row(&mut Rng::new(seed, id, first + r as u64), &mut x);
                         encode(&x, out);
@@ -217,9 +226,23 @@ fn add_matrix(
                 });
             }
         });
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(())
+    };
+    let n_rows: u64 = t.dims[1..].iter().product();
+    let result = match distinct.filter(|&n| n < n_rows) {
+        None => w.add_tensor_generated(&t.name, &t.dims, ty, make_rows),
+        Some(n) => {
+            // (n, row_bytes) the rows every other row repeats
+            let mut table = vec![0u8; n as usize * row_bytes];
+            make_rows(0, &mut table);
+            w.add_tensor_generated(&t.name, &t.dims, ty, move |row0, buf| {
+                for (r, out) in buf.chunks_mut(row_bytes).enumerate() {
+                    let src = ((row0 + r as u64) % n) as usize * row_bytes;
+                    out.copy_from_slice(&table[src..src + row_bytes]);
+                }
+            })
+        }
+    };
+    result.map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn add_ones(w: &mut GgufWriter, name: &str, len: usize) -> Result<(), String> {
@@ -238,11 +261,13 @@ fn tokenizer_kvs(vocab: &GgufFile) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// The numbers of a run: the noise seed, a layer count replacing the shape's, the threads.
+/// The numbers of a run: the noise seed, a layer count replacing the shape's, the threads,
+/// the distinct rows of each matrix (`--distinct-rows`).
 struct Options {
     seed: u64,
     layers: Option<usize>,
     threads: usize,
+    distinct_rows: Option<u64>,
 }
 
 fn synthesize(
@@ -257,6 +282,7 @@ fn synthesize(
         seed,
         layers,
         threads,
+        distinct_rows,
     } = options;
     let mut sh = shape(shape_name).ok_or_else(|| format!("unknown shape '{shape_name}'"))?;
     if let Some(n) = layers {
@@ -403,7 +429,7 @@ fn synthesize(
     for (t, ty) in tensors.iter().zip(types) {
         if t.matrix {
             id += 1;
-            add_matrix(&mut w, t, ty, seed, id, threads)?;
+            add_matrix(&mut w, t, ty, seed, id, threads, distinct_rows)?;
         } else {
             add_ones(&mut w, &t.name, t.dims[0] as usize)?;
         }
@@ -467,6 +493,13 @@ fn run() -> Result<(), String> {
             .ok_or_else(|| format!("bad --threads '{s}' (1..=1024)"))?,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let distinct_rows = match get("--distinct-rows") {
+        Some(s) => Some(
+            (s.parse().ok().filter(|&n: &u64| n >= 1))
+                .ok_or_else(|| format!("bad --distinct-rows '{s}' (at least 1)"))?,
+        ),
+        None => None,
+    };
     synthesize(
         &shape_name,
         &ty_name,
@@ -477,6 +510,7 @@ fn run() -> Result<(), String> {
             seed,
             layers,
             threads,
+            distinct_rows,
         },
     )
 }
