@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Decode / prefill speed on the GPU machine, ours next to llama.cpp's in the same run.
 # Expects $DIST (default dist/gpu): gpu_bench (`cargo test --features cuda --test gpu_bench
-# --no-run`), rocmforge_synth, vocab-smollm2.gguf; and $LLAMA (default dist/llamacpp): the
-# llama.cpp source vendored by the llama-cpp-python 0.3.36 sdist, without models/ and docs/.
+# --no-run`), rocmforge_synth, vocab-smollm2.gguf; and llama.cpp: dist/llbin/llama-bin.tar.xz
+# (scripts/gpu/build-llama-cuda.sh), else $LLAMA (default dist/llamacpp): the llama.cpp source
+# vendored by the llama-cpp-python 0.3.36 sdist, without models/ and docs/, built there.
 # Writes $OUT_DIR/bench.jsonl (ours) and $OUT_DIR/llama-bench.jsonl.
 # Then many sequences: `rocmforge_bench batched --gpu` ($DIST/rocmforge_bench, built by
 # build-dist.sh) next to llama.cpp's llama-batched-bench, same shape (B prompts of NPP tokens
@@ -27,8 +28,13 @@ types=("$@")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
 
-# llama.cpp with CUDA for Hopper, only the llama-bench and llama-batched-bench targets (in the background while the
-# synthetic models are written).
+# llama.cpp with CUDA for Hopper, only the llama-bench and llama-batched-bench targets: built
+# here by scripts/gpu/build-llama-cuda.sh and carried (dist/llbin), else built on the machine
+# (in the background while the synthetic models are written; about 6 minutes).
+if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ] && [ -f dist/llbin/llama-bin.tar.xz ]; then
+    mkdir -p "$BUILD" && tar -C "$BUILD" -xJf dist/llbin/llama-bin.tar.xz
+    export LD_LIBRARY_PATH=$BUILD/bin:$LD_LIBRARY_PATH
+fi
 if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ]; then
     (cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
         -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
