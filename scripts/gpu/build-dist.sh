@@ -41,4 +41,6 @@ strip "${tests[@]/#/$DIST/}" "$DIST/rocmforge_synth" "$DIST/rocmforge_bench"
 model=$(scripts/fetch-models.sh | awk '/SmolLM2-135M-Instruct.Q4_1/ { m = $0 } END { print m }')
 [ -f "$DIST/vocab-smollm2.gguf" ] ||
     "$DIST/rocmforge_synth" --extract-vocab "$model" --out "$DIST/vocab-smollm2.gguf"
+# The Qwen2 vocabulary (5.9 MB) for the qwen2.5-7b benchmark shape, when fetched.
+[ -f .cache/models/ggml-vocab-qwen2.gguf ] && cp .cache/models/ggml-vocab-qwen2.gguf "$DIST/"
 du -sh "$DIST"
