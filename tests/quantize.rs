@@ -717,19 +717,15 @@ fn synth_writes_llama_quantizes_types_for_every_mix() {
     // --distinct-rows N: each matrix's first N rows are the full file's, and row r repeats
     // row r mod N.
     let repeated = dir.path("synth-q4_k-distinct.gguf");
-    let run = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
-        .args([
-            "--shape",
-            "tiny16",
-            "--type",
-            "q4_k",
-            "--distinct-rows",
-            "3",
-        ])
-        .args(["--vocab".as_ref(), vocab.as_os_str(), "--out".as_ref()])
-        .arg(&repeated)
-        .output()
-        .unwrap();
+    let synth_distinct = |n: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
+            .args(["--shape", "tiny16", "--type", "q4_k", "--distinct-rows", n])
+            .args(["--vocab".as_ref(), vocab.as_os_str(), "--out".as_ref()])
+            .arg(&repeated)
+            .output()
+            .unwrap()
+    };
+    let run = synth_distinct("3");
     assert!(run.status.success());
     let rep = GgufFile::open(&repeated).unwrap();
     let mut matrices = 0;
@@ -759,19 +755,7 @@ fn synth_writes_llama_quantizes_types_for_every_mix() {
         );
     }
     assert!(matrices > 0);
-    let bad = Command::new(env!("CARGO_BIN_EXE_rocmforge_synth"))
-        .args([
-            "--shape",
-            "tiny16",
-            "--type",
-            "q4_k",
-            "--distinct-rows",
-            "0",
-        ])
-        .args(["--vocab".as_ref(), vocab.as_os_str(), "--out".as_ref()])
-        .arg(&repeated)
-        .output()
-        .unwrap();
+    let bad = synth_distinct("0");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad --distinct-rows '0'"));
 }
