@@ -8,9 +8,25 @@
 /// Groups whose largest magnitude is below this are all zero (GGML's GROUP_MAX_EPS).
 const GROUP_MAX_EPS: f32 = 1e-15;
 
-/// Rounds half to even, as GGML's `nearest_int`.
+/// Rounds half to even, as GGML's `nearest_int`. The searches round values of a few grid steps
+/// (|v| up to about 2 nmax): for |v| < 2^22, adding and subtracting 1.5 * 2^23 rounds to an
+/// integer, ties to even, as GGML's `nearest_int` itself does, without the call of libm's
+/// `rintf` that `round_ties_even` is on baseline x86-64 (28 % of a Q6_K quantization's time).
 #[inline]
 pub fn nearest(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 {
+        ((v + MAGIC) - MAGIC) as i32
+    } else {
+        nearest_large(v)
+    }
+}
+
+/// [`nearest`] past 2^22 (and NaN). Not inlined: inlined, the compiler computed it (a call of
+/// `rintf`) for every value and selected afterwards.
+#[cold]
+#[inline(never)]
+fn nearest_large(v: f32) -> i32 {
     v.round_ties_even() as i32
 }
 
@@ -204,6 +220,26 @@ pub fn symmetric_refined(x: &[f32], nmax: i32, q: &mut [i8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_rounds_half_to_even_as_libm_does() {
+        // Quarter steps (ties included) over the searches' range and far past it, values next
+        // to the 2^22 switch, and the non-finite products of an overflowed inverse scale.
+        let mut vs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.25).collect();
+        vs.extend([0.49999997, -0.49999997, 2.5000002, -1e-30, -0.0]);
+        vs.extend([
+            4_194_303.5,
+            4_194_304.0,
+            -4_194_304.5,
+            8_388_609.0,
+            3e9,
+            -3e9,
+        ]);
+        vs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN]);
+        for v in vs {
+            assert_eq!(nearest(v), v.round_ties_even() as i32, "{v}");
+        }
+    }
 
     #[test]
     fn values_on_a_grid_are_found_exactly() {

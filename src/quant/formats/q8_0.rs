@@ -58,7 +58,7 @@ pub fn quantize_block_q8(x: &[f32; QK]) -> (f16, f32, [i8; QK]) {
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     // |v * id| <= 127 (up to one rounding), so the cast never saturates meaningfully.
-    let qs = x.map(|v| (v * id).round_ties_even() as i8);
+    let qs = x.map(|v| super::fit::nearest(v * id) as i8);
     (f16::from_f32(d), d, qs)
 }
 
