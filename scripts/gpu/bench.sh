@@ -34,6 +34,11 @@ export PATH=/usr/local/cuda/bin:$PATH
 if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ] && [ -f dist/llbin/llama-bin.tar.xz ]; then
     mkdir -p "$BUILD" && tar -C "$BUILD" -xJf dist/llbin/llama-bin.tar.xz
     export LD_LIBRARY_PATH=$BUILD/bin:$LD_LIBRARY_PATH
+    # Binaries that do not load here (another CUDA, a missing library) are built instead.
+    "$BUILD/bin/llama-bench" --help >/dev/null 2>&1 || {
+        echo "the carried llama-bench does not run here: building llama.cpp" >&2
+        rm -rf "$BUILD"
+    }
 fi
 if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$BUILD/bin/llama-bench" ]; then
     (cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
