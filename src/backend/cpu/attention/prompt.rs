@@ -38,8 +38,8 @@ pub(super) fn prompt_tiles(visible: &[Vec<usize>]) -> Vec<std::ops::Range<usize>
 }
 
 /// [`super::attention`] for prompt steps: one task per (token tile, KV head), every query row of the
-/// tile (its tokens x the KV head's query heads) computed exactly as [`super::attend`] computes it
-/// alone, the key and value rows read once for all of them.
+/// tile (its tokens x the KV head's query heads) with the bits the canonical order gives it
+/// alone (see [`super::attention`]), the key and value rows read once for all of them.
 pub(super) fn attention_tiled(
     pool: &ThreadPool,
     kv: &HostKv,
@@ -477,8 +477,9 @@ fn leaf(s: usize) -> usize {
 /// every row whose token sees it. Weighted values: instead of 32 partial rows per query row, the cells
 /// of one partial index `k` (cells c with c % 32 == k, ascending) are summed into one row and
 /// then merged at once into the butterfly, leaves in [`leaf`] order: the same additions in
-/// the same order as `weighted_values` and its butterfly (a partial no cell feeds is skipped
-/// there and here alike), with each value row read once per chunk for all query rows.
+/// the same order as 32 partial rows summed cell by cell and then joined by the butterfly (a
+/// partial no cell feeds is skipped either way), with each value row read once per chunk for
+/// all query rows.
 #[inline(always)]
 fn attend_tile(
     task: &TileTask,
