@@ -36,7 +36,7 @@ pub struct AttentionShape {
 /// to, ascending, or (a sliding-window ring) ascending rotated to start at a chunk boundary:
 /// chunks are combined in list order.
 ///
-/// Sums follow the canonical order of [`numerics`] with the cache cell index as the element
+/// Sums follow the canonical order of [`crate::backend::numerics`] with the cache cell index as the element
 /// index: cell `c` adds into partial `c % 32` (the softmax denominator, and each output
 /// element's weighted sum of values), so the GPU's decode kernel gets the same bits whichever
 /// cells are masked out.

@@ -221,7 +221,7 @@ pub(super) struct TileScratch {
     row: Vec<f32>,
 }
 
-/// [`attend_tile`] compiled for AVX2 (same operations, same bits; see [`super::attend_avx2`]).
+/// [`attend_tile`] compiled for AVX2 (same operations, same bits).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
