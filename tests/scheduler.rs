@@ -125,9 +125,29 @@ fn sixteen_in_flight_match_alone_and_with_prefix_reuse_and_preemption() {
     };
     let sched = Scheduler::new(&model, roomy).unwrap();
     let got = run_all(&sched, &model);
+    // Prompts that begin alike ("The ...") may take their shared start from a request already
+    // running when they are admitted, which depends on timing; no more than that may be cached.
+    let shared_start = |i: usize| {
+        let mine = encode(&model, PROMPTS[i]);
+        (0..PROMPTS.len())
+            .filter(|&j| j != i)
+            .map(|j| {
+                let theirs = [encode(&model, PROMPTS[j]), expected[j].clone()].concat();
+                mine.iter().zip(&theirs).take_while(|(a, b)| a == b).count()
+            })
+            .max()
+            .unwrap_or(0)
+            .min(mine.len() - 1)
+    };
     for (i, (ids, usage)) in got.iter().enumerate() {
         assert_eq!(ids, &expected[i], "prompt {i} {:?} among 16", PROMPTS[i]);
-        assert!(usage.completion_tokens >= ids.len() && usage.cached_tokens == 0);
+        assert!(usage.completion_tokens >= ids.len(), "prompt {i}");
+        assert!(
+            usage.cached_tokens <= shared_start(i),
+            "prompt {i}: {} cached, but it shares only {} tokens with the others",
+            usage.cached_tokens,
+            shared_start(i)
+        );
     }
     // The same prompts again: every prompt is now held by an idle sequence, so all but the
     // last prompt token come from the prefix cache, and the output does not change.
