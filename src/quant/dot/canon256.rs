@@ -77,7 +77,7 @@ pub(super) unsafe fn gpr_headers(p: [*const u8; 4], offset: usize) -> u64 {
     }
 }
 
-/// Both f16 halves of each of 4 gathered dwords -> (4 low ones, 4 high ones) as f32
+/// Both f16 halves of each of 4 loaded header dwords -> (4 low ones, 4 high ones) as f32
 /// (exact): a block's [d, m] or [d, s] header.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
@@ -86,7 +86,7 @@ pub(super) fn both_f16x4(g: __m128i) -> (__m128, __m128) {
     (_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x))
 }
 
-/// 4 gathered header dwords [lo0 | hi0 << 16, ..] -> 8 u16 [lo0..lo3, hi0..hi3]: a block's
+/// 4 header dwords [lo0 | hi0 << 16, ..] -> 8 u16 [lo0..lo3, hi0..hi3]: a block's
 /// d's in the low 64 bits, its m's (or s's) in the high ones.
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -97,24 +97,19 @@ pub(super) fn pack_headers(g: __m128i) -> __m128i {
     )
 }
 
-/// The 4-byte headers of the blocks at `base + offsets[k]` (one gather; the rows of a tile
-/// are separate allocations, so the offsets are raw address differences).
+/// The 4-byte headers of the blocks at `p[k] + offset`, lane k: four scalar loads. A gather
+/// (`vpgatherqd`) did the same in one instruction but cost more than the loads on Zen 5:
+/// Q4_1 decode tiles of 576 ran 14.6 ns per row with it, 11.6 without
+/// (benches/quant_dot.rs, `hot`).
 ///
 /// # Safety
-/// 4 bytes readable at each `base + offsets[k]`.
+/// 4 bytes readable at each `p[k] + offset`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn gather_headers(base: *const u8, offsets: __m256i) -> __m128i {
-    // SAFETY: caller guarantees the 4 addresses are readable; gathers need no alignment.
-    unsafe { _mm256_i64gather_epi32::<1>(base.cast(), offsets) }
-}
-
-/// `[0, p[1] - p[0], p[2] - p[0], p[3] - p[0]]`: offsets of the rows from row 0.
-#[target_feature(enable = "avx2")]
-#[inline]
-pub(super) fn row_offsets(p: [*const u8; 4]) -> __m256i {
-    let d = |r: usize| (p[r] as i64).wrapping_sub(p[0] as i64);
-    _mm256_setr_epi64x(0, d(1), d(2), d(3))
+pub(super) unsafe fn load_headers(p: [*const u8; 4], offset: usize) -> __m128i {
+    // SAFETY: caller guarantees the 4 four-byte ranges are readable; no alignment needed.
+    let h = |k: usize| unsafe { p[k].add(offset).cast::<u32>().read_unaligned() } as i64;
+    _mm_set_epi64x(h(2) | h(3) << 32, h(0) | h(1) << 32)
 }
 
 /// 16 packed nibble bytes -> 32 bytes: low nibbles then high nibbles (the block's order).
@@ -324,8 +319,8 @@ macro_rules! tile_kernel {
         ) {
             use std::arch::x86_64::*;
             use $crate::quant::dot::canon256::{
-                both_f16x4, butterfly_cells, butterfly_groups, f16x4, fold_pairs, gather_headers,
-                gpr_headers, halves2, interleave, load_u16, pack_headers, row_offsets, sum4,
+                both_f16x4, butterfly_cells, butterfly_groups, f16x4, fold_pairs, gpr_headers,
+                halves2, interleave, load_headers, load_u16, pack_headers, sum4,
             };
             // SAFETY (both): callers pass pointers to whole blocks inside the rows.
             let wprep = |$wp: *const u8| -> $wty { unsafe { $wprep } };
@@ -340,9 +335,6 @@ macro_rules! tile_kernel {
             if RW == 1 && RA == 1 {
                 // acc[g] lane k = canonical lane 4g + k; a group is blocks b..b + 4.
                 let mut acc = [_mm_setzero_ps(); 8];
-                // Byte offsets of 4 consecutive blocks' headers.
-                let wstep = _mm256_setr_epi64x(0, $wb, 2 * $wb, 3 * $wb);
-                let astep = _mm256_setr_epi64x(0, $ab, 2 * $ab, 3 * $ab);
                 let mut group = |b: usize, count: usize| unsafe {
                     let mut v = [_mm256_setzero_si256(); 4];
                     let (wp, ap) = (w[0].add(b * $wb), a[0].add(b * $ab));
@@ -354,8 +346,11 @@ macro_rules! tile_kernel {
                             v[k] = idot(start, wprep(wp.add(k * $wb)), av);
                         }
                         if $offset {
-                            (dw, mw) = both_f16x4(gather_headers(wp, wstep));
-                            (da, sa) = both_f16x4(gather_headers(ap, astep));
+                            let blocks = |p: *const u8, step: usize| {
+                                load_headers([p, p.add(step), p.add(2 * step), p.add(3 * step)], 0)
+                            };
+                            (dw, mw) = both_f16x4(blocks(wp, $wb));
+                            (da, sa) = both_f16x4(blocks(ap, $ab));
                         } else {
                             let steps = |p: *const u8, step: usize| {
                                 gpr_headers([p, p.add(step), p.add(2 * step), p.add(3 * step)], 0)
@@ -401,18 +396,17 @@ macro_rules! tile_kernel {
                 // acc[j] lanes 0..4 = the cells' lane 2j, lanes 4..8 their lane 2j + 1: two
                 // consecutive blocks (the first even) share one convert, multiply and fma.
                 let mut acc = [_mm256_setzero_ps(); 16];
-                let (wrows, arows) = (row_offsets(w), row_offsets(a));
                 // 4 x 1 (decode): the mat-vec passes 4 consecutive rows of one matrix, and
                 // calls again for the 4 after them. Each block step prefetches the same block
-                // of the next call's rows (4 row strides on), so the whole next tile is in
-                // cache when it starts: with 4 rows read side by side, the hardware
+                // of a later call's rows (`prefetch_offset`: about 16 KiB on), so that tile
+                // is in cache when it starts: with 4 rows read side by side, the hardware
                 // prefetchers of Zen 3 fell to half the bandwidth of one sequential row.
                 // Prefetches never fault, so an address past the matrix is harmless.
-                let next_tile = 4 * (w[1] as isize).wrapping_sub(w[0] as isize);
-                // Block b: its 4 cells' integer sums before `halves2`, and the cells' dd,
-                // m and s factors.
+                let next_tile = $crate::quant::dot::prefetch_offset(
+                    (w[1] as isize).wrapping_sub(w[0] as isize),
+                );
                 // Block b: its 4 cells' integer sums before `halves2`; the varying side's
-                // four headers (gathered [d, m/s] dwords, or the four d's in the low 64
+                // four headers ([d, m/s] dwords, or the four d's in the low 64
                 // bits); the shared side's d and m/s bits (table indices).
                 let block = |b: usize| {
                     // Operands of the 4 cells (one side shared), then their dots two cells
@@ -431,7 +425,7 @@ macro_rules! tile_kernel {
                                 va[r] = av;
                             }
                             g = if $offset {
-                                gather_headers(wp, wrows)
+                                load_headers(w, b * $wb)
                             } else {
                                 _mm_cvtsi64_si128(gpr_headers(w, b * $wb) as i64)
                             };
@@ -443,7 +437,7 @@ macro_rules! tile_kernel {
                                 va[r] = aprep(a[r].add(b * $ab));
                             }
                             g = if $offset {
-                                gather_headers(ap, arows)
+                                load_headers(a, b * $ab)
                             } else {
                                 _mm_cvtsi64_si128(gpr_headers(a, b * $ab) as i64)
                             };

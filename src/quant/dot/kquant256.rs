@@ -487,9 +487,10 @@ macro_rules! kquant_tile {
             let zero = _mm256_setzero_si256();
             let neg = _mm_set1_ps(-0.0);
             let mut acc = [_mm_setzero_ps(); 32];
-            // 4 x 1 (decode): prefetch the same block of the next call's 4 rows, as the
+            // 4 x 1 (decode): prefetch the same block of a later call's 4 rows, as the
             // 32-element kernels do (canon256.rs); prefetches never fault.
-            let next_tile = 4 * (w[1] as isize).wrapping_sub(w[0] as isize);
+            let next_tile =
+                $crate::quant::dot::prefetch_offset((w[1] as isize).wrapping_sub(w[0] as isize));
             for b in 0..n / 256 {
                 let (wb, ab) = (
                     w.map(|p| p.wrapping_add(b * $wb)),

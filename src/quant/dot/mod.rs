@@ -307,6 +307,26 @@ pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
     weight.format()?.cpu_dot
 }
 
+/// How far ahead of a decode tile (4 consecutive rows of one matrix, `stride` bytes apart)
+/// the row kernels prefetch: the same block, about this many bytes of rows on, in whole
+/// tiles. Rows are read side by side, which the hardware prefetchers follow poorly, and the
+/// distance must cover the memory latency at full bandwidth. One tile ahead (2.4 KiB for
+/// SmolLM2's Q8_0 rows of 576) was too short on Zen 5 (one core streams 40 GB/s): Q8_0 rows
+/// of 576 swept 25.7 GB/s one tile ahead, 35.7 at 8 KiB, 42.5 at 16 KiB (benches/quant_dot.rs,
+/// `stream`), and one-thread decode of SmolLM2 went from 143-164 to 181-229 tok/s (Q8_0) and
+/// 142-163 to 185-219 (Q4_1), 8, 16 and 32 KiB alike within the machine's noise.
+pub(crate) const PREFETCH_AHEAD_BYTES: isize = 16 << 10;
+
+/// The byte offset from a decode tile's rows to the rows the kernels prefetch (see
+/// [`PREFETCH_AHEAD_BYTES`]): at least the next tile.
+#[inline(always)]
+#[allow(dead_code)] // unused on targets without SIMD kernels
+pub(crate) fn prefetch_offset(stride: isize) -> isize {
+    let stride = stride.max(1);
+    let tiles = (PREFETCH_AHEAD_BYTES / (4 * stride)).max(1);
+    4 * tiles * stride
+}
+
 /// Panics unless `w` and `a` hold `n` elements of their types (the kernels' one check).
 #[inline(always)]
 #[allow(dead_code)] // unused on targets without SIMD kernels
