@@ -19,7 +19,7 @@ use crate::quant::dot::gemm::{
     act_meta, act_meta_k, gemm_kernels_for, takes_activations, takes_activations_k, ActMeta,
     GemmArgs, GemmKernels, KMeta,
 };
-use crate::quant::dot::{kernels_for, DotKernels};
+use crate::quant::dot::{kernels_for, DotKernels, PREFETCH_AHEAD_BYTES};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
 use crate::{Error, Result};
 
@@ -326,6 +326,9 @@ fn rows_times_token_tile(
         unsafe { out.write(t * w.rows + r, v) }
     };
     let n_tokens = tokens.end;
+    if n_tokens - tokens.start < 4 {
+        prefetch_start(w, rows.clone());
+    }
     let mut block_start = rows.start;
     while block_start < rows.end {
         let block_end = (block_start + ROW_BLOCK).min(rows.end);
@@ -365,6 +368,26 @@ fn rows_times_token_tile(
         }
         block_start = block_end;
     }
+}
+
+/// Decode: requests the first bytes of rows `rows` that the row kernels' own prefetching
+/// (which runs [`PREFETCH_AHEAD_BYTES`] ahead of the tile being read) does not cover, so a
+/// thread's range of rows does not begin at memory latency. Into L2: a burst of this many
+/// lines into L1 would wait for its fill buffers.
+#[inline]
+fn prefetch_start(w: &PackedMatrix<'_>, rows: std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let bytes = (rows.len() * w.row_bytes).min(PREFETCH_AHEAD_BYTES as usize);
+        let start = w.data[rows.start * w.row_bytes..].as_ptr();
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults; the address lies inside `w.data` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(line).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, rows);
 }
 
 /// A mutable buffer that several threads write at disjoint indices.
