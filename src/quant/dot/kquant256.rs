@@ -201,6 +201,43 @@ macro_rules! q45k_cell {
 }
 pub(super) use q45k_cell;
 
+/// [`q4k_cell`] in zmm registers (AVX-512 BW and VNNI): one 32-byte chunk of quants holds
+/// sub-blocks 2c (low nibbles) and 2c + 1 (high), so its two nibble halves side by side and
+/// the 64 activation bytes they meet are one zmm each, one `vpmaddubsw` and one `vpdpwssd`
+/// per 64 elements. Its 16 i32 partial sums fold into the 8 of [`q4k_cell`] (exact).
+macro_rules! q4k_cell_zmm {
+    ($wp:expr, $ap:expr, $madd:path) => {{
+        let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
+        let (sc, mn) = q4k_scales(wp.add(4));
+        // [s0..s7] as i16 in every 128-bit lane; chunk c's picks: s_2c in the low 256 bits,
+        // s_2c+1 in the high.
+        let scz = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sc));
+        let pick = |c: i16| {
+            let (j0, j1) = (2 * c, 2 * c + 1);
+            let lo = _mm256_set1_epi16((2 * j0) | ((2 * j0 + 1) << 8));
+            let hi = _mm256_set1_epi16((2 * j1) | ((2 * j1 + 1) << 8));
+            _mm512_shuffle_epi8(scz, _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
+        };
+        let low = _mm512_set1_epi8(0x0F);
+        let mut acc = _mm512_setzero_si512();
+        for c in 0..4 {
+            let q = _mm256_loadu_si256(wp.add(16 + 32 * c).cast());
+            let both =
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q));
+            let a = _mm512_loadu_si512(ap.add(Q8K_QS + 64 * c).cast());
+            let prod = _mm512_maddubs_epi16(_mm512_and_si512(both, low), a);
+            acc = _mm512_dpwssd_epi32(acc, prod, pick(c as i16));
+        }
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let bsums = _mm256_loadu_si256(ap.add(Q8K_BSUMS).cast());
+        (acc, _mm256_madd_epi16(bsums, mn))
+    }};
+}
+pub(super) use q4k_cell_zmm;
+
 /// [`q45k_cell`] for Q4_K.
 macro_rules! q4k_cell {
     ($wp:expr, $ap:expr, $madd:path) => {

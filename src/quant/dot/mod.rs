@@ -282,6 +282,9 @@ pub fn check_isa_choice() -> crate::Result<()> {
 fn for_each_preference(weight: GgmlType, mut f: impl FnMut(Isa)) {
     let order: &[Isa] = match weight {
         GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
+        // Q4_K's AVX-512 kernel works in zmm (the others' are the 256-bit code EVEX-encoded):
+        // 1.4x the AVX-VNNI one's speed on Zen 5.
+        GgmlType::Q4K => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
         _ => &[Isa::AvxVnni, Isa::Avx512, Isa::Avx2],
     };
     order.iter().for_each(|&i| f(i));
