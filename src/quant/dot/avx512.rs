@@ -1,7 +1,9 @@
 //! AVX-512 kernels. The float kernels (F32/F16/BF16) use 512-bit registers, 16 elements per
-//! load. The quantized kernels run the canonical summation order (canon256.rs) with the EVEX
-//! `vpdpbusd` on ymm registers: the order works block by block, and a 32-element block is
-//! exactly one ymm of quant bytes, so wider registers would only add cross-block shuffles.
+//! load. The 32-element quantized kernels run the canonical summation order (canon256.rs) with
+//! the EVEX `vpdpbusd` on ymm registers: the order works block by block, and a 32-element block
+//! is exactly one ymm of quant bytes, so wider registers would only add cross-block shuffles.
+//! Q4_K and Q6_K work in zmm: their 256-element super-blocks hold two sub-blocks per 64 bytes,
+//! and all the integer work inside a super-block may be grouped freely.
 
 use super::canon256::{canonical_kernels256, entries};
 use super::kquant256::{kquant_entries, kquant_kernels256};
@@ -50,11 +52,11 @@ kquant_kernels256!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     crate::quant::dot::kquant256::madd_avx512vnni
 );
-/// Q4_K with its chunks in zmm (`kquant256::q4k_cell_zmm`): on Zen 5 its decode tiles of 4096
-/// ran 55 ns per row against the ymm kernel's 79 (benches/quant_dot.rs, `hot`; 38 GB/s
-/// against 26 streamed).
+/// Q4_K and Q6_K in zmm (`kquant256::q4k_cell_zmm`, `q6k_cell_zmm`). Zen 5, decode tiles of
+/// 4096 (benches/quant_dot.rs): Q4_K 55 ns per row against the ymm kernel's 79 (`hot`; 38
+/// GB/s against 26 streamed), Q6_K 53 against 79-103 (46 GB/s against 32-40 streamed).
 mod kzmm {
-    use crate::quant::dot::kquant256::{kquant_tile, q4k_cell_zmm};
+    use crate::quant::dot::kquant256::{kquant_tile, q4k_cell_zmm, q6k_cell_zmm};
     kquant_tile!(
         q4_k,
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
@@ -63,6 +65,15 @@ mod kzmm {
         d = 0,
         dmin = Some(2),
         cell = q4k_cell_zmm
+    );
+    kquant_tile!(
+        q6_k,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        crate::quant::dot::kquant256::madd_avx512vnni,
+        wb = 210,
+        d = 208,
+        dmin = None,
+        cell = q6k_cell_zmm
     );
 }
 kquant_entries!(q4_k_one, q4_k_four, q4_k_rows4, kzmm::q4_k, 144);
@@ -74,7 +85,14 @@ kquant_entries!(
     kvnni::q4_k,
     144
 );
-kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kvnni::q6_k, 210);
+kquant_entries!(q6_k_one, q6_k_four, q6_k_rows4, kzmm::q6_k, 210);
+kquant_entries!(
+    q6_k_ymm_one,
+    q6_k_ymm_four,
+    q6_k_ymm_rows4,
+    kvnni::q6_k,
+    210
+);
 kquant_entries!(q5_k_one, q5_k_four, q5_k_rows4, kvnni::q5_k, 176);
 kquant_entries!(q2_k_one, q2_k_four, q2_k_rows4, kvnni::q2_k, 84);
 kquant_entries!(q3_k_one, q3_k_four, q3_k_rows4, kvnni::q3_k, 110);
@@ -246,6 +264,13 @@ pub(super) static KERNELS: &[DotKernels] = &[
         Q4K
     ),
     k!(q6_k_one, q6_k_four, q6_k_rows4, "q6_k*q8_k avx512", Q6K),
+    k!(
+        q6_k_ymm_one,
+        q6_k_ymm_four,
+        q6_k_ymm_rows4,
+        "q6_k*q8_k avx512-ymm",
+        Q6K
+    ),
     k!(q5_k_one, q5_k_four, q5_k_rows4, "q5_k*q8_k avx512", Q5K),
     k!(q2_k_one, q2_k_four, q2_k_rows4, "q2_k*q8_k avx512", Q2K),
     k!(q3_k_one, q3_k_four, q3_k_rows4, "q3_k*q8_k avx512", Q3K),

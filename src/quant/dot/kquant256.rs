@@ -300,6 +300,68 @@ macro_rules! q6k_cell {
 }
 pub(super) use q6k_cell;
 
+/// [`q6k_cell`] in zmm registers (AVX-512 BW and VNNI): per 128-element half, quarters 0|1
+/// and 2|3 side by side, built from one 64-byte load of `ql` and `qh` in both 256-bit halves
+/// (the two quarters of a pair differ only in their `qh` shift), each pair one `vpmaddubsw`
+/// and one `vpdpwssd` against 64 contiguous activation bytes. Its 16 i32 partial sums fold
+/// into the 8 of [`q6k_cell`] (exact).
+macro_rules! q6k_cell_zmm {
+    ($wp:expr, $ap:expr, $madd:path) => {{
+        let (wp, ap): (*const u8, *const u8) = ($wp, $ap);
+        let sc8 = _mm_loadu_si128(wp.add(192).cast());
+        let (low, top) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+        // i16 lanes: the low 256 bits shift by the first count, the high by the second.
+        let counts = |x: i16, y: i16| {
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(x)),
+                _mm256_set1_epi16(y),
+            )
+        };
+        // Quarter k's scale picks (see `quarter_scales`) for quarters k0 | k1.
+        let picks = |k0: i16, k1: i16| {
+            let ctrl = |k: i16| {
+                _mm256_setr_m128i(
+                    _mm_set1_epi16((4 * k) | ((4 * k + 1) << 8)),
+                    _mm_set1_epi16((4 * k + 2) | ((4 * k + 3) << 8)),
+                )
+            };
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ctrl(k0)), ctrl(k1))
+        };
+        let mut acc = _mm512_setzero_si512();
+        for h in 0..2 {
+            // This half's 8 scales as i16, in every 128-bit lane.
+            let half = _mm512_broadcast_i32x4(_mm_cvtepi8_epi16(if h == 0 {
+                sc8
+            } else {
+                _mm_srli_si128::<8>(sc8)
+            }));
+            let ql = _mm512_loadu_si512(wp.add(64 * h).cast()); // [ql0 | ql1]
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(wp.add(128 + 32 * h).cast()));
+            let q01 = _mm512_or_si512(
+                _mm512_and_si512(ql, low),
+                _mm512_and_si512(_mm512_sllv_epi16(qh, counts(4, 2)), top),
+            );
+            let q23 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low),
+                _mm512_and_si512(_mm512_srlv_epi16(qh, counts(0, 2)), top),
+            );
+            for (pair, q) in [q01, q23].into_iter().enumerate() {
+                let av = _mm512_loadu_si512(ap.add(Q8K_QS + 128 * h + 64 * pair).cast());
+                let s = _mm512_shuffle_epi8(half, picks(2 * pair as i16, 2 * pair as i16 + 1));
+                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q, av), s);
+            }
+        }
+        let acc = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let bsums = _mm256_loadu_si256(ap.add(Q8K_BSUMS).cast());
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(sc8)));
+        (_mm256_sub_epi32(acc, offset), _mm256_setzero_si256())
+    }};
+}
+pub(super) use q6k_cell_zmm;
+
 /// The i16 scales of quarter `k` (32 elements, sub-blocks 2k and 2k + 1 of a 128-element
 /// half) from `half` = that half's 8 scales as i16 in both 128-bit halves: sub-block 2k's
 /// in the low 8 lanes (elements 0..16), 2k + 1's in the high 8.

@@ -277,14 +277,15 @@ pub fn check_isa_choice() -> crate::Result<()> {
         .map_err(|e| crate::Error::InvalidArgument(e.clone()))
 }
 
-/// ISA preference per weight type, from benches/quant_dot.rs on Sapphire Rapids.
+/// ISA preference per weight type, from benches/quant_dot.rs on Sapphire Rapids and Zen 5.
 #[cfg(target_arch = "x86_64")]
 fn for_each_preference(weight: GgmlType, mut f: impl FnMut(Isa)) {
     let order: &[Isa] = match weight {
         GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16 => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
-        // Q4_K's AVX-512 kernel works in zmm (the others' are the 256-bit code EVEX-encoded):
-        // 1.4x the AVX-VNNI one's speed on Zen 5.
-        GgmlType::Q4K => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
+        // Q4_K's and Q6_K's AVX-512 kernels work in zmm (the others' are the 256-bit code
+        // EVEX-encoded): 1.4x and 1.5-1.9x the AVX-VNNI ones' speed on Zen 5 (decode tiles of
+        // 4096, hot).
+        GgmlType::Q4K | GgmlType::Q6K => &[Isa::Avx512, Isa::AvxVnni, Isa::Avx2],
         _ => &[Isa::AvxVnni, Isa::Avx512, Isa::Avx2],
     };
     order.iter().for_each(|&i| f(i));
