@@ -37,7 +37,8 @@ canonical_kernels256!(
     crate::quant::dot::canon256::dot_avx512vnni,
     crate::quant::dot::canon256::unpack_q4_mask,
     4,
-    128u8
+    128u8,
+    crate::quant::dot::canon256::unpack_q5_masked
 );
 
 entries!(q4_0_one, q4_0_four, q4_0_rows4, vnni::q4_0, 18, 34);

@@ -155,6 +155,20 @@ pub(super) unsafe fn unpack_q5(qs: *const u8, qh: *const u8) -> __m256i {
     _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
 }
 
+/// [`unpack_q5`] with AVX-512 BW/VL: `qh` is the byte mask of the fifth bits, so one masked
+/// add puts 16 on the bytes that have it (2 instructions instead of 7; Q5_0 decode tiles of
+/// 576 on Zen 5: 15.2 ns per row against 19.0, benches/quant_dot.rs `hot`).
+///
+/// # Safety
+/// `qs..qs + 16` and `qh..qh + 4` must be readable.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+#[inline]
+pub(super) unsafe fn unpack_q5_masked(qs: *const u8, qh: *const u8) -> __m256i {
+    // SAFETY: caller guarantees 16 bytes at qs and 4 at qh; neither load needs alignment.
+    let (nibbles, high) = unsafe { (unpack_q4_shift(qs), qh.cast::<u32>().read_unaligned()) };
+    _mm256_mask_add_epi8(nibbles, high, nibbles, _mm256_set1_epi8(0x10))
+}
+
 /// The IQ4 table (formats/iq4_nl.rs `VALUES`) in both 128-bit halves, for [`iq4_lookup`].
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -503,6 +517,18 @@ pub(super) use tile_kernel;
 /// `$off_hi` the Q4_0 offset byte of the high lanes (8, or 8 * 16 = 128).
 macro_rules! canonical_kernels256 {
     ($m:ident, $feat:literal, $dot:path, $unpack:path, $hi:literal, $off_hi:literal) => {
+        $crate::quant::dot::canon256::canonical_kernels256!(
+            $m,
+            $feat,
+            $dot,
+            $unpack,
+            $hi,
+            $off_hi,
+            $crate::quant::dot::canon256::unpack_q5
+        );
+    };
+    ($m:ident, $feat:literal, $dot:path, $unpack:path, $hi:literal, $off_hi:literal,
+     $unpack5:path) => {
         mod $m {
             // Q4_1 x Q8_1 (headers: w [d, m], a [d, s]): isum = sum(q * a).
             $crate::quant::dot::canon256::tile_kernel!(
@@ -550,9 +576,7 @@ macro_rules! canonical_kernels256 {
                 ab = 36,
                 hi = 0,
                 offset_term = true,
-                wprep = |wp| -> __m256i {
-                    $crate::quant::dot::canon256::unpack_q5(wp.add(8), wp.add(4))
-                },
+                wprep = |wp| -> __m256i { $unpack5(wp.add(8), wp.add(4)) },
                 aprep = |ap| -> (__m256i, __m256i) {
                     (_mm256_loadu_si256(ap.add(4).cast()), _mm256_setzero_si256())
                 },
@@ -568,9 +592,7 @@ macro_rules! canonical_kernels256 {
                 ab = 34,
                 hi = 0,
                 offset_term = false,
-                wprep = |wp| -> __m256i {
-                    $crate::quant::dot::canon256::unpack_q5(wp.add(6), wp.add(2))
-                },
+                wprep = |wp| -> __m256i { $unpack5(wp.add(6), wp.add(2)) },
                 aprep = |ap| -> (__m256i, __m256i) {
                     (_mm256_loadu_si256(ap.add(2).cast()), _mm256_setzero_si256())
                 },
