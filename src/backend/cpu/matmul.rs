@@ -314,7 +314,7 @@ const TOKEN_TILE_BYTES: usize = 256 << 10;
 
 /// Bytes of packed activations one token tile of [`rows_times_tokens_tiled`] holds. Every
 /// panel is unpacked once per tile, so a larger tile unpacks less often; the tile is read once
-/// per panel, from L2 or L3. On Zen 5 (2 MiB L2), an 8B-shaped Q4_K_M file: pp64 27 -> 32
+/// per panel, from L2 or L3. On Zen 5 (1 MiB L2), an 8B-shaped Q4_K_M file: pp64 27 -> 32
 /// tok/s at 1 thread and pp256 53 -> 66 at 2 threads against 256 KiB (512 KiB between);
 /// SmolLM2's prompts unchanged.
 const PANEL_TOKEN_TILE_BYTES: usize = 1 << 20;
