@@ -19,7 +19,7 @@ use crate::quant::dot::gemm::{
     act_meta, act_meta_k, gemm_kernels_for, takes_activations, takes_activations_k, ActMeta,
     GemmArgs, GemmKernels, KMeta,
 };
-use crate::quant::dot::{kernels_for, DotKernels, PREFETCH_AHEAD_BYTES};
+use crate::quant::dot::{kernels_for, DotKernels};
 use crate::quant::{activation_type, quantize_activations, GgmlType};
 use crate::{Error, Result};
 
@@ -378,13 +378,14 @@ fn rows_times_token_tile(
 }
 
 /// Decode: requests the first bytes of rows `rows` that the row kernels' own prefetching
-/// (which runs [`PREFETCH_AHEAD_BYTES`] ahead of the tile being read) does not cover, so a
-/// thread's range of rows does not begin at memory latency. Into L2: a burst of this many
-/// lines into L1 would wait for its fill buffers.
+/// (which runs [`crate::quant::dot::PREFETCH_AHEAD_BYTES`] ahead of the tile being read) does
+/// not cover, so a thread's range of rows does not begin at memory latency. Into L2: a burst
+/// of this many lines into L1 would wait for its fill buffers.
 #[inline]
 fn prefetch_start(w: &PackedMatrix<'_>, rows: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     {
+        use crate::quant::dot::PREFETCH_AHEAD_BYTES;
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let bytes = (rows.len() * w.row_bytes).min(PREFETCH_AHEAD_BYTES as usize);
         let start = w.data[rows.start * w.row_bytes..].as_ptr();
