@@ -68,21 +68,26 @@ impl GpuContext {
             },
             "embedding",
         )?;
+        // Whether the previous product already wrote this layer's normalized input (its last
+        // block: Q8KOut's RMSNorm).
+        let mut normed = false;
         for (il, layer) in model.layers.iter().enumerate() {
             if let Some(c) = cancel {
                 c.check()?;
             }
             let x = self.s.x.at::<f32>(0);
-            self.act(
-                ffi::ACT_RMSNORM,
-                x,
-                layer.attn_norm.at(0),
-                hp.rms_eps,
-                d,
-                n,
-                null,
-                &layer.qkv,
-            )?;
+            if !normed {
+                self.act(
+                    ffi::ACT_RMSNORM,
+                    x,
+                    layer.attn_norm.at(0),
+                    hp.rms_eps,
+                    d,
+                    n,
+                    null,
+                    &layer.qkv,
+                )?;
+            }
             let qkv = self.s.qkv.at::<f32>(0);
             let spec = &layer.spec;
             // This layer's RoPE table (one per RoPE of the model, MAX_STEP_TOKENS rows each).
@@ -127,7 +132,7 @@ impl GpuContext {
             };
             if layer.qkv_post(hp) {
                 // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own.
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None)?;
                 check(
                     unsafe {
                         ffi::rf_qkv_post(
@@ -159,9 +164,9 @@ impl GpuContext {
             } else if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n))
             {
                 // The mat-vec rotates and stores its results itself (not the mat-mat).
-                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv), None)?;
             } else {
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None)?;
                 check(
                     unsafe {
                         ffi::rf_rope_kv(
@@ -201,6 +206,14 @@ impl GpuContext {
             // (Not for Q8_K inputs: those are quantized from the f32 copy, by rf_act's pass.)
             let fuse_q8 =
                 !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo) && !reads_q8k(&layer.wo);
+            // With K-quant output weights it writes their Q8_K activations instead (each
+            // super-block by the head that completes it), saving rf_act's copy pass: a launch
+            // per layer.
+            let fuse_q8k = !tiled
+                && n <= MATVEC_MAX_TOKENS
+                && q_dim.is_multiple_of(256)
+                && reads_q8k_only(&layer.wo)
+                && std::env::var_os("ROCMFORGE_ATT_Q8K").is_none_or(|v| v != "0");
             let window = spec.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
             let code = if tiled {
                 unsafe {
@@ -273,6 +286,16 @@ impl GpuContext {
                             } else {
                                 std::ptr::null_mut()
                             },
+                            if fuse_q8k {
+                                self.s.xk.at(0)
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            if fuse_q8k {
+                                self.s.xkh.ptr()
+                            } else {
+                                std::ptr::null_mut()
+                            },
                             st,
                         )
                     };
@@ -282,7 +305,7 @@ impl GpuContext {
             };
             check(code, "attention")?;
             let attn = self.s.attn.at::<f32>(0);
-            if !fuse_q8 {
+            if !fuse_q8 && !fuse_q8k {
                 self.act(
                     ffi::ACT_COPY,
                     attn,
@@ -294,21 +317,62 @@ impl GpuContext {
                     &layer.wo,
                 )?;
             }
-            self.residual(&layer.wo, n, &layer.out_bias, &layer.post_attn_norm)?;
-            self.act(
-                ffi::ACT_RMSNORM,
-                x,
-                layer.ffn_norm.at(0),
-                hp.rms_eps,
-                d,
+            let ffn_normed = self.residual(
+                &layer.wo,
                 n,
-                null,
-                &layer.gate_up,
+                &layer.out_bias,
+                &layer.post_attn_norm,
+                Some((&layer.ffn_norm, &layer.gate_up)),
             )?;
-            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false, None)?;
+            if !ffn_normed {
+                self.act(
+                    ffi::ACT_RMSNORM,
+                    x,
+                    layer.ffn_norm.at(0),
+                    hp.rms_eps,
+                    d,
+                    n,
+                    null,
+                    &layer.gate_up,
+                )?;
+            }
+            // Decode with K-quant gate|up and down weights: the gate|up mat-vec forms the
+            // activation and the down projection's Q8_K input itself (the blocks completing
+            // each super-block of outputs), saving rf_act's pass: a launch per layer.
+            let fuse_glu = n <= MATVEC_MAX_TOKENS
+                && ff.is_multiple_of(256)
+                && reads_q8k_only(&layer.gate_up)
+                && reads_q8k_only(&layer.down)
+                && (layer.gate_up.parts.iter()).all(|m| m.out_offset.is_multiple_of(256))
+                && (layer.gate_up.parts.iter()).all(|m| m.rows.is_multiple_of(256))
+                && std::env::var_os("ROCMFORGE_GLU_Q8K").is_none_or(|v| v != "0");
+            let glu = fuse_glu.then(|| ffi::Q8KOut {
+                qk: self.s.xk.at(0),
+                qk_heads: self.s.xkh.ptr(),
+                counters: self.s.q8k_counters.at(0),
+                norm_w: std::ptr::null(),
+                eps: 0.0,
+                kind: ffn_act,
+                ff: ff as i32,
+                row_offset: 0,
+            });
+            self.project(
+                &layer.gate_up,
+                n,
+                self.s.gate_up.at(0),
+                2 * ff,
+                false,
+                None,
+                glu,
+            )?;
             let gu = self.s.gate_up.at::<f32>(0);
-            self.act(ffn_act, gu, std::ptr::null(), 0.0, ff, n, null, &layer.down)?;
-            self.residual(&layer.down, n, &None, &layer.post_ffn_norm)?;
+            if !fuse_glu {
+                self.act(ffn_act, gu, std::ptr::null(), 0.0, ff, n, null, &layer.down)?;
+            }
+            // The next layer's attention norm (not after the last layer: the output norm
+            // takes only the rows whose logits are wanted).
+            let next = model.layers.get(il + 1).map(|l| (&l.attn_norm, &l.qkv));
+            normed = self.residual(&layer.down, n, &None, &layer.post_ffn_norm, next)?;
         }
         if n_out > 0 {
             let x = self.s.x.at::<f32>(0);
@@ -329,6 +393,7 @@ impl GpuContext {
                 hp.n_vocab,
                 false,
                 None,
+                None,
             )?;
             if let Some(cap) = hp.final_logit_softcap {
                 // SAFETY: the logits buffer holds n_out rows of n_vocab floats.
@@ -344,20 +409,46 @@ impl GpuContext {
     /// The residual add of a block's output product `p` (its input prepared): straight into
     /// the residual stream, or, with an output bias or a post-norm, into `proj` first and
     /// added by rf_residual as the CPU does (bias, then the norm, then the add).
+    /// `next`: the RMSNorm weights and the product that follows; when the product's mat-vec
+    /// can write that product's normalized Q8_K input itself (its last block, ffi::Q8KOut),
+    /// it does, and the result is true: the caller skips that rf_act pass.
     fn residual(
         &self,
         p: &Projection,
         n: usize,
         bias: &Option<DeviceBuffer>,
         norm: &Option<DeviceBuffer>,
-    ) -> Result<()> {
+        next: Option<(&DeviceBuffer, &Projection)>,
+    ) -> Result<bool> {
         let x = self.s.x.at::<f32>(0);
-        let d = self.model.hparams.n_embd;
+        let hp = &self.model.hparams;
+        let d = hp.n_embd;
         if bias.is_none() && norm.is_none() {
-            return self.project(p, n, x, d, true, None);
+            let fused = next.filter(|(_, np)| {
+                n <= MATVEC_MAX_TOKENS
+                    && d.is_multiple_of(256)
+                    && d <= NORM_Q8K_MAX_WIDTH
+                    && p.parts.len() == 1
+                    && reads_q8k_only(p)
+                    && reads_q8k_only(np)
+                    && std::env::var_os("ROCMFORGE_NORM_Q8K").is_none_or(|v| v != "0")
+            });
+            let out = fused.map(|(w, _)| ffi::Q8KOut {
+                qk: self.s.xk.at(0),
+                qk_heads: self.s.xkh.ptr(),
+                // after the gated activation's counters (ff / 256 of them)
+                counters: self.s.q8k_counters.at(hp.n_ff.div_ceil(256)),
+                norm_w: w.at(0),
+                eps: hp.rms_eps,
+                kind: ffi::ACT_RMSNORM,
+                ff: 0,
+                row_offset: 0,
+            });
+            self.project(p, n, x, d, true, None, out)?;
+            return Ok(out.is_some());
         }
         let proj = self.s.proj.at::<f32>(0);
-        self.project(p, n, proj, d, false, None)?;
+        self.project(p, n, proj, d, false, None, None)?;
         let ptr = |b: &Option<DeviceBuffer>| {
             b.as_ref()
                 .map_or(std::ptr::null(), |b| b.at::<f32>(0) as *const f32)
@@ -378,7 +469,8 @@ impl GpuContext {
                 )
             },
             "residual add",
-        )
+        )?;
+        Ok(false)
     }
 
     /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
@@ -438,6 +530,9 @@ impl GpuContext {
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
     /// the activations `act` just prepared. `rope_kv`: the product is attention's Q|K|V and
     /// its results are rotated and stored as rf_rope_kv would (mat-vec sized batches only).
+    /// `q8k_out`: the K-quant mat-vec also writes the next product's Q8_K input (ffi::Q8KOut;
+    /// mat-vec sized batches of a one-part product for the RMSNorm).
+    #[allow(clippy::too_many_arguments)]
     fn project(
         &self,
         p: &Projection,
@@ -446,6 +541,7 @@ impl GpuContext {
         ldy: usize,
         accumulate: bool,
         rope_kv: Option<ffi::RopeKv>,
+        q8k_out: Option<ffi::Q8KOut>,
     ) -> Result<()> {
         let st = self.stream.raw();
         for mtx in &p.parts {
@@ -459,6 +555,13 @@ impl GpuContext {
                 let rope_ptr = part_rope
                     .as_ref()
                     .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
+                let part_out = q8k_out.map(|o| ffi::Q8KOut {
+                    row_offset: mtx.out_offset as i32,
+                    ..o
+                });
+                let out_ptr = part_out
+                    .as_ref()
+                    .map_or(std::ptr::null(), |o| o as *const ffi::Q8KOut);
                 // The K-quants read the Q8_K activations, the other quantized types the int8
                 // groups of 32.
                 let (xq, xs) = if mtx.ty.format().is_some_and(reads_q8k_format) {
@@ -482,6 +585,7 @@ impl GpuContext {
                         ldy as i32,
                         accumulate as i32,
                         rope_ptr,
+                        out_ptr,
                         st,
                     )
                 };
@@ -575,6 +679,10 @@ impl GpuContext {
     }
 }
 
+/// Widest residual row whose RMSNorm a mat-vec's last block forms (kernels/matvec.hip's
+/// MV_NORM_MAX, the floats it stages in shared memory).
+const NORM_Q8K_MAX_WIDTH: usize = 8192;
+
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
 
@@ -624,6 +732,14 @@ fn reads_q8k(p: &Projection) -> bool {
     p.parts
         .iter()
         .any(|m| m.ty.format().is_some_and(reads_q8k_format))
+}
+
+/// Whether every part of the product reads Q8_K activations (and nothing else: no int8
+/// groups, no f32 copy).
+fn reads_q8k_only(p: &Projection) -> bool {
+    p.parts
+        .iter()
+        .all(|m| m.ty.format().is_some_and(reads_q8k_format))
 }
 
 /// Where one layer's tokens store and find their keys and values: the full table, or the
