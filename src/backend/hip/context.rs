@@ -94,6 +94,10 @@ struct Scratch {
     /// headers of ffi::Q8K_HEAD_BYTES (see rf_act)
     xk: DeviceBuffer,
     xkh: DeviceBuffer,
+    /// (MATVEC_MAX_TOKENS, n_ff) Q8_K quants and headers of the down projection's input when
+    /// the gate|up mat-vec writes them (ffi::Q8KOut): its own blocks still read xk meanwhile.
+    xk_ffn: DeviceBuffer,
+    xkh_ffn: DeviceBuffer,
     /// The same as f16 for BLAS: (step, width)
     x16: DeviceBuffer,
     /// (step, q_dim + 2 kv_dim)
@@ -262,6 +266,11 @@ impl GpuContext {
             xq: DeviceBuffer::new(step * width, "int8 activations")?,
             xs: DeviceBuffer::new(step * width / 32 * 4 * f, "activation scales")?,
             xk: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "Q8_K activations")?,
+            xk_ffn: DeviceBuffer::new(MATVEC_MAX_TOKENS * ff, "Q8_K FFN activations")?,
+            xkh_ffn: DeviceBuffer::new(
+                MATVEC_MAX_TOKENS * ff.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
+                "Q8_K FFN activation headers",
+            )?,
             xkh: DeviceBuffer::new(
                 MATVEC_MAX_TOKENS * width.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
                 "Q8_K activation headers",

@@ -132,7 +132,7 @@ impl GpuContext {
             };
             if layer.qkv_post(hp) {
                 // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own.
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None, Q8kInput::Main)?;
                 check(
                     unsafe {
                         ffi::rf_qkv_post(
@@ -164,9 +164,18 @@ impl GpuContext {
             } else if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n))
             {
                 // The mat-vec rotates and stores its results itself (not the mat-mat).
-                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv), None)?;
+                self.project(
+                    &layer.qkv,
+                    n,
+                    qkv,
+                    qkv_w,
+                    false,
+                    Some(rope_kv),
+                    None,
+                    Q8kInput::Main,
+                )?;
             } else {
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None, Q8kInput::Main)?;
                 check(
                     unsafe {
                         ffi::rf_rope_kv(
@@ -323,6 +332,7 @@ impl GpuContext {
                 &layer.out_bias,
                 &layer.post_attn_norm,
                 Some((&layer.ffn_norm, &layer.gate_up)),
+                Q8kInput::Main,
             )?;
             if !ffn_normed {
                 self.act(
@@ -347,8 +357,8 @@ impl GpuContext {
                 && (layer.gate_up.parts.iter()).all(|m| m.rows.is_multiple_of(256))
                 && std::env::var_os("ROCMFORGE_GLU_Q8K").is_none_or(|v| v != "0");
             let glu = fuse_glu.then(|| ffi::Q8KOut {
-                qk: self.s.xk.at(0),
-                qk_heads: self.s.xkh.ptr(),
+                qk: self.s.xk_ffn.at(0),
+                qk_heads: self.s.xkh_ffn.ptr(),
                 counters: self.s.q8k_counters.at(0),
                 norm_w: std::ptr::null(),
                 eps: 0.0,
@@ -364,6 +374,7 @@ impl GpuContext {
                 false,
                 None,
                 glu,
+                Q8kInput::Main,
             )?;
             let gu = self.s.gate_up.at::<f32>(0);
             if !fuse_glu {
@@ -372,7 +383,13 @@ impl GpuContext {
             // The next layer's attention norm (not after the last layer: the output norm
             // takes only the rows whose logits are wanted).
             let next = model.layers.get(il + 1).map(|l| (&l.attn_norm, &l.qkv));
-            normed = self.residual(&layer.down, n, &None, &layer.post_ffn_norm, next)?;
+            // (reading the gate|up mat-vec's Q8_K output when it wrote one)
+            let input = if fuse_glu {
+                Q8kInput::Ffn
+            } else {
+                Q8kInput::Main
+            };
+            normed = self.residual(&layer.down, n, &None, &layer.post_ffn_norm, next, input)?;
         }
         if n_out > 0 {
             let x = self.s.x.at::<f32>(0);
@@ -394,6 +411,7 @@ impl GpuContext {
                 false,
                 None,
                 None,
+                Q8kInput::Main,
             )?;
             if let Some(cap) = hp.final_logit_softcap {
                 // SAFETY: the logits buffer holds n_out rows of n_vocab floats.
@@ -419,6 +437,7 @@ impl GpuContext {
         bias: &Option<DeviceBuffer>,
         norm: &Option<DeviceBuffer>,
         next: Option<(&DeviceBuffer, &Projection)>,
+        input: Q8kInput,
     ) -> Result<bool> {
         let x = self.s.x.at::<f32>(0);
         let hp = &self.model.hparams;
@@ -444,11 +463,11 @@ impl GpuContext {
                 ff: 0,
                 row_offset: 0,
             });
-            self.project(p, n, x, d, true, None, out)?;
+            self.project(p, n, x, d, true, None, out, input)?;
             return Ok(out.is_some());
         }
         let proj = self.s.proj.at::<f32>(0);
-        self.project(p, n, proj, d, false, None, None)?;
+        self.project(p, n, proj, d, false, None, None, input)?;
         let ptr = |b: &Option<DeviceBuffer>| {
             b.as_ref()
                 .map_or(std::ptr::null(), |b| b.at::<f32>(0) as *const f32)
@@ -542,6 +561,7 @@ impl GpuContext {
         accumulate: bool,
         rope_kv: Option<ffi::RopeKv>,
         q8k_out: Option<ffi::Q8KOut>,
+        input: Q8kInput,
     ) -> Result<()> {
         let st = self.stream.raw();
         for mtx in &p.parts {
@@ -565,7 +585,10 @@ impl GpuContext {
                 // The K-quants read the Q8_K activations, the other quantized types the int8
                 // groups of 32.
                 let (xq, xs) = if mtx.ty.format().is_some_and(reads_q8k_format) {
-                    (self.s.xk.at(0), self.s.xkh.ptr())
+                    match input {
+                        Q8kInput::Main => (self.s.xk.at(0), self.s.xkh.ptr()),
+                        Q8kInput::Ffn => (self.s.xk_ffn.at(0), self.s.xkh_ffn.ptr()),
+                    }
                 } else {
                     (self.s.xq.at(0), self.s.xs.ptr())
                 };
@@ -677,6 +700,16 @@ impl GpuContext {
             .find(|&p| blocks * p >= 1024 && fits(p))
             .unwrap_or(if fits(4) { 4 } else { 1 })
     }
+}
+
+/// Where a K-quant mat-vec reads its Q8_K activations.
+#[derive(Clone, Copy)]
+enum Q8kInput {
+    /// xk / xkh, written by rf_act, attention or the previous product's last block.
+    Main,
+    /// xk_ffn / xkh_ffn, written by the gate|up mat-vec for the down projection (xk is
+    /// still being read by the gate|up's own blocks while they are written).
+    Ffn,
 }
 
 /// Widest residual row whose RMSNorm a mat-vec's last block forms (kernels/matvec.hip's
