@@ -194,41 +194,21 @@ impl HostKv {
         row_f32(&self.values, layer, cell, self.kv_dim, off, len, buf)
     }
 
-    /// Asks the CPU to start loading the keys (into L1) and values (into L2) of `cell` in
-    /// `layer`, elements `off..off + len`, for a read a little later. Attention over a long
-    /// cache reads one KV head's rows at a stride of kv_dim elements, which the hardware
-    /// prefetchers followed poorly: the loads of the rows were half of decode time at 4,096
-    /// cells. A hint only: no effect on any value.
+    /// Asks the CPU to start loading the keys of `cell` in `layer`, elements
+    /// `off..off + len`, into L1 for a read a little later. Attention over a long cache reads
+    /// one KV head's rows at a stride of kv_dim elements, which the hardware prefetchers
+    /// followed poorly: the loads of the rows were half of decode time at 4,096 cells. A hint
+    /// only: no effect on any value.
     #[inline(always)]
-    pub fn prefetch(&self, layer: usize, cell: usize, off: usize, len: usize) {
-        let at = cell * self.kv_dim + off;
-        let rows = |l: &Layers| -> (*const u8, usize) {
-            match l {
-                Layers::F32(v) => (v[layer][at..at + len].as_ptr().cast(), 4 * len),
-                Layers::F16(v) => (v[layer][at..at + len].as_ptr().cast(), 2 * len),
-                Layers::Q8_0(v) => {
-                    let row = self.kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
-                    let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
-                    let bytes = len / Q8_BLOCK * Q8_BLOCK_BYTES;
-                    (v[layer][start..start + bytes].as_ptr(), bytes)
-                }
-            }
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
-            let (k, bytes) = rows(&self.keys);
-            let (v, _) = rows(&self.values);
-            for line in (0..bytes).step_by(64) {
-                // SAFETY: prefetches never fault; the addresses lie inside the rows anyway.
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(k.wrapping_add(line).cast());
-                    _mm_prefetch::<_MM_HINT_T1>(v.wrapping_add(line).cast());
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = rows;
+    pub fn prefetch_keys(&self, layer: usize, cell: usize, off: usize, len: usize) {
+        prefetch_row(&self.keys, layer, cell, self.kv_dim, off, len, false);
+    }
+
+    /// [`Self::prefetch_keys`] for the values: into L1, or with `far` into L2 (a read after
+    /// a few thousand more lines).
+    #[inline(always)]
+    pub fn prefetch_values(&self, layer: usize, cell: usize, off: usize, len: usize, far: bool) {
+        prefetch_row(&self.values, layer, cell, self.kv_dim, off, len, far);
     }
 
     /// Keys of `cell` in `layer` as f32: (kv_dim).
@@ -290,6 +270,47 @@ impl HostKv {
             .filter(|&l| self.in_ring[l] == ring)
             .collect()
     }
+}
+
+/// Prefetches the lines of elements `off..off + len` of `cell`'s row in `layer` (into L1, or
+/// with `far` into L2).
+#[inline(always)]
+fn prefetch_row(
+    l: &Layers,
+    layer: usize,
+    cell: usize,
+    kv_dim: usize,
+    off: usize,
+    len: usize,
+    far: bool,
+) {
+    let at = cell * kv_dim + off;
+    let (p, bytes): (*const u8, usize) = match l {
+        Layers::F32(v) => (v[layer][at..at + len].as_ptr().cast(), 4 * len),
+        Layers::F16(v) => (v[layer][at..at + len].as_ptr().cast(), 2 * len),
+        Layers::Q8_0(v) => {
+            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
+            let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
+            let bytes = len / Q8_BLOCK * Q8_BLOCK_BYTES;
+            (v[layer][start..start + bytes].as_ptr(), bytes)
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: prefetches never fault; the addresses lie inside the row anyway.
+            unsafe {
+                if far {
+                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(line).cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes, far);
 }
 
 /// Elements `off..off + len` of `cell`'s row (of `kv_dim` elements) in `layer`, as f32.

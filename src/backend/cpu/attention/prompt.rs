@@ -13,12 +13,13 @@ use crate::kv_cache::HostKv;
 /// Tokens per task of the prompt path: their query rows share each key and value row read.
 pub(super) const TOKEN_TILE: usize = 8;
 
-/// How many cells ahead of the key row being read the next rows are prefetched (keys into L1,
-/// values into L2 for the chunk's weighted sums after the scores), in decode spans (one
-/// token). Prompt tiles go without: there the values of a whole tile's cells (4,096 and more
-/// at depth) would crowd L2, and pp512 after 4,096 tokens measured 56 tok/s with the hints
-/// against 57-61 without (1 thread, a loaded machine).
-const PREFETCH_AHEAD: usize = 8;
+/// How many cells ahead of the key row being read the next key rows are prefetched into L1,
+/// in decode spans (one token). 8 left most of the loads stalled on an AMD Zen 5 VM (tg128
+/// after 4,096 cells, SmolLM2, 1 thread: 16.3 tok/s; 32: 26.7; 64: 28.7; 128: 23.7).
+/// Values are prefetched in the weighted sums' own order instead (see attend_tile): taken
+/// with the keys, a span of 4,096 cells' values (512 KiB a KV head) was out of L2 again by
+/// the time the sums read them.
+const PREFETCH_AHEAD: usize = 64;
 
 /// Consecutive tokens whose visible cells each extend the previous token's (the tokens of one
 /// sequence under a causal mask), cut into tiles of at most [`TOKEN_TILE`]: the last token's
@@ -168,7 +169,10 @@ impl TileIsa {
             TileIsa::Avx512 => unsafe { attend_tile_avx512(task, scratch) },
             // SAFETY: AVX2 and FMA were detected at run time.
             TileIsa::Avx2 => unsafe { attend_tile_avx2(task, scratch) },
-            TileIsa::Scalar => attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted),
+            TileIsa::Scalar => {
+                let dot = numerics::dot;
+                attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp_shifted)
+            }
         }
     }
 }
@@ -217,6 +221,8 @@ pub(super) struct TileScratch {
     /// (rows, head_dim): the query rows; (rows): their dots with one key row.
     q_rows: Vec<f32>,
     dot_out: Vec<f32>,
+    /// (8, head_dim): eight key rows widened (decode's scores).
+    keys8: Vec<f32>,
     /// (head_dim): a key or value row widened.
     row: Vec<f32>,
 }
@@ -233,14 +239,27 @@ unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
     if task.head_dim.is_multiple_of(LANES) {
         // SAFETY (closure): as above.
         let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
-        attend_tile(task, scratch, dots_by(dot), exp)
+        attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp)
     } else {
-        attend_tile(task, scratch, dots_by(numerics::dot), exp)
+        let dot = numerics::dot;
+        attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp)
     }
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
-    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+    let dot = numerics::dot;
+    attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp_shifted)
+}
+
+/// The dots of the query row `q` with 8 key rows (`keys`: (8, q.len())) into `out`, one `dot`
+/// each.
+#[inline(always)]
+fn keys8_by(dot: impl Fn(&[f32], &[f32]) -> f32) -> impl Fn(&[f32], &[f32], &mut [f32; 8]) {
+    move |q, keys, out| {
+        for (o, k) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
+            *o = dot(q, k);
+        }
+    }
 }
 
 /// The dots of consecutive query rows (`qs`: rows of `k.len()`) with `k` into `out`, one
@@ -266,20 +285,81 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
     if task.head_dim.is_multiple_of(LANES) {
         // SAFETY (closure): this function runs only where AVX-512 F was detected.
         let dots = |qs: &[f32], k: &[f32], out: &mut [f32]| unsafe { dots8_avx512(qs, k, out) };
-        attend_tile(task, scratch, dots, exp)
+        // SAFETY (closure): as above.
+        let keys8 = |q: &[f32], keys: &[f32], out: &mut [f32; 8]| unsafe {
+            dots_keys8_avx512(q, keys, out)
+        };
+        attend_tile(task, scratch, dots, keys8, exp)
     } else {
-        attend_tile(task, scratch, dots_by(numerics::dot), exp)
+        let dot = numerics::dot;
+        attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp)
     }
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
-    attend_tile(task, scratch, dots_by(numerics::dot), exp_shifted)
+    let dot = numerics::dot;
+    attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp_shifted)
+}
+
+/// [`dot32_avx512`] of eight (a, b) row pairs (rows of one length, a multiple of 32): each
+/// pair's butterfly down to 8 lanes, then the last three steps (m = 4, 2, 1) of all eight at
+/// once through shuffles that pair the same lanes, so each pair's sum is [`dot32_avx512`]'s.
+/// (A one-pair tail was a dependency chain per dot.)
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let v8: [__m256; 8] = std::array::from_fn(|j| {
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for (qc, kc) in a[j].chunks_exact(LANES).zip(b[j].chunks_exact(LANES)) {
+            for (h, acc_h) in acc.iter_mut().enumerate() {
+                // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
+                let (x, y) = unsafe {
+                    (
+                        _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
+                        _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
+                    )
+                };
+                *acc_h = _mm512_add_ps(*acc_h, _mm512_mul_ps(x, y));
+            }
+        }
+        let v16 = _mm512_add_ps(acc[0], acc[1]);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+        _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+    });
+    // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the pairs (0, 1), (2, 3), ...
+    let v4: [__m256; 4] = std::array::from_fn(|p| {
+        let (a, b) = (v8[2 * p], v8[2 * p + 1]);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a, b),
+            _mm256_permute2f128_ps::<0x31>(a, b),
+        )
+    });
+    // m = 2: lanes i + (i + 2) of pairs (0, 2) and (1, 3) ... -> [p0 p0 p2 p2 | p1 p1 p3 p3]
+    let v2: [__m256; 2] = std::array::from_fn(|p| {
+        let (a, b) = (v4[2 * p], v4[2 * p + 1]);
+        _mm256_add_ps(
+            _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
+            _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
+        )
+    });
+    // m = 1: lane 0 + lane 1 -> [p0 p2 p4 p6 | p1 p3 p5 p7].
+    let v1 = _mm256_add_ps(
+        _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
+        _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
+    );
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: 8 writable floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
+    std::array::from_fn(|j| lanes[(j % 2) * 4 + j / 2])
 }
 
 /// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
-/// into `out`, 8 rows at a time: each row's butterfly down to 8 lanes, then the last three
-/// steps (m = 4, 2, 1) of 8 rows at once through shuffles that pair the same lanes, so each
-/// row's sums are [`dot32_avx512`]'s. The one-row tail was a dependency chain per dot.
+/// into `out`, 8 rows at a time ([`dot8_pairs_avx512`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -287,62 +367,33 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
     let hd = k.len();
-    let mut groups = qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8));
-    for (q8, o8) in &mut groups {
-        let v8: [__m256; 8] = std::array::from_fn(|j| {
-            let q = &q8[j * hd..][..hd];
-            let mut acc = [_mm512_setzero_ps(); 2];
-            for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
-                for (h, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
-                    let (x, y) = unsafe {
-                        (
-                            _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
-                            _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
-                        )
-                    };
-                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
-                }
-            }
-            let v16 = _mm512_add_ps(acc[0], acc[1]);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
-            _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
-        });
-        // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the row pairs (0, 1), (2, 3), ...
-        let v4: [__m256; 4] = std::array::from_fn(|p| {
-            let (a, b) = (v8[2 * p], v8[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
-        });
-        // m = 2: lanes i + (i + 2) of rows (0, 2) and (1, 3) ... -> [r0 r0 r2 r2 | r1 r1 r3 r3]
-        let v2: [__m256; 2] = std::array::from_fn(|p| {
-            let (a, b) = (v4[2 * p], v4[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
-                _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
-            )
-        });
-        // m = 1: lane 0 + lane 1 -> [r0 r2 r4 r6 | r1 r3 r5 r7].
-        let v1 = _mm256_add_ps(
-            _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
-            _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
-        );
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: 8 writable floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
-        for (j, o) in o8.iter_mut().enumerate() {
-            *o = lanes[(j % 2) * 4 + j / 2];
-        }
+    for (q8, o8) in qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8)) {
+        let a: [&[f32]; 8] = std::array::from_fn(|j| &q8[j * hd..][..hd]);
+        // SAFETY: the CPU features of this function.
+        o8.copy_from_slice(&unsafe { dot8_pairs_avx512(a, [k; 8]) });
     }
     let done = out.len() / 8 * 8;
     for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
         // SAFETY: the CPU features of this function.
         *o = unsafe { dot32_avx512(q, k) };
     }
+}
+
+/// [`dot32_avx512`] of the query row `q` with 8 key rows (`keys`: (8, q.len())) into `out`
+/// ([`dot8_pairs_avx512`]): decode scores 8 cells at a time when a task has fewer than 8
+/// query rows.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(super) unsafe fn dots_keys8_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
+    let hd = q.len();
+    let b: [&[f32]; 8] = std::array::from_fn(|j| &keys[j * hd..][..hd]);
+    // SAFETY: the CPU features of this function.
+    *out = unsafe { dot8_pairs_avx512([q; 8], b) };
 }
 
 /// [`super::dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
@@ -485,6 +536,7 @@ fn attend_tile(
     task: &TileTask,
     s: &mut TileScratch,
     dots: impl Fn(&[f32], &[f32], &mut [f32]),
+    dots_keys8: impl Fn(&[f32], &[f32], &mut [f32; 8]),
     exp_shifted: impl Fn(&mut [f32], f32),
 ) {
     let TileTask {
@@ -512,6 +564,7 @@ fn attend_tile(
         by_lane,
         q_rows,
         dot_out,
+        keys8,
         row,
     } = s;
     let n_tok = tokens.len();
@@ -528,13 +581,39 @@ fn attend_tile(
         q_rows.extend_from_slice(&q[t * q_dim + h0 * hd..][..heads * hd]);
     }
     dot_out.resize(rows, 0.0);
+    // Decode with fewer than 8 query rows (a GQA group of 1 token): 8 cells at a time, each
+    // row dotted with the 8 key rows at once (the same sums, and no per-dot reduction chain).
+    let mut i_start = 0;
+    if n_tok == 1 && rows < 8 {
+        keys8.resize(8 * hd, 0.0);
+        while i_start + 8 <= n {
+            for (j, &c) in cells[i_start..i_start + 8].iter().enumerate() {
+                if let Some(&ahead) = cells.get(i_start + j + PREFETCH_AHEAD) {
+                    kv.prefetch_keys(layer, ahead, kv_off, hd);
+                    kv.prefetch_values(layer, ahead, kv_off, hd, true);
+                }
+                let dst = &mut keys8[j * hd..][..hd];
+                let k = kv.key_f32(layer, c, kv_off, hd, row);
+                copy_row(dst, k);
+            }
+            for r in 0..rows {
+                let mut out8 = [0.0f32; 8];
+                dots_keys8(&q_rows[r * hd..][..hd], keys8, &mut out8);
+                for (sc, &d) in scores[r * n + i_start..][..8].iter_mut().zip(&out8) {
+                    *sc = d * scale;
+                }
+            }
+            i_start += 8;
+        }
+    }
     let mut first = 0; // the first token that sees cell i (lists grow along the tile)
-    for (i, &c) in cells.iter().enumerate() {
+    for (i, &c) in cells.iter().enumerate().skip(i_start) {
         while lens[first] <= i {
             first += 1;
         }
         if let Some(&ahead) = cells.get(i + PREFETCH_AHEAD).filter(|_| n_tok == 1) {
-            kv.prefetch(layer, ahead, kv_off, hd);
+            kv.prefetch_keys(layer, ahead, kv_off, hd);
+            kv.prefetch_values(layer, ahead, kv_off, hd, true);
         }
         let k = kv.key_f32(layer, c, kv_off, hd, row);
         let r0 = first * heads;
@@ -583,6 +662,13 @@ fn attend_tile(
         }
         for leaf_index in 0..LANES {
             let lane = leaf(leaf_index);
+            if n_tok == 1 && leaf_index + 1 < LANES {
+                // Decode: the next leaf's value rows into L1 while this leaf is summed.
+                let next = leaf(leaf_index + 1);
+                for &i in &by_lane[next * (CHUNK / LANES)..][..fill[next]] {
+                    kv.prefetch_values(layer, cells[i], kv_off, hd, false);
+                }
+            }
             // This partial's cells, their value rows widened once.
             let cells_of_lane = &by_lane[lane * (CHUNK / LANES)..][..fill[lane]];
             for (j, &i) in cells_of_lane.iter().enumerate() {
