@@ -14,11 +14,10 @@ use crate::kv_cache::HostKv;
 pub(super) const TOKEN_TILE: usize = 8;
 
 /// How many cells ahead of the key row being read the next key rows are prefetched into L1,
-/// in decode spans (one token). 8 left most of the loads stalled on an AMD Zen 5 VM (tg128
-/// after 4,096 cells, SmolLM2, 1 thread: 16.3 tok/s; 32: 26.7; 64: 28.7; 128: 23.7).
-/// Values are prefetched in the weighted sums' own order instead (see attend_tile): taken
-/// with the keys, a span of 4,096 cells' values (512 KiB a KV head) was out of L2 again by
-/// the time the sums read them.
+/// in decode spans (one token); the value rows go into L2 at the same time, and a leaf ahead
+/// into L1 in the weighted sums. 8 left the key loads stalled on an AMD Zen 5 VM (tg128 after
+/// 4,096 cells, SmolLM2, 1 thread: 32 ahead 26.7 tok/s, 64 28.7, 128 23.7; with the values
+/// a leaf ahead, 8 -> 64: 25.8 -> 31.8, and 2 threads' tg64 45-48 -> 57-58).
 const PREFETCH_AHEAD: usize = 64;
 
 /// Consecutive tokens whose visible cells each extend the previous token's (the tokens of one
@@ -301,10 +300,10 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
     attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp_shifted)
 }
 
-/// [`dot32_avx512`] of eight (a, b) row pairs (rows of one length, a multiple of 32): each
-/// pair's butterfly down to 8 lanes, then the last three steps (m = 4, 2, 1) of all eight at
-/// once through shuffles that pair the same lanes, so each pair's sum is [`dot32_avx512`]'s.
-/// (A one-pair tail was a dependency chain per dot.)
+/// [`dot32_avx512`] of eight (a, b) row pairs (rows of one length, a multiple of 32), as
+/// [`dots8_avx512`] joins eight query rows with one key row: each pair's butterfly down to 8
+/// lanes, then the last three steps (m = 4, 2, 1) of all eight at once through shuffles that
+/// pair the same lanes, so each pair's sum is [`dot32_avx512`]'s.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -359,7 +358,9 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
 }
 
 /// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
-/// into `out`, 8 rows at a time ([`dot8_pairs_avx512`]).
+/// into `out`, 8 rows at a time: each row's butterfly down to 8 lanes, then the last three
+/// steps (m = 4, 2, 1) of 8 rows at once through shuffles that pair the same lanes, so each
+/// row's sums are [`dot32_avx512`]'s. The one-row tail was a dependency chain per dot.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -367,11 +368,56 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
     let hd = k.len();
-    for (q8, o8) in qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8)) {
-        let a: [&[f32]; 8] = std::array::from_fn(|j| &q8[j * hd..][..hd]);
-        // SAFETY: the CPU features of this function.
-        o8.copy_from_slice(&unsafe { dot8_pairs_avx512(a, [k; 8]) });
+    let mut groups = qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8));
+    for (q8, o8) in &mut groups {
+        let v8: [__m256; 8] = std::array::from_fn(|j| {
+            let q = &q8[j * hd..][..hd];
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
+                for (h, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
+                    let (x, y) = unsafe {
+                        (
+                            _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
+                            _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
+                        )
+                    };
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
+                }
+            }
+            let v16 = _mm512_add_ps(acc[0], acc[1]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+            _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+        });
+        // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the row pairs (0, 1), (2, 3), ...
+        let v4: [__m256; 4] = std::array::from_fn(|p| {
+            let (a, b) = (v8[2 * p], v8[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        });
+        // m = 2: lanes i + (i + 2) of rows (0, 2) and (1, 3) ... -> [r0 r0 r2 r2 | r1 r1 r3 r3]
+        let v2: [__m256; 2] = std::array::from_fn(|p| {
+            let (a, b) = (v4[2 * p], v4[2 * p + 1]);
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // m = 1: lane 0 + lane 1 -> [r0 r2 r4 r6 | r1 r3 r5 r7].
+        let v1 = _mm256_add_ps(
+            _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
+            _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
+        );
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: 8 writable floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
+        for (j, o) in o8.iter_mut().enumerate() {
+            *o = lanes[(j % 2) * 4 + j / 2];
+        }
     }
     let done = out.len() / 8 * 8;
     for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
