@@ -300,37 +300,40 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
     attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp_shifted)
 }
 
-/// [`dot32_avx512`] of eight (a, b) row pairs (rows of one length, a multiple of 32), as
-/// [`dots8_avx512`] joins eight query rows with one key row: each pair's butterfly down to 8
-/// lanes, then the last three steps (m = 4, 2, 1) of all eight at once through shuffles that
-/// pair the same lanes, so each pair's sum is [`dot32_avx512`]'s.
-///
-/// # Safety
-/// The CPU must support AVX-512 F and AVX2.
+/// The canonical dot of `a` and `b` (one length, a multiple of 32) as [`dot32_avx512`] forms
+/// it, stopped at 8 lanes: its butterfly's steps m = 16 and m = 8 done, m = 4, 2, 1 left to
+/// [`join8_avx512`]. Inlined into AVX-512 code only.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
+#[inline(always)]
+unsafe fn dot_to8_avx512(a: &[f32], b: &[f32]) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
-    let v8: [__m256; 8] = std::array::from_fn(|j| {
-        let mut acc = [_mm512_setzero_ps(); 2];
-        for (qc, kc) in a[j].chunks_exact(LANES).zip(b[j].chunks_exact(LANES)) {
-            for (h, acc_h) in acc.iter_mut().enumerate() {
-                // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
-                let (x, y) = unsafe {
-                    (
-                        _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
-                        _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
-                    )
-                };
-                *acc_h = _mm512_add_ps(*acc_h, _mm512_mul_ps(x, y));
-            }
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for (qc, kc) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both; the caller runs
+            // where AVX-512 F was detected.
+            let (x, y) = unsafe {
+                (
+                    _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
+                    _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
+                )
+            };
+            *acc_h = _mm512_add_ps(*acc_h, _mm512_mul_ps(x, y));
         }
-        let v16 = _mm512_add_ps(acc[0], acc[1]);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
-        _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
-    });
-    // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the pairs (0, 1), (2, 3), ...
+    }
+    let v16 = _mm512_add_ps(acc[0], acc[1]);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+    _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+}
+
+/// The last three butterfly steps (m = 4, 2, 1) of eight dots at once ([`dot_to8_avx512`]'s),
+/// through shuffles that pair the same lanes, so each sum is [`dot32_avx512`]'s; `out[j]` is
+/// dot j's. (One dot at a time, the tail was a dependency chain per dot.)
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn join8_avx512(v8: [std::arch::x86_64::__m256; 8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the dot pairs (0, 1), (2, 3), ...
     let v4: [__m256; 4] = std::array::from_fn(|p| {
         let (a, b) = (v8[2 * p], v8[2 * p + 1]);
         _mm256_add_ps(
@@ -338,7 +341,7 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
             _mm256_permute2f128_ps::<0x31>(a, b),
         )
     });
-    // m = 2: lanes i + (i + 2) of pairs (0, 2) and (1, 3) ... -> [p0 p0 p2 p2 | p1 p1 p3 p3]
+    // m = 2: lanes i + (i + 2) of dots (0, 2) and (1, 3) ... -> [d0 d0 d2 d2 | d1 d1 d3 d3]
     let v2: [__m256; 2] = std::array::from_fn(|p| {
         let (a, b) = (v4[2 * p], v4[2 * p + 1]);
         _mm256_add_ps(
@@ -346,7 +349,7 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
             _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
         )
     });
-    // m = 1: lane 0 + lane 1 -> [p0 p2 p4 p6 | p1 p3 p5 p7].
+    // m = 1: lane 0 + lane 1 -> [d0 d2 d4 d6 | d1 d3 d5 d7].
     let v1 = _mm256_add_ps(
         _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
         _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
@@ -354,13 +357,13 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
     let mut lanes = [0.0f32; 8];
     // SAFETY: 8 writable floats.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
-    std::array::from_fn(|j| lanes[(j % 2) * 4 + j / 2])
+    for (j, o) in out.iter_mut().take(8).enumerate() {
+        *o = lanes[(j % 2) * 4 + j / 2];
+    }
 }
 
 /// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
-/// into `out`, 8 rows at a time: each row's butterfly down to 8 lanes, then the last three
-/// steps (m = 4, 2, 1) of 8 rows at once through shuffles that pair the same lanes, so each
-/// row's sums are [`dot32_avx512`]'s. The one-row tail was a dependency chain per dot.
+/// into `out`, 8 rows at a time ([`join8_avx512`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -368,56 +371,11 @@ unsafe fn dot8_pairs_avx512(a: [&[f32]; 8], b: [&[f32]; 8]) -> [f32; 8] {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
     let hd = k.len();
-    let mut groups = qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8));
-    for (q8, o8) in &mut groups {
-        let v8: [__m256; 8] = std::array::from_fn(|j| {
-            let q = &q8[j * hd..][..hd];
-            let mut acc = [_mm512_setzero_ps(); 2];
-            for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
-                for (h, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: chunks of 32 elements: 16h..16h + 16 is inside both.
-                    let (x, y) = unsafe {
-                        (
-                            _mm512_loadu_ps(qc.as_ptr().add(16 * h)),
-                            _mm512_loadu_ps(kc.as_ptr().add(16 * h)),
-                        )
-                    };
-                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
-                }
-            }
-            let v16 = _mm512_add_ps(acc[0], acc[1]);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
-            _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
-        });
-        // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the row pairs (0, 1), (2, 3), ...
-        let v4: [__m256; 4] = std::array::from_fn(|p| {
-            let (a, b) = (v8[2 * p], v8[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
-        });
-        // m = 2: lanes i + (i + 2) of rows (0, 2) and (1, 3) ... -> [r0 r0 r2 r2 | r1 r1 r3 r3]
-        let v2: [__m256; 2] = std::array::from_fn(|p| {
-            let (a, b) = (v4[2 * p], v4[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
-                _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
-            )
-        });
-        // m = 1: lane 0 + lane 1 -> [r0 r2 r4 r6 | r1 r3 r5 r7].
-        let v1 = _mm256_add_ps(
-            _mm256_shuffle_ps::<0b10_00_10_00>(v2[0], v2[1]),
-            _mm256_shuffle_ps::<0b11_01_11_01>(v2[0], v2[1]),
-        );
-        let mut lanes = [0.0f32; 8];
-        // SAFETY: 8 writable floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v1) };
-        for (j, o) in o8.iter_mut().enumerate() {
-            *o = lanes[(j % 2) * 4 + j / 2];
-        }
+    for (q8, o8) in qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8)) {
+        // SAFETY (both): the CPU features of this function.
+        let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(&q8[j * hd..][..hd], k) });
+        unsafe { join8_avx512(v8, o8) };
     }
     let done = out.len() / 8 * 8;
     for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
@@ -426,9 +384,8 @@ pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
     }
 }
 
-/// [`dot32_avx512`] of the query row `q` with 8 key rows (`keys`: (8, q.len())) into `out`
-/// ([`dot8_pairs_avx512`]): decode scores 8 cells at a time when a task has fewer than 8
-/// query rows.
+/// [`dot32_avx512`] of the query row `q` with 8 key rows (`keys`: (8, q.len())) into `out`:
+/// decode scores 8 cells at a time when a task has fewer than 8 query rows.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -437,9 +394,9 @@ pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
 #[inline]
 pub(super) unsafe fn dots_keys8_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
     let hd = q.len();
-    let b: [&[f32]; 8] = std::array::from_fn(|j| &keys[j * hd..][..hd]);
-    // SAFETY: the CPU features of this function.
-    *out = unsafe { dot8_pairs_avx512([q; 8], b) };
+    // SAFETY (both): the CPU features of this function.
+    let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(q, &keys[j * hd..][..hd]) });
+    unsafe { join8_avx512(v8, out) };
 }
 
 /// [`super::dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
@@ -453,22 +410,8 @@ pub(super) unsafe fn dots_keys8_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 
 pub(super) unsafe fn dot32_avx512(q: &[f32], k: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     debug_assert!(q.len() == k.len() && q.len().is_multiple_of(LANES));
-    let mut acc = [_mm512_setzero_ps(); 2];
-    for (qc, kc) in q.chunks_exact(LANES).zip(k.chunks_exact(LANES)) {
-        for (j, a) in acc.iter_mut().enumerate() {
-            // SAFETY: chunks of 32 elements: 16j..16j + 16 is inside both.
-            let (x, y) = unsafe {
-                (
-                    _mm512_loadu_ps(qc.as_ptr().add(16 * j)),
-                    _mm512_loadu_ps(kc.as_ptr().add(16 * j)),
-                )
-            };
-            *a = _mm512_add_ps(*a, _mm512_mul_ps(x, y));
-        }
-    }
-    let v16 = _mm512_add_ps(acc[0], acc[1]);
-    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
-    let v8 = _mm256_add_ps(_mm512_castps512_ps256(v16), hi);
+    // SAFETY: the CPU features of this function.
+    let v8 = unsafe { dot_to8_avx512(q, k) };
     let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8));
     let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
     _mm_cvtss_f32(_mm_add_ss(v2, _mm_movehdup_ps(v2)))
