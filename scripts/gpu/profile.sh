@@ -3,6 +3,9 @@
 # single-token passes (serialised, so overlap between kernels is not counted) and
 # profile_summary.py adds them up per kernel per token.
 # Expects $DIST (default dist/gpu) as scripts/gpu/bench.sh; writes $OUT_DIR/profile-<type>.csv.
+# SHAPE (default llama3-8b) and VOCAB (default $DIST/vocab-smollm2.gguf) as in bench.sh;
+# METRICS (default gpu__time_duration.sum; add dram__bytes_read.sum for each kernel's bandwidth,
+# at one more replay per kernel); BY_GRID=1 tells launches apart by grid size.
 # Usage: scripts/gpu/profile.sh [type ...]   (default: q4_0)
 set -uo pipefail
 DIST=${DIST:-dist/gpu}
@@ -11,14 +14,18 @@ types=("$@")
 [ ${#types[@]} -eq 0 ] && types=(q4_0)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 NCU=${NCU:-/usr/local/cuda/bin/ncu}
+SHAPE=${SHAPE:-llama3-8b}
+VOCAB=${VOCAB:-$DIST/vocab-smollm2.gguf}
+METRICS=${METRICS:-gpu__time_duration.sum}
 for ty in "${types[@]}"; do
-    [ -f "/tmp/l3-$ty.gguf" ] || "$DIST/rocmforge_synth" --shape llama3-8b --type "$ty" \
-        --vocab "$DIST/vocab-smollm2.gguf" --out "/tmp/l3-$ty.gguf" --distinct-rows 256
+    m=/tmp/$SHAPE-$ty.gguf
+    [ -f "$m" ] || "$DIST/rocmforge_synth" --shape "$SHAPE" --type "$ty" \
+        --vocab "$VOCAB" --out "$m" --threads "$(nproc)" --distinct-rows 256
     # One prefill and 16 decode tokens run before the replay; skipping the first 4000
     # kernels lands in the decode tokens.
-    ROCMFORGE_BENCH_REPS=0 ROCMFORGE_BENCH_MODEL="/tmp/l3-$ty.gguf" \
+    ROCMFORGE_BENCH_REPS=0 ROCMFORGE_BENCH_MODEL="$m" \
         "$NCU" --cache-control none --clock-control none --graph-profiling node \
-        --metrics gpu__time_duration.sum --launch-skip "${SKIP:-4000}" --launch-count "${COUNT:-700}" \
+        --metrics "$METRICS" --launch-skip "${SKIP:-4000}" --launch-count "${COUNT:-700}" \
         --csv --page raw --print-units base "$DIST/gpu_bench" --ignored --nocapture --exact gpu_pp512_tg128 \
         > "$OUT_DIR/profile-$ty.csv" 2> "$OUT_DIR/profile-$ty.err"
     python3 "$(dirname "$0")/profile_summary.py" "$OUT_DIR/profile-$ty.csv"
