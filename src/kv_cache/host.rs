@@ -1,7 +1,10 @@
-//! The CPU backend's keys and values: per layer, one (cells, kv_dim) array each in the
-//! context's [`KvType`], indexed by the cells of [`super::Cells`]: n_ctx cells for a global
-//! layer, the ring's cells for a sliding-window layer of a model with a ring. A q8_0 cache
-//! holds each (cell, layer) row as kv_dim / 32 blocks of 34 bytes ([`KvType::Q8_0`]).
+//! The CPU backend's keys and values: per layer, one array each in the context's [`KvType`],
+//! indexed by the cells of [`super::Cells`]: n_ctx cells for a global layer, the ring's cells
+//! for a sliding-window layer of a model with a ring. Each array is head-major, (n_head_kv,
+//! cells, head_dim): attention reads one KV head's rows over many cells, and with cell-major
+//! rows (cells, kv_dim) each of its tasks read a head_dim slice at a stride of kv_dim, which
+//! decode after thousands of cells spent most of its time waiting on. A q8_0 cache holds each
+//! (head, cell) row as head_dim / 32 blocks of 34 bytes ([`KvType::Q8_0`]).
 
 use super::KvType;
 use crate::quant::formats::q8_0;
@@ -29,25 +32,39 @@ pub struct HostKv {
     n_ring: usize,
     /// Width of one token's keys (or values) in a layer: n_head_kv * head_dim.
     kv_dim: usize,
+    /// Width of one head's keys (or values): the rows of the head-major layout.
+    head_dim: usize,
     keys: Layers,
     values: Layers,
 }
 
 impl HostKv {
-    /// Zeroed storage, allocated lazily by the system (see `zeroed`), fallibly.
+    /// Zeroed storage, allocated lazily by the system (see `zeroed`), fallibly: one head of
+    /// `kv_dim` (tests; [`Self::with_ring`] names the heads).
     pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, kv_type: KvType) -> Result<HostKv> {
-        Self::with_ring(&vec![false; n_layer], n_ctx, 0, kv_dim, kv_type)
+        Self::with_ring(&vec![false; n_layer], n_ctx, 0, kv_dim, kv_dim, kv_type)
     }
 
     /// Storage for one layer per entry of `in_ring`: `n_ring` cells for those in the ring,
-    /// `n_ctx` for the others.
+    /// `n_ctx` for the others; rows of `kv_dim` elements in heads of `head_dim`.
     pub fn with_ring(
         in_ring: &[bool],
         n_ctx: usize,
         n_ring: usize,
         kv_dim: usize,
+        head_dim: usize,
         kv_type: KvType,
     ) -> Result<HostKv> {
+        if head_dim == 0 || !kv_dim.is_multiple_of(head_dim) {
+            return Err(Error::Unsupported(format!(
+                "a KV row of {kv_dim} elements is not whole heads of {head_dim}"
+            )));
+        }
+        if kv_type == KvType::Q8_0 && !head_dim.is_multiple_of(Q8_BLOCK) {
+            return Err(Error::Unsupported(format!(
+                "a q8_0 KV cache needs heads of whole 32-element blocks, not {head_dim} elements"
+            )));
+        }
         let n_layer = in_ring.len();
         // What one row holds: kv_dim elements, or for q8_0 its blocks' bytes.
         let row_units = match kv_type {
@@ -101,6 +118,7 @@ impl HostKv {
             in_ring: in_ring.to_vec(),
             n_ring,
             kv_dim,
+            head_dim,
             keys: alloc("keys")?,
             values: alloc("values")?,
         })
@@ -166,9 +184,29 @@ impl HostKv {
         self.kv_dim
     }
 
-    /// Keys of `cell` in `layer`, elements `off..off + len`, as f32: borrowed from an f32 cache,
-    /// widened (exactly) into `buf` from an f16 or q8_0 one. `buf` holds at least `len` floats;
-    /// for q8_0, `off` and `len` are multiples of 32 (heads are whole blocks).
+    /// Cells of `layer`'s table: the ring's or the full table's.
+    #[inline(always)]
+    fn cells_of(&self, layer: usize) -> usize {
+        if self.in_ring[layer] {
+            self.n_ring
+        } else {
+            self.n_ctx
+        }
+    }
+
+    /// Where element `off` of `cell`'s row sits in `layer`'s array, for `off` the first
+    /// element of a head: heads h of (cells, head_dim) one after another, so head h = off /
+    /// head_dim begins at h * cells * head_dim = off * cells (no division).
+    #[inline(always)]
+    fn head_at(&self, layer: usize, cell: usize, off: usize) -> usize {
+        debug_assert!(off.is_multiple_of(self.head_dim) && cell < self.cells_of(layer));
+        off * self.cells_of(layer) + cell * self.head_dim
+    }
+
+    /// Keys of `cell` in `layer`, elements `off..off + len` of one head (`off` its first
+    /// element, `len` at most head_dim), as f32: borrowed from an f32 cache, widened (exactly)
+    /// into `buf` from an f16 or q8_0 one. `buf` holds at least `len` floats; for q8_0, `len`
+    /// is a multiple of 32.
     #[inline(always)]
     pub fn key_f32<'a>(
         &'a self,
@@ -178,7 +216,8 @@ impl HostKv {
         len: usize,
         buf: &'a mut [f32],
     ) -> &'a [f32] {
-        row_f32(&self.keys, layer, cell, self.kv_dim, off, len, buf)
+        debug_assert!(len <= self.head_dim);
+        row_f32(&self.keys, layer, self.head_at(layer, cell, off), len, buf)
     }
 
     /// Values of `cell` in `layer`, as [`Self::key_f32`] reads keys.
@@ -191,43 +230,73 @@ impl HostKv {
         len: usize,
         buf: &'a mut [f32],
     ) -> &'a [f32] {
-        row_f32(&self.values, layer, cell, self.kv_dim, off, len, buf)
+        debug_assert!(len <= self.head_dim);
+        row_f32(
+            &self.values,
+            layer,
+            self.head_at(layer, cell, off),
+            len,
+            buf,
+        )
     }
 
     /// Asks the CPU to start loading the keys of `cell` in `layer`, elements
-    /// `off..off + len`, into L1 for a read a little later. Attention over a long cache reads
-    /// one KV head's rows at a stride of kv_dim elements, which the hardware prefetchers
-    /// followed poorly: the loads of the rows were half of decode time at 4,096 cells. A hint
+    /// `off..off + len` of one head (as [`Self::key_f32`]), into L1 for a read a little later:
+    /// the hardware prefetchers followed attention's rows poorly (when they were a kv_dim
+    /// stride apart, the loads of the rows were half of decode time at 4,096 cells). A hint
     /// only: no effect on any value.
     #[inline(always)]
     pub fn prefetch_keys(&self, layer: usize, cell: usize, off: usize, len: usize) {
-        prefetch_row(&self.keys, layer, cell, self.kv_dim, off, len, false);
+        prefetch_row(
+            &self.keys,
+            layer,
+            self.head_at(layer, cell, off),
+            len,
+            false,
+        );
     }
 
     /// [`Self::prefetch_keys`] for the values: into L1, or with `far` into L2 (a read after
     /// a few thousand more lines).
     #[inline(always)]
     pub fn prefetch_values(&self, layer: usize, cell: usize, off: usize, len: usize, far: bool) {
-        prefetch_row(&self.values, layer, cell, self.kv_dim, off, len, far);
+        prefetch_row(
+            &self.values,
+            layer,
+            self.head_at(layer, cell, off),
+            len,
+            far,
+        );
     }
 
     /// Keys of `cell` in `layer` as f32: (kv_dim).
     pub fn key(&self, layer: usize, cell: usize) -> Vec<f32> {
-        let mut buf = vec![0.0; self.kv_dim];
-        self.key_f32(layer, cell, 0, self.kv_dim, &mut buf).to_vec()
+        let mut out = vec![0.0; self.kv_dim];
+        copy_out(&self.keys, layer, self.heads_of(layer, cell), &mut out);
+        out
     }
 
     /// Values of `cell` in `layer` as f32: (kv_dim).
     pub fn value(&self, layer: usize, cell: usize) -> Vec<f32> {
-        let mut buf = vec![0.0; self.kv_dim];
-        self.value_f32(layer, cell, 0, self.kv_dim, &mut buf)
-            .to_vec()
+        let mut out = vec![0.0; self.kv_dim];
+        copy_out(&self.values, layer, self.heads_of(layer, cell), &mut out);
+        out
     }
 
     /// Writes one token's keys and values for `layer`, rounded to the cache's type.
     pub fn store(&mut self, layer: usize, cell: usize, key: &[f32], value: &[f32]) {
-        store_row(&mut self.keys, layer, cell, self.kv_dim, key);
-        store_row(&mut self.values, layer, cell, self.kv_dim, value);
+        let heads = self.heads_of(layer, cell);
+        store_row(&mut self.keys, layer, heads, key);
+        store_row(&mut self.values, layer, heads, value);
+    }
+
+    /// Where the heads of `cell`'s row sit in `layer`'s array.
+    fn heads_of(&self, layer: usize, cell: usize) -> RowHeads {
+        RowHeads {
+            start: self.head_at(layer, cell, 0),
+            stride: self.cells_of(layer) * self.head_dim,
+            head_dim: self.head_dim,
+        }
     }
 
     /// Keys and values of `cells` of the full table in the state layout: (cells, global
@@ -242,8 +311,9 @@ impl HostKv {
         {
             for (&layer, kv) in layers.iter().zip(cell_out.chunks_exact_mut(2 * d)) {
                 let (k, v) = kv.split_at_mut(d);
-                copy_out(&self.keys, layer, c, d, k);
-                copy_out(&self.values, layer, c, d, v);
+                let heads = self.heads_of(layer, c);
+                copy_out(&self.keys, layer, heads, k);
+                copy_out(&self.values, layer, heads, v);
             }
         }
         out
@@ -275,23 +345,12 @@ impl HostKv {
 /// Prefetches the lines of elements `off..off + len` of `cell`'s row in `layer` (into L1, or
 /// with `far` into L2).
 #[inline(always)]
-fn prefetch_row(
-    l: &Layers,
-    layer: usize,
-    cell: usize,
-    kv_dim: usize,
-    off: usize,
-    len: usize,
-    far: bool,
-) {
-    let at = cell * kv_dim + off;
+fn prefetch_row(l: &Layers, layer: usize, at: usize, len: usize, far: bool) {
     let (p, bytes): (*const u8, usize) = match l {
         Layers::F32(v) => (v[layer][at..at + len].as_ptr().cast(), 4 * len),
         Layers::F16(v) => (v[layer][at..at + len].as_ptr().cast(), 2 * len),
         Layers::Q8_0(v) => {
-            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
-            let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
-            let bytes = len / Q8_BLOCK * Q8_BLOCK_BYTES;
+            let (start, bytes) = (q8_bytes(at), q8_bytes(len));
             (v[layer][start..start + bytes].as_ptr(), bytes)
         }
     };
@@ -313,18 +372,22 @@ fn prefetch_row(
     let _ = (p, bytes, far);
 }
 
-/// Elements `off..off + len` of `cell`'s row (of `kv_dim` elements) in `layer`, as f32.
+/// Bytes of q8_0 blocks holding `elems` elements (a multiple of 32): a q8_0 layer's element
+/// index, at a block boundary, to its byte index.
+#[inline(always)]
+fn q8_bytes(elems: usize) -> usize {
+    elems / Q8_BLOCK * Q8_BLOCK_BYTES
+}
+
+/// `len` elements of `layer` from element `at` (inside one head's row), as f32.
 #[inline(always)]
 fn row_f32<'a>(
     layers: &'a Layers,
     layer: usize,
-    cell: usize,
-    kv_dim: usize,
-    off: usize,
+    at: usize,
     len: usize,
     buf: &'a mut [f32],
 ) -> &'a [f32] {
-    let at = cell * kv_dim + off;
     match layers {
         Layers::F32(l) => &l[layer][at..at + len],
         Layers::F16(l) => {
@@ -332,15 +395,33 @@ fn row_f32<'a>(
             &buf[..len]
         }
         Layers::Q8_0(l) => {
-            debug_assert!(off.is_multiple_of(Q8_BLOCK) && len.is_multiple_of(Q8_BLOCK));
-            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
-            let start = cell * row + off / Q8_BLOCK * Q8_BLOCK_BYTES;
-            widen_q8_0(
-                &l[layer][start..start + len / Q8_BLOCK * Q8_BLOCK_BYTES],
-                &mut buf[..len],
-            );
+            debug_assert!(at.is_multiple_of(Q8_BLOCK) && len.is_multiple_of(Q8_BLOCK));
+            let start = q8_bytes(at);
+            widen_q8_0(&l[layer][start..start + q8_bytes(len)], &mut buf[..len]);
             &buf[..len]
         }
+    }
+}
+
+/// Where one cell's row lies in a head-major layer: head h's elements at
+/// `start + h * stride ..` (head_dim of them).
+#[derive(Clone, Copy)]
+struct RowHeads {
+    start: usize,
+    stride: usize,
+    head_dim: usize,
+}
+
+impl RowHeads {
+    /// (head's first element in the layer, its elements' range in the row) per head of a row
+    /// of `kv_dim`.
+    fn pieces(self, kv_dim: usize) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+        (0..kv_dim / self.head_dim).map(move |h| {
+            (
+                self.start + h * self.stride,
+                h * self.head_dim..(h + 1) * self.head_dim,
+            )
+        })
     }
 }
 
@@ -474,14 +555,16 @@ unsafe fn widen_q8_0_avx2(src: &[u8], dst: &mut [f32]) {
 }
 
 /// `cell`'s row (of `kv_dim` elements) in `layer`, widened to f32 into `out` (`kv_dim` long).
-fn copy_out(layers: &Layers, layer: usize, cell: usize, kv_dim: usize, out: &mut [f32]) {
-    let at = cell * kv_dim;
-    match layers {
-        Layers::F32(l) => out.copy_from_slice(&l[layer][at..at + out.len()]),
-        Layers::F16(l) => l[layer][at..at + out.len()].convert_to_f32_slice(out),
-        Layers::Q8_0(l) => {
-            let row = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
-            KvType::Q8_0.decode_row(&l[layer][cell * row..][..row], out);
+fn copy_out(layers: &Layers, layer: usize, heads: RowHeads, out: &mut [f32]) {
+    let hd = heads.head_dim;
+    for (at, range) in heads.pieces(out.len()) {
+        let out = &mut out[range];
+        match layers {
+            Layers::F32(l) => out.copy_from_slice(&l[layer][at..at + hd]),
+            Layers::F16(l) => l[layer][at..at + hd].convert_to_f32_slice(out),
+            Layers::Q8_0(l) => {
+                KvType::Q8_0.decode_row(&l[layer][q8_bytes(at)..][..q8_bytes(hd)], out)
+            }
         }
     }
 }
@@ -489,14 +572,18 @@ fn copy_out(layers: &Layers, layer: usize, cell: usize, kv_dim: usize, out: &mut
 /// Rounds `row` (of `kv_dim` elements) to the cache's type as `cell`'s row in `layer`: f16 by
 /// round-to-nearest-even, as the GPU's `__float2half` (kernels/kv_cache.h), so both backends
 /// cache the same bits; q8_0 by [`KvType::encode_row`], llama.cpp's CPU rule.
-fn store_row(layers: &mut Layers, layer: usize, cell: usize, kv_dim: usize, row: &[f32]) {
-    let at = cell * kv_dim;
-    match layers {
-        Layers::F32(l) => l[layer][at..at + row.len()].copy_from_slice(row),
-        Layers::F16(l) => l[layer][at..at + row.len()].convert_from_f32_slice(row),
-        Layers::Q8_0(l) => {
-            let bytes = kv_dim / Q8_BLOCK * Q8_BLOCK_BYTES;
-            KvType::Q8_0.encode_row(row, &mut l[layer][cell * bytes..][..bytes]);
+fn store_row(layers: &mut Layers, layer: usize, heads: RowHeads, row: &[f32]) {
+    let hd = heads.head_dim;
+    for (at, range) in heads.pieces(row.len()) {
+        let row = &row[range];
+        match layers {
+            Layers::F32(l) => l[layer][at..at + hd].copy_from_slice(row),
+            Layers::F16(l) => l[layer][at..at + hd].convert_from_f32_slice(row),
+            // Blocks never straddle heads (head_dim is whole blocks), so each head's blocks
+            // are the ones the whole row would be cut into.
+            Layers::Q8_0(l) => {
+                KvType::Q8_0.encode_row(row, &mut l[layer][q8_bytes(at)..][..q8_bytes(hd)])
+            }
         }
     }
 }
@@ -567,7 +654,7 @@ mod tests {
     fn q8_0_cache_holds_blocks_and_reads_heads_back_as_d_times_q() {
         // Two heads of 64: kv_dim 128, four blocks a row.
         let (n_ctx, kv_dim) = (5, 128);
-        let mut kv = HostKv::with_ring(&[false, true], n_ctx, 3, kv_dim, KvType::Q8_0).unwrap();
+        let mut kv = HostKv::with_ring(&[false, true], n_ctx, 3, kv_dim, 64, KvType::Q8_0).unwrap();
         assert_eq!(kv.kv_type(), KvType::Q8_0);
         assert_eq!(kv.bytes(), 2 * (5 + 3) * 4 * 34);
         assert_eq!(
@@ -642,6 +729,53 @@ mod tests {
         }
     }
 
+    /// Rows of three heads in a head-major table and a ring: each head's slice read back
+    /// where attention reads it, whole rows by `key` / `value` and through the state layout.
+    #[test]
+    fn heads_of_every_cell_read_back_from_the_head_major_layout() {
+        let (n_ctx, n_ring, hd) = (6, 4, 32);
+        let kv_dim = 3 * hd;
+        for kv_type in KvType::ALL {
+            let mut kv =
+                HostKv::with_ring(&[false, true], n_ctx, n_ring, kv_dim, hd, kv_type).unwrap();
+            let row = |layer: usize, c: usize, salt: u64| {
+                let mut r = floats(100 * layer as u64 + 10 * c as u64 + salt, kv_dim, 2.0);
+                // Round to the cache's type, so reads compare exactly.
+                let mut bytes = vec![0u8; kv_type.row_bytes(kv_dim).unwrap()];
+                kv_type.encode_row(&r.clone(), &mut bytes);
+                kv_type.decode_row(&bytes, &mut r);
+                r
+            };
+            for layer in 0..2 {
+                for c in 0..[n_ctx, n_ring][layer] {
+                    kv.store(layer, c, &row(layer, c, 1), &row(layer, c, 2));
+                }
+            }
+            let mut buf = vec![0f32; hd];
+            for layer in 0..2 {
+                for c in 0..[n_ctx, n_ring][layer] {
+                    let (k, v) = (row(layer, c, 1), row(layer, c, 2));
+                    assert_eq!(kv.key(layer, c), k, "{kv_type} layer {layer} cell {c}");
+                    assert_eq!(kv.value(layer, c), v);
+                    for h in 0..3 {
+                        let want = &k[h * hd..][..hd];
+                        assert_eq!(kv.key_f32(layer, c, h * hd, hd, &mut buf), want);
+                        let want = &v[h * hd..][..hd];
+                        assert_eq!(kv.value_f32(layer, c, h * hd, hd, &mut buf), want);
+                    }
+                }
+            }
+            let saved = kv.read_cells(&[5, 2], false);
+            assert_eq!(saved[..kv_dim], row(0, 5, 1)[..]);
+            kv.write_cells(&[0, 1], &saved, false);
+            assert_eq!(kv.key(0, 0), row(0, 5, 1));
+            assert_eq!(kv.value(0, 1), row(0, 2, 2));
+            assert_eq!(kv.key(1, 0), row(1, 0, 1), "the ring's cell 0 is untouched");
+        }
+        assert!(HostKv::with_ring(&[false], 4, 0, 96, 40, KvType::F16).is_err());
+        assert!(HostKv::with_ring(&[false], 4, 0, 96, 48, KvType::Q8_0).is_err());
+    }
+
     #[test]
     fn f32_cache_stores_exactly() {
         let mut kv = HostKv::new(2, 3, 2, KvType::F32).unwrap();
@@ -654,7 +788,7 @@ mod tests {
     #[test]
     fn ring_layers_hold_the_ring_s_cells_and_move_apart_from_the_others() {
         // Layers 0 and 2 global (5 cells), layer 1 in a ring of 2.
-        let mut kv = HostKv::with_ring(&[false, true, false], 5, 2, 2, KvType::F32).unwrap();
+        let mut kv = HostKv::with_ring(&[false, true, false], 5, 2, 2, 1, KvType::F32).unwrap();
         assert_eq!(kv.bytes(), 2 * (5 + 2 + 5) * 2 * 4);
         assert_eq!(kv.bytes(), HostKv::bytes_needed(2, 5, 1, 2, 2, KvType::F32));
         assert_eq!(kv.n_ring_layer(), 1);

@@ -487,7 +487,7 @@ mod tests {
         // Layer 0 global (16 cells), layer 1 in a ring of 4 cells keeping windows of 2.
         let fresh = || {
             let cells = Cells::with_ring(16, 2, 4, 2).unwrap();
-            let kv = HostKv::with_ring(&[false, true], 16, 4, 3, KvType::F16).unwrap();
+            let kv = HostKv::with_ring(&[false, true], 16, 4, 3, 1, KvType::F16).unwrap();
             (cells, kv)
         };
         let (mut cells, mut kv) = fresh();

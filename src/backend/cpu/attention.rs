@@ -440,7 +440,8 @@ mod tests {
         };
         let kv_dim = shape.n_head_kv * shape.head_dim;
         let n_ctx = 700; // three chunks of the split softmax
-        let mut kv = HostKv::new(1, n_ctx, kv_dim, kv_type).unwrap();
+        let mut kv =
+            HostKv::with_ring(&[false], n_ctx, 0, kv_dim, shape.head_dim, kv_type).unwrap();
         let mut seed = 12345u32;
         let mut rnd = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

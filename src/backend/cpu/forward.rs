@@ -53,7 +53,14 @@ impl CpuContext {
         let in_ring: Vec<bool> = (hp.layers.iter())
             .map(|l| ring.is_some() && l.window.is_some())
             .collect();
-        let kv = HostKv::with_ring(&in_ring, n_ctx, ring.unwrap_or(0), hp.kv_dim(), kv_type)?;
+        let kv = HostKv::with_ring(
+            &in_ring,
+            n_ctx,
+            ring.unwrap_or(0),
+            hp.kv_dim(),
+            hp.head_dim,
+            kv_type,
+        )?;
         let pool = ThreadPool::new(n_threads)
             .map_err(|e| crate::Error::OutOfMemory(format!("cannot start worker threads: {e}")))?;
         Ok(CpuContext {

@@ -6,7 +6,7 @@
 //! exact integer sum from the vector unit, then the scalar float steps (`f32::mul_add` is
 //! the fused `fmadd` here) into 32 lane accumulators, then the same butterfly.
 //! Q5_0 / Q5_1 are Q4_0 / Q4_1 with the fifth bits spread from `qh` (`vtst`). The K-quants
-//! (Q4_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
+//! (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) do the same per 256-element super-block: the sub-blocks'
 //! integer dots times their integer scales, summed exactly in i32, then the scalar float
 //! steps of their canonical order.
 //! IQ4_NL / IQ4_XS look their indices up in the 16-byte table with one `tbl` per 16
@@ -254,16 +254,212 @@ unsafe fn q4_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
                 iacc = vmlaq_n_s32(iacc, even, sc[2 * c] as i32);
                 iacc = vmlaq_n_s32(iacc, odd, sc[2 * c + 1] as i32);
             }
-            let isum = vaddvq_s32(iacc);
+            let msum = msum_pairs(&m, rd(ap.add(260)));
+            step_with_mins(
+                &mut acc[i % LANES],
+                vaddvq_s32(iacc),
+                msum,
+                wp,
+                wp.add(2),
+                ap,
+            );
+        }
+    }
+    butterfly(acc)
+}
+
+/// Σ_j m_j · (Q8_K group sums 2j and 2j + 1): the min term of a super-block of 8 sub-blocks
+/// of 32 (Q4_K, Q5_K), exact in i32.
+fn msum_pairs(m: &[u8; 8], bsums: [i16; 16]) -> i32 {
+    (0..8)
+        .map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32))
+        .sum()
+}
+
+/// The canonical float steps of one super-block with mins (formats/q4_k.rs
+/// `canonical_step`): `acc += isum * (d * a.d)`, then `acc += -msum * (dmin * a.d)`, each a
+/// fused multiply-add, with the f16 `d` at `d`, `dmin` at `dmin` and the Q8_K block at `ap`.
+///
+/// # Safety
+/// 2 bytes readable at `d` and `dmin`, 4 at `ap`.
+#[inline(always)]
+unsafe fn step_with_mins(
+    acc: &mut f32,
+    isum: i32,
+    msum: i32,
+    d: *const u8,
+    dmin: *const u8,
+    ap: *const u8,
+) {
+    // SAFETY: caller guarantees the reads.
+    let (d, dmin, ad): (u16, u16, f32) = unsafe { (rd(d), rd(dmin), rd(ap)) };
+    *acc = (isum as f32).mul_add(h(d) * ad, *acc);
+    *acc = (-(msum as f32)).mul_add(h(dmin) * ad, *acc);
+}
+
+fn q5_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 176, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q5_k_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// Q4_K's kernel with the fifth bits: bit j of `qh[l]` (bytes 16..48) is bit 4 of element l
+/// of sub-block j, moved there by one `vtst` against `1 << j` and a mask.
+///
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q5_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    use crate::quant::formats::q4_k::scales_mins;
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 176), a.add(i * 292));
+            let (sc, m) = scales_mins(&rd::<[u8; 12]>(wp.add(4)));
+            // Fifth bits of elements 0..16 and 16..32 of every sub-block.
+            let (qh0, qh1) = (vld1q_u8(wp.add(16)), vld1q_u8(wp.add(32)));
+            let mut iacc = vdupq_n_s32(0);
+            // Bytes 32c..32c + 32 of the nibbles: sub-block 2c low, 2c + 1 high.
+            for c in 0..4 {
+                let q0 = vld1q_u8(wp.add(48 + 32 * c));
+                let q1 = vld1q_u8(wp.add(48 + 32 * c + 16));
+                let five = |nibbles: uint8x16_t, qh: uint8x16_t, j: usize| {
+                    let bit = vandq_u8(vtstq_u8(qh, vdupq_n_u8(1 << j)), vdupq_n_u8(0x10));
+                    vreinterpretq_s8_u8(vorrq_u8(nibbles, bit))
+                };
+                let lo = |q: uint8x16_t| vandq_u8(q, vdupq_n_u8(0x0F));
+                let hi = |q: uint8x16_t| vshrq_n_u8::<4>(q);
+                let (a0, a1) = load32(ap.add(4 + 64 * c));
+                let (a2, a3) = load32(ap.add(4 + 64 * c + 32));
+                let (je, jo) = (2 * c, 2 * c + 1);
+                let even = vaddq_s32(
+                    dot16(five(lo(q0), qh0, je), a0),
+                    dot16(five(lo(q1), qh1, je), a1),
+                );
+                let odd = vaddq_s32(
+                    dot16(five(hi(q0), qh0, jo), a2),
+                    dot16(five(hi(q1), qh1, jo), a3),
+                );
+                iacc = vmlaq_n_s32(iacc, even, sc[je] as i32);
+                iacc = vmlaq_n_s32(iacc, odd, sc[jo] as i32);
+            }
+            let msum = msum_pairs(&m, rd(ap.add(260)));
+            step_with_mins(
+                &mut acc[i % LANES],
+                vaddvq_s32(iacc),
+                msum,
+                wp,
+                wp.add(2),
+                ap,
+            );
+        }
+    }
+    butterfly(acc)
+}
+
+/// Bits 2k..2k + 2 of each byte of `q` (k in 0..4), as s8: the 2-bit fields of Q2_K and Q3_K
+/// (element 32k + l of a 128-element half sits in byte l).
+#[target_feature(enable = "neon")]
+#[inline]
+fn two_bits(q: uint8x16_t, k: usize) -> uint8x16_t {
+    vandq_u8(vshlq_u8(q, vdupq_n_s8(-2 * k as i8)), vdupq_n_u8(3))
+}
+
+fn q2_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 84, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q2_k_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// Per half h and field k the 32 bytes `qs[32h..32h + 32]` hold sub-blocks 8h + 2k (bytes
+/// 0..16) and 8h + 2k + 1 (16..32); the scale is the low nibble of `scales[j]`, the min the
+/// high one (times Q8_K group sum j).
+///
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q2_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 84), a.add(i * 292));
+            let scales: [u8; 16] = rd(wp);
+            let mut iacc = vdupq_n_s32(0);
+            for half in 0..2 {
+                let q0 = vld1q_u8(wp.add(16 + 32 * half));
+                let q1 = vld1q_u8(wp.add(16 + 32 * half + 16));
+                for k in 0..4 {
+                    let (a0, a1) = load32(ap.add(4 + 128 * half + 32 * k));
+                    let j = 8 * half + 2 * k;
+                    let x0 = vreinterpretq_s8_u8(two_bits(q0, k));
+                    let x1 = vreinterpretq_s8_u8(two_bits(q1, k));
+                    iacc = vmlaq_n_s32(iacc, dot16(x0, a0), (scales[j] & 0x0F) as i32);
+                    iacc = vmlaq_n_s32(iacc, dot16(x1, a1), (scales[j + 1] & 0x0F) as i32);
+                }
+            }
             let bsums: [i16; 16] = rd(ap.add(260));
-            let msum: i32 = (0..8)
-                .map(|j| m[j] as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32))
+            let msum: i32 = (0..16)
+                .map(|j| (scales[j] >> 4) as i32 * bsums[j] as i32)
                 .sum();
-            let ad: f32 = rd(ap);
-            let (dd, dm) = (h(rd(wp)) * ad, h(rd(wp.add(2))) * ad);
+            step_with_mins(
+                &mut acc[i % LANES],
+                vaddvq_s32(iacc),
+                msum,
+                wp.add(80),
+                wp.add(82),
+                ap,
+            );
+        }
+    }
+    butterfly(acc)
+}
+
+fn q3_k_one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    check_lengths(n, w, a, 256, 110, 292);
+    // SAFETY: lengths checked above; NEON is part of the aarch64 baseline.
+    unsafe { q3_k_one_raw(n, w.as_ptr(), a.as_ptr()) }
+}
+
+/// Q2_K's field walk with a third bit: bit 4h + k of `hmask[l]` set means the quant is its
+/// two low bits, clear means they minus 4 (`vbic` of 4 by the `vtst` mask). Scales are
+/// signed (formats/q3_k.rs `scale`), the float step Q6_K's.
+///
+/// # Safety
+/// Rows hold `n` elements (checked by the caller).
+#[target_feature(enable = "neon")]
+unsafe fn q3_k_one_raw(n: usize, w: *const u8, a: *const u8) -> f32 {
+    use crate::quant::formats::q3_k::scale;
+    let mut acc = [0f32; LANES];
+    for i in 0..n / 256 {
+        // SAFETY: super-block i is inside both rows (caller contract).
+        unsafe {
+            let (wp, ap) = (w.add(i * 110), a.add(i * 292));
+            let packed: [u8; 12] = rd(wp.add(96));
+            let (hm0, hm1) = (vld1q_u8(wp), vld1q_u8(wp.add(16)));
+            let mut iacc = vdupq_n_s32(0);
+            for half in 0..2 {
+                let q0 = vld1q_u8(wp.add(32 + 32 * half));
+                let q1 = vld1q_u8(wp.add(32 + 32 * half + 16));
+                for k in 0..4 {
+                    let bit = vdupq_n_u8(1 << (4 * half + k));
+                    let three = |q: uint8x16_t, hm: uint8x16_t| {
+                        let minus = vbicq_u8(vdupq_n_u8(4), vtstq_u8(hm, bit));
+                        vsubq_s8(
+                            vreinterpretq_s8_u8(two_bits(q, k)),
+                            vreinterpretq_s8_u8(minus),
+                        )
+                    };
+                    let (a0, a1) = load32(ap.add(4 + 128 * half + 32 * k));
+                    let j = 8 * half + 2 * k;
+                    iacc = vmlaq_n_s32(iacc, dot16(three(q0, hm0), a0), scale(j, &packed));
+                    iacc = vmlaq_n_s32(iacc, dot16(three(q1, hm1), a1), scale(j + 1, &packed));
+                }
+            }
+            let dd = h(rd(wp.add(108))) * rd::<f32>(ap);
             let l = i % LANES;
-            acc[l] = (isum as f32).mul_add(dd, acc[l]);
-            acc[l] = (-(msum as f32)).mul_add(dm, acc[l]);
+            acc[l] = (vaddvq_s32(iacc) as f32).mul_add(dd, acc[l]);
         }
     }
     butterfly(acc)
@@ -438,6 +634,9 @@ four!(q4_k_four, q4_k_one);
 four!(q5_0_four, q5_0_one);
 four!(q5_1_four, q5_1_one);
 four!(q6_k_four, q6_k_one);
+four!(q2_k_four, q2_k_one);
+four!(q3_k_four, q3_k_one);
+four!(q5_k_four, q5_k_one);
 four!(iq4_nl_four, iq4_nl_one);
 four!(iq4_xs_four, iq4_xs_one);
 super::rows4_from_one!(q4_0_rows4, q4_0_one);
@@ -448,6 +647,9 @@ super::rows4_from_one!(q4_k_rows4, q4_k_one);
 super::rows4_from_one!(q5_0_rows4, q5_0_one);
 super::rows4_from_one!(q5_1_rows4, q5_1_one);
 super::rows4_from_one!(q6_k_rows4, q6_k_one);
+super::rows4_from_one!(q2_k_rows4, q2_k_one);
+super::rows4_from_one!(q3_k_rows4, q3_k_one);
+super::rows4_from_one!(q5_k_rows4, q5_k_one);
 super::rows4_from_one!(iq4_nl_rows4, iq4_nl_one);
 super::rows4_from_one!(iq4_xs_rows4, iq4_xs_one);
 
@@ -493,6 +695,27 @@ pub(super) static KERNELS: &[DotKernels] = &[
         rows4: q4_k_rows4,
         name: "q4_k*q8_k neon",
         weight: GgmlType::Q4K,
+    },
+    DotKernels {
+        one: q2_k_one,
+        four: q2_k_four,
+        rows4: q2_k_rows4,
+        name: "q2_k*q8_k neon",
+        weight: GgmlType::Q2K,
+    },
+    DotKernels {
+        one: q3_k_one,
+        four: q3_k_four,
+        rows4: q3_k_rows4,
+        name: "q3_k*q8_k neon",
+        weight: GgmlType::Q3K,
+    },
+    DotKernels {
+        one: q5_k_one,
+        four: q5_k_four,
+        rows4: q5_k_rows4,
+        name: "q5_k*q8_k neon",
+        weight: GgmlType::Q5K,
     },
     DotKernels {
         one: q6_k_one,
