@@ -22,93 +22,6 @@
 #define MV_GROUPS (RF_BLOCK / 32)
 
 static_assert(sizeof(RfRopeKv) == 88, "RfRopeKv: 8 pointers, 5 ints, padding (ffi.rs mirrors it)");
-static_assert(sizeof(RfQ8KOut) == 48, "RfQ8KOut: 4 pointers, a float, 3 ints (ffi.rs mirrors it)");
-
-// The fused gated activation (RfQ8KOut, gated kinds) after a block of the gate|up mat-vec
-// wrote its rows [first, first + nrows) of the part (all in one super-block of gate or up
-// rows): the block counts them, and the block that completes a super-block's 512 gate and up
-// rows forms act(gate) * up of its 256 outputs for every token (one 32-lane group per token,
-// reading what other blocks wrote past L1) and quantizes them as rf_act's Q8_K pass does.
-// `y` is the part's output. Called by every thread of the block.
-__device__ __forceinline__ void mv_glu_q8k(const RfQ8KOut& g, const float* y, int ldy, int n,
-                                           int first, int nrows) {
-    __shared__ int done_sb;
-    __threadfence();  // this block's outputs before its count
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const int j = ((g.row_offset + first) % g.ff) / 256;
-        const bool last = atomicAdd(&g.counters[j], nrows) + nrows == 512;
-        if (last) g.counters[j] = 0;  // ready for the next layer
-        done_sb = last ? j : -1;
-    }
-    __syncthreads();
-    const int j = done_sb;
-    if (j < 0) return;
-    __threadfence();  // the other blocks' outputs after their counts
-    const float* y0 = y - g.row_offset;  // the whole product's outputs
-    const int nsb = g.ff / 256, lane = threadIdx.x % 32;
-    for (int t = threadIdx.x / 32; t < n; t += blockDim.x / 32) {
-        const float* gate = y0 + (size_t)t * ldy + j * 256 + 8 * lane;
-        const float* up = gate + g.ff;
-        float v[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const float a = rf_load_coherent(gate + k), u = rf_load_coherent(up + k);
-            v[k] = (g.kind == RF_ACT_SWIGLU ? rf_silu(a) : rf_gelu(a)) * u;
-        }
-        rf_quantize_q8k_group32(v, g.qk + (size_t)t * g.ff, nsb, j,
-                                (RfQ8KHead*)g.qk_heads + (size_t)t * nsb + j);
-    }
-}
-
-// Widest residual row the fused RMSNorm stages in shared memory (as act.hip's ACT_STAGE_MAX).
-#define MV_NORM_MAX 8192
-
-// The fused RMSNorm (RfQ8KOut, kind RF_ACT_RMSNORM) after a block of a product accumulating
-// into the residual stream y (n rows of d floats, ldy apart) wrote its rows: the last block of
-// the launch to finish forms each row's RMSNorm(y) * w as act.hip's RMSNorm does (the row
-// staged in shared memory, the sum of squares by 32 lanes in the canonical order and their
-// butterfly, then x * scale * w) and quantizes it, a 32-lane group per super-block. Called by
-// every thread of the block.
-// `stage`: MV_NORM_MAX floats of the block's shared memory.
-__device__ __forceinline__ void mv_norm_q8k(const RfQ8KOut& o, const float* y, int ldy, int n,
-                                            int d, float* stage) {
-    __shared__ bool last;
-    __shared__ float row_scale;
-    __threadfence();  // this block's outputs before its count
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(o.counters, 1) == (int)(gridDim.x - 1);
-        if (last) *o.counters = 0;  // ready for the next product
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();  // the other blocks' outputs after their counts
-    const int nsb = d / 256, lane = threadIdx.x % 32;
-    for (int t = 0; t < n; t++) {
-        const float* x = y + (size_t)t * ldy;
-        for (int i = threadIdx.x; i < d; i += blockDim.x) stage[i] = rf_load_coherent(x + i);
-        __syncthreads();
-        if (threadIdx.x < RF_LANES) {
-            float ss = 0.0f;
-#pragma unroll 8
-            for (int i = threadIdx.x; i < d; i += RF_LANES) ss = ss + stage[i] * stage[i];
-            ss = rf_butterfly32(ss);
-            if (threadIdx.x == 0) row_scale = 1.0f / sqrtf(ss / (float)d + o.eps);
-        }
-        __syncthreads();
-        const float scale = row_scale;
-        for (int sb = threadIdx.x / 32; sb < nsb; sb += blockDim.x / 32) {
-            const int e = sb * 256 + 8 * lane;
-            float v[8];
-#pragma unroll
-            for (int k = 0; k < 8; k++) v[k] = stage[e + k] * scale * o.norm_w[e + k];
-            rf_quantize_q8k_group32(v, o.qk + (size_t)t * d, nsb, sb,
-                                    (RfQ8KHead*)o.qk_heads + (size_t)t * nsb + sb);
-        }
-        __syncthreads();  // the stage and row_scale are reused by the next token
-    }
-}
 
 // Token t's sums a, b of rows `row` (even) and row + 1 of the Q|K|V product, one RoPE pair:
 // rotated by rf_rope_rotate and stored where rf_rope_kv stores them (queries to y, keys and
@@ -595,13 +508,10 @@ template <int T> struct KPlanes {
 // 700 L1 sectors per team and super-block against 144 for the weights). With the quants
 // stored chunk-major (act.hip's act_store_q8k, RfQ8KHead's comment) and the group sums read 8 bytes at
 // a time: Q4_K_M 1,470 tok/s, 0.42 of the copy bandwidth.
-// NORM: the RMSNorm epilogue (mv_norm_q8k), a template flag as ROPE is, so that the other
-// products carry no staging buffer in shared memory; the gated one is a run-time branch.
-template <int T, int N, bool ROPE, int LPR, bool NORM>
+template <int T, int N, bool ROPE, int LPR>
 __global__ void __launch_bounds__(RF_BLOCK)
     matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                    const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk,
-                    RfQ8KOut out) {
+                    const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
     static_assert(LPR == 32 || LPR == 16, "a row takes a team or half of one");
     const int lane = threadIdx.x % 32;
     const int sub = lane % LPR;
@@ -647,16 +557,6 @@ __global__ void __launch_bounds__(RF_BLOCK)
         mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
     else
         mv_finish_half<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
-    if constexpr (NORM) {
-        __shared__ __align__(16) float stage[MV_NORM_MAX];
-        mv_norm_q8k(out, y, ldy, n, rows, stage);
-    } else if constexpr (!ROPE) {
-        if (out.qk) {  // uniform: a kernel argument
-            const int per_block = MV_GROUPS * (32 / LPR);
-            const int first = blockIdx.x * per_block;
-            mv_glu_q8k(out, y, ldy, n, first, min(per_block, rows - first));
-        }
-    }
 }
 
 // Rows of 33..128 super-blocks (ffn_down: 14,336 columns of Llama-3-8B are 56, 18,944 of
@@ -673,21 +573,15 @@ template <int M> struct KSplitShape {
     static constexpr int threads = 32 * M * rows;
 };
 
-template <int T, int N, int M, bool NORM>
+template <int T, int N, int M>
 __global__ void __launch_bounds__(KSplitShape<M>::threads)
     matvec_k_split_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                          const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
-                          RfQ8KOut out) {
+                          const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate) {
     static_assert(M >= 2 && M <= 4, "two to four teams per row");
     constexpr int THREADS = KSplitShape<M>::threads;
-    // (isum, msum) and (d * a.d, dmin * a.d) of each thread's super-block, per token; the
-    // norm epilogue's stage reuses the space once the chains are done.
-    constexpr int PART_BYTES = N * THREADS * (int)(sizeof(int2) + sizeof(float2));
-    constexpr int SMEM = NORM && MV_NORM_MAX * 4 > PART_BYTES ? MV_NORM_MAX * 4 : PART_BYTES;
-    __shared__ __align__(16) unsigned char smem[SMEM];
-    int2(*parts_s)[THREADS] = (int2(*)[THREADS])smem;
-    float2(*factors_s)[THREADS] = (float2(*)[THREADS])(smem + N * THREADS * sizeof(int2));
-    float* stage = (float*)smem;
+    // (isum, msum) and (d * a.d, dmin * a.d) of each thread's super-block, per token.
+    __shared__ int2 parts_s[N][THREADS];
+    __shared__ float2 factors_s[N][THREADS];
     const int lane = threadIdx.x % 32;
     const int team = threadIdx.x / 32;
     const int k = team % M;
@@ -738,13 +632,8 @@ __global__ void __launch_bounds__(KSplitShape<M>::threads)
         }
     }
     __syncthreads();
-    // Whole teams leave: the butterfly below stays inside team 0. With the norm epilogue
-    // every thread stays for its barriers.
-    if (k > 0 || !active) {
-        // (the stage is written after the epilogue's first barrier: every chain is done)
-        if constexpr (NORM) mv_norm_q8k(out, y, ldy, n, rows, stage);
-        return;
-    }
+    // Whole teams leave: the butterfly below stays inside team 0.
+    if (k > 0 || !active) return;
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) {
@@ -771,84 +660,63 @@ __global__ void __launch_bounds__(KSplitShape<M>::threads)
     }
     const RfRopeKv none{};
     mv_finish<N, false>(acc, n, true, row, y, ldy, accumulate, none);
-    if constexpr (NORM) mv_norm_q8k(out, y, ldy, n, rows, stage);
-}
-
-// Whether rows of `nsb` super-blocks take the split kernel (ROCMFORGE_KMV_SPLIT=0 keeps one
-// team per row, for comparison).
-static bool kmv_split(int nsb) {
-    static const int off = [] {
-        const char* v = getenv("ROCMFORGE_KMV_SPLIT");
-        return v && v[0] == '0';
-    }();
-    return !off && nsb > 32 && nsb <= 128;
 }
 
 template <int T, int N, int M>
 static void launch_mv_k_split(const uint8_t* w, int rows, int cols, const int8_t* xq,
                               const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
-                              const RfQ8KOut& out, hipStream_t s) {
+                              hipStream_t s) {
     const dim3 grid((rows + KSplitShape<M>::rows - 1) / KSplitShape<M>::rows);
-    if (out.qk && out.kind == RF_ACT_RMSNORM)
-        RF_LAUNCH_OVERLAPPED((matvec_k_split_kernel<T, N, M, true>), grid,
-                             dim3(KSplitShape<M>::threads), 0, s, w, rows, cols, xq, xh, n, y,
-                             ldy, accumulate, out);
-    else
-        RF_LAUNCH_OVERLAPPED((matvec_k_split_kernel<T, N, M, false>), grid,
-                             dim3(KSplitShape<M>::threads), 0, s, w, rows, cols, xq, xh, n, y,
-                             ldy, accumulate, out);
+    RF_LAUNCH_OVERLAPPED((matvec_k_split_kernel<T, N, M>), grid, dim3(KSplitShape<M>::threads),
+                         0, s, w, rows, cols, xq, xh, n, y, ldy, accumulate);
 }
 
 template <int T, int N, int LPR>
 static void launch_mv_k_lanes(const uint8_t* w, int rows, int cols, const int8_t* xq,
                               const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
-                              const RfRopeKv& rk, const RfQ8KOut& out, hipStream_t s) {
+                              const RfRopeKv& rk, hipStream_t s) {
     const int rows_per_block = MV_GROUPS * (32 / LPR);
     const dim3 grid((rows + rows_per_block - 1) / rows_per_block);
     if (rk.rot)
-        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, true, LPR, false>), grid, dim3(RF_BLOCK), 0,
-                             s, w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out);
-    else if (out.qk && out.kind == RF_ACT_RMSNORM)
-        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false, LPR, true>), grid, dim3(RF_BLOCK), 0,
-                             s, w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out);
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, true, LPR>), grid, dim3(RF_BLOCK), 0, s, w,
+                             rows, cols, xq, xh, n, y, ldy, accumulate, rk);
     else
-        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false, LPR, false>), grid, dim3(RF_BLOCK), 0,
-                             s, w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out);
+        RF_LAUNCH_OVERLAPPED((matvec_k_kernel<T, N, false, LPR>), grid, dim3(RF_BLOCK), 0, s, w,
+                             rows, cols, xq, xh, n, y, ldy, accumulate, rk);
 }
 
+// Rows of 33..128 super-blocks take the split kernel (Llama-3-8B Q4_K_M decode on an H100,
+// with attention writing the output projection's Q8_K input: 344 -> 370 tok/s).
 template <int T, int N>
 static void launch_mv_k(const uint8_t* w, int rows, int cols, const int8_t* xq,
                         const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
-                        const RfRopeKv& rk, const RfQ8KOut& out, hipStream_t s) {
+                        const RfRopeKv& rk, hipStream_t s) {
     const int nsb = cols / 256;
-    // (the gated epilogue counts rows per block as the one-team kernels lay them out)
-    const bool gated = out.qk && out.kind != RF_ACT_RMSNORM;
-    if (!rk.rot && !gated && kmv_split(nsb)) {
+    if (!rk.rot && nsb > 32 && nsb <= 128) {
         if (nsb <= 64)
-            launch_mv_k_split<T, N, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, out, s);
+            launch_mv_k_split<T, N, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
         else if (nsb <= 96)
-            launch_mv_k_split<T, N, 3>(w, rows, cols, xq, xh, n, y, ldy, accumulate, out, s);
+            launch_mv_k_split<T, N, 3>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
         else
-            launch_mv_k_split<T, N, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, out, s);
+            launch_mv_k_split<T, N, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
     } else if (cols <= 16 * 256)
-        launch_mv_k_lanes<T, N, 16>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out, s);
+        launch_mv_k_lanes<T, N, 16>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else
-        launch_mv_k_lanes<T, N, 32>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out, s);
+        launch_mv_k_lanes<T, N, 32>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
 }
 
 template <int T>
 static void launch_mv_k_n(const uint8_t* w, int rows, int cols, const int8_t* xq,
                           const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
-                          const RfRopeKv& rk, const RfQ8KOut& out, hipStream_t s) {
+                          const RfRopeKv& rk, hipStream_t s) {
     if (n == 1)
-        launch_mv_k<T, 1>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out, s);
+        launch_mv_k<T, 1>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else if (n == 2)
-        launch_mv_k<T, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out, s);
+        launch_mv_k<T, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else if (n <= 4)
-        launch_mv_k<T, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, out, s);
+        launch_mv_k<T, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else
-        launch_mv_k<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk,
-                                             out, s);
+        launch_mv_k<T, RF_MAX_MATVEC_TOKENS>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
 }
 
 // The CPU dots F16 weights with f16-rounded activations and BF16 with bf16-rounded ones.
@@ -903,29 +771,10 @@ static void launch_mv_f(dim3 grid, hipStream_t s, const uint8_t* w, int rows, in
 
 extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float* x,
                          const int8_t* xq, const void* xq_scales, int n, float* y, int ldy,
-                         int accumulate, const RfRopeKv* rope_kv, const RfQ8KOut* q8k_out,
-                         void* stream) {
+                         int accumulate, const RfRopeKv* rope_kv, void* stream) {
     if (cols % 32 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows <= 0 || ldy < rows)
         return RF_ERR_SHAPE;
     if (rf_block_elems(ty) > 32 && cols % rf_block_elems(ty) != 0) return RF_ERR_SHAPE;
-    RfQ8KOut g = {};
-    if (q8k_out) {
-        g = *q8k_out;
-        if (rf_block_elems(ty) != 256 || rope_kv || !g.qk || !g.qk_heads || !g.counters)
-            return RF_ERR_SHAPE;
-        if (g.kind == RF_ACT_RMSNORM) {
-            // the product is the whole residual row: its last block normalizes it
-            if (!accumulate || ldy != rows || rows % 256 != 0 || rows > MV_NORM_MAX || !g.norm_w)
-                return RF_ERR_SHAPE;
-        } else if (g.kind == RF_ACT_SWIGLU || g.kind == RF_ACT_GEGLU) {
-            // whole super-blocks of rows per part, so no block straddles two
-            if (accumulate || g.ff <= 0 || g.ff % 256 != 0 || g.row_offset % 256 != 0 ||
-                rows % 256 != 0)
-                return RF_ERR_SHAPE;
-        } else {
-            return RF_ERR_SHAPE;
-        }
-    }
     RfRopeKv rk = {};
     if (rope_kv) {
         rk = *rope_kv;
@@ -941,7 +790,7 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
     RF_DISPATCH_TYPE(ty, {
         if constexpr (RfType<T>::super_block) {
             launch_mv_k_n<T>(wb, rows, cols, xq, (const RfQ8KHead*)xq_scales, n, y, ldy,
-                             accumulate, rk, g, s);
+                             accumulate, rk, s);
         } else if constexpr (RfType<T>::int8_matvec)
             launch_mv_n<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s);
         else

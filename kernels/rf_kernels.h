@@ -96,28 +96,9 @@ typedef struct RfRopeKv {
     int q_dim, kv_dim, head_dim, out_offset;
     int kv_type;              // RF_KV_F32 / RF_KV_F16
 } RfRopeKv;
-// The next product's Q8_K input, written by a K-quant mat-vec's last blocks instead of an
-// rf_act pass (ffi.rs mirrors it). kind RF_ACT_SWIGLU / RF_ACT_GEGLU: the product is a
-// gate|up; the block that completes the gate and up rows of a super-block of 256 outputs
-// (counted in `counters`, one per super-block) forms act(gate) * up there and quantizes it.
-// kind RF_ACT_RMSNORM: the product accumulates into the residual stream y (rows of d = the
-// product's rows); the last of its blocks (counters[0]) forms RMSNorm(y) * norm_w and
-// quantizes it. Both as rf_act would, bit for bit.
-typedef struct RfQ8KOut {
-    int8_t* qk;            // (n, width) Q8_K quants, chunk-major (quant.h)
-    void* qk_heads;        // (n, width / 256) RfQ8KHead
-    int32_t* counters;     // int32 zeros, left zero: width / 256 (gated) or 1 (norm)
-    const float* norm_w;   // RMSNorm: (d) weights
-    float eps;             // RMSNorm
-    int kind;
-    int ff;                // gated: gate rows [0, ff), up rows [ff, 2 ff) of the whole product
-    int row_offset;        // gated: this part's first row of the whole product (% 256 == 0)
-} RfQ8KOut;
-// out (nullable): K-quant weights, no rope_kv; gated: no accumulate, rows % 256 == 0; norm:
-// accumulate, y rows of ldy = rows <= 8192 floats, rows % 256 == 0.
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate,
-              const RfRopeKv* rope_kv, const RfQ8KOut* out, void* stream);
+              const RfRopeKv* rope_kv, void* stream);
 // ---- matmul_q.hip: y (+)= x . W^T for n tokens (any count) of int8 activations (rf_act's q8
 // and scales), bit for bit the mat-vec's results; blocks-of-32 int8 types only
 // (rf_matmul_q_supported). parts = 1, 2 or 4: how many blocks share each output's canonical

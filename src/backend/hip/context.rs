@@ -94,10 +94,6 @@ struct Scratch {
     /// headers of ffi::Q8K_HEAD_BYTES (see rf_act)
     xk: DeviceBuffer,
     xkh: DeviceBuffer,
-    /// (MATVEC_MAX_TOKENS, n_ff) Q8_K quants and headers of the down projection's input when
-    /// the gate|up mat-vec writes them (ffi::Q8KOut): its own blocks still read xk meanwhile.
-    xk_ffn: DeviceBuffer,
-    xkh_ffn: DeviceBuffer,
     /// The same as f16 for BLAS: (step, width)
     x16: DeviceBuffer,
     /// (step, q_dim + 2 kv_dim)
@@ -112,10 +108,6 @@ struct Scratch {
     /// (att_tokens, q_dim / 256), zero between kernels
     att_part: DeviceBuffer,
     att_counters: DeviceBuffer,
-    /// (n_ff / 256 + 1) i32 zeros between kernels: gate|up rows done per super-block of the
-    /// fused gated activation, then the blocks done of a product with the fused RMSNorm
-    /// (ffi::Q8KOut)
-    q8k_counters: DeviceBuffer,
     /// (step, n_vocab)
     logits: DeviceBuffer,
     /// Subtree sums of the quantized mat-mat when it splits its outputs' sums over blocks:
@@ -266,11 +258,6 @@ impl GpuContext {
             xq: DeviceBuffer::new(step * width, "int8 activations")?,
             xs: DeviceBuffer::new(step * width / 32 * 4 * f, "activation scales")?,
             xk: DeviceBuffer::new(MATVEC_MAX_TOKENS * width, "Q8_K activations")?,
-            xk_ffn: DeviceBuffer::new(MATVEC_MAX_TOKENS * ff, "Q8_K FFN activations")?,
-            xkh_ffn: DeviceBuffer::new(
-                MATVEC_MAX_TOKENS * ff.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
-                "Q8_K FFN activation headers",
-            )?,
             xkh: DeviceBuffer::new(
                 MATVEC_MAX_TOKENS * width.div_ceil(256) * ffi::Q8K_HEAD_BYTES,
                 "Q8_K activation headers",
@@ -283,11 +270,6 @@ impl GpuContext {
             att_counters: DeviceBuffer::zeroed(
                 att_tokens * (hp.n_head + q.div_ceil(256)) * 4,
                 "attention counters",
-                &stream,
-            )?,
-            q8k_counters: DeviceBuffer::zeroed(
-                (ff.div_ceil(256) + 1) * 4,
-                "fused activation counters",
                 &stream,
             )?,
             logits: DeviceBuffer::new(step * hp.n_vocab * f, "logits")?,

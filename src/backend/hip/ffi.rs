@@ -42,32 +42,6 @@ pub struct RopeKv {
 // The C side asserts the same size (kernels/matvec.hip).
 const _: () = assert!(std::mem::size_of::<RopeKv>() == 88);
 
-/// kernels/rf_kernels.h's RfQ8KOut: the next product's Q8_K input written by a K-quant
-/// mat-vec's last blocks (the gated activation of a gate|up, or the RMSNorm of the residual
-/// stream a product accumulates into) instead of an rf_act pass. Field for field the C struct.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Q8KOut {
-    /// (n, width) Q8_K quants
-    pub qk: *mut i8,
-    /// (n, width / 256) Q8_K headers
-    pub qk_heads: *mut c_void,
-    /// i32 zeros, left zero: width / 256 (gated) or 1 (norm)
-    pub counters: *mut i32,
-    /// RMSNorm: (d) weights
-    pub norm_w: *const f32,
-    /// RMSNorm: epsilon
-    pub eps: f32,
-    /// ACT_RMSNORM, ACT_SWIGLU or ACT_GEGLU
-    pub kind: c_int,
-    /// Gated: the FFN width (gate rows [0, ff), up rows [ff, 2 ff) of the product).
-    pub ff: c_int,
-    /// Gated: the part's first row of the whole gate|up product.
-    pub row_offset: c_int,
-}
-// The C side asserts the same size (kernels/matvec.hip).
-const _: () = assert!(std::mem::size_of::<Q8KOut>() == 48);
-
 /// kernels/kv_cache.h's RF_KV_* id of a cache type (the same numbers as [`KvType::id`]).
 /// q8_0 has no kernels and never reaches them (`crate::backend::gpu::check_kv_type` refuses
 /// it at context creation); its ggml id is passed through for the kernels to reject.
@@ -175,7 +149,6 @@ extern "C" {
         ldy: c_int,
         accumulate: c_int,
         rope_kv: *const RopeKv,
-        q8k_out: *const Q8KOut,
         s: *mut c_void,
     ) -> c_int;
     /// Whether rf_matmul_q takes weights of this type (the blocks-of-32 int8 types).

@@ -68,26 +68,21 @@ impl GpuContext {
             },
             "embedding",
         )?;
-        // Whether the previous product already wrote this layer's normalized input (its last
-        // block: Q8KOut's RMSNorm).
-        let mut normed = false;
         for (il, layer) in model.layers.iter().enumerate() {
             if let Some(c) = cancel {
                 c.check()?;
             }
             let x = self.s.x.at::<f32>(0);
-            if !normed {
-                self.act(
-                    ffi::ACT_RMSNORM,
-                    x,
-                    layer.attn_norm.at(0),
-                    hp.rms_eps,
-                    d,
-                    n,
-                    null,
-                    &layer.qkv,
-                )?;
-            }
+            self.act(
+                ffi::ACT_RMSNORM,
+                x,
+                layer.attn_norm.at(0),
+                hp.rms_eps,
+                d,
+                n,
+                null,
+                &layer.qkv,
+            )?;
             let qkv = self.s.qkv.at::<f32>(0);
             let spec = &layer.spec;
             // This layer's RoPE table (one per RoPE of the model, MAX_STEP_TOKENS rows each).
@@ -132,7 +127,7 @@ impl GpuContext {
             };
             if layer.qkv_post(hp) {
                 // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own.
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None, Q8kInput::Main)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
                 check(
                     unsafe {
                         ffi::rf_qkv_post(
@@ -164,18 +159,9 @@ impl GpuContext {
             } else if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n))
             {
                 // The mat-vec rotates and stores its results itself (not the mat-mat).
-                self.project(
-                    &layer.qkv,
-                    n,
-                    qkv,
-                    qkv_w,
-                    false,
-                    Some(rope_kv),
-                    None,
-                    Q8kInput::Main,
-                )?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
             } else {
-                self.project(&layer.qkv, n, qkv, qkv_w, false, None, None, Q8kInput::Main)?;
+                self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
                 check(
                     unsafe {
                         ffi::rf_rope_kv(
@@ -217,12 +203,12 @@ impl GpuContext {
                 !tiled && n <= MATVEC_MAX_TOKENS && quantized(&layer.wo) && !reads_q8k(&layer.wo);
             // With K-quant output weights it writes their Q8_K activations instead (each
             // super-block by the head that completes it), saving rf_act's copy pass: a launch
-            // per layer.
+            // per layer (Llama-3-8B Q4_K_M decode on an H100 with the split mat-vec of
+            // kernels/matvec.hip: 344 -> 370 tok/s).
             let fuse_q8k = !tiled
                 && n <= MATVEC_MAX_TOKENS
                 && q_dim.is_multiple_of(256)
-                && reads_q8k_only(&layer.wo)
-                && std::env::var_os("ROCMFORGE_ATT_Q8K").is_none_or(|v| v != "0");
+                && reads_q8k_only(&layer.wo);
             let window = spec.window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
             let code = if tiled {
                 unsafe {
@@ -326,70 +312,21 @@ impl GpuContext {
                     &layer.wo,
                 )?;
             }
-            let ffn_normed = self.residual(
-                &layer.wo,
+            self.residual(&layer.wo, n, &layer.out_bias, &layer.post_attn_norm)?;
+            self.act(
+                ffi::ACT_RMSNORM,
+                x,
+                layer.ffn_norm.at(0),
+                hp.rms_eps,
+                d,
                 n,
-                &layer.out_bias,
-                &layer.post_attn_norm,
-                Some((&layer.ffn_norm, &layer.gate_up)),
-                Q8kInput::Main,
-            )?;
-            if !ffn_normed {
-                self.act(
-                    ffi::ACT_RMSNORM,
-                    x,
-                    layer.ffn_norm.at(0),
-                    hp.rms_eps,
-                    d,
-                    n,
-                    null,
-                    &layer.gate_up,
-                )?;
-            }
-            // Decode with K-quant gate|up and down weights: the gate|up mat-vec forms the
-            // activation and the down projection's Q8_K input itself (the blocks completing
-            // each super-block of outputs), saving rf_act's pass: a launch per layer.
-            let fuse_glu = n <= MATVEC_MAX_TOKENS
-                && ff.is_multiple_of(256)
-                && reads_q8k_only(&layer.gate_up)
-                && reads_q8k_only(&layer.down)
-                && (layer.gate_up.parts.iter()).all(|m| m.out_offset.is_multiple_of(256))
-                && (layer.gate_up.parts.iter()).all(|m| m.rows.is_multiple_of(256))
-                && std::env::var_os("ROCMFORGE_GLU_Q8K").is_none_or(|v| v != "0");
-            let glu = fuse_glu.then(|| ffi::Q8KOut {
-                qk: self.s.xk_ffn.at(0),
-                qk_heads: self.s.xkh_ffn.ptr(),
-                counters: self.s.q8k_counters.at(0),
-                norm_w: std::ptr::null(),
-                eps: 0.0,
-                kind: ffn_act,
-                ff: ff as i32,
-                row_offset: 0,
-            });
-            self.project(
+                null,
                 &layer.gate_up,
-                n,
-                self.s.gate_up.at(0),
-                2 * ff,
-                false,
-                None,
-                glu,
-                Q8kInput::Main,
             )?;
+            self.project(&layer.gate_up, n, self.s.gate_up.at(0), 2 * ff, false, None)?;
             let gu = self.s.gate_up.at::<f32>(0);
-            if !fuse_glu {
-                self.act(ffn_act, gu, std::ptr::null(), 0.0, ff, n, null, &layer.down)?;
-            }
-            // The next layer's attention norm (not after the last layer: the output norm
-            // takes only the rows whose logits are wanted).
-            let next = model.layers.get(il + 1).map(|l| (&l.attn_norm, &l.qkv));
-            // (reading the gate|up mat-vec's Q8_K output when it wrote one)
-            let input = if fuse_glu {
-                Q8kInput::Ffn
-            } else {
-                Q8kInput::Main
-            };
-            normed = self.residual(&layer.down, n, &None, &layer.post_ffn_norm, next, input)?;
+            self.act(ffn_act, gu, std::ptr::null(), 0.0, ff, n, null, &layer.down)?;
+            self.residual(&layer.down, n, &None, &layer.post_ffn_norm)?;
         }
         if n_out > 0 {
             let x = self.s.x.at::<f32>(0);
@@ -410,8 +347,6 @@ impl GpuContext {
                 hp.n_vocab,
                 false,
                 None,
-                None,
-                Q8kInput::Main,
             )?;
             if let Some(cap) = hp.final_logit_softcap {
                 // SAFETY: the logits buffer holds n_out rows of n_vocab floats.
@@ -427,47 +362,20 @@ impl GpuContext {
     /// The residual add of a block's output product `p` (its input prepared): straight into
     /// the residual stream, or, with an output bias or a post-norm, into `proj` first and
     /// added by rf_residual as the CPU does (bias, then the norm, then the add).
-    /// `next`: the RMSNorm weights and the product that follows; when the product's mat-vec
-    /// can write that product's normalized Q8_K input itself (its last block, ffi::Q8KOut),
-    /// it does, and the result is true: the caller skips that rf_act pass.
     fn residual(
         &self,
         p: &Projection,
         n: usize,
         bias: &Option<DeviceBuffer>,
         norm: &Option<DeviceBuffer>,
-        next: Option<(&DeviceBuffer, &Projection)>,
-        input: Q8kInput,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let x = self.s.x.at::<f32>(0);
-        let hp = &self.model.hparams;
-        let d = hp.n_embd;
+        let d = self.model.hparams.n_embd;
         if bias.is_none() && norm.is_none() {
-            let fused = next.filter(|(_, np)| {
-                n <= MATVEC_MAX_TOKENS
-                    && d.is_multiple_of(256)
-                    && d <= NORM_Q8K_MAX_WIDTH
-                    && p.parts.len() == 1
-                    && reads_q8k_only(p)
-                    && reads_q8k_only(np)
-                    && std::env::var_os("ROCMFORGE_NORM_Q8K").is_none_or(|v| v != "0")
-            });
-            let out = fused.map(|(w, _)| ffi::Q8KOut {
-                qk: self.s.xk.at(0),
-                qk_heads: self.s.xkh.ptr(),
-                // after the gated activation's counters (ff / 256 of them)
-                counters: self.s.q8k_counters.at(hp.n_ff.div_ceil(256)),
-                norm_w: w.at(0),
-                eps: hp.rms_eps,
-                kind: ffi::ACT_RMSNORM,
-                ff: 0,
-                row_offset: 0,
-            });
-            self.project(p, n, x, d, true, None, out, input)?;
-            return Ok(out.is_some());
+            return self.project(p, n, x, d, true, None);
         }
         let proj = self.s.proj.at::<f32>(0);
-        self.project(p, n, proj, d, false, None, None, input)?;
+        self.project(p, n, proj, d, false, None)?;
         let ptr = |b: &Option<DeviceBuffer>| {
             b.as_ref()
                 .map_or(std::ptr::null(), |b| b.at::<f32>(0) as *const f32)
@@ -488,8 +396,7 @@ impl GpuContext {
                 )
             },
             "residual add",
-        )?;
-        Ok(false)
+        )
     }
 
     /// Transforms `n` rows of `input` (see ffi::ACT_*) into the inputs of the next product:
@@ -549,9 +456,6 @@ impl GpuContext {
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
     /// the activations `act` just prepared. `rope_kv`: the product is attention's Q|K|V and
     /// its results are rotated and stored as rf_rope_kv would (mat-vec sized batches only).
-    /// `q8k_out`: the K-quant mat-vec also writes the next product's Q8_K input (ffi::Q8KOut;
-    /// mat-vec sized batches of a one-part product for the RMSNorm).
-    #[allow(clippy::too_many_arguments)]
     fn project(
         &self,
         p: &Projection,
@@ -560,8 +464,6 @@ impl GpuContext {
         ldy: usize,
         accumulate: bool,
         rope_kv: Option<ffi::RopeKv>,
-        q8k_out: Option<ffi::Q8KOut>,
-        input: Q8kInput,
     ) -> Result<()> {
         let st = self.stream.raw();
         for mtx in &p.parts {
@@ -575,20 +477,10 @@ impl GpuContext {
                 let rope_ptr = part_rope
                     .as_ref()
                     .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
-                let part_out = q8k_out.map(|o| ffi::Q8KOut {
-                    row_offset: mtx.out_offset as i32,
-                    ..o
-                });
-                let out_ptr = part_out
-                    .as_ref()
-                    .map_or(std::ptr::null(), |o| o as *const ffi::Q8KOut);
                 // The K-quants read the Q8_K activations, the other quantized types the int8
                 // groups of 32.
                 let (xq, xs) = if mtx.ty.format().is_some_and(reads_q8k_format) {
-                    match input {
-                        Q8kInput::Main => (self.s.xk.at(0), self.s.xkh.ptr()),
-                        Q8kInput::Ffn => (self.s.xk_ffn.at(0), self.s.xkh_ffn.ptr()),
-                    }
+                    (self.s.xk.at(0), self.s.xkh.ptr())
                 } else {
                     (self.s.xq.at(0), self.s.xs.ptr())
                 };
@@ -608,7 +500,6 @@ impl GpuContext {
                         ldy as i32,
                         accumulate as i32,
                         rope_ptr,
-                        out_ptr,
                         st,
                     )
                 };
@@ -701,20 +592,6 @@ impl GpuContext {
             .unwrap_or(if fits(4) { 4 } else { 1 })
     }
 }
-
-/// Where a K-quant mat-vec reads its Q8_K activations.
-#[derive(Clone, Copy)]
-enum Q8kInput {
-    /// xk / xkh, written by rf_act, attention or the previous product's last block.
-    Main,
-    /// xk_ffn / xkh_ffn, written by the gate|up mat-vec for the down projection (xk is
-    /// still being read by the gate|up's own blocks while they are written).
-    Ffn,
-}
-
-/// Widest residual row whose RMSNorm a mat-vec's last block forms (kernels/matvec.hip's
-/// MV_NORM_MAX, the floats it stages in shared memory).
-const NORM_Q8K_MAX_WIDTH: usize = 8192;
 
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
