@@ -24,6 +24,7 @@
 #include "arch.h"
 #include "numerics.h"
 #include "kv_cache.h"
+#include "quant.h"
 
 #define ATT_CHUNK 256  // cells per chunk: src/backend/cpu/attention.rs CHUNK
 #define ATT_CELLS 4    // cells per group per scoring round
@@ -36,6 +37,74 @@ __device__ __forceinline__ void att_store(float* out, int8_t* q8, float4* q8_sca
                                           float v) {
     out[o] = v;
     if (q8) rf_quantize_group32(v, q8, q8_scales, o);
+}
+
+// With Q8_K outputs (the output projection's weights are K-quants): after this block stored
+// head h's HD outputs of token t, it counts itself in every super-block of 256 the head
+// overlaps, and the block that completes a super-block (every head overlapping it stored)
+// quantizes it, one 32-lane group per super-block, as rf_act would from the f32 copy. The
+// counters (q_dim / 256 per token) are left zero. Called by every thread of the block.
+template <int HD>
+__device__ __forceinline__ void att_store_q8k(const float* out_row, int h, int q_dim,
+                                              int8_t* qk_row, RfQ8KHead* qkh_row,
+                                              int32_t* cnt_row) {
+    constexpr int MAX_SB = (HD + 255) / 256 + 1;  // super-blocks one head overlaps, at most
+    __shared__ int todo[MAX_SB];
+    __shared__ int n_todo;
+    __threadfence();  // this block's outputs before its count
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int k = 0;
+        const int e0 = h * HD, e1 = e0 + HD;
+        for (int sb = e0 / 256; sb * 256 < e1; sb++) {
+            const int heads = ((sb + 1) * 256 - 1) / HD - (sb * 256) / HD + 1;
+            if (atomicAdd(&cnt_row[sb], 1) + 1 == heads) {
+                cnt_row[sb] = 0;  // every head has counted: ready for the next layer
+                todo[k++] = sb;
+            }
+        }
+        n_todo = k;
+    }
+    __syncthreads();
+    if (n_todo == 0) return;
+    __threadfence();  // the other heads' outputs after their counts
+    const int nsb = q_dim / 256;
+    for (int i = threadIdx.x / 32; i < n_todo; i += blockDim.x / 32)
+        rf_store_q8k_group32(out_row + todo[i] * 256, qk_row, nsb, todo[i], qkh_row + todo[i]);
+}
+
+// The last block's join of the chunks, as the CPU does: ascending, or, in a sliding-window
+// ring, ascending from the chunk of the window's oldest position (`first`, -1: none) and
+// wrapping around. Thread i < HD joins output element i (at `o_at` of out).
+template <int HD>
+__device__ __forceinline__ void att_join(const float* th_part, int j_lo, int j_hi,
+                                              int n_chunks, int first, float* out, int8_t* q8,
+                                              float4* q8_scales, size_t o_at) {
+    float big = -INFINITY;
+    for (int j = j_lo; j < j_hi; j++)
+        big = fmaxf(big, rf_load_coherent(th_part + (size_t)j * (2 + HD)));
+    const int j_first = first >= 0 ? min(max(first, j_lo), j_hi - 1) : j_lo;
+    float total = 0.0f, o = 0.0f;
+    for (int k = 0; k < n_chunks; k++) {
+        const int j = j_first + k < j_hi ? j_first + k : j_first + k - n_chunks;
+        const float* pj = th_part + (size_t)j * (2 + HD);
+        const float m = rf_load_coherent(pj);
+        if (m == -INFINITY) continue;  // no visible cell in the chunk
+        const float w = rf_exp(m - big);
+        total = total + rf_load_coherent(pj + 1) * w;
+        o = o + rf_load_coherent(pj + 2 + threadIdx.x) * w;
+    }
+    att_store(out, q8, q8_scales, o_at, o * (1.0f / total));
+}
+
+// att_store_q8k for token t's head h (out: the step's output rows of n_head * HD floats;
+// qk / qkh the Q8_K rows and headers; sb_counters (tokens, q_dim / 256)).
+template <int HD>
+__device__ __forceinline__ void att_finish_q8k(const float* out, int t, int h, int n_head,
+                                               int8_t* qk, RfQ8KHead* qkh, int32_t* sb_counters) {
+    const int q_dim = n_head * HD, nsb = q_dim / 256;
+    att_store_q8k<HD>(out + (size_t)t * q_dim, h, q_dim, qk + (size_t)t * q_dim,
+                      qkh + (size_t)t * nsb, sb_counters + (size_t)t * nsb);
 }
 
 // 32-lane groups per block: one per 4 output elements up to head size 128, one per 8 above.
@@ -51,7 +120,8 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                      const int32_t* tok_lo, const int32_t* tok_hi, const int32_t* tok_first,
                      int n_head, int n_head_kv, int n_ctx, int window, float scale, float* part,
                      int32_t* counters,
-                     float* out, int8_t* q8, float4* q8_scales) {
+                     float* out, int8_t* q8, float4* q8_scales, int8_t* qk, RfQ8KHead* qkh,
+                     int32_t* sb_counters) {
     constexpr int GROUPS = AttShape<HD>::groups, THREADS = GROUPS * 32;
     constexpr int PER_LANE = HD / 32;     // key elements per lane
     constexpr int SLICE = HD / GROUPS;    // output elements per group (4 or 8)
@@ -196,6 +266,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 att_store(out, q8, q8_scales, (size_t)t * n_head * HD + h * HD + threadIdx.x,
                           o * (1.0f / total));
             }
+            if (qk) att_finish_q8k<HD>(out, t, h, n_head, qk, qkh, sb_counters);
             return;
         }
         float* pj = th_part + (size_t)j * (2 + HD);
@@ -214,25 +285,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     if (!last) return;
     __threadfence();
     if (threadIdx.x == 0) counters[t * n_head + h] = 0;  // ready for the next layer / pass
-    if (threadIdx.x >= HD) return;
-    // The last block joins the chunks as the CPU does: ascending, or, in a sliding-window
-    // ring, ascending from the chunk of the window's oldest position and wrapping around.
-    float big = -INFINITY;
-    for (int j = j_lo; j < j_hi; j++)
-        big = fmaxf(big, rf_load_coherent(th_part + (size_t)j * (2 + HD)));
-    const int j_first = tok_first ? min(max(tok_first[t], j_lo), j_hi - 1) : j_lo;
-    float total = 0.0f, o = 0.0f;
-    for (int k = 0; k < n_chunks; k++) {
-        const int j = j_first + k < j_hi ? j_first + k : j_first + k - n_chunks;
-        const float* pj = th_part + (size_t)j * (2 + HD);
-        const float m = rf_load_coherent(pj);
-        if (m == -INFINITY) continue;  // no visible cell in the chunk
-        const float w = rf_exp(m - big);
-        total = total + rf_load_coherent(pj + 1) * w;
-        o = o + rf_load_coherent(pj + 2 + threadIdx.x) * w;
-    }
-    att_store(out, q8, q8_scales, (size_t)t * n_head * HD + h * HD + threadIdx.x,
-              o * (1.0f / total));
+    if (threadIdx.x < HD) att_join<HD>(th_part, j_lo, j_hi, n_chunks, tok_first ? tok_first[t] : -1,
+                                   out, q8, q8_scales,
+                                   (size_t)t * n_head * HD + h * HD + threadIdx.x);
+    if (qk) att_finish_q8k<HD>(out, t, h, n_head, qk, qkh, sb_counters);
 }
 
 template <int HD, typename T>
@@ -243,11 +299,13 @@ static void launch_attention(dim3 grid, hipStream_t st, const float* q, int ld_q
                              const int32_t* tok_lo, const int32_t* tok_hi,
                              const int32_t* tok_first, int n_head, int n_head_kv, int n_ctx,
                              int window, float scale, float* part, int32_t* counters, float* out,
-                             int8_t* q8, float4* q8_scales) {
+                             int8_t* q8, float4* q8_scales, int8_t* qk, RfQ8KHead* qkh) {
+    // The super-block counters follow the (token, head) ones.
+    int32_t* sb_counters = counters + (size_t)grid.y * n_head;
     RF_LAUNCH_OVERLAPPED((attention_kernel<HD, T>), grid, dim3(AttShape<HD>::groups * 32), 0, st, q,
                          ld_q, k_cache, v_cache, cell_pos, cell_seqs, n_cells, tok_pos, tok_seq,
                          tok_lo, tok_hi, tok_first, n_head, n_head_kv, n_ctx, window, scale, part,
-                         counters, out, q8, q8_scales);
+                         counters, out, q8, q8_scales, qk, qkh, sb_counters);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
@@ -258,14 +316,15 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
                             int n_head_kv,
                             int head_dim, int n_ctx, int window, float scale, int splits,
                             float* part, int32_t* counters, float* out, int8_t* q8,
-                            void* q8_scales, void* stream) {
+                            void* q8_scales, int8_t* qk, void* qk_heads, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
-        window < 0 ||
+        window < 0 || (qk && (q8 || !qk_heads || (n_head * head_dim) % 256 != 0)) ||
         splits < 1 || splits > ATT_MAX_SPLIT || (kv_type != RF_KV_F32 && kv_type != RF_KV_F16))
         return RF_ERR_SHAPE;
     const dim3 grid(n_head, n, splits);
     const hipStream_t st = (hipStream_t)stream;
     float4* qs = (float4*)q8_scales;
+    RfQ8KHead* qkh = (RfQ8KHead*)qk_heads;
 #define RF_ATT_CASE(HD)                                                                     \
     case HD:                                                                                \
         if (kv_type == RF_KV_F16)                                                           \
@@ -273,13 +332,13 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
                                  tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
                                  n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
-                                 qs);                                                        \
+                                 qs, qk, qkh);                                               \
         else                                                                                \
             launch_attention<HD>(grid, st, q, ld_q, (const float*)k_cache,                  \
                                  (const float*)v_cache, cell_pos, cell_seqs, n_cells,       \
                                  tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
                                  n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
-                                 qs);                                                        \
+                                 qs, qk, qkh);                                               \
         break;
     switch (head_dim) {
         RF_ATT_CASE(32)

@@ -559,6 +559,118 @@ __global__ void __launch_bounds__(RF_BLOCK)
         mv_finish_half<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
 }
 
+// Rows of 33..128 super-blocks (ffn_down: 14,336 columns of Llama-3-8B are 56, 18,944 of
+// Qwen2.5-7B 74): M teams per row, team k's lane L holding super-block 32 k + L, so every
+// super-block of the row is loaded at once, before the wait on the previous kernel. (One team
+// per row loaded a lane's second super-block only after the first one's arithmetic: two
+// memory round trips in a row, ffn_down at 1.7 TB/s of the H100's 3.0.) The integer parts
+// and the factor products of a super-block do not depend on the order, so teams k > 0 leave
+// theirs in shared memory and lane L of team 0 takes them up in the canonical order:
+// acc = fma(isum, d * a.d, acc) (and the min term) for super-blocks L, L + 32, ..., exactly
+// the one-team kernel's chain, so the same bits. R rows per block of 32 M R threads.
+template <int M> struct KSplitShape {
+    static constexpr int rows = M == 3 ? 2 : 8 / M;
+    static constexpr int threads = 32 * M * rows;
+};
+
+template <int T, int N, int M>
+__global__ void __launch_bounds__(KSplitShape<M>::threads)
+    matvec_k_split_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                          const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate) {
+    static_assert(M >= 2 && M <= 4, "two to four teams per row");
+    constexpr int THREADS = KSplitShape<M>::threads;
+    // (isum, msum) and (d * a.d, dmin * a.d) of each thread's super-block, per token.
+    __shared__ int2 parts_s[N][THREADS];
+    __shared__ float2 factors_s[N][THREADS];
+    const int lane = threadIdx.x % 32;
+    const int team = threadIdx.x / 32;
+    const int k = team % M;
+    const int row = blockIdx.x * KSplitShape<M>::rows + team / M;
+    const bool active = row < rows;
+    const int nsb = cols / 256;
+    const int sb = 32 * k + lane;
+    const bool mine = active && sb < nsb;
+    const size_t nsb_total = (size_t)rows * nsb;
+    const size_t S = (size_t)row * nsb + sb;
+    KPlanes<T> cur;
+    if (mine) cur.load(w, nsb_total, S);
+    rf_wait_previous();
+    rf_release_next();
+    int isum[N], msum[N];
+    float f[N], g[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        isum[t] = 0;
+        msum[t] = 0;
+        f[t] = 0.0f;
+        g[t] = 0.0f;
+    }
+    if (mine) {
+        const int8_t* xa[N];
+        const int16_t* bs[N];
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            xa[t] = xq + (size_t)t * cols + (size_t)sb * 16;  // chunk 0 (see RfQ8KHead)
+            bs[t] = xh[(size_t)t * nsb + sb].bsums;
+        }
+        const float2 dm =
+            KDot<T>::template parts<N>(cur.p, w, nsb_total, S, xa, nsb * 16, bs, n, isum, msum);
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            if (t < n) {
+                const float ad = xh[(size_t)t * nsb + sb].d;
+                f[t] = __fmul_rn(dm.x, ad);
+                g[t] = __fmul_rn(dm.y, ad);
+            }
+        }
+        if (k > 0) {
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                parts_s[t][threadIdx.x] = make_int2(isum[t], msum[t]);
+                factors_s[t][threadIdx.x] = make_float2(f[t], g[t]);
+            }
+        }
+    }
+    __syncthreads();
+    // Whole teams leave: the butterfly below stays inside team 0.
+    if (k > 0 || !active) return;
+    float acc[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        acc[t] = 0.0f;
+        if (t < n && mine) {
+            acc[t] = fmaf((float)isum[t], f[t], acc[t]);
+            if constexpr (KDot<T>::has_min) acc[t] = fmaf(-(float)msum[t], g[t], acc[t]);
+        }
+    }
+#pragma unroll
+    for (int kk = 1; kk < M; kk++) {
+        if (32 * kk + lane < nsb) {
+            const int i = threadIdx.x + 32 * kk;
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t < n) {
+                    const int2 p = parts_s[t][i];
+                    const float2 q = factors_s[t][i];
+                    acc[t] = fmaf((float)p.x, q.x, acc[t]);
+                    if constexpr (KDot<T>::has_min) acc[t] = fmaf(-(float)p.y, q.y, acc[t]);
+                }
+            }
+        }
+    }
+    const RfRopeKv none{};
+    mv_finish<N, false>(acc, n, true, row, y, ldy, accumulate, none);
+}
+
+template <int T, int N, int M>
+static void launch_mv_k_split(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                              const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
+                              hipStream_t s) {
+    const dim3 grid((rows + KSplitShape<M>::rows - 1) / KSplitShape<M>::rows);
+    RF_LAUNCH_OVERLAPPED((matvec_k_split_kernel<T, N, M>), grid, dim3(KSplitShape<M>::threads),
+                         0, s, w, rows, cols, xq, xh, n, y, ldy, accumulate);
+}
+
 template <int T, int N, int LPR>
 static void launch_mv_k_lanes(const uint8_t* w, int rows, int cols, const int8_t* xq,
                               const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
@@ -573,11 +685,21 @@ static void launch_mv_k_lanes(const uint8_t* w, int rows, int cols, const int8_t
                              rows, cols, xq, xh, n, y, ldy, accumulate, rk);
 }
 
+// Rows of 33..128 super-blocks take the split kernel (Llama-3-8B Q4_K_M decode on an H100,
+// with attention writing the output projection's Q8_K input: 344 -> 370 tok/s).
 template <int T, int N>
 static void launch_mv_k(const uint8_t* w, int rows, int cols, const int8_t* xq,
                         const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate,
                         const RfRopeKv& rk, hipStream_t s) {
-    if (cols <= 16 * 256)
+    const int nsb = cols / 256;
+    if (!rk.rot && nsb > 32 && nsb <= 128) {
+        if (nsb <= 64)
+            launch_mv_k_split<T, N, 2>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
+        else if (nsb <= 96)
+            launch_mv_k_split<T, N, 3>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
+        else
+            launch_mv_k_split<T, N, 4>(w, rows, cols, xq, xh, n, y, ldy, accumulate, s);
+    } else if (cols <= 16 * 256)
         launch_mv_k_lanes<T, N, 16>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);
     else
         launch_mv_k_lanes<T, N, 32>(w, rows, cols, xq, xh, n, y, ldy, accumulate, rk, s);

@@ -520,6 +520,66 @@ __device__ __forceinline__ int4 rf_q8k_chunk(const int8_t* xa, int xs, int k) {
     return *(const int4*)(xa + (size_t)k * xs);
 }
 
+// Q8_K quantization of super-block `sb` of a row by one aligned 32-lane group, lane L holding
+// its elements 8 L .. 8 L + 7 in v. Bit for bit act.hip's
+// act_store_q8k (the CPU's q8_k quantizer): the element of largest magnitude, the first on
+// ties, maps to -127; q = min(127, round-half-even(-127 / max * x)); d = 1 / iscale; an
+// all-zero block is zeros; the sums of each group of 16. `qk` is the row's quants (nsb
+// super-blocks, chunk-major as above), `head` the super-block's header.
+__device__ __forceinline__ void rf_quantize_q8k_group32(const float* v, int8_t* qk, int nsb,
+                                                        int sb, RfQ8KHead* head) {
+    const int lane = threadIdx.x % 32;
+    float amax = 0.0f, max = 0.0f;
+    int idx = 256;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (fabsf(v[j]) > amax) {
+            amax = fabsf(v[j]);
+            max = v[j];
+            idx = 8 * lane + j;
+        }
+    }
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) {
+        const float oa = rf_shfl_xor(amax, m), ov = rf_shfl_xor(max, m);
+        const int oi = __float_as_int(rf_shfl_xor(__int_as_float(idx), m));
+        if (oa > amax || (oa == amax && oi < idx)) {
+            amax = oa;
+            max = ov;
+            idx = oi;
+        }
+    }
+    const float iscale = amax == 0.0f ? 0.0f : -127.0f / max;
+    int q[8];
+    int sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        q[j] = amax == 0.0f ? 0 : (int)fminf(rintf(iscale * v[j]), 127.0f);
+        sum += q[j];
+    }
+    sum += __float_as_int(rf_shfl_xor(__int_as_float(sum), 1));  // lanes 2g, 2g + 1: group g
+    uint32_t w[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+        w[h] = (uint32_t)(q[4 * h] & 0xFF) | ((uint32_t)(q[4 * h + 1] & 0xFF) << 8) |
+               ((uint32_t)(q[4 * h + 2] & 0xFF) << 16) | ((uint32_t)(q[4 * h + 3] & 0xFF) << 24);
+    const int g = lane / 2;
+    *(uint2*)(qk + ((size_t)g * nsb + sb) * 16 + (lane % 2) * 8) = make_uint2(w[0], w[1]);
+    if (lane % 2 == 0) head->bsums[g] = (int16_t)sum;
+    if (lane == 0) head->d = amax == 0.0f ? 0.0f : 1.0f / iscale;
+}
+
+// The same for a super-block whose 256 floats are at src, written by other blocks of the
+// kernel and made visible by __threadfence() (so read past L1).
+__device__ __forceinline__ void rf_store_q8k_group32(const float* src, int8_t* qk, int nsb, int sb,
+                                                     RfQ8KHead* head) {
+    const int lane = threadIdx.x % 32;
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = rf_load_coherent(src + 8 * lane + j);
+    rf_quantize_q8k_group32(v, qk, nsb, sb, head);
+}
+
 // IQ4_XS: value = (d * (ls_j - 32)) * table[q]; 8 sub-blocks of 32, each one IQ4_NL block's
 // indices. The GGUF block is f16 d, u16 scales_h, 4 bytes scales_l, qs (128): planes 0..7 are
 // qs (plane p = sub-block p), the tail the 8 header bytes (ls_j: nibble j of scales_l, bits

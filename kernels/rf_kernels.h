@@ -133,7 +133,9 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // blocks per (token, head) sharing them: `part` holds (n, n_head, ceil(n_ctx / 256), 2 + hd)
 // floats of scratch, `counters` (n, n_head) int32 zeros (left zero). hd: a multiple of 32, at
 // most 256. Bit-identical to the CPU backend's attention. q8 / q8_scales (nullable): also
-// write the output quantized as rf_act would. The caches hold elements of `kv_type`
+// write the output quantized as rf_act would. qk / qk_heads (nullable; not with q8; n_head * hd
+// a multiple of 256): write it as rf_act's Q8_K activations instead, `counters` then holding
+// (n, n_head + n_head * hd / 256) int32 zeros. The caches hold elements of `kv_type`
 // (kv_cache.h), widened to f32 as they are read. tok_first (nullable, n): the chunk each
 // token's join starts at, wrapping within [tok_lo, tok_hi)'s chunks (a sliding-window ring's
 // oldest position); null: ascending.
@@ -144,7 +146,8 @@ int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_ca
                  const int32_t* tok_hi, const int32_t* tok_first, int n, int n_head,
                  int n_head_kv, int head_dim, int n_ctx, int window, float scale, int splits,
                  float* part,
-                 int32_t* counters, float* out, int8_t* q8, void* q8_scales, void* stream);
+                 int32_t* counters, float* out, int8_t* q8, void* q8_scales, int8_t* qk,
+                 void* qk_heads, void* stream);
 
 // ---- attention_prefill.hip: the same result for many tokens, tiled (head_dim <= 128,
 // n_head / n_head_kv <= 16); no split scratch needed.

@@ -781,9 +781,14 @@ fn long_context_decode_attention_matches_cpu() {
     let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
     let mut c = Context::new(&cpu, params).expect("CPU context");
     let n_vocab = gpu.hparams().n_vocab as u32;
-    let prompt: Vec<u32> = (0..20u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
-    g.eval(&prompt, 0).expect("GPU prompt");
-    c.eval(&prompt, 0).expect("CPU prompt");
+    // 300 cells: decode attention spans two chunks, so the split kernel's join (and, with
+    // K-quant output weights, its Q8_K output) runs. Steps of 8 tokens take the mat-vec, whose
+    // keys and values are the CPU's bits for every weight type.
+    let prompt: Vec<u32> = (0..300u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    for chunk in prompt.chunks(8) {
+        g.eval(chunk, 0).expect("GPU prompt");
+        c.eval(chunk, 0).expect("CPU prompt");
+    }
     for step in 0..16 {
         let (gl, cl) = (
             g.last_logits().expect("logits"),

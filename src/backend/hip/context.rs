@@ -104,7 +104,8 @@ struct Scratch {
     gate_up: DeviceBuffer,
     /// Chunk results of the split attention: (att_tokens, n_head,
     /// ceil(n_ctx / ATTENTION_CHUNK), 2 + head_dim) f32, and its arrival counters
-    /// (att_tokens, n_head) i32, zero between kernels
+    /// (att_tokens, n_head) i32 followed by the Q8_K output's super-block counters
+    /// (att_tokens, q_dim / 256), zero between kernels
     att_part: DeviceBuffer,
     att_counters: DeviceBuffer,
     /// (step, n_vocab)
@@ -267,7 +268,7 @@ impl GpuContext {
             gate_up: DeviceBuffer::new(step * 2 * ff * f, "gate/up")?,
             att_part: DeviceBuffer::new(att_tokens * att_token_bytes, "attention chunk results")?,
             att_counters: DeviceBuffer::zeroed(
-                att_tokens * hp.n_head * 4,
+                att_tokens * (hp.n_head + q.div_ceil(256)) * 4,
                 "attention counters",
                 &stream,
             )?,

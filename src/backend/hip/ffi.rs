@@ -258,6 +258,8 @@ extern "C" {
         out: *mut f32,
         q8: *mut i8,
         q8_scales: *mut c_void,
+        qk: *mut i8,
+        qk_heads: *mut c_void,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_attention_prefill(

@@ -296,34 +296,37 @@ impl Uploader<'_> {
         })
     }
 
-    /// One stacked matrix when all parts share type and width, else one matrix per part.
+    /// Runs of neighbouring parts that share type and width stacked into one matrix each (all
+    /// of Q|K|V in one, or, in a Q4_K_M layer with a Q6_K V, Q|K and V): one launch per run.
     fn projection(&mut self, parts: &[&WeightRef]) -> Result<Projection> {
         let out_width = parts.iter().map(|w| w.rows).sum();
-        let same = parts
-            .iter()
-            .all(|w| w.ty() == parts[0].ty() && w.cols == parts[0].cols);
-        if !same || parts.len() == 1 {
-            let mut mats = Vec::with_capacity(parts.len());
-            let mut off = 0;
-            for w in parts {
-                mats.push(self.matrix(w, off)?);
-                off += w.rows;
+        let mut mats = Vec::with_capacity(parts.len());
+        let mut off = 0;
+        let mut i = 0;
+        while i < parts.len() {
+            let first = parts[i];
+            let run = parts[i..]
+                .iter()
+                .take_while(|w| w.ty() == first.ty() && w.cols == first.cols)
+                .count();
+            let rows: usize = parts[i..i + run].iter().map(|w| w.rows).sum();
+            if run == 1 {
+                mats.push(self.matrix(first, off)?);
+            } else {
+                let buf = self.upload_rows(&parts[i..i + run])?;
+                mats.push(GpuMatrix {
+                    buf: Arc::new(buf),
+                    ty: first.ty(),
+                    rows,
+                    cols: first.cols,
+                    out_offset: off,
+                });
             }
-            return Ok(Projection {
-                parts: mats,
-                out_width,
-            });
+            off += rows;
+            i += run;
         }
-        let buf = self.upload_rows(parts)?;
-        let m = GpuMatrix {
-            buf: Arc::new(buf),
-            ty: parts[0].ty(),
-            rows: out_width,
-            cols: parts[0].cols,
-            out_offset: 0,
-        };
         Ok(Projection {
-            parts: vec![m],
+            parts: mats,
             out_width,
         })
     }
