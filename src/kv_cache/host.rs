@@ -55,14 +55,10 @@ impl HostKv {
         head_dim: usize,
         kv_type: KvType,
     ) -> Result<HostKv> {
-        if head_dim == 0 || !kv_dim.is_multiple_of(head_dim) {
+        kv_type.check_head_dim(head_dim)?;
+        if !kv_dim.is_multiple_of(head_dim) {
             return Err(Error::Unsupported(format!(
                 "a KV row of {kv_dim} elements is not whole heads of {head_dim}"
-            )));
-        }
-        if kv_type == KvType::Q8_0 && !head_dim.is_multiple_of(Q8_BLOCK) {
-            return Err(Error::Unsupported(format!(
-                "a q8_0 KV cache needs heads of whole 32-element blocks, not {head_dim} elements"
             )));
         }
         let n_layer = in_ring.len();
