@@ -772,9 +772,15 @@ fn long_context_decode_attention_matches_cpu() {
     let Some((gpu, cpu)) = quantized_model_on_both_backends() else {
         return;
     };
-    // 16,384 cells: more than shared memory holds for any head_dim >= 32 (48 KiB).
+    // 300 cells by default; ROCMFORGE_GPU_LONG_TOKENS asks for more (past 32 chunks one block
+    // joins several chunks of its split; past 64 the join stages its chunk results in windows).
+    let n_prompt: u32 = std::env::var("ROCMFORGE_GPU_LONG_TOKENS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    // At least 16,384 cells: more than shared memory holds for any head_dim >= 32 (48 KiB).
     let params = ContextParams {
-        n_ctx: 16_384,
+        n_ctx: (n_prompt as usize + 64).max(16_384),
         n_batch: 8,
         ..ContextParams::default()
     };
@@ -784,7 +790,7 @@ fn long_context_decode_attention_matches_cpu() {
     // 300 cells: decode attention spans two chunks, so the split kernel's join (and, with
     // K-quant output weights, its Q8_K output) runs. Steps of 8 tokens take the mat-vec, whose
     // keys and values are the CPU's bits for every weight type.
-    let prompt: Vec<u32> = (0..300u32).map(|i| (i * 7919 + 13) % n_vocab).collect();
+    let prompt: Vec<u32> = (0..n_prompt).map(|i| (i * 7919 + 13) % n_vocab).collect();
     for chunk in prompt.chunks(8) {
         g.eval(chunk, 0).expect("GPU prompt");
         c.eval(chunk, 0).expect("CPU prompt");
@@ -1063,7 +1069,19 @@ fn thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu() {
         ..Default::default()
     };
     std::fs::write(&tiny, common::tiny::build_bytes(&spec)).expect("write model");
-    let mut paths = vec![tiny.display().to_string()];
+    // Groups of 2 heads of 64 on 4 KV heads: a step of 32 sequences has 4 x 32 blocks of
+    // (KV head, token), enough for the GQA-shared decode attention (kernels/attention.hip).
+    let gqa = std::env::temp_dir().join(format!("rf-mixed-gqa-{}.gguf", std::process::id()));
+    let gqa_spec = common::tiny::TinySpec {
+        weight_type: GgmlType::Q4_0,
+        n_embd: 512,
+        n_head: 8,
+        n_head_kv: 4,
+        n_ff: 256,
+        ..Default::default()
+    };
+    std::fs::write(&gqa, common::tiny::build_bytes(&gqa_spec)).expect("write model");
+    let mut paths = vec![tiny.display().to_string(), gqa.display().to_string()];
     if let Ok(list) = std::env::var("ROCMFORGE_GPU_MODELS") {
         paths.extend(
             list.split(',')
@@ -1153,4 +1171,5 @@ fn thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu() {
         }
     }
     let _ = std::fs::remove_file(&tiny);
+    let _ = std::fs::remove_file(&gqa);
 }

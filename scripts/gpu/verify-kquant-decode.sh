@@ -10,12 +10,7 @@
 # Usage (on the GPU machine): scripts/gpu/verify-kquant-decode.sh
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/verify-kquant}
-mkdir -p "$OUT"
-tar -C dist -xJf dist/gpu.tar.xz
-mkdir -p /tmp/llama-build && tar -C /tmp/llama-build -xJf dist/llbin/llama-bin.tar.xz
-nvidia-smi --query-gpu=name --format=csv,noheader
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64
-D=dist/gpu; V=$D/vocab-smollm2.gguf; Q=$D/ggml-vocab-qwen2.gguf
+. scripts/gpu/unpack-carried.sh
 for ty in q4_k_m q6_k q4_k q5_k q3_k q2_k iq4_xs; do
   $D/rocmforge_synth --shape llama3-8b --type $ty --layers 2 --vocab $V --out /tmp/p-$ty.gguf --threads 16 --distinct-rows 256 > /dev/null
 done
