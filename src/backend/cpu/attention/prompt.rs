@@ -371,6 +371,22 @@ unsafe fn join8_avx512(v8: [std::arch::x86_64::__m256; 8], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    // SAFETY (all three): the CPU features of this function.
+    match k.len() {
+        64 => unsafe { dots8_fixed_avx512::<64>(qs, k, out) },
+        128 => unsafe { dots8_fixed_avx512::<128>(qs, k, out) },
+        _ => unsafe { dots8_any_avx512(qs, k, out) },
+    }
+}
+
+/// [`dots8_avx512`] for any width (a multiple of 32).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dots8_any_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
     let hd = k.len();
     for (q8, o8) in qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8)) {
         // SAFETY (both): the CPU features of this function.
@@ -379,6 +395,68 @@ pub(super) unsafe fn dots8_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
     }
     let done = out.len() / 8 * 8;
     for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
+        // SAFETY: the CPU features of this function.
+        *o = unsafe { dot32_avx512(q, k) };
+    }
+}
+
+/// [`dots8_avx512`] for rows of HD (64 or 128): the key row's HD / 16 vectors loaded once and
+/// kept in registers for every query row, and no slice bounds in the loop (the generic form
+/// spent more of prompt attention on its iterators' checks than on the products). Each dot is
+/// [`dot_to8_avx512`]'s, sum for sum: lanes j and 16 + j of each chunk of 32 into two
+/// accumulators from +0.0, chunks in order.
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dots8_fixed_avx512<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(k.len() == HD && HD.is_multiple_of(LANES) && HD <= 128 && qs.len() == out.len() * HD);
+    let kp = k.as_ptr();
+    // SAFETY: HD floats at kp; chunk c's halves at 32c and 32c + 16.
+    let kv: [[__m512; 2]; 4] = std::array::from_fn(|c| {
+        if c < HD / LANES {
+            unsafe {
+                [
+                    _mm512_loadu_ps(kp.add(32 * c)),
+                    _mm512_loadu_ps(kp.add(32 * c + 16)),
+                ]
+            }
+        } else {
+            [_mm512_setzero_ps(); 2]
+        }
+    });
+    let dot = |qp: *const f32| {
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for (c, kc) in kv.iter().enumerate().take(HD / LANES) {
+            // SAFETY: qp holds HD floats (the caller's row); 32c + 16 + 16 <= HD.
+            let (x0, x1) = unsafe {
+                (
+                    _mm512_loadu_ps(qp.add(32 * c)),
+                    _mm512_loadu_ps(qp.add(32 * c + 16)),
+                )
+            };
+            a0 = _mm512_add_ps(a0, _mm512_mul_ps(x0, kc[0]));
+            a1 = _mm512_add_ps(a1, _mm512_mul_ps(x1, kc[1]));
+        }
+        let v16 = _mm512_add_ps(a0, a1);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
+        _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
+    };
+    let full = out.len() / 8;
+    for b in 0..full {
+        // SAFETY: rows 8b .. 8b + 8 of qs exist (qs.len() == out.len() * HD).
+        let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
+        let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
+        // SAFETY: the CPU features of this function.
+        unsafe { join8_avx512(v8, &mut out[8 * b..8 * b + 8]) };
+    }
+    for (o, q) in out[8 * full..]
+        .iter_mut()
+        .zip(qs[8 * full * HD..].chunks_exact(HD))
+    {
         // SAFETY: the CPU features of this function.
         *o = unsafe { dot32_avx512(q, k) };
     }
