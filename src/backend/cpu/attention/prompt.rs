@@ -471,6 +471,39 @@ unsafe fn dots8_fixed_avx512<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots_keys8_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
+    // SAFETY (all three): the CPU features of this function.
+    match q.len() {
+        64 => unsafe { dots_keys8_fixed_avx512::<64>(q, keys, out) },
+        128 => unsafe { dots_keys8_fixed_avx512::<128>(q, keys, out) },
+        _ => unsafe { dots_keys8_any_avx512(q, keys, out) },
+    }
+}
+
+/// [`dots_keys8_avx512`] for rows of HD (64 or 128): the query row in registers, the key rows
+/// read through one pointer (as [`dots8_fixed_avx512`], whose dots these are with the roles
+/// of the rows swapped: the products commute).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dots_keys8_fixed_avx512<const HD: usize>(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
+    assert!(q.len() == HD && keys.len() >= 8 * HD);
+    let mut out_all = [0.0f32; 8];
+    // SAFETY: the CPU features of this function; `keys` holds the 8 rows, `q` HD floats.
+    unsafe { dots8_fixed_avx512::<HD>(&keys[..8 * HD], q, &mut out_all) };
+    *out = out_all;
+}
+
+/// [`dots_keys8_avx512`] for any width (a multiple of 32).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn dots_keys8_any_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
     let hd = q.len();
     // SAFETY (both): the CPU features of this function.
     let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(q, &keys[j * hd..][..hd]) });
