@@ -247,7 +247,7 @@ unsafe fn dot32_avx2(q: &[f32], k: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "x86_64")]
-    use super::prompt::{dot32_avx512, dots8_avx512, exp_shifted_avx2};
+    use super::prompt::{dot32_avx512, dots8_avx2, dots8_avx512, exp_shifted_avx2};
     use super::prompt::{prompt_tiles, TOKEN_TILE};
     use super::*;
     use crate::backend::numerics::{self, butterfly32, LANES};
@@ -405,14 +405,23 @@ mod tests {
             for rows in [1, 7, 8, 9, 17, 24] {
                 let qs: Vec<f32> = (0..rows * len).map(|_| rnd()).collect();
                 let k: Vec<f32> = (0..len).map(|_| rnd()).collect();
+                let check = |out: &[f32], isa: &str| {
+                    for (j, o) in out.iter().enumerate() {
+                        let want = numerics::dot(&qs[j * len..][..len], &k);
+                        assert_eq!(o.to_bits(), want.to_bits(), "{isa}: {rows} rows, row {j}");
+                    }
+                };
+                if avx2_detected() {
+                    let mut out = vec![f32::NAN; rows];
+                    // SAFETY: AVX2 and FMA detected.
+                    unsafe { dots8_avx2(&qs, &k, &mut out) };
+                    check(&out, "avx2");
+                }
                 if avx512_detected() {
                     let mut out = vec![f32::NAN; rows];
                     // SAFETY: AVX-512 F, AVX2 and FMA detected.
                     unsafe { dots8_avx512(&qs, &k, &mut out) };
-                    for (j, o) in out.iter().enumerate() {
-                        let want = numerics::dot(&qs[j * len..][..len], &k);
-                        assert_eq!(o.to_bits(), want.to_bits(), "{rows} rows, row {j}");
-                    }
+                    check(&out, "avx512");
                 }
             }
         }

@@ -236,12 +236,87 @@ unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
     // SAFETY (closure): this function runs only where AVX2 was detected.
     let exp = |x: &mut [f32], sub: f32| unsafe { exp_shifted_avx2(x, sub) };
     if task.head_dim.is_multiple_of(LANES) {
-        // SAFETY (closure): as above.
-        let dot = |q: &[f32], k: &[f32]| unsafe { dot32_avx2(q, k) };
-        attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp)
+        // SAFETY (closures): as above.
+        let dots = |qs: &[f32], k: &[f32], out: &mut [f32]| unsafe { dots8_avx2(qs, k, out) };
+        let keys8 = |q: &[f32], keys: &[f32], out: &mut [f32; 8]| {
+            // Dots of q with each key row: the same sums with the rows' roles swapped.
+            // SAFETY: as above.
+            unsafe { dots8_avx2(&keys[..8 * q.len()], q, out) }
+        };
+        attend_tile(task, scratch, dots, keys8, exp)
     } else {
         let dot = numerics::dot;
         attend_tile(task, scratch, dots_by(dot), keys8_by(dot), exp)
+    }
+}
+
+/// [`dot32_avx2`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
+/// into `out`: for head sizes 64 and 128 eight rows at a time, their last three butterfly
+/// steps together ([`join8_ymm`]'s shuffles, AVX only) and no slice bounds in the loop
+/// (as [`dots8_fixed_avx512`]); other sizes one [`dot32_avx2`] per row.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) unsafe fn dots8_avx2(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    // SAFETY (all three): the CPU features of this function.
+    match k.len() {
+        64 => unsafe { dots8_fixed_avx2::<64>(qs, k, out) },
+        128 => unsafe { dots8_fixed_avx2::<128>(qs, k, out) },
+        hd => {
+            for (o, q) in out.iter_mut().zip(qs.chunks_exact(hd)) {
+                *o = unsafe { dot32_avx2(q, k) };
+            }
+        }
+    }
+}
+
+/// [`dots8_avx2`] for rows of HD: per row [`dot32_avx2`]'s four accumulators (lanes 8j..8j + 8
+/// from +0.0, chunks of 32 in order) and its steps m = 16 and m = 8, then m = 4, 2, 1 for eight
+/// rows at once.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dots8_fixed_avx2<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(k.len() == HD && HD.is_multiple_of(LANES) && qs.len() == out.len() * HD);
+    let kp = k.as_ptr();
+    let dot = |qp: *const f32| {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for c in 0..HD / LANES {
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: qp and kp hold HD floats; 32c + 8j + 8 <= HD.
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_ps(qp.add(32 * c + 8 * j)),
+                        _mm256_loadu_ps(kp.add(32 * c + 8 * j)),
+                    )
+                };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(x, y));
+            }
+        }
+        let v16 = [_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])];
+        _mm256_add_ps(v16[0], v16[1])
+    };
+    let full = out.len() / 8;
+    for b in 0..full {
+        // SAFETY: rows 8b .. 8b + 8 of qs exist (qs.len() == out.len() * HD).
+        let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
+        let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
+        // SAFETY: join8_ymm uses AVX instructions only, which this CPU has.
+        unsafe { join8_ymm(v8, &mut out[8 * b..8 * b + 8]) };
+    }
+    for (o, q) in out[8 * full..]
+        .iter_mut()
+        .zip(qs[8 * full * HD..].chunks_exact(HD))
+    {
+        // SAFETY: the CPU features of this function.
+        *o = unsafe { dot32_avx2(q, k) };
     }
 }
 #[cfg(not(target_arch = "x86_64"))]
@@ -302,7 +377,7 @@ unsafe fn attend_tile_avx512(task: &TileTask, scratch: &mut TileScratch) {
 
 /// The canonical dot of `a` and `b` (one length, a multiple of 32) as [`dot32_avx512`] forms
 /// it, stopped at 8 lanes: its butterfly's steps m = 16 and m = 8 done, m = 4, 2, 1 left to
-/// [`join8_avx512`]. Inlined into AVX-512 code only.
+/// [`join8_ymm`]. Inlined into AVX-512 code only.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn dot_to8_avx512(a: &[f32], b: &[f32]) -> std::arch::x86_64::__m256 {
@@ -331,7 +406,7 @@ unsafe fn dot_to8_avx512(a: &[f32], b: &[f32]) -> std::arch::x86_64::__m256 {
 /// dot j's. (One dot at a time, the tail was a dependency chain per dot.)
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn join8_avx512(v8: [std::arch::x86_64::__m256; 8], out: &mut [f32]) {
+unsafe fn join8_ymm(v8: [std::arch::x86_64::__m256; 8], out: &mut [f32]) {
     use std::arch::x86_64::*;
     // m = 4: [a.lo | b.lo] + [a.hi | b.hi] for the dot pairs (0, 1), (2, 3), ...
     let v4: [__m256; 4] = std::array::from_fn(|p| {
@@ -363,7 +438,7 @@ unsafe fn join8_avx512(v8: [std::arch::x86_64::__m256; 8], out: &mut [f32]) {
 }
 
 /// [`dot32_avx512`] of each query row in `qs` (rows of `k.len()`, a multiple of 32) with `k`
-/// into `out`, 8 rows at a time ([`join8_avx512`]).
+/// into `out`, 8 rows at a time ([`join8_ymm`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -391,7 +466,7 @@ unsafe fn dots8_any_avx512(qs: &[f32], k: &[f32], out: &mut [f32]) {
     for (q8, o8) in qs.chunks_exact(8 * hd).zip(out.chunks_exact_mut(8)) {
         // SAFETY (both): the CPU features of this function.
         let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(&q8[j * hd..][..hd], k) });
-        unsafe { join8_avx512(v8, o8) };
+        unsafe { join8_ymm(v8, o8) };
     }
     let done = out.len() / 8 * 8;
     for (o, q) in out[done..].iter_mut().zip(qs[done * hd..].chunks_exact(hd)) {
@@ -451,7 +526,7 @@ unsafe fn dots8_fixed_avx512<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [
         let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
         let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
         // SAFETY: the CPU features of this function.
-        unsafe { join8_avx512(v8, &mut out[8 * b..8 * b + 8]) };
+        unsafe { join8_ymm(v8, &mut out[8 * b..8 * b + 8]) };
     }
     for (o, q) in out[8 * full..]
         .iter_mut()
@@ -507,7 +582,7 @@ unsafe fn dots_keys8_any_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
     let hd = q.len();
     // SAFETY (both): the CPU features of this function.
     let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(q, &keys[j * hd..][..hd]) });
-    unsafe { join8_avx512(v8, out) };
+    unsafe { join8_ymm(v8, out) };
 }
 
 /// [`super::dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
