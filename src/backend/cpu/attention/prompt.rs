@@ -273,6 +273,37 @@ pub(super) unsafe fn dots8_avx2(qs: &[f32], k: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The shared loop of the fixed-width dots: `dot` (one row's dot up to its last three
+/// butterfly steps, from the row's first float) for the rows of `qs` eight at a time, those
+/// steps joined by [`join8_ymm`], and `tail` (a whole dot) for the rows left over.
+///
+/// # Safety
+/// The CPU must support AVX; `qs.len() == out.len() * HD`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_by_eight<const HD: usize>(
+    qs: &[f32],
+    out: &mut [f32],
+    dot: impl Fn(*const f32) -> std::arch::x86_64::__m256,
+    tail: impl Fn(&[f32]) -> f32,
+) {
+    assert_eq!(qs.len(), out.len() * HD);
+    let full = out.len() / 8;
+    for b in 0..full {
+        // SAFETY: rows 8b .. 8b + 8 of qs exist (asserted above).
+        let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
+        let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
+        // SAFETY: the caller's CPU has AVX.
+        unsafe { join8_ymm(v8, &mut out[8 * b..8 * b + 8]) };
+    }
+    for (o, q) in out[8 * full..]
+        .iter_mut()
+        .zip(qs[8 * full * HD..].chunks_exact(HD))
+    {
+        *o = tail(q);
+    }
+}
+
 /// [`dots8_avx2`] for rows of HD: per row [`dot32_avx2`]'s four accumulators (lanes 8j..8j + 8
 /// from +0.0, chunks of 32 in order) and its steps m = 16 and m = 8, then m = 4, 2, 1 for eight
 /// rows at once.
@@ -303,21 +334,9 @@ unsafe fn dots8_fixed_avx2<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [f3
         let v16 = [_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3])];
         _mm256_add_ps(v16[0], v16[1])
     };
-    let full = out.len() / 8;
-    for b in 0..full {
-        // SAFETY: rows 8b .. 8b + 8 of qs exist (qs.len() == out.len() * HD).
-        let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
-        let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
-        // SAFETY: join8_ymm uses AVX instructions only, which this CPU has.
-        unsafe { join8_ymm(v8, &mut out[8 * b..8 * b + 8]) };
-    }
-    for (o, q) in out[8 * full..]
-        .iter_mut()
-        .zip(qs[8 * full * HD..].chunks_exact(HD))
-    {
-        // SAFETY: the CPU features of this function.
-        *o = unsafe { dot32_avx2(q, k) };
-    }
+    // SAFETY (both): the CPU features of this function (join8_ymm needs AVX only).
+    let tail = |q: &[f32]| unsafe { dot32_avx2(q, k) };
+    unsafe { rows_by_eight::<HD>(qs, out, dot, tail) }
 }
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn attend_tile_avx2(task: &TileTask, scratch: &mut TileScratch) {
@@ -520,25 +539,15 @@ unsafe fn dots8_fixed_avx512<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v16)));
         _mm256_add_ps(_mm512_castps512_ps256(v16), hi)
     };
-    let full = out.len() / 8;
-    for b in 0..full {
-        // SAFETY: rows 8b .. 8b + 8 of qs exist (qs.len() == out.len() * HD).
-        let q8 = unsafe { qs.as_ptr().add(8 * b * HD) };
-        let v8 = std::array::from_fn(|j| dot(q8.wrapping_add(j * HD)));
-        // SAFETY: the CPU features of this function.
-        unsafe { join8_ymm(v8, &mut out[8 * b..8 * b + 8]) };
-    }
-    for (o, q) in out[8 * full..]
-        .iter_mut()
-        .zip(qs[8 * full * HD..].chunks_exact(HD))
-    {
-        // SAFETY: the CPU features of this function.
-        *o = unsafe { dot32_avx512(q, k) };
-    }
+    // SAFETY (both): the CPU features of this function (join8_ymm needs AVX only).
+    let tail = |q: &[f32]| unsafe { dot32_avx512(q, k) };
+    unsafe { rows_by_eight::<HD>(qs, out, dot, tail) }
 }
 
 /// [`dot32_avx512`] of the query row `q` with 8 key rows (`keys`: (8, q.len())) into `out`:
-/// decode scores 8 cells at a time when a task has fewer than 8 query rows.
+/// decode scores 8 cells at a time when a task has fewer than 8 query rows. These are
+/// [`dots8_avx512`]'s dots with the rows' roles swapped (the products commute, so the bits are
+/// the same), the query row kept in registers for head sizes 64 and 128.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F and AVX2.
@@ -546,43 +555,8 @@ unsafe fn dots8_fixed_avx512<const HD: usize>(qs: &[f32], k: &[f32], out: &mut [
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn dots_keys8_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
-    // SAFETY (all three): the CPU features of this function.
-    match q.len() {
-        64 => unsafe { dots_keys8_fixed_avx512::<64>(q, keys, out) },
-        128 => unsafe { dots_keys8_fixed_avx512::<128>(q, keys, out) },
-        _ => unsafe { dots_keys8_any_avx512(q, keys, out) },
-    }
-}
-
-/// [`dots_keys8_avx512`] for rows of HD (64 or 128): the query row in registers, the key rows
-/// read through one pointer (as [`dots8_fixed_avx512`], whose dots these are with the roles
-/// of the rows swapped: the products commute).
-///
-/// # Safety
-/// The CPU must support AVX-512 F and AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn dots_keys8_fixed_avx512<const HD: usize>(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
-    assert!(q.len() == HD && keys.len() >= 8 * HD);
-    let mut out_all = [0.0f32; 8];
-    // SAFETY: the CPU features of this function; `keys` holds the 8 rows, `q` HD floats.
-    unsafe { dots8_fixed_avx512::<HD>(&keys[..8 * HD], q, &mut out_all) };
-    *out = out_all;
-}
-
-/// [`dots_keys8_avx512`] for any width (a multiple of 32).
-///
-/// # Safety
-/// The CPU must support AVX-512 F and AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn dots_keys8_any_avx512(q: &[f32], keys: &[f32], out: &mut [f32; 8]) {
-    let hd = q.len();
-    // SAFETY (both): the CPU features of this function.
-    let v8 = std::array::from_fn(|j| unsafe { dot_to8_avx512(q, &keys[j * hd..][..hd]) });
-    unsafe { join8_ymm(v8, out) };
+    // SAFETY: the CPU features of this function.
+    unsafe { dots8_avx512(&keys[..8 * q.len()], q, out) }
 }
 
 /// [`super::dot32_avx2`] in zmm registers: lanes 16j..16j + 16 in `acc[j]`, so the butterfly's
