@@ -13,6 +13,13 @@
 //   scales(w, ng, G): dm of group G.
 //   frag(w, ng, G, t, lo, hi): the stored quants of group G as signed bytes in element order,
 //     the four words t (elements 4t .. 4t + 3) and 4 + t (elements 16 + 4t ..).
+//   pair(w, ng, G, t, lo, hi): the element words 2t and 2t + 1 (elements 8t .. 8t + 7), the
+//     fragment order of the mat-mat's matrix instructions: a permutation of frag's elements,
+//     applied to the activations too, which the integer sum does not see.
+//   prep(xs) / mm_term(s, dm, xp, acc): the mat-mat's form of term: prep reduces a token's
+//     group scales to the two values the term reads (once per token and group, not per
+//     output), folding the integer offset into rf_exact_float's bias; mm_term(s, dm, prep(xs),
+//     acc) == term(s, dm, xs, acc) bit for bit.
 //   QGroup<T>: one group held in registers by a mat-vec lane (load / acc).
 #pragma once
 #include "quant.h"
@@ -26,6 +33,20 @@ template <> struct QGroup<RF_Q4_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         s -= 8 * __float_as_int(xs.w);
         return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
+    }
+    __device__ static float2 prep(float4 xs) {
+        return make_float2(xs.x, __int_as_float(RF_EXACT_FLOAT_BIAS - 8 * __float_as_int(xs.w)));
+    }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float_biased(s + __float_as_int(xp.y)), __fmul_rn(dm.x, xp.x), acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        // Words 2t, 2t + 1 are the low (t < 2) or high nibbles of quant words 2t % 4 and + 1.
+        const uint2 q = ((const uint2*)w)[2 * G + (t & 1)];
+        const int shift = 4 * (t >> 1);
+        lo = (q.x >> shift) & 0x0F0F0F0Fu;
+        hi = (q.y >> shift) & 0x0F0F0F0Fu;
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return make_float2(Fmt<RF_Q4_0>::scale(w, ng, G), 0.0f);
@@ -68,9 +89,18 @@ template <> struct QGroup<RF_Q4_1> {
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return Fmt<RF_Q4_1>::scales(w, ng, G);
     }
+    __device__ static float2 prep(float4 xs) { return make_float2(xs.x, xs.z); }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        acc = fmaf(rf_exact_float(s), __fmul_rn(dm.x, xp.x), acc);
+        return fmaf(dm.y, xp.y, acc);
+    }
     __device__ static void frag(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
         QGroup<RF_Q4_0>::frag(w, ng, G, t, lo, hi);  // same nibble layout
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
     }
 
     uint4 q;
@@ -106,6 +136,27 @@ template <> struct QGroup<RF_Q5_0> {
         uint32_t qh;
         Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
         words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
+    }
+    __device__ static float2 prep(float4 xs) {
+        return make_float2(xs.x,
+                           __int_as_float(RF_EXACT_FLOAT_BIAS - 16 * __float_as_int(xs.w)));
+    }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q4_0>::mm_term(s, dm, xp, acc);
+    }
+    // Element word k takes the fifth bits 4k .. 4k + 3 of qh.
+    __device__ static void pair_qh(const uint8_t* w, size_t ng, size_t G, int t, uint32_t qh,
+                                   uint32_t& lo, uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
+        lo |= rf_spread4((qh >> (8 * t)) & 0xF);
+        hi |= rf_spread4((qh >> (8 * t + 4)) & 0xF);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        float d;
+        uint32_t qh;
+        Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
+        pair_qh(w, ng, G, t, qh, lo, hi);
     }
 
     uint4 q;
@@ -146,6 +197,16 @@ template <> struct QGroup<RF_Q5_1> {
         Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
         QGroup<RF_Q5_0>::words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
     }
+    __device__ static float2 prep(float4 xs) { return QGroup<RF_Q4_1>::prep(xs); }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q4_1>::mm_term(s, dm, xp, acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        uint32_t qh;
+        Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
+        QGroup<RF_Q5_0>::pair_qh(w, ng, G, t, qh, lo, hi);
+    }
 
     uint4 q;
     uint32_t qh;
@@ -171,6 +232,16 @@ template <> struct QGroup<RF_Q8_0> {
         const uint32_t* p = (const uint32_t*)(w + G * Fmt<RF_Q8_0>::qbytes);
         lo = p[t];
         hi = p[4 + t];
+    }
+    __device__ static float2 prep(float4 xs) { return make_float2(xs.x, 0.0f); }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xp.x), acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        const uint2 q = ((const uint2*)(w + G * Fmt<RF_Q8_0>::qbytes))[t];
+        lo = q.x;
+        hi = q.y;
     }
 
     uint4 a, b;
@@ -203,6 +274,16 @@ template <> struct QGroup<RF_IQ4_NL> {
         const uint32_t q = ((const uint32_t*)w)[4 * G + t];
         lo = rf_iq4_word(q & 0x0F0F0F0Fu);
         hi = rf_iq4_word((q >> 4) & 0x0F0F0F0Fu);
+    }
+    __device__ static float2 prep(float4 xs) { return QGroup<RF_Q8_0>::prep(xs); }
+    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q8_0>::mm_term(s, dm, xp, acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
+        lo = rf_iq4_word(lo);
+        hi = rf_iq4_word(hi);
     }
 
     uint4 q;

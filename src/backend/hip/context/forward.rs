@@ -573,6 +573,8 @@ impl GpuContext {
     fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
         n >= self.matmul_q_min_tokens
             && n <= self.matmul_q_max_tokens
+            // The kernel addresses the weights with 32-bit byte offsets.
+            && m.buf.len_bytes() <= u32::MAX as usize
             // SAFETY: a pure query of the kernel library.
             && unsafe { ffi::rf_matmul_q_supported(m.ty.id() as i32) } != 0
     }
