@@ -13,7 +13,7 @@
 // (position p holds partial L = bitrev5(p)) and joins each finished partial into a stack of
 // subtree sums the way a binary counter carries: the tree's order exactly, with 6 floats per
 // output instead of 32. A block may take only an aligned range of positions (a subtree of
-// W = 32 / P leaves, P = 2 or 4 parts): its subtree sums go to a scratch buffer and
+// W = 32 / P leaves, P = 2, 4, 8 or 16 parts): its subtree sums go to a scratch buffer and
 // rf_matmul_q_join adds them as the tree's top levels do.
 //
 // Block: MQ_TEAMS 32-lane teams; team w takes 16 weight rows, all NT x 8 tokens of the block
@@ -50,6 +50,7 @@ __device__ __forceinline__ int mq_bitrev5(int p) { return (int)(__brev((unsigned
 // The exact integer sums of one group for a 16 x 8 tile: rows r0 (this thread's row g = lane
 // / 4) and r0 + 8, tokens 2 (lane % 4) and + 1 of the tile, in the MMA accumulator order
 // c[0] = (g, 2t), c[1] = (g, 2t + 1), c[2] = (g + 8, 2t), c[3] = (g + 8, 2t + 1).
+// Each sum starts from its token's bias (QGroup::mm_bias), `bias` in that order.
 // `a`: this thread's weight words, `xw`: the tile's token words in shared memory.
 #if MQ_MMA
 // The MMA's k index 4t + i holds element 8t + i and 16 + 4t + i holds 8t + 4 + i (QGroup::pair
@@ -63,15 +64,17 @@ __device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, 
     QGroup<T>::pair(w, ng, G0, t, a.lo0, a.hi0);
     QGroup<T>::pair(w, ng, G1, t, a.lo1, a.hi1);
 }
-__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int4 bias,
+                                       int c[4]) {
     const int g = lane / 4, t = lane % 4;
     const int2 b = *(const int2*)&xw[g * MQ_STRIDE + 2 * t];
     // Early-clobber outputs: the weight words stay in their registers for the next tile.
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%10, %10, %10, %10};"
+        "{%8, %9}, {%10, %11, %12, %13};"
         : "=&r"(c[0]), "=&r"(c[1]), "=&r"(c[2]), "=&r"(c[3])
-        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b.x), "r"(b.y), "r"(0));
+        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b.x), "r"(b.y), "r"(bias.x),
+          "r"(bias.y), "r"(bias.z), "r"(bias.w));
 }
 #else
 struct MqWeights {
@@ -86,13 +89,15 @@ __device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, 
         QGroup<T>::frag(w, ng, G1, i, a.w1[i], a.w1[4 + i]);
     }
 }
-__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int4 bias,
+                                       int c[4]) {
     const int t = lane % 4;
+    const int init[4] = {bias.x, bias.y, bias.z, bias.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         const int* x = xw + (2 * t + (k & 1)) * MQ_STRIDE;
         const uint32_t* wr = k < 2 ? a.w0 : a.w1;
-        int s = 0;
+        int s = init[k];
 #pragma unroll
         for (int i = 0; i < 8; i++) s = rf_dp4a((int)wr[i], x[i], s);
         c[k] = s;
@@ -126,6 +131,9 @@ template <int T, int NT> struct MqStage {
     static constexpr int NGS = MQ_ROWS * MQ_SLICE;  // groups staged
     int x[MQ_SLICE][8 * NT][MQ_STRIDE];
     float2 xp[MQ_SLICE][8 * NT];
+    // Per pair of tokens u: the biases of 2u, 2u + 1, 2u, 2u + 1, as the MMA's accumulator
+    // input takes them (one 16-byte read).
+    int4 xb[MQ_SLICE][4 * NT];
     uint8_t w[NGS * (QB + SB)];
 };
 
@@ -144,8 +152,9 @@ template <int T, int NT> struct MqPlan {
     static constexpr int KX = (NX + MQ_THREADS - 1) / MQ_THREADS;
     static constexpr int KW = (NW + MQ_THREADS - 1) / MQ_THREADS;
     static constexpr int KS = (NS + MQ_THREADS - 1) / MQ_THREADS;
-    uint32_t x_off[KX], w_off[KW], s_off[KS], p_off;
-    int x_j[KX], w_j[KW], s_j[KS], p_j;  // slice index of each copy; MQ_SLICE when none
+    static constexpr int KP = (NP + MQ_THREADS - 1) / MQ_THREADS;
+    uint32_t x_off[KX], w_off[KW], s_off[KS], p_off[KP];
+    int x_j[KX], w_j[KW], s_j[KS], p_j[KP];  // slice index of each copy; MQ_SLICE when none
 
     // Group (row r, column group L + 32 (j0 + j)) of the block is at r * ng + 32 j + (L + 32
     // j0): the plan holds all but the last term.
@@ -158,10 +167,12 @@ template <int T, int NT> struct MqPlan {
             x_j[k] = i < NX && tok < n_here ? j : MQ_SLICE;
             x_off[k] = (uint32_t)((t0 + tok) * cols + 32 * 32 * j + 16 * h);
         }
-        {
-            const int tok = tid % (8 * NT), j = tid / (8 * NT);
-            p_j = tid < NP && tok < n_here ? j : MQ_SLICE;
-            p_off = (uint32_t)((t0 + tok) * ng + 32 * j);
+#pragma unroll
+        for (int k = 0; k < KP; k++) {
+            const int i = tid + k * MQ_THREADS;
+            const int tok = i % (8 * NT), j = i / (8 * NT);
+            p_j[k] = i < NP && tok < n_here ? j : MQ_SLICE;
+            p_off[k] = (uint32_t)((t0 + tok) * ng + 32 * j);
         }
 #pragma unroll
         for (int k = 0; k < KW; k++) {
@@ -187,7 +198,7 @@ template <int T, int NT> struct MqPlan {
 // the way).
 template <int T, int NT> struct MqRegs {
     uint16_t s[MqPlan<T, NT>::KS];
-    float4 xs;
+    float4 xs[MqPlan<T, NT>::KP];
 };
 
 // Starts loading the stage of groups L + 32 (j0 + j), j < nj, into `st`: tokens and weight
@@ -216,7 +227,9 @@ __device__ __forceinline__ void mq_issue(MqStage<T, NT>& st, MqRegs<T, NT>& rg,
                       w + plan.w_off[k] + G * S::QB);
     }
     mq_commit();
-    rg.xs = plan.p_j < nj ? xs[plan.p_off + G] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int k = 0; k < P::KP; k++)
+        rg.xs[k] = plan.p_j[k] < nj ? xs[plan.p_off[k] + G] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const uint16_t* scales = (const uint16_t*)(w + ng_total * S::QB);
 #pragma unroll
     for (int k = 0; k < P::KS; k++)
@@ -233,7 +246,17 @@ __device__ __forceinline__ void mq_store(MqStage<T, NT>& st, const MqRegs<T, NT>
         const int i = tid + k * MQ_THREADS;
         if (i < P::NS) ((uint16_t*)(st.w + S::NGS * S::QB))[i] = rg.s[k];
     }
-    if (tid < P::NP) st.xp[tid / (8 * NT)][tid % (8 * NT)] = QGroup<T>::prep(rg.xs);
+#pragma unroll
+    for (int k = 0; k < P::KP; k++) {
+        const int i = tid + k * MQ_THREADS;
+        if (i < P::NP) {
+            const int j = i / (8 * NT), tok = i % (8 * NT);
+            const float2 xp = QGroup<T>::prep(rg.xs[k]);
+            st.xp[j][tok] = xp;
+            int* b = (int*)&st.xb[j][tok / 2];
+            b[tok % 2] = b[2 + tok % 2] = QGroup<T>::mm_bias(xp);
+        }
+    }
 }
 
 // Groups L, L + 32, ... below ng: how many.
@@ -264,7 +287,8 @@ template <int T, int NT, int W>
 __global__ void __launch_bounds__(MQ_THREADS)
     matmul_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                     int n, float* y, int ldy, int accumulate, float* part) {
-    constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : 3;
+    constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : W == 8 ? 3 : W == 4 ? 2 : 1;
+    static_assert(W == 32 || W == 16 || W == 8 || W == 4 || W == 2, "W: an aligned subtree");
     constexpr int DEPTH = MqDepth<T, NT>::value;
     using Stage = MqStage<T, NT>;
     __shared__ __align__(16) Stage stage[DEPTH];
@@ -291,25 +315,30 @@ __global__ void __launch_bounds__(MQ_THREADS)
         for (int k = 0; k < 4; k++) run[i][k] = 0.0f;
     MqPlan<T, NT> plan;
     plan.init(ng, rows, r_blk, cols, t0, n_here);
-    MqRegs<T, NT> rg;
+    MqRegs<T, NT> pro[DEPTH - 1];  // the first stages' register pieces, loaded together
+    MqRegs<T, NT>& rg = pro[0];
     rf_wait_previous();
     rf_release_next();
     // Issue cursor (iq, ij) runs DEPTH - 1 stages ahead of the compute cursor (q, j0).
     int q = 0, j0 = -MQ_SLICE;
     mq_advance<W>(p0, ng, q, j0);
     int iq = q, ij = j0;
+    bool pro_issued[DEPTH - 1];
 #pragma unroll
     for (int b = 0; b < DEPTH - 1; b++) {
+        pro_issued[b] = iq < W;
         if (iq < W) {
             const int L = mq_bitrev5(p0 + iq);
-            mq_issue<T, NT>(stage[b], rg, plan, w, ng_total, xq, xs, L, ij,
+            mq_issue<T, NT>(stage[b], pro[b], plan, w, ng_total, xq, xs, L, ij,
                             min(MQ_SLICE, mq_groups(L, ng) - ij));
-            mq_store<T, NT>(stage[b], rg);
             mq_advance<W>(p0, ng, iq, ij);
         } else {
             mq_commit();
         }
     }
+#pragma unroll
+    for (int b = 0; b < DEPTH - 1; b++)
+        if (pro_issued[b]) mq_store<T, NT>(stage[b], pro[b]);
     // Positions before the first with groups (none: only when ng < 32) hold zero sums.
     int done = 0;  // positions carried
     int buf = 0, ibuf = DEPTH - 1;
@@ -370,10 +399,10 @@ __global__ void __launch_bounds__(MQ_THREADS)
 #pragma unroll
                 for (int i = 0; i < NT; i++) {
                     if (8 * i < n_here) {
-                        int c[4];
-                        mq_dot(a, &st.x[j][8 * i][0], lane, c);
                         const float4 xp = *(const float4*)&st.xp[j][8 * i + 2 * t];
                         const float2 xa = make_float2(xp.x, xp.y), xb = make_float2(xp.z, xp.w);
+                        int c[4];
+                        mq_dot(a, &st.x[j][8 * i][0], lane, st.xb[j][4 * i + t], c);
                         run[i][0] = QGroup<T>::mm_term(c[0], dm0, xa, run[i][0]);
                         run[i][1] = QGroup<T>::mm_term(c[1], dm0, xb, run[i][1]);
                         run[i][2] = QGroup<T>::mm_term(c[2], dm1, xa, run[i][2]);
@@ -418,11 +447,15 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * n) return;
     const size_t plane = (size_t)rows * n;
-    float s;
-    if (P == 2)
-        s = part[i] + part[plane + i];
-    else
-        s = (part[i] + part[plane + i]) + (part[2 * plane + i] + part[3 * plane + i]);
+    float v[P];
+#pragma unroll
+    for (int k = 0; k < P; k++) v[k] = part[k * plane + i];
+    // Neighbours first, then pairs of pairs: ((v0 + v1) + (v2 + v3)) + ...
+#pragma unroll
+    for (int step = 1; step < P; step *= 2)
+#pragma unroll
+        for (int k = 0; k + step < P; k += 2 * step) v[k] = v[k] + v[k + step];
+    const float s = v[0];
     float* dst = y + (i / rows) * ldy + i % rows;
     *dst = accumulate ? *dst + s : s;
 }
@@ -455,8 +488,12 @@ static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* 
         launch_mq_nt<T, 32>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
     else if (parts == 2)
         launch_mq_nt<T, 16>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
-    else
+    else if (parts == 4)
         launch_mq_nt<T, 8>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else if (parts == 8)
+        launch_mq_nt<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else
+        launch_mq_nt<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
 }
 
 extern "C" int rf_matmul_q_supported(int ty) {
@@ -471,7 +508,7 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
                            const void* xq_scales, int n, float* y, int ldy, int accumulate,
                            int parts, float* part, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
-    if (parts != 1 && parts != 2 && parts != 4) return RF_ERR_SHAPE;
+    if (parts != 1 && parts != 2 && parts != 4 && parts != 8 && parts != 16) return RF_ERR_SHAPE;
     if (parts > 1 && !part) return RF_ERR_SHAPE;
     if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
     int bytes_ok = 0;  // the kernel addresses the weights with 32-bit byte offsets
@@ -489,12 +526,18 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
     if (parts > 1) {
         const size_t total = (size_t)rows * n;
         const dim3 grid((unsigned)((total + RF_BLOCK - 1) / RF_BLOCK));
+#define MQ_JOIN(P)                                                                           \
+    RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<P>, grid, dim3(RF_BLOCK), 0, s, part, rows, n, y, \
+                         ldy, accumulate)
         if (parts == 2)
-            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<2>, grid, dim3(RF_BLOCK), 0, s, part, rows,
-                                 n, y, ldy, accumulate);
+            MQ_JOIN(2);
+        else if (parts == 4)
+            MQ_JOIN(4);
+        else if (parts == 8)
+            MQ_JOIN(8);
         else
-            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<4>, grid, dim3(RF_BLOCK), 0, s, part, rows,
-                                 n, y, ldy, accumulate);
+            MQ_JOIN(16);
+#undef MQ_JOIN
     }
     return (int)hipGetLastError();
 }

@@ -16,10 +16,11 @@
 //   pair(w, ng, G, t, lo, hi): the element words 2t and 2t + 1 (elements 8t .. 8t + 7), the
 //     fragment order of the mat-mat's matrix instructions: a permutation of frag's elements,
 //     applied to the activations too, which the integer sum does not see.
-//   prep(xs) / mm_term(s, dm, xp, acc): the mat-mat's form of term: prep reduces a token's
-//     group scales to the two values the term reads (once per token and group, not per
-//     output), folding the integer offset into rf_exact_float's bias; mm_term(s, dm, prep(xs),
-//     acc) == term(s, dm, xs, acc) bit for bit.
+//   prep(xs) / mm_bias(xp) / mm_term(b, dm, xp, acc): the mat-mat's form of term. prep reduces
+//     a token's group scales to the two values the mat-mat keeps (once per token and group, not
+//     per output); the integer sum starts from mm_bias(xp) instead of 0 (the matrix unit adds it
+//     for free), which folds the type's integer offset into rf_exact_float's bias; and with b
+//     that biased sum, mm_term(b, dm, prep(xs), acc) == term(s, dm, xs, acc) bit for bit.
 //   QGroup<T>: one group held in registers by a mat-vec lane (load / acc).
 #pragma once
 #include "quant.h"
@@ -37,8 +38,9 @@ template <> struct QGroup<RF_Q4_0> {
     __device__ static float2 prep(float4 xs) {
         return make_float2(xs.x, __int_as_float(RF_EXACT_FLOAT_BIAS - 8 * __float_as_int(xs.w)));
     }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        return fmaf(rf_exact_float_biased(s + __float_as_int(xp.y)), __fmul_rn(dm.x, xp.x), acc);
+    __device__ static int mm_bias(float2 xp) { return __float_as_int(xp.y); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
     }
     __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
@@ -90,8 +92,9 @@ template <> struct QGroup<RF_Q4_1> {
         return Fmt<RF_Q4_1>::scales(w, ng, G);
     }
     __device__ static float2 prep(float4 xs) { return make_float2(xs.x, xs.z); }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        acc = fmaf(rf_exact_float(s), __fmul_rn(dm.x, xp.x), acc);
+    __device__ static int mm_bias(float2) { return RF_EXACT_FLOAT_BIAS; }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        acc = fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
         return fmaf(dm.y, xp.y, acc);
     }
     __device__ static void frag(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
@@ -141,8 +144,9 @@ template <> struct QGroup<RF_Q5_0> {
         return make_float2(xs.x,
                            __int_as_float(RF_EXACT_FLOAT_BIAS - 16 * __float_as_int(xs.w)));
     }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q4_0>::mm_term(s, dm, xp, acc);
+    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q4_0>::mm_bias(xp); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q4_0>::mm_term(b, dm, xp, acc);
     }
     // Element word k takes the fifth bits 4k .. 4k + 3 of qh.
     __device__ static void pair_qh(const uint8_t* w, size_t ng, size_t G, int t, uint32_t qh,
@@ -198,8 +202,9 @@ template <> struct QGroup<RF_Q5_1> {
         QGroup<RF_Q5_0>::words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
     }
     __device__ static float2 prep(float4 xs) { return QGroup<RF_Q4_1>::prep(xs); }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q4_1>::mm_term(s, dm, xp, acc);
+    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q4_1>::mm_bias(xp); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q4_1>::mm_term(b, dm, xp, acc);
     }
     __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
@@ -234,8 +239,9 @@ template <> struct QGroup<RF_Q8_0> {
         hi = p[4 + t];
     }
     __device__ static float2 prep(float4 xs) { return make_float2(xs.x, 0.0f); }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xp.x), acc);
+    __device__ static int mm_bias(float2) { return RF_EXACT_FLOAT_BIAS; }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
     }
     __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
@@ -276,8 +282,9 @@ template <> struct QGroup<RF_IQ4_NL> {
         hi = rf_iq4_word((q >> 4) & 0x0F0F0F0Fu);
     }
     __device__ static float2 prep(float4 xs) { return QGroup<RF_Q8_0>::prep(xs); }
-    __device__ static float mm_term(int s, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q8_0>::mm_term(s, dm, xp, acc);
+    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q8_0>::mm_bias(xp); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return QGroup<RF_Q8_0>::mm_term(b, dm, xp, acc);
     }
     __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
