@@ -28,6 +28,16 @@
 
 template <int T> struct QGroup;
 
+// The mat-mat's term of a type whose arithmetic is type U's (a derived QGroup may still hide
+// prep with its own).
+template <int U> struct MmTermAs {
+    __device__ static float2 prep(float4 xs) { return QGroup<U>::prep(xs); }
+    __device__ static int mm_bias(float2 xp) { return QGroup<U>::mm_bias(xp); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return QGroup<U>::mm_term(b, dm, xp, acc);
+    }
+};
+
 // Q4_0: (q - 8) . x = q . x - 8 sum(x), all integers; one fma with the product of the scales
 // (rounded first), as the CPU.
 template <> struct QGroup<RF_Q4_0> {
@@ -117,7 +127,7 @@ template <> struct QGroup<RF_Q4_1> {
     }
 };
 // Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
-template <> struct QGroup<RF_Q5_0> {
+template <> struct QGroup<RF_Q5_0> : MmTermAs<RF_Q4_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         s -= 16 * __float_as_int(xs.w);
         return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
@@ -143,10 +153,6 @@ template <> struct QGroup<RF_Q5_0> {
     __device__ static float2 prep(float4 xs) {
         return make_float2(xs.x,
                            __int_as_float(RF_EXACT_FLOAT_BIAS - 16 * __float_as_int(xs.w)));
-    }
-    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q4_0>::mm_bias(xp); }
-    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q4_0>::mm_term(b, dm, xp, acc);
     }
     // Element word k takes the fifth bits 4k .. 4k + 3 of qh.
     __device__ static void pair_qh(const uint8_t* w, size_t ng, size_t G, int t, uint32_t qh,
@@ -187,7 +193,7 @@ template <> struct QGroup<RF_Q5_0> {
     }
 };
 // Q5_1: as Q4_1 with 5-bit quants.
-template <> struct QGroup<RF_Q5_1> {
+template <> struct QGroup<RF_Q5_1> : MmTermAs<RF_Q4_1> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         return QGroup<RF_Q4_1>::term(s, dm, xs, acc);
     }
@@ -200,11 +206,6 @@ template <> struct QGroup<RF_Q5_1> {
         uint32_t qh;
         Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
         QGroup<RF_Q5_0>::words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
-    }
-    __device__ static float2 prep(float4 xs) { return QGroup<RF_Q4_1>::prep(xs); }
-    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q4_1>::mm_bias(xp); }
-    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q4_1>::mm_term(b, dm, xp, acc);
     }
     __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
@@ -268,7 +269,7 @@ template <> struct QGroup<RF_Q8_0> {
     }
 };
 // IQ4_NL: table[q] . x, the table values as signed bytes (rf_iq4_word); one fma as Q8_0's.
-template <> struct QGroup<RF_IQ4_NL> {
+template <> struct QGroup<RF_IQ4_NL> : MmTermAs<RF_Q8_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         return QGroup<RF_Q8_0>::term(s, dm, xs, acc);
     }
@@ -280,11 +281,6 @@ template <> struct QGroup<RF_IQ4_NL> {
         const uint32_t q = ((const uint32_t*)w)[4 * G + t];
         lo = rf_iq4_word(q & 0x0F0F0F0Fu);
         hi = rf_iq4_word((q >> 4) & 0x0F0F0F0Fu);
-    }
-    __device__ static float2 prep(float4 xs) { return QGroup<RF_Q8_0>::prep(xs); }
-    __device__ static int mm_bias(float2 xp) { return QGroup<RF_Q8_0>::mm_bias(xp); }
-    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
-        return QGroup<RF_Q8_0>::mm_term(b, dm, xp, acc);
     }
     __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
