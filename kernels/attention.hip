@@ -386,6 +386,7 @@ __global__ void __launch_bounds__(GQA_THREADS)
     constexpr int LINES = (HD + LINE_ELEMS - 1) / LINE_ELEMS;
     static_assert(HD % 32 == 0 && SLICE % 4 == 0 && GM <= JOIN_HEADS, "shape");
     __shared__ float sc[GM][ATT_CHUNK];  // each head's scores, then their exponentials
+    __shared__ unsigned char svis[ATT_CHUNK];  // whether the token sees each cell of the chunk
     __shared__ float sm_max[GM][GROUPS];
     __shared__ float sm_sum[GM];
     __shared__ float sm_out[GM][HD];
@@ -435,6 +436,11 @@ __global__ void __launch_bounds__(GQA_THREADS)
         // c_a so that lane = cell % 32 as in attention_kernel.
         const int c_a = max(c_lo, lo), c_b = min(c_lo + ATT_CHUNK, hi);
         const int c_a32 = c_lo + (c_a - c_lo) / 32 * 32;
+        // Each cell's visibility once for the block (each lane of each group tested it alone).
+        for (int c = c_a + threadIdx.x; c < c_b; c += THREADS)
+            svis[c - c_lo] = (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
+                             cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
+        __syncthreads();
         float mx[GM];
 #pragma unroll
         for (int g = 0; g < GM; g++) mx[g] = -INFINITY;
@@ -444,9 +450,9 @@ __global__ void __launch_bounds__(GQA_THREADS)
 #pragma unroll
             for (int b = 0; b < GQA_CELLS; b++) {
                 const int c = c0 + b;
-                vis[b] = c < c_b && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
-                         cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
-                const T* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
+                vis[b] = c < c_b && svis[c - c_lo] != 0;
+                // 32-bit offsets: the host checks n_ctx * kv_dim < 2^31 (gqa_launch).
+                const T* kc = k_cache + (c * kv_dim + kv_off + lane);
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
                     kr[b][e] = vis[b] ? rf_kv_get(kc + 32 * e) : 0.0f;
@@ -518,7 +524,7 @@ __global__ void __launch_bounds__(GQA_THREADS)
                 if (vis[b]) {
 #pragma unroll
                     for (int u = 0; u < QUADS; u++)
-                        v[b][u] = rf_kv_get4(vbase + (size_t)c * kv_dim + 4 * u);
+                        v[b][u] = rf_kv_get4(vbase + (c * kv_dim + 4 * u));
                 }
             }
 #pragma unroll
@@ -647,10 +653,11 @@ static void launch_attention_gqa(int group, dim3 grid, hipStream_t st, const flo
 // 32 sequences (256): 2,105 vs 2,373; one token after 4,096 (128): 259 vs 322; after 16,384
 // (256): 116 vs 170.
 #define GQA_MIN_BLOCKS 128
-static bool gqa_launch(int n_head, int n_head_kv, int head_dim, int n, int splits) {
+static bool gqa_launch(int n_head, int n_head_kv, int head_dim, int n, int splits, int n_ctx) {
     const int group = n_head / n_head_kv;
     return group >= 2 && group <= 8 && (head_dim == 64 || head_dim == 128) &&
-           n_head_kv * n * splits >= GQA_MIN_BLOCKS;
+           n_head_kv * n * splits >= GQA_MIN_BLOCKS &&
+           (long long)n_ctx * n_head_kv * head_dim < (1ll << 31);  // its 32-bit cell offsets
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
@@ -669,7 +676,7 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
     const hipStream_t st = (hipStream_t)stream;
     float4* qs = (float4*)q8_scales;
     RfQ8KHead* qkh = (RfQ8KHead*)qk_heads;
-    if (gqa_launch(n_head, n_head_kv, head_dim, n, splits)) {
+    if (gqa_launch(n_head, n_head_kv, head_dim, n, splits, n_ctx)) {
         const dim3 grid(n_head_kv, n, splits);
         const int group = n_head / n_head_kv;
 #define RF_ATT_GQA_CASE(HD)                                                                   \

@@ -13,7 +13,7 @@
 // (position p holds partial L = bitrev5(p)) and joins each finished partial into a stack of
 // subtree sums the way a binary counter carries: the tree's order exactly, with 6 floats per
 // output instead of 32. A block may take only an aligned range of positions (a subtree of
-// W = 32 / P leaves, P = 2 or 4 parts): its subtree sums go to a scratch buffer and
+// W = 32 / P leaves, P = 2, 4, 8 or 16 parts): its subtree sums go to a scratch buffer and
 // rf_matmul_q_join adds them as the tree's top levels do.
 //
 // Block: MQ_TEAMS 32-lane teams; team w takes 16 weight rows, all NT x 8 tokens of the block
@@ -25,15 +25,24 @@
 #include "quant.h"
 #include "qgroup.h"
 
-#define MQ_TEAMS 4
-#define MQ_ROWS (16 * MQ_TEAMS)  // weight rows per block
-#define MQ_SLICE 4                // groups of a partial staged at once (one stage)
-#define MQ_STRIDE 12              // shared words per token and group: 8 + 4 (no bank conflicts)
-
 #if defined(RF_PLATFORM_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define MQ_MMA 1
 #else
 #define MQ_MMA 0
+#endif
+
+#define MQ_TEAMS 4
+#define MQ_THREADS (32 * MQ_TEAMS)
+#define MQ_ROWS (16 * MQ_TEAMS)  // weight rows per block
+#define MQ_SLICE 4                // groups of a partial staged at once (one stage)
+// Shared words per token and group. The MMA path reads a token's words 2t, 2t + 1 with one
+// 8-byte load: at 8 words apart, the 8 tokens x 4 pairs of a half-warp cover the 32 banks once.
+// The dot-product path reads all 8 words of 4 tokens at once: 12 apart keeps them off each
+// other's banks.
+#if MQ_MMA
+#define MQ_STRIDE 8
+#else
+#define MQ_STRIDE 12
 #endif
 
 __device__ __forceinline__ int mq_bitrev5(int p) { return (int)(__brev((unsigned)p) >> 27); }
@@ -41,26 +50,31 @@ __device__ __forceinline__ int mq_bitrev5(int p) { return (int)(__brev((unsigned
 // The exact integer sums of one group for a 16 x 8 tile: rows r0 (this thread's row g = lane
 // / 4) and r0 + 8, tokens 2 (lane % 4) and + 1 of the tile, in the MMA accumulator order
 // c[0] = (g, 2t), c[1] = (g, 2t + 1), c[2] = (g + 8, 2t), c[3] = (g + 8, 2t + 1).
-// `a`: this thread's weight words (MMA: words t and 4 + t of rows g and g + 8; elsewhere all 8
-// words of both rows), `xw`: the tile's token words in shared memory.
+// Each sum starts from its token's bias (QGroup::mm_bias), `bias` in that order.
+// `a`: this thread's weight words, `xw`: the tile's token words in shared memory.
 #if MQ_MMA
+// The MMA's k index 4t + i holds element 8t + i and 16 + 4t + i holds 8t + 4 + i (QGroup::pair
+// and the token's words 2t, 2t + 1): a permutation of the 32 products of the integer sum.
 struct MqWeights {
-    uint32_t lo0, lo1, hi0, hi1;  // rows g / g + 8: elements 4t.., 16 + 4t..
+    uint32_t lo0, lo1, hi0, hi1;  // rows g / g + 8: element words 2t / 2t + 1
 };
 template <int T>
 __device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, size_t G1,
                                         int t, MqWeights& a) {
-    QGroup<T>::frag(w, ng, G0, t, a.lo0, a.hi0);
-    QGroup<T>::frag(w, ng, G1, t, a.lo1, a.hi1);
+    QGroup<T>::pair(w, ng, G0, t, a.lo0, a.hi0);
+    QGroup<T>::pair(w, ng, G1, t, a.lo1, a.hi1);
 }
-__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int4 bias,
+                                       int c[4]) {
     const int g = lane / 4, t = lane % 4;
-    const int b0 = xw[g * MQ_STRIDE + t], b1 = xw[g * MQ_STRIDE + 4 + t];
+    const int2 b = *(const int2*)&xw[g * MQ_STRIDE + 2 * t];
+    // Early-clobber outputs: the weight words stay in their registers for the next tile.
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%10, %10, %10, %10};"
-        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
-        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b0), "r"(b1), "r"(0));
+        "{%8, %9}, {%10, %11, %12, %13};"
+        : "=&r"(c[0]), "=&r"(c[1]), "=&r"(c[2]), "=&r"(c[3])
+        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b.x), "r"(b.y), "r"(bias.x),
+          "r"(bias.y), "r"(bias.z), "r"(bias.w));
 }
 #else
 struct MqWeights {
@@ -75,13 +89,15 @@ __device__ __forceinline__ void mq_load(const uint8_t* w, size_t ng, size_t G0, 
         QGroup<T>::frag(w, ng, G1, i, a.w1[i], a.w1[4 + i]);
     }
 }
-__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int c[4]) {
+__device__ __forceinline__ void mq_dot(const MqWeights& a, const int* xw, int lane, int4 bias,
+                                       int c[4]) {
     const int t = lane % 4;
+    const int init[4] = {bias.x, bias.y, bias.z, bias.w};
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         const int* x = xw + (2 * t + (k & 1)) * MQ_STRIDE;
         const uint32_t* wr = k < 2 ? a.w0 : a.w1;
-        int s = 0;
+        int s = init[k];
 #pragma unroll
         for (int i = 0; i < 8; i++) s = rf_dp4a((int)wr[i], x[i], s);
         c[k] = s;
@@ -104,82 +120,142 @@ __device__ __forceinline__ void mq_commit() {
     asm volatile("cp.async.commit_group;" ::);
 #endif
 }
-__device__ __forceinline__ void mq_wait_all_but_latest() {
-#if MQ_MMA
-    asm volatile("cp.async.wait_group 1;" ::: "memory");
-#endif
-}
 
-// One stage's data in shared memory: the tokens' int8 groups and scales, and the block's
+// One stage's data in shared memory: the tokens' int8 groups and their prepared scales
+// (QGroup::prep, tokens 2t and 2t + 1 side by side for one 16-byte read), and the block's
 // weights for MQ_SLICE groups of each row, laid out as quant.h's device layout of a small
 // matrix (quants of every group, then their scales) with group index row * MQ_SLICE + j, so
-// QGroup<T>::frag / scales read it as they read global memory.
+// QGroup<T>::pair / scales read it as they read global memory.
 template <int T, int NT> struct MqStage {
     static constexpr int QB = Fmt<T>::qbytes, SB = Fmt<T>::sbytes;
     static constexpr int NGS = MQ_ROWS * MQ_SLICE;  // groups staged
     int x[MQ_SLICE][8 * NT][MQ_STRIDE];
-    float4 xs[MQ_SLICE][8 * NT];
+    float2 xp[MQ_SLICE][8 * NT];
+    // Per pair of tokens u: the biases of 2u, 2u + 1, 2u, 2u + 1, as the MMA's accumulator
+    // input takes them (one 16-byte read).
+    int4 xb[MQ_SLICE][4 * NT];
     uint8_t w[NGS * (QB + SB)];
 };
 
-// Weight scale bytes of one stage, loaded into registers while the previous stage computes
-// (2-byte pieces: too small and unaligned for the asynchronous copies).
-template <int T> struct MqScaleRegs {
-    static constexpr int PIECES = Fmt<T>::sbytes / 2;
-    static constexpr int PER_THREAD = (MQ_ROWS * MQ_SLICE * PIECES + 32 * MQ_TEAMS - 1) /
-                                      (32 * MQ_TEAMS);
-    uint16_t v[PER_THREAD];
+// What one thread copies into every stage, fixed for the whole kernel: per copy the offset of
+// its source at the block's first group (byte offsets into the weights, which the host keeps
+// below 2^32; element offsets into the activations) and whether it lies in the matrix. A
+// stage then adds its group offset (a block-wide value) to each: one add and one address each.
+template <int T, int NT> struct MqPlan {
+    using S = MqStage<T, NT>;
+    static constexpr int CHUNKS = S::QB / 16;         // 16-byte pieces of a group's quants
+    static constexpr int PIECES = S::SB / 2;          // 2-byte pieces of its scales
+    static constexpr int NX = MQ_SLICE * 8 * NT * 2;  // token copies (two halves a group)
+    static constexpr int NP = MQ_SLICE * 8 * NT;      // token scales
+    static constexpr int NW = S::NGS * CHUNKS;        // weight quant copies
+    static constexpr int NS = S::NGS * PIECES;        // weight scale pieces
+    static constexpr int KX = (NX + MQ_THREADS - 1) / MQ_THREADS;
+    static constexpr int KW = (NW + MQ_THREADS - 1) / MQ_THREADS;
+    static constexpr int KS = (NS + MQ_THREADS - 1) / MQ_THREADS;
+    static constexpr int KP = (NP + MQ_THREADS - 1) / MQ_THREADS;
+    uint32_t x_off[KX], w_off[KW], s_off[KS], p_off[KP];
+    int x_j[KX], w_j[KW], s_j[KS], p_j[KP];  // slice index of each copy; MQ_SLICE when none
+
+    // Group (row r, column group L + 32 (j0 + j)) of the block is at r * ng + 32 j + (L + 32
+    // j0): the plan holds all but the last term.
+    __device__ void init(int ng, int rows, int r_blk, int cols, int t0, int n_here) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int k = 0; k < KX; k++) {
+            const int i = tid + k * MQ_THREADS;
+            const int h = i % 2, tok = (i / 2) % (8 * NT), j = i / (2 * 8 * NT);
+            x_j[k] = i < NX && tok < n_here ? j : MQ_SLICE;
+            x_off[k] = (uint32_t)((t0 + tok) * cols + 32 * 32 * j + 16 * h);
+        }
+#pragma unroll
+        for (int k = 0; k < KP; k++) {
+            const int i = tid + k * MQ_THREADS;
+            const int tok = i % (8 * NT), j = i / (8 * NT);
+            p_j[k] = i < NP && tok < n_here ? j : MQ_SLICE;
+            p_off[k] = (uint32_t)((t0 + tok) * ng + 32 * j);
+        }
+#pragma unroll
+        for (int k = 0; k < KW; k++) {
+            const int i = tid + k * MQ_THREADS;
+            const int c = i % CHUNKS, gl = i / CHUNKS, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+            w_j[k] = i < NW ? j : MQ_SLICE;
+            const uint32_t row = (uint32_t)min(r_blk + r, rows - 1);
+            w_off[k] = (row * (uint32_t)ng + 32 * j) * S::QB + 16 * c;
+        }
+#pragma unroll
+        for (int k = 0; k < KS; k++) {
+            const int i = tid + k * MQ_THREADS;
+            const int c = i % PIECES, gl = i / PIECES, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
+            s_j[k] = i < NS ? j : MQ_SLICE;
+            const uint32_t row = (uint32_t)min(r_blk + r, rows - 1);
+            s_off[k] = (row * (uint32_t)ng + 32 * j) * PIECES + c;  // in 2-byte pieces
+        }
+    }
 };
 
-// Starts loading stage (L, j0) into `st`: activations and weight quants asynchronously, the
-// weight scales into `sc` (stored by mq_store_scales once the stage's turn comes).
+// The pieces of a stage that pass through registers: the weight scales (2-byte pieces, too
+// small and unaligned for the asynchronous copies) and this thread's token scales (prepared on
+// the way).
+template <int T, int NT> struct MqRegs {
+    uint16_t s[MqPlan<T, NT>::KS];
+    float4 xs[MqPlan<T, NT>::KP];
+};
+
+// Starts loading the stage of groups L + 32 (j0 + j), j < nj, into `st`: tokens and weight
+// quants asynchronously, the scales into `rg` (stored by mq_store once the stage's turn comes).
 template <int T, int NT>
-__device__ __forceinline__ void mq_issue(MqStage<T, NT>& st, MqScaleRegs<T>& sc,
-                                        const uint8_t* w, size_t ng_total, int ng, int rows,
-                                        int r_blk, const int8_t* xq, const float4* xs, int cols,
-                                        int t0, int n_here, int L, int j0, int nj) {
+__device__ __forceinline__ void mq_issue(MqStage<T, NT>& st, MqRegs<T, NT>& rg,
+                                        const MqPlan<T, NT>& plan, const uint8_t* w,
+                                        size_t ng_total, const int8_t* xq, const float4* xs,
+                                        int L, int j0, int nj) {
     using S = MqStage<T, NT>;
-    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT * 2; i += 32 * MQ_TEAMS) {
-        const int h = i % 2, tok = (i / 2) % (8 * NT), j = i / (2 * 8 * NT);
-        if (j < nj && tok < n_here)
-            mq_copy16(&st.x[j][tok][4 * h],
-                      xq + (size_t)(t0 + tok) * cols + (size_t)(L + 32 * (j0 + j)) * 32 + 16 * h);
+    using P = MqPlan<T, NT>;
+    const uint32_t G = (uint32_t)(L + 32 * j0);  // the stage's first group of row 0
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int k = 0; k < P::KX; k++) {
+        const int i = tid + k * MQ_THREADS;
+        const int h = i % 2, tok = (i / 2) % (8 * NT);
+        if (plan.x_j[k] < nj)
+            mq_copy16(&st.x[plan.x_j[k]][tok][4 * h], xq + plan.x_off[k] + 32 * G);
     }
-    for (int i = threadIdx.x; i < MQ_SLICE * 8 * NT; i += 32 * MQ_TEAMS) {
-        const int tok = i % (8 * NT), j = i / (8 * NT);
-        if (j < nj && tok < n_here)
-            mq_copy16(&st.xs[j][tok], xs + (size_t)(t0 + tok) * ng + L + 32 * (j0 + j));
-    }
-    constexpr int CHUNKS = S::QB / 16;
-    for (int i = threadIdx.x; i < S::NGS * CHUNKS; i += 32 * MQ_TEAMS) {
-        const int c = i % CHUNKS, gl = i / CHUNKS, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
-        if (j < nj) {
-            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
-            mq_copy16(st.w + (size_t)gl * S::QB + 16 * c, w + G * S::QB + 16 * c);
-        }
+#pragma unroll
+    for (int k = 0; k < P::KW; k++) {
+        const int i = tid + k * MQ_THREADS;
+        if (plan.w_j[k] < nj)
+            mq_copy16(st.w + (size_t)(i / P::CHUNKS) * S::QB + 16 * (i % P::CHUNKS),
+                      w + plan.w_off[k] + G * S::QB);
     }
     mq_commit();
-    constexpr int PIECES = MqScaleRegs<T>::PIECES;
 #pragma unroll
-    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
-        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
-        const int c = i % PIECES, gl = i / PIECES, r = gl / MQ_SLICE, j = gl % MQ_SLICE;
-        sc.v[k] = 0;
-        if (gl < S::NGS && j < nj) {
-            const size_t G = (size_t)min(r_blk + r, rows - 1) * ng + L + 32 * (j0 + j);
-            sc.v[k] = ((const uint16_t*)(w + ng_total * S::QB + G * S::SB))[c];
-        }
-    }
+    for (int k = 0; k < P::KP; k++)
+        rg.xs[k] = plan.p_j[k] < nj ? xs[plan.p_off[k] + G] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const uint16_t* scales = (const uint16_t*)(w + ng_total * S::QB);
+#pragma unroll
+    for (int k = 0; k < P::KS; k++)
+        rg.s[k] = plan.s_j[k] < nj ? scales[plan.s_off[k] + G * P::PIECES] : 0;
 }
 
 template <int T, int NT>
-__device__ __forceinline__ void mq_store_scales(MqStage<T, NT>& st, const MqScaleRegs<T>& sc) {
+__device__ __forceinline__ void mq_store(MqStage<T, NT>& st, const MqRegs<T, NT>& rg) {
     using S = MqStage<T, NT>;
-    constexpr int PIECES = MqScaleRegs<T>::PIECES;
+    using P = MqPlan<T, NT>;
+    const int tid = threadIdx.x;
 #pragma unroll
-    for (int k = 0; k < MqScaleRegs<T>::PER_THREAD; k++) {
-        const int i = threadIdx.x + k * 32 * MQ_TEAMS;
-        if (i < S::NGS * PIECES) ((uint16_t*)(st.w + S::NGS * S::QB))[i] = sc.v[k];
+    for (int k = 0; k < P::KS; k++) {
+        const int i = tid + k * MQ_THREADS;
+        if (i < P::NS) ((uint16_t*)(st.w + S::NGS * S::QB))[i] = rg.s[k];
+    }
+#pragma unroll
+    for (int k = 0; k < P::KP; k++) {
+        const int i = tid + k * MQ_THREADS;
+        if (i < P::NP) {
+            const int j = i / (8 * NT), tok = i % (8 * NT);
+            const float2 xp = QGroup<T>::prep(rg.xs[k]);
+            st.xp[j][tok] = xp;
+            int* b = (int*)&st.xb[j][tok / 2];
+            b[tok % 2] = b[2 + tok % 2] = QGroup<T>::mm_bias(xp);
+        }
     }
 }
 
@@ -208,10 +284,11 @@ __device__ __forceinline__ void mq_advance(int p0, int ng, int& q, int& j0) {
 // groups) go through a ring of MqDepth buffers: the next ones' loads are in flight while one
 // computes.
 template <int T, int NT, int W>
-__global__ void __launch_bounds__(32 * MQ_TEAMS)
+__global__ void __launch_bounds__(MQ_THREADS)
     matmul_q_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq, const float4* xs,
                     int n, float* y, int ldy, int accumulate, float* part) {
-    constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : 3;
+    constexpr int LEVELS = W == 32 ? 5 : W == 16 ? 4 : W == 8 ? 3 : W == 4 ? 2 : 1;
+    static_assert(W == 32 || W == 16 || W == 8 || W == 4 || W == 2, "W: an aligned subtree");
     constexpr int DEPTH = MqDepth<T, NT>::value;
     using Stage = MqStage<T, NT>;
     __shared__ __align__(16) Stage stage[DEPTH];
@@ -236,52 +313,57 @@ __global__ void __launch_bounds__(32 * MQ_TEAMS)
     for (int i = 0; i < NT; i++)
 #pragma unroll
         for (int k = 0; k < 4; k++) run[i][k] = 0.0f;
-    MqScaleRegs<T> sc;
+    MqPlan<T, NT> plan;
+    plan.init(ng, rows, r_blk, cols, t0, n_here);
+    MqRegs<T, NT> pro[DEPTH - 1];  // the first stages' register pieces, loaded together
+    MqRegs<T, NT>& rg = pro[0];
     rf_wait_previous();
     rf_release_next();
     // Issue cursor (iq, ij) runs DEPTH - 1 stages ahead of the compute cursor (q, j0).
     int q = 0, j0 = -MQ_SLICE;
     mq_advance<W>(p0, ng, q, j0);
     int iq = q, ij = j0;
+    bool pro_issued[DEPTH - 1];
 #pragma unroll
     for (int b = 0; b < DEPTH - 1; b++) {
+        pro_issued[b] = iq < W;
         if (iq < W) {
             const int L = mq_bitrev5(p0 + iq);
-            mq_issue<T, NT>(stage[b], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
-                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
-            mq_store_scales<T, NT>(stage[b], sc);
+            mq_issue<T, NT>(stage[b], pro[b], plan, w, ng_total, xq, xs, L, ij,
+                            min(MQ_SLICE, mq_groups(L, ng) - ij));
             mq_advance<W>(p0, ng, iq, ij);
         } else {
             mq_commit();
         }
     }
+#pragma unroll
+    for (int b = 0; b < DEPTH - 1; b++)
+        if (pro_issued[b]) mq_store<T, NT>(stage[b], pro[b]);
     // Positions before the first with groups (none: only when ng < 32) hold zero sums.
     int done = 0;  // positions carried
     int buf = 0, ibuf = DEPTH - 1;
     auto carry_to = [&](int upto) {
         // Carries positions done .. upto - 1 (their sums in `run`, then zeros) up the stack of
         // subtree sums, a binary counter: below the lowest 0 bit of the position every level
-        // joins its pending sum; at that bit the sum waits.
+        // joins its pending sum; at that bit the sum waits. The stack is indexed by level at
+        // run time, so it lives in local memory (L1): a few 16-byte loads and stores per
+        // position instead of the register shuffles a fixed assignment would take.
         for (; done < upto; done++) {
-            bool carried = false;
+            int lv = 0;
+            for (; lv < LEVELS && ((done >> lv) & 1); lv++) {
 #pragma unroll
-            for (int lv = 0; lv < LEVELS; lv++) {
-                if (carried) continue;
-                if ((done >> lv) & 1) {
+                for (int i = 0; i < NT; i++)
 #pragma unroll
-                    for (int i = 0; i < NT; i++)
+                    for (int k = 0; k < 4; k++) run[i][k] = stk[lv][i][k] + run[i][k];
+            }
+            if (lv < LEVELS) {
 #pragma unroll
-                        for (int k = 0; k < 4; k++) run[i][k] = stk[lv][i][k] + run[i][k];
-                } else {
+                for (int i = 0; i < NT; i++)
 #pragma unroll
-                    for (int i = 0; i < NT; i++)
-#pragma unroll
-                        for (int k = 0; k < 4; k++) {
-                            stk[lv][i][k] = run[i][k];
-                            run[i][k] = 0.0f;
-                        }
-                    carried = true;
-                }
+                    for (int k = 0; k < 4; k++) {
+                        stk[lv][i][k] = run[i][k];
+                        run[i][k] = 0.0f;
+                    }
             }
         }
     };
@@ -290,8 +372,8 @@ __global__ void __launch_bounds__(32 * MQ_TEAMS)
         bool issued = false;
         if (iq < W) {
             const int L = mq_bitrev5(p0 + iq);
-            mq_issue<T, NT>(stage[ibuf], sc, w, ng_total, ng, rows, r_blk, xq, xs, cols, t0,
-                            n_here, L, ij, min(MQ_SLICE, mq_groups(L, ng) - ij));
+            mq_issue<T, NT>(stage[ibuf], rg, plan, w, ng_total, xq, xs, L, ij,
+                            min(MQ_SLICE, mq_groups(L, ng) - ij));
             mq_advance<W>(p0, ng, iq, ij);
             issued = true;
         } else {
@@ -301,31 +383,35 @@ __global__ void __launch_bounds__(32 * MQ_TEAMS)
         if (DEPTH == 3)
             asm volatile("cp.async.wait_group 2;" ::: "memory");
         else
-            mq_wait_all_but_latest();
+            asm volatile("cp.async.wait_group 1;" ::: "memory");
 #endif
         __syncthreads();  // this stage's data (all threads' copies) is in place
         const Stage& st = stage[buf];
         const int nj_here = min(MQ_SLICE, mq_groups(mq_bitrev5(p0 + q), ng) - j0);
-        for (int j = 0; j < nj_here; j++) {
-            MqWeights a;
-            mq_load<T>(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j, (size_t)rb * MQ_SLICE + j, t,
-                       a);
-            const float2 dm0 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j);
-            const float2 dm1 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)rb * MQ_SLICE + j);
 #pragma unroll
-            for (int i = 0; i < NT; i++) {
-                if (8 * i < n_here) {
-                    int c[4];
-                    mq_dot(a, &st.x[j][8 * i][0], lane, c);
-                    const float4 xa = st.xs[j][8 * i + 2 * t], xb = st.xs[j][8 * i + 2 * t + 1];
-                    run[i][0] = QGroup<T>::term(c[0], dm0, xa, run[i][0]);
-                    run[i][1] = QGroup<T>::term(c[1], dm0, xb, run[i][1]);
-                    run[i][2] = QGroup<T>::term(c[2], dm1, xa, run[i][2]);
-                    run[i][3] = QGroup<T>::term(c[3], dm1, xb, run[i][3]);
+        for (int j = 0; j < MQ_SLICE; j++) {
+            if (j < nj_here) {
+                MqWeights a;
+                mq_load<T>(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j,
+                           (size_t)rb * MQ_SLICE + j, t, a);
+                const float2 dm0 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)ra * MQ_SLICE + j);
+                const float2 dm1 = QGroup<T>::scales(st.w, Stage::NGS, (size_t)rb * MQ_SLICE + j);
+#pragma unroll
+                for (int i = 0; i < NT; i++) {
+                    if (8 * i < n_here) {
+                        const float4 xp = *(const float4*)&st.xp[j][8 * i + 2 * t];
+                        const float2 xa = make_float2(xp.x, xp.y), xb = make_float2(xp.z, xp.w);
+                        int c[4];
+                        mq_dot(a, &st.x[j][8 * i][0], lane, st.xb[j][4 * i + t], c);
+                        run[i][0] = QGroup<T>::mm_term(c[0], dm0, xa, run[i][0]);
+                        run[i][1] = QGroup<T>::mm_term(c[1], dm0, xb, run[i][1]);
+                        run[i][2] = QGroup<T>::mm_term(c[2], dm1, xa, run[i][2]);
+                        run[i][3] = QGroup<T>::mm_term(c[3], dm1, xb, run[i][3]);
+                    }
                 }
             }
         }
-        if (issued) mq_store_scales<T, NT>(stage[ibuf], sc);
+        if (issued) mq_store<T, NT>(stage[ibuf], rg);
         __syncthreads();  // everyone is done with stage[buf] before it is refilled
         buf = buf + 1 == DEPTH ? 0 : buf + 1;
         ibuf = ibuf + 1 == DEPTH ? 0 : ibuf + 1;
@@ -361,11 +447,15 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * n) return;
     const size_t plane = (size_t)rows * n;
-    float s;
-    if (P == 2)
-        s = part[i] + part[plane + i];
-    else
-        s = (part[i] + part[plane + i]) + (part[2 * plane + i] + part[3 * plane + i]);
+    float v[P];
+#pragma unroll
+    for (int k = 0; k < P; k++) v[k] = part[k * plane + i];
+    // Neighbours first, then pairs of pairs: ((v0 + v1) + (v2 + v3)) + ...
+#pragma unroll
+    for (int step = 1; step < P; step *= 2)
+#pragma unroll
+        for (int k = 0; k + step < P; k += 2 * step) v[k] = v[k] + v[k + step];
+    const float s = v[0];
     float* dst = y + (i / rows) * ldy + i % rows;
     *dst = accumulate ? *dst + s : s;
 }
@@ -398,8 +488,12 @@ static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* 
         launch_mq_nt<T, 32>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
     else if (parts == 2)
         launch_mq_nt<T, 16>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
-    else
+    else if (parts == 4)
         launch_mq_nt<T, 8>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else if (parts == 8)
+        launch_mq_nt<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
+    else
+        launch_mq_nt<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, s);
 }
 
 extern "C" int rf_matmul_q_supported(int ty) {
@@ -414,9 +508,14 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
                            const void* xq_scales, int n, float* y, int ldy, int accumulate,
                            int parts, float* part, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
-    if (parts != 1 && parts != 2 && parts != 4) return RF_ERR_SHAPE;
+    if (parts != 1 && parts != 2 && parts != 4 && parts != 8 && parts != 16) return RF_ERR_SHAPE;
     if (parts > 1 && !part) return RF_ERR_SHAPE;
     if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
+    int bytes_ok = 0;  // the kernel addresses the weights with 32-bit byte offsets
+    RF_DISPATCH_TYPE(ty, {
+        bytes_ok = (size_t)rows * (cols / 32) * (Fmt<T>::qbytes + Fmt<T>::sbytes) <= 0xFFFFFFFFu;
+    });
+    if (!bytes_ok) return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
@@ -427,12 +526,18 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
     if (parts > 1) {
         const size_t total = (size_t)rows * n;
         const dim3 grid((unsigned)((total + RF_BLOCK - 1) / RF_BLOCK));
+#define MQ_JOIN(P)                                                                           \
+    RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<P>, grid, dim3(RF_BLOCK), 0, s, part, rows, n, y, \
+                         ldy, accumulate)
         if (parts == 2)
-            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<2>, grid, dim3(RF_BLOCK), 0, s, part, rows,
-                                 n, y, ldy, accumulate);
+            MQ_JOIN(2);
+        else if (parts == 4)
+            MQ_JOIN(4);
+        else if (parts == 8)
+            MQ_JOIN(8);
         else
-            RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<4>, grid, dim3(RF_BLOCK), 0, s, part, rows,
-                                 n, y, ldy, accumulate);
+            MQ_JOIN(16);
+#undef MQ_JOIN
     }
     return (int)hipGetLastError();
 }

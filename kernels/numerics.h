@@ -43,9 +43,14 @@ __device__ __forceinline__ void rf_rope_rotate(float a, float b, float2 r, float
 __device__ __forceinline__ float rf_silu(float g) { return g / (1.0f + rf_exp(-g)); }
 
 // (float)i for |i| < 2^22, exactly, with a full-rate integer add and float subtract instead of
-// the quarter-rate conversion: the bits of 1.5 * 2^23 + i, less 1.5 * 2^23.
+// the quarter-rate conversion: the bits of 1.5 * 2^23 + i, less 1.5 * 2^23. A product that knows
+// a constant to add to i first folds it into the bias (rf_exact_float_biased(i + bias)).
+#define RF_EXACT_FLOAT_BIAS 0x4B400000
+__device__ __forceinline__ float rf_exact_float_biased(int biased) {
+    return __int_as_float(biased) - 12582912.0f;
+}
 __device__ __forceinline__ float rf_exact_float(int i) {
-    return __int_as_float(i + 0x4B400000) - 12582912.0f;
+    return rf_exact_float_biased(i + RF_EXACT_FLOAT_BIAS);
 }
 
 // tanh and the tanh-approximated GELU as numerics::tanh / numerics::gelu.

@@ -13,6 +13,14 @@
 //   scales(w, ng, G): dm of group G.
 //   frag(w, ng, G, t, lo, hi): the stored quants of group G as signed bytes in element order,
 //     the four words t (elements 4t .. 4t + 3) and 4 + t (elements 16 + 4t ..).
+//   pair(w, ng, G, t, lo, hi): the element words 2t and 2t + 1 (elements 8t .. 8t + 7), the
+//     fragment order of the mat-mat's matrix instructions: a permutation of frag's elements,
+//     applied to the activations too, which the integer sum does not see.
+//   prep(xs) / mm_bias(xp) / mm_term(b, dm, xp, acc): the mat-mat's form of term. prep reduces
+//     a token's group scales to the two values the mat-mat keeps (once per token and group, not
+//     per output); the integer sum starts from mm_bias(xp) instead of 0 (the matrix unit adds it
+//     for free), which folds the type's integer offset into rf_exact_float's bias; and with b
+//     that biased sum, mm_term(b, dm, prep(xs), acc) == term(s, dm, xs, acc) bit for bit.
 //   QGroup<T>: one group held in registers by a mat-vec lane (load / acc).
 #pragma once
 #include "quant.h"
@@ -20,12 +28,37 @@
 
 template <int T> struct QGroup;
 
+// The mat-mat's term of a type whose arithmetic is type U's (a derived QGroup may still hide
+// prep with its own).
+template <int U> struct MmTermAs {
+    __device__ static float2 prep(float4 xs) { return QGroup<U>::prep(xs); }
+    __device__ static int mm_bias(float2 xp) { return QGroup<U>::mm_bias(xp); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return QGroup<U>::mm_term(b, dm, xp, acc);
+    }
+};
+
 // Q4_0: (q - 8) . x = q . x - 8 sum(x), all integers; one fma with the product of the scales
 // (rounded first), as the CPU.
 template <> struct QGroup<RF_Q4_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         s -= 8 * __float_as_int(xs.w);
         return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
+    }
+    __device__ static float2 prep(float4 xs) {
+        return make_float2(xs.x, __int_as_float(RF_EXACT_FLOAT_BIAS - 8 * __float_as_int(xs.w)));
+    }
+    __device__ static int mm_bias(float2 xp) { return __float_as_int(xp.y); }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        // Words 2t, 2t + 1 are the low (t < 2) or high nibbles of quant words 2t % 4 and + 1.
+        const uint2 q = ((const uint2*)w)[2 * G + (t & 1)];
+        const int shift = 4 * (t >> 1);
+        lo = (q.x >> shift) & 0x0F0F0F0Fu;
+        hi = (q.y >> shift) & 0x0F0F0F0Fu;
     }
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return make_float2(Fmt<RF_Q4_0>::scale(w, ng, G), 0.0f);
@@ -68,9 +101,19 @@ template <> struct QGroup<RF_Q4_1> {
     __device__ static float2 scales(const uint8_t* w, size_t ng, size_t G) {
         return Fmt<RF_Q4_1>::scales(w, ng, G);
     }
+    __device__ static float2 prep(float4 xs) { return make_float2(xs.x, xs.z); }
+    __device__ static int mm_bias(float2) { return RF_EXACT_FLOAT_BIAS; }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        acc = fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
+        return fmaf(dm.y, xp.y, acc);
+    }
     __device__ static void frag(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
                                 uint32_t& hi) {
         QGroup<RF_Q4_0>::frag(w, ng, G, t, lo, hi);  // same nibble layout
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
     }
 
     uint4 q;
@@ -84,7 +127,7 @@ template <> struct QGroup<RF_Q4_1> {
     }
 };
 // Q5_0: (q - 16) . x = q . x - 16 sum(x), q the 5-bit quants.
-template <> struct QGroup<RF_Q5_0> {
+template <> struct QGroup<RF_Q5_0> : MmTermAs<RF_Q4_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         s -= 16 * __float_as_int(xs.w);
         return fmaf(rf_exact_float(s), __fmul_rn(dm.x, xs.x), acc);
@@ -106,6 +149,24 @@ template <> struct QGroup<RF_Q5_0> {
         uint32_t qh;
         Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
         words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
+    }
+    __device__ static float2 prep(float4 xs) {
+        return make_float2(xs.x,
+                           __int_as_float(RF_EXACT_FLOAT_BIAS - 16 * __float_as_int(xs.w)));
+    }
+    // Element word k takes the fifth bits 4k .. 4k + 3 of qh.
+    __device__ static void pair_qh(const uint8_t* w, size_t ng, size_t G, int t, uint32_t qh,
+                                   uint32_t& lo, uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
+        lo |= rf_spread4((qh >> (8 * t)) & 0xF);
+        hi |= rf_spread4((qh >> (8 * t + 4)) & 0xF);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        float d;
+        uint32_t qh;
+        Fmt<RF_Q5_0>::scales(w, ng, G, &d, &qh);
+        pair_qh(w, ng, G, t, qh, lo, hi);
     }
 
     uint4 q;
@@ -132,7 +193,7 @@ template <> struct QGroup<RF_Q5_0> {
     }
 };
 // Q5_1: as Q4_1 with 5-bit quants.
-template <> struct QGroup<RF_Q5_1> {
+template <> struct QGroup<RF_Q5_1> : MmTermAs<RF_Q4_1> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         return QGroup<RF_Q4_1>::term(s, dm, xs, acc);
     }
@@ -145,6 +206,12 @@ template <> struct QGroup<RF_Q5_1> {
         uint32_t qh;
         Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
         QGroup<RF_Q5_0>::words_t(((const uint32_t*)w)[4 * G + t], qh, t, lo, hi);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        uint32_t qh;
+        Fmt<RF_Q5_1>::scales(w, ng, G, &qh);
+        QGroup<RF_Q5_0>::pair_qh(w, ng, G, t, qh, lo, hi);
     }
 
     uint4 q;
@@ -172,6 +239,17 @@ template <> struct QGroup<RF_Q8_0> {
         lo = p[t];
         hi = p[4 + t];
     }
+    __device__ static float2 prep(float4 xs) { return make_float2(xs.x, 0.0f); }
+    __device__ static int mm_bias(float2) { return RF_EXACT_FLOAT_BIAS; }
+    __device__ static float mm_term(int b, float2 dm, float2 xp, float acc) {
+        return fmaf(rf_exact_float_biased(b), __fmul_rn(dm.x, xp.x), acc);
+    }
+    __device__ static void pair(const uint8_t* w, size_t, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        const uint2 q = ((const uint2*)(w + G * Fmt<RF_Q8_0>::qbytes))[t];
+        lo = q.x;
+        hi = q.y;
+    }
 
     uint4 a, b;
     float d;
@@ -191,7 +269,7 @@ template <> struct QGroup<RF_Q8_0> {
     }
 };
 // IQ4_NL: table[q] . x, the table values as signed bytes (rf_iq4_word); one fma as Q8_0's.
-template <> struct QGroup<RF_IQ4_NL> {
+template <> struct QGroup<RF_IQ4_NL> : MmTermAs<RF_Q8_0> {
     __device__ static float term(int s, float2 dm, float4 xs, float acc) {
         return QGroup<RF_Q8_0>::term(s, dm, xs, acc);
     }
@@ -203,6 +281,12 @@ template <> struct QGroup<RF_IQ4_NL> {
         const uint32_t q = ((const uint32_t*)w)[4 * G + t];
         lo = rf_iq4_word(q & 0x0F0F0F0Fu);
         hi = rf_iq4_word((q >> 4) & 0x0F0F0F0Fu);
+    }
+    __device__ static void pair(const uint8_t* w, size_t ng, size_t G, int t, uint32_t& lo,
+                                uint32_t& hi) {
+        QGroup<RF_Q4_0>::pair(w, ng, G, t, lo, hi);
+        lo = rf_iq4_word(lo);
+        hi = rf_iq4_word(hi);
     }
 
     uint4 q;

@@ -317,7 +317,8 @@ impl GpuContext {
             matmul_q_min_tokens: env_usize("ROCMFORGE_MATMUL_Q_MIN_TOKENS")
                 .unwrap_or(MATMUL_Q_MIN_TOKENS)
                 .max(2),
-            matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS").filter(|p| [1, 2, 4].contains(p)),
+            matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS")
+                .filter(|p| forward::MATMUL_Q_PARTS.contains(p)),
             blas,
             stream,
             n_ctx,

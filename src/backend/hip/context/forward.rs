@@ -573,6 +573,8 @@ impl GpuContext {
     fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
         n >= self.matmul_q_min_tokens
             && n <= self.matmul_q_max_tokens
+            // The kernel addresses the weights with 32-bit byte offsets.
+            && m.buf.len_bytes() <= u32::MAX as usize
             // SAFETY: a pure query of the kernel library.
             && unsafe { ffi::rf_matmul_q_supported(m.ty.id() as i32) } != 0
     }
@@ -586,15 +588,19 @@ impl GpuContext {
             return if fits(p) { p } else { 1 };
         }
         let blocks = rows.div_ceil(64) * n.div_ceil(32);
-        [1, 2, 4]
-            .into_iter()
-            .find(|&p| blocks * p >= 1024 && fits(p))
-            .unwrap_or(if fits(4) { 4 } else { 1 })
+        let offered = || MATMUL_Q_PARTS.into_iter().filter(|&p| fits(p));
+        offered()
+            .find(|&p| blocks * p >= 1024)
+            .unwrap_or_else(|| offered().next_back().unwrap_or(1))
     }
 }
 
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
+
+/// The splits of each output's sum the mat-mat offers (kernels/matmul_q.hip: 32 / parts
+/// positions of the canonical tree per block).
+pub(super) const MATMUL_Q_PARTS: [usize; 5] = [1, 2, 4, 8, 16];
 
 /// The (first row, rows) pieces a matrix of `rows` x `cols` is dequantized and multiplied in
 /// through a buffer of `budget` elements: the whole matrix when it fits, else as few pieces as
