@@ -65,9 +65,9 @@
 
 // q8_0 (llama.cpp's `-ctk q8_0 -ctv q8_0`): each token's keys and values as blocks of 32 8-bit
 // integers and one f16 scale, 34 bytes per 32 elements (a little over half of f16's memory),
-// quantized as llama.cpp's CPU does. CPU backend only (a GPU context with it is
-// ROCMFORGE_ERR_UNSUPPORTED), and only for models whose head size is a multiple of 32 (else
-// context creation answers ROCMFORGE_ERR_UNSUPPORTED).
+// quantized as llama.cpp's CPU does, the same bits on the CPU and the GPU. Only for models
+// whose head size is a multiple of 32 (else context creation answers
+// ROCMFORGE_ERR_UNSUPPORTED).
 #define ROCMFORGE_CACHE_TYPE_Q8_0 8
 
 // Seed value asking rocmforge_sampler_add_dist for a seed from OS entropy.

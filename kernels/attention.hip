@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
         for (int i = threadIdx.x; i < n_here * 2 * LINES; i += THREADS) {
             const int c = c_lo + i / (2 * LINES), r = i % (2 * LINES);
             const T* cache = r < LINES ? k_cache : v_cache;
-            rf_prefetch_l2(cache + (size_t)c * kv_dim + kv_off + (r % LINES) * LINE_ELEMS);
+            rf_prefetch_l2(rf_kv_addr(cache, (size_t)c, kv_dim, kv_off + (r % LINES) * LINE_ELEMS));
         }
     }
     rf_wait_previous();  // nothing the previous kernel writes is read before it ends
@@ -233,10 +233,10 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 const int c = c0 + b;
                 vis[b] = c < c_hi && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
                          cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
-                const T* kc = k_cache + (size_t)c * kv_dim + kv_off + lane;
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
-                    kr[b][e] = vis[b] ? rf_kv_get(kc + 32 * e) : 0.0f;
+                    kr[b][e] = vis[b] ? rf_kv_at(k_cache, (size_t)c, kv_dim, kv_off + lane + 32 * e)
+                                      : 0.0f;
             }
 #pragma unroll
             for (int b = 0; b < ATT_CELLS; b++) {
@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
         float acc[SLICE];
 #pragma unroll
         for (int i = 0; i < SLICE; i++) acc[i] = 0.0f;
-        const T* vbase = v_cache + kv_off + grp * SLICE;
+        const int v_off = kv_off + grp * SLICE;
         for (int c0 = c_lo + lane; c0 < c_hi; c0 += CELLS_IN_FLIGHT * RF_LANES) {
             float4 v[CELLS_IN_FLIGHT][QUADS];
             float w[CELLS_IN_FLIGHT];
@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 if (w[b] != -INFINITY) {
 #pragma unroll
                     for (int u = 0; u < QUADS; u++)
-                        v[b][u] = rf_kv_get4(vbase + (size_t)c * kv_dim + 4 * u);
+                        v[b][u] = rf_kv_at4(v_cache, (size_t)c, kv_dim, v_off + 4 * u);
                 }
             }
 #pragma unroll
@@ -415,7 +415,7 @@ __global__ void __launch_bounds__(GQA_THREADS)
         for (int i = threadIdx.x; i < (c_b - c_a) * 2 * LINES; i += THREADS) {
             const int c = c_a + i / (2 * LINES), r = i % (2 * LINES);
             const T* cache = r < LINES ? k_cache : v_cache;
-            rf_prefetch_l2(cache + (size_t)c * kv_dim + kv_off + (r % LINES) * LINE_ELEMS);
+            rf_prefetch_l2(rf_kv_addr(cache, (size_t)c, kv_dim, kv_off + (r % LINES) * LINE_ELEMS));
         }
     }
     rf_wait_previous();
@@ -451,11 +451,10 @@ __global__ void __launch_bounds__(GQA_THREADS)
             for (int b = 0; b < GQA_CELLS; b++) {
                 const int c = c0 + b;
                 vis[b] = c < c_b && svis[c - c_lo] != 0;
-                // 32-bit offsets: the host checks n_ctx * kv_dim < 2^31 (gqa_launch).
-                const T* kc = k_cache + (c * kv_dim + kv_off + lane);
+                // 32-bit offsets: the host checks that the cache's rows fit them (gqa_launch).
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
-                    kr[b][e] = vis[b] ? rf_kv_get(kc + 32 * e) : 0.0f;
+                    kr[b][e] = vis[b] ? rf_kv_at(k_cache, c, kv_dim, kv_off + lane + 32 * e) : 0.0f;
             }
 #pragma unroll
             for (int b = 0; b < GQA_CELLS; b++) {
@@ -513,7 +512,7 @@ __global__ void __launch_bounds__(GQA_THREADS)
         for (int g = 0; g < GM; g++)
 #pragma unroll
             for (int i = 0; i < SLICE; i++) acc[g][i] = 0.0f;
-        const T* vbase = v_cache + kv_off + grp * SLICE;
+        const int v_off = kv_off + grp * SLICE;
         for (int c0 = c_a32 + lane; c0 < c_b; c0 += CELLS_IN_FLIGHT * RF_LANES) {
             float4 v[CELLS_IN_FLIGHT][QUADS];
             bool vis[CELLS_IN_FLIGHT];
@@ -524,7 +523,7 @@ __global__ void __launch_bounds__(GQA_THREADS)
                 if (vis[b]) {
 #pragma unroll
                     for (int u = 0; u < QUADS; u++)
-                        v[b][u] = rf_kv_get4(vbase + (c * kv_dim + 4 * u));
+                        v[b][u] = rf_kv_at4(v_cache, c, kv_dim, v_off + 4 * u);
                 }
             }
 #pragma unroll
@@ -653,11 +652,14 @@ static void launch_attention_gqa(int group, dim3 grid, hipStream_t st, const flo
 // 32 sequences (256): 2,105 vs 2,373; one token after 4,096 (128): 259 vs 322; after 16,384
 // (256): 116 vs 170.
 #define GQA_MIN_BLOCKS 128
-static bool gqa_launch(int n_head, int n_head_kv, int head_dim, int n, int splits, int n_ctx) {
+static bool gqa_launch(int n_head, int n_head_kv, int head_dim, int n, int splits, int n_ctx,
+                       int kv_type) {
     const int group = n_head / n_head_kv;
+    const long long kv_dim = (long long)n_head_kv * head_dim;
+    // Its cell offsets are 32-bit: elements, or bytes of q8_0 blocks.
+    const long long row = kv_type == RF_KV_Q8_0 ? kv_dim / 32 * RF_Q8_BLOCK_BYTES : kv_dim;
     return group >= 2 && group <= 8 && (head_dim == 64 || head_dim == 128) &&
-           n_head_kv * n * splits >= GQA_MIN_BLOCKS &&
-           (long long)n_ctx * n_head_kv * head_dim < (1ll << 31);  // its 32-bit cell offsets
+           n_head_kv * n * splits >= GQA_MIN_BLOCKS && n_ctx * row < (1ll << 31);
 }
 
 extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const void* v_cache,
@@ -671,18 +673,26 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
                             void* q8_scales, int8_t* qk, void* qk_heads, void* stream) {
     if (n <= 0 || n > RF_ATTENTION_MAX_TOKENS || n_ctx <= 0 || n_head % n_head_kv != 0 ||
         window < 0 || (qk && (q8 || !qk_heads || (n_head * head_dim) % 256 != 0)) ||
-        splits < 1 || splits > ATT_MAX_SPLIT || (kv_type != RF_KV_F32 && kv_type != RF_KV_F16))
+        splits < 1 || splits > ATT_MAX_SPLIT ||
+        (kv_type != RF_KV_F32 && kv_type != RF_KV_F16 && kv_type != RF_KV_Q8_0) ||
+        (kv_type == RF_KV_Q8_0 && head_dim % 32 != 0))
         return RF_ERR_SHAPE;
     const hipStream_t st = (hipStream_t)stream;
     float4* qs = (float4*)q8_scales;
     RfQ8KHead* qkh = (RfQ8KHead*)qk_heads;
-    if (gqa_launch(n_head, n_head_kv, head_dim, n, splits, n_ctx)) {
+    if (gqa_launch(n_head, n_head_kv, head_dim, n, splits, n_ctx, kv_type)) {
         const dim3 grid(n_head_kv, n, splits);
         const int group = n_head / n_head_kv;
 #define RF_ATT_GQA_CASE(HD)                                                                   \
     if (kv_type == RF_KV_F16)                                                                 \
         launch_attention_gqa<HD>(group, grid, st, q, ld_q, (const rf_kv_f16*)k_cache,         \
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,     \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,         \
+                                 n_head_kv, n_ctx, window, scale, part, counters, out, q8,    \
+                                 qs, qk, qkh);                                                 \
+    else if (kv_type == RF_KV_Q8_0)                                                           \
+        launch_attention_gqa<HD>(group, grid, st, q, ld_q, (const rf_kv_q8*)k_cache,          \
+                                 (const rf_kv_q8*)v_cache, cell_pos, cell_seqs, n_cells,      \
                                  tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,         \
                                  n_head_kv, n_ctx, window, scale, part, counters, out, q8,    \
                                  qs, qk, qkh);                                                 \
@@ -706,6 +716,12 @@ extern "C" int rf_attention(const float* q, int ld_q, const void* k_cache, const
         if (kv_type == RF_KV_F16)                                                           \
             launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_f16*)k_cache,              \
                                  (const rf_kv_f16*)v_cache, cell_pos, cell_seqs, n_cells,   \
+                                 tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
+                                 n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
+                                 qs, qk, qkh);                                               \
+        else if (kv_type == RF_KV_Q8_0)                                                     \
+            launch_attention<HD>(grid, st, q, ld_q, (const rf_kv_q8*)k_cache,               \
+                                 (const rf_kv_q8*)v_cache, cell_pos, cell_seqs, n_cells,    \
                                  tok_pos, tok_seq, tok_lo, tok_hi, tok_first, n_head,       \
                                  n_head_kv, n_ctx, window, scale, part, counters, out, q8,  \
                                  qs, qk, qkh);                                               \

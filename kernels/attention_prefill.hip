@@ -84,8 +84,8 @@ __global__ void attention_prefill_kernel(const float* q, int ld_q, const T* k_ca
             const int cell = c0 + c;
             float kv = 0.0f, vv = 0.0f;
             if (cell < n_cells) {
-                kv = rf_kv_get(k_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
-                vv = rf_kv_get(v_cache + (size_t)cell * kv_dim + kvh * head_dim + e);
+                kv = rf_kv_at(k_cache, (size_t)cell, kv_dim, kvh * head_dim + e);
+                vv = rf_kv_at(v_cache, (size_t)cell, kv_dim, kvh * head_dim + e);
                 if (e == 0 && cell_pos[cell] >= 0 && cell_pos[cell] <= max_pos &&
                     (window == 0 || min_pos - cell_pos[cell] < window))
                     s_any = 1;
@@ -169,7 +169,7 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cach
                                     int n_head, int n_head_kv, int head_dim, int window,
                                     float scale, float* out, void* stream) {
     if (n <= 0 || head_dim > PF_MAX_HD || head_dim % 4 != 0 || n_head % n_head_kv != 0 ||
-        window < 0)
+        window < 0 || (kv_type == RF_KV_Q8_0 && head_dim % 32 != 0))
         return RF_ERR_SHAPE;
     const int group = n_head / n_head_kv;
     if (group > PF_ROWS) return RF_ERR_SHAPE;
@@ -186,6 +186,12 @@ extern "C" int rf_attention_prefill(const float* q, int ld_q, const void* k_cach
         case RF_KV_F16:
             hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_f16>, grid, dim3(PF_THREADS), 0, st,
                                q, ld_q, (const rf_kv_f16*)k_cache, (const rf_kv_f16*)v_cache,
+                               cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n,
+                               n_head, n_head_kv, head_dim, window, scale, tokens_per_block, out);
+            break;
+        case RF_KV_Q8_0:
+            hipLaunchKernelGGL(attention_prefill_kernel<rf_kv_q8>, grid, dim3(PF_THREADS), 0, st,
+                               q, ld_q, (const rf_kv_q8*)k_cache, (const rf_kv_q8*)v_cache,
                                cell_pos, cell_seqs, n_cells, tok_pos, tok_seq, tok_lo, tok_hi, n,
                                n_head, n_head_kv, head_dim, window, scale, tokens_per_block, out);
             break;

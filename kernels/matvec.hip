@@ -782,6 +782,8 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
         if (!rk.rot || rk.head_dim % 2 != 0 || rk.out_offset % 2 != 0 || MV_GROUPS % 2 != 0 ||
             accumulate)
             return RF_ERR_SHAPE;
+        // Element by element stores: f32 and f16 caches (q8_0 rows go through rf_qkv_post).
+        if (rk.kv_type != RF_KV_F32 && rk.kv_type != RF_KV_F16) return RF_ERR_SHAPE;
     }
     const dim3 grid((rows + MV_GROUPS - 1) / MV_GROUPS);
     hipStream_t s = (hipStream_t)stream;

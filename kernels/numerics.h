@@ -67,11 +67,18 @@ __device__ __forceinline__ float rf_gelu(float x) {
 // and the group's sums for Q4_0's offset and (as f16(d * sum)) Q4_1's. Writes q8[o] and, from
 // the group's first lane, scales[o / 32] = (f16 scale, sum, f16(scale * sum), sum as int bits):
 // the products read the integer sum from .w without a float-to-int conversion.
+//
+// rf_q8_group32: the quantization itself, for any 32-lane group: lane's q (a whole float) and
+// the group's scale amax / 127 in *d (before its rounding to f16).
+__device__ __forceinline__ float rf_q8_group32(float v, float* d) {
+    const float amax = rf_group32_max(fabsf(v));
+    *d = amax / 127.0f;
+    return amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
+}
 __device__ __forceinline__ void rf_quantize_group32(float v, int8_t* q8, float4* scales,
                                                     size_t o) {
-    const float amax = rf_group32_max(fabsf(v));
-    const float qd = amax / 127.0f;
-    const float qv = amax > 0.0f ? rintf(v * (127.0f / amax)) : 0.0f;
+    float qd;
+    const float qv = rf_q8_group32(v, &qd);
     const float qsum = rf_group32_sum(qv);
     q8[o] = (int8_t)qv;
     if ((threadIdx.x & 31) == 0)

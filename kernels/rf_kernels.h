@@ -94,7 +94,7 @@ typedef struct RfRopeKv {
     int32_t* cell_pos;        // (n_ctx)
     uint64_t* cell_seqs;      // (n_ctx)
     int q_dim, kv_dim, head_dim, out_offset;
-    int kv_type;              // RF_KV_F32 / RF_KV_F16
+    int kv_type;              // RF_KV_F32 / RF_KV_F16 (q8_0 rows are stored by rf_qkv_post)
 } RfRopeKv;
 int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const int8_t* xq,
               const void* xq_scales, int n, float* y, int ldy, int accumulate,
@@ -118,7 +118,8 @@ int rf_repack(int ty, const void* src, size_t n_groups, void* dst, void* stream)
 // and v are `ld` floats apart, so they may be column blocks of one fused QKV output), stores
 // k and v into cell `tok_cell[t]` of the layer's caches (n_cells, n_head_kv*hd) and records
 // the cell's position and sequence mask. The caches hold elements of `kv_type` (kv_cache.h:
-// RF_KV_F32 / RF_KV_F16), k and v rounded to it as the CPU's cache rounds them.
+// RF_KV_F32 / RF_KV_F16; q8_0 caches take rf_qkv_post), k and v rounded to it as the CPU's
+// cache rounds them.
 int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_head, int n_head_kv,
                int head_dim, const float* rot, const int32_t* tok_pos,
                const int32_t* tok_cell, const int32_t* tok_seq, void* k_cache, void* v_cache,
@@ -136,7 +137,8 @@ int rf_rope_kv(float* q, const float* k, const float* v, int ld, int n, int n_he
 // write the output quantized as rf_act would. qk / qk_heads (nullable; not with q8; n_head * hd
 // a multiple of 256): write it as rf_act's Q8_K activations instead, `counters` then holding
 // (n, n_head + n_head * hd / 256) int32 zeros. The caches hold elements of `kv_type`
-// (kv_cache.h), widened to f32 as they are read. tok_first (nullable, n): the chunk each
+// (kv_cache.h: f32, f16, or q8_0 blocks with hd a multiple of 32), widened to f32 as they
+// are read. tok_first (nullable, n): the chunk each
 // token's join starts at, wrapping within [tok_lo, tok_hi)'s chunks (a sliding-window ring's
 // oldest position); null: ascending.
 #define RF_ATTENTION_MAX_TOKENS 64

@@ -4,6 +4,7 @@
 #include "arch.h"
 #include "numerics.h"
 #include "kv_cache.h"
+#include <type_traits>
 
 // T: the cache's element type (kv_cache.h); keys and values are rounded to it when stored.
 template <typename T>
@@ -66,7 +67,7 @@ extern "C" int rf_rope_kv(float* q, const float* k, const float* v, int ld, int 
                                  ld, n_head, n_head_kv, head_dim, r, tok_pos, tok_cell, tok_seq,
                                  (rf_kv_f16*)k_cache, (rf_kv_f16*)v_cache, cell_pos, cell_seqs);
             break;
-        default: return RF_ERR_SHAPE;  // an unknown cache type
+        default: return RF_ERR_SHAPE;  // an unknown cache type, or q8_0 (rf_qkv_post's)
     }
     return (int)hipGetLastError();
 }
@@ -125,10 +126,11 @@ __global__ void qkv_post_kernel(float* qkv, int ld, int n_head, int n_head_kv, i
             for (int i = lane; i < head_dim; i += 32) x[i] = h[i];
     }
     __syncthreads();  // a team's pairs cross its lanes
+    constexpr bool q8 = std::is_same<T, rf_kv_q8>::value;
     if (live && (is_q || is_k)) {
         // The rotations are shared by every head: the CPU backend's own sin/cos.
         const float2* tr = rot + (size_t)t * half;
-        T* kc = k_cache + cell * kv_dim + (size_t)(s - n_head) * head_dim;
+        T* kc = q8 ? nullptr : k_cache + cell * kv_dim + (size_t)(s - n_head) * head_dim;
         for (int j = lane; j < half; j += 32) {
             const int a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
             float out[2];
@@ -136,14 +138,31 @@ __global__ void qkv_post_kernel(float* qkv, int ld, int n_head, int n_head_kv, i
             if (is_q) {
                 x[a] = out[0];
                 x[b] = out[1];
+            } else if constexpr (q8) {
+                h[a] = out[0];  // this lane's own pair: quantized by blocks below
+                h[b] = out[1];
             } else {
                 rf_kv_put(kc + a, out[0]);
                 rf_kv_put(kc + b, out[1]);
             }
         }
     } else if (live) {
-        T* vc = v_cache + cell * kv_dim + (size_t)(s - n_head - n_head_kv) * head_dim;
-        for (int i = lane; i < head_dim; i += 32) rf_kv_put(vc + i, h[i]);
+        if constexpr (!q8) {
+            T* vc = v_cache + cell * kv_dim + (size_t)(s - n_head - n_head_kv) * head_dim;
+            for (int i = lane; i < head_dim; i += 32) rf_kv_put(vc + i, h[i]);
+        }
+    }
+    if constexpr (q8) {
+        // A q8_0 row is quantized 32 elements at a time (the host checks head_dim % 32 == 0),
+        // from the rotated keys / the values the team holds.
+        __syncthreads();
+        if (live && !is_q) {
+            const int head = is_k ? s - n_head : s - n_head - n_head_kv;
+            T* cache = is_k ? k_cache : v_cache;
+            for (int e0 = 0; e0 < head_dim; e0 += 32)
+                rf_kv_store_q8_block(cache, cell, kv_dim, head * head_dim + e0, h[e0 + lane],
+                                     lane);
+        }
     }
     if (threadIdx.x == 0 && blockIdx.y == 0) {
         cell_pos[cell] = tok_pos[t];
@@ -176,6 +195,13 @@ extern "C" int rf_qkv_post(float* qkv, int ld, int n, int n_head, int n_head_kv,
                                  ld, n_head, n_head_kv, head_dim, bias, q_norm, k_norm, eps,
                                  neox, r, tok_pos, tok_cell, tok_seq, (rf_kv_f16*)k_cache,
                                  (rf_kv_f16*)v_cache, cell_pos, cell_seqs);
+            break;
+        case RF_KV_Q8_0:
+            if (head_dim % 32 != 0) return RF_ERR_SHAPE;
+            RF_LAUNCH_OVERLAPPED(qkv_post_kernel<rf_kv_q8>, grid, dim3(RF_BLOCK), 0, st, qkv,
+                                 ld, n_head, n_head_kv, head_dim, bias, q_norm, k_norm, eps,
+                                 neox, r, tok_pos, tok_cell, tok_seq, (rf_kv_q8*)k_cache,
+                                 (rf_kv_q8*)v_cache, cell_pos, cell_seqs);
             break;
         default: return RF_ERR_SHAPE;  // an unknown cache type
     }

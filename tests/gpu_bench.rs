@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// ROCMFORGE_BENCH_CACHE_TYPE: the KV cache type (f16, the default, or f32).
+/// ROCMFORGE_BENCH_CACHE_TYPE: the KV cache type (f16, the default, f32 or q8_0).
 fn cache_type() -> KvType {
     let t = std::env::var("ROCMFORGE_BENCH_CACHE_TYPE")
         .map_or(Ok(KvType::default()), |s| s.parse())

@@ -115,17 +115,18 @@ pub fn upload(
     }
 }
 
-/// Whether a GPU context can store its keys and values as `kv_type`: f32 and f16 have kernels
-/// (the fused RoPE / KV write, attention's widening) that reproduce the CPU's bits; q8_0 has
-/// none yet, so it is refused at creation rather than computed some other way.
-pub fn check_kv_type(kv_type: KvType) -> Result<()> {
+/// Whether a GPU context can store its keys and values as `kv_type` for heads of `head_dim`:
+/// every type has kernels that reproduce the CPU's bits (the RoPE / KV write, attention's
+/// widening); q8_0 quantizes each head's rows 32 elements at a time, so it needs a head size
+/// that is a multiple of 32, as the CPU's q8_0 cache does.
+pub fn check_kv_type(kv_type: KvType, head_dim: usize) -> Result<()> {
     match kv_type {
         KvType::F32 | KvType::F16 => Ok(()),
-        KvType::Q8_0 => Err(Error::Unsupported(
-            "the q8_0 KV cache runs on the CPU backend only (use f16 or f32 on the GPU, or \
-             the CPU backend)"
-                .into(),
-        )),
+        KvType::Q8_0 if head_dim.is_multiple_of(32) => Ok(()),
+        KvType::Q8_0 => Err(Error::Unsupported(format!(
+            "a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is \
+             {head_dim}); use f16 or f32"
+        ))),
     }
 }
 
@@ -139,7 +140,7 @@ pub fn new_context(
     kv_type: KvType,
     ring: Option<usize>,
 ) -> Result<Box<dyn Executor>> {
-    check_kv_type(kv_type)?;
+    // GpuContext::new checks kv_type against the model's heads (check_kv_type).
     #[cfg(any(feature = "rocm", feature = "cuda"))]
     return Ok(Box::new(super::hip::GpuContext::new(
         Arc::clone(model),
@@ -160,14 +161,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_cache_types_with_gpu_kernels_are_accepted() {
-        check_kv_type(KvType::F32).unwrap();
-        check_kv_type(KvType::F16).unwrap();
-        let e = check_kv_type(KvType::Q8_0).unwrap_err();
+    fn a_q8_0_cache_needs_heads_of_whole_blocks() {
+        for t in KvType::ALL {
+            check_kv_type(t, 64).unwrap();
+            check_kv_type(t, 128).unwrap();
+        }
+        check_kv_type(KvType::F16, 80).unwrap();
+        let e = check_kv_type(KvType::Q8_0, 80).unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e}");
         assert!(
             e.to_string()
-                .contains("q8_0 KV cache runs on the CPU backend only"),
+                .contains("multiple of 32 (this model's is 80)"),
             "{e}"
         );
     }

@@ -20,9 +20,9 @@ pub const ROCMFORGE_CACHE_TYPE_F32: i32 = 0;
 pub const ROCMFORGE_CACHE_TYPE_F16: i32 = 1;
 /// q8_0 (llama.cpp's `-ctk q8_0 -ctv q8_0`): each token's keys and values as blocks of 32 8-bit
 /// integers and one f16 scale, 34 bytes per 32 elements (a little over half of f16's memory),
-/// quantized as llama.cpp's CPU does. CPU backend only (a GPU context with it is
-/// ROCMFORGE_ERR_UNSUPPORTED), and only for models whose head size is a multiple of 32 (else
-/// context creation answers ROCMFORGE_ERR_UNSUPPORTED).
+/// quantized as llama.cpp's CPU does, the same bits on the CPU and the GPU. Only for models
+/// whose head size is a multiple of 32 (else context creation answers
+/// ROCMFORGE_ERR_UNSUPPORTED).
 pub const ROCMFORGE_CACHE_TYPE_Q8_0: i32 = 8;
 
 /// Called during model loading with the fraction done (0..1); return false to cancel the load

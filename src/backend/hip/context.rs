@@ -202,9 +202,9 @@ impl GpuContext {
         kv_type: KvType,
         ring: Option<usize>,
     ) -> Result<GpuContext> {
-        crate::backend::gpu::check_kv_type(kv_type)?;
-        set_device(model.device)?;
         let hp = &model.hparams;
+        crate::backend::gpu::check_kv_type(kv_type, hp.head_dim)?;
+        set_device(model.device)?;
         if n_ctx == 0 || n_ctx > i32::MAX as usize {
             return Err(Error::InvalidArgument(format!("context size {n_ctx}")));
         }
@@ -235,7 +235,7 @@ impl GpuContext {
         let mut v_cache = Vec::with_capacity(hp.n_layer);
         for &r in &in_ring {
             let cells = if r { ring.unwrap_or(n_ctx) } else { n_ctx };
-            // f32 and f16 only (check_kv_type above): rows of whole elements.
+            // Rows of whole elements, or of whole q8_0 blocks (check_kv_type above).
             let row = kv_type.row_bytes(kvd).ok_or_else(|| {
                 Error::Unsupported(format!("a {kv_type} KV cache with rows of {kvd}"))
             })?;
@@ -701,8 +701,8 @@ impl crate::backend::Executor for GpuContext {
 }
 
 impl GpuContext {
-    /// Bytes of one cached row (kv_dim elements of the cache's type; f32 and f16 only, so
-    /// always whole, see `new`).
+    /// Bytes of one cached row (kv_dim elements of the cache's type: whole elements or q8_0
+    /// blocks, see `new`).
     fn row_bytes(&self) -> usize {
         let kv_dim = self.model.hparams.kv_dim();
         self.kv_type.row_bytes(kv_dim).unwrap_or(0)

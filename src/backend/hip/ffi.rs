@@ -43,8 +43,6 @@ pub struct RopeKv {
 const _: () = assert!(std::mem::size_of::<RopeKv>() == 88);
 
 /// kernels/kv_cache.h's RF_KV_* id of a cache type (the same numbers as [`KvType::id`]).
-/// q8_0 has no kernels and never reaches them (`crate::backend::gpu::check_kv_type` refuses
-/// it at context creation); its ggml id is passed through for the kernels to reject.
 pub fn kv_type_id(t: KvType) -> c_int {
     match t {
         KvType::F32 => 0,

@@ -16,6 +16,7 @@ use crate::backend::hip::device::DeviceBuffer;
 use crate::backend::hip::ffi;
 use crate::backend::hip::model::{GpuMatrix, Projection};
 use crate::cancel::CancelFlag;
+use crate::kv_cache::KvType;
 use crate::model::{Activation, RopeStyle};
 use crate::quant::{Format, GgmlType};
 use crate::Result;
@@ -125,8 +126,9 @@ impl GpuContext {
                 out_offset: 0,
                 kv_type: ffi::kv_type_id(self.kv_type),
             };
-            if layer.qkv_post(hp) {
-                // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own.
+            if layer.qkv_post(hp) || self.kv_type == KvType::Q8_0 {
+                // Biases, QK-norm or NEOX pairs come before the rotation: a kernel of its own,
+                // which is also the one that writes q8_0 rows (a block of 32 per lane team).
                 self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
                 check(
                     unsafe {
