@@ -175,7 +175,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     layout(&mut ctx)?;
     let warm: Vec<u32> = (0..80).map(|_| rng.token(n_vocab)).collect();
     decode(&mut ctx, &Batch::for_sequence(&warm[..16], 0, 0), a.n_batch)?;
-    decode(&mut ctx, &Batch::for_sequence(&warm[16..], 16, 0), a.n_batch)?;
+    decode(
+        &mut ctx,
+        &Batch::for_sequence(&warm[16..], 16, 0),
+        a.n_batch,
+    )?;
 
     let device = if a.gpu { "gpu" } else { "cpu" };
     if !a.jsonl {
