@@ -54,7 +54,7 @@ pub struct Args {
     /// Compute threads (0: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
-    /// KV cache type: f16 (default, as llama.cpp), f32, or q8_0 (CPU backend only).
+    /// KV cache type: f16 (default, as llama.cpp), f32, or q8_0 (heads of a multiple of 32).
     #[arg(long, default_value = "f16", value_parser = parse_cache_type)]
     cache_type: KvType,
     /// Requests that may wait; more are answered 429.
