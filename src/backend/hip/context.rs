@@ -25,6 +25,12 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// tokens 3,300 vs 23,000. Up to 32 tokens a step the products are thus also the CPU's bits.
 const MATMUL_Q_MIN_TOKENS: usize = 4;
 const MATMUL_Q_MAX_TOKENS: usize = 32;
+/// The fewest blocks a mat-mat launch should have (several per multiprocessor), splitting each
+/// output's sum into up to 16 parts to get there. H100, Llama-3-8B Q4_0, generation tok/s at
+/// 8 / 16 / 32 sequences, two rounds: 512 blocks 942-948 / 1,609-1,633 / 2,132-2,147; 1,024:
+/// 1,170 / 1,893-1,899 / 2,560-2,620; 2,048: 1,207-1,209 / 1,980-2,002 / 2,605-2,637; 4,096:
+/// 1,214-1,218 / 2,079-2,081 / 2,639-2,643.
+const MATMUL_Q_BLOCKS: usize = 4096;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
@@ -151,8 +157,12 @@ pub struct GpuContext {
     /// products as int8 mat-mats, shorter ones as mat-vecs (ROCMFORGE_MATMUL_Q_MIN_TOKENS,
     /// default MATMUL_Q_MIN_TOKENS; at least 2).
     matmul_q_min_tokens: usize,
-    /// ROCMFORGE_MATMUL_Q_PARTS: force the split of the mat-mat's sums (1, 2 or 4; tuning).
+    /// ROCMFORGE_MATMUL_Q_PARTS: force the split of the mat-mat's sums (1, 2, 4, 8 or 16;
+    /// tuning).
     matmul_q_parts: Option<usize>,
+    /// ROCMFORGE_MATMUL_Q_BLOCKS: the fewest blocks a mat-mat launch should have before its
+    /// sums are split further (default MATMUL_Q_BLOCKS; tuning).
+    matmul_q_blocks: usize,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -319,6 +329,7 @@ impl GpuContext {
                 .max(2),
             matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS")
                 .filter(|p| forward::MATMUL_Q_PARTS.contains(p)),
+            matmul_q_blocks: env_usize("ROCMFORGE_MATMUL_Q_BLOCKS").unwrap_or(MATMUL_Q_BLOCKS),
             blas,
             stream,
             n_ctx,

@@ -582,8 +582,8 @@ impl GpuContext {
     }
 
     /// Over how many blocks the mat-mat splits each output's sum: enough blocks to fill the
-    /// device (64 rows x 32 tokens a block; at least 1,024 blocks wanted, several per
-    /// multiprocessor), within the subtree-sum scratch.
+    /// device (64 rows x 32 tokens a block; at least `matmul_q_blocks` blocks wanted),
+    /// within the subtree-sum scratch.
     fn matmul_q_parts(&self, rows: usize, n: usize) -> usize {
         let fits = |p: usize| p == 1 || p * n * rows <= super::MATMUL_PART_FLOATS;
         if let Some(p) = self.matmul_q_parts {
@@ -592,7 +592,7 @@ impl GpuContext {
         let blocks = rows.div_ceil(64) * n.div_ceil(32);
         let offered = || MATMUL_Q_PARTS.into_iter().filter(|&p| fits(p));
         offered()
-            .find(|&p| blocks * p >= 1024)
+            .find(|&p| blocks * p >= self.matmul_q_blocks)
             .unwrap_or_else(|| offered().next_back().unwrap_or(1))
     }
 }
