@@ -87,7 +87,8 @@ pub struct PackedActivations {
 }
 
 impl PackedActivations {
-    /// Quantizes `x` (n_rows, cols) for weights of type `weight_ty`, in parallel over rows.
+    /// Quantizes `x` (n_rows, cols) for weights of type `weight_ty`, in parallel over rows;
+    /// steps of [`gemm_min_tokens`] rows or more get the tiled kernels' metadata.
     pub fn pack(
         &mut self,
         pool: &ThreadPool,
@@ -95,6 +96,20 @@ impl PackedActivations {
         x: &[f32],
         n_rows: usize,
         cols: usize,
+    ) -> Result<()> {
+        self.pack_tiled_from(pool, weight_ty, x, n_rows, cols, gemm_min_tokens())
+    }
+
+    /// [`Self::pack`] with the tiled kernels taken from `min_tokens` rows (at least
+    /// [`GEMM_MIN_TOKENS`]; tests pin it so that they cover the same path on every CPU).
+    pub fn pack_tiled_from(
+        &mut self,
+        pool: &ThreadPool,
+        weight_ty: GgmlType,
+        x: &[f32],
+        n_rows: usize,
+        cols: usize,
+        min_tokens: usize,
     ) -> Result<()> {
         debug_assert_eq!(x.len(), n_rows * cols);
         let act_ty = activation_type(weight_ty).ok_or_else(|| Error::UnsupportedTensorType {
@@ -112,7 +127,7 @@ impl PackedActivations {
         // Block metadata only where the tiled kernels may read it (never in decode).
         let nb = cols / 32;
         let nsb = cols / 256;
-        let prompt = n_rows >= GEMM_MIN_TOKENS;
+        let prompt = n_rows >= min_tokens.max(GEMM_MIN_TOKENS);
         let blocks32 = prompt && cols.is_multiple_of(32) && takes_activations(act_ty);
         let blocks256 = prompt && cols.is_multiple_of(256) && takes_activations_k(act_ty);
         self.has_meta = blocks32 || blocks256;
@@ -166,6 +181,53 @@ const ROW_BLOCK: usize = 8;
 /// with the tiled kernels pp4 / pp8 / pp16 ran at 109 / 213 / 197 tok/s, with the row
 /// kernels 51 / 99 / 139; pp2 was no faster (56 against 66), and decode keeps the row kernels.
 pub const GEMM_MIN_TOKENS: usize = 4;
+
+/// The same on AMD processors, whose gathers (the tiled kernels' panel packing reads each
+/// 16-row panel with `vpgatherdd`) cost several times Intel's: packing a step's weights then
+/// outweighs the tokens' work until about 16 of them. Zen 5 (2-core VM, SmolLM2 Q4_1,
+/// `rocmforge_bench batched -npp 128 -ntg 32`, generation tok/s at 1 / 2 threads) with the
+/// tiled kernels from 4 / 8 / 12 / 16 / 24 tokens: 4 sequences 107 / 259 / 259 / 261 / 256 and
+/// 198 / 387 / 420 / 431 / 432; 8 sequences 198 / 187 / 239 / 239 / 242 and 344 / 349 / 447 /
+/// 450 / 445; 16 sequences 287 / 289 / 285 / 285 / 244 and 563 / 562 / 554 / 570 / 456.
+pub const GEMM_MIN_TOKENS_AMD: usize = 16;
+
+/// The step size from which products take the tiled kernels on this machine:
+/// `ROCMFORGE_GEMM_MIN_TOKENS` if set (at least 2; tuning), else [`GEMM_MIN_TOKENS_AMD`] on
+/// AMD processors and [`GEMM_MIN_TOKENS`] elsewhere. Either way the bits are the same (the
+/// tiled kernels give the row kernels' sums).
+pub fn gemm_min_tokens() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("ROCMFORGE_GEMM_MIN_TOKENS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or_else(
+                || {
+                    if cpu_is_amd() {
+                        GEMM_MIN_TOKENS_AMD
+                    } else {
+                        GEMM_MIN_TOKENS
+                    }
+                },
+                |n| n.max(2),
+            )
+    })
+}
+
+/// Whether the processor's vendor string (CPUID leaf 0) is AMD's.
+fn cpu_is_amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let r = std::arch::x86_64::__cpuid(0);
+        let vendor: Vec<u8> = [r.ebx, r.edx, r.ecx]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// One product of a fused group: a weight and the buffer (n_tokens, w.rows) it writes.
 pub struct MatmulTarget<'w, 'o> {
@@ -470,7 +532,8 @@ mod tests {
             .collect();
         let pool = ThreadPool::new(2).unwrap();
         let mut acts = PackedActivations::default();
-        acts.pack(&pool, ty, &x, n_tokens, cols).unwrap();
+        acts.pack_tiled_from(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
+            .unwrap();
         let (mut out_a, mut out_b) = (vec![f32::NAN; n_tokens * 37], vec![f32::NAN; n_tokens * 20]);
         matmul_fused(
             &pool,
@@ -530,7 +593,8 @@ mod tests {
         let x: Vec<f32> = (0..n_tokens * cols).map(|_| rnd()).collect();
         let pool = ThreadPool::new(2).unwrap();
         let mut acts = PackedActivations::default();
-        acts.pack(&pool, ty, &x, n_tokens, cols).unwrap();
+        acts.pack_tiled_from(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
+            .unwrap();
         let mut out = vec![f32::NAN; n_tokens * rows];
         matmul(&pool, &w, &acts, &mut out);
         for t in 0..n_tokens {
