@@ -3,7 +3,7 @@
 //! that runs it ([`CpuContext`], the CPU side of [`crate::backend::Executor`]).
 
 use super::attention::{attention, AttentionShape};
-use super::matmul::{matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
+use super::matmul::{gemm_min_tokens, matmul_fused, MatmulTarget, PackedActivations, PackedMatrix};
 use super::ops::{
     add_bias_rows, add_in_place, gelu_mul_in_place, rms_norm, rms_norm_heads_in_place,
     rope_in_place, rope_neox_in_place, silu_mul_in_place, softcap_in_place,
@@ -436,23 +436,31 @@ fn project_many<const N: usize>(
     products: [(&WeightRef, &mut [f32]); N],
 ) -> Result<()> {
     let mut pending: Vec<MatmulTarget<'_, '_>> = Vec::with_capacity(N);
+    // Packs the input for the pending products' type and runs them as one dispatch.
+    let flush =
+        |pending: &mut Vec<MatmulTarget<'_, '_>>, acts: &mut PackedActivations| -> Result<()> {
+            let Some(first) = pending.first() else {
+                return Ok(());
+            };
+            let (ty, cols) = (first.w.ty, first.w.cols);
+            acts.pack(pool, ty, &x[..n * cols], n, cols, gemm_min_tokens())?;
+            matmul_fused(pool, pending, acts);
+            pending.clear();
+            Ok(())
+        };
     for (w, out) in products {
         let target = MatmulTarget {
             w: matrix(model, w)?,
             out,
         };
-        if let Some(first) = pending.first() {
-            if activation_type(first.w.ty) != activation_type(w.ty()) {
-                acts.pack(pool, first.w.ty, &x[..n * first.w.cols], n, first.w.cols)?;
-                matmul_fused(pool, &mut pending, acts);
-                pending.clear();
-            }
+        if pending
+            .first()
+            .is_some_and(|first| activation_type(first.w.ty) != activation_type(w.ty()))
+        {
+            flush(&mut pending, acts)?;
         }
         pending.push(target);
     }
-    if let Some(first) = pending.first() {
-        acts.pack(pool, first.w.ty, &x[..n * first.w.cols], n, first.w.cols)?;
-        matmul_fused(pool, &mut pending, acts);
-    }
+    flush(&mut pending, acts)?;
     Ok(())
 }

@@ -87,22 +87,11 @@ pub struct PackedActivations {
 }
 
 impl PackedActivations {
-    /// Quantizes `x` (n_rows, cols) for weights of type `weight_ty`, in parallel over rows;
-    /// steps of [`gemm_min_tokens`] rows or more get the tiled kernels' metadata.
+    /// Quantizes `x` (n_rows, cols) for weights of type `weight_ty`, in parallel over rows.
+    /// Steps of `min_tokens` rows or more (at least [`GEMM_MIN_TOKENS`]) get the tiled
+    /// kernels' metadata: the engine passes [`gemm_min_tokens`]; tests pin it, so that they
+    /// cover the same path on every CPU.
     pub fn pack(
-        &mut self,
-        pool: &ThreadPool,
-        weight_ty: GgmlType,
-        x: &[f32],
-        n_rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        self.pack_tiled_from(pool, weight_ty, x, n_rows, cols, gemm_min_tokens())
-    }
-
-    /// [`Self::pack`] with the tiled kernels taken from `min_tokens` rows (at least
-    /// [`GEMM_MIN_TOKENS`]; tests pin it so that they cover the same path on every CPU).
-    pub fn pack_tiled_from(
         &mut self,
         pool: &ThreadPool,
         weight_ty: GgmlType,
@@ -532,7 +521,7 @@ mod tests {
             .collect();
         let pool = ThreadPool::new(2).unwrap();
         let mut acts = PackedActivations::default();
-        acts.pack_tiled_from(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
+        acts.pack(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
             .unwrap();
         let (mut out_a, mut out_b) = (vec![f32::NAN; n_tokens * 37], vec![f32::NAN; n_tokens * 20]);
         matmul_fused(
@@ -593,7 +582,7 @@ mod tests {
         let x: Vec<f32> = (0..n_tokens * cols).map(|_| rnd()).collect();
         let pool = ThreadPool::new(2).unwrap();
         let mut acts = PackedActivations::default();
-        acts.pack_tiled_from(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
+        acts.pack(&pool, ty, &x, n_tokens, cols, GEMM_MIN_TOKENS)
             .unwrap();
         let mut out = vec![f32::NAN; n_tokens * rows];
         matmul(&pool, &w, &acts, &mut out);
