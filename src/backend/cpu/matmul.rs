@@ -171,14 +171,15 @@ const ROW_BLOCK: usize = 8;
 /// kernels 51 / 99 / 139; pp2 was no faster (56 against 66), and decode keeps the row kernels.
 pub const GEMM_MIN_TOKENS: usize = 4;
 
-/// The same on AMD processors, whose gathers (the tiled kernels' panel packing reads each
-/// 16-row panel with `vpgatherdd`) cost several times Intel's: packing a step's weights then
-/// outweighs the tokens' work until about 16 of them. Zen 5 (2-core VM, SmolLM2 Q4_1,
-/// `rocmforge_bench batched -npp 128 -ntg 32`, generation tok/s at 1 / 2 threads) with the
-/// tiled kernels from 4 / 8 / 12 / 16 / 24 tokens: 4 sequences 107 / 259 / 259 / 261 / 256 and
-/// 198 / 387 / 420 / 431 / 432; 8 sequences 198 / 187 / 239 / 239 / 242 and 344 / 349 / 447 /
-/// 450 / 445; 16 sequences 287 / 289 / 285 / 285 / 244 and 563 / 562 / 554 / 570 / 456.
-pub const GEMM_MIN_TOKENS_AMD: usize = 16;
+/// The same on AMD processors. There the per-step unpacking of the weight panels costs more
+/// than on Intel (first with `vpgatherdd`, several times slower on AMD, now with loads and
+/// transposes, the next panel prefetched), and below about 8 tokens it outweighs what the
+/// tiles save. Zen 5 (2-core VM, 2 threads, `rocmforge_bench batched -npp 128 -ntg 64`,
+/// generation tok/s for 4 / 8 / 16 sequences, tiled from 4 / 8 / 32 tokens): Q8_0 323-333 /
+/// 359-362 / 358-359, 437-452 / 428-445 / 364-381, 567-581 / 555-573 / 386-414; Q4_1 340-393 /
+/// 349-412 / 357-401, 450-484 / 450-497 / 373-412, 611-664 / 598-678 / 393-436. (With the
+/// gathers, 16 tokens had been the break-even.)
+pub const GEMM_MIN_TOKENS_AMD: usize = 8;
 
 /// The step size from which products take the tiled kernels on this machine:
 /// `ROCMFORGE_GEMM_MIN_TOKENS` if set (at least 2; tuning), else [`GEMM_MIN_TOKENS_AMD`] on
@@ -337,6 +338,9 @@ fn rows_times_tokens_tiled(
                 n_tokens: t1 - t0,
             };
             results.resize((t1 - t0) * g.panel, 0.0);
+            // The next panel of this thread's rows, fetched while this one is unpacked.
+            let next = r0 + n_rows..(r0 + n_rows + g.panel).min(rows.end);
+            prefetch_bytes(&w.data[next.start * w.row_bytes..next.end * w.row_bytes]);
             (g.run)(&args, results, panel_scratch);
             for t in t0..t1 {
                 // SAFETY: the calling thread owns output columns `rows` of this weight
@@ -357,6 +361,25 @@ fn rows_times_tokens_tiled(
         }
         t0 = t1;
     }
+}
+
+/// Asks the cache hierarchy for `bytes` ahead of their use: the next panel's rows while the
+/// kernel unpacks and multiplies this one. A panel's rows are a few hundred bytes each, too
+/// short for the hardware prefetchers to pick up, so without it every panel's unpacking
+/// waited on memory (Zen 5, 2 threads, SmolLM2 Q8_0, generation of 16 sequences in one step:
+/// 459-461 -> 581-587 tok/s; 4 sequences through the tiled kernels 174-184 -> 320-333).
+fn prefetch_bytes(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing architecturally and never faults; SSE is part of
+        // x86-64's baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<{ _MM_HINT_T0 }>(line.as_ptr().cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Bytes of packed activations one token tile of [`rows_times_tokens`] holds: well inside

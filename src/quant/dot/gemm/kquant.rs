@@ -129,65 +129,7 @@ mod ops512 {
     op!(fmadd(x: F, y: F, z: F) -> F { _mm512_fmadd_ps(x, y, z) });
     op!(negf(x: F) -> F { _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN))) });
 
-    /// `dst[k]` lane r = the little-endian dword at bytes 4k..4k + 4 of the `bytes`-byte
-    /// block at `blk + offs[r]` (bytes past `bytes` read as 0), for k < ceil(bytes / 4): each
-    /// row's block loaded whole (byte-masked past `bytes`, so nothing outside it is read)
-    /// and transposed, 16 dwords of 16 rows at a time. Gathering the dwords one offset at a
-    /// time (`vpgatherdd`) took 30 % of an 8B Q4_K_M prompt on Zen 5.
-    ///
-    /// # Safety
-    /// `bytes` readable at each `blk + offs[r]`; `dst` holds ceil(bytes / 4) vectors.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    #[inline]
-    pub unsafe fn block_dwords(blk: *const u8, offs: &[i32], bytes: usize, dst: &mut [I]) {
-        let mut c = 0;
-        while 64 * c < bytes {
-            let left = bytes - 64 * c;
-            let mask: u64 = if left >= 64 { !0 } else { (1u64 << left) - 1 };
-            // SAFETY: the caller's contract; masked-off bytes are not read.
-            let rows: [I; 16] = std::array::from_fn(|r| unsafe {
-                _mm512_maskz_loadu_epi8(mask, blk.offset(offs[r] as isize + 64 * c as isize).cast())
-            });
-            // Dword pairs, then quads, of row pairs and quads within each 128-bit lane.
-            let t: [I; 16] = std::array::from_fn(|i| {
-                let (a, b) = (rows[i & !1], rows[i | 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_epi32(a, b)
-                } else {
-                    _mm512_unpackhi_epi32(a, b)
-                }
-            });
-            // u[4q + j] lane L: rows 4q..4q + 4 at dword 4L + j.
-            let u: [I; 16] = std::array::from_fn(|i| {
-                let (q, j) = (i / 4, i % 4);
-                let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
-                if j % 2 == 0 {
-                    _mm512_unpacklo_epi64(a, b)
-                } else {
-                    _mm512_unpackhi_epi64(a, b)
-                }
-            });
-            for j in 0..4 {
-                let x0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
-                let x1 = _mm512_shuffle_i32x4::<0xEE>(u[j], u[4 + j]);
-                let y0 = _mm512_shuffle_i32x4::<0x44>(u[8 + j], u[12 + j]);
-                let y1 = _mm512_shuffle_i32x4::<0xEE>(u[8 + j], u[12 + j]);
-                let out = [
-                    _mm512_shuffle_i32x4::<0x88>(x0, y0),
-                    _mm512_shuffle_i32x4::<0xDD>(x0, y0),
-                    _mm512_shuffle_i32x4::<0x88>(x1, y1),
-                    _mm512_shuffle_i32x4::<0xDD>(x1, y1),
-                ];
-                for (l, v) in out.into_iter().enumerate() {
-                    let k = 16 * c + 4 * l + j;
-                    if k < dst.len() {
-                        dst[k] = v;
-                    }
-                }
-            }
-            c += 1;
-        }
-    }
+    pub(in crate::quant::dot::gemm) use crate::quant::dot::gemm::x86::block_dwords16 as block_dwords;
     /// # Safety
     /// `p` 64-byte aligned and readable for 64 bytes.
     #[target_feature(enable = "avx512f")]
