@@ -205,29 +205,7 @@ macro_rules! ops256 {
             vop!($feat, fmadd(x: F, y: F, z: F) -> F { _mm256_fmadd_ps(x, y, z) });
             vop!($feat, negf(x: F) -> F { _mm256_xor_ps(x, _mm256_set1_ps(-0.0)) });
 
-            /// `dst[k]` lane r = the dword at bytes 4k..4k + 4 of the `bytes`-byte block at
-            /// `blk + offs[r]` (bytes past `bytes` read as 0), one gather per dword; the last,
-            /// partial one is the dword ending at `bytes`, shifted down.
-            ///
-            /// # Safety
-            /// `bytes` (>= 4) readable at each `blk + offs[r]`; `dst` holds ceil(bytes / 4)
-            /// vectors.
-            #[target_feature(enable = "avx2")]
-            #[inline]
-            pub unsafe fn block_dwords(blk: *const u8, offs: &[i32], bytes: usize, dst: &mut [I]) {
-                // SAFETY: the caller's contract: every gather reads inside the blocks.
-                unsafe {
-                    let idx = _mm256_loadu_si256(offs.as_ptr().cast());
-                    let gather = |at: usize| _mm256_i32gather_epi32::<1>(blk.add(at).cast(), idx);
-                    for (k, d) in dst.iter_mut().enumerate().take(bytes / 4) {
-                        *d = gather(4 * k);
-                    }
-                    if bytes % 4 != 0 {
-                        let shift = _mm_cvtsi32_si128(8 * (4 - bytes % 4) as i32);
-                        dst[bytes / 4] = _mm256_srl_epi32(gather(bytes - 4), shift);
-                    }
-                }
-            }
+            pub(in crate::quant::dot::gemm) use crate::quant::dot::gemm::x86::block_dwords8 as block_dwords;
             /// # Safety
             /// `p` 32-byte aligned and readable for 32 bytes.
             #[target_feature(enable = "avx2")]

@@ -406,6 +406,79 @@ unsafe fn gemm16<const F: usize>(a: &GemmArgs<'_>, out: &mut [f32], scratch: &mu
 // ---------------------------------------------------------------------------------------
 // 256-bit: 8-row panels, the u8 x s8 dot given per table.
 
+/// [`block_dwords16`] for 8 rows (AVX2): `dst[k]` lane r = the dword at bytes 4k..4k + 4 of
+/// the `bytes`-byte block at `blk + offs[r]`, for k < ceil(bytes / 4). Whole dwords are loaded
+/// per row (`vpmaskmovd`, 8 at a time, nothing past them read) and transposed 8 x 8; a last,
+/// partial dword is the one ending at `bytes`, gathered and shifted down (bytes past `bytes`
+/// read as 0). Gathering every dword instead cost the tiled kernels more than their tokens'
+/// work below 16 tokens on Zen 5 (see `GEMM_MIN_TOKENS_AMD` in backend/cpu/matmul.rs).
+///
+/// # Safety
+/// `bytes` (>= 4) readable at each `blk + offs[r]`; `dst` holds ceil(bytes / 4) vectors.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn block_dwords8(
+    blk: *const u8,
+    offs: &[i32],
+    bytes: usize,
+    dst: &mut [__m256i],
+) {
+    let whole = bytes / 4;
+    let mut c = 0;
+    while 8 * c < whole {
+        let left = (whole - 8 * c).min(8);
+        let mask = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(left as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        );
+        // SAFETY: the caller's contract; the masked-off dwords are not read.
+        let rows: [__m256i; 8] = std::array::from_fn(|r| unsafe {
+            _mm256_maskload_epi32(blk.offset(offs[r] as isize + 32 * c as isize).cast(), mask)
+        });
+        // t[2p] / t[2p + 1]: rows 2p, 2p + 1 interleaved at dwords 0, 1, 4, 5 / 2, 3, 6, 7.
+        let t: [__m256i; 8] = std::array::from_fn(|i| {
+            let (a, b) = (rows[i & !1], rows[i | 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_epi32(a, b)
+            } else {
+                _mm256_unpackhi_epi32(a, b)
+            }
+        });
+        // u[4q + j] lane L (of 4 in each half): row 4q + L at dword j (low half), j + 4 (high).
+        let u: [__m256i; 8] = std::array::from_fn(|i| {
+            let (q, j) = (i / 4, i % 4);
+            let (a, b) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
+            if j % 2 == 0 {
+                _mm256_unpacklo_epi64(a, b)
+            } else {
+                _mm256_unpackhi_epi64(a, b)
+            }
+        });
+        for j in 0..4 {
+            let out = [
+                _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]),
+                _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]),
+            ];
+            for (h, v) in out.into_iter().enumerate() {
+                let k = 8 * c + 4 * h + j;
+                if k < whole {
+                    dst[k] = v;
+                }
+            }
+        }
+        c += 1;
+    }
+    if !bytes.is_multiple_of(4) {
+        // SAFETY: the caller's contract: the dword ending at `bytes` is inside each block.
+        let last = unsafe {
+            let idx = _mm256_loadu_si256(offs.as_ptr().cast());
+            _mm256_i32gather_epi32::<1>(blk.add(bytes - 4).cast(), idx)
+        };
+        let shift = _mm_cvtsi32_si128(8 * (4 - bytes % 4) as i32);
+        dst[whole] = _mm256_srl_epi32(last, shift);
+    }
+}
+
 /// Generates module `$m` with `gemm8::<F>` for the dot primitive `$dot` (accumulate the 4
 /// u8 x s8 products of each dword into its i32 lane).
 macro_rules! gemm8_module {
@@ -426,26 +499,41 @@ macro_rules! gemm8_module {
                 _mm256_cvtph_ps(_mm256_castsi256_si128(p))
             }
 
+            /// Unpacks the panel's rows into `panel`, as `pack16` (by [`block_dwords8`]).
+            ///
             /// # Safety
             /// The CPU has `$feat`; `check` passed for `a`; `panel` holds nb * 10 aligned ymm.
             #[target_feature(enable = $feat)]
             unsafe fn pack8<const F: usize>(a: &GemmArgs<'_>, panel: *mut u8) {
                 let f = FMTS[F];
                 let offs = row_offsets::<8>(a.rows, a.row_bytes);
-                // SAFETY: as in pack16: gathers inside checked blocks, stores inside the
-                // panel scratch.
+                // dw[k] lane r: the dword at bytes 4k..4k + 4 of row r's block.
+                let mut dw = [_mm256_setzero_si256(); 9];
+                let n_dw = f.wb.div_ceil(4);
+                // The dword at byte `o` of the block: every field starts at an even byte.
+                let at = |dw: &[__m256i; 9], o: usize| {
+                    if o.is_multiple_of(4) {
+                        dw[o / 4]
+                    } else {
+                        _mm256_or_si256(
+                            _mm256_srli_epi32::<16>(dw[o / 4]),
+                            _mm256_slli_epi32::<16>(dw[o / 4 + 1]),
+                        )
+                    }
+                };
+                // SAFETY: as in pack16: `block_dwords8` reads inside checked blocks, the
+                // stores stay inside the panel scratch.
                 unsafe {
-                    let idx = _mm256_loadu_si256(offs.as_ptr().cast());
                     let nib = _mm256_set1_epi32(0x0F0F_0F0F);
                     let [t0, t1, t2, t3] = if f.offset == 0 { IQ4_S8 } else { IQ4_U8 };
                     let lut = _mm256_setr_epi32(t0, t1, t2, t3, t0, t1, t2, t3);
-                    let gather = |p: *const u8| _mm256_i32gather_epi32::<1>(p.cast(), idx);
                     for b in 0..a.n / 32 {
                         let blk = a.w.as_ptr().add(b * f.wb);
+                        block_dwords8(blk, &offs, f.wb, &mut dw[..n_dw]);
                         let dst = panel.add(b * VECS_PER_BLOCK * 32);
                         let store =
                             |i: usize, v: __m256i| _mm256_store_si256(dst.add(i * 32).cast(), v);
-                        let head = gather(blk);
+                        let head = dw[0];
                         store(8, _mm256_castps_si256(f16_lanes::<false>(head)));
                         if f.has_m {
                             store(9, _mm256_castps_si256(f16_lanes::<true>(head)));
@@ -454,13 +542,12 @@ macro_rules! gemm8_module {
                             Kind::Q8 => {
                                 let flip = _mm256_set1_epi8(if f.offset == 128 { -128 } else { 0 });
                                 for k in 0..8 {
-                                    let q = gather(blk.add(f.qs + 4 * k));
-                                    store(k, _mm256_xor_si256(q, flip));
+                                    store(k, _mm256_xor_si256(at(&dw, f.qs + 4 * k), flip));
                                 }
                             }
                             Kind::Q4 | Kind::Q5 | Kind::Iq4 => {
                                 let qh = if f.kind == Kind::Q5 {
-                                    gather(blk.add(f.qh))
+                                    at(&dw, f.qh)
                                 } else {
                                     _mm256_setzero_si256()
                                 };
@@ -477,7 +564,7 @@ macro_rules! gemm8_module {
                                     _mm256_slli_epi32::<4>(spread)
                                 };
                                 for k in 0..4 {
-                                    let q = gather(blk.add(f.qs + 4 * k));
+                                    let q = at(&dw, f.qs + 4 * k);
                                     let mut lo = _mm256_and_si256(q, nib);
                                     let mut hi = _mm256_and_si256(_mm256_srli_epi32::<4>(q), nib);
                                     if f.kind == Kind::Q5 {
