@@ -17,10 +17,12 @@
 // rf_matmul_q_join adds them as the tree's top levels do.
 //
 // Block: MQ_TEAMS 32-lane teams; team w takes 16 weight rows, all NT x 8 tokens of the block
-// (NT tiles of 8 tokens). Per position and group: the block stages the tokens' int8 groups and
-// scales in shared memory; each thread loads its weight words straight from global memory
-// (the 4 threads of a row read its 16 contiguous bytes) and forms, per token tile, the 16 x 8
-// integer sums of one group — one MMA.
+// (NT tiles of 8 tokens). Work goes in stages of MQ_SLICE groups of one position: the block
+// copies the stage's token groups and weight quants into shared memory asynchronously (a ring
+// of MqDepth stages, the next ones' copies in flight while one computes; the scales pass
+// through registers, the tokens' prepared on the way, MqRegs), and each thread then reads its
+// weight words from the stage and forms, per token tile, the 16 x 8 integer sums of one group
+// — one MMA.
 #include "rf_kernels.h"
 #include "quant.h"
 #include "qgroup.h"
