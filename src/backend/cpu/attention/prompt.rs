@@ -741,9 +741,7 @@ fn attend_tile(
                     kv.prefetch_keys(layer, ahead, kv_off, hd);
                     kv.prefetch_values(layer, ahead, kv_off, hd, true);
                 }
-                let dst = &mut keys8[j * hd..][..hd];
-                let k = kv.key_f32(layer, c, kv_off, hd, row);
-                copy_row(dst, k);
+                kv.key_into(layer, c, kv_off, &mut keys8[j * hd..][..hd]);
             }
             for r in 0..rows {
                 let mut out8 = [0.0f32; 8];
@@ -821,8 +819,7 @@ fn attend_tile(
             // This partial's cells, their value rows widened once.
             let cells_of_lane = &by_lane[lane * (CHUNK / LANES)..][..fill[lane]];
             for (j, &i) in cells_of_lane.iter().enumerate() {
-                let v = kv.value_f32(layer, cells[i], kv_off, hd, row);
-                copy_row(&mut values[j * hd..][..hd], v);
+                kv.value_into(layer, cells[i], kv_off, &mut values[j * hd..][..hd]);
             }
             for r in 0..rows {
                 let nr = len(r);
