@@ -404,20 +404,15 @@ fn row_f32<'a>(
 ) -> &'a [f32] {
     match layers {
         Layers::F32(l) => &l[layer][at..at + len],
-        Layers::F16(l) => {
-            widen_f16(&l[layer][at..at + len], &mut buf[..len]);
-            &buf[..len]
-        }
-        Layers::Q8_0(l) => {
-            debug_assert!(at.is_multiple_of(Q8_BLOCK) && len.is_multiple_of(Q8_BLOCK));
-            let start = q8_bytes(at);
-            widen_q8_0(&l[layer][start..start + q8_bytes(len)], &mut buf[..len]);
+        Layers::F16(_) | Layers::Q8_0(_) => {
+            row_into(layers, layer, at, &mut buf[..len]);
             &buf[..len]
         }
     }
 }
 
-/// [`row_f32`] into `dst` (its length the row's): copied, or widened in place.
+/// The row of `len = dst.len()` elements at `at` into `dst`: copied from f32, widened from f16
+/// or q8_0 (`at` and `len` whole q8_0 blocks).
 #[inline(always)]
 fn row_into(layers: &Layers, layer: usize, at: usize, dst: &mut [f32]) {
     let len = dst.len();
