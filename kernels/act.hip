@@ -126,8 +126,20 @@ __global__ void act_kernel(int mode, const float* in, const float* w, float eps,
         // first 32 threads hold the partials and a butterfly joins them.
         staged = d <= ACT_STAGE_MAX;
         if (staged) {
-            for (int i = threadIdx.x * 4; i < d; i += blockDim.x * 4)
-                *(float4*)(stage + i) = *(const float4*)(x + i);
+            // Every load issued before the first store: one round trip to L2, not one per
+            // slice of the row.
+            constexpr int SLICES = ACT_STAGE_MAX / ACT_PER_BLOCK;
+            float4 part[SLICES];
+#pragma unroll
+            for (int k = 0; k < SLICES; k++) {
+                const int i = (threadIdx.x + k * RF_BLOCK) * 4;
+                if (i < d) part[k] = *(const float4*)(x + i);
+            }
+#pragma unroll
+            for (int k = 0; k < SLICES; k++) {
+                const int i = (threadIdx.x + k * RF_BLOCK) * 4;
+                if (i < d) *(float4*)(stage + i) = part[k];
+            }
             __syncthreads();
         }
         const float* xs = staged ? stage : x;

@@ -223,6 +223,18 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
     int done = 0;
     for (int j = j_lo + z; j < j_hi; j += splits) {
         const int c_lo = j * ATT_CHUNK, c_hi = min(c_lo + ATT_CHUNK, n_cells);
+        const int v_off = kv_off + grp * SLICE;
+        // The first round of weighted values' rows, loaded before the scores that weight them
+        // (the whole chunk for contexts of up to CELLS_IN_FLIGHT * 32 cells).
+        float4 v_first[CELLS_IN_FLIGHT][QUADS];
+#pragma unroll
+        for (int b = 0; b < CELLS_IN_FLIGHT; b++) {
+            const int c = c_lo + lane + b * RF_LANES;
+#pragma unroll
+            for (int u = 0; u < QUADS; u++)
+                v_first[b][u] = c < c_hi ? rf_kv_at4(v_cache, (size_t)c, kv_dim, v_off + 4 * u)
+                                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
         // Scores: q . k in canonical order (lane = element % 32), then * scale, as the CPU.
         float mx = -INFINITY;
         for (int c0 = c_lo + grp * ATT_CELLS; c0 < c_hi; c0 += GROUPS * ATT_CELLS) {
@@ -233,10 +245,12 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
                 const int c = c0 + b;
                 vis[b] = c < c_hi && (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
                          cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
+                // Loaded whether visible or not (an invisible cell's score is dropped below),
+                // so the loads need not wait for the cell's position and sequence.
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
-                    kr[b][e] = vis[b] ? rf_kv_at(k_cache, (size_t)c, kv_dim, kv_off + lane + 32 * e)
-                                      : 0.0f;
+                    kr[b][e] = c < c_hi ? rf_kv_at(k_cache, (size_t)c, kv_dim, kv_off + lane + 32 * e)
+                                        : 0.0f;
             }
 #pragma unroll
             for (int b = 0; b < ATT_CELLS; b++) {
@@ -272,19 +286,20 @@ __global__ void __launch_bounds__(AttShape<HD>::groups * 32)
         float acc[SLICE];
 #pragma unroll
         for (int i = 0; i < SLICE; i++) acc[i] = 0.0f;
-        const int v_off = kv_off + grp * SLICE;
         for (int c0 = c_lo + lane; c0 < c_hi; c0 += CELLS_IN_FLIGHT * RF_LANES) {
             float4 v[CELLS_IN_FLIGHT][QUADS];
             float w[CELLS_IN_FLIGHT];
+            const bool first = c0 == c_lo + lane;
 #pragma unroll
             for (int b = 0; b < CELLS_IN_FLIGHT; b++) {
                 const int c = c0 + b * RF_LANES;
                 w[b] = c < c_hi ? sc[c - c_lo] : -INFINITY;
-                if (w[b] != -INFINITY) {
 #pragma unroll
-                    for (int u = 0; u < QUADS; u++)
-                        v[b][u] = rf_kv_at4(v_cache, (size_t)c, kv_dim, v_off + 4 * u);
-                }
+                for (int u = 0; u < QUADS; u++)
+                    v[b][u] = first ? v_first[b][u]
+                              : w[b] != -INFINITY
+                                  ? rf_kv_at4(v_cache, (size_t)c, kv_dim, v_off + 4 * u)
+                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
             for (int b = 0; b < CELLS_IN_FLIGHT; b++) {

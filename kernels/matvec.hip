@@ -508,14 +508,16 @@ template <int T> struct KPlanes {
 // 700 L1 sectors per team and super-block against 144 for the weights). With the quants
 // stored chunk-major (act.hip's act_store_q8k, RfQ8KHead's comment) and the group sums read 8 bytes at
 // a time: Q4_K_M 1,470 tok/s, 0.42 of the copy bandwidth.
+// `block`: this block's index among the product's blocks (see matvec_k_pair_kernel).
 template <int T, int N, bool ROPE, int LPR>
-__global__ void __launch_bounds__(RF_BLOCK)
-    matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                    const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
+__device__ __forceinline__ void matvec_k_rows(int block, const uint8_t* w, int rows, int cols,
+                                              const int8_t* xq, const RfQ8KHead* xh, int n,
+                                              float* y, int ldy, int accumulate,
+                                              const RfRopeKv& rk) {
     static_assert(LPR == 32 || LPR == 16, "a row takes a team or half of one");
     const int lane = threadIdx.x % 32;
     const int sub = lane % LPR;
-    const int row = (blockIdx.x * MV_GROUPS + threadIdx.x / 32) * (32 / LPR) + lane / LPR;
+    const int row = (block * MV_GROUPS + threadIdx.x / 32) * (32 / LPR) + lane / LPR;
     const bool active = row < rows;
     const int nsb = cols / 256;
     const size_t nsb_total = (size_t)rows * nsb;
@@ -557,6 +559,31 @@ __global__ void __launch_bounds__(RF_BLOCK)
         mv_finish<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
     else
         mv_finish_half<N, ROPE>(acc, n, active, row, y, ldy, accumulate, rk);
+}
+
+template <int T, int N, bool ROPE, int LPR>
+__global__ void __launch_bounds__(RF_BLOCK)
+    matvec_k_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                    const RfQ8KHead* xh, int n, float* y, int ldy, int accumulate, RfRopeKv rk) {
+    matvec_k_rows<T, N, ROPE, LPR>(blockIdx.x, w, rows, cols, xq, xh, n, y, ldy, accumulate,
+                                   rk);
+}
+
+// Two K-quant matrices of one width, read against the same activations, in one launch: the
+// first `blocks0` blocks take the rows of w0 (type T0), the rest those of w1 (T1), each exactly
+// as matvec_k_kernel would (same lanes, same chain, same bits). For a Q|K|V product whose V
+// has another type than Q|K (llama.cpp's K-quant mixes give some layers' attn_v more bits).
+template <int T0, int T1, int N, bool ROPE, int LPR>
+__global__ void __launch_bounds__(RF_BLOCK)
+    matvec_k_pair_kernel(const uint8_t* w0, int rows0, int blocks0, float* y0, RfRopeKv rk0,
+                         const uint8_t* w1, int rows1, float* y1, RfRopeKv rk1, int cols,
+                         const int8_t* xq, const RfQ8KHead* xh, int n, int ldy, int accumulate) {
+    if ((int)blockIdx.x < blocks0)
+        matvec_k_rows<T0, N, ROPE, LPR>(blockIdx.x, w0, rows0, cols, xq, xh, n, y0, ldy,
+                                        accumulate, rk0);
+    else
+        matvec_k_rows<T1, N, ROPE, LPR>(blockIdx.x - blocks0, w1, rows1, cols, xq, xh, n, y1, ldy,
+                                        accumulate, rk1);
 }
 
 // Rows of 33..128 super-blocks (ffn_down: 14,336 columns of Llama-3-8B are 56, 18,944 of
@@ -799,6 +826,98 @@ extern "C" int rf_matvec(int ty, const void* w, int rows, int cols, const float*
             launch_mv_f<T>(grid, s, wb, rows, cols, x, n, y, ldy, accumulate, rk);
     });
     return (int)hipGetLastError();
+}
+
+// The type pairs of one launch (Q|K type, V type): those llama.cpp's K-quant mixes give a Q|K|V
+// product (src/api/quantize/mix.rs): Q4_K_M, Q5_K_M, Q4_K_S, Q3_K_M / L, Q2_K, IQ4_XS.
+#define RF_MATVEC_PAIRS(X)       \
+    X(RF_Q4_K, RF_Q6_K)          \
+    X(RF_Q5_K, RF_Q6_K)          \
+    X(RF_Q4_K, RF_Q5_K)          \
+    X(RF_Q3_K, RF_Q5_K)          \
+    X(RF_Q3_K, RF_Q4_K)          \
+    X(RF_Q2_K, RF_Q4_K)          \
+    X(RF_Q2_K, RF_Q3_K)          \
+    X(RF_IQ4_XS, RF_Q5_K)
+
+template <int T0, int T1, int N, bool ROPE, int LPR>
+static void launch_mv_k_pair(const uint8_t* w0, int rows0, float* y0, const RfRopeKv& rk0,
+                             const uint8_t* w1, int rows1, float* y1, const RfRopeKv& rk1,
+                             int cols, const int8_t* xq, const RfQ8KHead* xh, int n, int ldy,
+                             int accumulate, hipStream_t s) {
+    const int rows_per_block = MV_GROUPS * (32 / LPR);
+    const int blocks0 = (rows0 + rows_per_block - 1) / rows_per_block;
+    const dim3 grid(blocks0 + (rows1 + rows_per_block - 1) / rows_per_block);
+    RF_LAUNCH_OVERLAPPED((matvec_k_pair_kernel<T0, T1, N, ROPE, LPR>), grid, dim3(RF_BLOCK), 0, s,
+                         w0, rows0, blocks0, y0, rk0, w1, rows1, y1, rk1, cols, xq, xh, n, ldy,
+                         accumulate);
+}
+
+template <int T0, int T1, int N>
+static void launch_mv_k_pair_n(const uint8_t* w0, int rows0, float* y0, const RfRopeKv& rk0,
+                               const uint8_t* w1, int rows1, float* y1, const RfRopeKv& rk1,
+                               int cols, const int8_t* xq, const RfQ8KHead* xh, int n, int ldy,
+                               int accumulate, hipStream_t s) {
+    // As launch_mv_k chooses for rows of this width (the split kernel's widths are refused).
+    if (rk0.rot) {
+        if (cols <= 16 * 256)
+            launch_mv_k_pair<T0, T1, N, true, 16>(w0, rows0, y0, rk0, w1, rows1, y1, rk1, cols,
+                                                  xq, xh, n, ldy, accumulate, s);
+        else
+            launch_mv_k_pair<T0, T1, N, true, 32>(w0, rows0, y0, rk0, w1, rows1, y1, rk1, cols,
+                                                  xq, xh, n, ldy, accumulate, s);
+    } else if (cols <= 16 * 256)
+        launch_mv_k_pair<T0, T1, N, false, 16>(w0, rows0, y0, rk0, w1, rows1, y1, rk1, cols, xq,
+                                               xh, n, ldy, accumulate, s);
+    else
+        launch_mv_k_pair<T0, T1, N, false, 32>(w0, rows0, y0, rk0, w1, rows1, y1, rk1, cols, xq,
+                                               xh, n, ldy, accumulate, s);
+}
+
+extern "C" int rf_matvec_pair(int ty0, const void* w0, int rows0, float* y0,
+                              const RfRopeKv* rope0, int ty1, const void* w1, int rows1,
+                              float* y1, const RfRopeKv* rope1, int cols, const int8_t* xq,
+                              const void* xq_heads, int n, int ldy, int accumulate,
+                              void* stream) {
+    if (cols % 256 != 0 || n <= 0 || n > RF_MAX_MATVEC_TOKENS || rows0 <= 0 || rows1 <= 0)
+        return RF_ERR_SHAPE;
+    if ((rope0 == nullptr) != (rope1 == nullptr)) return RF_ERR_SHAPE;
+    RfRopeKv rk0 = {}, rk1 = {};
+    if (rope0) {
+        rk0 = *rope0;
+        rk1 = *rope1;
+        // as rf_matvec: whole pairs per block, f32 / f16 caches, a plain store
+        if (!rk0.rot || rk0.head_dim % 2 != 0 || rk0.out_offset % 2 != 0 ||
+            rk1.out_offset % 2 != 0 || rows0 % 2 != 0 || accumulate)
+            return RF_ERR_SHAPE;
+        if (rk0.kv_type != RF_KV_F32 && rk0.kv_type != RF_KV_F16) return RF_ERR_SHAPE;
+    }
+    const int nsb = cols / 256;
+    if (!rope0 && nsb > 32 && nsb <= 128) return RF_MATVEC_NOT_PAIRED;
+    const uint8_t* a = (const uint8_t*)w0;
+    const uint8_t* b = (const uint8_t*)w1;
+    const RfQ8KHead* xh = (const RfQ8KHead*)xq_heads;
+    hipStream_t s = (hipStream_t)stream;
+#define RF_PAIR_CASE(A, B)                                                                     \
+    if (ty0 == A && ty1 == B) {                                                                \
+        if (n == 1)                                                                            \
+            launch_mv_k_pair_n<A, B, 1>(a, rows0, y0, rk0, b, rows1, y1, rk1, cols, xq, xh, n, \
+                                        ldy, accumulate, s);                                   \
+        else if (n == 2)                                                                       \
+            launch_mv_k_pair_n<A, B, 2>(a, rows0, y0, rk0, b, rows1, y1, rk1, cols, xq, xh, n, \
+                                        ldy, accumulate, s);                                   \
+        else if (n <= 4)                                                                       \
+            launch_mv_k_pair_n<A, B, 4>(a, rows0, y0, rk0, b, rows1, y1, rk1, cols, xq, xh, n, \
+                                        ldy, accumulate, s);                                   \
+        else                                                                                   \
+            launch_mv_k_pair_n<A, B, RF_MAX_MATVEC_TOKENS>(a, rows0, y0, rk0, b, rows1, y1,    \
+                                                           rk1, cols, xq, xh, n, ldy,          \
+                                                           accumulate, s);                     \
+        return (int)hipGetLastError();                                                         \
+    }
+    RF_MATVEC_PAIRS(RF_PAIR_CASE)
+#undef RF_PAIR_CASE
+    return RF_MATVEC_NOT_PAIRED;
 }
 
 // Four threads per group of 32 weights, each dequantizing 8 neighbouring elements and writing

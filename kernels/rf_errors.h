@@ -10,3 +10,6 @@
 #define RF_ERR_NO_RUNTIME (-1003)
 // The vendor BLAS library could not be opened (rf_blas_unavailable_reason says why).
 #define RF_ERR_NO_BLAS (-1004)
+// rf_matvec_pair has no one-launch kernel for these two types or this width: nothing was
+// launched, and the caller runs the two products one by one.
+#define RF_MATVEC_NOT_PAIRED (-1005)

@@ -16,6 +16,9 @@ pub const ERR_INSUFFICIENT_DRIVER: c_int = 35;
 pub const ERR_NO_RUNTIME: c_int = -1003;
 /// kernels/rf_errors.h: the vendor BLAS library (cuBLAS / rocBLAS) could not be opened.
 pub const ERR_NO_BLAS: c_int = -1004;
+/// kernels/rf_errors.h: rf_matvec_pair has no one-launch kernel for these types or this width
+/// (nothing launched; the parts run one by one).
+pub const MATVEC_NOT_PAIRED: c_int = -1005;
 /// CUDA's cudaErrorMemoryAllocation / HIP's hipErrorOutOfMemory.
 pub const ERR_OUT_OF_MEMORY: [c_int; 2] = [2, 2];
 
@@ -147,6 +150,28 @@ extern "C" {
         ldy: c_int,
         accumulate: c_int,
         rope_kv: *const RopeKv,
+        s: *mut c_void,
+    ) -> c_int;
+    /// rf_matvec for two K-quant matrices of one width in one launch (`w0` rows, then `w1`
+    /// rows, into `y0` / `y1`; `rope0` / `rope1` both null or both set, as rf_matvec's).
+    /// MATVEC_NOT_PAIRED when no kernel takes this pair of types or this width.
+    pub fn rf_matvec_pair(
+        ty0: c_int,
+        w0: *const c_void,
+        rows0: c_int,
+        y0: *mut f32,
+        rope0: *const RopeKv,
+        ty1: c_int,
+        w1: *const c_void,
+        rows1: c_int,
+        y1: *mut f32,
+        rope1: *const RopeKv,
+        cols: c_int,
+        xq: *const i8,
+        xq_heads: *const c_void,
+        n: c_int,
+        ldy: c_int,
+        accumulate: c_int,
         s: *mut c_void,
     ) -> c_int;
     /// Whether rf_matmul_q takes weights of this type (the blocks-of-32 int8 types).

@@ -455,6 +455,67 @@ impl GpuContext {
         check(code, "activation transform")
     }
 
+    /// A projection of two K-quant parts of different types (a Q|K|V whose V has more bits)
+    /// as one mat-vec launch, when a kernel takes the pair; false when it does not (nothing
+    /// queued).
+    fn project_pair(
+        &self,
+        p: &Projection,
+        n: usize,
+        y: *mut f32,
+        ldy: usize,
+        accumulate: bool,
+        rope_kv: Option<ffi::RopeKv>,
+    ) -> Result<bool> {
+        let [a, b] = p.parts.as_slice() else {
+            return Ok(false);
+        };
+        let k_quant = |m: &GpuMatrix| {
+            n <= MATVEC_MAX_TOKENS
+                && !self.matmul_q(m, n)
+                && m.ty.format().is_some_and(reads_q8k_format)
+        };
+        if !(k_quant(a) && k_quant(b) && a.cols == b.cols) {
+            return Ok(false);
+        }
+        let rope = |m: &GpuMatrix| {
+            rope_kv.map(|r| ffi::RopeKv {
+                out_offset: m.out_offset as i32,
+                ..r
+            })
+        };
+        let (ra, rb) = (rope(a), rope(b));
+        let ptr = |r: &Option<ffi::RopeKv>| r.as_ref().map_or(std::ptr::null(), |r| r as *const _);
+        // SAFETY: weight buffers of rows x cols in their types; the Q8_K activations prepared
+        // for n rows; ra / rb (nullable) alive across the call.
+        let code = unsafe {
+            ffi::rf_matvec_pair(
+                a.ty.id() as i32,
+                a.buf.ptr(),
+                a.rows as i32,
+                y.wrapping_add(a.out_offset),
+                ptr(&ra),
+                b.ty.id() as i32,
+                b.buf.ptr(),
+                b.rows as i32,
+                y.wrapping_add(b.out_offset),
+                ptr(&rb),
+                a.cols as i32,
+                self.s.xk.at(0),
+                self.s.xkh.ptr(),
+                n as i32,
+                ldy as i32,
+                accumulate as i32,
+                self.stream.raw(),
+            )
+        };
+        if code == ffi::MATVEC_NOT_PAIRED {
+            return Ok(false);
+        }
+        check(code, "matrix-vector product (two types)")?;
+        Ok(true)
+    }
+
     /// `y[:, part offsets] (+)= x . Wᵀ` for each part of `p`, rows of y `ldy` apart, reading
     /// the activations `act` just prepared. `rope_kv`: the product is attention's Q|K|V and
     /// its results are rotated and stored as rf_rope_kv would (mat-vec sized batches only).
@@ -468,6 +529,9 @@ impl GpuContext {
         rope_kv: Option<ffi::RopeKv>,
     ) -> Result<()> {
         let st = self.stream.raw();
+        if self.project_pair(p, n, y, ldy, accumulate, rope_kv)? {
+            return Ok(());
+        }
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
             let ty = mtx.ty.id() as i32;
