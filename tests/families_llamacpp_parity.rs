@@ -440,3 +440,38 @@ fn a_real_qwen2_header_is_described_as_llama_cpp_reads_it() {
     assert_eq!(gguf.tensors().len(), 28 * 12 + 3);
     assert!(gguf.tensor("output.weight").is_some());
 }
+
+/// The same file holds llama.cpp's Q4_K_M mix as its loader lists it ("f32: 141 tensors, q4_K:
+/// 169, q6_K: 29"), and the memory estimate counts every tensor at its own type's size: the
+/// weights come to exactly the file's data section (the last tensor ends at the end of the file).
+#[test]
+fn a_real_q4_k_m_mix_is_estimated_tensor_by_tensor() {
+    let Some(path) = common::model_path("DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf") else {
+        return;
+    };
+    let gguf = rocmforge::gguf::GgufFile::open(&path).unwrap();
+    let count = |ty: GgmlType| gguf.tensors().iter().filter(|t| t.ty == ty).count();
+    assert_eq!(
+        (
+            count(GgmlType::F32),
+            count(GgmlType::Q4K),
+            count(GgmlType::Q6K)
+        ),
+        (141, 169, 29)
+    );
+    // The mix's Q6_K rows: attn_v and ffn_down of some layers, and the output head.
+    let q6k: Vec<&str> = (gguf.tensors().iter())
+        .filter(|t| t.ty == GgmlType::Q6K)
+        .map(|t| t.name.as_str())
+        .collect();
+    assert!(q6k.contains(&"output.weight"), "{q6k:?}");
+    assert!(q6k.iter().all(|n| *n == "output.weight"
+        || n.ends_with("attn_v.weight")
+        || n.ends_with("ffn_down.weight")));
+
+    let estimate =
+        rocmforge::api::MemoryEstimate::for_file(&path, &ContextParams::default()).unwrap();
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(estimate.weights_bytes, file_bytes - gguf.data_offset());
+    assert_eq!(estimate.weights_bytes, 4_677_120_000);
+}
