@@ -31,6 +31,8 @@ const MATMUL_Q_MAX_TOKENS: usize = 32;
 /// 1,170 / 1,893-1,899 / 2,560-2,620; 2,048: 1,207-1,209 / 1,980-2,002 / 2,605-2,637; 4,096:
 /// 1,214-1,218 / 2,079-2,081 / 2,639-2,643.
 const MATMUL_Q_BLOCKS: usize = 4096;
+/// Mat-mat steps up to this many tokens take the tree kernel (see `matmul_q_tree_max_tokens`).
+const MATMUL_Q_TREE_MAX_TOKENS: usize = 8;
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
@@ -163,6 +165,14 @@ pub struct GpuContext {
     /// ROCMFORGE_MATMUL_Q_BLOCKS: the fewest blocks a mat-mat launch should have before its
     /// sums are split further (default MATMUL_Q_BLOCKS; tuning).
     matmul_q_blocks: usize,
+    /// Mat-mat steps of at most this many tokens take the tree kernel (kernels/matmul_q.hip:
+    /// 16 rows a block, whole trees, no scratch), longer ones the staged kernel
+    /// (ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS, default MATMUL_Q_TREE_MAX_TOKENS; 0: never).
+    matmul_q_tree_max_tokens: usize,
+    /// ROCMFORGE_MATMUL_Q_TREE_SPAN / _DEPTH: force the tree kernel's positions per team and
+    /// steps fetched at once (1, 2 or 4 each; tuning).
+    matmul_q_tree_span: Option<usize>,
+    matmul_q_tree_depth: Option<usize>,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -330,6 +340,15 @@ impl GpuContext {
             matmul_q_parts: env_usize("ROCMFORGE_MATMUL_Q_PARTS")
                 .filter(|p| forward::MATMUL_Q_PARTS.contains(p)),
             matmul_q_blocks: env_usize("ROCMFORGE_MATMUL_Q_BLOCKS").unwrap_or(MATMUL_Q_BLOCKS),
+            // 0 is a value here (never the tree kernel), not an unset variable.
+            matmul_q_tree_max_tokens: std::env::var("ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MATMUL_Q_TREE_MAX_TOKENS),
+            matmul_q_tree_span: env_usize("ROCMFORGE_MATMUL_Q_TREE_SPAN")
+                .filter(|w| [1, 2, 4].contains(w)),
+            matmul_q_tree_depth: env_usize("ROCMFORGE_MATMUL_Q_TREE_DEPTH")
+                .filter(|d| [1, 2, 4].contains(d)),
             blas,
             stream,
             n_ctx,

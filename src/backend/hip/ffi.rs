@@ -194,6 +194,24 @@ extern "C" {
         part: *mut f32,
         s: *mut c_void,
     ) -> c_int;
+    /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 16 rows
+    /// and 8 tokens a block, `span` (1, 2 or 4) positions of each output's canonical tree per
+    /// 32-lane team, the weights of `depth` (1, 2 or 4) steps fetched at once.
+    pub fn rf_matmul_q_tree(
+        ty: c_int,
+        w: *const c_void,
+        rows: c_int,
+        cols: c_int,
+        xq: *const i8,
+        xq_scales: *const c_void,
+        n: c_int,
+        y: *mut f32,
+        ldy: c_int,
+        accumulate: c_int,
+        span: c_int,
+        depth: c_int,
+        s: *mut c_void,
+    ) -> c_int;
     pub fn rf_dequant_f16(
         ty: c_int,
         w: *const c_void,

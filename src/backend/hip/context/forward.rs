@@ -572,6 +572,30 @@ impl GpuContext {
                 check(code, "matrix-vector product")?;
                 continue;
             }
+            if self.matmul_q(mtx, n) && n <= self.matmul_q_tree_max_tokens {
+                let (span, depth) = self.matmul_q_tree_shape();
+                // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
+                // rows prepared by rf_act; y rows hold ldy floats.
+                let code = unsafe {
+                    ffi::rf_matmul_q_tree(
+                        ty,
+                        mtx.buf.ptr(),
+                        mtx.rows as i32,
+                        mtx.cols as i32,
+                        self.s.xq.at(0),
+                        self.s.xs.ptr(),
+                        n as i32,
+                        yp,
+                        ldy as i32,
+                        accumulate as i32,
+                        span as i32,
+                        depth as i32,
+                        st,
+                    )
+                };
+                check(code, "quantized matrix product")?;
+                continue;
+            }
             if self.matmul_q(mtx, n) {
                 let parts = self.matmul_q_parts(mtx.rows, n);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
@@ -661,8 +685,23 @@ impl GpuContext {
     }
 }
 
+impl GpuContext {
+    /// The tree kernel's positions per team and steps fetched at once
+    /// (ROCMFORGE_MATMUL_Q_TREE_SPAN / _DEPTH override them).
+    fn matmul_q_tree_shape(&self) -> (usize, usize) {
+        (
+            self.matmul_q_tree_span.unwrap_or(MATMUL_Q_TREE_SPAN),
+            self.matmul_q_tree_depth.unwrap_or(MATMUL_Q_TREE_DEPTH),
+        )
+    }
+}
+
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
+
+/// The tree kernel's default positions per team and steps fetched at once.
+const MATMUL_Q_TREE_SPAN: usize = 2;
+const MATMUL_Q_TREE_DEPTH: usize = 2;
 
 /// The splits of each output's sum the mat-mat offers (kernels/matmul_q.hip: 32 / parts
 /// positions of the canonical tree per block).
