@@ -37,7 +37,7 @@ for ty in ${TYPES:-q4_0 q8_0}; do
         --distinct-rows 256 >/dev/null
     echo "synth $ty at ${SECONDS}s"
     if [ -x $L/llama-batched-bench ]; then
-        $L/llama-batched-bench -m $m -ngl 99 -c 16384 -npp 128 -ntg 64 -npl "$npl" \
+        LD_PRELOAD=$LIBCUDA $L/llama-batched-bench -m $m -ngl 99 -c 16384 -npp 128 -ntg 64 -npl "$npl" \
             --output-format jsonl 2>>$OUT/llama-batched.err | grep '^{' | tee $OUT/batched.llama_cpp.$ty.jsonl
     fi
     for k in tree staged tree; do
