@@ -462,30 +462,29 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
     *dst = accumulate ? *dst + s : s;
 }
 
-// ---- The tree kernel: a block owns 16 weight rows and whole canonical trees ----
+// ---- The tree kernel: a block owns 16 R weight rows and whole canonical trees ----
 //
 // The staged kernel above keeps its weights in shared memory and visits a block's positions one
 // after another, so its fixed work (the copies, the syncs, the carries, the joins of split sums)
 // is paid per stage of 4 groups and per short block: at 8 tokens a step, one MMA per group and
 // team, most of its instructions. Here each team (32 lanes) owns an aligned subtree of the
-// canonical tree instead, positions [wW, wW + W) of W = 1, 2 or 4, for the block's 16 rows and
-// 8 tokens: it loads its weight fragments straight from global memory into registers, D steps
-// at a time (each weight is read by one team only, so staging gains nothing but latency
-// hiding, which the W x D loads in flight per team give here), the tokens' fragments through L1
-// (every team of the block reads the same ones), and keeps one running sum per position (W x 4
+// canonical tree instead, positions [wW, wW + W) of W = 1, 2 or 4, for the block's R tiles of
+// 16 rows and its 8 tokens: it loads its weight fragments straight from global memory into
+// registers, D steps at a time (each weight is read by one team only, so staging gains
+// nothing), reads the tokens' fragments through L1 once per group for all R tiles (every team
+// of the block reads the same ones), and keeps one running sum per position and tile (W x R x 4
 // floats, no stack). The 32 / W teams together cover all 32 partials, so at every step j the
 // block reads groups 32j .. 32j + 31 of its rows: whole sectors, though each team takes the
 // bit-reversed few of them. The subtree sums meet in shared memory in the tree's order: no
-// scratch, no join launch. H100, Llama-3-8B Q4_0, 4 / 8 sequences: 878-883 / 1,469-1,481
-// generation tok/s against the staged kernel's 749-751 / 1,263-1,267 (W = 2, D = 2; W x D = 4
-// loads in flight per team without spilling was the best of the 8 shapes tried). Steps of 16
-// and 32 tokens (two and four tiles a team) were slower than the staged kernel (1,744 vs 2,118,
-// 2,053 vs 2,709): their running sums crowd out the loads in flight.
-template <int T, int NT, int W> struct MqTree {
-    static constexpr int TEAMS = 32 / W;
-    static constexpr int THREADS = 32 * TEAMS;
-};
-
+// scratch, no join launch.
+//
+// H100, Llama-3-8B Q4_0, generation tok/s at 4 / 8 sequences: the staged kernel 735-737 /
+// 1,258-1,260; R = 1, W = 2, D = 2: 890-891 / 1,487-1,496; R = 2, W = 1, D = 1 (the default):
+// 900-901 / 1,583-1,607. The token loads, not the weights' latency, were what held it: four
+// times the weight bytes in flight (each lane one raw group per step, D = 4 ahead, fragments
+// through a shared slot) gave 1,400-1,426, while sharing the token fragments between two row
+// tiles gave the gain. Steps of 16 and 32 tokens (two and four token tiles a team) were slower
+// than the staged kernel (1,744 vs 2,118, 2,053 vs 2,709): they stay with it.
 // One tile's token fragments, read from the activations in global memory (rf_act's int8 groups
 // `xq` (n, cols) and scales `xs` (n, cols / 32)): `tok_b` the token whose MMA column this lane
 // feeds (tile row g), `tok_a` the token pair 2t, 2t + 1 whose outputs it holds.
@@ -563,79 +562,86 @@ __device__ __forceinline__ void mq_tree_fetch(const uint8_t* w, size_t ng_total,
     f.dm1 = QGroup<T>::scales(w, ng_total, Gb);
 }
 
-// Adds group G (its weights in `f`) to the running sums `run` (NT tiles x the MMA accumulator
-// order) of one position.
-template <int T, int NT>
-__device__ __forceinline__ void mq_tree_apply(const MqTreeWeights& f, int G, const int8_t* xq,
-                                              const float4* xs, int cols, int ng, int t0, int n,
-                                              int n_here, int lane, float (&run)[NT][4]) {
+// Adds group G (the weights of the team's R row tiles in `f`) to the running sums `run` (R
+// tiles x the MMA accumulator order) of one position: the tokens' fragments are read once for
+// all R tiles.
+template <int T, int R>
+__device__ __forceinline__ void mq_tree_apply(const MqTreeWeights (&f)[R], int G,
+                                              const int8_t* xq, const float4* xs, int cols,
+                                              int ng, int t0, int n, int lane,
+                                              float (&run)[R][4]) {
     const int g = lane / 4, t = lane % 4;
+    // Tokens past the step's end read the last token's data; their sums are dropped.
+    const int tb = min(t0 + g, n - 1);
+    const int ta0 = min(t0 + 2 * t, n - 1), ta1 = min(ta0 + 1, n - 1);
+    MqTokens k;
+    mq_tokens<T>(xq, xs, cols, ng, tb, ta0, ta1, G, t, k);
 #pragma unroll
-    for (int i = 0; i < NT; i++) {
-        if (8 * i < n_here) {
-            // Tokens past the step's end read the last token's data; their sums are dropped.
-            const int tb = min(t0 + 8 * i + g, n - 1);
-            const int ta0 = min(t0 + 8 * i + 2 * t, n - 1), ta1 = min(ta0 + 1, n - 1);
-            MqTokens k;
-            mq_tokens<T>(xq, xs, cols, ng, tb, ta0, ta1, G, t, k);
-            int c[4];
-            mq_tree_dot(f.a, k, c);
-            run[i][0] = QGroup<T>::mm_term(c[0], f.dm0, k.xa, run[i][0]);
-            run[i][1] = QGroup<T>::mm_term(c[1], f.dm0, k.xb, run[i][1]);
-            run[i][2] = QGroup<T>::mm_term(c[2], f.dm1, k.xa, run[i][2]);
-            run[i][3] = QGroup<T>::mm_term(c[3], f.dm1, k.xb, run[i][3]);
-        }
+    for (int q = 0; q < R; q++) {
+        int c[4];
+        mq_tree_dot(f[q].a, k, c);
+        run[q][0] = QGroup<T>::mm_term(c[0], f[q].dm0, k.xa, run[q][0]);
+        run[q][1] = QGroup<T>::mm_term(c[1], f[q].dm0, k.xb, run[q][1]);
+        run[q][2] = QGroup<T>::mm_term(c[2], f[q].dm1, k.xa, run[q][2]);
+        run[q][3] = QGroup<T>::mm_term(c[3], f[q].dm1, k.xb, run[q][3]);
     }
 }
 
-// y[t, r] (+)= (x . W^T)[t, r] for rows [16 blockIdx.x, + 16) and tokens [8 NT blockIdx.y, +
-// 8 NT); team w takes positions [wW, wW + W) of every output's tree and fetches the weights of
-// D steps (groups L + 32 j of each position) at once, then adds them: the loads in flight per
-// team are what keep memory busy, and registers (not shared memory) hold them, so W x D is
-// the knob. On NVIDIA the bound asks for 1,024 threads per multiprocessor (64 registers); HIP's
-// second bound means something else (waves per execution unit) and is left out there.
+// y[t, r] (+)= (x . W^T)[t, r] for rows [16 R blockIdx.x, + 16 R) and tokens [8 blockIdx.y, +
+// 8); team w takes positions [wW, wW + W) of every output's tree, for R tiles of 16 rows, and
+// fetches the weights of D steps (groups L + 32 j of each position) at once, then adds them:
+// the loads in flight per team are what keep memory busy, and registers (not shared memory)
+// hold them. On NVIDIA the bound asks for 1,024 threads per multiprocessor (64 registers);
+// HIP's second bound means something else (waves per execution unit) and is left out there.
 #if defined(RF_PLATFORM_NVIDIA)
 #define MQ_TREE_BOUNDS(W) __launch_bounds__(32 * (32 / (W)), (W))
 #else
 #define MQ_TREE_BOUNDS(W) __launch_bounds__(32 * (32 / (W)))
 #endif
-template <int T, int NT, int W, int D>
+template <int T, int R, int W, int D>
 __global__ void MQ_TREE_BOUNDS(W)
     matmul_q_tree_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
                          const float4* xs, int n, float* y, int ldy, int accumulate) {
-    constexpr int TEAMS = MqTree<T, NT, W>::TEAMS;
+    constexpr int TEAMS = 32 / W;
     static_assert(W == 1 || W == 2 || W == 4, "W: an aligned subtree of 1, 2 or 4 positions");
-    // Each team's subtree sums, [team][tile][accumulator][lane] (NT x 128 outputs).
-    __shared__ float sub[TEAMS][NT][4][32];
+    // Each team's subtree sums, [team][row tile][accumulator][lane] (R x 128 outputs).
+    __shared__ float sub[TEAMS][R][4][32];
     const int lane = threadIdx.x % 32, team = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
-    const int r_blk = blockIdx.x * 16;
-    const int t0 = blockIdx.y * 8 * NT;
+    const int r_blk = blockIdx.x * 16 * R;
+    const int t0 = blockIdx.y * 8;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    const int n_here = min(8 * NT, n - t0);
-    const int ra = min(r_blk + g, rows - 1), rb = min(r_blk + g + 8, rows - 1);
+    const int n_here = min(8, n - t0);
+    int ra[R], rb[R];
+#pragma unroll
+    for (int q = 0; q < R; q++) {
+        ra[q] = min(r_blk + 16 * q + g, rows - 1);
+        rb[q] = min(r_blk + 16 * q + g + 8, rows - 1);
+    }
 
-    float run[W][NT][4];
+    float run[W][R][4];
 #pragma unroll
     for (int p = 0; p < W; p++)
 #pragma unroll
-        for (int i = 0; i < NT; i++)
+        for (int q = 0; q < R; q++)
 #pragma unroll
-            for (int k = 0; k < 4; k++) run[p][i][k] = 0.0f;
+            for (int k = 0; k < 4; k++) run[p][q][k] = 0.0f;
     // Every partial has ng / 32 groups, the first ng % 32 partials one more. Weights are
     // written by no kernel, so the first batch is fetched before the previous kernel (which
     // writes the activations) has finished.
     const int full = ng / 32, extra = ng % 32;
-    MqTreeWeights f[D][W];
+    MqTreeWeights f[D][W][R];
     auto fetch = [&](int j0) {
 #pragma unroll
         for (int d = 0; d < D; d++)
             if (j0 + d < full)
 #pragma unroll
                 for (int p = 0; p < W; p++)
-                    mq_tree_fetch<T>(w, ng_total, ng, ra, rb,
-                                     mq_bitrev5(team * W + p) + 32 * (j0 + d), t, f[d][p]);
+#pragma unroll
+                    for (int q = 0; q < R; q++)
+                        mq_tree_fetch<T>(w, ng_total, ng, ra[q], rb[q],
+                                         mq_bitrev5(team * W + p) + 32 * (j0 + d), t, f[d][p][q]);
     };
     fetch(0);
     rf_wait_previous();
@@ -647,16 +653,17 @@ __global__ void MQ_TREE_BOUNDS(W)
             if (j0 + d < full)
 #pragma unroll
                 for (int p = 0; p < W; p++)
-                    mq_tree_apply<T, NT>(f[d][p], mq_bitrev5(team * W + p) + 32 * (j0 + d), xq,
-                                         xs, cols, ng, t0, n, n_here, lane, run[p]);
+                    mq_tree_apply<T, R>(f[d][p], mq_bitrev5(team * W + p) + 32 * (j0 + d), xq, xs,
+                                        cols, ng, t0, n, lane, run[p]);
     }
 #pragma unroll
     for (int p = 0; p < W; p++) {
         const int L = mq_bitrev5(team * W + p);
         if (L < extra) {
-            mq_tree_fetch<T>(w, ng_total, ng, ra, rb, L + 32 * full, t, f[0][p]);
-            mq_tree_apply<T, NT>(f[0][p], L + 32 * full, xq, xs, cols, ng, t0, n, n_here, lane,
-                                 run[p]);
+#pragma unroll
+            for (int q = 0; q < R; q++)
+                mq_tree_fetch<T>(w, ng_total, ng, ra[q], rb[q], L + 32 * full, t, f[0][p][q]);
+            mq_tree_apply<T, R>(f[0][p], L + 32 * full, xq, xs, cols, ng, t0, n, lane, run[p]);
         }
     }
     // The subtree's sum: neighbours first, then pairs of pairs, as the tree's low levels.
@@ -665,22 +672,22 @@ __global__ void MQ_TREE_BOUNDS(W)
 #pragma unroll
         for (int p = 0; p + step < W; p += 2 * step)
 #pragma unroll
-            for (int i = 0; i < NT; i++)
+            for (int q = 0; q < R; q++)
 #pragma unroll
-                for (int k = 0; k < 4; k++) run[p][i][k] = run[p][i][k] + run[p + step][i][k];
+                for (int k = 0; k < 4; k++) run[p][q][k] = run[p][q][k] + run[p + step][q][k];
 #pragma unroll
-    for (int i = 0; i < NT; i++)
+    for (int q = 0; q < R; q++)
 #pragma unroll
-        for (int k = 0; k < 4; k++) sub[team][i][k][lane] = run[0][i][k];
+        for (int k = 0; k < 4; k++) sub[team][q][k][lane] = run[0][q][k];
     __syncthreads();
     // The tree's top levels over the teams' subtrees, one output per thread.
-    for (int o = threadIdx.x; o < NT * 128; o += blockDim.x) {
-        const int i = o / 128, k = (o / 32) % 4, ln = o % 32;
-        const int tok = 8 * i + 2 * (ln % 4) + (k & 1), r = r_blk + ln / 4 + 8 * (k >> 1);
+    for (int o = threadIdx.x; o < R * 128; o += blockDim.x) {
+        const int q = o / 128, k = (o / 32) % 4, ln = o % 32;
+        const int tok = 2 * (ln % 4) + (k & 1), r = r_blk + 16 * q + ln / 4 + 8 * (k >> 1);
         if (tok >= n_here || r >= rows) continue;
         float v[TEAMS];
 #pragma unroll
-        for (int m = 0; m < TEAMS; m++) v[m] = sub[m][i][k][ln];
+        for (int m = 0; m < TEAMS; m++) v[m] = sub[m][q][k][ln];
 #pragma unroll
         for (int step = 1; step < TEAMS; step *= 2)
 #pragma unroll
@@ -693,26 +700,23 @@ __global__ void MQ_TREE_BOUNDS(W)
 // One token tile a block (its grid covers the tokens in 8s): the tree kernel is for steps of
 // few tokens; at two tiles and more its registers would hold fewer loads in flight than the
 // staged kernel's shared-memory ring.
-template <int T, int W, int D>
+template <int T, int R, int W, int D>
 static void launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
                            const float4* xs, int n, float* y, int ldy, int accumulate,
                            hipStream_t s) {
-    const dim3 grid((rows + 15) / 16, (n + 7) / 8);
-    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, 1, W, D>), grid,
-                         dim3(MqTree<T, 1, W>::THREADS), 0, s, w, rows, cols, xq, xs, n, y,
-                         ldy, accumulate);
+    const dim3 grid((rows + 16 * R - 1) / (16 * R), (n + 7) / 8);
+    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, W, D>), grid, dim3(32 * (32 / W)), 0, s, w,
+                         rows, cols, xq, xs, n, y, ldy, accumulate);
 }
 
-template <int T, int W>
+template <int T, int R, int W>
 static void launch_mq_tree_d(const uint8_t* w, int rows, int cols, const int8_t* xq,
                              const float4* xs, int n, float* y, int ldy, int accumulate,
                              int depth, hipStream_t s) {
     if (depth == 1)
-        launch_mq_tree<T, W, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-    else if (depth == 2)
-        launch_mq_tree<T, W, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mq_tree<T, R, W, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
     else
-        launch_mq_tree<T, W, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        launch_mq_tree<T, R, W, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
 }
 
 template <int T, int NT, int W>
@@ -800,28 +804,35 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
 template <int T>
 static void launch_mq_tree_span(const uint8_t* w, int rows, int cols, const int8_t* xq,
                                 const float4* xs, int n, float* y, int ldy, int accumulate,
-                                int span, int depth, hipStream_t s) {
-    if (span == 1)
-        launch_mq_tree_d<T, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+                                int span, int depth, int row_tiles, hipStream_t s) {
+    if (row_tiles == 2) {
+        if (span == 1)
+            launch_mq_tree_d<T, 2, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+        else
+            launch_mq_tree_d<T, 2, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+    } else if (span == 1)
+        launch_mq_tree_d<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
     else if (span == 2)
-        launch_mq_tree_d<T, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+        launch_mq_tree_d<T, 1, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
     else
-        launch_mq_tree_d<T, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+        launch_mq_tree_d<T, 1, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
 }
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                                 const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                                int span, int depth, void* stream) {
+                                int span, int depth, int row_tiles, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
     if (span != 1 && span != 2 && span != 4) return RF_ERR_SHAPE;
-    if (depth != 1 && depth != 2 && depth != 4) return RF_ERR_SHAPE;
+    if (depth != 1 && depth != 2) return RF_ERR_SHAPE;
+    if (row_tiles != 1 && (row_tiles != 2 || span == 4)) return RF_ERR_SHAPE;
     if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
     RF_DISPATCH_TYPE(ty, {
         if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
-            launch_mq_tree_span<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, span, depth, s);
+            launch_mq_tree_span<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, span, depth,
+                                   row_tiles, s);
     });
     return (int)hipGetLastError();
 }

@@ -169,10 +169,12 @@ pub struct GpuContext {
     /// 16 rows a block, whole trees, no scratch), longer ones the staged kernel
     /// (ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS, default MATMUL_Q_TREE_MAX_TOKENS; 0: never).
     matmul_q_tree_max_tokens: usize,
-    /// ROCMFORGE_MATMUL_Q_TREE_SPAN / _DEPTH: force the tree kernel's positions per team and
-    /// steps fetched at once (1, 2 or 4 each; tuning).
+    /// ROCMFORGE_MATMUL_Q_TREE_SPAN / _DEPTH: force the tree kernel's positions per team (1, 2
+    /// or 4) and steps fetched at once (1 or 2; tuning).
     matmul_q_tree_span: Option<usize>,
     matmul_q_tree_depth: Option<usize>,
+    /// ROCMFORGE_MATMUL_Q_TREE_ROWS: force its tiles of 16 rows per team (1 or 2; tuning).
+    matmul_q_tree_rows: Option<usize>,
     // Declared before the buffers so it is destroyed (after a final sync) before they are freed.
     blas: Blas,
     stream: Stream,
@@ -348,7 +350,9 @@ impl GpuContext {
             matmul_q_tree_span: env_usize("ROCMFORGE_MATMUL_Q_TREE_SPAN")
                 .filter(|w| [1, 2, 4].contains(w)),
             matmul_q_tree_depth: env_usize("ROCMFORGE_MATMUL_Q_TREE_DEPTH")
-                .filter(|d| [1, 2, 4].contains(d)),
+                .filter(|d| [1, 2].contains(d)),
+            matmul_q_tree_rows: env_usize("ROCMFORGE_MATMUL_Q_TREE_ROWS")
+                .filter(|r| [1, 2].contains(r)),
             blas,
             stream,
             n_ctx,

@@ -196,7 +196,8 @@ extern "C" {
     ) -> c_int;
     /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 16 rows
     /// and 8 tokens a block, `span` (1, 2 or 4) positions of each output's canonical tree per
-    /// 32-lane team, the weights of `depth` (1, 2 or 4) steps fetched at once.
+    /// 32-lane team, the weights of `depth` (1 or 2) steps fetched at once, `row_tiles` (1 or
+    /// 2) tiles of 16 rows a team.
     pub fn rf_matmul_q_tree(
         ty: c_int,
         w: *const c_void,
@@ -210,6 +211,7 @@ extern "C" {
         accumulate: c_int,
         span: c_int,
         depth: c_int,
+        row_tiles: c_int,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_dequant_f16(
