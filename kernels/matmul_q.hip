@@ -23,6 +23,8 @@
 // through registers, the tokens' prepared on the way, MqRegs), and each thread then reads its
 // weight words from the stage and forms, per token tile, the 16 x 8 integer sums of one group
 // — one MMA.
+#include <atomic>
+
 #include "rf_kernels.h"
 #include "quant.h"
 #include "qgroup.h"
@@ -464,259 +466,360 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
 
 // ---- The tree kernel: a block owns 16 R weight rows and whole canonical trees ----
 //
-// The staged kernel above keeps its weights in shared memory and visits a block's positions one
-// after another, so its fixed work (the copies, the syncs, the carries, the joins of split sums)
-// is paid per stage of 4 groups and per short block: at 8 tokens a step, one MMA per group and
-// team, most of its instructions. Here each team (32 lanes) owns an aligned subtree of the
-// canonical tree instead, positions [wW, wW + W) of W = 1, 2 or 4, for the block's R tiles of
-// 16 rows and its 8 tokens: it loads its weight fragments straight from global memory into
-// registers, D steps at a time (each weight is read by one team only, so staging gains
-// nothing), reads the tokens' fragments through L1 once per group for all R tiles (every team
-// of the block reads the same ones), and keeps one running sum per position and tile (W x R x 4
-// floats, no stack). The 32 / W teams together cover all 32 partials, so at every step j the
-// block reads groups 32j .. 32j + 31 of its rows: whole sectors, though each team takes the
-// bit-reversed few of them. The subtree sums meet in shared memory in the tree's order: no
-// scratch, no join launch.
+// The staged kernel above visits a block's positions one after another, so its fixed work (the
+// carries, the joins of split sums) is paid per short block: at 8 tokens a step, most of its
+// instructions. Here each of a block's 32 teams (32 lanes) owns one position of the canonical
+// tree instead, partial L = bitrev5(team), for the block's R tiles of 16 rows and NT tiles of 8
+// tokens, and keeps one running sum per output (R x NT x 4 floats). Together the teams cover
+// all 32 partials, so at every step j the block needs groups 32j .. 32j + 31 of its rows and
+// tokens: whole rows of 512 bytes (Q4_0), which the block copies into shared memory together,
+// each thread a 16-byte piece (cp.async, a ring of stages in flight), and each team then reads
+// its fragments from there. Each team reading its own group of every row straight from global
+// memory touches 32 cache lines per step for 576 bytes: that kept L1 at 83-91 % of its
+// throughput and the weights' stream at 1.3-1.5 TB/s on an H100 (Nsight Compute, 8 sequences),
+// whatever the loads in flight. The 32 partial sums meet in shared memory in the tree's order:
+// no scratch, no join launch.
 //
-// H100, Llama-3-8B Q4_0, generation tok/s at 4 / 8 sequences: the staged kernel 735-737 /
-// 1,258-1,260; R = 1, W = 2, D = 2: 890-891 / 1,487-1,496; R = 2, W = 1, D = 1 (the default):
-// 900-901 / 1,583-1,607. The token loads, not the weights' latency, were what held it: four
-// times the weight bytes in flight (each lane one raw group per step, D = 4 ahead, fragments
-// through a shared slot) gave 1,400-1,426, while sharing the token fragments between two row
-// tiles gave the gain. Steps of 16 and 32 tokens (two and four token tiles a team) were slower
-// than the staged kernel (1,744 vs 2,118, 2,053 vs 2,709): they stay with it.
-// One tile's token fragments, read from the activations in global memory (rf_act's int8 groups
-// `xq` (n, cols) and scales `xs` (n, cols / 32)): `tok_b` the token whose MMA column this lane
-// feeds (tile row g), `tok_a` the token pair 2t, 2t + 1 whose outputs it holds.
-struct MqTokens {
-#if MQ_MMA
-    int2 b;  // words 2t, 2t + 1 of token g's group
+// One stage, for the step's 32 groups (L = 0 .. 31) of ROWS = 16 R weight rows and TOK = 8 NT
+// tokens, in bytes:
+//   weights: quant.h's device layout of a small matrix of ROWS x MQT_PADG groups (row r's
+//            group L at r * MQT_PADG + L; the quants of all of them, then the scales), so
+//            QGroup<T>::pair / scales read it as they read global memory; the pad group keeps
+//            the rows of a fragment load on different banks;
+//   tokens:  per token its 32 int8 groups (MQT_TQ bytes apart), then per token its 32 float4
+//            scales (MQT_TS bytes apart), both padded for the banks.
+#define MQT_PADG 33
+#define MQT_TQ (32 * 32 + 16)
+#define MQT_TS (33 * 16)
+template <int T, int R, int NT> struct MqTreeStage {
+    static constexpr int QB = Fmt<T>::qbytes, SB = Fmt<T>::sbytes;
+    static constexpr int ROWS = 16 * R, TOK = 8 * NT;
+    static constexpr int NGS = ROWS * MQT_PADG;                  // groups of the small matrix
+    static constexpr int WBYTES = (NGS * (QB + SB) + 15) / 16 * 16;
+    static constexpr int TBYTES = TOK * (MQT_TQ + MQT_TS);
+    static constexpr int BYTES = WBYTES + TBYTES;
+    // Stages in flight: three on NVIDIA; on AMD two, within 64 KiB of LDS.
+#if defined(RF_PLATFORM_AMD)
+    static constexpr int DEPTH = 2;
+    static_assert(2 * BYTES <= 64 * 1024, "two stages fit the LDS");
 #else
-    int x0[8], x1[8];  // the 8 words of tokens 2t and 2t + 1
+    static constexpr int DEPTH = 3;
 #endif
-    float2 xa, xb;  // prepared scales of tokens 2t, 2t + 1 (QGroup::prep)
-    int4 bias;      // (2t, 2t + 1, 2t, 2t + 1): the accumulator order
+    // Copies of a stage: 16-byte pieces of the weights' quants, 2-byte pieces of their scales
+    // (too small and unaligned in the padded layout for cp.async: they pass through
+    // registers), 16-byte pieces of the tokens' groups and scales.
+    static constexpr int NQ = ROWS * 2 * QB, NS = ROWS * 16 * SB, NT16 = TOK * (64 + 32);
+    static constexpr int KQ = (NQ + 1023) / 1024, KS = (NS + 1023) / 1024;
+    static constexpr int KT = (NT16 + 1023) / 1024;
 };
 
-template <int T>
-__device__ __forceinline__ void mq_tokens(const int8_t* xq, const float4* xs, int cols, int ng,
-                                          int tok_b, int tok_a0, int tok_a1, int G, int t,
-                                          MqTokens& k) {
-#if MQ_MMA
-    k.b = __ldg((const int2*)(xq + (size_t)tok_b * cols + 32 * G) + t);
-#else
-    (void)tok_b;
-    const int4* p0 = (const int4*)(xq + (size_t)tok_a0 * cols + 32 * G);
-    const int4* p1 = (const int4*)(xq + (size_t)tok_a1 * cols + 32 * G);
-    const int4 a0 = __ldg(p0), a1 = __ldg(p0 + 1), b0 = __ldg(p1), b1 = __ldg(p1 + 1);
-    const int v0[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    const int v1[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+// The offsets of one thread's copies at step 0 and which group of the step each copies (a step
+// j adds 32 j groups; a piece whose group is past the row's end is not copied, nor one marked
+// MQT_NONE: a thread with fewer pieces of a kind than others).
+#define MQT_NONE (1 << 24)
+template <int T, int R, int NT> struct MqTreePlan {
+    using S = MqTreeStage<T, R, NT>;
+    uint32_t q_src[S::KQ], s_src[S::KS], t_src[S::KT];  // bytes, u16 pieces, bytes
+    int q_g[S::KQ], s_g[S::KS], t_g[S::KT];              // group in the step, or MQT_NONE
+
+    __device__ void init(int rows, int r_blk, int cols, int ng, int n, int t0) {
+        const int tid = threadIdx.x;
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        k.x0[i] = v0[i];
-        k.x1[i] = v1[i];
+        for (int k = 0; k < S::KQ; k++) {
+            const int i = tid + 1024 * k, r = i / (2 * S::QB), c = i % (2 * S::QB);
+            q_g[k] = i < S::NQ ? c * 16 / S::QB : MQT_NONE;
+            q_src[k] = (uint32_t)min(r_blk + r, rows - 1) * ng * S::QB + 16 * c;
+        }
+#pragma unroll
+        for (int k = 0; k < S::KS; k++) {
+            const int i = tid + 1024 * k, r = i / (16 * S::SB), p = i % (16 * S::SB);
+            s_g[k] = i < S::NS ? 2 * p / S::SB : MQT_NONE;
+            s_src[k] = (uint32_t)min(r_blk + r, rows - 1) * ng * (S::SB / 2) + p;
+        }
+#pragma unroll
+        for (int k = 0; k < S::KT; k++) {
+            const int i = tid + 1024 * k;
+            if (i < S::TOK * 64) {  // token groups: 64 pieces a token
+                const int tok = min(t0 + i / 64, n - 1), c = i % 64;
+                t_g[k] = c / 2;
+                t_src[k] = (uint32_t)tok * cols + 16 * c;
+            } else {  // token scales: 32 float4 a token
+                const int u = i - S::TOK * 64, tok = min(t0 + u / 32, n - 1);
+                t_g[k] = u < S::TOK * 32 ? u % 32 : MQT_NONE;
+                t_src[k] = ((uint32_t)tok * ng + u % 32) * 16;
+            }
+        }
     }
-    (void)t;
-#endif
-    k.xa = QGroup<T>::prep(__ldg(xs + (size_t)tok_a0 * ng + G));
-    k.xb = QGroup<T>::prep(__ldg(xs + (size_t)tok_a1 * ng + G));
-    const int ba = QGroup<T>::mm_bias(k.xa), bb = QGroup<T>::mm_bias(k.xb);
-    k.bias = make_int4(ba, bb, ba, bb);
+    // Where piece k of each kind goes in a stage.
+    __device__ static int q_dst(int k) {
+        const int i = threadIdx.x + 1024 * k;
+        return i / (2 * S::QB) * MQT_PADG * S::QB + 16 * (i % (2 * S::QB));
+    }
+    __device__ static int s_dst(int k) {  // in u16 pieces from the scales' start
+        const int i = threadIdx.x + 1024 * k;
+        return i / (16 * S::SB) * MQT_PADG * (S::SB / 2) + i % (16 * S::SB);
+    }
+    __device__ static int t_dst(int k) {
+        const int i = threadIdx.x + 1024 * k;
+        if (i < S::TOK * 64) return S::WBYTES + i / 64 * MQT_TQ + 16 * (i % 64);
+        const int u = i - S::TOK * 64;
+        return S::WBYTES + S::TOK * MQT_TQ + u / 32 * MQT_TS + 16 * (u % 32);
+    }
+};
+
+// Issues the asynchronous copies of step j into `st` (weights, or the tokens once the previous
+// kernel is done) and loads the weights' scale pieces into `sc` (stored by mq_tree_store).
+template <int T, int R, int NT>
+__device__ __forceinline__ void mq_tree_issue_weights(uint8_t* st, uint16_t* sc,
+                                                      const MqTreePlan<T, R, NT>& plan,
+                                                      const uint8_t* w, size_t ng_total, int ng,
+                                                      int j) {
+    using S = MqTreeStage<T, R, NT>;
+#pragma unroll
+    for (int k = 0; k < S::KQ; k++)
+        if (32 * j + plan.q_g[k] < ng)
+            mq_copy16(st + plan.q_dst(k), w + plan.q_src[k] + (uint32_t)(32 * j * S::QB));
+    const uint16_t* scales = (const uint16_t*)(w + ng_total * S::QB);
+#pragma unroll
+    for (int k = 0; k < S::KS; k++)
+        sc[k] = 32 * j + plan.s_g[k] < ng
+                    ? scales[plan.s_src[k] + (uint32_t)(16 * S::SB * j)]
+                    : (uint16_t)0;
+}
+template <int T, int R, int NT>
+__device__ __forceinline__ void mq_tree_issue_tokens(uint8_t* st,
+                                                     const MqTreePlan<T, R, NT>& plan,
+                                                     const int8_t* xq, const float4* xs,
+                                                     int ng, int j) {
+    using S = MqTreeStage<T, R, NT>;
+#pragma unroll
+    for (int k = 0; k < S::KT; k++) {
+        const int i = threadIdx.x + 1024 * k;
+        if (32 * j + plan.t_g[k] >= ng) continue;
+        if (i < S::TOK * 64)
+            mq_copy16(st + plan.t_dst(k), xq + plan.t_src[k] + (uint32_t)(1024 * j));
+        else
+            mq_copy16(st + plan.t_dst(k),
+                      (const uint8_t*)xs + plan.t_src[k] + (uint32_t)(512 * j));
+    }
+}
+template <int T, int R, int NT>
+__device__ __forceinline__ void mq_tree_store(uint8_t* st, const uint16_t* sc,
+                                              const MqTreePlan<T, R, NT>& plan) {
+    using S = MqTreeStage<T, R, NT>;
+    uint16_t* dst = (uint16_t*)(st + S::NGS * S::QB);
+#pragma unroll
+    for (int k = 0; k < S::KS; k++)
+        if (plan.s_g[k] != MQT_NONE) dst[plan.s_dst(k)] = sc[k];
 }
 
-// The 16 x 8 tile's exact integer sums for one group, biased (mq_dot's contract).
-__device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const MqTokens& k, int c[4]) {
+// The 16 x 8 tile's exact integer sums for one group, biased (mq_dot's contract); `b`: the
+// token fragment (MMA) / `x0`, `x1` the words of tokens 2t, 2t + 1 (dot products).
 #if MQ_MMA
+__device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* tq, int lane,
+                                            int4 bias, int c[4]) {
+    const int g = lane / 4, t = lane % 4;
+    const int2 b = *(const int2*)(tq + g * MQT_TQ + 8 * t);
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%10, %11, %12, %13};"
         : "=&r"(c[0]), "=&r"(c[1]), "=&r"(c[2]), "=&r"(c[3])
-        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(k.b.x), "r"(k.b.y), "r"(k.bias.x),
-          "r"(k.bias.y), "r"(k.bias.z), "r"(k.bias.w));
+        : "r"(a.lo0), "r"(a.lo1), "r"(a.hi0), "r"(a.hi1), "r"(b.x), "r"(b.y), "r"(bias.x),
+          "r"(bias.y), "r"(bias.z), "r"(bias.w));
+}
 #else
-    const int init[4] = {k.bias.x, k.bias.y, k.bias.z, k.bias.w};
+__device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* tq, int lane,
+                                            int4 bias, int c[4]) {
+    const int t = lane % 4;
+    const int init[4] = {bias.x, bias.y, bias.z, bias.w};
 #pragma unroll
     for (int q = 0; q < 4; q++) {
+        const int* x = (const int*)(tq + (2 * t + (q & 1)) * MQT_TQ);
         const uint32_t* wr = q < 2 ? a.w0 : a.w1;
-        const int* x = (q & 1) ? k.x1 : k.x0;
         int s = init[q];
 #pragma unroll
         for (int i = 0; i < 8; i++) s = rf_dp4a((int)wr[i], x[i], s);
         c[q] = s;
     }
+}
 #endif
-}
 
-// One group's weight fragments and scales for rows ra and rb of a thread (g and g + 8 of its
-// block), as mq_load / QGroup::scales read them from global memory.
-struct MqTreeWeights {
-    MqWeights a;
-    float2 dm0, dm1;
-};
-template <int T>
-__device__ __forceinline__ void mq_tree_fetch(const uint8_t* w, size_t ng_total, int ng, int ra,
-                                              int rb, int G, int t, MqTreeWeights& f) {
-    const size_t Ga = (size_t)ra * ng + G, Gb = (size_t)rb * ng + G;
-    mq_load<T>(w, ng_total, Ga, Gb, t, f.a);
-    f.dm0 = QGroup<T>::scales(w, ng_total, Ga);
-    f.dm1 = QGroup<T>::scales(w, ng_total, Gb);
-}
-
-// Adds group G (the weights of the team's R row tiles in `f`) to the running sums `run` (R
-// tiles x the MMA accumulator order) of one position: the tokens' fragments are read once for
-// all R tiles.
-template <int T, int R>
-__device__ __forceinline__ void mq_tree_apply(const MqTreeWeights (&f)[R], int G,
-                                              const int8_t* xq, const float4* xs, int cols,
-                                              int ng, int t0, int n, int lane,
-                                              float (&run)[R][4]) {
-    const int g = lane / 4, t = lane % 4;
-    // Tokens past the step's end read the last token's data; their sums are dropped.
-    const int tb = min(t0 + g, n - 1);
-    const int ta0 = min(t0 + 2 * t, n - 1), ta1 = min(ta0 + 1, n - 1);
-    MqTokens k;
-    mq_tokens<T>(xq, xs, cols, ng, tb, ta0, ta1, G, t, k);
-#pragma unroll
-    for (int q = 0; q < R; q++) {
-        int c[4];
-        mq_tree_dot(f[q].a, k, c);
-        run[q][0] = QGroup<T>::mm_term(c[0], f[q].dm0, k.xa, run[q][0]);
-        run[q][1] = QGroup<T>::mm_term(c[1], f[q].dm0, k.xb, run[q][1]);
-        run[q][2] = QGroup<T>::mm_term(c[2], f[q].dm1, k.xa, run[q][2]);
-        run[q][3] = QGroup<T>::mm_term(c[3], f[q].dm1, k.xb, run[q][3]);
-    }
-}
-
-// y[t, r] (+)= (x . W^T)[t, r] for rows [16 R blockIdx.x, + 16 R) and tokens [8 blockIdx.y, +
-// 8); team w takes positions [wW, wW + W) of every output's tree, for R tiles of 16 rows, and
-// fetches the weights of D steps (groups L + 32 j of each position) at once, then adds them:
-// the loads in flight per team are what keep memory busy, and registers (not shared memory)
-// hold them. On NVIDIA the bound asks for 1,024 threads per multiprocessor (64 registers);
-// HIP's second bound means something else (waves per execution unit) and is left out there.
+// y[t, r] (+)= (x . W^T)[t, r] for rows [16 R blockIdx.x, + 16 R) and tokens [8 NT blockIdx.y,
+// + 8 NT); team w takes position w of every output's tree. Dynamic shared memory: DEPTH
+// stages. On NVIDIA the bound asks for 1,024 threads per multiprocessor (64 registers); HIP's
+// second bound means something else (waves per execution unit) and is left out there.
 #if defined(RF_PLATFORM_NVIDIA)
-#define MQ_TREE_BOUNDS(W) __launch_bounds__(32 * (32 / (W)), (W))
+#define MQ_TREE_BOUNDS __launch_bounds__(1024, 1)
 #else
-#define MQ_TREE_BOUNDS(W) __launch_bounds__(32 * (32 / (W)))
+#define MQ_TREE_BOUNDS __launch_bounds__(1024)
 #endif
-template <int T, int R, int W, int D>
-__global__ void MQ_TREE_BOUNDS(W)
-    matmul_q_tree_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                         const float4* xs, int n, float* y, int ldy, int accumulate) {
-    constexpr int TEAMS = 32 / W;
-    static_assert(W == 1 || W == 2 || W == 4, "W: an aligned subtree of 1, 2 or 4 positions");
-    // Each team's subtree sums, [team][row tile][accumulator][lane] (R x 128 outputs).
-    __shared__ float sub[TEAMS][R][4][32];
+template <int T, int R, int NT>
+__global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, int cols,
+                                                    const int8_t* xq, const float4* xs, int n,
+                                                    float* y, int ldy, int accumulate) {
+    using S = MqTreeStage<T, R, NT>;
+    constexpr int DEPTH = S::DEPTH;
+    extern __shared__ __align__(16) uint8_t mq_smem[];
     const int lane = threadIdx.x % 32, team = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
-    const int r_blk = blockIdx.x * 16 * R;
-    const int t0 = blockIdx.y * 8;
+    const int r_blk = blockIdx.x * S::ROWS;
+    const int t0 = blockIdx.y * S::TOK;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
-    const int n_here = min(8, n - t0);
-    int ra[R], rb[R];
-#pragma unroll
-    for (int q = 0; q < R; q++) {
-        ra[q] = min(r_blk + 16 * q + g, rows - 1);
-        rb[q] = min(r_blk + 16 * q + g + 8, rows - 1);
-    }
+    const int n_here = min(S::TOK, n - t0);
+    const int L = mq_bitrev5(team);
+    const int steps = (ng + 31) / 32;  // the block's; this team's partial has mq_groups(L, ng)
 
-    float run[W][R][4];
+    MqTreePlan<T, R, NT> plan;
+    plan.init(rows, r_blk, cols, ng, n, t0);
+    uint16_t sc[DEPTH - 1][S::KS];
+    // Weights are written by no kernel: the first stages' are in flight before the previous
+    // kernel (which writes the activations) has finished.
 #pragma unroll
-    for (int p = 0; p < W; p++)
-#pragma unroll
-        for (int q = 0; q < R; q++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) run[p][q][k] = 0.0f;
-    // Every partial has ng / 32 groups, the first ng % 32 partials one more. Weights are
-    // written by no kernel, so the first batch is fetched before the previous kernel (which
-    // writes the activations) has finished.
-    const int full = ng / 32, extra = ng % 32;
-    MqTreeWeights f[D][W][R];
-    auto fetch = [&](int j0) {
-#pragma unroll
-        for (int d = 0; d < D; d++)
-            if (j0 + d < full)
-#pragma unroll
-                for (int p = 0; p < W; p++)
-#pragma unroll
-                    for (int q = 0; q < R; q++)
-                        mq_tree_fetch<T>(w, ng_total, ng, ra[q], rb[q],
-                                         mq_bitrev5(team * W + p) + 32 * (j0 + d), t, f[d][p][q]);
-    };
-    fetch(0);
+    for (int b = 0; b < DEPTH - 1; b++)
+        if (b < steps)
+            mq_tree_issue_weights<T, R, NT>(mq_smem + b * S::BYTES, sc[b], plan, w, ng_total, ng,
+                                            b);
     rf_wait_previous();
     rf_release_next();
-    for (int j0 = 0; j0 < full; j0 += D) {
-        if (j0 > 0) fetch(j0);
 #pragma unroll
-        for (int d = 0; d < D; d++)
-            if (j0 + d < full)
-#pragma unroll
-                for (int p = 0; p < W; p++)
-                    mq_tree_apply<T, R>(f[d][p], mq_bitrev5(team * W + p) + 32 * (j0 + d), xq, xs,
-                                        cols, ng, t0, n, lane, run[p]);
+    for (int b = 0; b < DEPTH - 1; b++) {
+        if (b < steps) mq_tree_issue_tokens<T, R, NT>(mq_smem + b * S::BYTES, plan, xq, xs, ng, b);
+        mq_commit();
     }
 #pragma unroll
-    for (int p = 0; p < W; p++) {
-        const int L = mq_bitrev5(team * W + p);
-        if (L < extra) {
-#pragma unroll
-            for (int q = 0; q < R; q++)
-                mq_tree_fetch<T>(w, ng_total, ng, ra[q], rb[q], L + 32 * full, t, f[0][p][q]);
-            mq_tree_apply<T, R>(f[0][p], L + 32 * full, xq, xs, cols, ng, t0, n, lane, run[p]);
-        }
-    }
-    // The subtree's sum: neighbours first, then pairs of pairs, as the tree's low levels.
-#pragma unroll
-    for (int step = 1; step < W; step *= 2)
-#pragma unroll
-        for (int p = 0; p + step < W; p += 2 * step)
-#pragma unroll
-            for (int q = 0; q < R; q++)
-#pragma unroll
-                for (int k = 0; k < 4; k++) run[p][q][k] = run[p][q][k] + run[p + step][q][k];
+    for (int b = 0; b < DEPTH - 1; b++)
+        if (b < steps) mq_tree_store<T, R, NT>(mq_smem + b * S::BYTES, sc[b], plan);
+
+    float run[R][NT][4];
 #pragma unroll
     for (int q = 0; q < R; q++)
 #pragma unroll
-        for (int k = 0; k < 4; k++) sub[team][q][k][lane] = run[0][q][k];
-    __syncthreads();
-    // The tree's top levels over the teams' subtrees, one output per thread.
-    for (int o = threadIdx.x; o < R * 128; o += blockDim.x) {
-        const int q = o / 128, k = (o / 32) % 4, ln = o % 32;
-        const int tok = 2 * (ln % 4) + (k & 1), r = r_blk + 16 * q + ln / 4 + 8 * (k >> 1);
-        if (tok >= n_here || r >= rows) continue;
-        float v[TEAMS];
+        for (int i = 0; i < NT; i++)
 #pragma unroll
-        for (int m = 0; m < TEAMS; m++) v[m] = sub[m][q][k][ln];
+            for (int k = 0; k < 4; k++) run[q][i][k] = 0.0f;
+    int buf = 0, ibuf = DEPTH - 1;
+    for (int j = 0; j < steps; j++) {
+#if MQ_MMA
+        asm volatile("cp.async.wait_group %0;" ::"n"(DEPTH - 2) : "memory");
+#endif
+        // Stage j is in place (every thread's copies and stores), and every team is done with
+        // the stage that the copies below refill.
+        __syncthreads();
+        const bool issued = j + DEPTH - 1 < steps;
+        if (issued) {
+            mq_tree_issue_weights<T, R, NT>(mq_smem + ibuf * S::BYTES, sc[0], plan, w, ng_total,
+                                            ng, j + DEPTH - 1);
+            mq_tree_issue_tokens<T, R, NT>(mq_smem + ibuf * S::BYTES, plan, xq, xs, ng,
+                                           j + DEPTH - 1);
+        }
+        mq_commit();  // an empty group keeps the wait above uniform
+        const uint8_t* st = mq_smem + buf * S::BYTES;
+        if (L + 32 * j < ng) {
+            const uint8_t* tq = st + S::WBYTES + L * 32;
+            const uint8_t* ts = st + S::WBYTES + S::TOK * MQT_TQ + L * 16;
+            MqWeights a[R];
+            float2 dm0[R], dm1[R];
 #pragma unroll
-        for (int step = 1; step < TEAMS; step *= 2)
+            for (int q = 0; q < R; q++) {
+                const size_t Ga = (size_t)(16 * q + g) * MQT_PADG + L;
+                const size_t Gb = Ga + 8 * MQT_PADG;
+                mq_load<T>(st, S::NGS, Ga, Gb, t, a[q]);
+                dm0[q] = QGroup<T>::scales(st, S::NGS, Ga);
+                dm1[q] = QGroup<T>::scales(st, S::NGS, Gb);
+            }
 #pragma unroll
-            for (int m = 0; m + step < TEAMS; m += 2 * step) v[m] = v[m] + v[m + step];
-        float* dst = y + (size_t)(t0 + tok) * ldy + r;
-        *dst = accumulate ? *dst + v[0] : v[0];
+            for (int i = 0; i < NT; i++) {
+                const float2 xa = QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t) * MQT_TS));
+                const float2 xb =
+                    QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t + 1) * MQT_TS));
+                const int ba = QGroup<T>::mm_bias(xa), bb = QGroup<T>::mm_bias(xb);
+                const int4 bias = make_int4(ba, bb, ba, bb);
+#pragma unroll
+                for (int q = 0; q < R; q++) {
+                    int c[4];
+                    mq_tree_dot(a[q], tq + 8 * i * MQT_TQ, lane, bias, c);
+                    run[q][i][0] = QGroup<T>::mm_term(c[0], dm0[q], xa, run[q][i][0]);
+                    run[q][i][1] = QGroup<T>::mm_term(c[1], dm0[q], xb, run[q][i][1]);
+                    run[q][i][2] = QGroup<T>::mm_term(c[2], dm1[q], xa, run[q][i][2]);
+                    run[q][i][3] = QGroup<T>::mm_term(c[3], dm1[q], xb, run[q][i][3]);
+                }
+            }
+        }
+        if (issued) mq_tree_store<T, R, NT>(mq_smem + ibuf * S::BYTES, sc[0], plan);
+        buf = buf + 1 == DEPTH ? 0 : buf + 1;
+        ibuf = ibuf + 1 == DEPTH ? 0 : ibuf + 1;
+    }
+#if MQ_MMA
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
+    __syncthreads();  // the stages are done with: the joins reuse their memory
+
+    // The tree over the 32 positions, one output per thread: neighbours first, then pairs of
+    // pairs, as the mat-vec's butterfly adds at lane 0. The buffer, [team][tile][accumulator]
+    // [lane], takes PT tiles (of R x NT) at a time.
+    constexpr int TILES = R * NT, PT = TILES < 2 ? TILES : 2;
+    static_assert(32 * PT * 128 * 4 <= DEPTH * S::BYTES, "the join buffer fits the stages");
+    float(*sub)[PT][4][32] = (float(*)[PT][4][32])mq_smem;
+#pragma unroll
+    for (int u0 = 0; u0 < TILES; u0 += PT) {
+#pragma unroll
+        for (int v = 0; v < PT; v++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) sub[team][v][k][lane] = run[(u0 + v) / NT][(u0 + v) % NT][k];
+        __syncthreads();
+        for (int o = threadIdx.x; o < PT * 128; o += blockDim.x) {
+            const int v = o / 128, k = (o / 32) % 4, l = o % 32;
+            const int u = u0 + v, q = u / NT, i = u % NT;
+            const int tok = 8 * i + 2 * (l % 4) + (k & 1);
+            const int r = r_blk + 16 * q + l / 4 + 8 * (k >> 1);
+            if (tok >= n_here || r >= rows) continue;
+            float a[32];
+#pragma unroll
+            for (int m = 0; m < 32; m++) a[m] = sub[m][v][k][l];
+#pragma unroll
+            for (int step = 1; step < 32; step *= 2)
+#pragma unroll
+                for (int m = 0; m + step < 32; m += 2 * step) a[m] = a[m] + a[m + step];
+            float* dst = y + (size_t)(t0 + tok) * ldy + r;
+            *dst = accumulate ? *dst + a[0] : a[0];
+        }
+        if (u0 + PT < TILES) __syncthreads();  // the buffer is free for the next tiles
     }
 }
 
-// One token tile a block (its grid covers the tokens in 8s): the tree kernel is for steps of
-// few tokens; at two tiles and more its registers would hold fewer loads in flight than the
-// staged kernel's shared-memory ring.
-template <int T, int R, int W, int D>
+template <int T>
+static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                            const float4* xs, int n, float* y, int ldy, int accumulate,
+                            int parts, float* part, hipStream_t s);
+
+// One block per 16 R rows and 8 NT tokens; the stages in dynamic shared memory, above the
+// default 48 KiB on NVIDIA, which the kernel is allowed once. Where the device cannot give a
+// block that much (sm_86 / sm_89 allow 99 KiB, sm_80 163 KiB), the staged kernel takes the
+// product instead, unsplit: the same bits, more slowly.
+template <int T, int R, int NT>
 static void launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
                            const float4* xs, int n, float* y, int ldy, int accumulate,
                            hipStream_t s) {
-    const dim3 grid((rows + 16 * R - 1) / (16 * R), (n + 7) / 8);
-    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, W, D>), grid, dim3(32 * (32 / W)), 0, s, w,
-                         rows, cols, xq, xs, n, y, ldy, accumulate);
-}
-
-template <int T, int R, int W>
-static void launch_mq_tree_d(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                             const float4* xs, int n, float* y, int ldy, int accumulate,
-                             int depth, hipStream_t s) {
-    if (depth == 1)
-        launch_mq_tree<T, R, W, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-    else
-        launch_mq_tree<T, R, W, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    using S = MqTreeStage<T, R, NT>;
+    constexpr int bytes = S::DEPTH * S::BYTES;
+    static std::atomic<int> allowed{0};  // 0: not asked yet, 1: yes, -1: no
+    int ok = allowed.load(std::memory_order_relaxed);
+    if (ok == 0) {
+        ok = hipFuncSetAttribute((const void*)matmul_q_tree_kernel<T, R, NT>,
+                                 hipFuncAttributeMaxDynamicSharedMemorySize, bytes) == hipSuccess
+                 ? 1
+                 : -1;
+        (void)hipGetLastError();  // a refusal is answered here, not by the next launch's check
+        allowed.store(ok, std::memory_order_relaxed);
+    }
+    if (ok < 0) {
+        launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
+        return;
+    }
+    const dim3 grid((rows + S::ROWS - 1) / S::ROWS, (n + S::TOK - 1) / S::TOK);
+    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, NT>), grid, dim3(1024), bytes, s, w, rows,
+                         cols, xq, xs, n, y, ldy, accumulate);
 }
 
 template <int T, int NT, int W>
@@ -802,37 +905,50 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
 }
 
 template <int T>
-static void launch_mq_tree_span(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                                const float4* xs, int n, float* y, int ldy, int accumulate,
-                                int span, int depth, int row_tiles, hipStream_t s) {
-    if (row_tiles == 2) {
-        if (span == 1)
-            launch_mq_tree_d<T, 2, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                                 const float4* xs, int n, float* y, int ldy, int accumulate,
+                                 int row_tiles, hipStream_t s) {
+#if defined(RF_PLATFORM_AMD)
+    // Two stages of more than one tile of rows or tokens need more than the 64 KiB of LDS for
+    // the wider types: one of each, the grid covering the tokens in 8s.
+    (void)row_tiles;
+    launch_mq_tree<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+#else
+    // One token tile a block for steps of up to 8 tokens, two beyond (the grid covers the
+    // tokens). Four tiles (32 tokens, one row tile) were slower than the staged kernel at 24
+    // tokens and level at 32; two row tiles of four spill.
+    if (n <= 8) {
+        if (row_tiles == 2)
+            launch_mq_tree<T, 2, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
         else
-            launch_mq_tree_d<T, 2, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
-    } else if (span == 1)
-        launch_mq_tree_d<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
-    else if (span == 2)
-        launch_mq_tree_d<T, 1, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
-    else
-        launch_mq_tree_d<T, 1, 4>(w, rows, cols, xq, xs, n, y, ldy, accumulate, depth, s);
+            launch_mq_tree<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    } else {
+        if (row_tiles == 2)
+            launch_mq_tree<T, 2, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+        else
+            launch_mq_tree<T, 1, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    }
+#endif
 }
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                                 const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                                int span, int depth, int row_tiles, void* stream) {
+                                int row_tiles, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
-    if (span != 1 && span != 2 && span != 4) return RF_ERR_SHAPE;
-    if (depth != 1 && depth != 2) return RF_ERR_SHAPE;
-    if (row_tiles != 1 && (row_tiles != 2 || span == 4)) return RF_ERR_SHAPE;
+    if (row_tiles != 1 && row_tiles != 2) return RF_ERR_SHAPE;
     if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
+    // The kernel addresses weights and activations with 32-bit byte offsets.
+    int fits = (size_t)n * cols <= 0xFFFFFFFFu && (size_t)n * (cols / 32) * 16 <= 0xFFFFFFFFu;
+    RF_DISPATCH_TYPE(ty, {
+        fits = fits && (size_t)rows * (cols / 32) * (Fmt<T>::qbytes + Fmt<T>::sbytes) <= 0xFFFFFFFFu;
+    });
+    if (!fits) return RF_ERR_SHAPE;
     hipStream_t s = (hipStream_t)stream;
     const uint8_t* wb = (const uint8_t*)w;
     const float4* xs = (const float4*)xq_scales;
     RF_DISPATCH_TYPE(ty, {
         if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
-            launch_mq_tree_span<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, span, depth,
-                                   row_tiles, s);
+            launch_mq_tree_shape<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, row_tiles, s);
     });
     return (int)hipGetLastError();
 }

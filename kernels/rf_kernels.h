@@ -107,13 +107,12 @@ int rf_matmul_q_supported(int ty);
 int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
                 const void* xq_scales, int n, float* y, int ldy, int accumulate, int parts,
                 float* part, void* stream);
-// The same products for steps of few tokens (a block per 16 rows and 8 tokens), as the
-// mat-vec's bits too: a block takes all of its outputs' trees, `span` = 1, 2 or 4 positions per
-// 32-lane team, each team fetching the weights of `depth` = 1 or 2 steps at once, for
-// `row_tiles` = 1 or 2 tiles of 16 rows (2 with spans 1 and 2 only). No scratch.
+// The same products for steps of few tokens, as the mat-vec's bits too: a block of 32 teams
+// takes all 32 positions of its outputs' trees for `row_tiles` = 1 or 2 tiles of 16 rows (1 on
+// AMD) and 8 tokens (steps of up to 8 tokens) or 16. No scratch.
 int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
-                     const void* xq_scales, int n, float* y, int ldy, int accumulate, int span,
-                     int depth, int row_tiles, void* stream);
+                     const void* xq_scales, int n, float* y, int ldy, int accumulate,
+                     int row_tiles, void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tree mat-mat (kernels/matmul_q.hip, steps of 4-8 tokens) on the GPU machine: parity of
+# The tree mat-mat (kernels/matmul_q.hip, steps of 4-16 tokens) on the GPU machine: parity of
 # the blocks-of-32 types (every decode and mixed-batch step bit-identical to the CPU), then
 # many sequences on the Llama-3-8B shape next to the staged kernel
 # (ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS=0) and llama.cpp's llama-batched-bench, in one call.

@@ -194,10 +194,9 @@ extern "C" {
         part: *mut f32,
         s: *mut c_void,
     ) -> c_int;
-    /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 16 rows
-    /// and 8 tokens a block, `span` (1, 2 or 4) positions of each output's canonical tree per
-    /// 32-lane team, the weights of `depth` (1 or 2) steps fetched at once, `row_tiles` (1 or
-    /// 2) tiles of 16 rows a team.
+    /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 32
+    /// teams a block, each one position of every output's canonical tree, `row_tiles` (1 or 2;
+    /// 1 on AMD) tiles of 16 rows and 8 (steps of up to 8 tokens) or 16 tokens a block.
     pub fn rf_matmul_q_tree(
         ty: c_int,
         w: *const c_void,
@@ -209,8 +208,6 @@ extern "C" {
         y: *mut f32,
         ldy: c_int,
         accumulate: c_int,
-        span: c_int,
-        depth: c_int,
         row_tiles: c_int,
         s: *mut c_void,
     ) -> c_int;

@@ -573,7 +573,9 @@ impl GpuContext {
                 continue;
             }
             if self.matmul_q(mtx, n) && n <= self.matmul_q_tree_max_tokens {
-                let (span, depth, row_tiles) = self.matmul_q_tree_shape();
+                let row_tiles =
+                    self.matmul_q_tree_rows
+                        .unwrap_or(if n <= 16 { MATMUL_Q_TREE_ROWS } else { 1 });
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
                 // rows prepared by rf_act; y rows hold ldy floats.
                 let code = unsafe {
@@ -588,8 +590,6 @@ impl GpuContext {
                         yp,
                         ldy as i32,
                         accumulate as i32,
-                        span as i32,
-                        depth as i32,
                         row_tiles as i32,
                         st,
                     )
@@ -686,30 +686,13 @@ impl GpuContext {
     }
 }
 
-impl GpuContext {
-    /// The tree kernel's positions per team, steps fetched at once and row tiles per team
-    /// (ROCMFORGE_MATMUL_Q_TREE_SPAN / _DEPTH / _ROWS override them; two row tiles only with
-    /// spans 1 and 2).
-    fn matmul_q_tree_shape(&self) -> (usize, usize, usize) {
-        let rows = self.matmul_q_tree_rows.unwrap_or(MATMUL_Q_TREE_ROWS);
-        let span = self.matmul_q_tree_span.unwrap_or(MATMUL_Q_TREE_SPAN);
-        // Two row tiles only with one or two positions a team.
-        let span = if rows == 2 { span.min(2) } else { span };
-        let depth = self.matmul_q_tree_depth.unwrap_or(MATMUL_Q_TREE_DEPTH);
-        (span, depth, rows)
-    }
-}
-
 /// Pieces of a matrix cut for the dequantization buffer start at multiples of this many rows.
 const DEQUANT_PIECE_ALIGN: usize = 256;
 
-/// The tree kernel's default shape: one position per team (32 teams a block), the weights of
-/// one step at a time, two tiles of 16 rows per team (the tokens' fragments read once for
-/// both). H100, Llama-3-8B Q4_0, generation tok/s at 4 / 8 sequences (two rounds): 900-901 /
-/// 1,583-1,607; one tile of two positions, two steps 890-891 / 1,487-1,496; two tiles of two
-/// positions 774-781 / 1,363-1,376; the staged kernel 735-737 / 1,258-1,260.
-const MATMUL_Q_TREE_SPAN: usize = 1;
-const MATMUL_Q_TREE_DEPTH: usize = 1;
+/// The tree kernel's default shape: two tiles of 16 rows per team (each token fragment read
+/// once for both). H100, Llama-3-8B Q4_0, generation tok/s at 4 / 8 sequences: 937-963 /
+/// 1,824-1,844; one tile 748 / 1,545 (the shape of the kernel before its stages went through
+/// shared memory: 900-901 / 1,583-1,607, and 1,487-1,496 with one tile).
 const MATMUL_Q_TREE_ROWS: usize = 2;
 
 /// The splits of each output's sum the mat-mat offers (kernels/matmul_q.hip: 32 / parts
