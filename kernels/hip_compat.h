@@ -29,6 +29,7 @@ typedef cudaDeviceProp hipDeviceProp_t;
 #define hipGetLastError cudaGetLastError
 #define hipGetDeviceCount cudaGetDeviceCount
 #define hipFuncSetAttribute cudaFuncSetAttribute
+#define hipGetDevice cudaGetDevice
 #define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 #define hipGetDeviceProperties cudaGetDeviceProperties
 #define hipSetDevice cudaSetDevice

@@ -1,4 +1,5 @@
-// Quantized matrix-matrix products for steps of many tokens (9 .. MAX_STEP_TOKENS): each
+// Quantized matrix-matrix products for steps of many tokens (the staged kernel: 17 and more;
+// the tree kernel below: up to 16): each
 // block reads its weights once for up to 32 tokens, and the integer dot products run on the
 // matrix units (int8 MMA, m16n8k32, on NVIDIA sm_80+; 4-way dot products elsewhere) — while
 // every output keeps the exact arithmetic of the mat-vec, so a token's results are the same
@@ -516,7 +517,7 @@ template <int T, int R, int NT> struct MqTreeStage {
 // The offsets of one thread's copies at step 0 and which group of the step each copies (a step
 // j adds 32 j groups; a piece whose group is past the row's end is not copied, nor one marked
 // MQT_NONE: a thread with fewer pieces of a kind than others).
-#define MQT_NONE (1 << 24)
+#define MQT_NONE (1 << 30)  // above any 32 j + group of a row (cols < 2^31)
 template <int T, int R, int NT> struct MqTreePlan {
     using S = MqTreeStage<T, R, NT>;
     uint32_t q_src[S::KQ], s_src[S::KS], t_src[S::KT];  // bytes, u16 pieces, bytes
@@ -613,8 +614,8 @@ __device__ __forceinline__ void mq_tree_store(uint8_t* st, const uint16_t* sc,
         if (plan.s_g[k] != MQT_NONE) dst[plan.s_dst(k)] = sc[k];
 }
 
-// The 16 x 8 tile's exact integer sums for one group, biased (mq_dot's contract); `b`: the
-// token fragment (MMA) / `x0`, `x1` the words of tokens 2t, 2t + 1 (dot products).
+// The 16 x 8 tile's exact integer sums for one group, biased (mq_dot's contract); `tq`: the
+// tile's tokens' words of the group in the stage (MQT_TQ bytes a token).
 #if MQ_MMA
 __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* tq, int lane,
                                             int4 bias, int c[4]) {
@@ -793,33 +794,45 @@ static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* 
                             const float4* xs, int n, float* y, int ldy, int accumulate,
                             int parts, float* part, hipStream_t s);
 
-// One block per 16 R rows and 8 NT tokens; the stages in dynamic shared memory, above the
-// default 48 KiB on NVIDIA, which the kernel is allowed once. Where the device cannot give a
-// block that much (sm_86 / sm_89 allow 99 KiB, sm_80 163 KiB), the staged kernel takes the
-// product instead, unsplit: the same bits, more slowly.
-template <int T, int R, int NT>
-static void launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
-                           const float4* xs, int n, float* y, int ldy, int accumulate,
-                           hipStream_t s) {
-    using S = MqTreeStage<T, R, NT>;
-    constexpr int bytes = S::DEPTH * S::BYTES;
-    static std::atomic<int> allowed{0};  // 0: not asked yet, 1: yes, -1: no
-    int ok = allowed.load(std::memory_order_relaxed);
+// Whether this device lets a block of matmul_q_tree_kernel<T, R, NT> have `bytes` of dynamic
+// shared memory: above the default 48 KiB NVIDIA wants the kernel allowed once per device
+// (sm_86 / sm_89 give a block at most 99 KiB, sm_80 163 KiB, sm_90 227 KiB); AMD's stages fit
+// the 64 KiB of LDS (MqTreeStage's assert) without asking.
+template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
+#if defined(RF_PLATFORM_NVIDIA)
+    constexpr int MAX_DEVICES = 64;
+    static std::atomic<int> allowed[MAX_DEVICES];  // 0: not asked yet, 1: yes, -1: no
+    int dev = 0;
+    if (hipGetDevice(&dev) != hipSuccess) return false;
+    int ok = dev >= 0 && dev < MAX_DEVICES ? allowed[dev].load(std::memory_order_relaxed) : 0;
     if (ok == 0) {
         ok = hipFuncSetAttribute((const void*)matmul_q_tree_kernel<T, R, NT>,
                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes) == hipSuccess
                  ? 1
                  : -1;
         (void)hipGetLastError();  // a refusal is answered here, not by the next launch's check
-        allowed.store(ok, std::memory_order_relaxed);
+        if (dev >= 0 && dev < MAX_DEVICES) allowed[dev].store(ok, std::memory_order_relaxed);
     }
-    if (ok < 0) {
-        launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
-        return;
-    }
+    return ok > 0;
+#else
+    (void)bytes;
+    return true;
+#endif
+}
+
+// One block per 16 R rows and 8 NT tokens, the stages in dynamic shared memory; false (nothing
+// launched) where the device cannot give a block that much.
+template <int T, int R, int NT>
+static bool launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                           const float4* xs, int n, float* y, int ldy, int accumulate,
+                           hipStream_t s) {
+    using S = MqTreeStage<T, R, NT>;
+    constexpr int bytes = S::DEPTH * S::BYTES;
+    if (!mq_tree_allowed<T, R, NT>(bytes)) return false;
     const dim3 grid((rows + S::ROWS - 1) / S::ROWS, (n + S::TOK - 1) / S::TOK);
     RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, NT>), grid, dim3(1024), bytes, s, w, rows,
                          cols, xq, xs, n, y, ldy, accumulate);
+    return true;
 }
 
 template <int T, int NT, int W>
@@ -904,31 +917,34 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
     return (int)hipGetLastError();
 }
 
+// The shape asked for, else smaller ones where the device cannot give a block the stages'
+// shared memory (one row tile, then one token tile: at most 91 KiB), else the staged kernel
+// unsplit: the same bits each way.
 template <int T>
 static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int8_t* xq,
                                  const float4* xs, int n, float* y, int ldy, int accumulate,
                                  int row_tiles, hipStream_t s) {
+#define MQ_TREE_TRY(R, NT) \
+    if (launch_mq_tree<T, R, NT>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s)) return
 #if defined(RF_PLATFORM_AMD)
     // Two stages of more than one tile of rows or tokens need more than the 64 KiB of LDS for
     // the wider types: one of each, the grid covering the tokens in 8s.
     (void)row_tiles;
-    launch_mq_tree<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    MQ_TREE_TRY(1, 1);
 #else
     // One token tile a block for steps of up to 8 tokens, two beyond (the grid covers the
     // tokens). Four tiles (32 tokens, one row tile) were slower than the staged kernel at 24
     // tokens and level at 32; two row tiles of four spill.
-    if (n <= 8) {
-        if (row_tiles == 2)
-            launch_mq_tree<T, 2, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-        else
-            launch_mq_tree<T, 1, 1>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-    } else {
-        if (row_tiles == 2)
-            launch_mq_tree<T, 2, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
-        else
-            launch_mq_tree<T, 1, 2>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s);
+    if (n > 8) {
+        if (row_tiles == 2) MQ_TREE_TRY(2, 2);
+        MQ_TREE_TRY(1, 2);
+    } else if (row_tiles == 2) {
+        MQ_TREE_TRY(2, 1);
     }
+    MQ_TREE_TRY(1, 1);
 #endif
+#undef MQ_TREE_TRY
+    launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
 }
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,

@@ -101,15 +101,16 @@ int rf_matvec(int ty, const void* w, int rows, int cols, const float* x, const i
               const RfRopeKv* rope_kv, void* stream);
 // ---- matmul_q.hip: y (+)= x . W^T for n tokens (any count) of int8 activations (rf_act's q8
 // and scales), bit for bit the mat-vec's results; blocks-of-32 int8 types only
-// (rf_matmul_q_supported). parts = 1, 2 or 4: how many blocks share each output's canonical
+// (rf_matmul_q_supported). parts = 1, 2, 4, 8 or 16: how many blocks share each output's canonical
 // sum (more blocks for short matrices), their subtree sums going through part (parts, n, rows).
 int rf_matmul_q_supported(int ty);
 int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
                 const void* xq_scales, int n, float* y, int ldy, int accumulate, int parts,
                 float* part, void* stream);
 // The same products for steps of few tokens, as the mat-vec's bits too: a block of 32 teams
-// takes all 32 positions of its outputs' trees for `row_tiles` = 1 or 2 tiles of 16 rows (1 on
-// AMD) and 8 tokens (steps of up to 8 tokens) or 16. No scratch.
+// takes all 32 positions of its outputs' trees for `row_tiles` = 1 or 2 tiles of 16 rows and 8
+// tokens (steps of up to 8 tokens) or 16 (one and 8 on AMD; smaller shapes, else the staged
+// kernel unsplit, where a device cannot give a block the stages' shared memory). No scratch.
 int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                      const void* xq_scales, int n, float* y, int ldy, int accumulate,
                      int row_tiles, void* stream);

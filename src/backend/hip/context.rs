@@ -33,9 +33,11 @@ const MATMUL_Q_MAX_TOKENS: usize = 32;
 const MATMUL_Q_BLOCKS: usize = 4096;
 /// Mat-mat steps up to this many tokens take the tree kernel (see `matmul_q_tree_max_tokens`).
 /// H100, Llama-3-8B Q4_0, generation at 16 sequences: 2,795-2,839 tok/s against the staged
-/// kernel's 2,082; at 24 and 32 sequences its four-tile form (one row tile) gave 1,944 / 2,813
-/// against 2,257 / 2,629, so longer steps stay with the staged kernel.
-const MATMUL_Q_TREE_MAX_TOKENS: usize = 16;
+/// kernel's 2,082; at 24 and 32 sequences a form with four token tiles a block (one row tile)
+/// gave 1,944 / 2,813 against 2,257 / 2,629, so longer steps stay with the staged kernel. On
+/// AMD the tree kernel takes 8 tokens a block (two 16-token stages would not fit the LDS), so
+/// steps of 9-16 would read the weights twice: they stay with the staged kernel (unmeasured).
+const MATMUL_Q_TREE_MAX_TOKENS: usize = if cfg!(feature = "rocm") { 8 } else { 16 };
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).
@@ -169,7 +171,7 @@ pub struct GpuContext {
     /// sums are split further (default MATMUL_Q_BLOCKS; tuning).
     matmul_q_blocks: usize,
     /// Mat-mat steps of at most this many tokens take the tree kernel (kernels/matmul_q.hip:
-    /// 32 rows a block, whole trees, no scratch), longer ones the staged kernel
+    /// 16 or 32 rows a block, whole trees, no scratch), longer ones the staged kernel
     /// (ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS, default MATMUL_Q_TREE_MAX_TOKENS; 0: never).
     matmul_q_tree_max_tokens: usize,
     /// ROCMFORGE_MATMUL_Q_TREE_ROWS: force its tiles of 16 rows per team (1 or 2; tuning).

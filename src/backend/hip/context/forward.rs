@@ -573,9 +573,7 @@ impl GpuContext {
                 continue;
             }
             if self.matmul_q(mtx, n) && n <= self.matmul_q_tree_max_tokens {
-                let row_tiles =
-                    self.matmul_q_tree_rows
-                        .unwrap_or(if n <= 16 { MATMUL_Q_TREE_ROWS } else { 1 });
+                let row_tiles = self.matmul_q_tree_rows.unwrap_or(MATMUL_Q_TREE_ROWS);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
                 // rows prepared by rf_act; y rows hold ldy floats.
                 let code = unsafe {
