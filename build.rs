@@ -37,6 +37,8 @@ const HEADERS: &[&str] = &[
     "quant.h",
     "qgroup.h",
     "numerics.h",
+    "kv_cache.h",
+    "rope_store.h",
     "rf_kernels.h",
     "rf_errors.h",
     "amd_runtime_loader.c",

@@ -35,6 +35,7 @@ typedef void* rf_stream;
     X(hipGetDeviceCount, (int* count), (count))                                               \
     X(hipGetDeviceProperties, (void* props, int device), (props, device))                     \
     X(hipSetDevice, (int device), (device))                                                   \
+    X(hipGetDevice, (int* device), (device))                                                  \
     X(hipMemGetInfo, (size_t * free_bytes, size_t * total_bytes), (free_bytes, total_bytes))  \
     X(hipMalloc, (void** ptr, size_t bytes), (ptr, bytes))                                    \
     X(hipFree, (void* ptr), (ptr))                                                            \

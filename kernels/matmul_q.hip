@@ -25,10 +25,12 @@
 // weight words from the stage and forms, per token tile, the 16 x 8 integer sums of one group
 // — one MMA.
 #include <atomic>
+#include <stdlib.h>
 
 #include "rf_kernels.h"
 #include "quant.h"
 #include "qgroup.h"
+#include "rope_store.h"
 
 #if defined(RF_PLATFORM_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 #define MQ_MMA 1
@@ -657,7 +659,8 @@ __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* t
 template <int T, int R, int NT>
 __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, int cols,
                                                     const int8_t* xq, const float4* xs, int n,
-                                                    float* y, int ldy, int accumulate) {
+                                                    float* y, int ldy, int accumulate,
+                                                    RfRopeKv rk) {
     using S = MqTreeStage<T, R, NT>;
     constexpr int DEPTH = S::DEPTH;
     extern __shared__ __align__(16) uint8_t mq_smem[];
@@ -774,7 +777,7 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
             const int u = u0 + v, q = u / NT, i = u % NT;
             const int tok = 8 * i + 2 * (l % 4) + (k & 1);
             const int r = r_blk + 16 * q + l / 4 + 8 * (k >> 1);
-            if (tok >= n_here || r >= rows) continue;
+            const bool live = tok < n_here && r < rows;
             float a[32];
 #pragma unroll
             for (int m = 0; m < 32; m++) a[m] = sub[m][v][k][l];
@@ -782,11 +785,33 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
             for (int step = 1; step < 32; step *= 2)
 #pragma unroll
                 for (int m = 0; m + step < 32; m += 2 * step) a[m] = a[m] + a[m + step];
-            float* dst = y + (size_t)(t0 + tok) * ldy + r;
-            *dst = accumulate ? *dst + a[0] : a[0];
+            if (rk.rot) {
+                // Rows r and r ^ 1 (one RoPE pair) are lanes l and l ^ 4 of this warp, the same
+                // token: the even row's lane rotates and stores both (rows is even).
+                const float odd = rf_shfl_xor(a[0], 4);
+                if (live && (r & 1) == 0) rf_store_rope_pair(rk, r, t0 + tok, a[0], odd, y, ldy);
+            } else if (live) {
+                float* dst = y + (size_t)(t0 + tok) * ldy + r;
+                *dst = accumulate ? *dst + a[0] : a[0];
+            }
         }
         if (u0 + PT < TILES) __syncthreads();  // the buffer is free for the next tiles
     }
+    if (rk.rot && blockIdx.y == 0) rf_note_cells(rk, n);
+}
+
+// The RoPE epilogue after a product that could not take it (the staged kernel, where a device
+// cannot give the tree kernel its shared memory): each (token, pair) of y's rows read back,
+// rotated and stored as the tree kernel would have. Grid (pairs / RF_BLOCK, n).
+__global__ void mq_rope_after_kernel(float* y, int ldy, int rows, int n, RfRopeKv rk) {
+    rf_wait_previous();
+    rf_release_next();
+    const int p = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    if (2 * p < rows) {
+        const float* src = y + (size_t)t * ldy + 2 * p;
+        rf_store_rope_pair(rk, 2 * p, t, src[0], src[1], y, ldy);
+    }
+    if (blockIdx.y == 0) rf_note_cells(rk, n);
 }
 
 template <int T>
@@ -798,7 +823,11 @@ static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* 
 // shared memory: above the default 48 KiB NVIDIA wants the kernel allowed once per device
 // (sm_86 / sm_89 give a block at most 99 KiB, sm_80 163 KiB, sm_90 227 KiB); AMD's stages fit
 // the 64 KiB of LDS (MqTreeStage's assert) without asking.
+// ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES (set: refuse every shape) lets the GPU tests take the
+// fallbacks on a device that would allow them.
 template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
+    static const bool refuse_all = getenv("ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES") != nullptr;
+    if (refuse_all) return false;
 #if defined(RF_PLATFORM_NVIDIA)
     constexpr int MAX_DEVICES = 64;
     static std::atomic<int> allowed[MAX_DEVICES];  // 0: not asked yet, 1: yes, -1: no
@@ -825,13 +854,13 @@ template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
 template <int T, int R, int NT>
 static bool launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
                            const float4* xs, int n, float* y, int ldy, int accumulate,
-                           hipStream_t s) {
+                           const RfRopeKv& rk, hipStream_t s) {
     using S = MqTreeStage<T, R, NT>;
     constexpr int bytes = S::DEPTH * S::BYTES;
     if (!mq_tree_allowed<T, R, NT>(bytes)) return false;
     const dim3 grid((rows + S::ROWS - 1) / S::ROWS, (n + S::TOK - 1) / S::TOK);
     RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, NT>), grid, dim3(1024), bytes, s, w, rows,
-                         cols, xq, xs, n, y, ldy, accumulate);
+                         cols, xq, xs, n, y, ldy, accumulate, rk);
     return true;
 }
 
@@ -919,13 +948,14 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
 
 // The shape asked for, else smaller ones where the device cannot give a block the stages'
 // shared memory (one row tile, then one token tile: at most 91 KiB), else the staged kernel
-// unsplit: the same bits each way.
+// unsplit (then the RoPE epilogue of its own, where the product takes one): the same bits
+// each way.
 template <int T>
 static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int8_t* xq,
                                  const float4* xs, int n, float* y, int ldy, int accumulate,
-                                 int row_tiles, hipStream_t s) {
+                                 int row_tiles, const RfRopeKv& rk, hipStream_t s) {
 #define MQ_TREE_TRY(R, NT) \
-    if (launch_mq_tree<T, R, NT>(w, rows, cols, xq, xs, n, y, ldy, accumulate, s)) return
+    if (launch_mq_tree<T, R, NT>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s)) return
 #if defined(RF_PLATFORM_AMD)
     // Two stages of more than one tile of rows or tokens need more than the 64 KiB of LDS for
     // the wider types: one of each, the grid covering the tokens in 8s.
@@ -945,12 +975,21 @@ static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int
 #endif
 #undef MQ_TREE_TRY
     launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
+    if (rk.rot) {
+        const dim3 grid((rows / 2 + RF_BLOCK - 1) / RF_BLOCK, n);
+        RF_LAUNCH_OVERLAPPED(mq_rope_after_kernel, grid, dim3(RF_BLOCK), 0, s, y, ldy, rows, n, rk);
+    }
 }
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                                 const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                                int row_tiles, void* stream) {
+                                int row_tiles, const RfRopeKv* rope_kv, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
+    // The RoPE epilogue: whole pairs of rows, written, not added, and cells for every token
+    // noted by one block's threads.
+    if (rope_kv && (rows % 2 != 0 || accumulate || n > 1024)) return RF_ERR_SHAPE;
+    RfRopeKv rk = {};
+    if (rope_kv) rk = *rope_kv;
     if (row_tiles != 1 && row_tiles != 2) return RF_ERR_SHAPE;
     if (!rf_matmul_q_supported(ty)) return RF_ERR_SHAPE;
     // The kernel addresses weights and activations with 32-bit byte offsets.
@@ -964,7 +1003,8 @@ extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const
     const float4* xs = (const float4*)xq_scales;
     RF_DISPATCH_TYPE(ty, {
         if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
-            launch_mq_tree_shape<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, row_tiles, s);
+            launch_mq_tree_shape<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, row_tiles, rk,
+                                    s);
     });
     return (int)hipGetLastError();
 }

@@ -111,9 +111,10 @@ int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
 // takes all 32 positions of its outputs' trees for `row_tiles` = 1 or 2 tiles of 16 rows and 8
 // tokens (steps of up to 8 tokens) or 16 (one and 8 on AMD; smaller shapes, else the staged
 // kernel unsplit, where a device cannot give a block the stages' shared memory). No scratch.
+// rope_kv (nullable): the product is attention's Q|K|V, rotated and stored as by rf_matvec.
 int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                      const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                     int row_tiles, void* stream);
+                     int row_tiles, const RfRopeKv* rope_kv, void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);

@@ -197,6 +197,7 @@ extern "C" {
     /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 32
     /// teams a block, each one position of every output's canonical tree, `row_tiles` (1 or 2;
     /// 1 on AMD) tiles of 16 rows and 8 (steps of up to 8 tokens) or 16 tokens a block.
+    /// `rope_kv` (nullable): Q|K|V rotated and stored as rf_matvec's (not accumulated).
     pub fn rf_matmul_q_tree(
         ty: c_int,
         w: *const c_void,
@@ -209,6 +210,7 @@ extern "C" {
         ldy: c_int,
         accumulate: c_int,
         row_tiles: c_int,
+        rope_kv: *const RopeKv,
         s: *mut c_void,
     ) -> c_int;
     pub fn rf_dequant_f16(

@@ -158,9 +158,9 @@ impl GpuContext {
                     },
                     "Q/K/V biases, norms, RoPE and KV write",
                 )?;
-            } else if n <= MATVEC_MAX_TOKENS && !layer.qkv.parts.iter().any(|m| self.matmul_q(m, n))
-            {
-                // The mat-vec rotates and stores its results itself (not the mat-mat).
+            } else if layer.qkv.parts.iter().all(|m| self.rotates_itself(m, n)) {
+                // The mat-vec and the tree mat-mat rotate and store their results themselves:
+                // a launch fewer per layer (not the staged mat-mat or BLAS).
                 self.project(&layer.qkv, n, qkv, qkv_w, false, Some(rope_kv))?;
             } else {
                 self.project(&layer.qkv, n, qkv, qkv_w, false, None)?;
@@ -535,14 +535,14 @@ impl GpuContext {
         for mtx in &p.parts {
             let yp = y.wrapping_add(mtx.out_offset);
             let ty = mtx.ty.id() as i32;
+            let part_rope = rope_kv.map(|r| ffi::RopeKv {
+                out_offset: mtx.out_offset as i32,
+                ..r
+            });
+            let rope_ptr = part_rope
+                .as_ref()
+                .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
             if n <= MATVEC_MAX_TOKENS && !self.matmul_q(mtx, n) {
-                let part_rope = rope_kv.map(|r| ffi::RopeKv {
-                    out_offset: mtx.out_offset as i32,
-                    ..r
-                });
-                let rope_ptr = part_rope
-                    .as_ref()
-                    .map_or(std::ptr::null(), |r| r as *const ffi::RopeKv);
                 // The K-quants read the Q8_K activations, the other quantized types the int8
                 // groups of 32.
                 let (xq, xs) = if mtx.ty.format().is_some_and(reads_q8k_format) {
@@ -575,7 +575,8 @@ impl GpuContext {
             if self.matmul_q(mtx, n) && n <= self.matmul_q_tree_max_tokens {
                 let row_tiles = self.matmul_q_tree_rows.unwrap_or(MATMUL_Q_TREE_ROWS);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
-                // rows prepared by rf_act; y rows hold ldy floats.
+                // rows prepared by rf_act; y rows hold ldy floats; rope_ptr (nullable) points at
+                // part_rope, alive across the call.
                 let code = unsafe {
                     ffi::rf_matmul_q_tree(
                         ty,
@@ -589,12 +590,15 @@ impl GpuContext {
                         ldy as i32,
                         accumulate as i32,
                         row_tiles as i32,
+                        rope_ptr,
                         st,
                     )
                 };
                 check(code, "quantized matrix product")?;
                 continue;
             }
+            // The products below have no RoPE epilogue (the caller asks only rotates_itself's).
+            debug_assert!(rope_kv.is_none());
             if self.matmul_q(mtx, n) {
                 let parts = self.matmul_q_parts(mtx.rows, n);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
@@ -659,6 +663,16 @@ impl GpuContext {
 
 impl GpuContext {
     /// Whether this matrix's product for a step of n tokens runs as the int8 mat-mat.
+    /// Whether `m`'s product for n tokens takes a kernel with the RoPE epilogue (`project`'s
+    /// `rope_kv`): the mat-vec or the tree mat-mat.
+    fn rotates_itself(&self, m: &GpuMatrix, n: usize) -> bool {
+        if self.matmul_q(m, n) {
+            n <= self.matmul_q_tree_max_tokens
+        } else {
+            n <= MATVEC_MAX_TOKENS
+        }
+    }
+
     fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
         n >= self.matmul_q_min_tokens
             && n <= self.matmul_q_max_tokens
