@@ -572,7 +572,7 @@ impl GpuContext {
                 check(code, "matrix-vector product")?;
                 continue;
             }
-            if self.matmul_q(mtx, n) && n <= self.matmul_q_tree_max_tokens {
+            if self.tree_matmul(mtx, n) {
                 let row_tiles = self.matmul_q_tree_rows.unwrap_or(MATMUL_Q_TREE_ROWS);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
                 // rows prepared by rf_act; y rows hold ldy floats; rope_ptr (nullable) points at
@@ -662,17 +662,18 @@ impl GpuContext {
 }
 
 impl GpuContext {
-    /// Whether this matrix's product for a step of n tokens runs as the int8 mat-mat.
     /// Whether `m`'s product for n tokens takes a kernel with the RoPE epilogue (`project`'s
     /// `rope_kv`): the mat-vec or the tree mat-mat.
     fn rotates_itself(&self, m: &GpuMatrix, n: usize) -> bool {
-        if self.matmul_q(m, n) {
-            n <= self.matmul_q_tree_max_tokens
-        } else {
-            n <= MATVEC_MAX_TOKENS
-        }
+        self.tree_matmul(m, n) || (n <= MATVEC_MAX_TOKENS && !self.matmul_q(m, n))
     }
 
+    /// Whether this matrix's int8 mat-mat for n tokens is the tree kernel's.
+    fn tree_matmul(&self, m: &GpuMatrix, n: usize) -> bool {
+        self.matmul_q(m, n) && n <= self.matmul_q_tree_max_tokens
+    }
+
+    /// Whether this matrix's product for a step of n tokens runs as the int8 mat-mat.
     fn matmul_q(&self, m: &GpuMatrix, n: usize) -> bool {
         n >= self.matmul_q_min_tokens
             && n <= self.matmul_q_max_tokens
