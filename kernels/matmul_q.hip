@@ -467,39 +467,58 @@ __global__ void matmul_q_join_kernel(const float* part, int rows, int n, float* 
     *dst = accumulate ? *dst + s : s;
 }
 
-// ---- The tree kernel: a block owns 16 R weight rows and whole canonical trees ----
+// ---- The tree kernel: a block owns 16 R weight rows and whole subtrees of the canonical tree ----
 //
 // The staged kernel above visits a block's positions one after another, so its fixed work (the
 // carries, the joins of split sums) is paid per short block: at 8 tokens a step, most of its
-// instructions. Here each of a block's 32 teams (32 lanes) owns one position of the canonical
-// tree instead, partial L = bitrev5(team), for the block's R tiles of 16 rows and NT tiles of 8
-// tokens, and keeps one running sum per output (R x NT x 4 floats). Together the teams cover
-// all 32 partials, so at every step j the block needs groups 32j .. 32j + 31 of its rows and
-// tokens: whole rows of 512 bytes (Q4_0), which the block copies into shared memory together,
-// each thread a 16-byte piece (cp.async, a ring of stages in flight), and each team then reads
-// its fragments from there. Each team reading its own group of every row straight from global
-// memory touches 32 cache lines per step for 576 bytes: that kept L1 at 83-91 % of its
-// throughput and the weights' stream at 1.3-1.5 TB/s on an H100 (Nsight Compute, 8 sequences),
-// whatever the loads in flight. The 32 partial sums meet in shared memory in the tree's order:
-// no scratch, no join launch.
+// instructions. Here each of a block's POS teams (32 lanes) owns one position of the canonical
+// tree instead, for the block's R tiles of 16 rows and NT tiles of 8 tokens, and keeps one
+// running sum per output (R x NT x 4 floats); the teams' positions are an aligned range
+// [POS z, POS z + POS) of the 32 (z = blockIdx.x, one of 32 / POS parts): team i's partial is
+// L_i = bitrev5(POS z + i). Those partials are the L = (32 / POS) m + c0 for m < POS, c0 =
+// bitrev5(POS z), so at every step j the block needs groups 32 j + (32 / POS) m + c0 of each of
+// its rows and tokens: for POS = 32 whole rows of 512 bytes (Q4_0), for POS = 8 every fourth
+// group. The parts of an output block are neighbours in the grid: the halves of a 32-byte
+// sector of Q4_0 weights (groups L, L + 1) that two parts read meet in L2. The block
+// copies them into shared memory together, each thread 16-byte pieces (cp.async, a ring of
+// stages in flight), and each team then reads its fragments from there. Each team reading its
+// own group of every row straight from global memory touched 32 cache lines per step for 576
+// bytes: that kept L1 at 83-91 % of its throughput and the weights' stream at 1.3-1.5 TB/s on an
+// H100 (Nsight Compute, 8 sequences), whatever the loads in flight. The POS partial sums meet in
+// shared memory in the tree's order; with POS = 32 that is the whole tree (no scratch, no join
+// launch), else the block's subtree sum goes to part[z] and matmul_q_join_kernel adds the parts
+// as the tree's top levels.
 //
-// One stage, for the step's 32 groups (L = 0 .. 31) of ROWS = 16 R weight rows and TOK = 8 NT
-// tokens, in bytes:
-//   weights: quant.h's device layout of a small matrix of ROWS x MQT_PADG groups (row r's
-//            group L at r * MQT_PADG + L; the quants of all of them, then the scales), so
+// Why parts at all: the registers of a block hold (outputs) x (positions) running sums, so a
+// block with all 32 positions holds few outputs (16 rows x 32 tokens at 1,024 threads), and for
+// steps of 17-64 tokens each block then read 32 tokens' data (48 bytes a token and group) for
+// 16 rows of weights (18 bytes a row and group, Q4_0): five times the weights' bytes through L2.
+// With 8 positions a block holds 64 rows x 32 tokens, and reads 1.3 times its weights' bytes.
+//
+// One stage, for the step's POS groups (column m: group 32 j + (32 / POS) m + c0, so that a
+// warp's copies read neighbouring groups) of ROWS = 16 R weight rows and TOK = 8 NT tokens, in
+// bytes:
+//   weights: quant.h's device layout of a small matrix of ROWS x PADG groups (row r's column m
+//            at r * PADG + m, PADG = POS + 1; the quants of all of them, then the scales), so
 //            QGroup<T>::pair / scales read it as they read global memory; the pad group keeps
 //            the rows of a fragment load on different banks;
-//   tokens:  per token its 32 int8 groups (MQT_TQ bytes apart), then per token its 32 float4
-//            scales (MQT_TS bytes apart), both padded for the banks.
-#define MQT_PADG 33
-#define MQT_TQ (32 * 32 + 16)
-#define MQT_TS (33 * 16)
-template <int T, int R, int NT> struct MqTreeStage {
+//   tokens:  per token its POS int8 groups (TQ bytes apart), then per token its POS float4
+//            scales (TS bytes apart), both padded for the banks.
+#define MQT_NONE (1 << 30)  // above any 32 j + group of a row (cols < 2^31)
+template <int T, int R, int NT, int POS> struct MqTreeStage {
+    static_assert(POS == 32 || POS == 16 || POS == 8, "POS: an aligned subtree of the 32");
+    static constexpr int THREADS = 32 * POS;
     static constexpr int QB = Fmt<T>::qbytes, SB = Fmt<T>::sbytes;
+    static_assert(QB % 16 == 0, "a group's quants are whole 16-byte pieces");
     static constexpr int ROWS = 16 * R, TOK = 8 * NT;
-    static constexpr int NGS = ROWS * MQT_PADG;                  // groups of the small matrix
+    static constexpr int PADG = POS + 1;
+    // A token's 8-byte fragment loads of a half-warp (4 tokens x 4 pairs of words) cover the 32
+    // banks once when tokens lie 8 words apart modulo 32; the scales' 16-byte loads (tokens 2t
+    // of a quarter-warp) when tokens lie 4 apart.
+    static constexpr int TQ = POS * 32 + 32, TS = PADG * 16;
+    static constexpr int NGS = ROWS * PADG;  // groups of the small matrix
     static constexpr int WBYTES = (NGS * (QB + SB) + 15) / 16 * 16;
-    static constexpr int TBYTES = TOK * (MQT_TQ + MQT_TS);
+    static constexpr int TBYTES = TOK * (TQ + TS);
     static constexpr int BYTES = WBYTES + TBYTES;
     // Stages in flight: three on NVIDIA; on AMD two, within 64 KiB of LDS.
 #if defined(RF_PLATFORM_AMD)
@@ -510,119 +529,119 @@ template <int T, int R, int NT> struct MqTreeStage {
 #endif
     // Copies of a stage: 16-byte pieces of the weights' quants, 2-byte pieces of their scales
     // (too small and unaligned in the padded layout for cp.async: they pass through
-    // registers), 16-byte pieces of the tokens' groups and scales.
-    static constexpr int NQ = ROWS * 2 * QB, NS = ROWS * 16 * SB, NT16 = TOK * (64 + 32);
-    static constexpr int KQ = (NQ + 1023) / 1024, KS = (NS + 1023) / 1024;
-    static constexpr int KT = (NT16 + 1023) / 1024;
+    // registers), 16-byte pieces of the tokens' groups (two a group) and scales (one).
+    static constexpr int CQ = QB / 16, CS = SB / 2;
+    static constexpr int NQ = ROWS * POS * CQ, NS = ROWS * POS * CS, NT16 = TOK * POS * 3;
+    static constexpr int KQ = (NQ + THREADS - 1) / THREADS, KS = (NS + THREADS - 1) / THREADS;
+    static constexpr int KT = (NT16 + THREADS - 1) / THREADS;
 };
 
-// The offsets of one thread's copies at step 0 and which group of the step each copies (a step
-// j adds 32 j groups; a piece whose group is past the row's end is not copied, nor one marked
-// MQT_NONE: a thread with fewer pieces of a kind than others).
-#define MQT_NONE (1 << 30)  // above any 32 j + group of a row (cols < 2^31)
-template <int T, int R, int NT> struct MqTreePlan {
-    using S = MqTreeStage<T, R, NT>;
+// The offsets of one thread's copies at step 0, where each goes in a stage, and which group of
+// the step each copies (a step j adds 32 j groups; a piece whose group is past the row's end
+// is not copied, nor one marked MQT_NONE: a thread with fewer pieces of a kind than others, or
+// a token past the step's end). The stage's rows of tokens past the end keep whatever they
+// held: their sums are never stored, and no other output reads them (each output is one row
+// and one token of the MMA's tile). Copying the last token there instead sent all those copies
+// of every block to the same few L2 lines: steps of 20 tokens ran the 64 x 32 blocks at 475
+// GB/s, 32 tokens at 640 (H100, gate|up).
+template <int T, int R, int NT, int POS> struct MqTreePlan {
+    using S = MqTreeStage<T, R, NT, POS>;
     uint32_t q_src[S::KQ], s_src[S::KS], t_src[S::KT];  // bytes, u16 pieces, bytes
     int q_g[S::KQ], s_g[S::KS], t_g[S::KT];              // group in the step, or MQT_NONE
+    uint16_t q_dst[S::KQ], s_dst[S::KS], t_dst[S::KT];   // bytes, u16 pieces, bytes
 
-    __device__ void init(int rows, int r_blk, int cols, int ng, int n, int t0) {
+    __device__ void init(int rows, int r_blk, int cols, int ng, int n, int t0, int p0) {
         const int tid = threadIdx.x;
+        const int c0 = mq_bitrev5(p0);  // column c holds partial L = (32 / POS) c + c0
 #pragma unroll
         for (int k = 0; k < S::KQ; k++) {
-            const int i = tid + 1024 * k, r = i / (2 * S::QB), c = i % (2 * S::QB);
-            q_g[k] = i < S::NQ ? c * 16 / S::QB : MQT_NONE;
-            q_src[k] = (uint32_t)min(r_blk + r, rows - 1) * ng * S::QB + 16 * c;
+            const int i = tid + S::THREADS * k, r = i / (POS * S::CQ), c = i / S::CQ % POS;
+            const int L = 32 / POS * c + c0;
+            q_g[k] = i < S::NQ ? L : MQT_NONE;
+            q_src[k] = ((uint32_t)min(r_blk + r, rows - 1) * ng + L) * S::QB + 16 * (i % S::CQ);
+            q_dst[k] = (uint16_t)((r * S::PADG + c) * S::QB + 16 * (i % S::CQ));
         }
 #pragma unroll
         for (int k = 0; k < S::KS; k++) {
-            const int i = tid + 1024 * k, r = i / (16 * S::SB), p = i % (16 * S::SB);
-            s_g[k] = i < S::NS ? 2 * p / S::SB : MQT_NONE;
-            s_src[k] = (uint32_t)min(r_blk + r, rows - 1) * ng * (S::SB / 2) + p;
+            const int i = tid + S::THREADS * k, r = i / (POS * S::CS), c = i / S::CS % POS;
+            const int L = 32 / POS * c + c0;
+            s_g[k] = i < S::NS ? L : MQT_NONE;
+            s_src[k] = ((uint32_t)min(r_blk + r, rows - 1) * ng + L) * S::CS + i % S::CS;
+            s_dst[k] = (uint16_t)((r * S::PADG + c) * S::CS + i % S::CS);
         }
 #pragma unroll
         for (int k = 0; k < S::KT; k++) {
-            const int i = tid + 1024 * k;
-            if (i < S::TOK * 64) {  // token groups: 64 pieces a token
-                const int tok = min(t0 + i / 64, n - 1), c = i % 64;
-                t_g[k] = c / 2;
-                t_src[k] = (uint32_t)tok * cols + 16 * c;
-            } else {  // token scales: 32 float4 a token
-                const int u = i - S::TOK * 64, tok = min(t0 + u / 32, n - 1);
-                t_g[k] = u < S::TOK * 32 ? u % 32 : MQT_NONE;
-                t_src[k] = ((uint32_t)tok * ng + u % 32) * 16;
+            const int i = tid + S::THREADS * k;
+            if (i < S::TOK * POS * 2) {  // token groups: two pieces a group
+                const int u = i / (2 * POS), c = i / 2 % POS, h = i % 2;
+                const int tok = min(t0 + u, n - 1), L = 32 / POS * c + c0;
+                t_g[k] = t0 + u < n ? L : MQT_NONE;
+                t_src[k] = (uint32_t)tok * cols + 32 * L + 16 * h;
+                t_dst[k] = (uint16_t)(S::WBYTES + u * S::TQ + 32 * c + 16 * h);
+            } else {  // token scales: one float4 a group
+                const int v = i - S::TOK * POS * 2, u = v / POS, c = v % POS;
+                const int tok = min(t0 + u, n - 1), L = 32 / POS * c + c0;
+                t_g[k] = v < S::TOK * POS && t0 + u < n ? L : MQT_NONE;
+                t_src[k] = ((uint32_t)tok * ng + L) * 16;
+                t_dst[k] = (uint16_t)(S::WBYTES + S::TOK * S::TQ + u * S::TS + 16 * c);
             }
         }
-    }
-    // Where piece k of each kind goes in a stage.
-    __device__ static int q_dst(int k) {
-        const int i = threadIdx.x + 1024 * k;
-        return i / (2 * S::QB) * MQT_PADG * S::QB + 16 * (i % (2 * S::QB));
-    }
-    __device__ static int s_dst(int k) {  // in u16 pieces from the scales' start
-        const int i = threadIdx.x + 1024 * k;
-        return i / (16 * S::SB) * MQT_PADG * (S::SB / 2) + i % (16 * S::SB);
-    }
-    __device__ static int t_dst(int k) {
-        const int i = threadIdx.x + 1024 * k;
-        if (i < S::TOK * 64) return S::WBYTES + i / 64 * MQT_TQ + 16 * (i % 64);
-        const int u = i - S::TOK * 64;
-        return S::WBYTES + S::TOK * MQT_TQ + u / 32 * MQT_TS + 16 * (u % 32);
     }
 };
 
 // Issues the asynchronous copies of step j into `st` (weights, or the tokens once the previous
 // kernel is done) and loads the weights' scale pieces into `sc` (stored by mq_tree_store).
-template <int T, int R, int NT>
+template <int T, int R, int NT, int POS>
 __device__ __forceinline__ void mq_tree_issue_weights(uint8_t* st, uint16_t* sc,
-                                                      const MqTreePlan<T, R, NT>& plan,
+                                                      const MqTreePlan<T, R, NT, POS>& plan,
                                                       const uint8_t* w, size_t ng_total, int ng,
                                                       int j) {
-    using S = MqTreeStage<T, R, NT>;
+    using S = MqTreeStage<T, R, NT, POS>;
 #pragma unroll
     for (int k = 0; k < S::KQ; k++)
         if (32 * j + plan.q_g[k] < ng)
-            mq_copy16(st + plan.q_dst(k), w + plan.q_src[k] + (uint32_t)(32 * j * S::QB));
+            mq_copy16(st + plan.q_dst[k], w + plan.q_src[k] + (uint32_t)(32 * j * S::QB));
     const uint16_t* scales = (const uint16_t*)(w + ng_total * S::QB);
 #pragma unroll
     for (int k = 0; k < S::KS; k++)
-        sc[k] = 32 * j + plan.s_g[k] < ng
-                    ? scales[plan.s_src[k] + (uint32_t)(16 * S::SB * j)]
-                    : (uint16_t)0;
+        sc[k] = 32 * j + plan.s_g[k] < ng ? scales[plan.s_src[k] + (uint32_t)(32 * S::CS * j)]
+                                          : (uint16_t)0;
 }
-template <int T, int R, int NT>
+template <int T, int R, int NT, int POS>
 __device__ __forceinline__ void mq_tree_issue_tokens(uint8_t* st,
-                                                     const MqTreePlan<T, R, NT>& plan,
+                                                     const MqTreePlan<T, R, NT, POS>& plan,
                                                      const int8_t* xq, const float4* xs,
                                                      int ng, int j) {
-    using S = MqTreeStage<T, R, NT>;
+    using S = MqTreeStage<T, R, NT, POS>;
 #pragma unroll
     for (int k = 0; k < S::KT; k++) {
-        const int i = threadIdx.x + 1024 * k;
+        const int i = threadIdx.x + S::THREADS * k;
         if (32 * j + plan.t_g[k] >= ng) continue;
-        if (i < S::TOK * 64)
-            mq_copy16(st + plan.t_dst(k), xq + plan.t_src[k] + (uint32_t)(1024 * j));
+        if (i < S::TOK * POS * 2)
+            mq_copy16(st + plan.t_dst[k], xq + plan.t_src[k] + (uint32_t)(1024 * j));
         else
-            mq_copy16(st + plan.t_dst(k),
+            mq_copy16(st + plan.t_dst[k],
                       (const uint8_t*)xs + plan.t_src[k] + (uint32_t)(512 * j));
     }
 }
-template <int T, int R, int NT>
+template <int T, int R, int NT, int POS>
 __device__ __forceinline__ void mq_tree_store(uint8_t* st, const uint16_t* sc,
-                                              const MqTreePlan<T, R, NT>& plan) {
-    using S = MqTreeStage<T, R, NT>;
+                                              const MqTreePlan<T, R, NT, POS>& plan) {
+    using S = MqTreeStage<T, R, NT, POS>;
     uint16_t* dst = (uint16_t*)(st + S::NGS * S::QB);
 #pragma unroll
     for (int k = 0; k < S::KS; k++)
-        if (plan.s_g[k] != MQT_NONE) dst[plan.s_dst(k)] = sc[k];
+        if (plan.s_g[k] != MQT_NONE) dst[plan.s_dst[k]] = sc[k];
 }
 
 // The 16 x 8 tile's exact integer sums for one group, biased (mq_dot's contract); `tq`: the
-// tile's tokens' words of the group in the stage (MQT_TQ bytes a token).
+// tile's tokens' words of the group in the stage (TQ bytes a token).
 #if MQ_MMA
+template <int TQ>
 __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* tq, int lane,
                                             int4 bias, int c[4]) {
     const int g = lane / 4, t = lane % 4;
-    const int2 b = *(const int2*)(tq + g * MQT_TQ + 8 * t);
+    const int2 b = *(const int2*)(tq + g * TQ + 8 * t);
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
         "{%8, %9}, {%10, %11, %12, %13};"
@@ -631,13 +650,14 @@ __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* t
           "r"(bias.y), "r"(bias.z), "r"(bias.w));
 }
 #else
+template <int TQ>
 __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* tq, int lane,
                                             int4 bias, int c[4]) {
     const int t = lane % 4;
     const int init[4] = {bias.x, bias.y, bias.z, bias.w};
 #pragma unroll
     for (int q = 0; q < 4; q++) {
-        const int* x = (const int*)(tq + (2 * t + (q & 1)) * MQT_TQ);
+        const int* x = (const int*)(tq + (2 * t + (q & 1)) * TQ);
         const uint32_t* wr = q < 2 ? a.w0 : a.w1;
         int s = init[q];
 #pragma unroll
@@ -647,53 +667,62 @@ __device__ __forceinline__ void mq_tree_dot(const MqWeights& a, const uint8_t* t
 }
 #endif
 
-// y[t, r] (+)= (x . W^T)[t, r] for rows [16 R blockIdx.x, + 16 R) and tokens [8 NT blockIdx.y,
-// + 8 NT); team w takes position w of every output's tree. Dynamic shared memory: DEPTH
-// stages. On NVIDIA the bound asks for 1,024 threads per multiprocessor (64 registers); HIP's
-// second bound means something else (waves per execution unit) and is left out there.
+// Launch bounds: on NVIDIA the whole-tree blocks (1,024 threads) ask for 64 registers, the
+// part blocks for 128 (two blocks of 256 or one of 512 per multiprocessor: their 64 running
+// sums a thread fit); HIP's second bound means something else (waves per execution unit) and
+// is left out there.
 #if defined(RF_PLATFORM_NVIDIA)
-#define MQ_TREE_BOUNDS __launch_bounds__(1024, 1)
+#define MQ_TREE_BOUNDS(POS) __launch_bounds__(32 * (POS), (POS) == 32 ? 1 : 16 / (POS))
 #else
-#define MQ_TREE_BOUNDS __launch_bounds__(1024)
+#define MQ_TREE_BOUNDS(POS) __launch_bounds__(32 * (POS))
 #endif
-template <int T, int R, int NT>
-__global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, int cols,
-                                                    const int8_t* xq, const float4* xs, int n,
-                                                    float* y, int ldy, int accumulate,
-                                                    RfRopeKv rk) {
-    using S = MqTreeStage<T, R, NT>;
+
+// y[t, r] (+)= (x . W^T)[t, r] for rows [16 R blockIdx.z, + 16 R) and tokens [8 NT blockIdx.y,
+// + 8 NT) (the parts and token blocks of one row block are neighbours: they meet in L2); team
+// i takes position POS blockIdx.x + i of every output's tree. With POS < 32 the block writes
+// its subtree sums to part[blockIdx.x][t][r] instead (and takes no RoPE epilogue).
+// Dynamic shared memory: DEPTH stages.
+template <int T, int R, int NT, int POS>
+__global__ void MQ_TREE_BOUNDS(POS)
+    matmul_q_tree_kernel(const uint8_t* w, int rows, int cols, const int8_t* xq,
+                         const float4* xs, int n, float* y, int ldy, int accumulate, float* part,
+                         RfRopeKv rk) {
+    using S = MqTreeStage<T, R, NT, POS>;
     constexpr int DEPTH = S::DEPTH;
     extern __shared__ __align__(16) uint8_t mq_smem[];
     const int lane = threadIdx.x % 32, team = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
-    const int r_blk = blockIdx.x * S::ROWS;
+    const int p0 = POS * blockIdx.x;
     const int t0 = blockIdx.y * S::TOK;
+    const int r_blk = blockIdx.z * S::ROWS;
     const int ng = cols / 32;
     const size_t ng_total = (size_t)rows * ng;
     const int n_here = min(S::TOK, n - t0);
-    const int L = mq_bitrev5(team);
+    const int L = mq_bitrev5(p0 + team);
+    const int col = L / (32 / POS);    // this team's column of the stages
     const int steps = (ng + 31) / 32;  // the block's; this team's partial has mq_groups(L, ng)
 
-    MqTreePlan<T, R, NT> plan;
-    plan.init(rows, r_blk, cols, ng, n, t0);
+    MqTreePlan<T, R, NT, POS> plan;
+    plan.init(rows, r_blk, cols, ng, n, t0, p0);
     uint16_t sc[DEPTH - 1][S::KS];
     // Weights are written by no kernel: the first stages' are in flight before the previous
     // kernel (which writes the activations) has finished.
 #pragma unroll
     for (int b = 0; b < DEPTH - 1; b++)
         if (b < steps)
-            mq_tree_issue_weights<T, R, NT>(mq_smem + b * S::BYTES, sc[b], plan, w, ng_total, ng,
-                                            b);
+            mq_tree_issue_weights<T, R, NT, POS>(mq_smem + b * S::BYTES, sc[b], plan, w,
+                                                 ng_total, ng, b);
     rf_wait_previous();
     rf_release_next();
 #pragma unroll
     for (int b = 0; b < DEPTH - 1; b++) {
-        if (b < steps) mq_tree_issue_tokens<T, R, NT>(mq_smem + b * S::BYTES, plan, xq, xs, ng, b);
+        if (b < steps)
+            mq_tree_issue_tokens<T, R, NT, POS>(mq_smem + b * S::BYTES, plan, xq, xs, ng, b);
         mq_commit();
     }
 #pragma unroll
     for (int b = 0; b < DEPTH - 1; b++)
-        if (b < steps) mq_tree_store<T, R, NT>(mq_smem + b * S::BYTES, sc[b], plan);
+        if (b < steps) mq_tree_store<T, R, NT, POS>(mq_smem + b * S::BYTES, sc[b], plan);
 
     float run[R][NT][4];
 #pragma unroll
@@ -712,37 +741,38 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
         __syncthreads();
         const bool issued = j + DEPTH - 1 < steps;
         if (issued) {
-            mq_tree_issue_weights<T, R, NT>(mq_smem + ibuf * S::BYTES, sc[0], plan, w, ng_total,
-                                            ng, j + DEPTH - 1);
-            mq_tree_issue_tokens<T, R, NT>(mq_smem + ibuf * S::BYTES, plan, xq, xs, ng,
-                                           j + DEPTH - 1);
+            mq_tree_issue_weights<T, R, NT, POS>(mq_smem + ibuf * S::BYTES, sc[0], plan, w,
+                                                 ng_total, ng, j + DEPTH - 1);
+            mq_tree_issue_tokens<T, R, NT, POS>(mq_smem + ibuf * S::BYTES, plan, xq, xs, ng,
+                                                j + DEPTH - 1);
         }
         mq_commit();  // an empty group keeps the wait above uniform
         const uint8_t* st = mq_smem + buf * S::BYTES;
         if (L + 32 * j < ng) {
-            const uint8_t* tq = st + S::WBYTES + L * 32;
-            const uint8_t* ts = st + S::WBYTES + S::TOK * MQT_TQ + L * 16;
+            const uint8_t* tq = st + S::WBYTES + col * 32;
+            const uint8_t* ts = st + S::WBYTES + S::TOK * S::TQ + col * 16;
             MqWeights a[R];
             float2 dm0[R], dm1[R];
 #pragma unroll
             for (int q = 0; q < R; q++) {
-                const size_t Ga = (size_t)(16 * q + g) * MQT_PADG + L;
-                const size_t Gb = Ga + 8 * MQT_PADG;
+                const size_t Ga = (size_t)(16 * q + g) * S::PADG + col;
+                const size_t Gb = Ga + 8 * S::PADG;
                 mq_load<T>(st, S::NGS, Ga, Gb, t, a[q]);
                 dm0[q] = QGroup<T>::scales(st, S::NGS, Ga);
                 dm1[q] = QGroup<T>::scales(st, S::NGS, Gb);
             }
 #pragma unroll
             for (int i = 0; i < NT; i++) {
-                const float2 xa = QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t) * MQT_TS));
+                const float2 xa =
+                    QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t) * S::TS));
                 const float2 xb =
-                    QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t + 1) * MQT_TS));
+                    QGroup<T>::prep(*(const float4*)(ts + (8 * i + 2 * t + 1) * S::TS));
                 const int ba = QGroup<T>::mm_bias(xa), bb = QGroup<T>::mm_bias(xb);
                 const int4 bias = make_int4(ba, bb, ba, bb);
 #pragma unroll
                 for (int q = 0; q < R; q++) {
                     int c[4];
-                    mq_tree_dot(a[q], tq + 8 * i * MQT_TQ, lane, bias, c);
+                    mq_tree_dot<S::TQ>(a[q], tq + 8 * i * S::TQ, lane, bias, c);
                     run[q][i][0] = QGroup<T>::mm_term(c[0], dm0[q], xa, run[q][i][0]);
                     run[q][i][1] = QGroup<T>::mm_term(c[1], dm0[q], xb, run[q][i][1]);
                     run[q][i][2] = QGroup<T>::mm_term(c[2], dm1[q], xa, run[q][i][2]);
@@ -750,7 +780,7 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
                 }
             }
         }
-        if (issued) mq_tree_store<T, R, NT>(mq_smem + ibuf * S::BYTES, sc[0], plan);
+        if (issued) mq_tree_store<T, R, NT, POS>(mq_smem + ibuf * S::BYTES, sc[0], plan);
         buf = buf + 1 == DEPTH ? 0 : buf + 1;
         ibuf = ibuf + 1 == DEPTH ? 0 : ibuf + 1;
     }
@@ -759,11 +789,11 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
 #endif
     __syncthreads();  // the stages are done with: the joins reuse their memory
 
-    // The tree over the 32 positions, one output per thread: neighbours first, then pairs of
-    // pairs, as the mat-vec's butterfly adds at lane 0. The buffer, [team][tile][accumulator]
-    // [lane], takes PT tiles (of R x NT) at a time.
-    constexpr int TILES = R * NT, PT = TILES < 2 ? TILES : 2;
-    static_assert(32 * PT * 128 * 4 <= DEPTH * S::BYTES, "the join buffer fits the stages");
+    // The tree over the block's POS positions, one output per thread: neighbours first, then
+    // pairs of pairs, as the mat-vec's butterfly adds at lane 0. The buffer, [team][tile]
+    // [accumulator][lane], takes PT tiles (of R x NT) at a time.
+    constexpr int TILES = R * NT, PT = TILES < 64 / POS ? TILES : 64 / POS;
+    static_assert(POS * PT * 128 * 4 <= DEPTH * S::BYTES, "the join buffer fits the stages");
     float(*sub)[PT][4][32] = (float(*)[PT][4][32])mq_smem;
 #pragma unroll
     for (int u0 = 0; u0 < TILES; u0 += PT) {
@@ -772,20 +802,22 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
 #pragma unroll
             for (int k = 0; k < 4; k++) sub[team][v][k][lane] = run[(u0 + v) / NT][(u0 + v) % NT][k];
         __syncthreads();
-        for (int o = threadIdx.x; o < PT * 128; o += blockDim.x) {
+        for (int o = threadIdx.x; o < PT * 128; o += S::THREADS) {
             const int v = o / 128, k = (o / 32) % 4, l = o % 32;
             const int u = u0 + v, q = u / NT, i = u % NT;
             const int tok = 8 * i + 2 * (l % 4) + (k & 1);
             const int r = r_blk + 16 * q + l / 4 + 8 * (k >> 1);
             const bool live = tok < n_here && r < rows;
-            float a[32];
+            float a[POS];
 #pragma unroll
-            for (int m = 0; m < 32; m++) a[m] = sub[m][v][k][l];
+            for (int m = 0; m < POS; m++) a[m] = sub[m][v][k][l];
 #pragma unroll
-            for (int step = 1; step < 32; step *= 2)
+            for (int step = 1; step < POS; step *= 2)
 #pragma unroll
-                for (int m = 0; m + step < 32; m += 2 * step) a[m] = a[m] + a[m + step];
-            if (rk.rot) {
+                for (int m = 0; m + step < POS; m += 2 * step) a[m] = a[m] + a[m + step];
+            if (POS < 32) {
+                if (live) part[((size_t)blockIdx.x * n + t0 + tok) * rows + r] = a[0];
+            } else if (rk.rot) {
                 // Rows r and r ^ 1 (one RoPE pair) are lanes l and l ^ 4 of this warp, the same
                 // token: the even row's lane rotates and stores both (rows is even).
                 const float odd = rf_shfl_xor(a[0], 4);
@@ -797,12 +829,13 @@ __global__ void MQ_TREE_BOUNDS matmul_q_tree_kernel(const uint8_t* w, int rows, 
         }
         if (u0 + PT < TILES) __syncthreads();  // the buffer is free for the next tiles
     }
-    if (rk.rot && blockIdx.y == 0) rf_note_cells(rk, n);
+    if (POS == 32 && rk.rot && blockIdx.y == 0 && blockIdx.z == 0) rf_note_cells(rk, n);
 }
 
 // The RoPE epilogue after a product that could not take it (the staged kernel, where a device
-// cannot give the tree kernel its shared memory): each (token, pair) of y's rows read back,
-// rotated and stored as the tree kernel would have. Grid (pairs / RF_BLOCK, n).
+// cannot give the tree kernel its shared memory; the tree kernel in parts): each (token, pair)
+// of y's rows read back, rotated and stored as the tree kernel would have. Grid (pairs /
+// RF_BLOCK, n).
 __global__ void mq_rope_after_kernel(float* y, int ldy, int rows, int n, RfRopeKv rk) {
     rf_wait_previous();
     rf_release_next();
@@ -819,13 +852,13 @@ static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* 
                             const float4* xs, int n, float* y, int ldy, int accumulate,
                             int parts, float* part, hipStream_t s);
 
-// Whether this device lets a block of matmul_q_tree_kernel<T, R, NT> have `bytes` of dynamic
-// shared memory: above the default 48 KiB NVIDIA wants the kernel allowed once per device
-// (sm_86 / sm_89 give a block at most 99 KiB, sm_80 163 KiB, sm_90 227 KiB); AMD's stages fit
-// the 64 KiB of LDS (MqTreeStage's assert) without asking.
+// Whether this device lets a block of matmul_q_tree_kernel<T, R, NT, POS> have `bytes` of
+// dynamic shared memory: above the default 48 KiB NVIDIA wants the kernel allowed once per
+// device (sm_86 / sm_89 give a block at most 99 KiB, sm_80 163 KiB, sm_90 227 KiB); AMD's
+// stages fit the 64 KiB of LDS (MqTreeStage's assert) without asking.
 // ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES (set: refuse every shape) lets the GPU tests take the
 // fallbacks on a device that would allow them.
-template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
+template <int T, int R, int NT, int POS> static bool mq_tree_allowed(int bytes) {
     static const bool refuse_all = getenv("ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES") != nullptr;
     if (refuse_all) return false;
 #if defined(RF_PLATFORM_NVIDIA)
@@ -835,7 +868,7 @@ template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
     if (hipGetDevice(&dev) != hipSuccess) return false;
     int ok = dev >= 0 && dev < MAX_DEVICES ? allowed[dev].load(std::memory_order_relaxed) : 0;
     if (ok == 0) {
-        ok = hipFuncSetAttribute((const void*)matmul_q_tree_kernel<T, R, NT>,
+        ok = hipFuncSetAttribute((const void*)matmul_q_tree_kernel<T, R, NT, POS>,
                                  hipFuncAttributeMaxDynamicSharedMemorySize, bytes) == hipSuccess
                  ? 1
                  : -1;
@@ -849,18 +882,32 @@ template <int T, int R, int NT> static bool mq_tree_allowed(int bytes) {
 #endif
 }
 
-// One block per 16 R rows and 8 NT tokens, the stages in dynamic shared memory; false (nothing
-// launched) where the device cannot give a block that much.
-template <int T, int R, int NT>
+// One block per 16 R rows, 8 NT tokens and POS positions, the stages in dynamic shared memory;
+// with POS < 32 the parts' subtree sums through `part` and the join (then the RoPE epilogue of
+// its own). False (nothing launched) where the device cannot give a block that much.
+template <int T, int R, int NT, int POS>
 static bool launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* xq,
                            const float4* xs, int n, float* y, int ldy, int accumulate,
-                           const RfRopeKv& rk, hipStream_t s) {
-    using S = MqTreeStage<T, R, NT>;
+                           float* part, const RfRopeKv& rk, hipStream_t s) {
+    using S = MqTreeStage<T, R, NT, POS>;
     constexpr int bytes = S::DEPTH * S::BYTES;
-    if (!mq_tree_allowed<T, R, NT>(bytes)) return false;
-    const dim3 grid((rows + S::ROWS - 1) / S::ROWS, (n + S::TOK - 1) / S::TOK);
-    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, NT>), grid, dim3(1024), bytes, s, w, rows,
-                         cols, xq, xs, n, y, ldy, accumulate, rk);
+    constexpr int parts = 32 / POS;
+    if (!mq_tree_allowed<T, R, NT, POS>(bytes)) return false;
+    const dim3 grid(parts, (n + S::TOK - 1) / S::TOK, (rows + S::ROWS - 1) / S::ROWS);
+    const RfRopeKv none = {};
+    RF_LAUNCH_OVERLAPPED((matmul_q_tree_kernel<T, R, NT, POS>), grid, dim3(S::THREADS), bytes, s,
+                         w, rows, cols, xq, xs, n, y, ldy, accumulate, part,
+                         parts == 1 ? rk : none);
+    if (parts > 1) {
+        const dim3 jgrid((unsigned)(((size_t)rows * n + RF_BLOCK - 1) / RF_BLOCK));
+        RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<parts>, jgrid, dim3(RF_BLOCK), 0, s, part,
+                             rows, n, y, ldy, accumulate);
+        if (rk.rot) {
+            const dim3 rgrid((rows / 2 + RF_BLOCK - 1) / RF_BLOCK, n);
+            RF_LAUNCH_OVERLAPPED(mq_rope_after_kernel, rgrid, dim3(RF_BLOCK), 0, s, y, ldy, rows,
+                                 n, rk);
+        }
+    }
     return true;
 }
 
@@ -949,29 +996,46 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
 // The shape asked for, else smaller ones where the device cannot give a block the stages'
 // shared memory (one row tile, then one token tile: at most 91 KiB), else the staged kernel
 // unsplit (then the RoPE epilogue of its own, where the product takes one): the same bits
-// each way.
+// each way. Steps of more than 16 tokens on NVIDIA take blocks of 64 rows x 32 tokens over 8
+// positions (4 parts, joined), or 16 positions (2 parts) where `part` holds fewer floats.
 template <int T>
 static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int8_t* xq,
                                  const float4* xs, int n, float* y, int ldy, int accumulate,
-                                 int row_tiles, const RfRopeKv& rk, hipStream_t s) {
-#define MQ_TREE_TRY(R, NT) \
-    if (launch_mq_tree<T, R, NT>(w, rows, cols, xq, xs, n, y, ldy, accumulate, rk, s)) return
+                                 int row_tiles, float* part, size_t part_floats,
+                                 const RfRopeKv& rk, hipStream_t s) {
+#define MQ_TREE_TRY(R, NT, POS)                                                                 \
+    if (launch_mq_tree<T, R, NT, POS>(w, rows, cols, xq, xs, n, y, ldy, accumulate, part, rk, \
+                                      s))                                                      \
+    return
 #if defined(RF_PLATFORM_AMD)
     // Two stages of more than one tile of rows or tokens need more than the 64 KiB of LDS for
     // the wider types: one of each, the grid covering the tokens in 8s.
     (void)row_tiles;
-    MQ_TREE_TRY(1, 1);
+    (void)part_floats;
+    MQ_TREE_TRY(1, 1, 32);
 #else
-    // One token tile a block for steps of up to 8 tokens, two beyond (the grid covers the
-    // tokens). Four tiles (32 tokens, one row tile) were slower than the staged kernel at 24
-    // tokens and level at 32; two row tiles of four spill.
-    if (n > 8) {
-        if (row_tiles == 2) MQ_TREE_TRY(2, 2);
-        MQ_TREE_TRY(1, 2);
-    } else if (row_tiles == 2) {
-        MQ_TREE_TRY(2, 1);
+    // One token tile a block for steps of up to 8 tokens, two to 16. Four tiles with all 32
+    // positions (32 tokens, one row tile) were slower than the staged kernel at 24 tokens and
+    // level at 32 (each block read all its tokens' data for 16 rows); two row tiles of four
+    // spill.
+    if (n > 16) {
+        // ROCMFORGE_MATMUL_Q_TREE_WIDE (tuning): 0 the default, 1 16 positions, 2 two row
+        // tiles.
+        static const int wide = [] {
+            const char* e = getenv("ROCMFORGE_MATMUL_Q_TREE_WIDE");
+            return e ? atoi(e) : 0;
+        }();
+        if (part && wide == 2 && (size_t)4 * n * rows <= part_floats) MQ_TREE_TRY(2, 4, 8);
+        if (part && wide == 0 && (size_t)4 * n * rows <= part_floats) MQ_TREE_TRY(4, 4, 8);
+        if (part && (size_t)2 * n * rows <= part_floats) MQ_TREE_TRY(4, 4, 16);
     }
-    MQ_TREE_TRY(1, 1);
+    if (n > 8) {
+        if (row_tiles == 2) MQ_TREE_TRY(2, 2, 32);
+        MQ_TREE_TRY(1, 2, 32);
+    } else if (row_tiles == 2) {
+        MQ_TREE_TRY(2, 1, 32);
+    }
+    MQ_TREE_TRY(1, 1, 32);
 #endif
 #undef MQ_TREE_TRY
     launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
@@ -983,7 +1047,8 @@ static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                                 const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                                int row_tiles, const RfRopeKv* rope_kv, void* stream) {
+                                int row_tiles, float* part, size_t part_floats,
+                                const RfRopeKv* rope_kv, void* stream) {
     if (cols % 32 != 0 || n <= 0 || rows <= 0 || ldy < rows) return RF_ERR_SHAPE;
     // The RoPE epilogue: whole pairs of rows, written, not added, and cells for every token
     // noted by one block's threads.
@@ -1003,8 +1068,8 @@ extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const
     const float4* xs = (const float4*)xq_scales;
     RF_DISPATCH_TYPE(ty, {
         if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
-            launch_mq_tree_shape<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, row_tiles, rk,
-                                    s);
+            launch_mq_tree_shape<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, row_tiles,
+                                    part, part_floats, rk, s);
     });
     return (int)hipGetLastError();
 }

@@ -107,14 +107,18 @@ int rf_matmul_q_supported(int ty);
 int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8_t* xq,
                 const void* xq_scales, int n, float* y, int ldy, int accumulate, int parts,
                 float* part, void* stream);
-// The same products for steps of few tokens, as the mat-vec's bits too: a block of 32 teams
-// takes all 32 positions of its outputs' trees for `row_tiles` = 1 or 2 tiles of 16 rows and 8
-// tokens (steps of up to 8 tokens) or 16 (one and 8 on AMD; smaller shapes, else the staged
-// kernel unsplit, where a device cannot give a block the stages' shared memory). No scratch.
-// rope_kv (nullable): the product is attention's Q|K|V, rotated and stored as by rf_matvec.
+// The same products, as the mat-vec's bits too, by teams that each own one position of their
+// outputs' trees: up to 16 tokens a block of 32 teams takes all 32 positions for `row_tiles` =
+// 1 or 2 tiles of 16 rows and 8 tokens (steps of up to 8 tokens) or 16 (one and 8 on AMD; no
+// scratch); longer steps (NVIDIA) take blocks of 64 rows x 32 tokens over 8 or 16 positions,
+// their subtree sums going through part (at most part_floats floats: 4 or 2 x n x rows) and a
+// join. Smaller shapes, else the staged kernel unsplit, where a device cannot give a block the
+// stages' shared memory. rope_kv (nullable): the product is attention's Q|K|V, rotated and
+// stored as by rf_matvec.
 int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,
                      const void* xq_scales, int n, float* y, int ldy, int accumulate,
-                     int row_tiles, const RfRopeKv* rope_kv, void* stream);
+                     int row_tiles, float* part, size_t part_floats, const RfRopeKv* rope_kv,
+                     void* stream);
 // W (rows, cols) rows [row0, row0 + n_rows) as f16 into out (n_rows, cols).
 int rf_dequant_f16(int ty, const void* w, int rows, int row0, int n_rows, int cols, void* out,
                    void* stream);

@@ -22,9 +22,13 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// `GpuContext::matmul_q_min_tokens`), from H200 runs (Llama-3-8B shape, Q4_0, decode steps of
 /// N sequences, generation tok/s): at 8 the mat-mat 1,111-1,117 vs the mat-vec 834; at 32 the
 /// mat-mat 2,187 vs dequantization + BLAS 2,235; at 64 2,108 vs 3,205-3,414; prompts of 512
-/// tokens 3,300 vs 23,000. Up to 32 tokens a step the products are thus also the CPU's bits.
+/// tokens 3,300 vs 23,000. Since the tree kernel in parts (kernels/matmul_q.hip) takes steps of
+/// 17-64 tokens on NVIDIA, 64 sequences run it against BLAS at 3,641 vs 3,410 tok/s (Q4_0) and
+/// 3,127 vs 3,078 (Q8_0) on an H100, so there steps of up to 64 tokens are int8 mat-mats, and
+/// with them the CPU's bits; AMD keeps 32 (the staged kernel; 64-token blocks of it lost to
+/// BLAS on NVIDIA).
 const MATMUL_Q_MIN_TOKENS: usize = 4;
-const MATMUL_Q_MAX_TOKENS: usize = 32;
+const MATMUL_Q_MAX_TOKENS: usize = if cfg!(feature = "rocm") { 32 } else { 64 };
 /// The fewest blocks a mat-mat launch should have (several per multiprocessor), splitting each
 /// output's sum into up to 16 parts to get there. H100, Llama-3-8B Q4_0, generation tok/s at
 /// 8 / 16 / 32 sequences, two rounds: 512 blocks 942-948 / 1,609-1,633 / 2,132-2,147; 1,024:
@@ -37,7 +41,10 @@ const MATMUL_Q_BLOCKS: usize = 4096;
 /// gave 1,944 / 2,813 against 2,257 / 2,629, so longer steps stay with the staged kernel. On
 /// AMD the tree kernel takes 8 tokens a block (two 16-token stages would not fit the LDS), so
 /// steps of 9-16 would read the weights twice: they stay with the staged kernel (unmeasured).
-const MATMUL_Q_TREE_MAX_TOKENS: usize = if cfg!(feature = "rocm") { 8 } else { 16 };
+/// Since the tree kernel splits longer steps into blocks of 8 positions (64 rows x 32 tokens a
+/// block, kernels/matmul_q.hip), every int8 mat-mat step takes it on NVIDIA: H100, Q4_0, 32
+/// sequences 3,435-3,440 tok/s against the staged kernel's 2,685 (Q8_0 2,941 vs 2,312).
+const MATMUL_Q_TREE_MAX_TOKENS: usize = if cfg!(feature = "rocm") { 8 } else { 64 };
 /// Tokens evaluated per step; longer batches run in several steps.
 pub const MAX_STEP_TOKENS: usize = 512;
 /// Most f16 elements dequantized at once for the BLAS path (128 MiB).

@@ -194,10 +194,12 @@ extern "C" {
         part: *mut f32,
         s: *mut c_void,
     ) -> c_int;
-    /// The same product for steps of few tokens (kernels/matmul_q.hip's tree kernel): 32
-    /// teams a block, each one position of every output's canonical tree, `row_tiles` (1 or 2;
-    /// 1 on AMD) tiles of 16 rows and 8 (steps of up to 8 tokens) or 16 tokens a block.
-    /// `rope_kv` (nullable): Q|K|V rotated and stored as rf_matvec's (not accumulated).
+    /// The same product by the tree kernel (kernels/matmul_q.hip): teams that each own one
+    /// position of every output's canonical tree; up to 16 tokens 32 teams a block,
+    /// `row_tiles` (1 or 2; 1 on AMD) tiles of 16 rows and 8 or 16 tokens; longer steps
+    /// (NVIDIA) 64 rows x 32 tokens over 8 or 16 positions, the subtree sums through `part`
+    /// (`part_floats` floats) and a join. `rope_kv` (nullable): Q|K|V rotated and stored as
+    /// rf_matvec's (not accumulated).
     pub fn rf_matmul_q_tree(
         ty: c_int,
         w: *const c_void,
@@ -210,6 +212,8 @@ extern "C" {
         ldy: c_int,
         accumulate: c_int,
         row_tiles: c_int,
+        part: *mut f32,
+        part_floats: usize,
         rope_kv: *const RopeKv,
         s: *mut c_void,
     ) -> c_int;

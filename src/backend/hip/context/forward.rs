@@ -575,8 +575,9 @@ impl GpuContext {
             if self.tree_matmul(mtx, n) {
                 let row_tiles = self.matmul_q_tree_rows.unwrap_or(MATMUL_Q_TREE_ROWS);
                 // SAFETY: weight buffer of rows x cols in `ty`; int8 activations and scales of n
-                // rows prepared by rf_act; y rows hold ldy floats; rope_ptr (nullable) points at
-                // part_rope, alive across the call.
+                // rows prepared by rf_act; y rows hold ldy floats; mm_part holds
+                // MATMUL_PART_FLOATS floats; rope_ptr (nullable) points at part_rope, alive
+                // across the call.
                 let code = unsafe {
                     ffi::rf_matmul_q_tree(
                         ty,
@@ -590,6 +591,8 @@ impl GpuContext {
                         ldy as i32,
                         accumulate as i32,
                         row_tiles as i32,
+                        self.s.mm_part.at(0),
+                        super::MATMUL_PART_FLOATS,
                         rope_ptr,
                         st,
                     )
