@@ -17,15 +17,7 @@ L=/tmp/llama-build/bin
 export LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH
 R=$OUT/results
 mkdir -p "$R"
-list=()
-for shape in llama3-mini tiny smollm2-135m; do
-    for ty in q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl; do
-        f=/tmp/p-$shape-$ty.gguf
-        $D/rocmforge_synth --shape $shape --type $ty --vocab $V --out $f >/dev/null
-        list+=("$f")
-    done
-done
-models=$(IFS=,; echo "${list[*]}")
+models=$(blocks32_parity_models)
 parity() { # label env...
     local lab=$1; shift
     for t in thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu \

@@ -13,15 +13,7 @@ source scripts/gpu/unpack-carried.sh
 L=/tmp/llama-build/bin
 export LD_LIBRARY_PATH=$L:$LD_LIBRARY_PATH
 if [ -z "${SKIP_PARITY:-}" ]; then
-    list=()
-    for shape in llama3-mini tiny smollm2-135m; do
-        for ty in q4_0 q8_0 q4_1 q5_0 q5_1 iq4_nl; do
-            f=/tmp/p-$shape-$ty.gguf
-            $D/rocmforge_synth --shape $shape --type $ty --vocab $V --out $f >/dev/null
-            list+=("$f")
-        done
-    done
-    models=$(IFS=,; echo "${list[*]}")
+    models=$(blocks32_parity_models)
     for t in thirty_two_sequences_in_mixed_batches_match_each_alone_on_the_gpu \
         gpu_matches_cpu_on_listed_models; do
         ROCMFORGE_GPU_MODELS="$models" ROCMFORGE_EXPECT_GPU=1 ROCMFORGE_GPU_REPORT=$OUT/parity.jsonl \
