@@ -520,6 +520,7 @@ template <int T, int R, int NT, int POS> struct MqTreeStage {
     static constexpr int WBYTES = (NGS * (QB + SB) + 15) / 16 * 16;
     static constexpr int TBYTES = TOK * (TQ + TS);
     static constexpr int BYTES = WBYTES + TBYTES;
+    static_assert(BYTES <= 65536, "a stage's offsets fit the plan's 16 bits");
     // Stages in flight: three on NVIDIA; on AMD two, within 64 KiB of LDS.
 #if defined(RF_PLATFORM_AMD)
     static constexpr int DEPTH = 2;
