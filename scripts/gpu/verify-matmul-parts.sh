@@ -8,7 +8,8 @@
 # ($D/rocmforge_bench_base, the same call's baseline). Expects dist/gpu.tar.xz
 # (scripts/gpu/build-dist.sh, plus rocmforge_bench_base if wanted) and
 # dist/llbin/llama-bin.tar.xz (scripts/gpu/build-llama-cuda.sh). Writes everything under $OUT
-# as one archive, results.tgz.
+# as one archive, results.tgz. NPL, TYPES as verify-matmul-tree.sh; VARIANTS=0 skips the
+# tuning variants (two row tiles, 16 positions).
 # Usage: OUT=... scripts/gpu/verify-matmul-parts.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,7 +39,7 @@ print(len(rs), "models; with differences:", bad)'
     done
 }
 parity default X=1
-parity rows2 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
+[ "${VARIANTS:-1}" = 1 ] && parity rows2 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
 parity max64 ROCMFORGE_MATMUL_Q_MAX_TOKENS=64 ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS=64
 parity staged ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES=1
 npl=${NPL:-1,4,8,12,16,20,24,32,48,64}
@@ -61,8 +62,10 @@ for ty in ${TYPES:-q4_0 q8_0}; do
             $R/batched.llama_cpp.$ty.jsonl "$ty $k: " 2>&1 | grep -v '^cpu\|^rocmforge ISA'
     }
     run base $D/rocmforge_bench_base $npl X=1
-    run rows2 $D/rocmforge_bench 12,20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
-    run pos16 $D/rocmforge_bench 20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=1
+    if [ "${VARIANTS:-1}" = 1 ]; then
+        run rows2 $D/rocmforge_bench 12,20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
+        run pos16 $D/rocmforge_bench 20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=1
+    fi
     for round in 1 2; do
         run max64 $D/rocmforge_bench $npl ROCMFORGE_MATMUL_Q_MAX_TOKENS=64 \
             ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS=64
