@@ -169,17 +169,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Ok(())
     };
 
-    // Warm-up, as llama-batched-bench: 16 tokens of sequence 0; then a 64-token step, so that
-    // prompt-sized steps' one-time costs (the GPU's BLAS path: its handle's first GEMMs, the
-    // dequantization kernels' first launches) are not charged to the first prompt measured.
+    // Warm-up, as llama-batched-bench: 16 tokens of sequence 0; then a 112-token step, longer
+    // than the GPU's int8 mat-mats take (64 tokens on NVIDIA), so that prompt-sized steps'
+    // one-time costs (the BLAS path: its handle's first GEMMs, the dequantization kernels'
+    // first launches) are not charged to the first prompt measured (with a 64-token warm-up
+    // step, once those took the int8 path, one 128-token prompt measured 1,832 tok/s instead
+    // of 5,405 on an H100). Both within the context, however small the runs make it.
     layout(&mut ctx)?;
-    let warm: Vec<u32> = (0..80).map(|_| rng.token(n_vocab)).collect();
-    decode(&mut ctx, &Batch::for_sequence(&warm[..16], 0, 0), a.n_batch)?;
+    let warm: Vec<u32> = (0..n_ctx.min(128)).map(|_| rng.token(n_vocab)).collect();
+    let first = warm.len().min(16);
     decode(
         &mut ctx,
-        &Batch::for_sequence(&warm[16..], 16, 0),
+        &Batch::for_sequence(&warm[..first], 0, 0),
         a.n_batch,
     )?;
+    if warm.len() > first {
+        decode(
+            &mut ctx,
+            &Batch::for_sequence(&warm[first..], first as i32, 0),
+            a.n_batch,
+        )?;
+    }
 
     let device = if a.gpu { "gpu" } else { "cpu" };
     if !a.jsonl {
