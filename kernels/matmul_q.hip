@@ -1,5 +1,6 @@
-// Quantized matrix-matrix products for steps of many tokens (the staged kernel: 17 and more;
-// the tree kernel below: up to 16): each
+// Quantized matrix-matrix products for steps of many tokens (the tree kernel below: every
+// int8 step on NVIDIA, up to 8 tokens on AMD; the staged kernel: the rest, and where a device
+// refuses the tree kernel's shared memory): each
 // block reads its weights once for up to 32 tokens, and the integer dot products run on the
 // matrix units (int8 MMA, m16n8k32, on NVIDIA sm_80+; 4-way dot products elsewhere) — while
 // every output keeps the exact arithmetic of the mat-vec, so a token's results are the same
