@@ -849,6 +849,31 @@ __global__ void mq_rope_after_kernel(float* y, int ldy, int rows, int n, RfRopeK
     if (blockIdx.y == 0) rf_note_cells(rk, n);
 }
 
+// The join of `parts` (2, 4, 8 or 16) subtree sums part[parts][n][rows] into y.
+static void launch_mq_join(int parts, const float* part, int rows, int n, float* y, int ldy,
+                           int accumulate, hipStream_t s) {
+    const dim3 grid((unsigned)(((size_t)rows * n + RF_BLOCK - 1) / RF_BLOCK));
+#define MQ_JOIN(P)                                                                           \
+    RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<P>, grid, dim3(RF_BLOCK), 0, s, part, rows, n, y, \
+                         ldy, accumulate)
+    if (parts == 2)
+        MQ_JOIN(2);
+    else if (parts == 4)
+        MQ_JOIN(4);
+    else if (parts == 8)
+        MQ_JOIN(8);
+    else
+        MQ_JOIN(16);
+#undef MQ_JOIN
+}
+
+// mq_rope_after_kernel over the n x rows outputs in y.
+static void launch_mq_rope_after(float* y, int ldy, int rows, int n, const RfRopeKv& rk,
+                                 hipStream_t s) {
+    const dim3 grid((rows / 2 + RF_BLOCK - 1) / RF_BLOCK, n);
+    RF_LAUNCH_OVERLAPPED(mq_rope_after_kernel, grid, dim3(RF_BLOCK), 0, s, y, ldy, rows, n, rk);
+}
+
 template <int T>
 static void launch_mq_parts(const uint8_t* w, int rows, int cols, const int8_t* xq,
                             const float4* xs, int n, float* y, int ldy, int accumulate,
@@ -901,14 +926,8 @@ static bool launch_mq_tree(const uint8_t* w, int rows, int cols, const int8_t* x
                          w, rows, cols, xq, xs, n, y, ldy, accumulate, part,
                          parts == 1 ? rk : none);
     if (parts > 1) {
-        const dim3 jgrid((unsigned)(((size_t)rows * n + RF_BLOCK - 1) / RF_BLOCK));
-        RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<parts>, jgrid, dim3(RF_BLOCK), 0, s, part,
-                             rows, n, y, ldy, accumulate);
-        if (rk.rot) {
-            const dim3 rgrid((rows / 2 + RF_BLOCK - 1) / RF_BLOCK, n);
-            RF_LAUNCH_OVERLAPPED(mq_rope_after_kernel, rgrid, dim3(RF_BLOCK), 0, s, y, ldy, rows,
-                                 n, rk);
-        }
+        launch_mq_join(parts, part, rows, n, y, ldy, accumulate, s);
+        if (rk.rot) launch_mq_rope_after(y, ldy, rows, n, rk, s);
     }
     return true;
 }
@@ -976,22 +995,7 @@ extern "C" int rf_matmul_q(int ty, const void* w, int rows, int cols, const int8
         if constexpr (RfType<T>::int8_matvec && !RfType<T>::super_block)
             launch_mq_parts<T>(wb, rows, cols, xq, xs, n, y, ldy, accumulate, parts, part, s);
     });
-    if (parts > 1) {
-        const size_t total = (size_t)rows * n;
-        const dim3 grid((unsigned)((total + RF_BLOCK - 1) / RF_BLOCK));
-#define MQ_JOIN(P)                                                                           \
-    RF_LAUNCH_OVERLAPPED(matmul_q_join_kernel<P>, grid, dim3(RF_BLOCK), 0, s, part, rows, n, y, \
-                         ldy, accumulate)
-        if (parts == 2)
-            MQ_JOIN(2);
-        else if (parts == 4)
-            MQ_JOIN(4);
-        else if (parts == 8)
-            MQ_JOIN(8);
-        else
-            MQ_JOIN(16);
-#undef MQ_JOIN
-    }
+    if (parts > 1) launch_mq_join(parts, part, rows, n, y, ldy, accumulate, s);
     return (int)hipGetLastError();
 }
 
@@ -1021,14 +1025,12 @@ static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int
     // level at 32 (each block read all its tokens' data for 16 rows); two row tiles of four
     // spill.
     if (n > 16) {
-        // ROCMFORGE_MATMUL_Q_TREE_WIDE (tuning): 0 the default, 1 16 positions, 2 two row
-        // tiles.
-        static const int wide = [] {
-            const char* e = getenv("ROCMFORGE_MATMUL_Q_TREE_WIDE");
-            return e ? atoi(e) : 0;
+        // ROCMFORGE_MATMUL_Q_TREE_POSITIONS=16 (tuning) forces the 16-position shape.
+        static const bool sixteen = [] {
+            const char* e = getenv("ROCMFORGE_MATMUL_Q_TREE_POSITIONS");
+            return e && atoi(e) == 16;
         }();
-        if (part && wide == 2 && (size_t)4 * n * rows <= part_floats) MQ_TREE_TRY(2, 4, 8);
-        if (part && wide == 0 && (size_t)4 * n * rows <= part_floats) MQ_TREE_TRY(4, 4, 8);
+        if (part && !sixteen && (size_t)4 * n * rows <= part_floats) MQ_TREE_TRY(4, 4, 8);
         if (part && (size_t)2 * n * rows <= part_floats) MQ_TREE_TRY(4, 4, 16);
     }
     if (n > 8) {
@@ -1041,10 +1043,7 @@ static void launch_mq_tree_shape(const uint8_t* w, int rows, int cols, const int
 #endif
 #undef MQ_TREE_TRY
     launch_mq_parts<T>(w, rows, cols, xq, xs, n, y, ldy, accumulate, 1, nullptr, s);
-    if (rk.rot) {
-        const dim3 grid((rows / 2 + RF_BLOCK - 1) / RF_BLOCK, n);
-        RF_LAUNCH_OVERLAPPED(mq_rope_after_kernel, grid, dim3(RF_BLOCK), 0, s, y, ldy, rows, n, rk);
-    }
+    if (rk.rot) launch_mq_rope_after(y, ldy, rows, n, rk, s);
 }
 
 extern "C" int rf_matmul_q_tree(int ty, const void* w, int rows, int cols, const int8_t* xq,

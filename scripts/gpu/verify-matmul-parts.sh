@@ -2,14 +2,14 @@
 # The tree mat-mat in parts (kernels/matmul_q.hip: steps of 17-64 tokens in blocks of 64 rows x
 # 32 tokens over 8 of the 32 positions, joined) on the GPU machine, in one call: parity of the
 # blocks-of-32 types (every decode, wide and mixed-batch step bit-identical to the CPU) with the
-# defaults, with two row tiles a block, with steps of up to 64 tokens and with the staged
+# defaults, with 16 positions a block, with steps of up to 64 tokens and with the staged
 # fallback forced; then many sequences on the Llama-3-8B shape, Q4_0 and Q8_0, next to
 # llama.cpp's llama-batched-bench and, where the carried build has it, an earlier build
 # ($D/rocmforge_bench_base, the same call's baseline). Expects dist/gpu.tar.xz
 # (scripts/gpu/build-dist.sh, plus rocmforge_bench_base if wanted) and
 # dist/llbin/llama-bin.tar.xz (scripts/gpu/build-llama-cuda.sh). Writes everything under $OUT
 # as one archive, results.tgz. NPL, TYPES as verify-matmul-tree.sh; VARIANTS=0 skips the
-# tuning variants (two row tiles, 16 positions).
+# tuning variant (16 positions).
 # Usage: OUT=... scripts/gpu/verify-matmul-parts.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,7 +39,7 @@ print(len(rs), "models; with differences:", bad)'
     done
 }
 parity default X=1
-[ "${VARIANTS:-1}" = 1 ] && parity rows2 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
+[ "${VARIANTS:-1}" = 1 ] && parity pos16 ROCMFORGE_MATMUL_Q_TREE_POSITIONS=16
 parity max64 ROCMFORGE_MATMUL_Q_MAX_TOKENS=64 ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS=64
 parity staged ROCMFORGE_MATMUL_Q_TREE_REFUSE_STAGES=1
 npl=${NPL:-1,4,8,12,16,20,24,32,48,64}
@@ -62,10 +62,8 @@ for ty in ${TYPES:-q4_0 q8_0}; do
             $R/batched.llama_cpp.$ty.jsonl "$ty $k: " 2>&1 | grep -v '^cpu\|^rocmforge ISA'
     }
     run base $D/rocmforge_bench_base $npl X=1
-    if [ "${VARIANTS:-1}" = 1 ]; then
-        run rows2 $D/rocmforge_bench 12,20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=2
-        run pos16 $D/rocmforge_bench 20,24,32 ROCMFORGE_MATMUL_Q_TREE_WIDE=1
-    fi
+    [ "${VARIANTS:-1}" = 1 ] &&
+        run pos16 $D/rocmforge_bench 20,24,32 ROCMFORGE_MATMUL_Q_TREE_POSITIONS=16
     for round in 1 2; do
         run max64 $D/rocmforge_bench $npl ROCMFORGE_MATMUL_Q_MAX_TOKENS=64 \
             ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS=64

@@ -178,7 +178,8 @@ pub struct GpuContext {
     /// sums are split further (default MATMUL_Q_BLOCKS; tuning).
     matmul_q_blocks: usize,
     /// Mat-mat steps of at most this many tokens take the tree kernel (kernels/matmul_q.hip:
-    /// 16 or 32 rows a block, whole trees, no scratch), longer ones the staged kernel
+    /// whole trees up to 16 tokens, subtrees of 8 positions joined beyond), longer ones the
+    /// staged kernel
     /// (ROCMFORGE_MATMUL_Q_TREE_MAX_TOKENS, default MATMUL_Q_TREE_MAX_TOKENS; 0: never).
     matmul_q_tree_max_tokens: usize,
     /// ROCMFORGE_MATMUL_Q_TREE_ROWS: force its tiles of 16 rows per team (1 or 2; tuning).
