@@ -781,10 +781,19 @@ fn long_context_decode_attention_matches_cpu() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
+    // The cache type: the default (f16), or ROCMFORGE_GPU_CACHE_TYPE (f32, f16, q8_0), so each
+    // of the long-context attention kernels' element types can be checked at depth.
+    let cache_type = match std::env::var("ROCMFORGE_GPU_CACHE_TYPE") {
+        Ok(name) => name
+            .parse()
+            .expect("ROCMFORGE_GPU_CACHE_TYPE: f32, f16 or q8_0"),
+        Err(_) => ContextParams::default().cache_type,
+    };
     // At least 16,384 cells: more than shared memory holds for any head_dim >= 32 (48 KiB).
     let params = ContextParams {
         n_ctx: (n_prompt as usize + 64).max(16_384),
         n_batch: 8,
+        cache_type,
         ..ContextParams::default()
     };
     let mut g = Context::new(&gpu, params.clone()).expect("GPU context");
