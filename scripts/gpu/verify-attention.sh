@@ -13,7 +13,9 @@
 #           only), in parallel; then decode at depth and 1 / 8 / 32 / 64 sequences for
 #           $D/gpu_bench_base and $D/rocmforge_bench_base (an earlier build, where carried),
 #           the defaults and each variant, next to llama-bench and llama-batched-bench (NPL:
-#           the sequence counts, default 1,8,32,64).
+#           the sequence counts, default 1,8,32,64). LONG / LONG_QWEN set the cells (the GQA
+#           kernel takes a single sequence from 4,096 cells with 8 KV heads, 8,192 with
+#           Qwen's 4); SKIP_F32=1 leaves the f32 cache out.
 #           Everything lands in $OUT/results.tgz.
 # Expects dist/gpu.tar.xz (scripts/gpu/build-dist.sh, then `tar -C dist -cJf dist/gpu.tar.xz
 # gpu`) and dist/llbin/llama-bin.tar.xz (scripts/gpu/build-llama-cuda.sh); writes under $OUT.
@@ -85,13 +87,13 @@ compare)
         echo "mixed $lab: rc $? at ${SECONDS}s; $(grep -h 'GPU mixed vs alone' "$R/mixed-$lab.log" | head -2 | tr '\n' ' ')"
     }
     {
-        long default llama 9000 f16 X=1 &
-        long default qwen 9000 f16 X=1 &
-        long default llama 9000 q8_0 X=1 &
-        long default llama 9000 f32 X=1 &
+        long default llama ${LONG:-9000} f16 X=1 &
+        long default qwen ${LONG_QWEN:-9000} f16 X=1 &
+        long default llama ${LONG:-9000} q8_0 X=1 &
+        [ -n "${SKIP_F32:-}" ] || long default llama ${LONG:-9000} f32 X=1 &
         mixed default X=1 &
         for v in ${VARIANTS:-}; do
-            long "$v" llama 9000 f16 "$v" &
+            long "$v" llama ${LONG:-9000} f16 "$v" &
         done
         wait
     } | tee "$R/parity-summary.txt"
