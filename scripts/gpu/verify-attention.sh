@@ -23,14 +23,19 @@
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/verify-attention}
 . scripts/gpu/unpack-carried.sh
-case "${1:-}" in
-parity)
-    OUT_DIR=$OUT MODELS=/tmp/rf-models timeout 300 scripts/gpu/parity.sh > "$OUT/parity.log" 2>&1
-    echo "parity.sh rc $? after ${SECONDS}s"; grep -E "^test |test result" "$OUT/parity.log"
+# The long-context test's 2-layer files: /tmp/p-llama.gguf (Llama-3-8B Q4_K_M) and
+# /tmp/p-qwen.gguf (Qwen2.5-7B Q4_K_M).
+long_context_models() {
     $D/rocmforge_synth --shape llama3-8b --type q4_k_m --layers 2 --vocab $V --out /tmp/p-llama.gguf \
         --threads 16 --distinct-rows 256 > /dev/null
     $D/rocmforge_synth --shape qwen2.5-7b --type q4_k_m --layers 2 --vocab $Q --out /tmp/p-qwen.gguf \
         --threads 16 --distinct-rows 256 > /dev/null
+}
+case "${1:-}" in
+parity)
+    OUT_DIR=$OUT MODELS=/tmp/rf-models timeout 300 scripts/gpu/parity.sh > "$OUT/parity.log" 2>&1
+    echo "parity.sh rc $? after ${SECONDS}s"; grep -E "^test |test result" "$OUT/parity.log"
+    long_context_models
     for run in "llama 9000" "llama 17000" "qwen 9000"; do
         set -- $run
         ROCMFORGE_GPU_MODELS=/tmp/p-$1.gguf ROCMFORGE_GPU_LONG_TOKENS=$2 timeout 150 \
@@ -65,10 +70,7 @@ compare)
     R=$OUT/results
     mkdir -p "$R"
     [ -f "$Q" ] || Q=$V  # the Qwen shape with SmolLM2's vocabulary where Qwen2's is not carried
-    $D/rocmforge_synth --shape llama3-8b --type q4_k_m --layers 2 --vocab $V --out /tmp/p-llama.gguf \
-        --threads 16 --distinct-rows 256 > /dev/null
-    $D/rocmforge_synth --shape qwen2.5-7b --type q4_k_m --layers 2 --vocab $Q --out /tmp/p-qwen.gguf \
-        --threads 16 --distinct-rows 256 > /dev/null
+    long_context_models
     long() { # label model tokens cache env...
         local lab=$1 model=$2 n=$3 ct=$4
         shift 4
