@@ -412,9 +412,10 @@ macro_rules! tile_kernel {
                 let mut acc = [_mm256_setzero_ps(); 16];
                 // 4 x 1 (decode): the mat-vec passes 4 consecutive rows of one matrix, and
                 // calls again for the 4 after them. Each block step prefetches the same block
-                // of a later call's rows (`prefetch_offset`: about 16 KiB on), so that tile
-                // is in cache when it starts: with 4 rows read side by side, the hardware
-                // prefetchers of Zen 3 fell to half the bandwidth of one sequential row.
+                // of a later call's rows (`prefetch_offset`: about 16 KiB on) into L2, so that
+                // tile is near when it starts (`PREFETCH_AHEAD_BYTES`): with 4 rows read side
+                // by side, the hardware prefetchers of Zen 3 fell to half the bandwidth of one
+                // sequential row.
                 // Prefetches never fault, so an address past the matrix is harmless.
                 let next_tile = $crate::quant::dot::prefetch_offset(
                     (w[1] as isize).wrapping_sub(w[0] as isize),
@@ -432,7 +433,7 @@ macro_rules! tile_kernel {
                         if RA == 1 {
                             let av = aprep(ap);
                             for r in 0..4 {
-                                _mm_prefetch::<_MM_HINT_T0>(
+                                _mm_prefetch::<_MM_HINT_T1>(
                                     w[r].wrapping_offset(next_tile).wrapping_add(b * $wb).cast(),
                                 );
                                 vw[r] = wprep(w[r].add(b * $wb));

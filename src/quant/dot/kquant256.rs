@@ -602,7 +602,7 @@ macro_rules! kquant_tile {
                     if RW == 4 {
                         let next = wp.wrapping_offset(next_tile);
                         for line in (0..$wb).step_by(64) {
-                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast());
+                            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line).cast());
                         }
                     }
                     // SAFETY: block b lies inside each used row (caller contract).

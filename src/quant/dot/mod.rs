@@ -322,6 +322,14 @@ pub fn scalar_kernels_for(weight: GgmlType) -> Option<&'static DotKernels> {
 /// of 576 swept 25.7 GB/s one tile ahead, 35.7 at 8 KiB, 42.5 at 16 KiB (benches/quant_dot.rs,
 /// `stream`), and one-thread decode of SmolLM2 went from 143-164 to 181-229 tok/s (Q8_0) and
 /// 142-163 to 185-219 (Q4_1), 8, 16 and 32 KiB alike within the machine's noise.
+///
+/// The kernels prefetch into L2 (`prefetcht1`), not L1: on Zen 4 (32 KiB of L1 data cache
+/// against Zen 5's and Sapphire Rapids' 48) prefetching into L1 left the 4-row tiles at half
+/// the bandwidth of one sequential row. Zen 4 VM, tiles streamed from a 64 MiB matrix, ns per
+/// row, L1 / L2: Q8_0 rows of 576 67 / 29, of 1536 142 / 67; Q4_1 of 1536 94 / 61; Q4_K of
+/// 1536 81 / 46; and 4 or 8 KiB ahead into L1 did no better. One-thread decode of SmolLM2
+/// went from 57 to 126-136 tok/s (Q8_0) and 84-92 to 136-157 (Q4_1). A row prefetched into L2
+/// comes into L1 through the demand loads and the L1 prefetchers at a few cycles' cost.
 pub(crate) const PREFETCH_AHEAD_BYTES: isize = 16 << 10;
 
 /// The byte offset from a decode tile's rows to the rows the kernels prefetch (see
