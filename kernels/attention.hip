@@ -384,9 +384,12 @@ __global__ void __launch_bounds__(GROUPS_ * 32, ATT_MIN_BLOCKS(HD, GROUPS_))
 // cell adds nothing to any sum, so no bit changes (many sequences of one step each read their
 // own cells only).
 //
-// Layout: groups of 32 lanes (GqaShape); scores of GqaShape::cells cells per group per round (their
+// Layout: groups of 32 lanes (GqaShape); scores of GQA_CELLS cells per group per round (their
 // keys' loads in flight together, each key row read once for the GM heads); weighted values
 // with group = a slice of 4 or 8 output elements, lane = cell % 32, cells in flight together.
+// The butterflies of a round's GM x GQA_CELLS scores, and of the GM x slice weighted values,
+// run together by recursive halving (rf_butterfly32_many: the same sums with a fifth of the
+// shuffles and additions of one butterfly each).
 // 16 groups of 32 lanes. (1,024 threads, for 64 registers each and twice the warps in flight,
 // measured slower: the state of four heads no longer fits, and spills.)
 #define GQA_THREADS 512
@@ -472,40 +475,49 @@ __global__ void __launch_bounds__(GQA_THREADS)
             svis[c - c_lo] = (cell_seqs[c] & bit) != 0 && cell_pos[c] >= 0 &&
                              cell_pos[c] <= pos && (window == 0 || pos - cell_pos[c] < window);
         __syncthreads();
-        float mx[GM];
-#pragma unroll
-        for (int g = 0; g < GM; g++) mx[g] = -INFINITY;
+        // Each round's GM x GQA_CELLS scores are summed over the lanes together
+        // (rf_butterfly32_many): a lane ends with the sums of value indices SC::owner(lane) + k,
+        // index = head * GQA_CELLS + cell, so all of a lane's scores belong to head sc_head, and
+        // SC_LANES neighbouring lanes share a head.
+        using SC = RfHalved<GM * GQA_CELLS>;
+        constexpr int SC_LANES = 32 / GM;
+        const int sc_head = lane / SC_LANES;
+        float mx = -INFINITY;  // the largest of sc_head's scores this group saw
         for (int c0 = c_a + grp * GQA_CELLS; c0 < c_b; c0 += GROUPS * GQA_CELLS) {
             float kr[GQA_CELLS][PER_LANE];
-            bool vis[GQA_CELLS];
 #pragma unroll
             for (int b = 0; b < GQA_CELLS; b++) {
                 const int c = c0 + b;
-                vis[b] = c < c_b && svis[c - c_lo] != 0;
+                const bool vis = c < c_b && svis[c - c_lo] != 0;
                 // 32-bit offsets: the host checks that the cache's rows fit them (gqa_launch).
 #pragma unroll
                 for (int e = 0; e < PER_LANE; e++)
-                    kr[b][e] = vis[b] ? rf_kv_at(k_cache, c, kv_dim, kv_off + lane + 32 * e) : 0.0f;
+                    kr[b][e] = vis ? rf_kv_at(k_cache, c, kv_dim, kv_off + lane + 32 * e) : 0.0f;
             }
+            float p[GM * GQA_CELLS];  // [head][cell] lane partials, then their sums
 #pragma unroll
-            for (int b = 0; b < GQA_CELLS; b++) {
-                const int c = c0 + b;
+            for (int g = 0; g < GM; g++)
 #pragma unroll
-                for (int g = 0; g < GM; g++) {
-                    if (g >= G) continue;  // (not break: the loop stays unrolled)
-                    float p = 0.0f;
+                for (int b = 0; b < GQA_CELLS; b++) {
+                    float s = 0.0f;
 #pragma unroll
-                    for (int e = 0; e < PER_LANE; e++) p = p + qr[g][e] * kr[b][e];
-                    p = rf_butterfly32(p) * scale;
-                    if (lane == 0 && c < c_b) sc[g][c - c_lo] = vis[b] ? p : -INFINITY;
-                    if (vis[b]) mx[g] = fmaxf(mx[g], p);
+                    for (int e = 0; e < PER_LANE; e++) s = s + qr[g][e] * kr[b][e];
+                    p[g * GQA_CELLS + b] = s;
                 }
+            rf_butterfly32_many<GM * GQA_CELLS>(p, lane);
+#pragma unroll
+            for (int k = 0; k < SC::held; k++) {
+                const int c = c0 + (SC::owner(lane) + k) % GQA_CELLS;
+                if (c >= c_b || sc_head >= G) continue;
+                const bool vis = svis[c - c_lo] != 0;
+                const float s = p[k] * scale;
+                if (lane % SC::dup == 0) sc[sc_head][c - c_lo] = vis ? s : -INFINITY;
+                if (vis) mx = fmaxf(mx, s);
             }
         }
-        if (lane == 0) {
 #pragma unroll
-            for (int g = 0; g < GM; g++) sm_max[g][grp] = mx[g];
-        }
+        for (int o = SC_LANES / 2; o > 0; o /= 2) mx = fmaxf(mx, rf_shfl_xor(mx, o));
+        if (lane % SC_LANES == 0) sm_max[sc_head][grp] = mx;
         __syncthreads();
         float m[GM];  // each head's largest score in the chunk (-inf: no visible cell)
 #pragma unroll
@@ -538,11 +550,9 @@ __global__ void __launch_bounds__(GQA_THREADS)
         }
         // Weighted values: lane k holds partial k (cells = k mod 32) of this group's slice,
         // for every head; a cell's visibility is the same for all heads.
-        float acc[GM][SLICE];
+        float acc[GM * SLICE];  // [head][element of the slice]
 #pragma unroll
-        for (int g = 0; g < GM; g++)
-#pragma unroll
-            for (int i = 0; i < SLICE; i++) acc[g][i] = 0.0f;
+        for (int i = 0; i < GM * SLICE; i++) acc[i] = 0.0f;
         const int v_off = kv_off + grp * SLICE;
         for (int c0 = c_a32 + lane; c0 < c_b; c0 += CELLS_IN_FLIGHT * RF_LANES) {
             float4 v[CELLS_IN_FLIGHT][QUADS];
@@ -565,27 +575,25 @@ __global__ void __launch_bounds__(GQA_THREADS)
                 for (int g = 0; g < GM; g++) {
                     if (g >= G) continue;  // (not break: the loop stays unrolled)
                     const float w = sc[g][c - c_lo];
+                    float* a = acc + g * SLICE;
 #pragma unroll
                     for (int u = 0; u < QUADS; u++) {
-                        acc[g][4 * u] = acc[g][4 * u] + w * v[b][u].x;
-                        acc[g][4 * u + 1] = acc[g][4 * u + 1] + w * v[b][u].y;
-                        acc[g][4 * u + 2] = acc[g][4 * u + 2] + w * v[b][u].z;
-                        acc[g][4 * u + 3] = acc[g][4 * u + 3] + w * v[b][u].w;
+                        a[4 * u] = a[4 * u] + w * v[b][u].x;
+                        a[4 * u + 1] = a[4 * u + 1] + w * v[b][u].y;
+                        a[4 * u + 2] = a[4 * u + 2] + w * v[b][u].z;
+                        a[4 * u + 3] = a[4 * u + 3] + w * v[b][u].w;
                     }
                 }
             }
         }
+        // All GM x SLICE sums at once; a lane ends with those of indices V::owner(lane) + k.
+        using V = RfHalved<GM * SLICE>;
+        rf_butterfly32_many<GM * SLICE>(acc, lane);
+        if (lane % V::dup == 0) {
 #pragma unroll
-        for (int g = 0; g < GM; g++) {
-            if (g >= G) continue;  // (not break: the loop stays unrolled)
-#pragma unroll
-            for (int i = 0; i < SLICE; i++) acc[g][i] = rf_butterfly32(acc[g][i]);
-            if (lane < SLICE) {
-                float mine = acc[g][0];
-#pragma unroll
-                for (int i = 1; i < SLICE; i++)
-                    if (lane == i) mine = acc[g][i];
-                sm_out[g][grp * SLICE + lane] = mine;
+            for (int k = 0; k < V::held; k++) {
+                const int idx = V::owner(lane) + k, g = idx / SLICE;
+                if (g < G) sm_out[g][grp * SLICE + idx % SLICE] = acc[k];
             }
         }
         __syncthreads();

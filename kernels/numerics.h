@@ -14,6 +14,46 @@
 // v += shfl_xor(v, m), m = 16..1 (float addition is commutative, so all lanes agree).
 __device__ __forceinline__ float rf_butterfly32(float v) { return rf_group32_sum(v); }
 
+// The butterfly of N values at once, by recursive halving. At the level of mask m (16..1) each
+// lane keeps half of the values it holds, sends the other half to lane ^ m and adds the half it
+// receives: lane + partner, the butterfly's sum at that level (float addition is commutative),
+// so every result has the bits of rf_butterfly32 on that value. Once one value is left the
+// remaining levels are plain butterfly steps. N values cost N/2 + N/4 + ... shuffles instead of
+// 5N. HELD and OWNER say where the results land: a lane ends holding x[0..HELD), the sums of
+// values OWNER(lane) + k. With N >= 32, OWNER = lane * N / 32; with N < 32, 32 / N lanes hold
+// each sum (OWNER = lane / (32 / N)).
+template <int N> struct RfHalved {
+    static_assert(N >= 1 && N <= 1024 && (N & (N - 1)) == 0, "a power of two");
+    static constexpr int held = N >= 32 ? N / 32 : 1;
+    static constexpr int dup = N >= 32 ? 1 : 32 / N;  // lanes holding each sum
+    __device__ __forceinline__ static int owner(int lane) { return lane / dup * held; }
+};
+template <int M, int HOLD>
+__device__ __forceinline__ void rf_halve_level(float* x, int lane) {
+    if constexpr (M > 0) {
+        if constexpr (HOLD == 1) {
+            x[0] += rf_shfl_xor(x[0], M);
+            rf_halve_level<M / 2, 1>(x, lane);
+        } else {
+            constexpr int HALF = HOLD / 2;
+            const bool upper = (lane & M) != 0;  // keeps the upper half
+#pragma unroll
+            for (int i = 0; i < HALF; i++) {
+                const float send = upper ? x[i] : x[i + HALF];
+                const float keep = upper ? x[i + HALF] : x[i];
+                x[i] = keep + rf_shfl_xor(send, M);
+            }
+            rf_halve_level<M / 2, HALF>(x, lane);
+        }
+    }
+}
+// x[N] per lane in, x[0..RfHalved<N>::held) of the 32 lanes' sums out. `lane`: index in the
+// aligned 32-lane group.
+template <int N> __device__ __forceinline__ void rf_butterfly32_many(float* x, int lane) {
+    (void)sizeof(RfHalved<N>);
+    rf_halve_level<16, N>(x, lane);
+}
+
 // e^x as numerics::exp: Cody-Waite reduction, degree-7 Taylor polynomial, 2^n from bits.
 __device__ __forceinline__ float rf_exp(float x) {
     x = fminf(fmaxf(x, -87.0f), 88.0f);
