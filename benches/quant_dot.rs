@@ -3,9 +3,13 @@
 //! - `hot`: one weight row dotted over and over (L1-resident: pure kernel speed);
 //! - `stream`: a 64 MiB weight matrix swept row by row (DRAM-bound, like decode).
 //!
+//! Then the tiled prompt kernels (quant/dot/gemm): one panel of weight rows against 64 tokens,
+//! L1/L2-resident, in ns per (row, token) pair and multiply-adds per second.
+//!
 //! Run: `cargo bench --bench quant_dot` (optionally `-- q4_1` to filter by kernel name).
 
 use rocmforge::quant::dot::available_kernels;
+use rocmforge::quant::dot::gemm::{act_meta, available_gemm_kernels, ActMeta, GemmArgs};
 use rocmforge::quant::{activation_type, quantize_activations, GgmlType};
 use std::hint::black_box;
 use std::time::Instant;
@@ -167,6 +171,73 @@ fn main() {
                 }) / (stream_rows / 4 * 4) as f64;
                 report(k.name, n, "stream", [one, four, rows4], row_bytes);
             }
+        }
+    }
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Iq4Nl,
+    ] {
+        bench_gemm(ty, filter.as_deref());
+    }
+}
+
+/// Tokens per tiled call: a prompt chunk's worth, so the panel's unpacking is amortised as in
+/// prompt processing.
+const GEMM_TOKENS: usize = 64;
+
+/// The tiled kernels of `ty`, one panel of rows against [`GEMM_TOKENS`] tokens.
+fn bench_gemm(ty: GgmlType, filter: Option<&str>) {
+    let Some(act_ty) = activation_type(ty) else {
+        return;
+    };
+    for n in [576usize, 1536] {
+        let act_row = act_ty.row_bytes(n as u64).unwrap_or(0) as usize;
+        let mut acts = vec![0u8; act_row * GEMM_TOKENS];
+        let mut meta = vec![ActMeta::default(); GEMM_TOKENS * n / 32];
+        for (t, row) in acts.chunks_exact_mut(act_row).enumerate() {
+            let x: Vec<f32> = (0..n)
+                .map(|i| (((i + 31 * t) * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            quantize_activations(act_ty, &x, row).expect("activation row");
+            if !act_meta(act_ty, row, &mut meta[t * n / 32..][..n / 32]) {
+                return; // (K-quant activations: their kernels take KMeta, not benched here)
+            }
+        }
+        for k in available_gemm_kernels(ty) {
+            if filter.is_some_and(|f| !k.name.contains(f)) {
+                continue;
+            }
+            let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
+            let w = weights(ty, n, k.panel);
+            let args = GemmArgs {
+                n,
+                w: &w,
+                row_bytes,
+                rows: k.panel,
+                acts: &acts,
+                act_row_bytes: act_row,
+                meta: &meta,
+                kmeta: &[],
+                n_tokens: GEMM_TOKENS,
+            };
+            let mut out = vec![0f32; GEMM_TOKENS * k.panel];
+            let mut scratch = Vec::new();
+            let call = time_per_iter(TRIALS, 200, || {
+                (k.run)(black_box(&args), &mut out, &mut scratch);
+                black_box(&out);
+            });
+            let pairs = (GEMM_TOKENS * k.panel) as f64;
+            println!(
+                "{:<24} {n:>5} {:>6} {:>8.2} ns/(row,token) {:>7.1} GMAC/s",
+                k.name,
+                "gemm",
+                call / pairs * 1e9,
+                pairs * n as f64 / call / 1e9
+            );
         }
     }
 }
