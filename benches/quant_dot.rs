@@ -15,6 +15,20 @@ use std::hint::black_box;
 use std::time::Instant;
 
 const STREAM_BYTES: usize = 64 << 20;
+/// The weight types measured, in this order.
+const TYPES: [GgmlType; 11] = [
+    GgmlType::Q4_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+    GgmlType::Iq4Nl,
+    GgmlType::Iq4Xs,
+    GgmlType::F16,
+    GgmlType::F32,
+];
 const TRIALS: usize = 100;
 /// Sweeps of the streamed matrix (each a trial of one iteration).
 const STREAM_TRIALS: usize = 8;
@@ -87,19 +101,7 @@ fn main() {
         "{:<24} {:>5} {:>6} {:>8} {:>6} {:>8} {:>6} {:>8} {:>6}",
         "kernel", "n", "mode", "one ns", "GB/s", "four ns", "GB/s", "rows4 ns", "GB/s"
     );
-    for ty in [
-        GgmlType::Q4_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q4K,
-        GgmlType::Q6K,
-        GgmlType::Iq4Nl,
-        GgmlType::Iq4Xs,
-        GgmlType::F16,
-        GgmlType::F32,
-    ] {
+    for ty in TYPES {
         let Some(act_ty) = activation_type(ty) else {
             continue;
         };
@@ -173,14 +175,8 @@ fn main() {
             }
         }
     }
-    for ty in [
-        GgmlType::Q4_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Iq4Nl,
-    ] {
+    // (Types without tiled kernels skip, and so do the K-quants: theirs take Q8_K activations.)
+    for ty in TYPES {
         bench_gemm(ty, filter.as_deref());
     }
 }
@@ -194,8 +190,14 @@ fn bench_gemm(ty: GgmlType, filter: Option<&str>) {
     let Some(act_ty) = activation_type(ty) else {
         return;
     };
+    if available_gemm_kernels(ty).is_empty() {
+        return;
+    }
     for n in [576usize, 1536] {
         let act_row = act_ty.row_bytes(n as u64).unwrap_or(0) as usize;
+        if act_row == 0 || n % ty.block_elems() != 0 {
+            continue; // (576-element rows are not whole K-quant super-blocks)
+        }
         let mut acts = vec![0u8; act_row * GEMM_TOKENS];
         let mut meta = vec![ActMeta::default(); GEMM_TOKENS * n / 32];
         for (t, row) in acts.chunks_exact_mut(act_row).enumerate() {
