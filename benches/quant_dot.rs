@@ -9,7 +9,9 @@
 //! Run: `cargo bench --bench quant_dot` (optionally `-- q4_1` to filter by kernel name).
 
 use rocmforge::quant::dot::available_kernels;
-use rocmforge::quant::dot::gemm::{act_meta, available_gemm_kernels, ActMeta, GemmArgs};
+use rocmforge::quant::dot::gemm::{
+    act_meta, available_gemm_kernels, takes_activations, ActMeta, GemmArgs,
+};
 use rocmforge::quant::{activation_type, quantize_activations, GgmlType};
 use std::hint::black_box;
 use std::time::Instant;
@@ -175,7 +177,6 @@ fn main() {
             }
         }
     }
-    // (Types without tiled kernels skip, and so do the K-quants: theirs take Q8_K activations.)
     for ty in TYPES {
         bench_gemm(ty, filter.as_deref());
     }
@@ -185,19 +186,20 @@ fn main() {
 /// prompt processing.
 const GEMM_TOKENS: usize = 64;
 
-/// The tiled kernels of `ty`, one panel of rows against [`GEMM_TOKENS`] tokens.
+/// The tiled kernels of `ty`, one panel of rows against [`GEMM_TOKENS`] tokens: the types
+/// with 32-element activation blocks (the K-quants' kernels take Q8_K rows and are not
+/// measured here; types without tiled kernels have none to measure).
 fn bench_gemm(ty: GgmlType, filter: Option<&str>) {
-    let Some(act_ty) = activation_type(ty) else {
+    let kernels = available_gemm_kernels(ty);
+    let Some(act_ty) = activation_type(ty).filter(|&a| takes_activations(a)) else {
         return;
     };
-    if available_gemm_kernels(ty).is_empty() {
+    if kernels.is_empty() {
         return;
     }
     for n in [576usize, 1536] {
         let act_row = act_ty.row_bytes(n as u64).unwrap_or(0) as usize;
-        if act_row == 0 || n % ty.block_elems() != 0 {
-            continue; // (576-element rows are not whole K-quant super-blocks)
-        }
+        let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
         let mut acts = vec![0u8; act_row * GEMM_TOKENS];
         let mut meta = vec![ActMeta::default(); GEMM_TOKENS * n / 32];
         for (t, row) in acts.chunks_exact_mut(act_row).enumerate() {
@@ -205,15 +207,12 @@ fn bench_gemm(ty: GgmlType, filter: Option<&str>) {
                 .map(|i| (((i + 31 * t) * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             quantize_activations(act_ty, &x, row).expect("activation row");
-            if !act_meta(act_ty, row, &mut meta[t * n / 32..][..n / 32]) {
-                return; // (K-quant activations: their kernels take KMeta, not benched here)
-            }
+            assert!(act_meta(act_ty, row, &mut meta[t * n / 32..][..n / 32]));
         }
-        for k in available_gemm_kernels(ty) {
+        for &k in &kernels {
             if filter.is_some_and(|f| !k.name.contains(f)) {
                 continue;
             }
-            let row_bytes = ty.row_bytes(n as u64).unwrap_or(0) as usize;
             let w = weights(ty, n, k.panel);
             let args = GemmArgs {
                 n,
